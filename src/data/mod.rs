@@ -1,0 +1,1 @@
+//! Parquet input read by row ranges, and `gen`. (Placeholder.)

@@ -1,0 +1,253 @@
+//! Model specs, safetensors loading, the CPU reference and the fast CPU path.
+//!
+//! Pure: weights arrive as bytes, rows arrive as [`Rows`]; nothing here reads a
+//! file or a clock. The reference path (`predict_reference`) is written to be
+//! obviously right and is what every other backend is checked against.
+
+use serde::{Deserialize, Serialize};
+
+/// Entity ids of a run of rows: integers or strings, as the input file has them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EntityIds {
+    Int(Vec<u64>),
+    Str(Vec<String>),
+}
+
+impl EntityIds {
+    pub fn len(&self) -> usize {
+        match self {
+            EntityIds::Int(v) => v.len(),
+            EntityIds::Str(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The store key of entity `i`: u64 big-endian for integers, UTF-8 for strings.
+    pub fn key(&self, i: usize) -> EntityKey {
+        match self {
+            EntityIds::Int(v) => EntityKey::Int(v[i]),
+            EntityIds::Str(v) => EntityKey::Str(v[i].clone()),
+        }
+    }
+
+    /// Rows `range` of these ids.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> EntityIds {
+        match self {
+            EntityIds::Int(v) => EntityIds::Int(v[range].to_vec()),
+            EntityIds::Str(v) => EntityIds::Str(v[range].to_vec()),
+        }
+    }
+}
+
+/// One entity id, as a store key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EntityKey {
+    Int(u64),
+    Str(String),
+}
+
+impl EntityKey {
+    /// The LMDB key bytes: u64 big-endian for integer ids, UTF-8 for string ids.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            EntityKey::Int(v) => v.to_be_bytes().to_vec(),
+            EntityKey::Str(s) => s.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntityKey::Int(v) => write!(f, "{v}"),
+            EntityKey::Str(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// The rows of one chunk, columnar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rows {
+    pub ids: EntityIds,
+    /// Dense features per row.
+    pub num_features: usize,
+    /// `len() * num_features` values, row-major.
+    pub features: Vec<f32>,
+    /// `len() + 1` offsets into `history_items` when the input has a history
+    /// column, else empty.
+    pub history_offsets: Vec<u32>,
+    /// Item ids of every row's history, oldest first.
+    pub history_items: Vec<u32>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`'s dense features.
+    pub fn features_of(&self, i: usize) -> &[f32] {
+        &self.features[i * self.num_features..(i + 1) * self.num_features]
+    }
+
+    /// Row `i`'s history (empty when the input has no history column).
+    pub fn history_of(&self, i: usize) -> &[u32] {
+        if self.history_offsets.is_empty() {
+            return &[];
+        }
+        let (a, b) = (self.history_offsets[i], self.history_offsets[i + 1]);
+        &self.history_items[a as usize..b as usize]
+    }
+
+    /// Rows `range` of these rows, as a new `Rows`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Rows {
+        let f = self.num_features;
+        let (history_offsets, history_items) = if self.history_offsets.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let base = self.history_offsets[range.start];
+            let end = self.history_offsets[range.end];
+            (
+                self.history_offsets[range.start..=range.end]
+                    .iter()
+                    .map(|o| o - base)
+                    .collect(),
+                self.history_items[base as usize..end as usize].to_vec(),
+            )
+        };
+        Rows {
+            ids: self.ids.slice(range.clone()),
+            num_features: f,
+            features: self.features[range.start * f..range.end * f].to_vec(),
+            history_offsets,
+            history_items,
+        }
+    }
+}
+
+/// What a model produced for a run of rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Predictions {
+    /// `width` scores per row (mlp), row-major.
+    Scores { width: usize, values: Vec<f32> },
+    /// Top-K (item id, score) pairs per row (two_tower), best first; row `i`
+    /// owns `offsets[i]..offsets[i + 1]` of `items` and `scores`.
+    TopK {
+        offsets: Vec<u32>,
+        items: Vec<u32>,
+        scores: Vec<f32>,
+    },
+}
+
+impl Predictions {
+    pub fn len(&self) -> usize {
+        match self {
+            Predictions::Scores { width, values } => values.len().checked_div(*width).unwrap_or(0),
+            Predictions::TopK { offsets, .. } => offsets.len().saturating_sub(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` rows of these predictions.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            Predictions::Scores { width, values } => values.truncate(n * *width),
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => {
+                offsets.truncate(n + 1);
+                let end = *offsets.last().unwrap_or(&0) as usize;
+                items.truncate(end);
+                scores.truncate(end);
+            }
+        }
+    }
+}
+
+/// Which model a job runs and its settings (weights come separately, as bytes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    Mlp {
+        /// Explicit layer names, or `None` for every `*.weight` with a
+        /// matching `*.bias`, ordered by the numbers in their names.
+        layers: Option<Vec<String>>,
+        output: OutputActivation,
+    },
+    TwoTower {
+        top_k: usize,
+        /// The per-entity work cap: only the last `max_history` items pool.
+        max_history: usize,
+        exclude_seen: bool,
+    },
+}
+
+impl ModelSpec {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ModelSpec::Mlp { .. } => "mlp",
+            ModelSpec::TwoTower { .. } => "two_tower",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputActivation {
+    Sigmoid,
+    Softmax,
+    None,
+}
+
+/// One dense layer, laid out as `torch.nn.Linear` stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub name: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    /// `[out_dim, in_dim]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[out_dim]`.
+    pub bias: Vec<f32>,
+}
+
+/// Dense layers with relu between them and `output` after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp {
+    pub layers: Vec<Dense>,
+    pub output: OutputActivation,
+}
+
+/// Mean-pooled history (+ features) through the user tower, scored by dot
+/// product against every item embedding, top K kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TwoTower {
+    pub dim: usize,
+    /// `[items, dim]`, row-major.
+    pub item_embeddings: Vec<f32>,
+    /// The id of each embedding row (the row index when the file has none).
+    pub item_ids: Vec<u32>,
+    /// The user tower; empty: the pooled history is the user vector.
+    pub tower: Vec<Dense>,
+    pub num_features: usize,
+    pub top_k: usize,
+    pub max_history: usize,
+    pub exclude_seen: bool,
+}
+
+/// A loaded model, ready to score rows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Model {
+    Mlp(Mlp),
+    TwoTower(TwoTower),
+}

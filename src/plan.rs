@@ -1,0 +1,1 @@
+//! Entity costs to chunks of equal cost; splitting a range. (Placeholder.)

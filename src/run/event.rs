@@ -1,0 +1,100 @@
+//! What the coordinator publishes while it runs: the UI (TUI or headless) is a
+//! pure function of these events.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sched::{HostId, Snapshot};
+use crate::store::ValidationReport;
+
+/// A host's connection state, as the hosts table shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HostState {
+    Connecting,
+    Shipping,
+    Running,
+    Lost(String),
+    /// Its workers exited after the run.
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host: HostId,
+    pub name: String,
+    pub slots: u32,
+    pub cost_per_hour: f64,
+}
+
+/// One thing that happened during a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The run began building `version`.
+    Started {
+        job: String,
+        model: String,
+        version: u64,
+        rows_total: u64,
+        chunks_total: u64,
+        hosts: Vec<HostInfo>,
+        live_version: Option<u64>,
+        resumed: bool,
+    },
+    Host {
+        host: HostId,
+        state: HostState,
+        backend: Option<String>,
+        adapter: Option<String>,
+    },
+    /// A log line: worker stderr (source: the host and slot) or a run event
+    /// (source: "run").
+    Log {
+        at: Duration,
+        source: String,
+        text: String,
+    },
+    /// The scheduler's view, published a few times a second.
+    Progress(Snapshot),
+    /// Validation ran on the finished version.
+    Validated(ValidationReport),
+    /// The run ended (with or without a flip).
+    Finished(Report),
+}
+
+/// The run report (`--report FILE.json`); fields may be added, never renamed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub job: String,
+    pub version: u64,
+    pub flipped: bool,
+    pub rows: u64,
+    pub chunks: u64,
+    pub attempts: u64,
+    pub backups: u64,
+    pub splits: u64,
+    pub retries: u64,
+    pub duration_s: f64,
+    pub cost: f64,
+    pub hosts: Vec<HostReport>,
+    pub validation: ValidationReport,
+    /// Why the run did not flip, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub live_version: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub name: String,
+    pub backend: String,
+    pub adapter: String,
+    pub slots: u32,
+    pub rows: u64,
+    pub chunks: u64,
+    pub attempts: u64,
+    pub failures: u64,
+    pub shipped_bytes: u64,
+    pub busy_s: f64,
+    pub cost: f64,
+}

@@ -1,0 +1,1 @@
+//! Terminal UI and headless output. (Placeholder.)
