@@ -52,6 +52,9 @@ pub enum ToWorker {
         /// CPU threads for the native path.
         threads: u32,
     },
+    /// Report which backend `device` gives on this machine, without a model
+    /// (`herd hosts check`); answered with `Loaded` (model empty).
+    Probe { device: Device, threads: u32 },
     /// Score `rows` as attempt `attempt` of chunk `chunk`.
     Run {
         chunk: ChunkId,

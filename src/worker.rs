@@ -1,1 +1,365 @@
-//! The worker loop. (Placeholder.)
+//! The worker loop (`herd worker`): speaks the protocol on stdin/stdout.
+//!
+//! Hello first, then load the model once, then run chunks in small batches so
+//! that progress flows back and a `StopAt`, `Cancel` or `Shutdown` takes effect
+//! between batches. A reader thread turns stdin frames into a channel; stdin
+//! closing (the coordinator went away) ends the worker, so no orphan is left.
+//! Logs go to stderr, which the coordinator prefixes with the host and slot.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Device;
+use crate::model::{Model, ModelSpec, Predictions, Rows};
+use crate::proto::{self, FromWorker, ToWorker};
+use crate::sched::AttemptId;
+
+/// Progress is reported about this many times per chunk.
+const PROGRESS_STEPS: usize = 16;
+/// A batch never holds fewer rows than this (unless the chunk is smaller).
+const MIN_BATCH_ROWS: usize = 16;
+
+/// Test-only: a factor by which this worker pretends to be slower (it sleeps
+/// `(factor - 1) x` the compute time after each batch). Set by the coordinator
+/// from `HERD_TEST_SLOW_SLOT`; never a user setting.
+pub const SLOWDOWN_ENV: &str = "HERD_TEST_WORKER_SLOWDOWN";
+
+enum Backend {
+    Cpu {
+        threads: usize,
+    },
+    Gpu {
+        gpu: Box<crate::gpu::Gpu>,
+        model: Box<crate::gpu::GpuModel>,
+    },
+}
+
+struct Loaded {
+    model: Model,
+    backend: Backend,
+}
+
+/// Runs the worker on this process's stdin and stdout until shutdown or EOF.
+pub fn main() -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (tx, rx) = mpsc::channel::<ToWorker>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match read_frame(&mut stdin) {
+                Ok(Some(msg)) => {
+                    if tx.send(msg).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("worker: bad frame from coordinator: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    let host = hostname();
+    send(
+        &mut out,
+        &FromWorker::Hello {
+            version: proto::PROTOCOL_VERSION,
+            host,
+            pid: std::process::id(),
+        },
+    )?;
+    let slowdown: f64 = std::env::var(SLOWDOWN_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let mut loaded: Option<Loaded> = None;
+    let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
+    loop {
+        let msg = match queue.pop_front() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()), // coordinator gone
+            },
+        };
+        match msg {
+            ToWorker::Load {
+                spec,
+                sha256,
+                path,
+                num_features,
+                device,
+                threads,
+            } => match load(&spec, &sha256, &path, num_features, device, threads) {
+                Ok(l) => {
+                    let (backend, adapter) = match &l.backend {
+                        Backend::Cpu { threads } => describe_backend(None, *threads),
+                        Backend::Gpu { gpu, .. } => describe_backend(Some(gpu), 0),
+                    };
+                    send(
+                        &mut out,
+                        &FromWorker::Loaded {
+                            backend,
+                            adapter,
+                            model: l.model.describe(),
+                        },
+                    )?;
+                    loaded = Some(l);
+                }
+                Err(message) => {
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: None,
+                            message,
+                        },
+                    )?;
+                }
+            },
+            ToWorker::Run {
+                chunk: _,
+                attempt,
+                rows,
+            } => {
+                let Some(l) = loaded.as_ref() else {
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message: "chunk sent before the model was loaded".into(),
+                        },
+                    )?;
+                    continue;
+                };
+                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, slowdown)? {
+                    Attempt::Finished(predictions) => send(
+                        &mut out,
+                        &FromWorker::Result {
+                            attempt,
+                            predictions,
+                        },
+                    )?,
+                    Attempt::Cancelled => {}
+                    Attempt::Failed(message) => send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        },
+                    )?,
+                    Attempt::Shutdown => return Ok(()),
+                }
+            }
+            ToWorker::Probe { device, threads } => {
+                let reply = match choose_backend(device, threads.max(1) as usize) {
+                    Ok(b) => {
+                        let (backend, adapter) = match &b {
+                            Chosen::Cpu { threads } => describe_backend(None, *threads),
+                            Chosen::Gpu(gpu) => describe_backend(Some(gpu), 0),
+                        };
+                        FromWorker::Loaded {
+                            backend,
+                            adapter,
+                            model: String::new(),
+                        }
+                    }
+                    Err(message) => FromWorker::Error {
+                        attempt: None,
+                        message,
+                    },
+                };
+                send(&mut out, &reply)?;
+            }
+            ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => {} // for an attempt already done
+            ToWorker::Shutdown => return Ok(()),
+        }
+    }
+}
+
+enum Attempt {
+    Finished(Predictions),
+    Cancelled,
+    Failed(String),
+    Shutdown,
+}
+
+fn run_attempt(
+    l: &Loaded,
+    attempt: AttemptId,
+    rows: &Rows,
+    rx: &Receiver<ToWorker>,
+    queue: &mut std::collections::VecDeque<ToWorker>,
+    out: &mut impl Write,
+    slowdown: f64,
+) -> Result<Attempt, String> {
+    let n = rows.len();
+    let mut limit = n;
+    let batch = (n / PROGRESS_STEPS).max(MIN_BATCH_ROWS).max(1);
+    let mut parts = Vec::new();
+    let mut done = 0;
+    while done < limit {
+        let end = (done + batch).min(limit);
+        let started = Instant::now();
+        let part = match predict(l, &rows.slice(done..end)) {
+            Ok(p) => p,
+            Err(e) => return Ok(Attempt::Failed(e)),
+        };
+        if slowdown > 1.0 {
+            std::thread::sleep(started.elapsed().mul_f64(slowdown - 1.0));
+        }
+        parts.push(part);
+        done = end;
+        send(
+            out,
+            &FromWorker::Progress {
+                attempt,
+                rows_done: done as u64,
+            },
+        )?;
+        // Messages that arrived while computing.
+        loop {
+            match rx.try_recv() {
+                Ok(ToWorker::StopAt { attempt: a, rows }) if a == attempt => {
+                    limit = limit.min((rows as usize).max(done));
+                }
+                Ok(ToWorker::Cancel { attempt: a }) if a == attempt => {
+                    return Ok(Attempt::Cancelled);
+                }
+                Ok(ToWorker::Shutdown) => return Ok(Attempt::Shutdown),
+                Ok(other) => queue.push_back(other),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Ok(Attempt::Shutdown),
+            }
+        }
+    }
+    Ok(Attempt::Finished(Predictions::concat(parts)))
+}
+
+fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
+    match &l.backend {
+        Backend::Cpu { threads } => Ok(predict_cpu(&l.model, rows, *threads)),
+        Backend::Gpu { gpu, model } => model.predict(gpu, rows).map_err(|e| e.to_string()),
+    }
+}
+
+/// The native CPU path: the rows split across `threads` scoped threads.
+pub fn predict_cpu(model: &Model, rows: &Rows, threads: usize) -> Predictions {
+    let n = rows.len();
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return model.predict(rows);
+    }
+    let per = n.div_ceil(threads);
+    let parts: Vec<Predictions> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = (t * per).min(n)..((t + 1) * per).min(n);
+                s.spawn(move || model.predict(&rows.slice(range)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    });
+    Predictions::concat(parts)
+}
+
+fn load(
+    spec: &ModelSpec,
+    sha256: &str,
+    path: &str,
+    num_features: usize,
+    device: Device,
+    threads: u32,
+) -> Result<Loaded, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read model '{path}': {e}"))?;
+    let found = hex(&Sha256::digest(&bytes));
+    if found != sha256 {
+        return Err(format!(
+            "model '{path}' has sha256 {found}, expected {sha256} (changed during the run?)"
+        ));
+    }
+    let model = Model::from_safetensors(spec, &bytes, num_features)
+        .map_err(|e| format!("model '{path}': {e}"))?;
+    let backend = match choose_backend(device, threads.max(1) as usize)? {
+        Chosen::Cpu { threads } => Backend::Cpu { threads },
+        Chosen::Gpu(gpu) => {
+            let gm = crate::gpu::GpuModel::new(&gpu, &model).map_err(|e| e.to_string())?;
+            Backend::Gpu {
+                gpu,
+                model: Box::new(gm),
+            }
+        }
+    };
+    Ok(Loaded { model, backend })
+}
+
+enum Chosen {
+    Cpu { threads: usize },
+    Gpu(Box<crate::gpu::Gpu>),
+}
+
+/// The device setting to a backend: `cpu` is the native path; the others ask
+/// the gpu room, which answers `None` when `auto` finds no real GPU.
+fn choose_backend(device: Device, threads: usize) -> Result<Chosen, String> {
+    if device == Device::Cpu {
+        return Ok(Chosen::Cpu { threads });
+    }
+    match crate::gpu::choose(device).map_err(|e| e.to_string())? {
+        Some(gpu) => Ok(Chosen::Gpu(Box::new(gpu))),
+        None => Ok(Chosen::Cpu { threads }),
+    }
+}
+
+fn describe_backend(gpu: Option<&crate::gpu::Gpu>, threads: usize) -> (String, String) {
+    match gpu {
+        None => (
+            "cpu".into(),
+            format!(
+                "native CPU, {threads} thread{}",
+                if threads == 1 { "" } else { "s" }
+            ),
+        ),
+        Some(gpu) => (
+            format!("wgpu-{:?}", gpu.info.backend).to_lowercase(),
+            gpu.info.name.clone(),
+        ),
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn send(out: &mut impl Write, msg: &FromWorker) -> Result<(), String> {
+    let frame = proto::encode(msg).map_err(|e| e.to_string())?;
+    out.write_all(&frame)
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("coordinator went away: {e}"))
+}
+
+fn read_frame(input: &mut impl Read) -> Result<Option<ToWorker>, String> {
+    let mut header = [0u8; proto::HEADER_BYTES];
+    match input.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = proto::body_len(header).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body).map_err(|e| e.to_string())?;
+    proto::decode(&body).map(Some).map_err(|e| e.to_string())
+}

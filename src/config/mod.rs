@@ -125,6 +125,7 @@ pub struct Job {
     pub stragglers: Stragglers,
     pub output: Output,
     pub validate: Validate,
+    pub generate: Option<Generate>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,4 +179,19 @@ pub struct Validate {
     /// Refuse to flip when the mean score moved more than this against the
     /// live version; `None`: no check.
     pub max_mean_shift: Option<f64>,
+}
+// STUB
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generate {
+    pub kind: GenerateKind,
+    pub users: u64,
+    pub items: u32,
+    pub dim: usize,
+    pub features: usize,
+    pub seed: u64,
+}
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GenerateKind {
+    TwoTower,
+    Mlp,
 }

@@ -177,3 +177,24 @@ pub struct Snapshot {
 
 /// The scheduler state machine. (Being written.)
 pub struct Scheduler {}
+// STUB
+impl Scheduler {
+    pub fn new(_: Policy, _: Vec<u64>, _: &[Range<u64>]) -> Scheduler {
+        unimplemented!()
+    }
+    pub fn handle(&mut self, _: Duration, _: Input) {
+        unimplemented!()
+    }
+    pub fn handle_timeout(&mut self, _: Duration) {
+        unimplemented!()
+    }
+    pub fn poll_command(&mut self) -> Option<Command> {
+        unimplemented!()
+    }
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        unimplemented!()
+    }
+    pub fn snapshot(&self, _: Duration) -> Snapshot {
+        unimplemented!()
+    }
+}

@@ -1,0 +1,472 @@
+//! Command line (clap) and what each command does at the edge: runs, the TUI,
+//! store commands, `gen`, benchmarks and the worker entry point.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use herd::model::EntityKey;
+use herd::run::{self, Event};
+use herd::store::{Store, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herd",
+    version,
+    about = "Batch inference across a few machines: partition, ship, score, store, flip.",
+    long_about = "Batch inference across a few machines: partition, ship, score, store, flip.\n\nWith no command, opens the terminal UI on the jobs in ./jobs."
+)]
+struct Cli {
+    /// Run JOB.toml headless (same as `herd run JOB.toml`).
+    #[arg(long = "run", value_name = "JOB.toml", conflicts_with = "command")]
+    run: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a job headless: progress lines, a report, a trace.
+    Run(RunArgs),
+    /// The terminal UI, on one job or a picker of jobs/*.toml.
+    Tui {
+        job: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
+    },
+    /// Fleet commands.
+    Hosts {
+        #[command(subcommand)]
+        cmd: HostsCmd,
+    },
+    /// Write a deterministic synthetic dataset and model.
+    Gen(GenArgs),
+    /// Read and manage the prediction store.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
+    /// Benchmark tables (ratios against a baseline, not pass/fail).
+    Bench {
+        what: BenchWhat,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: speaks the worker protocol on stdin/stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    job: PathBuf,
+    /// Use this fleet file instead of the job's `hosts`.
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// Finish the job's unfinished version, skipping committed chunks.
+    #[arg(long)]
+    resume: bool,
+    /// Write the run report as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Write a Chrome trace-event file (one track per slot; opens in Perfetto).
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum HostsCmd {
+    /// Connect, ship, start a worker on each host, print its device.
+    Check {
+        #[arg(long, value_name = "FILE", default_value = "hosts.toml")]
+        hosts: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GenModel {
+    TwoTower,
+    Mlp,
+}
+
+#[derive(Args, Debug)]
+struct GenArgs {
+    model: GenModel,
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Rows (users or entities).
+    #[arg(long)]
+    users: Option<u64>,
+    #[arg(long)]
+    items: Option<u32>,
+    #[arg(long)]
+    dim: Option<usize>,
+    #[arg(long)]
+    features: Option<usize>,
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// List versions (live first).
+    Versions {
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look up one entity's prediction.
+    Get {
+        id: String,
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move readers to version N (roll forward or back).
+    Flip {
+        #[arg(long, value_name = "N")]
+        to: u64,
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+    },
+    /// Drop old versions, keeping the newest K (never the live one or the one before it).
+    Gc {
+        #[arg(long, value_name = "K")]
+        keep: usize,
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchWhat {
+    Compute,
+    Stragglers,
+    Store,
+}
+
+pub fn main() -> Result<i32> {
+    let cli = Cli::parse();
+    if let Some(job) = cli.run {
+        return run_headless(RunArgs {
+            job,
+            hosts: None,
+            resume: false,
+            report: None,
+            trace: None,
+        });
+    }
+    match cli.command {
+        None => tui(None, None),
+        Some(Cmd::Run(args)) => run_headless(args),
+        Some(Cmd::Tui { job, hosts }) => tui(job, hosts),
+        Some(Cmd::Worker) => match herd::worker::main() {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("worker: {e}");
+                Ok(1)
+            }
+        },
+        Some(Cmd::Hosts {
+            cmd: HostsCmd::Check { hosts },
+        }) => hosts_check(&hosts),
+        Some(Cmd::Gen(args)) => generate(args),
+        Some(Cmd::Store { cmd }) => store_cmd(cmd),
+        Some(Cmd::Bench { what, json }) => bench(what, json),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_headless(args: RunArgs) -> Result<i32> {
+    let rt = runtime()?;
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let (_ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = run::Options {
+        job: args.job.clone(),
+        hosts: args.hosts.clone(),
+        resume: args.resume,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let printer = std::thread::spawn(move || {
+        let mut headless = herd::ui::headless::Headless::new(tty);
+        let mut started = None;
+        let mut last_snapshot = None;
+        let mut err = std::io::stderr().lock();
+        while let Some(ev) = ev_rx.blocking_recv() {
+            for line in headless.on_event(&ev) {
+                if tty && line.starts_with('\r') {
+                    let _ = write!(err, "{line}");
+                } else {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            let _ = err.flush();
+            match ev {
+                Event::Started { .. } => started = Some(ev),
+                Event::Progress(s) => last_snapshot = Some(s),
+                _ => {}
+            }
+        }
+        (started, last_snapshot)
+    });
+    let result = rt.block_on(run::run(opts, ev_tx, ctl_rx));
+    let (started, snapshot) = printer.join().unwrap_or((None, None));
+    if let (Some(path), Some(started), Some(snapshot)) = (&args.trace, &started, &snapshot) {
+        let trace = herd::ui::trace::trace_json(started, snapshot);
+        write_json(path, &trace)?;
+    }
+    let (code, report) = match result {
+        Ok(report) => (0, Some(report)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            let report = match &e {
+                run::Error::Validation(r) => Some((**r).clone()),
+                _ => None,
+            };
+            (e.exit_code(), report)
+        }
+    };
+    if let (Some(path), Some(report)) = (&args.report, &report) {
+        write_json(path, &serde_json::to_value(report)?)?;
+    }
+    Ok(code)
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn tui(job: Option<PathBuf>, hosts: Option<PathBuf>) -> Result<i32> {
+    let _ = (job, hosts);
+    bail!("the terminal UI is not in this build yet; use `herd run JOB.toml`")
+}
+
+fn hosts_check(hosts: &Path) -> Result<i32> {
+    let fleet = match run::load_fleet(hosts) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(e.exit_code());
+        }
+    };
+    let rt = runtime()?;
+    let rows = rt.block_on(herd::fleet::check::check(&fleet));
+    println!("{}", herd::fleet::check::table(&rows));
+    Ok(if rows.iter().all(|r| r.ok) { 0 } else { 1 })
+}
+
+fn generate(args: GenArgs) -> Result<i32> {
+    use herd::data::synth::{self, GenKind, GenOptions};
+    let (kind, data_name, weights_name) = match args.model {
+        GenModel::TwoTower => (GenKind::TwoTower, "users.parquet", "two_tower.safetensors"),
+        GenModel::Mlp => (GenKind::Mlp, "entities.parquet", "mlp.safetensors"),
+    };
+    let mut opts = GenOptions::defaults(kind);
+    if let Some(v) = args.users {
+        opts.users = v;
+    }
+    if let Some(v) = args.items {
+        opts.items = v;
+    }
+    if let Some(v) = args.dim {
+        opts.dim = v;
+    }
+    if let Some(v) = args.features {
+        opts.features = v;
+    }
+    if let Some(v) = args.hidden {
+        opts.hidden = v;
+    }
+    if let Some(v) = args.seed {
+        opts.seed = v;
+    }
+    let data = args.out.join(data_name);
+    let weights = args.out.join(weights_name);
+    let s = synth::generate(&opts, &data, &weights)?;
+    println!(
+        "wrote {} ({} rows, {} bytes) and {} ({} bytes)",
+        s.data.display(),
+        s.rows,
+        s.data_bytes,
+        s.weights.display(),
+        s.weights_bytes
+    );
+    Ok(0)
+}
+
+fn store_cmd(cmd: StoreCmd) -> Result<i32> {
+    match cmd {
+        StoreCmd::Versions { store, json } => {
+            let s = Store::open_existing(&store)?;
+            let live = s.live()?;
+            let versions = s.versions()?;
+            if json {
+                let v = serde_json::json!({
+                    "live": live,
+                    "versions": versions.iter().map(|r| serde_json::json!({
+                        "version": r.version,
+                        "status": format!("{:?}", r.status).to_lowercase(),
+                        "rows": r.committed_rows,
+                        "expected_rows": r.rows,
+                        "model_version": r.model_version,
+                        "model_kind": r.model_kind,
+                        "job": r.job,
+                        "created": r.created,
+                        "ttl": r.ttl_secs,
+                        "hosts": r.hosts,
+                        "duration_s": r.duration_s,
+                        "validation": r.validation,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<10}  validation",
+                    "version", "status", "rows", "model_version", "job", "created"
+                );
+                for r in &versions {
+                    let check = match &r.validation {
+                        None => "-".to_string(),
+                        Some(v) if v.passed => "passed".to_string(),
+                        Some(v) => format!(
+                            "failed: {}",
+                            v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
+                        ),
+                    };
+                    println!(
+                        "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<10}  {}",
+                        r.version,
+                        format!("{:?}", r.status).to_lowercase(),
+                        r.committed_rows,
+                        r.model_version,
+                        r.job,
+                        r.created,
+                        check
+                    );
+                }
+                match live {
+                    Some(v) => println!("live: {v}"),
+                    None => println!("live: none"),
+                }
+            }
+            Ok(0)
+        }
+        StoreCmd::Get {
+            id,
+            store,
+            version,
+            json,
+        } => {
+            let s = Store::open_existing(&store)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut found = None;
+            if let Ok(n) = id.parse::<u64>() {
+                found = s.get(&EntityKey::Int(n), version, now)?;
+            }
+            if found.is_none() {
+                found = s.get(&EntityKey::Str(id.clone()), version, now)?;
+            }
+            let Some(p) = found else {
+                let which = match version {
+                    Some(v) => format!("version {v}"),
+                    None => "the live version".to_string(),
+                };
+                eprintln!(
+                    "error: no prediction for id '{id}' in {which} of {}",
+                    store.display()
+                );
+                return Ok(1);
+            };
+            if json {
+                println!("{}", serde_json::to_string(&p.to_json())?);
+            } else {
+                println!(
+                    "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
+                    p.id,
+                    p.version,
+                    p.model_version,
+                    p.timestamp,
+                    p.ttl,
+                    if p.stale { "  STALE" } else { "" }
+                );
+                match &p.value {
+                    Value::Scores(s) => println!("scores: {s:?}"),
+                    Value::TopK(pairs) => {
+                        for (rank, (item, score)) in pairs.iter().enumerate() {
+                            println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        StoreCmd::Flip { to, store } => {
+            let s = Store::open_existing(&store)?;
+            let before = s.live()?;
+            s.flip(to)?;
+            println!(
+                "live: {} -> {to}",
+                before
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "none".into())
+            );
+            Ok(0)
+        }
+        StoreCmd::Gc { keep, store } => {
+            let s = Store::open_existing(&store)?;
+            let dropped = s.gc(keep)?;
+            if dropped.is_empty() {
+                println!("nothing to drop");
+            } else {
+                println!("dropped versions {dropped:?}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn bench(what: BenchWhat, json: bool) -> Result<i32> {
+    match what {
+        BenchWhat::Stragglers => {
+            let rows = herd::sched::sim::bench();
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "scenario": r.scenario, "policy": r.policy,
+                            "makespan_over_bound": r.makespan_over_bound,
+                            "makespan_s": r.makespan_s, "bound_s": r.bound_s,
+                            "attempts": r.attempts, "backups": r.backups, "splits": r.splits,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", herd::sched::sim::bench_table(&rows));
+            }
+        }
+        BenchWhat::Store => println!("{}", herd::store::bench::run(json)?),
+        BenchWhat::Compute => bail!("`herd bench compute` is not in this build yet"),
+    }
+    Ok(0)
+}

@@ -1,0 +1,166 @@
+//! `herd hosts check`: start one worker on every host, concurrently, and
+//! report what it found: reachable, backend and adapter, round-trip time.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Fleet, Host, Transport};
+use crate::proto::{FromWorker, ToWorker};
+use crate::sched::SlotId;
+
+use super::FleetEvent;
+
+/// How long one host may take to answer before it is reported unreachable.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckRow {
+    pub host: String,
+    pub ok: bool,
+    pub transport: String,
+    pub host_key: String,
+    pub auth: String,
+    pub shipped: String,
+    pub backend: String,
+    pub adapter: String,
+    pub slots: u32,
+    pub rtt: Option<Duration>,
+    pub error: Option<String>,
+}
+
+/// Checks every host of `fleet` concurrently.
+pub async fn check(fleet: &Fleet) -> Vec<CheckRow> {
+    let tasks: Vec<_> = fleet
+        .hosts
+        .iter()
+        .cloned()
+        .map(|h| tokio::spawn(async move { check_host(&h).await }))
+        .collect();
+    let mut rows = Vec::new();
+    for t in tasks {
+        rows.push(t.await.unwrap_or_else(|e| CheckRow {
+            error: Some(format!("check panicked: {e}")),
+            ..Default::default()
+        }));
+    }
+    rows
+}
+
+async fn check_host(h: &Host) -> CheckRow {
+    let mut row = CheckRow {
+        host: h.name.clone(),
+        slots: h.slots,
+        ..Default::default()
+    };
+    let spawned = match &h.transport {
+        Transport::Local => {
+            row.transport = "local".into();
+            row.host_key = "-".into();
+            row.auth = "-".into();
+            row.shipped = "-".into();
+            super::local::spawn(&[]).map_err(|e| e.to_string())
+        }
+        Transport::Ssh(s) => {
+            row.transport = format!("ssh {}", s.address);
+            Err("ssh hosts are not supported by this build".to_string())
+        }
+    };
+    let spawned = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            row.error = Some(e);
+            return row;
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut link = super::attach(SlotId(0), spawned, tx);
+    let threads = h.threads.unwrap_or(1);
+    let answer = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let mut sent_at = None;
+        let mut stderr = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                FleetEvent::Message {
+                    msg: FromWorker::Hello { .. },
+                    ..
+                } => {
+                    sent_at = Some(Instant::now());
+                    link.send(&ToWorker::Probe {
+                        device: h.device,
+                        threads,
+                    })?;
+                }
+                FleetEvent::Message {
+                    msg:
+                        FromWorker::Loaded {
+                            backend, adapter, ..
+                        },
+                    ..
+                } => return Ok((backend, adapter, sent_at.map(|t| t.elapsed()))),
+                FleetEvent::Message {
+                    msg: FromWorker::Error { message, .. },
+                    ..
+                } => return Err(message),
+                FleetEvent::Message { .. } => {}
+                FleetEvent::Stderr { line, .. } => stderr.push(line),
+                FleetEvent::Exited { reason, .. } => {
+                    return Err(format!("worker {reason}: {}", stderr.join(" | ")));
+                }
+            }
+        }
+        Err("worker closed its output".to_string())
+    })
+    .await;
+    let _ = link.send(&ToWorker::Shutdown);
+    match answer {
+        Ok(Ok((backend, adapter, rtt))) => {
+            row.ok = true;
+            row.backend = backend;
+            row.adapter = adapter;
+            row.rtt = rtt;
+        }
+        Ok(Err(e)) => row.error = Some(e),
+        Err(_) => row.error = Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    }
+    link.kill();
+    row
+}
+
+/// The rows as an aligned table.
+pub fn table(rows: &[CheckRow]) -> String {
+    let mut out = format!(
+        "{:<12} {:<10} {:<22} {:<9} {:<8} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
+        "host",
+        "reachable",
+        "transport",
+        "host key",
+        "auth",
+        "shipped",
+        "backend",
+        "adapter",
+        "slots",
+        "rtt"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<12} {:<10} {:<22} {:<9} {:<8} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
+            r.host,
+            if r.ok { "yes" } else { "NO" },
+            r.transport,
+            r.host_key,
+            r.auth,
+            r.shipped,
+            r.backend,
+            r.adapter,
+            r.slots,
+            r.rtt
+                .map(|d| format!("{:.1}ms", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into()),
+        ));
+        if let Some(e) = &r.error {
+            out.push_str(&format!("  {}: {e}\n", r.host));
+        }
+    }
+    out
+}

@@ -1,0 +1,78 @@
+//! Local workers: child processes of the coordinator running `herd worker`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+use super::Spawned;
+
+/// Names the worker executable instead of this process's own binary (for
+/// embedding herd's library in another program, and for tests that drive the
+/// library from a test binary).
+pub const WORKER_EXE_ENV: &str = "HERD_WORKER_BIN";
+
+/// The executable local workers run: `$HERD_WORKER_BIN`, else this binary.
+pub fn worker_exe() -> std::io::Result<PathBuf> {
+    match std::env::var_os(WORKER_EXE_ENV) {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe(),
+    }
+}
+
+/// Starts `herd worker` as a child process, with `env` added to its
+/// environment. The child dies with the coordinator: its stdin closes, and
+/// `kill_on_drop` covers the rest.
+pub fn spawn(env: &[(String, String)]) -> std::io::Result<Spawned> {
+    let exe = worker_exe()?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NODEVICE_SELECT", "1")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot start '{} worker': {e}", exe.display()),
+        )
+    })?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    let exit = Box::pin(async move {
+        tokio::select! {
+            status = child.wait() => describe_exit(status),
+            _ = kill_rx => {
+                let _ = child.kill().await;
+                "killed by the coordinator".to_string()
+            }
+        }
+    });
+    Ok(Spawned {
+        stdin: Box::new(stdin),
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        exit,
+        kill: kill_tx,
+    })
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(0), _) => "exited".to_string(),
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => format!("ended ({s})"),
+        },
+        Err(e) => format!("lost: {e}"),
+    }
+}

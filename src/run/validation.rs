@@ -1,0 +1,91 @@
+//! Builds the validation gate's inputs: every input id, and a spot-check
+//! sample re-scored here on the CPU reference (which catches a wrong GPU
+//! kernel or a corrupt worker before readers see it).
+
+use crate::model::{ModelSpec, Predictions};
+use crate::store::Value;
+use crate::store::validate::{SampleRow, ValidationPlan};
+
+use super::{Error, Prepared};
+
+/// The sample is read as this many windows of consecutive rows (one row
+/// group read each), spread over the input.
+const SPOT_WINDOWS: u64 = 8;
+/// Scores may differ from the reference by this much (relative where large):
+/// backends sum in different orders.
+pub const SPOT_TOLERANCE: f32 = 1e-4;
+
+pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
+    let n = p.index.ids.len() as u64;
+    let want = p.job.validate.spot_check.min(n);
+    let mut sample = Vec::new();
+    if want > 0 {
+        let windows = SPOT_WINDOWS.min(want);
+        let per = want.div_ceil(windows);
+        let mut state = version.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        let mut taken = std::collections::BTreeSet::new();
+        for _ in 0..windows {
+            state = splitmix(state);
+            let len = per.min(n);
+            let start = if n > len { state % (n - len + 1) } else { 0 };
+            let rows = p.dataset.read_rows(start..start + len).map_err(|e| {
+                Error::Failed(format!(
+                    "spot check: cannot read rows {start}..{}: {e}",
+                    start + len
+                ))
+            })?;
+            let preds = p.model.predict_reference(&rows);
+            for i in 0..rows.len() {
+                if !taken.insert(start + i as u64) {
+                    continue;
+                }
+                sample.push(SampleRow {
+                    key: rows.ids.key(i),
+                    history: rows.history_of(i).to_vec(),
+                    expected: value_of(&preds, i),
+                });
+            }
+        }
+    }
+    let top_k = match &p.job.model.spec {
+        ModelSpec::TwoTower { top_k, .. } => Some(*top_k),
+        ModelSpec::Mlp { .. } => None,
+    };
+    Ok(ValidationPlan {
+        ids: p.index.ids.clone(),
+        top_k,
+        sample,
+        tolerance: SPOT_TOLERANCE,
+        cfg: p.job.validate.clone(),
+    })
+}
+
+/// Row `i` of `preds` as a stored value.
+pub fn value_of(preds: &Predictions, i: usize) -> Value {
+    match preds {
+        Predictions::Scores { width, values } => {
+            Value::Scores(values[i * width..(i + 1) * width].to_vec())
+        }
+        Predictions::TopK {
+            offsets,
+            items,
+            scores,
+        } => {
+            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+            Value::TopK(
+                items[a..b]
+                    .iter()
+                    .copied()
+                    .zip(scores[a..b].iter().copied())
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
