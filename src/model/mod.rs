@@ -6,6 +6,19 @@
 
 use serde::{Deserialize, Serialize};
 
+mod catalogue;
+mod cost;
+mod error;
+mod fast;
+mod load;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use catalogue::ItemIndex;
+pub use error::{Error, Result};
+pub use load::TOWER_PREFIX;
+
 /// Entity ids of a run of rows: integers or strings, as the input file has them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EntityIds {
