@@ -264,30 +264,3 @@ pub enum Model {
     Mlp(Mlp),
     TwoTower(TwoTower),
 }
-// STUB-BEGIN
-pub type Result<T> = std::result::Result<T, Error>;
-#[derive(Debug, thiserror::Error)]
-#[error("stub")]
-pub struct Error;
-impl Model {
-    pub fn from_safetensors(_: &ModelSpec, _: &[u8], _: usize) -> Result<Model> {
-        unimplemented!()
-    }
-    pub fn predict_reference(&self, _: &Rows) -> Predictions {
-        unimplemented!()
-    }
-    pub fn predict(&self, _: &Rows) -> Predictions {
-        unimplemented!()
-    }
-    pub fn entity_cost(&self, _: usize) -> u64 {
-        unimplemented!()
-    }
-    pub fn describe(&self) -> String {
-        unimplemented!()
-    }
-}
-impl Predictions {
-    pub fn concat(_: Vec<Predictions>) -> Predictions {
-        unimplemented!()
-    }
-}
