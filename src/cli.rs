@@ -272,7 +272,7 @@ fn hosts_check(hosts: &Path) -> Result<i32> {
 }
 
 fn generate(args: GenArgs) -> Result<i32> {
-    use herd::data::synth::{self, GenKind, GenOptions};
+    use herd::data::r#gen::{self as synth, GenKind, GenOptions};
     let (kind, data_name, weights_name) = match args.model {
         GenModel::TwoTower => (GenKind::TwoTower, "users.parquet", "two_tower.safetensors"),
         GenModel::Mlp => (GenKind::Mlp, "entities.parquet", "mlp.safetensors"),
