@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::model::ModelSpec;
 
-pub use resolve::{parse_fleet, parse_job};
+pub use resolve::{parse_fleet, parse_job, parse_ttl};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -125,6 +125,9 @@ pub struct Job {
     pub stragglers: Stragglers,
     pub output: Output,
     pub validate: Validate,
+    /// `[generate]`: the synthetic data this job's input and weights are made
+    /// from when they do not exist yet (the demo job of a fresh clone).
+    pub generate: Option<Generate>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,4 +181,21 @@ pub struct Validate {
     /// Refuse to flip when the mean score moved more than this against the
     /// live version; `None`: no check.
     pub max_mean_shift: Option<f64>,
+}
+
+/// A synthetic data set (`herd gen`'s settings) named by a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generate {
+    pub kind: GenerateKind,
+    pub users: u64,
+    pub items: u32,
+    pub dim: usize,
+    pub features: usize,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerateKind {
+    TwoTower,
+    Mlp,
 }
