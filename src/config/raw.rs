@@ -149,3 +149,45 @@ pub struct HostTable {
 /// Keys the parser accepts but that are never valid; left out of the list of
 /// allowed keys in "unknown key" messages.
 pub const REFUSED_KEYS: &[&str] = &["password"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown_key_refused<T: serde::de::DeserializeOwned + std::fmt::Debug>(base: &str) {
+        let text = format!("{base}\nnot_a_key = 1\n");
+        let e = toml::from_str::<T>(&text).expect_err("an unknown key must be refused");
+        assert!(
+            e.message().starts_with("unknown field `not_a_key`"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn every_table_refuses_unknown_keys() {
+        unknown_key_refused::<JobTable>("name = 'a'\nmodel_version = 'v'");
+        unknown_key_refused::<InputTable>("path = 'p'\nid_column = 'id'");
+        unknown_key_refused::<ModelTable>("kind = 'mlp'\nweights = 'w'");
+        unknown_key_refused::<PartitionTable>("");
+        unknown_key_refused::<StragglersTable>("");
+        unknown_key_refused::<OutputTable>("store = 's'");
+        unknown_key_refused::<ValidateTable>("");
+        unknown_key_refused::<GenerateTable>("kind = 'mlp'");
+        unknown_key_refused::<HostTable>("name = 'a'\nkind = 'local'");
+        unknown_key_refused::<FleetFile>("");
+        unknown_key_refused::<JobFile>(
+            "[job]\nname = 'a'\nmodel_version = 'v'\n[input]\npath = 'p'\nid_column = 'i'\n\
+             [model]\nkind = 'mlp'\nweights = 'w'\n[output]\nstore = 's'\n",
+        );
+    }
+
+    #[test]
+    fn values_keep_their_spans() {
+        let text = "kind = 'mlp'\nweights = 'w'\ntop_k = 5\n";
+        let m: ModelTable = toml::from_str(text).unwrap();
+        let top_k = m.top_k.unwrap();
+        assert_eq!(&text[top_k.span()], "5");
+        assert_eq!(&text[m.kind.span()], "'mlp'");
+    }
+}
