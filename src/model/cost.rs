@@ -12,7 +12,11 @@ fn layers_cost(layers: &[Dense]) -> u64 {
 
 /// `"68->128->64"` for a stack of layers.
 fn layers_shape(layers: &[Dense]) -> String {
-    let mut dims: Vec<String> = layers.first().map(|l| l.in_dim.to_string()).into_iter().collect();
+    let mut dims: Vec<String> = layers
+        .first()
+        .map(|l| l.in_dim.to_string())
+        .into_iter()
+        .collect();
     dims.extend(layers.iter().map(|l| l.out_dim.to_string()));
     dims.join("->")
 }
@@ -54,7 +58,11 @@ impl Model {
                     tt.dim,
                     tt.top_k,
                     tt.max_history,
-                    if tt.exclude_seen { ", exclude seen" } else { "" }
+                    if tt.exclude_seen {
+                        ", exclude seen"
+                    } else {
+                        ""
+                    }
                 )
             }
         }

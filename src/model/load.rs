@@ -42,7 +42,11 @@ impl Model {
                     .iter()
                     .map(|n| weights.dense("mlp", n))
                     .collect::<Result<Vec<_>>>()?;
-                check_chain(&layers, num_features, "the input's feature columns".to_string())?;
+                check_chain(
+                    &layers,
+                    num_features,
+                    "the input's feature columns".to_string(),
+                )?;
                 Ok(Model::Mlp(Mlp {
                     layers,
                     output: *output,
@@ -80,7 +84,9 @@ impl Model {
                         if view.shape() != [items] {
                             return Err(Error::Shape {
                                 tensor: "item_ids".into(),
-                                expected: format!("[{items}] (one id per row of 'item_embeddings')"),
+                                expected: format!(
+                                    "[{items}] (one id per row of 'item_embeddings')"
+                                ),
                                 found: view.shape().to_vec(),
                             });
                         }
@@ -256,7 +262,12 @@ fn numbers_in(name: &str) -> Vec<u64> {
     for c in name.chars() {
         match c.to_digit(10) {
             Some(d) => {
-                current = Some(current.unwrap_or(0).saturating_mul(10).saturating_add(d as u64))
+                current = Some(
+                    current
+                        .unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d as u64),
+                )
             }
             None => out.extend(current.take()),
         }
