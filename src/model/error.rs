@@ -29,10 +29,10 @@ pub enum Error {
     },
 
     #[error(
-        "no dense layers found{under}: expected pairs NAME.weight [out, in] + NAME.bias [out] \
+        "no dense layers found: expected pairs NAME.weight [out, in] + NAME.bias [out] \
          (tensors present: {present})"
     )]
-    NoLayers { under: String, present: String },
+    NoLayers { present: String },
 
     #[error(
         "cannot order layers '{first}' and '{second}': their names carry the same numbers; \
@@ -46,7 +46,7 @@ pub enum Error {
     )]
     UnorderedLayer { layer: String },
 
-    #[error("layer '{layer}' takes {expected} inputs but {source_desc} gives {found}")]
+    #[error("layer '{layer}' takes {expected} inputs but gets {found} from {source_desc}")]
     LayerInput {
         layer: String,
         expected: usize,

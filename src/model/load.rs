@@ -34,7 +34,6 @@ impl Model {
                 };
                 if names.is_empty() {
                     return Err(Error::NoLayers {
-                        under: String::new(),
                         present: weights.present(),
                     });
                 }
@@ -45,7 +44,7 @@ impl Model {
                 check_chain(
                     &layers,
                     num_features,
-                    "the input's feature columns".to_string(),
+                    "the input's feature columns (check [input] feature_columns)".to_string(),
                 )?;
                 Ok(Model::Mlp(Mlp {
                     layers,
@@ -196,13 +195,23 @@ impl<'a> Weights<'a> {
     /// Every `NAME.weight` under `prefix` with a matching `NAME.bias`,
     /// ordered by the numbers in `NAME` (compared as numbers, left to right).
     fn default_layer_names(&self, prefix: &str) -> Result<Vec<String>> {
+        // A lone `nn.Linear` saved under the prefix's own name
+        // (`user_tower.weight`) is a one-layer stack.
+        let own_name = prefix.strip_suffix('.').filter(|n| !n.is_empty());
         let mut layers: Vec<(Vec<u64>, String)> = self
             .names
             .iter()
-            .filter(|n| n.starts_with(prefix))
             .filter_map(|n| n.strip_suffix(".weight"))
-            .filter(|base| self.st.tensor(&format!("{base}.bias")).is_ok())
-            .map(|base| (numbers_in(&base[prefix.len()..]), base.to_string()))
+            .filter_map(|base| {
+                let rest = if Some(base) == own_name {
+                    ""
+                } else {
+                    base.strip_prefix(prefix)?
+                };
+                Some((numbers_in(rest), base))
+            })
+            .filter(|(_, base)| self.st.tensor(&format!("{base}.bias")).is_ok())
+            .map(|(key, base)| (key, base.to_string()))
             .collect();
         if layers.len() > 1 {
             if let Some((_, name)) = layers.iter().find(|(key, _)| key.is_empty()) {

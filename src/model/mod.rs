@@ -11,6 +11,7 @@ mod cost;
 mod error;
 mod fast;
 mod load;
+mod predictions;
 mod reference;
 #[cfg(test)]
 mod tests;

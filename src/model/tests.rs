@@ -347,7 +347,7 @@ fn mlp_explicit_layers_are_used_in_the_order_given() {
     };
     let err = load_err(&swapped, &tensors, 6);
     assert!(
-        err.contains("layer 'fc1' takes 3 inputs but layer 'fc2' gives 2"),
+        err.contains("layer 'fc1' takes 3 inputs but gets 2 from layer 'fc2'"),
         "{err}"
     );
 
@@ -368,7 +368,7 @@ fn mlp_first_layer_must_take_the_feature_columns() {
     let tensors = layer(&mut rng, "0", 4, 1);
     let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 3);
     assert!(
-        err.contains("layer '0' takes 4 inputs but the input's feature columns gives 3"),
+        err.contains("layer '0' takes 4 inputs but gets 3 from the input's feature columns"),
         "{err}"
     );
 }
@@ -833,7 +833,7 @@ fn two_tower_shape_errors_name_the_tensor() {
     tensors.extend(layer(&mut rng, "user_tower.0", 5, 4));
     let err = tt_err(&tensors, 2);
     assert!(
-        err.contains("layer 'user_tower.0' takes 5 inputs but the pooled history (4) plus 2 feature column(s) gives 6"),
+        err.contains("layer 'user_tower.0' takes 5 inputs but gets 6 from the pooled history (4) plus 2 feature column(s)"),
         "{err}"
     );
 
@@ -843,6 +843,28 @@ fn two_tower_shape_errors_name_the_tensor() {
     let err = tt_err(&tensors, 2);
     assert!(
         err.contains("last layer 'user_tower.2' outputs 5 values, expected the embedding dim 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_tower_accepts_a_single_linear_named_user_tower() {
+    let mut rng = Rng(18);
+    let mut tensors = vec![f32s("item_embeddings", &[40, 4], &rng.vec(160))];
+    tensors.extend(layer(&mut rng, "user_tower", 4 + 1, 4));
+    let model = load_ok(&tt_spec(5, 10, true), &tensors, 1);
+    assert_eq!(
+        model.describe(),
+        "two_tower: 40 items x 4, tower 5->4, top 5, max history 10, exclude seen"
+    );
+    let histories = vec![vec![1, 2, 3], vec![], vec![39; 20]];
+    predict_both(&model, &history_rows(&histories, rng.vec(3), 1));
+
+    // Numbered layers beside the lone one cannot be ordered.
+    tensors.extend(layer(&mut rng, "user_tower.0", 4, 4));
+    let err = tt_err(&tensors, 1);
+    assert!(
+        err.contains("layer 'user_tower' has no number in its name"),
         "{err}"
     );
 }
