@@ -312,7 +312,7 @@ fn read_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
 }
 
 /// IEEE 754 half precision to single precision, exactly.
-fn f16_to_f32(h: u16) -> f32 {
+pub(super) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let mant = (h & 0x3ff) as u32;

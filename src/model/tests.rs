@@ -457,6 +457,18 @@ fn half_precision_weights_load_as_their_f32_values() {
     }
 }
 
+#[test]
+fn f16_conversion_covers_subnormals_and_infinities() {
+    use super::load::f16_to_f32;
+    assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_to_f32(0x8200), -(2f32.powi(-15)));
+    assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+    assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+    assert!(f16_to_f32(0x7e00).is_nan());
+    assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+}
+
 // ---------------------------------------------------------------- two_tower
 
 struct Catalogue {
@@ -716,6 +728,19 @@ fn two_tower_single_item_catalogue() {
     assert_eq!(view.row(0).0, &[42]);
     assert_eq!(view.row(1).0, &[] as &[u32]);
     assert_eq!(view.row(2).0, &[42]);
+}
+
+#[test]
+fn two_tower_empty_catalogue_gives_empty_rows() {
+    let cat = Catalogue {
+        dim: 3,
+        embeddings: Vec::new(),
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(5, 100, true), &cat.tensors(), 0);
+    let p = predict_exact(&model, &history_rows(&[vec![1], vec![]], Vec::new(), 0));
+    assert_eq!(p.len(), 2);
+    assert!(TopKView::of(&p).items.is_empty());
 }
 
 #[test]
