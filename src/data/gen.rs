@@ -237,7 +237,7 @@ fn write_atomically(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> R
 }
 
 fn write_data(opts: &GenOptions, rng: &mut Rng, path: &Path) -> Result<()> {
-    let parquet_error = |source| Error::Parquet {
+    let parquet_error = |source| Error::ParquetWrite {
         path: path.to_path_buf(),
         source,
     };

@@ -64,6 +64,11 @@ pub enum Error {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    #[error("{}: writing Parquet failed: {source}", path.display())]
+    ParquetWrite {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("{}: decoding Parquet data failed: {source}", path.display())]
     Arrow {
         path: PathBuf,
@@ -351,6 +356,13 @@ impl Dataset {
 
     pub fn num_row_groups(&self) -> usize {
         self.row_group_starts.len() - 1
+    }
+
+    /// `num_row_groups() + 1` input row numbers: row group `g` holds rows
+    /// `starts[g]..starts[g + 1]`. Ranges that follow these boundaries decode
+    /// no row twice.
+    pub fn row_group_starts(&self) -> &[u64] {
+        &self.row_group_starts
     }
 
     pub fn feature_names(&self) -> &[String] {

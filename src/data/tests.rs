@@ -311,6 +311,7 @@ fn read_rows_across_row_group_boundaries_equals_a_full_read() {
     let dataset = two_tower_dataset(dir.path(), 3_500, 1_000);
     assert_eq!(dataset.num_rows(), 3_500);
     assert_eq!(dataset.num_row_groups(), 4);
+    assert_eq!(dataset.row_group_starts(), [0, 1_000, 2_000, 3_000, 3_500]);
     assert_eq!(dataset.feature_names(), ["f0", "f1", "f2"]);
     let full = dataset.read_rows(0..3_500).unwrap();
     assert_eq!(full.ids, EntityIds::Int((0..3_500).collect()));
@@ -726,4 +727,29 @@ fn dataset_and_errors_cross_threads() {
     shareable::<Dataset>();
     shareable::<Index>();
     shareable::<Error>();
+}
+
+#[test]
+fn any_range_reads_the_same_rows_as_a_full_read() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 1_000, 97);
+    let full = dataset.read_rows(0..1_000).unwrap();
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(a in 0u64..=1_000, b in 0u64..=1_000)| {
+        let (start, end) = (a.min(b), a.max(b));
+        let before = dataset.row_groups_decoded();
+        let part = dataset.read_rows(start..end).unwrap();
+        prop_assert_eq!(part, full.slice(start as usize..end as usize));
+        let overlapping = (0..dataset.num_row_groups())
+            .filter(|&g| {
+                let s = dataset.row_group_starts();
+                s[g] < end && s[g + 1] > start
+            })
+            .count() as u64;
+        prop_assert_eq!(dataset.row_groups_decoded() - before, overlapping);
+    });
 }
