@@ -235,18 +235,27 @@ impl Source<'_> {
                 .filter(|k| !raw::REFUSED_KEYS.contains(&k.as_str()))
                 .map(|k| format!("'{k}'"))
                 .collect();
-            let where_ = match self.header_on_line_of(span.start) {
+            match self.header_on_line_of(span.start) {
                 // An unknown table: `[extra]` or `[model.extra]`.
-                Some(header) => match header.trim_matches(['[', ']']).rsplit_once('.') {
-                    Some((parent, _)) => format!("in [{parent}]"),
-                    None => "at the top level".to_string(),
-                },
-                None => table.map_or("at the top level".to_string(), |t| format!("in {t}")),
-            };
-            format!(
-                "unknown key '{name}' {where_}; expected one of {}",
-                allowed.join(", ")
-            )
+                Some(header) => {
+                    let header = header.split(']').next().unwrap_or(header);
+                    let header = header.trim_start_matches('[');
+                    let parent = header.rsplit_once('.').map_or(String::new(), |(parent, _)| {
+                        format!(" in [{parent}]")
+                    });
+                    format!(
+                        "unknown table [{header}]; expected one of the keys{parent}: {}",
+                        allowed.join(", ")
+                    )
+                }
+                None => {
+                    let where_ = table.map_or("at the top level".to_string(), |t| format!("in {t}"));
+                    format!(
+                        "unknown key '{name}' {where_}; expected one of {}",
+                        allowed.join(", ")
+                    )
+                }
+            }
         } else if message.starts_with("missing field `") {
             let name = ticked.first().cloned().unwrap_or_default();
             if text.starts_with('[') {
@@ -264,7 +273,10 @@ impl Source<'_> {
                 describe_expected(expected)
             )
         } else if message.starts_with("duplicate key") {
-            format!("{place}'{text}' is defined twice; expected each key and table once")
+            match self.header_on_line_of(span.start) {
+                Some(_) => format!("table [{text}] is defined twice; expected each table once"),
+                None => format!("{place}'{text}' is defined twice; expected each key once"),
+            }
         } else {
             format!("invalid TOML: {}", message.replace('`', "'"))
         };
@@ -535,12 +547,17 @@ impl Source<'_> {
                             ),
                         ));
                     }
-                    if let Some(first) = seen.insert(column.get_ref(), self.line_of(&column.span()))
-                    {
+                    let line = self.line_of(&column.span());
+                    if let Some(first) = seen.insert(column.get_ref(), line) {
+                        let first = if first == line {
+                            String::new()
+                        } else {
+                            format!(" (first on line {first})")
+                        };
                         return Err(self.error(
                             column.span(),
                             format!(
-                                "[input] feature_columns lists '{name}' twice (first on line {first}); \
+                                "[input] feature_columns lists '{name}' twice{first}; \
                                  expected each column once"
                             ),
                         ));
@@ -918,9 +935,9 @@ impl Source<'_> {
             return Err(self.error(
                 p.span(),
                 format!(
-                    "host '{name}': 'password' is refused; passwords are never read from files. \
-                     Expected identity = \"~/.ssh/id_ed25519\" (a key file) or no identity \
-                     (the ssh agent)"
+                    "host '{name}': 'password' is refused: passwords are never read from \
+                     files; expected a key file (identity = \"~/.ssh/id_ed25519\") or the ssh \
+                     agent (no identity)"
                 ),
             ));
         }
@@ -1472,10 +1489,13 @@ cost_per_hour = 2.50
     fn unknown_table_is_an_unknown_top_level_key() {
         let text = format!("{MLP}[extra]\na = 1\n");
         let e = error_at(job(&text), &text, "[extra]");
-        assert_contains(&e, &["unknown key 'extra' at the top level", "'generate'"]);
+        assert_contains(&e, &["unknown table [extra]; expected one of the keys: 'job'", "'generate'"]);
         let text = format!("{MLP}[model.extra]\na = 1\n");
         let e = error_at(job(&text), &text, "[model.extra]");
-        assert_contains(&e, &["unknown key 'extra' in [model]; expected one of 'kind', 'weights'"]);
+        assert_contains(
+            &e,
+            &["unknown table [model.extra]; expected one of the keys in [model]: 'kind', 'weights'"],
+        );
     }
 
     #[test]
@@ -1508,7 +1528,11 @@ cost_per_hour = 2.50
     fn duplicate_key_is_named() {
         let text = MLP.replace("name = \"churn\"", "name = \"churn\"\nname = \"again\"");
         let e = error_at(job(&text), &text, "\"again\"");
-        assert_contains(&e, &["[job] 'name' is defined twice"]);
+        assert_contains(&e, &["[job] 'name' is defined twice; expected each key once"]);
+        let text = format!("{MLP}[job]\nname = \"b\"\n");
+        let e = job(&text).unwrap_err();
+        assert_eq!(e.line, Some(MLP.lines().count() + 1));
+        assert_contains(&e, &["table [job] is defined twice"]);
     }
 
     #[test]
@@ -1910,7 +1934,7 @@ cost_per_hour = 2.50
     fn password_is_refused_and_not_offered_as_a_key() {
         let text = ssh("password = \"hunter2\"");
         let e = error_at(fleet(&text), &text, "password");
-        assert_contains(&e, &["'password' is refused; passwords are never read from files"]);
+        assert_contains(&e, &["'password' is refused: passwords are never read from files"]);
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let text = ssh("passwd = \"x\"");
         let e = error_at(fleet(&text), &text, "passwd");
