@@ -261,6 +261,8 @@ impl Source<'_> {
             let name = ticked.first().cloned().unwrap_or_default();
             if text.starts_with('[') {
                 format!("{text} is missing the required key '{name}'")
+            } else if let Some(key) = self.key_before(span.start).filter(|_| !span.is_empty()) {
+                format!("{place}{key} is missing the required key '{name}'")
             } else {
                 format!("the required table [{name}] is missing")
             }
@@ -268,6 +270,22 @@ impl Source<'_> {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
             let key = self.key_before(span.start).unwrap_or(text);
             let (found_kind, found_value) = describe_found(found);
+            if let Some(header) = self.header_on_line_of(span.start) {
+                let header = header.split(']').next().unwrap_or(header);
+                let name = header.trim_start_matches('[');
+                let hint = if expected == "a sequence" {
+                    format!(", written [[{name}]]")
+                } else {
+                    String::new()
+                };
+                return self.error(
+                    span,
+                    format!(
+                        "[{name}] is {found_kind}; expected {}{hint}",
+                        describe_expected(expected)
+                    ),
+                );
+            }
             let value = found_value.map_or(String::new(), |v| format!(" = '{v}'"));
             format!(
                 "{place}{key}{value} is {found_kind}; expected {}",
@@ -1986,6 +2004,23 @@ cost_per_hour = 2.50
     }
 
     #[test]
+    fn host_written_as_a_single_table_asks_for_double_brackets() {
+        let text = "[host]\nname = \"a\"\nkind = \"local\"\n";
+        let e = error_at(fleet(text), text, "[host]");
+        assert_contains(
+            &e,
+            &["[host] is a table; expected a list, written [[host]]"],
+        );
+    }
+
+    #[test]
+    fn missing_key_of_an_inline_table_names_the_table() {
+        let text = "host = [{ name = \"a\" }]\n";
+        let e = error_at(fleet(text), text, "host");
+        assert_contains(&e, &["host is missing the required key 'kind'"]);
+    }
+
+    #[test]
     fn fleet_needs_a_host() {
         for text in ["", "# nothing\n", "host = []\n"] {
             let e = fleet(text).unwrap_err();
@@ -2175,5 +2210,54 @@ cost_per_hour = 2.50
         let text = ssh("slots = 256\nthreads = 8\ncost_per_hour = 3");
         let h = &fleet(&text).unwrap().hosts[0];
         assert_eq!((h.slots, h.threads, h.cost_per_hour), (256, Some(8), 3.0));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn located_within(e: &Error, text: &str) {
+            let lines = text.split('\n').count();
+            let line = e.line.expect("a line");
+            assert!(line >= 1 && line <= lines, "{e}: line {line} of {lines}");
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_parsed_or_refused_with_a_location(text in "\\PC{0,200}") {
+                if let Err(e) = job(&text) {
+                    located_within(&e, &text);
+                }
+                if let Err(e) = fleet(&text) {
+                    located_within(&e, &text);
+                }
+            }
+
+            #[test]
+            fn a_corrupted_job_is_parsed_or_refused_with_a_location(
+                at in 0usize..TWO_TOWER.len(),
+                insert in "[ -~\\n]{0,8}",
+                cut in 0usize..6,
+            ) {
+                let mut at = at;
+                while !TWO_TOWER.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let end = (at + cut).min(TWO_TOWER.len());
+                let text = format!("{}{insert}{}", &TWO_TOWER[..at], &TWO_TOWER[end..]);
+                if let Err(e) = job(&text) {
+                    located_within(&e, &text);
+                }
+            }
+
+            #[test]
+            fn ttl_units_scale_to_seconds(n in 1u64..=36_500) {
+                prop_assert_eq!(parse_ttl(&format!("{n}d")), Ok(n * 86_400));
+                prop_assert_eq!(parse_ttl(&format!("{n}h")), Ok(n * 3_600));
+                prop_assert_eq!(parse_ttl(&format!("{n}m")), Ok(n * 60));
+                prop_assert_eq!(parse_ttl(&format!("{n}s")), Ok(n));
+                prop_assert_eq!(parse_ttl(&n.to_string()), Ok(n));
+            }
+        }
     }
 }
