@@ -43,7 +43,8 @@ pub const DEFAULT_MAX_HISTORY: i64 = 500;
 pub const MAX_MAX_HISTORY: i64 = 1_000_000;
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 4;
 pub const MAX_MAX_ATTEMPTS: i64 = 100;
-pub const DEFAULT_TTL: &str = "7d";
+/// The ttl of a job that names none: 7 days ("7d").
+pub const DEFAULT_TTL_SECS: u64 = 7 * 86_400;
 /// Longest ttl: 100 years, in seconds.
 pub const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
 pub const DEFAULT_KEEP_VERSIONS: i64 = 5;
@@ -166,12 +167,18 @@ impl Source<'_> {
         }
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
-    fn position(&self, offset: usize) -> (usize, usize) {
+    /// `offset` moved into the text and onto a character boundary.
+    fn clamp(&self, offset: usize) -> usize {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
+        offset
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = self.clamp(offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -185,7 +192,7 @@ impl Source<'_> {
     /// The header (`[model]`, `[[host]]`) of the table that holds `offset`,
     /// or `None` at the top level.
     fn table_at(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
@@ -201,7 +208,7 @@ impl Source<'_> {
 
     /// The header written on the line of `offset`, if that line is one.
     fn header_on_line_of(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.text[start..].lines().next()?.trim_start();
         line.starts_with('[').then_some(line)
@@ -210,7 +217,7 @@ impl Source<'_> {
     /// The key written before the value at `offset` on its line (`top_k` in
     /// `top_k = 'abc'`), if any.
     fn key_before(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let prefix = &self.text[line_start..offset];
         let eq = prefix.find('=')?;
@@ -719,7 +726,7 @@ impl Source<'_> {
     fn output(&self, raw: &raw::OutputTable) -> Result<Output> {
         let store = self.path(&raw.store, "[output] store")?;
         let ttl_secs = match &raw.ttl {
-            None => parse_ttl(DEFAULT_TTL).unwrap_or(7 * 86_400),
+            None => DEFAULT_TTL_SECS,
             Some(v) => match v.get_ref() {
                 toml::Value::String(s) => parse_ttl(s)
                     .map_err(|message| self.error(v.span(), format!("[output] ttl = {message}")))?,
@@ -1937,6 +1944,7 @@ cost_per_hour = 2.50
     #[test]
     fn parse_ttl_units() {
         assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert_eq!(parse_ttl("7d"), Ok(DEFAULT_TTL_SECS));
         assert_eq!(parse_ttl("12h"), Ok(43_200));
         assert_eq!(parse_ttl("30m"), Ok(1_800));
         assert_eq!(parse_ttl("3600s"), Ok(3_600));
