@@ -43,7 +43,8 @@ pub const DEFAULT_MAX_HISTORY: i64 = 500;
 pub const MAX_MAX_HISTORY: i64 = 1_000_000;
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 4;
 pub const MAX_MAX_ATTEMPTS: i64 = 100;
-pub const DEFAULT_TTL: &str = "7d";
+/// The ttl of a job that names none: 7 days ("7d").
+pub const DEFAULT_TTL_SECS: u64 = 7 * 86_400;
 /// Longest ttl: 100 years, in seconds.
 pub const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
 pub const DEFAULT_KEEP_VERSIONS: i64 = 5;
@@ -166,12 +167,18 @@ impl Source<'_> {
         }
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
-    fn position(&self, offset: usize) -> (usize, usize) {
+    /// `offset` moved into the text and onto a character boundary.
+    fn clamp(&self, offset: usize) -> usize {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
+        offset
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = self.clamp(offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -185,7 +192,7 @@ impl Source<'_> {
     /// The header (`[model]`, `[[host]]`) of the table that holds `offset`,
     /// or `None` at the top level.
     fn table_at(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let end = self.text[offset..]
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
@@ -201,7 +208,7 @@ impl Source<'_> {
 
     /// The header written on the line of `offset`, if that line is one.
     fn header_on_line_of(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.text[start..].lines().next()?.trim_start();
         line.starts_with('[').then_some(line)
@@ -210,7 +217,7 @@ impl Source<'_> {
     /// The key written before the value at `offset` on its line (`top_k` in
     /// `top_k = 'abc'`), if any.
     fn key_before(&self, offset: usize) -> Option<&str> {
-        let offset = offset.min(self.text.len());
+        let offset = self.clamp(offset);
         let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let prefix = &self.text[line_start..offset];
         let eq = prefix.find('=')?;
@@ -235,22 +242,34 @@ impl Source<'_> {
                 .filter(|k| !raw::REFUSED_KEYS.contains(&k.as_str()))
                 .map(|k| format!("'{k}'"))
                 .collect();
-            let where_ = match self.header_on_line_of(span.start) {
+            match self.header_on_line_of(span.start) {
                 // An unknown table: `[extra]` or `[model.extra]`.
-                Some(header) => match header.trim_matches(['[', ']']).rsplit_once('.') {
-                    Some((parent, _)) => format!("in [{parent}]"),
-                    None => "at the top level".to_string(),
-                },
-                None => table.map_or("at the top level".to_string(), |t| format!("in {t}")),
-            };
-            format!(
-                "unknown key '{name}' {where_}; expected one of {}",
-                allowed.join(", ")
-            )
+                Some(header) => {
+                    let header = header.split(']').next().unwrap_or(header);
+                    let header = header.trim_start_matches('[');
+                    let parent = header
+                        .rsplit_once('.')
+                        .map_or(String::new(), |(parent, _)| format!(" in [{parent}]"));
+                    format!(
+                        "unknown table [{header}]; expected one of the keys{parent}: {}",
+                        allowed.join(", ")
+                    )
+                }
+                None => {
+                    let where_ =
+                        table.map_or("at the top level".to_string(), |t| format!("in {t}"));
+                    format!(
+                        "unknown key '{name}' {where_}; expected one of {}",
+                        allowed.join(", ")
+                    )
+                }
+            }
         } else if message.starts_with("missing field `") {
             let name = ticked.first().cloned().unwrap_or_default();
             if text.starts_with('[') {
                 format!("{text} is missing the required key '{name}'")
+            } else if let Some(key) = self.key_before(span.start).filter(|_| !span.is_empty()) {
+                format!("{place}{key} is missing the required key '{name}'")
             } else {
                 format!("the required table [{name}] is missing")
             }
@@ -258,13 +277,32 @@ impl Source<'_> {
             let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
             let key = self.key_before(span.start).unwrap_or(text);
             let (found_kind, found_value) = describe_found(found);
+            if let Some(header) = self.header_on_line_of(span.start) {
+                let header = header.split(']').next().unwrap_or(header);
+                let name = header.trim_start_matches('[');
+                let hint = if expected == "a sequence" {
+                    format!(", written [[{name}]]")
+                } else {
+                    String::new()
+                };
+                return self.error(
+                    span,
+                    format!(
+                        "[{name}] is {found_kind}; expected {}{hint}",
+                        describe_expected(expected)
+                    ),
+                );
+            }
             let value = found_value.map_or(String::new(), |v| format!(" = '{v}'"));
             format!(
                 "{place}{key}{value} is {found_kind}; expected {}",
                 describe_expected(expected)
             )
         } else if message.starts_with("duplicate key") {
-            format!("{place}'{text}' is defined twice; expected each key and table once")
+            match self.header_on_line_of(span.start) {
+                Some(_) => format!("table [{text}] is defined twice; expected each table once"),
+                None => format!("{place}'{text}' is defined twice; expected each key once"),
+            }
         } else {
             format!("invalid TOML: {}", message.replace('`', "'"))
         };
@@ -336,10 +374,7 @@ impl Source<'_> {
                 let names: Vec<String> = options.iter().map(|(n, _)| format!("'{n}'")).collect();
                 self.error(
                     value.span(),
-                    format!(
-                        "{label} = '{s}' is not {what}; expected {}",
-                        one_of(&names)
-                    ),
+                    format!("{label} = '{s}' is not {what}; expected {}", one_of(&names)),
                 )
             })
     }
@@ -535,12 +570,17 @@ impl Source<'_> {
                             ),
                         ));
                     }
-                    if let Some(first) = seen.insert(column.get_ref(), self.line_of(&column.span()))
-                    {
+                    let line = self.line_of(&column.span());
+                    if let Some(first) = seen.insert(column.get_ref(), line) {
+                        let first = if first == line {
+                            String::new()
+                        } else {
+                            format!(" (first on line {first})")
+                        };
                         return Err(self.error(
                             column.span(),
                             format!(
-                                "[input] feature_columns lists '{name}' twice (first on line {first}); \
+                                "[input] feature_columns lists '{name}' twice{first}; \
                                  expected each column once"
                             ),
                         ));
@@ -686,7 +726,7 @@ impl Source<'_> {
     fn output(&self, raw: &raw::OutputTable) -> Result<Output> {
         let store = self.path(&raw.store, "[output] store")?;
         let ttl_secs = match &raw.ttl {
-            None => parse_ttl(DEFAULT_TTL).unwrap_or(7 * 86_400),
+            None => DEFAULT_TTL_SECS,
             Some(v) => match v.get_ref() {
                 toml::Value::String(s) => parse_ttl(s)
                     .map_err(|message| self.error(v.span(), format!("[output] ttl = {message}")))?,
@@ -743,19 +783,11 @@ impl Source<'_> {
                 max_mean_shift: None,
             });
         };
-        let min_coverage = raw
-            .min_coverage
-            .as_ref()
-            .map_or(Ok(1.0), |v| {
-                self.number(v, "[validate] min_coverage", 0.0, Some(1.0))
-            })?;
-        let max_non_finite = self.int_or(
-            &raw.max_non_finite,
-            0,
-            "[validate] max_non_finite",
-            0,
-            None,
-        )?;
+        let min_coverage = raw.min_coverage.as_ref().map_or(Ok(1.0), |v| {
+            self.number(v, "[validate] min_coverage", 0.0, Some(1.0))
+        })?;
+        let max_non_finite =
+            self.int_or(&raw.max_non_finite, 0, "[validate] max_non_finite", 0, None)?;
         let spot_check = self.int_or(
             &raw.spot_check,
             DEFAULT_SPOT_CHECK,
@@ -918,9 +950,9 @@ impl Source<'_> {
             return Err(self.error(
                 p.span(),
                 format!(
-                    "host '{name}': 'password' is refused; passwords are never read from files. \
-                     Expected identity = \"~/.ssh/id_ed25519\" (a key file) or no identity \
-                     (the ssh agent)"
+                    "host '{name}': 'password' is refused: passwords are never read from \
+                     files; expected a key file (identity = \"~/.ssh/id_ed25519\") or the ssh \
+                     agent (no identity)"
                 ),
             ));
         }
@@ -934,7 +966,10 @@ impl Source<'_> {
                     ("identity", raw.identity.as_ref().map(Spanned::span)),
                     ("known_hosts", raw.known_hosts.as_ref().map(Spanned::span)),
                     ("trust", raw.trust.as_ref().map(Spanned::span)),
-                    ("worker_binary", raw.worker_binary.as_ref().map(Spanned::span)),
+                    (
+                        "worker_binary",
+                        raw.worker_binary.as_ref().map(Spanned::span),
+                    ),
                 ];
                 if let Some((key, Some(span))) = ssh_only.into_iter().find(|(_, s)| s.is_some()) {
                     return Err(self.error(
@@ -950,7 +985,13 @@ impl Source<'_> {
             }
             HostKind::Ssh => Transport::Ssh(self.ssh_host(entry, &name)?),
         };
-        let slots = self.int_or(&raw.slots, DEFAULT_SLOTS, &label("slots"), 1, Some(MAX_SLOTS))?;
+        let slots = self.int_or(
+            &raw.slots,
+            DEFAULT_SLOTS,
+            &label("slots"),
+            1,
+            Some(MAX_SLOTS),
+        )?;
         let device = match &raw.device {
             None => Device::Auto,
             Some(v) => self.choice(v, &label("device"), "a device", DEVICES)?,
@@ -961,10 +1002,9 @@ impl Source<'_> {
             .map(|v| self.int(v, &label("threads"), 1, Some(MAX_THREADS)))
             .transpose()?
             .map(|t| t as u32);
-        let cost_per_hour = raw
-            .cost_per_hour
-            .as_ref()
-            .map_or(Ok(0.0), |v| self.number(v, &label("cost_per_hour"), 0.0, None))?;
+        let cost_per_hour = raw.cost_per_hour.as_ref().map_or(Ok(0.0), |v| {
+            self.number(v, &label("cost_per_hour"), 0.0, None)
+        })?;
         Ok(Host {
             name,
             transport,
@@ -1054,7 +1094,9 @@ impl Source<'_> {
             known_hosts: path(&raw.known_hosts, "known_hosts")?,
             trust: match &raw.trust {
                 None => Trust::Strict,
-                Some(v) => self.choice(v, &format!("host '{name}': trust"), "a trust mode", TRUSTS)?,
+                Some(v) => {
+                    self.choice(v, &format!("host '{name}': trust"), "a trust mode", TRUSTS)?
+                }
             },
             worker_binary: path(&raw.worker_binary, "worker_binary")?,
         })
@@ -1423,7 +1465,10 @@ cost_per_hour = 2.50
         ] {
             let text = with(MLP, "job", "name", &format!("name = {value}"));
             let e = error_at(job(&text), &text, "name =");
-            assert_contains(&e, &[want, "expected letters, digits, '-', '_' and '.' only"]);
+            assert_contains(
+                &e,
+                &[want, "expected letters, digits, '-', '_' and '.' only"],
+            );
         }
         let long = "n".repeat(MAX_NAME_LEN + 1);
         let text = with(MLP, "job", "name", &format!("name = \"{long}\""));
@@ -1461,10 +1506,8 @@ cost_per_hour = 2.50
         let e = error_at(job(&text), &text, "speculate");
         assert_contains(
             &e,
-            &[
-                "unknown key 'speculate' in [stragglers]; expected one of \
-                 'speculation', 'split_running', 'max_attempts'",
-            ],
+            &["unknown key 'speculate' in [stragglers]; expected one of \
+                 'speculation', 'split_running', 'max_attempts'"],
         );
     }
 
@@ -1472,10 +1515,21 @@ cost_per_hour = 2.50
     fn unknown_table_is_an_unknown_top_level_key() {
         let text = format!("{MLP}[extra]\na = 1\n");
         let e = error_at(job(&text), &text, "[extra]");
-        assert_contains(&e, &["unknown key 'extra' at the top level", "'generate'"]);
+        assert_contains(
+            &e,
+            &[
+                "unknown table [extra]; expected one of the keys: 'job'",
+                "'generate'",
+            ],
+        );
         let text = format!("{MLP}[model.extra]\na = 1\n");
         let e = error_at(job(&text), &text, "[model.extra]");
-        assert_contains(&e, &["unknown key 'extra' in [model]; expected one of 'kind', 'weights'"]);
+        assert_contains(
+            &e,
+            &[
+                "unknown table [model.extra]; expected one of the keys in [model]: 'kind', 'weights'",
+            ],
+        );
     }
 
     #[test]
@@ -1508,7 +1562,14 @@ cost_per_hour = 2.50
     fn duplicate_key_is_named() {
         let text = MLP.replace("name = \"churn\"", "name = \"churn\"\nname = \"again\"");
         let e = error_at(job(&text), &text, "\"again\"");
-        assert_contains(&e, &["[job] 'name' is defined twice"]);
+        assert_contains(
+            &e,
+            &["[job] 'name' is defined twice; expected each key once"],
+        );
+        let text = format!("{MLP}[job]\nname = \"b\"\n");
+        let e = job(&text).unwrap_err();
+        assert_eq!(e.line, Some(MLP.lines().count() + 1));
+        assert_contains(&e, &["table [job] is defined twice"]);
     }
 
     #[test]
@@ -1530,7 +1591,10 @@ cost_per_hour = 2.50
     fn mlp_refuses_a_history_column() {
         let text = with(MLP, "input", "history_column", "history_column = \"h\"");
         let e = error_at(job(&text), &text, "history_column");
-        assert_contains(&e, &["history_column = 'h' is set, but [model] kind = 'mlp'"]);
+        assert_contains(
+            &e,
+            &["history_column = 'h' is set, but [model] kind = 'mlp'"],
+        );
     }
 
     #[test]
@@ -1551,7 +1615,12 @@ cost_per_hour = 2.50
             let e = error_at(job(&text), &text, "feature_columns");
             assert_contains(&e, &[want]);
         }
-        let text = with(TWO_TOWER, "input", "feature_columns", "feature_columns = []");
+        let text = with(
+            TWO_TOWER,
+            "input",
+            "feature_columns",
+            "feature_columns = []",
+        );
         assert_eq!(job(&text).unwrap().input.feature_columns, Some(vec![]));
         let text = with(MLP, "input", "feature_columns", "feature_columns = []");
         let e = error_at(job(&text), &text, "feature_columns");
@@ -1560,7 +1629,12 @@ cost_per_hour = 2.50
 
     #[test]
     fn history_column_must_differ_from_id_column() {
-        let text = with(TWO_TOWER, "input", "history_column", "history_column = \"user_id\"");
+        let text = with(
+            TWO_TOWER,
+            "input",
+            "history_column",
+            "history_column = \"user_id\"",
+        );
         let e = error_at(job(&text), &text, "history_column");
         assert_contains(&e, &["is also the id_column"]);
     }
@@ -1615,19 +1689,23 @@ cost_per_hour = 2.50
         let e = error_at(job(&text), &text, "output =");
         assert_contains(
             &e,
-            &[
-                "[model] output = 'relu' is not an output activation; \
-                 expected 'sigmoid', 'softmax' or 'none'",
-            ],
+            &["[model] output = 'relu' is not an output activation; \
+                 expected 'sigmoid', 'softmax' or 'none'"],
         );
     }
 
     #[test]
     fn two_tower_ranges_and_defaults() {
         for (line, want) in [
-            ("top_k = 0", "[model] top_k = '0' is out of range; expected an integer from 1 to 10000"),
+            (
+                "top_k = 0",
+                "[model] top_k = '0' is out of range; expected an integer from 1 to 10000",
+            ),
             ("top_k = 10001", "top_k = '10001' is out of range"),
-            ("max_history = 0", "[model] max_history = '0' is out of range"),
+            (
+                "max_history = 0",
+                "[model] max_history = '0' is out of range",
+            ),
             ("max_history = -3", "max_history = '-3' is out of range"),
         ] {
             let key = line.split(' ').next().unwrap();
@@ -1660,10 +1738,23 @@ cost_per_hour = 2.50
 
     #[test]
     fn target_chunk_cost_must_be_positive() {
-        let text = with(MLP, "partition", "target_chunk_cost", "target_chunk_cost = 0");
+        let text = with(
+            MLP,
+            "partition",
+            "target_chunk_cost",
+            "target_chunk_cost = 0",
+        );
         let e = error_at(job(&text), &text, "target_chunk_cost");
-        assert_contains(&e, &["target_chunk_cost = '0' is out of range; expected an integer of at least 1"]);
-        let text = with(MLP, "partition", "target_chunk_cost", "target_chunk_cost = 1_000");
+        assert_contains(
+            &e,
+            &["target_chunk_cost = '0' is out of range; expected an integer of at least 1"],
+        );
+        let text = with(
+            MLP,
+            "partition",
+            "target_chunk_cost",
+            "target_chunk_cost = 1_000",
+        );
         assert_eq!(job(&text).unwrap().partition.target_chunk_cost, Some(1000));
     }
 
@@ -1673,7 +1764,12 @@ cost_per_hour = 2.50
             let line = format!("max_attempts = {bad}");
             let text = with(MLP, "stragglers", "max_attempts", &line);
             let e = error_at(job(&text), &text, &line);
-            assert_contains(&e, &[&format!("[stragglers] max_attempts = '{bad}' is out of range; expected an integer from 1 to 100")]);
+            assert_contains(
+                &e,
+                &[&format!(
+                    "[stragglers] max_attempts = '{bad}' is out of range; expected an integer from 1 to 100"
+                )],
+            );
         }
         let text = with(MLP, "stragglers", "max_attempts", "max_attempts = 100");
         assert_eq!(job(&text).unwrap().stragglers.max_attempts, 100);
@@ -1692,11 +1788,17 @@ cost_per_hour = 2.50
             assert_eq!(job(&text).unwrap().output.ttl_secs, secs, "{line}");
         }
         for (line, want) in [
-            ("ttl = \"7x\"", "[output] ttl = '7x' has the unknown unit 'x'"),
+            (
+                "ttl = \"7x\"",
+                "[output] ttl = '7x' has the unknown unit 'x'",
+            ),
             ("ttl = \"d\"", "[output] ttl = 'd' is not a duration"),
             ("ttl = 0", "[output] ttl = '0' is out of range"),
             ("ttl = -5", "[output] ttl = '-5' is out of range"),
-            ("ttl = 1.5", "[output] ttl = '1.5' is a number with a fraction; expected a duration"),
+            (
+                "ttl = 1.5",
+                "[output] ttl = '1.5' is a number with a fraction; expected a duration",
+            ),
         ] {
             let text = with(MLP, "output", "ttl", line);
             let e = error_at(job(&text), &text, "ttl");
@@ -1708,7 +1810,10 @@ cost_per_hour = 2.50
     fn keep_versions_keeps_at_least_the_live_and_previous() {
         let text = with(MLP, "output", "keep_versions", "keep_versions = 1");
         let e = error_at(job(&text), &text, "keep_versions");
-        assert_contains(&e, &["keep_versions = '1' is out of range; expected an integer from 2 to 1000"]);
+        assert_contains(
+            &e,
+            &["keep_versions = '1' is out of range; expected an integer from 2 to 1000"],
+        );
         let text = with(MLP, "output", "keep_versions", "keep_versions = 2");
         assert_eq!(job(&text).unwrap().output.keep_versions, 2);
     }
@@ -1716,14 +1821,42 @@ cost_per_hour = 2.50
     #[test]
     fn validate_ranges() {
         for (table_text, line, want) in [
-            (MLP, "min_coverage = 1.5", "min_coverage = '1.5' is out of range; expected a number from 0 to 1"),
-            (MLP, "min_coverage = -0.1", "min_coverage = '-0.1' is out of range"),
-            (MLP, "min_coverage = nan", "min_coverage = 'NaN' is out of range"),
-            (MLP, "max_non_finite = -1", "max_non_finite = '-1' is out of range"),
+            (
+                MLP,
+                "min_coverage = 1.5",
+                "min_coverage = '1.5' is out of range; expected a number from 0 to 1",
+            ),
+            (
+                MLP,
+                "min_coverage = -0.1",
+                "min_coverage = '-0.1' is out of range",
+            ),
+            (
+                MLP,
+                "min_coverage = nan",
+                "min_coverage = 'NaN' is out of range",
+            ),
+            (
+                MLP,
+                "max_non_finite = -1",
+                "max_non_finite = '-1' is out of range",
+            ),
             (MLP, "spot_check = -1", "spot_check = '-1' is out of range"),
-            (TWO_TOWER, "max_topk_churn = 1.01", "max_topk_churn = '1.01' is out of range"),
-            (MLP, "max_mean_shift = -0.5", "max_mean_shift = '-0.5' is out of range; expected a number of at least 0"),
-            (MLP, "max_topk_churn = 0.5", "max_topk_churn is for kind = 'two_tower'"),
+            (
+                TWO_TOWER,
+                "max_topk_churn = 1.01",
+                "max_topk_churn = '1.01' is out of range",
+            ),
+            (
+                MLP,
+                "max_mean_shift = -0.5",
+                "max_mean_shift = '-0.5' is out of range; expected a number of at least 0",
+            ),
+            (
+                MLP,
+                "max_topk_churn = 0.5",
+                "max_topk_churn is for kind = 'two_tower'",
+            ),
         ] {
             let key = line.split(' ').next().unwrap();
             let text = with(table_text, "validate", key, line);
@@ -1751,16 +1884,35 @@ cost_per_hour = 2.50
                 seed: 42
             })
         );
-        let text = with(MLP, "generate", "kind", "kind = \"mlp\"\nusers = 500\nfeatures = 3\nseed = 7");
+        let text = with(
+            MLP,
+            "generate",
+            "kind",
+            "kind = \"mlp\"\nusers = 500\nfeatures = 3\nseed = 7",
+        );
         let g = job(&text).unwrap().generate.unwrap();
-        assert_eq!((g.kind, g.users, g.features, g.seed), (GenerateKind::Mlp, 500, 3, 7));
+        assert_eq!(
+            (g.kind, g.users, g.features, g.seed),
+            (GenerateKind::Mlp, 500, 3, 7)
+        );
 
         let text = with(MLP, "generate", "kind", "kind = \"two-tower\"");
         let e = error_at(job(&text), &text, "kind = \"two-tower\"");
-        assert_contains(&e, &["[generate] kind = 'two-tower' does not match [model] kind = 'mlp'", "expected kind = 'mlp'"]);
+        assert_contains(
+            &e,
+            &[
+                "[generate] kind = 'two-tower' does not match [model] kind = 'mlp'",
+                "expected kind = 'mlp'",
+            ],
+        );
         let text = with(TWO_TOWER, "generate", "kind", "kind = 'two_tower'");
         let e = error_at(job(&text), &text, "kind = 'two_tower'");
-        assert_contains(&e, &["[generate] kind = 'two_tower' is not a data set kind; expected 'two-tower' or 'mlp'"]);
+        assert_contains(
+            &e,
+            &[
+                "[generate] kind = 'two_tower' is not a data set kind; expected 'two-tower' or 'mlp'",
+            ],
+        );
     }
 
     #[test]
@@ -1770,20 +1922,29 @@ cost_per_hour = 2.50
             ("items = 0", "[generate] items = '0' is out of range"),
             ("items = 10_000_001", "items = '10000001' is out of range"),
             ("dim = 0", "[generate] dim = '0' is out of range"),
-            ("features = 0", "[generate] features = '0' is out of range; expected an integer from 1"),
+            (
+                "features = 0",
+                "[generate] features = '0' is out of range; expected an integer from 1",
+            ),
             ("seed = -1", "[generate] seed = '-1' is out of range"),
         ] {
             let text = with(MLP, "generate", "kind", &format!("kind = \"mlp\"\n{line}"));
             let e = error_at(job(&text), &text, line);
             assert_contains(&e, &[want]);
         }
-        let text = with(TWO_TOWER, "generate", "kind", "kind = \"two-tower\"\nfeatures = 0");
+        let text = with(
+            TWO_TOWER,
+            "generate",
+            "kind",
+            "kind = \"two-tower\"\nfeatures = 0",
+        );
         assert_eq!(job(&text).unwrap().generate.unwrap().features, 0);
     }
 
     #[test]
     fn parse_ttl_units() {
         assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert_eq!(parse_ttl("7d"), Ok(DEFAULT_TTL_SECS));
         assert_eq!(parse_ttl("12h"), Ok(43_200));
         assert_eq!(parse_ttl("30m"), Ok(1_800));
         assert_eq!(parse_ttl("3600s"), Ok(3_600));
@@ -1851,6 +2012,23 @@ cost_per_hour = 2.50
     }
 
     #[test]
+    fn host_written_as_a_single_table_asks_for_double_brackets() {
+        let text = "[host]\nname = \"a\"\nkind = \"local\"\n";
+        let e = error_at(fleet(text), text, "[host]");
+        assert_contains(
+            &e,
+            &["[host] is a table; expected a list, written [[host]]"],
+        );
+    }
+
+    #[test]
+    fn missing_key_of_an_inline_table_names_the_table() {
+        let text = "host = [{ name = \"a\" }]\n";
+        let e = error_at(fleet(text), text, "host");
+        assert_contains(&e, &["host is missing the required key 'kind'"]);
+    }
+
+    #[test]
     fn fleet_needs_a_host() {
         for text in ["", "# nothing\n", "host = []\n"] {
             let e = fleet(text).unwrap_err();
@@ -1861,10 +2039,17 @@ cost_per_hour = 2.50
 
     #[test]
     fn duplicate_host_names_name_both_lines() {
-        let text = format!("{}{}", ssh(""), ssh("").replace("address = \"box\"", "address = \"other\""));
+        let text = format!(
+            "{}{}",
+            ssh(""),
+            ssh("").replace("address = \"box\"", "address = \"other\"")
+        );
         let e = fleet(&text).unwrap_err();
         assert_eq!(e.line, Some(7));
-        assert_contains(&e, &["host name 'a' on line 7 is already used by the host on line 2"]);
+        assert_contains(
+            &e,
+            &["host name 'a' on line 7 is already used by the host on line 2"],
+        );
     }
 
     #[test]
@@ -1874,7 +2059,10 @@ cost_per_hour = 2.50
         assert_contains(&e, &["[[host]] name = 'a b' contains ' '"]);
         let text = "[[host]]\nname = \"a\"\nkind = \"remote\"\n";
         let e = error_at(fleet(text), text, "kind");
-        assert_contains(&e, &["host 'a': kind = 'remote' is not a host kind; expected 'local' or 'ssh'"]);
+        assert_contains(
+            &e,
+            &["host 'a': kind = 'remote' is not a host kind; expected 'local' or 'ssh'"],
+        );
         let text = "[[host]]\nname = \"a\"\n";
         let e = error_at(fleet(text), text, "[[host]]");
         assert_contains(&e, &["[[host]] is missing the required key 'kind'"]);
@@ -1900,21 +2088,31 @@ cost_per_hour = 2.50
 
     #[test]
     fn at_most_one_local_host() {
-        let text = "[[host]]\nname = \"a\"\nkind = \"local\"\n[[host]]\nname = \"b\"\nkind = \"local\"\n";
+        let text =
+            "[[host]]\nname = \"a\"\nkind = \"local\"\n[[host]]\nname = \"b\"\nkind = \"local\"\n";
         let e = fleet(text).unwrap_err();
         assert_eq!(e.line, Some(6));
-        assert_contains(&e, &["host 'b' is a second kind = 'local' host (the first is 'a' on line 2)"]);
+        assert_contains(
+            &e,
+            &["host 'b' is a second kind = 'local' host (the first is 'a' on line 2)"],
+        );
     }
 
     #[test]
     fn password_is_refused_and_not_offered_as_a_key() {
         let text = ssh("password = \"hunter2\"");
         let e = error_at(fleet(&text), &text, "password");
-        assert_contains(&e, &["'password' is refused; passwords are never read from files"]);
+        assert_contains(
+            &e,
+            &["'password' is refused: passwords are never read from files"],
+        );
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let text = ssh("passwd = \"x\"");
         let e = error_at(fleet(&text), &text, "passwd");
-        assert_contains(&e, &["unknown key 'passwd' in [[host]]; expected one of 'name', 'kind'"]);
+        assert_contains(
+            &e,
+            &["unknown key 'passwd' in [[host]]; expected one of 'name', 'kind'"],
+        );
         assert!(!e.to_string().contains("'password'"), "{e}");
     }
 
@@ -1941,11 +2139,24 @@ cost_per_hour = 2.50
         assert!(fleet(text).is_ok());
         let text = "[[host]]\nname = \"a\"\nkind = \"ssh\"\naddress = \"h:22\"\nport = 22\n";
         let e = error_at(fleet(text), text, "port");
-        assert_contains(&e, &["port = '22' is given, but address = 'h:22' already names a port"]);
-        for (address, port) in [("h:abc", "abc"), ("h:0", "0"), ("h:70000", "70000"), ("h:", "")] {
+        assert_contains(
+            &e,
+            &["port = '22' is given, but address = 'h:22' already names a port"],
+        );
+        for (address, port) in [
+            ("h:abc", "abc"),
+            ("h:0", "0"),
+            ("h:70000", "70000"),
+            ("h:", ""),
+        ] {
             let text = format!("[[host]]\nname = \"a\"\nkind = \"ssh\"\naddress = \"{address}\"\n");
             let e = error_at(fleet(&text), &text, "address");
-            assert_contains(&e, &[&format!("has the port '{port}'; expected a port from 1 to 65535")]);
+            assert_contains(
+                &e,
+                &[&format!(
+                    "has the port '{port}'; expected a port from 1 to 65535"
+                )],
+            );
         }
         let text = ssh("port = 0");
         let e = error_at(fleet(&text), &text, "port");
@@ -1954,7 +2165,9 @@ cost_per_hour = 2.50
 
     #[test]
     fn ssh_paths_and_trust() {
-        let s = one_ssh("identity = \"keys/id\"\nknown_hosts = \"~/.ssh/kh\"\nworker_binary = \"/opt/herd\"\ntrust = \"accept-new\"\nuser = \"ml\"");
+        let s = one_ssh(
+            "identity = \"keys/id\"\nknown_hosts = \"~/.ssh/kh\"\nworker_binary = \"/opt/herd\"\ntrust = \"accept-new\"\nuser = \"ml\"",
+        );
         assert_eq!(s.identity, Some(PathBuf::from("conf/keys/id")));
         assert_eq!(s.known_hosts, Some(PathBuf::from("~/.ssh/kh")));
         assert_eq!(s.worker_binary, Some(PathBuf::from("/opt/herd")));
@@ -1963,7 +2176,10 @@ cost_per_hour = 2.50
         assert_eq!(one_ssh("").trust, Trust::Strict);
         let text = ssh("trust = \"yes\"");
         let e = error_at(fleet(&text), &text, "trust");
-        assert_contains(&e, &["host 'a': trust = 'yes' is not a trust mode; expected 'strict' or 'accept-new'"]);
+        assert_contains(
+            &e,
+            &["host 'a': trust = 'yes' is not a trust mode; expected 'strict' or 'accept-new'"],
+        );
         let text = ssh("user = \"\"");
         let e = error_at(fleet(&text), &text, "user");
         assert_contains(&e, &["user = '' is not a user name"]);
@@ -1972,12 +2188,24 @@ cost_per_hour = 2.50
     #[test]
     fn host_slots_device_threads_cost() {
         for (line, want) in [
-            ("slots = 0", "host 'a': slots = '0' is out of range; expected an integer from 1 to 256"),
+            (
+                "slots = 0",
+                "host 'a': slots = '0' is out of range; expected an integer from 1 to 256",
+            ),
             ("slots = 257", "slots = '257' is out of range"),
-            ("device = \"cuda\"", "device = 'cuda' is not a device; expected 'auto', 'gpu', 'wgpu-cpu' or 'cpu'"),
+            (
+                "device = \"cuda\"",
+                "device = 'cuda' is not a device; expected 'auto', 'gpu', 'wgpu-cpu' or 'cpu'",
+            ),
             ("threads = 0", "host 'a': threads = '0' is out of range"),
-            ("cost_per_hour = -1.0", "cost_per_hour = '-1' is out of range; expected a number of at least 0"),
-            ("cost_per_hour = inf", "cost_per_hour = 'inf' is out of range"),
+            (
+                "cost_per_hour = -1.0",
+                "cost_per_hour = '-1' is out of range; expected a number of at least 0",
+            ),
+            (
+                "cost_per_hour = inf",
+                "cost_per_hour = 'inf' is out of range",
+            ),
         ] {
             let text = ssh(line);
             let e = error_at(fleet(&text), &text, line);
@@ -1990,5 +2218,54 @@ cost_per_hour = 2.50
         let text = ssh("slots = 256\nthreads = 8\ncost_per_hour = 3");
         let h = &fleet(&text).unwrap().hosts[0];
         assert_eq!((h.slots, h.threads, h.cost_per_hour), (256, Some(8), 3.0));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn located_within(e: &Error, text: &str) {
+            let lines = text.split('\n').count();
+            let line = e.line.expect("a line");
+            assert!(line >= 1 && line <= lines, "{e}: line {line} of {lines}");
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_parsed_or_refused_with_a_location(text in "\\PC{0,200}") {
+                if let Err(e) = job(&text) {
+                    located_within(&e, &text);
+                }
+                if let Err(e) = fleet(&text) {
+                    located_within(&e, &text);
+                }
+            }
+
+            #[test]
+            fn a_corrupted_job_is_parsed_or_refused_with_a_location(
+                at in 0usize..TWO_TOWER.len(),
+                insert in "[ -~\\n]{0,8}",
+                cut in 0usize..6,
+            ) {
+                let mut at = at;
+                while !TWO_TOWER.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let end = (at + cut).min(TWO_TOWER.len());
+                let text = format!("{}{insert}{}", &TWO_TOWER[..at], &TWO_TOWER[end..]);
+                if let Err(e) = job(&text) {
+                    located_within(&e, &text);
+                }
+            }
+
+            #[test]
+            fn ttl_units_scale_to_seconds(n in 1u64..=36_500) {
+                prop_assert_eq!(parse_ttl(&format!("{n}d")), Ok(n * 86_400));
+                prop_assert_eq!(parse_ttl(&format!("{n}h")), Ok(n * 3_600));
+                prop_assert_eq!(parse_ttl(&format!("{n}m")), Ok(n * 60));
+                prop_assert_eq!(parse_ttl(&format!("{n}s")), Ok(n));
+                prop_assert_eq!(parse_ttl(&n.to_string()), Ok(n));
+            }
+        }
     }
 }

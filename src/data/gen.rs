@@ -187,7 +187,7 @@ pub fn generate(opts: &GenOptions, data: &Path, weights: &Path) -> Result<GenSum
     opts.check()?;
     // Independent streams, so the data does not change when the model's shape does.
     let mut data_rng = Rng::new(opts.seed ^ 0x6461_7461); // "data"
-    let mut model_rng = Rng::new(opts.seed ^ 0x6d6f_6465_6c); // "model"
+    let mut model_rng = Rng::new(opts.seed ^ 0x006d_6f64_656c); // "model"
 
     write_atomically(data, |tmp| write_data(opts, &mut data_rng, tmp))?;
     write_atomically(weights, |tmp| write_weights(opts, &mut model_rng, tmp))?;
@@ -237,7 +237,7 @@ fn write_atomically(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> R
 }
 
 fn write_data(opts: &GenOptions, rng: &mut Rng, path: &Path) -> Result<()> {
-    let parquet_error = |source| Error::Parquet {
+    let parquet_error = |source| Error::ParquetWrite {
         path: path.to_path_buf(),
         source,
     };
@@ -415,7 +415,9 @@ fn dense(name: &str, in_dim: usize, out_dim: usize, rng: &mut Rng) -> [Tensor; 2
     let weight = (0..in_dim * out_dim)
         .map(|_| rng.symmetric(bound))
         .collect::<Vec<_>>();
-    let bias = (0..out_dim).map(|_| rng.symmetric(bound)).collect::<Vec<_>>();
+    let bias = (0..out_dim)
+        .map(|_| rng.symmetric(bound))
+        .collect::<Vec<_>>();
     [
         f32_tensor(&format!("{name}.weight"), vec![out_dim, in_dim], weight),
         f32_tensor(&format!("{name}.bias"), vec![out_dim], bias),
@@ -427,7 +429,9 @@ fn write_weights(opts: &GenOptions, rng: &mut Rng, path: &Path) -> Result<()> {
     match opts.kind {
         GenKind::TwoTower => {
             let (items, dim) = (opts.items as usize, opts.dim);
-            let embeddings = (0..items * dim).map(|_| rng.symmetric(1.0)).collect::<Vec<_>>();
+            let embeddings = (0..items * dim)
+                .map(|_| rng.symmetric(1.0))
+                .collect::<Vec<_>>();
             tensors.push(f32_tensor("item_embeddings", vec![items, dim], embeddings));
             tensors.push(Tensor {
                 name: "item_ids".to_string(),

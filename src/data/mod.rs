@@ -64,6 +64,11 @@ pub enum Error {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    #[error("{}: writing Parquet failed: {source}", path.display())]
+    ParquetWrite {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("{}: decoding Parquet data failed: {source}", path.display())]
     Arrow {
         path: PathBuf,
@@ -234,25 +239,24 @@ pub struct Index {
 
 const ID_TYPES: &str = "an integer (any width) or a string";
 const HISTORY_TYPES: &str = "a list of integers (item ids in the u32 range)";
-const FEATURE_TYPES: &str =
-    "float32, float64 or an integer (converted to f32); name the feature columns in [input] feature_columns to leave it out";
+const FEATURE_TYPES: &str = "float32, float64, an integer or a boolean (converted to f32); name the feature columns in [input] feature_columns to leave it out";
 
 impl Dataset {
     /// Open and check the schema against `input`: the id column must be an
     /// integer (any int width; negative values are an error naming the row)
     /// or a string; the history column (required when `needs_history`) a list
-    /// of integers (u32 range); features float32 / float64 / int (converted to
-    /// f32). `feature_columns` `None` = every column but the id and history
-    /// columns, in file order. Unknown column names: an error listing the
-    /// columns the file has.
+    /// of integers (u32 range); features float32 / float64 / int / bool
+    /// (converted to f32; true is 1.0). `feature_columns` `None` = every
+    /// column but the id and history columns, in file order. Unknown column
+    /// names: an error listing the columns the file has. A history column
+    /// that is named but not needed is checked, then left unread.
     pub fn open(input: &crate::config::Input, needs_history: bool) -> Result<Dataset> {
         let path = input.path.clone();
         let file = File::open(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        let options =
-            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
         let metadata =
             ArrowReaderMetadata::load(&file, options).map_err(|source| Error::Parquet {
                 path: path.clone(),
@@ -274,15 +278,14 @@ impl Dataset {
                 }),
             }
         };
-        let type_error = |column: &Column, role: &'static str, expected: &'static str| {
-            Error::ColumnType {
+        let type_error =
+            |column: &Column, role: &'static str, expected: &'static str| Error::ColumnType {
                 path: path.clone(),
                 column: column.name.clone(),
                 role,
                 found: schema.field(column.index).data_type().to_string(),
                 expected,
-            }
-        };
+            };
 
         let id = find(&input.id_column, "id column")?;
         if !is_id_type(schema.field(id.index).data_type()) {
@@ -353,6 +356,13 @@ impl Dataset {
 
     pub fn num_row_groups(&self) -> usize {
         self.row_group_starts.len() - 1
+    }
+
+    /// `num_row_groups() + 1` input row numbers: row group `g` holds rows
+    /// `starts[g]..starts[g + 1]`. Ranges that follow these boundaries decode
+    /// no row twice.
+    pub fn row_group_starts(&self) -> &[u64] {
+        &self.row_group_starts
     }
 
     pub fn feature_names(&self) -> &[String] {
@@ -469,7 +479,8 @@ impl Dataset {
                     other => other,
                 })?;
             }
-            let out = &mut features[done as usize * num_features..(done + n) as usize * num_features];
+            let out =
+                &mut features[done as usize * num_features..(done + n) as usize * num_features];
             for (j, column) in self.features.iter().enumerate() {
                 self.fill_feature(column, j, num_features, out, &batch, first_row)?;
             }
@@ -500,7 +511,8 @@ impl Dataset {
         })?;
         self.row_groups_decoded
             .fetch_add(row_groups.len() as u64, Ordering::Relaxed);
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone());
+        let builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone());
         let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
         let batch_size = (rows as usize).clamp(1, MAX_BATCH_ROWS);
         let mut builder = builder
@@ -564,7 +576,8 @@ impl Dataset {
                         Ok(())
                     }
                 });
-                visited.unwrap_or_else(|| Err(self.found_type(&self.id, array, "id column", ID_TYPES)))
+                visited
+                    .unwrap_or_else(|| Err(self.found_type(&self.id, array, "id column", ID_TYPES)))
             }
             EntityIds::Str(out) => {
                 let mut push = |i: usize, v: Option<&str>| match v {
@@ -655,7 +668,10 @@ impl Dataset {
         }
         for i in 0..list.len() {
             if list.is_valid(i) {
-                let (a, b) = (value_offsets[i].as_usize() - lo, value_offsets[i + 1].as_usize() - lo);
+                let (a, b) = (
+                    value_offsets[i].as_usize() - lo,
+                    value_offsets[i + 1].as_usize() - lo,
+                );
                 items.extend_from_slice(&converted[a..b]);
             }
             if items.len() as u64 > MAX_HISTORY_ITEMS_PER_READ {
@@ -699,9 +715,14 @@ impl Dataset {
             a.iter()
                 .enumerate()
                 .try_for_each(|(i, v)| put(i, v.map(|x| x as f32)))
+        } else if let Some(a) = array.as_boolean_opt() {
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, v)| put(i, v.map(|b| if b { 1.0 } else { 0.0 })))
         } else {
-            visit_ints(array, |i, v| put(i, v.map(|x| x as f32)))
-                .unwrap_or_else(|| Err(self.found_type(column, array, "feature column", FEATURE_TYPES)))
+            visit_ints(array, |i, v| put(i, v.map(|x| x as f32))).unwrap_or_else(|| {
+                Err(self.found_type(column, array, "feature column", FEATURE_TYPES))
+            })
         }
     }
 
@@ -750,7 +771,7 @@ fn is_history_type(t: &DataType) -> bool {
 }
 
 fn is_feature_type(t: &DataType) -> bool {
-    t.is_integer() || matches!(t, DataType::Float32 | DataType::Float64)
+    t.is_integer() || matches!(t, DataType::Float32 | DataType::Float64 | DataType::Boolean)
 }
 
 /// Calls `f(i, value)` for every slot of an integer array (`None` for a null);

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{GenericListBuilder, Int64Builder, ListBuilder};
-use arrow_array::{ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -64,7 +64,8 @@ fn write_parquet(dir: &Path, name: &str, batches: &[RecordBatch]) -> PathBuf {
 }
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, a)| (n, a, true))).unwrap()
+    RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, a)| (n, a, true)))
+        .unwrap()
 }
 
 #[test]
@@ -95,7 +96,10 @@ fn gen_same_options_same_bytes() {
 
         let other_seed = GenOptions { seed: 7, ..opts };
         let (data_c, weights_c) = generated(c.path(), &other_seed);
-        assert!(read(&data_a) != read(&data_c), "{kind:?}: the seed is ignored");
+        assert!(
+            read(&data_a) != read(&data_c),
+            "{kind:?}: the seed is ignored"
+        );
         assert!(read(&weights_a) != read(&weights_c));
     }
 }
@@ -122,10 +126,34 @@ fn gen_rejects_options_it_cannot_honour() {
     let data = dir.path().join("d.parquet");
     let weights = dir.path().join("w.safetensors");
     let cases = [
-        ("row_group_rows", GenOptions { row_group_rows: 0, ..small_two_tower(10, 10) }),
-        ("items", GenOptions { items: 0, ..small_two_tower(10, 10) }),
-        ("dim", GenOptions { dim: 0, ..small_two_tower(10, 10) }),
-        ("features", GenOptions { features: 0, ..GenOptions::defaults(GenKind::Mlp) }),
+        (
+            "row_group_rows",
+            GenOptions {
+                row_group_rows: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "items",
+            GenOptions {
+                items: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "dim",
+            GenOptions {
+                dim: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "features",
+            GenOptions {
+                features: 0,
+                ..GenOptions::defaults(GenKind::Mlp)
+            },
+        ),
     ];
     for (option, opts) in cases {
         let err = generate(&opts, &data, &weights).unwrap_err();
@@ -162,7 +190,10 @@ fn gen_two_tower_history_is_heavy_tailed_and_realistic() {
         "{heavy_share} of users have a history over 10x the median ({median})"
     );
     assert!(*sorted.last().unwrap() as u64 <= r#gen::MAX_HISTORY_LEN);
-    assert!(*sorted.last().unwrap() >= 1_000, "no history in the thousands");
+    assert!(
+        *sorted.last().unwrap() >= 1_000,
+        "no history in the thousands"
+    );
     let empty = lens.iter().filter(|&&l| l == 0).count() as f64 / lens.len() as f64;
     assert!((0.003..0.03).contains(&empty), "{empty} empty histories");
 
@@ -170,15 +201,26 @@ fn gen_two_tower_history_is_heavy_tailed_and_realistic() {
     let per_group = dataset.num_rows() as usize / dataset.num_row_groups();
     for group in 0..dataset.num_row_groups() {
         let in_group = heavy.iter().filter(|&&i| i / per_group == group).count();
-        assert!(in_group >= 10, "row group {group} has {in_group} heavy users");
+        assert!(
+            in_group >= 10,
+            "row group {group} has {in_group} heavy users"
+        );
     }
 
     // About 1% of history ids are outside the catalogue; items repeat; the
     // most popular item is far more common than the median one.
     let catalogue: std::collections::HashSet<u32> = (0..opts.items).map(item_id).collect();
     let total = rows.history_items.len() as f64;
-    let missing = rows.history_items.iter().filter(|i| !catalogue.contains(i)).count() as f64;
-    assert!((0.005..0.02).contains(&(missing / total)), "{} missing", missing / total);
+    let missing = rows
+        .history_items
+        .iter()
+        .filter(|i| !catalogue.contains(i))
+        .count() as f64;
+    assert!(
+        (0.005..0.02).contains(&(missing / total)),
+        "{} missing",
+        missing / total
+    );
     let repeats = (0..rows.len())
         .filter(|&i| {
             let h = rows.history_of(i);
@@ -186,7 +228,10 @@ fn gen_two_tower_history_is_heavy_tailed_and_realistic() {
             distinct.len() < h.len()
         })
         .count();
-    assert!(repeats as f64 / rows.len() as f64 > 0.2, "{repeats} users repeat an item");
+    assert!(
+        repeats as f64 / rows.len() as f64 > 0.2,
+        "{repeats} users repeat an item"
+    );
     let mut counts = std::collections::HashMap::new();
     for item in &rows.history_items {
         *counts.entry(*item).or_insert(0u64) += 1;
@@ -194,7 +239,10 @@ fn gen_two_tower_history_is_heavy_tailed_and_realistic() {
     let mut counts: Vec<u64> = counts.into_values().collect();
     counts.sort_unstable();
     let (top, mid) = (counts[counts.len() - 1], counts[counts.len() / 2]);
-    assert!(top > 50 * mid, "most popular item {top}x, median item {mid}x");
+    assert!(
+        top > 50 * mid,
+        "most popular item {top}x, median item {mid}x"
+    );
 }
 
 #[test]
@@ -225,9 +273,11 @@ fn gen_weights_have_the_documented_shapes() {
     // Weights are small: within ±1/sqrt(fan_in).
     let w = st.tensor("user_tower.0.weight").unwrap();
     let bound = 1.0 / ((dim + f) as f32).sqrt();
-    assert!(w.data().chunks(4).all(|c| {
-        f32::from_le_bytes(c.try_into().unwrap()).abs() <= bound
-    }));
+    assert!(
+        w.data()
+            .chunks(4)
+            .all(|c| { f32::from_le_bytes(c.try_into().unwrap()).abs() <= bound })
+    );
 
     let mlp = GenOptions {
         users: 10,
@@ -245,7 +295,10 @@ fn gen_weights_have_the_documented_shapes() {
     assert_eq!(shape("4.weight"), [1, 5]);
     assert_eq!(shape("4.bias"), [1]);
     let dataset = Dataset::open(&input(&data, "entity_id", None, None), false).unwrap();
-    assert_eq!(dataset.feature_names(), ["f0", "f1", "f2", "f3", "f4", "f5"]);
+    assert_eq!(
+        dataset.feature_names(),
+        ["f0", "f1", "f2", "f3", "f4", "f5"]
+    );
     assert!(!dataset.has_history());
     let rows = dataset.read_rows(0..10).unwrap();
     assert_eq!(rows.ids, EntityIds::Int((0..10).collect()));
@@ -258,6 +311,7 @@ fn read_rows_across_row_group_boundaries_equals_a_full_read() {
     let dataset = two_tower_dataset(dir.path(), 3_500, 1_000);
     assert_eq!(dataset.num_rows(), 3_500);
     assert_eq!(dataset.num_row_groups(), 4);
+    assert_eq!(dataset.row_group_starts(), [0, 1_000, 2_000, 3_000, 3_500]);
     assert_eq!(dataset.feature_names(), ["f0", "f1", "f2"]);
     let full = dataset.read_rows(0..3_500).unwrap();
     assert_eq!(full.ids, EntityIds::Int((0..3_500).collect()));
@@ -312,12 +366,48 @@ fn plan_read_picks_overlapping_row_groups() {
     // Row groups: 0..10, 10..10 (empty), 10..25, 25..30.
     let starts = [0, 10, 10, 25, 30];
     let plan = |s, e| plan_read(&starts, &(s..e));
-    assert_eq!(plan(0, 10), ReadPlan { row_groups: vec![0], skip: 0 });
-    assert_eq!(plan(9, 11), ReadPlan { row_groups: vec![0, 1, 2], skip: 9 });
-    assert_eq!(plan(10, 25), ReadPlan { row_groups: vec![2], skip: 0 });
-    assert_eq!(plan(12, 13), ReadPlan { row_groups: vec![2], skip: 2 });
-    assert_eq!(plan(24, 30), ReadPlan { row_groups: vec![2, 3], skip: 14 });
-    assert_eq!(plan(29, 30), ReadPlan { row_groups: vec![3], skip: 4 });
+    assert_eq!(
+        plan(0, 10),
+        ReadPlan {
+            row_groups: vec![0],
+            skip: 0
+        }
+    );
+    assert_eq!(
+        plan(9, 11),
+        ReadPlan {
+            row_groups: vec![0, 1, 2],
+            skip: 9
+        }
+    );
+    assert_eq!(
+        plan(10, 25),
+        ReadPlan {
+            row_groups: vec![2],
+            skip: 0
+        }
+    );
+    assert_eq!(
+        plan(12, 13),
+        ReadPlan {
+            row_groups: vec![2],
+            skip: 2
+        }
+    );
+    assert_eq!(
+        plan(24, 30),
+        ReadPlan {
+            row_groups: vec![2, 3],
+            skip: 14
+        }
+    );
+    assert_eq!(
+        plan(29, 30),
+        ReadPlan {
+            row_groups: vec![3],
+            skip: 4
+        }
+    );
 }
 
 #[test]
@@ -325,7 +415,10 @@ fn read_rows_out_of_bounds_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = two_tower_dataset(dir.path(), 100, 40);
     let err = dataset.read_rows(90..101).unwrap_err();
-    assert!(matches!(err, Error::RangeOutOfBounds { rows: 100, .. }), "{err}");
+    assert!(
+        matches!(err, Error::RangeOutOfBounds { rows: 100, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("100 rows"), "{err}");
 }
 
@@ -336,9 +429,13 @@ fn scan_index_matches_a_full_read() {
     let index = dataset.scan_index().unwrap();
     let full = dataset.read_rows(0..2_500).unwrap();
     assert_eq!(index.ids, full.ids);
-    let lens: Vec<u32> = full.history_offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    let lens: Vec<u32> = full
+        .history_offsets
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
     assert_eq!(index.history_lens, lens);
-    assert!(index.history_lens.iter().any(|&l| l == 0));
+    assert!(index.history_lens.contains(&0));
     assert_eq!(dataset.row_groups_decoded(), 3 + 3);
 }
 
@@ -346,6 +443,7 @@ fn scan_index_matches_a_full_read() {
 fn string_ids_nulls_and_other_numeric_types_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let make = |ids: Vec<&str>, hist: Vec<Option<Vec<i64>>>, a: Vec<f64>, b: Vec<i32>| {
+        let flags: Vec<bool> = b.iter().map(|v| v % 2 == 0).collect();
         let mut history = GenericListBuilder::<i64, _>::new(Int64Builder::new());
         for h in hist {
             match h {
@@ -361,6 +459,7 @@ fn string_ids_nulls_and_other_numeric_types_are_read() {
             ("name", Arc::new(StringArray::from(ids))),
             ("seen", Arc::new(history.finish())),
             ("b", Arc::new(Int32Array::from(b))),
+            ("even", Arc::new(BooleanArray::from(flags))),
         ])
     };
     let path = write_parquet(
@@ -382,7 +481,7 @@ fn string_ids_nulls_and_other_numeric_types_are_read() {
         ],
     );
     let dataset = Dataset::open(&input(&path, "name", Some("seen"), None), true).unwrap();
-    assert_eq!(dataset.feature_names(), ["a", "b"]);
+    assert_eq!(dataset.feature_names(), ["a", "b", "even"]);
     assert_eq!(dataset.num_row_groups(), 2);
 
     let index = dataset.scan_index().unwrap();
@@ -392,15 +491,22 @@ fn string_ids_nulls_and_other_numeric_types_are_read() {
 
     let rows = dataset.read_rows(1..4).unwrap();
     assert_eq!(rows.ids, EntityIds::Str(names[1..4].to_vec()));
-    assert_eq!(rows.features, [1.5, -2.0, 2.5, 3.0, 3.5, 4.0]);
-    assert_eq!(rows.history_of(0), [] as [u32; 0], "a null history is empty");
+    assert_eq!(
+        rows.features,
+        [1.5, -2.0, 1.0, 2.5, 3.0, 0.0, 3.5, 4.0, 1.0]
+    );
+    assert_eq!(
+        rows.history_of(0),
+        [] as [u32; 0],
+        "a null history is empty"
+    );
     assert_eq!(rows.history_of(1), [] as [u32; 0]);
     assert_eq!(rows.history_of(2), [4_000_000_000u32]);
     assert_eq!(dataset.read_rows(0..1).unwrap().history_of(0), [5, 6, 5]);
 
     // Explicit feature columns keep the order given.
-    let ordered = Dataset::open(&input(&path, "name", Some("seen"), Some(&["b", "a"])), true)
-        .unwrap();
+    let ordered =
+        Dataset::open(&input(&path, "name", Some("seen"), Some(&["b", "a"])), true).unwrap();
     assert_eq!(ordered.read_rows(4..5).unwrap().features, [5.0, 4.5]);
 }
 
@@ -417,7 +523,10 @@ fn missing_column_lists_the_columns_the_file_has() {
         let err = Dataset::open(case, true).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::UnknownColumn { .. }), "{text}");
-        assert!(text.contains(&format!("'{missing}' is not in the file")), "{text}");
+        assert!(
+            text.contains(&format!("'{missing}' is not in the file")),
+            "{text}"
+        );
         assert!(
             text.contains("'user_id', 'history', 'f0', 'f1', 'f2'"),
             "{text}"
@@ -459,7 +568,12 @@ fn wrong_column_types_name_the_column_and_the_types() {
             "feature column",
         ),
         // With no feature list, every other column is a feature.
-        (input(&path, "uid", None, None), "label", "Utf8", "feature column"),
+        (
+            input(&path, "uid", None, None),
+            "label",
+            "Utf8",
+            "feature column",
+        ),
     ];
     for (case, column, found, role) in cases {
         let needs_history = case.history_column.is_some();
@@ -469,7 +583,10 @@ fn wrong_column_types_name_the_column_and_the_types() {
             matches!(&err, Error::ColumnType { column: c, role: r, .. } if c == column && *r == role),
             "{text}"
         );
-        assert!(text.contains(&format!("column '{column}' has type {found}")), "{text}");
+        assert!(
+            text.contains(&format!("column '{column}' has type {found}")),
+            "{text}"
+        );
     }
     // The history type is checked even when the model does not read it.
     let err = Dataset::open(&input(&path, "uid", Some("hist"), Some(&[])), false).unwrap_err();
@@ -487,7 +604,10 @@ fn bad_values_name_the_row_and_column() {
                 history.append(true);
             }
             batch(vec![
-                ("id", Arc::new(Int32Array::from(ids[r.clone()].to_vec())) as ArrayRef),
+                (
+                    "id",
+                    Arc::new(Int32Array::from(ids[r.clone()].to_vec())) as ArrayRef,
+                ),
                 ("h", Arc::new(history.finish())),
                 ("f", Arc::new(Float64Array::from(f[r].to_vec()))),
             ])
@@ -498,29 +618,62 @@ fn bad_values_name_the_row_and_column() {
     let ok_h = [1; 4];
     let open = |p: &Path| Dataset::open(&input(p, "id", Some("h"), None), true).unwrap();
 
-    let path = two_groups("neg.parquet", [Some(0), Some(1), Some(2), Some(-5)], ok_f, ok_h);
+    let path = two_groups(
+        "neg.parquet",
+        [Some(0), Some(1), Some(2), Some(-5)],
+        ok_f,
+        ok_h,
+    );
     let err = open(&path).scan_index().unwrap_err();
-    assert!(matches!(err, Error::NegativeId { row: 3, value: -5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NegativeId {
+                row: 3,
+                value: -5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("'id', row 3"), "{err}");
     let err = open(&path).read_rows(2..4).unwrap_err();
     assert!(matches!(err, Error::NegativeId { row: 3, .. }), "{err}");
     assert!(open(&path).read_rows(0..3).is_ok());
 
-    let path = two_groups("null.parquet", [Some(0), Some(1), None, Some(3)], ok_f, ok_h);
+    let path = two_groups(
+        "null.parquet",
+        [Some(0), Some(1), None, Some(3)],
+        ok_f,
+        ok_h,
+    );
     let err = open(&path).read_rows(1..4).unwrap_err();
     assert!(matches!(err, Error::NullId { row: 2, .. }), "{err}");
 
     let f = [Some(0.0), None, Some(1.0), Some(1.0)];
-    let path = two_groups("nullf.parquet", [Some(0), Some(1), Some(2), Some(3)], f, ok_h);
+    let path = two_groups(
+        "nullf.parquet",
+        [Some(0), Some(1), Some(2), Some(3)],
+        f,
+        ok_h,
+    );
     let err = open(&path).read_rows(0..4).unwrap_err();
     assert!(
         matches!(&err, Error::NullFeature { row: 1, column, .. } if column == "f"),
         "{err}"
     );
-    assert!(open(&path).scan_index().is_ok(), "the index reads no features");
+    assert!(
+        open(&path).scan_index().is_ok(),
+        "the index reads no features"
+    );
 
     let h = [1, 1, 1, -7];
-    let path = two_groups("item.parquet", [Some(0), Some(1), Some(2), Some(3)], ok_f, h);
+    let path = two_groups(
+        "item.parquet",
+        [Some(0), Some(1), Some(2), Some(3)],
+        ok_f,
+        h,
+    );
     let err = open(&path).scan_index().unwrap_err();
     assert!(
         matches!(&err, Error::HistoryItemOutOfRange { row: 3, value: -7, column, .. } if column == "h"),
@@ -529,13 +682,19 @@ fn bad_values_name_the_row_and_column() {
     let h = [1, 1 << 33, 1, 1];
     let path = two_groups("big.parquet", [Some(0), Some(1), Some(2), Some(3)], ok_f, h);
     let err = open(&path).read_rows(0..2).unwrap_err();
-    assert!(matches!(err, Error::HistoryItemOutOfRange { row: 1, .. }), "{err}");
+    assert!(
+        matches!(err, Error::HistoryItemOutOfRange { row: 1, .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_file_is_named() {
-    let err = Dataset::open(&input(Path::new("/nonexistent/x.parquet"), "id", None, None), false)
-        .unwrap_err();
+    let err = Dataset::open(
+        &input(Path::new("/nonexistent/x.parquet"), "id", None, None),
+        false,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/x.parquet"), "{err}");
     let dir = tempfile::tempdir().unwrap();
@@ -560,4 +719,37 @@ fn rng_is_repeatable_in_range_and_uniform() {
         let count = draws.iter().filter(|&&d| d == face).count();
         assert!((800..1_200).contains(&count), "face {face}: {count}");
     }
+}
+
+#[test]
+fn dataset_and_errors_cross_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Dataset>();
+    shareable::<Index>();
+    shareable::<Error>();
+}
+
+#[test]
+fn any_range_reads_the_same_rows_as_a_full_read() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 1_000, 97);
+    let full = dataset.read_rows(0..1_000).unwrap();
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(a in 0u64..=1_000, b in 0u64..=1_000)| {
+        let (start, end) = (a.min(b), a.max(b));
+        let before = dataset.row_groups_decoded();
+        let part = dataset.read_rows(start..end).unwrap();
+        prop_assert_eq!(part, full.slice(start as usize..end as usize));
+        let overlapping = (0..dataset.num_row_groups())
+            .filter(|&g| {
+                let s = dataset.row_group_starts();
+                s[g] < end && s[g + 1] > start
+            })
+            .count() as u64;
+        prop_assert_eq!(dataset.row_groups_decoded() - before, overlapping);
+    });
 }

@@ -14,8 +14,12 @@ const ABSENT: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 pub enum ItemIndex {
     /// `rows[id]` is the row, or `u32::MAX` when the id is not in the catalogue.
-    Dense { rows: Vec<u32> },
-    Sparse { rows: HashMap<u32, u32> },
+    Dense {
+        rows: Vec<u32>,
+    },
+    Sparse {
+        rows: HashMap<u32, u32>,
+    },
 }
 
 impl ItemIndex {

@@ -1,7 +1,7 @@
 //! What a model costs per entity (multiply-adds, for planning chunks) and a
 //! one-line description of it.
 
-use super::{Dense, Model, OutputActivation, Predictions};
+use super::{Dense, Model, OutputActivation};
 
 fn layers_cost(layers: &[Dense]) -> u64 {
     layers
@@ -12,7 +12,11 @@ fn layers_cost(layers: &[Dense]) -> u64 {
 
 /// `"68->128->64"` for a stack of layers.
 fn layers_shape(layers: &[Dense]) -> String {
-    let mut dims: Vec<String> = layers.first().map(|l| l.in_dim.to_string()).into_iter().collect();
+    let mut dims: Vec<String> = layers
+        .first()
+        .map(|l| l.in_dim.to_string())
+        .into_iter()
+        .collect();
     dims.extend(layers.iter().map(|l| l.out_dim.to_string()));
     dims.join("->")
 }
@@ -54,59 +58,13 @@ impl Model {
                     tt.dim,
                     tt.top_k,
                     tt.max_history,
-                    if tt.exclude_seen { ", exclude seen" } else { "" }
+                    if tt.exclude_seen {
+                        ", exclude seen"
+                    } else {
+                        ""
+                    }
                 )
             }
         }
-    }
-}
-
-impl Predictions {
-    /// Joins the predictions of consecutive row ranges, in order. An empty
-    /// list gives empty `Scores` of width 0.
-    ///
-    /// # Panics
-    /// When the parts mix `Scores` and `TopK`, or `Scores` of different widths.
-    pub fn concat(parts: Vec<Predictions>) -> Predictions {
-        let mut parts = parts.into_iter();
-        let Some(mut whole) = parts.next() else {
-            return Predictions::Scores {
-                width: 0,
-                values: Vec::new(),
-            };
-        };
-        for part in parts {
-            match (&mut whole, part) {
-                (
-                    Predictions::Scores { width, values },
-                    Predictions::Scores {
-                        width: w,
-                        values: v,
-                    },
-                ) => {
-                    assert_eq!(*width, w, "cannot join score rows of width {width} and {w}");
-                    values.extend(v);
-                }
-                (
-                    Predictions::TopK {
-                        offsets,
-                        items,
-                        scores,
-                    },
-                    Predictions::TopK {
-                        offsets: o,
-                        items: i,
-                        scores: s,
-                    },
-                ) => {
-                    let base = *offsets.last().unwrap_or(&0);
-                    offsets.extend(o.iter().skip(1).map(|x| x + base));
-                    items.extend(i);
-                    scores.extend(s);
-                }
-                _ => panic!("cannot join mlp scores with two_tower top-K predictions"),
-            }
-        }
-        whole
     }
 }

@@ -29,10 +29,10 @@ pub enum Error {
     },
 
     #[error(
-        "no dense layers found{under}: expected pairs NAME.weight [out, in] + NAME.bias [out] \
+        "no dense layers found: expected pairs NAME.weight [out, in] + NAME.bias [out] \
          (tensors present: {present})"
     )]
-    NoLayers { under: String, present: String },
+    NoLayers { present: String },
 
     #[error(
         "cannot order layers '{first}' and '{second}': their names carry the same numbers; \
@@ -46,9 +46,7 @@ pub enum Error {
     )]
     UnorderedLayer { layer: String },
 
-    #[error(
-        "layer '{layer}' takes {expected} inputs but {source_desc} gives {found}"
-    )]
+    #[error("layer '{layer}' takes {expected} inputs but gets {found} from {source_desc}")]
     LayerInput {
         layer: String,
         expected: usize,
@@ -74,8 +72,14 @@ pub enum Error {
     #[error("tensor 'item_ids' entry {index} is {value}, expected an integer in 0..={max}", max = u32::MAX)]
     ItemIdRange { index: usize, value: String },
 
-    #[error("tensor 'item_ids' repeats id {id} (entries {first} and {second}); item ids must be unique")]
-    DuplicateItemId { id: u32, first: usize, second: usize },
+    #[error(
+        "tensor 'item_ids' repeats id {id} (entries {first} and {second}); item ids must be unique"
+    )]
+    DuplicateItemId {
+        id: u32,
+        first: usize,
+        second: usize,
+    },
 
     #[error("two_tower embedding dim is 0 in tensor 'item_embeddings'; expected at least 1")]
     ZeroDim,

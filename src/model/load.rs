@@ -34,7 +34,6 @@ impl Model {
                 };
                 if names.is_empty() {
                     return Err(Error::NoLayers {
-                        under: String::new(),
                         present: weights.present(),
                     });
                 }
@@ -42,7 +41,11 @@ impl Model {
                     .iter()
                     .map(|n| weights.dense("mlp", n))
                     .collect::<Result<Vec<_>>>()?;
-                check_chain(&layers, num_features, "the input's feature columns".to_string())?;
+                check_chain(
+                    &layers,
+                    num_features,
+                    "the input's feature columns (check [input] feature_columns)".to_string(),
+                )?;
                 Ok(Model::Mlp(Mlp {
                     layers,
                     output: *output,
@@ -80,7 +83,9 @@ impl Model {
                         if view.shape() != [items] {
                             return Err(Error::Shape {
                                 tensor: "item_ids".into(),
-                                expected: format!("[{items}] (one id per row of 'item_embeddings')"),
+                                expected: format!(
+                                    "[{items}] (one id per row of 'item_embeddings')"
+                                ),
                                 found: view.shape().to_vec(),
                             });
                         }
@@ -190,13 +195,23 @@ impl<'a> Weights<'a> {
     /// Every `NAME.weight` under `prefix` with a matching `NAME.bias`,
     /// ordered by the numbers in `NAME` (compared as numbers, left to right).
     fn default_layer_names(&self, prefix: &str) -> Result<Vec<String>> {
+        // A lone `nn.Linear` saved under the prefix's own name
+        // (`user_tower.weight`) is a one-layer stack.
+        let own_name = prefix.strip_suffix('.').filter(|n| !n.is_empty());
         let mut layers: Vec<(Vec<u64>, String)> = self
             .names
             .iter()
-            .filter(|n| n.starts_with(prefix))
             .filter_map(|n| n.strip_suffix(".weight"))
-            .filter(|base| self.st.tensor(&format!("{base}.bias")).is_ok())
-            .map(|base| (numbers_in(&base[prefix.len()..]), base.to_string()))
+            .filter_map(|base| {
+                let rest = if Some(base) == own_name {
+                    ""
+                } else {
+                    base.strip_prefix(prefix)?
+                };
+                Some((numbers_in(rest), base))
+            })
+            .filter(|(_, base)| self.st.tensor(&format!("{base}.bias")).is_ok())
+            .map(|(key, base)| (key, base.to_string()))
             .collect();
         if layers.len() > 1 {
             if let Some((_, name)) = layers.iter().find(|(key, _)| key.is_empty()) {
@@ -256,7 +271,12 @@ fn numbers_in(name: &str) -> Vec<u64> {
     for c in name.chars() {
         match c.to_digit(10) {
             Some(d) => {
-                current = Some(current.unwrap_or(0).saturating_mul(10).saturating_add(d as u64))
+                current = Some(
+                    current
+                        .unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d as u64),
+                )
             }
             None => out.extend(current.take()),
         }
@@ -292,7 +312,7 @@ fn read_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
 }
 
 /// IEEE 754 half precision to single precision, exactly.
-fn f16_to_f32(h: u16) -> f32 {
+pub(super) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let mant = (h & 0x3ff) as u32;

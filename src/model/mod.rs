@@ -1,7 +1,8 @@
 //! Model specs, safetensors loading, the CPU reference and the fast CPU path.
 //!
 //! Pure: weights arrive as bytes, rows arrive as [`Rows`]; nothing here reads a
-//! file or a clock. The reference path (`predict_reference`) is written to be
+//! file or a clock or spawns a thread (the worker splits rows over threads and
+//! joins the parts with [`Predictions::concat`]). The reference path (`predict_reference`) is written to be
 //! obviously right and is what every other backend is checked against.
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ mod cost;
 mod error;
 mod fast;
 mod load;
+mod predictions;
 mod reference;
 #[cfg(test)]
 mod tests;

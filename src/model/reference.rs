@@ -87,7 +87,10 @@ fn layers_one(layers: &[Dense], input: Vec<f32>) -> Vec<f32> {
 }
 
 fn mlp_reference(mlp: &Mlp, rows: &Rows) -> Predictions {
-    check_features(mlp.layers.first().map_or(rows.num_features, |l| l.in_dim), rows);
+    check_features(
+        mlp.layers.first().map_or(rows.num_features, |l| l.in_dim),
+        rows,
+    );
     let width = mlp.layers.last().map_or(0, |l| l.out_dim);
     let mut values = Vec::with_capacity(rows.len() * width);
     for r in 0..rows.len() {
@@ -154,8 +157,13 @@ fn two_tower_reference(tt: &TwoTower, rows: &Rows) -> Predictions {
             }
             ranked.push((score, id));
         }
-        ranked.sort_by(topk_order);
+        // The best K by the order, then those K sorted: the same as sorting
+        // everything and keeping the first K.
+        if tt.top_k > 0 && ranked.len() > tt.top_k {
+            ranked.select_nth_unstable_by(tt.top_k - 1, topk_order);
+        }
         ranked.truncate(tt.top_k);
+        ranked.sort_by(topk_order);
         for (score, id) in ranked {
             items.push(id);
             scores.push(score);

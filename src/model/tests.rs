@@ -2,6 +2,7 @@
 
 use safetensors::{Dtype, tensor::TensorView};
 
+use super::fast::{ITEM_TILE, MLP_BLOCK_ROWS, USER_BLOCK};
 use super::*;
 
 // ---------------------------------------------------------------- helpers
@@ -54,7 +55,11 @@ fn safetensors_bytes(tensors: &[T]) -> Vec<u8> {
 /// `NAME.weight` [out, in] and `NAME.bias` [out], random.
 fn layer(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Vec<T> {
     vec![
-        f32s(&format!("{name}.weight"), &[out_dim, in_dim], &rng.vec(out_dim * in_dim)),
+        f32s(
+            &format!("{name}.weight"),
+            &[out_dim, in_dim],
+            &rng.vec(out_dim * in_dim),
+        ),
         f32s(&format!("{name}.bias"), &[out_dim], &rng.vec(out_dim)),
     ]
 }
@@ -160,8 +165,16 @@ impl<'a> TopKView<'a> {
 fn predict_both(model: &Model, rows: &Rows) -> Predictions {
     let reference = model.predict_reference(rows);
     let fast = model.predict(rows);
-    assert_eq!(reference.len(), rows.len(), "reference gives one prediction per row");
-    assert_eq!(fast.len(), rows.len(), "fast path gives one prediction per row");
+    assert_eq!(
+        reference.len(),
+        rows.len(),
+        "reference gives one prediction per row"
+    );
+    assert_eq!(
+        fast.len(),
+        rows.len(),
+        "fast path gives one prediction per row"
+    );
     match (&reference, &fast) {
         (Predictions::Scores { .. }, Predictions::Scores { .. }) => {
             let (rw, rv) = scores_of(&reference);
@@ -183,7 +196,12 @@ fn predict_both(model: &Model, rows: &Rows) -> Predictions {
                 unique.dedup();
                 assert_eq!(unique.len(), fi.len(), "row {r}: fast path repeats an item");
                 for i in 0..ri.len() {
-                    assert!(close(fs[i], rs[i]), "row {r} rank {i}: fast {} vs reference {}", fs[i], rs[i]);
+                    assert!(
+                        close(fs[i], rs[i]),
+                        "row {r} rank {i}: fast {} vs reference {}",
+                        fs[i],
+                        rs[i]
+                    );
                     if ri[i] != fi[i] {
                         let tie_before = i > 0 && close(rs[i], rs[i - 1]);
                         let tie_after = i + 1 < rs.len() && close(rs[i], rs[i + 1]);
@@ -208,7 +226,11 @@ fn predict_both(model: &Model, rows: &Rows) -> Predictions {
 /// including which items win ties.
 fn predict_exact(model: &Model, rows: &Rows) -> Predictions {
     let reference = predict_both(model, rows);
-    assert_eq!(model.predict(rows), reference, "fast path differs from the reference");
+    assert_eq!(
+        model.predict(rows),
+        reference,
+        "fast path differs from the reference"
+    );
     reference
 }
 
@@ -232,7 +254,13 @@ fn mlp_fast_matches_reference_for_every_output() {
         OutputActivation::None,
     ] {
         let model = random_mlp(&mut rng, &[7, 33, 17, 3], output);
-        for n in [0, 1, 255, 256, 600] {
+        for n in [
+            0,
+            1,
+            MLP_BLOCK_ROWS - 1,
+            MLP_BLOCK_ROWS,
+            2 * MLP_BLOCK_ROWS + 37,
+        ] {
             predict_both(&model, &feature_rows(&mut rng, n, 7));
         }
     }
@@ -261,13 +289,19 @@ fn mlp_reference_computes_relu_and_output_by_hand() {
     let sigmoid = load_ok(&mlp_spec(OutputActivation::Sigmoid), &tensors, 2);
     let p = predict_both(&sigmoid, &rows);
     let s = scores_of(&p).1;
-    assert!(close(s[0], 0.5) && close(s[1], 1.0 / (1.0 + (-1.5f32).exp())), "{s:?}");
+    assert!(
+        close(s[0], 0.5) && close(s[1], 1.0 / (1.0 + (-1.5f32).exp())),
+        "{s:?}"
+    );
 
     let softmax = load_ok(&mlp_spec(OutputActivation::Softmax), &tensors, 2);
     let p = predict_both(&softmax, &rows);
     let s = scores_of(&p).1;
     let e = 1.5f32.exp();
-    assert!(close(s[0], 1.0 / (1.0 + e)) && close(s[1], e / (1.0 + e)), "{s:?}");
+    assert!(
+        close(s[0], 1.0 / (1.0 + e)) && close(s[1], e / (1.0 + e)),
+        "{s:?}"
+    );
     assert!(close(s[0] + s[1], 1.0));
 }
 
@@ -312,14 +346,20 @@ fn mlp_explicit_layers_are_used_in_the_order_given() {
         output: OutputActivation::Softmax,
     };
     let err = load_err(&swapped, &tensors, 6);
-    assert!(err.contains("layer 'fc1' takes 3 inputs but layer 'fc2' gives 2"), "{err}");
+    assert!(
+        err.contains("layer 'fc1' takes 3 inputs but gets 2 from layer 'fc2'"),
+        "{err}"
+    );
 
     let missing = ModelSpec::Mlp {
         layers: Some(vec!["fc1".into(), "fc3".into()]),
         output: OutputActivation::None,
     };
     let err = load_err(&missing, &tensors, 3);
-    assert!(err.contains("no tensor 'fc3.weight'") && err.contains("'fc1.bias'"), "{err}");
+    assert!(
+        err.contains("no tensor 'fc3.weight'") && err.contains("'fc1.bias'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -328,7 +368,7 @@ fn mlp_first_layer_must_take_the_feature_columns() {
     let tensors = layer(&mut rng, "0", 4, 1);
     let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 3);
     assert!(
-        err.contains("layer '0' takes 4 inputs but the input's feature columns gives 3"),
+        err.contains("layer '0' takes 4 inputs but gets 3 from the input's feature columns"),
         "{err}"
     );
 }
@@ -343,24 +383,36 @@ fn mlp_shape_and_dtype_errors_name_the_tensor() {
         f32s("0.bias", &[1], &[0.0]),
     ];
     let err = load_err(&spec, &three_d, 2);
-    assert!(err.contains("'0.weight' has shape [1, 2, 2], expected [out, in]"), "{err}");
+    assert!(
+        err.contains("'0.weight' has shape [1, 2, 2], expected [out, in]"),
+        "{err}"
+    );
 
     let bad_bias = vec![
         f32s("0.weight", &[3, 2], &rng.vec(6)),
         f32s("0.bias", &[2], &[0.0, 0.0]),
     ];
     let err = load_err(&spec, &bad_bias, 2);
-    assert!(err.contains("'0.bias' has shape [2], expected [3]"), "{err}");
+    assert!(
+        err.contains("'0.bias' has shape [2], expected [3]"),
+        "{err}"
+    );
 
     let int_weight = vec![
         T("0.weight".into(), Dtype::I32, vec![1, 2], vec![0; 8]),
         f32s("0.bias", &[1], &[0.0]),
     ];
     let err = load_err(&spec, &int_weight, 2);
-    assert!(err.contains("'0.weight' has dtype I32, expected F32"), "{err}");
+    assert!(
+        err.contains("'0.weight' has dtype I32, expected F32"),
+        "{err}"
+    );
 
     let err = load_err(&spec, &[f32s("scale", &[1], &[1.0])], 2);
-    assert!(err.contains("no dense layers") && err.contains("'scale'"), "{err}");
+    assert!(
+        err.contains("no dense layers") && err.contains("'scale'"),
+        "{err}"
+    );
 
     let err = match Model::from_safetensors(&spec, b"not safetensors", 2) {
         Err(e) => e.to_string(),
@@ -375,7 +427,10 @@ fn mlp_layer_names_must_order_unambiguously() {
     let mut tensors = layer(&mut rng, "fc", 2, 2);
     tensors.extend(layer(&mut rng, "out", 2, 1));
     let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 2);
-    assert!(err.contains("has no number in its name") && err.contains("layers = ["), "{err}");
+    assert!(
+        err.contains("has no number in its name") && err.contains("layers = ["),
+        "{err}"
+    );
 
     let mut tensors = layer(&mut rng, "a1", 2, 2);
     tensors.extend(layer(&mut rng, "b1", 2, 1));
@@ -402,6 +457,18 @@ fn half_precision_weights_load_as_their_f32_values() {
     }
 }
 
+#[test]
+fn f16_conversion_covers_subnormals_and_infinities() {
+    use super::load::f16_to_f32;
+    assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_to_f32(0x8200), -(2f32.powi(-15)));
+    assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+    assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+    assert!(f16_to_f32(0x7e00).is_nan());
+    assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+}
+
 // ---------------------------------------------------------------- two_tower
 
 struct Catalogue {
@@ -413,9 +480,16 @@ struct Catalogue {
 impl Catalogue {
     fn tensors(&self) -> Vec<T> {
         let items = self.embeddings.len() / self.dim;
-        let mut t = vec![f32s("item_embeddings", &[items, self.dim], &self.embeddings)];
+        let mut t = vec![f32s(
+            "item_embeddings",
+            &[items, self.dim],
+            &self.embeddings,
+        )];
         if let Some(ids) = &self.ids {
-            let bytes = ids.iter().flat_map(|&id| (id as i64).to_le_bytes()).collect();
+            let bytes = ids
+                .iter()
+                .flat_map(|&id| (id as i64).to_le_bytes())
+                .collect();
             t.push(T("item_ids".into(), Dtype::I64, vec![items], bytes));
         }
         t
@@ -487,20 +561,26 @@ fn two_tower_fast_matches_reference_on_random_models() {
         (false, false, vec![]),
     ] {
         let spec = tt_spec(20, 10, exclude_seen);
-        let (model, ids) = random_two_tower(&mut rng, 2500, 8, &tower, sparse_ids, &spec);
+        // Neither users nor items are a multiple of the block / tile size.
+        let (users, items) = (USER_BLOCK + 37, ITEM_TILE + 452);
+        let (model, ids) = random_two_tower(&mut rng, items, 8, &tower, sparse_ids, &spec);
         let num_features = if tower.is_empty() { 0 } else { 3 };
-        // 150 users: not a multiple of the user block; 2500 items: not a
-        // multiple of the item tile.
-        let histories = random_histories(&mut rng, 150, &ids, 40);
-        let rows = history_rows(&histories, rng.vec(150 * num_features), num_features);
+        let histories = random_histories(&mut rng, users, &ids, 40);
+        let rows = history_rows(&histories, rng.vec(users * num_features), num_features);
         let p = predict_both(&model, &rows);
         let view = TopKView::of(&p);
         for (r, history) in histories.iter().enumerate() {
             let (items, scores) = view.row(r);
             assert_eq!(items.len(), 20);
-            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "row {r} not sorted");
+            assert!(
+                scores.windows(2).all(|w| w[0] >= w[1]),
+                "row {r} not sorted"
+            );
             if exclude_seen {
-                assert!(items.iter().all(|i| !history.contains(i)), "row {r} offers a seen item");
+                assert!(
+                    items.iter().all(|i| !history.contains(i)),
+                    "row {r} offers a seen item"
+                );
             }
         }
     }
@@ -510,10 +590,11 @@ fn two_tower_fast_matches_reference_on_random_models() {
 fn two_tower_empty_history_pools_to_zero_and_ties_go_to_smaller_ids() {
     // No tower: the user vector is the zero vector, so every score is 0 and
     // the top K are the K smallest ids, whatever their rows.
-    let ids: Vec<u32> = (0..3000u32).rev().map(|i| i * 3).collect();
+    let items = ITEM_TILE + 100;
+    let ids: Vec<u32> = (0..items as u32).rev().map(|i| i * 3).collect();
     let cat = Catalogue {
         dim: 4,
-        embeddings: Rng(11).vec(3000 * 4),
+        embeddings: Rng(11).vec(items * 4),
         ids: Some(ids),
     };
     let model = load_ok(&tt_spec(5, 50, true), &cat.tensors(), 0);
@@ -528,9 +609,9 @@ fn two_tower_empty_history_pools_to_zero_and_ties_go_to_smaller_ids() {
 
 #[test]
 fn two_tower_duplicate_embeddings_tie_break_by_smaller_id_across_tiles() {
-    // Every item has the same embedding; ids run backwards over 2500 rows
-    // (spanning several item tiles), so the smallest ids sit in the last rows.
-    let items = 2500;
+    // Every item has the same embedding; ids run backwards over 2 x ITEM_TILE + 7 rows
+    // (spanning three item tiles), so the smallest ids sit in the last rows.
+    let items = 2 * ITEM_TILE + 7;
     let ids: Vec<u32> = (0..items as u32).rev().map(|i| i + 100).collect();
     let cat = Catalogue {
         dim: 2,
@@ -575,7 +656,10 @@ fn two_tower_repeated_items_count_per_occurrence_and_missing_ids_are_skipped() {
     let p = predict_exact(&model, &rows);
     let (items, scores) = TopKView::of(&p).row(0);
     assert_eq!(items, &[10, 20, 30]);
-    assert!(close(scores[0], 2.0 / 3.0) && close(scores[1], 1.0 / 3.0), "{scores:?}");
+    assert!(
+        close(scores[0], 2.0 / 3.0) && close(scores[1], 1.0 / 3.0),
+        "{scores:?}"
+    );
     assert_eq!(scores[2], 0.0);
 }
 
@@ -647,6 +731,19 @@ fn two_tower_single_item_catalogue() {
 }
 
 #[test]
+fn two_tower_empty_catalogue_gives_empty_rows() {
+    let cat = Catalogue {
+        dim: 3,
+        embeddings: Vec::new(),
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(5, 100, true), &cat.tensors(), 0);
+    let p = predict_exact(&model, &history_rows(&[vec![1], vec![]], Vec::new(), 0));
+    assert_eq!(p.len(), 2);
+    assert!(TopKView::of(&p).items.is_empty());
+}
+
+#[test]
 fn two_tower_top_k_zero_gives_empty_rows() {
     let cat = Catalogue {
         dim: 2,
@@ -676,8 +773,14 @@ fn ids_tensor(dtype: Dtype, values: &[i64]) -> T {
     let bytes: Vec<u8> = match dtype {
         Dtype::I64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Dtype::U8 => values.iter().map(|&v| v as u8).collect(),
-        Dtype::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
-        Dtype::U64 => values.iter().flat_map(|&v| (v as u64).to_le_bytes()).collect(),
+        Dtype::I32 => values
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect(),
+        Dtype::U64 => values
+            .iter()
+            .flat_map(|&v| (v as u64).to_le_bytes())
+            .collect(),
         other => panic!("no test encoding for {other:?}"),
     };
     T("item_ids".into(), dtype, vec![values.len()], bytes)
@@ -701,7 +804,10 @@ fn two_tower_item_id_errors_say_what_is_wrong() {
     let emb = || f32s("item_embeddings", &[3, 2], &[0.0; 6]);
 
     let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, -4, 2])], 0);
-    assert!(err.contains("'item_ids' entry 1 is -4, expected an integer in 0..=4294967295"), "{err}");
+    assert!(
+        err.contains("'item_ids' entry 1 is -4, expected an integer in 0..=4294967295"),
+        "{err}"
+    );
 
     let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, 2, 1 << 33])], 0);
     assert!(err.contains("entry 2 is 8589934592"), "{err}");
@@ -710,10 +816,16 @@ fn two_tower_item_id_errors_say_what_is_wrong() {
     assert!(err.contains("repeats id 4 (entries 0 and 2)"), "{err}");
 
     let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, 2])], 0);
-    assert!(err.contains("'item_ids' has shape [2], expected [3]"), "{err}");
+    assert!(
+        err.contains("'item_ids' has shape [2], expected [3]"),
+        "{err}"
+    );
 
     let err = tt_err(&[emb(), f32s("item_ids", &[3], &[0.0, 1.0, 2.0])], 0);
-    assert!(err.contains("'item_ids' has dtype F32, expected an integer dtype"), "{err}");
+    assert!(
+        err.contains("'item_ids' has dtype F32, expected an integer dtype"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -721,25 +833,32 @@ fn two_tower_shape_errors_name_the_tensor() {
     let mut rng = Rng(14);
     let err = tt_err(&[f32s("item_embedding", &[3, 2], &[0.0; 6])], 0);
     assert!(
-        err.contains("two_tower weights have no tensor 'item_embeddings'") && err.contains("'item_embedding'"),
+        err.contains("two_tower weights have no tensor 'item_embeddings'")
+            && err.contains("'item_embedding'"),
         "{err}"
     );
 
     let err = tt_err(&[f32s("item_embeddings", &[6], &[0.0; 6])], 0);
-    assert!(err.contains("'item_embeddings' has shape [6], expected [items, dim]"), "{err}");
+    assert!(
+        err.contains("'item_embeddings' has shape [6], expected [items, dim]"),
+        "{err}"
+    );
 
     let err = tt_err(&[f32s("item_embeddings", &[3, 0], &[])], 0);
     assert!(err.contains("embedding dim is 0"), "{err}");
 
     let emb = f32s("item_embeddings", &[3, 4], &rng.vec(12));
     let err = tt_err(&[emb], 2);
-    assert!(err.contains("2 feature column(s)") && err.contains("feature_columns = []"), "{err}");
+    assert!(
+        err.contains("2 feature column(s)") && err.contains("feature_columns = []"),
+        "{err}"
+    );
 
     let mut tensors = vec![f32s("item_embeddings", &[3, 4], &rng.vec(12))];
     tensors.extend(layer(&mut rng, "user_tower.0", 5, 4));
     let err = tt_err(&tensors, 2);
     assert!(
-        err.contains("layer 'user_tower.0' takes 5 inputs but the pooled history (4) plus 2 feature column(s) gives 6"),
+        err.contains("layer 'user_tower.0' takes 5 inputs but gets 6 from the pooled history (4) plus 2 feature column(s)"),
         "{err}"
     );
 
@@ -747,7 +866,32 @@ fn two_tower_shape_errors_name_the_tensor() {
     tensors.extend(layer(&mut rng, "user_tower.0", 6, 8));
     tensors.extend(layer(&mut rng, "user_tower.2", 8, 5));
     let err = tt_err(&tensors, 2);
-    assert!(err.contains("last layer 'user_tower.2' outputs 5 values, expected the embedding dim 4"), "{err}");
+    assert!(
+        err.contains("last layer 'user_tower.2' outputs 5 values, expected the embedding dim 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_tower_accepts_a_single_linear_named_user_tower() {
+    let mut rng = Rng(18);
+    let mut tensors = vec![f32s("item_embeddings", &[40, 4], &rng.vec(160))];
+    tensors.extend(layer(&mut rng, "user_tower", 4 + 1, 4));
+    let model = load_ok(&tt_spec(5, 10, true), &tensors, 1);
+    assert_eq!(
+        model.describe(),
+        "two_tower: 40 items x 4, tower 5->4, top 5, max history 10, exclude seen"
+    );
+    let histories = vec![vec![1, 2, 3], vec![], vec![39; 20]];
+    predict_both(&model, &history_rows(&histories, rng.vec(3), 1));
+
+    // Numbered layers beside the lone one cannot be ordered.
+    tensors.extend(layer(&mut rng, "user_tower.0", 4, 4));
+    let err = tt_err(&tensors, 1);
+    assert!(
+        err.contains("layer 'user_tower' has no number in its name"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- cost, describe, concat
@@ -759,23 +903,44 @@ fn entity_cost_counts_multiply_adds() {
     assert_eq!(mlp.entity_cost(0), 3 * 4 + 4 * 5 + 5 * 2);
     assert_eq!(mlp.entity_cost(1000), 3 * 4 + 4 * 5 + 5 * 2);
 
-    let (tt, _) = random_two_tower(&mut rng, 100, 8, &[8 + 2, 16, 8], false, &tt_spec(5, 50, true));
+    let (tt, _) = random_two_tower(
+        &mut rng,
+        100,
+        8,
+        &[8 + 2, 16, 8],
+        false,
+        &tt_spec(5, 50, true),
+    );
     let fixed = (10 * 16 + 16 * 8) + 100 * 8;
     assert_eq!(tt.entity_cost(0), fixed);
     assert_eq!(tt.entity_cost(20), 20 * 8 + fixed);
-    assert_eq!(tt.entity_cost(5000), 50 * 8 + fixed, "history beyond the cap costs nothing");
+    assert_eq!(
+        tt.entity_cost(5000),
+        50 * 8 + fixed,
+        "history beyond the cap costs nothing"
+    );
 }
 
 #[test]
 fn describe_names_the_shapes() {
     let mut rng = Rng(16);
-    let (tt, _) = random_two_tower(&mut rng, 100, 8, &[8 + 2, 16, 8], false, &tt_spec(5, 50, true));
+    let (tt, _) = random_two_tower(
+        &mut rng,
+        100,
+        8,
+        &[8 + 2, 16, 8],
+        false,
+        &tt_spec(5, 50, true),
+    );
     assert_eq!(
         tt.describe(),
         "two_tower: 100 items x 8, tower 10->16->8, top 5, max history 50, exclude seen"
     );
     let (plain, _) = random_two_tower(&mut rng, 30, 4, &[], true, &tt_spec(3, 9, false));
-    assert_eq!(plain.describe(), "two_tower: 30 items x 4, no tower, top 3, max history 9");
+    assert_eq!(
+        plain.describe(),
+        "two_tower: 30 items x 4, no tower, top 3, max history 9"
+    );
 }
 
 #[test]
@@ -799,4 +964,64 @@ fn concat_of_parts_equals_prediction_of_the_whole() {
     assert_eq!(Predictions::concat(parts), tt.predict(&rows));
 
     assert!(Predictions::concat(Vec::new()).is_empty());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the catalogue, cap, K and histories, the fast path
+        /// returns the reference's top-K (up to near-ties) and never offers
+        /// a seen item when exclude_seen is on.
+        #[test]
+        fn two_tower_fast_path_agrees_with_reference(
+            seed in any::<u64>(),
+            items in 1usize..300,
+            dim in 1usize..6,
+            top_k in 0usize..30,
+            max_history in 0usize..8,
+            exclude_seen in any::<bool>(),
+            with_tower in any::<bool>(),
+            users in 0usize..80,
+        ) {
+            let mut rng = Rng(seed);
+            let tower = if with_tower { vec![dim + 2, 5, dim] } else { vec![] };
+            let spec = tt_spec(top_k, max_history, exclude_seen);
+            let (model, ids) = random_two_tower(&mut rng, items, dim, &tower, seed % 2 == 0, &spec);
+            let num_features = if with_tower { 2 } else { 0 };
+            let histories = random_histories(&mut rng, users, &ids, 12);
+            let rows = history_rows(&histories, rng.vec(users * num_features), num_features);
+            let p = predict_both(&model, &rows);
+            let view = TopKView::of(&p);
+            for (r, history) in histories.iter().enumerate() {
+                let (got, _) = view.row(r);
+                let eligible = if exclude_seen {
+                    ids.iter().filter(|i| !history.contains(i)).count()
+                } else {
+                    items
+                };
+                prop_assert_eq!(got.len(), top_k.min(eligible));
+                if exclude_seen {
+                    prop_assert!(got.iter().all(|i| !history.contains(i)));
+                }
+            }
+        }
+
+        /// The mlp fast path matches the reference for any row count.
+        #[test]
+        fn mlp_fast_path_agrees_with_reference(
+            seed in any::<u64>(),
+            hidden in 1usize..40,
+            width in 1usize..5,
+            rows in 0usize..600,
+        ) {
+            let mut rng = Rng(seed);
+            let model = random_mlp(&mut rng, &[6, hidden, width], OutputActivation::Softmax);
+            predict_both(&model, &feature_rows(&mut rng, rows, 6));
+        }
+    }
 }
