@@ -5,7 +5,13 @@
 //! back. No IO, no clock, ordered maps only: the same inputs give the same
 //! commands, in tests, in the simulated cluster ([`sim`]) and in real runs.
 
+mod machine;
 pub mod sim;
+
+pub use machine::{
+    BACKUP_SLOT_SHARE, CHECK_INTERVAL, MIN_SPLIT_ROWS, SPECULATION_GAIN, SPECULATION_PEERS,
+    SPECULATION_SLOWNESS, SPLIT_GAIN, Scheduler,
+};
 
 use std::ops::Range;
 use std::time::Duration;
@@ -175,5 +181,3 @@ pub struct Snapshot {
     pub splits: u64,
 }
 
-/// The scheduler state machine. (Being written.)
-pub struct Scheduler {}
