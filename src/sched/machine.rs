@@ -44,7 +44,8 @@ pub const SPLIT_GAIN: f64 = 0.8;
 /// Fewest rows the rest of a split chunk must hold.
 pub const MIN_SPLIT_ROWS: u64 = 1;
 /// An attempt is a straggler when its time left is at least this many times
-/// the median time left of the running attempts.
+/// the median time left of the running attempts (a median below one
+/// [`CHECK_INTERVAL`] counts as one interval).
 pub const SPECULATION_SLOWNESS: f64 = 1.5;
 /// A backup is launched only if it is expected to finish within this
 /// fraction of the straggler's time left.
@@ -944,7 +945,7 @@ impl Scheduler {
             let Some((left, id)) = best else {
                 return;
             };
-            let straggling = few || left >= SPECULATION_SLOWNESS * median.max(f64::MIN_POSITIVE);
+            let straggling = few || left >= SPECULATION_SLOWNESS * median.max(secs(CHECK_INTERVAL));
             let chunk_id = self.attempts[&id].chunk;
             let Some(backup_speed) = self.slot_speed(slot).filter(|s| *s > 0.0) else {
                 return;
@@ -964,8 +965,7 @@ impl Scheduler {
         let mut values: Vec<f64> = lefts.values().copied().collect();
         let median_left = median(&mut values);
         let slowness = |id: &AttemptId| match (lefts.get(id), median_left) {
-            (Some(&left), Some(m)) if m > 0.0 => left / m,
-            (Some(_), Some(_)) => 1.0,
+            (Some(&left), Some(m)) => left / m.max(secs(CHECK_INTERVAL)),
             _ => 1.0,
         };
         let attempts: Vec<AttemptView> = self

@@ -137,8 +137,9 @@ pub struct AttemptView {
     pub backup: bool,
     /// Its chunk was split while it ran (it stopped at the split point).
     pub split: bool,
-    /// Estimated time left over the median of its running peers (1.0: as
-    /// fast as its peers; 3.0: three times slower).
+    /// Estimated time left over the median of its running peers, the median
+    /// taken as at least one check interval (1.0: as fast as its peers; 3.0:
+    /// three times slower). 1.0 when no estimate exists or it is not running.
     pub slowness: f64,
 }
 
