@@ -16,7 +16,10 @@ fn full_policy_is_within_15_percent_of_the_bound_in_every_scenario() {
             row.scenario,
             row.makespan_over_bound
         );
-        assert!(row.makespan_over_bound >= 1.0, "beat the lower bound?\n{table}");
+        assert!(
+            row.makespan_over_bound >= 1.0,
+            "beat the lower bound?\n{table}"
+        );
     }
 }
 
@@ -62,10 +65,15 @@ fn bench_table_is_aligned_with_one_line_per_run() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), rows.len() + 1);
     assert!(lines[0].starts_with("scenario"));
-    let column = lines[0].find("makespan/bound").expect("header names the ratio");
+    let column = lines[0]
+        .find("makespan/bound")
+        .expect("header names the ratio");
     for line in &lines[1..] {
         let cell_end = column + "makespan/bound".len();
         assert!(line.len() >= cell_end, "short line {line:?}");
-        assert!(line[column..cell_end].trim().parse::<f64>().is_ok(), "{line:?}");
+        assert!(
+            line[column..cell_end].trim().parse::<f64>().is_ok(),
+            "{line:?}"
+        );
     }
 }

@@ -166,5 +166,8 @@ fn a_faulty_host_beside_a_good_one_only_costs_retries() {
     assert_eq!(outcome.failed, None);
     let mut commits = outcome.commits.clone();
     commits.sort_by_key(|r| r.start);
-    assert_eq!(commits, (0..4).map(|i| i * 10..i * 10 + 10).collect::<Vec<_>>());
+    assert_eq!(
+        commits,
+        (0..4).map(|i| i * 10..i * 10 + 10).collect::<Vec<_>>()
+    );
 }

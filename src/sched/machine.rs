@@ -390,13 +390,13 @@ impl Scheduler {
         attempt.end = Some(now);
         attempt.rows_done = attempt.rows.end - attempt.rows.start;
         let total = self.costs.cost(attempt.rows.clone());
-        let (slot, host, chunk_id, start) = (attempt.slot, attempt.host, attempt.chunk, attempt.start);
+        let (slot, host, chunk_id, start) =
+            (attempt.slot, attempt.host, attempt.chunk, attempt.start);
         // Speed over the stretch since the last report (or the whole attempt
         // when it never reported and nothing better is known).
         let sample = if attempt.reports > 0 {
             let dt = secs(now.saturating_sub(attempt.last_report));
-            (dt > 0.0 && total > attempt.last_cost)
-                .then(|| (total - attempt.last_cost) as f64 / dt)
+            (dt > 0.0 && total > attempt.last_cost).then(|| (total - attempt.last_cost) as f64 / dt)
         } else {
             let dt = secs(now.saturating_sub(start));
             (dt > 0.0 && total > 0).then(|| total as f64 / dt)
@@ -782,7 +782,10 @@ impl Scheduler {
             else {
                 return;
             };
-            let chunk = self.chunks.get_mut(&chunk_id).expect("candidate chunk exists");
+            let chunk = self
+                .chunks
+                .get_mut(&chunk_id)
+                .expect("candidate chunk exists");
             chunk.rows.end = split_row;
             if let Some(a) = self.attempts.get_mut(&attempt_id) {
                 a.rows.end = split_row;
@@ -831,11 +834,7 @@ impl Scheduler {
             let finish = (remaining_work + latency * others) / (speed + others);
             let keep = (speed * finish).max(0.0);
             let goal = (position + keep).max(0.0) as u64;
-            let row = self
-                .costs
-                .row_reaching(0..end, goal)
-                .max(reached)
-                .min(end);
+            let row = self.costs.row_reaching(0..end, goal).max(reached).min(end);
             if end - row < MIN_SPLIT_ROWS {
                 continue;
             }
@@ -1025,7 +1024,11 @@ impl Scheduler {
                     rows_done: h.rows_done,
                     chunks_done: h.chunks_done,
                     failures: h.failures,
-                    rows_per_s: if elapsed > 0.0 { rows as f64 / elapsed } else { 0.0 },
+                    rows_per_s: if elapsed > 0.0 {
+                        rows as f64 / elapsed
+                    } else {
+                        0.0
+                    },
                     lost: h.lost,
                 }
             })

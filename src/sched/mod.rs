@@ -181,4 +181,3 @@ pub struct Snapshot {
     pub backups: u64,
     pub splits: u64,
 }
-

@@ -319,11 +319,17 @@ pub fn run(scenario: &Scenario, policy: &Policy, max_steps: usize) -> Outcome {
 fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, command: Command) {
     match command {
         Command::Launch {
-            attempt, slot, rows, ..
+            attempt,
+            slot,
+            rows,
+            ..
         } => {
             outcome.attempts += 1;
             let host = cluster.slot_host[&slot];
-            assert!(!cluster.lost[host], "attempt {attempt} launched on lost host {host}");
+            assert!(
+                !cluster.lost[host],
+                "attempt {attempt} launched on lost host {host}"
+            );
             let fails = cluster.failures_left[host] > 0;
             if fails && cluster.failures_left[host] != u32::MAX {
                 cluster.failures_left[host] -= 1;
@@ -461,7 +467,9 @@ impl SplitMix64 {
 }
 
 fn uniform_costs(rng: &mut SplitMix64) -> Vec<u64> {
-    (0..SCENARIO_ROWS).map(|_| rng.in_range(5_000..15_000)).collect()
+    (0..SCENARIO_ROWS)
+        .map(|_| rng.in_range(5_000..15_000))
+        .collect()
 }
 
 fn stock_hosts() -> Vec<SimHost> {
