@@ -490,3 +490,36 @@ fn snapshot_reports_progress_and_a_straggler() {
     assert!(slow.slowness > 1.5, "slowness {}", slow.slowness);
     assert!(snapshot.stragglers.iter().any(|s| s.attempt == 3));
 }
+
+#[test]
+fn a_silent_attempt_gets_a_backup_once_it_is_overdue() {
+    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
+    slot_up(&mut scheduler, Duration::ZERO, 0, 0);
+    slot_up(&mut scheduler, Duration::ZERO, 1, 1);
+    assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
+    // Attempt 0 reports 10 cost/s, then falls silent; attempt 1 finishes.
+    scheduler.handle(
+        secs(1.0),
+        Input::Progress {
+            attempt: 0,
+            rows_done: 1,
+        },
+    );
+    scheduler.handle(
+        secs(2.0),
+        Input::Progress {
+            attempt: 0,
+            rows_done: 2,
+        },
+    );
+    scheduler.handle(secs(10.0), Input::Finished { attempt: 1 });
+    assert_eq!(drain(&mut scheduler).len(), 1, "only the commit of chunk 1");
+    // Expected done by t = 10 s; at 12 s it is barely overdue.
+    scheduler.handle_timeout(secs(12.0));
+    assert!(launches(&drain(&mut scheduler)).is_empty());
+    scheduler.handle_timeout(secs(60.0));
+    assert_eq!(
+        launches(&drain(&mut scheduler)),
+        vec![(2, 0, SlotId(1), 0..10, true)]
+    );
+}

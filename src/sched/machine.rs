@@ -18,7 +18,8 @@
 //! progress reports and at its finish. The launch latency (start-up time before
 //! the first row) is the same kind of average, derived from each attempt's
 //! first report. An attempt's time left is its remaining cost over its speed,
-//! less the time since its last report.
+//! less the time since its last report; once that runs out with no news, the
+//! time it is overdue (a hung worker looks slower the longer it is silent).
 //!
 //! Thresholds: see [`SPLIT_GAIN`], [`MIN_SPLIT_ROWS`], [`SPECULATION_SLOWNESS`],
 //! [`SPECULATION_GAIN`], [`SPECULATION_PEERS`], [`BACKUP_SLOT_SHARE`] and
@@ -719,13 +720,22 @@ impl Scheduler {
             .costs
             .cost(attempt.rows.start + attempt.rows_done..attempt.rows.end);
         let elapsed = secs(now.saturating_sub(attempt.start));
-        let left = if attempt.reports == 0 {
-            let latency = self.latency.unwrap_or(0.0);
-            let working = (elapsed - latency).max(0.0);
-            (latency - elapsed).max(0.0) + (remaining as f64 / speed - working).max(0.0)
+        // Expected seconds of work from the last news (the launch or the last
+        // report) and the seconds since. A silent attempt past its expected
+        // end counts as having as long left as it is overdue, so a hung
+        // worker looks slower the longer it stays silent.
+        let (expected, since) = if attempt.reports == 0 {
+            (
+                self.latency.unwrap_or(0.0) + remaining as f64 / speed,
+                elapsed,
+            )
         } else {
-            (remaining as f64 / speed - secs(now.saturating_sub(attempt.last_report))).max(0.0)
+            (
+                remaining as f64 / speed,
+                secs(now.saturating_sub(attempt.last_report)),
+            )
         };
+        let left = (expected - since).abs();
         Some((left, speed))
     }
 
