@@ -298,7 +298,13 @@ impl RunState {
 
     /// Sum over hosts of cost_per_hour x the hours it has been held (until it
     /// was lost or done).
+    /// Once finished, the report's cost.
     pub fn cost_so_far(&self) -> f64 {
+        if let Some(r) = &self.report
+            && r.cost.is_finite()
+        {
+            return r.cost;
+        }
         let now = self.elapsed();
         self.hosts
             .iter()
@@ -408,7 +414,12 @@ impl RunState {
         if r.flipped {
             return Some(Outcome::Flipped {
                 version: r.version,
-                previous: r.live_version.or(self.header.as_ref().and_then(|h| h.live_version)),
+                previous: self
+                    .header
+                    .as_ref()
+                    .and_then(|h| h.live_version)
+                    .or(r.live_version)
+                    .filter(|v| *v != r.version),
             });
         }
         let validation = self.validation.as_ref().unwrap_or(&r.validation);

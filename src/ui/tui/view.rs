@@ -44,7 +44,7 @@ pub fn glyph_legend() -> [(&'static str, &'static str); 8] {
         ("/", "attempt whose chunk was split"),
         ("-", "cancelled"),
         ("x", "failed"),
-        ("> ", "selected chunk (s: backup)"),
+        (">", "selected chunk (s: backup)"),
     ]
 }
 
@@ -89,10 +89,10 @@ impl App {
         let area = frame.area();
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             let msg = format!(
-                "terminal too small ({}x{}): herd needs {MIN_WIDTH}x{MIN_HEIGHT}",
+                "too small {}x{}, need {MIN_WIDTH}x{MIN_HEIGHT}",
                 area.width, area.height
             );
-            frame.render_widget(Paragraph::new(msg), area);
+            frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
             return;
         }
         let theme = Theme {
@@ -234,9 +234,15 @@ impl App {
         let result_h = if result_lines.is_empty() {
             0
         } else {
-            (result_lines.len() as u16 + 2).min(if tall { 14 } else { 8 })
+            (result_lines.len() as u16 + 2).min(if tall { 16 } else { 9 })
         };
-        let log_h = if tall { 12 } else { 5 };
+        // Once the run is over, a small screen gives the log's room to the
+        // verdict.
+        let log_h = match (tall, run.finished()) {
+            (true, _) => 12,
+            (false, false) => 5,
+            (false, true) => 0,
+        };
         let [header, hosts, result, timeline, bottom, footer] = Layout::vertical([
             Constraint::Length(3),
             Constraint::Length(host_rows + 3),
@@ -325,10 +331,11 @@ impl App {
             Span::raw(version),
             Span::raw(format!("  live {live}")),
             Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
-            Span::raw(format!(
-                "  ETA {}",
-                run.eta().map_or("-".to_string(), fmt_duration)
-            )),
+            Span::raw(if run.finished() {
+                String::new()
+            } else {
+                format!("  ETA {}", run.eta().map_or("-".to_string(), fmt_duration))
+            }),
             phase,
         ]);
         frame.render_widget(Paragraph::new(line), top);
@@ -460,6 +467,11 @@ impl App {
         }
         if shown < lanes.len() {
             lines.push(Line::from(format!("+{} more slots", lanes.len() - shown)));
+        } else if !lanes.is_empty() && lines.len() < lanes_h as usize {
+            lines.push(Line::styled(
+                format!("{:w$} {}", "", time_axis(span, bar_w), w = label_w as usize),
+                theme.fg(Color::DarkGray),
+            ));
         }
         frame.render_widget(
             Paragraph::new(lines),
@@ -541,7 +553,7 @@ impl App {
     /// Current stragglers with their time left, the selection marked.
     fn straggler_lines(&self, theme: &Theme) -> Vec<Line<'static>> {
         let run = &self.run;
-        if !run.started() {
+        if !run.running() {
             return Vec::new();
         }
         let labels = run.slot_labels();
@@ -685,6 +697,23 @@ fn timeline_span(run: &RunState) -> Duration {
     run.snapshot.now.max(last_end).max(Duration::from_millis(1))
 }
 
+/// Tick marks under the lanes: `|0s    |15s   |30s`, one every 12 or more
+/// cells.
+fn time_axis(span: Duration, width: usize) -> String {
+    let mut axis = vec![' '; width];
+    let step = (width / 8).max(12);
+    let mut col = 0;
+    while col + 4 <= width {
+        let at = span.mul_f64(col as f64 / width as f64);
+        let label = format!("|{}", fmt_duration(at));
+        for (i, ch) in label.chars().enumerate().take(width - col) {
+            axis[col + i] = ch;
+        }
+        col += step;
+    }
+    axis.into_iter().collect()
+}
+
 /// The validation checks and the verdict, once there are any.
 fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
@@ -703,18 +732,6 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
         None if run.validation.is_some() => lines.push(Line::from("validated; waiting for the flip")),
         None => {}
     }
-    if let Some(v) = &run.validation {
-        for c in &v.checks {
-            let mut text = format!("{} {}: {}", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail);
-            if !c.examples.is_empty() {
-                text.push_str(&format!(" (e.g. {})", c.examples.join(", ")));
-            }
-            lines.push(Line::styled(
-                text,
-                theme.fg(if c.passed { Color::Green } else { Color::Red }),
-            ));
-        }
-    }
     if let Some(r) = &run.report {
         lines.push(Line::from(format!(
             "{} rows, {} chunks, {} attempts ({} backups, {} splits, {} retries) in {}, cost {}",
@@ -727,6 +744,20 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
             fmt_duration(Duration::from_secs_f64(r.duration_s.max(0.0))),
             fmt_cost(r.cost)
         )));
+    }
+    if let Some(v) = &run.validation {
+        // Failed checks first: they are what a small screen must show.
+        let failed = v.checks.iter().filter(|c| !c.passed);
+        for c in failed.chain(v.checks.iter().filter(|c| c.passed)) {
+            let mut text = format!("{} {}: {}", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail);
+            if !c.examples.is_empty() {
+                text.push_str(&format!(" (e.g. {})", c.examples.join(", ")));
+            }
+            lines.push(Line::styled(
+                text,
+                theme.fg(if c.passed { Color::Green } else { Color::Red }),
+            ));
+        }
     }
     lines
 }
