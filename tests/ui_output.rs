@@ -35,7 +35,10 @@ fn rows_per_s_is_recent_not_whole_run() {
     // Snapshots at 50 s (40,000 rows) and 60 s (45,000): the last 10 s.
     let rate = state.rows_per_s().expect("a rate");
     assert!(close(rate, (45_000.0 - 40_000.0) / 10.0), "{rate}");
-    assert!(!close(rate, 45_000.0 / 60.0), "must not be the whole-run average");
+    assert!(
+        !close(rate, 45_000.0 / 60.0),
+        "must not be the whole-run average"
+    );
 }
 
 #[test]
@@ -76,7 +79,11 @@ fn cost_counts_each_host_until_it_stops() {
     let state = state_of(&mid_run());
     // local is free; gpu1 ($2.50/h) ran 60 s; gpu2 ($1.20/h) was lost at 22 s.
     let so_far = 2.5 * 60.0 / 3600.0 + 1.2 * 22.0 / 3600.0;
-    assert!(close(state.cost_so_far(), so_far), "{}", state.cost_so_far());
+    assert!(
+        close(state.cost_so_far(), so_far),
+        "{}",
+        state.cost_so_far()
+    );
     // Projected: only gpu1 keeps costing, for the 44 s ETA.
     let projected = so_far + 2.5 * 44.0 / 3600.0;
     assert!(close(state.cost_projected().expect("projected"), projected));
@@ -96,7 +103,10 @@ fn log_is_a_bounded_ring() {
     }
     assert_eq!(state.log.len(), LOG_LINES);
     assert_eq!(state.log.front().map(|l| l.text.as_str()), Some("line 5"));
-    assert_eq!(state.log.back().map(|l| l.text.clone()), Some(format!("line {}", LOG_LINES + 4)));
+    assert_eq!(
+        state.log.back().map(|l| l.text.clone()),
+        Some(format!("line {}", LOG_LINES + 4))
+    );
 }
 
 #[test]
@@ -145,11 +155,17 @@ fn selectable_puts_stragglers_first() {
 fn outcome_says_why_nothing_flipped() {
     assert_eq!(
         state_of(&finished(true)).outcome(),
-        Some(Outcome::Flipped { version: 7, previous: Some(6) })
+        Some(Outcome::Flipped {
+            version: 7,
+            previous: Some(6)
+        })
     );
     match state_of(&finished(false)).outcome() {
         Some(Outcome::NotFlipped { version: 7, why }) => {
-            assert!(why.contains("'drift'") && why.contains("0.97 > 0.9"), "{why}")
+            assert!(
+                why.contains("'drift'") && why.contains("0.97 > 0.9"),
+                "{why}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -160,7 +176,9 @@ fn outcome_says_why_nothing_flipped() {
         ..report(false)
     }));
     match state_of(&events).outcome() {
-        Some(Outcome::NotFlipped { why, .. }) => assert!(why.starts_with("chunk 9 failed"), "{why}"),
+        Some(Outcome::NotFlipped { why, .. }) => {
+            assert!(why.starts_with("chunk 9 failed"), "{why}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -188,7 +206,10 @@ fn headless_started_and_hosts() {
     );
     assert_eq!(lines[2], "host gpu1: running on vulkan NVIDIA H200");
     let lost = feed(&mut h, &mid_run()[4..]);
-    assert!(lost.contains(&"host gpu2: lost: ssh: connection reset".to_string()), "{lost:?}");
+    assert!(
+        lost.contains(&"host gpu2: lost: ssh: connection reset".to_string()),
+        "{lost:?}"
+    );
 }
 
 #[test]
@@ -206,7 +227,9 @@ fn headless_plain_progress_at_most_every_two_seconds() {
 fn headless_plain_progress_on_every_state_change() {
     let mut h = Headless::new(false);
     feed(&mut h, &mid_run());
-    let Event::Progress(mut s) = at(60_500) else { unreachable!() };
+    let Event::Progress(mut s) = at(60_500) else {
+        unreachable!()
+    };
     s.backups += 1;
     let lines = h.on_event(&Event::Progress(s.clone()));
     assert_eq!(lines.len(), 1);
@@ -222,7 +245,11 @@ fn headless_plain_progress_on_every_state_change() {
 fn headless_and_tui_show_the_same_numbers() {
     let mut h = Headless::new(false);
     let lines = feed(&mut h, &mid_run());
-    let progress = lines.iter().rev().find(|l| l.starts_with("progress ")).expect("a progress line");
+    let progress = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("progress "))
+        .expect("a progress line");
     assert_eq!(
         progress,
         "progress 45,000/100,000 rows (45.0%), 500 rows/s, ETA 44s, 1 backup, 1 split, cost $0.049 (projected $0.080)"
@@ -231,7 +258,14 @@ fn headless_and_tui_show_the_same_numbers() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
     terminal.draw(|f| app.draw(f)).expect("draw");
     let frame = terminal.backend().to_string();
-    for figure in ["45,000 / 100,000 rows", "45.0%", "500 rows/s", "ETA 44s", "cost $0.049", "$0.080 projected"] {
+    for figure in [
+        "45,000 / 100,000 rows",
+        "45.0%",
+        "500 rows/s",
+        "ETA 44s",
+        "cost $0.049",
+        "$0.080 projected",
+    ] {
         assert!(frame.contains(figure), "TUI lacks '{figure}':\n{frame}");
     }
 }
@@ -243,9 +277,13 @@ fn headless_tty_redraws_one_bar() {
     let bars: Vec<&String> = lines.iter().filter(|l| l.starts_with('\r')).collect();
     assert!(bars.len() >= 4, "every snapshot redraws the bar: {lines:?}");
     let last = bars.last().expect("a bar");
-    assert!(last.starts_with("\r[###########-------------] 45,000/100,000 rows"), "{last:?}");
+    assert!(
+        last.starts_with("\r[###########-------------] 45,000/100,000 rows"),
+        "{last:?}"
+    );
     let mut out = Vec::new();
-    h.write(&mut out, &[last.to_string(), "host gpu1: done".into()]).expect("write");
+    h.write(&mut out, &[last.to_string(), "host gpu1: done".into()])
+        .expect("write");
     let out = String::from_utf8(out).expect("utf8");
     assert!(out.starts_with("\r\x1b[2K[####"), "{out:?}");
     assert!(!out.contains("rows\n"), "the bar has no newline: {out:?}");
@@ -256,18 +294,30 @@ fn headless_tty_redraws_one_bar() {
 fn headless_validation_and_final_summary() {
     let mut h = Headless::new(false);
     let lines = feed(&mut h, &finished(false));
-    let at = lines.iter().position(|l| l == "validation FAILED").expect("verdict line");
-    assert_eq!(lines[at + 1], "  ok   coverage: 100,000 of 100,000 entities");
-    assert_eq!(lines[at + 4], "  FAIL drift: top-k churn 0.97 > 0.9 (e.g. user 17, user 4242)");
+    let at = lines
+        .iter()
+        .position(|l| l == "validation FAILED")
+        .expect("verdict line");
+    assert_eq!(
+        lines[at + 1],
+        "  ok   coverage: 100,000 of 100,000 entities"
+    );
+    assert_eq!(
+        lines[at + 4],
+        "  FAIL drift: top-k churn 0.97 > 0.9 (e.g. user 17, user 4242)"
+    );
     assert_eq!(
         lines.last().expect("summary"),
         "finished nightly: v7 NOT flipped: validation check 'drift' failed: top-k churn 0.97 > 0.9; \
-         100,000 rows, 40 chunks, 43 attempts (1 backups, 1 splits, 1 retries) in 1m38s, cost $0.076"
+         100,000 rows, 40 chunks, 43 attempts (1 backup, 1 split, 1 retry) in 1m38s, cost $0.076"
     );
     let mut h = Headless::new(false);
     let lines = feed(&mut h, &finished(true));
     let last = lines.last().expect("summary");
-    assert!(last.starts_with("finished nightly: v7 is live (was v6); 100,000 rows"), "{last}");
+    assert!(
+        last.starts_with("finished nightly: v7 is live (was v6); 100,000 rows"),
+        "{last}"
+    );
 }
 
 // ---- trace ----
@@ -276,7 +326,10 @@ fn trace_of(events: &[Event]) -> (Value, usize) {
     let state = state_of(events);
     let value = trace_json(&started(), &state.snapshot);
     let text = serde_json::to_string(&value).expect("serialise");
-    (serde_json::from_str(&text).expect("the trace parses"), state.snapshot.attempts.len())
+    (
+        serde_json::from_str(&text).expect("the trace parses"),
+        state.snapshot.attempts.len(),
+    )
 }
 
 fn trace_events(trace: &Value) -> &Vec<Value> {
@@ -286,21 +339,36 @@ fn trace_events(trace: &Value) -> &Vec<Value> {
 #[test]
 fn trace_has_one_complete_event_per_attempt() {
     let (trace, attempts) = trace_of(&mid_run());
-    let xs: Vec<&Value> = trace_events(&trace).iter().filter(|e| e["ph"] == "X").collect();
+    let xs: Vec<&Value> = trace_events(&trace)
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .collect();
     assert_eq!(xs.len(), attempts);
-    let chunk4 = xs.iter().find(|e| e["args"]["attempt"] == 5).expect("attempt 5");
+    let chunk4 = xs
+        .iter()
+        .find(|e| e["args"]["attempt"] == 5)
+        .expect("attempt 5");
     assert_eq!(chunk4["ts"], 12_000_000);
     assert_eq!(chunk4["dur"], 13_000_000);
     assert_eq!(chunk4["args"]["chunk"], 4);
     assert_eq!(chunk4["args"]["rows"], CHUNK_ROWS);
     assert_eq!(chunk4["args"]["state"], "done");
     // A running attempt lasts until the snapshot's now (60 s).
-    let running = xs.iter().find(|e| e["args"]["attempt"] == 10).expect("attempt 10");
+    let running = xs
+        .iter()
+        .find(|e| e["args"]["attempt"] == 10)
+        .expect("attempt 10");
     assert_eq!(running["dur"], 30_000_000);
     assert_eq!(running["args"]["state"], "running");
-    let backup = xs.iter().find(|e| e["args"]["attempt"] == 15).expect("attempt 15");
+    let backup = xs
+        .iter()
+        .find(|e| e["args"]["attempt"] == 15)
+        .expect("attempt 15");
     assert_eq!(backup["args"]["backup"], true);
-    let split = xs.iter().find(|e| e["args"]["attempt"] == 6).expect("attempt 6");
+    let split = xs
+        .iter()
+        .find(|e| e["args"]["attempt"] == 6)
+        .expect("attempt 6");
     assert_eq!(split["args"]["split"], true);
 }
 
@@ -324,12 +392,20 @@ fn trace_has_one_named_track_per_slot() {
     let processes: Vec<(u64, &str)> = events
         .iter()
         .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
-        .map(|e| (e["pid"].as_u64().expect("pid"), e["args"]["name"].as_str().expect("name")))
+        .map(|e| {
+            (
+                e["pid"].as_u64().expect("pid"),
+                e["args"]["name"].as_str().expect("name"),
+            )
+        })
         .collect();
     assert_eq!(processes, [(0, "local"), (1, "gpu1"), (2, "gpu2")]);
     let tracks: BTreeSet<(u64, u64)> = threads.iter().map(|t| (t.0, t.1)).collect();
     for x in events.iter().filter(|e| e["ph"] == "X") {
-        let track = (x["pid"].as_u64().expect("pid"), x["tid"].as_u64().expect("tid"));
+        let track = (
+            x["pid"].as_u64().expect("pid"),
+            x["tid"].as_u64().expect("tid"),
+        );
         assert!(tracks.contains(&track), "attempt on an unnamed track: {x}");
     }
     let states: BTreeSet<&str> = events

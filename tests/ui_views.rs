@@ -43,9 +43,16 @@ fn picker_shows_why_a_job_cannot_start() {
     let mut app = App::new(jobs(), false);
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Down);
-    assert_eq!(key(&mut app, KeyCode::Enter), None, "a job with a config error must not start");
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        None,
+        "a job with a config error must not start"
+    );
     let frame = text(&render(&app, 80, 24));
-    assert!(frame.contains("cannot start: jobs/broken.toml:4:1: unknown key 'modle'"), "{frame}");
+    assert!(
+        frame.contains("cannot start: jobs/broken.toml:4:1: unknown key 'modle'"),
+        "{frame}"
+    );
 }
 
 #[test]
@@ -61,7 +68,10 @@ fn run_mid_run_160x48() {
 #[test]
 fn run_view_shows_the_lost_host_and_why() {
     let frame = text(&render(&app_with(mid_run()), 100, 30));
-    let line = frame.lines().find(|l| l.contains("gpu2")).expect("gpu2 row");
+    let line = frame
+        .lines()
+        .find(|l| l.contains("gpu2"))
+        .expect("gpu2 row");
     assert!(line.contains("lost: ssh: connection reset"), "{line}");
     assert!(line.contains("0/1"), "lost host has no busy slot: {line}");
 }
@@ -70,9 +80,15 @@ fn run_view_shows_the_lost_host_and_why() {
 fn run_view_lists_stragglers_with_time_left() {
     let app = app_with(mid_run());
     let frame = text(&render(&app, 80, 24));
-    assert!(frame.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"), "{frame}");
+    assert!(
+        frame.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        "{frame}"
+    );
     let wide = text(&render(&app, 160, 48));
-    assert!(wide.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"), "{wide}");
+    assert!(
+        wide.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        "{wide}"
+    );
 }
 
 #[test]
@@ -95,7 +111,10 @@ fn timeline_marks_attempt_kinds_with_glyphs_not_only_colour() {
 
 #[test]
 fn final_panel_flipped() {
-    assert_snapshot!("run_final_flipped", render(&app_with(finished(true)), 80, 24));
+    assert_snapshot!(
+        "run_final_flipped",
+        render(&app_with(finished(true)), 80, 24)
+    );
 }
 
 #[test]
@@ -108,7 +127,10 @@ fn final_panel_not_flipped() {
 
 #[test]
 fn final_panel_large() {
-    assert_snapshot!("run_final_flipped_160x48", render(&app_with(finished(true)), 160, 48));
+    assert_snapshot!(
+        "run_final_flipped_160x48",
+        render(&app_with(finished(true)), 160, 48)
+    );
 }
 
 #[test]
@@ -152,7 +174,11 @@ fn cancel_asks_first() {
     let mut app = app_with(mid_run());
     assert_eq!(ch(&mut app, 'c'), None);
     assert_eq!(app.overlay, Some(Overlay::ConfirmCancel));
-    assert_eq!(ch(&mut app, 'x'), None, "other keys leave the question open");
+    assert_eq!(
+        ch(&mut app, 'x'),
+        None,
+        "other keys leave the question open"
+    );
     assert_eq!(app.overlay, Some(Overlay::ConfirmCancel));
     assert_eq!(ch(&mut app, 'y'), Some(Action::Cancel));
     assert_eq!(app.overlay, None);
@@ -181,7 +207,11 @@ fn backup_goes_to_the_selected_running_chunk() {
     key(&mut app, KeyCode::Down);
     assert_eq!(ch(&mut app, 's'), Some(Action::Backup(15)));
     key(&mut app, KeyCode::Down);
-    assert_eq!(app.chunk_selected, Some(15), "selection stops at the last chunk");
+    assert_eq!(
+        app.chunk_selected,
+        Some(15),
+        "selection stops at the last chunk"
+    );
     key(&mut app, KeyCode::Up);
     key(&mut app, KeyCode::Left);
     assert_eq!(app.chunk_selected, Some(9));
@@ -205,7 +235,10 @@ fn tab_moves_focus_and_arrows_scroll_the_log() {
     assert_eq!(app.log_scroll, 1);
     let frame = text(&render(&app, 80, 24));
     assert!(frame.contains("log (back 1 lines)"), "{frame}");
-    assert!(!frame.contains("backup of chunk 9"), "the newest line scrolled out: {frame}");
+    assert!(
+        !frame.contains("backup of chunk 9"),
+        "the newest line scrolled out: {frame}"
+    );
 }
 
 #[test]
@@ -232,7 +265,10 @@ fn store_view_flips_after_confirmation() {
 fn picker_starts_the_selected_job() {
     let mut app = App::new(jobs(), false);
     key(&mut app, KeyCode::Down);
-    assert_eq!(key(&mut app, KeyCode::Enter), Some(Action::Start(PathBuf::from("jobs/nightly.toml"))));
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::Start(PathBuf::from("jobs/nightly.toml")))
+    );
     app.apply(UiInput::Run(started()));
     assert_eq!(app.screen, Screen::Run);
 }
@@ -254,7 +290,12 @@ fn tiny_terminal() {
 
 #[test]
 fn no_panic_at_any_size_on_any_view() {
-    let mut apps = vec![App::new(jobs(), false), App::new(vec![], true), app_with(mid_run()), app_with(finished(false))];
+    let mut apps = vec![
+        App::new(jobs(), false),
+        App::new(vec![], true),
+        app_with(mid_run()),
+        app_with(finished(false)),
+    ];
     let mut help = app_with(mid_run());
     ch(&mut help, '?');
     apps.push(help);
@@ -276,7 +317,9 @@ fn no_panic_at_any_size_on_any_view() {
         for w in (0..=200).step_by(7) {
             for h in (0..=60).step_by(5) {
                 terminal.backend_mut().resize(w, h);
-                terminal.resize(ratatui::layout::Rect::new(0, 0, w, h)).expect("resize");
+                terminal
+                    .resize(ratatui::layout::Rect::new(0, 0, w, h))
+                    .expect("resize");
                 terminal.draw(|f| app.draw(f)).expect("draw");
             }
         }
@@ -300,5 +343,9 @@ fn no_color_means_no_colour() {
     };
     assert_eq!(colours(&plain), 0);
     assert!(colours(&coloured) > 0);
-    assert_eq!(text(&plain), text(&coloured), "colour must not change a single glyph");
+    assert_eq!(
+        text(&plain),
+        text(&coloured),
+        "colour must not change a single glyph"
+    );
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::run::{Event, HostState};
 use crate::ui::state::{Outcome, RunState};
-use crate::ui::{fmt_cost, fmt_count, fmt_duration, fmt_rate};
+use crate::ui::{counted, fmt_cost, fmt_count, fmt_duration, fmt_rate, run_summary};
 
 /// Least run time between two plain progress lines.
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
@@ -104,10 +104,16 @@ impl Headless {
                 let marks = self.marks();
                 let mut lines = Vec::new();
                 if marks.paused != self.last_marks.paused {
-                    lines.extend(self.plain(
-                        if marks.paused { "paused: no new attempts start" } else { "resumed" }
+                    lines.extend(
+                        self.plain(
+                            if marks.paused {
+                                "paused: no new attempts start"
+                            } else {
+                                "resumed"
+                            }
                             .to_string(),
-                    ));
+                        ),
+                    );
                 }
                 if self.tty {
                     lines.push(format!("\r{}", self.bar_line()));
@@ -155,16 +161,9 @@ impl Headless {
                     None => String::new(),
                 };
                 let summary = format!(
-                    "finished {}: {verdict}; {} rows, {} chunks, {} attempts ({} backups, {} splits, {} retries) in {}, cost {}",
+                    "finished {}: {verdict}; {}",
                     report.job,
-                    fmt_count(report.rows),
-                    fmt_count(report.chunks),
-                    fmt_count(report.attempts),
-                    report.backups,
-                    report.splits,
-                    report.retries,
-                    fmt_duration(Duration::from_secs_f64(report.duration_s.max(0.0))),
-                    fmt_cost(report.cost),
+                    run_summary(report)
                 );
                 self.plain(summary)
             }
@@ -226,16 +225,14 @@ impl Headless {
         let s = &self.state;
         let snap = &s.snapshot;
         let mut out = format!(
-            "{}/{} rows ({:.1}%), {} rows/s, ETA {}, {} backup{}, {} split{}, cost {}",
+            "{}/{} rows ({:.1}%), {} rows/s, ETA {}, {}, {}, cost {}",
             fmt_count(s.rows_done()),
             fmt_count(s.rows_total()),
             s.fraction() * 100.0,
             s.rows_per_s().map_or("-".to_string(), fmt_rate),
             s.eta().map_or("-".to_string(), fmt_duration),
-            snap.backups,
-            if snap.backups == 1 { "" } else { "s" },
-            snap.splits,
-            if snap.splits == 1 { "" } else { "s" },
+            counted(snap.backups, "backup", "backups"),
+            counted(snap.splits, "split", "splits"),
             fmt_cost(s.cost_so_far()),
         );
         if let Some(p) = s.cost_projected() {

@@ -72,6 +72,33 @@ pub fn fmt_cost(c: f64) -> String {
     }
 }
 
+/// `1 backup`, `2 backups`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", fmt_count(n), if n == 1 { one } else { many })
+}
+
+/// The finished run in one line, as both the TUI and the headless output
+/// print it: `100,000 rows, 40 chunks, 43 attempts (1 backup, 1 split,
+/// 0 retries) in 1m38s, cost $0.076`.
+pub fn run_summary(report: &crate::run::Report) -> String {
+    let duration = if report.duration_s.is_finite() {
+        Duration::from_secs_f64(report.duration_s.max(0.0))
+    } else {
+        Duration::ZERO
+    };
+    format!(
+        "{}, {}, {} ({}, {}, {}) in {}, cost {}",
+        counted(report.rows, "row", "rows"),
+        counted(report.chunks, "chunk", "chunks"),
+        counted(report.attempts, "attempt", "attempts"),
+        counted(report.backups, "backup", "backups"),
+        counted(report.splits, "split", "splits"),
+        counted(report.retries, "retry", "retries"),
+        fmt_duration(duration),
+        fmt_cost(report.cost),
+    )
+}
+
 /// A unix timestamp as a UTC date and time: `2026-11-28 04:00`.
 pub fn fmt_unix(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

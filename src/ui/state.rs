@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::run::{Event, HostInfo, HostState, Report};
-use crate::sched::{AttemptState, AttemptView, ChunkId, HostId, HostView, SlotId, Snapshot, Straggler};
+use crate::sched::{
+    AttemptState, AttemptView, ChunkId, HostId, HostView, SlotId, Snapshot, Straggler,
+};
 use crate::store::ValidationReport;
 
 /// How many log lines the state keeps; older lines are dropped first.
@@ -369,7 +371,10 @@ impl RunState {
     }
 
     pub fn is_straggler(&self, attempt: u64) -> bool {
-        self.snapshot.stragglers.iter().any(|s| s.attempt == attempt)
+        self.snapshot
+            .stragglers
+            .iter()
+            .any(|s| s.attempt == attempt)
     }
 
     pub fn stragglers(&self) -> &[Straggler] {

@@ -19,9 +19,24 @@ pub fn secs(s: u64) -> Duration {
 
 pub fn hosts() -> Vec<HostInfo> {
     vec![
-        HostInfo { host: 0, name: "local".into(), slots: 2, cost_per_hour: 0.0 },
-        HostInfo { host: 1, name: "gpu1".into(), slots: 2, cost_per_hour: 2.5 },
-        HostInfo { host: 2, name: "gpu2".into(), slots: 1, cost_per_hour: 1.2 },
+        HostInfo {
+            host: 0,
+            name: "local".into(),
+            slots: 2,
+            cost_per_hour: 0.0,
+        },
+        HostInfo {
+            host: 1,
+            name: "gpu1".into(),
+            slots: 2,
+            cost_per_hour: 2.5,
+        },
+        HostInfo {
+            host: 2,
+            name: "gpu2".into(),
+            slots: 1,
+            cost_per_hour: 1.2,
+        },
     ]
 }
 
@@ -51,7 +66,17 @@ pub struct A {
 }
 
 pub fn a(id: u64, chunk: u64, slot: u32, start: u64, end: Option<u64>, state: AttemptState) -> A {
-    A { id, chunk, slot, start, end, state, backup: false, split: false, slowness: 1.0 }
+    A {
+        id,
+        chunk,
+        slot,
+        start,
+        end,
+        state,
+        backup: false,
+        split: false,
+        slowness: 1.0,
+    }
 }
 
 impl A {
@@ -85,19 +110,35 @@ pub fn attempts() -> Vec<A> {
         a(1, 0, 0, 0, Some(12), Done),
         a(5, 4, 0, 12, Some(25), Done),
         a(9, 8, 0, 25, Some(40), Done),
-        A { slowness: 1.1, ..a(13, 12, 0, 40, None, Running) },
+        A {
+            slowness: 1.1,
+            ..a(13, 12, 0, 40, None, Running)
+        },
         a(2, 1, 1, 0, Some(14), Done),
-        A { split: true, ..a(6, 5, 1, 14, Some(30), Done) },
-        A { slowness: 3.4, ..a(10, 9, 1, 30, None, Running) },
+        A {
+            split: true,
+            ..a(6, 5, 1, 14, Some(30), Done)
+        },
+        A {
+            slowness: 3.4,
+            ..a(10, 9, 1, 30, None, Running)
+        },
         a(3, 2, 2, 0, Some(6), Done),
         a(7, 6, 2, 6, Some(12), Done),
         a(11, 10, 2, 12, Some(20), Done),
         a(14, 14, 2, 20, Some(28), Done),
-        A { backup: true, slowness: 0.8, ..a(15, 9, 2, 45, None, Running) },
+        A {
+            backup: true,
+            slowness: 0.8,
+            ..a(15, 9, 2, 45, None, Running)
+        },
         a(4, 3, 3, 0, Some(7), Done),
         a(8, 7, 3, 7, Some(15), Done),
         a(18, 13, 3, 15, Some(18), Cancelled),
-        A { slowness: 1.2, ..a(16, 15, 3, 50, None, Running) },
+        A {
+            slowness: 1.2,
+            ..a(16, 15, 3, 50, None, Running)
+        },
         a(12, 11, 4, 5, Some(22), Failed),
     ]
 }
@@ -124,12 +165,43 @@ pub fn snapshot(now: u64, rows_done: u64) -> Snapshot {
         chunks_total: 40,
         chunks_done: rows_done / CHUNK_ROWS,
         hosts: vec![
-            HostView { host: 0, slots: 2, busy: 2, rows_done: 22_500, chunks_done: 9, failures: 0, rows_per_s: 375.0, lost: false },
-            HostView { host: 1, slots: 2, busy: 2, rows_done: 20_000, chunks_done: 8, failures: 0, rows_per_s: 333.3, lost: false },
-            HostView { host: 2, slots: 1, busy: 0, rows_done: 2_500, chunks_done: 1, failures: 1, rows_per_s: 0.0, lost: now >= 22 },
+            HostView {
+                host: 0,
+                slots: 2,
+                busy: 2,
+                rows_done: 22_500,
+                chunks_done: 9,
+                failures: 0,
+                rows_per_s: 375.0,
+                lost: false,
+            },
+            HostView {
+                host: 1,
+                slots: 2,
+                busy: 2,
+                rows_done: 20_000,
+                chunks_done: 8,
+                failures: 0,
+                rows_per_s: 333.3,
+                lost: false,
+            },
+            HostView {
+                host: 2,
+                slots: 1,
+                busy: 0,
+                rows_done: 2_500,
+                chunks_done: 1,
+                failures: 1,
+                rows_per_s: 0.0,
+                lost: now >= 22,
+            },
         ],
         stragglers: if now >= 45 {
-            vec![Straggler { chunk: 9, attempt: 10, eta: secs(38) }]
+            vec![Straggler {
+                chunk: 9,
+                attempt: 10,
+                eta: secs(38),
+            }]
         } else {
             vec![]
         },
@@ -151,7 +223,11 @@ pub fn host_up(host: u32, backend: &str, adapter: &str) -> Event {
 }
 
 pub fn log(at: u64, source: &str, text: &str) -> Event {
-    Event::Log { at: secs(at), source: source.into(), text: text.into() }
+    Event::Log {
+        at: secs(at),
+        source: source.into(),
+        text: text.into(),
+    }
 }
 
 /// Started, hosts up, gpu2 lost at 22 s, snapshots up to 60 s.
@@ -185,7 +261,15 @@ pub fn checks(drift_ok: bool) -> ValidationReport {
         detail: detail.into(),
         examples: vec![],
     };
-    let mut drift = check("drift", drift_ok, if drift_ok { "top-k churn 0.12 <= 0.9" } else { "top-k churn 0.97 > 0.9" });
+    let mut drift = check(
+        "drift",
+        drift_ok,
+        if drift_ok {
+            "top-k churn 0.12 <= 0.9"
+        } else {
+            "top-k churn 0.97 > 0.9"
+        },
+    );
     if !drift_ok {
         drift.examples = vec!["user 17".into(), "user 4242".into()];
     }
@@ -195,7 +279,10 @@ pub fn checks(drift_ok: bool) -> ValidationReport {
         check("spot_check", true, "500 rescored, max diff 2e-6"),
         drift,
     ];
-    ValidationReport { passed: drift_ok, checks }
+    ValidationReport {
+        passed: drift_ok,
+        checks,
+    }
 }
 
 pub fn report(flipped: bool) -> Report {
@@ -211,7 +298,11 @@ pub fn report(flipped: bool) -> Report {
         retries: 1,
         duration_s: 98.5,
         cost: 0.0757,
-        hosts: vec![HostReport { name: "local".into(), backend: "cpu".into(), ..Default::default() }],
+        hosts: vec![HostReport {
+            name: "local".into(),
+            backend: "cpu".into(),
+            ..Default::default()
+        }],
         validation: checks(flipped),
         error: None,
         live_version: if flipped { Some(7) } else { Some(6) },
@@ -224,15 +315,29 @@ pub fn finished(flipped: bool) -> Vec<Event> {
     let mut last = snapshot(98, ROWS);
     for a in &mut last.attempts {
         if a.state == AttemptState::Running {
-            a.state = if a.attempt == 10 { AttemptState::Cancelled } else { AttemptState::Done };
+            a.state = if a.attempt == 10 {
+                AttemptState::Cancelled
+            } else {
+                AttemptState::Done
+            };
             a.end = Some(secs(if a.attempt == 10 { 62 } else { 70 + a.attempt }));
         }
     }
     last.stragglers.clear();
     last.eta = Some(Duration::ZERO);
     events.push(Event::Progress(last));
-    events.push(Event::Host { host: 0, state: HostState::Done, backend: None, adapter: None });
-    events.push(Event::Host { host: 1, state: HostState::Done, backend: None, adapter: None });
+    events.push(Event::Host {
+        host: 0,
+        state: HostState::Done,
+        backend: None,
+        adapter: None,
+    });
+    events.push(Event::Host {
+        host: 1,
+        state: HostState::Done,
+        backend: None,
+        adapter: None,
+    });
     events.push(Event::Validated(checks(flipped)));
     events.push(Event::Finished(report(flipped)));
     events
@@ -262,7 +367,10 @@ pub fn jobs() -> Vec<JobSummary> {
             model: "?".into(),
             rows: None,
             hosts: vec![],
-            error: Some("jobs/broken.toml:4:1: unknown key 'modle', expected one of: job, input, model".into()),
+            error: Some(
+                "jobs/broken.toml:4:1: unknown key 'modle', expected one of: job, input, model"
+                    .into(),
+            ),
         },
     ]
 }

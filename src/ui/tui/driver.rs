@@ -34,11 +34,7 @@ impl Drop for TerminalGuard {
 /// applied as they come; the user's wishes go to `actions`. When `events`
 /// closes the UI stays up (the last state remains readable) until the user
 /// quits.
-pub fn run_tui(
-    mut app: App,
-    events: Receiver<UiInput>,
-    actions: Sender<Action>,
-) -> io::Result<()> {
+pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
     let mut dirty = true;

@@ -234,11 +234,19 @@ impl App {
     }
 
     fn overlay_key(&mut self, overlay: Overlay, code: KeyCode) -> Option<Action> {
-        let yes = matches!(code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter);
+        let yes = matches!(
+            code,
+            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter
+        );
         let no = matches!(code, KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc);
         match overlay {
             Overlay::Help => {
-                if no || matches!(code, KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter) {
+                if no
+                    || matches!(
+                        code,
+                        KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter
+                    )
+                {
                     self.overlay = None;
                 }
                 None
@@ -293,7 +301,9 @@ impl App {
 
     fn run_key(&mut self, code: KeyCode) -> Option<Action> {
         match code {
-            KeyCode::Char('p') if self.run.running() => Some(Action::Pause(!self.run.snapshot.paused)),
+            KeyCode::Char('p') if self.run.running() => {
+                Some(Action::Pause(!self.run.snapshot.paused))
+            }
             KeyCode::Char('c') if self.run.running() => {
                 self.overlay = Some(Overlay::ConfirmCancel);
                 None
@@ -383,7 +393,8 @@ impl App {
                 None
             }
             KeyCode::Down | KeyCode::Char('j') => {
-                self.version_selected = step_index(self.version_selected, 1, count.saturating_sub(1));
+                self.version_selected =
+                    step_index(self.version_selected, 1, count.saturating_sub(1));
                 None
             }
             KeyCode::Enter | KeyCode::Char('f') => {
@@ -397,7 +408,11 @@ impl App {
             }
             KeyCode::Char('r') => Some(Action::RefreshStore),
             KeyCode::Esc => {
-                self.screen = if self.back == Screen::Store { Screen::Picker } else { self.back };
+                self.screen = if self.back == Screen::Store {
+                    Screen::Picker
+                } else {
+                    self.back
+                };
                 None
             }
             _ => None,

@@ -18,7 +18,7 @@ use super::{App, Focus, Overlay, Screen};
 use crate::run::HostState;
 use crate::sched::{AttemptState, AttemptView};
 use crate::ui::state::{Outcome, RunState};
-use crate::ui::{fmt_cost, fmt_count, fmt_duration, fmt_rate, fmt_unix};
+use crate::ui::{fmt_cost, fmt_count, fmt_duration, fmt_rate, fmt_unix, run_summary};
 
 /// Below this width the UI draws only a "terminal too small" line.
 pub const MIN_WIDTH: u16 = 60;
@@ -130,7 +130,9 @@ impl App {
             Some(Overlay::ConfirmFlip(version)) => {
                 let live = self.store.as_ref().and_then(|s| s.live);
                 let text = match live {
-                    Some(l) if version < l => format!("Roll back: make v{version} live instead of v{l}?"),
+                    Some(l) if version < l => {
+                        format!("Roll back: make v{version} live instead of v{l}?")
+                    }
                     Some(l) => format!("Flip: make v{version} live instead of v{l}?"),
                     None => format!("Flip: make v{version} live (no version is live now)?"),
                 };
@@ -139,7 +141,10 @@ impl App {
                     area,
                     &theme,
                     " flip? ",
-                    vec![text, "Readers switch at once; the old version is kept.".into()],
+                    vec![
+                        text,
+                        "Readers switch at once; the old version is kept.".into(),
+                    ],
                     "[y] flip   [n] back",
                 )
             }
@@ -220,7 +225,16 @@ impl App {
             detail,
         );
         frame.render_widget(
-            footer_line(theme, &[("↑↓", "select"), ("Enter", "start"), ("v", "store"), ("?", "help"), ("q", "quit")]),
+            footer_line(
+                theme,
+                &[
+                    ("↑↓", "select"),
+                    ("Enter", "start"),
+                    ("v", "store"),
+                    ("?", "help"),
+                    ("q", "quit"),
+                ],
+            ),
             footer,
         );
     }
@@ -264,7 +278,12 @@ impl App {
             frame.render_widget(
                 Paragraph::new(result_lines)
                     .wrap(Wrap { trim: false })
-                    .block(Block::new().borders(Borders::ALL).border_style(style).title(title)),
+                    .block(
+                        Block::new()
+                            .borders(Borders::ALL)
+                            .border_style(style)
+                            .title(title),
+                    ),
                 result,
             );
         }
@@ -272,7 +291,8 @@ impl App {
         if wide {
             self.draw_timeline(frame, timeline, theme, &[]);
             let [log, side] =
-                Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
+                Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                    .areas(bottom);
             self.draw_log(frame, log, theme);
             frame.render_widget(
                 Paragraph::new(straggler_lines).block(theme.block(" stragglers ", false)),
@@ -286,7 +306,14 @@ impl App {
             &[
                 ("?", "help"),
                 ("q", "quit"),
-                ("p", if run.snapshot.paused { "resume" } else { "pause" }),
+                (
+                    "p",
+                    if run.snapshot.paused {
+                        "resume"
+                    } else {
+                        "pause"
+                    },
+                ),
                 ("c", "cancel"),
                 ("s", "backup"),
                 ("←→", "select"),
@@ -294,7 +321,12 @@ impl App {
                 ("v", "store"),
             ]
         } else {
-            &[("?", "help"), ("q", "quit"), ("v", "store"), ("Esc", "jobs")]
+            &[
+                ("?", "help"),
+                ("q", "quit"),
+                ("v", "store"),
+                ("Esc", "jobs"),
+            ]
         };
         frame.render_widget(footer_line(theme, keys), footer);
     }
@@ -311,7 +343,8 @@ impl App {
                     if h.resumed { "resuming" } else { "building" },
                     h.version
                 ),
-                h.live_version.map_or("none".to_string(), |v| format!("v{v}")),
+                h.live_version
+                    .map_or("none".to_string(), |v| format!("v{v}")),
             ),
             None => ("no run".to_string(), String::new(), "-".to_string()),
         };
@@ -361,13 +394,16 @@ impl App {
             )),
             Span::raw(format!("  cost {}", fmt_cost(run.cost_so_far()))),
         ];
-        if let Some(p) = run.cost_projected() {
+        if let Some(p) = run.cost_projected().filter(|_| run.running()) {
             spans.push(Span::raw(format!(" → {} projected", fmt_cost(p))));
         }
         spans.push(Span::raw(format!(
             "  chunks {}/{}  backups {}  splits {}",
             fmt_count(snap.chunks_done),
-            fmt_count(snap.chunks_total.max(run.header.as_ref().map_or(0, |h| h.chunks_total))),
+            fmt_count(
+                snap.chunks_total
+                    .max(run.header.as_ref().map_or(0, |h| h.chunks_total))
+            ),
             snap.backups,
             snap.splits
         )));
@@ -386,7 +422,11 @@ impl App {
             let mut cells = vec![
                 h.name.clone(),
                 h.device(),
-                format!("{}/{}", v.map_or(0, |v| v.busy), h.slots.max(v.map_or(0, |v| v.slots))),
+                format!(
+                    "{}/{}",
+                    v.map_or(0, |v| v.busy),
+                    h.slots.max(v.map_or(0, |v| v.slots))
+                ),
                 v.map_or("-".to_string(), |v| fmt_rate(v.rows_per_s)),
                 v.map_or("0".to_string(), |v| fmt_count(v.chunks_done)),
                 v.map_or("0".to_string(), |v| v.failures.to_string()),
@@ -493,7 +533,13 @@ impl App {
     }
 
     /// One lane's cells: each attempt a run of glyphs over its time span.
-    fn lane_bar(&self, attempts: &[&AttemptView], span: Duration, width: usize, theme: &Theme) -> Vec<Span<'static>> {
+    fn lane_bar(
+        &self,
+        attempts: &[&AttemptView],
+        span: Duration,
+        width: usize,
+        theme: &Theme,
+    ) -> Vec<Span<'static>> {
         let mut cells: Vec<(char, Style)> = vec![(' ', Style::new()); width];
         if width == 0 {
             return Vec::new();
@@ -557,14 +603,22 @@ impl App {
             return Vec::new();
         }
         let labels = run.slot_labels();
-        let where_ = |a: &AttemptView| labels.get(&a.slot).map_or("?".to_string(), |(_, l)| l.clone());
+        let where_ = |a: &AttemptView| {
+            labels
+                .get(&a.slot)
+                .map_or("?".to_string(), |(_, l)| l.clone())
+        };
         let mut lines = Vec::new();
         let stragglers = run.stragglers();
         if stragglers.is_empty() {
             lines.push(Line::from("no stragglers"));
         }
         for s in stragglers {
-            let mark = if Some(s.chunk) == self.chunk_selected { "> " } else { "  " };
+            let mark = if Some(s.chunk) == self.chunk_selected {
+                "> "
+            } else {
+                "  "
+            };
             let (slot, slowness) = run
                 .attempt(s.attempt)
                 .map_or(("?".to_string(), f64::NAN), |a| (where_(a), a.slowness));
@@ -621,7 +675,8 @@ impl App {
     }
 
     fn draw_store(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
-        let [main, footer] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+        let [main, footer] =
+            Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
         let Some(store) = &self.store else {
             frame.render_widget(
                 Paragraph::new("Reading the store...").block(theme.block(" store ", true)),
@@ -678,7 +733,13 @@ impl App {
         frame.render_widget(
             footer_line(
                 theme,
-                &[("↑↓", "select"), ("Enter", "flip/rollback"), ("r", "refresh"), ("Esc", "back"), ("?", "help")],
+                &[
+                    ("↑↓", "select"),
+                    ("Enter", "flip/rollback"),
+                    ("r", "refresh"),
+                    ("Esc", "back"),
+                    ("?", "help"),
+                ],
             ),
             footer,
         );
@@ -721,7 +782,9 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
         Some(Outcome::Flipped { version, previous }) => lines.push(Line::styled(
             format!(
                 "FLIPPED: v{version} is live{}",
-                previous.map_or(String::new(), |p| format!(" (was v{p}; `herd store flip --to {p}` rolls back)"))
+                previous.map_or(String::new(), |p| format!(
+                    " (was v{p}; `herd store flip --to {p}` rolls back)"
+                ))
             ),
             theme.fg(Color::Green).add_modifier(Modifier::BOLD),
         )),
@@ -729,27 +792,24 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
             format!("NOT FLIPPED: v{version} is not live: {why}"),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
         )),
-        None if run.validation.is_some() => lines.push(Line::from("validated; waiting for the flip")),
+        None if run.validation.is_some() => {
+            lines.push(Line::from("validated; waiting for the flip"))
+        }
         None => {}
     }
     if let Some(r) = &run.report {
-        lines.push(Line::from(format!(
-            "{} rows, {} chunks, {} attempts ({} backups, {} splits, {} retries) in {}, cost {}",
-            fmt_count(r.rows),
-            fmt_count(r.chunks),
-            fmt_count(r.attempts),
-            r.backups,
-            r.splits,
-            r.retries,
-            fmt_duration(Duration::from_secs_f64(r.duration_s.max(0.0))),
-            fmt_cost(r.cost)
-        )));
+        lines.push(Line::from(run_summary(r)));
     }
     if let Some(v) = &run.validation {
         // Failed checks first: they are what a small screen must show.
         let failed = v.checks.iter().filter(|c| !c.passed);
         for c in failed.chain(v.checks.iter().filter(|c| c.passed)) {
-            let mut text = format!("{} {}: {}", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail);
+            let mut text = format!(
+                "{} {}: {}",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
             if !c.examples.is_empty() {
                 text.push_str(&format!(" (e.g. {})", c.examples.join(", ")));
             }
@@ -790,17 +850,25 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!("{k:>7}  "), Style::new().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    format!("{k:>7}  "),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
                 Span::raw(*what),
             ])
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::styled("timeline", Style::new().add_modifier(Modifier::BOLD)));
+    lines.push(Line::styled(
+        "timeline",
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
     for (g, what) in glyph_legend() {
         lines.push(Line::from(format!("{g:>7}  {what}")));
     }
-    lines.push(Line::from("colour: green as fast as peers, yellow 1.5x, red 3x slower"));
+    lines.push(Line::from(
+        "colour: green as fast as peers, yellow 1.5x, red 3x slower",
+    ));
     let popup = centered(area, 62, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
@@ -809,10 +877,20 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     );
 }
 
-fn draw_confirm(frame: &mut Frame, area: Rect, theme: &Theme, title: &str, text: Vec<String>, keys: &str) {
+fn draw_confirm(
+    frame: &mut Frame,
+    area: Rect,
+    theme: &Theme,
+    title: &str,
+    text: Vec<String>,
+    keys: &str,
+) {
     let mut lines: Vec<Line> = text.into_iter().map(Line::from).collect();
     lines.push(Line::from(""));
-    lines.push(Line::styled(keys.to_string(), Style::new().add_modifier(Modifier::BOLD)));
+    lines.push(Line::styled(
+        keys.to_string(),
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
     let width = lines.iter().map(|l| l.width() as u16).max().unwrap_or(0) + 4;
     let popup = centered(area, width, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
