@@ -34,17 +34,18 @@ const TALL: u16 = 36;
 const SLOW: f64 = 1.5;
 const VERY_SLOW: f64 = 3.0;
 
-/// The timeline's glyphs, as the help overlay lists them.
-pub fn glyph_legend() -> [(&'static str, &'static str); 8] {
+/// The timeline's glyphs: (glyph, short name, what it marks), as the help
+/// overlay and the legend list them.
+pub fn glyph_legend() -> [(&'static str, &'static str, &'static str); 8] {
     [
-        ("█ ▓", "finished attempts (alternating)"),
-        ("▒", "running"),
-        ("!", "running straggler (its last cell)"),
-        ("≡", "backup attempt"),
-        ("/", "attempt whose chunk was split"),
-        ("-", "cancelled"),
-        ("x", "failed"),
-        (">", "selected chunk (s: backup)"),
+        ("█ ▓", "done", "finished attempts (alternating)"),
+        ("▒", "running", "running"),
+        ("!", "straggler", "running straggler (its last cell)"),
+        ("≡", "backup", "backup attempt"),
+        ("/", "split", "attempt whose chunk was split"),
+        ("-", "cancelled", "cancelled"),
+        ("x", "failed", "failed"),
+        (">", "selected", "selected chunk (s: backup)"),
     ]
 }
 
@@ -250,19 +251,34 @@ impl App {
         } else {
             (result_lines.len() as u16 + 2).min(if tall { 16 } else { 9 })
         };
-        // Once the run is over, a small screen gives the log's room to the
-        // verdict.
-        let log_h = match (tall, run.finished()) {
-            (true, _) => 12,
+        // The log keeps at least `log_min` rows (none once a small screen
+        // shows the verdict); the timeline takes what its lanes need of the
+        // rest, and the log everything left over.
+        let log_min: u16 = match (tall, run.finished()) {
+            (true, _) => 10,
             (false, false) => 5,
             (false, true) => 0,
         };
+        let straggler_lines = self.straggler_lines(theme);
+        let lanes = run.lanes().len() as u16;
+        let wanted = lanes.max(1)
+            + u16::from(lanes > 0)
+            + if wide {
+                0
+            } else {
+                straggler_lines.len() as u16
+            }
+            + 2;
+        let room = area
+            .height
+            .saturating_sub(3 + host_rows + 3 + result_h + 1 + log_min);
+        let timeline_h = wanted.min(room).max(4);
         let [header, hosts, result, timeline, bottom, footer] = Layout::vertical([
             Constraint::Length(3),
             Constraint::Length(host_rows + 3),
             Constraint::Length(result_h),
-            Constraint::Min(4),
-            Constraint::Length(log_h),
+            Constraint::Length(timeline_h),
+            Constraint::Fill(1),
             Constraint::Length(1),
         ])
         .areas(area);
@@ -287,15 +303,28 @@ impl App {
                 result,
             );
         }
-        let straggler_lines = self.straggler_lines(theme);
         if wide {
             self.draw_timeline(frame, timeline, theme, &[]);
             let [log, side] =
                 Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
                     .areas(bottom);
             self.draw_log(frame, log, theme);
+            let mut side_lines = straggler_lines;
+            side_lines.push(Line::from(""));
+            side_lines.push(Line::styled(
+                glyph_legend()
+                    .iter()
+                    .map(|(glyph, short, _)| {
+                        format!("{}\u{a0}{short}", glyph.replace(' ', "\u{a0}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  "),
+                theme.fg(Color::DarkGray),
+            ));
             frame.render_widget(
-                Paragraph::new(straggler_lines).block(theme.block(" stragglers ", false)),
+                Paragraph::new(side_lines)
+                    .wrap(Wrap { trim: true })
+                    .block(theme.block(" stragglers ", false)),
                 side,
             );
         } else {
@@ -863,7 +892,7 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
         "timeline",
         Style::new().add_modifier(Modifier::BOLD),
     ));
-    for (g, what) in glyph_legend() {
+    for (g, _, what) in glyph_legend() {
         lines.push(Line::from(format!("{g:>7}  {what}")));
     }
     lines.push(Line::from(
