@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herd::run::{Event, Report};
-use herd::sched::AttemptState;
 use herd::ui::state::{LOG_LINES, Outcome, RunState};
 use herd::ui::{Headless, trace_json};
 use ratatui::Terminal;
@@ -414,5 +413,4 @@ fn trace_has_one_named_track_per_slot() {
         .map(|e| e["args"]["state"].as_str().expect("state"))
         .collect();
     assert_eq!(states, BTreeSet::from(["cancelled", "done", "failed"]));
-    let _ = AttemptState::Done;
 }

@@ -204,6 +204,15 @@ fn backup_goes_to_the_selected_running_chunk() {
     // Then the other running chunks in slot order: 12 (local#0), 15 (gpu1#1).
     key(&mut app, KeyCode::Right);
     assert_eq!(ch(&mut app, 's'), Some(Action::Backup(12)));
+    let frame = text(&render(&app, 80, 24));
+    assert!(
+        frame.contains("> chunk 12 on local#0: 1,250/2,500 rows (1.1x peers)"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains("  ! chunk 9 on local#1"),
+        "the straggler stays listed: {frame}"
+    );
     key(&mut app, KeyCode::Down);
     assert_eq!(ch(&mut app, 's'), Some(Action::Backup(15)));
     key(&mut app, KeyCode::Down);

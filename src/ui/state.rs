@@ -302,10 +302,13 @@ impl RunState {
     /// was lost or done).
     /// Once finished, the report's cost.
     pub fn cost_so_far(&self) -> f64 {
-        if let Some(r) = &self.report
-            && r.cost.is_finite()
+        if let Some(cost) = self
+            .report
+            .as_ref()
+            .map(|r| r.cost)
+            .filter(|c| c.is_finite())
         {
-            return r.cost;
+            return cost;
         }
         let now = self.elapsed();
         self.hosts

@@ -661,13 +661,14 @@ impl App {
                 theme.slowness(slowness),
             ));
         }
-        if let Some(chunk) = self.chunk_selected
-            && !stragglers.iter().any(|s| s.chunk == chunk)
-            && let Some(a) = run.selectable().into_iter().find(|a| a.chunk == chunk)
-        {
+        let selected_other = self
+            .chunk_selected
+            .filter(|chunk| !stragglers.iter().any(|s| s.chunk == *chunk))
+            .and_then(|chunk| run.selectable().into_iter().find(|a| a.chunk == chunk));
+        if let Some(a) = selected_other {
             lines.push(Line::from(format!(
                 "> chunk {} on {}: {}/{} rows ({:.1}x peers)",
-                chunk,
+                a.chunk,
                 where_(a),
                 fmt_count(a.rows_done),
                 fmt_count(a.rows.end.saturating_sub(a.rows.start)),
