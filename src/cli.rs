@@ -207,8 +207,9 @@ fn run_headless(args: RunArgs) -> Result<i32> {
         let mut headless = herd::ui::headless::Headless::new(tty);
         let mut started = None;
         let mut last_snapshot = None;
-        let mut err = std::io::stderr().lock();
         while let Some(ev) = ev_rx.blocking_recv() {
+            // Locked per event, never while waiting: other threads print too.
+            let mut err = std::io::stderr().lock();
             for line in headless.on_event(&ev) {
                 if tty && line.starts_with('\r') {
                     let _ = write!(err, "{line}");
