@@ -4,7 +4,8 @@
 // (one dispatch per tile). Each user's best `kp` candidates so far live in
 // `state`; a dispatch loads them into the first half of a workgroup buffer,
 // then for every run of `kp` items of the tile scores them into the second
-// half and bitonic-sorts all 2 * kp entries, keeping the best `kp` in front.
+// half and, when one of them beats the worst kept candidate, bitonic-sorts all
+// 2 * kp entries, keeping the best `kp` in front.
 // Scores never leave the workgroup, so the user x item matrix is never stored.
 //
 // Order: a valid entry before an invalid one, then the higher score, then the
@@ -45,6 +46,10 @@ const WG: u32 = 256u;
 var<workgroup> s_score: array<f32, 1024>;
 var<workgroup> s_id: array<u32, 1024>;
 var<workgroup> s_ok: array<u32, 1024>;
+// Set when a run of items holds a candidate better than the worst kept one;
+// a run without one skips the sort.
+var<workgroup> s_any: atomic<u32>;
+var<workgroup> s_flag: u32;
 
 fn better(a: u32, b: u32) -> bool {
     if (s_ok[a] != s_ok[b]) {
@@ -82,6 +87,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let u = wg.x;
     let kp = p.kp;
     let n2 = 2u * kp;
+    if (lid == 0u) {
+        atomicStore(&s_any, 0u);
+    }
     for (var i = lid; i < kp; i += WG) {
         if (p.first_tile == 1u) {
             s_ok[i] = 0u;
@@ -94,6 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             s_ok[i] = e.ok;
         }
     }
+    workgroupBarrier();
     for (var base = 0u; base < p.tile_len; base += kp) {
         for (var i = lid; i < kp; i += WG) {
             let j = base + i;
@@ -113,8 +122,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             s_score[kp + i] = score;
             s_id[kp + i] = id;
             s_ok[kp + i] = ok;
+            if (better(kp + i, kp - 1u)) {
+                atomicOr(&s_any, 1u);
+            }
         }
         workgroupBarrier();
+        if (lid == 0u) {
+            s_flag = atomicLoad(&s_any);
+            atomicStore(&s_any, 0u);
+        }
+        if (workgroupUniformLoad(&s_flag) == 0u) {
+            continue;
+        }
         for (var k = 2u; k <= n2; k <<= 1u) {
             for (var j = k >> 1u; j > 0u; j >>= 1u) {
                 for (var i = lid; i < n2; i += WG) {

@@ -246,6 +246,17 @@ fn assert_top_k_match(got: &Predictions, t: &TwoTower, rows: &Rows) {
         let got_items = &items[a..b];
         let got_scores = &scores[a..b];
         assert_eq!(got_items.len(), want.len(), "user {u}: number of results");
+        for i in 1..got_items.len() {
+            let (s0, s1) = (got_scores[i - 1], got_scores[i]);
+            assert!(
+                s0 > s1 || (s0 == s1 && got_items[i - 1] < got_items[i]),
+                "user {u}: rank {} ({}, {s0}) before rank {i} ({}, {s1}) breaks best-first, \
+                 ties by smaller id",
+                i - 1,
+                got_items[i - 1],
+                got_items[i]
+            );
+        }
         let distinct: HashSet<_> = got_items.iter().collect();
         assert_eq!(distinct.len(), got_items.len(), "user {u}: repeated item");
         for (i, (&(wid, ws), (&gid, &gs))) in
