@@ -2,11 +2,13 @@
 //
 // The item embeddings come in tiles of rows [tile_start, tile_start + tile_len)
 // (one dispatch per tile). Each user's best `kp` candidates so far live in
-// `state`; a dispatch loads them into the first half of a workgroup buffer,
-// then for every run of `kp` items of the tile scores them into the second
-// half and, when one of them beats the worst kept candidate, bitonic-sorts all
-// 2 * kp entries, keeping the best `kp` in front.
-// Scores never leave the workgroup, so the user x item matrix is never stored.
+// `state`; a dispatch loads them, sorted, into the front of a workgroup buffer.
+// Items are then scored in rounds; an item that beats the worst kept
+// candidate is appended behind the kept ones. When the buffer could not take
+// another round (or the tile ends) kept and appended entries are
+// bitonic-sorted together and the best `kp` stay in front. Most items beat
+// nothing once the kept set is good, so sorting is rare, and scores never
+// leave the workgroup: the user x item matrix is never stored.
 //
 // Order: a valid entry before an invalid one, then the higher score, then the
 // smaller item id (the tie rule every backend shares).
@@ -46,22 +48,26 @@ const WG: u32 = 256u;
 var<workgroup> s_score: array<f32, 1024>;
 var<workgroup> s_id: array<u32, 1024>;
 var<workgroup> s_ok: array<u32, 1024>;
-// Set when a run of items holds a candidate better than the worst kept one;
-// a run without one skips the sort.
-var<workgroup> s_any: atomic<u32>;
-var<workgroup> s_flag: u32;
+// Entries appended behind the kept ones since the last sort.
+var<workgroup> s_count: atomic<u32>;
+var<workgroup> s_count_now: u32;
 
-fn better(a: u32, b: u32) -> bool {
-    if (s_ok[a] != s_ok[b]) {
-        return s_ok[a] == 1u;
+// Whether entry a goes before entry b.
+fn before(sa: f32, ia: u32, oka: u32, sb: f32, ib: u32, okb: u32) -> bool {
+    if (oka != okb) {
+        return oka == 1u;
     }
-    if (s_ok[a] == 0u) {
+    if (oka == 0u) {
         return false;
     }
-    if (s_score[a] != s_score[b]) {
-        return s_score[a] > s_score[b];
+    if (sa != sb) {
+        return sa > sb;
     }
-    return s_id[a] < s_id[b];
+    return ia < ib;
+}
+
+fn better(a: u32, b: u32) -> bool {
+    return before(s_score[a], s_id[a], s_ok[a], s_score[b], s_id[b], s_ok[b]);
 }
 
 fn seen(u: u32, row: u32) -> bool {
@@ -82,13 +88,47 @@ fn seen(u: u32, row: u32) -> bool {
     return false;
 }
 
+// Sorts entries [0, n) best first; n is a power of two. Must be called by
+// the whole workgroup.
+fn sort(n: u32, lid: u32) {
+    for (var k = 2u; k <= n; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            for (var i = lid; i < n; i += WG) {
+                let l = i ^ j;
+                if (l > i) {
+                    var swap = false;
+                    if ((i & k) == 0u) {
+                        swap = better(l, i);
+                    } else {
+                        swap = better(i, l);
+                    }
+                    if (swap) {
+                        let ts = s_score[i];
+                        s_score[i] = s_score[l];
+                        s_score[l] = ts;
+                        let ti = s_id[i];
+                        s_id[i] = s_id[l];
+                        s_id[l] = ti;
+                        let to = s_ok[i];
+                        s_ok[i] = s_ok[l];
+                        s_ok[l] = to;
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let u = wg.x;
     let kp = p.kp;
-    let n2 = 2u * kp;
+    // Room behind the kept entries, and items scored per round (<= room).
+    let room = BUF - kp;
+    let round = max(kp, WG);
     if (lid == 0u) {
-        atomicStore(&s_any, 0u);
+        atomicStore(&s_count, 0u);
     }
     for (var i = lid; i < kp; i += WG) {
         if (p.first_tile == 1u) {
@@ -103,64 +143,49 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
     workgroupBarrier();
-    for (var base = 0u; base < p.tile_len; base += kp) {
-        for (var i = lid; i < kp; i += WG) {
+    for (var base = 0u; base < p.tile_len; base += round) {
+        // The worst kept entry: anything not before it cannot make the top kp.
+        let w_score = s_score[kp - 1u];
+        let w_id = s_id[kp - 1u];
+        let w_ok = s_ok[kp - 1u];
+        for (var i = lid; i < round; i += WG) {
             let j = base + i;
-            var ok = 0u;
-            var score = 0.0;
-            var id = 0u;
             if (j < p.tile_len) {
                 let row = p.tile_start + j;
                 if (p.exclude_seen == 0u || !seen(u, row)) {
+                    var score = 0.0;
                     for (var d = 0u; d < p.dim; d++) {
                         score += user_vecs[u * p.user_stride + d] * emb[j * p.dim + d];
                     }
-                    ok = 1u;
-                    id = item_ids[j];
+                    let id = item_ids[j];
+                    if (before(score, id, 1u, w_score, w_id, w_ok)) {
+                        let slot = kp + atomicAdd(&s_count, 1u);
+                        s_score[slot] = score;
+                        s_id[slot] = id;
+                        s_ok[slot] = 1u;
+                    }
                 }
-            }
-            s_score[kp + i] = score;
-            s_id[kp + i] = id;
-            s_ok[kp + i] = ok;
-            if (better(kp + i, kp - 1u)) {
-                atomicOr(&s_any, 1u);
             }
         }
         workgroupBarrier();
         if (lid == 0u) {
-            s_flag = atomicLoad(&s_any);
-            atomicStore(&s_any, 0u);
+            s_count_now = atomicLoad(&s_count);
         }
-        if (workgroupUniformLoad(&s_flag) == 0u) {
-            continue;
-        }
-        for (var k = 2u; k <= n2; k <<= 1u) {
-            for (var j = k >> 1u; j > 0u; j >>= 1u) {
-                for (var i = lid; i < n2; i += WG) {
-                    let l = i ^ j;
-                    if (l > i) {
-                        let descending = (i & k) == 0u;
-                        var swap = false;
-                        if (descending) {
-                            swap = better(l, i);
-                        } else {
-                            swap = better(i, l);
-                        }
-                        if (swap) {
-                            let ts = s_score[i];
-                            s_score[i] = s_score[l];
-                            s_score[l] = ts;
-                            let ti = s_id[i];
-                            s_id[i] = s_id[l];
-                            s_id[l] = ti;
-                            let to = s_ok[i];
-                            s_ok[i] = s_ok[l];
-                            s_ok[l] = to;
-                        }
-                    }
-                }
-                workgroupBarrier();
+        let count = workgroupUniformLoad(&s_count_now);
+        let last = base + round >= p.tile_len;
+        if (count > 0u && (last || count + round > room)) {
+            var n = 1u;
+            while (n < kp + count) {
+                n <<= 1u;
             }
+            for (var i = kp + count + lid; i < n; i += WG) {
+                s_ok[i] = 0u;
+            }
+            if (lid == 0u) {
+                atomicStore(&s_count, 0u);
+            }
+            workgroupBarrier();
+            sort(n, lid);
         }
     }
     for (var i = lid; i < kp; i += WG) {

@@ -24,8 +24,15 @@ fn gpu() -> &'static Gpu {
         match found {
             Some(g) => {
                 eprintln!(
-                    "gpu tests run on '{}' ({:?}, {:?})",
-                    g.info.name, g.info.device_type, g.info.backend
+                    "gpu tests run on '{}' ({:?}, {:?}, driver '{}'): storage binding {} B, \
+                     workgroup storage {} B, {} workgroups per dimension",
+                    g.info.name,
+                    g.info.device_type,
+                    g.info.backend,
+                    g.info.driver,
+                    g.limits.max_storage_buffer_binding_size,
+                    g.limits.max_compute_workgroup_storage_size,
+                    g.limits.max_compute_workgroups_per_dimension
                 );
                 g
             }
