@@ -46,8 +46,7 @@ fn gpu() -> &'static Gpu {
 
 /// Whether the machine has a real (non-CPU) GPU adapter, asked of wgpu directly.
 fn has_real_gpu() -> bool {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .iter()
         .any(|a| {
@@ -179,8 +178,9 @@ fn ref_user_scores(t: &TwoTower, rows: &Rows) -> Vec<Vec<(u32, f32)>> {
         let mut count = 0;
         for &id in capped {
             if let Some(r) = row_of(t, id) {
-                for d in 0..t.dim {
-                    mean[d] += t.item_embeddings[r * t.dim + d];
+                let row = &t.item_embeddings[r * t.dim..(r + 1) * t.dim];
+                for (m, e) in mean.iter_mut().zip(row) {
+                    *m += e;
                 }
                 count += 1;
             }
@@ -230,7 +230,11 @@ fn assert_scores_match(got: &Predictions, want: &[f32], width: usize) {
     assert_eq!(*w, width, "score width");
     assert_eq!(values.len(), want.len(), "number of scores");
     for (i, (g, r)) in values.iter().zip(want).enumerate() {
-        assert!(close(*g, *r), "score {i} (row {}): gpu {g}, reference {r}", i / width);
+        assert!(
+            close(*g, *r),
+            "score {i} (row {}): gpu {g}, reference {r}",
+            i / width
+        );
     }
 }
 
@@ -266,10 +270,15 @@ fn assert_top_k_match(got: &Predictions, t: &TwoTower, rows: &Rows) {
         }
         let distinct: HashSet<_> = got_items.iter().collect();
         assert_eq!(distinct.len(), got_items.len(), "user {u}: repeated item");
-        for (i, (&(wid, ws), (&gid, &gs))) in
-            want.iter().zip(got_items.iter().zip(got_scores)).enumerate()
+        for (i, (&(wid, ws), (&gid, &gs))) in want
+            .iter()
+            .zip(got_items.iter().zip(got_scores))
+            .enumerate()
         {
-            assert!(close(gs, ws), "user {u} rank {i}: gpu score {gs}, reference {ws}");
+            assert!(
+                close(gs, ws),
+                "user {u} rank {i}: gpu score {gs}, reference {ws}"
+            );
             if gid != wid {
                 let own = all[u].iter().find(|(id, _)| *id == gid);
                 let own = own.unwrap_or_else(|| panic!("user {u}: item {gid} is not eligible"));
@@ -311,7 +320,11 @@ fn gpu_device_without_gpu_errors_naming_what_was_found() {
             let msg = e.to_string();
             assert!(msg.contains("no GPU"), "{msg}");
             let cpu = gpu();
-            assert!(msg.contains(&cpu.info.name), "message should list '{}': {msg}", cpu.info.name);
+            assert!(
+                msg.contains(&cpu.info.name),
+                "message should list '{}': {msg}",
+                cpu.info.name
+            );
         }
     }
 }
@@ -373,7 +386,9 @@ fn softmax_rows_sum_to_one_and_match() {
         .unwrap()
         .predict(gpu(), &rows)
         .unwrap();
-    let Predictions::Scores { values, .. } = got else { unreachable!() };
+    let Predictions::Scores { values, .. } = got else {
+        unreachable!()
+    };
     for row in values.chunks(6) {
         let s: f32 = row.iter().sum();
         assert!((s - 1.0).abs() < 1e-5, "softmax row sums to {s}");
@@ -461,7 +476,9 @@ fn two_tower(g: &mut Gen, c: &TwoTowerCase) -> TwoTower {
         }
     }
     // Ids out of row order, so the tie rule cannot lean on row order.
-    let item_ids: Vec<u32> = (0..c.items as u32).map(|r| (r * 7 + 3) % 1000 + 1000 * (r % 3)).collect();
+    let item_ids: Vec<u32> = (0..c.items as u32)
+        .map(|r| (r * 7 + 3) % 1000 + 1000 * (r % 3))
+        .collect();
     let tower = if c.tower {
         vec![
             dense(g, "user_tower.0", c.dim + c.features, 12),
@@ -551,13 +568,21 @@ fn histories_over_the_cap_pool_only_the_most_recent() {
     // Same last two items, different older ones: the same top-K.
     let last = [t.item_ids[5], t.item_ids[9]];
     let h = vec![
-        vec![t.item_ids[1], t.item_ids[2], t.item_ids[3], last[0], last[1]],
+        vec![
+            t.item_ids[1],
+            t.item_ids[2],
+            t.item_ids[3],
+            last[0],
+            last[1],
+        ],
         vec![t.item_ids[20], last[0], last[1]],
         last.to_vec(),
     ];
     let rows = history_rows(&mut g, h, 0);
     let got = run_two_tower(&t, &rows, None);
-    let Predictions::TopK { offsets, items, .. } = got else { unreachable!() };
+    let Predictions::TopK { offsets, items, .. } = got else {
+        unreachable!()
+    };
     let per_user: Vec<&[u32]> = (0..3)
         .map(|u| &items[offsets[u] as usize..offsets[u + 1] as usize])
         .collect();
@@ -586,7 +611,14 @@ fn empty_histories_pool_to_zero_and_ties_go_to_the_smaller_id() {
     // Every score is 0: the six smallest ids, in order.
     let mut ids = t.item_ids.clone();
     ids.sort();
-    let Predictions::TopK { offsets, items, scores } = got else { unreachable!() };
+    let Predictions::TopK {
+        offsets,
+        items,
+        scores,
+    } = got
+    else {
+        unreachable!()
+    };
     for u in 0..5 {
         let (a, b) = (offsets[u] as usize, offsets[u + 1] as usize);
         assert_eq!(&items[a..b], &ids[..6], "user {u}");
@@ -610,10 +642,16 @@ fn k_larger_than_the_item_count_gives_every_eligible_item() {
             repeat_every: None,
         },
     );
-    let h = vec![vec![], vec![t.item_ids[0]], vec![t.item_ids[1], t.item_ids[2], t.item_ids[1]]];
+    let h = vec![
+        vec![],
+        vec![t.item_ids[0]],
+        vec![t.item_ids[1], t.item_ids[2], t.item_ids[1]],
+    ];
     let rows = history_rows(&mut g, h, 2);
     let got = run_two_tower(&t, &rows, None);
-    let Predictions::TopK { offsets, .. } = got else { unreachable!() };
+    let Predictions::TopK { offsets, .. } = got else {
+        unreachable!()
+    };
     assert_eq!(offsets, vec![0, 6, 11, 15]);
 }
 
@@ -636,7 +674,9 @@ fn a_single_item() {
     let h = vec![vec![], vec![t.item_ids[0]], vec![42]];
     let rows = history_rows(&mut g, h, 0);
     let got = run_two_tower(&t, &rows, None);
-    let Predictions::TopK { offsets, .. } = got else { unreachable!() };
+    let Predictions::TopK { offsets, .. } = got else {
+        unreachable!()
+    };
     // The user who saw the only item gets nothing.
     assert_eq!(offsets, vec![0, 1, 1, 2]);
 }
@@ -663,7 +703,8 @@ fn item_tiles_cross_the_binding_limit_when_forced_small() {
     // split across batches by their own size.
     let got = run_two_tower(&t, &rows, Some(small_limits(512, 3)));
     let unforced = run_two_tower(&t, &rows, None);
-    let (Predictions::TopK { items: a, .. }, Predictions::TopK { items: b, .. }) = (&got, &unforced)
+    let (Predictions::TopK { items: a, .. }, Predictions::TopK { items: b, .. }) =
+        (&got, &unforced)
     else {
         unreachable!()
     };
@@ -691,7 +732,9 @@ fn exclude_seen_removes_the_whole_history_not_only_the_capped_part() {
     h.push(t.item_ids[10]);
     let rows = history_rows(&mut g, vec![h], 0);
     let got = run_two_tower(&t, &rows, None);
-    let Predictions::TopK { items, .. } = got else { unreachable!() };
+    let Predictions::TopK { items, .. } = got else {
+        unreachable!()
+    };
     assert_eq!(items.len(), 14);
     for id in old.iter().chain([&t.item_ids[10]]) {
         assert!(!items.contains(id), "seen item {id} was returned");

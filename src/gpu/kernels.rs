@@ -171,6 +171,7 @@ fn dispatch(
 
 impl Kernels {
     /// `y = act(x W^T + b)` for `p.rows` rows.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn encode_dense(
         &self,
         gpu: &Gpu,
@@ -182,10 +183,7 @@ impl Kernels {
         y: &wgpu::Buffer,
     ) {
         let u = uniform(gpu, &p);
-        let groups = (
-            p.out_dim.div_ceil(DENSE_TILE),
-            p.rows.div_ceil(DENSE_TILE),
-        );
+        let groups = (p.out_dim.div_ceil(DENSE_TILE), p.rows.div_ceil(DENSE_TILE));
         dispatch(gpu, encoder, &self.dense, &[&u, x, w, b, y], groups);
     }
 

@@ -287,9 +287,17 @@ impl GpuModel {
         for i in 0..users {
             let history = rows.history_of(i);
             let capped = &history[history.len().saturating_sub(*max_history)..];
-            pooled_rows.push(capped.iter().filter_map(|id| row_of.get(id).copied()).collect());
+            pooled_rows.push(
+                capped
+                    .iter()
+                    .filter_map(|id| row_of.get(id).copied())
+                    .collect(),
+            );
             let mut seen: Vec<u32> = if *exclude_seen {
-                history.iter().filter_map(|id| row_of.get(id).copied()).collect()
+                history
+                    .iter()
+                    .filter_map(|id| row_of.get(id).copied())
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -572,7 +580,10 @@ fn load_layers(gpu: &Gpu, layers: &[Dense], limits: TileLimits) -> Result<Vec<De
         if groups > limits.max_workgroups_per_dim as u64 {
             return Err(Error::OverLimit {
                 adapter: adapter.clone(),
-                what: format!("layer '{}' with {} outputs (16 per workgroup)", l.name, l.out_dim),
+                what: format!(
+                    "layer '{}' with {} outputs (16 per workgroup)",
+                    l.name, l.out_dim
+                ),
                 needed: groups,
                 limit: limits.max_workgroups_per_dim as u64,
                 limit_name: "max_compute_workgroups_per_dimension",
@@ -637,8 +648,7 @@ fn load_two_tower(gpu: &Gpu, t: &TwoTower, limits: TileLimits) -> Result<Loaded>
     if t.dim == 0 {
         return Err(Error::Shape("item_embeddings has dim 0".to_string()));
     }
-    if t.item_embeddings.len() % t.dim != 0 || t.item_embeddings.len() / t.dim != t.item_ids.len()
-    {
+    if t.item_embeddings.len() % t.dim != 0 || t.item_embeddings.len() / t.dim != t.item_ids.len() {
         return Err(Error::Shape(format!(
             "item_embeddings holds {} values, expected item_ids' {} items x dim {}",
             t.item_embeddings.len(),
