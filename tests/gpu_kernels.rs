@@ -781,3 +781,89 @@ fn top_k_over_the_limit_is_refused_at_load() {
     let err = GpuModel::new(gpu(), &Model::TwoTower(t)).unwrap_err();
     assert!(err.to_string().contains(&MAX_TOP_K.to_string()), "{err}");
 }
+
+// ---- any shape, any limits: the GPU agrees with the reference ----
+
+mod any_shape {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes the smallest tiles need for this model: one weight tensor, one
+    /// item row, one user's activations and candidates, one user's history.
+    fn least_binding(t: &TwoTower, rows: &Rows) -> u64 {
+        let kp = t.top_k.next_power_of_two();
+        let stride = t.dim + if t.tower.is_empty() { 0 } else { t.num_features };
+        let widest = t
+            .tower
+            .iter()
+            .map(|l| l.in_dim.max(l.out_dim))
+            .max()
+            .unwrap_or(0)
+            .max(stride);
+        let weights = t.tower.iter().map(|l| l.weight.len()).max().unwrap_or(0);
+        let history = (0..rows.len())
+            .map(|u| rows.history_of(u).len() + 1)
+            .max()
+            .unwrap_or(1);
+        [weights * 4, t.dim * 4, widest * 4, kp * 12, history * 4]
+            .into_iter()
+            .max()
+            .unwrap() as u64
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn two_tower_matches_reference(
+            seed in 1u64..u64::MAX,
+            items in 1usize..60,
+            dim in 1usize..9,
+            features in 0usize..4,
+            tower in any::<bool>(),
+            top_k in 1usize..20,
+            max_history in 0usize..8,
+            exclude_seen in any::<bool>(),
+            users in 0usize..16,
+            extra in 0u64..600,
+            workgroups in 1u32..5,
+        ) {
+            let mut g = Gen(seed);
+            let case = TwoTowerCase {
+                items, dim, features, tower, top_k, max_history, exclude_seen,
+                repeat_every: Some(1 + (seed % 5) as usize),
+            };
+            let t = two_tower(&mut g, &case);
+            let h = histories(&mut g, &t, users, 12);
+            let rows = history_rows(&mut g, h, t.num_features);
+            let limits = small_limits(least_binding(&t, &rows) + extra, workgroups);
+            run_two_tower(&t, &rows, Some(limits));
+        }
+
+        #[test]
+        fn mlp_matches_reference(
+            seed in 1u64..u64::MAX,
+            dims in proptest::collection::vec(1usize..24, 2..5),
+            output in prop_oneof![
+                Just(OutputActivation::None),
+                Just(OutputActivation::Sigmoid),
+                Just(OutputActivation::Softmax),
+            ],
+            rows in 0usize..40,
+            extra in 0u64..400,
+            workgroups in 2u32..5,
+        ) {
+            let mut g = Gen(seed);
+            let layers: Vec<Dense> = dims
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| dense(&mut g, &format!("{}", 2 * i), w[0], w[1]))
+                .collect();
+            let weights = layers.iter().map(|l| l.weight.len()).max().unwrap() as u64 * 4;
+            let widest = *dims.iter().max().unwrap() as u64 * 4;
+            let limits = small_limits(weights.max(widest) + extra, workgroups);
+            let input = feature_rows(&mut g, rows, dims[0]);
+            run_mlp(Mlp { layers, output }, &input, Some(limits));
+        }
+    }
+}
