@@ -1,6 +1,10 @@
 // One dense layer: y = act(x W^T + b), with W laid out [out, in] as
-// torch.nn.Linear stores it. Tiled 16 x 16: each workgroup computes a
-// 16 x 16 block of y, staging 16-wide slices of x and W in workgroup memory.
+// torch.nn.Linear stores it.
+//
+// Each workgroup computes a 64 x 64 block of y; each of its 16 x 16
+// invocations a 4 x 4 sub-block (rows l.y + 16 i, columns l.x + 16 j), so every
+// value staged in workgroup memory is used four times from registers. x and W
+// are staged 16 columns of `in` at a time.
 
 struct Params {
     rows: u32,
@@ -16,42 +20,70 @@ struct Params {
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const T: u32 = 16u;
+// Block edge (rows and columns of y) and staged slice width.
+const BM: u32 = 64u;
+const BK: u32 = 16u;
 
 // xs[r][k]: row r of the block, column k of the slice; ws[c][k] likewise.
-var<workgroup> xs: array<array<f32, 16>, 16>;
-var<workgroup> ws: array<array<f32, 16>, 16>;
+var<workgroup> xs: array<array<f32, 16>, 64>;
+var<workgroup> ws: array<array<f32, 16>, 64>;
 
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row = wg.y * T + l.y;
-    let col = wg.x * T + l.x;
-    // The W row this invocation stages: output column wg.x * T + l.y.
-    let wrow = wg.x * T + l.y;
-    var acc = 0.0;
-    for (var k0 = 0u; k0 < p.in_dim; k0 += T) {
-        let k = k0 + l.x;
-        var xv = 0.0;
-        if (row < p.rows && k < p.in_dim) {
-            xv = x[row * p.in_dim + k];
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) l: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wg.y * BM;
+    let col0 = wg.x * BM;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = 0u; k0 < p.in_dim; k0 += BK) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = li + 256u * e;
+            let r = idx / BK;
+            let k = idx % BK;
+            let kk = k0 + k;
+            var xv = 0.0;
+            if (row0 + r < p.rows && kk < p.in_dim) {
+                xv = x[(row0 + r) * p.in_dim + kk];
+            }
+            xs[r][k] = xv;
+            var wv = 0.0;
+            if (col0 + r < p.out_dim && kk < p.in_dim) {
+                wv = w[(col0 + r) * p.in_dim + kk];
+            }
+            ws[r][k] = wv;
         }
-        xs[l.y][l.x] = xv;
-        var wv = 0.0;
-        if (wrow < p.out_dim && k < p.in_dim) {
-            wv = w[wrow * p.in_dim + k];
-        }
-        ws[l.y][l.x] = wv;
         workgroupBarrier();
-        for (var j = 0u; j < T; j++) {
-            acc += xs[l.y][j] * ws[l.x][j];
+        for (var k = 0u; k < BK; k++) {
+            var a: array<f32, 4>;
+            var c: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = xs[l.y + 16u * i][k];
+                c[i] = ws[l.x + 16u * i][k];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] += a[i] * c[j];
+                }
+            }
         }
         workgroupBarrier();
     }
-    if (row < p.rows && col < p.out_dim) {
-        var v = acc + b[col];
-        if (p.relu == 1u) {
-            v = max(v, 0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + l.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + l.x + 16u * j;
+            if (row < p.rows && col < p.out_dim) {
+                var v = acc[i * 4u + j] + b[col];
+                if (p.relu == 1u) {
+                    v = max(v, 0.0);
+                }
+                y[row * p.out_dim + col] = v;
+            }
         }
-        y[row * p.out_dim + col] = v;
     }
 }

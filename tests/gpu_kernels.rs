@@ -353,10 +353,12 @@ fn run_mlp(m: Mlp, rows: &Rows, limits: Option<TileLimits>) {
 fn matmul_rows_not_multiple_of_workgroup() {
     let mut g = Gen(1);
     let m = Mlp {
-        layers: vec![dense(&mut g, "0", 13, 20), dense(&mut g, "2", 20, 7)],
+        // Dense workgroups cover 64 x 64 outputs and stage 16 inputs at a
+        // time: none of these is a multiple.
+        layers: vec![dense(&mut g, "0", 37, 70), dense(&mut g, "2", 70, 7)],
         output: OutputActivation::None,
     };
-    let rows = feature_rows(&mut g, 37, 13);
+    let rows = feature_rows(&mut g, 130, 37);
     run_mlp(m, &rows, None);
 }
 
@@ -792,7 +794,12 @@ mod any_shape {
     /// item row, one user's activations and candidates, one user's history.
     fn least_binding(t: &TwoTower, rows: &Rows) -> u64 {
         let kp = t.top_k.next_power_of_two();
-        let stride = t.dim + if t.tower.is_empty() { 0 } else { t.num_features };
+        let stride = t.dim
+            + if t.tower.is_empty() {
+                0
+            } else {
+                t.num_features
+            };
         let widest = t
             .tower
             .iter()

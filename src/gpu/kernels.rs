@@ -6,7 +6,8 @@ use wgpu::util::DeviceExt;
 
 use super::{Error, Gpu, Result};
 
-pub(crate) const DENSE_TILE: u32 = 16;
+/// Rows and columns of the output each dense workgroup computes.
+pub(crate) const DENSE_TILE: u32 = 64;
 const ACTIVATION_WG: u32 = 64;
 const POOL_WG: u32 = 64;
 /// Workgroup buffer of the top-K kernel (entries); `kp` is at most half.

@@ -581,7 +581,7 @@ fn load_layers(gpu: &Gpu, layers: &[Dense], limits: TileLimits) -> Result<Vec<De
             return Err(Error::OverLimit {
                 adapter: adapter.clone(),
                 what: format!(
-                    "layer '{}' with {} outputs (16 per workgroup)",
+                    "layer '{}' with {} outputs ({DENSE_TILE} per workgroup)",
                     l.name, l.out_dim
                 ),
                 needed: groups,
