@@ -334,6 +334,24 @@ fn cpu_device_opens_nothing() {
     assert!(gpu::choose(Device::Cpu).unwrap().is_none());
 }
 
+#[test]
+fn gpu_and_model_can_move_to_a_worker_thread() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Gpu>();
+    send_sync::<GpuModel>();
+    let mut g = Gen(8);
+    let m = Model::Mlp(Mlp {
+        layers: vec![dense(&mut g, "0", 3, 2)],
+        output: OutputActivation::Sigmoid,
+    });
+    let gm = GpuModel::new(gpu(), &m).unwrap();
+    let rows = feature_rows(&mut g, 5, 3);
+    let on_thread = std::thread::scope(|s| s.spawn(|| gm.predict(gpu(), &rows)).join())
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_thread, gm.predict(gpu(), &rows).unwrap());
+}
+
 // ---- mlp: dense, sigmoid, softmax ----
 
 fn run_mlp(m: Mlp, rows: &Rows, limits: Option<TileLimits>) {
@@ -762,6 +780,29 @@ fn large_k_runs_many_candidate_rounds() {
     let h = histories(&mut g, &t, 3, 8);
     let rows = history_rows(&mut g, h, 0);
     run_two_tower(&t, &rows, None);
+}
+
+#[test]
+fn malformed_history_offsets_are_an_error_not_a_panic() {
+    let mut g = Gen(20);
+    let t = two_tower(
+        &mut g,
+        &TwoTowerCase {
+            items: 4,
+            dim: 2,
+            features: 0,
+            tower: false,
+            top_k: 2,
+            max_history: 8,
+            exclude_seen: false,
+            repeat_every: None,
+        },
+    );
+    let mut rows = history_rows(&mut g, vec![vec![t.item_ids[0]], vec![]], 0);
+    rows.history_offsets = vec![0, 5, 1];
+    let gm = GpuModel::new(gpu(), &Model::TwoTower(t)).unwrap();
+    let err = gm.predict(gpu(), &rows).unwrap_err();
+    assert!(err.to_string().contains("history offsets"), "{err}");
 }
 
 #[test]

@@ -265,6 +265,7 @@ impl GpuModel {
         };
         let (dim, nf) = (*dim, *num_features);
         check_features(rows, nf, "the two_tower model's feature columns")?;
+        check_histories(rows)?;
         let users = rows.len();
         let k = (*top_k).min(*items);
         if users == 0 || k == 0 {
@@ -537,6 +538,28 @@ fn check_features(rows: &Rows, expected: usize, what: &str) -> Result<()> {
             rows.features.len(),
             rows.len() * expected,
             rows.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_histories(rows: &Rows) -> Result<()> {
+    let offsets = &rows.history_offsets;
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
+    if offsets.len() != rows.len() + 1
+        || offsets[0] != 0
+        || !ordered
+        || offsets[offsets.len() - 1] as usize != rows.history_items.len()
+    {
+        return Err(Error::Shape(format!(
+            "history offsets must be {} ascending values from 0 to {} (the history items), \
+             got {} values",
+            rows.len() + 1,
+            rows.history_items.len(),
+            offsets.len()
         )));
     }
     Ok(())
