@@ -19,6 +19,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// The tile's embeddings, transposed (as the top-K kernel reads them):
+// emb[c * tile_len + j] is dimension c of the tile's item j.
 @group(0) @binding(1) var<storage, read> emb: array<f32>;
 @group(0) @binding(2) var<storage, read> offsets: array<u32>;
 @group(0) @binding(3) var<storage, read> hist_rows: array<u32>;
@@ -51,7 +53,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var j = a; j < e; j++) {
             let r = hist_rows[j];
             if (r >= p.tile_start && r - p.tile_start < p.tile_len) {
-                s += emb[(r - p.tile_start) * p.dim + c];
+                s += emb[c * p.tile_len + (r - p.tile_start)];
             }
         }
         acc += s / f32(e - a);

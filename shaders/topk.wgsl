@@ -34,6 +34,8 @@ struct Entry {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> user_vecs: array<f32>;
+// The tile's embeddings, transposed: emb[d * tile_len + j] is dimension d of
+// the tile's item j, so neighbouring invocations read neighbouring floats.
 @group(0) @binding(2) var<storage, read> emb: array<f32>;
 @group(0) @binding(3) var<storage, read> item_ids: array<u32>;
 // seen_rows[seen_offsets[u]..seen_offsets[u + 1]]: embedding rows of user u's
@@ -155,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 if (p.exclude_seen == 0u || !seen(u, row)) {
                     var score = 0.0;
                     for (var d = 0u; d < p.dim; d++) {
-                        score += user_vecs[u * p.user_stride + d] * emb[j * p.dim + d];
+                        score += user_vecs[u * p.user_stride + d] * emb[d * p.tile_len + j];
                     }
                     let id = item_ids[j];
                     if (before(score, id, 1u, w_score, w_id, w_ok)) {

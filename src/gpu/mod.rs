@@ -11,6 +11,13 @@
 //! assume a buffer can be as large as the data (every buffer is tiled to the
 //! adapter's own limits), or bring the user x item score matrix back to the
 //! host (top-K is selected on the device, tile by tile).
+//!
+//! Limits, each reported as an error naming the value and the limit:
+//! `top_k` at most [`MAX_TOP_K`]; each dense layer's weight tensor and one
+//! item embedding row must fit one storage binding; the top-K kernel needs
+//! 12 KiB of workgroup memory, 256 invocations per workgroup and 6 storage
+//! buffers per stage (every WebGPU adapter's guaranteed minimum covers these).
+//! Rows, users and items beyond one binding or one dispatch are tiled.
 
 mod device;
 mod kernels;

@@ -62,7 +62,8 @@ struct DeviceDense {
     bias: wgpu::Buffer,
 }
 
-/// Item embedding rows `start..start + len`, with their ids.
+/// Item embedding rows `start..start + len` (transposed: `[dim, len]`), with
+/// their ids.
 struct ItemTile {
     start: usize,
     len: usize,
@@ -716,14 +717,19 @@ fn load_two_tower(gpu: &Gpu, t: &TwoTower, limits: TileLimits) -> Result<Loaded>
     let mut start = 0;
     while start < items {
         let len = per_tile.min(items - start);
+        // Transposed, [dim, len]: the kernels read one dimension of many
+        // items at a time.
+        let mut transposed = vec![0.0f32; len * t.dim];
+        for j in 0..len {
+            let row = &t.item_embeddings[(start + j) * t.dim..(start + j + 1) * t.dim];
+            for (d, v) in row.iter().enumerate() {
+                transposed[d * len + j] = *v;
+            }
+        }
         tiles.push(ItemTile {
             start,
             len,
-            embeddings: kernels::upload(
-                gpu,
-                "item embeddings",
-                &t.item_embeddings[start * t.dim..(start + len) * t.dim],
-            ),
+            embeddings: kernels::upload(gpu, "item embeddings", &transposed),
             ids: kernels::upload(gpu, "item ids", &t.item_ids[start..start + len]),
         });
         start += len;
