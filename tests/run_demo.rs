@@ -256,31 +256,13 @@ fn every_stored_prediction_equals_an_independent_computation() {
 #[test]
 fn killing_a_worker_mid_run_still_gives_a_complete_version() {
     let shape = JobShape {
-        users: 4000,
-        items: 20000,
+        users: 20000,
+        items: 50000,
         dim: 32,
         slots: 3,
         ..Default::default()
     };
     let s = Scratch::new(&shape);
-    // Make the data first so the run below is all scoring.
-    let made = s.herd(&[
-        "gen",
-        "two-tower",
-        "--out",
-        "data",
-        "--users",
-        "4000",
-        "--items",
-        "20000",
-        "--dim",
-        "32",
-        "--features",
-        "3",
-        "--seed",
-        "3",
-    ]);
-    assert!(made.status.success(), "{}", text(&made));
     let report = s.path("report.json");
     let child = std::process::Command::new(common::HERD)
         .args([
@@ -304,14 +286,14 @@ fn killing_a_worker_mid_run_still_gives_a_complete_version() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(r["rows"], 4000, "{r}");
+    assert_eq!(r["rows"], 20000, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
         r["hosts"][0]["failures"].as_u64().unwrap() >= 1,
         "the kill was not noticed: {r}"
     );
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
-    assert_eq!(store.len(1).unwrap(), 4000);
+    assert_eq!(store.len(1).unwrap(), 20000);
     assert_eq!(store.live().unwrap(), Some(1));
 }
 
@@ -393,5 +375,6 @@ fn a_weight_shape_mismatch_exits_2_naming_the_tensor() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("job.toml"), "{err}");
-    assert!(err.contains("user_tower.0.weight"), "{err}");
+    assert!(err.contains("user_tower.0"), "{err}");
+    assert!(err.contains("2 feature column"), "{err}");
 }

@@ -99,9 +99,17 @@ pub fn run_sized(entities: u64, lookups: usize, json: bool) -> Result<String> {
         "store: {entities} entities, top-{TOP_K} values ({} bytes), chunks of {CHUNK_ROWS} rows\n",
         16 + 8 * TOP_K
     );
-    let _ = writeln!(out, "{:<28} {:>14} {:<10} {}", "metric", "value", "unit", "target");
+    let _ = writeln!(
+        out,
+        "{:<28} {:>14} {:<10} {}",
+        "metric", "value", "unit", "target"
+    );
     for r in &rows {
-        let _ = writeln!(out, "{:<28} {:>14.2} {:<10} {}", r.metric, r.value, r.unit, r.target);
+        let _ = writeln!(
+            out,
+            "{:<28} {:>14.2} {:<10} {}",
+            r.metric, r.value, r.unit, r.target
+        );
     }
     Ok(out)
 }
@@ -171,14 +179,54 @@ fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<R
     let p99_target = format!("<= {TARGET_P99_US}");
     let none = || "-".to_string();
     Ok(vec![
-        Row { metric: "merge", value: merge_rate, unit: "entities/s", target: merge_target },
-        Row { metric: "merge", value: mb_rate, unit: "MB/s", target: none() },
-        Row { metric: "read p50, 1 thread", value: percentile(&one, 0.50), unit: "us", target: none() },
-        Row { metric: "read p99, 1 thread", value: percentile(&one, 0.99), unit: "us", target: p99_target.clone() },
-        Row { metric: "read p99.9, 1 thread", value: percentile(&one, 0.999), unit: "us", target: none() },
-        Row { metric: "read p50, 2 threads", value: percentile(&two, 0.50), unit: "us", target: none() },
-        Row { metric: "read p99, 2 threads", value: percentile(&two, 0.99), unit: "us", target: p99_target.clone() },
-        Row { metric: "read p99.9, 2 threads", value: percentile(&two, 0.999), unit: "us", target: none() },
+        Row {
+            metric: "merge",
+            value: merge_rate,
+            unit: "entities/s",
+            target: merge_target,
+        },
+        Row {
+            metric: "merge",
+            value: mb_rate,
+            unit: "MB/s",
+            target: none(),
+        },
+        Row {
+            metric: "read p50, 1 thread",
+            value: percentile(&one, 0.50),
+            unit: "us",
+            target: none(),
+        },
+        Row {
+            metric: "read p99, 1 thread",
+            value: percentile(&one, 0.99),
+            unit: "us",
+            target: p99_target.clone(),
+        },
+        Row {
+            metric: "read p99.9, 1 thread",
+            value: percentile(&one, 0.999),
+            unit: "us",
+            target: none(),
+        },
+        Row {
+            metric: "read p50, 2 threads",
+            value: percentile(&two, 0.50),
+            unit: "us",
+            target: none(),
+        },
+        Row {
+            metric: "read p99, 2 threads",
+            value: percentile(&two, 0.99),
+            unit: "us",
+            target: p99_target.clone(),
+        },
+        Row {
+            metric: "read p99.9, 2 threads",
+            value: percentile(&two, 0.999),
+            unit: "us",
+            target: none(),
+        },
     ])
 }
 
@@ -192,10 +240,17 @@ mod tests {
         for metric in ["merge", "read p99, 1 thread", "read p99.9, 2 threads"] {
             assert!(table.contains(metric), "{table}");
         }
-        assert!(table.contains(">= 300000") && table.contains("<= 20"), "{table}");
-        let json: serde_json::Value = serde_json::from_str(&run_sized(5_000, 500, true).unwrap()).unwrap();
+        assert!(
+            table.contains(">= 300000") && table.contains("<= 20"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&run_sized(5_000, 500, true).unwrap()).unwrap();
         let rows = json.as_array().unwrap();
         assert_eq!(rows.len(), 8);
-        assert!(rows.iter().all(|r| r["value"].as_f64().is_some_and(|v| v > 0.0)));
+        assert!(
+            rows.iter()
+                .all(|r| r["value"].as_f64().is_some_and(|v| v > 0.0))
+        );
     }
 }
