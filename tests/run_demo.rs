@@ -157,8 +157,8 @@ fn expected_top_k(p: &Plain, row: usize, k: usize, cap: usize) -> Vec<(u32, f64)
     let mut n = 0;
     for id in recent {
         if let Some(&r) = by_id.get(id) {
-            for d in 0..dim {
-                pooled[d] += p.emb[r][d] as f64;
+            for (acc, &e) in pooled.iter_mut().zip(&p.emb[r]) {
+                *acc += e as f64;
             }
             n += 1;
         }

@@ -101,8 +101,8 @@ pub fn run_sized(entities: u64, lookups: usize, json: bool) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>14} {:<10} {}",
-        "metric", "value", "unit", "target"
+        "{:<28} {:>14} {:<10} target",
+        "metric", "value", "unit"
     );
     for r in &rows {
         let _ = writeln!(

@@ -887,7 +887,7 @@ impl Store {
             })?;
             out.push(rec);
         }
-        out.sort_by(|a, b| b.version.cmp(&a.version));
+        out.sort_by_key(|r| std::cmp::Reverse(r.version));
         Ok(out)
     }
 
