@@ -378,3 +378,49 @@ fn a_weight_shape_mismatch_exits_2_naming_the_tensor() {
     assert!(err.contains("user_tower.0"), "{err}");
     assert!(err.contains("2 feature column"), "{err}");
 }
+
+#[test]
+fn a_demo_run_writes_a_trace_with_one_track_per_slot_and_one_event_per_attempt() {
+    let s = Scratch::new(&JobShape {
+        slots: 3,
+        ..Default::default()
+    });
+    let out = s.herd(&[
+        "run",
+        "job.toml",
+        "--trace",
+        "trace.json",
+        "--report",
+        "report.json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("report.json")).unwrap()).unwrap();
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("trace.json")).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let complete: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(
+        complete.len() as u64,
+        report["attempts"].as_u64().unwrap(),
+        "one X event per attempt"
+    );
+    let tracks: std::collections::BTreeSet<(u64, u64)> = complete
+        .iter()
+        .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+        .collect();
+    assert!(tracks.len() <= 3 && !tracks.is_empty(), "{tracks:?}");
+    let named: std::collections::BTreeSet<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(named.len(), 3, "one named track per slot: {named:?}");
+    assert!(tracks.is_subset(&named), "{tracks:?} vs {named:?}");
+    for e in &complete {
+        assert!(
+            e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0,
+            "{e}"
+        );
+    }
+}

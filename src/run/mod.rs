@@ -225,6 +225,9 @@ pub async fn run(
             text,
         });
     };
+    for note in &p.notes {
+        log(&events, started_at.elapsed(), "run", note.clone());
+    }
     if resumed {
         log(
             &events,
@@ -635,6 +638,21 @@ pub async fn run(
     })
     .map_err(store_err)?;
     let _ = events.send(Event::Validated(vreport.clone()));
+    log(
+        &events,
+        started_at.elapsed(),
+        "run",
+        match vreport.first_failure() {
+            None => format!(
+                "version {version} passed validation ({} checks)",
+                vreport.checks.len()
+            ),
+            Some(c) => format!(
+                "version {version} failed validation: {}: {}",
+                c.name, c.detail
+            ),
+        },
+    );
     report.validation = vreport.clone();
     let committed = store.len(version).map_err(store_err)?;
     store
@@ -667,6 +685,18 @@ pub async fn run(
             format!("retention: dropped versions {dropped:?}"),
         );
     }
+    log(
+        &events,
+        started_at.elapsed(),
+        "run",
+        format!(
+            "flipped readers of {} from {} to version {version}",
+            store_dir.display(),
+            live_before
+                .map(|v| format!("version {v}"))
+                .unwrap_or_else(|| "nothing".into())
+        ),
+    );
     report.flipped = true;
     report.live_version = Some(version);
     let _ = events.send(Event::Finished(report.clone()));
