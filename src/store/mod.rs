@@ -27,8 +27,8 @@
 //! process on `MDB_MAP_RESIZED`; a process-wide gate keeps every transaction of
 //! this process out of the way while it does.
 
-mod report;
 pub mod bench;
+mod report;
 pub mod validate;
 pub mod value;
 
@@ -38,7 +38,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use heed::types::{Bytes, DecodeIgnore};
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, PutFlags, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, MdbError, PutFlags, RoTxn, RwTxn,
+    WithoutTls,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EntityIds, EntityKey, Predictions};
@@ -256,7 +259,9 @@ pub struct Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -273,7 +278,13 @@ fn chunk_prefix(version: u64) -> String {
 }
 
 fn chunk_key(version: u64, rows: &Range<u64>) -> Vec<u8> {
-    format!("{}{:016x}-{:016x}", chunk_prefix(version), rows.start, rows.end).into_bytes()
+    format!(
+        "{}{:016x}-{:016x}",
+        chunk_prefix(version),
+        rows.start,
+        rows.end
+    )
+    .into_bytes()
 }
 
 fn parse_chunk_key(key: &[u8], prefix: &str) -> Option<Range<u64>> {
@@ -304,7 +315,9 @@ impl Store {
     /// Opens the store in `dir`; it must exist. The error says "no store at DIR".
     pub fn open_existing(dir: &Path) -> Result<Store> {
         if !dir.join("data.mdb").is_file() {
-            return Err(Error::NoStore { path: dir.to_path_buf() });
+            return Err(Error::NoStore {
+                path: dir.to_path_buf(),
+            });
         }
         Store::open_with_map_size(dir, DEFAULT_MAP_SIZE)
     }
@@ -339,6 +352,10 @@ impl Store {
         options.map_size(round_map_size(map_size)).max_dbs(4);
         // SAFETY: the store files are only ever touched through LMDB, by this
         // process (one Env per directory, see `OPEN`) and other herd processes.
+        // NO_META_SYNC keeps the store intact on a system crash but may undo
+        // the last commits: chunk commits are redone by `--resume`, and the
+        // commits readers rely on (flip, gc) are synced explicitly.
+        unsafe { options.flags(EnvFlags::NO_META_SYNC) };
         let env = unsafe { options.open(&canonical) }.map_err(|e| lmdb("open", e))?;
         let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
         let (meta, preds) = env
@@ -413,6 +430,16 @@ impl Store {
         // SAFETY: every transaction of this process holds `gate` shared; we
         // hold it exclusively, so none is alive.
         unsafe { self.inner.env.resize(size) }.map_err(|e| self.lmdb("resize the map", e))
+    }
+
+    /// Flushes every commit so far to disk (chunk commits skip the metadata
+    /// flush, see `open_with_map_size`).
+    fn sync(&self, what: &str) -> Result<()> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .env
+            .force_sync()
+            .map_err(|e| self.lmdb(format!("{what}: sync to disk"), e))
     }
 
     /// Runs `f` in one read transaction.
@@ -496,9 +523,9 @@ impl Store {
             .map_err(|e| self.lmdb(format!("read meta '{name}'"), e))?
         {
             None => Ok(None),
-            Some(b) => be_u64(b)
-                .map(Some)
-                .ok_or_else(|| self.corrupt(0, format!("meta '{name}' is {} bytes, not 8", b.len()))),
+            Some(b) => be_u64(b).map(Some).ok_or_else(|| {
+                self.corrupt(0, format!("meta '{name}' is {} bytes, not 8", b.len()))
+            }),
         }
     }
 
@@ -516,7 +543,11 @@ impl Store {
             if v.ttl_secs > u64::from(u32::MAX) {
                 return Err(self.invalid(
                     version,
-                    format!("ttl {} s does not fit the value header (max {} s)", v.ttl_secs, u32::MAX),
+                    format!(
+                        "ttl {} s does not fit the value header (max {} s)",
+                        v.ttl_secs,
+                        u32::MAX
+                    ),
                 ));
             }
             let rec = VersionRecord {
@@ -542,9 +573,10 @@ impl Store {
 
     /// The newest `Building` version of `job` with this fingerprint.
     pub fn find_resumable(&self, job: &str, fingerprint: &str) -> Result<Option<VersionRecord>> {
-        Ok(self.versions()?.into_iter().find(|r| {
-            r.status == Status::Building && r.job == job && r.fingerprint == fingerprint
-        }))
+        Ok(self
+            .versions()?
+            .into_iter()
+            .find(|r| r.status == Status::Building && r.job == job && r.fingerprint == fingerprint))
     }
 
     fn ranges_in(&self, txn: &RoTxn<'_>, version: u64) -> Result<Vec<Range<u64>>> {
@@ -557,9 +589,13 @@ impl Store {
             .map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
         let mut out = Vec::new();
         for item in iter {
-            let (key, ()) = item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
+            let (key, ()) =
+                item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
             let range = parse_chunk_key(key, &prefix).ok_or_else(|| {
-                self.corrupt(version, format!("chunk marker '{}'", String::from_utf8_lossy(key)))
+                self.corrupt(
+                    version,
+                    format!("chunk marker '{}'", String::from_utf8_lossy(key)),
+                )
             })?;
             out.push(range);
         }
@@ -590,14 +626,24 @@ impl Store {
         if (rows.end - rows.start) != n as u64 || preds.len() != n {
             return Err(self.invalid(
                 version,
-                format!("{what}: {} rows, but {n} ids and {} predictions", rows.end - rows.start, preds.len()),
+                format!(
+                    "{what}: {} rows, but {n} ids and {} predictions",
+                    rows.end - rows.start,
+                    preds.len()
+                ),
             ));
         }
         let timestamp = u32::try_from(timestamp).map_err(|_| {
-            self.invalid(version, format!("timestamp {timestamp} does not fit the value header (u32)"))
+            self.invalid(
+                version,
+                format!("timestamp {timestamp} does not fit the value header (u32)"),
+            )
         })?;
         let model_ref = u32::try_from(version).map_err(|_| {
-            self.invalid(version, "version number does not fit the value header (u32)".into())
+            self.invalid(
+                version,
+                "version number does not fit the value header (u32)".into(),
+            )
         })?;
         let max_key = self.inner.env.max_key_size() - 8;
         let count_of = |i: usize| -> usize {
@@ -611,11 +657,18 @@ impl Store {
                 if values.len() != width * n {
                     return Err(self.invalid(
                         version,
-                        format!("{what}: {} scores for {n} rows of width {width}", values.len()),
+                        format!(
+                            "{what}: {} scores for {n} rows of width {width}",
+                            values.len()
+                        ),
                     ));
                 }
             }
-            Predictions::TopK { offsets, items, scores } => {
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => {
                 let ok = offsets.len() == n + 1
                     && offsets.windows(2).all(|w| w[0] <= w[1])
                     && items.len() == scores.len()
@@ -645,14 +698,22 @@ impl Store {
             if entity.len() > max_key || entity.is_empty() {
                 return Err(self.invalid(
                     version,
-                    format!("{what}: entity id '{}' is {} bytes; ids must be 1..={max_key} bytes", ids.key(i), entity.len()),
+                    format!(
+                        "{what}: entity id '{}' is {} bytes; ids must be 1..={max_key} bytes",
+                        ids.key(i),
+                        entity.len()
+                    ),
                 ));
             }
             let count = count_of(i);
             if count > value::MAX_COUNT {
                 return Err(self.invalid(
                     version,
-                    format!("{what}: entity '{}' has {count} scores; a value holds at most {}", ids.key(i), value::MAX_COUNT),
+                    format!(
+                        "{what}: entity '{}' has {count} scores; a value holds at most {}",
+                        ids.key(i),
+                        value::MAX_COUNT
+                    ),
                 ));
             }
             let start = out.values.len();
@@ -676,7 +737,11 @@ impl Store {
                         out.values.extend_from_slice(&s.to_le_bytes());
                     }
                 }
-                Predictions::TopK { offsets, items, scores } => {
+                Predictions::TopK {
+                    offsets,
+                    items,
+                    scores,
+                } => {
                     for j in offsets[i] as usize..offsets[i + 1] as usize {
                         out.values.extend_from_slice(&items[j].to_le_bytes());
                         out.values.extend_from_slice(&scores[j].to_le_bytes());
@@ -704,7 +769,10 @@ impl Store {
         timestamp: u64,
     ) -> Result<bool> {
         let mut chunk = self.encode_chunk(version, &rows, ids, preds, timestamp)?;
-        let what = format!("commit chunk rows {}..{} of v{version}", rows.start, rows.end);
+        let what = format!(
+            "commit chunk rows {}..{} of v{version}",
+            rows.start, rows.end
+        );
         let mut ttl_set = false;
         self.write(&what, |txn| {
             let mut rec = self.must_record(txn, version)?;
@@ -751,7 +819,11 @@ impl Store {
                 (Some(last), Some(first)) => first.as_slice() > last.as_slice(),
                 _ => true,
             };
-            let flags = if append { PutFlags::APPEND } else { PutFlags::empty() };
+            let flags = if append {
+                PutFlags::APPEND
+            } else {
+                PutFlags::empty()
+            };
             for (key, span) in chunk.keys.iter().zip(&chunk.spans) {
                 self.inner
                     .preds
@@ -778,19 +850,32 @@ impl Store {
     /// through [`Store::flip`].
     pub fn update_record(&self, version: u64, f: impl FnOnce(&mut VersionRecord)) -> Result<()> {
         let mut f = Some(f);
+        // `f` runs once; a transaction retried after growing the map writes
+        // the record it produced.
+        let mut updated: Option<VersionRecord> = None;
         self.write(&format!("update the record of v{version}"), |txn| {
-            let mut rec = self.must_record(txn, version)?;
-            let before = rec.status;
-            if let Some(f) = f.take() {
-                f(&mut rec);
-            }
+            let current = self.must_record(txn, version)?;
+            let before = current.status;
+            let mut rec = match (updated.take(), f.take()) {
+                (Some(rec), _) => rec,
+                (None, Some(f)) => {
+                    let mut rec = current;
+                    f(&mut rec);
+                    rec
+                }
+                (None, None) => current,
+            };
             rec.version = version;
+            updated = Some(rec.clone());
             if (before == Status::Live) != (rec.status == Status::Live) {
                 return Err(Error::BadStatus {
                     path: self.inner.dir.clone(),
                     version,
                     status: before,
-                    what: format!("cannot set status {} by a record update; use flip", rec.status),
+                    what: format!(
+                        "cannot set status {} by a record update; use flip",
+                        rec.status
+                    ),
                 });
             }
             self.put_record(txn, &rec)
@@ -817,11 +902,17 @@ impl Store {
         for item in iter {
             let (key, bytes) = item.map_err(|e| self.lmdb("list versions", e))?;
             let rec: VersionRecord = serde_json::from_slice(bytes).map_err(|e| {
-                self.corrupt(0, format!("record '{}' is not valid JSON: {e}", String::from_utf8_lossy(key)))
+                self.corrupt(
+                    0,
+                    format!(
+                        "record '{}' is not valid JSON: {e}",
+                        String::from_utf8_lossy(key)
+                    ),
+                )
             })?;
             out.push(rec);
         }
-        out.sort_by(|a, b| b.version.cmp(&a.version));
+        out.sort_by_key(|r| std::cmp::Reverse(r.version));
         Ok(out)
     }
 
@@ -859,7 +950,8 @@ impl Store {
             rec.status = Status::Live;
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_LIVE, to)
-        })
+        })?;
+        self.sync(&format!("flip to v{to}"))
     }
 
     /// Drops versions beyond the newest `keep`: only `Retired`, `Failed` and
@@ -875,7 +967,10 @@ impl Store {
             let mut dropped = Vec::new();
             for rec in self.records_in(txn)?.into_iter().skip(keep) {
                 let v = rec.version;
-                let droppable = matches!(rec.status, Status::Retired | Status::Failed | Status::Validated);
+                let droppable = matches!(
+                    rec.status,
+                    Status::Retired | Status::Failed | Status::Validated
+                );
                 if !droppable || Some(v) == live || Some(v) == previous {
                     continue;
                 }
@@ -895,6 +990,7 @@ impl Store {
         })?;
         dropped.sort_unstable();
         self.sweep_orphan_rows()?;
+        self.sync("gc")?;
         Ok(dropped)
     }
 
@@ -913,7 +1009,13 @@ impl Store {
                     return Ok(None);
                 };
                 let v = key.get(..8).and_then(be_u64).ok_or_else(|| {
-                    self.corrupt(0, format!("prediction key of {} bytes has no version prefix", key.len()))
+                    self.corrupt(
+                        0,
+                        format!(
+                            "prediction key of {} bytes has no version prefix",
+                            key.len()
+                        ),
+                    )
                 })?;
                 if self.get_record(txn, v)?.is_some() {
                     return Ok(Some(v.checked_add(1)));
@@ -929,12 +1031,15 @@ impl Store {
                 while n < GC_BATCH_ROWS {
                     match iter.next() {
                         None => break,
-                        Some(Err(e)) => return Err(self.lmdb(format!("gc: drop predictions of v{v}"), e)),
+                        Some(Err(e)) => {
+                            return Err(self.lmdb(format!("gc: drop predictions of v{v}"), e));
+                        }
                         Some(Ok(_)) => {
                             // SAFETY: no reference into the database is kept
                             // across this deletion.
-                            unsafe { iter.del_current() }
-                                .map_err(|e| self.lmdb(format!("gc: drop predictions of v{v}"), e))?;
+                            unsafe { iter.del_current() }.map_err(|e| {
+                                self.lmdb(format!("gc: drop predictions of v{v}"), e)
+                            })?;
                             n += 1;
                         }
                     }
@@ -951,7 +1056,12 @@ impl Store {
     /// Reads the live pointer (or uses `version`) and the value of `key` in ONE
     /// read transaction. `now` (unix seconds) decides `stale`. `Ok(None)`: no
     /// live version, or no prediction for `key`.
-    pub fn get(&self, key: &EntityKey, version: Option<u64>, now: u64) -> Result<Option<Prediction>> {
+    pub fn get(
+        &self,
+        key: &EntityKey,
+        version: Option<u64>,
+        now: u64,
+    ) -> Result<Option<Prediction>> {
         self.read(|txn| {
             let v = match version {
                 Some(v) => v,
@@ -984,7 +1094,12 @@ impl Store {
         })
     }
 
-    fn value_in<'t>(&self, txn: &'t RoTxn<'_>, version: u64, key: &EntityKey) -> Result<Option<ValueRef<'t>>> {
+    fn value_in<'t>(
+        &self,
+        txn: &'t RoTxn<'_>,
+        version: u64,
+        key: &EntityKey,
+    ) -> Result<Option<ValueRef<'t>>> {
         let mut buf = [0u8; 16];
         let owned;
         let full: &[u8] = match key {
@@ -1003,7 +1118,12 @@ impl Store {
         self.value_at(txn, version, full)
     }
 
-    fn value_at<'t>(&self, txn: &'t RoTxn<'_>, version: u64, full_key: &[u8]) -> Result<Option<ValueRef<'t>>> {
+    fn value_at<'t>(
+        &self,
+        txn: &'t RoTxn<'_>,
+        version: u64,
+        full_key: &[u8],
+    ) -> Result<Option<ValueRef<'t>>> {
         let Some(bytes) = self
             .inner
             .preds
@@ -1013,14 +1133,24 @@ impl Store {
             return Ok(None);
         };
         ValueRef::parse(bytes).map(Some).map_err(|detail| {
-            self.corrupt(version, format!("entity '{}': {detail}", String::from_utf8_lossy(&full_key[8..])))
+            self.corrupt(
+                version,
+                format!(
+                    "entity '{}': {detail}",
+                    String::from_utf8_lossy(&full_key[8..])
+                ),
+            )
         })
     }
 
     /// Zero-copy access for hot readers: calls `f` inside one read transaction
     /// with the live version and the value view of `key`, or with `None` when
     /// there is no live version or no prediction for `key`.
-    pub fn with_value<R>(&self, key: &EntityKey, f: impl FnOnce(Option<(u64, ValueRef<'_>)>) -> R) -> Result<R> {
+    pub fn with_value<R>(
+        &self,
+        key: &EntityKey,
+        f: impl FnOnce(Option<(u64, ValueRef<'_>)>) -> R,
+    ) -> Result<R> {
         self.read(|txn| {
             let Some(v) = self.get_u64(txn, KEY_LIVE)? else {
                 return Ok(f(None));
@@ -1031,7 +1161,11 @@ impl Store {
 
     /// Calls `f` with every (entity key bytes, value) of `version` in key order,
     /// inside one read transaction; stops when `f` returns `false`.
-    pub fn for_each(&self, version: u64, mut f: impl FnMut(&[u8], ValueRef<'_>) -> bool) -> Result<()> {
+    pub fn for_each(
+        &self,
+        version: u64,
+        mut f: impl FnMut(&[u8], ValueRef<'_>) -> bool,
+    ) -> Result<()> {
         self.read(|txn| {
             self.must_record(txn, version)?;
             self.scan(txn, version, |k, v| Ok(f(k, v)))
@@ -1054,7 +1188,10 @@ impl Store {
             let (key, bytes) = item.map_err(|e| self.lmdb(ctx(), e))?;
             let entity = &key[8..];
             let value = ValueRef::parse(bytes).map_err(|detail| {
-                self.corrupt(version, format!("entity '{}': {detail}", String::from_utf8_lossy(entity)))
+                self.corrupt(
+                    version,
+                    format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+                )
             })?;
             if !f(entity, value)? {
                 break;
@@ -1104,7 +1241,11 @@ impl Snapshot<'_, '_> {
         self.store.value_in(self.txn, version, key)
     }
 
-    pub(crate) fn value_by_bytes(&self, version: u64, entity: &[u8]) -> Result<Option<ValueRef<'_>>> {
+    pub(crate) fn value_by_bytes(
+        &self,
+        version: u64,
+        entity: &[u8],
+    ) -> Result<Option<ValueRef<'_>>> {
         let mut full = version.to_be_bytes().to_vec();
         full.extend_from_slice(entity);
         self.store.value_at(self.txn, version, &full)
