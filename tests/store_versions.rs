@@ -375,3 +375,22 @@ fn reads_keep_working_after_hundreds_of_versions_come_and_go() {
     }
     assert_eq!(writer.versions().unwrap().len(), 2);
 }
+
+#[test]
+fn record_update_survives_map_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with_map_size(dir.path(), 64 * 1024).unwrap();
+    let v = new_version(&store, "job", 1);
+    let start = store.map_size();
+    // A report large enough that writing it needs a bigger map.
+    let big = "x".repeat(4 * start);
+    store
+        .update_record(v, |r| {
+            r.hosts = vec![big.clone()];
+            r.duration_s = Some(1.5);
+        })
+        .unwrap();
+    assert!(store.map_size() > start);
+    let rec = store.record(v).unwrap();
+    assert_eq!((rec.hosts[0].len(), rec.duration_s), (big.len(), Some(1.5)));
+}

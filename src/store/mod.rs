@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use heed::types::{Bytes, DecodeIgnore};
 use heed::{
-    CommitOrAbort, Database, DatabaseOpener, Env, EnvOpenOptions, MdbError, OnCommit, PutFlags,
-    RoTxn, RwTxn, WithoutTls,
+    CommitOrAbort, Database, DatabaseOpener, Env, EnvFlags, EnvOpenOptions, MdbError, OnCommit,
+    PutFlags, RoTxn, RwTxn, WithoutTls,
 };
 use serde::{Deserialize, Serialize};
 
@@ -399,6 +399,12 @@ impl Store {
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(round_map_size(map_size)).max_dbs(MAX_DBS);
+        // NO_META_SYNC keeps the store intact on a system crash but may undo
+        // the last commits: chunk commits are redone by `--resume`, and the
+        // commits readers rely on (flip, gc) are synced explicitly.
+        // SAFETY: a documented LMDB flag; it only changes when meta pages
+        // are flushed.
+        unsafe { options.flags(EnvFlags::NO_META_SYNC) };
         // SAFETY: the store files are only ever touched through LMDB, by this
         // process (one Env per directory, see `OPEN`) and other herd processes.
         let env = unsafe { options.open(&canonical) }.map_err(|e| lmdb("open", e))?;
@@ -473,6 +479,16 @@ impl Store {
         // SAFETY: every transaction of this process holds `gate` shared; we
         // hold it exclusively, so none is alive.
         unsafe { self.inner.env.resize(size) }.map_err(|e| self.lmdb("resize the map", e))
+    }
+
+    /// Flushes every commit so far to disk (chunk commits skip the metadata
+    /// flush, see `open_with_map_size`).
+    fn sync(&self, what: &str) -> Result<()> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .env
+            .force_sync()
+            .map_err(|e| self.lmdb(format!("{what}: sync to disk"), e))
     }
 
     /// Runs `f` in one read transaction.
@@ -976,12 +992,22 @@ impl Store {
     /// through [`Store::flip`].
     pub fn update_record(&self, version: u64, f: impl FnOnce(&mut VersionRecord)) -> Result<()> {
         let mut f = Some(f);
+        // `f` runs once; a transaction retried after growing the map writes
+        // the record it produced.
+        let mut updated: Option<VersionRecord> = None;
         self.write(&format!("update the record of v{version}"), |txn| {
-            let mut rec = self.must_record(txn, version)?;
-            let before = rec.status;
-            if let Some(f) = f.take() {
-                f(&mut rec);
-            }
+            let current = self.must_record(txn, version)?;
+            let before = current.status;
+            let mut rec = match (updated.take(), f.take()) {
+                (Some(rec), _) => rec,
+                (None, Some(f)) => {
+                    let mut rec = current;
+                    f(&mut rec);
+                    rec
+                }
+                (None, None) => current,
+            };
+            updated = Some(rec.clone());
             rec.version = version;
             if (before == Status::Live) != (rec.status == Status::Live) {
                 return Err(Error::BadStatus {
@@ -1066,7 +1092,8 @@ impl Store {
             rec.status = Status::Live;
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_LIVE, to)
-        })
+        })?;
+        self.sync(&format!("flip to v{to}"))
     }
 
     /// Drops versions beyond the newest `keep`: only `Retired`, `Failed` and
@@ -1093,6 +1120,9 @@ impl Store {
             }
         }
         dropped.sort_unstable();
+        if !dropped.is_empty() {
+            self.sync("gc")?;
+        }
         Ok(dropped)
     }
 

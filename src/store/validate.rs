@@ -55,48 +55,62 @@ pub fn validate(
         snap.record(version)?;
         let mut checks = Vec::new();
 
-        // One pass over the stored values: count, finiteness, top-K shape.
+        let mut input: HashSet<Vec<u8>> = HashSet::with_capacity(plan.ids.len());
+        for i in 0..plan.ids.len() {
+            input.insert(plan.ids.key(i).to_bytes());
+        }
+
+        // One pass over the stored values: coverage, finiteness, top-K shape.
         let mut stored = 0u64;
+        let mut extra = 0u64;
+        let mut coverage_examples = Vec::new();
         let mut non_finite = 0u64;
         let mut finite_examples = Vec::new();
         let mut malformed = 0u64;
         let mut malformed_examples = Vec::new();
         snap.scan(version, |entity, value| {
             stored += 1;
+            if !input.contains(entity) {
+                extra += 1;
+                push_example(
+                    &mut coverage_examples,
+                    format!("not in the input: {}", show(&plan.ids, entity)),
+                );
+            }
             for (j, s) in value.scores().enumerate() {
                 if !s.is_finite() {
                     non_finite += 1;
-                    if finite_examples.len() < MAX_EXAMPLES {
-                        finite_examples.push(format!("{}: score[{j}] = {s}", show(&plan.ids, entity)));
-                    }
+                    push_example(
+                        &mut finite_examples,
+                        format!("{}: score[{j}] = {s}", show(&plan.ids, entity)),
+                    );
                 }
             }
             if let Some(problem) = topk_problem(value, plan.top_k) {
                 malformed += 1;
-                if malformed_examples.len() < MAX_EXAMPLES {
-                    malformed_examples.push(format!("{}: {problem}", show(&plan.ids, entity)));
-                }
+                push_example(
+                    &mut malformed_examples,
+                    format!("{}: {problem}", show(&plan.ids, entity)),
+                );
             }
             Ok(true)
         })?;
 
-        // coverage
-        let mut seen = HashSet::with_capacity(plan.ids.len());
-        let mut present = 0u64;
-        let mut missing_examples = Vec::new();
-        for i in 0..plan.ids.len() {
-            let key = plan.ids.key(i);
-            if !seen.insert(key.to_bytes()) {
-                continue;
-            }
-            if snap.value(version, &key)?.is_some() {
-                present += 1;
-            } else if missing_examples.len() < MAX_EXAMPLES {
-                missing_examples.push(format!("missing: {key}"));
+        // coverage: stored keys are unique, so the rest are input entities.
+        let present = stored - extra;
+        let distinct = input.len() as u64;
+        if present < distinct {
+            let mut reported = HashSet::new();
+            for i in 0..plan.ids.len() {
+                if coverage_examples.len() >= MAX_EXAMPLES {
+                    break;
+                }
+                let key = plan.ids.key(i);
+                if snap.value(version, &key)?.is_none() && reported.insert(key.to_bytes()) {
+                    coverage_examples.push(format!("missing: {key}"));
+                }
             }
         }
-        let distinct = seen.len() as u64;
-        let extra = stored.saturating_sub(present);
         let fraction = if distinct == 0 {
             1.0
         } else {
@@ -110,7 +124,7 @@ pub fn validate(
                  (fraction {fraction:.6}, min_coverage {}); {extra} stored entries are not input entities",
                 plan.cfg.min_coverage
             ),
-            examples: missing_examples,
+            examples: coverage_examples,
         });
 
         checks.push(Check {
