@@ -16,6 +16,12 @@
 //! computed over its busy time). No schedule on those slots can finish the
 //! work sooner: the first term is every slot busy from the first launch to
 //! the end, the second the costliest entity alone on the fastest slot.
+//!
+//! The job is planned in two chunks per slot, so the chunk the slowed slot
+//! takes first would alone take about twice the bound: pulling chunks cannot
+//! hide the straggler, only splitting it or backing it up can. The test checks
+//! that from the report too (the planned chunk's cost over the slowed slot's
+//! measured speed ends past 1.3x the bound).
 
 mod common;
 
@@ -23,6 +29,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::{HERD, JobShape, Scratch, text};
+use herd::plan::{CostIndex, chunks_by_cost};
 use herd::run::{AttemptReport, Report};
 
 /// The claim: makespan within this factor of the lower bound.
@@ -34,6 +41,8 @@ const SLOW_FACTOR: f64 = 5.0;
 /// fastest slot, or the run did not exercise a straggler at all (5x nominal;
 /// the margin is for CPU contention among the three workers).
 const MIN_MEASURED_SLOWDOWN: f64 = 2.5;
+/// Planned chunks per slot (the default plans at least 6).
+const CHUNKS_PER_SLOT: u64 = 2;
 
 /// About 3-5 s of scoring on three slots in the test profile: two_tower cost
 /// is dominated by items x dim per user; 5% of the users have heavy histories
@@ -53,7 +62,16 @@ fn skewed_shape() -> JobShape {
 
 #[test]
 fn a_run_with_a_slot_slowed_5x_ends_within_1_3x_of_the_measured_bound() {
-    let s = Scratch::new(&skewed_shape());
+    let shape = skewed_shape();
+    let s = Scratch::new(&shape);
+    // Items x dim per user is nearly all of a user's cost.
+    let target_chunk_cost =
+        shape.users * u64::from(shape.items) * shape.dim as u64 / (CHUNKS_PER_SLOT * 3);
+    let job = std::fs::read_to_string(s.job()).expect("job.toml");
+    s.write(
+        "job.toml",
+        &format!("{job}\n[partition]\ntarget_chunk_cost = {target_chunk_cost}\n"),
+    );
     let out = Command::new(HERD)
         .args(["run", "job.toml", "--report", "report.json"])
         .current_dir(s.dir.path())
@@ -104,6 +122,27 @@ fn a_run_with_a_slot_slowed_5x_ends_within_1_3x_of_the_measured_bound() {
         ratio <= MAX_OVER_BOUND,
         "makespan {:.3} s is {ratio:.3}x the bound {bound:.3} s (want <= {MAX_OVER_BOUND})\n{table}",
         report.scoring_s
+    );
+    // Unhelped, the slowed slot's planned chunks would end past the claim.
+    let plan = chunks_by_cost(&prepared.costs, target_chunk_cost, &[]);
+    let index = CostIndex::new(&prepared.costs);
+    let first_launch = report
+        .timeline
+        .iter()
+        .map(|a| a.start_s)
+        .fold(f64::INFINITY, f64::min);
+    let unhelped = report
+        .timeline
+        .iter()
+        .filter(|a| a.slot == SLOW_SLOT && !a.backup && (a.chunk as usize) < plan.len())
+        .map(|a| {
+            let planned = plan[a.chunk as usize].clone();
+            a.start_s - first_launch + index.cost(planned) as f64 / speed(SLOW_SLOT)
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        unhelped > MAX_OVER_BOUND * bound,
+        "the slowed slot's chunks alone would end at {unhelped:.3} s, within {MAX_OVER_BOUND}x the bound {bound:.3} s: the run does not need splits or backups\n{table}"
     );
     assert!(
         ratio >= 0.95,

@@ -110,6 +110,10 @@ fn a_burst_of_reports_does_not_hide_a_chunk_worth_splitting() {
 #[test]
 fn real_timing_keeps_the_full_policy_within_15_percent_of_the_bound() {
     for timing in [Timing::real(), loaded()] {
+        println!(
+            "{timing:?}\n{}",
+            sim::bench_table(&sim::bench_timed(&timing))
+        );
         for seed in [1, 2, 3] {
             for scenario in sim::scenarios(seed) {
                 let outcome = sim::run_timed(
