@@ -418,27 +418,31 @@ impl Scheduler {
         let total = self.costs.cost(attempt.rows.clone());
         let (slot, host, chunk_id, start) =
             (attempt.slot, attempt.host, attempt.chunk, attempt.start);
-        // Speed over its recent reports up to the finish (or the whole
-        // attempt when it never reported and nothing better is known).
-        let sample = if attempt.reports > 0 {
+        // Speed over its recent reports up to the finish; when they span too
+        // little time (or there were none), over the whole attempt from its
+        // launch, which counts the start-up too and is used only while the
+        // slot has no better estimate.
+        let windowed = if attempt.reports > 0 {
             window_rate(&mut attempt.marks, now, total)
         } else {
+            None
+        };
+        let whole = {
             let dt = secs(now.saturating_sub(start));
             (dt > 0.0 && total > 0).then(|| total as f64 / dt)
         };
-        let (reports, first) = (attempt.reports, attempt.first_report);
-        let latency_due = !attempt.latency_sampled && reports > 0;
+        let first = attempt.first_report;
+        let latency_due = !attempt.latency_sampled && windowed.is_some();
         if let Some(s) = self.slots.get_mut(&slot) {
             if s.attempt == Some(id) {
                 s.attempt = None;
             }
-            if let Some(sample) = sample
-                && (reports > 0 || s.speed.is_none())
-            {
+            let sample = windowed.or(whole.filter(|_| s.speed.is_none()));
+            if let Some(sample) = sample {
                 s.speed = Some(ewma(s.speed, sample));
             }
         }
-        if latency_due && let (Some((t, c)), Some(speed)) = (first, sample) {
+        if latency_due && let (Some((t, c)), Some(speed)) = (first, windowed) {
             self.sample_latency(start, t, c, speed);
         }
         let Some(chunk) = self.chunks.get_mut(&chunk_id) else {

@@ -104,6 +104,37 @@ fn a_burst_of_reports_does_not_hide_a_chunk_worth_splitting() {
     );
 }
 
+/// Chunks that finish within [`super::MIN_RATE_SPAN`] of their first report
+/// still give their slot a speed (over the whole attempt), so the run has an
+/// estimate.
+#[test]
+fn a_chunk_faster_than_the_rate_span_still_measures_its_slot() {
+    let mut scheduler = Scheduler::new(full_policy(100_000), vec![1_000; 200], &[]);
+    scheduler.handle(
+        Duration::ZERO,
+        Input::SlotUp {
+            slot: SlotId(0),
+            host: 0,
+        },
+    );
+    let attempt = launched(&mut scheduler)[0];
+    for (us, rows_done) in [(500, 50), (1_000, 100)] {
+        scheduler.handle(
+            Duration::from_micros(us),
+            Input::Progress { attempt, rows_done },
+        );
+    }
+    assert_eq!(scheduler.snapshot(Duration::from_micros(1_000)).eta, None);
+    scheduler.handle(Duration::from_micros(1_000), Input::Finished { attempt });
+    assert_eq!(launched(&mut scheduler).len(), 1, "the second chunk");
+    // 100 000 cost in 1 ms: the other 100 000 take about 1 ms.
+    let eta = scheduler.snapshot(Duration::from_micros(1_000)).eta;
+    let eta = eta
+        .expect("an estimate after the first chunk")
+        .as_secs_f64();
+    assert!((0.0009..=0.0011).contains(&eta), "eta {eta} s");
+}
+
 /// The stock scenarios under a driver busy for milliseconds per launch and
 /// commit: the full policy stays within the benchmark's 15% of the bound,
 /// and every row is committed exactly once.
