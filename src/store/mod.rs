@@ -57,6 +57,10 @@ pub use value::{Value, ValueKind, ValueRef};
 /// The map size a new store starts with. The file is sparse, so this costs
 /// address space, not disk; the map grows past it when full.
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+/// A store keeps the encode buffers of its last chunk commit for the next one
+/// when they hold at most this many bytes (a 100k-row top-100 chunk needs
+/// about 82 MB); larger ones are freed.
+pub const MAX_SCRATCH_BYTES: usize = 128 << 20;
 
 const META_DB: &str = "meta";
 /// Database handle slots of one process: `meta` plus the versions this
@@ -249,6 +253,8 @@ struct Inner {
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
+    /// Encode buffers kept between chunk commits (see [`MAX_SCRATCH_BYTES`]).
+    scratch: Mutex<Option<EncodedChunk>>,
 }
 
 /// Stores open in this process, by canonical directory: heed refuses to open
@@ -347,11 +353,53 @@ fn round_map_size(bytes: usize) -> usize {
 }
 
 /// The entity keys and encoded values of one chunk, sorted by key, one entry
-/// per distinct key (the last row of a repeated id wins).
+/// per distinct key (the last row of a repeated id wins). Entry `e`'s key is
+/// `keys[key_spans[e]]` and its value `values[spans[e]]`: four buffers per
+/// chunk, none per entity.
+#[derive(Default)]
 struct EncodedChunk {
-    keys: Vec<Vec<u8>>,
+    keys: Vec<u8>,
+    key_spans: Vec<Range<usize>>,
     values: Vec<u8>,
     spans: Vec<Range<usize>>,
+}
+
+impl EncodedChunk {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.key_spans.clear();
+        self.values.clear();
+        self.spans.clear();
+    }
+
+    fn bytes(&self) -> usize {
+        self.keys.capacity() + self.values.capacity()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.key_spans
+            .iter()
+            .zip(&self.spans)
+            .map(|(k, v)| (&self.keys[k.clone()], &self.values[v.clone()]))
+    }
+}
+
+/// Rows of `ids` in entity-key byte order, one per distinct key: the last row
+/// of a repeated id wins.
+fn key_order(ids: &EntityIds) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    match ids {
+        // Big-endian keys sort like the numbers.
+        EntityIds::Int(v) => {
+            order.sort_unstable_by(|&a, &b| v[a].cmp(&v[b]).then(b.cmp(&a)));
+            order.dedup_by(|later, earlier| v[*later] == v[*earlier]);
+        }
+        EntityIds::Str(v) => {
+            order.sort_unstable_by(|&a, &b| v[a].as_bytes().cmp(v[b].as_bytes()).then(b.cmp(&a)));
+            order.dedup_by(|later, earlier| v[*later] == v[*earlier]);
+        }
+    }
+    order
 }
 
 impl Store {
@@ -421,6 +469,7 @@ impl Store {
             env,
             meta,
             gate: RwLock::new(()),
+            scratch: Mutex::new(None),
         });
         open.push((canonical, Arc::downgrade(&inner)));
         Ok(Store { inner })
@@ -765,7 +814,9 @@ impl Store {
         ids: &EntityIds,
         preds: &Predictions,
         timestamp: u64,
-    ) -> Result<EncodedChunk> {
+        out: &mut EncodedChunk,
+    ) -> Result<()> {
+        out.clear();
         let n = ids.len();
         let what = format!("chunk rows {}..{}", rows.start, rows.end);
         if rows.is_empty() {
@@ -834,22 +885,32 @@ impl Store {
                 }
             }
         }
-        let mut order: Vec<(Vec<u8>, usize)> = (0..n).map(|i| (ids.key(i).to_bytes(), i)).collect();
-        order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        order.dedup_by(|later, earlier| later.0 == earlier.0);
-        let mut out = EncodedChunk {
-            keys: Vec::with_capacity(order.len()),
-            values: Vec::new(),
-            spans: Vec::with_capacity(order.len()),
+        let order = key_order(ids);
+        let kind = match preds {
+            Predictions::Scores { .. } => ValueKind::Scores,
+            Predictions::TopK { .. } => ValueKind::TopK,
         };
-        for (entity, i) in order {
-            if entity.len() > max_key || entity.is_empty() {
+        let payload = match preds {
+            Predictions::Scores { values, .. } => 4 * values.len(),
+            Predictions::TopK { items, .. } => 8 * items.len(),
+        };
+        out.values
+            .reserve(order.len() * value::HEADER_LEN + payload);
+        out.key_spans.reserve(order.len());
+        out.spans.reserve(order.len());
+        for i in order {
+            let key_start = out.keys.len();
+            match ids {
+                EntityIds::Int(v) => out.keys.extend_from_slice(&v[i].to_be_bytes()),
+                EntityIds::Str(v) => out.keys.extend_from_slice(v[i].as_bytes()),
+            }
+            let key_len = out.keys.len() - key_start;
+            if key_len > max_key || key_len == 0 {
                 return Err(self.invalid(
                     version,
                     format!(
-                        "{what}: entity id '{}' is {} bytes; ids must be 1..={max_key} bytes",
+                        "{what}: entity id '{}' is {key_len} bytes; ids must be 1..={max_key} bytes",
                         ids.key(i),
-                        entity.len()
                     ),
                 ));
             }
@@ -865,10 +926,6 @@ impl Store {
                 ));
             }
             let start = out.values.len();
-            let kind = match preds {
-                Predictions::Scores { .. } => ValueKind::Scores,
-                Predictions::TopK { .. } => ValueKind::TopK,
-            };
             value::write_header(
                 &mut out.values,
                 value::Header {
@@ -890,16 +947,17 @@ impl Store {
                     items,
                     scores,
                 } => {
-                    for j in offsets[i] as usize..offsets[i + 1] as usize {
-                        out.values.extend_from_slice(&items[j].to_le_bytes());
-                        out.values.extend_from_slice(&scores[j].to_le_bytes());
+                    let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    for (item, score) in items[a..b].iter().zip(&scores[a..b]) {
+                        out.values.extend_from_slice(&item.to_le_bytes());
+                        out.values.extend_from_slice(&score.to_le_bytes());
                     }
                 }
             }
-            out.keys.push(entity);
+            out.key_spans.push(key_start..out.keys.len());
             out.spans.push(start..out.values.len());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes the predictions of rows `rows` and their commit marker in ONE
@@ -914,7 +972,32 @@ impl Store {
         preds: &Predictions,
         timestamp: u64,
     ) -> Result<bool> {
-        let mut chunk = self.encode_chunk(version, &rows, ids, preds, timestamp)?;
+        // The encode buffers of the previous commit, reused so that a commit
+        // does not allocate (and fault in) a chunk's worth of fresh memory.
+        let mut chunk = self
+            .inner
+            .scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let outcome = self.commit_encoded(version, rows, ids, preds, timestamp, &mut chunk);
+        if chunk.bytes() <= MAX_SCRATCH_BYTES {
+            *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
+        }
+        outcome
+    }
+
+    fn commit_encoded(
+        &self,
+        version: u64,
+        rows: Range<u64>,
+        ids: &EntityIds,
+        preds: &Predictions,
+        timestamp: u64,
+        chunk: &mut EncodedChunk,
+    ) -> Result<bool> {
+        self.encode_chunk(version, &rows, ids, preds, timestamp, chunk)?;
         let what = format!(
             "commit chunk rows {}..{} of v{version}",
             rows.start, rows.end
@@ -959,8 +1042,8 @@ impl Store {
                 .last(txn)
                 .map_err(|e| self.lmdb(&what, e))?
                 .map(|(k, ())| k.to_vec());
-            let append = match (&last, chunk.keys.first()) {
-                (Some(last), Some(first)) => first.as_slice() > last.as_slice(),
+            let append = match (&last, chunk.entries().next()) {
+                (Some(last), Some((first, _))) => first > last.as_slice(),
                 _ => true,
             };
             let flags = if append {
@@ -968,8 +1051,8 @@ impl Store {
             } else {
                 PutFlags::empty()
             };
-            for (key, span) in chunk.keys.iter().zip(&chunk.spans) {
-                db.put_with_flags(txn, flags, key, &chunk.values[span.clone()])
+            for (key, value) in chunk.entries() {
+                db.put_with_flags(txn, flags, key, value)
                     .map_err(|e| self.lmdb(&what, e))?;
             }
             self.inner
