@@ -8,10 +8,14 @@
 //! baseline file is given, the figures measured on this kind of machine
 //! (2 threads) are shown instead, marked as such.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::Device;
-use crate::model::{Dense, EntityIds, Mlp, Model, OutputActivation, Rows, TwoTower};
+use anyhow::{Context, bail};
+
+use crate::config::{Device, Input};
+use crate::data::Dataset;
+use crate::model::{Dense, EntityIds, Mlp, Model, ModelSpec, OutputActivation, Rows, TwoTower};
 
 /// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
 pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;
@@ -172,43 +176,199 @@ pub fn compute(
     let gpu = crate::gpu::choose(Device::Gpu).ok().flatten();
     let mut out = Vec::new();
     for (name, (model, rows), base) in &workloads {
-        let total_flops = flops(model, rows);
-        let t = Instant::now();
-        let preds = crate::worker::predict_cpu(model, rows, threads);
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(preds.len(), rows.len());
-        out.push(row(
+        out.extend(time_backends(
             name,
-            "cpu",
-            &format!("native, {threads} threads"),
-            rows.len(),
-            secs,
-            total_flops,
+            model,
+            rows,
+            threads,
+            1,
+            gpu.as_ref(),
             *base,
             &label,
         ));
-        if let Some(g) = &gpu {
-            if let Ok(gm) = crate::gpu::GpuModel::new(g, model) {
-                // Warm-up on a slice (pipelines, first upload), then the whole set.
-                let _ = gm.predict(g, &rows.slice(0..rows.len().min(256)));
-                let t = Instant::now();
-                if gm.predict(g, rows).is_ok() {
-                    let secs = t.elapsed().as_secs_f64();
-                    out.push(row(
-                        name,
-                        "gpu",
-                        &g.info.name,
-                        rows.len(),
-                        secs,
-                        total_flops,
-                        *base,
-                        &label,
-                    ));
-                }
+    }
+    out
+}
+
+/// Times the native path with `threads` threads (best of `repeat` passes)
+/// and, when there is one, the GPU path on `rows`.
+#[allow(clippy::too_many_arguments)]
+fn time_backends(
+    name: &str,
+    model: &Model,
+    rows: &Rows,
+    threads: usize,
+    repeat: usize,
+    gpu: Option<&crate::gpu::Gpu>,
+    base: f64,
+    label: &str,
+) -> Vec<ComputeRow> {
+    let total_flops = flops(model, rows);
+    let mut out = Vec::new();
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let preds = crate::worker::predict_cpu(model, rows, threads);
+        best = best.min(t.elapsed().as_secs_f64());
+        assert_eq!(preds.len(), rows.len());
+    }
+    out.push(row(
+        name,
+        "cpu",
+        &format!("native, {threads} threads"),
+        rows.len(),
+        best,
+        total_flops,
+        base,
+        label,
+    ));
+    if let Some(g) = gpu {
+        if let Ok(gm) = crate::gpu::GpuModel::new(g, model) {
+            // Warm-up on a slice (pipelines, first upload), then the whole set.
+            let _ = gm.predict(g, &rows.slice(0..rows.len().min(256)));
+            let t = Instant::now();
+            if gm.predict(g, rows).is_ok() {
+                let secs = t.elapsed().as_secs_f64();
+                out.push(row(
+                    name,
+                    "gpu",
+                    &g.info.name,
+                    rows.len(),
+                    secs,
+                    total_flops,
+                    base,
+                    label,
+                ));
             }
         }
     }
     out
+}
+
+/// One result object of `bench/baseline.py` (the fields this benchmark reads;
+/// the file has more).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Baseline {
+    /// `mlp` or `two_tower`.
+    pub model: String,
+    /// `onnxruntime` or `numpy`.
+    pub engine: String,
+    pub engine_version: String,
+    pub threads: usize,
+    pub rows: usize,
+    /// The Parquet file and the safetensors file it scored.
+    pub data: PathBuf,
+    pub weights: PathBuf,
+    pub top_k: usize,
+    pub max_history: usize,
+    pub exclude_seen: bool,
+    /// Its model compute time (best of `repeat` passes), without reading,
+    /// graph building or writing.
+    pub compute_s: f64,
+    #[serde(default = "one")]
+    pub repeat: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Reads a baseline file: one result object or a list of them.
+pub fn read_baselines(path: &Path) -> anyhow::Result<Vec<Baseline>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read baseline file {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON (write it with bench/baseline.py --json)",
+            path.display()
+        )
+    })?;
+    let list = match value {
+        serde_json::Value::Array(v) => v,
+        v => vec![v],
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value(v).with_context(|| {
+                format!(
+                    "{}: entry {i} is not a bench/baseline.py result",
+                    path.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Times herd's native path (and the GPU path, when there is one) on the
+/// very files each baseline scored, with its thread count and repeat count,
+/// so the ratio compares model compute on identical inputs.
+pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow>> {
+    let gpu = crate::gpu::choose(Device::Gpu).ok().flatten();
+    let mut out = Vec::new();
+    for b in baselines {
+        let (spec, id_column, history_column) = match b.model.as_str() {
+            "mlp" => (
+                ModelSpec::Mlp {
+                    layers: None,
+                    output: OutputActivation::Sigmoid,
+                },
+                "entity_id",
+                None,
+            ),
+            "two_tower" => (
+                ModelSpec::TwoTower {
+                    top_k: b.top_k,
+                    max_history: b.max_history,
+                    exclude_seen: b.exclude_seen,
+                },
+                "user_id",
+                Some("history".to_string()),
+            ),
+            other => bail!("baseline model '{other}' is neither mlp nor two_tower"),
+        };
+        let input = Input {
+            path: b.data.clone(),
+            id_column: id_column.into(),
+            history_column: history_column.clone(),
+            feature_columns: None,
+        };
+        let data = Dataset::open(&input, history_column.is_some())
+            .with_context(|| format!("baseline input {}", b.data.display()))?;
+        let rows = data
+            .read_rows(0..data.num_rows())
+            .with_context(|| format!("reading {}", b.data.display()))?;
+        if rows.len() != b.rows {
+            bail!(
+                "{} has {} rows but the baseline scored {}: rerun bench/baseline.py on it",
+                b.data.display(),
+                rows.len(),
+                b.rows
+            );
+        }
+        let bytes = std::fs::read(&b.weights)
+            .with_context(|| format!("cannot read weights {}", b.weights.display()))?;
+        let model = Model::from_safetensors(&spec, &bytes, rows.num_features)
+            .with_context(|| format!("weights {}", b.weights.display()))?;
+        let label = format!(
+            "{} {}, {} threads, same files, best of {}",
+            b.engine,
+            b.engine_version,
+            b.threads,
+            b.repeat.max(1)
+        );
+        out.extend(time_backends(
+            &b.model,
+            &model,
+            &rows,
+            b.threads,
+            b.repeat,
+            gpu.as_ref(),
+            b.rows as f64 / b.compute_s,
+            &label,
+        ));
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]

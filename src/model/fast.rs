@@ -1,7 +1,16 @@
 //! The fast native CPU path, single-threaded: dense layers as sgemm over
-//! blocks of rows; two_tower scoring as sgemm over (user block x item tile)
+//! blocks of rows; two_tower scoring as (user block x item tile) products
 //! folded straight into a running top-K per user, so users x all items is
 //! never held in memory. Callers split rows over threads themselves.
+//!
+//! Where the CPU has AVX2 and FMA ([`simd`]), small blocks of users are
+//! scored with item embeddings read in place rather than through sgemm,
+//! which copies (packs) the whole catalogue on every call: workers score a
+//! chunk in small batches, and for a batch of a few dozen users that copy
+//! costs more than the products. Dense layers with at most
+//! [`DOT_MAX_OUTPUTS`] outputs (an mlp's last layer) are dot products there.
+
+mod simd;
 
 use matrixmultiply::sgemm;
 
@@ -21,6 +30,18 @@ pub(super) const USER_BLOCK: usize = 512;
 pub(super) const ITEM_TILE: usize = 2048;
 /// Scores checked together before any is looked at one by one.
 const REJECT_CHUNK: usize = 16;
+/// Blocks of at most this many users are scored in place (when [`simd`]
+/// runs here); larger ones through sgemm, whose copy of the catalogue is
+/// then spread over enough users to be cheaper than the in-place kernel's
+/// slower inner loop.
+pub(super) const IN_PLACE_MAX_USERS: usize = 128;
+/// Items per in-place scoring tile: their scores for one user group
+/// (`IN_PLACE_TILE x simd::GROUP` floats, 32 KiB) stay in the L1 cache
+/// until they are folded.
+pub(super) const IN_PLACE_TILE: usize = 512;
+/// Dense layers with at most this many outputs are dot products per row
+/// (when [`simd`] runs here): sgemm would pack the whole input block for them.
+pub(super) const DOT_MAX_OUTPUTS: usize = 4;
 
 impl Model {
     /// Scores `rows` on this thread with the fast kernels. Agrees with
@@ -47,6 +68,10 @@ fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) 
         out.extend_from_slice(&layer.bias);
     }
     if n_rows == 0 || layer.in_dim == 0 || layer.out_dim == 0 {
+        return;
+    }
+    if layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0 && simd::available() {
+        simd::dense_dots(input, &layer.weight, &layer.bias, out, layer.out_dim);
         return;
     }
     debug_assert_eq!(input.len(), n_rows * layer.in_dim);
@@ -151,18 +176,23 @@ impl RunningTopK {
                 continue;
             }
             for (j, &s) in chunk.iter().enumerate() {
-                if s < self.threshold {
-                    continue;
-                }
-                let row = first_row + c * REJECT_CHUNK + j;
-                if !self.excluded.is_empty() && self.excluded.binary_search(&(row as u32)).is_ok() {
-                    continue;
-                }
-                self.candidates.push((s, item_ids[row]));
-                if self.candidates.len() >= self.capacity {
-                    self.shrink();
-                }
+                self.offer(s, first_row + c * REJECT_CHUNK + j, item_ids);
             }
+        }
+    }
+
+    /// Folds in one score, of the item in embedding row `row`.
+    #[inline]
+    fn offer(&mut self, s: f32, row: usize, item_ids: &[u32]) {
+        if s < self.threshold {
+            return;
+        }
+        if !self.excluded.is_empty() && self.excluded.binary_search(&(row as u32)).is_ok() {
+            return;
+        }
+        self.candidates.push((s, item_ids[row]));
+        if self.candidates.len() >= self.capacity {
+            self.shrink();
         }
     }
 
@@ -202,6 +232,62 @@ fn pool(tt: &TwoTower, index: &ItemIndex, history: &[u32], out: &mut [f32]) {
         let n = count as f32;
         for o in out.iter_mut() {
             *o /= n;
+        }
+    }
+}
+
+/// Scores `users` (`tops.len()` rows of `dim`) against every item with
+/// [`simd::score_block`], [`simd::GROUP`] users at a time over item tiles of
+/// [`IN_PLACE_TILE`], and folds the scores into the running top-Ks: one
+/// comparison per item against every user's threshold at once, then the
+/// users whose threshold it passed.
+fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratch: &mut Vec<f32>) {
+    const G: usize = simd::GROUP;
+    let dim = tt.dim;
+    let items = tt.items();
+    if items == 0 {
+        return;
+    }
+    let tile_items = IN_PLACE_TILE.min(items);
+    if scratch.len() < tile_items * G {
+        scratch.resize(tile_items * G, 0.0);
+    }
+    let mut users_t = vec![0.0f32; dim * G];
+    for (g, group) in tops.chunks_mut(G).enumerate() {
+        // The group's users transposed; missing users of a short last group
+        // stay zero and their scores are never looked at.
+        users_t.fill(0.0);
+        for (u, _) in group.iter().enumerate() {
+            let user = &users[(g * G + u) * dim..(g * G + u + 1) * dim];
+            for (d, &v) in user.iter().enumerate() {
+                users_t[d * G + u] = v;
+            }
+        }
+        let mut thresholds = [f32::INFINITY; G];
+        for (t, top) in thresholds.iter_mut().zip(group.iter()) {
+            *t = top.threshold;
+        }
+        for tile_start in (0..items).step_by(tile_items) {
+            let n = tile_items.min(items - tile_start);
+            let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];
+            let scores = &mut scratch[..n * G];
+            simd::score_block(&users_t, tile, dim, scores);
+            for (j, row) in scores.chunks_exact(G).enumerate() {
+                let mut any = false;
+                for (s, t) in row.iter().zip(&thresholds) {
+                    // As in `fold`: a NaN score or threshold never rejects.
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let keep = !(s < t);
+                    any |= keep;
+                }
+                if !any {
+                    continue;
+                }
+                for (u, top) in group.iter_mut().enumerate() {
+                    top.offer(row[u], tile_start + j, &tt.item_ids);
+                    thresholds[u] = top.threshold;
+                }
+            }
         }
     }
 }
@@ -248,7 +334,9 @@ fn two_tower_fast(tt: &TwoTower, rows: &Rows) -> Predictions {
             })
             .collect();
 
-        if tt.top_k > 0 {
+        if tt.top_k > 0 && b <= IN_PLACE_MAX_USERS && simd::available() {
+            score_in_place(tt, &users, &mut tops, &mut score_tile);
+        } else if tt.top_k > 0 {
             for tile_start in (0..items).step_by(ITEM_TILE) {
                 let n = ITEM_TILE.min(items - tile_start);
                 let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# herd against the Python pipeline a user would write instead
+# (bench/baseline.py: onnxruntime + numpy + lmdb), on the same files, in the
+# same session, with the same thread count, and a table of the times.
+#
+#   pip install -r bench/requirements.txt
+#   bench/compare.sh                 # smaller sizes (a few minutes on 2 cores)
+#   bench/compare.sh --full          # the issue's sizes: mlp 1M x 64,
+#                                    # two_tower 20k users x 100k items, dim 64, K 100
+#   bench/compare.sh --mlp-rows N --users N --items N --repeat N --engine numpy --keep DIR
+#
+# herd runs as `herd run` on a job file written here, on one local host with
+# 1 slot x 2 threads, device cpu (the native path). The baseline runs with
+# onnxruntime's intra-op pool at 2 threads. Model compute time is the best of
+# --repeat passes over the whole input on each side (herd: `herd bench compute
+# --baseline`, which loads the very files the baseline scored); end to end is
+# one run of each whole pipeline (read, compute, write; herd also validates
+# and flips). Agreement is checked on a sample of rows read back from herd's
+# store. Exits non-zero when a step fails or the outputs disagree.
+set -euo pipefail
+
+MLP_ROWS=200000
+USERS=5000
+ITEMS=100000
+DIM=64
+TOP_K=100
+MAX_HISTORY=500
+THREADS=2
+REPEAT=3
+ENGINE=onnxruntime
+KEEP=""
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --full) MLP_ROWS=1000000; USERS=20000; ITEMS=100000; shift ;;
+        --mlp-rows) MLP_ROWS="$2"; shift 2 ;;
+        --users) USERS="$2"; shift 2 ;;
+        --items) ITEMS="$2"; shift 2 ;;
+        --repeat) REPEAT="$2"; shift 2 ;;
+        --engine) ENGINE="$2"; shift 2 ;;
+        --keep) KEEP="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import numpy, pyarrow, safetensors, onnx, onnxruntime, lmdb" 2>/dev/null; then
+    echo "compare.sh: $PY lacks the baseline's packages; install them with" >&2
+    echo "  $PY -m pip install -r $ROOT/bench/requirements.txt" >&2
+    exit 2
+fi
+
+echo "== building herd (release)" >&2
+(cd "$ROOT" && cargo build --release --quiet)
+HERD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herd"
+case "$HERD" in /*) ;; *) HERD="$ROOT/$HERD" ;; esac
+
+if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    WORK="$(cd "$KEEP" && pwd)"
+else
+    WORK="$(mktemp -d)"
+    trap 'rm -rf "$WORK"' EXIT
+fi
+cd "$WORK"
+rm -rf store-mlp store-tt baseline-mlp baseline-tt
+
+echo "== generating data in $WORK" >&2
+[ -f mlp/entities.parquet ] && [ "$(cat mlp/.size 2>/dev/null)" = "$MLP_ROWS" ] ||
+    { "$HERD" gen mlp --out mlp --users "$MLP_ROWS" >&2 && echo "$MLP_ROWS" > mlp/.size; }
+[ -f tt/users.parquet ] && [ "$(cat tt/.size 2>/dev/null)" = "$USERS $ITEMS $DIM" ] ||
+    { "$HERD" gen two-tower --out tt --users "$USERS" --items "$ITEMS" --dim "$DIM" >&2 &&
+      echo "$USERS $ITEMS $DIM" > tt/.size; }
+
+cat > hosts.toml <<EOF
+[[host]]
+name = "local"
+kind = "local"
+slots = 1
+threads = $THREADS
+device = "cpu"
+EOF
+cat > mlp.toml <<EOF
+[job]
+name = "compare-mlp"
+model_version = "compare-mlp"
+hosts = "hosts.toml"
+[input]
+path = "mlp/entities.parquet"
+id_column = "entity_id"
+[model]
+kind = "mlp"
+weights = "mlp/mlp.safetensors"
+output = "sigmoid"
+[output]
+store = "store-mlp"
+EOF
+cat > tt.toml <<EOF
+[job]
+name = "compare-two-tower"
+model_version = "compare-two-tower"
+hosts = "hosts.toml"
+[input]
+path = "tt/users.parquet"
+id_column = "user_id"
+history_column = "history"
+[model]
+kind = "two_tower"
+weights = "tt/two_tower.safetensors"
+top_k = $TOP_K
+max_history = $MAX_HISTORY
+exclude_seen = true
+[output]
+store = "store-tt"
+EOF
+
+now() { date +%s.%N; }
+
+for m in mlp tt; do
+    if [ "$m" = mlp ]; then kind=mlp; extra=(); else kind=two-tower
+        extra=(--top-k "$TOP_K" --max-history "$MAX_HISTORY" --exclude-seen); fi
+    echo "== herd run $m.toml (1 slot x $THREADS threads, cpu)" >&2
+    t0=$(now)
+    "$HERD" run "$m.toml" --report "herd-$m.json" > "herd-$m.log" 2>&1 ||
+        { cat "herd-$m.log" >&2; echo "compare.sh: herd run $m.toml failed (log above)" >&2; exit 1; }
+    t1=$(now)
+    echo "{\"wall_s\": $(awk "BEGIN { print $t1 - $t0 }")}" > "herd-$m-wall.json"
+    version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "herd-$m.json")
+    echo "== bench/baseline.py $kind ($ENGINE, $THREADS threads), checked against herd v$version" >&2
+    "$PY" "$ROOT/bench/baseline.py" "$kind" --data "$m" --out "baseline-$m" --engine "$ENGINE" \
+        --threads "$THREADS" --repeat "$REPEAT" "${extra[@]}" \
+        --check-store "store-$m" --check-version "$version" --json "baseline-$m.json" > /dev/null
+done
+
+"$PY" -c "import json; json.dump([json.load(open(f)) for f in ('baseline-mlp.json', 'baseline-tt.json')], open('baselines.json', 'w'))"
+echo "== herd bench compute --baseline (native path on the same files, best of $REPEAT)" >&2
+"$HERD" bench compute --baseline baselines.json --json > herd-compute.json
+
+"$PY" - "$WORK" <<'EOF'
+import json, os, sys
+w = sys.argv[1]
+load = lambda f: json.load(open(os.path.join(w, f)))
+compute = {r["model"]: r for r in load("herd-compute.json") if r["backend"] == "cpu"}
+print()
+print(f"{'model':<10} {'rows':>9}  {'what':<16} {'herd s':>8} {'baseline s':>10} {'herd rows/s':>12} {'base rows/s':>12} {'speedup':>8}")
+for m, name in (("mlp", "mlp"), ("tt", "two_tower")):
+    b, rep, wall = load(f"baseline-{m}.json"), load(f"herd-{m}.json"), load(f"herd-{m}-wall.json")
+    n = b["rows"]
+    lines = [
+        ("model compute", compute[name]["seconds"], b["compute_s"]),
+        ("end to end", wall["wall_s"], b["total_s"]),
+    ]
+    for what, hs, bs in lines:
+        print(f"{name:<10} {n:>9}  {what:<16} {hs:>8.3f} {bs:>10.3f} {n / hs:>12,.0f} {n / bs:>12,.0f} {bs / hs:>7.2f}x")
+    c = b["check"]
+    print(f"{'':<10} {'':>9}  agreement: {c['sampled']} sampled rows, {c['identical']} identical, "
+          f"{c['disagree_count']} disagree, max |diff| {c['max_abs_diff']:.1e}; herd scoring_s {rep['scoring_s']:.2f}")
+b = load("baseline-mlp.json")
+print(f"\nbaseline: {b['engine']} {b['engine_version']}, {b['threads']} threads; herd: native CPU, "
+      f"1 slot x {b['threads']} threads; model compute best of {b['repeat']}")
+print("speedup = baseline seconds / herd seconds (above 1: herd is faster)")
+print("end to end: herd = wall time of `herd run` (read, score, write, validate, flip);")
+print("            baseline = read, build graph, compute, write LMDB (imports included)")
+EOF
