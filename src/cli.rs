@@ -54,6 +54,10 @@ enum Cmd {
         what: BenchWhat,
         #[arg(long)]
         json: bool,
+        /// compute: time herd on the files a `bench/baseline.py --json` result
+        /// scored and compare with it (one result or a list).
+        #[arg(long, value_name = "FILE.json")]
+        baseline: Option<PathBuf>,
     },
     /// Internal: speaks the worker protocol on stdin/stdout.
     #[command(hide = true)]
@@ -181,7 +185,11 @@ pub fn main() -> Result<i32> {
         }) => hosts_check(&hosts),
         Some(Cmd::Gen(args)) => generate(args),
         Some(Cmd::Store { cmd }) => store_cmd(cmd),
-        Some(Cmd::Bench { what, json }) => bench(what, json),
+        Some(Cmd::Bench {
+            what,
+            json,
+            baseline,
+        }) => bench(what, json, baseline),
     }
 }
 
@@ -646,7 +654,10 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     }
 }
 
-fn bench(what: BenchWhat, json: bool) -> Result<i32> {
+fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> {
+    if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
+        bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
+    }
     match what {
         BenchWhat::Stragglers => {
             let rows = herd::sched::sim::bench();
@@ -672,7 +683,10 @@ fn bench(what: BenchWhat, json: bool) -> Result<i32> {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            let rows = herd::bench::compute(&herd::bench::Sizes::default(), threads, None);
+            let rows = match baseline {
+                Some(file) => herd::bench::compute_on_files(&herd::bench::read_baselines(&file)?)?,
+                None => herd::bench::compute(&herd::bench::Sizes::default(), threads, None),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
