@@ -9,9 +9,10 @@
 //!
 //! The worker model: an attempt starts computing [`Timing::start_latency`]
 //! after the driver sent it, computes its rows in order at its host's speed,
-//! reports progress every 1/[`Timing::reports_per_chunk`] of its rows, and
-//! finishes at its last row. `StopAt` moves its last row (finishing at once if
-//! it is already past it), `Cancel` drops it, and a lost host fails every
+//! reports progress every 1/[`Timing::reports_per_chunk`] of its rows (one
+//! batch), and finishes at its last row. `StopAt` moves its last row, but
+//! never before the end of the batch under way, which a real worker finishes
+//! before it reads the message; `Cancel` drops it, and a lost host fails every
 //! attempt it runs.
 //!
 //! The driver model ([`Timing`]): carrying out a `Launch` (reading the rows,
@@ -266,6 +267,16 @@ impl Cluster<'_> {
         self.push(at, event);
     }
 
+    /// The end of the batch the attempt is computing at `now` (its first
+    /// batch before it starts; its last row once done).
+    fn batch_end(&self, id: AttemptId, now: Duration) -> u64 {
+        let a = &self.attempts[&id];
+        let computed = ((now.as_secs_f64() - a.begin).max(0.0) * a.speed) as u64;
+        let at = self.costs.row_reaching(a.rows.clone(), computed);
+        let batches = (at - a.rows.start) / a.step + 1;
+        (a.rows.start + batches * a.step).min(a.rows.end)
+    }
+
     fn current(&self, attempt: AttemptId, generation: u64) -> bool {
         self.attempts
             .get(&attempt)
@@ -431,9 +442,11 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
             if !a.alive || row >= a.rows.end {
                 return;
             }
-            a.rows.end = row.max(a.rows.start);
-            a.generation += 1;
             let sent = cluster.busy_until.max(now);
+            let batch_end = cluster.batch_end(attempt, sent);
+            let a = cluster.attempts.get_mut(&attempt).expect("alive attempt");
+            a.rows.end = row.max(a.rows.start).max(batch_end).min(a.rows.end);
+            a.generation += 1;
             cluster.schedule(attempt, sent);
         }
         Command::Commit {
