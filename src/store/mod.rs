@@ -1441,3 +1441,80 @@ impl<'t> Snapshot<'_, 't> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_version(store: &Store, rows: u64) -> u64 {
+        store
+            .begin_version(NewVersion {
+                job: "j".into(),
+                model_version: "m".into(),
+                model_kind: "mlp".into(),
+                rows,
+                ttl_secs: 60,
+                fingerprint: "f".into(),
+                created: 0,
+                hosts: Vec::new(),
+            })
+            .unwrap()
+    }
+
+    fn scores_of(store: &Store, v: u64, key: EntityKey) -> Vec<f32> {
+        match store.get(&key, Some(v), 0).unwrap().map(|p| p.value) {
+            Some(Value::Scores(s)) => s,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_order_sorts_by_key_bytes_and_keeps_the_last_row_of_a_repeated_id() {
+        assert_eq!(key_order(&EntityIds::Int(vec![5, 3, 5, 1, 3])), [3, 4, 2]);
+        let names = ["bob", "amy", "bob", "al"].map(String::from).to_vec();
+        assert_eq!(key_order(&EntityIds::Str(names)), [3, 1, 2]);
+        // Big-endian bytes: 256 sorts after 1 although its first byte is 0.
+        assert_eq!(key_order(&EntityIds::Int(vec![256, 1])), [1, 0]);
+    }
+
+    #[test]
+    fn a_repeated_id_in_a_chunk_stores_its_last_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v = new_version(&store, 4);
+        let preds = Predictions::Scores {
+            width: 1,
+            values: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        let ids = EntityIds::Int(vec![9, 7, 9, 8]);
+        assert!(store.commit_chunk(v, 0..4, &ids, &preds, 1).unwrap());
+        assert_eq!(store.len(v).unwrap(), 3);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(9)), [3.0]);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(7)), [2.0]);
+    }
+
+    #[test]
+    fn reused_encode_buffers_carry_nothing_into_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v = new_version(&store, 13);
+        let wide = Predictions::Scores {
+            width: 3,
+            values: (0..30).map(|x| x as f32).collect(),
+        };
+        let ids = EntityIds::Int((0..10).collect());
+        assert!(store.commit_chunk(v, 0..10, &ids, &wide, 1).unwrap());
+        // A smaller chunk of another width, in reverse key order, next.
+        let narrow = Predictions::Scores {
+            width: 1,
+            values: vec![-1.0, -2.0, -3.0],
+        };
+        let ids = EntityIds::Int(vec![102, 101, 100]);
+        assert!(store.commit_chunk(v, 10..13, &ids, &narrow, 1).unwrap());
+        assert_eq!(store.len(v).unwrap(), 13);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(100)), [-3.0]);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(102)), [-1.0]);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(9)), [27.0, 28.0, 29.0]);
+        assert_eq!(store.committed_ranges(v).unwrap(), [0..10, 10..13]);
+    }
+}
