@@ -170,10 +170,10 @@ fn outcome_says_why_nothing_flipped() {
     }
     let mut events = finished(false);
     events.pop();
-    events.push(Event::Finished(Report {
+    events.push(Event::Finished(Box::new(Report {
         error: Some("chunk 9 failed 4 times (max_attempts = 4)".into()),
         ..report(false)
-    }));
+    })));
     match state_of(&events).outcome() {
         Some(Outcome::NotFlipped { why, .. }) => {
             assert!(why.starts_with("chunk 9 failed"), "{why}")

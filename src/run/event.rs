@@ -58,8 +58,9 @@ pub enum Event {
     Progress(Snapshot),
     /// Validation ran on the finished version.
     Validated(ValidationReport),
-    /// The run ended (with or without a flip).
-    Finished(Report),
+    /// The run ended (with or without a flip). Boxed: the report holds the
+    /// whole timeline, and every other event is small.
+    Finished(Box<Report>),
 }
 
 /// The run report (`--report FILE.json`); fields may be added, never renamed.

@@ -627,7 +627,7 @@ pub async fn run(
     if let Err(e) = outcome {
         report.error = Some(e.to_string());
         let _ = store.update_record(version, |r| r.duration_s = Some(duration.as_secs_f64()));
-        let _ = events.send(Event::Finished(report));
+        let _ = events.send(Event::Finished(Box::new(report)));
         return Err(e);
     }
 
@@ -670,7 +670,7 @@ pub async fn run(
     if !vreport.passed {
         let e = Error::Validation(Box::new(report.clone()));
         report.error = Some(e.to_string());
-        let _ = events.send(Event::Finished(report));
+        let _ = events.send(Event::Finished(Box::new(report)));
         return Err(e);
     }
     store.flip(version).map_err(store_err)?;
@@ -699,7 +699,7 @@ pub async fn run(
     );
     report.flipped = true;
     report.live_version = Some(version);
-    let _ = events.send(Event::Finished(report.clone()));
+    let _ = events.send(Event::Finished(Box::new(report.clone())));
     Ok(report)
 }
 

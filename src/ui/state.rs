@@ -199,7 +199,7 @@ impl RunState {
                 if self.validation.is_none() && !report.validation.checks.is_empty() {
                     self.validation = Some(report.validation.clone());
                 }
-                self.report = Some(report.clone());
+                self.report = Some((**report).clone());
             }
         }
     }

@@ -306,6 +306,7 @@ pub fn report(flipped: bool) -> Report {
         validation: checks(flipped),
         error: None,
         live_version: if flipped { Some(7) } else { Some(6) },
+        ..Default::default()
     }
 }
 
@@ -339,7 +340,7 @@ pub fn finished(flipped: bool) -> Vec<Event> {
         adapter: None,
     });
     events.push(Event::Validated(checks(flipped)));
-    events.push(Event::Finished(report(flipped)));
+    events.push(Event::Finished(Box::new(report(flipped))));
     events
 }
 
