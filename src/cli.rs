@@ -183,13 +183,33 @@ pub fn main() -> Result<i32> {
         Some(Cmd::Hosts {
             cmd: HostsCmd::Check { hosts },
         }) => hosts_check(&hosts),
-        Some(Cmd::Gen(args)) => generate(args),
-        Some(Cmd::Store { cmd }) => store_cmd(cmd),
+        Some(Cmd::Gen(args)) => {
+            quiet_on_closed_stdout();
+            generate(args)
+        }
+        Some(Cmd::Store { cmd }) => {
+            quiet_on_closed_stdout();
+            store_cmd(cmd)
+        }
         Some(Cmd::Bench {
             what,
             json,
             baseline,
-        }) => bench(what, json, baseline),
+        }) => {
+            quiet_on_closed_stdout();
+            bench(what, json, baseline)
+        }
+    }
+}
+
+/// For commands that only print: a closed stdout (`herd store versions |
+/// head`) ends the process quietly, as it does for other command-line tools.
+/// Not for runs: a coordinator must survive a worker's pipe closing.
+fn quiet_on_closed_stdout() {
+    // SAFETY: restores the default disposition of SIGPIPE; called before this
+    // command starts any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -547,8 +567,8 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<10}  validation",
-                    "version", "status", "rows", "model_version", "job", "created"
+                    "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
+                    "version", "status", "rows", "model_version", "job", "created (UTC)"
                 );
                 for r in &versions {
                     let check = match &r.validation {
@@ -560,13 +580,13 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                         ),
                     };
                     println!(
-                        "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<10}  {}",
+                        "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
                         r.version,
                         format!("{:?}", r.status).to_lowercase(),
                         r.committed_rows,
                         r.model_version,
                         r.job,
-                        r.created,
+                        herd::ui::fmt_unix(r.created),
                         check
                     );
                 }

@@ -67,7 +67,7 @@ const META_DB: &str = "meta";
 /// process created, wrote or validated and has not dropped. A process that
 /// keeps more versions than this open at once gets an LMDB error naming
 /// `MDB_DBS_FULL`; readers never hold more than one.
-pub const MAX_DBS: u32 = 4096;
+pub const MAX_DBS: u32 = 128;
 const KEY_LIVE: &[u8] = b"live";
 const KEY_PREVIOUS: &[u8] = b"previous";
 const KEY_NEXT: &[u8] = b"next";
