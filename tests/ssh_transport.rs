@@ -174,7 +174,10 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
                     break;
                 }
                 Ok(Some(_)) => {}
-                other => panic!("expected the killed worker to exit, got {other:?}"),
+                other => panic!(
+                    "expected the killed worker to exit, got {other:?}; workers on ssh0: {:?} (was {pids:?})",
+                    servers.servers[0].workers()
+                ),
             }
         }
         drop(links);

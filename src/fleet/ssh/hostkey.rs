@@ -136,7 +136,10 @@ mod tests {
         let c = check("h", 2222, &other, &kh, Trust::AcceptNew);
         assert_eq!(c.label(), "CHANGED");
         let msg = c.refusal().unwrap();
-        assert!(msg.contains(&fingerprint(&other)) && msg.contains("line 1"), "{msg}");
+        let text = std::fs::read_to_string(&kh).unwrap();
+        let line = text.lines().position(|l| l.starts_with("[h]:2222 ")).unwrap() + 1;
+        assert!(msg.contains(&fingerprint(&other)), "{msg}");
+        assert!(msg.contains(&format!("line {line} of")), "{msg}");
         // The same key on another port is another host.
         assert_eq!(check("h", 2223, &k, &kh, Trust::Strict).label(), "UNKNOWN");
     }

@@ -51,6 +51,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upload must move at least this many bytes per second on average
 /// (plus [`COMMAND_TIMEOUT`]), or it is abandoned.
 pub const MIN_UPLOAD_BYTES_PER_S: u64 = 1 << 20;
+/// After a kill, how long the server has to report the worker's end before
+/// the channel is closed from this side.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bytes per `data_bytes` call while uploading.
 const UPLOAD_PIECE_BYTES: usize = 256 << 10;
 /// Buffer of each in-process pipe between a worker's channel and the
@@ -254,6 +257,13 @@ impl HostSession {
             }),
             kill: kill_tx,
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -832,35 +842,52 @@ async fn run_worker(
         return format!("host '{}': cannot start the worker: {e}", ready.name);
     }
     let (mut rx, tx) = channel.split();
+    let (killed_tx, mut killed_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
-        loop {
+        let mut input_open = true;
+        while input_open {
             tokio::select! {
-                _ = &mut kill_rx => {
-                    let _ = tx.signal(Sig::KILL).await;
-                    let _ = tx.eof().await;
-                    let _ = tx.close().await;
-                    return;
-                }
+                _ = &mut kill_rx => break,
                 n = stdin.read(&mut buf) => match n {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => input_open = false,
                     Ok(n) => {
                         if tx.data_bytes(buf[..n].to_vec()).await.is_err() {
-                            break;
+                            input_open = false;
                         }
                     }
                 },
             }
         }
         let _ = tx.eof().await;
-        // The worker exits on its own at end of input; a kill still counts.
-        let _ = kill_rx.await;
+        if !kill_rx.is_terminated() {
+            // The worker exits on its own at end of input; a kill still counts.
+            let _ = (&mut kill_rx).await;
+        }
         let _ = tx.signal(Sig::KILL).await;
+        let _ = killed_tx.send(());
+        tokio::time::sleep(KILL_GRACE).await;
         let _ = tx.close().await;
     });
     let mut ended: Option<String> = None;
+    let mut kill_deadline: Option<tokio::time::Instant> = None;
     loop {
-        match rx.wait().await {
+        let msg = tokio::select! {
+            m = rx.wait() => m,
+            _ = &mut killed_rx, if kill_deadline.is_none() => {
+                kill_deadline = Some(tokio::time::Instant::now() + KILL_GRACE);
+                continue;
+            }
+            _ = sleep_until(kill_deadline), if kill_deadline.is_some() => {
+                ended.get_or_insert_with(|| format!(
+                    "killed by the coordinator (no exit status from '{}' within {}s)",
+                    ready.name,
+                    KILL_GRACE.as_secs()
+                ));
+                break;
+            }
+        };
+        match msg {
             Some(ChannelMsg::Data { data }) => {
                 let _ = stdout.write_all(&data).await;
             }
