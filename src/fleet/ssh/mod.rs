@@ -122,6 +122,40 @@ pub struct HostStatus {
     pub error: Option<String>,
 }
 
+/// One line on how a host's setup went, for the run log.
+pub fn describe_setup(s: &HostStatus) -> String {
+    let ms = |d: Option<Duration>| d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "-".into());
+    let shipped = if s.uploaded_files == 0 {
+        "nothing shipped (cached)".to_string()
+    } else {
+        format!(
+            "shipped {} in {} file{} ({} cached)",
+            human_bytes(s.shipped_bytes),
+            s.uploaded_files,
+            if s.uploaded_files == 1 { "" } else { "s" },
+            s.cached_files
+        )
+    };
+    format!(
+        "ssh {}: host key {}, auth {}, connected in {}; {shipped}, ready in {}",
+        s.addr,
+        s.host_key,
+        s.auth,
+        ms(s.connect_time),
+        ms(s.ship_time)
+    )
+}
+
+/// `15.3 MB`, `812 B`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KB", n as f64 / (1u64 << 10) as f64),
+        n => format!("{n} B"),
+    }
+}
+
 /// Files a host needs before its workers start.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Payload {
