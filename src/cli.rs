@@ -16,11 +16,12 @@ use herd::store::{Store, Value};
     name = "herd",
     version,
     about = "Batch inference across a few machines: partition, ship, score, store, flip.",
-    long_about = "Batch inference across a few machines: partition, ship, score, store, flip.\n\nWith no command, opens the terminal UI on the jobs in ./jobs."
+    long_about = "Batch inference across a few machines: partition, ship, score, store, flip.\n\nWith no command, opens the terminal UI on the jobs in ./jobs.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Run JOB.toml headless (same as `herd run JOB.toml`).
-    #[arg(long = "run", value_name = "JOB.toml", conflicts_with = "command")]
+    #[arg(long = "run", value_name = "JOB.toml")]
     run: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -272,7 +273,7 @@ fn hosts_check(hosts: &Path) -> Result<i32> {
 }
 
 fn generate(args: GenArgs) -> Result<i32> {
-    use herd::data::synth::{self, GenKind, GenOptions};
+    use herd::data::r#gen::{self as synth, GenKind, GenOptions};
     let (kind, data_name, weights_name) = match args.model {
         GenModel::TwoTower => (GenKind::TwoTower, "users.parquet", "two_tower.safetensors"),
         GenModel::Mlp => (GenKind::Mlp, "entities.parquet", "mlp.safetensors"),
@@ -466,7 +467,17 @@ fn bench(what: BenchWhat, json: bool) -> Result<i32> {
             }
         }
         BenchWhat::Store => println!("{}", herd::store::bench::run(json)?),
-        BenchWhat::Compute => bail!("`herd bench compute` is not in this build yet"),
+        BenchWhat::Compute => {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let rows = herd::bench::compute(&herd::bench::Sizes::default(), threads, None);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", herd::bench::table(&rows));
+            }
+        }
     }
     Ok(0)
 }

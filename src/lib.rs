@@ -3,6 +3,7 @@
 //! The rooms below follow `docs/architecture.md`. Pure rooms (`config`, `plan`,
 //! `sched`, `model`, `proto`) do no IO, read no clock and spawn nothing.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod fleet;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::model::ModelSpec;
 
-pub use resolve::{parse_fleet, parse_job};
+pub use resolve::{parse_fleet, parse_job, parse_ttl};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -125,6 +125,8 @@ pub struct Job {
     pub stragglers: Stragglers,
     pub output: Output,
     pub validate: Validate,
+    /// `[generate]`: the synthetic data this job's input and weights are made
+    /// from when they do not exist yet (the demo job of a fresh clone).
     pub generate: Option<Generate>,
 }
 
@@ -180,7 +182,8 @@ pub struct Validate {
     /// live version; `None`: no check.
     pub max_mean_shift: Option<f64>,
 }
-// STUB
+
+/// A synthetic data set (`herd gen`'s settings) named by a job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generate {
     pub kind: GenerateKind,
@@ -190,7 +193,8 @@ pub struct Generate {
     pub features: usize,
     pub seed: u64,
 }
-#[derive(Clone, Copy, Debug, PartialEq)]
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerateKind {
     TwoTower,
     Mlp,

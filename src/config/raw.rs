@@ -1,1 +1,193 @@
-//! Raw TOML structs. (Placeholder.)
+//! The TOML files exactly as written: one struct per table, one field per key.
+//!
+//! This stage only checks what serde can check: that every key is known
+//! (`deny_unknown_fields`), that required keys are present and that each value
+//! has the right TOML type. Integers are read as `i64` (TOML's own integer
+//! type) and enumerations as strings, so that [`super::resolve`] can reject an
+//! out-of-range or misspelt value with a message that names the key, quotes
+//! the value and says what was expected. Values that `resolve` checks keep
+//! their byte span ([`Spanned`]) so that its errors carry a line and column.
+//!
+//! Nothing here applies defaults or checks one key against another; that is
+//! `resolve`'s job.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A job file (`jobs/*.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub job: Spanned<JobTable>,
+    pub input: Spanned<InputTable>,
+    pub model: Spanned<ModelTable>,
+    pub partition: Option<PartitionTable>,
+    pub stragglers: Option<StragglersTable>,
+    pub output: Spanned<OutputTable>,
+    pub validate: Option<ValidateTable>,
+    pub generate: Option<Spanned<GenerateTable>>,
+}
+
+/// `[job]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTable {
+    pub name: Spanned<String>,
+    pub model_version: Spanned<String>,
+    /// The fleet file; absent: `../hosts.toml` from the job file.
+    pub hosts: Option<Spanned<String>>,
+}
+
+/// `[input]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputTable {
+    pub path: Spanned<String>,
+    pub id_column: Spanned<String>,
+    pub history_column: Option<Spanned<String>>,
+    pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[model]`: the keys of every model kind; `resolve` rejects the keys that do
+/// not belong to the chosen kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTable {
+    pub kind: Spanned<String>,
+    pub weights: Spanned<String>,
+    // mlp
+    pub layers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub output: Option<Spanned<String>>,
+    // two_tower
+    pub top_k: Option<Spanned<i64>>,
+    pub max_history: Option<Spanned<i64>>,
+    pub exclude_seen: Option<Spanned<bool>>,
+}
+
+/// `[partition]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionTable {
+    pub target_chunk_cost: Option<Spanned<i64>>,
+}
+
+/// `[stragglers]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StragglersTable {
+    pub speculation: Option<bool>,
+    pub split_running: Option<bool>,
+    pub max_attempts: Option<Spanned<i64>>,
+}
+
+/// `[output]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputTable {
+    pub store: Spanned<String>,
+    /// A duration string (`"7d"`) or an integer number of seconds.
+    pub ttl: Option<Spanned<toml::Value>>,
+    pub keep_versions: Option<Spanned<i64>>,
+}
+
+/// `[validate]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateTable {
+    pub min_coverage: Option<Spanned<f64>>,
+    pub max_non_finite: Option<Spanned<i64>>,
+    pub spot_check: Option<Spanned<i64>>,
+    pub max_topk_churn: Option<Spanned<f64>>,
+    pub max_mean_shift: Option<Spanned<f64>>,
+}
+
+/// `[generate]`: the synthetic data set a demo job makes for itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateTable {
+    pub kind: Spanned<String>,
+    pub users: Option<Spanned<i64>>,
+    pub items: Option<Spanned<i64>>,
+    pub dim: Option<Spanned<i64>>,
+    pub features: Option<Spanned<i64>>,
+    pub seed: Option<Spanned<i64>>,
+}
+
+/// A fleet file (`hosts.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// `[[host]]` entries; absent or empty is an error in `resolve`.
+    pub host: Option<Vec<Spanned<HostTable>>>,
+}
+
+/// One `[[host]]`: the keys of every host kind; `resolve` rejects the keys
+/// that do not belong to the chosen kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTable {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    // ssh
+    pub address: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub user: Option<Spanned<String>>,
+    pub identity: Option<Spanned<String>>,
+    pub known_hosts: Option<Spanned<String>>,
+    pub trust: Option<Spanned<String>>,
+    pub worker_binary: Option<Spanned<String>>,
+    // every kind
+    pub slots: Option<Spanned<i64>>,
+    pub device: Option<Spanned<String>>,
+    pub threads: Option<Spanned<i64>>,
+    pub cost_per_hour: Option<Spanned<f64>>,
+    /// Accepted by the parser only so that `resolve` can refuse it with a
+    /// message of its own: passwords are never read from files.
+    pub password: Option<Spanned<toml::Value>>,
+}
+
+/// Keys the parser accepts but that are never valid; left out of the list of
+/// allowed keys in "unknown key" messages.
+pub const REFUSED_KEYS: &[&str] = &["password"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown_key_refused<T: serde::de::DeserializeOwned + std::fmt::Debug>(base: &str) {
+        let text = format!("{base}\nnot_a_key = 1\n");
+        let e = toml::from_str::<T>(&text).expect_err("an unknown key must be refused");
+        assert!(
+            e.message().starts_with("unknown field `not_a_key`"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn every_table_refuses_unknown_keys() {
+        unknown_key_refused::<JobTable>("name = 'a'\nmodel_version = 'v'");
+        unknown_key_refused::<InputTable>("path = 'p'\nid_column = 'id'");
+        unknown_key_refused::<ModelTable>("kind = 'mlp'\nweights = 'w'");
+        unknown_key_refused::<PartitionTable>("");
+        unknown_key_refused::<StragglersTable>("");
+        unknown_key_refused::<OutputTable>("store = 's'");
+        unknown_key_refused::<ValidateTable>("");
+        unknown_key_refused::<GenerateTable>("kind = 'mlp'");
+        unknown_key_refused::<HostTable>("name = 'a'\nkind = 'local'");
+        unknown_key_refused::<FleetFile>("");
+        unknown_key_refused::<JobFile>(
+            "[job]\nname = 'a'\nmodel_version = 'v'\n[input]\npath = 'p'\nid_column = 'i'\n\
+             [model]\nkind = 'mlp'\nweights = 'w'\n[output]\nstore = 's'\n",
+        );
+    }
+
+    #[test]
+    fn values_keep_their_spans() {
+        let text = "kind = 'mlp'\nweights = 'w'\ntop_k = 5\n";
+        let m: ModelTable = toml::from_str(text).unwrap();
+        let top_k = m.top_k.unwrap();
+        assert_eq!(&text[top_k.span()], "5");
+        assert_eq!(&text[m.kind.span()], "'mlp'");
+    }
+}

@@ -1,10 +1,25 @@
 //! Model specs, safetensors loading, the CPU reference and the fast CPU path.
 //!
 //! Pure: weights arrive as bytes, rows arrive as [`Rows`]; nothing here reads a
-//! file or a clock. The reference path (`predict_reference`) is written to be
+//! file or a clock or spawns a thread (the worker splits rows over threads and
+//! joins the parts with [`Predictions::concat`]). The reference path (`predict_reference`) is written to be
 //! obviously right and is what every other backend is checked against.
 
 use serde::{Deserialize, Serialize};
+
+mod catalogue;
+mod cost;
+mod error;
+mod fast;
+mod load;
+mod predictions;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+pub use catalogue::ItemIndex;
+pub use error::{Error, Result};
+pub use load::TOWER_PREFIX;
 
 /// Entity ids of a run of rows: integers or strings, as the input file has them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,31 +265,4 @@ pub struct TwoTower {
 pub enum Model {
     Mlp(Mlp),
     TwoTower(TwoTower),
-}
-// STUB-BEGIN
-pub type Result<T> = std::result::Result<T, Error>;
-#[derive(Debug, thiserror::Error)]
-#[error("stub")]
-pub struct Error;
-impl Model {
-    pub fn from_safetensors(_: &ModelSpec, _: &[u8], _: usize) -> Result<Model> {
-        unimplemented!()
-    }
-    pub fn predict_reference(&self, _: &Rows) -> Predictions {
-        unimplemented!()
-    }
-    pub fn predict(&self, _: &Rows) -> Predictions {
-        unimplemented!()
-    }
-    pub fn entity_cost(&self, _: usize) -> u64 {
-        unimplemented!()
-    }
-    pub fn describe(&self) -> String {
-        unimplemented!()
-    }
-}
-impl Predictions {
-    pub fn concat(_: Vec<Predictions>) -> Predictions {
-        unimplemented!()
-    }
 }

@@ -118,10 +118,10 @@ fn generate_if_missing(job: &Job) -> Result<(), Error> {
         return Ok(());
     }
     let kind = match g.kind {
-        config::GenerateKind::TwoTower => data::synth::GenKind::TwoTower,
-        config::GenerateKind::Mlp => data::synth::GenKind::Mlp,
+        config::GenerateKind::TwoTower => data::r#gen::GenKind::TwoTower,
+        config::GenerateKind::Mlp => data::r#gen::GenKind::Mlp,
     };
-    let mut opts = data::synth::GenOptions::defaults(kind);
+    let mut opts = data::r#gen::GenOptions::defaults(kind);
     opts.users = g.users;
     opts.items = g.items;
     opts.dim = g.dim;
@@ -134,7 +134,7 @@ fn generate_if_missing(job: &Job) -> Result<(), Error> {
         job.model.weights.display(),
         job.file.display()
     );
-    data::synth::generate(&opts, &job.input.path, &job.model.weights)
+    data::r#gen::generate(&opts, &job.input.path, &job.model.weights)
         .map(|_| ())
         .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))
 }

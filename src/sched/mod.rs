@@ -5,7 +5,13 @@
 //! back. No IO, no clock, ordered maps only: the same inputs give the same
 //! commands, in tests, in the simulated cluster ([`sim`]) and in real runs.
 
+mod machine;
 pub mod sim;
+
+pub use machine::{
+    BACKUP_SLOT_SHARE, CHECK_INTERVAL, MIN_SPLIT_ROWS, SPECULATION_GAIN, SPECULATION_PEERS,
+    SPECULATION_SLOWNESS, SPLIT_GAIN, Scheduler,
+};
 
 use std::ops::Range;
 use std::time::Duration;
@@ -131,8 +137,9 @@ pub struct AttemptView {
     pub backup: bool,
     /// Its chunk was split while it ran (it stopped at the split point).
     pub split: bool,
-    /// Estimated time left over the median of its running peers (1.0: as
-    /// fast as its peers; 3.0: three times slower).
+    /// Estimated time left over the median of its running peers, the median
+    /// taken as at least one check interval (1.0: as fast as its peers; 3.0:
+    /// three times slower). 1.0 when no estimate exists or it is not running.
     pub slowness: f64,
 }
 
@@ -173,28 +180,4 @@ pub struct Snapshot {
     pub paused: bool,
     pub backups: u64,
     pub splits: u64,
-}
-
-/// The scheduler state machine. (Being written.)
-pub struct Scheduler {}
-// STUB
-impl Scheduler {
-    pub fn new(_: Policy, _: Vec<u64>, _: &[Range<u64>]) -> Scheduler {
-        unimplemented!()
-    }
-    pub fn handle(&mut self, _: Duration, _: Input) {
-        unimplemented!()
-    }
-    pub fn handle_timeout(&mut self, _: Duration) {
-        unimplemented!()
-    }
-    pub fn poll_command(&mut self) -> Option<Command> {
-        unimplemented!()
-    }
-    pub fn poll_timeout(&self) -> Option<Duration> {
-        unimplemented!()
-    }
-    pub fn snapshot(&self, _: Duration) -> Snapshot {
-        unimplemented!()
-    }
 }

@@ -1,3 +1,553 @@
+//! A simulated cluster for the scheduler, in the manner of quinn's test
+//! `Pair`: hosts with speeds and slots, rows with costs, and a virtual clock
+//! that jumps to the next event. It drives the real [`Scheduler`] with the
+//! inputs a driver would give it, so policies can be compared (`herd bench
+//! stragglers`) and properties checked (every row committed exactly once)
+//! without a network or a clock. Everything here is deterministic: the costs
+//! come from a small seeded generator, maps are ordered, and a run that does
+//! not end within its step bound panics instead of hanging.
+//!
+//! The worker model: an attempt starts computing [`START_LATENCY`] after its
+//! launch, computes its rows in order at its host's speed, reports progress
+//! every 1/[`REPORTS_PER_CHUNK`] of its rows, and finishes at its last row.
+//! `StopAt` moves its last row (finishing at once if it is already past it),
+//! `Cancel` drops it, and a lost host fails every attempt it runs.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use super::{AttemptId, Command, HostId, Input, Policy, Scheduler, SlotId};
+use crate::plan::CostIndex;
+
+/// Time from a launch to the first row being computed.
+pub const START_LATENCY: Duration = Duration::from_millis(20);
+/// Progress reports per attempt.
+pub const REPORTS_PER_CHUNK: u64 = 16;
+/// Rows in every stock scenario.
+pub const SCENARIO_ROWS: u64 = 8000;
+/// Speed of a stock host's slot, in cost units per second.
+pub const SCENARIO_SPEED: f64 = 1_000_000.0;
+/// Target chunk cost of the benchmark's policies: one second of a slot's work.
+pub const BENCH_TARGET_CHUNK_COST: u64 = 1_000_000;
+/// Step bound of the benchmark runs.
+pub const BENCH_MAX_STEPS: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimHost {
+    /// Cost units per second per slot.
+    pub speed: f64,
+    pub slots: u32,
+    /// When the host is lost (every attempt on it fails).
+    pub lost_at: Option<Duration>,
+    /// How many of the attempts launched on it fail (the first ones);
+    /// `u32::MAX`: it fails everything.
+    pub fail_attempts: u32,
+}
+
+impl SimHost {
+    /// A healthy host.
+    pub fn new(speed: f64, slots: u32) -> SimHost {
+        SimHost {
+            speed,
+            slots,
+            lost_at: None,
+            fail_attempts: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub costs: Vec<u64>,
+    pub hosts: Vec<SimHost>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Virtual time of `Done` (or of `Fail`).
+    pub makespan: Duration,
+    /// See [`lower_bound`].
+    pub lower_bound: Duration,
+    /// Committed row ranges, in commit order.
+    pub commits: Vec<Range<u64>>,
+    pub attempts: u64,
+    pub backups: u64,
+    pub splits: u64,
+    /// The error of `Fail`, if the run failed.
+    pub failed: Option<String>,
+}
+
+/// No schedule can finish sooner: the smallest `T` such that the hosts'
+/// capacity up to `T` covers the total cost, where a host lost at `t` gives
+/// `slots x speed x min(T, t)` and the others `slots x speed x T`; and at
+/// least the costliest row's time on the fastest slot.
+pub fn lower_bound(costs: &[u64], hosts: &[SimHost]) -> Duration {
+    let total: f64 = costs.iter().map(|&c| c as f64).sum();
+    let capacity = |t: f64| -> f64 {
+        hosts
+            .iter()
+            .map(|h| {
+                let until = h.lost_at.map_or(t, |l| t.min(l.as_secs_f64()));
+                f64::from(h.slots) * h.speed * until
+            })
+            .sum()
+    };
+    let mut hi = 1.0;
+    while capacity(hi) < total && hi < 1e12 {
+        hi *= 2.0;
+    }
+    let mut lo = 0.0;
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if capacity(mid) >= total {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let fastest = hosts.iter().map(|h| h.speed).fold(0.0, f64::max);
+    let costliest = costs.iter().copied().max().unwrap_or(0) as f64;
+    let single = if fastest > 0.0 {
+        costliest / fastest
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64(hi.max(single))
+}
+
+#[derive(Clone, Debug)]
+struct SimAttempt {
+    host: usize,
+    speed: f64,
+    /// When its first row starts, in seconds.
+    begin: f64,
+    rows: Range<u64>,
+    /// Report every this many rows.
+    step: u64,
+    fails: bool,
+    /// Bumped whenever its scheduled events become stale.
+    generation: u64,
+    alive: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Report {
+        attempt: AttemptId,
+        generation: u64,
+        rows_done: u64,
+    },
+    Finish {
+        attempt: AttemptId,
+        generation: u64,
+    },
+    Fail {
+        attempt: AttemptId,
+        generation: u64,
+    },
+    HostLost {
+        host: usize,
+    },
+}
+
+struct Cluster<'a> {
+    scenario: &'a Scenario,
+    costs: CostIndex,
+    events: BTreeMap<(Duration, u64), Event>,
+    seq: u64,
+    attempts: BTreeMap<AttemptId, SimAttempt>,
+    slot_host: BTreeMap<SlotId, usize>,
+    failures_left: Vec<u32>,
+    lost: Vec<bool>,
+}
+
+impl Cluster<'_> {
+    fn push(&mut self, at: Duration, event: Event) {
+        self.events.insert((at, self.seq), event);
+        self.seq += 1;
+    }
+
+    /// When `row` (exclusive) is computed by the attempt.
+    fn time_of(&self, attempt: &SimAttempt, row: u64) -> Duration {
+        let cost = self.costs.cost(attempt.rows.start..row) as f64;
+        Duration::from_secs_f64(attempt.begin + cost / attempt.speed)
+    }
+
+    /// Schedule the attempt's reports after `now` and its end.
+    fn schedule(&mut self, id: AttemptId, now: Duration) {
+        let attempt = self.attempts[&id].clone();
+        let mut row = attempt.rows.start + attempt.step;
+        while row < attempt.rows.end {
+            let at = self.time_of(&attempt, row);
+            if at > now {
+                self.push(
+                    at,
+                    Event::Report {
+                        attempt: id,
+                        generation: attempt.generation,
+                        rows_done: row - attempt.rows.start,
+                    },
+                );
+                if attempt.fails {
+                    self.push(
+                        at,
+                        Event::Fail {
+                            attempt: id,
+                            generation: attempt.generation,
+                        },
+                    );
+                    return;
+                }
+            }
+            row += attempt.step;
+        }
+        let at = self.time_of(&attempt, attempt.rows.end).max(now);
+        let event = if attempt.fails {
+            Event::Fail {
+                attempt: id,
+                generation: attempt.generation,
+            }
+        } else {
+            Event::Finish {
+                attempt: id,
+                generation: attempt.generation,
+            }
+        };
+        self.push(at, event);
+    }
+
+    fn current(&self, attempt: AttemptId, generation: u64) -> bool {
+        self.attempts
+            .get(&attempt)
+            .is_some_and(|a| a.alive && a.generation == generation)
+    }
+}
+
+/// Run `scenario` under `policy` until `Done` or `Fail`.
+///
+/// # Panics
+///
+/// If the run takes more than `max_steps` events (a livelock), if the
+/// scheduler stops with work left and nothing to wait for, or if it commits
+/// rows the attempt never computed.
+pub fn run(scenario: &Scenario, policy: &Policy, max_steps: usize) -> Outcome {
+    let mut scheduler = Scheduler::new(policy.clone(), scenario.costs.clone(), &[]);
+    let mut cluster = Cluster {
+        scenario,
+        costs: CostIndex::new(&scenario.costs),
+        events: BTreeMap::new(),
+        seq: 0,
+        attempts: BTreeMap::new(),
+        slot_host: BTreeMap::new(),
+        failures_left: scenario.hosts.iter().map(|h| h.fail_attempts).collect(),
+        lost: vec![false; scenario.hosts.len()],
+    };
+    let mut now = Duration::ZERO;
+    let mut next_slot = 0u32;
+    for (index, host) in scenario.hosts.iter().enumerate() {
+        for _ in 0..host.slots {
+            let slot = SlotId(next_slot);
+            next_slot += 1;
+            cluster.slot_host.insert(slot, index);
+            scheduler.handle(
+                now,
+                Input::SlotUp {
+                    slot,
+                    host: index as HostId,
+                },
+            );
+        }
+        if let Some(at) = host.lost_at {
+            cluster.push(at, Event::HostLost { host: index });
+        }
+    }
+    scheduler.handle_timeout(now);
+    let mut outcome = Outcome {
+        makespan: Duration::ZERO,
+        lower_bound: lower_bound(&scenario.costs, &scenario.hosts),
+        commits: Vec::new(),
+        attempts: 0,
+        backups: 0,
+        splits: 0,
+        failed: None,
+    };
+    let mut steps = 0usize;
+    loop {
+        while let Some(command) = scheduler.poll_command() {
+            apply(&mut cluster, &mut outcome, now, command);
+        }
+        if scheduler.is_finished() {
+            break;
+        }
+        steps += 1;
+        assert!(
+            steps <= max_steps,
+            "scenario '{}': no end after {max_steps} steps at {now:?} (livelock)",
+            scenario.name
+        );
+        let next_event = cluster.events.keys().next().map(|k| k.0);
+        let next_timeout = scheduler.poll_timeout();
+        let event_first = match (next_event, next_timeout) {
+            (Some(at), Some(t)) => at <= t,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        match (next_event, next_timeout) {
+            (Some(at), _) if event_first => {
+                let (_, event) = cluster.events.pop_first().expect("an event is due");
+                now = now.max(at);
+                deliver(&mut cluster, &mut scheduler, now, event);
+            }
+            (_, Some(at)) => {
+                now = now.max(at);
+                scheduler.handle_timeout(now);
+            }
+            _ => panic!(
+                "scenario '{}': the scheduler stalled at {now:?} with work left and nothing to wait for",
+                scenario.name
+            ),
+        }
+    }
+    let snapshot = scheduler.snapshot(now);
+    outcome.backups = snapshot.backups;
+    outcome.splits = snapshot.splits;
+    outcome
+}
+
+fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, command: Command) {
+    match command {
+        Command::Launch {
+            attempt,
+            slot,
+            rows,
+            ..
+        } => {
+            outcome.attempts += 1;
+            let host = cluster.slot_host[&slot];
+            assert!(
+                !cluster.lost[host],
+                "attempt {attempt} launched on lost host {host}"
+            );
+            let fails = cluster.failures_left[host] > 0;
+            if fails && cluster.failures_left[host] != u32::MAX {
+                cluster.failures_left[host] -= 1;
+            }
+            let step = (rows.end - rows.start).div_ceil(REPORTS_PER_CHUNK).max(1);
+            cluster.attempts.insert(
+                attempt,
+                SimAttempt {
+                    host,
+                    speed: cluster.scenario.hosts[host].speed,
+                    begin: (now + START_LATENCY).as_secs_f64(),
+                    rows,
+                    step,
+                    fails,
+                    generation: 0,
+                    alive: true,
+                },
+            );
+            cluster.schedule(attempt, now);
+        }
+        Command::Cancel { attempt } => {
+            if let Some(a) = cluster.attempts.get_mut(&attempt) {
+                a.alive = false;
+            }
+        }
+        Command::StopAt { attempt, row } => {
+            let Some(a) = cluster.attempts.get_mut(&attempt) else {
+                return;
+            };
+            if !a.alive || row >= a.rows.end {
+                return;
+            }
+            a.rows.end = row.max(a.rows.start);
+            a.generation += 1;
+            cluster.schedule(attempt, now);
+        }
+        Command::Commit {
+            chunk,
+            attempt,
+            rows,
+        } => {
+            let a = &cluster.attempts[&attempt];
+            assert!(
+                a.rows.start == rows.start && a.rows.end >= rows.end,
+                "chunk {chunk}: commit of rows {rows:?} by attempt {attempt}, which computed {:?}",
+                a.rows
+            );
+            outcome.commits.push(rows);
+            outcome.makespan = now;
+        }
+        Command::Done => outcome.makespan = now,
+        Command::Fail { error, .. } => {
+            outcome.makespan = now;
+            outcome.failed = Some(error);
+        }
+    }
+}
+
+fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, event: Event) {
+    match event {
+        Event::Report {
+            attempt,
+            generation,
+            rows_done,
+        } => {
+            if cluster.current(attempt, generation) {
+                scheduler.handle(now, Input::Progress { attempt, rows_done });
+            }
+        }
+        Event::Finish {
+            attempt,
+            generation,
+        } => {
+            if cluster.current(attempt, generation) {
+                cluster.attempts.get_mut(&attempt).expect("current").alive = false;
+                scheduler.handle(now, Input::Finished { attempt });
+            }
+        }
+        Event::Fail {
+            attempt,
+            generation,
+        } => {
+            if cluster.current(attempt, generation) {
+                cluster.attempts.get_mut(&attempt).expect("current").alive = false;
+                let host = cluster.attempts[&attempt].host;
+                scheduler.handle(
+                    now,
+                    Input::Failed {
+                        attempt,
+                        error: format!("simulated failure on host {host}"),
+                    },
+                );
+            }
+        }
+        Event::HostLost { host } => {
+            cluster.lost[host] = true;
+            for a in cluster.attempts.values_mut() {
+                if a.host == host {
+                    a.alive = false;
+                }
+            }
+            scheduler.handle(
+                now,
+                Input::HostLost {
+                    host: host as HostId,
+                    reason: "simulated loss".to_string(),
+                },
+            );
+        }
+    }
+}
+
+/// SplitMix64: a small, seeded, portable generator for scenario costs.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `range` (empty ranges give `range.start`).
+    pub fn in_range(&mut self, range: Range<u64>) -> u64 {
+        let width = range.end.saturating_sub(range.start);
+        if width == 0 {
+            range.start
+        } else {
+            range.start + self.next_u64() % width
+        }
+    }
+}
+
+fn uniform_costs(rng: &mut SplitMix64) -> Vec<u64> {
+    (0..SCENARIO_ROWS)
+        .map(|_| rng.in_range(5_000..15_000))
+        .collect()
+}
+
+fn stock_hosts() -> Vec<SimHost> {
+    (0..4).map(|_| SimHost::new(SCENARIO_SPEED, 2)).collect()
+}
+
+/// The four stock scenarios, each on 4 hosts of 2 slots:
+/// - `uniform`: row costs uniform in 5 000..15 000;
+/// - `heavy-tail`: the same, with 5% of the rows, contiguous in input order,
+///   costing 50x;
+/// - `slow-host`: uniform costs, one host 5x slower;
+/// - `host-lost`: uniform costs, one host lost halfway through the run's
+///   lower bound without the loss.
+pub fn scenarios(seed: u64) -> Vec<Scenario> {
+    let mut rng = SplitMix64(seed);
+    let uniform = uniform_costs(&mut rng);
+
+    let mut heavy = uniform_costs(&mut rng);
+    let cluster = SCENARIO_ROWS / 20;
+    let at = rng.in_range(0..SCENARIO_ROWS - cluster);
+    for cost in &mut heavy[at as usize..(at + cluster) as usize] {
+        *cost *= 50;
+    }
+
+    let slow_costs = uniform_costs(&mut rng);
+    let mut slow_hosts = stock_hosts();
+    slow_hosts[3].speed = SCENARIO_SPEED / 5.0;
+
+    let lost_costs = uniform_costs(&mut rng);
+    let mut lost_hosts = stock_hosts();
+    let halfway = lower_bound(&lost_costs, &lost_hosts) / 2;
+    lost_hosts[3].lost_at = Some(halfway);
+
+    vec![
+        Scenario {
+            name: "uniform",
+            costs: uniform,
+            hosts: stock_hosts(),
+        },
+        Scenario {
+            name: "heavy-tail",
+            costs: heavy,
+            hosts: stock_hosts(),
+        },
+        Scenario {
+            name: "slow-host",
+            costs: slow_costs,
+            hosts: slow_hosts,
+        },
+        Scenario {
+            name: "host-lost",
+            costs: lost_costs,
+            hosts: lost_hosts,
+        },
+    ]
+}
+
+/// The policies compared, each adding one weapon to the one before:
+/// `static`, `pull-rows`, `pull-cost`, `split`, `full` (with speculation).
+/// `max_attempts` and `target_chunk_cost` come from `base`.
+pub fn policies(base: &Policy) -> Vec<(&'static str, Policy)> {
+    let with = |pull, cost_aware, split_running, speculation| Policy {
+        pull,
+        cost_aware,
+        split_running,
+        speculation,
+        ..base.clone()
+    };
+    vec![
+        ("static", with(false, false, false, false)),
+        ("pull-rows", with(true, false, false, false)),
+        ("pull-cost", with(true, true, false, false)),
+        ("split", with(true, true, true, false)),
+        ("full", with(true, true, true, true)),
+    ]
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct BenchRow {
     pub scenario: String,
     pub policy: String,
@@ -8,9 +558,98 @@ pub struct BenchRow {
     pub backups: u64,
     pub splits: u64,
 }
-pub fn bench() -> Vec<BenchRow> {
-    unimplemented!()
+
+/// The base policy of the benchmark.
+pub fn bench_policy() -> Policy {
+    Policy {
+        pull: true,
+        cost_aware: true,
+        split_running: true,
+        speculation: true,
+        max_attempts: 4,
+        target_chunk_cost: BENCH_TARGET_CHUNK_COST,
+    }
 }
-pub fn bench_table(_: &[BenchRow]) -> String {
-    unimplemented!()
+
+/// Every stock scenario (seed 1) under every policy.
+pub fn bench() -> Vec<BenchRow> {
+    let mut rows = Vec::new();
+    for scenario in scenarios(1) {
+        for (name, policy) in policies(&bench_policy()) {
+            let outcome = run(&scenario, &policy, BENCH_MAX_STEPS);
+            let makespan_s = outcome.makespan.as_secs_f64();
+            let bound_s = outcome.lower_bound.as_secs_f64();
+            rows.push(BenchRow {
+                scenario: scenario.name.to_string(),
+                policy: name.to_string(),
+                makespan_over_bound: if bound_s > 0.0 {
+                    makespan_s / bound_s
+                } else {
+                    1.0
+                },
+                makespan_s,
+                bound_s,
+                attempts: outcome.attempts,
+                backups: outcome.backups,
+                splits: outcome.splits,
+            });
+        }
+    }
+    rows
+}
+
+/// The rows as an aligned text table.
+pub fn bench_table(rows: &[BenchRow]) -> String {
+    let header = [
+        "scenario",
+        "policy",
+        "makespan/bound",
+        "makespan_s",
+        "bound_s",
+        "attempts",
+        "backups",
+        "splits",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.scenario.clone(),
+                r.policy.clone(),
+                format!("{:.3}", r.makespan_over_bound),
+                format!("{:.2}", r.makespan_s),
+                format!("{:.2}", r.bound_s),
+                r.attempts.to_string(),
+                r.backups.to_string(),
+                r.splits.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 2 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in &cells {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
 }

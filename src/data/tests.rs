@@ -1,0 +1,755 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{GenericListBuilder, Int64Builder, ListBuilder};
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+use super::r#gen::{GenKind, GenOptions, generate, item_id};
+use super::*;
+use crate::config::Input;
+
+fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>) -> Input {
+    Input {
+        path: path.to_path_buf(),
+        id_column: id.to_string(),
+        history_column: history.map(str::to_string),
+        feature_columns: features.map(|f| f.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn small_two_tower(users: u64, row_group_rows: usize) -> GenOptions {
+    GenOptions {
+        users,
+        items: 2_000,
+        dim: 8,
+        features: 3,
+        hidden: 16,
+        row_group_rows,
+        ..GenOptions::defaults(GenKind::TwoTower)
+    }
+}
+
+fn generated(dir: &Path, opts: &GenOptions) -> (PathBuf, PathBuf) {
+    let data = dir.join("data/users.parquet");
+    let weights = dir.join("models/model.safetensors");
+    let summary = generate(opts, &data, &weights).unwrap();
+    assert_eq!(summary.rows, opts.users);
+    assert_eq!(summary.data_bytes, std::fs::metadata(&data).unwrap().len());
+    assert_eq!(
+        summary.weights_bytes,
+        std::fs::metadata(&weights).unwrap().len()
+    );
+    (data, weights)
+}
+
+fn two_tower_dataset(dir: &Path, users: u64, row_group_rows: usize) -> Dataset {
+    let (data, _) = generated(dir, &small_two_tower(users, row_group_rows));
+    Dataset::open(&input(&data, "user_id", Some("history"), None), true).unwrap()
+}
+
+/// Writes `batches` (one row group each) to `dir/name`.
+fn write_parquet(dir: &Path, name: &str, batches: &[RecordBatch]) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).unwrap();
+    let props = WriterProperties::builder().build();
+    let mut writer = ArrowWriter::try_new(file, batches[0].schema(), Some(props)).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+        writer.flush().unwrap();
+    }
+    writer.close().unwrap();
+    path
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, a)| (n, a, true)))
+        .unwrap()
+}
+
+#[test]
+fn gen_same_options_same_bytes() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    for kind in [GenKind::TwoTower, GenKind::Mlp] {
+        let opts = GenOptions {
+            users: 3_000,
+            items: 500,
+            dim: 8,
+            features: 5,
+            hidden: 16,
+            row_group_rows: 1_000,
+            ..GenOptions::defaults(kind)
+        };
+        let (data_a, weights_a) = generated(a.path(), &opts);
+        let (data_b, weights_b) = generated(b.path(), &opts);
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        assert!(read(&data_a) == read(&data_b), "{kind:?} data differs");
+        assert!(
+            read(&weights_a) == read(&weights_b),
+            "{kind:?} weights differ"
+        );
+
+        let other_seed = GenOptions { seed: 7, ..opts };
+        let (data_c, weights_c) = generated(c.path(), &other_seed);
+        assert!(
+            read(&data_a) != read(&data_c),
+            "{kind:?}: the seed is ignored"
+        );
+        assert!(read(&weights_a) != read(&weights_c));
+    }
+}
+
+#[test]
+fn gen_leaves_no_temp_files_and_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_two_tower(100, 50);
+    generated(dir.path(), &opts);
+    generated(dir.path(), &opts);
+    for sub in ["data", "models"] {
+        let names: Vec<_> = std::fs::read_dir(dir.path().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 1, "{sub}: {names:?}");
+        assert!(!names[0].ends_with(".tmp"));
+    }
+}
+
+#[test]
+fn gen_rejects_options_it_cannot_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.parquet");
+    let weights = dir.path().join("w.safetensors");
+    let cases = [
+        (
+            "row_group_rows",
+            GenOptions {
+                row_group_rows: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "items",
+            GenOptions {
+                items: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "dim",
+            GenOptions {
+                dim: 0,
+                ..small_two_tower(10, 10)
+            },
+        ),
+        (
+            "features",
+            GenOptions {
+                features: 0,
+                ..GenOptions::defaults(GenKind::Mlp)
+            },
+        ),
+    ];
+    for (option, opts) in cases {
+        let err = generate(&opts, &data, &weights).unwrap_err();
+        assert!(
+            matches!(&err, Error::GenOption { option: o, .. } if *o == option),
+            "{option}: {err}"
+        );
+    }
+    assert!(!data.exists() && !weights.exists());
+}
+
+#[test]
+fn gen_two_tower_history_is_heavy_tailed_and_realistic() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GenOptions {
+        users: 6_000,
+        items: 5_000,
+        row_group_rows: 1_000,
+        ..small_two_tower(0, 1)
+    };
+    let (data, _) = generated(dir.path(), &opts);
+    let dataset = Dataset::open(&input(&data, "user_id", Some("history"), None), true).unwrap();
+    let rows = dataset.read_rows(0..opts.users).unwrap();
+    let lens: Vec<usize> = (0..rows.len()).map(|i| rows.history_of(i).len()).collect();
+
+    let mut sorted = lens.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    assert!((5..=30).contains(&median), "median history length {median}");
+    let heavy: Vec<usize> = (0..lens.len()).filter(|&i| lens[i] > 10 * median).collect();
+    let heavy_share = heavy.len() as f64 / lens.len() as f64;
+    assert!(
+        (0.03..0.08).contains(&heavy_share),
+        "{heavy_share} of users have a history over 10x the median ({median})"
+    );
+    assert!(*sorted.last().unwrap() as u64 <= r#gen::MAX_HISTORY_LEN);
+    assert!(
+        *sorted.last().unwrap() >= 1_000,
+        "no history in the thousands"
+    );
+    let empty = lens.iter().filter(|&&l| l == 0).count() as f64 / lens.len() as f64;
+    assert!((0.003..0.03).contains(&empty), "{empty} empty histories");
+
+    // Heavy users are spread through the file, not bunched at one end.
+    let per_group = dataset.num_rows() as usize / dataset.num_row_groups();
+    for group in 0..dataset.num_row_groups() {
+        let in_group = heavy.iter().filter(|&&i| i / per_group == group).count();
+        assert!(
+            in_group >= 10,
+            "row group {group} has {in_group} heavy users"
+        );
+    }
+
+    // About 1% of history ids are outside the catalogue; items repeat; the
+    // most popular item is far more common than the median one.
+    let catalogue: std::collections::HashSet<u32> = (0..opts.items).map(item_id).collect();
+    let total = rows.history_items.len() as f64;
+    let missing = rows
+        .history_items
+        .iter()
+        .filter(|i| !catalogue.contains(i))
+        .count() as f64;
+    assert!(
+        (0.005..0.02).contains(&(missing / total)),
+        "{} missing",
+        missing / total
+    );
+    let repeats = (0..rows.len())
+        .filter(|&i| {
+            let h = rows.history_of(i);
+            let distinct: std::collections::HashSet<_> = h.iter().collect();
+            distinct.len() < h.len()
+        })
+        .count();
+    assert!(
+        repeats as f64 / rows.len() as f64 > 0.2,
+        "{repeats} users repeat an item"
+    );
+    let mut counts = std::collections::HashMap::new();
+    for item in &rows.history_items {
+        *counts.entry(*item).or_insert(0u64) += 1;
+    }
+    let mut counts: Vec<u64> = counts.into_values().collect();
+    counts.sort_unstable();
+    let (top, mid) = (counts[counts.len() - 1], counts[counts.len() / 2]);
+    assert!(
+        top > 50 * mid,
+        "most popular item {top}x, median item {mid}x"
+    );
+}
+
+#[test]
+fn gen_weights_have_the_documented_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_two_tower(10, 10);
+    let (_, weights) = generated(dir.path(), &opts);
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |name: &str| st.tensor(name).unwrap().shape().to_vec();
+    let (items, dim, f, h) = (opts.items as usize, opts.dim, opts.features, opts.hidden);
+    assert_eq!(shape("item_embeddings"), [items, dim]);
+    assert_eq!(shape("item_ids"), [items]);
+    assert_eq!(shape("user_tower.0.weight"), [h, dim + f]);
+    assert_eq!(shape("user_tower.0.bias"), [h]);
+    assert_eq!(shape("user_tower.2.weight"), [dim, h]);
+    assert_eq!(shape("user_tower.2.bias"), [dim]);
+    assert_eq!(st.len(), 6);
+    let ids = st.tensor("item_ids").unwrap();
+    assert_eq!(ids.dtype(), safetensors::Dtype::I64);
+    let ids: Vec<i64> = ids
+        .data()
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(ids[0], 10);
+    assert_eq!(ids[items - 1], 10 + 3 * (items as i64 - 1));
+    // Weights are small: within ±1/sqrt(fan_in).
+    let w = st.tensor("user_tower.0.weight").unwrap();
+    let bound = 1.0 / ((dim + f) as f32).sqrt();
+    assert!(
+        w.data()
+            .chunks(4)
+            .all(|c| { f32::from_le_bytes(c.try_into().unwrap()).abs() <= bound })
+    );
+
+    let mlp = GenOptions {
+        users: 10,
+        features: 6,
+        hidden: 5,
+        ..GenOptions::defaults(GenKind::Mlp)
+    };
+    let (data, weights) = generated(dir.path(), &mlp);
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |name: &str| st.tensor(name).unwrap().shape().to_vec();
+    assert_eq!(shape("0.weight"), [5, 6]);
+    assert_eq!(shape("0.bias"), [5]);
+    assert_eq!(shape("2.weight"), [5, 5]);
+    assert_eq!(shape("4.weight"), [1, 5]);
+    assert_eq!(shape("4.bias"), [1]);
+    let dataset = Dataset::open(&input(&data, "entity_id", None, None), false).unwrap();
+    assert_eq!(
+        dataset.feature_names(),
+        ["f0", "f1", "f2", "f3", "f4", "f5"]
+    );
+    assert!(!dataset.has_history());
+    let rows = dataset.read_rows(0..10).unwrap();
+    assert_eq!(rows.ids, EntityIds::Int((0..10).collect()));
+    assert!(rows.history_offsets.is_empty());
+}
+
+#[test]
+fn read_rows_across_row_group_boundaries_equals_a_full_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 3_500, 1_000);
+    assert_eq!(dataset.num_rows(), 3_500);
+    assert_eq!(dataset.num_row_groups(), 4);
+    assert_eq!(dataset.row_group_starts(), [0, 1_000, 2_000, 3_000, 3_500]);
+    assert_eq!(dataset.feature_names(), ["f0", "f1", "f2"]);
+    let full = dataset.read_rows(0..3_500).unwrap();
+    assert_eq!(full.ids, EntityIds::Int((0..3_500).collect()));
+    assert_eq!(full.history_offsets.len(), 3_501);
+    assert_eq!(full.features.len(), 3_500 * 3);
+    assert!(full.features.iter().all(|v| (-1.0..1.0).contains(v)));
+
+    for (start, end) in [
+        (0, 1),
+        (999, 1_001),
+        (500, 2_600),
+        (1_000, 2_000),
+        (2_999, 3_500),
+        (3_499, 3_500),
+        (0, 3_500),
+        (1_234, 1_234),
+    ] {
+        let part = dataset.read_rows(start..end).unwrap();
+        assert_eq!(
+            part,
+            full.slice(start as usize..end as usize),
+            "rows {start}..{end}"
+        );
+    }
+}
+
+#[test]
+fn read_rows_decodes_only_the_row_groups_it_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 3_500, 1_000);
+    for (range, groups) in [
+        (0..1, 1),
+        (999..1_001, 2),
+        (1_000..2_000, 1),
+        (1_500..3_100, 3),
+        (3_000..3_500, 1),
+        (0..3_500, 4),
+        (10..10, 0),
+    ] {
+        let before = dataset.row_groups_decoded();
+        dataset.read_rows(range.clone()).unwrap();
+        assert_eq!(
+            dataset.row_groups_decoded() - before,
+            groups,
+            "rows {range:?}"
+        );
+    }
+}
+
+#[test]
+fn plan_read_picks_overlapping_row_groups() {
+    // Row groups: 0..10, 10..10 (empty), 10..25, 25..30.
+    let starts = [0, 10, 10, 25, 30];
+    let plan = |s, e| plan_read(&starts, &(s..e));
+    assert_eq!(
+        plan(0, 10),
+        ReadPlan {
+            row_groups: vec![0],
+            skip: 0
+        }
+    );
+    assert_eq!(
+        plan(9, 11),
+        ReadPlan {
+            row_groups: vec![0, 1, 2],
+            skip: 9
+        }
+    );
+    assert_eq!(
+        plan(10, 25),
+        ReadPlan {
+            row_groups: vec![2],
+            skip: 0
+        }
+    );
+    assert_eq!(
+        plan(12, 13),
+        ReadPlan {
+            row_groups: vec![2],
+            skip: 2
+        }
+    );
+    assert_eq!(
+        plan(24, 30),
+        ReadPlan {
+            row_groups: vec![2, 3],
+            skip: 14
+        }
+    );
+    assert_eq!(
+        plan(29, 30),
+        ReadPlan {
+            row_groups: vec![3],
+            skip: 4
+        }
+    );
+}
+
+#[test]
+fn read_rows_out_of_bounds_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 100, 40);
+    let err = dataset.read_rows(90..101).unwrap_err();
+    assert!(
+        matches!(err, Error::RangeOutOfBounds { rows: 100, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("100 rows"), "{err}");
+}
+
+#[test]
+fn scan_index_matches_a_full_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 2_500, 1_000);
+    let index = dataset.scan_index().unwrap();
+    let full = dataset.read_rows(0..2_500).unwrap();
+    assert_eq!(index.ids, full.ids);
+    let lens: Vec<u32> = full
+        .history_offsets
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert_eq!(index.history_lens, lens);
+    assert!(index.history_lens.contains(&0));
+    assert_eq!(dataset.row_groups_decoded(), 3 + 3);
+}
+
+#[test]
+fn string_ids_nulls_and_other_numeric_types_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |ids: Vec<&str>, hist: Vec<Option<Vec<i64>>>, a: Vec<f64>, b: Vec<i32>| {
+        let flags: Vec<bool> = b.iter().map(|v| v % 2 == 0).collect();
+        let mut history = GenericListBuilder::<i64, _>::new(Int64Builder::new());
+        for h in hist {
+            match h {
+                Some(items) => {
+                    history.values().append_slice(&items);
+                    history.append(true);
+                }
+                None => history.append(false),
+            }
+        }
+        batch(vec![
+            ("a", Arc::new(Float64Array::from(a)) as ArrayRef),
+            ("name", Arc::new(StringArray::from(ids))),
+            ("seen", Arc::new(history.finish())),
+            ("b", Arc::new(Int32Array::from(b))),
+            ("even", Arc::new(BooleanArray::from(flags))),
+        ])
+    };
+    let path = write_parquet(
+        dir.path(),
+        "str.parquet",
+        &[
+            make(
+                vec!["alice", "bob"],
+                vec![Some(vec![5, 6, 5]), None],
+                vec![0.5, 1.5],
+                vec![1, -2],
+            ),
+            make(
+                vec!["carol", "dave", "erin"],
+                vec![Some(vec![]), Some(vec![4_000_000_000]), Some(vec![7])],
+                vec![2.5, 3.5, 4.5],
+                vec![3, 4, 5],
+            ),
+        ],
+    );
+    let dataset = Dataset::open(&input(&path, "name", Some("seen"), None), true).unwrap();
+    assert_eq!(dataset.feature_names(), ["a", "b", "even"]);
+    assert_eq!(dataset.num_row_groups(), 2);
+
+    let index = dataset.scan_index().unwrap();
+    let names = ["alice", "bob", "carol", "dave", "erin"].map(String::from);
+    assert_eq!(index.ids, EntityIds::Str(names.to_vec()));
+    assert_eq!(index.history_lens, [3, 0, 0, 1, 1]);
+
+    let rows = dataset.read_rows(1..4).unwrap();
+    assert_eq!(rows.ids, EntityIds::Str(names[1..4].to_vec()));
+    assert_eq!(
+        rows.features,
+        [1.5, -2.0, 1.0, 2.5, 3.0, 0.0, 3.5, 4.0, 1.0]
+    );
+    assert_eq!(
+        rows.history_of(0),
+        [] as [u32; 0],
+        "a null history is empty"
+    );
+    assert_eq!(rows.history_of(1), [] as [u32; 0]);
+    assert_eq!(rows.history_of(2), [4_000_000_000u32]);
+    assert_eq!(dataset.read_rows(0..1).unwrap().history_of(0), [5, 6, 5]);
+
+    // Explicit feature columns keep the order given.
+    let ordered =
+        Dataset::open(&input(&path, "name", Some("seen"), Some(&["b", "a"])), true).unwrap();
+    assert_eq!(ordered.read_rows(4..5).unwrap().features, [5.0, 4.5]);
+}
+
+#[test]
+fn missing_column_lists_the_columns_the_file_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = generated(dir.path(), &small_two_tower(10, 10));
+    let cases = [
+        input(&data, "uid", Some("history"), None),
+        input(&data, "user_id", Some("hist"), None),
+        input(&data, "user_id", Some("history"), Some(&["f0", "f9"])),
+    ];
+    for (case, missing) in cases.iter().zip(["uid", "hist", "f9"]) {
+        let err = Dataset::open(case, true).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::UnknownColumn { .. }), "{text}");
+        assert!(
+            text.contains(&format!("'{missing}' is not in the file")),
+            "{text}"
+        );
+        assert!(
+            text.contains("'user_id', 'history', 'f0', 'f1', 'f2'"),
+            "{text}"
+        );
+        assert!(text.contains(&data.display().to_string()), "{text}");
+    }
+    let err = Dataset::open(&input(&data, "user_id", None, None), true).unwrap_err();
+    assert!(matches!(err, Error::NoHistoryColumn { .. }), "{err}");
+}
+
+#[test]
+fn wrong_column_types_name_the_column_and_the_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut floats = ListBuilder::new(arrow_array::builder::Float32Builder::new());
+    floats.values().append_value(1.0);
+    floats.append(true);
+    let path = write_parquet(
+        dir.path(),
+        "types.parquet",
+        &[batch(vec![
+            ("id", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("uid", Arc::new(Int32Array::from(vec![1]))),
+            ("label", Arc::new(StringArray::from(vec!["x"]))),
+            ("hist", Arc::new(floats.finish())),
+        ])],
+    );
+    let cases = [
+        (input(&path, "id", None, None), "id", "Float64", "id column"),
+        (
+            input(&path, "uid", Some("hist"), Some(&[])),
+            "hist",
+            "List",
+            "history column",
+        ),
+        (
+            input(&path, "uid", None, Some(&["label"])),
+            "label",
+            "Utf8",
+            "feature column",
+        ),
+        // With no feature list, every other column is a feature.
+        (
+            input(&path, "uid", None, None),
+            "label",
+            "Utf8",
+            "feature column",
+        ),
+    ];
+    for (case, column, found, role) in cases {
+        let needs_history = case.history_column.is_some();
+        let err = Dataset::open(&case, needs_history).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::ColumnType { column: c, role: r, .. } if c == column && *r == role),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("column '{column}' has type {found}")),
+            "{text}"
+        );
+    }
+    // The history type is checked even when the model does not read it.
+    let err = Dataset::open(&input(&path, "uid", Some("hist"), Some(&[])), false).unwrap_err();
+    assert!(matches!(err, Error::ColumnType { .. }), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_groups = |name: &str, ids: [Option<i32>; 4], f: [Option<f64>; 4], h: [i64; 4]| {
+        let make = |r: std::ops::Range<usize>| {
+            let mut history = GenericListBuilder::<i32, _>::new(Int64Builder::new());
+            for i in r.clone() {
+                history.values().append_slice(&[1, h[i]]);
+                history.append(true);
+            }
+            batch(vec![
+                (
+                    "id",
+                    Arc::new(Int32Array::from(ids[r.clone()].to_vec())) as ArrayRef,
+                ),
+                ("h", Arc::new(history.finish())),
+                ("f", Arc::new(Float64Array::from(f[r].to_vec()))),
+            ])
+        };
+        write_parquet(dir.path(), name, &[make(0..2), make(2..4)])
+    };
+    let ok_f = [Some(0.0); 4];
+    let ok_h = [1; 4];
+    let open = |p: &Path| Dataset::open(&input(p, "id", Some("h"), None), true).unwrap();
+
+    let path = two_groups(
+        "neg.parquet",
+        [Some(0), Some(1), Some(2), Some(-5)],
+        ok_f,
+        ok_h,
+    );
+    let err = open(&path).scan_index().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NegativeId {
+                row: 3,
+                value: -5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("'id', row 3"), "{err}");
+    let err = open(&path).read_rows(2..4).unwrap_err();
+    assert!(matches!(err, Error::NegativeId { row: 3, .. }), "{err}");
+    assert!(open(&path).read_rows(0..3).is_ok());
+
+    let path = two_groups(
+        "null.parquet",
+        [Some(0), Some(1), None, Some(3)],
+        ok_f,
+        ok_h,
+    );
+    let err = open(&path).read_rows(1..4).unwrap_err();
+    assert!(matches!(err, Error::NullId { row: 2, .. }), "{err}");
+
+    let f = [Some(0.0), None, Some(1.0), Some(1.0)];
+    let path = two_groups(
+        "nullf.parquet",
+        [Some(0), Some(1), Some(2), Some(3)],
+        f,
+        ok_h,
+    );
+    let err = open(&path).read_rows(0..4).unwrap_err();
+    assert!(
+        matches!(&err, Error::NullFeature { row: 1, column, .. } if column == "f"),
+        "{err}"
+    );
+    assert!(
+        open(&path).scan_index().is_ok(),
+        "the index reads no features"
+    );
+
+    let h = [1, 1, 1, -7];
+    let path = two_groups(
+        "item.parquet",
+        [Some(0), Some(1), Some(2), Some(3)],
+        ok_f,
+        h,
+    );
+    let err = open(&path).scan_index().unwrap_err();
+    assert!(
+        matches!(&err, Error::HistoryItemOutOfRange { row: 3, value: -7, column, .. } if column == "h"),
+        "{err}"
+    );
+    let h = [1, 1 << 33, 1, 1];
+    let path = two_groups("big.parquet", [Some(0), Some(1), Some(2), Some(3)], ok_f, h);
+    let err = open(&path).read_rows(0..2).unwrap_err();
+    assert!(
+        matches!(err, Error::HistoryItemOutOfRange { row: 1, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let err = Dataset::open(
+        &input(Path::new("/nonexistent/x.parquet"), "id", None, None),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/x.parquet"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not.parquet");
+    std::fs::write(&path, b"hello").unwrap();
+    let err = Dataset::open(&input(&path, "id", None, None), false).unwrap_err();
+    assert!(matches!(err, Error::Parquet { .. }), "{err}");
+}
+
+#[test]
+fn rng_is_repeatable_in_range_and_uniform() {
+    let mut rng = r#gen::Rng::new(0);
+    let first = rng.next_u64();
+    let mut again = r#gen::Rng::new(0);
+    assert_eq!(first, again.next_u64());
+    assert_ne!(first, rng.next_u64());
+    for n in [1u64, 2, 3, 1_000, u64::MAX] {
+        assert!((0..1_000).all(|_| rng.below(n) < n));
+    }
+    let draws: Vec<u64> = (0..6_000).map(|_| rng.below(6)).collect();
+    for face in 0..6 {
+        let count = draws.iter().filter(|&&d| d == face).count();
+        assert!((800..1_200).contains(&count), "face {face}: {count}");
+    }
+}
+
+#[test]
+fn dataset_and_errors_cross_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Dataset>();
+    shareable::<Index>();
+    shareable::<Error>();
+}
+
+#[test]
+fn any_range_reads_the_same_rows_as_a_full_read() {
+    use proptest::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 1_000, 97);
+    let full = dataset.read_rows(0..1_000).unwrap();
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(a in 0u64..=1_000, b in 0u64..=1_000)| {
+        let (start, end) = (a.min(b), a.max(b));
+        let before = dataset.row_groups_decoded();
+        let part = dataset.read_rows(start..end).unwrap();
+        prop_assert_eq!(part, full.slice(start as usize..end as usize));
+        let overlapping = (0..dataset.num_row_groups())
+            .filter(|&g| {
+                let s = dataset.row_group_starts();
+                s[g] < end && s[g + 1] > start
+            })
+            .count() as u64;
+        prop_assert_eq!(dataset.row_groups_decoded() - before, overlapping);
+    });
+}

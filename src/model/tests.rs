@@ -1,0 +1,1027 @@
+//! The fast path against the reference, the two_tower fine print, and load errors.
+
+use safetensors::{Dtype, tensor::TensorView};
+
+use super::fast::{ITEM_TILE, MLP_BLOCK_ROWS, USER_BLOCK};
+use super::*;
+
+// ---------------------------------------------------------------- helpers
+
+/// Deterministic pseudo-random numbers (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.unit()).collect()
+    }
+}
+
+/// One tensor to serialize: name, dtype, shape, little-endian bytes.
+struct T(String, Dtype, Vec<usize>, Vec<u8>);
+
+fn f32s(name: &str, shape: &[usize], values: &[f32]) -> T {
+    assert_eq!(shape.iter().product::<usize>(), values.len());
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    T(name.to_string(), Dtype::F32, shape.to_vec(), bytes)
+}
+
+fn safetensors_bytes(tensors: &[T]) -> Vec<u8> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|T(name, dtype, shape, bytes)| {
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).expect("valid tensor view"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serializable tensors")
+}
+
+/// `NAME.weight` [out, in] and `NAME.bias` [out], random.
+fn layer(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Vec<T> {
+    vec![
+        f32s(
+            &format!("{name}.weight"),
+            &[out_dim, in_dim],
+            &rng.vec(out_dim * in_dim),
+        ),
+        f32s(&format!("{name}.bias"), &[out_dim], &rng.vec(out_dim)),
+    ]
+}
+
+fn mlp_spec(output: OutputActivation) -> ModelSpec {
+    ModelSpec::Mlp {
+        layers: None,
+        output,
+    }
+}
+
+fn tt_spec(top_k: usize, max_history: usize, exclude_seen: bool) -> ModelSpec {
+    ModelSpec::TwoTower {
+        top_k,
+        max_history,
+        exclude_seen,
+    }
+}
+
+fn load(spec: &ModelSpec, tensors: &[T], num_features: usize) -> Result<Model> {
+    Model::from_safetensors(spec, &safetensors_bytes(tensors), num_features)
+}
+
+fn load_ok(spec: &ModelSpec, tensors: &[T], num_features: usize) -> Model {
+    match load(spec, tensors, num_features) {
+        Ok(m) => m,
+        Err(e) => panic!("model should load: {e}"),
+    }
+}
+
+fn load_err(spec: &ModelSpec, tensors: &[T], num_features: usize) -> String {
+    match load(spec, tensors, num_features) {
+        Ok(m) => panic!("expected a load error, got {}", m.describe()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn feature_rows(rng: &mut Rng, n: usize, num_features: usize) -> Rows {
+    Rows {
+        ids: EntityIds::Int((0..n as u64).collect()),
+        num_features,
+        features: rng.vec(n * num_features),
+        history_offsets: Vec::new(),
+        history_items: Vec::new(),
+    }
+}
+
+fn history_rows(histories: &[Vec<u32>], features: Vec<f32>, num_features: usize) -> Rows {
+    let mut offsets = vec![0u32];
+    let mut items = Vec::new();
+    for h in histories {
+        items.extend_from_slice(h);
+        offsets.push(items.len() as u32);
+    }
+    Rows {
+        ids: EntityIds::Int((0..histories.len() as u64).collect()),
+        num_features,
+        features,
+        history_offsets: offsets,
+        history_items: items,
+    }
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 * (1.0 + b.abs().max(a.abs()))
+}
+
+fn scores_of(p: &Predictions) -> (usize, &[f32]) {
+    match p {
+        Predictions::Scores { width, values } => (*width, values),
+        Predictions::TopK { .. } => panic!("expected scores, got top-K"),
+    }
+}
+
+struct TopKView<'a> {
+    offsets: &'a [u32],
+    items: &'a [u32],
+    scores: &'a [f32],
+}
+
+impl<'a> TopKView<'a> {
+    fn of(p: &'a Predictions) -> Self {
+        match p {
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => TopKView {
+                offsets,
+                items,
+                scores,
+            },
+            Predictions::Scores { .. } => panic!("expected top-K, got scores"),
+        }
+    }
+    fn row(&self, r: usize) -> (&'a [u32], &'a [f32]) {
+        let (a, b) = (self.offsets[r] as usize, self.offsets[r + 1] as usize);
+        (&self.items[a..b], &self.scores[a..b])
+    }
+}
+
+/// Runs both paths, asserts they agree, returns the reference's answer.
+fn predict_both(model: &Model, rows: &Rows) -> Predictions {
+    let reference = model.predict_reference(rows);
+    let fast = model.predict(rows);
+    assert_eq!(
+        reference.len(),
+        rows.len(),
+        "reference gives one prediction per row"
+    );
+    assert_eq!(
+        fast.len(),
+        rows.len(),
+        "fast path gives one prediction per row"
+    );
+    match (&reference, &fast) {
+        (Predictions::Scores { .. }, Predictions::Scores { .. }) => {
+            let (rw, rv) = scores_of(&reference);
+            let (fw, fv) = scores_of(&fast);
+            assert_eq!(rw, fw, "score widths differ");
+            assert_eq!(rv.len(), fv.len());
+            for (i, (r, f)) in rv.iter().zip(fv).enumerate() {
+                assert!(close(*f, *r), "score {i}: fast {f} vs reference {r}");
+            }
+        }
+        (Predictions::TopK { .. }, Predictions::TopK { .. }) => {
+            let (rv, fv) = (TopKView::of(&reference), TopKView::of(&fast));
+            for r in 0..rows.len() {
+                let (ri, rs) = rv.row(r);
+                let (fi, fs) = fv.row(r);
+                assert_eq!(ri.len(), fi.len(), "row {r}: result counts differ");
+                let mut unique = fi.to_vec();
+                unique.sort_unstable();
+                unique.dedup();
+                assert_eq!(unique.len(), fi.len(), "row {r}: fast path repeats an item");
+                for i in 0..ri.len() {
+                    assert!(
+                        close(fs[i], rs[i]),
+                        "row {r} rank {i}: fast {} vs reference {}",
+                        fs[i],
+                        rs[i]
+                    );
+                    if ri[i] != fi[i] {
+                        let tie_before = i > 0 && close(rs[i], rs[i - 1]);
+                        let tie_after = i + 1 < rs.len() && close(rs[i], rs[i + 1]);
+                        let at_cut = i + 1 == rs.len();
+                        assert!(
+                            tie_before || tie_after || at_cut,
+                            "row {r} rank {i}: fast item {} vs reference item {} without a tie",
+                            fi[i],
+                            ri[i]
+                        );
+                    }
+                }
+            }
+        }
+        _ => panic!("paths returned different kinds of predictions"),
+    }
+    reference
+}
+
+/// For models whose arithmetic is exact (one-hot or repeated embeddings, no
+/// tower): the fast path must give the reference's answer to the bit,
+/// including which items win ties.
+fn predict_exact(model: &Model, rows: &Rows) -> Predictions {
+    let reference = predict_both(model, rows);
+    assert_eq!(
+        model.predict(rows),
+        reference,
+        "fast path differs from the reference"
+    );
+    reference
+}
+
+// ---------------------------------------------------------------- mlp
+
+fn random_mlp(rng: &mut Rng, dims: &[usize], output: OutputActivation) -> Model {
+    let tensors: Vec<T> = dims
+        .windows(2)
+        .enumerate()
+        .flat_map(|(i, w)| layer(rng, &(2 * i).to_string(), w[0], w[1]))
+        .collect();
+    load_ok(&mlp_spec(output), &tensors, dims[0])
+}
+
+#[test]
+fn mlp_fast_matches_reference_for_every_output() {
+    let mut rng = Rng(1);
+    for output in [
+        OutputActivation::Sigmoid,
+        OutputActivation::Softmax,
+        OutputActivation::None,
+    ] {
+        let model = random_mlp(&mut rng, &[7, 33, 17, 3], output);
+        for n in [
+            0,
+            1,
+            MLP_BLOCK_ROWS - 1,
+            MLP_BLOCK_ROWS,
+            2 * MLP_BLOCK_ROWS + 37,
+        ] {
+            predict_both(&model, &feature_rows(&mut rng, n, 7));
+        }
+    }
+}
+
+#[test]
+fn mlp_reference_computes_relu_and_output_by_hand() {
+    // 2 -> 2 (relu) -> 2; input (1, -2).
+    let tensors = vec![
+        f32s("0.weight", &[2, 2], &[1.0, 1.0, 2.0, 0.0]),
+        f32s("0.bias", &[2], &[0.0, 0.5]),
+        f32s("2.weight", &[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+        f32s("2.bias", &[2], &[0.0, -1.0]),
+    ];
+    let rows = Rows {
+        ids: EntityIds::Str(vec!["a".into()]),
+        num_features: 2,
+        features: vec![1.0, -2.0],
+        history_offsets: Vec::new(),
+        history_items: Vec::new(),
+    };
+    // Hidden: (1 - 2 + 0, 2 + 0.5) = (-1, 2.5) -> relu (0, 2.5); out (0, 1.5).
+    let none = load_ok(&mlp_spec(OutputActivation::None), &tensors, 2);
+    assert_eq!(scores_of(&predict_both(&none, &rows)).1, &[0.0, 1.5]);
+
+    let sigmoid = load_ok(&mlp_spec(OutputActivation::Sigmoid), &tensors, 2);
+    let p = predict_both(&sigmoid, &rows);
+    let s = scores_of(&p).1;
+    assert!(
+        close(s[0], 0.5) && close(s[1], 1.0 / (1.0 + (-1.5f32).exp())),
+        "{s:?}"
+    );
+
+    let softmax = load_ok(&mlp_spec(OutputActivation::Softmax), &tensors, 2);
+    let p = predict_both(&softmax, &rows);
+    let s = scores_of(&p).1;
+    let e = 1.5f32.exp();
+    assert!(
+        close(s[0], 1.0 / (1.0 + e)) && close(s[1], e / (1.0 + e)),
+        "{s:?}"
+    );
+    assert!(close(s[0] + s[1], 1.0));
+}
+
+#[test]
+fn mlp_layers_are_ordered_by_number_not_by_text() {
+    let mut rng = Rng(2);
+    // Text order would be 0, 10, 2: the chain 3->4, 5->2, 4->5 does not fit.
+    let mut tensors = layer(&mut rng, "10", 5, 2);
+    tensors.extend(layer(&mut rng, "0", 3, 4));
+    tensors.extend(layer(&mut rng, "2", 4, 5));
+    let model = load_ok(&mlp_spec(OutputActivation::None), &tensors, 3);
+    assert_eq!(model.describe(), "mlp: 3->4->5->2, no output activation");
+    predict_both(&model, &feature_rows(&mut rng, 5, 3));
+}
+
+#[test]
+fn mlp_default_layers_skip_weights_without_bias() {
+    let mut rng = Rng(3);
+    let mut tensors = layer(&mut rng, "net.0", 3, 4);
+    tensors.extend(layer(&mut rng, "net.1", 4, 1));
+    tensors.push(f32s("norm.weight", &[4], &rng.vec(4)));
+    let model = load_ok(&mlp_spec(OutputActivation::Sigmoid), &tensors, 3);
+    assert_eq!(model.describe(), "mlp: 3->4->1, sigmoid");
+}
+
+#[test]
+fn mlp_explicit_layers_are_used_in_the_order_given() {
+    let mut rng = Rng(4);
+    let mut tensors = layer(&mut rng, "fc1", 3, 6);
+    tensors.extend(layer(&mut rng, "fc2", 6, 2));
+    tensors.extend(layer(&mut rng, "unused", 9, 9));
+    let spec = ModelSpec::Mlp {
+        layers: Some(vec!["fc1".into(), "fc2".into()]),
+        output: OutputActivation::Softmax,
+    };
+    let model = load_ok(&spec, &tensors, 3);
+    assert_eq!(model.describe(), "mlp: 3->6->2, softmax");
+    predict_both(&model, &feature_rows(&mut rng, 300, 3));
+
+    let swapped = ModelSpec::Mlp {
+        layers: Some(vec!["fc2".into(), "fc1".into()]),
+        output: OutputActivation::Softmax,
+    };
+    let err = load_err(&swapped, &tensors, 6);
+    assert!(
+        err.contains("layer 'fc1' takes 3 inputs but gets 2 from layer 'fc2'"),
+        "{err}"
+    );
+
+    let missing = ModelSpec::Mlp {
+        layers: Some(vec!["fc1".into(), "fc3".into()]),
+        output: OutputActivation::None,
+    };
+    let err = load_err(&missing, &tensors, 3);
+    assert!(
+        err.contains("no tensor 'fc3.weight'") && err.contains("'fc1.bias'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mlp_first_layer_must_take_the_feature_columns() {
+    let mut rng = Rng(5);
+    let tensors = layer(&mut rng, "0", 4, 1);
+    let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 3);
+    assert!(
+        err.contains("layer '0' takes 4 inputs but gets 3 from the input's feature columns"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mlp_shape_and_dtype_errors_name_the_tensor() {
+    let mut rng = Rng(6);
+    let spec = mlp_spec(OutputActivation::None);
+
+    let three_d = vec![
+        f32s("0.weight", &[1, 2, 2], &rng.vec(4)),
+        f32s("0.bias", &[1], &[0.0]),
+    ];
+    let err = load_err(&spec, &three_d, 2);
+    assert!(
+        err.contains("'0.weight' has shape [1, 2, 2], expected [out, in]"),
+        "{err}"
+    );
+
+    let bad_bias = vec![
+        f32s("0.weight", &[3, 2], &rng.vec(6)),
+        f32s("0.bias", &[2], &[0.0, 0.0]),
+    ];
+    let err = load_err(&spec, &bad_bias, 2);
+    assert!(
+        err.contains("'0.bias' has shape [2], expected [3]"),
+        "{err}"
+    );
+
+    let int_weight = vec![
+        T("0.weight".into(), Dtype::I32, vec![1, 2], vec![0; 8]),
+        f32s("0.bias", &[1], &[0.0]),
+    ];
+    let err = load_err(&spec, &int_weight, 2);
+    assert!(
+        err.contains("'0.weight' has dtype I32, expected F32"),
+        "{err}"
+    );
+
+    let err = load_err(&spec, &[f32s("scale", &[1], &[1.0])], 2);
+    assert!(
+        err.contains("no dense layers") && err.contains("'scale'"),
+        "{err}"
+    );
+
+    let err = match Model::from_safetensors(&spec, b"not safetensors", 2) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("garbage bytes loaded"),
+    };
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn mlp_layer_names_must_order_unambiguously() {
+    let mut rng = Rng(7);
+    let mut tensors = layer(&mut rng, "fc", 2, 2);
+    tensors.extend(layer(&mut rng, "out", 2, 1));
+    let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 2);
+    assert!(
+        err.contains("has no number in its name") && err.contains("layers = ["),
+        "{err}"
+    );
+
+    let mut tensors = layer(&mut rng, "a1", 2, 2);
+    tensors.extend(layer(&mut rng, "b1", 2, 1));
+    let err = load_err(&mlp_spec(OutputActivation::None), &tensors, 2);
+    assert!(err.contains("cannot order layers 'a1' and 'b1'"), "{err}");
+}
+
+#[test]
+fn half_precision_weights_load_as_their_f32_values() {
+    // 1.5, -0.25, 2.0, 0.0 are exact in f16 and bf16.
+    let f16_bits: [u16; 4] = [0x3e00, 0xb400, 0x4000, 0x0000];
+    let bf16_bits: [u16; 4] = [0x3fc0, 0xbe80, 0x4000, 0x0000];
+    let expected = [1.5f32, -0.25, 2.0, 0.0];
+    for (dtype, bits) in [(Dtype::F16, f16_bits), (Dtype::BF16, bf16_bits)] {
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let tensors = vec![
+            T("0.weight".into(), dtype, vec![2, 2], bytes),
+            f32s("0.bias", &[2], &[0.0, 0.0]),
+        ];
+        match load_ok(&mlp_spec(OutputActivation::None), &tensors, 2) {
+            Model::Mlp(mlp) => assert_eq!(mlp.layers[0].weight, expected, "{dtype:?}"),
+            Model::TwoTower(_) => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn f16_conversion_covers_subnormals_and_infinities() {
+    use super::load::f16_to_f32;
+    assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_to_f32(0x8200), -(2f32.powi(-15)));
+    assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+    assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+    assert!(f16_to_f32(0x7e00).is_nan());
+    assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+}
+
+// ---------------------------------------------------------------- two_tower
+
+struct Catalogue {
+    dim: usize,
+    embeddings: Vec<f32>,
+    ids: Option<Vec<u32>>,
+}
+
+impl Catalogue {
+    fn tensors(&self) -> Vec<T> {
+        let items = self.embeddings.len() / self.dim;
+        let mut t = vec![f32s(
+            "item_embeddings",
+            &[items, self.dim],
+            &self.embeddings,
+        )];
+        if let Some(ids) = &self.ids {
+            let bytes = ids
+                .iter()
+                .flat_map(|&id| (id as i64).to_le_bytes())
+                .collect();
+            t.push(T("item_ids".into(), Dtype::I64, vec![items], bytes));
+        }
+        t
+    }
+}
+
+/// One-hot embeddings: item row `r` is the unit vector along `r % dim`,
+/// scaled by `1 + r / dim` so rows differ.
+fn one_hot(items: usize, dim: usize) -> Vec<f32> {
+    let mut e = vec![0.0; items * dim];
+    for r in 0..items {
+        e[r * dim + r % dim] = 1.0 + (r / dim) as f32;
+    }
+    e
+}
+
+fn random_two_tower(
+    rng: &mut Rng,
+    items: usize,
+    dim: usize,
+    tower: &[usize],
+    sparse_ids: bool,
+    spec: &ModelSpec,
+) -> (Model, Vec<u32>) {
+    // Shuffled ids; sparse ones spread far apart to use the hashed lookup.
+    let mut ids: Vec<u32> = (0..items as u32)
+        .map(|i| if sparse_ids { i * 7919 + 13 } else { i })
+        .collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i + 1));
+    }
+    let cat = Catalogue {
+        dim,
+        embeddings: rng.vec(items * dim),
+        ids: Some(ids.clone()),
+    };
+    let mut tensors = cat.tensors();
+    let num_features = tower.first().map_or(0, |first| first - dim);
+    for (i, w) in tower.windows(2).enumerate() {
+        tensors.extend(layer(rng, &format!("user_tower.{}", 2 * i), w[0], w[1]));
+    }
+    (load_ok(spec, &tensors, num_features), ids)
+}
+
+fn random_histories(rng: &mut Rng, users: usize, ids: &[u32], max_len: usize) -> Vec<Vec<u32>> {
+    (0..users)
+        .map(|_| {
+            let len = rng.below(max_len + 1);
+            (0..len)
+                .map(|_| {
+                    if rng.below(10) == 0 {
+                        u32::MAX - rng.below(1000) as u32 // not in the catalogue
+                    } else {
+                        ids[rng.below(ids.len())]
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn two_tower_fast_matches_reference_on_random_models() {
+    let mut rng = Rng(10);
+    for (sparse_ids, exclude_seen, tower) in [
+        (false, true, vec![8 + 3, 16, 8]),
+        (true, false, vec![8 + 3, 8]),
+        (true, true, vec![]),
+        (false, false, vec![]),
+    ] {
+        let spec = tt_spec(20, 10, exclude_seen);
+        // Neither users nor items are a multiple of the block / tile size.
+        let (users, items) = (USER_BLOCK + 37, ITEM_TILE + 452);
+        let (model, ids) = random_two_tower(&mut rng, items, 8, &tower, sparse_ids, &spec);
+        let num_features = if tower.is_empty() { 0 } else { 3 };
+        let histories = random_histories(&mut rng, users, &ids, 40);
+        let rows = history_rows(&histories, rng.vec(users * num_features), num_features);
+        let p = predict_both(&model, &rows);
+        let view = TopKView::of(&p);
+        for (r, history) in histories.iter().enumerate() {
+            let (items, scores) = view.row(r);
+            assert_eq!(items.len(), 20);
+            assert!(
+                scores.windows(2).all(|w| w[0] >= w[1]),
+                "row {r} not sorted"
+            );
+            if exclude_seen {
+                assert!(
+                    items.iter().all(|i| !history.contains(i)),
+                    "row {r} offers a seen item"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn two_tower_empty_history_pools_to_zero_and_ties_go_to_smaller_ids() {
+    // No tower: the user vector is the zero vector, so every score is 0 and
+    // the top K are the K smallest ids, whatever their rows.
+    let items = ITEM_TILE + 100;
+    let ids: Vec<u32> = (0..items as u32).rev().map(|i| i * 3).collect();
+    let cat = Catalogue {
+        dim: 4,
+        embeddings: Rng(11).vec(items * 4),
+        ids: Some(ids),
+    };
+    let model = load_ok(&tt_spec(5, 50, true), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![], vec![]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let view = TopKView::of(&p);
+    for r in 0..2 {
+        assert_eq!(view.row(r).0, &[0, 3, 6, 9, 12]);
+        assert!(view.row(r).1.iter().all(|&s| s == 0.0));
+    }
+}
+
+#[test]
+fn two_tower_duplicate_embeddings_tie_break_by_smaller_id_across_tiles() {
+    // Every item has the same embedding; ids run backwards over 2 x ITEM_TILE + 7 rows
+    // (spanning three item tiles), so the smallest ids sit in the last rows.
+    let items = 2 * ITEM_TILE + 7;
+    let ids: Vec<u32> = (0..items as u32).rev().map(|i| i + 100).collect();
+    let cat = Catalogue {
+        dim: 2,
+        embeddings: [1.0f32, 2.0].repeat(items),
+        ids: Some(ids),
+    };
+    let model = load_ok(&tt_spec(4, 10, true), &cat.tensors(), 0);
+    // History holds item 100 (the best id): it is pooled, then excluded.
+    let rows = history_rows(&[vec![100]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let (items_out, scores) = TopKView::of(&p).row(0);
+    assert_eq!(items_out, &[101, 102, 103, 104]);
+    assert_eq!(scores, &[5.0; 4]);
+}
+
+#[test]
+fn two_tower_cap_keeps_the_most_recent_history() {
+    // One-hot items; with max_history 2 only the last two entries pool.
+    let cat = Catalogue {
+        dim: 4,
+        embeddings: one_hot(4, 4),
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(4, 2, false), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![0, 1, 2, 3]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let (items, scores) = TopKView::of(&p).row(0);
+    assert_eq!(items, &[2, 3, 0, 1]);
+    assert_eq!(scores, &[0.5, 0.5, 0.0, 0.0]);
+}
+
+#[test]
+fn two_tower_repeated_items_count_per_occurrence_and_missing_ids_are_skipped() {
+    let cat = Catalogue {
+        dim: 3,
+        embeddings: one_hot(3, 3),
+        ids: Some(vec![10, 20, 30]),
+    };
+    let model = load_ok(&tt_spec(3, 100, false), &cat.tensors(), 0);
+    // 10 twice, 20 once, 99 and 7 unknown: mean over 3 pooled entries.
+    let rows = history_rows(&[vec![10, 99, 10, 7, 20]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let (items, scores) = TopKView::of(&p).row(0);
+    assert_eq!(items, &[10, 20, 30]);
+    assert!(
+        close(scores[0], 2.0 / 3.0) && close(scores[1], 1.0 / 3.0),
+        "{scores:?}"
+    );
+    assert_eq!(scores[2], 0.0);
+}
+
+#[test]
+fn two_tower_history_of_only_unknown_ids_pools_to_zero() {
+    let cat = Catalogue {
+        dim: 2,
+        embeddings: vec![1.0, 0.0, 0.0, 1.0],
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(2, 100, false), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![5, 6, 7]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let (items, scores) = TopKView::of(&p).row(0);
+    assert_eq!(items, &[0, 1]);
+    assert_eq!(scores, &[0.0, 0.0]);
+}
+
+#[test]
+fn two_tower_exclude_seen_removes_the_whole_history_not_only_the_capped_part() {
+    let cat = Catalogue {
+        dim: 4,
+        embeddings: one_hot(6, 4),
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(10, 1, true), &cat.tensors(), 0);
+    // Only item 1 pools (cap 1); item 0 is still excluded.
+    let rows = history_rows(&[vec![0, 1]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let (items, _) = TopKView::of(&p).row(0);
+    // Item 5 shares item 1's axis (row 5 -> axis 1, scale 2): best.
+    assert_eq!(items, &[5, 2, 3, 4]);
+}
+
+#[test]
+fn two_tower_gives_fewer_than_k_when_fewer_items_are_eligible() {
+    let cat = Catalogue {
+        dim: 3,
+        embeddings: Rng(12).vec(5 * 3),
+        ids: None,
+    };
+    let keep_seen = load_ok(&tt_spec(10, 100, false), &cat.tensors(), 0);
+    let exclude = load_ok(&tt_spec(10, 100, true), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![1, 3], vec![]], Vec::new(), 0);
+    let p = predict_both(&keep_seen, &rows);
+    assert_eq!(TopKView::of(&p).row(0).0.len(), 5);
+    let p = predict_both(&exclude, &rows);
+    let view = TopKView::of(&p);
+    let mut row0 = view.row(0).0.to_vec();
+    row0.sort_unstable();
+    assert_eq!(row0, vec![0, 2, 4]);
+    assert_eq!(view.row(1).0.len(), 5);
+}
+
+#[test]
+fn two_tower_single_item_catalogue() {
+    let cat = Catalogue {
+        dim: 2,
+        embeddings: vec![0.5, -1.0],
+        ids: Some(vec![42]),
+    };
+    let model = load_ok(&tt_spec(3, 100, true), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![], vec![42], vec![7]], Vec::new(), 0);
+    let p = predict_exact(&model, &rows);
+    let view = TopKView::of(&p);
+    assert_eq!(view.row(0).0, &[42]);
+    assert_eq!(view.row(1).0, &[] as &[u32]);
+    assert_eq!(view.row(2).0, &[42]);
+}
+
+#[test]
+fn two_tower_empty_catalogue_gives_empty_rows() {
+    let cat = Catalogue {
+        dim: 3,
+        embeddings: Vec::new(),
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(5, 100, true), &cat.tensors(), 0);
+    let p = predict_exact(&model, &history_rows(&[vec![1], vec![]], Vec::new(), 0));
+    assert_eq!(p.len(), 2);
+    assert!(TopKView::of(&p).items.is_empty());
+}
+
+#[test]
+fn two_tower_top_k_zero_gives_empty_rows() {
+    let cat = Catalogue {
+        dim: 2,
+        embeddings: vec![0.5, -1.0, 1.0, 1.0],
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(0, 100, false), &cat.tensors(), 0);
+    let p = predict_exact(&model, &history_rows(&[vec![0], vec![]], Vec::new(), 0));
+    assert_eq!(p.len(), 2);
+    assert!(TopKView::of(&p).items.is_empty());
+}
+
+#[test]
+fn two_tower_rows_without_a_history_column_pool_to_zero() {
+    let mut rng = Rng(13);
+    let (model, _) = random_two_tower(&mut rng, 50, 4, &[4 + 2, 4], false, &tt_spec(7, 10, true));
+    let rows = feature_rows(&mut rng, 70, 2);
+    let p = predict_both(&model, &rows);
+    assert_eq!(TopKView::of(&p).items.len(), 70 * 7);
+}
+
+fn tt_err(tensors: &[T], num_features: usize) -> String {
+    load_err(&tt_spec(10, 100, true), tensors, num_features)
+}
+
+fn ids_tensor(dtype: Dtype, values: &[i64]) -> T {
+    let bytes: Vec<u8> = match dtype {
+        Dtype::I64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::U8 => values.iter().map(|&v| v as u8).collect(),
+        Dtype::I32 => values
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect(),
+        Dtype::U64 => values
+            .iter()
+            .flat_map(|&v| (v as u64).to_le_bytes())
+            .collect(),
+        other => panic!("no test encoding for {other:?}"),
+    };
+    T("item_ids".into(), dtype, vec![values.len()], bytes)
+}
+
+#[test]
+fn two_tower_item_ids_accept_any_integer_dtype() {
+    for dtype in [Dtype::I64, Dtype::U8, Dtype::I32, Dtype::U64] {
+        let tensors = vec![
+            f32s("item_embeddings", &[3, 1], &[1.0, 3.0, 2.0]),
+            ids_tensor(dtype, &[7, 200, 5]),
+        ];
+        let model = load_ok(&tt_spec(3, 10, false), &tensors, 0);
+        let p = predict_exact(&model, &history_rows(&[vec![7]], Vec::new(), 0));
+        assert_eq!(TopKView::of(&p).row(0).0, &[200, 5, 7], "{dtype:?}");
+    }
+}
+
+#[test]
+fn two_tower_item_id_errors_say_what_is_wrong() {
+    let emb = || f32s("item_embeddings", &[3, 2], &[0.0; 6]);
+
+    let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, -4, 2])], 0);
+    assert!(
+        err.contains("'item_ids' entry 1 is -4, expected an integer in 0..=4294967295"),
+        "{err}"
+    );
+
+    let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, 2, 1 << 33])], 0);
+    assert!(err.contains("entry 2 is 8589934592"), "{err}");
+
+    let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[4, 9, 4])], 0);
+    assert!(err.contains("repeats id 4 (entries 0 and 2)"), "{err}");
+
+    let err = tt_err(&[emb(), ids_tensor(Dtype::I64, &[1, 2])], 0);
+    assert!(
+        err.contains("'item_ids' has shape [2], expected [3]"),
+        "{err}"
+    );
+
+    let err = tt_err(&[emb(), f32s("item_ids", &[3], &[0.0, 1.0, 2.0])], 0);
+    assert!(
+        err.contains("'item_ids' has dtype F32, expected an integer dtype"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_tower_shape_errors_name_the_tensor() {
+    let mut rng = Rng(14);
+    let err = tt_err(&[f32s("item_embedding", &[3, 2], &[0.0; 6])], 0);
+    assert!(
+        err.contains("two_tower weights have no tensor 'item_embeddings'")
+            && err.contains("'item_embedding'"),
+        "{err}"
+    );
+
+    let err = tt_err(&[f32s("item_embeddings", &[6], &[0.0; 6])], 0);
+    assert!(
+        err.contains("'item_embeddings' has shape [6], expected [items, dim]"),
+        "{err}"
+    );
+
+    let err = tt_err(&[f32s("item_embeddings", &[3, 0], &[])], 0);
+    assert!(err.contains("embedding dim is 0"), "{err}");
+
+    let emb = f32s("item_embeddings", &[3, 4], &rng.vec(12));
+    let err = tt_err(&[emb], 2);
+    assert!(
+        err.contains("2 feature column(s)") && err.contains("feature_columns = []"),
+        "{err}"
+    );
+
+    let mut tensors = vec![f32s("item_embeddings", &[3, 4], &rng.vec(12))];
+    tensors.extend(layer(&mut rng, "user_tower.0", 5, 4));
+    let err = tt_err(&tensors, 2);
+    assert!(
+        err.contains("layer 'user_tower.0' takes 5 inputs but gets 6 from the pooled history (4) plus 2 feature column(s)"),
+        "{err}"
+    );
+
+    let mut tensors = vec![f32s("item_embeddings", &[3, 4], &rng.vec(12))];
+    tensors.extend(layer(&mut rng, "user_tower.0", 6, 8));
+    tensors.extend(layer(&mut rng, "user_tower.2", 8, 5));
+    let err = tt_err(&tensors, 2);
+    assert!(
+        err.contains("last layer 'user_tower.2' outputs 5 values, expected the embedding dim 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_tower_accepts_a_single_linear_named_user_tower() {
+    let mut rng = Rng(18);
+    let mut tensors = vec![f32s("item_embeddings", &[40, 4], &rng.vec(160))];
+    tensors.extend(layer(&mut rng, "user_tower", 4 + 1, 4));
+    let model = load_ok(&tt_spec(5, 10, true), &tensors, 1);
+    assert_eq!(
+        model.describe(),
+        "two_tower: 40 items x 4, tower 5->4, top 5, max history 10, exclude seen"
+    );
+    let histories = vec![vec![1, 2, 3], vec![], vec![39; 20]];
+    predict_both(&model, &history_rows(&histories, rng.vec(3), 1));
+
+    // Numbered layers beside the lone one cannot be ordered.
+    tensors.extend(layer(&mut rng, "user_tower.0", 4, 4));
+    let err = tt_err(&tensors, 1);
+    assert!(
+        err.contains("layer 'user_tower' has no number in its name"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- cost, describe, concat
+
+#[test]
+fn entity_cost_counts_multiply_adds() {
+    let mut rng = Rng(15);
+    let mlp = random_mlp(&mut rng, &[3, 4, 5, 2], OutputActivation::None);
+    assert_eq!(mlp.entity_cost(0), 3 * 4 + 4 * 5 + 5 * 2);
+    assert_eq!(mlp.entity_cost(1000), 3 * 4 + 4 * 5 + 5 * 2);
+
+    let (tt, _) = random_two_tower(
+        &mut rng,
+        100,
+        8,
+        &[8 + 2, 16, 8],
+        false,
+        &tt_spec(5, 50, true),
+    );
+    let fixed = (10 * 16 + 16 * 8) + 100 * 8;
+    assert_eq!(tt.entity_cost(0), fixed);
+    assert_eq!(tt.entity_cost(20), 20 * 8 + fixed);
+    assert_eq!(
+        tt.entity_cost(5000),
+        50 * 8 + fixed,
+        "history beyond the cap costs nothing"
+    );
+}
+
+#[test]
+fn describe_names_the_shapes() {
+    let mut rng = Rng(16);
+    let (tt, _) = random_two_tower(
+        &mut rng,
+        100,
+        8,
+        &[8 + 2, 16, 8],
+        false,
+        &tt_spec(5, 50, true),
+    );
+    assert_eq!(
+        tt.describe(),
+        "two_tower: 100 items x 8, tower 10->16->8, top 5, max history 50, exclude seen"
+    );
+    let (plain, _) = random_two_tower(&mut rng, 30, 4, &[], true, &tt_spec(3, 9, false));
+    assert_eq!(
+        plain.describe(),
+        "two_tower: 30 items x 4, no tower, top 3, max history 9"
+    );
+}
+
+#[test]
+fn concat_of_parts_equals_prediction_of_the_whole() {
+    let mut rng = Rng(17);
+    let mlp = random_mlp(&mut rng, &[4, 8, 3], OutputActivation::Softmax);
+    let rows = feature_rows(&mut rng, 100, 4);
+    let parts = [0..30, 30..30, 30..100]
+        .into_iter()
+        .map(|r| mlp.predict(&rows.slice(r)))
+        .collect();
+    assert_eq!(Predictions::concat(parts), mlp.predict(&rows));
+
+    let (tt, ids) = random_two_tower(&mut rng, 300, 4, &[], false, &tt_spec(6, 5, true));
+    let histories = random_histories(&mut rng, 90, &ids, 12);
+    let rows = history_rows(&histories, Vec::new(), 0);
+    let parts = [0..1, 1..64, 64..64, 64..90]
+        .into_iter()
+        .map(|r| tt.predict(&rows.slice(r)))
+        .collect();
+    assert_eq!(Predictions::concat(parts), tt.predict(&rows));
+
+    assert!(Predictions::concat(Vec::new()).is_empty());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the catalogue, cap, K and histories, the fast path
+        /// returns the reference's top-K (up to near-ties) and never offers
+        /// a seen item when exclude_seen is on.
+        #[test]
+        fn two_tower_fast_path_agrees_with_reference(
+            seed in any::<u64>(),
+            items in 1usize..300,
+            dim in 1usize..6,
+            top_k in 0usize..30,
+            max_history in 0usize..8,
+            exclude_seen in any::<bool>(),
+            with_tower in any::<bool>(),
+            users in 0usize..80,
+        ) {
+            let mut rng = Rng(seed);
+            let tower = if with_tower { vec![dim + 2, 5, dim] } else { vec![] };
+            let spec = tt_spec(top_k, max_history, exclude_seen);
+            let (model, ids) = random_two_tower(&mut rng, items, dim, &tower, seed % 2 == 0, &spec);
+            let num_features = if with_tower { 2 } else { 0 };
+            let histories = random_histories(&mut rng, users, &ids, 12);
+            let rows = history_rows(&histories, rng.vec(users * num_features), num_features);
+            let p = predict_both(&model, &rows);
+            let view = TopKView::of(&p);
+            for (r, history) in histories.iter().enumerate() {
+                let (got, _) = view.row(r);
+                let eligible = if exclude_seen {
+                    ids.iter().filter(|i| !history.contains(i)).count()
+                } else {
+                    items
+                };
+                prop_assert_eq!(got.len(), top_k.min(eligible));
+                if exclude_seen {
+                    prop_assert!(got.iter().all(|i| !history.contains(i)));
+                }
+            }
+        }
+
+        /// The mlp fast path matches the reference for any row count.
+        #[test]
+        fn mlp_fast_path_agrees_with_reference(
+            seed in any::<u64>(),
+            hidden in 1usize..40,
+            width in 1usize..5,
+            rows in 0usize..600,
+        ) {
+            let mut rng = Rng(seed);
+            let model = random_mlp(&mut rng, &[6, hidden, width], OutputActivation::Softmax);
+            predict_both(&model, &feature_rows(&mut rng, rows, 6));
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The validation gate: checks a built version before it may go live.
+//!
+//! Every check reads one consistent snapshot of the store and reports what it
+//! saw, with a few offending entities as examples. The gate decides nothing
+//! about flipping and rescores nothing itself: the coordinator passes the
+//! expected values of the sample rows (rescored on the CPU reference) and acts
+//! on [`ValidationReport::passed`].
+
+use std::collections::HashSet;
+
+use super::{Result, Store, Value, ValueKind, ValueRef};
+use crate::config::Validate;
+use crate::model::{EntityIds, EntityKey};
+use crate::store::{Check, ValidationReport};
+
+/// At most this many examples per check.
+pub const MAX_EXAMPLES: usize = 5;
+/// The drift check compares at most this many entities present in both versions.
+pub const DRIFT_SAMPLE: usize = 10_000;
+
+/// What the gate needs to know about the run.
+#[derive(Clone, Debug)]
+pub struct ValidationPlan {
+    /// Every input entity, in input order.
+    pub ids: EntityIds,
+    /// K of a top-K model; `None` for a scoring model.
+    pub top_k: Option<usize>,
+    /// Spot check: rows rescored by the coordinator on the CPU reference.
+    pub sample: Vec<SampleRow>,
+    /// Allowed difference between a stored and an expected score: absolute up
+    /// to magnitude 1, relative above.
+    pub tolerance: f32,
+    pub cfg: Validate,
+}
+
+/// One rescored entity.
+#[derive(Clone, Debug)]
+pub struct SampleRow {
+    pub key: EntityKey,
+    /// Items that must not appear in its top-K: its whole history when the
+    /// model excludes seen items, else empty.
+    pub history: Vec<u32>,
+    pub expected: Value,
+}
+
+/// Runs every check of the gate on `version`; `live` is the version readers
+/// see now (for the drift check). `passed` is true when every check passed.
+pub fn validate(
+    store: &Store,
+    version: u64,
+    live: Option<u64>,
+    plan: &ValidationPlan,
+) -> Result<ValidationReport> {
+    store.snapshot(|snap| {
+        snap.record(version)?;
+        let mut checks = Vec::new();
+
+        // One pass over the stored values: count, finiteness, top-K shape.
+        let mut stored = 0u64;
+        let mut non_finite = 0u64;
+        let mut finite_examples = Vec::new();
+        let mut malformed = 0u64;
+        let mut malformed_examples = Vec::new();
+        snap.scan(version, |entity, value| {
+            stored += 1;
+            for (j, s) in value.scores().enumerate() {
+                if !s.is_finite() {
+                    non_finite += 1;
+                    if finite_examples.len() < MAX_EXAMPLES {
+                        finite_examples.push(format!("{}: score[{j}] = {s}", show(&plan.ids, entity)));
+                    }
+                }
+            }
+            if let Some(problem) = topk_problem(value, plan.top_k) {
+                malformed += 1;
+                if malformed_examples.len() < MAX_EXAMPLES {
+                    malformed_examples.push(format!("{}: {problem}", show(&plan.ids, entity)));
+                }
+            }
+            Ok(true)
+        })?;
+
+        // coverage
+        let mut seen = HashSet::with_capacity(plan.ids.len());
+        let mut present = 0u64;
+        let mut missing_examples = Vec::new();
+        for i in 0..plan.ids.len() {
+            let key = plan.ids.key(i);
+            if !seen.insert(key.to_bytes()) {
+                continue;
+            }
+            if snap.value(version, &key)?.is_some() {
+                present += 1;
+            } else if missing_examples.len() < MAX_EXAMPLES {
+                missing_examples.push(format!("missing: {key}"));
+            }
+        }
+        let distinct = seen.len() as u64;
+        let extra = stored.saturating_sub(present);
+        let fraction = if distinct == 0 {
+            1.0
+        } else {
+            present as f64 / distinct as f64
+        };
+        checks.push(Check {
+            name: "coverage".into(),
+            passed: fraction >= plan.cfg.min_coverage && extra == 0,
+            detail: format!(
+                "{present} of {distinct} distinct input entities have a prediction \
+                 (fraction {fraction:.6}, min_coverage {}); {extra} stored entries are not input entities",
+                plan.cfg.min_coverage
+            ),
+            examples: missing_examples,
+        });
+
+        checks.push(Check {
+            name: "finite".into(),
+            passed: non_finite <= plan.cfg.max_non_finite,
+            detail: format!(
+                "{non_finite} non-finite scores (max_non_finite {})",
+                plan.cfg.max_non_finite
+            ),
+            examples: finite_examples,
+        });
+
+        // Sample rows: shape against history and expected length, then values.
+        let mut matched = 0usize;
+        let mut spot_examples = Vec::new();
+        for row in &plan.sample {
+            let Some(value) = snap.value(version, &row.key)? else {
+                push_example(&mut spot_examples, format!("{}: no stored prediction", row.key));
+                continue;
+            };
+            if let Some(problem) = sample_shape_problem(value, row) {
+                malformed += 1;
+                if malformed_examples.len() < MAX_EXAMPLES {
+                    malformed_examples.push(format!("{}: {problem}", row.key));
+                }
+            }
+            match compare(&value.to_value(), &row.expected, plan.tolerance) {
+                Ok(()) => matched += 1,
+                Err(why) => push_example(&mut spot_examples, format!("{}: {why}", row.key)),
+            }
+        }
+        checks.push(Check {
+            name: "topk_well_formed".into(),
+            passed: malformed == 0,
+            detail: match plan.top_k {
+                Some(k) => format!(
+                    "{malformed} malformed top-K values (want sorted by score descending, unique items, at most {k}; \
+                     sample rows: no item from the history, the expected length)"
+                ),
+                None => format!("{malformed} values are top-K lists where scores were expected"),
+            },
+            examples: malformed_examples,
+        });
+        checks.push(Check {
+            name: "spot_check".into(),
+            passed: matched == plan.sample.len(),
+            detail: format!(
+                "{matched} of {} rescored entities match within tolerance {}",
+                plan.sample.len(),
+                plan.tolerance
+            ),
+            examples: spot_examples,
+        });
+
+        if let Some(live) = live.filter(|&l| l != version)
+            && (plan.cfg.max_topk_churn.is_some() || plan.cfg.max_mean_shift.is_some())
+        {
+            checks.push(drift(snap, version, live, plan)?);
+        }
+
+        Ok(ValidationReport {
+            passed: checks.iter().all(|c| c.passed),
+            checks,
+        })
+    })
+}
+
+fn push_example(examples: &mut Vec<String>, example: String) {
+    if examples.len() < MAX_EXAMPLES {
+        examples.push(example);
+    }
+}
+
+/// An entity key's bytes as the user wrote the id.
+fn show(ids: &EntityIds, entity: &[u8]) -> String {
+    match (ids, <[u8; 8]>::try_from(entity)) {
+        (EntityIds::Int(_), Ok(b)) => u64::from_be_bytes(b).to_string(),
+        _ => String::from_utf8_lossy(entity).into_owned(),
+    }
+}
+
+fn topk_problem(value: ValueRef<'_>, top_k: Option<usize>) -> Option<String> {
+    let Some(k) = top_k else {
+        return (value.kind() == ValueKind::TopK).then(|| "a top-K list from a scoring model".into());
+    };
+    if value.kind() != ValueKind::TopK {
+        return Some("scores where a top-K list was expected".into());
+    }
+    let n = value.count();
+    if n > k {
+        return Some(format!("{n} pairs, more than K = {k}"));
+    }
+    for i in 1..n {
+        let (a, b) = (value.score(i - 1), value.score(i));
+        if a < b {
+            return Some(format!("not sorted: score[{}] = {a} < score[{i}] = {b}", i - 1));
+        }
+    }
+    let mut items: Vec<u32> = value.pairs().map(|(item, _)| item).collect();
+    items.sort_unstable();
+    if let Some(w) = items.windows(2).find(|w| w[0] == w[1]) {
+        return Some(format!("item {} appears twice", w[0]));
+    }
+    None
+}
+
+fn sample_shape_problem(value: ValueRef<'_>, row: &SampleRow) -> Option<String> {
+    if value.count() != row.expected.len() {
+        return Some(format!(
+            "{} entries, the reference gives {}",
+            value.count(),
+            row.expected.len()
+        ));
+    }
+    if row.history.is_empty() {
+        return None;
+    }
+    let history: HashSet<u32> = row.history.iter().copied().collect();
+    value
+        .pairs()
+        .find(|(item, _)| history.contains(item))
+        .map(|(item, _)| format!("item {item} is in the entity's history"))
+}
+
+/// Scores agree within `tol`: absolute up to magnitude 1, relative above.
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a - b).abs() <= tol * b.abs().max(1.0)
+}
+
+/// Compares a stored value with the reference. Top-K lists must agree score by
+/// score; an item may differ from the reference at a position only where the
+/// scores tie within `tol` (two tied items swapped, or a tie at the cut).
+pub fn compare(stored: &Value, expected: &Value, tol: f32) -> std::result::Result<(), String> {
+    match (stored, expected) {
+        (Value::Scores(s), Value::Scores(e)) => {
+            if s.len() != e.len() {
+                return Err(format!("{} scores, the reference gives {}", s.len(), e.len()));
+            }
+            match (0..s.len()).find(|&i| !close(s[i], e[i], tol)) {
+                Some(i) => Err(format!("score[{i}] = {}, the reference gives {}", s[i], e[i])),
+                None => Ok(()),
+            }
+        }
+        (Value::TopK(s), Value::TopK(e)) => {
+            if s.len() != e.len() {
+                return Err(format!("{} pairs, the reference gives {}", s.len(), e.len()));
+            }
+            for (i, (&(si, ss), &(ei, es))) in s.iter().zip(e).enumerate() {
+                if !close(ss, es, tol) {
+                    return Err(format!(
+                        "position {i}: score {ss} (item {si}), the reference gives {es} (item {ei})"
+                    ));
+                }
+                if si == ei {
+                    continue;
+                }
+                let tied_inside = e.iter().any(|&(item, score)| item == si && close(score, ss, tol));
+                let tied_at_cut = !e.iter().any(|&(item, _)| item == si)
+                    && e.last().is_some_and(|&(_, last)| close(ss, last, tol));
+                if !(tied_inside || tied_at_cut) {
+                    return Err(format!(
+                        "position {i}: item {si} (score {ss}), the reference gives item {ei} (score {es}) and the scores do not tie"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (Value::Scores(_), Value::TopK(_)) => Err("stored scores, the reference gives a top-K list".into()),
+        (Value::TopK(_), Value::Scores(_)) => Err("stored a top-K list, the reference gives scores".into()),
+    }
+}
+
+fn drift(snap: &super::Snapshot<'_, '_>, version: u64, live: u64, plan: &ValidationPlan) -> Result<Check> {
+    snap.record(live)?;
+    let mut common = 0usize;
+    let mut churn_sum = 0.0f64;
+    let mut churn_n = 0usize;
+    let mut shift_sum = 0.0f64;
+    let mut shift_n = 0usize;
+    snap.scan(version, |entity, new| {
+        let Some(old) = snap.value_by_bytes(live, entity)? else {
+            return Ok(true);
+        };
+        common += 1;
+        match (new.kind(), old.kind()) {
+            (ValueKind::TopK, ValueKind::TopK) => {
+                let k = plan.top_k.unwrap_or(new.count().max(old.count()));
+                if k > 0 {
+                    let old_items: HashSet<u32> = old.pairs().map(|(i, _)| i).collect();
+                    let overlap = new.pairs().filter(|(i, _)| old_items.contains(i)).count();
+                    churn_sum += 1.0 - overlap as f64 / k as f64;
+                    churn_n += 1;
+                }
+            }
+            (ValueKind::Scores, ValueKind::Scores) => {
+                let n = new.count().min(old.count());
+                let diffs: Vec<f64> = (0..n)
+                    .map(|i| f64::from(new.score(i) - old.score(i)).abs())
+                    .filter(|d| d.is_finite())
+                    .collect();
+                if !diffs.is_empty() {
+                    shift_sum += diffs.iter().sum::<f64>() / diffs.len() as f64;
+                    shift_n += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(common < DRIFT_SAMPLE)
+    })?;
+    let mut passed = true;
+    let mut parts = vec![format!("{common} entities in both v{version} and live v{live}")];
+    if let Some(max) = plan.cfg.max_topk_churn
+        && churn_n > 0
+    {
+        let churn = churn_sum / churn_n as f64;
+        passed &= churn <= max;
+        parts.push(format!("mean top-K churn {churn:.4} (max_topk_churn {max})"));
+    }
+    if let Some(max) = plan.cfg.max_mean_shift
+        && shift_n > 0
+    {
+        let shift = shift_sum / shift_n as f64;
+        passed &= shift <= max;
+        parts.push(format!("mean score shift {shift:.6} (max_mean_shift {max})"));
+    }
+    Ok(Check {
+        name: "drift".into(),
+        passed,
+        detail: parts.join("; "),
+        examples: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tied_items_may_swap_but_untied_may_not() {
+        let expected = Value::TopK(vec![(1, 0.9), (2, 0.5), (3, 0.5), (4, 0.1)]);
+        let swapped = Value::TopK(vec![(1, 0.9), (3, 0.5), (2, 0.5), (4, 0.1)]);
+        assert!(compare(&swapped, &expected, 1e-5).is_ok());
+        let wrong = Value::TopK(vec![(4, 0.9), (2, 0.5), (3, 0.5), (1, 0.1)]);
+        let err = compare(&wrong, &expected, 1e-5).unwrap_err();
+        assert!(err.contains("position 0"), "{err}");
+    }
+
+    #[test]
+    fn tie_at_the_cut_allows_a_different_last_item() {
+        let expected = Value::TopK(vec![(1, 0.9), (2, 0.5)]);
+        let other_tied = Value::TopK(vec![(1, 0.9), (7, 0.5)]);
+        assert!(compare(&other_tied, &expected, 1e-5).is_ok());
+        let not_tied = Value::TopK(vec![(1, 0.9), (7, 0.4)]);
+        assert!(compare(&not_tied, &expected, 1e-5).is_err());
+    }
+
+    #[test]
+    fn tolerance_is_relative_for_large_scores() {
+        assert!(close(1000.5, 1000.0, 1e-3));
+        assert!(!close(0.01, 0.0, 1e-3));
+        let err = compare(&Value::Scores(vec![1.0, 2.0]), &Value::Scores(vec![1.0, 2.5]), 1e-3).unwrap_err();
+        assert!(err.contains("score[1]"), "{err}");
+    }
+}

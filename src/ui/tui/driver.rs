@@ -1,0 +1,80 @@
+//! The thin loop around [`App`]: owns the terminal, waits on keys and the
+//! input channel, applies, redraws. Everything it shows comes from the app.
+//!
+//! Channels are `std::sync::mpsc` so the caller may feed it from a tokio
+//! task (`Sender::send` does not block) and read actions from a plain
+//! thread (`Receiver::recv`) or `spawn_blocking`.
+
+use std::io;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event as TermEvent};
+
+use super::{Action, App, UiInput};
+
+/// Least time between two frames (at most ~10 redraws a second).
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long one wait for a key lasts before the inputs are checked again.
+pub const KEY_POLL: Duration = Duration::from_millis(50);
+
+/// Restores the terminal when dropped, also on early returns.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Runs the TUI until the user quits: alternate screen and raw mode while it
+/// runs, restored on exit and on panic (ratatui's panic hook restores the
+/// terminal before the panic message prints). Inputs from `events` are
+/// applied as they come; the user's wishes go to `actions`. When `events`
+/// closes the UI stays up (the last state remains readable) until the user
+/// quits.
+pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>) -> io::Result<()> {
+    let mut terminal = ratatui::try_init()?;
+    let _guard = TerminalGuard;
+    let mut dirty = true;
+    let mut last_frame: Option<Instant> = None;
+    let mut inputs_open = true;
+    loop {
+        while inputs_open {
+            match events.try_recv() {
+                Ok(input) => {
+                    app.apply(input);
+                    dirty = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => inputs_open = false,
+            }
+        }
+        if dirty && last_frame.is_none_or(|t| t.elapsed() >= FRAME_INTERVAL) {
+            terminal.draw(|frame| app.draw(frame))?;
+            last_frame = Some(Instant::now());
+            dirty = false;
+        }
+        if event::poll(KEY_POLL)? {
+            match event::read()? {
+                TermEvent::Key(key) => {
+                    if let Some(action) = app.handle_key(key) {
+                        // A closed channel means nobody drives a run any
+                        // more; quitting must still work.
+                        let _ = actions.send(action);
+                    }
+                    dirty = true;
+                }
+                TermEvent::Resize(_, _) => {
+                    terminal.autoresize()?;
+                    dirty = true;
+                }
+                _ => {}
+            }
+        }
+        if app.quit {
+            return Ok(());
+        }
+    }
+}

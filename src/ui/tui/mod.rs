@@ -1,0 +1,425 @@
+//! The terminal UI: an [`App`] that holds what is shown (the run's
+//! [`RunState`], the job list, the store's versions, focus and selection),
+//! turns keys into [`Action`]s for the caller, and draws itself from that
+//! state alone ([`App::draw`], no IO). [`run_tui`] is the thin driver that
+//! owns the terminal.
+//!
+//! It must not act on the run, the store or the files itself: every wish of
+//! the user leaves as an [`Action`], and every fact arrives as a [`UiInput`].
+
+mod driver;
+mod view;
+
+use std::path::PathBuf;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::run::Event;
+use crate::sched::ChunkId;
+use crate::ui::state::RunState;
+
+pub use driver::{FRAME_INTERVAL, KEY_POLL, run_tui};
+pub use view::{MIN_HEIGHT, MIN_WIDTH};
+
+/// A job file as the picker lists it (the caller reads the files).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSummary {
+    pub path: PathBuf,
+    pub name: String,
+    pub model: String,
+    pub rows: Option<u64>,
+    pub hosts: Vec<String>,
+    /// Why the job cannot start (a config error), if it cannot.
+    pub error: Option<String>,
+}
+
+/// The prediction store's versions (the caller reads the store).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreSummary {
+    pub live: Option<u64>,
+    pub versions: Vec<VersionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRow {
+    pub version: u64,
+    pub status: String,
+    pub rows: u64,
+    pub model_version: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// What the user asked for; the caller carries it out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start the job in this file.
+    Start(PathBuf),
+    /// Leave the UI (stopping the run, if one is going).
+    Quit,
+    /// Stop (true) or resume (false) handing out new attempts.
+    Pause(bool),
+    /// Cancel the run; committed chunks are kept for `--resume`.
+    Cancel,
+    /// Launch a backup attempt of this chunk.
+    Backup(ChunkId),
+    /// Make this version live (forward or back).
+    Flip(u64),
+    /// Send a fresh [`UiInput::Store`].
+    RefreshStore,
+}
+
+/// What the caller feeds the UI.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UiInput {
+    Run(Event),
+    Store(StoreSummary),
+    Jobs(Vec<JobSummary>),
+}
+
+/// Which page is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Picker,
+    Run,
+    Store,
+}
+
+/// A window over the page that takes the keys until it closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    ConfirmQuit,
+    ConfirmCancel,
+    ConfirmFlip(u64),
+}
+
+/// The pane of the run view that the arrow keys move in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Timeline,
+    Hosts,
+    Log,
+}
+
+/// The TUI's whole state.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Colours on; false when `NO_COLOR` is set (glyphs carry the meaning).
+    pub colors: bool,
+    pub screen: Screen,
+    pub overlay: Option<Overlay>,
+    pub focus: Focus,
+    pub run: RunState,
+    pub jobs: Vec<JobSummary>,
+    pub job_selected: usize,
+    pub store: Option<StoreSummary>,
+    pub version_selected: usize,
+    /// The chunk whose running attempt `s` backs up.
+    pub chunk_selected: Option<ChunkId>,
+    /// Hosts table rows scrolled past.
+    pub hosts_scroll: usize,
+    /// Log lines scrolled back from the newest (0: follow the tail).
+    pub log_scroll: usize,
+    /// Set once the user has quit; the driver then stops.
+    pub quit: bool,
+    /// Where Esc goes back to from the store view.
+    back: Screen,
+}
+
+impl App {
+    /// An app on the job picker; it switches to the run view when a run
+    /// starts.
+    pub fn new(jobs: Vec<JobSummary>, colors: bool) -> App {
+        App {
+            colors,
+            screen: Screen::Picker,
+            overlay: None,
+            focus: Focus::Timeline,
+            run: RunState::new(),
+            jobs,
+            job_selected: 0,
+            store: None,
+            version_selected: 0,
+            chunk_selected: None,
+            hosts_scroll: 0,
+            log_scroll: 0,
+            quit: false,
+            back: Screen::Picker,
+        }
+    }
+
+    pub fn apply(&mut self, input: UiInput) {
+        match input {
+            UiInput::Run(event) => {
+                let starting = matches!(event, Event::Started { .. });
+                self.run.apply(&event);
+                if starting {
+                    self.screen = Screen::Run;
+                    self.back = Screen::Run;
+                    self.chunk_selected = None;
+                    self.log_scroll = 0;
+                    self.hosts_scroll = 0;
+                }
+                if matches!(event, Event::Log { .. }) && self.log_scroll > 0 {
+                    self.log_scroll = (self.log_scroll + 1).min(self.run.log.len());
+                }
+                self.fix_selection();
+            }
+            UiInput::Store(store) => {
+                if let Some(Overlay::ConfirmFlip(_)) = self.overlay {
+                    self.overlay = None;
+                }
+                self.version_selected = self
+                    .version_selected
+                    .min(store.versions.len().saturating_sub(1));
+                self.store = Some(store);
+            }
+            UiInput::Jobs(jobs) => {
+                self.job_selected = self.job_selected.min(jobs.len().saturating_sub(1));
+                self.jobs = jobs;
+            }
+        }
+    }
+
+    /// Keeps the selection on a running attempt: the same chunk while it
+    /// runs, else the worst straggler, else none.
+    fn fix_selection(&mut self) {
+        let selectable = self.run.selectable();
+        let still = self
+            .chunk_selected
+            .is_some_and(|c| selectable.iter().any(|a| a.chunk == c));
+        if !still {
+            self.chunk_selected = selectable.first().map(|a| a.chunk);
+        }
+    }
+
+    /// Turns a key press into an action for the caller, if it asks for one.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return Some(Action::Quit);
+        }
+        if let Some(overlay) = self.overlay {
+            return self.overlay_key(overlay, key.code);
+        }
+        match key.code {
+            KeyCode::Char('?') => {
+                self.overlay = Some(Overlay::Help);
+                None
+            }
+            KeyCode::Char('q') => {
+                if self.run.running() {
+                    self.overlay = Some(Overlay::ConfirmQuit);
+                    None
+                } else {
+                    self.quit = true;
+                    Some(Action::Quit)
+                }
+            }
+            KeyCode::Char('v') if self.screen != Screen::Store => {
+                self.back = self.screen;
+                self.screen = Screen::Store;
+                Some(Action::RefreshStore)
+            }
+            _ => match self.screen {
+                Screen::Picker => self.picker_key(key.code),
+                Screen::Run => self.run_key(key.code),
+                Screen::Store => self.store_key(key.code),
+            },
+        }
+    }
+
+    fn overlay_key(&mut self, overlay: Overlay, code: KeyCode) -> Option<Action> {
+        let yes = matches!(
+            code,
+            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter
+        );
+        let no = matches!(code, KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc);
+        match overlay {
+            Overlay::Help => {
+                if no
+                    || matches!(
+                        code,
+                        KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter
+                    )
+                {
+                    self.overlay = None;
+                }
+                None
+            }
+            _ if no => {
+                self.overlay = None;
+                None
+            }
+            _ if !yes => None,
+            Overlay::ConfirmQuit => {
+                self.overlay = None;
+                self.quit = true;
+                Some(Action::Quit)
+            }
+            Overlay::ConfirmCancel => {
+                self.overlay = None;
+                Some(Action::Cancel)
+            }
+            Overlay::ConfirmFlip(version) => {
+                self.overlay = None;
+                Some(Action::Flip(version))
+            }
+        }
+    }
+
+    fn picker_key(&mut self, code: KeyCode) -> Option<Action> {
+        match code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.job_selected = self.job_selected.saturating_sub(1);
+                None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                if self.job_selected + 1 < self.jobs.len() {
+                    self.job_selected += 1;
+                }
+                None
+            }
+            KeyCode::Enter => {
+                let job = self.jobs.get(self.job_selected)?;
+                if job.error.is_some() {
+                    return None;
+                }
+                Some(Action::Start(job.path.clone()))
+            }
+            KeyCode::Esc if self.run.started() => {
+                self.screen = Screen::Run;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn run_key(&mut self, code: KeyCode) -> Option<Action> {
+        match code {
+            KeyCode::Char('p') if self.run.running() => {
+                Some(Action::Pause(!self.run.snapshot.paused))
+            }
+            KeyCode::Char('c') if self.run.running() => {
+                self.overlay = Some(Overlay::ConfirmCancel);
+                None
+            }
+            KeyCode::Char('s') if self.run.running() => {
+                let chunk = self.chunk_selected?;
+                self.run
+                    .selectable()
+                    .iter()
+                    .any(|a| a.chunk == chunk)
+                    .then_some(Action::Backup(chunk))
+            }
+            KeyCode::Tab => {
+                self.focus = match self.focus {
+                    Focus::Timeline => Focus::Hosts,
+                    Focus::Hosts => Focus::Log,
+                    Focus::Log => Focus::Timeline,
+                };
+                None
+            }
+            KeyCode::BackTab => {
+                self.focus = match self.focus {
+                    Focus::Timeline => Focus::Log,
+                    Focus::Hosts => Focus::Timeline,
+                    Focus::Log => Focus::Hosts,
+                };
+                None
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.move_in_focus(-1);
+                None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.move_in_focus(1);
+                None
+            }
+            KeyCode::Left | KeyCode::Right => {
+                self.move_selection(if code == KeyCode::Left { -1 } else { 1 });
+                None
+            }
+            KeyCode::Esc if self.run.finished() && !self.jobs.is_empty() => {
+                self.screen = Screen::Picker;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn move_in_focus(&mut self, step: i64) {
+        match self.focus {
+            Focus::Timeline => self.move_selection(step),
+            Focus::Hosts => {
+                let max = self.run.hosts.len().saturating_sub(1);
+                self.hosts_scroll = step_index(self.hosts_scroll, step, max);
+            }
+            // Up goes back in time: scrolling grows.
+            Focus::Log => {
+                let max = self.run.log.len().saturating_sub(1);
+                self.log_scroll = step_index(self.log_scroll, -step, max);
+            }
+        }
+    }
+
+    /// Moves the selection among running attempts (see
+    /// [`RunState::selectable`]).
+    fn move_selection(&mut self, step: i64) {
+        let chunks: Vec<ChunkId> = self.run.selectable().iter().map(|a| a.chunk).collect();
+        if chunks.is_empty() {
+            self.chunk_selected = None;
+            return;
+        }
+        let at = self
+            .chunk_selected
+            .and_then(|c| chunks.iter().position(|x| *x == c));
+        let next = match at {
+            Some(at) => step_index(at, step, chunks.len() - 1),
+            None => 0,
+        };
+        self.chunk_selected = Some(chunks[next]);
+    }
+
+    fn store_key(&mut self, code: KeyCode) -> Option<Action> {
+        let count = self.store.as_ref().map_or(0, |s| s.versions.len());
+        match code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.version_selected = self.version_selected.saturating_sub(1);
+                None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.version_selected =
+                    step_index(self.version_selected, 1, count.saturating_sub(1));
+                None
+            }
+            KeyCode::Enter | KeyCode::Char('f') => {
+                let store = self.store.as_ref()?;
+                let row = store.versions.get(self.version_selected)?;
+                if store.live == Some(row.version) {
+                    return None;
+                }
+                self.overlay = Some(Overlay::ConfirmFlip(row.version));
+                None
+            }
+            KeyCode::Char('r') => Some(Action::RefreshStore),
+            KeyCode::Esc => {
+                self.screen = if self.back == Screen::Store {
+                    Screen::Picker
+                } else {
+                    self.back
+                };
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+fn step_index(at: usize, step: i64, max: usize) -> usize {
+    (at as i64 + step).clamp(0, max as i64) as usize
+}

@@ -1,0 +1,222 @@
+//! The validation gate: a clean version passes; each planted fault fails the
+//! check that names it, and only that check.
+
+mod store_common;
+
+use herd::config::Validate;
+use herd::model::{EntityIds, EntityKey, Predictions};
+use herd::store::validate::{SampleRow, ValidationPlan, validate};
+use herd::store::{Store, Value, ValidationReport};
+use store_common::*;
+
+const N: u64 = 50;
+
+fn cfg() -> Validate {
+    Validate {
+        min_coverage: 1.0,
+        max_non_finite: 0,
+        spot_check: 3,
+        max_topk_churn: Some(0.5),
+        max_mean_shift: Some(0.1),
+    }
+}
+
+/// Entity `e`'s reference top-3: items e, e+1, e+2 (never 0..3, which is
+/// every entity's history), scores descending.
+fn reference(e: u64) -> Vec<(u32, f32)> {
+    (0..3u32).map(|j| (e as u32 + 10 + j, 3.0 - j as f32)).collect()
+}
+
+/// Commits entities `0..N` with their reference top-3, passing each row to
+/// `plant` first.
+fn top_k_version(store: &Store, plant: impl Fn(u64, &mut Vec<(u32, f32)>)) -> u64 {
+    let v = new_version(store, "cands", N);
+    let mut offsets = vec![0u32];
+    let (mut items, mut scores) = (Vec::new(), Vec::new());
+    for e in 0..N {
+        let mut row = reference(e);
+        plant(e, &mut row);
+        for (i, s) in row {
+            items.push(i);
+            scores.push(s);
+        }
+        offsets.push(items.len() as u32);
+    }
+    let preds = Predictions::TopK { offsets, items, scores };
+    assert!(store.commit_chunk(v, 0..N, &EntityIds::Int((0..N).collect()), &preds, T0).unwrap());
+    v
+}
+
+fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan {
+    ValidationPlan {
+        ids: EntityIds::Int(ids.collect()),
+        top_k: Some(3),
+        sample: [4u64, 20, 33]
+            .iter()
+            .map(|&e| SampleRow {
+                key: EntityKey::Int(e),
+                history: vec![0, 1, 2],
+                expected: Value::TopK(reference(e)),
+            })
+            .collect(),
+        tolerance: 1e-4,
+        cfg: cfg(),
+    }
+}
+
+fn failed_checks(report: &ValidationReport) -> Vec<&str> {
+    report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect()
+}
+
+#[test]
+fn clean_version_passes_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let live = top_k_version(&store, |_, _| {});
+    let v = top_k_version(&store, |_, _| {});
+    let report = validate(&store, v, Some(live), &plan(0..N)).unwrap();
+    assert!(report.passed, "{report:#?}");
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["coverage", "finite", "topk_well_formed", "spot_check", "drift"]);
+}
+
+#[test]
+fn planted_nan_fails_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |e, row| {
+        if e == 7 {
+            row[2].1 = f32::NAN;
+        }
+    });
+    let report = validate(&store, v, None, &plan(0..N)).unwrap();
+    assert!(!report.passed);
+    assert_eq!(failed_checks(&report), ["finite"]);
+    let check = report.first_failure().unwrap();
+    assert!(check.detail.starts_with("1 non-finite"), "{}", check.detail);
+    assert_eq!(check.examples, ["7: score[2] = NaN"]);
+}
+
+#[test]
+fn missing_entity_fails_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |_, _| {});
+    // The input had one more entity than the version stored.
+    let report = validate(&store, v, None, &plan(0..N + 1)).unwrap();
+    assert_eq!(failed_checks(&report), ["coverage"]);
+    let check = report.first_failure().unwrap();
+    assert!(check.detail.starts_with(&format!("{N} of {} distinct", N + 1)), "{}", check.detail);
+    assert_eq!(check.examples, [format!("missing: {N}")]);
+
+    // A lower min_coverage accepts the gap.
+    let mut lenient = plan(0..N + 1);
+    lenient.cfg.min_coverage = 0.9;
+    assert!(validate(&store, v, None, &lenient).unwrap().passed);
+}
+
+#[test]
+fn stored_entity_not_in_the_input_fails_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |_, _| {});
+    let report = validate(&store, v, None, &plan(0..N - 1)).unwrap();
+    assert_eq!(failed_checks(&report), ["coverage"]);
+    assert!(report.checks[0].detail.contains("1 stored entries are not input entities"));
+}
+
+#[test]
+fn unsorted_top_k_fails_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |e, row| {
+        if e == 9 {
+            row.swap(0, 1);
+        }
+    });
+    let report = validate(&store, v, None, &plan(0..N)).unwrap();
+    assert_eq!(failed_checks(&report), ["topk_well_formed"]);
+    assert_eq!(report.first_failure().unwrap().examples, ["9: not sorted: score[0] = 2 < score[1] = 3"]);
+}
+
+#[test]
+fn duplicate_item_fails_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |e, row| {
+        if e == 11 {
+            row[1].0 = row[0].0;
+        }
+    });
+    let report = validate(&store, v, None, &plan(0..N)).unwrap();
+    assert_eq!(failed_checks(&report), ["topk_well_formed"]);
+    assert_eq!(report.first_failure().unwrap().examples, ["11: item 21 appears twice"]);
+}
+
+#[test]
+fn seen_item_in_a_sample_row_fails_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |_, _| {});
+    let mut p = plan(0..N);
+    p.sample[0].history.push(14); // entity 4's first item
+    let report = validate(&store, v, None, &p).unwrap();
+    assert_eq!(failed_checks(&report), ["topk_well_formed"]);
+    assert_eq!(report.first_failure().unwrap().examples, ["4: item 14 is in the entity's history"]);
+}
+
+#[test]
+fn spot_check_mismatch_fails_spot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |e, row| {
+        if e == 20 {
+            row[1].1 = 1.5; // still sorted and unique: only the rescore sees it
+        }
+    });
+    let report = validate(&store, v, None, &plan(0..N)).unwrap();
+    assert_eq!(failed_checks(&report), ["spot_check"]);
+    let check = report.first_failure().unwrap();
+    assert!(check.detail.starts_with("2 of 3"), "{}", check.detail);
+    assert!(check.examples[0].starts_with("20: position 1: score 1.5"), "{:?}", check.examples);
+}
+
+#[test]
+fn churn_against_live_over_threshold_fails_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let live = top_k_version(&store, |_, row| {
+        for (j, pair) in row.iter_mut().enumerate() {
+            pair.0 = 1000 + j as u32; // every entity: different items than now
+        }
+    });
+    let v = top_k_version(&store, |_, _| {});
+    let report = validate(&store, v, Some(live), &plan(0..N)).unwrap();
+    assert_eq!(failed_checks(&report), ["drift"]);
+    let detail = &report.first_failure().unwrap().detail;
+    assert!(detail.contains("mean top-K churn 1.0000 (max_topk_churn 0.5)"), "{detail}");
+    // Without a live version there is nothing to drift from.
+    assert!(validate(&store, v, None, &plan(0..N)).unwrap().passed);
+}
+
+#[test]
+fn score_shift_against_live_over_threshold_fails_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let live = build_scores_version(&store, "churn", 30, 10, 2, 0.2);
+    let v = build_scores_version(&store, "churn", 30, 10, 2, 0.7);
+    let p = ValidationPlan {
+        ids: EntityIds::Int((0..30).collect()),
+        top_k: None,
+        sample: vec![SampleRow {
+            key: EntityKey::Int(5),
+            history: vec![],
+            expected: Value::Scores(vec![0.7, 0.7]),
+        }],
+        tolerance: 1e-5,
+        cfg: cfg(),
+    };
+    let report = validate(&store, v, Some(live), &p).unwrap();
+    assert_eq!(failed_checks(&report), ["drift"]);
+    assert!(report.first_failure().unwrap().detail.contains("mean score shift 0.5"));
+}

@@ -1,0 +1,360 @@
+//! Whole-frame snapshots of every view (ratatui `TestBackend` + insta), and
+//! the keys. States come from fixed events, so frames are deterministic.
+
+mod ui_fixtures;
+
+use std::path::PathBuf;
+
+use herd::ui::tui::{Overlay, Screen};
+use herd::ui::{Action, App, UiInput};
+use insta::assert_snapshot;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::style::Color;
+use ui_fixtures::*;
+
+fn render(app: &App, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal.draw(|f| app.draw(f)).expect("draw");
+    terminal.backend().clone()
+}
+
+fn text(backend: &TestBackend) -> String {
+    backend.to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Action> {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ch(app: &mut App, c: char) -> Option<Action> {
+    key(app, KeyCode::Char(c))
+}
+
+#[test]
+fn picker() {
+    let app = App::new(jobs(), false);
+    assert_snapshot!("picker", render(&app, 80, 24));
+}
+
+#[test]
+fn picker_shows_why_a_job_cannot_start() {
+    let mut app = App::new(jobs(), false);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        None,
+        "a job with a config error must not start"
+    );
+    let frame = text(&render(&app, 80, 24));
+    assert!(
+        frame.contains("cannot start: jobs/broken.toml:4:1: unknown key 'modle'"),
+        "{frame}"
+    );
+}
+
+#[test]
+fn run_mid_run_80x24() {
+    assert_snapshot!("run_mid_80x24", render(&app_with(mid_run()), 80, 24));
+}
+
+#[test]
+fn run_mid_run_160x48() {
+    assert_snapshot!("run_mid_160x48", render(&app_with(mid_run()), 160, 48));
+}
+
+#[test]
+fn run_view_shows_the_lost_host_and_why() {
+    let frame = text(&render(&app_with(mid_run()), 100, 30));
+    let line = frame
+        .lines()
+        .find(|l| l.contains("gpu2"))
+        .expect("gpu2 row");
+    assert!(line.contains("lost: ssh: connection reset"), "{line}");
+    assert!(line.contains("0/1"), "lost host has no busy slot: {line}");
+}
+
+#[test]
+fn run_view_lists_stragglers_with_time_left() {
+    let app = app_with(mid_run());
+    let frame = text(&render(&app, 80, 24));
+    assert!(
+        frame.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        "{frame}"
+    );
+    let wide = text(&render(&app, 160, 48));
+    assert!(
+        wide.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        "{wide}"
+    );
+}
+
+#[test]
+fn timeline_marks_attempt_kinds_with_glyphs_not_only_colour() {
+    let frame = text(&render(&app_with(mid_run()), 160, 48));
+    let lane = |label: &str| {
+        frame
+            .lines()
+            .find(|l| l.contains(&format!("│{label}")) || l.contains(&format!("┃{label}")))
+            .unwrap_or_else(|| panic!("no lane {label} in\n{frame}"))
+            .to_string()
+    };
+    assert!(lane("local#1").contains('/'), "split attempt glyph");
+    assert!(lane("local#1").contains('!'), "straggler glyph");
+    assert!(lane("gpu1#0").contains('≡'), "backup glyph");
+    assert!(lane("gpu1#1").contains('-'), "cancelled glyph");
+    assert!(lane("gpu2#0").contains('x'), "failed glyph");
+    assert!(lane("local#0").contains('▒'), "running glyph");
+}
+
+#[test]
+fn final_panel_flipped() {
+    assert_snapshot!(
+        "run_final_flipped",
+        render(&app_with(finished(true)), 80, 24)
+    );
+}
+
+#[test]
+fn final_panel_not_flipped() {
+    let app = app_with(finished(false));
+    let frame = render(&app, 80, 24);
+    assert!(text(&frame).contains("NOT FLIPPED: v7 is not live: validation check 'drift' failed"));
+    assert_snapshot!("run_final_not_flipped", frame);
+}
+
+#[test]
+fn final_panel_large() {
+    assert_snapshot!(
+        "run_final_flipped_160x48",
+        render(&app_with(finished(true)), 160, 48)
+    );
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = app_with(mid_run());
+    ch(&mut app, '?');
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    assert_snapshot!("help", render(&app, 80, 24));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn quit_asks_while_running() {
+    let mut app = app_with(mid_run());
+    assert_eq!(ch(&mut app, 'q'), None);
+    assert_eq!(app.overlay, Some(Overlay::ConfirmQuit));
+    assert_snapshot!("quit_confirm", render(&app, 80, 24));
+    assert_eq!(ch(&mut app, 'n'), None);
+    assert!(!app.quit);
+    ch(&mut app, 'q');
+    assert_eq!(ch(&mut app, 'y'), Some(Action::Quit));
+    assert!(app.quit);
+}
+
+#[test]
+fn quit_does_not_ask_after_the_run() {
+    let mut app = app_with(finished(true));
+    assert_eq!(ch(&mut app, 'q'), Some(Action::Quit));
+}
+
+#[test]
+fn ctrl_c_quits_at_once() {
+    let mut app = app_with(mid_run());
+    let action = app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(action, Some(Action::Quit));
+}
+
+#[test]
+fn cancel_asks_first() {
+    let mut app = app_with(mid_run());
+    assert_eq!(ch(&mut app, 'c'), None);
+    assert_eq!(app.overlay, Some(Overlay::ConfirmCancel));
+    assert_eq!(
+        ch(&mut app, 'x'),
+        None,
+        "other keys leave the question open"
+    );
+    assert_eq!(app.overlay, Some(Overlay::ConfirmCancel));
+    assert_eq!(ch(&mut app, 'y'), Some(Action::Cancel));
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn pause_toggles_from_the_snapshot() {
+    let mut app = app_with(mid_run());
+    assert_eq!(ch(&mut app, 'p'), Some(Action::Pause(true)));
+    let mut paused = snapshot(61, 45_500);
+    paused.paused = true;
+    app.apply(UiInput::Run(herd::run::Event::Progress(paused)));
+    assert_eq!(ch(&mut app, 'p'), Some(Action::Pause(false)));
+    assert!(text(&render(&app, 80, 24)).contains("PAUSED"));
+}
+
+#[test]
+fn backup_goes_to_the_selected_running_chunk() {
+    let mut app = app_with(mid_run());
+    // The worst straggler is selected first.
+    assert_eq!(app.chunk_selected, Some(9));
+    assert_eq!(ch(&mut app, 's'), Some(Action::Backup(9)));
+    // Then the other running chunks in slot order: 12 (local#0), 15 (gpu1#1).
+    key(&mut app, KeyCode::Right);
+    assert_eq!(ch(&mut app, 's'), Some(Action::Backup(12)));
+    let frame = text(&render(&app, 80, 24));
+    assert!(
+        frame.contains("> chunk 12 on local#0: 1,250/2,500 rows (1.1x peers)"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains("  ! chunk 9 on local#1"),
+        "the straggler stays listed: {frame}"
+    );
+    key(&mut app, KeyCode::Down);
+    assert_eq!(ch(&mut app, 's'), Some(Action::Backup(15)));
+    key(&mut app, KeyCode::Down);
+    assert_eq!(
+        app.chunk_selected,
+        Some(15),
+        "selection stops at the last chunk"
+    );
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Left);
+    assert_eq!(app.chunk_selected, Some(9));
+}
+
+#[test]
+fn no_backup_after_the_run() {
+    let mut app = app_with(finished(true));
+    assert_eq!(ch(&mut app, 's'), None);
+    assert_eq!(ch(&mut app, 'p'), None);
+    assert_eq!(ch(&mut app, 'c'), None);
+}
+
+#[test]
+fn tab_moves_focus_and_arrows_scroll_the_log() {
+    let mut app = app_with(mid_run());
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, herd::ui::tui::Focus::Log);
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.log_scroll, 1);
+    let frame = text(&render(&app, 80, 24));
+    assert!(frame.contains("log (back 1 lines)"), "{frame}");
+    assert!(
+        !frame.contains("backup of chunk 9"),
+        "the newest line scrolled out: {frame}"
+    );
+}
+
+#[test]
+fn store_view_flips_after_confirmation() {
+    let mut app = app_with(mid_run());
+    assert_eq!(ch(&mut app, 'v'), Some(Action::RefreshStore));
+    assert_eq!(app.screen, Screen::Store);
+    app.apply(UiInput::Store(store()));
+    assert_snapshot!("store", render(&app, 80, 24));
+    // v7 (failed) is selected; v6 is live: Enter on it asks nothing.
+    key(&mut app, KeyCode::Down);
+    assert_eq!(key(&mut app, KeyCode::Enter), None);
+    assert_eq!(app.overlay, None);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.overlay, Some(Overlay::ConfirmFlip(5)));
+    assert_snapshot!("store_rollback_confirm", render(&app, 80, 24));
+    assert_eq!(ch(&mut app, 'y'), Some(Action::Flip(5)));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Run);
+}
+
+#[test]
+fn picker_starts_the_selected_job() {
+    let mut app = App::new(jobs(), false);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::Start(PathBuf::from("jobs/nightly.toml")))
+    );
+    app.apply(UiInput::Run(started()));
+    assert_eq!(app.screen, Screen::Run);
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut app = App::new(jobs(), false);
+    let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+    release.kind = KeyEventKind::Release;
+    assert_eq!(app.handle_key(release), None);
+    assert!(!app.quit);
+}
+
+#[test]
+fn tiny_terminal() {
+    let frame = render(&app_with(mid_run()), 10, 3);
+    assert_snapshot!("tiny", frame);
+}
+
+#[test]
+fn no_panic_at_any_size_on_any_view() {
+    let mut apps = vec![
+        App::new(jobs(), false),
+        App::new(vec![], true),
+        app_with(mid_run()),
+        app_with(finished(false)),
+    ];
+    let mut help = app_with(mid_run());
+    ch(&mut help, '?');
+    apps.push(help);
+    let mut quit = app_with(mid_run());
+    ch(&mut quit, 'q');
+    apps.push(quit);
+    let mut store_view = app_with(finished(true));
+    ch(&mut store_view, 'v');
+    apps.push(store_view.clone());
+    store_view.apply(UiInput::Store(store()));
+    key(&mut store_view, KeyCode::Down);
+    key(&mut store_view, KeyCode::Down);
+    key(&mut store_view, KeyCode::Enter);
+    apps.push(store_view);
+    let started_only = app_with(vec![started()]);
+    apps.push(started_only);
+    let mut terminal = Terminal::new(TestBackend::new(1, 1)).expect("test terminal");
+    for app in &apps {
+        for w in (0..=200).step_by(7) {
+            for h in (0..=60).step_by(5) {
+                terminal.backend_mut().resize(w, h);
+                terminal
+                    .resize(ratatui::layout::Rect::new(0, 0, w, h))
+                    .expect("resize");
+                terminal.draw(|f| app.draw(f)).expect("draw");
+            }
+        }
+    }
+}
+
+#[test]
+fn no_color_means_no_colour() {
+    let plain = render(&app_with(finished(false)), 160, 48);
+    let coloured = {
+        let mut app = app_with(finished(false));
+        app.colors = true;
+        render(&app, 160, 48)
+    };
+    let colours = |b: &TestBackend| {
+        b.buffer()
+            .content
+            .iter()
+            .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+            .count()
+    };
+    assert_eq!(colours(&plain), 0);
+    assert!(colours(&coloured) > 0);
+    assert_eq!(
+        text(&plain),
+        text(&coloured),
+        "colour must not change a single glyph"
+    );
+}
