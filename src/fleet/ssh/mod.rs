@@ -393,7 +393,9 @@ async fn set_up(
         message,
     };
 
-    let binary_sha = file_sha256(name, &payload.binary).await?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let binary = target::expand_home(&payload.binary, home.as_deref());
+    let binary_sha = file_sha256(name, &binary).await?;
     let model_sha = payload.model.as_ref().map(|(_, sha)| sha.clone());
     let probe = probe_command(&binary_sha, model_sha.as_deref());
     let (code, out, err) = exec_capture(&handle, &probe, COMMAND_TIMEOUT)
@@ -412,7 +414,7 @@ async fn set_up(
     if probed.binary_sha.as_deref() == Some(binary_sha.as_str()) {
         lock(status).cached_files += 1;
     } else {
-        let sent = upload(name, &handle, &payload.binary, &binary_path, &binary_sha, "0700").await?;
+        let sent = upload(name, &handle, &binary, &binary_path, &binary_sha, "0700").await?;
         let mut s = lock(status);
         s.shipped_bytes += sent;
         s.uploaded_files += 1;
