@@ -56,7 +56,8 @@ fn fleet_toml(servers: &sshd::Servers, local: bool, slots: u32) -> String {
 }
 
 fn local_toml() -> String {
-    "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 2\ndevice = \"cpu\"\nthreads = 1\n".into()
+    "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 2\ndevice = \"cpu\"\nthreads = 1\n"
+        .into()
 }
 
 /// Makes the job's data now, so runs are all scoring.
@@ -136,7 +137,10 @@ fn assert_same_store(a: &Path, b: &Path, ids: u64) {
         let va = a.get(&key, None, 0).unwrap().map(|v| v.value);
         let vb = b.get(&key, None, 0).unwrap().map(|v| v.value);
         assert!(va.is_some(), "entity {id} missing from the fleet run");
-        assert_eq!(va, vb, "entity {id} differs between the fleet and the local run");
+        assert_eq!(
+            va, vb,
+            "entity {id} differs between the fleet and the local run"
+        );
     }
 }
 
@@ -186,10 +190,15 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     let binary = std::fs::metadata(common::HERD).unwrap().len();
-    let weights = std::fs::metadata(fleet.path("data/two_tower.safetensors")).unwrap().len();
+    let weights = std::fs::metadata(fleet.path("data/two_tower.safetensors"))
+        .unwrap()
+        .len();
     for name in ["local", "ssh0", "ssh1", "ssh2"] {
         let h = host(&r, name);
-        assert!(h["chunks"].as_u64().unwrap() > 0, "{name} committed no chunk: {r}");
+        assert!(
+            h["chunks"].as_u64().unwrap() > 0,
+            "{name} committed no chunk: {r}"
+        );
     }
     assert_eq!(host(&r, "local")["shipped_bytes"], 0, "{r}");
     for s in &servers.servers {
@@ -241,7 +250,10 @@ fn a_remote_worker_killed_mid_run_still_gives_a_complete_version() {
     let r = finish(&s, child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
-    assert!(host(&r, "ssh0")["failures"].as_u64().unwrap() >= 1, "the kill went unnoticed: {r}");
+    assert!(
+        host(&r, "ssh0")["failures"].as_u64().unwrap() >= 1,
+        "the kill went unnoticed: {r}"
+    );
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.len(1).unwrap(), shape.users);
     assert_no_workers_left(&servers);
@@ -263,8 +275,15 @@ fn a_host_that_dies_mid_run_still_gives_a_complete_version() {
     let r = finish(&s, child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
-    assert!(host(&r, "ssh1")["failures"].as_u64().unwrap() >= 1, "the loss went unnoticed: {r}");
-    assert!(t.elapsed() < Duration::from_secs(60), "took {:?}", t.elapsed());
+    assert!(
+        host(&r, "ssh1")["failures"].as_u64().unwrap() >= 1,
+        "the loss went unnoticed: {r}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.len(1).unwrap(), shape.users);
     assert_no_workers_left(&servers);
@@ -301,8 +320,14 @@ fn with_every_host_unreachable_the_run_fails_and_the_live_version_stays() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("no worker is left"), "{all}");
-    assert!(all.contains(&format!("cannot connect to 127.0.0.9:{dead}")), "{all}");
-    assert!(all.contains("unknown host key") && all.contains(&servers.servers[0].fingerprint()), "{all}");
+    assert!(
+        all.contains(&format!("cannot connect to 127.0.0.9:{dead}")),
+        "{all}"
+    );
+    assert!(
+        all.contains("unknown host key") && all.contains(&servers.servers[0].fingerprint()),
+        "{all}"
+    );
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.live().unwrap(), Some(1));
 }
@@ -321,7 +346,10 @@ fn hosts_check_prints_key_auth_shipping_and_backend_for_each_host() {
     );
     let hosts = dir.path().join("hosts.toml");
     std::fs::write(&hosts, toml).unwrap();
-    let out = common::herd_in(dir.path(), &["hosts", "check", "--hosts", hosts.to_str().unwrap()]);
+    let out = common::herd_in(
+        dir.path(),
+        &["hosts", "check", "--hosts", hosts.to_str().unwrap()],
+    );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "one host is refused: {all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -338,13 +366,40 @@ fn hosts_check_prints_key_auth_shipping_and_backend_for_each_host() {
     }
     assert!(ok.contains(" MB ") || ok.contains("cached"), "{all}");
     let refused = line("ssh0");
-    assert!(refused.contains("NO") && refused.contains("UNKNOWN"), "{all}");
+    assert!(
+        refused.contains("NO") && refused.contains("UNKNOWN"),
+        "{all}"
+    );
     assert!(stdout.contains(&servers.servers[0].fingerprint()), "{all}");
     assert!(stdout.contains("ssh-keyscan -p"), "{all}");
     // A second check ships nothing.
-    let out = common::herd_in(dir.path(), &["hosts", "check", "--hosts", hosts.to_str().unwrap()]);
+    let out = common::herd_in(
+        dir.path(),
+        &["hosts", "check", "--hosts", hosts.to_str().unwrap()],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let again = stdout.lines().find(|l| l.starts_with("ssh1 ")).unwrap();
     assert!(again.contains("cached"), "{stdout}");
+    assert_no_workers_left(&servers);
+}
+
+#[test]
+fn remote_workers_exit_when_the_coordinator_is_killed() {
+    let _serial = one_at_a_time();
+    let servers = sshd::Servers::start(2);
+    let shape = big_shape();
+    let s = Scratch::new(&shape);
+    generate(&s, &shape);
+    s.write("hosts.toml", &fleet_toml(&servers, false, 1));
+    // Both slots run slowly, so the job is still going when it is killed.
+    let mut child = start_run(&s, Some("0:8"));
+    busy_worker(&servers.servers[0], Duration::from_secs(60));
+    assert!(!servers.servers[0].workers().is_empty());
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    // The connection closes with the coordinator; sshd ends the session and
+    // the worker sees the end of its input.
     assert_no_workers_left(&servers);
 }

@@ -108,6 +108,8 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
             s.ready().await.unwrap_or_else(|e| panic!("{e}"));
         }
         let cold = t.elapsed();
+        let cold_steps = steps(&sessions);
+        let mut starts = Vec::new();
         for (s, srv) in sessions.iter().zip(&servers.servers) {
             let st = s.status();
             assert_eq!(st.shipped_bytes, size, "{st:?}");
@@ -122,7 +124,9 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
             // No temporary upload is left next to it.
             let names: Vec<_> = std::fs::read_dir(remote.parent().unwrap()).unwrap().flatten().collect();
             assert_eq!(names.len(), 1, "{names:?}");
+            let t = Instant::now();
             let (backend, pid) = probe(s).await.unwrap_or_else(|e| panic!("{}: {e}", srv.name));
+            starts.push(t.elapsed());
             assert_eq!(backend, "cpu");
             assert!(srv.workers().contains(&pid) || srv.workers().is_empty());
         }
@@ -138,6 +142,7 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
             s.ready().await.unwrap_or_else(|e| panic!("{e}"));
         }
         let cached = t.elapsed();
+        let cached_steps = steps(&sessions);
         for s in &sessions {
             let st = s.status();
             assert_eq!(st.shipped_bytes, 0, "{st:?}");
@@ -182,11 +187,12 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
         }
         drop(links);
         drop(sessions);
+        let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
         eprintln!(
-            "three hosts, connect+ship+ready: cold {:.0} ms ({} bytes each), cached {:.0} ms",
-            cold.as_secs_f64() * 1e3,
-            size,
-            cached.as_secs_f64() * 1e3
+            "three hosts, all ready: cold {} ms ({size} bytes to each; per host {cold_steps}), cached {} ms (per host {cached_steps}); worker start to Loaded: {} ms",
+            ms(cold),
+            ms(cached),
+            starts.iter().map(|d| ms(*d)).collect::<Vec<_>>().join("/"),
         );
     });
     drop(rt);
@@ -194,6 +200,19 @@ fn three_hosts_connect_ship_once_and_run_workers_that_leave_no_process_behind() 
         let left = s.workers_gone_within(Duration::from_secs(10));
         assert!(left.is_empty(), "workers left on {}: {left:?}", s.name);
     }
+}
+
+/// Per host `connect/ship` milliseconds.
+fn steps(sessions: &[HostSession]) -> String {
+    sessions
+        .iter()
+        .map(|s| {
+            let st = s.status();
+            let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN);
+            format!("{:.0}/{:.0}", ms(st.connect_time), ms(st.ship_time))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn setup_error(servers: &sshd::Servers, h: SshHost) -> (Error, herd::fleet::ssh::HostStatus) {
@@ -217,7 +236,12 @@ fn an_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_trust_it() {
     assert!(matches!(e, Error::HostKey { .. }), "{msg}");
     assert!(msg.contains(&s.fingerprint()), "{msg}");
     assert!(
-        msg.contains(&format!("ssh-keyscan -p {} {} >> {}", s.port, s.ip, empty.display())),
+        msg.contains(&format!(
+            "ssh-keyscan -p {} {} >> {}",
+            s.port,
+            s.ip,
+            empty.display()
+        )),
         "{msg}"
     );
     assert_eq!(st.host_key, "UNKNOWN");
@@ -243,7 +267,10 @@ fn accept_new_learns_an_unknown_key_once() {
     let text = std::fs::read_to_string(&fresh).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(lines[0].starts_with(&format!("[{}]:{} ssh-ed25519 ", s.ip, s.port)), "{text}");
+    assert!(
+        lines[0].starts_with(&format!("[{}]:{} ssh-ed25519 ", s.ip, s.port)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -256,7 +283,13 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
     let mut words = b_key.split_whitespace();
     std::fs::write(
         &forged,
-        format!("[{}]:{} {} {}\n", a.ip, a.port, words.next().unwrap(), words.next().unwrap()),
+        format!(
+            "[{}]:{} {} {}\n",
+            a.ip,
+            a.port,
+            words.next().unwrap(),
+            words.next().unwrap()
+        ),
     )
     .unwrap();
     let mut h = host(a, &servers);
@@ -281,7 +314,10 @@ fn a_key_the_server_does_not_accept_gives_a_clear_auth_error() {
     let msg = e.to_string();
     assert!(matches!(e, Error::Auth { .. }), "{msg}");
     assert!(msg.contains("authentication as 'root'"), "{msg}");
-    assert!(msg.contains(&servers.stranger_key.display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&servers.stranger_key.display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("refused") && msg.contains("SHA256:"), "{msg}");
     assert_eq!(st.auth, "FAILED");
     assert_eq!(st.host_key, "known");
@@ -294,7 +330,10 @@ fn a_missing_identity_file_is_named() {
     h.identity = Some(servers.dir.path().join("no_such_key"));
     let (e, _) = setup_error(&servers, h);
     let msg = e.to_string();
-    assert!(msg.contains("no_such_key") && msg.contains("identity"), "{msg}");
+    assert!(
+        msg.contains("no_such_key") && msg.contains("identity"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -313,7 +352,11 @@ fn an_unreachable_host_fails_fast_with_its_address() {
     let msg = e.to_string();
     assert!(matches!(e, Error::Connect { .. }), "{msg}");
     assert!(msg.contains(&format!("127.0.0.9:{port}")), "{msg}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -357,6 +400,11 @@ fn model_weights_ship_once_to_a_content_addressed_path() {
             .await
             .expect_err("hash mismatch");
         assert!(e.to_string().contains("expected 000"), "{e}");
-        assert!(!s.cache().join("models").join(format!("{}.safetensors", "0".repeat(64))).exists());
+        assert!(
+            !s.cache()
+                .join("models")
+                .join(format!("{}.safetensors", "0".repeat(64)))
+                .exists()
+        );
     });
 }

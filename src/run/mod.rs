@@ -262,9 +262,11 @@ pub async fn run(
                             binary,
                             model: Some((p.job.model.weights.clone(), p.weights_sha256.clone())),
                         };
-                        let session =
-                            std::sync::Arc::new(fleet::ssh::HostSession::start(&h.name, s, payload));
-                        let (session2, events2, name) = (session.clone(), events.clone(), h.name.clone());
+                        let session = std::sync::Arc::new(fleet::ssh::HostSession::start(
+                            &h.name, s, payload,
+                        ));
+                        let (session2, events2, name) =
+                            (session.clone(), events.clone(), h.name.clone());
                         tokio::spawn(async move {
                             if session2.ready().await.is_ok() {
                                 let _ = events2.send(Event::Log {
@@ -277,7 +279,12 @@ pub async fn run(
                         Some(session)
                     }
                     Err(e) => {
-                        log(&events, started_at.elapsed(), &h.name, format!("cannot find the worker binary to ship: {e}"));
+                        log(
+                            &events,
+                            started_at.elapsed(),
+                            &h.name,
+                            format!("cannot find the worker binary to ship: {e}"),
+                        );
                         None
                     }
                 }

@@ -70,7 +70,8 @@ impl Servers {
             Path::new(SSHD).exists(),
             "{SSHD} is missing: the SSH tests need real OpenSSH servers; run `apt-get install -y openssh-server`"
         );
-        std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd (sshd's privilege separation folder)");
+        std::fs::create_dir_all("/run/sshd")
+            .expect("mkdir /run/sshd (sshd's privilege separation folder)");
         let dir = tempfile::tempdir().expect("temp dir");
         let user_key = dir.path().join("user_key");
         let stranger_key = dir.path().join("stranger_key");
@@ -109,7 +110,8 @@ impl Servers {
                 ),
             )
             .unwrap();
-            let pubkey = std::fs::read_to_string(dir.path().join(format!("host{i}_key.pub"))).unwrap();
+            let pubkey =
+                std::fs::read_to_string(dir.path().join(format!("host{i}_key.pub"))).unwrap();
             let mut words = pubkey.split_whitespace();
             known.push_str(&format!(
                 "[{ip}]:{port} {} {}\n",
@@ -272,7 +274,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+        if let Some(ppid) = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
             parent_of.push((pid, ppid));
         }
     }

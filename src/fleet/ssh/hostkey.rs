@@ -74,7 +74,8 @@ pub fn check(host: &str, port: u16, key: &PublicKey, known_hosts: &Path, trust: 
         Ok(true) => KeyCheck::Known,
         Ok(false) => match trust {
             Trust::AcceptNew => {
-                match russh::keys::known_hosts::learn_known_hosts_path(host, port, key, known_hosts) {
+                match russh::keys::known_hosts::learn_known_hosts_path(host, port, key, known_hosts)
+                {
                     Ok(()) => KeyCheck::Learned,
                     Err(e) => KeyCheck::Broken(format!(
                         "cannot record the host key of {name} in {file}: {e}"
@@ -103,8 +104,10 @@ mod tests {
     use super::*;
 
     /// Two distinct ed25519 public keys (made with ssh-keygen).
-    const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP7cnurltmCYsrZeoApE5ZSpChJWyS+ChHN4IhVXJpPb";
-    const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAIqj2Ltw5hFpzyRT+gLhWYtWTowIoF0jD32xUQ1Ye9d";
+    const KEY_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP7cnurltmCYsrZeoApE5ZSpChJWyS+ChHN4IhVXJpPb";
+    const KEY_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAIqj2Ltw5hFpzyRT+gLhWYtWTowIoF0jD32xUQ1Ye9d";
 
     fn parse(text: &str) -> PublicKey {
         PublicKey::from_openssh(text).expect("valid key")
@@ -120,7 +123,10 @@ mod tests {
         assert_eq!(c.label(), "UNKNOWN");
         assert!(msg.contains(&fingerprint(&k)), "{msg}");
         assert!(msg.contains("SHA256:"), "{msg}");
-        assert!(msg.contains(&format!("ssh-keyscan -p 2222 10.0.0.5 >> {}", kh.display())), "{msg}");
+        assert!(
+            msg.contains(&format!("ssh-keyscan -p 2222 10.0.0.5 >> {}", kh.display())),
+            "{msg}"
+        );
         assert!(msg.contains("accept-new"), "{msg}");
         assert!(!kh.exists(), "a strict check must not write known_hosts");
     }
@@ -130,14 +136,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kh = dir.path().join("sub").join("known_hosts");
         let k = parse(KEY_A);
-        assert_eq!(check("h", 2222, &k, &kh, Trust::AcceptNew), KeyCheck::Learned);
+        assert_eq!(
+            check("h", 2222, &k, &kh, Trust::AcceptNew),
+            KeyCheck::Learned
+        );
         assert_eq!(check("h", 2222, &k, &kh, Trust::Strict), KeyCheck::Known);
         let other = parse(KEY_B);
         let c = check("h", 2222, &other, &kh, Trust::AcceptNew);
         assert_eq!(c.label(), "CHANGED");
         let msg = c.refusal().unwrap();
         let text = std::fs::read_to_string(&kh).unwrap();
-        let line = text.lines().position(|l| l.starts_with("[h]:2222 ")).unwrap() + 1;
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("[h]:2222 "))
+            .unwrap()
+            + 1;
         assert!(msg.contains(&fingerprint(&other)), "{msg}");
         assert!(msg.contains(&format!("line {line} of")), "{msg}");
         // The same key on another port is another host.

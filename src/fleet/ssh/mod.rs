@@ -124,7 +124,10 @@ pub struct HostStatus {
 
 /// One line on how a host's setup went, for the run log.
 pub fn describe_setup(s: &HostStatus) -> String {
-    let ms = |d: Option<Duration>| d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "-".into());
+    let ms = |d: Option<Duration>| {
+        d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "-".into())
+    };
     let shipped = if s.uploaded_files == 0 {
         "nothing shipped (cached)".to_string()
     } else {
@@ -276,7 +279,8 @@ impl HostSession {
         let stage = self.stage.clone();
         let env = env.to_vec();
         tokio::spawn(async move {
-            let reason = run_worker(stage, env, stdin_ours, stdout_ours, stderr_ours, kill_rx).await;
+            let reason =
+                run_worker(stage, env, stdin_ours, stdout_ours, stderr_ours, kill_rx).await;
             let _ = exit_tx.send(reason);
         });
         let name = self.name.clone();
@@ -366,22 +370,23 @@ async fn set_up(
     lock(status).addr = addr.clone();
     let started = Instant::now();
     let mut handle = connect(name, &target, status).await?;
-    let how = match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut handle, name, &target)).await {
-        Ok(Ok(how)) => how,
-        Ok(Err(e)) => {
-            lock(status).auth = "FAILED".into();
-            return Err(e);
-        }
-        Err(_) => {
-            lock(status).auth = "FAILED".into();
-            return Err(Error::Auth {
-                host: name.into(),
-                user: target.user.clone(),
-                addr,
-                message: format!("no answer within {}s", AUTH_TIMEOUT.as_secs()),
-            });
-        }
-    };
+    let how =
+        match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut handle, name, &target)).await {
+            Ok(Ok(how)) => how,
+            Ok(Err(e)) => {
+                lock(status).auth = "FAILED".into();
+                return Err(e);
+            }
+            Err(_) => {
+                lock(status).auth = "FAILED".into();
+                return Err(Error::Auth {
+                    host: name.into(),
+                    user: target.user.clone(),
+                    addr,
+                    message: format!("no answer within {}s", AUTH_TIMEOUT.as_secs()),
+                });
+            }
+        };
     {
         let mut s = lock(status);
         s.auth = how;
@@ -606,7 +611,9 @@ async fn file_sha256(name: &str, path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         message,
     };
-    let meta = tokio::fs::metadata(path).await.map_err(|e| local(e.to_string()))?;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| local(e.to_string()))?;
     let key: Key = (path.to_path_buf(), meta.len(), meta.modified().ok());
     if let Some((_, h)) = CACHE
         .lock()
@@ -644,7 +651,11 @@ async fn file_sha256(name: &str, path: &Path) -> Result<String> {
 /// The remote command that makes the cache folders (mode 0700) and prints
 /// the cache folder and the sha256 of the files already there.
 fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
-    let bin = format!("\"$c\"/bin/{}/{}", quote(binary_sha), quote(REMOTE_BINARY_NAME));
+    let bin = format!(
+        "\"$c\"/bin/{}/{}",
+        quote(binary_sha),
+        quote(REMOTE_BINARY_NAME)
+    );
     let mut cmd = format!(
         "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
         quote(binary_sha)
@@ -744,7 +755,10 @@ async fn upload(
         let mut sent = 0u64;
         let mut buf = vec![0u8; UPLOAD_PIECE_BYTES];
         loop {
-            let n = file.read(&mut buf).await.map_err(|e| local_err(e.to_string()))?;
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| local_err(e.to_string()))?;
             if n == 0 {
                 break;
             }
@@ -827,7 +841,10 @@ async fn exec_capture(
 }
 
 /// The remote command line that starts a worker: `exec env K=V ... BIN worker`.
-pub fn worker_command(binary: &str, env: &[(String, String)]) -> std::result::Result<String, String> {
+pub fn worker_command(
+    binary: &str,
+    env: &[(String, String)],
+) -> std::result::Result<String, String> {
     let mut cmd = String::from("exec env ");
     cmd.push_str(&quote("NODEVICE_SELECT=1"));
     for (k, v) in env {
@@ -978,14 +995,21 @@ mod tests {
                 model_sha: None,
             }
         );
-        assert!(parse_probe("cache=.cache/herd\n").unwrap_err().contains("not absolute"));
+        assert!(
+            parse_probe("cache=.cache/herd\n")
+                .unwrap_err()
+                .contains("not absolute")
+        );
         assert!(parse_probe("").is_err());
     }
 
     #[test]
     fn the_worker_command_quotes_every_value_and_refuses_bad_env_names() {
         let cmd = worker_command("/c/bin/x y/herd", &[("A".into(), "1; rm -rf /".into())]).unwrap();
-        assert_eq!(cmd, "exec env 'NODEVICE_SELECT=1' 'A=1; rm -rf /' '/c/bin/x y/herd' worker");
+        assert_eq!(
+            cmd,
+            "exec env 'NODEVICE_SELECT=1' 'A=1; rm -rf /' '/c/bin/x y/herd' worker"
+        );
         assert!(worker_command("/b", &[("A B".into(), "1".into())]).is_err());
     }
 
@@ -1006,7 +1030,11 @@ mod tests {
         assert_eq!((p.binary_sha, p.model_sha), (None, None));
         use std::os::unix::fs::PermissionsExt;
         for d in ["", "bin", "bin/0123", "models"] {
-            let mode = std::fs::metadata(cache.join(d)).unwrap().permissions().mode() & 0o777;
+            let mode = std::fs::metadata(cache.join(d))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o700, "{d}");
         }
     }

@@ -173,7 +173,13 @@ pub fn resolve_from_env(name: &str, ssh: &SshHost) -> Result<Target> {
         .ok()
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|u| !u.is_empty());
-    resolve(name, ssh, config.as_deref(), home.as_deref(), user.as_deref())
+    resolve(
+        name,
+        ssh,
+        config.as_deref(),
+        home.as_deref(),
+        user.as_deref(),
+    )
 }
 
 #[cfg(test)]
@@ -193,7 +199,10 @@ mod tests {
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(split_address("gpu1.lab:2222").unwrap(), ("gpu1.lab".into(), Some(2222)));
+        assert_eq!(
+            split_address("gpu1.lab:2222").unwrap(),
+            ("gpu1.lab".into(), Some(2222))
+        );
         assert_eq!(split_address("gpu1").unwrap(), ("gpu1".into(), None));
         assert_eq!(split_address("[::1]:22").unwrap(), ("::1".into(), Some(22)));
         assert_eq!(split_address("fe80::1").unwrap(), ("fe80::1".into(), None));
@@ -205,7 +214,14 @@ mod tests {
     #[test]
     fn an_alias_from_ssh_config_gives_hostname_port_user_identity_and_known_hosts() {
         let config = "Host gpu1\n  HostName 10.0.0.7\n  Port 2200\n  User ml\n  IdentityFile /keys/gpu1\n  UserKnownHostsFile /keys/kh\n";
-        let t = resolve("gpu1", &host("gpu1"), Some(config), Some(Path::new("/home/me")), Some("me")).unwrap();
+        let t = resolve(
+            "gpu1",
+            &host("gpu1"),
+            Some(config),
+            Some(Path::new("/home/me")),
+            Some("me"),
+        )
+        .unwrap();
         assert_eq!(t.host, "10.0.0.7");
         assert_eq!(t.port, 2200);
         assert_eq!(t.user, "ml");
@@ -221,8 +237,18 @@ mod tests {
         h.user = Some("root".into());
         h.identity = Some("~/.ssh/other".into());
         h.known_hosts = Some("~/kh".into());
-        let t = resolve("gpu1", &h, Some(config), Some(Path::new("/home/me")), Some("me")).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.user.as_str()), ("10.0.0.7", 2201, "root"));
+        let t = resolve(
+            "gpu1",
+            &h,
+            Some(config),
+            Some(Path::new("/home/me")),
+            Some("me"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("10.0.0.7", 2201, "root")
+        );
         assert_eq!(t.identities, vec![PathBuf::from("/home/me/.ssh/other")]);
         assert!(t.identity_from_host);
         assert_eq!(t.known_hosts, PathBuf::from("/home/me/kh"));
@@ -230,7 +256,14 @@ mod tests {
 
     #[test]
     fn without_config_the_defaults_are_port_22_the_local_user_and_home_known_hosts() {
-        let t = resolve("a", &host("10.1.2.3"), None, Some(Path::new("/home/me")), Some("me")).unwrap();
+        let t = resolve(
+            "a",
+            &host("10.1.2.3"),
+            None,
+            Some(Path::new("/home/me")),
+            Some("me"),
+        )
+        .unwrap();
         assert_eq!((t.port, t.user.as_str()), (22, "me"));
         assert!(t.identities.is_empty());
         assert_eq!(t.known_hosts, PathBuf::from("/home/me/.ssh/known_hosts"));
@@ -249,7 +282,13 @@ mod tests {
         let home = Some(Path::new("/h"));
         assert_eq!(expand_home(Path::new("~/a"), home), PathBuf::from("/h/a"));
         assert_eq!(expand_home(Path::new("~"), home), PathBuf::from("/h"));
-        assert_eq!(expand_home(Path::new("/x/~/a"), home), PathBuf::from("/x/~/a"));
-        assert_eq!(expand_home(Path::new("~bob/a"), home), PathBuf::from("~bob/a"));
+        assert_eq!(
+            expand_home(Path::new("/x/~/a"), home),
+            PathBuf::from("/x/~/a")
+        );
+        assert_eq!(
+            expand_home(Path::new("~bob/a"), home),
+            PathBuf::from("~bob/a")
+        );
     }
 }
