@@ -157,8 +157,8 @@ fn expected_top_k(p: &Plain, row: usize, k: usize, cap: usize) -> Vec<(u32, f64)
     let mut n = 0;
     for id in recent {
         if let Some(&r) = by_id.get(id) {
-            for d in 0..dim {
-                pooled[d] += p.emb[r][d] as f64;
+            for (acc, &e) in pooled.iter_mut().zip(&p.emb[r]) {
+                *acc += e as f64;
             }
             n += 1;
         }
@@ -256,31 +256,13 @@ fn every_stored_prediction_equals_an_independent_computation() {
 #[test]
 fn killing_a_worker_mid_run_still_gives_a_complete_version() {
     let shape = JobShape {
-        users: 4000,
-        items: 20000,
+        users: 20000,
+        items: 50000,
         dim: 32,
         slots: 3,
         ..Default::default()
     };
     let s = Scratch::new(&shape);
-    // Make the data first so the run below is all scoring.
-    let made = s.herd(&[
-        "gen",
-        "two-tower",
-        "--out",
-        "data",
-        "--users",
-        "4000",
-        "--items",
-        "20000",
-        "--dim",
-        "32",
-        "--features",
-        "3",
-        "--seed",
-        "3",
-    ]);
-    assert!(made.status.success(), "{}", text(&made));
     let report = s.path("report.json");
     let child = std::process::Command::new(common::HERD)
         .args([
@@ -304,14 +286,14 @@ fn killing_a_worker_mid_run_still_gives_a_complete_version() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(r["rows"], 4000, "{r}");
+    assert_eq!(r["rows"], 20000, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
         r["hosts"][0]["failures"].as_u64().unwrap() >= 1,
         "the kill was not noticed: {r}"
     );
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
-    assert_eq!(store.len(1).unwrap(), 4000);
+    assert_eq!(store.len(1).unwrap(), 20000);
     assert_eq!(store.live().unwrap(), Some(1));
 }
 
@@ -393,5 +375,52 @@ fn a_weight_shape_mismatch_exits_2_naming_the_tensor() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("job.toml"), "{err}");
-    assert!(err.contains("user_tower.0.weight"), "{err}");
+    assert!(err.contains("user_tower.0"), "{err}");
+    assert!(err.contains("2 feature column"), "{err}");
+}
+
+#[test]
+fn a_demo_run_writes_a_trace_with_one_track_per_slot_and_one_event_per_attempt() {
+    let s = Scratch::new(&JobShape {
+        slots: 3,
+        ..Default::default()
+    });
+    let out = s.herd(&[
+        "run",
+        "job.toml",
+        "--trace",
+        "trace.json",
+        "--report",
+        "report.json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("report.json")).unwrap()).unwrap();
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("trace.json")).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let complete: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(
+        complete.len() as u64,
+        report["attempts"].as_u64().unwrap(),
+        "one X event per attempt"
+    );
+    let tracks: std::collections::BTreeSet<(u64, u64)> = complete
+        .iter()
+        .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+        .collect();
+    assert!(tracks.len() <= 3 && !tracks.is_empty(), "{tracks:?}");
+    let named: std::collections::BTreeSet<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(named.len(), 3, "one named track per slot: {named:?}");
+    assert!(tracks.is_subset(&named), "{tracks:?} vs {named:?}");
+    for e in &complete {
+        assert!(
+            e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0,
+            "{e}"
+        );
+    }
 }

@@ -26,7 +26,10 @@ const DIR_VAR: &str = "HERD_STORE_READER_DIR";
 fn wait_for(path: &Path, what: &str) {
     let start = Instant::now();
     while !path.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -42,7 +45,13 @@ fn writer_flips_never_show_a_mix_to_a_reader_process() {
     store.flip(v).unwrap();
 
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "reader_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "reader_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_VAR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -73,10 +82,22 @@ fn writer_flips_never_show_a_mix_to_a_reader_process() {
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     };
     assert!(field("lookups=") >= 100, "{line}");
-    assert!(field("versions_seen=") >= 2, "the reader saw no flip: {line}");
+    assert!(
+        field("versions_seen=") >= 2,
+        "the reader saw no flip: {line}"
+    );
     assert!(store.map_size() > first_map, "the map never grew");
-    let kept: Vec<u64> = store.versions().unwrap().iter().map(|r| r.version).collect();
-    assert_eq!(kept, [50, 49, 48], "gc keeps the 3 newest, live and previous among them");
+    let kept: Vec<u64> = store
+        .versions()
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(
+        kept,
+        [50, 49, 48],
+        "gc keeps the 3 newest, live and previous among them"
+    );
 }
 
 /// The reader side of `writer_flips_never_show_a_mix_to_a_reader_process`.
@@ -107,7 +128,10 @@ fn reader_child() {
                         return Err(format!("entity {id} in v{v}: wrong shape"));
                     }
                     if value.model_ref() as u64 != v || u64::from(value.timestamp()) != T0 + v {
-                        return Err(format!("entity {id}: header of v{} read through live v{v}", value.model_ref()));
+                        return Err(format!(
+                            "entity {id}: header of v{} read through live v{v}",
+                            value.model_ref()
+                        ));
                     }
                     if let Some(s) = value.scores().find(|&s| s != want) {
                         return Err(format!("entity {id}: score {s} read through live v{v}"));
@@ -123,8 +147,14 @@ fn reader_child() {
                         .map_err(|e| format!("get error: {e}"))?
                         .ok_or_else(|| format!("entity {id} missing from get"))?;
                     let want = herd::store::Value::Scores(vec![p.version as f32; WIDTH]);
-                    if p.value != want || p.timestamp != T0 + p.version || p.model_version != "job-model" {
-                        return Err(format!("entity {id}: get mixed v{} with other data", p.version));
+                    if p.value != want
+                        || p.timestamp != T0 + p.version
+                        || p.model_version != "job-model"
+                    {
+                        return Err(format!(
+                            "entity {id}: get mixed v{} with other data",
+                            p.version
+                        ));
                     }
                     Ok(v.max(p.version))
                 })

@@ -6,7 +6,7 @@ mod store_common;
 use herd::config::Validate;
 use herd::model::{EntityIds, EntityKey, Predictions};
 use herd::store::validate::{SampleRow, ValidationPlan, validate};
-use herd::store::{Store, Value, ValidationReport};
+use herd::store::{Store, ValidationReport, Value};
 use store_common::*;
 
 const N: u64 = 50;
@@ -24,7 +24,9 @@ fn cfg() -> Validate {
 /// Entity `e`'s reference top-3: items e, e+1, e+2 (never 0..3, which is
 /// every entity's history), scores descending.
 fn reference(e: u64) -> Vec<(u32, f32)> {
-    (0..3u32).map(|j| (e as u32 + 10 + j, 3.0 - j as f32)).collect()
+    (0..3u32)
+        .map(|j| (e as u32 + 10 + j, 3.0 - j as f32))
+        .collect()
 }
 
 /// Commits entities `0..N` with their reference top-3, passing each row to
@@ -42,8 +44,16 @@ fn top_k_version(store: &Store, plant: impl Fn(u64, &mut Vec<(u32, f32)>)) -> u6
         }
         offsets.push(items.len() as u32);
     }
-    let preds = Predictions::TopK { offsets, items, scores };
-    assert!(store.commit_chunk(v, 0..N, &EntityIds::Int((0..N).collect()), &preds, T0).unwrap());
+    let preds = Predictions::TopK {
+        offsets,
+        items,
+        scores,
+    };
+    assert!(
+        store
+            .commit_chunk(v, 0..N, &EntityIds::Int((0..N).collect()), &preds, T0)
+            .unwrap()
+    );
     v
 }
 
@@ -65,7 +75,12 @@ fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan {
 }
 
 fn failed_checks(report: &ValidationReport) -> Vec<&str> {
-    report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect()
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 #[test]
@@ -77,7 +92,16 @@ fn clean_version_passes_every_check() {
     let report = validate(&store, v, Some(live), &plan(0..N)).unwrap();
     assert!(report.passed, "{report:#?}");
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["coverage", "finite", "topk_well_formed", "spot_check", "drift"]);
+    assert_eq!(
+        names,
+        [
+            "coverage",
+            "finite",
+            "topk_well_formed",
+            "spot_check",
+            "drift"
+        ]
+    );
 }
 
 #[test]
@@ -106,7 +130,13 @@ fn missing_entity_fails_coverage() {
     let report = validate(&store, v, None, &plan(0..N + 1)).unwrap();
     assert_eq!(failed_checks(&report), ["coverage"]);
     let check = report.first_failure().unwrap();
-    assert!(check.detail.starts_with(&format!("{N} of {} distinct", N + 1)), "{}", check.detail);
+    assert!(
+        check
+            .detail
+            .starts_with(&format!("{N} of {} distinct", N + 1)),
+        "{}",
+        check.detail
+    );
     assert_eq!(check.examples, [format!("missing: {N}")]);
 
     // A lower min_coverage accepts the gap.
@@ -122,7 +152,11 @@ fn stored_entity_not_in_the_input_fails_coverage() {
     let v = top_k_version(&store, |_, _| {});
     let report = validate(&store, v, None, &plan(0..N - 1)).unwrap();
     assert_eq!(failed_checks(&report), ["coverage"]);
-    assert!(report.checks[0].detail.contains("1 stored entries are not input entities"));
+    assert!(
+        report.checks[0]
+            .detail
+            .contains("1 stored entries are not input entities")
+    );
 }
 
 #[test]
@@ -136,7 +170,10 @@ fn unsorted_top_k_fails_well_formed() {
     });
     let report = validate(&store, v, None, &plan(0..N)).unwrap();
     assert_eq!(failed_checks(&report), ["topk_well_formed"]);
-    assert_eq!(report.first_failure().unwrap().examples, ["9: not sorted: score[0] = 2 < score[1] = 3"]);
+    assert_eq!(
+        report.first_failure().unwrap().examples,
+        ["9: not sorted: score[0] = 2 < score[1] = 3"]
+    );
 }
 
 #[test]
@@ -150,7 +187,10 @@ fn duplicate_item_fails_well_formed() {
     });
     let report = validate(&store, v, None, &plan(0..N)).unwrap();
     assert_eq!(failed_checks(&report), ["topk_well_formed"]);
-    assert_eq!(report.first_failure().unwrap().examples, ["11: item 21 appears twice"]);
+    assert_eq!(
+        report.first_failure().unwrap().examples,
+        ["11: item 21 appears twice"]
+    );
 }
 
 #[test]
@@ -162,7 +202,10 @@ fn seen_item_in_a_sample_row_fails_well_formed() {
     p.sample[0].history.push(14); // entity 4's first item
     let report = validate(&store, v, None, &p).unwrap();
     assert_eq!(failed_checks(&report), ["topk_well_formed"]);
-    assert_eq!(report.first_failure().unwrap().examples, ["4: item 14 is in the entity's history"]);
+    assert_eq!(
+        report.first_failure().unwrap().examples,
+        ["4: item 14 is in the entity's history"]
+    );
 }
 
 #[test]
@@ -178,7 +221,11 @@ fn spot_check_mismatch_fails_spot_check() {
     assert_eq!(failed_checks(&report), ["spot_check"]);
     let check = report.first_failure().unwrap();
     assert!(check.detail.starts_with("2 of 3"), "{}", check.detail);
-    assert!(check.examples[0].starts_with("20: position 1: score 1.5"), "{:?}", check.examples);
+    assert!(
+        check.examples[0].starts_with("20: position 1: score 1.5"),
+        "{:?}",
+        check.examples
+    );
 }
 
 #[test]
@@ -194,7 +241,10 @@ fn churn_against_live_over_threshold_fails_drift() {
     let report = validate(&store, v, Some(live), &plan(0..N)).unwrap();
     assert_eq!(failed_checks(&report), ["drift"]);
     let detail = &report.first_failure().unwrap().detail;
-    assert!(detail.contains("mean top-K churn 1.0000 (max_topk_churn 0.5)"), "{detail}");
+    assert!(
+        detail.contains("mean top-K churn 1.0000 (max_topk_churn 0.5)"),
+        "{detail}"
+    );
     // Without a live version there is nothing to drift from.
     assert!(validate(&store, v, None, &plan(0..N)).unwrap().passed);
 }
@@ -218,5 +268,11 @@ fn score_shift_against_live_over_threshold_fails_drift() {
     };
     let report = validate(&store, v, Some(live), &p).unwrap();
     assert_eq!(failed_checks(&report), ["drift"]);
-    assert!(report.first_failure().unwrap().detail.contains("mean score shift 0.5"));
+    assert!(
+        report
+            .first_failure()
+            .unwrap()
+            .detail
+            .contains("mean score shift 0.5")
+    );
 }

@@ -1,19 +1,70 @@
+//! The wgpu backend: device choice, weights uploaded once, and WGSL kernels
+//! (`shaders/*.wgsl`) that run a [`Model`](crate::model::Model) on any GPU.
+//!
+//! It exists so a worker on a machine with a GPU scores its chunks there
+//! instead of on the CPU. It must give the same answers as the CPU reference
+//! (`model::Model::predict_reference`): scores within 1e-4 and the same top-K
+//! sets, ties broken by the smaller item id.
+//!
+//! What it must not do: pick a CPU-type adapter (lavapipe) on its own (that is
+//! ~100x slower than the native CPU path, so `Device::Auto` never takes one),
+//! assume a buffer can be as large as the data (every buffer is tiled to the
+//! adapter's own limits), or bring the user x item score matrix back to the
+//! host (top-K is selected on the device, tile by tile).
+//!
+//! Limits, each reported as an error naming the value and the limit:
+//! `top_k` at most [`MAX_TOP_K`]; each dense layer's weight tensor and one
+//! item embedding row must fit one storage binding; the top-K kernel needs
+//! 12 KiB of workgroup memory, 256 invocations per workgroup and 6 storage
+//! buffers per stage (every WebGPU adapter's guaranteed minimum covers these).
+//! Rows, users and items beyond one binding or one dispatch are tiled.
+
+mod device;
+mod kernels;
+mod model;
+
+pub use device::{Gpu, choose};
+pub use model::{GpuModel, MAX_TOP_K, TileLimits};
+
 pub type Result<T> = std::result::Result<T, Error>;
+
 #[derive(Debug, thiserror::Error)]
-#[error("stub")]
-pub struct Error;
-pub struct Gpu {
-    pub info: wgpu::AdapterInfo,
+pub enum Error {
+    /// No adapter of the wanted kind; `found` lists the adapters there are.
+    #[error("no {wanted} adapter found (adapters seen: {found}){hint}")]
+    NoAdapter {
+        wanted: &'static str,
+        found: String,
+        hint: &'static str,
+    },
+    #[error("could not open adapter '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+    /// The adapter cannot hold what the model needs in one binding or one
+    /// workgroup.
+    #[error("{what} needs {needed} bytes but adapter '{adapter}' allows {limit} ({limit_name})")]
+    OverLimit {
+        adapter: String,
+        what: String,
+        needed: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
+    /// The rows or the weights do not have the shapes the model needs.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("top_k = {top_k} is over the GPU path's limit of {limit}")]
+    TopKTooLarge { top_k: usize, limit: usize },
+    /// wgpu reported a validation or out-of-memory error while running.
+    #[error("wgpu error on adapter '{adapter}' during {stage}: {message}")]
+    Wgpu {
+        adapter: String,
+        stage: &'static str,
+        message: String,
+    },
+    #[error("reading results back from adapter '{adapter}' failed: {message}")]
+    ReadBack { adapter: String, message: String },
 }
-pub fn choose(_: crate::config::Device) -> Result<Option<Gpu>> {
-    unimplemented!()
-}
-pub struct GpuModel;
-impl GpuModel {
-    pub fn new(_: &Gpu, _: &crate::model::Model) -> Result<GpuModel> {
-        unimplemented!()
-    }
-    pub fn predict(&self, _: &Gpu, _: &crate::model::Rows) -> Result<crate::model::Predictions> {
-        unimplemented!()
-    }
-}
+
+/// The hint printed when no Vulkan/GL driver is installed at all.
+pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with \
+     `apt-get install -y mesa-vulkan-drivers libvulkan1`";

@@ -78,6 +78,13 @@ pub struct Report {
     pub cost: f64,
     pub hosts: Vec<HostReport>,
     pub validation: ValidationReport,
+    /// Seconds from the first chunk handed out to the last one committed
+    /// (the makespan; excludes start-up and validation).
+    pub scoring_s: f64,
+    /// Per worker slot: what it did and how fast.
+    pub slots: Vec<SlotReport>,
+    /// Every attempt, in launch order: the partition timeline.
+    pub timeline: Vec<AttemptReport>,
     /// Why the run did not flip, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -97,4 +104,35 @@ pub struct HostReport {
     pub shipped_bytes: u64,
     pub busy_s: f64,
     pub cost: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlotReport {
+    pub slot: u32,
+    pub host: String,
+    pub attempts: u64,
+    /// Rows its attempts computed (committed or not).
+    pub rows: u64,
+    /// Multiply-adds of those rows.
+    pub cost: u64,
+    pub busy_s: f64,
+    /// `cost / busy_s`: the slot's measured speed.
+    pub cost_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    pub attempt: u64,
+    pub chunk: u64,
+    pub slot: u32,
+    pub host: String,
+    pub start_s: f64,
+    pub end_s: Option<f64>,
+    /// Input rows `[start, end)` the attempt was given.
+    pub rows: [u64; 2],
+    pub rows_done: u64,
+    /// running | done | cancelled | failed
+    pub state: String,
+    pub backup: bool,
+    pub split: bool,
 }

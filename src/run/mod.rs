@@ -26,7 +26,7 @@ use crate::sched::{
 };
 use crate::store::{self, NewVersion, Status, Store};
 
-pub use event::{Event, HostInfo, HostReport, HostState, Report};
+pub use event::{AttemptReport, Event, HostInfo, HostReport, HostState, Report, SlotReport};
 pub use prepare::{Prepared, load_fleet, load_job, prepare};
 
 /// How often the UI gets a fresh snapshot.
@@ -227,6 +227,9 @@ pub async fn run(
             text,
         });
     };
+    for note in &p.notes {
+        log(&events, started_at.elapsed(), "run", note.clone());
+    }
     if resumed {
         log(
             &events,
@@ -351,6 +354,8 @@ pub async fn run(
     tokio::pin!(ctrl_c);
     let mut controls_open = true;
     let mut retries = 0u64;
+    let mut first_launch: Option<Duration> = None;
+    let mut all_committed: Option<Duration> = None;
 
     let outcome: Result<(), Error> = 'run: loop {
         let now = started_at.elapsed();
@@ -373,6 +378,7 @@ pub async fn run(
                             )));
                         }
                     };
+                    first_launch.get_or_insert(now);
                     let rt = &slots[&slot];
                     hosts[rt.host as usize].attempts += 1;
                     attempts.insert(
@@ -452,7 +458,10 @@ pub async fn run(
                         Err(e) => break 'run Err(store_err(e)),
                     }
                 }
-                Command::Done => break 'run Ok(()),
+                Command::Done => {
+                    all_committed = Some(started_at.elapsed());
+                    break 'run Ok(());
+                }
                 Command::Fail { chunk, error } => {
                     let reasons: Vec<String> = hosts
                         .iter()
@@ -656,11 +665,15 @@ pub async fn run(
         &p,
         version,
         &hosts,
+        &slots,
         &snapshot,
         duration,
         retries,
         live_before,
     );
+    if let (Some(a), Some(b)) = (first_launch, all_committed) {
+        report.scoring_s = b.saturating_sub(a).as_secs_f64();
+    }
     drop(slots);
 
     if let Err(e) = outcome {
@@ -677,6 +690,21 @@ pub async fn run(
     })
     .map_err(store_err)?;
     let _ = events.send(Event::Validated(vreport.clone()));
+    log(
+        &events,
+        started_at.elapsed(),
+        "run",
+        match vreport.first_failure() {
+            None => format!(
+                "version {version} passed validation ({} checks)",
+                vreport.checks.len()
+            ),
+            Some(c) => format!(
+                "version {version} failed validation: {}: {}",
+                c.name, c.detail
+            ),
+        },
+    );
     report.validation = vreport.clone();
     let committed = store.len(version).map_err(store_err)?;
     store
@@ -709,6 +737,18 @@ pub async fn run(
             format!("retention: dropped versions {dropped:?}"),
         );
     }
+    log(
+        &events,
+        started_at.elapsed(),
+        "run",
+        format!(
+            "flipped readers of {} from {} to version {version}",
+            store_dir.display(),
+            live_before
+                .map(|v| format!("version {v}"))
+                .unwrap_or_else(|| "nothing".into())
+        ),
+    );
     report.flipped = true;
     report.live_version = Some(version);
     let _ = events.send(Event::Finished(report.clone()));
@@ -743,10 +783,12 @@ fn parse_slow_slot() -> Option<(u32, f64)> {
     Some((s.parse().ok()?, f.parse().ok()?))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_report(
     p: &Prepared,
     version: u64,
     hosts: &[HostRt],
+    slots: &BTreeMap<SlotId, SlotRt>,
     snap: &Snapshot,
     duration: Duration,
     retries: u64,
@@ -769,6 +811,54 @@ fn build_report(
             cost: h.cfg.cost_per_hour * hours,
         })
         .collect();
+    let costs = crate::plan::CostIndex::new(&p.costs);
+    let host_name = |h: HostId| hosts[h as usize].cfg.name.clone();
+    let mut slot_reports: BTreeMap<SlotId, SlotReport> = slots
+        .iter()
+        .map(|(id, s)| {
+            (
+                *id,
+                SlotReport {
+                    slot: id.0,
+                    host: host_name(s.host),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let mut timeline = Vec::with_capacity(snap.attempts.len());
+    for a in &snap.attempts {
+        let end = a.end.unwrap_or(snap.now);
+        let computed = a.rows.start..(a.rows.start + a.rows_done).min(a.rows.end);
+        if let Some(s) = slot_reports.get_mut(&a.slot) {
+            s.attempts += 1;
+            s.rows += computed.end - computed.start;
+            s.cost += costs.cost(computed.clone());
+            s.busy_s += end.saturating_sub(a.start).as_secs_f64();
+        }
+        timeline.push(AttemptReport {
+            attempt: a.attempt,
+            chunk: a.chunk,
+            slot: a.slot.0,
+            host: host_name(a.host),
+            start_s: a.start.as_secs_f64(),
+            end_s: a.end.map(|e| e.as_secs_f64()),
+            rows: [a.rows.start, a.rows.end],
+            rows_done: a.rows_done,
+            state: format!("{:?}", a.state).to_lowercase(),
+            backup: a.backup,
+            split: a.split,
+        });
+    }
+    let slot_reports: Vec<SlotReport> = slot_reports
+        .into_values()
+        .map(|mut s| {
+            if s.busy_s > 0.0 {
+                s.cost_per_s = s.cost as f64 / s.busy_s;
+            }
+            s
+        })
+        .collect();
     Report {
         job: p.job.name.clone(),
         version,
@@ -783,6 +873,9 @@ fn build_report(
         cost: host_reports.iter().map(|h| h.cost).sum(),
         hosts: host_reports,
         validation: Default::default(),
+        scoring_s: 0.0,
+        slots: slot_reports,
+        timeline,
         error: None,
         live_version: live_before,
     }

@@ -25,6 +25,8 @@ pub struct Prepared {
     pub costs: Vec<u64>,
     /// Identity of (job, model, input) for `--resume`.
     pub fingerprint: String,
+    /// What preparing did that the user should hear of (generated data).
+    pub notes: Vec<String>,
 }
 
 /// Reads and checks a job file.
@@ -52,7 +54,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         .map(Path::to_path_buf)
         .unwrap_or_else(|| job.hosts.clone());
     let fleet = load_fleet(&fleet_path)?;
-    generate_if_missing(&job)?;
+    let notes: Vec<String> = generate_if_missing(&job)?.into_iter().collect();
     let job_file = job.file.display().to_string();
     if !job.input.path.exists() {
         return Err(Error::Config(format!(
@@ -107,15 +109,18 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         weights_sha256,
         costs,
         fingerprint,
+        notes,
     })
 }
 
-fn generate_if_missing(job: &Job) -> Result<(), Error> {
+/// Makes the job's data and model from its `[generate]` table when either is
+/// missing; says what it made.
+fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     let Some(g) = &job.generate else {
-        return Ok(());
+        return Ok(None);
     };
     if job.input.path.exists() && job.model.weights.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let kind = match g.kind {
         config::GenerateKind::TwoTower => data::r#gen::GenKind::TwoTower,
@@ -127,16 +132,15 @@ fn generate_if_missing(job: &Job) -> Result<(), Error> {
     opts.dim = g.dim;
     opts.features = g.features;
     opts.seed = g.seed;
-    eprintln!(
-        "generating {} ({} rows) and {} from [generate] in {}",
+    data::r#gen::generate(&opts, &job.input.path, &job.model.weights)
+        .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))?;
+    Ok(Some(format!(
+        "generated {} ({} rows) and {} from [generate] in {}",
         job.input.path.display(),
         g.users,
         job.model.weights.display(),
         job.file.display()
-    );
-    data::r#gen::generate(&opts, &job.input.path, &job.model.weights)
-        .map(|_| ())
-        .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))
+    )))
 }
 
 fn check_unique_ids(index: &Index, job: &Job) -> Result<(), Error> {

@@ -13,13 +13,19 @@
 //! non-`SlotUp` input after a slot came up, with one equal-row chunk per slot
 //! known then; [`Scheduler::poll_timeout`] asks for that call at once.
 //!
-//! Estimates. A slot's speed (cost units per second) is an average (EWMA,
-//! weight [`EWMA_WEIGHT`]) of the rates measured between an attempt's
-//! progress reports and at its finish. The launch latency (start-up time before
-//! the first row) is the same kind of average, derived from each attempt's
-//! first report. An attempt's time left is its remaining cost over its speed,
-//! less the time since its last report; once that runs out with no news, the
-//! time it is overdue (a hung worker looks slower the longer it is silent).
+//! Estimates. An attempt's speed (cost units per second) is the rate over its
+//! recent reports: from the newest report at least [`RATE_WINDOW`] old (or its
+//! first report) to the latest one, measured only over at least
+//! [`MIN_RATE_SPAN`]. Reports are timed when they reach the scheduler, so a
+//! coordinator that was busy hands over several at once; a rate over a long
+//! window is barely moved by such a burst, while one between two reports of a
+//! burst would be near infinite. A slot's speed is an average (EWMA, weight
+//! [`EWMA_WEIGHT`]) of its attempts' rates at each report and at the finish.
+//! The launch latency (start-up time before the first row) is the same kind of
+//! average, derived from each attempt's first report and its first rate. An
+//! attempt's time left is its remaining cost over its speed, less the time
+//! since its last report; once that runs out with no news, the time it is
+//! overdue (a hung worker looks slower the longer it is silent).
 //!
 //! Thresholds: see [`SPLIT_GAIN`], [`MIN_SPLIT_ROWS`], [`SPECULATION_SLOWNESS`],
 //! [`SPECULATION_GAIN`], [`SPECULATION_PEERS`], [`BACKUP_SLOT_SHARE`] and
@@ -39,6 +45,11 @@ use crate::plan::{CostIndex, chunks_by_cost, chunks_by_rows, normalize};
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Weight of a new sample in the speed and latency averages.
 pub const EWMA_WEIGHT: f64 = 0.3;
+/// An attempt's rate is measured from its newest report at least this old.
+pub const RATE_WINDOW: Duration = Duration::from_millis(200);
+/// No rate is measured over less than this (reports closer together are
+/// merged with the next ones).
+pub const MIN_RATE_SPAN: Duration = Duration::from_millis(5);
 /// A split is made only if the chunk's estimated finish after it is below
 /// this fraction of the running attempt's time left.
 pub const SPLIT_GAIN: f64 = 0.8;
@@ -95,7 +106,11 @@ struct Attempt {
     first_report: Option<(Duration, u64)>,
     last_report: Duration,
     last_cost: u64,
-    /// Cost units per second between its reports.
+    /// (arrival, cost done) of its recent reports, oldest first: the window
+    /// its rate is measured over.
+    marks: VecDeque<(Duration, u64)>,
+    latency_sampled: bool,
+    /// Cost units per second over its recent reports.
     speed: Option<f64>,
 }
 
@@ -167,6 +182,18 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+/// The rate from the oldest useful mark to (`now`, `cost`): marks are dropped
+/// while the next one is still at least [`RATE_WINDOW`] old. `None` over less
+/// than [`MIN_RATE_SPAN`] or without progress.
+fn window_rate(marks: &mut VecDeque<(Duration, u64)>, now: Duration, cost: u64) -> Option<f64> {
+    while marks.len() >= 2 && now.saturating_sub(marks[1].0) >= RATE_WINDOW {
+        marks.pop_front();
+    }
+    let &(at, done) = marks.front()?;
+    let span = now.saturating_sub(at);
+    (span >= MIN_RATE_SPAN && cost > done).then(|| (cost - done) as f64 / secs(span))
 }
 
 impl Scheduler {
@@ -342,17 +369,14 @@ impl Scheduler {
         let cost = self
             .costs
             .cost(attempt.rows.start..attempt.rows.start + attempt.rows_done);
-        let mut slot_sample = None;
         if attempt.reports == 0 {
             attempt.first_report = Some((now, cost));
-        } else {
-            let dt = secs(now.saturating_sub(attempt.last_report));
-            if dt > 0.0 && cost > attempt.last_cost {
-                let sample = (cost - attempt.last_cost) as f64 / dt;
-                attempt.speed = Some(ewma(attempt.speed, sample));
-                slot_sample = Some(sample);
-            }
         }
+        let slot_sample = window_rate(&mut attempt.marks, now, cost);
+        if slot_sample.is_some() {
+            attempt.speed = slot_sample;
+        }
+        attempt.marks.push_back((now, cost));
         attempt.reports += 1;
         attempt.last_report = now;
         attempt.last_cost = cost;
@@ -362,7 +386,8 @@ impl Scheduler {
             attempt.first_report,
             attempt.speed,
         );
-        let latency_due = attempt.reports == 2;
+        let latency_due = !attempt.latency_sampled && speed.is_some();
+        attempt.latency_sampled |= latency_due;
         if let Some(sample) = slot_sample
             && let Some(s) = self.slots.get_mut(&slot)
         {
@@ -393,29 +418,31 @@ impl Scheduler {
         let total = self.costs.cost(attempt.rows.clone());
         let (slot, host, chunk_id, start) =
             (attempt.slot, attempt.host, attempt.chunk, attempt.start);
-        // Speed over the stretch since the last report (or the whole attempt
-        // when it never reported and nothing better is known).
-        let sample = if attempt.reports > 0 {
-            let dt = secs(now.saturating_sub(attempt.last_report));
-            (dt > 0.0 && total > attempt.last_cost).then(|| (total - attempt.last_cost) as f64 / dt)
+        // Speed over its recent reports up to the finish; when they span too
+        // little time (or there were none), over the whole attempt from its
+        // launch, which counts the start-up too and is used only while the
+        // slot has no better estimate.
+        let windowed = if attempt.reports > 0 {
+            window_rate(&mut attempt.marks, now, total)
         } else {
+            None
+        };
+        let whole = {
             let dt = secs(now.saturating_sub(start));
             (dt > 0.0 && total > 0).then(|| total as f64 / dt)
         };
-        let (reports, first) = (attempt.reports, attempt.first_report);
+        let first = attempt.first_report;
+        let latency_due = !attempt.latency_sampled && windowed.is_some();
         if let Some(s) = self.slots.get_mut(&slot) {
             if s.attempt == Some(id) {
                 s.attempt = None;
             }
-            if let Some(sample) = sample
-                && (reports > 0 || s.speed.is_none())
-            {
+            let sample = windowed.or(whole.filter(|_| s.speed.is_none()));
+            if let Some(sample) = sample {
                 s.speed = Some(ewma(s.speed, sample));
             }
         }
-        if reports == 1
-            && let (Some((t, c)), Some(speed)) = (first, sample)
-        {
+        if latency_due && let (Some((t, c)), Some(speed)) = (first, windowed) {
             self.sample_latency(start, t, c, speed);
         }
         let Some(chunk) = self.chunks.get_mut(&chunk_id) else {
@@ -631,6 +658,8 @@ impl Scheduler {
                 first_report: None,
                 last_report: now,
                 last_cost: 0,
+                marks: VecDeque::new(),
+                latency_sampled: false,
                 speed: None,
             },
         );

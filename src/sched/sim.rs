@@ -7,11 +7,18 @@
 //! come from a small seeded generator, maps are ordered, and a run that does
 //! not end within its step bound panics instead of hanging.
 //!
-//! The worker model: an attempt starts computing [`START_LATENCY`] after its
-//! launch, computes its rows in order at its host's speed, reports progress
-//! every 1/[`REPORTS_PER_CHUNK`] of its rows, and finishes at its last row.
-//! `StopAt` moves its last row (finishing at once if it is already past it),
-//! `Cancel` drops it, and a lost host fails every attempt it runs.
+//! The worker model: an attempt starts computing [`Timing::start_latency`]
+//! after the driver sent it, computes its rows in order at its host's speed,
+//! reports progress every 1/[`Timing::reports_per_chunk`] of its rows, and
+//! finishes at its last row. `StopAt` moves its last row (finishing at once if
+//! it is already past it), `Cancel` drops it, and a lost host fails every
+//! attempt it runs.
+//!
+//! The driver model ([`Timing`]): carrying out a `Launch` (reading the rows,
+//! sending them) or a `Commit` (writing the store) keeps the driver busy; news
+//! that arrives meanwhile waits and reaches the scheduler in one burst when
+//! the driver is free, as in the real coordinator's single loop. [`run`] uses
+//! [`Timing::ideal`] (a driver that is never busy); [`run_timed`] takes any.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,10 +27,48 @@ use std::time::Duration;
 use super::{AttemptId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::plan::CostIndex;
 
-/// Time from a launch to the first row being computed.
+/// Time from a launch to the first row being computed ([`Timing::ideal`]).
 pub const START_LATENCY: Duration = Duration::from_millis(20);
-/// Progress reports per attempt.
+/// Progress reports per attempt, as the real worker sends them.
 pub const REPORTS_PER_CHUNK: u64 = 16;
+
+/// How long the simulated driver and workers take to pass news along.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    /// From the driver sending an attempt to its first row being computed.
+    pub start_latency: Duration,
+    /// Progress reports per attempt.
+    pub reports_per_chunk: u64,
+    /// Driver time to carry out one `Launch` (read the rows, send them).
+    pub launch_busy: Duration,
+    /// Driver time to carry out one `Commit` (write the store).
+    pub commit_busy: Duration,
+}
+
+impl Timing {
+    /// A driver that is never busy; workers start [`START_LATENCY`] after a
+    /// launch.
+    pub fn ideal() -> Timing {
+        Timing {
+            start_latency: START_LATENCY,
+            reports_per_chunk: REPORTS_PER_CHUNK,
+            launch_busy: Duration::ZERO,
+            commit_busy: Duration::ZERO,
+        }
+    }
+
+    /// What a local run shows: a few milliseconds to read and send a chunk's
+    /// rows and to commit one, a worker that starts at once, so progress that
+    /// arrives while the driver reads or writes comes in bursts.
+    pub fn real() -> Timing {
+        Timing {
+            start_latency: Duration::from_millis(2),
+            reports_per_chunk: REPORTS_PER_CHUNK,
+            launch_busy: Duration::from_millis(4),
+            commit_busy: Duration::from_millis(6),
+        }
+    }
+}
 /// Rows in every stock scenario.
 pub const SCENARIO_ROWS: u64 = 8000;
 /// Speed of a stock host's slot, in cost units per second.
@@ -161,6 +206,9 @@ struct Cluster<'a> {
     slot_host: BTreeMap<SlotId, usize>,
     failures_left: Vec<u32>,
     lost: Vec<bool>,
+    timing: Timing,
+    /// The driver is carrying out commands until then.
+    busy_until: Duration,
 }
 
 impl Cluster<'_> {
@@ -233,6 +281,20 @@ impl Cluster<'_> {
 /// scheduler stops with work left and nothing to wait for, or if it commits
 /// rows the attempt never computed.
 pub fn run(scenario: &Scenario, policy: &Policy, max_steps: usize) -> Outcome {
+    run_timed(scenario, policy, max_steps, &Timing::ideal())
+}
+
+/// [`run`] with the driver and worker delays of `timing`.
+///
+/// # Panics
+///
+/// As [`run`].
+pub fn run_timed(
+    scenario: &Scenario,
+    policy: &Policy,
+    max_steps: usize,
+    timing: &Timing,
+) -> Outcome {
     let mut scheduler = Scheduler::new(policy.clone(), scenario.costs.clone(), &[]);
     let mut cluster = Cluster {
         scenario,
@@ -243,6 +305,8 @@ pub fn run(scenario: &Scenario, policy: &Policy, max_steps: usize) -> Outcome {
         slot_host: BTreeMap::new(),
         failures_left: scenario.hosts.iter().map(|h| h.fail_attempts).collect(),
         lost: vec![false; scenario.hosts.len()],
+        timing: timing.clone(),
+        busy_until: Duration::ZERO,
     };
     let mut now = Duration::ZERO;
     let mut next_slot = 0u32;
@@ -294,14 +358,15 @@ pub fn run(scenario: &Scenario, policy: &Policy, max_steps: usize) -> Outcome {
             (Some(_), None) => true,
             _ => false,
         };
+        // News that came while the driver was busy waits until it is free.
         match (next_event, next_timeout) {
             (Some(at), _) if event_first => {
                 let (_, event) = cluster.events.pop_first().expect("an event is due");
-                now = now.max(at);
+                now = now.max(at).max(cluster.busy_until);
                 deliver(&mut cluster, &mut scheduler, now, event);
             }
             (_, Some(at)) => {
-                now = now.max(at);
+                now = now.max(at).max(cluster.busy_until);
                 scheduler.handle_timeout(now);
             }
             _ => panic!(
@@ -334,13 +399,17 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
             if fails && cluster.failures_left[host] != u32::MAX {
                 cluster.failures_left[host] -= 1;
             }
-            let step = (rows.end - rows.start).div_ceil(REPORTS_PER_CHUNK).max(1);
+            let step = (rows.end - rows.start)
+                .div_ceil(cluster.timing.reports_per_chunk.max(1))
+                .max(1);
+            let sent = cluster.busy_until.max(now) + cluster.timing.launch_busy;
+            cluster.busy_until = sent;
             cluster.attempts.insert(
                 attempt,
                 SimAttempt {
                     host,
                     speed: cluster.scenario.hosts[host].speed,
-                    begin: (now + START_LATENCY).as_secs_f64(),
+                    begin: (sent + cluster.timing.start_latency).as_secs_f64(),
                     rows,
                     step,
                     fails,
@@ -364,7 +433,8 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
             }
             a.rows.end = row.max(a.rows.start);
             a.generation += 1;
-            cluster.schedule(attempt, now);
+            let sent = cluster.busy_until.max(now);
+            cluster.schedule(attempt, sent);
         }
         Command::Commit {
             chunk,
@@ -378,9 +448,10 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
                 a.rows
             );
             outcome.commits.push(rows);
-            outcome.makespan = now;
+            cluster.busy_until = cluster.busy_until.max(now) + cluster.timing.commit_busy;
+            outcome.makespan = cluster.busy_until;
         }
-        Command::Done => outcome.makespan = now,
+        Command::Done => outcome.makespan = cluster.busy_until.max(now),
         Command::Fail { error, .. } => {
             outcome.makespan = now;
             outcome.failed = Some(error);
@@ -571,12 +642,17 @@ pub fn bench_policy() -> Policy {
     }
 }
 
-/// Every stock scenario (seed 1) under every policy.
+/// Every stock scenario (seed 1) under every policy, with an ideal driver.
 pub fn bench() -> Vec<BenchRow> {
+    bench_timed(&Timing::ideal())
+}
+
+/// [`bench`] with the driver and worker delays of `timing`.
+pub fn bench_timed(timing: &Timing) -> Vec<BenchRow> {
     let mut rows = Vec::new();
     for scenario in scenarios(1) {
         for (name, policy) in policies(&bench_policy()) {
-            let outcome = run(&scenario, &policy, BENCH_MAX_STEPS);
+            let outcome = run_timed(&scenario, &policy, BENCH_MAX_STEPS, timing);
             let makespan_s = outcome.makespan.as_secs_f64();
             let bound_s = outcome.lower_bound.as_secs_f64();
             rows.push(BenchRow {

@@ -13,8 +13,9 @@ use crate::model::{EntityIds, EntityKey, Predictions};
 
 /// Entities of the benchmark version.
 pub const ENTITIES: u64 = 1_000_000;
-/// Rows per committed chunk.
-pub const CHUNK_ROWS: u64 = 10_000;
+/// Rows per committed chunk: merge is measured once with each size (every
+/// commit is one write transaction and one flush to disk).
+pub const CHUNK_ROWS: [u64; 2] = [10_000, 100_000];
 /// Pairs per value (816-byte values).
 pub const TOP_K: usize = 100;
 /// Timed lookups per reader thread.
@@ -41,7 +42,7 @@ impl Rng {
 }
 
 struct Row {
-    metric: &'static str,
+    metric: String,
     value: f64,
     unit: &'static str,
     target: String,
@@ -96,18 +97,28 @@ pub fn run_sized(entities: u64, lookups: usize, json: bool) -> Result<String> {
         return Ok(serde_json::Value::Array(list).to_string());
     }
     let mut out = format!(
-        "store: {entities} entities, top-{TOP_K} values ({} bytes), chunks of {CHUNK_ROWS} rows\n",
+        "store: {entities} entities, top-{TOP_K} values ({} bytes)\n",
         16 + 8 * TOP_K
     );
-    let _ = writeln!(out, "{:<28} {:>14} {:<10} {}", "metric", "value", "unit", "target");
+    let _ = writeln!(
+        out,
+        "{:<32} {:>14} {:<10} target",
+        "metric", "value", "unit"
+    );
     for r in &rows {
-        let _ = writeln!(out, "{:<28} {:>14.2} {:<10} {}", r.metric, r.value, r.unit, r.target);
+        let _ = writeln!(
+            out,
+            "{:<32} {:>14.2} {:<10} {}",
+            r.metric, r.value, r.unit, r.target
+        );
     }
     Ok(out)
 }
 
-fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<Row>> {
-    let store = Store::open(dir)?;
+/// Commits `entities` rows of top-K values to a new version, `chunk` rows per
+/// commit, in ascending key order; returns the version and the seconds spent
+/// inside `commit_chunk`.
+fn merge(store: &Store, entities: u64, chunk: u64) -> Result<(u64, f64)> {
     let version = store.begin_version(NewVersion {
         job: "bench".into(),
         model_version: "bench".into(),
@@ -118,7 +129,7 @@ fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<R
         created: 0,
         hosts: Vec::new(),
     })?;
-    let chunk = CHUNK_ROWS.min(entities.max(1)) as usize;
+    let chunk = chunk.min(entities.max(1)) as usize;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut offsets = Vec::with_capacity(chunk + 1);
     let mut items = Vec::with_capacity(chunk * TOP_K);
@@ -136,8 +147,7 @@ fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<R
         items,
         scores,
     };
-
-    let mut merge_secs = 0.0f64;
+    let mut secs = 0.0f64;
     let mut start = 0u64;
     while start < entities {
         let end = (start + chunk as u64).min(entities);
@@ -146,15 +156,34 @@ fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<R
         preds.truncate((end - start) as usize);
         let t = Instant::now();
         store.commit_chunk(version, start..end, &ids, &preds, 1_764_388_800)?;
-        merge_secs += t.elapsed().as_secs_f64();
+        secs += t.elapsed().as_secs_f64();
         start = end;
     }
     store.update_record(version, |r| r.status = Status::Validated)?;
-    store.flip(version)?;
+    Ok((version, secs))
+}
 
+fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<Row>> {
+    let store = Store::open(dir)?;
     let value_bytes = (16 + 8 * TOP_K) as f64 * entities as f64;
-    let merge_rate = entities as f64 / merge_secs.max(1e-9);
-    let mb_rate = value_bytes / merge_secs.max(1e-9) / 1e6;
+    let mut rows = Vec::new();
+    for chunk in CHUNK_ROWS {
+        let (v, secs) = merge(&store, entities, chunk)?;
+        let secs = secs.max(1e-9);
+        rows.push(Row {
+            metric: format!("merge, {chunk}-row chunks"),
+            value: entities as f64 / secs,
+            unit: "entities/s",
+            target: format!(">= {TARGET_MERGE}"),
+        });
+        rows.push(Row {
+            metric: format!("merge, {chunk}-row chunks"),
+            value: value_bytes / secs / 1e6,
+            unit: "MB/s",
+            target: "-".into(),
+        });
+        store.flip(v)?;
+    }
 
     let mut one = read_latencies(&store, entities, lookups, 1)?;
     one.sort_unstable();
@@ -167,19 +196,27 @@ fn measure(dir: &std::path::Path, entities: u64, lookups: usize) -> Result<Vec<R
     })?;
     two.sort_unstable();
 
-    let merge_target = format!(">= {TARGET_MERGE}");
     let p99_target = format!("<= {TARGET_P99_US}");
-    let none = || "-".to_string();
-    Ok(vec![
-        Row { metric: "merge", value: merge_rate, unit: "entities/s", target: merge_target },
-        Row { metric: "merge", value: mb_rate, unit: "MB/s", target: none() },
-        Row { metric: "read p50, 1 thread", value: percentile(&one, 0.50), unit: "us", target: none() },
-        Row { metric: "read p99, 1 thread", value: percentile(&one, 0.99), unit: "us", target: p99_target.clone() },
-        Row { metric: "read p99.9, 1 thread", value: percentile(&one, 0.999), unit: "us", target: none() },
-        Row { metric: "read p50, 2 threads", value: percentile(&two, 0.50), unit: "us", target: none() },
-        Row { metric: "read p99, 2 threads", value: percentile(&two, 0.99), unit: "us", target: p99_target.clone() },
-        Row { metric: "read p99.9, 2 threads", value: percentile(&two, 0.999), unit: "us", target: none() },
-    ])
+    for (threads, lat) in [(1, &one), (2, &two)] {
+        let label = if threads == 1 {
+            "1 thread"
+        } else {
+            "2 threads"
+        };
+        for (name, p) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+            rows.push(Row {
+                metric: format!("read {name}, {label}"),
+                value: percentile(lat, p),
+                unit: "us",
+                target: if name == "p99" {
+                    p99_target.clone()
+                } else {
+                    "-".into()
+                },
+            });
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -189,13 +226,25 @@ mod tests {
     #[test]
     fn small_run_prints_every_row_with_its_target() {
         let table = run_sized(25_000, 2_000, false).unwrap();
-        for metric in ["merge", "read p99, 1 thread", "read p99.9, 2 threads"] {
+        for metric in [
+            "merge, 10000-row chunks",
+            "merge, 100000-row chunks",
+            "read p99, 1 thread",
+            "read p99.9, 2 threads",
+        ] {
             assert!(table.contains(metric), "{table}");
         }
-        assert!(table.contains(">= 300000") && table.contains("<= 20"), "{table}");
-        let json: serde_json::Value = serde_json::from_str(&run_sized(5_000, 500, true).unwrap()).unwrap();
+        assert!(
+            table.contains(">= 300000") && table.contains("<= 20"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&run_sized(5_000, 500, true).unwrap()).unwrap();
         let rows = json.as_array().unwrap();
-        assert_eq!(rows.len(), 8);
-        assert!(rows.iter().all(|r| r["value"].as_f64().is_some_and(|v| v > 0.0)));
+        assert_eq!(rows.len(), 10);
+        assert!(
+            rows.iter()
+                .all(|r| r["value"].as_f64().is_some_and(|v| v > 0.0))
+        );
     }
 }

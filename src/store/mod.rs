@@ -8,37 +8,45 @@
 //! validation plan do), and it never keeps a read transaction open between
 //! calls.
 //!
-//! Layout: one LMDB environment with two named databases.
+//! Layout: one LMDB environment with named databases.
 //! - `meta`: `live` and `previous` (u64 big-endian: the live version and the
 //!   one live before it), `next` (the next version number; numbers are never
 //!   reused), `version/{N}` (a JSON [`VersionRecord`]) and
 //!   `chunk/{N}/{start:016x}-{end:016x}` (empty values: row ranges of
 //!   committed chunks).
-//! - `predictions`: key = version (u64 big-endian) followed by the entity key
-//!   bytes ([`EntityKey::to_bytes`]); value = the layout of [`value`].
+//! - `v{N}`, one per version: key = the entity key bytes
+//!   ([`EntityKey::to_bytes`]: u64 big-endian for integer ids, UTF-8 for
+//!   strings); value = the layout of [`value`].
 //!
-//! All versions share the `predictions` database rather than one database
-//! each: LMDB never frees a handle slot that a process opened (heed cannot
-//! close one), so a long-lived reader would run out of slots after `max_dbs`
-//! versions, and every transaction pays for each handle the process holds.
-//! With two databases a reader works after any number of versions.
+//! Database handles. LMDB keeps a slot for every database a process opened
+//! and committed, until the environment closes, and every transaction pays
+//! for each slot. So readers open a version's database inside their read
+//! transaction and end it without committing, which gives the slot back: a
+//! long-lived reader uses one slot however many versions come and go. A
+//! writer keeps a slot for each version it created or wrote (gc frees it);
+//! [`MAX_DBS`] bounds how many one process may hold at once.
 //!
 //! A store grows its map on `MDB_MAP_FULL` and adopts a size grown by another
 //! process on `MDB_MAP_RESIZED`; a process-wide gate keeps every transaction of
 //! this process out of the way while it does.
 
-mod report;
 pub mod bench;
+mod report;
 pub mod validate;
 pub mod value;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use heed::types::{Bytes, DecodeIgnore};
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, PutFlags, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, Database, DatabaseOpener, Env, EnvFlags, EnvOpenOptions, MdbError, OnCommit,
+    PutFlags, RoTxn, RwTxn, WithoutTls,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EntityIds, EntityKey, Predictions};
@@ -49,12 +57,17 @@ pub use value::{Value, ValueKind, ValueRef};
 /// The map size a new store starts with. The file is sparse, so this costs
 /// address space, not disk; the map grows past it when full.
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
-/// Rows deleted per write transaction when gc drops a version, so that
-/// dropping a large version never builds one huge transaction.
-pub const GC_BATCH_ROWS: usize = 20_000;
+/// A store keeps the encode buffers of its last chunk commit for the next one
+/// when they hold at most this many bytes (a 100k-row top-100 chunk needs
+/// about 82 MB); larger ones are freed.
+pub const MAX_SCRATCH_BYTES: usize = 128 << 20;
 
 const META_DB: &str = "meta";
-const PREDICTIONS_DB: &str = "predictions";
+/// Database handle slots of one process: `meta` plus the versions this
+/// process created, wrote or validated and has not dropped. A process that
+/// keeps more versions than this open at once gets an LMDB error naming
+/// `MDB_DBS_FULL`; readers never hold more than one.
+pub const MAX_DBS: u32 = 4096;
 const KEY_LIVE: &[u8] = b"live";
 const KEY_PREVIOUS: &[u8] = b"previous";
 const KEY_NEXT: &[u8] = b"next";
@@ -237,10 +250,11 @@ struct Inner {
     dir: PathBuf,
     env: Env<WithoutTls>,
     meta: Database<'static, Bytes, Bytes>,
-    preds: Database<'static, Bytes, Bytes>,
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
+    /// Encode buffers kept between chunk commits (see [`MAX_SCRATCH_BYTES`]).
+    scratch: Mutex<Option<EncodedChunk>>,
 }
 
 /// Stores open in this process, by canonical directory: heed refuses to open
@@ -256,12 +270,48 @@ pub struct Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
 fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The name of the database holding `version`'s predictions.
+pub fn version_db(version: u64) -> String {
+    format!("v{version}")
+}
+
+/// A value that heed hands back unchanged once its transaction commits.
+struct Committed<R>(R);
+
+impl<R> OnCommit for Committed<R> {
+    type Committed = R;
+    fn on_commit(self, _token: &heed::CommitToken) -> R {
+        self.0
+    }
+}
+
+/// An error inside heed's database-opening closures: ours, or heed's own
+/// (its commit).
+enum InTxn {
+    Store(Error),
+    Heed(heed::Error),
+}
+
+impl From<heed::Error> for InTxn {
+    fn from(e: heed::Error) -> Self {
+        InTxn::Heed(e)
+    }
+}
+
+impl From<Error> for InTxn {
+    fn from(e: Error) -> Self {
+        InTxn::Store(e)
+    }
 }
 
 fn version_key(version: u64) -> Vec<u8> {
@@ -273,7 +323,13 @@ fn chunk_prefix(version: u64) -> String {
 }
 
 fn chunk_key(version: u64, rows: &Range<u64>) -> Vec<u8> {
-    format!("{}{:016x}-{:016x}", chunk_prefix(version), rows.start, rows.end).into_bytes()
+    format!(
+        "{}{:016x}-{:016x}",
+        chunk_prefix(version),
+        rows.start,
+        rows.end
+    )
+    .into_bytes()
 }
 
 fn parse_chunk_key(key: &[u8], prefix: &str) -> Option<Range<u64>> {
@@ -282,16 +338,68 @@ fn parse_chunk_key(key: &[u8], prefix: &str) -> Option<Range<u64>> {
     Some(u64::from_str_radix(a, 16).ok()?..u64::from_str_radix(b, 16).ok()?)
 }
 
+/// gc may drop a version that is finished and neither live nor the one live
+/// before it.
+fn droppable(rec: &VersionRecord, live: Option<u64>, previous: Option<u64>) -> bool {
+    matches!(
+        rec.status,
+        Status::Retired | Status::Failed | Status::Validated
+    ) && Some(rec.version) != live
+        && Some(rec.version) != previous
+}
+
 fn round_map_size(bytes: usize) -> usize {
     bytes.max(MAP_GRANULE).div_ceil(MAP_GRANULE) * MAP_GRANULE
 }
 
 /// The entity keys and encoded values of one chunk, sorted by key, one entry
-/// per distinct key (the last row of a repeated id wins).
+/// per distinct key (the last row of a repeated id wins). Entry `e`'s key is
+/// `keys[key_spans[e]]` and its value `values[spans[e]]`: four buffers per
+/// chunk, none per entity.
+#[derive(Default)]
 struct EncodedChunk {
-    keys: Vec<Vec<u8>>,
+    keys: Vec<u8>,
+    key_spans: Vec<Range<usize>>,
     values: Vec<u8>,
     spans: Vec<Range<usize>>,
+}
+
+impl EncodedChunk {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.key_spans.clear();
+        self.values.clear();
+        self.spans.clear();
+    }
+
+    fn bytes(&self) -> usize {
+        self.keys.capacity() + self.values.capacity()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.key_spans
+            .iter()
+            .zip(&self.spans)
+            .map(|(k, v)| (&self.keys[k.clone()], &self.values[v.clone()]))
+    }
+}
+
+/// Rows of `ids` in entity-key byte order, one per distinct key: the last row
+/// of a repeated id wins.
+fn key_order(ids: &EntityIds) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    match ids {
+        // Big-endian keys sort like the numbers.
+        EntityIds::Int(v) => {
+            order.sort_unstable_by(|&a, &b| v[a].cmp(&v[b]).then(b.cmp(&a)));
+            order.dedup_by(|later, earlier| v[*later] == v[*earlier]);
+        }
+        EntityIds::Str(v) => {
+            order.sort_unstable_by(|&a, &b| v[a].as_bytes().cmp(v[b].as_bytes()).then(b.cmp(&a)));
+            order.dedup_by(|later, earlier| v[*later] == v[*earlier]);
+        }
+    }
+    order
 }
 
 impl Store {
@@ -304,7 +412,9 @@ impl Store {
     /// Opens the store in `dir`; it must exist. The error says "no store at DIR".
     pub fn open_existing(dir: &Path) -> Result<Store> {
         if !dir.join("data.mdb").is_file() {
-            return Err(Error::NoStore { path: dir.to_path_buf() });
+            return Err(Error::NoStore {
+                path: dir.to_path_buf(),
+            });
         }
         Store::open_with_map_size(dir, DEFAULT_MAP_SIZE)
     }
@@ -336,25 +446,30 @@ impl Store {
             source,
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(round_map_size(map_size)).max_dbs(4);
+        options.map_size(round_map_size(map_size)).max_dbs(MAX_DBS);
+        // NO_META_SYNC keeps the store intact on a system crash but may undo
+        // the last commits: chunk commits are redone by `--resume`, and the
+        // commits readers rely on (flip, gc) are synced explicitly.
+        // SAFETY: a documented LMDB flag; it only changes when meta pages
+        // are flushed.
+        unsafe { options.flags(EnvFlags::NO_META_SYNC) };
         // SAFETY: the store files are only ever touched through LMDB, by this
         // process (one Env per directory, see `OPEN`) and other herd processes.
         let env = unsafe { options.open(&canonical) }.map_err(|e| lmdb("open", e))?;
         let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
-        let (meta, preds) = env
+        let meta = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                 let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some(META_DB))?;
-                let preds = dbo.create_database::<Bytes, Bytes>(wtxn, Some(PREDICTIONS_DB))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((meta, preds)))
+                Ok(CommitOrAbort::<_, ()>::Commit(meta))
             })
-            .map_err(|e| lmdb("create the meta and predictions databases", e))?
+            .map_err(|e| lmdb("create the meta database", e))?
             .unwrap_commit();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             env,
             meta,
-            preds,
             gate: RwLock::new(()),
+            scratch: Mutex::new(None),
         });
         open.push((canonical, Arc::downgrade(&inner)));
         Ok(Store { inner })
@@ -415,6 +530,16 @@ impl Store {
         unsafe { self.inner.env.resize(size) }.map_err(|e| self.lmdb("resize the map", e))
     }
 
+    /// Flushes every commit so far to disk (chunk commits skip the metadata
+    /// flush, see `open_with_map_size`).
+    fn sync(&self, what: &str) -> Result<()> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .env
+            .force_sync()
+            .map_err(|e| self.lmdb(format!("{what}: sync to disk"), e))
+    }
+
     /// Runs `f` in one read transaction.
     fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
         loop {
@@ -459,6 +584,98 @@ impl Store {
         }
     }
 
+    /// [`Store::write`] with the database of `version` (created when
+    /// `create`, else it must exist) open in the same transaction.
+    fn write_version<R>(
+        &self,
+        what: &str,
+        version: u64,
+        create: bool,
+        mut f: impl for<'e> FnMut(&mut RwTxn<'e>, Database<'e, Bytes, Bytes>) -> Result<R>,
+    ) -> Result<R> {
+        let name = version_db(version);
+        loop {
+            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+            let txn = match self.inner.env.write_txn() {
+                Ok(txn) => txn,
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(gate);
+                    self.resize(None)?;
+                    continue;
+                }
+                Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
+            };
+            let outcome = self.inner.env.create_databases_and_commit(
+                txn,
+                |dbo, txn| -> std::result::Result<_, InTxn> {
+                    let db = if create {
+                        dbo.create_database::<Bytes, Bytes>(txn, Some(&name))
+                            .map_err(|e| self.lmdb(format!("{what}: create database {name}"), e))?
+                    } else {
+                        dbo.open_database::<Bytes, Bytes>(txn, Some(&name))
+                            .map_err(|e| self.lmdb(format!("{what}: open database {name}"), e))?
+                            .ok_or_else(|| {
+                                self.corrupt(version, format!("database {name} is missing"))
+                            })?
+                    };
+                    let r = f(txn, db)?;
+                    Ok(CommitOrAbort::<_, ()>::Commit(Committed(r)))
+                },
+            );
+            let outcome = match outcome {
+                Ok(c) => Ok(c.unwrap_commit()),
+                Err(InTxn::Store(e)) => Err(e),
+                Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
+            };
+            match outcome {
+                Err(e) if e.is_map_full() => {
+                    drop(gate);
+                    self.resize(Some(self.map_size().saturating_mul(2)))?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction in which version databases can be
+    /// opened ([`Snapshot::db`]). The transaction ends without a commit, so
+    /// the handles it opened give their slots back.
+    fn read_versions<R>(&self, f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>) -> Result<R> {
+        loop {
+            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+            let txn = match self.inner.env.read_txn() {
+                Ok(txn) => txn,
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(gate);
+                    self.resize(None)?;
+                    continue;
+                }
+                Err(e) => return Err(self.lmdb("begin a read transaction", e)),
+            };
+            let outcome = self.inner.env.open_databases_and_commit(
+                txn,
+                |dbo, txn| -> std::result::Result<_, InTxn> {
+                    let snap = Snapshot {
+                        store: self,
+                        txn,
+                        opener: dbo,
+                        dbs: Default::default(),
+                    };
+                    let r = f(&snap)?;
+                    Ok(CommitOrAbort::<(), _>::Abort(r))
+                },
+            );
+            return match outcome {
+                Ok(CommitOrAbort::Abort(r)) => Ok(r),
+                Ok(CommitOrAbort::Commit(())) => {
+                    unreachable!("read transactions are never committed")
+                }
+                Err(InTxn::Store(e)) => Err(e),
+                Err(InTxn::Heed(e)) => Err(self.lmdb("read transaction", e)),
+            };
+        }
+    }
+
     fn get_record(&self, txn: &RoTxn<'_>, version: u64) -> Result<Option<VersionRecord>> {
         let Some(bytes) = self
             .inner
@@ -496,9 +713,9 @@ impl Store {
             .map_err(|e| self.lmdb(format!("read meta '{name}'"), e))?
         {
             None => Ok(None),
-            Some(b) => be_u64(b)
-                .map(Some)
-                .ok_or_else(|| self.corrupt(0, format!("meta '{name}' is {} bytes, not 8", b.len()))),
+            Some(b) => be_u64(b).map(Some).ok_or_else(|| {
+                self.corrupt(0, format!("meta '{name}' is {} bytes, not 8", b.len()))
+            }),
         }
     }
 
@@ -511,12 +728,23 @@ impl Store {
 
     /// Starts a version in status `Building` and returns its number.
     pub fn begin_version(&self, v: NewVersion) -> Result<u64> {
-        self.write("begin a version", |txn| {
-            let version = self.get_u64(txn, KEY_NEXT)?.unwrap_or(1);
+        let version = self.read(|txn| Ok(self.get_u64(txn, KEY_NEXT)?.unwrap_or(1)))?;
+        self.write_version("begin a version", version, true, |txn, _db| {
+            let next = self.get_u64(txn, KEY_NEXT)?.unwrap_or(1);
+            if next != version {
+                return Err(self.invalid(
+                    version,
+                    format!("another process began version {next} at the same time; try again"),
+                ));
+            }
             if v.ttl_secs > u64::from(u32::MAX) {
                 return Err(self.invalid(
                     version,
-                    format!("ttl {} s does not fit the value header (max {} s)", v.ttl_secs, u32::MAX),
+                    format!(
+                        "ttl {} s does not fit the value header (max {} s)",
+                        v.ttl_secs,
+                        u32::MAX
+                    ),
                 ));
             }
             let rec = VersionRecord {
@@ -542,9 +770,10 @@ impl Store {
 
     /// The newest `Building` version of `job` with this fingerprint.
     pub fn find_resumable(&self, job: &str, fingerprint: &str) -> Result<Option<VersionRecord>> {
-        Ok(self.versions()?.into_iter().find(|r| {
-            r.status == Status::Building && r.job == job && r.fingerprint == fingerprint
-        }))
+        Ok(self
+            .versions()?
+            .into_iter()
+            .find(|r| r.status == Status::Building && r.job == job && r.fingerprint == fingerprint))
     }
 
     fn ranges_in(&self, txn: &RoTxn<'_>, version: u64) -> Result<Vec<Range<u64>>> {
@@ -557,9 +786,13 @@ impl Store {
             .map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
         let mut out = Vec::new();
         for item in iter {
-            let (key, ()) = item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
+            let (key, ()) =
+                item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
             let range = parse_chunk_key(key, &prefix).ok_or_else(|| {
-                self.corrupt(version, format!("chunk marker '{}'", String::from_utf8_lossy(key)))
+                self.corrupt(
+                    version,
+                    format!("chunk marker '{}'", String::from_utf8_lossy(key)),
+                )
             })?;
             out.push(range);
         }
@@ -581,7 +814,9 @@ impl Store {
         ids: &EntityIds,
         preds: &Predictions,
         timestamp: u64,
-    ) -> Result<EncodedChunk> {
+        out: &mut EncodedChunk,
+    ) -> Result<()> {
+        out.clear();
         let n = ids.len();
         let what = format!("chunk rows {}..{}", rows.start, rows.end);
         if rows.is_empty() {
@@ -590,16 +825,26 @@ impl Store {
         if (rows.end - rows.start) != n as u64 || preds.len() != n {
             return Err(self.invalid(
                 version,
-                format!("{what}: {} rows, but {n} ids and {} predictions", rows.end - rows.start, preds.len()),
+                format!(
+                    "{what}: {} rows, but {n} ids and {} predictions",
+                    rows.end - rows.start,
+                    preds.len()
+                ),
             ));
         }
         let timestamp = u32::try_from(timestamp).map_err(|_| {
-            self.invalid(version, format!("timestamp {timestamp} does not fit the value header (u32)"))
+            self.invalid(
+                version,
+                format!("timestamp {timestamp} does not fit the value header (u32)"),
+            )
         })?;
         let model_ref = u32::try_from(version).map_err(|_| {
-            self.invalid(version, "version number does not fit the value header (u32)".into())
+            self.invalid(
+                version,
+                "version number does not fit the value header (u32)".into(),
+            )
         })?;
-        let max_key = self.inner.env.max_key_size() - 8;
+        let max_key = self.inner.env.max_key_size();
         let count_of = |i: usize| -> usize {
             match preds {
                 Predictions::Scores { width, .. } => *width,
@@ -611,11 +856,18 @@ impl Store {
                 if values.len() != width * n {
                     return Err(self.invalid(
                         version,
-                        format!("{what}: {} scores for {n} rows of width {width}", values.len()),
+                        format!(
+                            "{what}: {} scores for {n} rows of width {width}",
+                            values.len()
+                        ),
                     ));
                 }
             }
-            Predictions::TopK { offsets, items, scores } => {
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => {
                 let ok = offsets.len() == n + 1
                     && offsets.windows(2).all(|w| w[0] <= w[1])
                     && items.len() == scores.len()
@@ -633,33 +885,47 @@ impl Store {
                 }
             }
         }
-        let mut order: Vec<(Vec<u8>, usize)> = (0..n).map(|i| (ids.key(i).to_bytes(), i)).collect();
-        order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        order.dedup_by(|later, earlier| later.0 == earlier.0);
-        let mut out = EncodedChunk {
-            keys: Vec::with_capacity(order.len()),
-            values: Vec::new(),
-            spans: Vec::with_capacity(order.len()),
+        let order = key_order(ids);
+        let kind = match preds {
+            Predictions::Scores { .. } => ValueKind::Scores,
+            Predictions::TopK { .. } => ValueKind::TopK,
         };
-        for (entity, i) in order {
-            if entity.len() > max_key || entity.is_empty() {
+        let payload = match preds {
+            Predictions::Scores { values, .. } => 4 * values.len(),
+            Predictions::TopK { items, .. } => 8 * items.len(),
+        };
+        out.values
+            .reserve(order.len() * value::HEADER_LEN + payload);
+        out.key_spans.reserve(order.len());
+        out.spans.reserve(order.len());
+        for i in order {
+            let key_start = out.keys.len();
+            match ids {
+                EntityIds::Int(v) => out.keys.extend_from_slice(&v[i].to_be_bytes()),
+                EntityIds::Str(v) => out.keys.extend_from_slice(v[i].as_bytes()),
+            }
+            let key_len = out.keys.len() - key_start;
+            if key_len > max_key || key_len == 0 {
                 return Err(self.invalid(
                     version,
-                    format!("{what}: entity id '{}' is {} bytes; ids must be 1..={max_key} bytes", ids.key(i), entity.len()),
+                    format!(
+                        "{what}: entity id '{}' is {key_len} bytes; ids must be 1..={max_key} bytes",
+                        ids.key(i),
+                    ),
                 ));
             }
             let count = count_of(i);
             if count > value::MAX_COUNT {
                 return Err(self.invalid(
                     version,
-                    format!("{what}: entity '{}' has {count} scores; a value holds at most {}", ids.key(i), value::MAX_COUNT),
+                    format!(
+                        "{what}: entity '{}' has {count} scores; a value holds at most {}",
+                        ids.key(i),
+                        value::MAX_COUNT
+                    ),
                 ));
             }
             let start = out.values.len();
-            let kind = match preds {
-                Predictions::Scores { .. } => ValueKind::Scores,
-                Predictions::TopK { .. } => ValueKind::TopK,
-            };
             value::write_header(
                 &mut out.values,
                 value::Header {
@@ -676,19 +942,22 @@ impl Store {
                         out.values.extend_from_slice(&s.to_le_bytes());
                     }
                 }
-                Predictions::TopK { offsets, items, scores } => {
-                    for j in offsets[i] as usize..offsets[i + 1] as usize {
-                        out.values.extend_from_slice(&items[j].to_le_bytes());
-                        out.values.extend_from_slice(&scores[j].to_le_bytes());
+                Predictions::TopK {
+                    offsets,
+                    items,
+                    scores,
+                } => {
+                    let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    for (item, score) in items[a..b].iter().zip(&scores[a..b]) {
+                        out.values.extend_from_slice(&item.to_le_bytes());
+                        out.values.extend_from_slice(&score.to_le_bytes());
                     }
                 }
             }
-            let mut key = version.to_be_bytes().to_vec();
-            key.extend_from_slice(&entity);
-            out.keys.push(key);
+            out.key_spans.push(key_start..out.keys.len());
             out.spans.push(start..out.values.len());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes the predictions of rows `rows` and their commit marker in ONE
@@ -703,10 +972,38 @@ impl Store {
         preds: &Predictions,
         timestamp: u64,
     ) -> Result<bool> {
-        let mut chunk = self.encode_chunk(version, &rows, ids, preds, timestamp)?;
-        let what = format!("commit chunk rows {}..{} of v{version}", rows.start, rows.end);
+        // The encode buffers of the previous commit, reused so that a commit
+        // does not allocate (and fault in) a chunk's worth of fresh memory.
+        let mut chunk = self
+            .inner
+            .scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let outcome = self.commit_encoded(version, rows, ids, preds, timestamp, &mut chunk);
+        if chunk.bytes() <= MAX_SCRATCH_BYTES {
+            *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
+        }
+        outcome
+    }
+
+    fn commit_encoded(
+        &self,
+        version: u64,
+        rows: Range<u64>,
+        ids: &EntityIds,
+        preds: &Predictions,
+        timestamp: u64,
+        chunk: &mut EncodedChunk,
+    ) -> Result<bool> {
+        self.encode_chunk(version, &rows, ids, preds, timestamp, chunk)?;
+        let what = format!(
+            "commit chunk rows {}..{} of v{version}",
+            rows.start, rows.end
+        );
         let mut ttl_set = false;
-        self.write(&what, |txn| {
+        self.write_version(&what, version, false, |txn, db| {
             let mut rec = self.must_record(txn, version)?;
             if rec.status != Status::Building {
                 return Err(Error::BadStatus {
@@ -740,22 +1037,22 @@ impl Store {
             {
                 return Ok(false);
             }
-            let last = self
-                .inner
-                .preds
+            let last = db
                 .remap_data_type::<DecodeIgnore>()
                 .last(txn)
                 .map_err(|e| self.lmdb(&what, e))?
                 .map(|(k, ())| k.to_vec());
-            let append = match (&last, chunk.keys.first()) {
-                (Some(last), Some(first)) => first.as_slice() > last.as_slice(),
+            let append = match (&last, chunk.entries().next()) {
+                (Some(last), Some((first, _))) => first > last.as_slice(),
                 _ => true,
             };
-            let flags = if append { PutFlags::APPEND } else { PutFlags::empty() };
-            for (key, span) in chunk.keys.iter().zip(&chunk.spans) {
-                self.inner
-                    .preds
-                    .put_with_flags(txn, flags, key, &chunk.values[span.clone()])
+            let flags = if append {
+                PutFlags::APPEND
+            } else {
+                PutFlags::empty()
+            };
+            for (key, value) in chunk.entries() {
+                db.put_with_flags(txn, flags, key, value)
                     .map_err(|e| self.lmdb(&what, e))?;
             }
             self.inner
@@ -778,19 +1075,32 @@ impl Store {
     /// through [`Store::flip`].
     pub fn update_record(&self, version: u64, f: impl FnOnce(&mut VersionRecord)) -> Result<()> {
         let mut f = Some(f);
+        // `f` runs once; a transaction retried after growing the map writes
+        // the record it produced.
+        let mut updated: Option<VersionRecord> = None;
         self.write(&format!("update the record of v{version}"), |txn| {
-            let mut rec = self.must_record(txn, version)?;
-            let before = rec.status;
-            if let Some(f) = f.take() {
-                f(&mut rec);
-            }
+            let current = self.must_record(txn, version)?;
+            let before = current.status;
+            let mut rec = match (updated.take(), f.take()) {
+                (Some(rec), _) => rec,
+                (None, Some(f)) => {
+                    let mut rec = current;
+                    f(&mut rec);
+                    rec
+                }
+                (None, None) => current,
+            };
+            updated = Some(rec.clone());
             rec.version = version;
             if (before == Status::Live) != (rec.status == Status::Live) {
                 return Err(Error::BadStatus {
                     path: self.inner.dir.clone(),
                     version,
                     status: before,
-                    what: format!("cannot set status {} by a record update; use flip", rec.status),
+                    what: format!(
+                        "cannot set status {} by a record update; use flip",
+                        rec.status
+                    ),
                 });
             }
             self.put_record(txn, &rec)
@@ -817,11 +1127,17 @@ impl Store {
         for item in iter {
             let (key, bytes) = item.map_err(|e| self.lmdb("list versions", e))?;
             let rec: VersionRecord = serde_json::from_slice(bytes).map_err(|e| {
-                self.corrupt(0, format!("record '{}' is not valid JSON: {e}", String::from_utf8_lossy(key)))
+                self.corrupt(
+                    0,
+                    format!(
+                        "record '{}' is not valid JSON: {e}",
+                        String::from_utf8_lossy(key)
+                    ),
+                )
             })?;
             out.push(rec);
         }
-        out.sort_by(|a, b| b.version.cmp(&a.version));
+        out.sort_by_key(|r| std::cmp::Reverse(r.version));
         Ok(out)
     }
 
@@ -859,115 +1175,124 @@ impl Store {
             rec.status = Status::Live;
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_LIVE, to)
-        })
+        })?;
+        self.sync(&format!("flip to v{to}"))
     }
 
     /// Drops versions beyond the newest `keep`: only `Retired`, `Failed` and
     /// `Validated` ones, never the live version or the one live before it,
-    /// never a `Building` one. Returns the dropped versions, ascending. The
-    /// records go in one transaction; the predictions follow in batches of
-    /// [`GC_BATCH_ROWS`] (a crash between leaves rows with no record, which the
-    /// next gc removes).
+    /// never a `Building` one. Returns the dropped versions, ascending. Each
+    /// version goes in one write transaction: its record, its chunk markers
+    /// and its database `v{N}`.
     pub fn gc(&self, keep: usize) -> Result<Vec<u64>> {
-        let mut dropped = self.write("gc", |txn| {
+        let candidates = self.read(|txn| {
             let live = self.get_u64(txn, KEY_LIVE)?;
             let previous = self.get_u64(txn, KEY_PREVIOUS)?;
-            let mut dropped = Vec::new();
-            for rec in self.records_in(txn)?.into_iter().skip(keep) {
-                let v = rec.version;
-                let droppable = matches!(rec.status, Status::Retired | Status::Failed | Status::Validated);
-                if !droppable || Some(v) == live || Some(v) == previous {
-                    continue;
+            Ok(self
+                .records_in(txn)?
+                .into_iter()
+                .skip(keep)
+                .filter(|r| droppable(r, live, previous))
+                .map(|r| r.version)
+                .collect::<Vec<u64>>())
+        })?;
+        let mut dropped = Vec::new();
+        for v in candidates {
+            if self.drop_version(v)? {
+                dropped.push(v);
+            }
+        }
+        dropped.sort_unstable();
+        if !dropped.is_empty() {
+            self.sync("gc")?;
+        }
+        Ok(dropped)
+    }
+
+    /// Drops version `v` if it is still droppable. Holds the gate exclusively:
+    /// dropping a database closes its handle for the whole process, so no
+    /// other transaction of this process may be using it.
+    fn drop_version(&self, v: u64) -> Result<bool> {
+        let what = format!("gc: drop v{v}");
+        let _all = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        let txn = match self.inner.env.write_txn() {
+            Ok(txn) => txn,
+            Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                // SAFETY: the gate is held exclusively: no transaction of
+                // this process is alive.
+                unsafe { self.inner.env.resize(0) }.map_err(|e| self.lmdb(&what, e))?;
+                self.inner
+                    .env
+                    .write_txn()
+                    .map_err(|e| self.lmdb(format!("{what}: begin a write transaction"), e))?
+            }
+            Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
+        };
+        let outcome = self.inner.env.create_databases_and_commit(
+            txn,
+            |dbo, txn| -> std::result::Result<_, InTxn> {
+                let live = self.get_u64(txn, KEY_LIVE)?;
+                let previous = self.get_u64(txn, KEY_PREVIOUS)?;
+                match self.get_record(txn, v)? {
+                    Some(rec) if droppable(&rec, live, previous) => {}
+                    _ => return Ok(CommitOrAbort::Abort(false)),
                 }
                 for r in self.ranges_in(txn, v)? {
                     self.inner
                         .meta
                         .delete(txn, &chunk_key(v, &r))
-                        .map_err(|e| self.lmdb(format!("gc: drop chunk markers of v{v}"), e))?;
+                        .map_err(|e| self.lmdb(format!("{what}: chunk markers"), e))?;
                 }
                 self.inner
                     .meta
                     .delete(txn, &version_key(v))
-                    .map_err(|e| self.lmdb(format!("gc: drop the record of v{v}"), e))?;
-                dropped.push(v);
-            }
-            Ok(dropped)
-        })?;
-        dropped.sort_unstable();
-        self.sweep_orphan_rows()?;
-        Ok(dropped)
-    }
-
-    /// Deletes prediction rows whose version has no record.
-    fn sweep_orphan_rows(&self) -> Result<()> {
-        let mut from = 0u64;
-        loop {
-            let step = self.write("gc: drop predictions", |txn| {
-                let Some((key, ())) = self
-                    .inner
-                    .preds
-                    .remap_data_type::<DecodeIgnore>()
-                    .get_greater_than_or_equal_to(txn, &from.to_be_bytes())
-                    .map_err(|e| self.lmdb("gc: find predictions", e))?
-                else {
-                    return Ok(None);
-                };
-                let v = key.get(..8).and_then(be_u64).ok_or_else(|| {
-                    self.corrupt(0, format!("prediction key of {} bytes has no version prefix", key.len()))
-                })?;
-                if self.get_record(txn, v)?.is_some() {
-                    return Ok(Some(v.checked_add(1)));
+                    .map_err(|e| self.lmdb(format!("{what}: record"), e))?;
+                let name = version_db(v);
+                if let Some(db) = dbo
+                    .open_database::<Bytes, Bytes>(txn, Some(&name))
+                    .map_err(|e| self.lmdb(format!("{what}: open {name}"), e))?
+                {
+                    // SAFETY: the gate is held exclusively, so no other
+                    // transaction of this process uses this handle.
+                    unsafe { db.remove(txn) }
+                        .map_err(|e| self.lmdb(format!("{what}: drop {name}"), e))?;
                 }
-                let prefix = v.to_be_bytes();
-                let mut iter = self
-                    .inner
-                    .preds
-                    .remap_data_type::<DecodeIgnore>()
-                    .prefix_iter_mut(txn, &prefix)
-                    .map_err(|e| self.lmdb(format!("gc: drop predictions of v{v}"), e))?;
-                let mut n = 0;
-                while n < GC_BATCH_ROWS {
-                    match iter.next() {
-                        None => break,
-                        Some(Err(e)) => return Err(self.lmdb(format!("gc: drop predictions of v{v}"), e)),
-                        Some(Ok(_)) => {
-                            // SAFETY: no reference into the database is kept
-                            // across this deletion.
-                            unsafe { iter.del_current() }
-                                .map_err(|e| self.lmdb(format!("gc: drop predictions of v{v}"), e))?;
-                            n += 1;
-                        }
-                    }
-                }
-                Ok(Some(Some(v)))
-            })?;
-            match step {
-                None | Some(None) => return Ok(()),
-                Some(Some(next)) => from = next,
-            }
+                Ok(CommitOrAbort::Commit(Committed(true)))
+            },
+        );
+        match outcome {
+            Ok(CommitOrAbort::Commit(done)) => Ok(done),
+            Ok(CommitOrAbort::Abort(done)) => Ok(done),
+            Err(InTxn::Store(e)) => Err(e),
+            Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
         }
     }
 
     /// Reads the live pointer (or uses `version`) and the value of `key` in ONE
     /// read transaction. `now` (unix seconds) decides `stale`. `Ok(None)`: no
     /// live version, or no prediction for `key`.
-    pub fn get(&self, key: &EntityKey, version: Option<u64>, now: u64) -> Result<Option<Prediction>> {
-        self.read(|txn| {
+    pub fn get(
+        &self,
+        key: &EntityKey,
+        version: Option<u64>,
+        now: u64,
+    ) -> Result<Option<Prediction>> {
+        self.read_versions(|snap| {
             let v = match version {
                 Some(v) => v,
-                None => match self.get_u64(txn, KEY_LIVE)? {
+                None => match self.get_u64(snap.txn, KEY_LIVE)? {
                     Some(v) => v,
                     None => return Ok(None),
                 },
             };
-            let rec = self.must_record(txn, v)?;
-            let Some(value) = self.value_in(txn, v, key)? else {
+            let rec = snap.record(v)?;
+            let Some(value) = snap.value(v, key)? else {
                 return Ok(None);
             };
             let model_version = if u64::from(value.model_ref()) == v {
                 rec.model_version
             } else {
-                self.get_record(txn, u64::from(value.model_ref()))?
+                self.get_record(snap.txn, u64::from(value.model_ref()))?
                     .map_or(rec.model_version, |r| r.model_version)
             };
             let timestamp = u64::from(value.timestamp());
@@ -984,137 +1309,135 @@ impl Store {
         })
     }
 
-    fn value_in<'t>(&self, txn: &'t RoTxn<'_>, version: u64, key: &EntityKey) -> Result<Option<ValueRef<'t>>> {
-        let mut buf = [0u8; 16];
-        let owned;
-        let full: &[u8] = match key {
-            EntityKey::Int(i) => {
-                buf[..8].copy_from_slice(&version.to_be_bytes());
-                buf[8..].copy_from_slice(&i.to_be_bytes());
-                &buf
-            }
-            EntityKey::Str(s) => {
-                let mut k = version.to_be_bytes().to_vec();
-                k.extend_from_slice(s.as_bytes());
-                owned = k;
-                &owned
-            }
-        };
-        self.value_at(txn, version, full)
-    }
-
-    fn value_at<'t>(&self, txn: &'t RoTxn<'_>, version: u64, full_key: &[u8]) -> Result<Option<ValueRef<'t>>> {
-        let Some(bytes) = self
-            .inner
-            .preds
-            .get(txn, full_key)
-            .map_err(|e| self.lmdb(format!("read a prediction of v{version}"), e))?
-        else {
-            return Ok(None);
-        };
-        ValueRef::parse(bytes).map(Some).map_err(|detail| {
-            self.corrupt(version, format!("entity '{}': {detail}", String::from_utf8_lossy(&full_key[8..])))
-        })
-    }
-
     /// Zero-copy access for hot readers: calls `f` inside one read transaction
     /// with the live version and the value view of `key`, or with `None` when
     /// there is no live version or no prediction for `key`.
-    pub fn with_value<R>(&self, key: &EntityKey, f: impl FnOnce(Option<(u64, ValueRef<'_>)>) -> R) -> Result<R> {
-        self.read(|txn| {
-            let Some(v) = self.get_u64(txn, KEY_LIVE)? else {
+    pub fn with_value<R>(
+        &self,
+        key: &EntityKey,
+        f: impl FnOnce(Option<(u64, ValueRef<'_>)>) -> R,
+    ) -> Result<R> {
+        self.read_versions(|snap| {
+            let Some(v) = self.get_u64(snap.txn, KEY_LIVE)? else {
                 return Ok(f(None));
             };
-            Ok(f(self.value_in(txn, v, key)?.map(|value| (v, value))))
+            Ok(f(snap.value(v, key)?.map(|value| (v, value))))
         })
     }
 
     /// Calls `f` with every (entity key bytes, value) of `version` in key order,
     /// inside one read transaction; stops when `f` returns `false`.
-    pub fn for_each(&self, version: u64, mut f: impl FnMut(&[u8], ValueRef<'_>) -> bool) -> Result<()> {
-        self.read(|txn| {
-            self.must_record(txn, version)?;
-            self.scan(txn, version, |k, v| Ok(f(k, v)))
-        })
-    }
-
-    fn scan(
+    pub fn for_each(
         &self,
-        txn: &RoTxn<'_>,
         version: u64,
-        mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+        mut f: impl FnMut(&[u8], ValueRef<'_>) -> bool,
     ) -> Result<()> {
-        let ctx = || format!("scan the predictions of v{version}");
-        let iter = self
-            .inner
-            .preds
-            .prefix_iter(txn, &version.to_be_bytes())
-            .map_err(|e| self.lmdb(ctx(), e))?;
-        for item in iter {
-            let (key, bytes) = item.map_err(|e| self.lmdb(ctx(), e))?;
-            let entity = &key[8..];
-            let value = ValueRef::parse(bytes).map_err(|detail| {
-                self.corrupt(version, format!("entity '{}': {detail}", String::from_utf8_lossy(entity)))
-            })?;
-            if !f(entity, value)? {
-                break;
-            }
-        }
-        Ok(())
+        self.read_versions(|snap| {
+            snap.record(version)?;
+            snap.scan(version, |k, v| Ok(f(k, v)))
+        })
     }
 
     /// Number of stored predictions of `version`.
     pub fn len(&self, version: u64) -> Result<u64> {
-        self.read(|txn| {
-            self.must_record(txn, version)?;
-            let iter = self
-                .inner
-                .preds
-                .remap_data_type::<DecodeIgnore>()
-                .prefix_iter(txn, &version.to_be_bytes())
-                .map_err(|e| self.lmdb(format!("count the predictions of v{version}"), e))?;
-            let mut n = 0;
-            for item in iter {
-                item.map_err(|e| self.lmdb(format!("count the predictions of v{version}"), e))?;
-                n += 1;
+        self.read_versions(|snap| {
+            snap.record(version)?;
+            match snap.db(version)? {
+                None => Ok(0),
+                Some(db) => db
+                    .len(snap.txn)
+                    .map_err(|e| self.lmdb(format!("count the predictions of v{version}"), e)),
             }
-            Ok(n)
         })
     }
 
     /// Runs `f` with a consistent view of the whole store (one read
     /// transaction), for checks that read many values.
     pub(crate) fn snapshot<R>(&self, f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>) -> Result<R> {
-        self.read(|txn| f(&Snapshot { store: self, txn }))
+        self.read_versions(f)
     }
 }
 
-/// A consistent view of the store inside one read transaction.
+/// A consistent view of the store inside one read transaction, opening
+/// version databases as it needs them (each at most once).
 pub(crate) struct Snapshot<'s, 't> {
     store: &'s Store,
     txn: &'s RoTxn<'t, WithoutTls>,
+    opener: &'s DatabaseOpener<'t, WithoutTls>,
+    dbs: RefCell<BTreeMap<u64, Option<Database<'t, Bytes, Bytes>>>>,
 }
 
-impl Snapshot<'_, '_> {
+impl<'t> Snapshot<'_, 't> {
+    /// The database of `version`, `None` when it has none (dropped by gc).
+    fn db(&self, version: u64) -> Result<Option<Database<'t, Bytes, Bytes>>> {
+        if let Some(db) = self.dbs.borrow().get(&version) {
+            return Ok(*db);
+        }
+        let name = version_db(version);
+        let db = self
+            .opener
+            .open_database::<Bytes, Bytes>(self.txn, Some(&name))
+            .map_err(|e| self.store.lmdb(format!("open database {name}"), e))?;
+        self.dbs.borrow_mut().insert(version, db);
+        Ok(db)
+    }
+
     pub(crate) fn record(&self, version: u64) -> Result<VersionRecord> {
         self.store.must_record(self.txn, version)
     }
 
     pub(crate) fn value(&self, version: u64, key: &EntityKey) -> Result<Option<ValueRef<'_>>> {
-        self.store.value_in(self.txn, version, key)
+        match key {
+            EntityKey::Int(i) => self.value_by_bytes(version, &i.to_be_bytes()),
+            EntityKey::Str(s) => self.value_by_bytes(version, s.as_bytes()),
+        }
     }
 
-    pub(crate) fn value_by_bytes(&self, version: u64, entity: &[u8]) -> Result<Option<ValueRef<'_>>> {
-        let mut full = version.to_be_bytes().to_vec();
-        full.extend_from_slice(entity);
-        self.store.value_at(self.txn, version, &full)
+    pub(crate) fn value_by_bytes(
+        &self,
+        version: u64,
+        entity: &[u8],
+    ) -> Result<Option<ValueRef<'_>>> {
+        let Some(db) = self.db(version)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = db.get(self.txn, entity).map_err(|e| {
+            self.store
+                .lmdb(format!("read a prediction of v{version}"), e)
+        })?
+        else {
+            return Ok(None);
+        };
+        ValueRef::parse(bytes).map(Some).map_err(|detail| {
+            self.store.corrupt(
+                version,
+                format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+            )
+        })
     }
 
     pub(crate) fn scan(
         &self,
         version: u64,
-        f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+        mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
     ) -> Result<()> {
-        self.store.scan(self.txn, version, f)
+        let ctx = || format!("scan the predictions of v{version}");
+        let Some(db) = self.db(version)? else {
+            return Ok(());
+        };
+        let iter = db.iter(self.txn).map_err(|e| self.store.lmdb(ctx(), e))?;
+        for item in iter {
+            let (entity, bytes) = item.map_err(|e| self.store.lmdb(ctx(), e))?;
+            let value = ValueRef::parse(bytes).map_err(|detail| {
+                self.store.corrupt(
+                    version,
+                    format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+                )
+            })?;
+            if !f(entity, value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -55,48 +55,62 @@ pub fn validate(
         snap.record(version)?;
         let mut checks = Vec::new();
 
-        // One pass over the stored values: count, finiteness, top-K shape.
+        let mut input: HashSet<Vec<u8>> = HashSet::with_capacity(plan.ids.len());
+        for i in 0..plan.ids.len() {
+            input.insert(plan.ids.key(i).to_bytes());
+        }
+
+        // One pass over the stored values: coverage, finiteness, top-K shape.
         let mut stored = 0u64;
+        let mut extra = 0u64;
+        let mut coverage_examples = Vec::new();
         let mut non_finite = 0u64;
         let mut finite_examples = Vec::new();
         let mut malformed = 0u64;
         let mut malformed_examples = Vec::new();
         snap.scan(version, |entity, value| {
             stored += 1;
+            if !input.contains(entity) {
+                extra += 1;
+                push_example(
+                    &mut coverage_examples,
+                    format!("not in the input: {}", show(&plan.ids, entity)),
+                );
+            }
             for (j, s) in value.scores().enumerate() {
                 if !s.is_finite() {
                     non_finite += 1;
-                    if finite_examples.len() < MAX_EXAMPLES {
-                        finite_examples.push(format!("{}: score[{j}] = {s}", show(&plan.ids, entity)));
-                    }
+                    push_example(
+                        &mut finite_examples,
+                        format!("{}: score[{j}] = {s}", show(&plan.ids, entity)),
+                    );
                 }
             }
             if let Some(problem) = topk_problem(value, plan.top_k) {
                 malformed += 1;
-                if malformed_examples.len() < MAX_EXAMPLES {
-                    malformed_examples.push(format!("{}: {problem}", show(&plan.ids, entity)));
-                }
+                push_example(
+                    &mut malformed_examples,
+                    format!("{}: {problem}", show(&plan.ids, entity)),
+                );
             }
             Ok(true)
         })?;
 
-        // coverage
-        let mut seen = HashSet::with_capacity(plan.ids.len());
-        let mut present = 0u64;
-        let mut missing_examples = Vec::new();
-        for i in 0..plan.ids.len() {
-            let key = plan.ids.key(i);
-            if !seen.insert(key.to_bytes()) {
-                continue;
-            }
-            if snap.value(version, &key)?.is_some() {
-                present += 1;
-            } else if missing_examples.len() < MAX_EXAMPLES {
-                missing_examples.push(format!("missing: {key}"));
+        // coverage: stored keys are unique, so the rest are input entities.
+        let present = stored - extra;
+        let distinct = input.len() as u64;
+        if present < distinct {
+            let mut reported = HashSet::new();
+            for i in 0..plan.ids.len() {
+                if coverage_examples.len() >= MAX_EXAMPLES {
+                    break;
+                }
+                let key = plan.ids.key(i);
+                if snap.value(version, &key)?.is_none() && reported.insert(key.to_bytes()) {
+                    coverage_examples.push(format!("missing: {key}"));
+                }
             }
         }
-        let distinct = seen.len() as u64;
-        let extra = stored.saturating_sub(present);
         let fraction = if distinct == 0 {
             1.0
         } else {
@@ -110,7 +124,7 @@ pub fn validate(
                  (fraction {fraction:.6}, min_coverage {}); {extra} stored entries are not input entities",
                 plan.cfg.min_coverage
             ),
-            examples: missing_examples,
+            examples: coverage_examples,
         });
 
         checks.push(Check {
@@ -194,7 +208,8 @@ fn show(ids: &EntityIds, entity: &[u8]) -> String {
 
 fn topk_problem(value: ValueRef<'_>, top_k: Option<usize>) -> Option<String> {
     let Some(k) = top_k else {
-        return (value.kind() == ValueKind::TopK).then(|| "a top-K list from a scoring model".into());
+        return (value.kind() == ValueKind::TopK)
+            .then(|| "a top-K list from a scoring model".into());
     };
     if value.kind() != ValueKind::TopK {
         return Some("scores where a top-K list was expected".into());
@@ -206,7 +221,10 @@ fn topk_problem(value: ValueRef<'_>, top_k: Option<usize>) -> Option<String> {
     for i in 1..n {
         let (a, b) = (value.score(i - 1), value.score(i));
         if a < b {
-            return Some(format!("not sorted: score[{}] = {a} < score[{i}] = {b}", i - 1));
+            return Some(format!(
+                "not sorted: score[{}] = {a} < score[{i}] = {b}",
+                i - 1
+            ));
         }
     }
     let mut items: Vec<u32> = value.pairs().map(|(item, _)| item).collect();
@@ -247,16 +265,27 @@ pub fn compare(stored: &Value, expected: &Value, tol: f32) -> std::result::Resul
     match (stored, expected) {
         (Value::Scores(s), Value::Scores(e)) => {
             if s.len() != e.len() {
-                return Err(format!("{} scores, the reference gives {}", s.len(), e.len()));
+                return Err(format!(
+                    "{} scores, the reference gives {}",
+                    s.len(),
+                    e.len()
+                ));
             }
             match (0..s.len()).find(|&i| !close(s[i], e[i], tol)) {
-                Some(i) => Err(format!("score[{i}] = {}, the reference gives {}", s[i], e[i])),
+                Some(i) => Err(format!(
+                    "score[{i}] = {}, the reference gives {}",
+                    s[i], e[i]
+                )),
                 None => Ok(()),
             }
         }
         (Value::TopK(s), Value::TopK(e)) => {
             if s.len() != e.len() {
-                return Err(format!("{} pairs, the reference gives {}", s.len(), e.len()));
+                return Err(format!(
+                    "{} pairs, the reference gives {}",
+                    s.len(),
+                    e.len()
+                ));
             }
             for (i, (&(si, ss), &(ei, es))) in s.iter().zip(e).enumerate() {
                 if !close(ss, es, tol) {
@@ -267,7 +296,9 @@ pub fn compare(stored: &Value, expected: &Value, tol: f32) -> std::result::Resul
                 if si == ei {
                     continue;
                 }
-                let tied_inside = e.iter().any(|&(item, score)| item == si && close(score, ss, tol));
+                let tied_inside = e
+                    .iter()
+                    .any(|&(item, score)| item == si && close(score, ss, tol));
                 let tied_at_cut = !e.iter().any(|&(item, _)| item == si)
                     && e.last().is_some_and(|&(_, last)| close(ss, last, tol));
                 if !(tied_inside || tied_at_cut) {
@@ -278,12 +309,21 @@ pub fn compare(stored: &Value, expected: &Value, tol: f32) -> std::result::Resul
             }
             Ok(())
         }
-        (Value::Scores(_), Value::TopK(_)) => Err("stored scores, the reference gives a top-K list".into()),
-        (Value::TopK(_), Value::Scores(_)) => Err("stored a top-K list, the reference gives scores".into()),
+        (Value::Scores(_), Value::TopK(_)) => {
+            Err("stored scores, the reference gives a top-K list".into())
+        }
+        (Value::TopK(_), Value::Scores(_)) => {
+            Err("stored a top-K list, the reference gives scores".into())
+        }
     }
 }
 
-fn drift(snap: &super::Snapshot<'_, '_>, version: u64, live: u64, plan: &ValidationPlan) -> Result<Check> {
+fn drift(
+    snap: &super::Snapshot<'_, '_>,
+    version: u64,
+    live: u64,
+    plan: &ValidationPlan,
+) -> Result<Check> {
     snap.record(live)?;
     let mut common = 0usize;
     let mut churn_sum = 0.0f64;
@@ -321,20 +361,26 @@ fn drift(snap: &super::Snapshot<'_, '_>, version: u64, live: u64, plan: &Validat
         Ok(common < DRIFT_SAMPLE)
     })?;
     let mut passed = true;
-    let mut parts = vec![format!("{common} entities in both v{version} and live v{live}")];
+    let mut parts = vec![format!(
+        "{common} entities in both v{version} and live v{live}"
+    )];
     if let Some(max) = plan.cfg.max_topk_churn
         && churn_n > 0
     {
         let churn = churn_sum / churn_n as f64;
         passed &= churn <= max;
-        parts.push(format!("mean top-K churn {churn:.4} (max_topk_churn {max})"));
+        parts.push(format!(
+            "mean top-K churn {churn:.4} (max_topk_churn {max})"
+        ));
     }
     if let Some(max) = plan.cfg.max_mean_shift
         && shift_n > 0
     {
         let shift = shift_sum / shift_n as f64;
         passed &= shift <= max;
-        parts.push(format!("mean score shift {shift:.6} (max_mean_shift {max})"));
+        parts.push(format!(
+            "mean score shift {shift:.6} (max_mean_shift {max})"
+        ));
     }
     Ok(Check {
         name: "drift".into(),
@@ -371,7 +417,12 @@ mod tests {
     fn tolerance_is_relative_for_large_scores() {
         assert!(close(1000.5, 1000.0, 1e-3));
         assert!(!close(0.01, 0.0, 1e-3));
-        let err = compare(&Value::Scores(vec![1.0, 2.0]), &Value::Scores(vec![1.0, 2.5]), 1e-3).unwrap_err();
+        let err = compare(
+            &Value::Scores(vec![1.0, 2.0]),
+            &Value::Scores(vec![1.0, 2.5]),
+            1e-3,
+        )
+        .unwrap_err();
         assert!(err.contains("score[1]"), "{err}");
     }
 }

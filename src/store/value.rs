@@ -112,7 +112,11 @@ impl<'a> ValueRef<'a> {
         let pair = match bytes[1] {
             KIND_SCORES => 4,
             KIND_TOP_K => 8,
-            k => return Err(format!("value kind {k} is neither 0 (scores) nor 1 (top-K)")),
+            k => {
+                return Err(format!(
+                    "value kind {k} is neither 0 (scores) nor 1 (top-K)"
+                ));
+            }
         };
         let count = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
         let want = HEADER_LEN + count * pair;

@@ -60,15 +60,28 @@ pub fn top_k(rows: Range<u64>, pairs: &[(u32, f32)]) -> (EntityIds, Predictions)
 
 /// Commits `chunk` rows at a time of `entities` rows whose `width` scores all
 /// equal `marker`, then marks the version validated.
-pub fn build_scores_version(store: &Store, job: &str, entities: u64, chunk: u64, width: usize, marker: f32) -> u64 {
+pub fn build_scores_version(
+    store: &Store,
+    job: &str,
+    entities: u64,
+    chunk: u64,
+    width: usize,
+    marker: f32,
+) -> u64 {
     let v = new_version(store, job, entities);
     let mut start = 0;
     while start < entities {
         let end = (start + chunk).min(entities);
         let (ids, preds) = scores(start..end, width, marker);
-        assert!(store.commit_chunk(v, start..end, &ids, &preds, T0 + v).unwrap());
+        assert!(
+            store
+                .commit_chunk(v, start..end, &ids, &preds, T0 + v)
+                .unwrap()
+        );
         start = end;
     }
-    store.update_record(v, |r| r.status = Status::Validated).unwrap();
+    store
+        .update_record(v, |r| r.status = Status::Validated)
+        .unwrap();
     v
 }
