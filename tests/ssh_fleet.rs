@@ -403,3 +403,86 @@ fn remote_workers_exit_when_the_coordinator_is_killed() {
     // the worker sees the end of its input.
     assert_no_workers_left(&servers);
 }
+
+/// An `ssh-agent` child holding one key; killed on drop.
+struct Agent {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, key: &Path) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs (apt-get install -y openssh-client)");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < until, "ssh-agent made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let added = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "ssh-add: {added:?}");
+        Agent { child, socket }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_ssh_config_alias_and_the_agent_are_enough_to_reach_a_host() {
+    let _serial = one_at_a_time();
+    let servers = sshd::Servers::start(1);
+    let srv = &servers.servers[0];
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        home.path().join(".ssh/config"),
+        format!(
+            "Host herd-test-alias\n  HostName {}\n  Port {}\n  User root\n  UserKnownHostsFile {}\n",
+            srv.ip,
+            srv.port,
+            servers.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(home.path(), &servers.user_key);
+    // No user, identity or known_hosts here: ~/.ssh/config and the agent
+    // supply them.
+    let hosts = home.path().join("hosts.toml");
+    std::fs::write(
+        &hosts,
+        "[[host]]\nname = \"aliased\"\nkind = \"ssh\"\naddress = \"herd-test-alias\"\nslots = 1\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::HERD)
+        .args(["hosts", "check", "--hosts", hosts.to_str().unwrap()])
+        .env("HOME", home.path())
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("USER", "nobody-here")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("aliased ")).unwrap();
+    for want in ["yes", "known", "agent", "cpu"] {
+        assert!(row.contains(want), "row lacks '{want}': {all}");
+    }
+    drop(agent);
+    assert_no_workers_left(&servers);
+}

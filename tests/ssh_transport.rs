@@ -408,3 +408,18 @@ fn model_weights_ship_once_to_a_content_addressed_path() {
         );
     });
 }
+
+#[test]
+fn an_rsa_identity_file_authenticates() {
+    let servers = sshd::Servers::start(1);
+    let mut h = host(&servers.servers[0], &servers);
+    h.identity = Some(servers.user_rsa_key.clone());
+    runtime().block_on(async {
+        let s = HostSession::start("h", &h, payload());
+        s.ready().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.status().auth, "key ssh-rsa");
+        let (code, out, _) = s.run_command("printf %s \"$HOME\"").await.unwrap();
+        assert_eq!(code, Some(0));
+        assert_eq!(PathBuf::from(out), servers.servers[0].home);
+    });
+}

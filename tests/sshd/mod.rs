@@ -40,6 +40,8 @@ pub struct Servers {
     pub servers: Vec<Server>,
     /// The user key every server accepts.
     pub user_key: PathBuf,
+    /// An RSA user key every server accepts too.
+    pub user_rsa_key: PathBuf,
     /// A key no server accepts.
     pub stranger_key: PathBuf,
     /// Lists every server's host key.
@@ -47,8 +49,14 @@ pub struct Servers {
 }
 
 fn keygen(path: &Path) {
+    keygen_type(path, &["-t", "ed25519"]);
+}
+
+fn keygen_type(path: &Path, kind: &[&str]) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "herd-test", "-f"])
+        .arg("-q")
+        .args(kind)
+        .args(["-N", "", "-C", "herd-test", "-f"])
         .arg(path)
         .output()
         .expect("ssh-keygen runs (apt-get install -y openssh-client)");
@@ -75,10 +83,14 @@ impl Servers {
         let dir = tempfile::tempdir().expect("temp dir");
         let user_key = dir.path().join("user_key");
         let stranger_key = dir.path().join("stranger_key");
+        let user_rsa_key = dir.path().join("user_rsa_key");
         keygen(&user_key);
         keygen(&stranger_key);
+        keygen_type(&user_rsa_key, &["-t", "rsa", "-b", "2048"]);
         let authorized = dir.path().join("authorized_keys");
-        std::fs::copy(dir.path().join("user_key.pub"), &authorized).unwrap();
+        let mut keys = std::fs::read_to_string(dir.path().join("user_key.pub")).unwrap();
+        keys.push_str(&std::fs::read_to_string(dir.path().join("user_rsa_key.pub")).unwrap());
+        std::fs::write(&authorized, keys).unwrap();
         let mut servers = Vec::new();
         let mut known = String::new();
         for i in 0..n {
@@ -140,6 +152,7 @@ impl Servers {
             dir,
             servers,
             user_key,
+            user_rsa_key,
             stranger_key,
             known_hosts,
         }
