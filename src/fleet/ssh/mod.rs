@@ -59,6 +59,10 @@ const UPLOAD_PIECE_BYTES: usize = 256 << 10;
 /// Buffer of each in-process pipe between a worker's channel and the
 /// coordinator.
 const PIPE_BYTES: usize = 256 << 10;
+/// Temporary upload files older than this many minutes (left by a
+/// coordinator that died mid-upload) are removed by the next cache probe;
+/// younger ones may belong to an upload in progress.
+const STALE_UPLOAD_MINUTES: u32 = 60;
 /// The name of the shipped binary inside its content-addressed folder.
 const REMOTE_BINARY_NAME: &str = "herd";
 
@@ -234,7 +238,9 @@ impl HostSession {
 
     /// Waits until the host is set up (or failed to be).
     pub async fn ready(&self) -> Result<()> {
-        wait_ready(&mut self.stage.clone()).await.map(|_| ())
+        wait_ready(&self.name, &mut self.stage.clone())
+            .await
+            .map(|_| ())
     }
 
     pub fn status(&self) -> HostStatus {
@@ -257,7 +263,7 @@ impl HostSession {
     /// Runs `command` (already quoted) on the host once it is ready: its exit
     /// status, stdout and stderr.
     pub async fn run_command(&self, command: &str) -> Result<(Option<u32>, String, String)> {
-        let ready = wait_ready(&mut self.stage.clone()).await?;
+        let ready = wait_ready(&self.name, &mut self.stage.clone()).await?;
         exec_capture(&ready.handle, command, COMMAND_TIMEOUT)
             .await
             .map_err(|message| Error::Remote {
@@ -278,9 +284,18 @@ impl HostSession {
         let (exit_tx, exit_rx) = oneshot::channel::<String>();
         let stage = self.stage.clone();
         let env = env.to_vec();
+        let name_for_task = self.name.clone();
         tokio::spawn(async move {
-            let reason =
-                run_worker(stage, env, stdin_ours, stdout_ours, stderr_ours, kill_rx).await;
+            let reason = run_worker(
+                &name_for_task,
+                stage,
+                env,
+                stdin_ours,
+                stdout_ours,
+                stderr_ours,
+                kill_rx,
+            )
+            .await;
             let _ = exit_tx.send(reason);
         });
         let name = self.name.clone();
@@ -309,7 +324,7 @@ fn lock(status: &Mutex<HostStatus>) -> std::sync::MutexGuard<'_, HostStatus> {
     status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn wait_ready(stage: &mut watch::Receiver<Stage>) -> Result<Arc<Ready>> {
+async fn wait_ready(name: &str, stage: &mut watch::Receiver<Stage>) -> Result<Arc<Ready>> {
     loop {
         match &*stage.borrow_and_update() {
             Stage::Ready(r) => return Ok(r.clone()),
@@ -321,7 +336,7 @@ async fn wait_ready(stage: &mut watch::Receiver<Stage>) -> Result<Arc<Ready>> {
                 Stage::Ready(r) => Ok(r.clone()),
                 Stage::Failed(e) => Err(e.clone()),
                 Stage::Starting => Err(Error::Remote {
-                    host: String::new(),
+                    host: name.to_string(),
                     message: "host setup was abandoned".into(),
                 }),
             };
@@ -657,7 +672,7 @@ fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
         quote(REMOTE_BINARY_NAME)
     );
     let mut cmd = format!(
-        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
+        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
         quote(binary_sha)
     );
     if let Some(m) = model_sha {
@@ -864,6 +879,7 @@ pub fn worker_command(
 }
 
 async fn run_worker(
+    name: &str,
     mut stage: watch::Receiver<Stage>,
     env: Vec<(String, String)>,
     mut stdin: tokio::io::DuplexStream,
@@ -872,7 +888,7 @@ async fn run_worker(
     mut kill_rx: oneshot::Receiver<()>,
 ) -> String {
     let ready = tokio::select! {
-        r = wait_ready(&mut stage) => match r {
+        r = wait_ready(name, &mut stage) => match r {
             Ok(r) => r,
             Err(e) => return e.to_string(),
         },
@@ -963,6 +979,14 @@ async fn run_worker(
             Some(ChannelMsg::Eof) => {
                 let _ = stdout.shutdown().await;
             }
+            Some(ChannelMsg::Failure) => {
+                ended.get_or_insert_with(|| {
+                    format!(
+                        "host '{}' refused to run the worker (exec request denied by sshd)",
+                        ready.name
+                    )
+                });
+            }
             Some(ChannelMsg::Close) => break,
             Some(_) => {}
             None => break,
@@ -1011,6 +1035,40 @@ mod tests {
             "exec env 'NODEVICE_SELECT=1' 'A=1; rm -rf /' '/c/bin/x y/herd' worker"
         );
         assert!(worker_command("/b", &[("A B".into(), "1".into())]).is_err());
+    }
+
+    #[test]
+    fn the_probe_removes_stale_temporary_uploads_but_not_fresh_ones() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join(".cache/herd/bin/0123");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stale = bin.join("herd.tmp.1.2");
+        let fresh = bin.join("herd.tmp.3.4");
+        let kept = bin.join("herd");
+        for f in [&stale, &fresh, &kept] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let old = SystemTime::now() - Duration::from_secs(60 * (STALE_UPLOAD_MINUTES as u64 + 5));
+        for f in [&stale, &kept] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(probe_command("0123", None))
+            .env("HOME", home.path())
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(!stale.exists(), "a stale upload is left");
+        assert!(fresh.exists() && kept.exists());
+        let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert!(p.binary_sha.is_some(), "the cached binary is hashed");
     }
 
     #[test]
