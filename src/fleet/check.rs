@@ -53,6 +53,7 @@ async fn check_host(h: &Host) -> CheckRow {
         slots: h.slots,
         ..Default::default()
     };
+    let mut session = None;
     let spawned = match &h.transport {
         Transport::Local => {
             row.transport = "local".into();
@@ -63,7 +64,23 @@ async fn check_host(h: &Host) -> CheckRow {
         }
         Transport::Ssh(s) => {
             row.transport = format!("ssh {}", s.address);
-            Err("ssh hosts are not supported by this build".to_string())
+            let binary = match &s.worker_binary {
+                Some(b) => Ok(b.clone()),
+                None => super::local::worker_exe(),
+            };
+            match binary {
+                Ok(binary) => {
+                    let payload = super::ssh::Payload {
+                        binary,
+                        model: None,
+                    };
+                    let started = super::ssh::HostSession::start(&h.name, s, payload);
+                    let spawned = started.spawn(&[]);
+                    session = Some(started);
+                    Ok(spawned)
+                }
+                Err(e) => Err(format!("cannot find the worker binary to ship: {e}")),
+            }
         }
     };
     let spawned = match spawned {
@@ -124,13 +141,33 @@ async fn check_host(h: &Host) -> CheckRow {
         Err(_) => row.error = Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
     }
     link.kill();
+    if let Some(session) = &session {
+        let st = session.status();
+        row.host_key = or_dash(st.host_key);
+        row.auth = or_dash(st.auth);
+        row.shipped = if st.uploaded_files > 0 {
+            super::ssh::human_bytes(st.shipped_bytes)
+        } else if st.cached_files > 0 {
+            "cached".into()
+        } else {
+            "-".into()
+        };
+        if let Some(e) = st.error {
+            // The setup error says more than the worker's exit.
+            row.error = Some(e);
+        }
+    }
     row
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
 }
 
 /// The rows as an aligned table.
 pub fn table(rows: &[CheckRow]) -> String {
     let mut out = format!(
-        "{:<12} {:<10} {:<22} {:<9} {:<8} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
+        "{:<12} {:<10} {:<22} {:<9} {:<16} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
         "host",
         "reachable",
         "transport",
@@ -144,7 +181,7 @@ pub fn table(rows: &[CheckRow]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<12} {:<10} {:<22} {:<9} {:<8} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
+            "{:<12} {:<10} {:<22} {:<9} {:<16} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
             r.host,
             if r.ok { "yes" } else { "NO" },
             r.transport,

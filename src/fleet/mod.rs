@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod local;
+pub mod ssh;
 
 use std::future::Future;
 use std::pin::Pin;

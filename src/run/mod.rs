@@ -121,6 +121,8 @@ struct HostRt {
     failures: u64,
     busy: Duration,
     last_error: Option<String>,
+    /// The host's SSH connection (ssh hosts only).
+    ssh: Option<std::sync::Arc<fleet::ssh::HostSession>>,
 }
 
 struct AttemptRt {
@@ -248,6 +250,49 @@ pub async fn run(
     let mut hosts: Vec<HostRt> = Vec::new();
     let mut next_slot = 0u32;
     for (hi, h) in p.fleet.hosts.iter().enumerate() {
+        // SSH hosts connect and ship in the background, all at once; their
+        // slots' workers start when the host is ready.
+        let ssh = match &h.transport {
+            Transport::Local => None,
+            Transport::Ssh(s) => {
+                let binary = match &s.worker_binary {
+                    Some(b) => Ok(b.clone()),
+                    None => fleet::local::worker_exe(),
+                };
+                match binary {
+                    Ok(binary) => {
+                        let payload = fleet::ssh::Payload {
+                            binary,
+                            model: Some((p.job.model.weights.clone(), p.weights_sha256.clone())),
+                        };
+                        let session = std::sync::Arc::new(fleet::ssh::HostSession::start(
+                            &h.name, s, payload,
+                        ));
+                        let (session2, events2, name) =
+                            (session.clone(), events.clone(), h.name.clone());
+                        tokio::spawn(async move {
+                            if session2.ready().await.is_ok() {
+                                let _ = events2.send(Event::Log {
+                                    at: started_at.elapsed(),
+                                    source: name,
+                                    text: fleet::ssh::describe_setup(&session2.status()),
+                                });
+                            }
+                        });
+                        Some(session)
+                    }
+                    Err(e) => {
+                        log(
+                            &events,
+                            started_at.elapsed(),
+                            &h.name,
+                            format!("cannot find the worker binary to ship: {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         hosts.push(HostRt {
             cfg: h.clone(),
             backend: String::new(),
@@ -258,6 +303,7 @@ pub async fn run(
             failures: 0,
             busy: Duration::ZERO,
             last_error: None,
+            ssh: ssh.clone(),
         });
         let _ = events.send(Event::Host {
             host: hi as HostId,
@@ -276,10 +322,10 @@ pub async fn run(
             }
             let spawned = match &h.transport {
                 Transport::Local => fleet::local::spawn(&env).map_err(|e| e.to_string()),
-                Transport::Ssh(_) => Err(format!(
-                    "host '{}': ssh hosts are not supported by this build",
-                    h.name
-                )),
+                Transport::Ssh(_) => match &ssh {
+                    Some(session) => Ok(session.spawn(&env)),
+                    None => Err(format!("host '{}': no worker binary to ship", h.name)),
+                },
             };
             let mut rt = SlotRt {
                 host: hi as HostId,
@@ -476,10 +522,16 @@ pub async fn run(
                             let rt = &slots[&slot];
                             let h = &hosts[rt.host as usize].cfg;
                             let threads = h.threads.unwrap_or_else(|| local_threads(h.slots));
+                            // An ssh host reads the weights from its cache.
+                            let path = hosts[rt.host as usize]
+                                .ssh
+                                .as_ref()
+                                .and_then(|s| s.model_path())
+                                .unwrap_or_else(|| p.job.model.weights.display().to_string());
                             let load = ToWorker::Load {
                                 spec: p.job.model.spec.clone(),
                                 sha256: p.weights_sha256.clone(),
-                                path: p.job.model.weights.display().to_string(),
+                                path,
                                 num_features: p.dataset.num_features(),
                                 device: h.device,
                                 threads,
@@ -754,7 +806,7 @@ fn build_report(
             chunks: h.chunks,
             attempts: h.attempts,
             failures: h.failures,
-            shipped_bytes: 0,
+            shipped_bytes: h.ssh.as_ref().map(|s| s.shipped_bytes()).unwrap_or(0),
             busy_s: h.busy.as_secs_f64(),
             cost: h.cfg.cost_per_hour * hours,
         })
