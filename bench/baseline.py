@@ -12,6 +12,9 @@ checks a sample of them against a herd store.
     python3 bench/baseline.py two-tower --data DIR --out LMDB_DIR --top-k 100 \\
         --max-history 500 --exclude-seen --check-store STORE --check-version N
 
+Ids are the integer id columns `herd gen` writes (entity_id, user_id); the
+features are every other column but the history, in file order.
+
 Prints one JSON object (also written to --json FILE): seconds spent reading,
 building the graph, computing (best of --repeat passes), writing, the whole
 pipeline run once (total_s: from the imports to the LMDB sync, without the
@@ -189,9 +192,13 @@ def write_lmdb(out, version, ids, values, ttl):
 
     env = lmdb.open(out, map_size=LMDB_MAP_SIZE, max_dbs=2)
     db = env.open_db(f"v{version}".encode())
-    order = np.argsort(ids, kind="stable")
+    # Sorted by id, one row per id: the last row of a repeated id wins, as in herd.
+    _, last = np.unique(ids[::-1], return_index=True)
+    order = len(ids) - 1 - last
     key_bytes = ids.astype(">u8").view(np.uint8).reshape(len(ids), 8)
     with env.begin(write=True, db=db) as txn:
+        # A rerun into the same directory replaces that version's rows.
+        txn.drop(db, delete=False)
         cur = txn.cursor()
         cur.putmulti(((key_bytes[i].tobytes(), values[i]) for i in order), append=True)
     env.sync()
@@ -463,12 +470,16 @@ def main():
     t["total_s"] = time.perf_counter() - T_START - t.pop("_extra")
     del t["_mark"]
 
-    import onnxruntime
+    if args.engine == "onnxruntime":
+        import onnxruntime
 
+        engine_version = onnxruntime.__version__
+    else:
+        engine_version = np.__version__
     result = {
         "model": args.model.replace("-", "_"),
         "engine": args.engine,
-        "engine_version": onnxruntime.__version__ if args.engine == "onnxruntime" else np.__version__,
+        "engine_version": engine_version,
         "threads": args.threads,
         "rows": int(len(ids)),
         "data": os.path.abspath(data),
