@@ -29,7 +29,7 @@ const WORKERS_GONE_WITHIN: Duration = Duration::from_secs(10);
 /// up, and for a kill to land mid-run.
 fn big_shape() -> JobShape {
     JobShape {
-        users: 4000,
+        users: 12000,
         items: 20000,
         dim: 32,
         slots: 1,
