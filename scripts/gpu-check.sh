@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks herd's wgpu kernels on this machine's adapter: lists the adapters
-# wgpu sees (and the one the tests run on), then runs tests/gpu_kernels.rs.
+# wgpu sees (and the one the tests run on), runs tests/gpu_kernels.rs, then
+# `herd bench compute`, whose table has a `gpu` row when a real adapter is found.
 # On a machine with a real GPU the tests run there; without one they run on a
 # software adapter (lavapipe), which must be installed:
 #   apt-get install -y mesa-vulkan-drivers libvulkan1
@@ -24,3 +25,7 @@ cargo test --test gpu_kernels --no-run
 echo "== kernels vs the reference (the adapter used is printed first)"
 NODEVICE_SELECT=1 cargo test --test gpu_kernels -- --nocapture --test-threads=1 "$@" 2>&1 \
     | grep -vE "XDG_RUNTIME_DIR"
+
+echo "== compute benchmark (native CPU path, and the GPU when a real adapter is found)"
+cargo build --release
+NODEVICE_SELECT=1 ./target/release/herd bench compute 2>&1 | grep -vE "XDG_RUNTIME_DIR"
