@@ -27,5 +27,5 @@ NODEVICE_SELECT=1 cargo test --test gpu_kernels -- --nocapture --test-threads=1 
     | grep -vE "XDG_RUNTIME_DIR"
 
 echo "== compute benchmark (native CPU path, and the GPU when a real adapter is found)"
-cargo build --release
-NODEVICE_SELECT=1 ./target/release/herd bench compute 2>&1 | grep -vE "XDG_RUNTIME_DIR"
+
+NODEVICE_SELECT=1 cargo run --release -- bench compute 2>&1 | grep -vE "XDG_RUNTIME_DIR"
