@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HERD, JobShape, Scratch, text};
+use common::{HERD, JobShape, Scratch, text, workers_of};
 use herd::store::{Status, Store, Value};
 
 /// Long enough (several seconds on two cores) to be caught mid-run.
@@ -72,28 +72,6 @@ fn wait_for_a_commit(s: &Scratch, child: &mut Child, log: &str, limit: Duration)
         "no chunk committed within {limit:?}:\n{}",
         std::fs::read_to_string(s.path(log)).unwrap_or_default()
     );
-}
-
-/// Pids of the `herd worker` processes whose parent is `parent`.
-fn workers_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid: Option<u32> = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok());
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == Some(parent) && cmd.split(|&b| b == 0).any(|a| a == b"worker") {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A process that still runs: exists and is not a zombie.

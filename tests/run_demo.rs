@@ -278,7 +278,7 @@ fn killing_a_worker_mid_run_still_gives_a_complete_version() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let victim = wait_for_worker(child.id(), std::time::Duration::from_secs(60));
+    let victim = common::wait_for_busy_worker(child.id(), std::time::Duration::from_secs(60));
     std::thread::sleep(std::time::Duration::from_millis(300));
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
@@ -295,39 +295,6 @@ fn killing_a_worker_mid_run_still_gives_a_complete_version() {
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.len(1).unwrap(), 20000);
     assert_eq!(store.live().unwrap(), Some(1));
-}
-
-/// The pid of a `herd worker` child of `parent` that has started scoring.
-fn wait_for_worker(parent: u32, limit: std::time::Duration) -> u32 {
-    let until = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < until {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let ppid: Option<u32> = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok());
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if ppid == Some(parent) && cmd.split(|&b| b == 0).any(|a| a == b"worker") {
-                // Busy: it has used some CPU.
-                let utime: u64 = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(11))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if utime > 5 {
-                    return pid;
-                }
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("no busy worker process under pid {parent} within {limit:?}");
 }
 
 #[test]
