@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
 use heed::types::{Bytes, DecodeIgnore};
 use heed::{
@@ -540,48 +540,55 @@ impl Store {
             .map_err(|e| self.lmdb(format!("{what}: sync to disk"), e))
     }
 
-    /// Runs `f` in one read transaction.
-    fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
+    /// Begins a transaction with `begin`, holding the gate shared for as long
+    /// as the caller keeps the guard; adopts a map size another process set.
+    fn begin<'s, T>(
+        &'s self,
+        what: &str,
+        begin: impl Fn(&'s Env<WithoutTls>) -> heed::Result<T>,
+    ) -> Result<(RwLockReadGuard<'s, ()>, T)> {
         loop {
             let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
-            match self.inner.env.read_txn() {
-                Ok(txn) => return f(&txn),
+            match begin(&self.inner.env) {
+                Ok(txn) => return Ok((gate, txn)),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => {
                     drop(gate);
                     self.resize(None)?;
                 }
-                Err(e) => return Err(self.lmdb("begin a read transaction", e)),
+                Err(e) => return Err(self.lmdb(format!("{what}: begin a transaction"), e)),
             }
         }
+    }
+
+    /// Runs `attempt` (one whole write transaction) again after doubling the
+    /// map each time it fails with `MDB_MAP_FULL`.
+    fn grow_on_full<R>(&self, mut attempt: impl FnMut() -> Result<R>) -> Result<R> {
+        loop {
+            match attempt() {
+                Err(e) if e.is_map_full() => {
+                    self.resize(Some(self.map_size().saturating_mul(2)))?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction.
+    fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
+        let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
+        f(&txn)
     }
 
     /// Runs `f` in one write transaction and commits it; on `MDB_MAP_FULL` the
     /// transaction is dropped, the map doubled and `f` run again.
     fn write<R>(&self, what: &str, mut f: impl FnMut(&mut RwTxn<'_>) -> Result<R>) -> Result<R> {
-        loop {
-            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
-            let mut txn = match self.inner.env.write_txn() {
-                Ok(txn) => txn,
-                Err(heed::Error::Mdb(MdbError::MapResized)) => {
-                    drop(gate);
-                    self.resize(None)?;
-                    continue;
-                }
-                Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
-            };
-            let outcome = f(&mut txn).and_then(|r| {
-                txn.commit()
-                    .map(|()| r)
-                    .map_err(|e| self.lmdb(format!("{what}: commit"), e))
-            });
-            match outcome {
-                Err(e) if e.is_map_full() => {
-                    drop(gate);
-                    self.resize(Some(self.map_size().saturating_mul(2)))?;
-                }
-                other => return other,
-            }
-        }
+        self.grow_on_full(|| {
+            let (_gate, mut txn) = self.begin(what, |env| env.write_txn())?;
+            let r = f(&mut txn)?;
+            txn.commit()
+                .map_err(|e| self.lmdb(format!("{what}: commit"), e))?;
+            Ok(r)
+        })
     }
 
     /// [`Store::write`] with the database of `version` (created when
@@ -594,17 +601,8 @@ impl Store {
         mut f: impl for<'e> FnMut(&mut RwTxn<'e>, Database<'e, Bytes, Bytes>) -> Result<R>,
     ) -> Result<R> {
         let name = version_db(version);
-        loop {
-            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
-            let txn = match self.inner.env.write_txn() {
-                Ok(txn) => txn,
-                Err(heed::Error::Mdb(MdbError::MapResized)) => {
-                    drop(gate);
-                    self.resize(None)?;
-                    continue;
-                }
-                Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
-            };
+        self.grow_on_full(|| {
+            let (_gate, txn) = self.begin(what, |env| env.write_txn())?;
             let outcome = self.inner.env.create_databases_and_commit(
                 txn,
                 |dbo, txn| -> std::result::Result<_, InTxn> {
@@ -622,57 +620,37 @@ impl Store {
                     Ok(CommitOrAbort::<_, ()>::Commit(Committed(r)))
                 },
             );
-            let outcome = match outcome {
+            match outcome {
                 Ok(c) => Ok(c.unwrap_commit()),
                 Err(InTxn::Store(e)) => Err(e),
                 Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
-            };
-            match outcome {
-                Err(e) if e.is_map_full() => {
-                    drop(gate);
-                    self.resize(Some(self.map_size().saturating_mul(2)))?;
-                }
-                other => return other,
             }
-        }
+        })
     }
 
     /// Runs `f` in one read transaction in which version databases can be
     /// opened ([`Snapshot::db`]). The transaction ends without a commit, so
     /// the handles it opened give their slots back.
     fn read_versions<R>(&self, f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>) -> Result<R> {
-        loop {
-            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
-            let txn = match self.inner.env.read_txn() {
-                Ok(txn) => txn,
-                Err(heed::Error::Mdb(MdbError::MapResized)) => {
-                    drop(gate);
-                    self.resize(None)?;
-                    continue;
-                }
-                Err(e) => return Err(self.lmdb("begin a read transaction", e)),
-            };
-            let outcome = self.inner.env.open_databases_and_commit(
-                txn,
-                |dbo, txn| -> std::result::Result<_, InTxn> {
-                    let snap = Snapshot {
-                        store: self,
-                        txn,
-                        opener: dbo,
-                        dbs: Default::default(),
-                    };
-                    let r = f(&snap)?;
-                    Ok(CommitOrAbort::<(), _>::Abort(r))
-                },
-            );
-            return match outcome {
-                Ok(CommitOrAbort::Abort(r)) => Ok(r),
-                Ok(CommitOrAbort::Commit(())) => {
-                    unreachable!("read transactions are never committed")
-                }
-                Err(InTxn::Store(e)) => Err(e),
-                Err(InTxn::Heed(e)) => Err(self.lmdb("read transaction", e)),
-            };
+        let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
+        let outcome = self.inner.env.open_databases_and_commit(
+            txn,
+            |dbo, txn| -> std::result::Result<_, InTxn> {
+                let snap = Snapshot {
+                    store: self,
+                    txn,
+                    opener: dbo,
+                    dbs: Default::default(),
+                };
+                let r = f(&snap)?;
+                Ok(CommitOrAbort::<(), _>::Abort(r))
+            },
+        );
+        match outcome {
+            Ok(CommitOrAbort::Abort(r)) => Ok(r),
+            Ok(CommitOrAbort::Commit(())) => unreachable!("read transactions are never committed"),
+            Err(InTxn::Store(e)) => Err(e),
+            Err(InTxn::Heed(e)) => Err(self.lmdb("read transaction", e)),
         }
     }
 
