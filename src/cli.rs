@@ -197,6 +197,10 @@ pub fn main() -> Result<i32> {
             baseline,
         }) => {
             quiet_on_closed_stdout();
+            // Mesa's device-select layer complains on stderr about a missing
+            // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
+            // SAFETY: no other thread has been started yet.
+            unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
             bench(what, json, baseline)
         }
     }

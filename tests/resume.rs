@@ -6,6 +6,7 @@
 mod common;
 
 use std::ops::Range;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ fn spawn_run(s: &Scratch, args: &[&str], log: &str) -> Child {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
+        // Its own process group, as a shell gives a foreground job.
+        .process_group(0)
         .spawn()
         .expect("start herd")
 }
@@ -225,6 +228,7 @@ fn after_kill_9_of_the_coordinator_resume_finishes_the_same_version_like_a_clean
     }
 }
 
+/// Ctrl-C at a terminal: SIGINT goes to the whole foreground process group.
 #[test]
 fn sigint_mid_run_exits_1_naming_resume_and_resume_completes() {
     let shape = big_shape();
@@ -232,7 +236,7 @@ fn sigint_mid_run_exits_1_naming_resume_and_resume_completes() {
     let mut child = spawn_run(&s, &[], "interrupted.log");
     wait_for_a_commit(&s, &mut child, "interrupted.log", Duration::from_secs(120));
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(-(child.id() as i32), libc::SIGINT);
     }
     let status = child.wait().unwrap();
     let log = std::fs::read_to_string(s.path("interrupted.log")).unwrap();

@@ -32,6 +32,10 @@ pub fn spawn(env: &[(String, String)]) -> std::io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("NODEVICE_SELECT", "1")
+        // A process group of its own: Ctrl-C at the terminal interrupts the
+        // coordinator, which then stops its workers in order, instead of
+        // killing every worker at the same moment.
+        .process_group(0)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
