@@ -20,7 +20,7 @@ use crate::sched::AttemptId;
 /// Progress is reported about this many times per chunk.
 const PROGRESS_STEPS: usize = 16;
 /// A batch never holds fewer rows than this (unless the chunk is smaller).
-const MIN_BATCH_ROWS: usize = 16;
+const MIN_BATCH_ROWS: usize = 256;
 
 /// Test-only: a factor by which this worker pretends to be slower (it sleeps
 /// `(factor - 1) x` the compute time after each batch). Set by the coordinator
