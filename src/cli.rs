@@ -1,7 +1,7 @@
 //! Command line (clap) and what each command does at the edge: runs, the TUI,
 //! store commands, `gen`, benchmarks and the worker entry point.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -242,14 +242,20 @@ fn run_headless(args: RunArgs) -> Result<i32> {
         while let Some(ev) = ev_rx.blocking_recv() {
             // Locked per event, never while waiting: other threads print too.
             let mut err = std::io::stderr().lock();
-            for line in headless.on_event(&ev) {
-                if tty && line.starts_with('\r') {
-                    let _ = write!(err, "{line}");
-                } else {
-                    let _ = writeln!(err, "{line}");
+            let mut lines = headless.on_event(&ev);
+            if tty {
+                // The redrawn bar must fit one terminal line, or it wraps and
+                // can no longer overwrite itself.
+                let width = ratatui::crossterm::terminal::size()
+                    .map(|(w, _)| w as usize)
+                    .unwrap_or(80);
+                for line in lines.iter_mut().filter(|l| l.starts_with('\r')) {
+                    if line.chars().count() > width {
+                        *line = line.chars().take(width).collect();
+                    }
                 }
             }
-            let _ = err.flush();
+            let _ = headless.write(&mut err, &lines);
             match ev {
                 Event::Started { .. } => started = Some(ev),
                 Event::Progress(s) => last_snapshot = Some(s),

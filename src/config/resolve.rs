@@ -319,7 +319,7 @@ impl Source<'_> {
         if s == "~" || s.starts_with("~/") {
             return Ok(PathBuf::from(s));
         }
-        Ok(self.file.parent().unwrap_or(Path::new("")).join(s))
+        Ok(beside(self.file, s))
     }
 
     /// A job or host name: letters, digits, `-`, `_` and `.`.
@@ -452,11 +452,7 @@ impl Source<'_> {
         }
         let hosts = match &job.hosts {
             Some(h) => self.path(h, "[job] hosts")?,
-            None => self
-                .file
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join(DEFAULT_HOSTS),
+            None => beside(self.file, DEFAULT_HOSTS),
         };
 
         let kind = self.choice(
@@ -1332,8 +1328,8 @@ cost_per_hour = 2.50
         assert_eq!(j.file, Path::new("jobs/x.toml"));
         assert_eq!(j.name, "nightly-candidates");
         assert_eq!(j.model_version, "two-tower-2026-11-28");
-        assert_eq!(j.hosts, Path::new("jobs/../hosts.toml"));
-        assert_eq!(j.input.path, Path::new("jobs/../data/users.parquet"));
+        assert_eq!(j.hosts, Path::new("hosts.toml"));
+        assert_eq!(j.input.path, Path::new("data/users.parquet"));
         assert_eq!(j.input.id_column, "user_id");
         assert_eq!(j.input.history_column.as_deref(), Some("history"));
         assert_eq!(
@@ -1348,12 +1344,9 @@ cost_per_hour = 2.50
                 exclude_seen: true
             }
         );
-        assert_eq!(
-            j.model.weights,
-            Path::new("jobs/../models/two_tower.safetensors")
-        );
+        assert_eq!(j.model.weights, Path::new("models/two_tower.safetensors"));
         assert_eq!(j.partition.target_chunk_cost, Some(2_000_000_000));
-        assert_eq!(j.output.store, Path::new("jobs/../store"));
+        assert_eq!(j.output.store, Path::new("store"));
         assert_eq!(j.output.ttl_secs, 7 * 86_400);
         assert_eq!(j.output.keep_versions, 5);
         assert_eq!(j.validate.spot_check, 500);
@@ -1365,7 +1358,7 @@ cost_per_hour = 2.50
     #[test]
     fn minimal_mlp_job_takes_every_default() {
         let j = job(MLP).unwrap();
-        assert_eq!(j.hosts, Path::new("jobs/../hosts.toml"));
+        assert_eq!(j.hosts, Path::new("hosts.toml"));
         assert_eq!(j.input.history_column, None);
         assert_eq!(j.input.feature_columns, None);
         assert_eq!(
@@ -2267,5 +2260,53 @@ cost_per_hour = 2.50
                 prop_assert_eq!(parse_ttl(&n.to_string()), Ok(n));
             }
         }
+    }
+}
+
+/// `rel` joined to the folder of `file`, with `.` and `dir/..` removed
+/// lexically (`jobs/../store` reads as `store` in every message).
+fn beside(file: &Path, rel: &str) -> PathBuf {
+    use std::path::Component;
+    let joined = file.parent().unwrap_or(Path::new("")).join(rel);
+    let mut out: Vec<Component> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
+#[cfg(test)]
+mod beside_tests {
+    use super::beside;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn paths_beside_a_file_lose_dot_and_dotdot_lexically() {
+        assert_eq!(
+            beside(Path::new("jobs/demo.toml"), "../store"),
+            PathBuf::from("store")
+        );
+        assert_eq!(
+            beside(Path::new("jobs/demo.toml"), "./data/x.parquet"),
+            PathBuf::from("jobs/data/x.parquet")
+        );
+        assert_eq!(
+            beside(Path::new("demo.toml"), "../up/x"),
+            PathBuf::from("../up/x")
+        );
+        assert_eq!(
+            beside(Path::new("/etc/herd/job.toml"), "/abs/store"),
+            PathBuf::from("/abs/store")
+        );
+        assert_eq!(beside(Path::new("a/job.toml"), ".."), PathBuf::from("."));
     }
 }
