@@ -191,6 +191,53 @@ impl Predictions {
     }
 }
 
+/// One row of [`Predictions`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PredictionRow<'a> {
+    Scores(&'a [f32]),
+    /// Best first.
+    TopK {
+        items: &'a [u32],
+        scores: &'a [f32],
+    },
+}
+
+impl PredictionRow<'_> {
+    /// Scores in the row (the value's `count`).
+    pub fn len(&self) -> usize {
+        match self {
+            PredictionRow::Scores(s) => s.len(),
+            PredictionRow::TopK { items, .. } => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Predictions {
+    /// Row `i`; panics when `i` is out of range, as slice indexing does.
+    pub fn row(&self, i: usize) -> PredictionRow<'_> {
+        match self {
+            Predictions::Scores { width, values } => {
+                PredictionRow::Scores(&values[i * width..(i + 1) * width])
+            }
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                PredictionRow::TopK {
+                    items: &items[a..b],
+                    scores: &scores[a..b],
+                }
+            }
+        }
+    }
+}
+
 /// Which model a job runs and its settings (weights come separately, as bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ModelSpec {

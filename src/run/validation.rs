@@ -2,7 +2,7 @@
 //! sample re-scored here on the CPU reference (which catches a wrong GPU
 //! kernel or a corrupt worker before readers see it).
 
-use crate::model::{ModelSpec, Predictions};
+use crate::model::{ModelSpec, PredictionRow, Predictions};
 use crate::store::Value;
 use crate::store::validate::{SampleRow, ValidationPlan};
 
@@ -62,23 +62,10 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
 
 /// Row `i` of `preds` as a stored value.
 pub fn value_of(preds: &Predictions, i: usize) -> Value {
-    match preds {
-        Predictions::Scores { width, values } => {
-            Value::Scores(values[i * width..(i + 1) * width].to_vec())
-        }
-        Predictions::TopK {
-            offsets,
-            items,
-            scores,
-        } => {
-            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-            Value::TopK(
-                items[a..b]
-                    .iter()
-                    .copied()
-                    .zip(scores[a..b].iter().copied())
-                    .collect(),
-            )
+    match preds.row(i) {
+        PredictionRow::Scores(scores) => Value::Scores(scores.to_vec()),
+        PredictionRow::TopK { items, scores } => {
+            Value::TopK(items.iter().copied().zip(scores.iter().copied()).collect())
         }
     }
 }

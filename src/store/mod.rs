@@ -49,7 +49,7 @@ use heed::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EntityIds, EntityKey, Predictions};
+use crate::model::{EntityIds, EntityKey, PredictionRow, Predictions};
 
 pub use report::{Check, ValidationReport};
 pub use value::{Value, ValueKind, ValueRef};
@@ -823,12 +823,6 @@ impl Store {
             )
         })?;
         let max_key = self.inner.env.max_key_size();
-        let count_of = |i: usize| -> usize {
-            match preds {
-                Predictions::Scores { width, .. } => *width,
-                Predictions::TopK { offsets, .. } => (offsets[i + 1] - offsets[i]) as usize,
-            }
-        };
         match preds {
             Predictions::Scores { width, values } => {
                 if values.len() != width * n {
@@ -892,7 +886,8 @@ impl Store {
                     ),
                 ));
             }
-            let count = count_of(i);
+            let row = preds.row(i);
+            let count = row.len();
             if count > value::MAX_COUNT {
                 return Err(self.invalid(
                     version,
@@ -914,19 +909,14 @@ impl Store {
                     ttl: 0,
                 },
             );
-            match preds {
-                Predictions::Scores { width, values } => {
-                    for s in &values[i * width..(i + 1) * width] {
+            match row {
+                PredictionRow::Scores(scores) => {
+                    for s in scores {
                         out.values.extend_from_slice(&s.to_le_bytes());
                     }
                 }
-                Predictions::TopK {
-                    offsets,
-                    items,
-                    scores,
-                } => {
-                    let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    for (item, score) in items[a..b].iter().zip(&scores[a..b]) {
+                PredictionRow::TopK { items, scores } => {
+                    for (item, score) in items.iter().zip(scores) {
                         out.values.extend_from_slice(&item.to_le_bytes());
                         out.values.extend_from_slice(&score.to_le_bytes());
                     }
