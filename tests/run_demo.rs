@@ -292,6 +292,13 @@ fn killing_a_worker_mid_run_still_gives_a_complete_version() {
         r["hosts"][0]["failures"].as_u64().unwrap() >= 1,
         "the kill was not noticed: {r}"
     );
+    // The dead worker was replaced by a fourth slot on the same host.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("restarting the worker as local#3"),
+        "{stderr}"
+    );
+    assert_eq!(r["slots"].as_array().unwrap().len(), 4, "{r}");
     let store = herd::store::Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.len(1).unwrap(), 20000);
     assert_eq!(store.live().unwrap(), Some(1));

@@ -37,6 +37,10 @@ const DEFAULT_CHUNK_SECONDS: f64 = 1.5;
 const ASSUMED_SLOT_MACS_PER_S: f64 = 1.0e10;
 /// ...but at least this many chunks per slot, so pulling can balance.
 const MIN_CHUNKS_PER_SLOT: u64 = 6;
+/// A worker that dies after loading the model is replaced (on a new slot of
+/// the same host) at most this many times per original slot; one that never
+/// came up is not, since it would fail the same way again.
+pub const MAX_WORKER_RESTARTS: u32 = 3;
 /// Test-only: `SLOT:FACTOR` makes the worker of global slot SLOT pretend to
 /// be FACTOR times slower. Not a user setting.
 pub const TEST_SLOW_SLOT_ENV: &str = "HERD_TEST_SLOW_SLOT";
@@ -109,6 +113,10 @@ struct SlotRt {
     up: bool,
     /// Gone for good.
     down: bool,
+    /// Workers this slot's line has lost and replaced so far.
+    restarts: u32,
+    /// What the worker was started with (test-only settings).
+    env: Vec<(String, String)>,
 }
 
 struct HostRt {
@@ -320,18 +328,14 @@ pub async fn run(
                     env.push((crate::worker::SLOWDOWN_ENV.to_string(), factor.to_string()));
                 }
             }
-            let spawned = match &h.transport {
-                Transport::Local => fleet::local::spawn(&env).map_err(|e| e.to_string()),
-                Transport::Ssh(_) => match &ssh {
-                    Some(session) => Ok(session.spawn(&env)),
-                    None => Err(format!("host '{}': no worker binary to ship", h.name)),
-                },
-            };
+            let spawned = start_worker(h, ssh.as_ref(), &env);
             let mut rt = SlotRt {
                 host: hi as HostId,
                 link: None,
                 up: false,
                 down: false,
+                restarts: 0,
+                env,
             };
             match spawned {
                 Ok(s) => rt.link = Some(fleet::attach(slot, s, fleet_tx.clone())),
@@ -344,7 +348,7 @@ pub async fn run(
             slots.insert(slot, rt);
         }
     }
-    drop(fleet_tx);
+    // `fleet_tx` stays alive: replacement workers are attached to it.
 
     let mut attempts: BTreeMap<AttemptId, AttemptRt> = BTreeMap::new();
     let mut results: BTreeMap<AttemptId, Predictions> = BTreeMap::new();
@@ -604,6 +608,33 @@ pub async fn run(
                         if was_up {
                             sched.handle(now, Input::SlotDown { slot, reason: format!("worker {reason}") });
                         }
+                        // Replace a worker that had been working, on a slot
+                        // of its own (late events of the dead one then find
+                        // their old slot down and are ignored).
+                        let (restarts, env) = (rt.restarts, rt.env.clone());
+                        if was_up && restarts < MAX_WORKER_RESTARTS {
+                            let ssh = hosts[hi as usize].ssh.clone();
+                            match start_worker(&hosts[hi as usize].cfg, ssh.as_ref(), &env) {
+                                Ok(spawned) => {
+                                    let new = SlotId(next_slot);
+                                    next_slot += 1;
+                                    slots.insert(new, SlotRt {
+                                        host: hi,
+                                        link: Some(fleet::attach(new, spawned, fleet_tx.clone())),
+                                        up: false,
+                                        down: false,
+                                        restarts: restarts + 1,
+                                        env,
+                                    });
+                                    let replacement = slot_name(&hosts, &slots, new);
+                                    log(&events, now, &source, format!(
+                                        "restarting the worker as {replacement} (restart {} of {MAX_WORKER_RESTARTS})",
+                                        restarts + 1
+                                    ));
+                                }
+                                Err(e) => log(&events, now, &source, format!("cannot restart the worker: {e}")),
+                            }
+                        }
                         let host_slots: Vec<&SlotRt> = slots.values().filter(|s| s.host == hi).collect();
                         if host_slots.iter().all(|s| s.down) {
                             let _ = events.send(Event::Host {
@@ -753,6 +784,21 @@ pub async fn run(
     report.live_version = Some(version);
     let _ = events.send(Event::Finished(Box::new(report.clone())));
     Ok(report)
+}
+
+/// Starts one worker on host `h` through its transport.
+fn start_worker(
+    h: &config::Host,
+    ssh: Option<&std::sync::Arc<fleet::ssh::HostSession>>,
+    env: &[(String, String)],
+) -> Result<fleet::Spawned, String> {
+    match &h.transport {
+        Transport::Local => fleet::local::spawn(env).map_err(|e| e.to_string()),
+        Transport::Ssh(_) => match ssh {
+            Some(session) => Ok(session.spawn(env)),
+            None => Err(format!("host '{}': no worker binary to ship", h.name)),
+        },
+    }
 }
 
 fn store_err(e: store::Error) -> Error {
