@@ -514,6 +514,19 @@ async fn connect(
     }
 }
 
+/// The signature hash to use with a key: the best the server supports for an
+/// RSA key, none for the others.
+async fn rsa_hash(
+    handle: &Handle<Client>,
+    rsa: bool,
+) -> std::result::Result<Option<russh::keys::HashAlg>, russh::Error> {
+    if rsa {
+        Ok(handle.best_supported_rsa_hash().await?.flatten())
+    } else {
+        Ok(None)
+    }
+}
+
 /// Tries the identities, then the agent; says which one worked.
 async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) -> Result<String> {
     let auth_err = |message: String| Error::Auth {
@@ -551,15 +564,9 @@ async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) 
         };
         let fp = key.public_key().fingerprint(russh::keys::HashAlg::Sha256);
         let algo = key.algorithm().to_string();
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(|e| auth_err(e.to_string()))?
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, key.algorithm().is_rsa())
+            .await
+            .map_err(|e| auth_err(e.to_string()))?;
         let res = handle
             .authenticate_publickey(
                 target.user.clone(),
@@ -580,15 +587,9 @@ async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) 
                     let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
                         continue;
                     };
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(|e| auth_err(e.to_string()))?
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, key.algorithm().is_rsa())
+                        .await
+                        .map_err(|e| auth_err(e.to_string()))?;
                     let fp = key.fingerprint(russh::keys::HashAlg::Sha256);
                     match handle
                         .authenticate_publickey_with(target.user.clone(), key, hash, &mut agent)
