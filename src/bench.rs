@@ -8,6 +8,8 @@
 //! baseline file is given, the figures measured on this kind of machine
 //! (2 threads) are shown instead, marked as such.
 
+pub mod stragglers;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -58,6 +58,10 @@ enum Cmd {
         /// scored and compare with it (one result or a list).
         #[arg(long, value_name = "FILE.json")]
         baseline: Option<PathBuf>,
+        /// stragglers: the seed job (500M entities, 10,000 slots) at full
+        /// size (`seed`) or at 1/N, timed, with peak memory.
+        #[arg(long, value_name = "seed|N", value_parser = parse_scale)]
+        scale: Option<u64>,
     },
     /// Internal: speaks the worker protocol on stdin/stdout.
     #[command(hide = true)]
@@ -195,13 +199,14 @@ pub fn main() -> Result<i32> {
             what,
             json,
             baseline,
+            scale,
         }) => {
             quiet_on_closed_stdout();
             // Mesa's device-select layer complains on stderr about a missing
             // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
             // SAFETY: no other thread has been started yet.
             unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
-            bench(what, json, baseline)
+            bench(what, json, baseline, scale)
         }
     }
 }
@@ -684,12 +689,41 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     }
 }
 
-fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> {
+/// `--scale`: `seed` (full size, 1) or a divisor N >= 1.
+fn parse_scale(text: &str) -> std::result::Result<u64, String> {
+    if text == "seed" {
+        return Ok(1);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{text}' is neither `seed` nor a whole number N >= 1 (1/N of the seed job)"
+        )),
+    }
+}
+
+fn bench(
+    what: BenchWhat,
+    json: bool,
+    baseline: Option<PathBuf>,
+    scale: Option<u64>,
+) -> Result<i32> {
     if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
         bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
     }
-    match what {
-        BenchWhat::Stragglers => {
+    if scale.is_some() && !matches!(what, BenchWhat::Stragglers) {
+        bail!("--scale belongs to `herd bench stragglers` (the seed job at 1/N)");
+    }
+    match (what, scale) {
+        (BenchWhat::Stragglers, Some(scale)) => {
+            let rows = herd::bench::stragglers::scale(scale);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", herd::bench::stragglers::table(&rows));
+            }
+        }
+        (BenchWhat::Stragglers, None) => {
             let rows = herd::sched::sim::bench();
             if json {
                 let v: Vec<_> = rows
@@ -708,8 +742,8 @@ fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> 
                 println!("{}", herd::sched::sim::bench_table(&rows));
             }
         }
-        BenchWhat::Store => println!("{}", herd::store::bench::run(json)?),
-        BenchWhat::Compute => {
+        (BenchWhat::Store, _) => println!("{}", herd::store::bench::run(json)?),
+        (BenchWhat::Compute, _) => {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);

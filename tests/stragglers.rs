@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::{HERD, JobShape, Scratch, text};
-use herd::plan::{CostIndex, chunks_by_cost};
+use herd::plan::CostIndex;
 use herd::run::{AttemptReport, Report};
 
 /// The claim: makespan within this factor of the lower bound.
@@ -124,8 +124,8 @@ fn a_run_with_a_slot_slowed_5x_ends_within_1_3x_of_the_measured_bound() {
         report.scoring_s
     );
     // Unhelped, the slowed slot's planned chunks would end past the claim.
-    let plan = chunks_by_cost(&prepared.costs, target_chunk_cost, &[]);
     let index = CostIndex::new(&prepared.costs);
+    let plan = index.chunks_by_cost(target_chunk_cost, &[]);
     let first_launch = report
         .timeline
         .iter()
