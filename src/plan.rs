@@ -210,6 +210,11 @@ impl CostIndex {
         }
     }
 
+    /// Cost of rows `0..row` (clipped to the rows that exist).
+    pub fn prefix(&self, row: u64) -> u64 {
+        self.prefix_at(row.min(self.rows))
+    }
+
     /// Cost of `range`, clipped to the rows that exist.
     pub fn cost(&self, range: Range<u64>) -> u64 {
         let end = range.end.min(self.rows);

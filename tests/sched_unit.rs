@@ -528,8 +528,8 @@ fn a_silent_attempt_gets_a_backup_once_it_stops_reporting() {
 }
 
 /// The backup of a silent attempt wins; the silent attempt is cancelled and
-/// its slot gets no more work (not even a retry that has nowhere else to go)
-/// until it comes up again.
+/// its slot gets no more work until it comes up again (a retry goes to a
+/// host it failed on rather than there).
 #[test]
 fn a_slot_whose_silent_attempt_lost_is_set_aside_until_it_comes_up_again() {
     let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 30], &[]);
@@ -575,13 +575,33 @@ fn a_slot_whose_silent_attempt_lost_is_set_aside_until_it_comes_up_again() {
         vec![(4, 2, SlotId(1), 20..30, false)],
         "the retry went to the slot set aside"
     );
-    // Failed on hosts 1 and 2; host 0's slot is set aside: nowhere to go.
+    // Failed on hosts 1 and 2, and host 0's only slot is set aside: a host
+    // it failed on takes it.
     fail(&mut scheduler, 9.0, 4);
+    let retry = launches(&drain(&mut scheduler));
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert_ne!(
+        retry[0].2,
+        SlotId(0),
+        "the retry went to the slot set aside"
+    );
+    // With slots 1 and 2 gone (the one running it last), nothing runs until
+    // slot 0 comes up again.
+    let running = retry[0].2.0;
+    for slot in [3 - running, running] {
+        scheduler.handle(
+            secs(9.5),
+            Input::SlotDown {
+                slot: SlotId(slot),
+                reason: "gone".into(),
+            },
+        );
+    }
     assert!(launches(&drain(&mut scheduler)).is_empty());
     slot_up(&mut scheduler, secs(10.0), 0, 0);
     assert_eq!(
         launches(&drain(&mut scheduler)),
-        vec![(5, 2, SlotId(0), 20..30, false)],
+        vec![(6, 2, SlotId(0), 20..30, false)],
         "the slot is back once it came up"
     );
 }

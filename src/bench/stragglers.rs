@@ -17,10 +17,12 @@ use crate::sched::Policy;
 use crate::sched::sim::seed::{Loss, seed_costs, seed_scenario};
 use crate::sched::sim::{self, Timing};
 
-/// Step bound per run: far above what a run needs (about 20 per chunk plus
-/// a timeout per check interval), so only a livelock reaches it.
-const STEPS_PER_CHUNK: usize = 1_000;
-const MIN_STEPS: usize = 1_000_000;
+/// Step bound per run: far above what a run needs (about 20 events per
+/// chunk, and a timeout per check interval for up to this many times the
+/// bound: the static partition ends 45x past it at the seed's size), so
+/// only a livelock reaches it.
+const STEPS_PER_SLOT: usize = 1_000;
+const MAX_OVER_BOUND: f64 = 200.0;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleRow {
@@ -104,7 +106,9 @@ pub fn scale(scale: u64) -> Vec<ScaleRow> {
             _ => Timing::ideal(),
         };
         let slots: u64 = scenario.hosts.iter().map(|h| u64::from(h.slots)).sum();
-        let max_steps = MIN_STEPS.max(STEPS_PER_CHUNK * slots as usize);
+        let bound = sim::lower_bound(&scenario.costs, &scenario.hosts).as_secs_f64();
+        let checks = MAX_OVER_BOUND * bound / crate::sched::CHECK_INTERVAL.as_secs_f64();
+        let max_steps = STEPS_PER_SLOT * slots as usize + checks as usize;
         reset_peak_rss();
         let started = Instant::now();
         let outcome = sim::run_timed(&scenario, &policy, max_steps, &timing);
@@ -166,8 +170,8 @@ pub fn table(rows: &[ScaleRow]) -> String {
                 r.attempts.to_string(),
                 r.backups.to_string(),
                 r.splits.to_string(),
-                format!("{:.2}%", 100.0 * r.extra_work_fraction),
-                format!("{:.2}%", 100.0 * r.lost_work_fraction),
+                format!("{:.3}%", 100.0 * r.extra_work_fraction),
+                format!("{:.3}%", 100.0 * r.lost_work_fraction),
                 format!("{:.2}", r.sim_wall_s),
                 format!("{:.0}", r.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
             ]

@@ -108,6 +108,7 @@ impl Scheduler {
             (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
         let mut ranges: Vec<Range<u64>> = self.resumed.clone();
         let mut committed = (0u64, 0u64);
+        let mut pending_cost = 0u128;
         for (id, c) in self.chunks.iter().enumerate() {
             let id = id as u64;
             match c.state {
@@ -116,6 +117,7 @@ impl Scheduler {
                         c.running.is_empty(),
                         "pending chunk {id} has attempts running"
                     );
+                    pending_cost += u128::from(self.costs.cost(c.rows.clone()));
                     if c.failed_hosts.is_empty() {
                         fresh.insert(id);
                     } else {
@@ -156,6 +158,10 @@ impl Scheduler {
         }
         ensure!(fresh == self.index.pending_fresh, "pending chunks differ");
         ensure!(retry == self.index.pending_retry, "chunks to retry differ");
+        ensure!(
+            pending_cost == self.index.pending_cost,
+            "pending cost differs"
+        );
         ensure!(stalled == self.index.stalled, "stalled chunks differ");
         let resumed: u64 = self.resumed.iter().map(|r| r.end - r.start).sum();
         ensure!(

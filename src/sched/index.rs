@@ -23,9 +23,10 @@ pub(super) struct Index {
     pub speed_median: Ranked<(Key, SlotId)>,
     /// The same, split at the slowest quartile.
     pub speed_quartile: Ranked<(Key, SlotId)>,
-    /// Pending chunks never failed, and those to retry.
+    /// Pending chunks never failed, and those to retry, and their cost.
     pub pending_fresh: BTreeSet<ChunkId>,
     pub pending_retry: BTreeSet<ChunkId>,
+    pub pending_cost: u128,
     /// Predicted finishes of the running attempts with an estimate (silent
     /// ones too), split at the median.
     pub etas: Ranked<(Key, AttemptId)>,
@@ -68,6 +69,7 @@ impl Index {
             speed_quartile: Ranked::new(1, 4),
             pending_fresh: BTreeSet::new(),
             pending_retry: BTreeSet::new(),
+            pending_cost: 0,
             etas: Ranked::new(1, 2),
             splittable: BTreeSet::new(),
             speculable: BTreeSet::new(),
@@ -85,6 +87,16 @@ impl Index {
             future_speed: 0.0,
         }
     }
+}
+
+/// Where a running attempt that reports goes besides the sets of all of them,
+/// from its chunk: the split candidates (the one attempt of its chunk that is
+/// not silent) and the backup candidates (the only attempt of a chunk never
+/// backed up).
+#[derive(Clone, Copy)]
+struct Place {
+    splittable: bool,
+    speculable: bool,
 }
 
 impl Scheduler {
@@ -173,7 +185,18 @@ impl Scheduler {
     /// Puts the chunk and its running attempts into the indexes, as they are.
     pub(super) fn index_chunk(&mut self, id: ChunkId) {
         let chunk = &self.chunks[id as usize];
-        let running: Vec<AttemptId> = chunk.running.iter().copied().collect();
+        if chunk.state == ChunkState::Pending {
+            self.index.pending_cost += u128::from(self.costs.cost(chunk.rows.clone()));
+        }
+        let live = chunk
+            .running
+            .iter()
+            .filter(|&&a| !self.attempts[a as usize].silent)
+            .count();
+        let place = Place {
+            splittable: chunk.state == ChunkState::Running && live == 1,
+            speculable: chunk.running.len() == 1 && !chunk.had_backup,
+        };
         match chunk.state {
             ChunkState::Pending if chunk.failed_hosts.is_empty() => {
                 self.index.pending_fresh.insert(id);
@@ -181,43 +204,42 @@ impl Scheduler {
             ChunkState::Pending => {
                 self.index.pending_retry.insert(id);
             }
-            ChunkState::Running => {
-                if !running.is_empty() && running.iter().all(|&a| self.attempts[a as usize].silent)
-                {
-                    self.index.stalled.insert(id);
-                }
+            ChunkState::Running if !chunk.running.is_empty() && live == 0 => {
+                self.index.stalled.insert(id);
             }
-            ChunkState::Committed | ChunkState::Failed => {}
+            _ => {}
         }
-        for a in running {
-            self.index_attempt(a);
+        // Taken out while its attempts go in (it is not read meanwhile).
+        let running = std::mem::take(&mut self.chunks[id as usize].running);
+        for &a in &running {
+            self.index_attempt(a, place);
         }
+        self.chunks[id as usize].running = running;
     }
 
     /// Takes the chunk and its running attempts out of the indexes.
     pub(super) fn unindex_chunk(&mut self, id: ChunkId) {
-        self.index.pending_fresh.remove(&id);
-        self.index.pending_retry.remove(&id);
+        if self.index.pending_fresh.remove(&id) | self.index.pending_retry.remove(&id) {
+            let rows = self.chunks[id as usize].rows.clone();
+            self.index.pending_cost -= u128::from(self.costs.cost(rows));
+        }
         self.index.stalled.remove(&id);
-        let running: Vec<AttemptId> = self.chunks[id as usize].running.iter().copied().collect();
-        for a in running {
+        let running = std::mem::take(&mut self.chunks[id as usize].running);
+        for &a in &running {
             self.unindex_attempt(a);
         }
+        self.chunks[id as usize].running = running;
     }
 
-    pub(super) fn index_attempt(&mut self, id: AttemptId) {
+    fn index_attempt(&mut self, id: AttemptId, place: Place) {
         let a = &self.attempts[id as usize];
         if a.state != AttemptState::Running || a.indexed {
             return;
         }
-        let chunk = &self.chunks[a.chunk as usize];
-        let live = chunk
-            .running
-            .iter()
-            .filter(|&&r| !self.attempts[r as usize].silent)
-            .count();
-        let splittable = chunk.state == ChunkState::Running && live == 1;
-        let speculable = chunk.running.len() == 1 && !chunk.had_backup;
+        let Place {
+            splittable,
+            speculable,
+        } = place;
         let (backup, silent) = (a.backup, a.silent);
         let estimate = if silent { a.estimate } else { self.estimate(a) };
         let a = &mut self.attempts[id as usize];
@@ -252,7 +274,7 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn unindex_attempt(&mut self, id: AttemptId) {
+    fn unindex_attempt(&mut self, id: AttemptId) {
         let a = &mut self.attempts[id as usize];
         if !a.indexed {
             return;
@@ -284,14 +306,21 @@ impl Scheduler {
             .or_else(|| self.slot_speed(a.slot))
             .filter(|s| *s > 0.0)?;
         let at = a.rows.start + a.rows_done;
-        let remaining = self.costs.cost(at..a.rows.end) as f64 / speed;
+        let remaining = (a.cost - a.cost_done) as f64 / speed;
+        let latency = self.latency.unwrap_or(0.0);
+        // The time its next report should take: its next batch at its speed
+        // (and its mean time between reports once it has some).
+        let next = self.batch_rows(a).map(|batch| {
+            let end = self.costs.prefix((at + batch).min(a.rows.end));
+            (end - a.start_prefix - a.cost_done) as f64 / speed
+        });
         let (eta, news, silent_after) = if a.reports == 0 {
-            let expected = self.latency.unwrap_or(0.0) + remaining;
-            (secs(a.start) + expected, a.start, 2.0 * expected)
+            let expected = latency + remaining;
+            let silent_after = next.map_or(2.0 * expected, |n| SILENCE_FACTOR * (latency + n));
+            (secs(a.start) + expected, a.start, silent_after)
         } else {
             let interval = secs(a.last_report.saturating_sub(a.start)) / f64::from(a.reports);
-            let batch = (a.rows_done / u64::from(a.reports)).max(1);
-            let next = self.costs.cost(at..(at + batch).min(a.rows.end)) as f64 / speed;
+            let next = next.unwrap_or(0.0);
             (
                 secs(a.last_report) + remaining,
                 a.last_report,

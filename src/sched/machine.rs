@@ -94,8 +94,14 @@ pub(super) struct Attempt {
     pub start: Duration,
     pub end: Option<Duration>,
     pub rows: Range<u64>,
+    /// Rows it was launched with (before any split).
+    pub launched_rows: u64,
     pub rows_done: u64,
-    /// Cost of its first `rows_done` rows.
+    /// Cost of the rows before its first, of its rows, and of its first
+    /// `rows_done` rows: kept so that an event costs at most one look-up in
+    /// the cost index.
+    pub start_prefix: u64,
+    pub cost: u64,
     pub cost_done: u64,
     pub state: AttemptState,
     pub backup: bool,
@@ -170,6 +176,9 @@ pub struct Scheduler {
     pub(super) backup_cost: u64,
     /// Launch latency in seconds.
     pub(super) latency: Option<f64>,
+    /// Share of its rows an attempt has done at its first report (workers
+    /// report at the end of every batch): an average over attempts.
+    pub(super) report_share: Option<f64>,
     pub(super) now: Duration,
     pub(super) last_check: Duration,
 }
@@ -232,6 +241,7 @@ impl Scheduler {
             splits: 0,
             backup_cost: 0,
             latency: None,
+            report_share: None,
             now: Duration::ZERO,
             last_check: Duration::ZERO,
         };
@@ -407,9 +417,14 @@ impl Scheduler {
         let len = a.rows.end - a.rows.start;
         let before = a.rows_done;
         a.rows_done = a.rows_done.max(rows_done.min(len));
-        let at = a.rows.start;
-        let cost = a.cost_done + self.costs.cost(at + before..at + a.rows_done);
+        let cost = if a.rows_done == before {
+            a.cost_done
+        } else {
+            self.costs.prefix(a.rows.start + a.rows_done) - a.start_prefix
+        };
         a.cost_done = cost;
+        let first_share = (a.reports == 0 && a.launched_rows > 0)
+            .then(|| a.rows_done as f64 / a.launched_rows as f64);
         if a.reports == 0 {
             a.first_report = Some((now, cost));
         }
@@ -436,7 +451,21 @@ impl Scheduler {
         if latency_due && let (Some((t, c)), Some(speed)) = (first, speed) {
             self.sample_latency(start, t, c, speed);
         }
+        if let Some(share) = first_share {
+            self.report_share = Some(ewma(self.report_share, share));
+        }
         self.index_chunk(chunk);
+    }
+
+    /// Rows of the batch the attempt works in: its rows per report, or
+    /// before its first report the fleet's share of rows at a first report
+    /// (`None` while unknown).
+    pub(super) fn batch_rows(&self, a: &Attempt) -> Option<u64> {
+        if a.reports > 0 {
+            return Some((a.rows_done / u64::from(a.reports)).max(1));
+        }
+        let share = self.report_share?;
+        Some(((a.launched_rows as f64 * share).ceil() as u64).max(1))
     }
 
     fn sample_latency(&mut self, start: Duration, first: Duration, cost: u64, speed: f64) {
@@ -460,7 +489,7 @@ impl Scheduler {
         a.end = Some(now);
         let grown = (a.rows.end - a.rows.start) - a.rows_done;
         a.rows_done += grown;
-        let total = self.costs.cost(a.rows.clone());
+        let total = a.cost;
         a.cost_done = total;
         let (slot, host, start, first) = (a.slot, a.host, a.start, a.first_report);
         // Speed over its recent reports up to the finish; when they span too
@@ -750,6 +779,8 @@ impl Scheduler {
         chunk.running.insert(id);
         chunk.had_backup |= backup;
         let rows = chunk.rows.clone();
+        let start_prefix = self.costs.prefix(rows.start);
+        let cost = self.costs.prefix(rows.end) - start_prefix;
         self.attempts.push(Attempt {
             chunk: chunk_id,
             slot,
@@ -757,7 +788,10 @@ impl Scheduler {
             start: now,
             end: None,
             rows: rows.clone(),
+            launched_rows: rows.end - rows.start,
             rows_done: 0,
+            start_prefix,
+            cost,
             cost_done: 0,
             state: AttemptState::Running,
             backup,
@@ -779,7 +813,7 @@ impl Scheduler {
         }
         if backup {
             self.backups += 1;
-            self.backup_cost += self.costs.cost(rows.clone());
+            self.backup_cost += cost;
         }
         self.commands.push_back(Command::Launch {
             attempt: id,
@@ -797,15 +831,17 @@ impl Scheduler {
         let chunk = &mut self.chunks[chunk_id as usize];
         chunk.rows.end = row;
         let running: Vec<AttemptId> = chunk.running.iter().copied().collect();
+        let end_prefix = self.costs.prefix(row);
         for id in running {
             let a = &mut self.attempts[id as usize];
             a.rows.end = a.rows.end.min(row);
             a.split = true;
+            a.cost = end_prefix - a.start_prefix;
             let len = a.rows.end - a.rows.start;
             if a.rows_done > len {
                 let extra = a.rows_done - len;
                 a.rows_done = len;
-                a.cost_done = self.costs.cost(a.rows.clone());
+                a.cost_done = a.cost;
                 let host = a.host;
                 if let Some(h) = self.hosts.get_mut(&host) {
                     h.rows_computed -= extra;

@@ -156,15 +156,10 @@ impl Scheduler {
     }
 
     /// Split the running chunk with the most time left among idle slots, while
-    /// that is worth it. The running attempt keeps the share of the rest that
-    /// lets it finish with the new attempts (never less than the rows it has
-    /// reached plus one in flight); the rest becomes new chunks of equal cost,
-    /// launched at once, the costliest on the fastest idle slot. When even
-    /// that would end after the horizon (all running work shared by the
-    /// whole fleet), each new chunk is only what its slot does by the horizon
-    /// and the attempt keeps the rest, for slots that free up later: slots
-    /// that free up one at a time then each take a horizon's worth, instead
-    /// of halving the biggest chunk again and again.
+    /// that is worth it (see `best_split`). The running attempt keeps the
+    /// rows before the split (never fewer than it will have reached when it
+    /// reads the stop); the rest becomes new chunks of equal cost, launched
+    /// at once, the costliest on the fastest idle slot.
     pub(super) fn split_stragglers(&mut self, now: Duration) {
         while !self.index.idle.is_empty() {
             let Some((left, attempt_id)) = Self::latest(&self.index.splittable, now) else {
@@ -183,15 +178,14 @@ impl Scheduler {
                 .expect("a split candidate has an estimate")
                 .speed;
             let chunk_id = attempt.chunk;
-            let Some((split_row, pieces, slots)) =
-                self.best_split(now, attempt_id, left, speed, &idle)
+            let Some((split_row, pieces)) = self.best_split(now, attempt_id, left, speed, &idle)
             else {
                 return;
             };
             self.splits += 1;
             self.cut_chunk(chunk_id, split_row);
             let ids = self.add_chunks(pieces);
-            for (id, slot) in ids.into_iter().zip(slots) {
+            for (id, slot) in ids.into_iter().zip(idle) {
                 self.launch(now, id, slot, false);
             }
         }
@@ -199,9 +193,9 @@ impl Scheduler {
 
     /// The row the attempt will have reached when it reads a stop: its
     /// estimated position given the time since its last report, plus one row
-    /// for the one under way; once it has reported, up to the end of the
-    /// batch it is on (a worker finishes its batch before it reads a message,
-    /// and reports at every batch's end, so its batch is its rows per report).
+    /// for the one under way, up to the end of the batch it is on (a worker
+    /// finishes its batch before it reads a message, and reports at every
+    /// batch's end; see [`Scheduler::batch_rows`]).
     fn row_reached(&self, now: Duration, attempt: AttemptId, speed: f64) -> u64 {
         let a = &self.attempts[attempt as usize];
         let since = if a.reports == 0 {
@@ -212,18 +206,24 @@ impl Scheduler {
         let at = a.rows.start + a.rows_done;
         let in_flight = (since * speed) as u64;
         let row = self.costs.row_reaching(at..a.rows.end, in_flight) + 1;
-        let row = if a.reports == 0 {
-            row
-        } else {
-            let batch = (a.rows_done / u64::from(a.reports)).max(1);
-            at + (row - at).div_ceil(batch) * batch
+        let row = match self.batch_rows(a) {
+            Some(batch) => at + (row - at).div_ceil(batch) * batch,
+            None => row,
         };
         row.min(a.rows.end)
     }
 
-    /// The split of the attempt's chunk over up to `idle.len()` new attempts
-    /// that finishes first, if it beats [`SPLIT_GAIN`] x `left`.
-    #[allow(clippy::type_complexity)]
+    /// How to split the attempt's chunk: the row it stops at and the new
+    /// chunks, costliest first (the first ones go to `idle` in order, any
+    /// others wait as pending chunks), if that is worth it.
+    ///
+    /// Balanced: the attempt and `k` of the idle slots end together, for the
+    /// `k` (1 to 8, or all of them, half, a quarter...) that ends first;
+    /// made if that ends by the horizon and beats [`SPLIT_GAIN`] x `left`. Past the horizon (the attempt would end well
+    /// after it): the attempt keeps what it does by the horizon, and the rest
+    /// is cut into chunks that a slot of the fleet's median speed does by
+    /// then, so that slots freeing up one at a time each take a horizon's
+    /// worth instead of halving the biggest chunk again and again.
     fn best_split(
         &self,
         now: Duration,
@@ -231,87 +231,95 @@ impl Scheduler {
         left: f64,
         speed: f64,
         idle: &[SlotId],
-    ) -> Option<(u64, Vec<Range<u64>>, Vec<SlotId>)> {
+    ) -> Option<(u64, Vec<Range<u64>>)> {
         let attempt = &self.attempts[attempt_id as usize];
         let end = attempt.rows.end;
         let at = attempt.rows.start + attempt.rows_done;
-        let batch =
-            (attempt.reports > 0).then(|| (attempt.rows_done / u64::from(attempt.reports)).max(1));
+        let batch = self.batch_rows(attempt);
         let reached = self.row_reached(now, attempt_id, speed);
         if end.saturating_sub(reached) < MIN_SPLIT_ROWS {
             return None;
         }
         let latency = self.latency.unwrap_or(0.0);
-        let unreported = self.costs.cost(attempt.rows.start + attempt.rows_done..end) as f64;
+        let unreported = (attempt.cost - attempt.cost_done) as f64;
         let remaining_work = (left * speed).min(unreported);
-        let position = self.costs.cost(0..end) as f64 - remaining_work;
-        let speeds: Vec<f64> = idle
-            .iter()
-            .map(|&s| self.slot_speed(s).unwrap_or(speed).max(f64::MIN_POSITIVE))
-            .collect();
-        let horizon = self.horizon(now);
-        let mut best: Option<(f64, u64, Vec<Range<u64>>)> = None;
-        for k in 1..=idle.len() {
-            let others: f64 = speeds[..k].iter().sum();
-            let balanced = (remaining_work + latency * others) / (speed + others);
-            let keep = match horizon {
-                // More slots will be free before these could finish: each
-                // new piece is what its slot does by the horizon, and the
-                // attempt keeps no more than it does by then (its batches
-                // cannot be split later once begun).
-                Some(h) if balanced > h => {
-                    (remaining_work - (h - latency).max(0.0) * others).min(speed * h)
-                }
-                _ => speed * balanced,
-            }
-            .max(0.0);
-            let goal = (position + keep).max(0.0) as u64;
+        let position = (attempt.start_prefix + attempt.cost) as f64 - remaining_work;
+        // The row where the attempt has done `keep` more, at a batch's end (a
+        // stop inside a batch costs the whole batch).
+        let stop_row = |keep: f64| {
+            let goal = (position + keep.max(0.0)).max(0.0) as u64;
             let row = self.costs.row_reaching(0..end, goal);
-            // At a batch's end: a stop inside a batch costs the whole batch.
             let row = match batch {
                 Some(batch) if row > at => at + (row - at) / batch * batch,
                 _ => row,
             };
-            let row = row.max(reached).min(end);
+            row.max(reached).min(end)
+        };
+        let by_cost = |pieces: Vec<Range<u64>>| {
+            let mut pieces: Vec<(u64, Range<u64>)> = pieces
+                .into_iter()
+                .map(|r| (self.costs.cost(r.clone()), r))
+                .collect();
+            pieces.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.start.cmp(&b.1.start)));
+            pieces
+        };
+        let speeds: Vec<f64> = idle
+            .iter()
+            .map(|&s| self.slot_speed(s).unwrap_or(speed).max(f64::MIN_POSITIVE))
+            .collect();
+        let mut best: Option<(f64, u64, Vec<Range<u64>>)> = None;
+        // Piece counts tried: every count up to 8, then all the idle slots,
+        // half of them, a quarter... down to 8.
+        let halves = std::iter::successors(Some(idle.len()), |&k| (k > 16).then_some(k / 2));
+        let counts = (1..=idle.len().min(8)).chain(halves.filter(|&k| k > 8));
+        for k in counts {
+            let others: f64 = speeds[..k].iter().sum();
+            let balanced = (remaining_work + latency * others) / (speed + others);
+            let row = stop_row(speed * balanced);
             if end - row < MIN_SPLIT_ROWS {
                 continue;
             }
-            let pieces = self.costs.split(row..end, k as u64);
-            let mut by_cost: Vec<(u64, usize)> = pieces
+            let pieces = by_cost(self.costs.split(row..end, k as u64));
+            let slowest_piece = pieces
                 .iter()
-                .enumerate()
-                .map(|(i, r)| (self.costs.cost(r.clone()), i))
-                .collect();
-            by_cost.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut slowest_piece: f64 = 0.0;
-            for (rank, (cost, _)) in by_cost.iter().enumerate() {
-                slowest_piece = slowest_piece.max(latency + *cost as f64 / speeds[rank]);
-            }
-            let kept_cost = self.costs.cost(0..row) as f64 - position;
+                .zip(&speeds)
+                .map(|((cost, _), s)| latency + *cost as f64 / s)
+                .fold(0.0, f64::max);
+            let kept_cost = self.costs.prefix(row) as f64 - position;
             let estimate = slowest_piece.max(kept_cost.max(0.0) / speed);
             if best.as_ref().is_none_or(|b| estimate < b.0) {
-                let order: Vec<Range<u64>> =
-                    by_cost.iter().map(|&(_, i)| pieces[i].clone()).collect();
-                best = Some((estimate, row, order));
+                best = Some((estimate, row, pieces.into_iter().map(|(_, r)| r).collect()));
             }
         }
-        let (estimate, row, pieces) = best?;
-        // Past the horizon a piece is worth making when the attempt would
-        // end well after it and the piece's slot does more than start up.
-        let fills = horizon.is_some_and(|h| left * SPLIT_GAIN > h && h > 2.0 * latency);
-        if estimate >= SPLIT_GAIN * left && !fills {
+        let horizon = self.horizon(now);
+        if let Some((estimate, row, pieces)) = best
+            && horizon.is_none_or(|h| estimate <= h)
+        {
+            return (estimate < SPLIT_GAIN * left).then_some((row, pieces));
+        }
+        let h = horizon?;
+        if left * SPLIT_GAIN <= h || h <= 2.0 * latency {
             return None;
         }
-        let slots = idle[..pieces.len()].to_vec();
-        Some((row, pieces, slots))
+        let row = stop_row(speed * h);
+        if end - row < MIN_SPLIT_ROWS {
+            return None;
+        }
+        let piece_cost = (h - latency) * self.fleet_speed().unwrap_or(speed);
+        let rest = self.costs.cost(row..end) as f64;
+        let n = ((rest / piece_cost.max(1.0)).ceil() as usize).clamp(1, MAX_SPLIT_PARTS);
+        let pieces = by_cost(self.costs.split(row..end, n as u64));
+        Some((row, pieces.into_iter().map(|(_, r)| r).collect()))
     }
 
-    /// Seconds from now until the work that runs would be done if every slot
-    /// up shared it: the cost the attempts that report have left by their
-    /// predictions, over the fleet's speed. `None` while no speed is known.
+    /// The horizon: seconds from now until the work left would be done if
+    /// every slot up shared it (the cost the attempts that report have left
+    /// by their predictions, and the pending chunks, over the fleet's speed).
+    /// `None` while no speed is known.
     fn horizon(&self, now: Duration) -> Option<f64> {
-        let work = self.index.future_work - secs(now) * self.index.future_speed;
-        (self.index.speed_sum > 0.0).then(|| work.max(0.0) / self.index.speed_sum)
+        let running = self.index.future_work - secs(now) * self.index.future_speed;
+        let work = running.max(0.0) + self.index.pending_cost as f64;
+        (self.index.speed_sum > 0.0).then(|| work / self.index.speed_sum)
     }
 
     /// The fastest idle slot, unless it is in the slowest quartile of

@@ -6,8 +6,8 @@
 //! lost host), so tests run the same shape at 1/100.
 //!
 //! No per-entity cost is stored: [`SeedCosts`] computes a row's cost from its
-//! number (a uniform 5,000..15,000 from a seeded generator, 20x in the heavy
-//! run), and the scenario's [`CostIndex`] keeps block sums only.
+//! number (a uniform 5,000..15,000 from 32 bits of a seeded generator, 20x in
+//! the heavy run), and the scenario's [`CostIndex`] keeps block sums only.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -69,10 +69,18 @@ impl RowCosts for SeedCosts {
         self.rows
     }
 
+    /// Rows `2k` and `2k + 1` take the low and high halves of the
+    /// generator's output `k`.
     fn fill(&self, start: u64, out: &mut [u64]) {
+        let mut word = SplitMix64::nth(self.seed, start / 2);
         for (i, cost) in out.iter_mut().enumerate() {
             let row = start + i as u64;
-            let draw = SplitMix64::nth(self.seed, row) >> 32;
+            let draw = if row % 2 == 0 {
+                word = SplitMix64::nth(self.seed, row / 2);
+                word & 0xFFFF_FFFF
+            } else {
+                word >> 32
+            };
             let base = 5_000 + ((draw * 10_000) >> 32);
             *cost = if self.heavy.contains(&row) {
                 base * HEAVY_FACTOR
