@@ -7,23 +7,22 @@ use super::*;
 
 // ---------------------------------------------------------------- helpers
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
+/// Deterministic pseudo-random numbers.
+use crate::splitmix::SplitMix64 as Rng;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+trait Draw {
+    fn below(&mut self, n: usize) -> usize;
+    fn unit(&mut self) -> f32;
+    fn vec(&mut self, n: usize) -> Vec<f32>;
+}
+
+impl Draw for Rng {
     fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.in_range(0..n as u64) as usize
     }
     /// Uniform in [-1, 1).
     fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        self.signed_unit()
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.unit()).collect()
