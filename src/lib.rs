@@ -15,5 +15,6 @@ pub mod run;
 pub mod sched;
 pub mod splitmix;
 pub mod store;
+pub mod test_hooks;
 pub mod ui;
 pub mod worker;
