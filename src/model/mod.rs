@@ -262,6 +262,11 @@ impl ModelSpec {
             ModelSpec::TwoTower { .. } => "two_tower",
         }
     }
+
+    /// Whether the model reads each entity's history column.
+    pub fn reads_history(&self) -> bool {
+        matches!(self, ModelSpec::TwoTower { .. })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

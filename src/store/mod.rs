@@ -32,6 +32,7 @@
 
 pub mod bench;
 mod report;
+pub mod sink;
 pub mod validate;
 pub mod value;
 
