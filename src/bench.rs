@@ -15,7 +15,10 @@ use anyhow::{Context, bail};
 
 use crate::config::{Device, Input};
 use crate::data::Dataset;
-use crate::model::{Dense, EntityIds, Mlp, Model, ModelSpec, OutputActivation, Rows, TwoTower};
+use crate::model::{
+    Dense, EntityIds, Mlp, MlpSpec, Model, ModelSpec, OutputActivation, Rows, TwoTower,
+    TwoTowerSpec,
+};
 
 /// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
 pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;
@@ -305,19 +308,19 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
     for b in baselines {
         let (spec, id_column, history_column) = match b.model.as_str() {
             "mlp" => (
-                ModelSpec::Mlp {
+                ModelSpec::Mlp(MlpSpec {
                     layers: None,
                     output: OutputActivation::Sigmoid,
-                },
+                }),
                 "entity_id",
                 None,
             ),
             "two_tower" => (
-                ModelSpec::TwoTower {
+                ModelSpec::TwoTower(TwoTowerSpec {
                     top_k: b.top_k,
                     max_history: b.max_history,
                     exclude_seen: b.exclude_seen,
-                },
+                }),
                 "user_id",
                 Some("history".to_string()),
             ),

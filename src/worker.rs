@@ -282,15 +282,24 @@ fn load(
     }
     let model = Model::from_safetensors(spec, &bytes, num_features)
         .map_err(|e| format!("model '{path}': {e}"))?;
-    let backend = match choose_backend(device, threads.max(1) as usize)? {
+    let threads = threads.max(1) as usize;
+    let backend = match choose_backend(device, threads)? {
         Chosen::Cpu { threads } => Backend::Cpu { threads },
-        Chosen::Gpu(gpu) => {
-            let gm = crate::gpu::GpuModel::new(&gpu, &model).map_err(|e| e.to_string())?;
-            Backend::Gpu {
-                gpu,
-                model: Box::new(gm),
+        Chosen::Gpu(gpu) => match crate::gpu::supports(&model) {
+            // `auto` means the best path that runs the model.
+            Err(why) if device == Device::Auto => {
+                eprintln!("worker: {why}; scoring on the native CPU path");
+                Backend::Cpu { threads }
             }
-        }
+            Err(why) => return Err(why.to_string()),
+            Ok(()) => {
+                let gm = crate::gpu::GpuModel::new(&gpu, &model).map_err(|e| e.to_string())?;
+                Backend::Gpu {
+                    gpu,
+                    model: Box::new(gm),
+                }
+            }
+        },
     };
     Ok(Loaded { model, backend })
 }

@@ -9,27 +9,21 @@
 //! with the file system). Pure: no file system, no clock, no environment.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::Result;
 use super::raw;
+use super::source::one_of;
 use super::source::{Source, beside, value_kind};
-use crate::model::{ModelSpec, OutputActivation};
+use crate::model::{FAMILIES, Family, ModelSpec};
 
 /// The fleet file of a job that names none, relative to the job file (jobs
 /// live in `jobs/`, `hosts.toml` at the top of the project).
 pub const DEFAULT_HOSTS: &str = "../hosts.toml";
 /// Longest `model_version`, in characters.
 pub const MAX_MODEL_VERSION_LEN: usize = 256;
-pub const DEFAULT_TOP_K: i64 = 100;
-/// Largest `top_k`: every prediction holds K (item, score) pairs.
-pub const MAX_TOP_K: i64 = 10_000;
-pub const DEFAULT_MAX_HISTORY: i64 = 500;
-/// Largest `max_history` (the per-entity work cap itself needs a bound).
-pub const MAX_MAX_HISTORY: i64 = 1_000_000;
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 4;
 pub const MAX_MAX_ATTEMPTS: i64 = 100;
 /// The ttl of a job that names none: 7 days ("7d").
@@ -51,22 +45,11 @@ pub const DEFAULT_GENERATE_FEATURES: i64 = 8;
 pub const MAX_GENERATE_FEATURES: i64 = 4_096;
 pub const DEFAULT_GENERATE_SEED: i64 = 42;
 
-const MODEL_KINDS: &[(&str, Kind)] = &[("mlp", Kind::Mlp), ("two_tower", Kind::TwoTower)];
-const OUTPUTS: &[(&str, OutputActivation)] = &[
-    ("sigmoid", OutputActivation::Sigmoid),
-    ("softmax", OutputActivation::Softmax),
-    ("none", OutputActivation::None),
+/// `[generate] kind`: each synthetic data set and the model kind it is for.
+const GENERATE_KINDS: &[(&str, GenerateKind, &str)] = &[
+    ("two-tower", GenerateKind::TwoTower, "two_tower"),
+    ("mlp", GenerateKind::Mlp, "mlp"),
 ];
-const GENERATE_KINDS: &[(&str, GenerateKind)] = &[
-    ("two-tower", GenerateKind::TwoTower),
-    ("mlp", GenerateKind::Mlp),
-];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Mlp,
-    TwoTower,
-}
 
 /// A job file, resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,22 +220,27 @@ impl Source<'_> {
             None => beside(self.file, DEFAULT_HOSTS),
         };
 
-        let kind = self.choice(
+        let kinds: Vec<(&str, &Family)> = FAMILIES.iter().map(|f| (f.kind, *f)).collect();
+        let family = self.choice(
             &raw.model.get_ref().kind,
             "[model] kind",
             "a model kind",
-            MODEL_KINDS,
+            &kinds,
         )?;
-        let input = self.input(&raw.input, &raw.model.get_ref().kind, kind)?;
-        let model = self.model(raw.model.get_ref(), kind)?;
+        let input = self.input(&raw.input, &raw.model.get_ref().kind, family)?;
+        let model = self.model(raw.model.get_ref(), family)?;
         let partition = self.partition(raw.partition.as_ref())?;
         let stragglers = self.stragglers(raw.stragglers.as_ref())?;
         let output = self.output(raw.output.get_ref())?;
-        let validate = self.validate(raw.validate.as_ref(), &raw.model.get_ref().kind, kind)?;
+        let validate = self.validate(
+            raw.validate.as_ref(),
+            &raw.model.get_ref().kind,
+            &model.spec,
+        )?;
         let generate = raw
             .generate
             .as_ref()
-            .map(|g| self.generate(g.get_ref(), &raw.model.get_ref().kind, kind))
+            .map(|g| self.generate(g.get_ref(), &raw.model.get_ref().kind, family))
             .transpose()?;
         Ok(Job {
             file: self.file.to_path_buf(),
@@ -273,34 +261,36 @@ impl Source<'_> {
         &self,
         table: &Spanned<raw::InputTable>,
         kind_value: &Spanned<String>,
-        kind: Kind,
+        family: &Family,
     ) -> Result<Input> {
         let raw = table.get_ref();
         let path = self.path(&raw.path, "[input] path")?;
         let id_column = self.column(&raw.id_column, "[input] id_column")?;
-        let history_column = match (&raw.history_column, kind) {
-            (None, Kind::TwoTower) => {
+        let kind_line = self.line_of(&kind_value.span());
+        let history_column = match (&raw.history_column, family.reads_history) {
+            (None, true) => {
                 return Err(self.error(
                     table.span(),
                     format!(
-                        "[input] has no history_column, but [model] kind = 'two_tower' (line {}) \
+                        "[input] has no history_column, but [model] kind = '{}' (line {kind_line}) \
                          needs one; expected history_column = the name of the column of item-id lists",
-                        self.line_of(&kind_value.span())
+                        family.kind
                     ),
                 ));
             }
-            (Some(h), Kind::Mlp) => {
+            (Some(h), false) => {
+                let readers = kinds_where(|f| f.reads_history);
                 return Err(self.error(
                     h.span(),
                     format!(
-                        "[input] history_column = '{}' is set, but [model] kind = 'mlp' (line {}) \
-                         reads no history; expected no history_column (or kind = 'two_tower')",
+                        "[input] history_column = '{}' is set, but [model] kind = '{}' (line {kind_line}) \
+                         reads no history; expected no history_column (or kind = {readers})",
                         h.get_ref(),
-                        self.line_of(&kind_value.span())
+                        family.kind
                     ),
                 ));
             }
-            (Some(h), Kind::TwoTower) => {
+            (Some(h), true) => {
                 let h_name = self.column(h, "[input] history_column")?;
                 if h_name == id_column {
                     return Err(self.error(
@@ -313,59 +303,12 @@ impl Source<'_> {
                 }
                 Some(h_name)
             }
-            (None, Kind::Mlp) => None,
+            (None, false) => None,
         };
         let feature_columns = match &raw.feature_columns {
             None => None,
             Some(list) => {
-                if list.get_ref().is_empty() && kind == Kind::Mlp {
-                    return Err(self.error(
-                        list.span(),
-                        "[input] feature_columns is empty, but [model] kind = 'mlp' scores \
-                         feature vectors; expected at least one column (or no feature_columns \
-                         for every column but the id column)",
-                    ));
-                }
-                let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-                let mut names = Vec::with_capacity(list.get_ref().len());
-                for column in list.get_ref() {
-                    let name = self.column(column, "a name in [input] feature_columns")?;
-                    if name == id_column {
-                        return Err(self.error(
-                            column.span(),
-                            format!(
-                                "[input] feature_columns lists '{name}', the id_column; \
-                                 expected feature columns only"
-                            ),
-                        ));
-                    }
-                    if history_column.as_deref() == Some(name.as_str()) {
-                        return Err(self.error(
-                            column.span(),
-                            format!(
-                                "[input] feature_columns lists '{name}', the history_column; \
-                                 expected feature columns only"
-                            ),
-                        ));
-                    }
-                    let line = self.line_of(&column.span());
-                    if let Some(first) = seen.insert(column.get_ref(), line) {
-                        let first = if first == line {
-                            String::new()
-                        } else {
-                            format!(" (first on line {first})")
-                        };
-                        return Err(self.error(
-                            column.span(),
-                            format!(
-                                "[input] feature_columns lists '{name}' twice{first}; \
-                                 expected each column once"
-                            ),
-                        ));
-                    }
-                    names.push(name);
-                }
-                Some(names)
+                Some(self.feature_columns(list, &id_column, history_column.as_deref(), family)?)
             }
         };
         Ok(Input {
@@ -376,97 +319,84 @@ impl Source<'_> {
         })
     }
 
-    fn model(&self, raw: &raw::ModelTable, kind: Kind) -> Result<Model> {
+    /// `[input] feature_columns`: each once, none of them the id or history
+    /// column, at least one for a kind that scores feature vectors.
+    fn feature_columns(
+        &self,
+        list: &Spanned<Vec<Spanned<String>>>,
+        id_column: &str,
+        history_column: Option<&str>,
+        family: &Family,
+    ) -> Result<Vec<String>> {
+        if list.get_ref().is_empty() && family.needs_features {
+            return Err(self.error(
+                list.span(),
+                format!(
+                    "[input] feature_columns is empty, but [model] kind = '{}' scores \
+                     feature vectors; expected at least one column (or no feature_columns \
+                     for every column but the id column)",
+                    family.kind
+                ),
+            ));
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut names = Vec::with_capacity(list.get_ref().len());
+        for column in list.get_ref() {
+            let name = self.column(column, "a name in [input] feature_columns")?;
+            for (other, what) in [
+                (Some(id_column), "id_column"),
+                (history_column, "history_column"),
+            ] {
+                if other == Some(name.as_str()) {
+                    return Err(self.error(
+                        column.span(),
+                        format!(
+                            "[input] feature_columns lists '{name}', the {what}; \
+                             expected feature columns only"
+                        ),
+                    ));
+                }
+            }
+            let line = self.line_of(&column.span());
+            if let Some(first) = seen.insert(column.get_ref(), line) {
+                let first = if first == line {
+                    String::new()
+                } else {
+                    format!(" (first on line {first})")
+                };
+                return Err(self.error(
+                    column.span(),
+                    format!(
+                        "[input] feature_columns lists '{name}' twice{first}; \
+                         expected each column once"
+                    ),
+                ));
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// `[model]`: the weights, then the chosen family's settings; a key of
+    /// another kind is refused, naming the kinds it belongs to.
+    fn model(&self, raw: &raw::ModelTable, family: &Family) -> Result<Model> {
         let weights = self.path(&raw.weights, "[model] weights")?;
-        let foreign = |key: &str, span: Range<usize>, owner: &str| {
-            self.error(
+        if let Some((key, span)) = raw
+            .kind_keys()
+            .into_iter()
+            .find(|(key, _)| !family.keys.contains(key))
+        {
+            return Err(self.error(
                 span,
                 format!(
-                    "[model] {key} is a key of kind = '{owner}', not of kind = '{}'; \
+                    "[model] {key} is a key of kind = {}, not of kind = '{}'; \
                      expected it removed",
-                    raw.kind.get_ref()
+                    kinds_where(|f| f.keys.contains(&key)),
+                    family.kind
                 ),
-            )
-        };
-        let spec = match kind {
-            Kind::Mlp => {
-                if let Some(v) = &raw.top_k {
-                    return Err(foreign("top_k", v.span(), "two_tower"));
-                }
-                if let Some(v) = &raw.max_history {
-                    return Err(foreign("max_history", v.span(), "two_tower"));
-                }
-                if let Some(v) = &raw.exclude_seen {
-                    return Err(foreign("exclude_seen", v.span(), "two_tower"));
-                }
-                let layers = match &raw.layers {
-                    None => None,
-                    Some(list) => {
-                        if list.get_ref().is_empty() {
-                            return Err(self.error(
-                                list.span(),
-                                "[model] layers is empty; expected the layer names in order, \
-                                 e.g. [\"fc1\", \"fc2\"] (or no layers key to take every \
-                                 '*.weight' in numeric order)",
-                            ));
-                        }
-                        let mut names: Vec<String> = Vec::with_capacity(list.get_ref().len());
-                        for layer in list.get_ref() {
-                            let name = layer.get_ref();
-                            if name.is_empty() {
-                                return Err(self.error(
-                                    layer.span(),
-                                    "a name in [model] layers is empty; expected a tensor name \
-                                     prefix such as 'fc1'",
-                                ));
-                            }
-                            if names.contains(name) {
-                                return Err(self.error(
-                                    layer.span(),
-                                    format!(
-                                        "[model] layers lists '{name}' twice; expected each layer once"
-                                    ),
-                                ));
-                            }
-                            names.push(name.clone());
-                        }
-                        Some(names)
-                    }
-                };
-                let output = match &raw.output {
-                    None => OutputActivation::Sigmoid,
-                    Some(v) => self.choice(v, "[model] output", "an output activation", OUTPUTS)?,
-                };
-                ModelSpec::Mlp { layers, output }
-            }
-            Kind::TwoTower => {
-                if let Some(v) = &raw.layers {
-                    return Err(foreign("layers", v.span(), "mlp"));
-                }
-                if let Some(v) = &raw.output {
-                    return Err(foreign("output", v.span(), "mlp"));
-                }
-                let top_k = self.int_or(
-                    &raw.top_k,
-                    DEFAULT_TOP_K,
-                    "[model] top_k",
-                    1,
-                    Some(MAX_TOP_K),
-                )?;
-                let max_history = self.int_or(
-                    &raw.max_history,
-                    DEFAULT_MAX_HISTORY,
-                    "[model] max_history",
-                    1,
-                    Some(MAX_MAX_HISTORY),
-                )?;
-                ModelSpec::TwoTower {
-                    top_k: top_k as usize,
-                    max_history: max_history as usize,
-                    exclude_seen: raw.exclude_seen.as_ref().is_none_or(|v| *v.get_ref()),
-                }
-            }
-        };
+            ));
+        }
+        let spec = (family.resolve)(raw, self)?;
         Ok(Model { spec, weights })
     }
 
@@ -550,7 +480,7 @@ impl Source<'_> {
         &self,
         raw: Option<&raw::ValidateTable>,
         kind_value: &Spanned<String>,
-        kind: Kind,
+        spec: &ModelSpec,
     ) -> Result<Validate> {
         let Some(raw) = raw else {
             return Ok(Validate {
@@ -575,13 +505,15 @@ impl Source<'_> {
         )?;
         let max_topk_churn = match &raw.max_topk_churn {
             None => None,
-            Some(v) if kind == Kind::Mlp => {
+            Some(v) if spec.top_k().is_none() => {
                 return Err(self.error(
                     v.span(),
                     format!(
-                        "[validate] max_topk_churn is for kind = 'two_tower', but [model] kind = \
-                         'mlp' (line {}) has no top-K; expected it removed (max_mean_shift \
+                        "[validate] max_topk_churn is for kind = {}, but [model] kind = \
+                         '{}' (line {}) has no top-K; expected it removed (max_mean_shift \
                          checks drift of scores)",
+                        kinds_where(|f| f.keys.contains(&"top_k")),
+                        spec.kind_name(),
                         self.line_of(&kind_value.span())
                     ),
                 ));
@@ -606,28 +538,29 @@ impl Source<'_> {
         &self,
         raw: &raw::GenerateTable,
         kind_value: &Spanned<String>,
-        kind: Kind,
+        family: &Family,
     ) -> Result<Generate> {
-        let gen_kind = self.choice(
-            &raw.kind,
-            "[generate] kind",
-            "a data set kind",
-            GENERATE_KINDS,
-        )?;
-        let matching = match kind {
-            Kind::Mlp => (GenerateKind::Mlp, "mlp"),
-            Kind::TwoTower => (GenerateKind::TwoTower, "two-tower"),
-        };
-        if gen_kind != matching.0 {
+        let kinds: Vec<(&str, (GenerateKind, &str))> = GENERATE_KINDS
+            .iter()
+            .map(|&(name, kind, model)| (name, (kind, model)))
+            .collect();
+        let (gen_kind, model_kind) =
+            self.choice(&raw.kind, "[generate] kind", "a data set kind", &kinds)?;
+        if model_kind != family.kind {
+            let expected = match GENERATE_KINDS.iter().find(|g| g.2 == family.kind) {
+                Some(g) => format!("expected kind = '{}'", g.0),
+                None => format!(
+                    "kind = '{}' has no synthetic data set; expected no [generate] table",
+                    family.kind
+                ),
+            };
             return Err(self.error(
                 raw.kind.span(),
                 format!(
-                    "[generate] kind = '{}' does not match [model] kind = '{}' (line {}); \
-                     expected kind = '{}'",
+                    "[generate] kind = '{}' does not match [model] kind = '{}' (line {}); {expected}",
                     raw.kind.get_ref(),
                     kind_value.get_ref(),
                     self.line_of(&kind_value.span()),
-                    matching.1
                 ),
             ));
         }
@@ -652,7 +585,7 @@ impl Source<'_> {
             1,
             Some(MAX_GENERATE_DIM),
         )?;
-        let min_features = if gen_kind == GenerateKind::Mlp { 1 } else { 0 };
+        let min_features = if family.needs_features { 1 } else { 0 };
         let features = self.int_or(
             &raw.features,
             DEFAULT_GENERATE_FEATURES,
@@ -670,4 +603,14 @@ impl Source<'_> {
             seed: seed as u64,
         })
     }
+}
+
+/// The kinds (quoted, `'a' or 'b'`) of the families for which `pred` holds.
+fn kinds_where(pred: impl Fn(&Family) -> bool) -> String {
+    let kinds: Vec<String> = FAMILIES
+        .iter()
+        .filter(|f| pred(f))
+        .map(|f| format!("'{}'", f.kind))
+        .collect();
+    one_of(&kinds)
 }

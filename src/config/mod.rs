@@ -14,7 +14,7 @@
 mod fleet;
 mod job;
 pub mod raw;
-mod source;
+pub mod source;
 #[cfg(test)]
 mod tests;
 mod toml_error;

@@ -64,6 +64,27 @@ pub struct ModelTable {
     pub exclude_seen: Option<Spanned<bool>>,
 }
 
+impl ModelTable {
+    /// The keys of one model kind or another that this table sets, with the
+    /// span of each value, in the order above. A key added to the table is
+    /// added here too and to its family's `keys`.
+    pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("layers", self.layers.as_ref().map(Spanned::span)),
+            ("output", self.output.as_ref().map(Spanned::span)),
+            ("top_k", self.top_k.as_ref().map(Spanned::span)),
+            ("max_history", self.max_history.as_ref().map(Spanned::span)),
+            (
+                "exclude_seen",
+                self.exclude_seen.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect()
+    }
+}
+
 /// `[partition]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,13 +17,13 @@ use super::{Error, Result};
 pub const MAX_NAME_LEN: usize = 128;
 
 /// The text being parsed and its path.
-pub(crate) struct Source<'a> {
+pub struct Source<'a> {
     pub text: &'a str,
     pub file: &'a Path,
 }
 
 impl Source<'_> {
-    pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> Error {
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> Error {
         let (line, column) = self.position(span.start);
         Error {
             file: self.file.to_path_buf(),
@@ -34,7 +34,7 @@ impl Source<'_> {
     }
 
     /// `offset` moved into the text and onto a character boundary.
-    pub(crate) fn clamp(&self, offset: usize) -> usize {
+    pub fn clamp(&self, offset: usize) -> usize {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
@@ -43,7 +43,7 @@ impl Source<'_> {
     }
 
     /// 1-based line and column (in characters) of a byte offset.
-    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+    pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = self.clamp(offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -51,13 +51,13 @@ impl Source<'_> {
         (line, before[line_start..].chars().count() + 1)
     }
 
-    pub(crate) fn line_of(&self, span: &Range<usize>) -> usize {
+    pub fn line_of(&self, span: &Range<usize>) -> usize {
         self.position(span.start).0
     }
 
     /// A path value: joined to the folder of this file unless absolute or
     /// starting with `~/` (kept for the caller to expand).
-    pub(crate) fn path(&self, value: &Spanned<String>, label: &str) -> Result<PathBuf> {
+    pub fn path(&self, value: &Spanned<String>, label: &str) -> Result<PathBuf> {
         let s = value.get_ref();
         if s.is_empty() {
             return Err(self.error(value.span(), format!("{label} is empty; expected a path")));
@@ -69,7 +69,7 @@ impl Source<'_> {
     }
 
     /// A job or host name: letters, digits, `-`, `_` and `.`.
-    pub(crate) fn name(&self, value: &Spanned<String>, label: &str) -> Result<String> {
+    pub fn name(&self, value: &Spanned<String>, label: &str) -> Result<String> {
         const EXPECTED: &str = "expected letters, digits, '-', '_' and '.' only";
         let s = value.get_ref();
         if s.is_empty() {
@@ -94,7 +94,7 @@ impl Source<'_> {
     }
 
     /// A column name: any non-empty string.
-    pub(crate) fn column(&self, value: &Spanned<String>, label: &str) -> Result<String> {
+    pub fn column(&self, value: &Spanned<String>, label: &str) -> Result<String> {
         if value.get_ref().is_empty() {
             return Err(self.error(
                 value.span(),
@@ -104,7 +104,7 @@ impl Source<'_> {
         Ok(value.get_ref().clone())
     }
 
-    pub(crate) fn choice<T: Copy>(
+    pub fn choice<T: Copy>(
         &self,
         value: &Spanned<String>,
         label: &str,
@@ -125,7 +125,7 @@ impl Source<'_> {
             })
     }
 
-    pub(crate) fn int(
+    pub fn int(
         &self,
         value: &Spanned<i64>,
         label: &str,
@@ -146,7 +146,7 @@ impl Source<'_> {
         ))
     }
 
-    pub(crate) fn int_or(
+    pub fn int_or(
         &self,
         value: &Option<Spanned<i64>>,
         default: i64,
@@ -159,7 +159,7 @@ impl Source<'_> {
             .map_or(Ok(default), |v| self.int(v, label, min, max))
     }
 
-    pub(crate) fn number(
+    pub fn number(
         &self,
         value: &Spanned<f64>,
         label: &str,

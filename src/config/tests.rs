@@ -1,7 +1,7 @@
 //! Resolving job and fleet files: every rule, default and message.
 use super::source::beside;
 use super::*;
-use crate::model::{ModelSpec, OutputActivation};
+use crate::model::{MlpSpec, ModelSpec, OutputActivation, TwoTowerSpec};
 use std::path::{Path, PathBuf};
 
 const TWO_TOWER: &str = r#"[job]
@@ -158,11 +158,11 @@ fn design_two_tower_job_resolves_with_paths_next_to_the_job() {
     );
     assert_eq!(
         j.model.spec,
-        ModelSpec::TwoTower {
+        ModelSpec::TwoTower(TwoTowerSpec {
             top_k: 100,
             max_history: 500,
             exclude_seen: true
-        }
+        })
     );
     assert_eq!(j.model.weights, Path::new("models/two_tower.safetensors"));
     assert_eq!(j.partition.target_chunk_cost, Some(2_000_000_000));
@@ -183,10 +183,10 @@ fn minimal_mlp_job_takes_every_default() {
     assert_eq!(j.input.feature_columns, None);
     assert_eq!(
         j.model.spec,
-        ModelSpec::Mlp {
+        ModelSpec::Mlp(MlpSpec {
             layers: None,
             output: OutputActivation::Sigmoid
-        }
+        })
     );
     assert_eq!(j.partition.target_chunk_cost, None);
     assert_eq!(
@@ -482,10 +482,10 @@ fn mlp_layers_and_output() {
     let text = with(&text, "model", "output", "output = \"softmax\"");
     assert_eq!(
         job(&text).unwrap().model.spec,
-        ModelSpec::Mlp {
+        ModelSpec::Mlp(MlpSpec {
             layers: Some(vec!["fc1".into(), "fc2".into()]),
             output: OutputActivation::Softmax
-        }
+        })
     );
     for (line, want) in [
         ("layers = []", "[model] layers is empty"),
@@ -529,21 +529,21 @@ fn two_tower_ranges_and_defaults() {
     let text = with(&text, "model", "exclude_seen", "");
     assert_eq!(
         job(&text).unwrap().model.spec,
-        ModelSpec::TwoTower {
+        ModelSpec::TwoTower(TwoTowerSpec {
             top_k: 100,
             max_history: 500,
             exclude_seen: true
-        }
+        })
     );
     let text = with(TWO_TOWER, "model", "top_k", "top_k = 10_000");
     let text = with(&text, "model", "exclude_seen", "exclude_seen = false");
     assert_eq!(
         job(&text).unwrap().model.spec,
-        ModelSpec::TwoTower {
+        ModelSpec::TwoTower(TwoTowerSpec {
             top_k: 10_000,
             max_history: 500,
             exclude_seen: false
-        }
+        })
     );
 }
 

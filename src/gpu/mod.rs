@@ -23,6 +23,8 @@ mod device;
 mod kernels;
 mod model;
 
+use crate::model::Model;
+
 pub use device::{Gpu, choose};
 pub use model::{GpuModel, MAX_TOP_K, TileLimits};
 
@@ -52,6 +54,9 @@ pub enum Error {
     /// The rows or the weights do not have the shapes the model needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A model family the kernels do not cover.
+    #[error("the GPU path has no kernels for kind = '{0}'")]
+    Unsupported(&'static str),
     #[error("top_k = {top_k} is over the GPU path's limit of {limit}")]
     TopKTooLarge { top_k: usize, limit: usize },
     /// wgpu reported a validation or out-of-memory error while running.
@@ -68,3 +73,49 @@ pub enum Error {
 /// The hint printed when no Vulkan/GL driver is installed at all.
 pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with \
      `apt-get install -y mesa-vulkan-drivers libvulkan1`";
+
+/// Whether the GPU path can run `model`, or why not (a family it has no
+/// kernels for, a setting beyond its limits). Asked before anything is
+/// uploaded: with `device = "auto"` a no means the native CPU path.
+pub fn supports(model: &Model) -> Result<()> {
+    match model {
+        Model::TwoTower(t) if t.top_k > MAX_TOP_K => Err(Error::TopKTooLarge {
+            top_k: t.top_k,
+            limit: MAX_TOP_K,
+        }),
+        Model::Mlp(_) | Model::TwoTower(_) => Ok(()),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Unsupported(other.kind_name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mlp, OutputActivation, TwoTower};
+
+    fn two_tower(top_k: usize) -> Model {
+        Model::TwoTower(TwoTower {
+            dim: 1,
+            item_embeddings: vec![0.0],
+            item_ids: vec![0],
+            tower: Vec::new(),
+            num_features: 0,
+            top_k,
+            max_history: 1,
+            exclude_seen: false,
+        })
+    }
+
+    #[test]
+    fn the_gpu_path_refuses_a_top_k_over_its_limit_before_uploading() {
+        assert!(supports(&two_tower(MAX_TOP_K)).is_ok());
+        let e = supports(&two_tower(MAX_TOP_K + 1)).unwrap_err();
+        assert!(matches!(e, Error::TopKTooLarge { .. }), "{e}");
+        let mlp = Model::Mlp(Mlp {
+            layers: Vec::new(),
+            output: OutputActivation::None,
+        });
+        assert!(supports(&mlp).is_ok());
+    }
+}

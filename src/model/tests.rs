@@ -2,7 +2,8 @@
 
 use safetensors::{Dtype, tensor::TensorView};
 
-use super::fast::{ITEM_TILE, MLP_BLOCK_ROWS, USER_BLOCK};
+use super::mlp::MLP_BLOCK_ROWS;
+use super::two_tower::{ITEM_TILE, USER_BLOCK};
 use super::*;
 
 // ---------------------------------------------------------------- helpers
@@ -64,18 +65,18 @@ fn layer(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Vec<T> {
 }
 
 fn mlp_spec(output: OutputActivation) -> ModelSpec {
-    ModelSpec::Mlp {
+    ModelSpec::Mlp(MlpSpec {
         layers: None,
         output,
-    }
+    })
 }
 
 fn tt_spec(top_k: usize, max_history: usize, exclude_seen: bool) -> ModelSpec {
-    ModelSpec::TwoTower {
+    ModelSpec::TwoTower(TwoTowerSpec {
         top_k,
         max_history,
         exclude_seen,
-    }
+    })
 }
 
 fn load(spec: &ModelSpec, tensors: &[T], num_features: usize) -> Result<Model> {
@@ -332,28 +333,28 @@ fn mlp_explicit_layers_are_used_in_the_order_given() {
     let mut tensors = layer(&mut rng, "fc1", 3, 6);
     tensors.extend(layer(&mut rng, "fc2", 6, 2));
     tensors.extend(layer(&mut rng, "unused", 9, 9));
-    let spec = ModelSpec::Mlp {
+    let spec = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc1".into(), "fc2".into()]),
         output: OutputActivation::Softmax,
-    };
+    });
     let model = load_ok(&spec, &tensors, 3);
     assert_eq!(model.describe(), "mlp: 3->6->2, softmax");
     predict_both(&model, &feature_rows(&mut rng, 300, 3));
 
-    let swapped = ModelSpec::Mlp {
+    let swapped = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc2".into(), "fc1".into()]),
         output: OutputActivation::Softmax,
-    };
+    });
     let err = load_err(&swapped, &tensors, 6);
     assert!(
         err.contains("layer 'fc1' takes 3 inputs but gets 2 from layer 'fc2'"),
         "{err}"
     );
 
-    let missing = ModelSpec::Mlp {
+    let missing = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc1".into(), "fc3".into()]),
         output: OutputActivation::None,
-    };
+    });
     let err = load_err(&missing, &tensors, 3);
     assert!(
         err.contains("no tensor 'fc3.weight'") && err.contains("'fc1.bias'"),
@@ -458,7 +459,7 @@ fn half_precision_weights_load_as_their_f32_values() {
 
 #[test]
 fn f16_conversion_covers_subnormals_and_infinities() {
-    use super::load::f16_to_f32;
+    use super::weights::f16_to_f32;
     assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
     assert_eq!(f16_to_f32(0x8200), -(2f32.powi(-15)));
     assert_eq!(f16_to_f32(0x7bff), 65504.0);

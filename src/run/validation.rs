@@ -2,7 +2,7 @@
 //! sample re-scored here on the CPU reference (which catches a wrong GPU
 //! kernel or a corrupt worker before readers see it).
 
-use crate::model::{ModelSpec, PredictionRow, Predictions};
+use crate::model::{PredictionRow, Predictions};
 use crate::splitmix::SplitMix64;
 use crate::store::Value;
 use crate::store::validate::{SampleRow, ValidationPlan};
@@ -47,10 +47,7 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
             }
         }
     }
-    let top_k = match &p.job.model.spec {
-        ModelSpec::TwoTower { top_k, .. } => Some(*top_k),
-        ModelSpec::Mlp { .. } => None,
-    };
+    let top_k = p.job.model.spec.top_k();
     Ok(ValidationPlan {
         ids: p.index.ids.clone(),
         top_k,
