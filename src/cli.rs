@@ -387,113 +387,13 @@ fn generate(args: GenArgs) -> Result<i32> {
 
 fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     match cmd {
-        StoreCmd::Versions { store, json } => {
-            let s = Store::open_existing(&store)?;
-            let live = s.live()?;
-            let versions = s.versions()?;
-            if json {
-                let v = serde_json::json!({
-                    "live": live,
-                    "versions": versions.iter().map(|r| serde_json::json!({
-                        "version": r.version,
-                        "status": format!("{:?}", r.status).to_lowercase(),
-                        "rows": r.committed_rows,
-                        "expected_rows": r.rows,
-                        "model_version": r.model_version,
-                        "model_kind": r.model_kind,
-                        "job": r.job,
-                        "created": r.created,
-                        "ttl": r.ttl_secs,
-                        "hosts": r.hosts,
-                        "duration_s": r.duration_s,
-                        "validation": r.validation,
-                    })).collect::<Vec<_>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
-                    "version", "status", "rows", "model_version", "job", "created (UTC)"
-                );
-                for r in &versions {
-                    let check = match &r.validation {
-                        None => "-".to_string(),
-                        Some(v) if v.passed => "passed".to_string(),
-                        Some(v) => format!(
-                            "failed: {}",
-                            v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
-                        ),
-                    };
-                    println!(
-                        "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
-                        r.version,
-                        format!("{:?}", r.status).to_lowercase(),
-                        r.committed_rows,
-                        r.model_version,
-                        r.job,
-                        herd::ui::fmt_unix(r.created),
-                        check
-                    );
-                }
-                match live {
-                    Some(v) => println!("live: {v}"),
-                    None => println!("live: none"),
-                }
-            }
-            Ok(0)
-        }
+        StoreCmd::Versions { store, json } => store_versions(&store, json),
         StoreCmd::Get {
             id,
             store,
             version,
             json,
-        } => {
-            let s = Store::open_existing(&store)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut found = None;
-            if let Ok(n) = id.parse::<u64>() {
-                found = s.get(&EntityKey::Int(n), version, now)?;
-            }
-            if found.is_none() {
-                found = s.get(&EntityKey::Str(id.clone()), version, now)?;
-            }
-            let Some(p) = found else {
-                let which = match version {
-                    Some(v) => format!("version {v}"),
-                    None => "the live version".to_string(),
-                };
-                eprintln!(
-                    "error: no prediction for id '{id}' in {which} of {}",
-                    store.display()
-                );
-                return Ok(1);
-            };
-            if json {
-                println!("{}", serde_json::to_string(&p.to_json())?);
-            } else {
-                println!(
-                    "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
-                    p.id,
-                    p.version,
-                    p.model_version,
-                    p.timestamp,
-                    p.ttl,
-                    if p.stale { "  STALE" } else { "" }
-                );
-                match &p.value {
-                    Value::Scores(s) => println!("scores: {s:?}"),
-                    Value::TopK(pairs) => {
-                        for (rank, (item, score)) in pairs.iter().enumerate() {
-                            println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
-                        }
-                    }
-                }
-            }
-            Ok(0)
-        }
+        } => store_get(&id, &store, version, json),
         StoreCmd::Flip { to, store } => {
             let s = Store::open_existing(&store)?;
             let before = s.live()?;
@@ -517,6 +417,112 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `herd store versions`: a table, or the JSON contract.
+fn store_versions(store: &Path, json: bool) -> Result<i32> {
+    let s = Store::open_existing(store)?;
+    let live = s.live()?;
+    let versions = s.versions()?;
+    if json {
+        let v = serde_json::json!({
+            "live": live,
+            "versions": versions.iter().map(|r| serde_json::json!({
+                "version": r.version,
+                "status": format!("{:?}", r.status).to_lowercase(),
+                "rows": r.committed_rows,
+                "expected_rows": r.rows,
+                "model_version": r.model_version,
+                "model_kind": r.model_kind,
+                "job": r.job,
+                "created": r.created,
+                "ttl": r.ttl_secs,
+                "hosts": r.hosts,
+                "duration_s": r.duration_s,
+                "validation": r.validation,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
+            "version", "status", "rows", "model_version", "job", "created (UTC)"
+        );
+        for r in &versions {
+            let check = match &r.validation {
+                None => "-".to_string(),
+                Some(v) if v.passed => "passed".to_string(),
+                Some(v) => format!(
+                    "failed: {}",
+                    v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
+                ),
+            };
+            println!(
+                "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
+                r.version,
+                format!("{:?}", r.status).to_lowercase(),
+                r.committed_rows,
+                r.model_version,
+                r.job,
+                herd::ui::fmt_unix(r.created),
+                check
+            );
+        }
+        match live {
+            Some(v) => println!("live: {v}"),
+            None => println!("live: none"),
+        }
+    }
+    Ok(0)
+}
+
+/// `herd store get ID`: an integer id first, then the id as a string.
+fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result<i32> {
+    let s = Store::open_existing(store)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut found = None;
+    if let Ok(n) = id.parse::<u64>() {
+        found = s.get(&EntityKey::Int(n), version, now)?;
+    }
+    if found.is_none() {
+        found = s.get(&EntityKey::Str(id.to_string()), version, now)?;
+    }
+    let Some(p) = found else {
+        let which = match version {
+            Some(v) => format!("version {v}"),
+            None => "the live version".to_string(),
+        };
+        eprintln!(
+            "error: no prediction for id '{id}' in {which} of {}",
+            store.display()
+        );
+        return Ok(1);
+    };
+    if json {
+        println!("{}", serde_json::to_string(&p.to_json())?);
+    } else {
+        println!(
+            "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
+            p.id,
+            p.version,
+            p.model_version,
+            p.timestamp,
+            p.ttl,
+            if p.stale { "  STALE" } else { "" }
+        );
+        match &p.value {
+            Value::Scores(s) => println!("scores: {s:?}"),
+            Value::TopK(pairs) => {
+                for (rank, (item, score)) in pairs.iter().enumerate() {
+                    println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> {

@@ -44,6 +44,85 @@ struct Loaded {
 pub fn main() -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let rx = read_stdin();
+    let hello = FromWorker::Hello {
+        version: proto::PROTOCOL_VERSION,
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    send(&mut out, &hello)?;
+    let hooks = WorkerHooks::from_env();
+    let mut loaded: Option<Loaded> = None;
+    let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
+    loop {
+        let msg = match queue.pop_front() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()), // coordinator gone
+            },
+        };
+        let reply = match msg {
+            ToWorker::Load {
+                spec,
+                sha256,
+                path,
+                num_features,
+                device,
+                threads,
+            } => match load(&spec, &sha256, &path, num_features, device, threads) {
+                Ok(l) => {
+                    let reply = loaded_reply(&l.backend, l.model.describe());
+                    loaded = Some(l);
+                    Some(reply)
+                }
+                Err(message) => Some(FromWorker::Error {
+                    attempt: None,
+                    message,
+                }),
+            },
+            ToWorker::Run {
+                chunk: _,
+                attempt,
+                rows,
+            } => {
+                let Some(l) = loaded.as_ref() else {
+                    let message = "chunk sent before the model was loaded".into();
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        },
+                    )?;
+                    continue;
+                };
+                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
+                    Attempt::Finished(predictions) => Some(FromWorker::Result {
+                        attempt,
+                        predictions,
+                    }),
+                    Attempt::Cancelled => None,
+                    Attempt::Failed(message) => Some(FromWorker::Error {
+                        attempt: Some(attempt),
+                        message,
+                    }),
+                    Attempt::Shutdown => return Ok(()),
+                }
+            }
+            ToWorker::Probe { device, threads } => Some(probe(device, threads)),
+            ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => None, // for an attempt already done
+            ToWorker::Shutdown => return Ok(()),
+        };
+        if let Some(reply) = reply {
+            send(&mut out, &reply)?;
+        }
+    }
+}
+
+/// A thread turning stdin's frames into a channel; the channel closes when
+/// stdin does (the coordinator went away) or a frame is bad.
+fn read_stdin() -> Receiver<ToWorker> {
     let (tx, rx) = mpsc::channel::<ToWorker>();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -62,117 +141,40 @@ pub fn main() -> Result<(), String> {
             }
         }
     });
-    let host = hostname();
-    send(
-        &mut out,
-        &FromWorker::Hello {
-            version: proto::PROTOCOL_VERSION,
-            host,
-            pid: std::process::id(),
-        },
-    )?;
-    let hooks = WorkerHooks::from_env();
-    let mut loaded: Option<Loaded> = None;
-    let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
-    loop {
-        let msg = match queue.pop_front() {
-            Some(m) => m,
-            None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return Ok(()), // coordinator gone
-            },
-        };
-        match msg {
-            ToWorker::Load {
-                spec,
-                sha256,
-                path,
-                num_features,
-                device,
-                threads,
-            } => match load(&spec, &sha256, &path, num_features, device, threads) {
-                Ok(l) => {
-                    let (backend, adapter) = match &l.backend {
-                        Backend::Cpu { threads } => describe_backend(None, *threads),
-                        Backend::Gpu { gpu, .. } => describe_backend(Some(gpu), 0),
-                    };
-                    send(
-                        &mut out,
-                        &FromWorker::Loaded {
-                            backend,
-                            adapter,
-                            model: l.model.describe(),
-                        },
-                    )?;
-                    loaded = Some(l);
-                }
-                Err(message) => {
-                    send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: None,
-                            message,
-                        },
-                    )?;
-                }
-            },
-            ToWorker::Run {
-                chunk: _,
-                attempt,
-                rows,
-            } => {
-                let Some(l) = loaded.as_ref() else {
-                    send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: Some(attempt),
-                            message: "chunk sent before the model was loaded".into(),
-                        },
-                    )?;
-                    continue;
-                };
-                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
-                    Attempt::Finished(predictions) => send(
-                        &mut out,
-                        &FromWorker::Result {
-                            attempt,
-                            predictions,
-                        },
-                    )?,
-                    Attempt::Cancelled => {}
-                    Attempt::Failed(message) => send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: Some(attempt),
-                            message,
-                        },
-                    )?,
-                    Attempt::Shutdown => return Ok(()),
-                }
+    rx
+}
+
+/// `Loaded` for a model loaded on `backend`.
+fn loaded_reply(backend: &Backend, model: String) -> FromWorker {
+    let (backend, adapter) = match backend {
+        Backend::Cpu { threads } => describe_backend(None, *threads),
+        Backend::Gpu { gpu, .. } => describe_backend(Some(gpu), 0),
+    };
+    FromWorker::Loaded {
+        backend,
+        adapter,
+        model,
+    }
+}
+
+/// Which backend `device` gives here, without a model (`herd hosts check`).
+fn probe(device: Device, threads: u32) -> FromWorker {
+    match choose_backend(device, threads.max(1) as usize) {
+        Ok(b) => {
+            let (backend, adapter) = match &b {
+                Chosen::Cpu { threads } => describe_backend(None, *threads),
+                Chosen::Gpu(gpu) => describe_backend(Some(gpu), 0),
+            };
+            FromWorker::Loaded {
+                backend,
+                adapter,
+                model: String::new(),
             }
-            ToWorker::Probe { device, threads } => {
-                let reply = match choose_backend(device, threads.max(1) as usize) {
-                    Ok(b) => {
-                        let (backend, adapter) = match &b {
-                            Chosen::Cpu { threads } => describe_backend(None, *threads),
-                            Chosen::Gpu(gpu) => describe_backend(Some(gpu), 0),
-                        };
-                        FromWorker::Loaded {
-                            backend,
-                            adapter,
-                            model: String::new(),
-                        }
-                    }
-                    Err(message) => FromWorker::Error {
-                        attempt: None,
-                        message,
-                    },
-                };
-                send(&mut out, &reply)?;
-            }
-            ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => {} // for an attempt already done
-            ToWorker::Shutdown => return Ok(()),
         }
+        Err(message) => FromWorker::Error {
+            attempt: None,
+            message,
+        },
     }
 }
 
