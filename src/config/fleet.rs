@@ -13,13 +13,37 @@ use toml::Spanned;
 
 use super::Result;
 use super::raw;
-use super::source::Source;
+use super::source::{Source, quoted};
 
 pub const DEFAULT_SLOTS: i64 = 1;
 pub const MAX_SLOTS: i64 = 256;
 pub const MAX_THREADS: i64 = 4_096;
 
-const HOST_KINDS: &[(&str, HostKind)] = &[("local", HostKind::Local), ("ssh", HostKind::Ssh)];
+/// Every host kind: the one table that knows them (with `fleet::start`,
+/// which starts them). A kind is its name, the `[[host]]` keys only it
+/// reads, what its hosts do (for messages) and how its settings resolve.
+pub(super) const HOST_KINDS: &[HostKind] = &[
+    HostKind {
+        name: "local",
+        keys: &[],
+        does: "runs its workers as local processes",
+        resolve: |_, _, _| Ok(Transport::Local),
+    },
+    HostKind {
+        name: "ssh",
+        keys: &[
+            "address",
+            "port",
+            "user",
+            "identity",
+            "known_hosts",
+            "trust",
+            "worker_binary",
+        ],
+        does: "runs its workers over SSH",
+        resolve: |src, entry, name| src.ssh_host(entry, name).map(Transport::Ssh),
+    },
+];
 const TRUSTS: &[(&str, Trust)] = &[("strict", Trust::Strict), ("accept-new", Trust::AcceptNew)];
 pub(crate) const DEVICES: &[(&str, Device)] = &[
     ("auto", Device::Auto),
@@ -28,10 +52,15 @@ pub(crate) const DEVICES: &[(&str, Device)] = &[
     ("cpu", Device::Cpu),
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HostKind {
-    Local,
-    Ssh,
+/// One kind of host.
+pub(super) struct HostKind {
+    name: &'static str,
+    /// The `[[host]]` keys of this kind (besides the ones every host has).
+    pub keys: &'static [&'static str],
+    /// What a host of this kind does, for messages.
+    does: &'static str,
+    /// Its transport settings from its `[[host]]` entry and name.
+    resolve: fn(&Source<'_>, &Spanned<raw::HostTable>, &str) -> Result<Transport>,
 }
 
 /// The machines a job runs on (`hosts.toml`).
@@ -179,35 +208,29 @@ impl Source<'_> {
                 ),
             ));
         }
-        let kind = self.choice(&raw.kind, &label("kind"), "a host kind", HOST_KINDS)?;
-        let transport = match kind {
-            HostKind::Local => {
-                let ssh_only = [
-                    ("address", raw.address.as_ref().map(Spanned::span)),
-                    ("port", raw.port.as_ref().map(Spanned::span)),
-                    ("user", raw.user.as_ref().map(Spanned::span)),
-                    ("identity", raw.identity.as_ref().map(Spanned::span)),
-                    ("known_hosts", raw.known_hosts.as_ref().map(Spanned::span)),
-                    ("trust", raw.trust.as_ref().map(Spanned::span)),
-                    (
-                        "worker_binary",
-                        raw.worker_binary.as_ref().map(Spanned::span),
-                    ),
-                ];
-                if let Some((key, Some(span))) = ssh_only.into_iter().find(|(_, s)| s.is_some()) {
-                    return Err(self.error(
-                        span,
-                        format!(
-                            "host '{name}': {key} is only for kind = 'ssh'; a kind = 'local' host \
-                             runs its workers as local processes (expected {key} removed, or \
-                             kind = 'ssh')"
-                        ),
-                    ));
-                }
-                Transport::Local
-            }
-            HostKind::Ssh => Transport::Ssh(self.ssh_host(entry, &name)?),
-        };
+        let kinds: Vec<(&str, &HostKind)> = HOST_KINDS.iter().map(|k| (k.name, k)).collect();
+        let kind = self.choice(&raw.kind, &label("kind"), "a host kind", &kinds)?;
+        if let Some((key, span)) = raw
+            .kind_keys()
+            .into_iter()
+            .find(|(key, _)| !kind.keys.contains(key))
+        {
+            let owners = quoted(
+                HOST_KINDS
+                    .iter()
+                    .filter(|k| k.keys.contains(&key))
+                    .map(|k| k.name),
+            );
+            return Err(self.error(
+                span,
+                format!(
+                    "host '{name}': {key} is only for kind = {owners}; a kind = '{}' host \
+                     {} (expected {key} removed, or kind = {owners})",
+                    kind.name, kind.does
+                ),
+            ));
+        }
+        let transport = (kind.resolve)(self, entry, &name)?;
         let slots = self.int_or(
             &raw.slots,
             DEFAULT_SLOTS,

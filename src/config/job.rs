@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::Result;
 use super::raw;
-use super::source::one_of;
+use super::source::quoted;
 use super::source::{Source, beside, value_kind};
 use crate::model::{FAMILIES, Family, ModelSpec};
 
@@ -607,10 +607,5 @@ impl Source<'_> {
 
 /// The kinds (quoted, `'a' or 'b'`) of the families for which `pred` holds.
 fn kinds_where(pred: impl Fn(&Family) -> bool) -> String {
-    let kinds: Vec<String> = FAMILIES
-        .iter()
-        .filter(|f| pred(f))
-        .map(|f| format!("'{}'", f.kind))
-        .collect();
-    one_of(&kinds)
+    quoted(FAMILIES.iter().filter(|f| pred(f)).map(|f| f.kind))
 }

@@ -167,6 +167,29 @@ pub struct HostTable {
     pub password: Option<Spanned<toml::Value>>,
 }
 
+impl HostTable {
+    /// The keys of one host kind or another that this entry sets, with the
+    /// span of each value, in the order above. A key added to the table is
+    /// added here too and to its kind's `keys`.
+    pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("address", self.address.as_ref().map(Spanned::span)),
+            ("port", self.port.as_ref().map(Spanned::span)),
+            ("user", self.user.as_ref().map(Spanned::span)),
+            ("identity", self.identity.as_ref().map(Spanned::span)),
+            ("known_hosts", self.known_hosts.as_ref().map(Spanned::span)),
+            ("trust", self.trust.as_ref().map(Spanned::span)),
+            (
+                "worker_binary",
+                self.worker_binary.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect()
+    }
+}
+
 /// Keys the parser accepts but that are never valid; left out of the list of
 /// allowed keys in "unknown key" messages.
 pub const REFUSED_KEYS: &[&str] = &["password"];

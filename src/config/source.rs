@@ -117,10 +117,10 @@ impl Source<'_> {
             .find(|(name, _)| name == s)
             .map(|&(_, v)| v)
             .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(n, _)| format!("'{n}'")).collect();
+                let names = quoted(options.iter().map(|(n, _)| *n));
                 self.error(
                     value.span(),
-                    format!("{label} = '{s}' is not {what}; expected {}", one_of(&names)),
+                    format!("{label} = '{s}' is not {what}; expected {names}"),
                 )
             })
     }
@@ -181,9 +181,10 @@ impl Source<'_> {
     }
 }
 
-/// `'a'`, `'a' or 'b'`, `'a', 'b' or 'c'`.
-pub(crate) fn one_of(names: &[String]) -> String {
-    match names {
+/// `names` quoted: `'a'`, `'a' or 'b'`, `'a', 'b' or 'c'`.
+pub(crate) fn quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.into_iter().map(|n| format!("'{n}'")).collect();
+    match names.as_slice() {
         [] => String::new(),
         [one] => one.clone(),
         [init @ .., last] => format!("{} or {last}", init.join(", ")),

@@ -1098,3 +1098,19 @@ fn paths_beside_a_file_lose_dot_and_dotdot_lexically() {
     );
     assert_eq!(beside(Path::new("a/job.toml"), ".."), PathBuf::from("."));
 }
+
+#[test]
+fn every_host_key_of_one_kind_belongs_to_a_kind_and_back() {
+    let text = "name = 'a'\nkind = 'ssh'\naddress = 'h'\nport = 22\nuser = 'u'\n\
+                identity = 'i'\nknown_hosts = 'k'\ntrust = 'strict'\nworker_binary = 'w'\n";
+    let entry: super::raw::HostTable = toml::from_str(text).unwrap();
+    let mut entry_keys: Vec<&str> = entry.kind_keys().into_iter().map(|(k, _)| k).collect();
+    let mut kind_keys: Vec<&str> = super::fleet::HOST_KINDS
+        .iter()
+        .flat_map(|k| k.keys.iter().copied())
+        .collect();
+    entry_keys.sort_unstable();
+    kind_keys.sort_unstable();
+    kind_keys.dedup();
+    assert_eq!(entry_keys, kind_keys);
+}

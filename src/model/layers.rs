@@ -12,12 +12,20 @@ use super::simd;
 /// (when [`simd`] runs here): sgemm would pack the whole input block for them.
 const DOT_MAX_OUTPUTS: usize = 4;
 
+/// What follows the last layer of a stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputActivation {
     Sigmoid,
     Softmax,
     None,
 }
+
+/// `output = ...` in `[model]`: the name of each activation.
+pub(crate) const OUTPUT_ACTIVATIONS: &[(&str, OutputActivation)] = &[
+    ("sigmoid", OutputActivation::Sigmoid),
+    ("softmax", OutputActivation::Softmax),
+    ("none", OutputActivation::None),
+];
 
 /// One dense layer, laid out as `torch.nn.Linear` stores it.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,15 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::Mlp;
 use crate::config::{self, raw, source::Source};
 use crate::model::family::FamilySpec;
+use crate::model::layers::OUTPUT_ACTIVATIONS;
 use crate::model::weights::{Weights, check_chain};
 use crate::model::{Error, Model, OutputActivation, Result};
-
-/// `output = ...`: the activation after the last layer.
-const OUTPUTS: &[(&str, OutputActivation)] = &[
-    ("sigmoid", OutputActivation::Sigmoid),
-    ("softmax", OutputActivation::Softmax),
-    ("none", OutputActivation::None),
-];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MlpSpec {
@@ -63,7 +57,12 @@ impl MlpSpec {
         };
         let output = match &raw.output {
             None => OutputActivation::Sigmoid,
-            Some(v) => src.choice(v, "[model] output", "an output activation", OUTPUTS)?,
+            Some(v) => src.choice(
+                v,
+                "[model] output",
+                "an output activation",
+                OUTPUT_ACTIVATIONS,
+            )?,
         };
         Ok(MlpSpec { layers, output })
     }
