@@ -5,6 +5,8 @@
 //! and it is driven by channels: tests drive it without a terminal.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 use tokio::runtime::Runtime;
@@ -101,6 +103,7 @@ pub fn control(
         store_dir,
         controls: None,
         running: None,
+        over: Arc::new(AtomicBool::new(false)),
         code: 0,
     };
     c.send_store();
@@ -122,6 +125,9 @@ struct Controller {
     /// The running job's controls, while one runs.
     controls: Option<UnboundedSender<Control>>,
     running: Option<JoinHandle<i32>>,
+    /// Set once the running job's last event went to the UI: from then on
+    /// it is over, even if its task has a moment left to end.
+    over: Arc<AtomicBool>,
     /// The exit code of the last run that ended.
     code: i32,
 }
@@ -133,9 +139,15 @@ impl Controller {
         }
     }
 
-    /// Collects the exit code of a run that ended.
+    /// Collects the exit code of a run that ended (waiting for its task
+    /// when its last event was already shown).
     fn reap(&mut self) {
-        if self.running.as_ref().is_some_and(|h| h.is_finished()) {
+        let over = self.over.load(Ordering::SeqCst);
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|h| over || h.is_finished())
+        {
             let handle = self.running.take().expect("checked");
             self.code = self.rt.block_on(handle).unwrap_or(1);
             self.controls = None;
@@ -179,13 +191,18 @@ impl Controller {
         };
         let fwd = self.inputs.clone();
         let dir = self.store_dir.clone();
+        self.over = Arc::new(AtomicBool::new(false));
+        let over = self.over.clone();
         self.running = Some(self.rt.spawn(async move {
             let forward = tokio::spawn(async move {
                 while let Some(ev) = ev_rx.recv().await {
                     let finished = matches!(ev, Event::Finished(_));
                     let _ = fwd.send(UiInput::Run(ev));
-                    if finished && let Some(s) = dir.as_deref().and_then(store_summary) {
-                        let _ = fwd.send(UiInput::Store(s));
+                    if finished {
+                        if let Some(s) = dir.as_deref().and_then(store_summary) {
+                            let _ = fwd.send(UiInput::Store(s));
+                        }
+                        over.store(true, Ordering::SeqCst);
                     }
                 }
             });
