@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use tokio::process::Command;
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, HostLink, ModelFile, Setup, Spawned, WorkerCommand};
@@ -60,12 +61,19 @@ impl HostLink for LocalHost {
 }
 
 /// Starts `herd worker` as a child process, with `env` added to its
-/// environment. The child dies with the coordinator: its stdin closes, and
-/// `kill_on_drop` covers the rest.
+/// environment.
 pub fn spawn(env: &[(String, String)]) -> std::io::Result<Spawned> {
     let exe = worker_exe()?;
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-    let mut cmd = WorkerCommand::new(&exe, env).process().map_err(invalid)?;
+    let cmd = WorkerCommand::new(&exe, env)
+        .process()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    spawn_process(cmd)
+}
+
+/// Starts `cmd` (a worker command, or one that wraps it) as a child process
+/// speaking the worker protocol on its stdin and stdout. The child dies with
+/// the coordinator: its stdin closes, and `kill_on_drop` covers the rest.
+pub fn spawn_process(mut cmd: Command) -> std::io::Result<Spawned> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,10 +83,8 @@ pub fn spawn(env: &[(String, String)]) -> std::io::Result<Spawned> {
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot start '{} worker': {e}", exe.display()),
-        )
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        std::io::Error::new(e.kind(), format!("cannot start '{program} worker': {e}"))
     })?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");

@@ -4,16 +4,14 @@
 //! implementing [`FamilySpec`], resolved from the job's `[model]` table), its
 //! loaded form (implementing [`Scorer`]: the reference and fast CPU paths,
 //! cost, description) and its [`Family`] entry (kind name, keys, what its
-//! rows need); plus one line in the `families!` list at the bottom of this
-//! file, which makes its variants of [`ModelSpec`] and [`Model`] and lists
-//! it in [`FAMILIES`]. Nothing else in herd matches on the families: the
-//! coordinator, the validation plan, the config stage and the UI ask a spec
-//! or a model through these methods. The GPU path is asked separately
+//! rows need); plus its line in the `families!` list in `model/mod.rs`
+//! (beside its `mod` line), which makes its variants of [`ModelSpec`] and
+//! [`Model`] and lists it in [`FAMILIES`]. Nothing else in herd matches on
+//! the families: the coordinator, the validation plan, the config stage and
+//! the UI ask a spec or a model through these methods. The GPU path is asked separately
 //! (`gpu::supports`), and says no to a family it has no kernels for.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Predictions, Result, Rows, mlp, two_tower};
+use super::{FAMILIES, Model, ModelSpec, Predictions, Result, Rows};
 use crate::config::{self, raw, source::Source};
 
 /// What a family's settings answer (one variant of [`ModelSpec`]).
@@ -126,7 +124,7 @@ macro_rules! families {
     ($($(#[$doc:meta])* $variant:ident: $module:ident::{$model:ident, $spec:ident}),* $(,)?) => {
         /// Which model a job runs and its settings (weights come separately,
         /// as bytes).
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         pub enum ModelSpec {
             $($(#[$doc])* $variant($module::$spec),)*
         }
@@ -138,17 +136,17 @@ macro_rules! families {
         }
 
         /// Every family, in the order messages list them.
-        pub static FAMILIES: &[&Family] = &[$(&$module::FAMILY),*];
+        pub static FAMILIES: &[&$crate::model::family::Family] = &[$(&$module::FAMILY),*];
 
         impl ModelSpec {
-            fn settings(&self) -> &dyn FamilySpec {
+            fn settings(&self) -> &dyn $crate::model::family::FamilySpec {
                 match self {
                     $(ModelSpec::$variant(s) => s,)*
                 }
             }
 
             /// The registry entry of this spec's family.
-            pub fn family(&self) -> &'static Family {
+            pub fn family(&self) -> &'static $crate::model::family::Family {
                 match self {
                     $(ModelSpec::$variant(_) => &$module::FAMILY,)*
                 }
@@ -156,7 +154,7 @@ macro_rules! families {
         }
 
         impl Model {
-            fn scorer(&self) -> &dyn Scorer {
+            fn scorer(&self) -> &dyn $crate::model::family::Scorer {
                 match self {
                     $(Model::$variant(m) => m,)*
                 }
@@ -171,13 +169,7 @@ macro_rules! families {
         }
     };
 }
-
-families! {
-    /// Dense features through dense layers (churn-style scoring).
-    Mlp: mlp::{Mlp, MlpSpec},
-    /// Pooled history through a user tower, top-K by dot product.
-    TwoTower: two_tower::{TwoTower, TwoTowerSpec},
-}
+pub(crate) use families;
 
 #[cfg(test)]
 mod tests {

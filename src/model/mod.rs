@@ -2,7 +2,8 @@
 //! path.
 //!
 //! Each family lives in a folder of its own (`mlp/`, `two_tower/`) and is
-//! listed once in [`family`], the registry; the rest of herd asks a
+//! listed once below (the registry; its seam is in [`family`]); the rest of
+//! herd asks a
 //! [`ModelSpec`] or a [`Model`] through methods and never matches on the
 //! kinds. Shared pieces: [`layers`] (stacks of dense layers), [`weights`]
 //! (reading safetensors), `simd` (the AVX2 kernels).
@@ -18,16 +19,25 @@ use serde::{Deserialize, Serialize};
 mod error;
 pub mod family;
 pub mod layers;
-pub mod mlp;
 mod predictions;
 mod simd;
 #[cfg(test)]
 mod tests;
-pub mod two_tower;
 pub(crate) mod weights;
 
+// The model families: a folder each, and a line each in the list below.
+pub mod mlp;
+pub mod two_tower;
+
+family::families! {
+    /// Dense features through dense layers (churn-style scoring).
+    Mlp: mlp::{Mlp, MlpSpec},
+    /// Pooled history through a user tower, top-K by dot product.
+    TwoTower: two_tower::{TwoTower, TwoTowerSpec},
+}
+
 pub use error::{Error, Result};
-pub use family::{FAMILIES, Family, FamilySpec, Model, ModelSpec, Scorer, family};
+pub use family::{Family, FamilySpec, Scorer, family};
 pub use layers::{Dense, OutputActivation};
 pub use mlp::{Mlp, MlpSpec};
 pub use two_tower::{ItemIndex, TOWER_PREFIX, TwoTower, TwoTowerSpec};

@@ -7,8 +7,9 @@
 //! validated version, streamed to it in key order from one read
 //! transaction (memory stays bounded by what the sink itself buffers), and
 //! the order is fixed: push to every sink -> flip LMDB -> flip every sink.
-//! A sink is one module implementing this trait; the coordinator takes a
-//! list of them (`run::Options::sinks`).
+//! A sink is one module in this folder (`sink/<name>.rs`, declared below)
+//! implementing [`Sink`]; the coordinator takes a list of them
+//! (`run::Options::sinks`) and pushes every validated version to each.
 
 use super::{Store, ValueRef, VersionRecord};
 
