@@ -450,10 +450,10 @@ fn half_precision_weights_load_as_their_f32_values() {
             T("0.weight".into(), dtype, vec![2, 2], bytes),
             f32s("0.bias", &[2], &[0.0, 0.0]),
         ];
-        match load_ok(&mlp_spec(OutputActivation::None), &tensors, 2) {
-            Model::Mlp(mlp) => assert_eq!(mlp.layers[0].weight, expected, "{dtype:?}"),
-            Model::TwoTower(_) => unreachable!(),
-        }
+        let Model::Mlp(mlp) = load_ok(&mlp_spec(OutputActivation::None), &tensors, 2) else {
+            panic!("an mlp spec loaded another kind");
+        };
+        assert_eq!(mlp.layers[0].weight, expected, "{dtype:?}");
     }
 }
 
