@@ -814,10 +814,10 @@ fn ssh(extra: &str) -> String {
 }
 
 fn one_ssh(extra: &str) -> SshHost {
-    match fleet(&ssh(extra)).unwrap().hosts.remove(0).transport {
-        Transport::Ssh(s) => s,
-        Transport::Local => panic!("expected an ssh host"),
-    }
+    let Transport::Ssh(s) = fleet(&ssh(extra)).unwrap().hosts.remove(0).transport else {
+        panic!("expected an ssh host");
+    };
+    s
 }
 
 #[test]
@@ -940,10 +940,10 @@ fn port_goes_in_one_place() {
     assert_eq!(one_ssh("port = 2222").address, "box:2222");
     assert_eq!(one_ssh("").address, "box");
     let text = "[[host]]\nname = \"a\"\nkind = \"ssh\"\naddress = \"::1\"\nport = 22\n";
-    match &fleet(text).unwrap().hosts[0].transport {
-        Transport::Ssh(s) => assert_eq!(s.address, "[::1]:22"),
-        Transport::Local => panic!("expected ssh"),
-    }
+    let Transport::Ssh(s) = &fleet(text).unwrap().hosts[0].transport else {
+        panic!("expected ssh");
+    };
+    assert_eq!(s.address, "[::1]:22");
     let text = "[[host]]\nname = \"a\"\nkind = \"ssh\"\naddress = \"[::1]:2200\"\n";
     assert!(fleet(text).is_ok());
     let text = "[[host]]\nname = \"a\"\nkind = \"ssh\"\naddress = \"h:22\"\nport = 22\n";
