@@ -397,24 +397,33 @@ fn drift(snap: &Snapshot<'_, '_>, version: u64, live: u64, plan: &ValidationPlan
     let mut parts = vec![format!(
         "{common} entities in both v{version} and live v{live}"
     )];
-    if let Some(max) = plan.cfg.max_topk_churn
-        && churn_n > 0
-    {
-        let churn = churn_sum / churn_n as f64;
-        passed &= churn <= max;
-        parts.push(format!(
-            "mean top-K churn {churn:.4} (max_topk_churn {max})"
-        ));
-    }
-    if let Some(max) = plan.cfg.max_mean_shift
-        && shift_n > 0
-    {
-        let shift = shift_sum / shift_n as f64;
-        passed &= shift <= max;
-        parts.push(format!(
-            "mean score shift {shift:.6} (max_mean_shift {max})"
-        ));
-    }
+    // A mean against its threshold, when both exist.
+    let mut judge = |max: Option<f64>, sum: f64, n: usize, what: &str, setting: &str, digits| {
+        if let Some(max) = max
+            && n > 0
+        {
+            let mean = sum / n as f64;
+            passed &= mean <= max;
+            parts.push(format!("mean {what} {mean:.digits$} ({setting} {max})"));
+        }
+    };
+    let cfg = &plan.cfg;
+    judge(
+        cfg.max_topk_churn,
+        churn_sum,
+        churn_n,
+        "top-K churn",
+        "max_topk_churn",
+        4,
+    );
+    judge(
+        cfg.max_mean_shift,
+        shift_sum,
+        shift_n,
+        "score shift",
+        "max_mean_shift",
+        6,
+    );
     Ok(Check {
         name: "drift".into(),
         passed,
