@@ -194,6 +194,40 @@ impl HostTable {
 /// allowed keys in "unknown key" messages.
 pub const REFUSED_KEYS: &[&str] = &["password"];
 
+/// For the tests of a kind table (model families, host kinds): every key
+/// serde knows for `T` beyond `common`, each set alone on top of `base` (to
+/// the first TOML value of a type it takes), with what `kind_keys` of the
+/// parsed table reports. Derived from the struct itself, so a key added to
+/// the table is checked without the test naming it.
+#[cfg(test)]
+pub(crate) fn each_kind_key<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    base: &str,
+    common: &[&str],
+    kind_keys: impl Fn(&T) -> Vec<&'static str>,
+) -> Vec<(String, Vec<&'static str>)> {
+    let e = toml::from_str::<T>(&format!("{base}\nnot_a_key = 1\n")).unwrap_err();
+    let fields: Vec<String> = e
+        .message()
+        .split('`')
+        .skip(3)
+        .step_by(2)
+        .map(String::from)
+        .filter(|f| !common.contains(&f.as_str()))
+        .collect();
+    assert!(!fields.is_empty(), "no keys found in: {}", e.message());
+    fields
+        .into_iter()
+        .map(|field| {
+            let parsed = ["'x'", "1", "true", "1.5", "['x']"]
+                .iter()
+                .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
+                .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));
+            let reported = kind_keys(&parsed);
+            (field, reported)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1101,16 +1101,35 @@ fn paths_beside_a_file_lose_dot_and_dotdot_lexically() {
 
 #[test]
 fn every_host_key_of_one_kind_belongs_to_a_kind_and_back() {
-    let text = "name = 'a'\nkind = 'ssh'\naddress = 'h'\nport = 22\nuser = 'u'\n\
-                identity = 'i'\nknown_hosts = 'k'\ntrust = 'strict'\nworker_binary = 'w'\n";
-    let entry: super::raw::HostTable = toml::from_str(text).unwrap();
-    let mut entry_keys: Vec<&str> = entry.kind_keys().into_iter().map(|(k, _)| k).collect();
-    let mut kind_keys: Vec<&str> = super::fleet::HOST_KINDS
-        .iter()
-        .flat_map(|k| k.keys.iter().copied())
-        .collect();
-    entry_keys.sort_unstable();
-    kind_keys.sort_unstable();
-    kind_keys.dedup();
-    assert_eq!(entry_keys, kind_keys);
+    let common = [
+        "name",
+        "kind",
+        "slots",
+        "device",
+        "threads",
+        "cost_per_hour",
+        "password",
+    ];
+    let keys =
+        super::raw::each_kind_key("name = 'a'\nkind = 'ssh'", &common, |t: &raw::HostTable| {
+            t.kind_keys().into_iter().map(|(k, _)| k).collect()
+        });
+    let kinds = super::fleet::HOST_KINDS;
+    for (key, reported) in &keys {
+        assert_eq!(
+            reported,
+            &[key.as_str()],
+            "kind_keys of a table setting '{key}'"
+        );
+        assert!(
+            kinds.iter().any(|k| k.keys.contains(&key.as_str())),
+            "'{key}' belongs to no host kind"
+        );
+    }
+    for key in kinds.iter().flat_map(|k| k.keys.iter()) {
+        assert!(
+            keys.iter().any(|(k, _)| k == key),
+            "'{key}' is no [[host]] key"
+        );
+    }
 }

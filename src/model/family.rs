@@ -185,17 +185,27 @@ mod tests {
 
     #[test]
     fn every_kind_key_of_the_model_table_belongs_to_a_family_and_back() {
-        let text = "kind = 'mlp'\nweights = 'w'\nlayers = ['a']\noutput = 'none'\n\
-                    top_k = 1\nmax_history = 1\nexclude_seen = true\n";
-        let table: raw::ModelTable = toml::from_str(text).unwrap();
-        let mut table_keys: Vec<&str> = table.kind_keys().into_iter().map(|(k, _)| k).collect();
-        let mut family_keys: Vec<&str> = FAMILIES
-            .iter()
-            .flat_map(|f| f.keys.iter().copied())
-            .collect();
-        table_keys.sort_unstable();
-        family_keys.sort_unstable();
-        family_keys.dedup();
-        assert_eq!(table_keys, family_keys);
+        let keys = raw::each_kind_key(
+            "kind = 'mlp'\nweights = 'w'",
+            &["kind", "weights"],
+            |t: &raw::ModelTable| t.kind_keys().into_iter().map(|(k, _)| k).collect(),
+        );
+        for (key, reported) in &keys {
+            assert_eq!(
+                reported,
+                &[key.as_str()],
+                "kind_keys of a table setting '{key}'"
+            );
+            assert!(
+                FAMILIES.iter().any(|f| f.keys.contains(&key.as_str())),
+                "'{key}' belongs to no model family"
+            );
+        }
+        for key in FAMILIES.iter().flat_map(|f| f.keys.iter()) {
+            assert!(
+                keys.iter().any(|(k, _)| k == key),
+                "'{key}' is no [model] key"
+            );
+        }
     }
 }
