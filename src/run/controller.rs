@@ -197,12 +197,14 @@ impl Controller {
             let forward = tokio::spawn(async move {
                 while let Some(ev) = ev_rx.recv().await {
                     let finished = matches!(ev, Event::Finished(_));
-                    let _ = fwd.send(UiInput::Run(ev));
                     if finished {
-                        if let Some(s) = dir.as_deref().and_then(store_summary) {
-                            let _ = fwd.send(UiInput::Store(s));
-                        }
+                        // Over before the UI can see it: an action sent in
+                        // answer to this event finds the run reapable.
                         over.store(true, Ordering::SeqCst);
+                    }
+                    let _ = fwd.send(UiInput::Run(ev));
+                    if finished && let Some(s) = dir.as_deref().and_then(store_summary) {
+                        let _ = fwd.send(UiInput::Store(s));
                     }
                 }
             });
