@@ -13,18 +13,25 @@
 //! host (top-K is selected on the device, tile by tile).
 //!
 //! Limits, each reported as an error naming the value and the limit:
-//! `top_k` at most [`MAX_TOP_K`]; each dense layer's weight tensor and one
-//! item embedding row must fit one storage binding; the top-K kernel needs
-//! 12 KiB of workgroup memory, 256 invocations per workgroup and 6 storage
-//! buffers per stage (every WebGPU adapter's guaranteed minimum covers these).
-//! Rows, users and items beyond one binding or one dispatch are tiled.
+//! `top_k` at most half the top-K kernel's workgroup buffer
+//! ([`KernelConfig::max_top_k`]: 1,024 with 32 KiB of workgroup memory, as
+//! lavapipe and NVIDIA's Vulkan driver give; 512 with the WebGPU minimum of
+//! 16 KiB); each dense layer's weight tensor and one item embedding row must
+//! fit one storage binding; the kernels need 256 invocations per workgroup
+//! and 8 storage buffers per stage (the WebGPU minimums). Rows, users and
+//! items beyond one binding or one dispatch are tiled. A worker whose device
+//! is `auto` falls back to the native CPU path, saying why, when a model is
+//! over these limits.
 
 mod device;
 mod kernels;
 mod model;
 
+use crate::model::Model;
+
 pub use device::{Gpu, choose};
-pub use model::{GpuModel, MAX_TOP_K, TileLimits};
+pub use kernels::KernelConfig;
+pub use model::{GpuModel, KernelTiming, TileLimits};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -52,8 +59,19 @@ pub enum Error {
     /// The rows or the weights do not have the shapes the model needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
-    #[error("top_k = {top_k} is over the GPU path's limit of {limit}")]
-    TopKTooLarge { top_k: usize, limit: usize },
+    /// A model family the kernels do not cover.
+    #[error("the GPU path has no kernels for kind = '{0}'")]
+    Unsupported(&'static str),
+    /// `top_k` needs more workgroup memory than the adapter has.
+    #[error(
+        "top_k = {top_k} is over the GPU path's limit of {limit} on adapter '{adapter}' \
+         (half the top-K kernel's workgroup buffer)"
+    )]
+    TopKTooLarge {
+        top_k: usize,
+        limit: usize,
+        adapter: String,
+    },
     /// wgpu reported a validation or out-of-memory error while running.
     #[error("wgpu error on adapter '{adapter}' during {stage}: {message}")]
     Wgpu {
@@ -68,3 +86,36 @@ pub enum Error {
 /// The hint printed when no Vulkan/GL driver is installed at all.
 pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with \
      `apt-get install -y mesa-vulkan-drivers libvulkan1`";
+
+/// Whether the GPU path has kernels for `model`'s family. `GpuModel::new`
+/// refuses the others ([`Error::Unsupported`]), and with `device = "auto"`
+/// the worker then scores on the native CPU path. A small question a model
+/// family never has to answer itself: the GPU room knows its kernels.
+pub fn supports(model: &Model) -> bool {
+    matches!(model, Model::Mlp(_) | Model::TwoTower(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mlp, OutputActivation, TwoTower};
+
+    #[test]
+    fn the_gpu_path_has_kernels_for_both_families() {
+        let mlp = Model::Mlp(Mlp {
+            layers: Vec::new(),
+            output: OutputActivation::None,
+        });
+        let tt = Model::TwoTower(TwoTower {
+            dim: 1,
+            item_embeddings: vec![0.0],
+            item_ids: vec![0],
+            tower: Vec::new(),
+            num_features: 0,
+            top_k: 1,
+            max_history: 1,
+            exclude_seen: false,
+        });
+        assert!(supports(&mlp) && supports(&tt));
+    }
+}
