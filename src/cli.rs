@@ -60,7 +60,8 @@ enum Cmd {
         #[arg(long, value_name = "FILE.json")]
         baseline: Option<PathBuf>,
         /// stragglers: the seed job (500M entities, 10,000 slots) at full
-        /// size (`seed`) or at 1/N, timed, with peak memory.
+        /// size (`seed`) or at 1/N, timed, with peak memory; coordinator:
+        /// the seed's 10,000 slots or 1/N of them.
         #[arg(long, value_name = "seed|N", value_parser = parse_scale)]
         scale: Option<u64>,
         #[command(flatten)]
@@ -163,6 +164,9 @@ enum BenchWhat {
     Compute,
     Stragglers,
     Store,
+    /// The coordinator's handlers fed worker messages for 10,000 in-memory
+    /// slots (1/N of them with --scale N), beside a fleet of 80.
+    Coordinator,
     /// The WGSL kernels on this machine's GPU, as fractions of its peaks.
     Gpu,
 }
@@ -607,8 +611,10 @@ fn bench(
     if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
         bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
     }
-    if scale.is_some() && !matches!(what, BenchWhat::Stragglers) {
-        bail!("--scale belongs to `herd bench stragglers` (the seed job at 1/N)");
+    if scale.is_some() && !matches!(what, BenchWhat::Stragglers | BenchWhat::Coordinator) {
+        bail!(
+            "--scale belongs to `herd bench stragglers` and `herd bench coordinator` (the seed job at 1/N)"
+        );
     }
     match (what, scale) {
         (BenchWhat::Stragglers, Some(scale)) => {
@@ -640,6 +646,17 @@ fn bench(
         }
         (BenchWhat::Store, _) => println!("{}", herd::store::bench::run(json)?),
         (BenchWhat::Gpu, _) => return bench_gpu(json, gpu),
+        (BenchWhat::Coordinator, scale) => {
+            use herd::run::bench::{BASELINE_SLOTS, SEED_SLOTS};
+            let slots = (SEED_SLOTS / scale.unwrap_or(1) as u32).max(BASELINE_SLOTS);
+            let rows =
+                herd::run::bench::coordinator(&[BASELINE_SLOTS, slots], &std::env::temp_dir())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", herd::run::bench::table(&rows));
+            }
+        }
         (BenchWhat::Compute, _) => {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -77,6 +77,73 @@ impl RowCosts for HistoryCosts {
     }
 }
 
+/// A row's cost as a function of its history length, from a table made once
+/// per length: what a run's coordinator keeps instead of a cost per row
+/// (the history lengths are the input's index, read anyway). Lengths up to
+/// [`MAX_COST_TABLE_LEN`] (or the longest present, if shorter) are in a dense
+/// table; longer ones, each one distinct length present, in a map (a row
+/// with such a history holds millions of items in the input, so there are
+/// few).
+#[derive(Clone, Debug)]
+pub struct LengthCosts {
+    rows: u64,
+    /// One per row, or empty (every row then has no history).
+    lens: Arc<[u32]>,
+    table: Vec<u64>,
+    long: std::collections::BTreeMap<u32, u64>,
+}
+
+/// The longest history length a [`LengthCosts`] keeps in its dense table
+/// (8 MiB of costs).
+pub const MAX_COST_TABLE_LEN: u32 = 1 << 20;
+
+impl LengthCosts {
+    /// `rows` rows with histories of `lens` (empty: none), each costing
+    /// `cost(history length)`.
+    pub fn new(rows: u64, lens: Arc<[u32]>, cost: impl Fn(usize) -> u64) -> LengthCosts {
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        let dense = longest.min(MAX_COST_TABLE_LEN);
+        let table = (0..=dense).map(|len| cost(len as usize)).collect();
+        let mut long = std::collections::BTreeMap::new();
+        if longest > dense {
+            for &len in lens.iter().filter(|&&len| len > dense) {
+                long.entry(len).or_insert_with(|| cost(len as usize));
+            }
+        }
+        LengthCosts {
+            rows,
+            lens,
+            table,
+            long,
+        }
+    }
+
+    fn of(&self, len: u32) -> u64 {
+        match self.table.get(len as usize) {
+            Some(&c) => c,
+            None => self.long[&len],
+        }
+    }
+}
+
+impl RowCosts for LengthCosts {
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn fill(&self, start: u64, out: &mut [u64]) {
+        if self.lens.is_empty() {
+            out.fill(self.table[0]);
+            return;
+        }
+        let start = start as usize;
+        let lens = &self.lens[start..start + out.len()];
+        for (cost, &len) in out.iter_mut().zip(lens) {
+            *cost = self.of(len);
+        }
+    }
+}
+
 /// The cost of any row range and the row where a running cost is reached,
 /// from prefix sums per block of rows and a [`RowCosts`] source for the rows
 /// inside a block. Cheap to clone (shared, immutable). Totals that overflow
@@ -551,5 +618,25 @@ mod tests {
         assert_eq!(index.index_bytes(), (2 * blocks + 1) * 8);
         assert_eq!(index.total(), 3_000_000);
         assert_eq!(index.cost(300..1_000_000), 3 * 999_700);
+    }
+
+    /// The coordinator's costs: each row's from its history length, the
+    /// longest past the dense table too, and a fixed cost without histories.
+    #[test]
+    fn length_costs_give_each_row_the_cost_of_its_history() {
+        let long = MAX_COST_TABLE_LEN + 7;
+        let lens: Vec<u32> = vec![0, 3, long, 2, long, 1];
+        let cost = |len: usize| 10 + 2 * len as u64;
+        let source = LengthCosts::new(lens.len() as u64, lens.clone().into(), cost);
+        let mut out = vec![0; lens.len()];
+        source.fill(0, &mut out);
+        let want: Vec<u64> = lens.iter().map(|&l| cost(l as usize)).collect();
+        assert_eq!(out, want);
+        let index = CostIndex::from_source(Arc::new(source));
+        assert_eq!(index.total(), want.iter().sum::<u64>());
+        assert_eq!(index.cost(2..4), want[2] + want[3]);
+
+        let none = CostIndex::from_source(Arc::new(LengthCosts::new(5, Arc::from([]), cost)));
+        assert_eq!(none.total(), 50);
     }
 }

@@ -3,7 +3,8 @@
 //! 20x costlier in one run, a host 5x slower, one lost halfway (or silent).
 //! The claims of `herd bench stragglers --scale seed` at a size CI runs in
 //! seconds; the clock is virtual and the scenario seeded, so these are
-//! deterministic, not timed.
+//! deterministic, not timed. The last test runs the coordinator's benchmark
+//! at 1/100 of the seed's slots for what it checks, not for its timings.
 
 use std::process::Command;
 
@@ -119,4 +120,39 @@ fn bench_stragglers_scale_prints_the_seed_rows() {
         err.contains("'half' is neither `seed` nor a whole number"),
         "{err}"
     );
+}
+
+/// `herd bench coordinator --scale 100 --json`: the real coordinator runs a
+/// job to its end on in-memory workers at the baseline's 80 slots and at
+/// 1/100 of the seed's 10,000, every worker saying hello and loaded and
+/// every chunk ending with a result, and the rows say what that cost.
+#[test]
+fn bench_coordinator_runs_a_job_to_its_end_on_in_memory_workers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["bench", "coordinator", "--scale", "100", "--json"])
+        .output()
+        .expect("run herd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = rows.as_array().expect("a list of rows");
+    let slots: Vec<u64> = rows.iter().filter_map(|r| r["slots"].as_u64()).collect();
+    // 1/100 of 10,000 slots, in whole hosts of 8.
+    assert_eq!(slots, [80, 104], "{rows:?}");
+    for row in rows {
+        let n = |k: &str| row[k].as_u64().unwrap_or_else(|| panic!("{k} in {row}"));
+        let f = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
+        assert!(n("chunks") >= 2 * n("slots"), "{row}");
+        assert!(n("attempts") >= n("chunks"), "{row}");
+        assert!(
+            n("messages") >= 2 * n("slots") + n("chunks"),
+            "a hello and a loaded per slot, a result per chunk: {row}"
+        );
+        assert!(f("messages_per_cpu_s") > 0.0, "{row}");
+        assert!(f("progress_us") > 0.0 && f("result_us") > 0.0, "{row}");
+        assert!((0.0..1.0).contains(&f("busy_at_seed")), "{row}");
+    }
 }

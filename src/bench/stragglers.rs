@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bench::{load_average, thread_cpu};
 use crate::sched::Policy;
 use crate::sched::sim::seed::{Loss, seed_costs, seed_scenario};
 use crate::sched::sim::{self, Timing};
@@ -46,6 +47,9 @@ pub struct ScaleRow {
     pub lost_work_fraction: f64,
     /// Wall time of the simulation: planning, scheduling, the cluster.
     pub sim_wall_s: f64,
+    /// CPU time of the same (the simulation runs on one thread): the wall
+    /// time it would take on an idle core.
+    pub sim_cpu_s: f64,
     /// Wall time to build the cost index (once per scale, shared by rows).
     pub index_s: f64,
     /// Bytes the cost index holds.
@@ -54,6 +58,8 @@ pub struct ScaleRow {
     pub peak_rss_bytes: u64,
     /// Events and timeouts handled.
     pub steps: u64,
+    /// The machine's load average when the row ended.
+    pub load_average: Option<f64>,
 }
 
 /// Resets the process's memory high-water mark; false where the kernel
@@ -110,9 +116,10 @@ pub fn scale(scale: u64) -> Vec<ScaleRow> {
         let checks = MAX_OVER_BOUND * bound / crate::sched::CHECK_INTERVAL.as_secs_f64();
         let max_steps = STEPS_PER_SLOT * slots as usize + checks as usize;
         reset_peak_rss();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), thread_cpu());
         let outcome = sim::run_timed(&scenario, &policy, max_steps, &timing);
         let sim_wall_s = started.elapsed().as_secs_f64();
+        let sim_cpu_s = thread_cpu().saturating_sub(cpu).as_secs_f64();
         rows.push(ScaleRow {
             scenario: scenario.name.to_string(),
             policy: policy_name.to_string(),
@@ -129,10 +136,12 @@ pub fn scale(scale: u64) -> Vec<ScaleRow> {
             extra_work_fraction: outcome.extra_work_fraction(),
             lost_work_fraction: outcome.lost_work_fraction(),
             sim_wall_s,
+            sim_cpu_s,
             index_s,
             index_bytes: costs.index_bytes() as u64,
             peak_rss_bytes: peak_rss_bytes(),
             steps: outcome.steps,
+            load_average: load_average(),
         });
     }
     rows
@@ -154,7 +163,9 @@ pub fn table(rows: &[ScaleRow]) -> String {
         "extra_work",
         "lost_work",
         "sim_wall_s",
+        "sim_cpu_s",
         "peak_rss_MiB",
+        "load",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -173,7 +184,9 @@ pub fn table(rows: &[ScaleRow]) -> String {
                 format!("{:.3}%", 100.0 * r.extra_work_fraction),
                 format!("{:.3}%", 100.0 * r.lost_work_fraction),
                 format!("{:.2}", r.sim_wall_s),
+                format!("{:.2}", r.sim_cpu_s),
                 format!("{:.0}", r.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+                r.load_average.map_or("-".into(), |l| format!("{l:.1}")),
             ]
         })
         .collect();

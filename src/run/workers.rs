@@ -94,6 +94,41 @@ impl Workers {
         w
     }
 
+    /// Every slot of `fleet` linked in memory: frames for any worker go to
+    /// `frames`, and no process starts (benchmarks play the workers).
+    pub fn in_memory(fleet: &Fleet, frames: mpsc::UnboundedSender<Vec<u8>>) -> Workers {
+        let (events, _) = mpsc::unbounded_channel();
+        let mut w = Workers {
+            hosts: Vec::with_capacity(fleet.hosts.len()),
+            slots: BTreeMap::new(),
+            next_slot: 0,
+            events,
+        };
+        for (hi, h) in fleet.hosts.iter().enumerate() {
+            w.hosts.push(HostRt {
+                cfg: h.clone(),
+                link: Err("in memory: no host to start workers on".to_string()),
+                backend: String::new(),
+                adapter: String::new(),
+                last_error: None,
+            });
+            for _ in 0..h.slots {
+                let slot = SlotId(w.next_slot);
+                w.next_slot += 1;
+                let rt = SlotRt {
+                    host: hi as HostId,
+                    link: Some(WorkerLink::in_memory(slot, frames.clone())),
+                    up: false,
+                    down: false,
+                    restarts: 0,
+                    env: Vec::new(),
+                };
+                w.slots.insert(slot, rt);
+            }
+        }
+        w
+    }
+
     /// Starts a worker on a new slot of `host`.
     fn add_slot(
         &mut self,
