@@ -119,7 +119,7 @@ struct Play {
 /// [`SLOTS_PER_HOST`]), in a scratch folder under `dir` that is removed.
 pub fn coordinator(slots: &[u32], dir: &Path) -> Result<Vec<CoordinatorRow>, Error> {
     let scratch = dir.join(format!("herd-bench-coordinator-{}", std::process::id()));
-    let rows = slots
+    slots
         .iter()
         .map(|&n| {
             let _ = std::fs::remove_dir_all(&scratch);
@@ -127,8 +127,7 @@ pub fn coordinator(slots: &[u32], dir: &Path) -> Result<Vec<CoordinatorRow>, Err
             let _ = std::fs::remove_dir_all(&scratch);
             row
         })
-        .collect();
-    rows
+        .collect()
 }
 
 fn one(slots: u32, dir: &Path) -> Result<CoordinatorRow, Error> {
