@@ -463,11 +463,15 @@ pub fn table(rows: &[CoordinatorRow]) -> String {
     if let (Some(base), Some(last)) = (rows.first(), rows.last())
         && rows.len() > 1
     {
+        let ratio = |a: f64, b: f64| a / b.max(1e-9);
         out.push_str(&format!(
-            "per message at {} slots / at {} slots (baseline): {:.2}x CPU time\n",
+            "at {} slots against {} (baseline), CPU per message: progress {:.2}x, result {:.2}x, loaded {:.2}x; progress reports per CPU second: {:.0}\n",
             last.slots,
             base.slots,
-            base.messages_per_cpu_s / last.messages_per_cpu_s.max(1e-9)
+            ratio(last.progress_us, base.progress_us),
+            ratio(last.result_us, base.result_us),
+            ratio(last.loaded_us, base.loaded_us),
+            1e6 / last.progress_us.max(1e-9)
         ));
     }
     out.push_str(&format!(
