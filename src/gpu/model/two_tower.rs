@@ -20,12 +20,7 @@ impl GpuModel {
         t: &DeviceTwoTower,
         rows: &Rows,
     ) -> Result<Predictions> {
-        check_features(
-            rows,
-            t.num_features,
-            "the two_tower model's feature columns",
-        )?;
-        check_histories(rows)?;
+        t.check_rows(rows)?;
         let users = rows.len();
         let k = t.top_k.min(t.items);
         if users == 0 || k == 0 {
@@ -83,12 +78,7 @@ impl GpuModel {
     /// Per user: the embedding rows to pool (capped, unknown ids skipped)
     /// and, for exclude_seen, the sorted rows of the whole history.
     pub(super) fn prepare_users(&self, t: &DeviceTwoTower, rows: &Rows) -> Result<PreparedUsers> {
-        check_features(
-            rows,
-            t.num_features,
-            "the two_tower model's feature columns",
-        )?;
-        check_histories(rows)?;
+        t.check_rows(rows)?;
         let users = rows.len();
         let mut p = PreparedUsers {
             pooled_offsets: Vec::with_capacity(users + 1),
@@ -395,6 +385,16 @@ struct Round {
 }
 
 impl DeviceTwoTower {
+    /// The rows' features and histories are what this model reads.
+    fn check_rows(&self, rows: &Rows) -> Result<()> {
+        check_features(
+            rows,
+            self.num_features,
+            "the two_tower model's feature columns",
+        )?;
+        check_histories(rows)
+    }
+
     /// Feature columns appended to the pooled history (none without a tower).
     fn pool_features(&self) -> usize {
         if self.tower.is_empty() {
