@@ -68,22 +68,12 @@ fn clean_contents() -> Vec<(Vec<u8>, Value)> {
     live_contents(&s)
 }
 
-/// Two hosts of one slot each: `bad` (global slot 0) and `good`, so an
-/// attempt failed on one is retried on the other.
-fn two_hosts(s: &Scratch) {
-    s.write(
-        "hosts.toml",
-        "[[host]]\nname = \"bad\"\nkind = \"local\"\nslots = 1\ndevice = \"cpu\"\n\
-         [[host]]\nname = \"good\"\nkind = \"local\"\nslots = 1\ndevice = \"cpu\"\n",
-    );
-}
 
 #[test]
 fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed() {
     let clean = clean_contents();
     for fault in ["misroute", "forge", "progress"] {
         let s = Scratch::new(&JobShape::default());
-        two_hosts(&s);
         let out = herd_env(
             &s,
             &["run", "job.toml", "--report", "report.json"],
@@ -92,7 +82,7 @@ fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed()
         assert_eq!(out.status.code(), Some(0), "{fault}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("bad#0") && stderr.contains("protocol violation"),
+            stderr.contains("local#0") && stderr.contains("protocol violation"),
             "{fault}: the violation is logged with the slot: {stderr}"
         );
         assert_eq!(
@@ -100,15 +90,17 @@ fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed()
             clean,
             "{fault}: a lying worker's results reached the version"
         );
-        // The liar committed nothing.
+        // The liar finished nothing: its first lie ended it.
         let r = report(&s);
-        let bad = r["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == "bad")
-            .unwrap();
-        assert_eq!(bad["chunks"], 0, "{fault}: {r}");
+        let timeline = r["timeline"].as_array().unwrap();
+        assert!(
+            timeline.iter().any(|a| a["slot"] == 0),
+            "{fault}: the liar ran nothing: {r}"
+        );
+        assert!(
+            !timeline.iter().any(|a| a["slot"] == 0 && a["state"] == "done"),
+            "{fault}: an attempt of the liar finished: {r}"
+        );
     }
 }
 
@@ -117,7 +109,6 @@ fn a_malformed_result_fails_only_its_attempt_and_is_retried_elsewhere() {
     let clean = clean_contents();
     for fault in ["extra", "overlong", "offsets", "drop"] {
         let s = Scratch::new(&JobShape::default());
-        two_hosts(&s);
         let out = herd_env(
             &s,
             &["run", "job.toml", "--report", "report.json"],

@@ -32,6 +32,12 @@ const ASSUMED_SLOT_MACS_PER_S: f64 = 1.0e10;
 /// ...but at least this many chunks per slot, so pulling can balance.
 const MIN_CHUNKS_PER_SLOT: u64 = 6;
 
+/// A worker that sends this many malformed results is stopped (and not
+/// replaced), as for a protocol violation: one bad result fails only its
+/// attempt, but a worker that keeps sending them would burn every retry of
+/// the chunks it pulls.
+pub const MAX_MALFORMED_RESULTS: u32 = 2;
+
 /// An attempt handed to a worker.
 pub(super) struct AttemptRt {
     pub slot: SlotId,
@@ -346,9 +352,16 @@ impl Coordinator {
         if !skipped.is_empty() {
             (ids, preds) = leave_out(&ids, &preds, &skipped);
         }
+        let left_out = skipped.len() as u64;
         tokio::task::block_in_place(|| {
-            self.store
-                .commit_chunk(self.version, rows, &ids, &preds, unix_now())
+            self.store.commit_chunk_leaving_out(
+                self.version,
+                rows,
+                left_out,
+                &ids,
+                &preds,
+                unix_now(),
+            )
         })
         .map_err(store_err)?;
         Ok(())
@@ -369,8 +382,8 @@ impl Coordinator {
     /// running on that slot is taken; anything else is a protocol violation
     /// that ends the slot's worker (its attempts are retried elsewhere).
     fn on_worker_message(&mut self, slot: SlotId, msg: FromWorker) {
-        if self.workers.slots.get(&slot).is_none_or(|s| s.down) {
-            return; // a late message of a worker already gone
+        if self.workers.slots.get(&slot).is_none_or(|s| s.down || s.violated) {
+            return; // a late message of a worker gone, or being stopped
         }
         if let Some(attempt) = msg_attempt(&msg) {
             match self.route(slot, attempt, &msg) {
@@ -434,7 +447,21 @@ impl Coordinator {
                         );
                         self.host_error(slot, error.clone());
                         self.retries += 1;
-                        self.sched.handle(now, Input::Failed { attempt, error });
+                        self.sched.handle(
+                            now,
+                            Input::Failed {
+                                attempt,
+                                error: error.clone(),
+                            },
+                        );
+                        let rt = self.workers.slots.get_mut(&slot).expect("known slot");
+                        rt.malformed += 1;
+                        if rt.malformed >= MAX_MALFORMED_RESULTS {
+                            self.violation(
+                                slot,
+                                format!("{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"),
+                            );
+                        }
                     }
                 }
             }

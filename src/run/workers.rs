@@ -28,8 +28,10 @@ pub(super) struct SlotRt {
     pub hello: bool,
     /// Came up (model loaded) and told to the scheduler.
     pub up: bool,
-    /// Broke the protocol: never replaced.
+    /// Broke the protocol: its messages are dropped, and it is never replaced.
     pub violated: bool,
+    /// Malformed results it sent.
+    pub malformed: u32,
     /// Gone for good.
     pub down: bool,
     /// Workers this slot's line has lost and replaced so far.
@@ -119,6 +121,7 @@ impl Workers {
             hello: false,
             up: false,
             violated: false,
+            malformed: 0,
             down: false,
             restarts,
             env,
