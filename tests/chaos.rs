@@ -69,9 +69,7 @@ fn finish(mut child: Child, worker_kill: Option<Duration>) -> Output {
 }
 
 fn kill9(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
 
 fn live_contents(s: &Scratch) -> (u64, Vec<(Vec<u8>, Value)>) {

@@ -100,6 +100,7 @@ fn clean_version_passes_every_check() {
         [
             "coverage",
             "finite",
+            "rows",
             "topk_well_formed",
             "spot_check",
             "drift"

@@ -68,7 +68,6 @@ fn clean_contents() -> Vec<(Vec<u8>, Value)> {
     live_contents(&s)
 }
 
-
 #[test]
 fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed() {
     let clean = clean_contents();
@@ -98,7 +97,9 @@ fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed()
             "{fault}: the liar ran nothing: {r}"
         );
         assert!(
-            !timeline.iter().any(|a| a["slot"] == 0 && a["state"] == "done"),
+            !timeline
+                .iter()
+                .any(|a| a["slot"] == 0 && a["state"] == "done"),
             "{fault}: an attempt of the liar finished: {r}"
         );
     }
@@ -132,7 +133,10 @@ fn min_rows_and_max_row_change_refuse_versions_and_the_report_states_the_sample(
     let out = herd_env(&s, &["run", "job.toml", "--report", "report.json"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r = report(&s);
-    let spot = check(&r, "spot_check")["detail"].as_str().unwrap().to_string();
+    let spot = check(&r, "spot_check")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         spot.contains("a sample of 50 drawn uniformly from 600 entities"),
         "{spot}"
@@ -152,10 +156,16 @@ fn min_rows_and_max_row_change_refuse_versions_and_the_report_states_the_sample(
     let rows = check(&r, "rows");
     assert_eq!(rows["passed"], false, "{r}");
     assert!(
-        rows["detail"].as_str().unwrap().contains("max_row_change 0.5"),
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_row_change 0.5"),
         "{rows}"
     );
-    assert_eq!(Store::open_existing(&s.store()).unwrap().live().unwrap(), Some(1));
+    assert_eq!(
+        Store::open_existing(&s.store()).unwrap().live().unwrap(),
+        Some(1)
+    );
 
     // Raised by the user, the same change goes live.
     s.write(
@@ -168,13 +178,19 @@ fn min_rows_and_max_row_change_refuse_versions_and_the_report_states_the_sample(
     // More rows wanted than the input has: never flips.
     s.write(
         "job.toml",
-        &small.replace("[validate]\n", "[validate]\nmax_row_change = 0.9\nmin_rows = 201\n"),
+        &small.replace(
+            "[validate]\n",
+            "[validate]\nmax_row_change = 0.9\nmin_rows = 201\n",
+        ),
     );
     let out = herd_env(&s, &["run", "job.toml", "--report", "report.json"], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let rows = check(&report(&s), "rows").clone();
     assert!(
-        rows["detail"].as_str().unwrap().starts_with("200 rows (min_rows 201)"),
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("200 rows (min_rows 201)"),
         "{rows}"
     );
 }
@@ -199,7 +215,10 @@ fn an_empty_input_never_replaces_a_live_version() {
     let rows = check(&report(&s), "rows").clone();
     assert_eq!(rows["passed"], false, "{rows}");
     assert!(
-        rows["detail"].as_str().unwrap().starts_with("0 rows (min_rows 1)"),
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 rows (min_rows 1)"),
         "{rows}"
     );
     let store = Store::open_existing(&s.store()).unwrap();
@@ -246,8 +265,20 @@ fn plant_invalid_features(s: &Scratch) {
     let out = herd_env(
         s,
         &[
-            "gen", "two-tower", "--out", "data", "--users", "600", "--items", "3000", "--dim",
-            "16", "--features", "3", "--seed", "3",
+            "gen",
+            "two-tower",
+            "--out",
+            "data",
+            "--users",
+            "600",
+            "--items",
+            "3000",
+            "--dim",
+            "16",
+            "--features",
+            "3",
+            "--seed",
+            "3",
         ],
         &[],
     );
@@ -350,7 +381,10 @@ fn on_invalid_skip_leaves_the_entities_out_and_lists_them() {
             .as_str()
             .unwrap()
             .contains("597 of 597 distinct input entities")
-            && coverage["detail"].as_str().unwrap().contains("3 entities excluded"),
+            && coverage["detail"]
+                .as_str()
+                .unwrap()
+                .contains("3 entities excluded"),
         "{coverage}"
     );
     let store = Store::open_existing(&s.store()).unwrap();
@@ -396,8 +430,20 @@ fn slow_scratch() -> Scratch {
     let out = herd_env(
         &s,
         &[
-            "gen", "two-tower", "--out", "data", "--users", "600", "--items", "3000", "--dim",
-            "16", "--features", "3", "--seed", "3",
+            "gen",
+            "two-tower",
+            "--out",
+            "data",
+            "--users",
+            "600",
+            "--items",
+            "3000",
+            "--dim",
+            "16",
+            "--features",
+            "3",
+            "--seed",
+            "3",
         ],
         &[],
     );
@@ -485,7 +531,10 @@ fn resume_refuses_changed_settings_naming_them_and_nothing_to_resume_exits_2() {
     for (changed, setting) in [
         (job.replace("top_k = 10", "top_k = 11"), "[model] top_k"),
         (
-            job.replace("feature_columns = [\"f0\", \"f1\", \"f2\"]", "feature_columns = [\"f1\", \"f0\", \"f2\"]"),
+            job.replace(
+                "feature_columns = [\"f0\", \"f1\", \"f2\"]",
+                "feature_columns = [\"f1\", \"f0\", \"f2\"]",
+            ),
             "[input] feature_columns",
         ),
         (

@@ -382,7 +382,12 @@ impl Coordinator {
     /// running on that slot is taken; anything else is a protocol violation
     /// that ends the slot's worker (its attempts are retried elsewhere).
     fn on_worker_message(&mut self, slot: SlotId, msg: FromWorker) {
-        if self.workers.slots.get(&slot).is_none_or(|s| s.down || s.violated) {
+        if self
+            .workers
+            .slots
+            .get(&slot)
+            .is_none_or(|s| s.down || s.violated)
+        {
             return; // a late message of a worker gone, or being stopped
         }
         if let Some(attempt) = msg_attempt(&msg) {
@@ -443,7 +448,9 @@ impl Coordinator {
                         let chunk = a.chunk;
                         self.out.log(
                             &source,
-                            format!("attempt {attempt} of chunk {chunk}: malformed result: {error}"),
+                            format!(
+                                "attempt {attempt} of chunk {chunk}: malformed result: {error}"
+                            ),
                         );
                         self.host_error(slot, error.clone());
                         self.retries += 1;
@@ -459,7 +466,9 @@ impl Coordinator {
                         if rt.malformed >= MAX_MALFORMED_RESULTS {
                             self.violation(
                                 slot,
-                                format!("{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"),
+                                format!(
+                                    "{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"
+                                ),
                             );
                         }
                     }
@@ -541,7 +550,11 @@ impl Coordinator {
         let msg = format!("protocol violation, stopping this worker: {why}");
         self.out.log(&source, msg.clone());
         self.host_error(slot, msg);
-        self.workers.slots.get_mut(&slot).expect("known slot").violated = true;
+        self.workers
+            .slots
+            .get_mut(&slot)
+            .expect("known slot")
+            .violated = true;
         self.workers.kill(slot);
     }
 
@@ -796,9 +809,7 @@ enum Route {
 /// The attempt a worker message is about, if any.
 fn msg_attempt(msg: &FromWorker) -> Option<AttemptId> {
     match msg {
-        FromWorker::Progress { attempt, .. } | FromWorker::Result { attempt, .. } => {
-            Some(*attempt)
-        }
+        FromWorker::Progress { attempt, .. } | FromWorker::Result { attempt, .. } => Some(*attempt),
         FromWorker::Error { attempt, .. } => *attempt,
         FromWorker::Hello { .. } | FromWorker::Loaded { .. } => None,
     }

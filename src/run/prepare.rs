@@ -249,7 +249,10 @@ pub fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> Result
     parts.push(("[input] id_column".into(), input.id_column.clone()));
     parts.push((
         "[input] history_column".into(),
-        format!("{:?}", dataset.has_history().then_some(&input.history_column)),
+        format!(
+            "{:?}",
+            dataset.has_history().then_some(&input.history_column)
+        ),
     ));
     parts.push((
         "[input] feature_columns".into(),
@@ -310,7 +313,10 @@ fn parquet_identity(path: &Path) -> std::io::Result<String> {
 pub fn changed_settings(was: &str, now: &str) -> Option<Vec<String>> {
     let parse = |f: &str| -> Option<std::collections::BTreeMap<String, String>> {
         f.split(';')
-            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     };
     let (was, now) = (parse(was)?, parse(now)?);

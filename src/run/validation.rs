@@ -26,9 +26,10 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
     let at = input_rows(&uniform_sample(&mut rng, eligible, want), &skipped);
     let mut sample = Vec::with_capacity(at.len());
     if !at.is_empty() {
-        let rows = p.dataset.read_rows_at(&at).map_err(|e| {
-            Error::Failed(format!("spot check: cannot read the sampled rows: {e}"))
-        })?;
+        let rows = p
+            .dataset
+            .read_rows_at(&at)
+            .map_err(|e| Error::Failed(format!("spot check: cannot read the sampled rows: {e}")))?;
         let preds = p.model.predict_reference(&rows);
         let excludes_seen = p.job.model.spec.excludes_seen();
         for i in 0..rows.len() {
@@ -90,12 +91,10 @@ fn input_rows(picks: &[u64], skipped: &[u64]) -> Vec<u64> {
 fn keep_rows(ids: &EntityIds, skipped: &[u64]) -> EntityIds {
     let keep = |i: &usize| skipped.binary_search(&(*i as u64)).is_err();
     match ids {
-        EntityIds::Int(v) => EntityIds::Int(
-            (0..v.len()).filter(keep).map(|i| v[i]).collect(),
-        ),
-        EntityIds::Str(v) => EntityIds::Str(
-            (0..v.len()).filter(keep).map(|i| v[i].clone()).collect(),
-        ),
+        EntityIds::Int(v) => EntityIds::Int((0..v.len()).filter(keep).map(|i| v[i]).collect()),
+        EntityIds::Str(v) => {
+            EntityIds::Str((0..v.len()).filter(keep).map(|i| v[i].clone()).collect())
+        }
     }
 }
 
@@ -122,10 +121,7 @@ mod tests {
         // Every tenth of the range gets about a tenth of the sample (a
         // handful of windows could not do this).
         for tenth in 0..10u64 {
-            let inside = picks
-                .iter()
-                .filter(|&&p| p / 10_000 == tenth)
-                .count();
+            let inside = picks.iter().filter(|&&p| p / 10_000 == tenth).count();
             assert!((20..=80).contains(&inside), "tenth {tenth}: {inside}");
         }
         assert_eq!(uniform_sample(&mut rng, 5, 5), vec![0, 1, 2, 3, 4]);
