@@ -68,8 +68,12 @@ fn finish(mut child: Child, worker_kill: Option<Duration>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// SIGKILL to `pid`, which may have exited already.
 fn kill9(pid: u32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn live_contents(s: &Scratch) -> (u64, Vec<(Vec<u8>, Value)>) {

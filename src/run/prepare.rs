@@ -328,3 +328,26 @@ pub fn changed_settings(was: &str, now: &str) -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::changed_settings;
+
+    #[test]
+    fn changed_settings_names_every_setting_whose_hash_differs() {
+        let was = "[model] top_k=aa;[input] feature_columns=bb;input content=cc";
+        let now = "[model] top_k=aa;[input] feature_columns=bx;input content=cy";
+        assert_eq!(
+            changed_settings(was, now).unwrap(),
+            vec!["[input] feature_columns", "input content"]
+        );
+        // A setting only one side has counts as changed.
+        assert_eq!(
+            changed_settings("a=1", "a=1;b=2").unwrap(),
+            vec!["b".to_string()]
+        );
+        assert_eq!(changed_settings(was, was).unwrap(), Vec::<String>::new());
+        // The old format (one bare hash) names nothing.
+        assert_eq!(changed_settings("0123abcd", now), None);
+    }
+}
