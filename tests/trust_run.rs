@@ -15,7 +15,7 @@ use arrow_schema::{Field, Schema};
 use common::{HERD, JobShape, Scratch, text};
 use herd::store::{Store, Value};
 
-const BAD_SLOT_ENV: &str = "HERD_TEST_BAD_SLOT";
+use herd::test_hooks::BAD_SLOT_ENV;
 
 /// `herd ARGS` in the scratch folder with `env` set (and no other hooks).
 fn herd_env(s: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Output {
