@@ -330,7 +330,8 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
             other => bail!("baseline model '{other}' is neither mlp nor two_tower"),
         };
         let input = Input {
-            path: b.data.clone(),
+            path: crate::config::Location::Local(b.data.clone()),
+            storage: Default::default(),
             id_column: id_column.into(),
             history_column: history_column.clone(),
             feature_columns: None,

@@ -8,6 +8,7 @@
 //! Pure: callers hand in the file's text and its path; nothing here touches
 //! the file system (whether a named file exists is checked by the caller).
 
+pub mod location;
 pub mod raw;
 pub mod resolve;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use crate::model::ModelSpec;
 
+pub use location::{Location, Storage};
 pub use resolve::{parse_fleet, parse_job, parse_ttl};
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -132,7 +134,10 @@ pub struct Job {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {
-    pub path: PathBuf,
+    /// A file, folder or glob here, or an object-store URL.
+    pub path: Location,
+    /// `[input.storage]`; used by URL inputs only.
+    pub storage: Storage,
     pub id_column: String,
     /// Required for two_tower; absent for mlp.
     pub history_column: Option<String>,

@@ -46,6 +46,7 @@ pub struct InputTable {
     pub id_column: Spanned<String>,
     pub history_column: Option<Spanned<String>>,
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub storage: Option<StorageTable>,
 }
 
 /// `[model]`: the keys of every model kind; `resolve` rejects the keys that do
@@ -148,7 +149,28 @@ pub struct HostTable {
 
 /// Keys the parser accepts but that are never valid; left out of the list of
 /// allowed keys in "unknown key" messages.
-pub const REFUSED_KEYS: &[&str] = &["password"];
+pub const REFUSED_KEYS: &[&str] = &[
+    "password",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "account_key",
+];
+
+/// `[input.storage]`: object-store options for a URL input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageTable {
+    pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub allow_http: Option<Spanned<bool>>,
+    /// Accepted by the parser only so that `resolve` can refuse them with a
+    /// message of their own: credentials come from the environment.
+    pub access_key_id: Option<Spanned<toml::Value>>,
+    pub secret_access_key: Option<Spanned<toml::Value>>,
+    pub session_token: Option<Spanned<toml::Value>>,
+    pub account_key: Option<Spanned<toml::Value>>,
+}
 
 #[cfg(test)]
 mod tests {
@@ -174,6 +196,7 @@ mod tests {
         unknown_key_refused::<OutputTable>("store = 's'");
         unknown_key_refused::<ValidateTable>("");
         unknown_key_refused::<GenerateTable>("kind = 'mlp'");
+        unknown_key_refused::<StorageTable>("");
         unknown_key_refused::<HostTable>("name = 'a'\nkind = 'local'");
         unknown_key_refused::<FleetFile>("");
         unknown_key_refused::<JobFile>(

@@ -316,6 +316,11 @@ impl Source<'_> {
         if s.is_empty() {
             return Err(self.error(value.span(), format!("{label} is empty; expected a path")));
         }
+        if let Some(p) =
+            super::location::local_path(s, label).map_err(|m| self.error(value.span(), m))?
+        {
+            return Ok(p);
+        }
         if s == "~" || s.starts_with("~/") {
             return Ok(PathBuf::from(s));
         }
@@ -494,7 +499,17 @@ impl Source<'_> {
         kind: Kind,
     ) -> Result<Input> {
         let raw = table.get_ref();
-        let path = self.path(&raw.path, "[input] path")?;
+        let url = super::location::input_url(raw.path.get_ref(), "[input] path")
+            .map_err(|m| self.error(raw.path.span(), m))?;
+        let storage = match &raw.storage {
+            None => super::Storage::default(),
+            Some(t) => super::location::storage(t, url.as_ref())
+                .map_err(|(span, m)| self.error(span, m))?,
+        };
+        let path = match url {
+            Some(url) => super::Location::Url(url),
+            None => super::Location::Local(self.path(&raw.path, "[input] path")?),
+        };
         let id_column = self.column(&raw.id_column, "[input] id_column")?;
         let history_column = match (&raw.history_column, kind) {
             (None, Kind::TwoTower) => {
@@ -588,6 +603,7 @@ impl Source<'_> {
         };
         Ok(Input {
             path,
+            storage,
             id_column,
             history_column,
             feature_columns,
@@ -1329,7 +1345,10 @@ cost_per_hour = 2.50
         assert_eq!(j.name, "nightly-candidates");
         assert_eq!(j.model_version, "two-tower-2026-11-28");
         assert_eq!(j.hosts, Path::new("hosts.toml"));
-        assert_eq!(j.input.path, Path::new("data/users.parquet"));
+        assert_eq!(
+            j.input.path,
+            super::super::Location::Local("data/users.parquet".into())
+        );
         assert_eq!(j.input.id_column, "user_id");
         assert_eq!(j.input.history_column.as_deref(), Some("history"));
         assert_eq!(
@@ -1417,7 +1436,10 @@ cost_per_hour = 2.50
         let text = with(&text, "input", "path", "path = \"~/data/a.parquet\"");
         let j = job(&text).unwrap();
         assert_eq!(j.hosts, Path::new("/etc/herd/hosts.toml"));
-        assert_eq!(j.input.path, Path::new("~/data/a.parquet"));
+        assert_eq!(
+            j.input.path,
+            super::super::Location::Local("~/data/a.parquet".into())
+        );
     }
 
     #[test]
@@ -1425,6 +1447,72 @@ cost_per_hour = 2.50
         let text = with(MLP, "output", "store", "store = \"\"");
         let e = error_at(job(&text), &text, "store =");
         assert_contains(&e, &["[output] store is empty; expected a path"]);
+    }
+
+    #[test]
+    fn a_url_where_a_local_path_belongs_is_refused() {
+        let text = with(
+            MLP,
+            "output",
+            "store",
+            "store = \"redis://127.0.0.1:6379/0\"",
+        );
+        let e = error_at(job(&text), &text, "store =");
+        assert_contains(
+            &e,
+            &["[output] store = 'redis://127.0.0.1:6379/0' is a redis:// URL"],
+        );
+        let text = with(MLP, "output", "store", "store = \"file:///srv/herd/store\"");
+        assert_eq!(
+            job(&text).unwrap().output.store,
+            Path::new("/srv/herd/store")
+        );
+    }
+
+    #[test]
+    fn input_urls_and_storage_options_resolve() {
+        use super::super::{Location, Storage};
+        let text = with(MLP, "input", "path", "path = \"s3://bucket/users/\"")
+            + "[input.storage]\nendpoint = \"http://127.0.0.1:9000/\"\nregion = \"us-east-1\"\n\
+               allow_http = true\n";
+        let j = job(&text).unwrap();
+        assert_eq!(j.input.path.to_string(), "s3://bucket/users/");
+        assert!(matches!(j.input.path, Location::Url(_)));
+        assert_eq!(
+            j.input.storage,
+            Storage {
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("us-east-1".into()),
+                allow_http: true,
+            }
+        );
+        let text = with(MLP, "input", "path", "path = \"file:///data/users/\"");
+        assert_eq!(
+            job(&text).unwrap().input.path,
+            Location::Local("/data/users/".into())
+        );
+    }
+
+    #[test]
+    fn unknown_input_schemes_and_credentials_in_the_file_are_refused() {
+        let text = with(MLP, "input", "path", "path = \"hdfs://nn/users\"");
+        let e = error_at(job(&text), &text, "path =");
+        assert_contains(&e, &["'hdfs://nn/users' has the scheme 'hdfs://'"]);
+
+        let base = with(MLP, "input", "path", "path = \"s3://bucket/users/\"");
+        let text = base.clone() + "[input.storage]\nsecret_access_key = \"hunter2\"\n";
+        let e = error_at(job(&text), &text, "secret_access_key");
+        assert_contains(&e, &["credentials are never read from the job file"]);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+
+        let text = base.clone() + "[input.storage]\nendpoint = \"http://127.0.0.1:9000\"\n";
+        let e = error_at(job(&text), &text, "endpoint");
+        assert_contains(&e, &["is plain HTTP", "allow_http = true"]);
+
+        let text = with(MLP, "input", "path", "path = \"gs://bucket/users/\"")
+            + "[input.storage]\nregion = \"eu-west-1\"\n";
+        let e = error_at(job(&text), &text, "region");
+        assert_contains(&e, &["only for s3:// inputs"]);
     }
 
     #[test]

@@ -56,10 +56,14 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     let fleet = load_fleet(&fleet_path)?;
     let notes: Vec<String> = generate_if_missing(&job)?.into_iter().collect();
     let job_file = job.file.display().to_string();
-    if !job.input.path.exists() {
+    if let Some(path) = job.input.path.local()
+        && !path.starts_with("~")
+        && !path.to_string_lossy().contains(['*', '?', '[', '{'])
+        && !path.exists()
+    {
         return Err(Error::Config(format!(
             "{job_file}: [input] path '{}' does not exist (generate it with `herd gen`, or fix the path; it is relative to the job file)",
-            job.input.path.display()
+            path.display()
         )));
     }
     if !job.model.weights.exists() {
@@ -119,7 +123,15 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     let Some(g) = &job.generate else {
         return Ok(None);
     };
-    if job.input.path.exists() && job.model.weights.exists() {
+    let Some(input) = job.input.path.local() else {
+        return Err(Error::Config(format!(
+            "{}: [generate] writes a local file, but [input] path is the URL '{}'; \
+             expected a local path (or no [generate])",
+            job.file.display(),
+            job.input.path
+        )));
+    };
+    if input.exists() && job.model.weights.exists() {
         return Ok(None);
     }
     let kind = match g.kind {
@@ -132,11 +144,11 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     opts.dim = g.dim;
     opts.features = g.features;
     opts.seed = g.seed;
-    data::r#gen::generate(&opts, &job.input.path, &job.model.weights)
+    data::r#gen::generate(&opts, input, &job.model.weights)
         .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))?;
     Ok(Some(format!(
         "generated {} ({} rows) and {} from [generate] in {}",
-        job.input.path.display(),
+        input.display(),
         g.users,
         job.model.weights.display(),
         job.file.display()
@@ -154,7 +166,7 @@ fn check_unique_ids(index: &Index, job: &Job) -> Result<(), Error> {
         Some((a, b)) => Err(Error::Config(format!(
             "{}: [input] '{}': id '{}' appears at rows {a} and {b}; every entity needs exactly one row",
             job.file.display(),
-            job.input.path.display(),
+            job.input.path,
             index.ids.key(a),
         ))),
     }
@@ -171,18 +183,6 @@ fn first_duplicate<T: std::hash::Hash + Eq>(ids: &[T]) -> Option<(usize, usize)>
 }
 
 fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> String {
-    let meta = std::fs::metadata(dataset.path()).ok();
-    let (len, mtime) = meta
-        .map(|m| {
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            (m.len(), t)
-        })
-        .unwrap_or((0, 0));
     let mut h = Sha256::new();
     h.update(job.name.as_bytes());
     h.update([0]);
@@ -190,8 +190,9 @@ fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> String {
     h.update([0]);
     h.update(format!("{:?}", job.model.spec).as_bytes());
     h.update(weights_sha256.as_bytes());
-    h.update(dataset.path().display().to_string().as_bytes());
-    h.update(len.to_le_bytes());
-    h.update(mtime.to_le_bytes());
+    h.update(dataset.location().display().to_string().as_bytes());
+    h.update([0]);
+    // Every part's name, size and modification time (or entity tag).
+    h.update(dataset.identity().as_bytes());
     hex(&h.finalize())[..16].to_string()
 }
