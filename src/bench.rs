@@ -217,7 +217,10 @@ fn time_backends(
     out.push(row(
         name,
         "cpu",
-        &format!("native, {threads} threads"),
+        &format!(
+            "native {}, {threads} threads",
+            crate::model::simd_level().name()
+        ),
         rows.len(),
         best,
         total_flops,
@@ -475,7 +478,10 @@ mod tests {
         assert_eq!((cpu[0].model.as_str(), cpu[0].rows), ("mlp", 300));
         assert_eq!((cpu[1].model.as_str(), cpu[1].rows), ("two_tower", 200));
         for r in &cpu {
-            assert_eq!(r.adapter, "native, 2 threads");
+            assert_eq!(
+                r.adapter,
+                format!("native {}, 2 threads", crate::model::simd_level().name())
+            );
             assert!(r.seconds > 0.0 && r.rows_per_s > 0.0);
             // The baseline's speed is its rows over its compute time.
             let base = r.rows as f64 / 0.5;

@@ -419,7 +419,8 @@ fn describe_backend(gpu: Option<&crate::gpu::Gpu>, threads: usize) -> (String, S
         None => (
             "cpu".into(),
             format!(
-                "native CPU, {threads} thread{}",
+                "native CPU {}, {threads} thread{}",
+                crate::model::simd_level().name(),
                 if threads == 1 { "" } else { "s" }
             ),
         ),

@@ -3,14 +3,20 @@
 //! folded straight into a running top-K per user, so users x all items is
 //! never held in memory. Callers split rows over threads themselves.
 //!
-//! Where the CPU has AVX2 and FMA ([`simd`]), small blocks of users are
+//! Dense layers go through `matrixmultiply`'s sgemm, which picks its own
+//! kernel at run time (AVX-512, AVX2 + FMA, NEON on aarch64, else portable).
+//! Where the CPU has AVX2 and FMA or AVX-512 ([`simd`]), small blocks of users are
 //! scored with item embeddings read in place rather than through sgemm,
 //! which copies (packs) the whole catalogue on every call: workers score a
 //! chunk in small batches, and for a batch of a few dozen users that copy
 //! costs more than the products. Dense layers with at most
 //! [`DOT_MAX_OUTPUTS`] outputs (an mlp's last layer) are dot products there.
 
-mod simd;
+// AVX-512 intrinsics are stable from Rust 1.89. Cargo.toml's rust-version
+// (1.85) already predates the let-chains the crate uses (1.88); it is to be
+// raised to 1.89 crate-wide, with the clippy fixes that brings.
+#[clippy::msrv = "1.89"]
+pub(crate) mod simd;
 
 use matrixmultiply::sgemm;
 

@@ -19,6 +19,7 @@ mod tests;
 
 pub use catalogue::ItemIndex;
 pub use error::{Error, Result};
+pub use fast::simd::{Level as SimdLevel, level as simd_level};
 pub use load::TOWER_PREFIX;
 
 /// Entity ids of a run of rows: integers or strings, as the input file has them.
