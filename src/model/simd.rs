@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 /// Floats per AVX register; the kernels need the inner dimension to be a
 /// multiple of it.
-pub(super) const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// The widest SIMD instructions a kernel may use here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub(crate) fn supported(level: Level) -> bool {
 }
 
 /// Whether this CPU runs the kernels below (AVX2 and FMA, or AVX-512).
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     matches!(level(), Level::Avx512 | Level::Avx2)
 }
 
@@ -86,7 +86,7 @@ const ITEMS_PER_STEP: usize = 6;
 ///
 /// # Panics
 /// When [`available`] is false or the lengths disagree.
-pub(super) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+pub(crate) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
     assert!(available(), "score_block needs AVX2 and FMA");
     assert_eq!(users_t.len(), dim * GROUP);
     assert_eq!(out.len() % GROUP, 0);
@@ -95,7 +95,7 @@ pub(super) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut 
 }
 
 /// [`score_block`] with the kernel of `level` (one this CPU supports).
-pub(super) fn score_block_at(
+pub(crate) fn score_block_at(
     level: Level,
     users_t: &[f32],
     items: &[f32],
@@ -214,7 +214,7 @@ unsafe fn score_block_avx2(users_t: &[f32], items: &[f32], dim: usize, out: &mut
 /// # Panics
 /// When [`available`] is false, `in_dim` is not a non-zero multiple of
 /// [`LANES`], or the lengths disagree.
-pub(super) fn dense_dots(
+pub(crate) fn dense_dots(
     rows: &[f32],
     weight: &[f32],
     bias: &[f32],
