@@ -333,6 +333,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
         };
         let input = Input {
             path: crate::config::Location::Local(b.data.clone()),
+            read: crate::config::ReadMode::Auto,
             storage: Default::default(),
             id_column: id_column.into(),
             history_column: history_column.clone(),

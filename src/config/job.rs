@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::raw;
@@ -70,10 +71,12 @@ pub struct Job {
     pub generate: Option<Generate>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
     /// A file, folder or glob here, or an object-store URL.
     pub path: Location,
+    /// Who reads the rows of a chunk.
+    pub read: ReadMode,
     /// `[input.storage]`; used by URL inputs only.
     pub storage: Storage,
     pub id_column: String,
@@ -82,6 +85,26 @@ pub struct Input {
     /// `None`: every column but the id and history columns, in file order.
     pub feature_columns: Option<Vec<String>>,
 }
+
+/// `[input] read`: who reads a chunk's rows from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Workers on local hosts, and every worker of a URL input; the
+    /// coordinator for SSH hosts of a local input (their machine may not
+    /// have the path).
+    Auto,
+    /// The coordinator reads every row and sends it to the worker.
+    Coordinator,
+    /// Workers read their own rows from the same path, told only which.
+    Workers,
+}
+
+/// `read = ...` in `[input]`: each mode's name.
+pub const READ_MODES: &[(&str, ReadMode)] = &[
+    ("auto", ReadMode::Auto),
+    ("coordinator", ReadMode::Coordinator),
+    ("workers", ReadMode::Workers),
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -278,6 +301,22 @@ impl Source<'_> {
             Some(url) => Location::Url(url),
             None => Location::Local(self.path(&raw.path, "[input] path")?),
         };
+        let read = match &raw.read {
+            None => ReadMode::Auto,
+            Some(v) => match READ_MODES.iter().find(|(name, _)| name == v.get_ref()) {
+                Some((_, mode)) => *mode,
+                None => {
+                    return Err(self.error(
+                        v.span(),
+                        format!(
+                            "[input] read = '{}' is not a read mode; expected {}",
+                            v.get_ref(),
+                            quoted(READ_MODES.iter().map(|(n, _)| *n))
+                        ),
+                    ));
+                }
+            },
+        };
         let id_column = self.column(&raw.id_column, "[input] id_column")?;
         let kind_line = self.line_of(&kind_value.span());
         let history_column = match (&raw.history_column, family.reads_history) {
@@ -326,6 +365,7 @@ impl Source<'_> {
         };
         Ok(Input {
             path,
+            read,
             storage,
             id_column,
             history_column,

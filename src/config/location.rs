@@ -20,7 +20,8 @@ pub const OBJECT_STORE_SCHEMES: &[&str] = &[
 ];
 
 /// Where a job's input is.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "WireLocation", try_from = "WireLocation")]
 pub enum Location {
     /// A file, a folder or a glob on the machine that reads it; relative
     /// paths are already joined to the job file's folder. `file://` URLs
@@ -41,6 +42,35 @@ impl Location {
     }
 }
 
+/// A [`Location`] as the protocol carries it to workers: the URL as text.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum WireLocation {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl From<Location> for WireLocation {
+    fn from(l: Location) -> WireLocation {
+        match l {
+            Location::Local(p) => WireLocation::Local(p),
+            Location::Url(u) => WireLocation::Url(u.into()),
+        }
+    }
+}
+
+impl TryFrom<WireLocation> for Location {
+    type Error = String;
+
+    fn try_from(w: WireLocation) -> Result<Location, String> {
+        match w {
+            WireLocation::Local(p) => Ok(Location::Local(p)),
+            WireLocation::Url(s) => url::Url::parse(&s)
+                .map(Location::Url)
+                .map_err(|e| format!("'{s}' is not a valid URL: {e}")),
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -53,7 +83,7 @@ impl fmt::Display for Location {
 /// `[input.storage]`: how to reach the object store of a URL input.
 /// Credentials are never here: they come from the environment, as the
 /// providers' own tools read them.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Storage {
     /// The store's base URL, for S3-compatible servers, Azure emulators or a
     /// GCS base URL; `None`: the provider's own.

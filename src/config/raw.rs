@@ -46,6 +46,7 @@ pub struct InputTable {
     pub id_column: Spanned<String>,
     pub history_column: Option<Spanned<String>>,
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub read: Option<Spanned<String>>,
     pub storage: Option<StorageTable>,
 }
 

@@ -273,6 +273,7 @@ fn input_urls_and_storage_options_resolve() {
         + "[input.storage]\nendpoint = \"http://127.0.0.1:9000/\"\nregion = \"us-east-1\"\n\
            allow_http = true\n";
     let j = job(&text).unwrap();
+    assert_eq!(j.input.read, ReadMode::Auto);
     assert_eq!(j.input.path.to_string(), "s3://bucket/users/");
     assert!(matches!(j.input.path, Location::Url(_)));
     assert_eq!(
@@ -288,6 +289,15 @@ fn input_urls_and_storage_options_resolve() {
         job(&text).unwrap().input.path,
         Location::Local("/data/users/".into())
     );
+    for (name, mode) in READ_MODES {
+        let text = with(
+            MLP,
+            "input",
+            "path",
+            &format!("path = \"u/\"\nread = \"{name}\""),
+        );
+        assert_eq!(job(&text).unwrap().input.read, *mode);
+    }
 }
 
 #[test]

@@ -28,6 +28,7 @@
 pub mod r#gen;
 mod parts;
 mod remote;
+mod segment;
 
 use std::fs::File;
 use std::ops::Range;
@@ -57,6 +58,7 @@ use crate::model::{EntityIds, Rows};
 
 pub use r#gen::{GenKind, GenOptions, GenSummary, generate};
 pub use parts::{MAX_DEPTH, MAX_PARTS};
+pub use segment::Segment;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -185,6 +187,10 @@ pub enum Error {
         range: Range<u64>,
         rows: u64,
     },
+    /// A part file is not what the run was planned on (a worker reading its
+    /// own rows found another row count, or other ids at the range's ends).
+    #[error("{}: {message}", path.display())]
+    PartChanged { path: PathBuf, message: String },
     #[error(
         "{}: rows {}..{} should hold {expected} rows but the file gave {found}",
         path.display(),

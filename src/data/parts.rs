@@ -45,6 +45,21 @@ pub(super) fn find(location: &Location, storage: &Storage) -> Result<Vec<PartRef
     }
 }
 
+/// A local file's size and modification time, as one string.
+pub(super) fn local_identity(file: &Path) -> Result<String> {
+    let meta = std::fs::metadata(file).map_err(|source| Error::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok(format!("{} {modified}", meta.len()))
+}
+
 /// `~/x` against `$HOME` (the config keeps `~` as written).
 fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
@@ -112,18 +127,8 @@ fn find_local(path: &Path) -> Result<Vec<PartRef>> {
     }
     let mut parts = Vec::with_capacity(found.len());
     for (file, folders) in found {
-        let meta = std::fs::metadata(&file).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         parts.push(PartRef {
-            identity: format!("{} {modified}", meta.len()),
+            identity: local_identity(&file)?,
             source: PartSource::Local(file.clone()),
             name: file,
             folders,

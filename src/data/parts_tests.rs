@@ -30,6 +30,7 @@ fn codecs() -> [Compression; 7] {
 fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>) -> Input {
     Input {
         path: Location::Local(path.to_path_buf()),
+        read: crate::config::ReadMode::Auto,
         storage: Default::default(),
         id_column: id.to_string(),
         history_column: history.map(str::to_string),

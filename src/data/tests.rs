@@ -13,6 +13,7 @@ use crate::config::Input;
 fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>) -> Input {
     Input {
         path: crate::config::Location::Local(path.to_path_buf()),
+        read: crate::config::ReadMode::Auto,
         storage: Default::default(),
         id_column: id.to_string(),
         history_column: history.map(str::to_string),

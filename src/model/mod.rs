@@ -133,6 +133,18 @@ impl Rows {
         self.len() == 0
     }
 
+    /// The bytes of input these rows hold: ids (8 per integer id, the
+    /// length of a string id), features and history items (4 each). What
+    /// the run report counts as input carried or read.
+    pub fn byte_size(&self) -> u64 {
+        let ids = match &self.ids {
+            EntityIds::Int(v) => 8 * v.len() as u64,
+            EntityIds::Str(v) => v.iter().map(|s| s.len() as u64).sum(),
+        };
+        ids + 4
+            * (self.features.len() + self.history_offsets.len() + self.history_items.len()) as u64
+    }
+
     /// Row `i`'s dense features.
     pub fn features_of(&self, i: usize) -> &[f32] {
         &self.features[i * self.num_features..(i + 1) * self.num_features]

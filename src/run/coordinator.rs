@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use crate::config::{Location, ReadMode, Transport};
 use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::Predictions;
-use crate::proto::{self, FromWorker, ToWorker};
+use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{NewVersion, Store};
 
@@ -56,6 +57,8 @@ pub(super) struct Coordinator {
     /// When the first chunk was handed out and when the last was committed.
     pub first_launch: Option<Duration>,
     pub all_committed: Option<Duration>,
+    /// Input bytes read and sent by the coordinator (rows or descriptors).
+    pub input_bytes_coordinator: u64,
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -121,7 +124,10 @@ impl Coordinator {
             path: p.job.model.weights.clone(),
             sha256: p.weights_sha256.clone(),
         };
-        let workers = Workers::start(&p.fleet, &model, fleet_tx, &out);
+        let mut workers = Workers::start(&p.fleet, &model, fleet_tx, &out);
+        for h in &mut workers.hosts {
+            h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
+        }
         Ok(Coordinator {
             p,
             job_file,
@@ -136,6 +142,7 @@ impl Coordinator {
             retries: 0,
             first_launch: None,
             all_committed: None,
+            input_bytes_coordinator: 0,
         })
     }
 
@@ -230,7 +237,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Reads the chunk's rows and sends them to the slot's worker.
+    /// Sends the chunk's rows to the slot's worker: read here, or described
+    /// for a worker that reads its own.
     fn launch(
         &mut self,
         attempt: AttemptId,
@@ -239,19 +247,29 @@ impl Coordinator {
         rows: Range<u64>,
     ) -> Result<(), Error> {
         let now = self.out.now();
-        let batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
-            .map_err(|e| {
-                Error::Failed(format!(
-                    "chunk {chunk} (rows {}..{}): cannot read input: {e}",
-                    rows.start, rows.end
-                ))
-            })?;
+        let host = self.workers.host_of(slot);
+        let chunk_rows = if self.workers.hosts[host as usize].reads_input {
+            let segments = self.p.dataset.segments(rows.clone(), &self.p.index.ids);
+            let described = ChunkRows::Read(segments);
+            self.input_bytes_coordinator += proto::encode(&described).map_or(0, |f| f.len() as u64);
+            described
+        } else {
+            let batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
+                .map_err(|e| {
+                    Error::Failed(format!(
+                        "chunk {chunk} (rows {}..{}): cannot read input: {e}",
+                        rows.start, rows.end
+                    ))
+                })?;
+            self.input_bytes_coordinator += batch.byte_size();
+            ChunkRows::Rows(batch)
+        };
         self.first_launch.get_or_insert(now);
         self.attempts.insert(attempt, AttemptRt { slot, rows });
         let run = ToWorker::Run {
             chunk,
             attempt,
-            rows: batch,
+            rows: chunk_rows,
         };
         if let Err(error) = self.workers.send(slot, &run) {
             self.sched.handle(now, Input::Failed { attempt, error });
@@ -336,7 +354,13 @@ impl Coordinator {
             FromWorker::Result {
                 attempt,
                 predictions,
+                input_bytes,
+                peak_rss_bytes,
             } => {
+                let host = self.workers.host_of(slot) as usize;
+                let h = &mut self.workers.hosts[host];
+                h.input_bytes += input_bytes;
+                h.peak_rss_bytes = h.peak_rss_bytes.max(peak_rss_bytes);
                 self.results.insert(attempt, predictions);
                 self.sched.handle(now, Input::Finished { attempt });
             }
@@ -394,6 +418,8 @@ impl Coordinator {
             num_features: self.p.dataset.num_features(),
             device: cfg.device,
             threads,
+            input: host.reads_input.then(|| self.p.job.input.clone()),
+            needs_history: self.p.job.model.spec.reads_history(),
         };
         let _ = self.workers.send(slot, &load);
     }
@@ -521,6 +547,20 @@ fn started_event(
         hosts,
         live_version,
         resumed,
+    }
+}
+
+/// Whether the workers of `host` read their own rows: `auto` says yes for
+/// local hosts (same machine, same path) and for URL inputs (any machine
+/// reaches the store), no for other hosts of a local input, whose machine
+/// may not have the path.
+fn worker_reads(mode: ReadMode, input: &Location, host: &crate::config::Host) -> bool {
+    match mode {
+        ReadMode::Coordinator => false,
+        ReadMode::Workers => true,
+        ReadMode::Auto => {
+            matches!(input, Location::Url(_)) || matches!(host.transport, Transport::Local)
+        }
     }
 }
 

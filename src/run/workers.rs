@@ -41,6 +41,11 @@ pub(super) struct HostRt {
     pub backend: String,
     pub adapter: String,
     pub last_error: Option<String>,
+    /// Whether this host's workers read their own rows (`[input] read`).
+    pub reads_input: bool,
+    /// Input bytes its workers read, and their largest peak memory.
+    pub input_bytes: u64,
+    pub peak_rss_bytes: u64,
 }
 
 /// Every host and slot of the run.
@@ -78,6 +83,9 @@ impl Workers {
                 backend: String::new(),
                 adapter: String::new(),
                 last_error: None,
+                reads_input: false,
+                input_bytes: 0,
+                peak_rss_bytes: 0,
             });
             out.send(Event::Host {
                 host: hi as HostId,
