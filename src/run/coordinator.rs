@@ -19,6 +19,7 @@ use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{NewVersion, Store};
 
+use super::commit::Committer;
 use super::event::{Event, HostInfo, HostState};
 use super::publish::Publisher;
 use super::workers::Workers;
@@ -44,6 +45,8 @@ pub(super) struct Coordinator {
     /// The job file, for the `--resume` hint.
     job_file: PathBuf,
     pub store: Store,
+    /// Writes committed chunks on a thread of its own.
+    committer: Committer,
     pub version: u64,
     pub live_before: Option<u64>,
     pub sched: Scheduler,
@@ -131,6 +134,7 @@ impl Coordinator {
         Ok(Coordinator {
             p,
             job_file,
+            committer: Committer::start(store.clone()),
             store,
             version,
             live_before,
@@ -153,6 +157,7 @@ impl Coordinator {
 
     /// Carries out every command the scheduler has queued.
     pub fn run_commands(&mut self) -> Result<(), Error> {
+        self.committer.check().map_err(Error::Failed)?;
         while let Some(cmd) = self.sched.poll_command() {
             self.on_command(cmd)?;
         }
@@ -221,7 +226,10 @@ impl Coordinator {
                 attempt,
                 rows,
             } => self.commit(chunk, attempt, rows)?,
-            Command::Done => self.all_committed = Some(self.out.now()),
+            Command::Done => {
+                tokio::task::block_in_place(|| self.committer.flush()).map_err(Error::Failed)?;
+                self.all_committed = Some(self.out.now());
+            }
             Command::Fail { chunk, error } => {
                 let mut msg = match chunk {
                     Some(c) => format!("chunk {c} failed: {error}"),
@@ -277,8 +285,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes the attempt's predictions of `rows` and the chunk's marker in
-    /// one store transaction (a range already committed writes nothing).
+    /// Queues the attempt's predictions of `rows` and the chunk's marker for
+    /// one store transaction (a range already committed writes nothing); the
+    /// commit thread writes it while the loop goes on.
     fn commit(
         &mut self,
         chunk: ChunkId,
@@ -305,12 +314,9 @@ impl Coordinator {
             .index
             .ids
             .slice(rows.start as usize..rows.end as usize);
-        tokio::task::block_in_place(|| {
-            self.store
-                .commit_chunk(self.version, rows, &ids, &preds, unix_now())
-        })
-        .map_err(store_err)?;
-        Ok(())
+        let version = self.version;
+        tokio::task::block_in_place(|| self.committer.commit(version, rows, ids, preds, unix_now()))
+            .map_err(Error::Failed)
     }
 
     /// One event of a worker.
