@@ -38,6 +38,8 @@ enum Backend {
 
 struct Loaded {
     model: Model,
+    /// Feature columns the model was loaded for; every `Run` must carry them.
+    num_features: usize,
     backend: Backend,
     /// The input, for chunks sent as descriptors: the job's settings and
     /// whether the model reads history; opened at the first such chunk.
@@ -140,13 +142,29 @@ pub fn main() -> Result<(), String> {
                         continue;
                     }
                 };
+                if let Err(problem) = rows.check_shape(l.num_features) {
+                    let message = format!("malformed rows for attempt {attempt}: {problem}");
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        },
+                    )?;
+                    continue;
+                }
                 match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
-                    Attempt::Finished(predictions) => Some(FromWorker::Result {
-                        attempt,
-                        predictions,
-                        input_bytes,
-                        peak_rss_bytes: peak_rss_bytes(),
-                    }),
+                    Attempt::Finished(predictions) => {
+                        for forged in hooks.forged_results(attempt, &predictions) {
+                            send(&mut out, &forged)?;
+                        }
+                        Some(FromWorker::Result {
+                            attempt: hooks.result_attempt(attempt),
+                            predictions,
+                            input_bytes,
+                            peak_rss_bytes: peak_rss_bytes(),
+                        })
+                    }
                     Attempt::Cancelled => None,
                     Attempt::Failed(message) => Some(FromWorker::Error {
                         attempt: Some(attempt),
@@ -282,11 +300,22 @@ fn run_attempt(
     Ok(Attempt::Finished(predictions))
 }
 
+/// Scores `rows`; a panic in a scoring path (rows were checked first, so
+/// this is a bug) becomes an error for the attempt instead of ending the
+/// worker.
 fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
-    match &l.backend {
+    let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &l.backend {
         Backend::Cpu { threads } => Ok(predict_cpu(&l.model, rows, *threads)),
         Backend::Gpu { gpu, model } => model.predict(gpu, rows).map_err(|e| e.to_string()),
-    }
+    }));
+    scored.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        Err(format!("scoring failed: {why}"))
+    })
 }
 
 /// The native CPU path: the rows split across `threads` scoped threads.
@@ -360,6 +389,7 @@ fn load(
     };
     Ok(Loaded {
         model,
+        num_features,
         backend,
         input: None,
         dataset: None,

@@ -48,6 +48,7 @@ pub struct InputTable {
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
     pub read: Option<Spanned<String>>,
     pub storage: Option<StorageTable>,
+    pub on_invalid: Option<Spanned<String>>,
 }
 
 /// `[model]`: the keys of every model kind; `resolve` rejects the keys that do
@@ -122,6 +123,8 @@ pub struct ValidateTable {
     pub spot_check: Option<Spanned<i64>>,
     pub max_topk_churn: Option<Spanned<f64>>,
     pub max_mean_shift: Option<Spanned<f64>>,
+    pub min_rows: Option<Spanned<i64>>,
+    pub max_row_change: Option<Spanned<f64>>,
 }
 
 /// `[generate]`: the synthetic data set a demo job makes for itself.

@@ -344,6 +344,19 @@ pub struct Dataset {
     row_group_starts: Vec<u64>,
     /// Row groups handed to the Parquet decoder so far, over all reads.
     row_groups_decoded: AtomicU64,
+    /// A null feature is read as NaN instead of failing the read (when
+    /// `[input] on_invalid` is not `error`: the run found those rows first).
+    nulls_as_nan: bool,
+}
+
+/// A null, NaN or infinite feature value, found by [`Dataset::scan_invalid`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidValue {
+    /// The 0-based input row.
+    pub row: u64,
+    pub column: String,
+    /// `null`, `NaN`, `inf` or `-inf`.
+    pub what: String,
 }
 
 /// Every entity's id and history length, in input order.
@@ -487,6 +500,7 @@ impl Dataset {
             part_starts,
             row_group_starts,
             row_groups_decoded: AtomicU64::new(0),
+            nulls_as_nan: input.on_invalid != crate::config::OnInvalid::Error,
         })
     }
 
@@ -582,6 +596,98 @@ impl Dataset {
             }
         }
         Ok(Index { ids, history_lens })
+    }
+
+    /// Every null, NaN or infinite value of the feature columns, by input
+    /// row (ascending), reading one row group at a time and only the feature
+    /// columns; stops after the first when `first_only`.
+    pub fn scan_invalid(&self, first_only: bool) -> Result<Vec<InvalidValue>> {
+        let mut found = Vec::new();
+        if self.features.is_empty() {
+            return Ok(found);
+        }
+        let columns: Vec<&Column> = self.features.iter().collect();
+        for (p, part) in self.parts.iter().enumerate() {
+            let view = PartView { part, ds: self };
+            let projection = view.projection(&columns)?;
+            let first = self.part_starts[p];
+            for group in 0..part.num_row_groups() {
+                let start = part.row_group_starts[group];
+                let rows = part.row_group_starts[group + 1] - start;
+                let reader = view.reader(vec![group], &projection, None, rows)?;
+                let mut row = start;
+                for batch in reader {
+                    let batch = batch.map_err(|source| view.arrow_error(source))?;
+                    let mut here = Vec::new();
+                    for column in &self.features {
+                        let array = view.column(&batch, column)?;
+                        invalid_in(array.as_ref(), |i, what| {
+                            here.push(InvalidValue {
+                                row: first + row + i as u64,
+                                column: column.name.clone(),
+                                what,
+                            })
+                        });
+                    }
+                    here.sort_by_key(|v| v.row);
+                    found.extend(here);
+                    if first_only && !found.is_empty() {
+                        found.truncate(1);
+                        return Ok(found);
+                    }
+                    row += batch.num_rows() as u64;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The part file holding input row `row`, and the row's number within it.
+    pub fn locate(&self, row: u64) -> (&Path, u64) {
+        let p = self.part_starts[1..]
+            .partition_point(|&end| end <= row)
+            .min(self.parts.len() - 1);
+        (&self.parts[p].name, row - self.part_starts[p])
+    }
+
+    /// The rows at input row numbers `at` (ascending, no repeats), in that
+    /// order: in each part, only the row groups holding them are decoded,
+    /// and only those rows selected from them.
+    pub fn read_rows_at(&self, at: &[u64]) -> Result<Rows> {
+        let num_features = self.features.len();
+        let mut out = Rows {
+            ids: self.empty_ids(),
+            num_features,
+            features: vec![0f32; at.len() * num_features],
+            history_offsets: Vec::new(),
+            history_items: Vec::new(),
+        };
+        if self.history.is_some() {
+            out.history_offsets.push(0);
+        }
+        if let Some(&last) = at.last()
+            && last >= self.num_rows()
+        {
+            return Err(Error::RangeOutOfBounds {
+                path: self.location.clone(),
+                range: last..last + 1,
+                rows: self.num_rows(),
+            });
+        }
+        let mut done = 0usize;
+        while done < at.len() {
+            let p = self.part_starts[1..].partition_point(|&end| end <= at[done]);
+            let (lo, hi) = (self.part_starts[p], self.part_starts[p + 1]);
+            let n = at[done..].partition_point(|&r| r < hi);
+            let local: Vec<u64> = at[done..done + n].iter().map(|r| r - lo).collect();
+            PartView {
+                part: &self.parts[p],
+                ds: self,
+            }
+            .read_at(&local, &mut out, done)?;
+            done += n;
+        }
+        Ok(out)
     }
 
     /// Rows `range` (global row numbers): reads only the row groups that
@@ -916,6 +1022,63 @@ impl PartView<'_> {
         }
     }
 
+    /// This part's rows `at` (its own row numbers, ascending) into `out`,
+    /// whose first `done` rows are already filled.
+    fn read_at(&self, at: &[u64], out: &mut Rows, done: usize) -> Result<()> {
+        let starts = &self.part.row_group_starts;
+        let mut groups = Vec::new();
+        let mut selectors = Vec::new();
+        let mut i = 0;
+        while i < at.len() {
+            let g = starts[1..].partition_point(|&end| end <= at[i]);
+            let (start, end) = (starts[g], starts[g + 1]);
+            groups.push(g);
+            let mut cursor = start;
+            while i < at.len() && at[i] < end {
+                selectors.push(RowSelector::skip((at[i] - cursor) as usize));
+                selectors.push(RowSelector::select(1));
+                cursor = at[i] + 1;
+                i += 1;
+            }
+            selectors.push(RowSelector::skip((end - cursor) as usize));
+        }
+        let mut columns = vec![&self.ds.id];
+        columns.extend(self.ds.history.iter());
+        columns.extend(self.ds.features.iter());
+        let projection = self.projection(&columns)?;
+        // One row a batch, so every error names its exact row.
+        let reader = self.reader(groups, &projection, Some(RowSelection::from(selectors)), 1)?;
+        let nf = out.num_features;
+        let mut k = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|source| self.arrow_error(source))?;
+            let n = batch.num_rows();
+            if k + n > at.len() {
+                return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (k + n) as u64));
+            }
+            let row = at[k];
+            self.append_ids(&mut out.ids, &batch, row)?;
+            if let Some(history) = &self.ds.history {
+                self.append_history(
+                    history,
+                    &mut out.history_offsets,
+                    &mut out.history_items,
+                    &batch,
+                    row,
+                )?;
+            }
+            let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
+            for (j, column) in self.ds.features.iter().enumerate() {
+                self.fill_feature(column, j, nf, dst, &batch, row)?;
+            }
+            k += n;
+        }
+        if k != at.len() {
+            return Err(self.short_read(0..at.len() as u64, k as u64));
+        }
+        Ok(())
+    }
+
     /// Rows `range` of this part (its own row numbers) into `out`, whose
     /// first `done` rows are already filled.
     fn read_into(&self, range: Range<u64>, out: &mut Rows, done: u64) -> Result<()> {
@@ -1146,6 +1309,10 @@ impl PartView<'_> {
                 out[i * stride + j] = v;
                 Ok(())
             }
+            None if self.ds.nulls_as_nan => {
+                out[i * stride + j] = f32::NAN;
+                Ok(())
+            }
             None => Err(Error::NullFeature {
                 path: self.path(),
                 column: column.name.clone(),
@@ -1215,6 +1382,28 @@ fn is_history_type(t: &DataType) -> bool {
 
 fn is_feature_type(t: &DataType) -> bool {
     t.is_integer() || matches!(t, DataType::Float32 | DataType::Float64 | DataType::Boolean)
+}
+
+/// Calls `f(i, what)` for every null, NaN or infinite slot of a feature
+/// array (integers and booleans can only be null).
+fn invalid_in(array: &dyn Array, mut f: impl FnMut(usize, String)) {
+    let mut check = |i: usize, v: Option<f64>| match v {
+        None => f(i, "null".into()),
+        // A float64 beyond f32's range is infinite once read.
+        Some(x) if !(x as f32).is_finite() => f(i, format!("{x}")),
+        Some(_) => {}
+    };
+    if let Some(a) = array.as_primitive_opt::<Float32Type>() {
+        a.iter()
+            .enumerate()
+            .for_each(|(i, v)| check(i, v.map(f64::from)));
+    } else if let Some(a) = array.as_primitive_opt::<Float64Type>() {
+        a.iter().enumerate().for_each(|(i, v)| check(i, v));
+    } else if array.null_count() > 0 {
+        (0..array.len())
+            .filter(|&i| array.is_null(i))
+            .for_each(|i| check(i, None));
+    }
 }
 
 /// Calls `f(i, value)` for every slot of an integer array (`None` for a null);

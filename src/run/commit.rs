@@ -20,6 +20,7 @@ enum Job {
     Commit {
         version: u64,
         rows: Range<u64>,
+        left_out: u64,
         ids: EntityIds,
         preds: Predictions,
         timestamp: u64,
@@ -51,11 +52,13 @@ impl Committer {
         }
     }
 
-    /// Queues the commit of `rows`; waits while the queue is full.
+    /// Queues the commit of `rows` (`left_out` of them skipped by
+    /// `on_invalid`); waits while the queue is full.
     pub fn commit(
         &self,
         version: u64,
         rows: Range<u64>,
+        left_out: u64,
         ids: EntityIds,
         preds: Predictions,
         timestamp: u64,
@@ -64,6 +67,7 @@ impl Committer {
         let job = Job::Commit {
             version,
             rows,
+            left_out,
             ids,
             preds,
             timestamp,
@@ -114,6 +118,7 @@ fn commit_loop(store: &Store, rx: &Receiver<Job>, failed: &Mutex<Option<String>>
             Job::Commit {
                 version,
                 rows,
+                left_out,
                 ids,
                 preds,
                 timestamp,
@@ -123,7 +128,15 @@ fn commit_loop(store: &Store, rx: &Receiver<Job>, failed: &Mutex<Option<String>>
                     continue; // after a failure, nothing more is written
                 }
                 drop(slot);
-                if let Err(e) = store.commit_chunk(version, rows.clone(), &ids, &preds, timestamp) {
+                let outcome = store.commit_chunk_leaving_out(
+                    version,
+                    rows.clone(),
+                    left_out,
+                    &ids,
+                    &preds,
+                    timestamp,
+                );
+                if let Err(e) = outcome {
                     slot = failed.lock().unwrap_or_else(|p| p.into_inner());
                     *slot = Some(format!("store: rows {}..{}: {e}", rows.start, rows.end));
                 }

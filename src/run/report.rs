@@ -8,7 +8,9 @@ use crate::plan::CostIndex;
 use crate::sched::{HostId, SlotId, Snapshot};
 
 use super::coordinator::Coordinator;
-use super::event::{AttemptReport, HostReport, Report, SlotReport};
+use super::event::{
+    AttemptReport, HostReport, MAX_SKIPPED_LISTED, Report, SkippedEntity, SlotReport,
+};
 
 /// What every slot did and the timeline of every attempt, from `snap`.
 fn slots_and_timeline(c: &Coordinator, snap: &Snapshot) -> (Vec<SlotReport>, Vec<AttemptReport>) {
@@ -124,5 +126,18 @@ pub(super) fn build(c: &Coordinator, snap: &Snapshot, duration: Duration) -> Rep
         input_bytes_coordinator: c.input_bytes_coordinator,
         input_bytes_workers: c.workers.hosts.iter().map(|h| h.input_bytes).sum(),
         peak_rss_bytes: crate::worker::peak_rss_bytes(),
+        skipped: c.p.skipped.len() as u64,
+        skipped_entities: c
+            .p
+            .skipped
+            .iter()
+            .take(MAX_SKIPPED_LISTED)
+            .map(|v| SkippedEntity {
+                id: c.p.index.ids.key(v.row as usize).to_string(),
+                row: v.row,
+                column: v.column.clone(),
+                value: v.what.clone(),
+            })
+            .collect(),
     }
 }
