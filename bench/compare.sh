@@ -67,6 +67,7 @@ fi
 cd "$WORK"
 rm -rf store-mlp store-tt baseline-mlp baseline-tt
 
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== generating data in $WORK" >&2
 [ -f mlp/entities.parquet ] && [ "$(cat mlp/.size 2>/dev/null)" = "$MLP_ROWS" ] ||
     { "$HERD" gen mlp --out mlp --users "$MLP_ROWS" >&2 && echo "$MLP_ROWS" > mlp/.size; }
@@ -138,6 +139,7 @@ done
 echo "== herd bench compute --baseline (native path on the same files, best of $REPEAT)" >&2
 "$HERD" bench compute --baseline baselines.json --json > herd-compute.json
 
+echo "load average (1, 5, 15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end, on $(nproc) cores" > load.txt
 "$PY" - "$WORK" <<'EOF'
 import json, os, sys
 w = sys.argv[1]
@@ -154,6 +156,14 @@ for m, name in (("mlp", "mlp"), ("tt", "two_tower")):
     ]
     for what, hs, bs in lines:
         print(f"{name:<10} {n:>9}  {what:<16} {hs:>8.3f} {bs:>10.3f} {n / hs:>12,.0f} {n / bs:>12,.0f} {bs / hs:>7.2f}x")
+    own = compute[name]["rows_per_s"]
+    print(f"{'':<10} {'':>9}  end to end = {100 * (n / wall['wall_s']) / own:.0f}% of herd's own compute rate "
+          f"({n / wall['wall_s']:,.0f} of {own:,.0f} rows/s)")
+    cb, wb = rep.get("input_bytes_coordinator", 0), rep.get("input_bytes_workers", 0)
+    share = f"{100 * cb / wb:.3f}% of the workers'" if wb else "workers read nothing"
+    print(f"{'':<10} {'':>9}  input bytes: coordinator {cb:,}, workers {wb:,} ({share}); "
+          f"peak RSS: coordinator {rep.get('peak_rss_bytes', 0) / 2**20:,.0f} MiB, workers "
+          + ", ".join(f"{h['name']} {h.get('peak_rss_bytes', 0) / 2**20:,.0f} MiB" for h in rep["hosts"]))
     c = b["check"]
     print(f"{'':<10} {'':>9}  agreement: {c['sampled']} sampled rows, {c['identical']} identical, "
           f"{c['disagree_count']} disagree, max |diff| {c['max_abs_diff']:.1e}; herd scoring_s {rep['scoring_s']:.2f}")
@@ -161,6 +171,8 @@ b = load("baseline-mlp.json")
 print(f"\nbaseline: {b['engine']} {b['engine_version']}, {b['threads']} threads; herd: native CPU, "
       f"1 slot x {b['threads']} threads; model compute best of {b['repeat']}")
 print("speedup = baseline seconds / herd seconds (above 1: herd is faster)")
-print("end to end: herd = wall time of `herd run` (read, score, write, validate, flip);")
+print("end to end: herd = wall time of `herd run` (read, score, write, validate, flip;")
+print("            [input] read = auto: the local worker reads its own rows);")
+print(open(os.path.join(w, "load.txt")).read().strip())
 print("            baseline = read, build graph, compute, write LMDB (imports included)")
 EOF

@@ -3,10 +3,12 @@
 //! machine's physical ceiling, as ratios. A benchmark prints a table; it
 //! never passes or fails.
 //!
-//! The baseline figures come from `bench/baseline.py` (onnxruntime on the
-//! same shapes); `bench/compare.sh` runs both in one session. When no
-//! baseline file is given, the figures measured on this kind of machine
-//! (2 threads) are shown instead, marked as such.
+//! The baseline is `bench/baseline.py` (onnxruntime on the same files),
+//! measured in the same run: given as a result file (`--baseline`, what
+//! `bench/compare.sh` does), or else run here on files generated for it
+//! ([`measure_baseline`]). Without Python and onnxruntime there is no
+//! ratio, and the table says why; a ratio is never made up from a figure
+//! measured elsewhere.
 
 pub mod stragglers;
 
@@ -43,9 +45,12 @@ pub fn load_average() -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
-pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;
-pub const ONNXRUNTIME_TWO_TOWER_USERS_PER_S: f64 = 4_900.0;
+/// The Python baseline (`bench/baseline.py`: onnxruntime + numpy + lmdb),
+/// found in the source tree this binary was built from.
+pub const BASELINE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/baseline.py");
+
+/// What the baseline imports.
+const BASELINE_IMPORTS: &str = "import numpy, pyarrow, safetensors, onnx, onnxruntime, lmdb";
 
 /// The sizes the issue names.
 #[derive(Clone, Debug)]
@@ -179,25 +184,17 @@ fn flops(model: &Model, rows: &Rows) -> f64 {
         .sum()
 }
 
-/// Runs every backend this machine has on both workloads. `baseline`:
-/// (mlp rows/s, two_tower users/s, label) from `bench/baseline.py`.
-pub fn compute(
-    sizes: &Sizes,
-    threads: usize,
-    baseline: Option<(f64, f64, String)>,
-) -> Vec<ComputeRow> {
-    let (base_mlp, base_tt, label) = baseline.unwrap_or((
-        ONNXRUNTIME_MLP_ROWS_PER_S,
-        ONNXRUNTIME_TWO_TOWER_USERS_PER_S,
-        "onnxruntime, 2 threads (measured earlier on this kind of machine)".to_string(),
-    ));
+/// Runs every backend this machine has on both workloads, with no baseline
+/// (`why`: the reason, shown where the ratio would be).
+pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
+    let label = format!("none ({why})");
     let workloads = [
-        ("mlp", mlp_workload(sizes), base_mlp),
-        ("two_tower", two_tower_workload(sizes), base_tt),
+        ("mlp", mlp_workload(sizes)),
+        ("two_tower", two_tower_workload(sizes)),
     ];
     let gpu = crate::gpu::choose(Device::Gpu).ok().flatten();
     let mut out = Vec::new();
-    for (name, (model, rows), base) in &workloads {
+    for (name, (model, rows)) in &workloads {
         out.extend(time_backends(
             name,
             model,
@@ -205,11 +202,88 @@ pub fn compute(
             threads,
             1,
             gpu.as_ref(),
-            *base,
+            f64::NAN,
             &label,
         ));
     }
     out
+}
+
+/// Runs `bench/baseline.py` (onnxruntime, `threads` threads, best of
+/// `repeat`) on both workloads at `sizes`, on files generated into `dir`,
+/// and returns its results for [`compute_on_files`]. `Err`: why there is no
+/// baseline (no Python, no onnxruntime, no script), for the table.
+pub fn measure_baseline(
+    sizes: &Sizes,
+    threads: usize,
+    repeat: usize,
+    dir: &Path,
+) -> Result<Vec<Baseline>, String> {
+    use crate::data::{GenKind, GenOptions, generate};
+    let script = Path::new(BASELINE_SCRIPT);
+    if !script.is_file() {
+        return Err(format!("{} is not here", script.display()));
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let imports = std::process::Command::new(&python)
+        .args(["-c", BASELINE_IMPORTS])
+        .output();
+    match imports {
+        Ok(o) if o.status.success() => {}
+        Ok(_) => {
+            return Err(format!(
+                "{python} lacks the baseline's packages: {python} -m pip install -r {}",
+                script.with_file_name("requirements.txt").display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot run {python}: {e}")),
+    }
+    let mut out = Vec::new();
+    for (kind, name) in [(GenKind::Mlp, "mlp"), (GenKind::TwoTower, "two-tower")] {
+        let mut opts = GenOptions::defaults(kind);
+        let (data, weights) = match kind {
+            GenKind::Mlp => {
+                opts.users = sizes.mlp_rows as u64;
+                opts.features = sizes.mlp_features;
+                opts.hidden = sizes.mlp_hidden;
+                ("entities.parquet", "mlp.safetensors")
+            }
+            GenKind::TwoTower => {
+                opts.users = sizes.users as u64;
+                opts.items = sizes.items as u32;
+                opts.dim = sizes.dim;
+                ("users.parquet", "two_tower.safetensors")
+            }
+        };
+        let files = dir.join(name);
+        generate(&opts, &files.join(data), &files.join(weights))
+            .map_err(|e| format!("generating the {name} files: {e}"))?;
+        let json = dir.join(format!("baseline-{name}.json"));
+        let mut cmd = std::process::Command::new(&python);
+        cmd.arg(script)
+            .arg(name)
+            .arg("--data")
+            .arg(&files)
+            .arg("--out")
+            .arg(dir.join(format!("lmdb-{name}")))
+            .args(["--engine", "onnxruntime"])
+            .args(["--threads", &threads.to_string()])
+            .args(["--repeat", &repeat.to_string()])
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::process::Stdio::null());
+        if kind == GenKind::TwoTower {
+            cmd.args(["--top-k", &sizes.top_k.to_string(), "--exclude-seen"]);
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run {python}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{} {name} failed ({status})", script.display()));
+        }
+        out.extend(read_baselines(&json).map_err(|e| format!("{e:#}"))?);
+    }
+    Ok(out)
 }
 
 /// Times the native path with `threads` threads (best of `repeat` passes)
@@ -237,7 +311,10 @@ fn time_backends(
     out.push(row(
         name,
         "cpu",
-        &format!("native, {threads} threads"),
+        &format!(
+            "native {}, {threads} threads",
+            crate::model::simd_level().name()
+        ),
         rows.len(),
         best,
         total_flops,
@@ -350,7 +427,9 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
             other => bail!("baseline model '{other}' is neither mlp nor two_tower"),
         };
         let input = Input {
-            path: b.data.clone(),
+            path: crate::config::Location::Local(b.data.clone()),
+            read: crate::config::ReadMode::Auto,
+            storage: Default::default(),
             id_column: id_column.into(),
             history_column: history_column.clone(),
             feature_columns: None,
@@ -428,7 +507,7 @@ pub fn table(rows: &[ComputeRow]) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<10} {:<8} {:<30} {:>9} {:>8.2} {:>12.0} {:>8.1} {:>14.0} {:>7.2}x\n",
+            "{:<10} {:<8} {:<30} {:>9} {:>8.2} {:>12.0} {:>8.1} {:>14} {:>8}\n",
             r.model,
             r.backend,
             r.adapter,
@@ -436,8 +515,16 @@ pub fn table(rows: &[ComputeRow]) -> String {
             r.seconds,
             r.rows_per_s,
             r.gflops,
-            r.baseline_rows_per_s,
-            r.ratio
+            if r.baseline_rows_per_s.is_finite() {
+                format!("{:.0}", r.baseline_rows_per_s)
+            } else {
+                "-".into()
+            },
+            if r.ratio.is_finite() {
+                format!("{:.2}x", r.ratio)
+            } else {
+                "-".into()
+            },
         ));
     }
     if let Some(r) = rows.first() {
@@ -495,7 +582,10 @@ mod tests {
         assert_eq!((cpu[0].model.as_str(), cpu[0].rows), ("mlp", 300));
         assert_eq!((cpu[1].model.as_str(), cpu[1].rows), ("two_tower", 200));
         for r in &cpu {
-            assert_eq!(r.adapter, "native, 2 threads");
+            assert_eq!(
+                r.adapter,
+                format!("native {}, 2 threads", crate::model::simd_level().name())
+            );
             assert!(r.seconds > 0.0 && r.rows_per_s > 0.0);
             // The baseline's speed is its rows over its compute time.
             let base = r.rows as f64 / 0.5;

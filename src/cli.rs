@@ -601,6 +601,29 @@ fn parse_scale(text: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// `herd bench compute` without `--baseline`: the Python baseline runs here,
+/// on files generated for it in a scratch folder, and herd is timed on the
+/// same files; without it, herd alone and the reason there is no ratio.
+fn compute_with_measured_baseline(threads: usize) -> Result<Vec<herd::bench::ComputeRow>> {
+    let sizes = herd::bench::Sizes::default();
+    let dir = std::env::temp_dir().join(format!("herd-bench-compute-{}", std::process::id()));
+    eprintln!(
+        "measuring the baseline ({}) on files in {}",
+        herd::bench::BASELINE_SCRIPT,
+        dir.display()
+    );
+    let measured = herd::bench::measure_baseline(&sizes, threads, 3, &dir);
+    let rows = match measured {
+        Ok(baselines) => herd::bench::compute_on_files(&baselines),
+        Err(why) => {
+            eprintln!("no baseline, so no ratio: {why}");
+            Ok(herd::bench::compute(&sizes, threads, &why))
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
 fn bench(
     what: BenchWhat,
     json: bool,
@@ -663,7 +686,7 @@ fn bench(
                 .unwrap_or(1);
             let rows = match baseline {
                 Some(file) => herd::bench::compute_on_files(&herd::bench::read_baselines(&file)?)?,
-                None => herd::bench::compute(&herd::bench::Sizes::default(), threads, None),
+                None => compute_with_measured_baseline(threads)?,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -9,12 +9,13 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Device;
+use crate::config::{Device, Input};
+use crate::data::Segment;
 use crate::model::{ModelSpec, Predictions, Rows};
 use crate::sched::{AttemptId, ChunkId};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts: 512 MiB. A chunk's rows or
 /// predictions beyond this are a planning error (chunks are sized by cost
@@ -51,6 +52,11 @@ pub enum ToWorker {
         device: Device,
         /// CPU threads for the native path.
         threads: u32,
+        /// The job's input, for a worker that reads its own rows
+        /// ([`ChunkRows::Read`]); `None`: every chunk comes with its rows.
+        input: Option<Input>,
+        /// Whether the model reads the input's history column.
+        needs_history: bool,
     },
     /// Report which backend `device` gives on this machine, without a model
     /// (`herd hosts check`); answered with `Loaded` (model empty).
@@ -59,7 +65,7 @@ pub enum ToWorker {
     Run {
         chunk: ChunkId,
         attempt: AttemptId,
-        rows: Rows,
+        rows: ChunkRows,
     },
     /// The chunk was split: only the first `rows` rows of the attempt matter.
     StopAt { attempt: AttemptId, rows: u64 },
@@ -67,6 +73,34 @@ pub enum ToWorker {
     Cancel { attempt: AttemptId },
     /// Exit cleanly.
     Shutdown,
+}
+
+/// A chunk's rows: carried in the message, or described for the worker to
+/// read itself from the input it was given at `Load`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ChunkRows {
+    Rows(Rows),
+    /// The rows, in order, one segment per part file they touch; the worker
+    /// checks each (part row count, first and last id) and fails the
+    /// attempt naming the file when it differs.
+    Read(Vec<Segment>),
+}
+
+impl ChunkRows {
+    /// How many rows the attempt covers.
+    pub fn len(&self) -> usize {
+        match self {
+            ChunkRows::Rows(rows) => rows.len(),
+            ChunkRows::Read(segments) => segments
+                .iter()
+                .map(|s| (s.rows.end - s.rows.start) as usize)
+                .sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Worker -> coordinator.
@@ -91,6 +125,12 @@ pub enum FromWorker {
     Result {
         attempt: AttemptId,
         predictions: Predictions,
+        /// Bytes of input rows this worker read itself for the attempt
+        /// ([`Rows::byte_size`]); 0 when the rows came in the message.
+        input_bytes: u64,
+        /// The worker process's peak resident memory so far (0 where the
+        /// system does not say).
+        peak_rss_bytes: u64,
     },
     /// `attempt: None`: the worker cannot go on (bad model, no device).
     Error {
@@ -163,16 +203,29 @@ mod tests {
         roundtrip(ToWorker::Run {
             chunk: 3,
             attempt: 9,
-            rows: Rows {
+            rows: ChunkRows::Rows(Rows {
                 ids: EntityIds::Str(vec!["a".into(), "b".into()]),
                 num_features: 1,
                 features: vec![0.5, -1.0],
                 history_offsets: vec![0, 2, 2],
                 history_items: vec![7, 8],
-            },
+            }),
+        });
+        roundtrip(ToWorker::Run {
+            chunk: 3,
+            attempt: 10,
+            rows: ChunkRows::Read(vec![Segment {
+                part: "s3://b/users/part-1.parquet".into(),
+                part_rows: 1_000,
+                rows: 10..20,
+                first_id: crate::model::EntityKey::Int(42),
+                last_id: crate::model::EntityKey::Int(51),
+            }]),
         });
         roundtrip(FromWorker::Result {
             attempt: 9,
+            input_bytes: 1 << 20,
+            peak_rss_bytes: 64 << 20,
             predictions: Predictions::TopK {
                 offsets: vec![0, 1],
                 items: vec![4],

@@ -133,6 +133,8 @@ impl WorkerHooks {
             Some("forge") => vec![FromWorker::Result {
                 attempt: attempt + 1,
                 predictions: preds.clone(),
+                input_bytes: 0,
+                peak_rss_bytes: 0,
             }],
             Some("progress") => vec![FromWorker::Progress {
                 attempt: attempt + 1000,

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::Device;
+use crate::config::{Device, Input};
+use crate::data::Dataset;
 use crate::model::{Model, ModelSpec, Predictions, Rows};
-use crate::proto::{self, FromWorker, ToWorker};
+use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::AttemptId;
 use crate::test_hooks::WorkerHooks;
 
@@ -40,6 +41,34 @@ struct Loaded {
     /// Feature columns the model was loaded for; every `Run` must carry them.
     num_features: usize,
     backend: Backend,
+    /// The input, for chunks sent as descriptors: the job's settings and
+    /// whether the model reads history; opened at the first such chunk.
+    input: Option<(Input, bool)>,
+    dataset: Option<Dataset>,
+}
+
+impl Loaded {
+    /// The rows of a chunk: as sent, or read here from the input and
+    /// checked against their descriptors. Also the bytes read here.
+    fn rows(&mut self, rows: ChunkRows) -> Result<(Rows, u64), String> {
+        let segments = match rows {
+            ChunkRows::Rows(rows) => return Ok((rows, 0)),
+            ChunkRows::Read(segments) => segments,
+        };
+        let Some((input, needs_history)) = &self.input else {
+            return Err("chunk described by part files, but no input was given at load".into());
+        };
+        if self.dataset.is_none() {
+            let ds = Dataset::open(input, *needs_history).map_err(|e| format!("input: {e}"))?;
+            self.dataset = Some(ds);
+        }
+        let ds = self.dataset.as_ref().expect("opened above");
+        let rows = ds
+            .read_segments(&segments)
+            .map_err(|e| format!("input: {e}"))?;
+        let bytes = rows.byte_size();
+        Ok((rows, bytes))
+    }
 }
 
 /// Runs the worker on this process's stdin and stdout until shutdown or EOF.
@@ -72,8 +101,11 @@ pub fn main() -> Result<(), String> {
                 num_features,
                 device,
                 threads,
+                input,
+                needs_history,
             } => match load(&spec, &sha256, &path, num_features, device, threads) {
-                Ok(l) => {
+                Ok(mut l) => {
+                    l.input = input.map(|i| (i, needs_history));
                     let reply = loaded_reply(&l.backend, l.model.describe());
                     loaded = Some(l);
                     Some(reply)
@@ -88,7 +120,7 @@ pub fn main() -> Result<(), String> {
                 attempt,
                 rows,
             } => {
-                let Some(l) = loaded.as_ref() else {
+                let Some(l) = loaded.as_mut() else {
                     let message = "chunk sent before the model was loaded".into();
                     send(
                         &mut out,
@@ -98,6 +130,17 @@ pub fn main() -> Result<(), String> {
                         },
                     )?;
                     continue;
+                };
+                let (rows, input_bytes) = match l.rows(rows) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        let error = FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        };
+                        send(&mut out, &error)?;
+                        continue;
+                    }
                 };
                 if let Err(problem) = rows.check_shape(l.num_features) {
                     let message = format!("malformed rows for attempt {attempt}: {problem}");
@@ -118,6 +161,8 @@ pub fn main() -> Result<(), String> {
                         Some(FromWorker::Result {
                             attempt: hooks.result_attempt(attempt),
                             predictions,
+                            input_bytes,
+                            peak_rss_bytes: peak_rss_bytes(),
                         })
                     }
                     Attempt::Cancelled => None,
@@ -346,6 +391,8 @@ fn load(
         model,
         num_features,
         backend,
+        input: None,
+        dataset: None,
     })
 }
 
@@ -379,7 +426,8 @@ fn describe_backend(gpu: Option<&crate::gpu::Gpu>, threads: usize) -> (String, S
         None => (
             "cpu".into(),
             format!(
-                "native CPU, {threads} thread{}",
+                "native CPU {}, {threads} thread{}",
+                crate::model::simd_level().name(),
                 if threads == 1 { "" } else { "s" }
             ),
         ),
@@ -388,6 +436,19 @@ fn describe_backend(gpu: Option<&crate::gpu::Gpu>, threads: usize) -> (String, S
             gpu.info.name.clone(),
         ),
     }
+}
+
+/// This process's peak resident memory (`VmHWM` in /proc/self/status); 0
+/// where the system does not say.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
 }
 
 /// Lower-case hex of `bytes`.

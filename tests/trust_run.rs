@@ -615,6 +615,8 @@ fn a_worker_answers_malformed_runs_with_errors_and_keeps_serving() {
         num_features: 3,
         device: herd::config::Device::Cpu,
         threads: 1,
+        input: None,
+        needs_history: true,
     });
     assert!(matches!(recv(), FromWorker::Loaded { .. }), "load");
     let good = Rows {
@@ -666,7 +668,7 @@ fn a_worker_answers_malformed_runs_with_errors_and_keeps_serving() {
         send(&ToWorker::Run {
             chunk: 0,
             attempt: attempt as u64,
-            rows,
+            rows: herd::proto::ChunkRows::Rows(rows),
         });
         match recv() {
             FromWorker::Error {
@@ -683,7 +685,7 @@ fn a_worker_answers_malformed_runs_with_errors_and_keeps_serving() {
     send(&ToWorker::Run {
         chunk: 0,
         attempt: 99,
-        rows: good,
+        rows: herd::proto::ChunkRows::Rows(good),
     });
     let result = loop {
         match recv() {
@@ -692,7 +694,7 @@ fn a_worker_answers_malformed_runs_with_errors_and_keeps_serving() {
         }
     };
     assert!(
-        matches!(result, FromWorker::Result { attempt: 99, ref predictions } if predictions.len() == 2),
+        matches!(result, FromWorker::Result { attempt: 99, ref predictions, .. } if predictions.len() == 2),
         "{result:?}"
     );
     send(&ToWorker::Shutdown);

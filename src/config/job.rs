@@ -11,12 +11,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::Result;
 use super::raw;
 use super::source::quoted;
 use super::source::{Source, beside, value_kind};
+use super::{Location, Result, Storage};
 use crate::model::{FAMILIES, Family, ModelSpec};
 
 /// The fleet file of a job that names none, relative to the job file (jobs
@@ -75,9 +76,14 @@ pub struct Job {
     pub generate: Option<Generate>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
-    pub path: PathBuf,
+    /// A file, folder or glob here, or an object-store URL.
+    pub path: Location,
+    /// Who reads the rows of a chunk.
+    pub read: ReadMode,
+    /// `[input.storage]`; used by URL inputs only.
+    pub storage: Storage,
     pub id_column: String,
     /// Required for two_tower; absent for mlp.
     pub history_column: Option<String>,
@@ -87,8 +93,28 @@ pub struct Input {
     pub on_invalid: OnInvalid,
 }
 
+/// `[input] read`: who reads a chunk's rows from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Workers on local hosts, and every worker of a URL input; the
+    /// coordinator for SSH hosts of a local input (their machine may not
+    /// have the path).
+    Auto,
+    /// The coordinator reads every row and sends it to the worker.
+    Coordinator,
+    /// Workers read their own rows from the same path, told only which.
+    Workers,
+}
+
+/// `read = ...` in `[input]`: each mode's name.
+pub const READ_MODES: &[(&str, ReadMode)] = &[
+    ("auto", ReadMode::Auto),
+    ("coordinator", ReadMode::Coordinator),
+    ("workers", ReadMode::Workers),
+];
+
 /// `[input] on_invalid`: what a null, NaN or infinite feature value does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnInvalid {
     /// The run stops before a version is begun (exit 2), naming the file,
@@ -298,7 +324,33 @@ impl Source<'_> {
         family: &Family,
     ) -> Result<Input> {
         let raw = table.get_ref();
-        let path = self.path(&raw.path, "[input] path")?;
+        let url = super::location::input_url(raw.path.get_ref(), "[input] path")
+            .map_err(|m| self.error(raw.path.span(), m))?;
+        let storage = match &raw.storage {
+            None => Storage::default(),
+            Some(t) => super::location::storage(t, url.as_ref())
+                .map_err(|(span, m)| self.error(span, m))?,
+        };
+        let path = match url {
+            Some(url) => Location::Url(url),
+            None => Location::Local(self.path(&raw.path, "[input] path")?),
+        };
+        let read = match &raw.read {
+            None => ReadMode::Auto,
+            Some(v) => match READ_MODES.iter().find(|(name, _)| name == v.get_ref()) {
+                Some((_, mode)) => *mode,
+                None => {
+                    return Err(self.error(
+                        v.span(),
+                        format!(
+                            "[input] read = '{}' is not a read mode; expected {}",
+                            v.get_ref(),
+                            quoted(READ_MODES.iter().map(|(n, _)| *n))
+                        ),
+                    ));
+                }
+            },
+        };
         let id_column = self.column(&raw.id_column, "[input] id_column")?;
         let kind_line = self.line_of(&kind_value.span());
         let history_column = match (&raw.history_column, family.reads_history) {
@@ -347,6 +399,8 @@ impl Source<'_> {
         };
         Ok(Input {
             path,
+            read,
+            storage,
             id_column,
             history_column,
             feature_columns,

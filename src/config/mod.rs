@@ -13,6 +13,7 @@
 
 mod fleet;
 mod job;
+pub mod location;
 pub mod raw;
 pub mod source;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 pub use fleet::*;
 pub use job::*;
+pub use location::{Location, Storage};
 pub use source::MAX_NAME_LEN;
 
 pub type Result<T> = std::result::Result<T, Error>;

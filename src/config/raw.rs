@@ -46,6 +46,8 @@ pub struct InputTable {
     pub id_column: Spanned<String>,
     pub history_column: Option<Spanned<String>>,
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub read: Option<Spanned<String>>,
+    pub storage: Option<StorageTable>,
     pub on_invalid: Option<Spanned<String>>,
 }
 
@@ -195,7 +197,28 @@ impl HostTable {
 
 /// Keys the parser accepts but that are never valid; left out of the list of
 /// allowed keys in "unknown key" messages.
-pub const REFUSED_KEYS: &[&str] = &["password"];
+pub const REFUSED_KEYS: &[&str] = &[
+    "password",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "account_key",
+];
+
+/// `[input.storage]`: object-store options for a URL input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageTable {
+    pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub allow_http: Option<Spanned<bool>>,
+    /// Accepted by the parser only so that `resolve` can refuse them with a
+    /// message of their own: credentials come from the environment.
+    pub access_key_id: Option<Spanned<toml::Value>>,
+    pub secret_access_key: Option<Spanned<toml::Value>>,
+    pub session_token: Option<Spanned<toml::Value>>,
+    pub account_key: Option<Spanned<toml::Value>>,
+}
 
 /// For the tests of a kind table (model families, host kinds): every key
 /// serde knows for `T` beyond `common`, each set alone on top of `base` (to
@@ -267,6 +290,7 @@ mod tests {
         unknown_key_refused::<OutputTable>("store = 's'");
         unknown_key_refused::<ValidateTable>("");
         unknown_key_refused::<GenerateTable>("kind = 'mlp'");
+        unknown_key_refused::<StorageTable>("");
         unknown_key_refused::<HostTable>("name = 'a'\nkind = 'local'");
         unknown_key_refused::<FleetFile>("");
         unknown_key_refused::<JobFile>(

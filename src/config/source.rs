@@ -62,6 +62,11 @@ impl Source<'_> {
         if s.is_empty() {
             return Err(self.error(value.span(), format!("{label} is empty; expected a path")));
         }
+        if let Some(p) =
+            super::location::local_path(s, label).map_err(|m| self.error(value.span(), m))?
+        {
+            return Ok(p);
+        }
         if s == "~" || s.starts_with("~/") {
             return Ok(PathBuf::from(s));
         }

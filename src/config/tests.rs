@@ -149,7 +149,7 @@ fn design_two_tower_job_resolves_with_paths_next_to_the_job() {
     assert_eq!(j.name, "nightly-candidates");
     assert_eq!(j.model_version, "two-tower-2026-11-28");
     assert_eq!(j.hosts, Path::new("hosts.toml"));
-    assert_eq!(j.input.path, Path::new("data/users.parquet"));
+    assert_eq!(j.input.path, Location::Local("data/users.parquet".into()));
     assert_eq!(j.input.id_column, "user_id");
     assert_eq!(j.input.history_column.as_deref(), Some("history"));
     assert_eq!(
@@ -239,7 +239,7 @@ fn explicit_paths_absolute_and_home_are_kept() {
     let text = with(&text, "input", "path", "path = \"~/data/a.parquet\"");
     let j = job(&text).unwrap();
     assert_eq!(j.hosts, Path::new("/etc/herd/hosts.toml"));
-    assert_eq!(j.input.path, Path::new("~/data/a.parquet"));
+    assert_eq!(j.input.path, Location::Local("~/data/a.parquet".into()));
 }
 
 #[test]
@@ -247,6 +247,81 @@ fn empty_path_is_refused() {
     let text = with(MLP, "output", "store", "store = \"\"");
     let e = error_at(job(&text), &text, "store =");
     assert_contains(&e, &["[output] store is empty; expected a path"]);
+}
+
+#[test]
+fn a_url_where_a_local_path_belongs_is_refused() {
+    let text = with(
+        MLP,
+        "output",
+        "store",
+        "store = \"redis://127.0.0.1:6379/0\"",
+    );
+    let e = error_at(job(&text), &text, "store =");
+    assert_contains(
+        &e,
+        &["[output] store = 'redis://127.0.0.1:6379/0' is a redis:// URL"],
+    );
+    let text = with(MLP, "output", "store", "store = \"file:///srv/herd/store\"");
+    assert_eq!(
+        job(&text).unwrap().output.store,
+        Path::new("/srv/herd/store")
+    );
+}
+
+#[test]
+fn input_urls_and_storage_options_resolve() {
+    let text = with(MLP, "input", "path", "path = \"s3://bucket/users/\"")
+        + "[input.storage]\nendpoint = \"http://127.0.0.1:9000/\"\nregion = \"us-east-1\"\n\
+           allow_http = true\n";
+    let j = job(&text).unwrap();
+    assert_eq!(j.input.read, ReadMode::Auto);
+    assert_eq!(j.input.path.to_string(), "s3://bucket/users/");
+    assert!(matches!(j.input.path, Location::Url(_)));
+    assert_eq!(
+        j.input.storage,
+        Storage {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("us-east-1".into()),
+            allow_http: true,
+        }
+    );
+    let text = with(MLP, "input", "path", "path = \"file:///data/users/\"");
+    assert_eq!(
+        job(&text).unwrap().input.path,
+        Location::Local("/data/users/".into())
+    );
+    for (name, mode) in READ_MODES {
+        let text = with(
+            MLP,
+            "input",
+            "path",
+            &format!("path = \"u/\"\nread = \"{name}\""),
+        );
+        assert_eq!(job(&text).unwrap().input.read, *mode);
+    }
+}
+
+#[test]
+fn unknown_input_schemes_and_credentials_in_the_file_are_refused() {
+    let text = with(MLP, "input", "path", "path = \"hdfs://nn/users\"");
+    let e = error_at(job(&text), &text, "path =");
+    assert_contains(&e, &["'hdfs://nn/users' has the scheme 'hdfs://'"]);
+
+    let base = with(MLP, "input", "path", "path = \"s3://bucket/users/\"");
+    let text = base.clone() + "[input.storage]\nsecret_access_key = \"hunter2\"\n";
+    let e = error_at(job(&text), &text, "secret_access_key");
+    assert_contains(&e, &["credentials are never read from the job file"]);
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    let text = base.clone() + "[input.storage]\nendpoint = \"http://127.0.0.1:9000\"\n";
+    let e = error_at(job(&text), &text, "endpoint");
+    assert_contains(&e, &["is plain HTTP", "allow_http = true"]);
+
+    let text = with(MLP, "input", "path", "path = \"gs://bucket/users/\"")
+        + "[input.storage]\nregion = \"eu-west-1\"\n";
+    let e = error_at(job(&text), &text, "region");
+    assert_contains(&e, &["only for s3:// inputs"]);
 }
 
 #[test]

@@ -12,7 +12,9 @@ use crate::config::Input;
 
 fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>) -> Input {
     Input {
-        path: path.to_path_buf(),
+        path: crate::config::Location::Local(path.to_path_buf()),
+        read: crate::config::ReadMode::Auto,
+        storage: Default::default(),
         id_column: id.to_string(),
         history_column: history.map(str::to_string),
         feature_columns: features.map(|f| f.iter().map(|s| s.to_string()).collect()),

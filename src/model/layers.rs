@@ -1,7 +1,9 @@
 //! Stacks of dense layers as `torch.nn.Linear` stores them, shared by every
 //! family built from them: the reference (one row at a time), the fast path
 //! (blocks of rows through sgemm, or dot products where [`simd`] runs), the
-//! output activations, and what a stack costs and looks like.
+//! output activations, and what a stack costs and looks like. sgemm
+//! (`matrixmultiply`) picks its own kernel at run time: AVX-512, AVX2 + FMA,
+//! NEON on aarch64, else portable.
 
 use matrixmultiply::sgemm;
 use serde::{Deserialize, Serialize};

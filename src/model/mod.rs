@@ -20,6 +20,10 @@ mod error;
 pub mod family;
 pub mod layers;
 mod predictions;
+// AVX-512 intrinsics are stable from Rust 1.89. Cargo.toml's rust-version
+// (1.85) already predates the let-chains the crate uses (1.88); it is to be
+// raised to 1.89 crate-wide, with the clippy fixes that brings.
+#[clippy::msrv = "1.89"]
 mod simd;
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,7 @@ pub use error::{Error, Result};
 pub use family::{Family, FamilySpec, Scorer, family};
 pub use layers::{Dense, OutputActivation};
 pub use mlp::{Mlp, MlpSpec};
+pub use simd::{Level as SimdLevel, level as simd_level};
 pub use two_tower::{ItemIndex, TOWER_PREFIX, TwoTower, TwoTowerSpec};
 
 /// Entity ids of a run of rows: integers or strings, as the input file has them.
@@ -126,6 +131,18 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes of input these rows hold: ids (8 per integer id, the
+    /// length of a string id), features and history items (4 each). What
+    /// the run report counts as input carried or read.
+    pub fn byte_size(&self) -> u64 {
+        let ids = match &self.ids {
+            EntityIds::Int(v) => 8 * v.len() as u64,
+            EntityIds::Str(v) => v.iter().map(|s| s.len() as u64).sum(),
+        };
+        ids + 4
+            * (self.features.len() + self.history_offsets.len() + self.history_items.len()) as u64
     }
 
     /// Row `i`'s dense features.

@@ -1,27 +1,76 @@
-//! AVX2 + FMA kernels for the shapes where sgemm spends more time packing
-//! than multiplying: scoring a few users against a whole catalogue (sgemm
-//! copies every item embedding on each call), and dense layers with a handful
-//! of outputs (a matrix-vector product). They read the large operand where
-//! it lies. Chosen at run time; [`available`] is false on other CPUs and the
-//! callers use sgemm there.
+//! The SIMD level this CPU runs ([`level`]: AVX-512, AVX2 + FMA, NEON, or
+//! none), found once at run time, and kernels for the shapes where sgemm
+//! spends more time packing than multiplying: scoring a few users against a
+//! whole catalogue (sgemm copies every item embedding on each call), and
+//! dense layers with a handful of outputs (a matrix-vector product). They
+//! read the large operand where it lies, in AVX-512 where the CPU has it,
+//! else AVX2 + FMA; [`available`] is false on other CPUs and the callers use
+//! sgemm there.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
 
 /// Floats per AVX register; the kernels need the inner dimension to be a
 /// multiple of it.
 pub(crate) const LANES: usize = 8;
 
-/// Whether this CPU runs the kernels (AVX2 and FMA).
-pub(crate) fn available() -> bool {
+/// The widest SIMD instructions a kernel may use here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// x86-64 with AVX-512F (and AVX2 + FMA).
+    Avx512,
+    /// x86-64 with AVX2 and FMA.
+    Avx2,
+    /// aarch64 (NEON is part of the architecture): sgemm's NEON kernels.
+    Neon,
+    /// None of the above: sgemm's portable kernels.
+    Portable,
+}
+
+impl Level {
+    /// The name shown in adapter strings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Neon => "neon",
+            Level::Portable => "portable",
+        }
+    }
+}
+
+/// The widest level this CPU supports, detected once.
+pub fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        [Level::Avx512, Level::Avx2, Level::Neon]
+            .into_iter()
+            .find(|l| supported(*l))
+            .unwrap_or(Level::Portable)
+    })
+}
+
+/// Whether this CPU runs the kernels of `level`.
+pub(crate) fn supported(level: Level) -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    let avx2 = false;
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => avx2 && is_x86_feature_detected!("avx512f"),
+        #[cfg(not(target_arch = "x86_64"))]
+        Level::Avx512 => false,
+        Level::Avx2 => avx2,
+        Level::Neon => cfg!(target_arch = "aarch64"),
+        Level::Portable => true,
     }
+}
+
+/// Whether this CPU runs the kernels below (AVX2 and FMA, or AVX-512).
+pub(crate) fn available() -> bool {
+    matches!(level(), Level::Avx512 | Level::Avx2)
 }
 
 /// Users scored together by [`score_block`]: two AVX registers.
@@ -42,11 +91,73 @@ pub(crate) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut 
     assert_eq!(users_t.len(), dim * GROUP);
     assert_eq!(out.len() % GROUP, 0);
     assert_eq!(items.len(), out.len() / GROUP * dim);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX2 and FMA (checked above), and the lengths
-    // checked above keep every load and store inside the slices.
-    unsafe {
-        score_block_avx2(users_t, items, dim, out)
+    score_block_at(level(), users_t, items, dim, out)
+}
+
+/// [`score_block`] with the kernel of `level` (one this CPU supports).
+pub(crate) fn score_block_at(
+    level: Level,
+    users_t: &[f32],
+    items: &[f32],
+    dim: usize,
+    out: &mut [f32],
+) {
+    assert!(supported(level));
+    assert_eq!(users_t.len(), dim * GROUP);
+    assert_eq!(out.len() % GROUP, 0);
+    assert_eq!(items.len(), out.len() / GROUP * dim);
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F (checked above), and the lengths
+        // checked above keep every load and store inside the slices.
+        Level::Avx512 => unsafe { score_block_avx512(users_t, items, dim, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: likewise for AVX2 and FMA.
+        Level::Avx2 => unsafe { score_block_avx2(users_t, items, dim, out) },
+        other => panic!("score_block has no {other:?} kernel"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unused_unsafe)]
+unsafe fn score_block_avx512(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+    // One zmm register holds a coordinate of all GROUP users; twelve items
+    // per step keep twelve independent sums in flight.
+    const STEP: usize = 12;
+    let n = out.len() / GROUP;
+    let (pu, pe, po) = (users_t.as_ptr(), items.as_ptr(), out.as_mut_ptr());
+    let mut j = 0;
+    while j + STEP <= n {
+        unsafe {
+            let e = pe.add(j * dim);
+            let mut acc = [_mm512_setzero_ps(); STEP];
+            for d in 0..dim {
+                let u = _mm512_loadu_ps(pu.add(d * GROUP));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*e.add(i * dim + d)), u, *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(po.add((j + i) * GROUP), *a);
+            }
+        }
+        j += STEP;
+    }
+    while j < n {
+        unsafe {
+            let e = pe.add(j * dim);
+            let mut a = _mm512_setzero_ps();
+            for d in 0..dim {
+                a = _mm512_fmadd_ps(
+                    _mm512_set1_ps(*e.add(d)),
+                    _mm512_loadu_ps(pu.add(d * GROUP)),
+                    a,
+                );
+            }
+            _mm512_storeu_ps(po.add(j * GROUP), a);
+        }
+        j += 1;
     }
 }
 
@@ -114,15 +225,74 @@ pub(crate) fn dense_dots(
     assert!(available(), "dense_dots needs AVX2 and FMA");
     assert!(out_dim > 0 && stride >= out_dim);
     let in_dim = weight.len() / out_dim;
-    assert!(in_dim > 0 && in_dim % LANES == 0 && weight.len() == in_dim * out_dim);
+    assert!(in_dim > 0 && in_dim.is_multiple_of(LANES) && weight.len() == in_dim * out_dim);
     assert_eq!(rows.len() % in_dim, 0);
     let n = rows.len() / in_dim;
     assert!(out.len() >= n.saturating_sub(1) * stride + out_dim || n == 0);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2 and FMA are present and the lengths checked above keep
-    // every access inside the slices.
-    unsafe {
-        dense_dots_avx2(rows, weight, bias, out, stride, in_dim, n)
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present and the lengths checked above keep
+        // every access inside the slices.
+        Level::Avx512 if in_dim.is_multiple_of(2 * LANES) => unsafe {
+            dense_dots_avx512(rows, weight, bias, out, stride, in_dim, n)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (AVX-512 implies them here), and
+        // the lengths checked above keep every access inside the slices.
+        Level::Avx512 | Level::Avx2 => unsafe {
+            dense_dots_avx2(rows, weight, bias, out, stride, in_dim, n)
+        },
+        other => panic!("dense_dots has no {other:?} kernel"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unused_unsafe)]
+unsafe fn dense_dots_avx512(
+    rows: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    stride: usize,
+    in_dim: usize,
+    n: usize,
+) {
+    const W: usize = 16;
+    for (o, &b) in bias.iter().enumerate() {
+        let w = &weight[o * in_dim..(o + 1) * in_dim];
+        let mut r = 0;
+        while r + 4 <= n {
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 4];
+                let mut d = 0;
+                while d < in_dim {
+                    let x = _mm512_loadu_ps(w.as_ptr().add(d));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let v = _mm512_loadu_ps(rows.as_ptr().add((r + i) * in_dim + d));
+                        *a = _mm512_fmadd_ps(v, x, *a);
+                    }
+                    d += W;
+                }
+                for (i, a) in acc.into_iter().enumerate() {
+                    out[(r + i) * stride + o] = b + _mm512_reduce_add_ps(a);
+                }
+            }
+            r += 4;
+        }
+        while r < n {
+            unsafe {
+                let mut a = _mm512_setzero_ps();
+                let mut d = 0;
+                while d < in_dim {
+                    let x = _mm512_loadu_ps(w.as_ptr().add(d));
+                    a = _mm512_fmadd_ps(_mm512_loadu_ps(rows.as_ptr().add(r * in_dim + d)), x, a);
+                    d += W;
+                }
+                out[r * stride + o] = b + _mm512_reduce_add_ps(a);
+            }
+            r += 1;
+        }
     }
 }
 
@@ -216,18 +386,25 @@ mod tests {
             );
             return;
         }
-        for dim in [1, 3, 8, 64, 71] {
-            for n in [0, 1, 3, 4, 5, 9, 31] {
+        let levels = [Level::Avx512, Level::Avx2]
+            .into_iter()
+            .filter(|l| supported(*l));
+        for (level, dim, n) in levels.flat_map(|l| {
+            [1, 3, 8, 64, 71]
+                .into_iter()
+                .flat_map(move |d| [0, 1, 3, 4, 5, 9, 12, 13, 31].map(|n| (l, d, n)))
+        }) {
+            {
                 let (users_t, items) = (values(dim * GROUP, 1), values(n * dim, 3));
                 let mut out = vec![f32::NAN; n * GROUP];
-                score_block(&users_t, &items, dim, &mut out);
+                score_block_at(level, &users_t, &items, dim, &mut out);
                 for j in 0..n {
                     for u in 0..GROUP {
                         let user: Vec<f32> = (0..dim).map(|d| users_t[d * GROUP + u]).collect();
                         let want = dot(&user, &items[j * dim..(j + 1) * dim]);
                         assert!(
                             (out[j * GROUP + u] - want).abs() < 1e-4,
-                            "dim {dim} n {n} item {j} user {u}"
+                            "{level:?} dim {dim} n {n} item {j} user {u}"
                         );
                     }
                 }
@@ -243,7 +420,7 @@ mod tests {
             );
             return;
         }
-        for (in_dim, out_dim, n) in [(8, 1, 1), (256, 1, 7), (64, 3, 9), (16, 2, 4)] {
+        for (in_dim, out_dim, n) in [(8, 1, 1), (256, 1, 7), (64, 3, 9), (16, 2, 4), (24, 1, 5)] {
             let (rows, w, b) = (
                 values(n * in_dim, 4),
                 values(out_dim * in_dim, 5),

@@ -205,6 +205,8 @@ fn one(slots: u32, dir: &Path) -> Result<CoordinatorRow, Error> {
             let msg = FromWorker::Result {
                 attempt,
                 predictions,
+                input_bytes: 0,
+                peak_rss_bytes: 0,
             };
             (msg, Kind::Result)
         };

@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use crate::config::{Location, ReadMode, Transport};
 use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::{EntityIds, Predictions};
-use crate::proto::{self, FromWorker, ToWorker};
+use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{NewVersion, Store};
 
+use super::commit::Committer;
 use super::event::{Event, HostInfo, HostState};
 use super::publish::Publisher;
 use super::workers::Workers;
@@ -64,6 +66,8 @@ pub(super) struct Coordinator {
     /// The job file, for the `--resume` hint.
     job_file: PathBuf,
     pub store: Store,
+    /// Writes committed chunks on a thread of its own.
+    committer: Committer,
     pub version: u64,
     pub live_before: Option<u64>,
     pub sched: Scheduler,
@@ -77,6 +81,8 @@ pub(super) struct Coordinator {
     /// When the first chunk was handed out and when the last was committed.
     pub first_launch: Option<Duration>,
     pub all_committed: Option<Duration>,
+    /// Input bytes read and sent by the coordinator (rows or descriptors).
+    pub input_bytes_coordinator: u64,
     /// What every result must look like.
     expect: Expect,
 }
@@ -170,10 +176,14 @@ impl Coordinator {
             sha256: p.weights_sha256.clone(),
         };
         let expect = Expect::of(&p);
-        let workers = workers(&p, &model, &out);
+        let mut workers = workers(&p, &model, &out);
+        for h in &mut workers.hosts {
+            h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
+        }
         Ok(Coordinator {
             p,
             job_file,
+            committer: Committer::start(store.clone()),
             store,
             version,
             live_before,
@@ -185,6 +195,7 @@ impl Coordinator {
             retries: 0,
             first_launch: None,
             all_committed: None,
+            input_bytes_coordinator: 0,
             expect,
         })
     }
@@ -201,6 +212,7 @@ impl Coordinator {
 
     /// Carries out every command the scheduler has queued.
     pub fn run_commands(&mut self) -> Result<(), Error> {
+        self.committer.check().map_err(Error::Failed)?;
         while let Some(cmd) = self.sched.poll_command() {
             self.on_command(cmd)?;
         }
@@ -273,7 +285,10 @@ impl Coordinator {
                 attempt,
                 rows,
             } => self.commit(chunk, attempt, rows)?,
-            Command::Done => self.all_committed = Some(self.out.now()),
+            Command::Done => {
+                tokio::task::block_in_place(|| self.committer.flush()).map_err(Error::Failed)?;
+                self.all_committed = Some(self.out.now());
+            }
             Command::Fail { chunk, error } => {
                 let mut msg = match chunk {
                     Some(c) => format!("chunk {c} failed: {error}"),
@@ -289,7 +304,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Reads the chunk's rows and sends them to the slot's worker.
+    /// Sends the chunk's rows to the slot's worker: read here, or described
+    /// for a worker that reads its own.
     fn launch(
         &mut self,
         attempt: AttemptId,
@@ -298,21 +314,34 @@ impl Coordinator {
         rows: Range<u64>,
     ) -> Result<(), Error> {
         let now = self.out.now();
-        let batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
-            .map_err(|e| {
-                Error::Failed(format!(
-                    "chunk {chunk} (rows {}..{}): cannot read input: {e}",
-                    rows.start, rows.end
-                ))
-            })?;
-        let mut batch = batch;
-        for row in self.p.skipped_in(&rows) {
-            // Left out of the version at commit; scored on zeros meanwhile
-            // so the worker sees only finite features.
-            let i = (row - rows.start) as usize;
-            let f = batch.num_features;
-            batch.features[i * f..(i + 1) * f].fill(0.0);
-        }
+        let host = self.workers.host_of(slot);
+        // A chunk holding rows left out by on_invalid = "skip" is read here,
+        // where those rows are zeroed before the worker sees them.
+        let worker_reads = self.workers.hosts[host as usize].reads_input
+            && self.p.skipped_in(&rows).next().is_none();
+        let chunk_rows = if worker_reads {
+            let segments = self.p.dataset.segments(rows.clone(), &self.p.index.ids);
+            let described = ChunkRows::Read(segments);
+            self.input_bytes_coordinator += proto::encode(&described).map_or(0, |f| f.len() as u64);
+            described
+        } else {
+            let mut batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
+                .map_err(|e| {
+                    Error::Failed(format!(
+                        "chunk {chunk} (rows {}..{}): cannot read input: {e}",
+                        rows.start, rows.end
+                    ))
+                })?;
+            for row in self.p.skipped_in(&rows) {
+                // Left out of the version at commit; scored on zeros meanwhile
+                // so the worker sees only finite features.
+                let i = (row - rows.start) as usize;
+                let f = batch.num_features;
+                batch.features[i * f..(i + 1) * f].fill(0.0);
+            }
+            self.input_bytes_coordinator += batch.byte_size();
+            ChunkRows::Rows(batch)
+        };
         self.first_launch.get_or_insert(now);
         self.attempts.insert(
             attempt,
@@ -327,7 +356,7 @@ impl Coordinator {
         let run = ToWorker::Run {
             chunk,
             attempt,
-            rows: batch,
+            rows: chunk_rows,
         };
         if let Err(error) = self.workers.send(slot, &run) {
             self.sched.handle(now, Input::Failed { attempt, error });
@@ -335,8 +364,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes the attempt's predictions of `rows` and the chunk's marker in
-    /// one store transaction (a range already committed writes nothing).
+    /// Queues the attempt's predictions of `rows` and the chunk's marker for
+    /// one store transaction (a range already committed writes nothing); the
+    /// commit thread writes it while the loop goes on.
     fn commit(
         &mut self,
         chunk: ChunkId,
@@ -372,18 +402,12 @@ impl Coordinator {
             (ids, preds) = leave_out(&ids, &preds, &skipped);
         }
         let left_out = skipped.len() as u64;
+        let version = self.version;
         tokio::task::block_in_place(|| {
-            self.store.commit_chunk_leaving_out(
-                self.version,
-                rows,
-                left_out,
-                &ids,
-                &preds,
-                unix_now(),
-            )
+            self.committer
+                .commit(version, rows, left_out, ids, preds, unix_now())
         })
-        .map_err(store_err)?;
-        Ok(())
+        .map_err(Error::Failed)
     }
 
     /// One event of a worker.
@@ -453,7 +477,13 @@ impl Coordinator {
             FromWorker::Result {
                 attempt,
                 predictions,
+                input_bytes,
+                peak_rss_bytes,
             } => {
+                let host = self.workers.host_of(slot) as usize;
+                let h = &mut self.workers.hosts[host];
+                h.input_bytes += input_bytes;
+                h.peak_rss_bytes = h.peak_rss_bytes.max(peak_rss_bytes);
                 let a = self.attempts.get_mut(&attempt).expect("routed attempt");
                 a.state = AttemptState::Over;
                 let checked = check_result(a, &predictions, &self.expect);
@@ -601,6 +631,8 @@ impl Coordinator {
             num_features: self.p.dataset.num_features(),
             device: cfg.device,
             threads,
+            input: host.reads_input.then(|| self.p.job.input.clone()),
+            needs_history: self.p.job.model.spec.reads_history(),
         };
         let _ = self.workers.send(slot, &load);
     }
@@ -806,6 +838,20 @@ fn started_event(
         hosts,
         live_version,
         resumed,
+    }
+}
+
+/// Whether the workers of `host` read their own rows: `auto` says yes for
+/// local hosts (same machine, same path) and for URL inputs (any machine
+/// reaches the store), no for other hosts of a local input, whose machine
+/// may not have the path.
+fn worker_reads(mode: ReadMode, input: &Location, host: &crate::config::Host) -> bool {
+    match mode {
+        ReadMode::Coordinator => false,
+        ReadMode::Workers => true,
+        ReadMode::Auto => {
+            matches!(input, Location::Url(_)) || matches!(host.transport, Transport::Local)
+        }
     }
 }
 

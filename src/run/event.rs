@@ -89,6 +89,19 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub live_version: Option<u64>,
+    /// Bytes of input rows the coordinator read and sent to workers
+    /// (`Rows::byte_size`), plus the bytes of the row-range descriptors it
+    /// sent instead where workers read their own rows. The index it scans to
+    /// plan (ids, history lengths) is not counted.
+    #[serde(default)]
+    pub input_bytes_coordinator: u64,
+    /// Bytes of input rows workers read themselves (`[input] read`).
+    #[serde(default)]
+    pub input_bytes_workers: u64,
+    /// The coordinator's peak resident memory (0 where the system does not
+    /// say).
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
     /// Entities left out of the version by `[input] on_invalid = "skip"`.
     #[serde(default)]
     pub skipped: u64,
@@ -125,6 +138,13 @@ pub struct HostReport {
     pub shipped_bytes: u64,
     pub busy_s: f64,
     pub cost: f64,
+    /// Bytes of input rows this host's workers read themselves.
+    #[serde(default)]
+    pub input_bytes: u64,
+    /// The largest peak resident memory of this host's workers, as their
+    /// last results said.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

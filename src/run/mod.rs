@@ -12,6 +12,7 @@
 //! `keep_versions`.
 
 pub mod bench;
+mod commit;
 pub mod controller;
 mod coordinator;
 pub mod event;

@@ -77,10 +77,14 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     let fleet = load_fleet(&fleet_path)?;
     let notes: Vec<String> = generate_if_missing(&job)?.into_iter().collect();
     let job_file = job.file.display().to_string();
-    if !job.input.path.exists() {
+    if let Some(path) = job.input.path.local()
+        && !path.starts_with("~")
+        && !path.to_string_lossy().contains(['*', '?', '[', '{'])
+        && !path.exists()
+    {
         return Err(Error::Config(format!(
             "{job_file}: [input] path '{}' does not exist (generate it with `herd gen`, or fix the path; it is relative to the job file)",
-            job.input.path.display()
+            path.display()
         )));
     }
     if !job.model.weights.exists() {
@@ -136,7 +140,15 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     let Some(g) = &job.generate else {
         return Ok(None);
     };
-    if job.input.path.exists() && job.model.weights.exists() {
+    let Some(input) = job.input.path.local() else {
+        return Err(Error::Config(format!(
+            "{}: [generate] writes a local file, but [input] path is the URL '{}'; \
+             expected a local path (or no [generate])",
+            job.file.display(),
+            job.input.path
+        )));
+    };
+    if input.exists() && job.model.weights.exists() {
         return Ok(None);
     }
     let kind = match g.kind {
@@ -149,11 +161,11 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     opts.dim = g.dim;
     opts.features = g.features;
     opts.seed = g.seed;
-    data::r#gen::generate(&opts, &job.input.path, &job.model.weights)
+    data::r#gen::generate(&opts, input, &job.model.weights)
         .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))?;
     Ok(Some(format!(
         "generated {} ({} rows) and {} from [generate] in {}",
-        job.input.path.display(),
+        input.display(),
         g.users,
         job.model.weights.display(),
         job.file.display()
@@ -171,7 +183,7 @@ fn check_unique_ids(index: &Index, job: &Job) -> Result<(), Error> {
         Some((a, b)) => Err(Error::Config(format!(
             "{}: [input] '{}': id '{}' appears at rows {a} and {b}; every entity needs exactly one row",
             job.file.display(),
-            job.input.path.display(),
+            job.input.path,
             index.ids.key(a),
         ))),
     }
@@ -203,9 +215,9 @@ fn invalid_features(job: &Job, dataset: &Dataset) -> Result<Vec<InvalidValue>, E
         return Err(Error::Config(format!(
             "{}: column '{}', row {}: the feature is {}; fix the input, or set [input] \
              on_invalid = \"skip\" in {} to leave such entities out of the version",
-            dataset.path().display(),
+            dataset.locate(bad.row).0.display(),
             bad.column,
-            bad.row,
+            dataset.locate(bad.row).1,
             bad.what,
             job.file.display()
         )));
@@ -261,16 +273,23 @@ pub fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> Result
         "[input] on_invalid".into(),
         format!("{:?}", input.on_invalid),
     ));
-    parts.push((
-        "input content".into(),
-        parquet_identity(dataset.path()).map_err(|e| {
-            Error::Config(format!(
-                "{}: [input] '{}': {e}",
-                job.file.display(),
-                dataset.path().display()
-            ))
-        })?,
-    ));
+    // Every part's name and content identity: a local file's length and
+    // footer hash, an object's size and entity tag.
+    let mut content = String::new();
+    for (name, identity) in dataset.part_names().zip(dataset.identity().lines()) {
+        let id = match std::fs::metadata(name) {
+            Ok(m) if m.is_file() => parquet_identity(name).map_err(|e| {
+                Error::Config(format!(
+                    "{}: [input] '{}': {e}",
+                    job.file.display(),
+                    name.display()
+                ))
+            })?,
+            _ => identity.to_string(),
+        };
+        content.push_str(&format!("{} {id}\n", name.display()));
+    }
+    parts.push(("input content".into(), content));
     Ok(parts
         .iter()
         .map(|(k, v)| format!("{k}={}", &hex(&Sha256::digest(v.as_bytes()))[..16]))

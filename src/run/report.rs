@@ -88,6 +88,8 @@ fn hosts(c: &Coordinator, snap: &Snapshot, slots: &[SlotReport], hours: f64) -> 
                 shipped_bytes: h.link.as_ref().map_or(0, |l| l.shipped_bytes()),
                 busy_s,
                 cost: h.cfg.cost_per_hour * hours,
+                input_bytes: h.input_bytes,
+                peak_rss_bytes: h.peak_rss_bytes,
             }
         })
         .collect()
@@ -120,6 +122,9 @@ pub(super) fn build(c: &Coordinator, snap: &Snapshot, duration: Duration) -> Rep
         timeline,
         error: None,
         live_version: c.live_before,
+        input_bytes_coordinator: c.input_bytes_coordinator,
+        input_bytes_workers: c.workers.hosts.iter().map(|h| h.input_bytes).sum(),
+        peak_rss_bytes: crate::worker::peak_rss_bytes(),
         skipped: c.p.skipped.len() as u64,
         skipped_entities: c
             .p

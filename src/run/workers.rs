@@ -51,6 +51,11 @@ pub(super) struct HostRt {
     /// many of its slots are not down: kept so that no event scans slots.
     first_slot: Option<u32>,
     live: u32,
+    /// Whether this host's workers read their own rows (`[input] read`).
+    pub reads_input: bool,
+    /// Input bytes its workers read, and their largest peak memory.
+    pub input_bytes: u64,
+    pub peak_rss_bytes: u64,
 }
 
 /// Every host and slot of the run.
@@ -93,6 +98,9 @@ impl Workers {
                 last_error: None,
                 first_slot: None,
                 live: 0,
+                reads_input: false,
+                input_bytes: 0,
+                peak_rss_bytes: 0,
             });
             out.send(Event::Host {
                 host: hi as HostId,
@@ -129,6 +137,9 @@ impl Workers {
                 last_error: None,
                 first_slot: None,
                 live: 0,
+                reads_input: false,
+                input_bytes: 0,
+                peak_rss_bytes: 0,
             });
             for _ in 0..h.slots {
                 let slot = SlotId(w.next_slot);

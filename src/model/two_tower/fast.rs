@@ -2,8 +2,8 @@
 //! products folded straight into a running top-K per user, so users x all
 //! items is never held in memory. Callers split rows over threads themselves.
 //!
-//! Where the CPU has AVX2 and FMA ([`simd`]), small blocks of users are
-//! scored with item embeddings read in place rather than through sgemm,
+//! Where the CPU has AVX2 and FMA or AVX-512 ([`simd`]), small blocks of
+//! users are scored with item embeddings read in place rather than through sgemm,
 //! which copies (packs) the whole catalogue on every call: workers score a
 //! chunk in small batches, and for a batch of a few dozen users that copy
 //! costs more than the products.

@@ -1,0 +1,329 @@
+//! Inputs of many part files: folders, globs, codecs, `key=value` folders,
+//! and the errors that name a part.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::r#gen::{GenKind, GenOptions, generate};
+use super::*;
+use crate::config::{Input, Location};
+
+/// Every codec the Parquet format defines that writers use today.
+fn codecs() -> [Compression; 7] {
+    [
+        Compression::UNCOMPRESSED,
+        Compression::SNAPPY,
+        Compression::GZIP(GzipLevel::default()),
+        Compression::LZ4,
+        Compression::LZ4_RAW,
+        Compression::ZSTD(ZstdLevel::default()),
+        Compression::BROTLI(BrotliLevel::default()),
+    ]
+}
+
+fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>) -> Input {
+    Input {
+        path: Location::Local(path.to_path_buf()),
+        read: crate::config::ReadMode::Auto,
+        storage: Default::default(),
+        id_column: id.to_string(),
+        history_column: history.map(str::to_string),
+        feature_columns: features.map(|f| f.iter().map(|s| s.to_string()).collect()),
+        on_invalid: crate::config::OnInvalid::Error,
+    }
+}
+
+/// A generated two-tower file of `users` rows, and all its rows as one batch.
+fn generated(dir: &Path, users: u64) -> (PathBuf, RecordBatch) {
+    let opts = GenOptions {
+        users,
+        items: 2_000,
+        dim: 8,
+        features: 3,
+        hidden: 16,
+        row_group_rows: 300,
+        ..GenOptions::defaults(GenKind::TwoTower)
+    };
+    let data = dir.join("one.parquet");
+    generate(&opts, &data, &dir.join("model.safetensors")).unwrap();
+    let file = std::fs::File::open(&data).unwrap();
+    let mut batches = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .with_batch_size(users as usize)
+        .build()
+        .unwrap();
+    let all = batches.next().unwrap().unwrap();
+    assert_eq!(all.num_rows() as u64, users);
+    (data, all)
+}
+
+/// Writes `batch` to `path` with `codec`, in row groups of `group` rows.
+fn write(path: &Path, batch: &RecordBatch, codec: Compression, group: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn codec_of(path: &Path) -> Compression {
+    let file = std::fs::File::open(path).unwrap();
+    let meta = ArrowReaderMetadata::load(&file, Default::default()).unwrap();
+    meta.metadata().row_group(0).column(0).compression()
+}
+
+#[test]
+fn a_folder_of_parts_in_every_codec_reads_as_the_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, all) = generated(dir.path(), 2_000);
+    // Part sizes that do not follow the row groups of the single file.
+    let cuts = [0, 170, 640, 641, 1_100, 1_500, 1_777, 2_000];
+    let folder = dir.path().join("users");
+    for (i, codec) in codecs().iter().enumerate() {
+        let path = folder.join(format!("part-{i:02}.parquet"));
+        let rows = all.slice(cuts[i], cuts[i + 1] - cuts[i]);
+        write(&path, &rows, *codec, 128);
+        assert_eq!(codec_of(&path), *codec, "{}", path.display());
+    }
+    // What Spark and friends leave beside the parts is not read.
+    std::fs::write(folder.join("_SUCCESS"), b"").unwrap();
+    std::fs::write(folder.join(".part-00.parquet.crc"), b"crc").unwrap();
+    std::fs::create_dir_all(folder.join("_temporary")).unwrap();
+    std::fs::write(folder.join("_temporary/part-99.parquet"), b"junk").unwrap();
+
+    let single = Dataset::open(&input(&one, "user_id", Some("history"), None), true).unwrap();
+    let parts = Dataset::open(&input(&folder, "user_id", Some("history"), None), true).unwrap();
+    assert_eq!(parts.num_parts(), codecs().len());
+    assert_eq!(parts.num_rows(), 2_000);
+    assert_eq!(parts.feature_names(), single.feature_names());
+    let names: Vec<&Path> = parts.part_names().collect();
+    assert_eq!(names[0], folder.join("part-00.parquet"));
+    assert_eq!(names[6], folder.join("part-06.parquet"));
+    // Row groups never span two parts.
+    let starts = parts.row_group_starts();
+    for cut in cuts {
+        assert!(starts.contains(&(cut as u64)), "{cut} not in {starts:?}");
+    }
+
+    let full = single.read_rows(0..2_000).unwrap();
+    assert_eq!(parts.read_rows(0..2_000).unwrap(), full);
+    assert_eq!(parts.scan_index().unwrap(), single.scan_index().unwrap());
+    for (start, end) in [
+        (0, 1),
+        (169, 171),
+        (639, 643),
+        (100, 1_900),
+        (1_499, 1_501),
+        (1_999, 2_000),
+        (700, 700),
+    ] {
+        assert_eq!(
+            parts.read_rows(start..end).unwrap(),
+            full.slice(start as usize..end as usize),
+            "rows {start}..{end}"
+        );
+    }
+    let e = parts.read_rows(1_990..2_001).unwrap_err();
+    assert!(e.to_string().contains(&folder.display().to_string()), "{e}");
+}
+
+#[test]
+fn key_value_folders_become_columns_and_a_glob_picks_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("events");
+    let batch = |ids: std::ops::Range<i64>| {
+        let f: Vec<f32> = ids.clone().map(|i| i as f32 / 10.0).collect();
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(ids)) as ArrayRef,
+            ),
+            ("f", Arc::new(Float32Array::from(f)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let layout = [
+        ("region=3/day=2024-01-01/a.parquet", 0..4),
+        ("region=3/day=2024-01-02/a.parquet", 4..6),
+        ("region=12/day=2024-01-01/a.parquet", 6..9),
+        ("region=12/day=2024-01-02/b.parquet", 9..10),
+    ];
+    for (rel, ids) in &layout {
+        write(
+            &root.join(rel),
+            &batch(ids.clone()),
+            Compression::SNAPPY,
+            100,
+        );
+    }
+
+    // Default features: the file's columns only.
+    let all = Dataset::open(&input(&root, "id", None, None), false).unwrap();
+    assert_eq!(all.feature_names(), ["f"]);
+    // Sorted by path: region=12 comes before region=3.
+    let rows = all.read_rows(0..10).unwrap();
+    assert_eq!(rows.ids, EntityIds::Int(vec![6, 7, 8, 9, 0, 1, 2, 3, 4, 5]));
+
+    // A folder column named as a feature: the folder's integer, per row.
+    let named = Dataset::open(&input(&root, "id", None, Some(&["region", "f"])), false).unwrap();
+    let rows = named.read_rows(2..6).unwrap();
+    assert_eq!(rows.ids, EntityIds::Int(vec![8, 9, 0, 1]));
+    assert_eq!(rows.features, [12.0, 0.8, 12.0, 0.9, 3.0, 0.0, 3.0, 0.1]);
+
+    // A folder of dates is a string column: not a feature.
+    let e = Dataset::open(&input(&root, "id", None, Some(&["day"])), false).unwrap_err();
+    assert!(
+        matches!(&e, Error::ColumnType { column, .. } if column == "day"),
+        "{e}"
+    );
+    // An unknown column lists the folder columns too.
+    let e = Dataset::open(&input(&root, "id", None, Some(&["nope"])), false).unwrap_err();
+    assert!(e.to_string().contains("'region', 'day'"), "{e}");
+
+    // A glob: one file per region on the first day, in path order.
+    let glob = root.join("region=*/day=2024-01-01/*.parquet");
+    let picked = Dataset::open(&input(&glob, "id", None, Some(&["region", "f"])), false).unwrap();
+    assert_eq!(picked.num_parts(), 2);
+    assert_eq!(
+        picked.read_rows(0..7).unwrap().ids,
+        EntityIds::Int(vec![6, 7, 8, 0, 1, 2, 3])
+    );
+    let e = Dataset::open(
+        &input(&root.join("*/x=*/*.parquet"), "id", None, None),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::NoParts { .. }), "{e}");
+
+    // A null folder value is a null feature, named with its part file.
+    write(
+        &root.join("region=__HIVE_DEFAULT_PARTITION__/day=2024-01-03/c.parquet"),
+        &batch(10..12),
+        Compression::SNAPPY,
+        100,
+    );
+    let with_null =
+        Dataset::open(&input(&root, "id", None, Some(&["region", "f"])), false).unwrap();
+    let e = with_null.read_rows(0..12).unwrap_err();
+    assert!(
+        matches!(&e, Error::NullFeature { column, row: 0, .. } if column == "region"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("region=__HIVE_DEFAULT_PARTITION__"),
+        "{e}"
+    );
+}
+
+#[test]
+fn parts_that_differ_name_both_files_and_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    let ids = || Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef;
+    let floats = || Arc::new(Float32Array::from(vec![0.5, 1.5])) as ArrayRef;
+    let ints = || Arc::new(Int64Array::from(vec![5, 6])) as ArrayRef;
+    let write_batch = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        let b = RecordBatch::try_from_iter(columns).unwrap();
+        write(&root.join(name), &b, Compression::SNAPPY, 10);
+    };
+    write_batch("a.parquet", vec![("id", ids()), ("f", floats())]);
+    write_batch("b.parquet", vec![("id", ids()), ("f", ints())]);
+    let open = || Dataset::open(&input(&root, "id", None, None), false).unwrap_err();
+    let e = open();
+    let text = e.to_string();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { column, .. } if column == "f"),
+        "{text}"
+    );
+    for want in ["b.parquet", "a.parquet", "'f'", "Int64", "Float32"] {
+        assert!(text.contains(want), "'{text}' lacks {want}");
+    }
+
+    write_batch("b.parquet", vec![("id", ids())]);
+    let text = open().to_string();
+    assert!(
+        text.contains("column 'f' is missing here but is in"),
+        "{text}"
+    );
+
+    write_batch(
+        "b.parquet",
+        vec![("id", ids()), ("f", floats()), ("g", floats())],
+    );
+    let text = open().to_string();
+    assert!(text.contains("column 'g' is here but not in"), "{text}");
+
+    // The same columns in another order are the same schema.
+    write_batch("b.parquet", vec![("f", floats()), ("id", ids())]);
+    let ok = Dataset::open(&input(&root, "id", None, None), false).unwrap();
+    assert_eq!(ok.read_rows(0..4).unwrap().features, [0.5, 1.5, 0.5, 1.5]);
+
+    // Folder columns must match too.
+    write_batch("k=1/c.parquet", vec![("id", ids()), ("f", floats())]);
+    let text = open().to_string();
+    assert!(
+        text.contains("its key=value folders are 'k' but those of") && text.contains("(none)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_value_error_names_the_part_file_and_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    let b = |ids: Vec<Option<i64>>| {
+        let n = ids.len();
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("f", Arc::new(Float32Array::from(vec![1.0; n])) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    write(
+        &root.join("a.parquet"),
+        &b(vec![Some(1), Some(2), Some(3)]),
+        Compression::ZSTD(ZstdLevel::default()),
+        10,
+    );
+    write(
+        &root.join("b.parquet"),
+        &b(vec![Some(4), Some(5), None]),
+        Compression::GZIP(GzipLevel::default()),
+        10,
+    );
+    let ds = Dataset::open(&input(&root, "id", None, None), false).unwrap();
+    let e = ds.scan_index().unwrap_err();
+    assert!(matches!(&e, Error::NullId { row: 2, .. }), "{e}");
+    assert!(e.to_string().contains("b.parquet"), "{e}");
+    let e = ds.read_rows(1..6).unwrap_err();
+    assert!(matches!(&e, Error::NullId { row: 2, .. }), "{e}");
+    assert_eq!(
+        ds.read_rows(1..5).unwrap().ids,
+        EntityIds::Int(vec![2, 3, 4, 5])
+    );
+}
+
+#[test]
+fn an_empty_folder_and_a_missing_path_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("_temporary")).unwrap();
+    std::fs::write(empty.join("notes.txt"), b"x").unwrap();
+    let e = Dataset::open(&input(&empty, "id", None, None), false).unwrap_err();
+    assert!(matches!(e, Error::NoParts { .. }), "{e}");
+    assert!(e.to_string().contains("no *.parquet file"), "{e}");
+    let missing = dir.path().join("nope/users.parquet");
+    let e = Dataset::open(&input(&missing, "id", None, None), false).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert!(e.to_string().contains("nope/users.parquet"), "{e}");
+}

@@ -1,0 +1,611 @@
+//! Inputs as users keep them, end to end through `herd run`: one Parquet
+//! file, a folder of part files (every codec, `key=value` folders) and an S3
+//! bucket holding the same parts store the same predictions. The bucket is a
+//! real S3 server on loopback (moto in server mode), started here.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::text;
+use herd::data::{GenKind, GenOptions};
+use herd::proto::{ChunkRows, FromWorker, ToWorker};
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+const INSTALL_HINT: &str = "the S3 input tests need moto's S3 server: pip install \"moto[server]\" \
+     (.ci/run installs it)";
+const BUCKET: &str = "herd-inputs";
+const ROWS: u64 = 3_000;
+
+/// A moto S3 server on a free loopback port, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let exe = find_on_path("moto_server")
+            .unwrap_or_else(|| panic!("moto_server is not on PATH: {INSTALL_HINT}"));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("moto.log");
+        let child = Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", exe.display()));
+        let mut moto = Moto {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = moto.child.try_wait().unwrap() {
+                let err = std::fs::read_to_string(moto.log.with_file_name("moto.err"))
+                    .unwrap_or_default();
+                panic!("moto_server exited ({status}) before serving: {err}\n{INSTALL_HINT}");
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "moto_server did not listen on 127.0.0.1:{port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// CreateBucket, as a plain HTTP request (moto does not check signatures).
+    fn create_bucket(&self, name: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+    }
+
+    fn store(&self) -> object_store::aws::AmazonS3 {
+        // herd's object-store client uses rustls with ring (no provider of
+        // reqwest's own); so does this one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap()
+    }
+
+    /// Copies every file under `dir` to `prefix/` in the bucket.
+    fn upload(&self, dir: &Path, prefix: &str) {
+        let store = self.store();
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for file in files {
+            let rel = file
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
+            let bytes = std::fs::read(&file).unwrap();
+            runtime
+                .block_on(store.put(&key, PutPayload::from(bytes)))
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// A scratch folder with an mlp input as one file (`one.parquet`) and as a
+/// folder of parts (`parts/`), the model, and a one-host fleet.
+struct Inputs {
+    dir: tempfile::TempDir,
+}
+
+impl Inputs {
+    fn new() -> Inputs {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenOptions {
+            users: ROWS,
+            features: 8,
+            hidden: 16,
+            row_group_rows: 500,
+            ..GenOptions::defaults(GenKind::Mlp)
+        };
+        let one = dir.path().join("one.parquet");
+        herd::data::generate(&opts, &one, &dir.path().join("mlp.safetensors")).unwrap();
+        let all = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&one).unwrap())
+            .unwrap()
+            .with_batch_size(ROWS as usize)
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        // Parts in every codec under key=value folders; sizes that follow
+        // neither the file's row groups nor each other.
+        let codecs = [
+            ("segment=a/part-0.parquet", Compression::UNCOMPRESSED),
+            ("segment=a/part-1.parquet", Compression::SNAPPY),
+            (
+                "segment=b/part-0.parquet",
+                Compression::GZIP(GzipLevel::default()),
+            ),
+            ("segment=b/part-1.parquet", Compression::LZ4_RAW),
+            (
+                "segment=c/part-0.parquet",
+                Compression::ZSTD(ZstdLevel::default()),
+            ),
+            (
+                "segment=c/part-1.parquet",
+                Compression::BROTLI(BrotliLevel::default()),
+            ),
+        ];
+        let cuts = [0, 321, 1_000, 1_001, 1_777, 2_500, ROWS as usize];
+        for (i, (rel, codec)) in codecs.iter().enumerate() {
+            let path = dir.path().join("parts").join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let props = WriterProperties::builder()
+                .set_compression(*codec)
+                .set_max_row_group_row_count(Some(200))
+                .build();
+            let mut w = ArrowWriter::try_new(
+                std::fs::File::create(&path).unwrap(),
+                all.schema(),
+                Some(props),
+            )
+            .unwrap();
+            w.write(&all.slice(cuts[i], cuts[i + 1] - cuts[i])).unwrap();
+            w.close().unwrap();
+        }
+        std::fs::write(dir.path().join("parts/_SUCCESS"), b"").unwrap();
+        std::fs::write(
+            dir.path().join("hosts.toml"),
+            "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 2\ndevice = \"cpu\"\n",
+        )
+        .unwrap();
+        Inputs { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes job `name` reading `input` (plus `extra` lines in [input] and
+    /// after it) into store `name-store`, and returns its path.
+    fn job(&self, name: &str, input: &str, extra: &str) -> PathBuf {
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[job]\nname = \"{name}\"\nmodel_version = \"mlp-1\"\nhosts = \"hosts.toml\"\n\n\
+                 [input]\npath = \"{input}\"\nid_column = \"entity_id\"\n{extra}\n\
+                 [model]\nkind = \"mlp\"\nweights = \"mlp.safetensors\"\n\n\
+                 [output]\nstore = \"{name}-store\"\n\n[validate]\nspot_check = 20\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn run(&self, job: &Path, moto: Option<&Moto>) -> std::process::Output {
+        let report = job.with_extension("report.json");
+        let mut cmd = Command::new(common::HERD);
+        cmd.args(["run", job.to_str().unwrap(), "--report"])
+            .arg(&report)
+            .current_dir(self.dir.path())
+            .env_remove(herd::run::TEST_SLOW_SLOT_ENV);
+        for var in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT",
+            "AWS_ENDPOINT_URL",
+        ] {
+            cmd.env_remove(var);
+        }
+        if moto.is_some() {
+            cmd.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        }
+        cmd.output().unwrap()
+    }
+
+    /// The report of job `name`'s last run.
+    fn report(&self, name: &str) -> serde_json::Value {
+        let path = self.path(&format!("{name}.report.json"));
+        serde_json::from_slice(&std::fs::read(&path).expect("report written")).unwrap()
+    }
+
+    /// Every (key, value) of the live version of store `name-store`.
+    fn predictions(&self, name: &str) -> Vec<(Vec<u8>, herd::store::Value)> {
+        let store =
+            herd::store::Store::open_existing(&self.path(&format!("{name}-store"))).unwrap();
+        let live = store.live().unwrap().expect("a live version");
+        let mut out = Vec::new();
+        store
+            .for_each(live, |k, v| {
+                out.push((k.to_vec(), v.to_value()));
+                true
+            })
+            .unwrap();
+        out
+    }
+}
+
+fn ok(out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+}
+
+#[test]
+fn one_file_a_folder_of_parts_and_an_s3_bucket_store_the_same_predictions() {
+    let moto = Moto::start();
+    let inputs = Inputs::new();
+    moto.create_bucket(BUCKET);
+    moto.upload(&inputs.path("parts"), "users");
+    let storage = format!(
+        "\n[input.storage]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        moto.endpoint()
+    );
+
+    // Who reads the rows changes nothing but who carries the bytes.
+    let coordinator = "read = \"coordinator\"\n";
+    let workers = "read = \"workers\"\n";
+    let one = inputs.job("one", "one.parquet", coordinator);
+    let one_workers = inputs.job("one-workers", "one.parquet", workers);
+    let folder = inputs.job("folder", "parts/", "");
+    let bucket = inputs.job(
+        "bucket",
+        &format!("s3://{BUCKET}/users/"),
+        &format!("{workers}{storage}"),
+    );
+    let bucket_auto = inputs.job("bucket-auto", &format!("s3://{BUCKET}/users/"), &storage);
+    let glob = inputs.job(
+        "glob",
+        &format!("s3://{BUCKET}/users/segment=*/part-*.parquet"),
+        &format!("{coordinator}{storage}"),
+    );
+    ok(&inputs.run(&one, None));
+    ok(&inputs.run(&one_workers, None));
+    ok(&inputs.run(&folder, None));
+    ok(&inputs.run(&bucket, Some(&moto)));
+    ok(&inputs.run(&bucket_auto, Some(&moto)));
+    ok(&inputs.run(&glob, Some(&moto)));
+
+    let want = inputs.predictions("one");
+    assert_eq!(want.len() as u64, ROWS);
+    for name in ["one-workers", "folder", "bucket", "bucket-auto", "glob"] {
+        let got = inputs.predictions(name);
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert!(
+            got == want,
+            "{name}: the predictions differ from one.parquet's"
+        );
+    }
+
+    // Rows read by the coordinator, or by the workers told only where:
+    // ids (8 bytes) and 8 f32 features a row, every row once at least.
+    let row_bytes = ROWS * (8 + 8 * 4);
+    let bytes = |name: &str| {
+        let r = inputs.report(name);
+        let n = |k: &str| {
+            r[k].as_u64()
+                .unwrap_or_else(|| panic!("{name}: no {k} in {r}"))
+        };
+        (
+            n("input_bytes_coordinator"),
+            n("input_bytes_workers"),
+            n("peak_rss_bytes"),
+        )
+    };
+    let (coord, work, rss) = bytes("one");
+    assert!(coord >= row_bytes && work == 0, "one: {coord} {work}");
+    assert!(rss > 0, "one: the coordinator's peak memory is reported");
+    // Local hosts and URLs: auto reads on the workers.
+    for name in ["one-workers", "folder", "bucket", "bucket-auto"] {
+        let (coord, work, _) = bytes(name);
+        assert!(
+            work >= row_bytes,
+            "{name}: workers read {work} < {row_bytes}"
+        );
+        // Descriptors only (the 1% of the issue is measured on the bench's
+        // 1M-row job, where chunks are far larger than these).
+        assert!(
+            coord * 10 <= work,
+            "{name}: the coordinator carried {coord} bytes, over 10% of the workers' {work}"
+        );
+        let hosts = inputs.report(name)["hosts"].clone();
+        assert!(
+            hosts[0]["peak_rss_bytes"].as_u64().unwrap() > 0,
+            "{name}: {hosts}"
+        );
+        assert_eq!(
+            hosts[0]["input_bytes"].as_u64(),
+            Some(work),
+            "{name}: {hosts}"
+        );
+    }
+}
+
+#[test]
+fn s3_inputs_that_cannot_be_read_exit_2_naming_the_url() {
+    let moto = Moto::start();
+    let inputs = Inputs::new();
+    moto.create_bucket(BUCKET);
+    moto.upload(&inputs.path("parts"), "users");
+    // A part whose schema differs from the others.
+    let odd = inputs.path("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::copy(inputs.path("one.parquet"), odd.join("a.parquet")).unwrap();
+    let other = arrow_array::RecordBatch::try_from_iter([(
+        "entity_id",
+        Arc::new(arrow_array::UInt64Array::from(vec![1_000_000u64])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(odd.join("b.parquet")).unwrap(),
+        other.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&other).unwrap();
+    w.close().unwrap();
+    moto.upload(&odd, "odd");
+
+    let storage = format!(
+        "\n[input.storage]\nendpoint = \"{}\"\nallow_http = true\n",
+        moto.endpoint()
+    );
+    for (name, path, want) in [
+        (
+            "empty",
+            format!("s3://{BUCKET}/nothing/"),
+            format!("s3://{BUCKET}/nothing/: no *.parquet object is under this prefix"),
+        ),
+        (
+            "mismatch",
+            format!("s3://{BUCKET}/odd/"),
+            format!(
+                "s3://{BUCKET}/odd/b.parquet: column 'f0' is missing here but is in s3://{BUCKET}/odd/a.parquet"
+            ),
+        ),
+        (
+            "nobucket",
+            "s3://no-such-bucket/users/".to_string(),
+            "s3://no-such-bucket/users/".to_string(),
+        ),
+    ] {
+        let job = inputs.job(name, &path, &storage);
+        let out = inputs.run(&job, Some(&moto));
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&want), "{name}: '{err}' lacks '{want}'");
+    }
+}
+
+/// `herd worker` on pipes, spoken to frame by frame.
+struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    fn start() -> Worker {
+        let child = Command::new(common::HERD)
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut w = Worker { child };
+        assert!(matches!(w.recv(), FromWorker::Hello { .. }));
+        w
+    }
+
+    fn send(&mut self, msg: &ToWorker) {
+        let frame = herd::proto::encode(msg).unwrap();
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&frame)
+            .unwrap();
+    }
+
+    fn recv(&mut self) -> FromWorker {
+        let out = self.child.stdout.as_mut().unwrap();
+        let mut header = [0u8; herd::proto::HEADER_BYTES];
+        out.read_exact(&mut header).unwrap();
+        let mut body = vec![0u8; herd::proto::body_len(header).unwrap()];
+        out.read_exact(&mut body).unwrap();
+        herd::proto::decode(&body).unwrap()
+    }
+
+    /// The next message about `attempt`, past its progress.
+    fn outcome(&mut self, attempt: u64) -> FromWorker {
+        loop {
+            match self.recv() {
+                FromWorker::Progress { .. } => continue,
+                FromWorker::Result { attempt: a, .. }
+                | FromWorker::Error {
+                    attempt: Some(a), ..
+                } if a != attempt => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file() {
+    let inputs = Inputs::new();
+    let job_path = inputs.job("changed", "parts/", "read = \"workers\"\n");
+    let job =
+        herd::config::parse_job(&std::fs::read_to_string(&job_path).unwrap(), &job_path).unwrap();
+    // Planned as the coordinator plans: the index, then a chunk's segments.
+    let planned = herd::data::Dataset::open(&job.input, false).unwrap();
+    let index = planned.scan_index().unwrap();
+    // Across segment=a/part-1, segment=b/part-0 (one row) and segment=b/part-1.
+    let chunk = 900..1_500;
+    let segments = planned.segments(chunk.clone(), &index.ids);
+    assert_eq!(segments.len(), 3, "{segments:?}");
+
+    let weights = inputs.path("mlp.safetensors");
+    let sha256: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        std::fs::read(&weights).unwrap(),
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let load = ToWorker::Load {
+        spec: job.model.spec.clone(),
+        sha256,
+        path: weights.display().to_string(),
+        num_features: planned.num_features(),
+        device: herd::config::Device::Cpu,
+        threads: 1,
+        input: Some(job.input.clone()),
+        needs_history: false,
+    };
+    let run = |attempt: u64, segments: Vec<herd::data::Segment>| ToWorker::Run {
+        chunk: 0,
+        attempt,
+        rows: ChunkRows::Read(segments),
+    };
+    let mut worker = Worker::start();
+    worker.send(&load);
+    assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+
+    // As planned: the worker reads and scores every row of the chunk.
+    worker.send(&run(1, segments.clone()));
+    match worker.outcome(1) {
+        FromWorker::Result {
+            predictions,
+            input_bytes,
+            ..
+        } => {
+            assert_eq!(predictions.len() as u64, chunk.end - chunk.start);
+            assert_eq!(input_bytes, (chunk.end - chunk.start) * (8 + 8 * 4));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A descriptor whose last id is not the file's: that attempt fails,
+    // naming the file, and the worker goes on.
+    let mut lying = segments.clone();
+    lying[2].last_id = herd::model::EntityKey::Int(u64::MAX);
+    worker.send(&run(2, lying));
+    let third = segments[2].part.display().to_string();
+    match worker.outcome(2) {
+        FromWorker::Error {
+            attempt: Some(2),
+            message,
+        } => assert!(
+            message.contains(&third) && message.contains("when the run was planned"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // The file rewritten with fewer rows after planning: the attempt fails
+    // naming it, whether this worker had opened it before or not.
+    let all =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&segments[2].part).unwrap())
+            .unwrap()
+            .with_batch_size(ROWS as usize)
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+    assert_eq!(all.len(), 1);
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(&segments[2].part).unwrap(),
+        all[0].schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&all[0].slice(0, all[0].num_rows() - 1)).unwrap();
+    w.close().unwrap();
+    for (attempt, mut worker) in [(3, worker), (4, Worker::start())] {
+        if attempt == 4 {
+            worker.send(&load);
+            assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+        }
+        worker.send(&run(attempt, segments.clone()));
+        match worker.outcome(attempt) {
+            FromWorker::Error {
+                attempt: Some(a),
+                message,
+            } if a == attempt => assert!(message.contains(&third), "{attempt}: {message}"),
+            other => panic!("{attempt}: {other:?}"),
+        }
+    }
+}
