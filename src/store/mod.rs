@@ -8,8 +8,9 @@
 //! validation plan do), and it never keeps a read transaction open between
 //! calls.
 //!
-//! Files: `keys.rs` (the layout below), `txn.rs` (transactions, the gate,
-//! map growth), `versions.rs` (a version's life: begin, records, flip, gc),
+//! Files: `keys.rs` (the layout below), `lmdb.rs` (the safe layer over the
+//! released LMDB 0.9 C library, lock-compatible with other languages'
+//! bindings), `txn.rs` (transactions, the gate, map growth), `versions.rs` (a version's life: begin, records, flip, gc),
 //! `commit.rs` (chunk commits), `read.rs` (the reader API), `validate.rs`
 //! (the gate), `sink.rs` (outputs beside LMDB), `value.rs` (the value
 //! layout).
@@ -39,6 +40,7 @@
 pub mod bench;
 mod commit;
 mod keys;
+mod lmdb;
 mod read;
 mod report;
 pub mod sink;
@@ -51,8 +53,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
+use lmdb::{Dbi, Env, EnvOptions, MdbError};
 use serde::{Deserialize, Serialize};
 
 use commit::EncodedChunk;
@@ -96,7 +97,7 @@ pub enum Error {
     Lmdb {
         path: PathBuf,
         context: String,
-        source: heed::Error,
+        source: MdbError,
     },
     #[error("store {}: no version {version} (see `herd store versions`)", path.display())]
     NoSuchVersion { path: PathBuf, version: u64 },
@@ -125,10 +126,7 @@ impl Error {
     fn is_map_full(&self) -> bool {
         matches!(
             self,
-            Error::Lmdb {
-                source: heed::Error::Mdb(MdbError::MapFull),
-                ..
-            }
+            Error::Lmdb { source, .. } if source.is_map_full()
         )
     }
 }
@@ -201,8 +199,8 @@ pub struct NewVersion {
 
 struct Inner {
     dir: PathBuf,
-    env: Env<WithoutTls>,
-    meta: Database<'static, Bytes, Bytes>,
+    env: Env,
+    meta: Dbi,
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
@@ -210,8 +208,8 @@ struct Inner {
     scratch: Mutex<Option<EncodedChunk>>,
 }
 
-/// Stores open in this process, by canonical directory: heed refuses to open
-/// one environment twice, and a map resize must see every transaction of the
+/// Stores open in this process, by canonical directory: LMDB must not open
+/// one environment twice in a process, and a map resize must see every transaction of the
 /// process, so opening a store again shares the first one.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
 
@@ -276,25 +274,30 @@ impl Store {
             context: context.to_string(),
             source,
         };
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(round_map_size(map_size)).max_dbs(MAX_DBS);
         // NO_META_SYNC keeps the store intact on a system crash but may undo
         // the last commits: chunk commits are redone by `--resume`, and the
-        // commits readers rely on (flip, gc) are synced explicitly.
-        // SAFETY: a documented LMDB flag; it only changes when meta pages
-        // are flushed.
-        unsafe { options.flags(EnvFlags::NO_META_SYNC) };
-        // SAFETY: the store files are only ever touched through LMDB, by this
-        // process (one Env per directory, see `OPEN`) and other herd processes.
-        let env = unsafe { options.open(&canonical) }.map_err(|e| lmdb("open", e))?;
-        let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
-        let meta = env
-            .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
-                let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some(META_DB))?;
-                Ok(CommitOrAbort::<_, ()>::Commit(meta))
-            })
-            .map_err(|e| lmdb("create the meta database", e))?
-            .unwrap_commit();
+        // commits readers rely on (begin, flip, gc) are synced explicitly.
+        let options = EnvOptions {
+            map_size: round_map_size(map_size),
+            max_dbs: MAX_DBS,
+            no_meta_sync: true,
+        };
+        let env = Env::open(&canonical, &options).map_err(|e| lmdb("open", e))?;
+        // Reader slots of processes that died inside a read transaction pin
+        // old pages (the file only grows) until someone clears them.
+        env.reader_check()
+            .map_err(|e| lmdb("clear the reader slots of dead processes", e))?;
+        let meta = {
+            let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
+            let _opener = env.opener();
+            let meta = wtxn
+                .open_db(META_DB, true)
+                .map_err(|e| lmdb("create the meta database", e))?
+                .expect("a database opened with MDB_CREATE exists");
+            wtxn.commit()
+                .map_err(|e| lmdb("create the meta database", e))?;
+            meta
+        };
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             env,
@@ -313,10 +316,10 @@ impl Store {
 
     /// The current map size in bytes.
     pub fn map_size(&self) -> usize {
-        self.inner.env.info().map_size
+        self.inner.env.map_size()
     }
 
-    fn lmdb(&self, context: impl Into<String>, source: heed::Error) -> Error {
+    fn lmdb(&self, context: impl Into<String>, source: MdbError) -> Error {
         Error::Lmdb {
             path: self.inner.dir.clone(),
             context: context.into(),

@@ -5,11 +5,7 @@
 
 use std::ops::Range;
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, MdbError};
-
 use super::keys::{KEY_LIVE, KEY_NEXT, KEY_PREVIOUS, chunk_key, version_db, version_key};
-use super::txn::{Committed, InTxn};
 use super::{Error, NewVersion, Result, Status, Store, VersionRecord};
 
 /// gc may drop a version that is finished and neither live nor the one live
@@ -207,12 +203,12 @@ impl Store {
     fn drop_version(&self, v: u64) -> Result<bool> {
         let what = format!("gc: drop v{v}");
         let _all = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
-        let txn = match self.inner.env.write_txn() {
+        let mut txn = match self.inner.env.write_txn() {
             Ok(txn) => txn,
-            Err(heed::Error::Mdb(MdbError::MapResized)) => {
+            Err(e) if e.is_map_resized() => {
                 // SAFETY: the gate is held exclusively: no transaction of
                 // this process is alive.
-                unsafe { self.inner.env.resize(0) }.map_err(|e| self.lmdb(&what, e))?;
+                unsafe { self.inner.env.set_map_size(0) }.map_err(|e| self.lmdb(&what, e))?;
                 self.inner
                     .env
                     .write_txn()
@@ -220,43 +216,30 @@ impl Store {
             }
             Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
         };
-        let outcome = self.inner.env.create_databases_and_commit(
-            txn,
-            |dbo, txn| -> std::result::Result<_, InTxn> {
-                let live = self.get_u64(txn, KEY_LIVE)?;
-                let previous = self.get_u64(txn, KEY_PREVIOUS)?;
-                match self.get_record(txn, v)? {
-                    Some(rec) if droppable(&rec, live, previous) => {}
-                    _ => return Ok(CommitOrAbort::Abort(false)),
-                }
-                for r in self.ranges_in(txn, v)? {
-                    self.inner
-                        .meta
-                        .delete(txn, &chunk_key(v, &r))
-                        .map_err(|e| self.lmdb(format!("{what}: chunk markers"), e))?;
-                }
-                self.inner
-                    .meta
-                    .delete(txn, &version_key(v))
-                    .map_err(|e| self.lmdb(format!("{what}: record"), e))?;
-                let name = version_db(v);
-                if let Some(db) = dbo
-                    .open_database::<Bytes, Bytes>(txn, Some(&name))
-                    .map_err(|e| self.lmdb(format!("{what}: open {name}"), e))?
-                {
-                    // SAFETY: the gate is held exclusively, so no other
-                    // transaction of this process uses this handle.
-                    unsafe { db.remove(txn) }
-                        .map_err(|e| self.lmdb(format!("{what}: drop {name}"), e))?;
-                }
-                Ok(CommitOrAbort::Commit(Committed(true)))
-            },
-        );
-        match outcome {
-            Ok(CommitOrAbort::Commit(done)) => Ok(done),
-            Ok(CommitOrAbort::Abort(done)) => Ok(done),
-            Err(InTxn::Store(e)) => Err(e),
-            Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
+        let _opener = self.inner.env.opener();
+        let live = self.get_u64(&txn, KEY_LIVE)?;
+        let previous = self.get_u64(&txn, KEY_PREVIOUS)?;
+        match self.get_record(&txn, v)? {
+            Some(rec) if droppable(&rec, live, previous) => {}
+            _ => return Ok(false),
         }
+        for r in self.ranges_in(&txn, v)? {
+            txn.delete(self.inner.meta, &chunk_key(v, &r))
+                .map_err(|e| self.lmdb(format!("{what}: chunk markers"), e))?;
+        }
+        txn.delete(self.inner.meta, &version_key(v))
+            .map_err(|e| self.lmdb(format!("{what}: record"), e))?;
+        let name = version_db(v);
+        if let Some(db) = txn
+            .open_db(&name, false)
+            .map_err(|e| self.lmdb(format!("{what}: open {name}"), e))?
+        {
+            // SAFETY: the gate is held exclusively, so no other transaction
+            // of this process uses this handle.
+            unsafe { txn.drop_db(db) }.map_err(|e| self.lmdb(format!("{what}: drop {name}"), e))?;
+        }
+        txn.commit()
+            .map_err(|e| self.lmdb(format!("{what}: commit"), e))?;
+        Ok(true)
     }
 }
