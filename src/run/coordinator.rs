@@ -16,7 +16,7 @@ use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::Predictions;
 use crate::proto::{self, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
-use crate::store::{NewVersion, Store};
+use crate::store::{NewVersion, RunLock, Store};
 
 use super::event::{Event, HostInfo, HostState};
 use super::publish::Publisher;
@@ -43,6 +43,8 @@ pub(super) struct Coordinator {
     /// The job file, for the `--resume` hint.
     job_file: PathBuf,
     pub store: Store,
+    /// The store's run lock, released when the coordinator is dropped.
+    _run_lock: RunLock,
     pub version: u64,
     pub live_before: Option<u64>,
     pub sched: Scheduler,
@@ -82,6 +84,8 @@ impl Coordinator {
         let store_dir = p.job.output.store.clone();
         let store = Store::open(&store_dir)
             .map_err(|e| Error::Failed(format!("store '{}': {e}", store_dir.display())))?;
+        // Held until the coordinator is dropped: one coordinator per store.
+        let run_lock = store.lock_run().map_err(store_err)?;
         let live_before = store.live().map_err(store_err)?;
         let resumed = match resume {
             true => store
@@ -126,6 +130,7 @@ impl Coordinator {
             p,
             job_file,
             store,
+            _run_lock: run_lock,
             version,
             live_before,
             sched,

@@ -18,7 +18,9 @@
 //! Layout: one LMDB environment with named databases.
 //! - `meta`: `live` and `previous` (u64 big-endian: the live version and the
 //!   one live before it), `next` (the next version number; numbers are never
-//!   reused), `version/{N}` (a JSON [`VersionRecord`]) and
+//!   reused), `format` (u32 big-endian, [`STORE_FORMAT`]) and
+//!   `format/written_by` (the herd that set it), `version/{N}` (a JSON
+//!   [`VersionRecord`]) and
 //!   `chunk/{N}/{start:016x}-{end:016x}` (empty values: row ranges of
 //!   committed chunks).
 //! - `v{N}`, one per version: key = the entity key bytes
@@ -41,6 +43,7 @@ pub mod bench;
 mod commit;
 mod keys;
 mod lmdb;
+mod lock;
 mod read;
 mod report;
 pub mod sink;
@@ -51,6 +54,7 @@ mod versions;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use lmdb::{Dbi, Env, EnvOptions, MdbError};
@@ -59,10 +63,12 @@ use serde::{Deserialize, Serialize};
 use commit::EncodedChunk;
 
 pub use keys::version_db;
+pub use lock::{LOCK_FILE, RunLock};
 pub use read::Prediction;
 pub use report::{Check, ValidationReport};
 pub(crate) use txn::Snapshot;
 pub use value::{Value, ValueKind, ValueRef};
+pub use versions::{DEFAULT_GRACE_SECS, Retention};
 
 /// The map size a new store starts with. The file is sparse, so this costs
 /// address space, not disk; the map grows past it when full.
@@ -73,6 +79,11 @@ pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 pub const MAX_SCRATCH_BYTES: usize = 128 << 20;
 
 const META_DB: &str = "meta";
+/// The store format this build writes and reads (meta `format`, u32
+/// big-endian). A store marked with a newer one is refused.
+pub const STORE_FORMAT: u32 = 1;
+/// What meta `format/written_by` says for stores this build marks.
+const WRITTEN_BY: &str = concat!("herd ", env!("CARGO_PKG_VERSION"));
 /// Database handle slots of one process: `meta` plus the versions this
 /// process created, wrote or validated and has not dropped. A process that
 /// keeps more versions than this open at once gets an LMDB error naming
@@ -98,6 +109,14 @@ pub enum Error {
         path: PathBuf,
         context: String,
         source: MdbError,
+    },
+    #[error("store {} is in use by another herd run ({holder}); wait for it to finish or stop it", path.display())]
+    Busy { path: PathBuf, holder: String },
+    #[error("store {} has format {format}, written by {written_by}; this herd ({}) reads format {STORE_FORMAT} and older: use a newer herd", path.display(), env!("CARGO_PKG_VERSION"))]
+    NewerFormat {
+        path: PathBuf,
+        format: u32,
+        written_by: String,
     },
     #[error("store {}: no version {version} (see `herd store versions`)", path.display())]
     NoSuchVersion { path: PathBuf, version: u64 },
@@ -206,6 +225,8 @@ struct Inner {
     gate: RwLock<()>,
     /// Encode buffers kept between chunk commits (see [`MAX_SCRATCH_BYTES`]).
     scratch: Mutex<Option<EncodedChunk>>,
+    /// Run locks ([`RunLock`]) this process holds on this store.
+    run_locks: AtomicUsize,
 }
 
 /// Stores open in this process, by canonical directory: LMDB must not open
@@ -288,12 +309,39 @@ impl Store {
         env.reader_check()
             .map_err(|e| lmdb("clear the reader slots of dead processes", e))?;
         let meta = {
-            let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
+            let mut wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
             let _opener = env.opener();
             let meta = wtxn
                 .open_db(META_DB, true)
                 .map_err(|e| lmdb("create the meta database", e))?
                 .expect("a database opened with MDB_CREATE exists");
+            let format = wtxn
+                .get(meta, keys::KEY_FORMAT)
+                .map_err(|e| lmdb("read the store format", e))?
+                .map(|b| b.try_into().map(u32::from_be_bytes));
+            match format {
+                None => {
+                    wtxn.put(meta, keys::KEY_FORMAT, &STORE_FORMAT.to_be_bytes(), false)
+                        .and_then(|()| {
+                            wtxn.put(meta, keys::KEY_WRITTEN_BY, WRITTEN_BY.as_bytes(), false)
+                        })
+                        .map_err(|e| lmdb("mark the store format", e))?;
+                }
+                Some(Ok(f)) if f <= STORE_FORMAT => {}
+                Some(found) => {
+                    let written_by = wtxn
+                        .get(meta, keys::KEY_WRITTEN_BY)
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_else(|| "an unknown herd".into());
+                    return Err(Error::NewerFormat {
+                        path: dir.to_path_buf(),
+                        format: found.unwrap_or(u32::MAX),
+                        written_by,
+                    });
+                }
+            }
             wtxn.commit()
                 .map_err(|e| lmdb("create the meta database", e))?;
             meta
@@ -304,6 +352,7 @@ impl Store {
             meta,
             gate: RwLock::new(()),
             scratch: Mutex::new(None),
+            run_locks: AtomicUsize::new(0),
         });
         open.push((canonical, Arc::downgrade(&inner)));
         Ok(Store { inner })
