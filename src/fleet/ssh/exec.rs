@@ -113,9 +113,10 @@ async fn open_worker_channel(
     ready: &Ready,
     env: &[(String, String)],
 ) -> Result<Channel<Msg>, String> {
-    let cmd = WorkerCommand::new(&ready.binary, env)
+    let line = WorkerCommand::new(&ready.binary, env)
         .shell_line()
         .map_err(|e| format!("host '{}': {e}", ready.name))?;
+    let cmd = super::ship::verified_exec(&ready.binary, &ready.binary_sha, &line);
     let channel = ready.handle.channel_open_session().await.map_err(|e| {
         format!(
             "host '{}': cannot open a channel on {}: {e}",

@@ -173,6 +173,8 @@ struct Ready {
     name: String,
     addr: String,
     binary: String,
+    /// The shipped binary's sha256, checked on the host before every exec.
+    binary_sha: String,
     model: Option<String>,
 }
 
@@ -339,6 +341,7 @@ async fn set_up(
         name: name.to_string(),
         addr,
         binary: shipped.binary,
+        binary_sha: shipped.binary_sha,
         model: shipped.model,
     })
 }
