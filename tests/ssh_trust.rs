@@ -125,3 +125,116 @@ fn a_proxy_jump_in_ssh_config_is_refused_not_bypassed() {
         ],
     );
 }
+
+/// User plus system CPU ticks of process `pid` (0 when it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_dropped_connection_is_set_up_again_and_the_host_keeps_working() {
+    use std::time::{Duration, Instant};
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let servers = sshd::Servers::start(1);
+    let server = &servers.servers[0];
+    let shape = common::JobShape {
+        users: 12000,
+        items: 20000,
+        dim: 32,
+        slots: 1,
+        ..Default::default()
+    };
+    let s = common::Scratch::new(&shape);
+    let generated = s.herd(&[
+        "gen",
+        "two-tower",
+        "--out",
+        "data",
+        "--users",
+        "12000",
+        "--items",
+        "20000",
+        "--dim",
+        "32",
+        "--features",
+        "3",
+        "--seed",
+        "3",
+    ]);
+    assert!(generated.status.success(), "{}", text(&generated));
+    // The ssh host alone: without a reconnect the run has no host left.
+    s.write(
+        "hosts.toml",
+        &host_toml(server, &servers.user_key, &servers.known_hosts)
+            .replace("slots = 1", "slots = 2"),
+    );
+    // One slot is slowed so the run outlasts the drop.
+    let mut child = std::process::Command::new(common::HERD)
+        .args(["run", "job.toml"])
+        .current_dir(s.dir.path())
+        .env(herd::run::TEST_SLOW_SLOT_ENV, "0:4")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        // A worker that has used CPU beyond starting up: it is scoring.
+        if let Some(pid) = server.workers().into_iter().find(|&p| cpu_ticks(p) >= 3) {
+            break pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "no worker started on {}",
+            server.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The worker's parent is the sshd session of herd's connection: killing
+    // it drops the connection while the server stays up.
+    let session = parent_of(first).expect("the worker's parent");
+    // SAFETY: signals a process of the test's own sshd.
+    unsafe { libc::kill(session as i32, libc::SIGKILL) };
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if server
+            .workers()
+            .iter()
+            .any(|&p| p != first && parent_of(p).is_some_and(|pp| pp != session))
+        {
+            break;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "no worker came back on {} after the connection dropped: {}",
+                server.name,
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let store = herd::store::Store::open_existing(&s.store()).unwrap();
+    assert_eq!(store.len(1).unwrap(), shape.users);
+}

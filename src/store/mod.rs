@@ -248,6 +248,26 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Below this many free bytes, an I/O error while writing the store is
+/// reported as a full disk.
+const NEARLY_FULL_BYTES: u64 = 1 << 20;
+
+/// Bytes an unprivileged writer may still use on the file system of `dir`
+/// (`u64::MAX` when unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return u64::MAX;
+    };
+    // SAFETY: statvfs is plain data, filled by the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; `st` is a valid out pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
 fn round_map_size(bytes: usize) -> usize {
     bytes.max(MAP_GRANULE).div_ceil(MAP_GRANULE) * MAP_GRANULE
 }
@@ -369,6 +389,13 @@ impl Store {
     }
 
     fn lmdb(&self, context: impl Into<String>, source: MdbError) -> Error {
+        // LMDB reports a write the device cut short as EIO: with (almost) no
+        // space left, that is a full disk.
+        let source = if source.0 == libc::EIO && free_bytes(&self.inner.dir) < NEARLY_FULL_BYTES {
+            MdbError(libc::ENOSPC)
+        } else {
+            source
+        };
         Error::Lmdb {
             path: self.inner.dir.clone(),
             context: context.into(),

@@ -209,6 +209,7 @@ mod tests {
             known_hosts: None,
             trust: Trust::Strict,
             worker_binary: None,
+            reconnect_window_secs: 30,
         }
     }
 
