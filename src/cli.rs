@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use herd::config::Device;
 use herd::model::EntityKey;
 use herd::run::{self, Event};
-use herd::store::{Store, Value};
+use herd::store::{Retention, Store, Value};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -150,10 +150,23 @@ enum StoreCmd {
         #[arg(long, default_value = "store")]
         store: PathBuf,
     },
-    /// Drop old versions, keeping the newest K (never the live one or the one before it).
+    /// Drop old versions, keeping the newest K (never the live one or the one
+    /// before it); building and failed versions older than the grace period go
+    /// whatever K says (building ones only while no run uses the store).
     Gc {
         #[arg(long, value_name = "K")]
         keep: usize,
+        /// Age after which building and failed versions are dropped
+        /// (`3600`, `30m`, `12h`, `1d`).
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = herd::config::parse_ttl)]
+        grace: u64,
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+    },
+    /// Drop version N now (never the live one or the one before it).
+    Drop {
+        #[arg(value_name = "N")]
+        version: u64,
         #[arg(long, default_value = "store")]
         store: PathBuf,
     },
@@ -447,14 +460,28 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             );
             Ok(0)
         }
-        StoreCmd::Gc { keep, store } => {
+        StoreCmd::Gc { keep, grace, store } => {
             let s = Store::open_existing(&store)?;
-            let dropped = s.gc(keep)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let dropped = s.gc_with(Retention {
+                keep,
+                grace_secs: grace,
+                now,
+            })?;
             if dropped.is_empty() {
                 println!("nothing to drop");
             } else {
                 println!("dropped versions {dropped:?}");
             }
+            Ok(0)
+        }
+        StoreCmd::Drop { version, store } => {
+            let s = Store::open_existing(&store)?;
+            s.drop_one(version)?;
+            println!("dropped version {version}");
             Ok(0)
         }
     }

@@ -25,6 +25,7 @@ fn host(s: &sshd::Server, servers: &sshd::Servers) -> SshHost {
         known_hosts: Some(servers.known_hosts.clone()),
         trust: Trust::Strict,
         worker_binary: None,
+        reconnect_window_secs: 30,
     }
 }
 

@@ -4,7 +4,7 @@
 mod store_common;
 
 use herd::model::{EntityIds, EntityKey, Predictions};
-use herd::store::{Error, Status, Store, Value};
+use herd::store::{DEFAULT_GRACE_SECS, Error, Retention, Status, Store, Value};
 use store_common::*;
 
 #[test]
@@ -185,7 +185,17 @@ fn gc_never_drops_live_previous_live_or_building_versions() {
         .update_record(failed, |r| r.status = Status::Failed)
         .unwrap();
 
-    let dropped = store.gc(1).unwrap();
+    // Measured an hour after the versions were made: all within the grace.
+    let gc = |keep| {
+        store
+            .gc_with(Retention {
+                keep,
+                grace_secs: DEFAULT_GRACE_SECS,
+                now: T0 + 3600,
+            })
+            .unwrap()
+    };
+    let dropped = gc(1);
     assert_eq!(dropped, vec![vs[2], vs[3], vs[4], vs[5]]);
     let left: Vec<u64> = store
         .versions()
@@ -208,8 +218,18 @@ fn gc_never_drops_live_previous_live_or_building_versions() {
         assert!(store.get(&EntityKey::Int(3), Some(*v), T0).is_err());
     }
     // A second gc with keep = 0 drops the failed version and nothing it must keep.
-    assert_eq!(store.gc(0).unwrap(), vec![failed]);
-    assert_eq!(store.gc(0).unwrap(), Vec::<u64>::new());
+    assert_eq!(gc(0), vec![failed]);
+    assert_eq!(gc(0), Vec::<u64>::new());
+    // Past the grace period, with no coordinator running, an abandoned
+    // building version goes too; live and previous still stay.
+    let later = Retention {
+        keep: 0,
+        grace_secs: DEFAULT_GRACE_SECS,
+        now: T0 + DEFAULT_GRACE_SECS + 3600,
+    };
+    assert_eq!(store.gc_with(later).unwrap(), vec![building]);
+    assert_eq!(store.live().unwrap(), Some(vs[0]));
+    assert_eq!(store.len(vs[1]).unwrap(), 20);
 }
 
 #[test]

@@ -39,6 +39,7 @@ pub(super) const HOST_KINDS: &[HostKind] = &[
             "known_hosts",
             "trust",
             "worker_binary",
+            "reconnect_window",
         ],
         does: "runs its workers over SSH",
         resolve: |src, entry, name| src.ssh_host(entry, name).map(Transport::Ssh),
@@ -103,7 +104,13 @@ pub struct SshHost {
     pub trust: Trust,
     /// A worker binary for another architecture; `None`: ship herd itself.
     pub worker_binary: Option<PathBuf>,
+    /// How long a dropped connection is retried (with backoff) before the
+    /// host counts as lost; [`DEFAULT_RECONNECT_WINDOW_SECS`] unless set.
+    pub reconnect_window_secs: u64,
 }
+
+/// The reconnect window of an SSH host that names none.
+pub const DEFAULT_RECONNECT_WINDOW_SECS: u64 = 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trust {
@@ -345,6 +352,15 @@ impl Source<'_> {
                 }
             },
             worker_binary: path(&raw.worker_binary, "worker_binary")?,
+            reconnect_window_secs: match &raw.reconnect_window {
+                None => DEFAULT_RECONNECT_WINDOW_SECS,
+                Some(v) => super::parse_ttl(v.get_ref()).map_err(|message| {
+                    self.error(
+                        v.span(),
+                        format!("host '{name}': reconnect_window = {message}"),
+                    )
+                })?,
+            },
         })
     }
 }

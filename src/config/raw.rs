@@ -162,6 +162,7 @@ pub struct HostTable {
     pub known_hosts: Option<Spanned<String>>,
     pub trust: Option<Spanned<String>>,
     pub worker_binary: Option<Spanned<String>>,
+    pub reconnect_window: Option<Spanned<String>>,
     // every kind
     pub slots: Option<Spanned<i64>>,
     pub device: Option<Spanned<String>>,
@@ -187,6 +188,10 @@ impl HostTable {
             (
                 "worker_binary",
                 self.worker_binary.as_ref().map(Spanned::span),
+            ),
+            (
+                "reconnect_window",
+                self.reconnect_window.as_ref().map(Spanned::span),
             ),
         ]
         .into_iter()

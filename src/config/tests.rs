@@ -875,7 +875,8 @@ fn design_fleet_resolves() {
                     identity: Some(PathBuf::from("~/.ssh/id_ed25519")),
                     known_hosts: None,
                     trust: Trust::Strict,
-                    worker_binary: None
+                    worker_binary: None,
+                    reconnect_window_secs: DEFAULT_RECONNECT_WINDOW_SECS
                 }),
                 slots: 1,
                 device: Device::Gpu,
@@ -1047,6 +1048,22 @@ fn port_goes_in_one_place() {
     let text = ssh("port = 0");
     let e = error_at(fleet(&text), &text, "port");
     assert_contains(&e, &["host 'a': port = '0' is out of range"]);
+}
+
+#[test]
+fn ssh_reconnect_window_defaults_to_30_s_and_takes_a_duration() {
+    assert_eq!(
+        one_ssh("").reconnect_window_secs,
+        DEFAULT_RECONNECT_WINDOW_SECS
+    );
+    assert_eq!(DEFAULT_RECONNECT_WINDOW_SECS, 30);
+    assert_eq!(
+        one_ssh("reconnect_window = \"2m\"").reconnect_window_secs,
+        120
+    );
+    let text = ssh("reconnect_window = \"x5\"");
+    let e = error_at(fleet(&text), &text, "reconnect_window");
+    assert_contains(&e, &["host 'a': reconnect_window = 'x5' is not a duration"]);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::{EntityIds, Predictions};
 use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
-use crate::store::{NewVersion, Store};
+use crate::store::{NewVersion, RunLock, Store};
 
 use super::commit::Committer;
 use super::event::{Event, HostInfo, HostState};
@@ -68,6 +68,8 @@ pub(super) struct Coordinator {
     pub store: Store,
     /// Writes committed chunks on a thread of its own.
     committer: Committer,
+    /// The store's run lock, released when the coordinator is dropped.
+    _run_lock: RunLock,
     pub version: u64,
     pub live_before: Option<u64>,
     pub sched: Scheduler,
@@ -125,6 +127,8 @@ impl Coordinator {
         let store_dir = p.job.output.store.clone();
         let store = Store::open(&store_dir)
             .map_err(|e| Error::Failed(format!("store '{}': {e}", store_dir.display())))?;
+        // Held until the coordinator is dropped: one coordinator per store.
+        let run_lock = store.lock_run().map_err(store_err)?;
         let live_before = store.live().map_err(store_err)?;
         let resumed = match resume {
             true => Some(find_resumable(&store, &p, &store_dir)?),
@@ -185,6 +189,7 @@ impl Coordinator {
             job_file,
             committer: Committer::start(store.clone()),
             store,
+            _run_lock: run_lock,
             version,
             live_before,
             sched,

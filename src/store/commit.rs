@@ -5,9 +5,6 @@
 
 use std::ops::Range;
 
-use heed::PutFlags;
-use heed::types::DecodeIgnore;
-
 use super::keys::{chunk_key, chunk_prefix, parse_chunk_key};
 use super::value::ValueKind;
 use super::{Error, MAX_SCRATCH_BYTES, Result, Status, Store, value};
@@ -307,39 +304,28 @@ impl Store {
             // can overlap `rows`.
             let prefix = chunk_prefix(version);
             let bound = format!("{prefix}{:016x}", rows.end);
-            let before = self
-                .inner
-                .meta
-                .remap_data_type::<DecodeIgnore>()
-                .get_lower_than(txn, bound.as_bytes())
+            let before = txn
+                .last_before(self.inner.meta, bound.as_bytes())
                 .map_err(|e| self.lmdb(&what, e))?;
-            if let Some((key, ())) = before
+            if let Some((key, _)) = before
                 && let Some(r) = parse_chunk_key(key, &prefix)
                 && r.end > rows.start
             {
                 return Ok(false);
             }
-            let last = db
-                .remap_data_type::<DecodeIgnore>()
-                .last(txn)
+            let last = txn
+                .last(db)
                 .map_err(|e| self.lmdb(&what, e))?
-                .map(|(k, ())| k.to_vec());
+                .map(|(k, _)| k.to_vec());
             let append = match (&last, chunk.entries().next()) {
                 (Some(last), Some((first, _))) => first > last.as_slice(),
                 _ => true,
             };
-            let flags = if append {
-                PutFlags::APPEND
-            } else {
-                PutFlags::empty()
-            };
             for (key, value) in chunk.entries() {
-                db.put_with_flags(txn, flags, key, value)
+                txn.put(db, key, value, append)
                     .map_err(|e| self.lmdb(&what, e))?;
             }
-            self.inner
-                .meta
-                .put(txn, &chunk_key(version, &rows), &[])
+            txn.put(self.inner.meta, &chunk_key(version, &rows), &[], false)
                 .map_err(|e| self.lmdb(&what, e))?;
             rec.committed_rows += rows.end - rows.start;
             self.put_record(txn, &rec)?;

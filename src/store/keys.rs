@@ -5,6 +5,8 @@ use std::ops::Range;
 pub(super) const KEY_LIVE: &[u8] = b"live";
 pub(super) const KEY_PREVIOUS: &[u8] = b"previous";
 pub(super) const KEY_NEXT: &[u8] = b"next";
+pub(super) const KEY_FORMAT: &[u8] = b"format";
+pub(super) const KEY_WRITTEN_BY: &[u8] = b"format/written_by";
 pub(super) const VERSION_PREFIX: &str = "version/";
 
 pub(super) fn be_u64(bytes: &[u8]) -> Option<u64> {

@@ -8,8 +8,9 @@
 //! validation plan do), and it never keeps a read transaction open between
 //! calls.
 //!
-//! Files: `keys.rs` (the layout below), `txn.rs` (transactions, the gate,
-//! map growth), `versions.rs` (a version's life: begin, records, flip, gc),
+//! Files: `keys.rs` (the layout below), `lmdb.rs` (the safe layer over the
+//! released LMDB 0.9 C library, lock-compatible with other languages'
+//! bindings), `txn.rs` (transactions, the gate, map growth), `versions.rs` (a version's life: begin, records, flip, gc),
 //! `commit.rs` (chunk commits), `read.rs` (the reader API), `validate.rs`
 //! (the gate), `sink.rs` (outputs beside LMDB), `value.rs` (the value
 //! layout).
@@ -17,7 +18,9 @@
 //! Layout: one LMDB environment with named databases.
 //! - `meta`: `live` and `previous` (u64 big-endian: the live version and the
 //!   one live before it), `next` (the next version number; numbers are never
-//!   reused), `version/{N}` (a JSON [`VersionRecord`]) and
+//!   reused), `format` (u32 big-endian, [`STORE_FORMAT`]) and
+//!   `format/written_by` (the herd that set it), `version/{N}` (a JSON
+//!   [`VersionRecord`]) and
 //!   `chunk/{N}/{start:016x}-{end:016x}` (empty values: row ranges of
 //!   committed chunks).
 //! - `v{N}`, one per version: key = the entity key bytes
@@ -39,6 +42,8 @@
 pub mod bench;
 mod commit;
 mod keys;
+mod lmdb;
+mod lock;
 mod read;
 mod report;
 pub mod sink;
@@ -49,19 +54,21 @@ mod versions;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
+use lmdb::{Dbi, Env, EnvOptions, MdbError};
 use serde::{Deserialize, Serialize};
 
 use commit::EncodedChunk;
 
 pub use keys::version_db;
+pub use lock::{LOCK_FILE, RunLock};
 pub use read::Prediction;
 pub use report::{Check, ValidationReport};
 pub(crate) use txn::Snapshot;
 pub use value::{Value, ValueKind, ValueRef};
+pub use versions::{DEFAULT_GRACE_SECS, Retention};
 
 /// The map size a new store starts with. The file is sparse, so this costs
 /// address space, not disk; the map grows past it when full.
@@ -72,6 +79,11 @@ pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 pub const MAX_SCRATCH_BYTES: usize = 128 << 20;
 
 const META_DB: &str = "meta";
+/// The store format this build writes and reads (meta `format`, u32
+/// big-endian). A store marked with a newer one is refused.
+pub const STORE_FORMAT: u32 = 1;
+/// What meta `format/written_by` says for stores this build marks.
+const WRITTEN_BY: &str = concat!("herd ", env!("CARGO_PKG_VERSION"));
 /// Database handle slots of one process: `meta` plus the versions this
 /// process created, wrote or validated and has not dropped. A process that
 /// keeps more versions than this open at once gets an LMDB error naming
@@ -96,7 +108,15 @@ pub enum Error {
     Lmdb {
         path: PathBuf,
         context: String,
-        source: heed::Error,
+        source: MdbError,
+    },
+    #[error("store {} is in use by another herd run ({holder}); wait for it to finish or stop it", path.display())]
+    Busy { path: PathBuf, holder: String },
+    #[error("store {} has format {format}, written by {written_by}; this herd ({}) reads format {STORE_FORMAT} and older: use a newer herd", path.display(), env!("CARGO_PKG_VERSION"))]
+    NewerFormat {
+        path: PathBuf,
+        format: u32,
+        written_by: String,
     },
     #[error("store {}: no version {version} (see `herd store versions`)", path.display())]
     NoSuchVersion { path: PathBuf, version: u64 },
@@ -125,10 +145,7 @@ impl Error {
     fn is_map_full(&self) -> bool {
         matches!(
             self,
-            Error::Lmdb {
-                source: heed::Error::Mdb(MdbError::MapFull),
-                ..
-            }
+            Error::Lmdb { source, .. } if source.is_map_full()
         )
     }
 }
@@ -201,17 +218,19 @@ pub struct NewVersion {
 
 struct Inner {
     dir: PathBuf,
-    env: Env<WithoutTls>,
-    meta: Database<'static, Bytes, Bytes>,
+    env: Env,
+    meta: Dbi,
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
     /// Encode buffers kept between chunk commits (see [`MAX_SCRATCH_BYTES`]).
     scratch: Mutex<Option<EncodedChunk>>,
+    /// Run locks ([`RunLock`]) this process holds on this store.
+    run_locks: AtomicUsize,
 }
 
-/// Stores open in this process, by canonical directory: heed refuses to open
-/// one environment twice, and a map resize must see every transaction of the
+/// Stores open in this process, by canonical directory: LMDB must not open
+/// one environment twice in a process, and a map resize must see every transaction of the
 /// process, so opening a store again shares the first one.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
 
@@ -227,6 +246,26 @@ impl fmt::Debug for Store {
             .field("dir", &self.inner.dir)
             .finish()
     }
+}
+
+/// Below this many free bytes, an I/O error while writing the store is
+/// reported as a full disk.
+const NEARLY_FULL_BYTES: u64 = 1 << 20;
+
+/// Bytes an unprivileged writer may still use on the file system of `dir`
+/// (`u64::MAX` when unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return u64::MAX;
+    };
+    // SAFETY: statvfs is plain data, filled by the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated; `st` is a valid out pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
 fn round_map_size(bytes: usize) -> usize {
@@ -276,31 +315,64 @@ impl Store {
             context: context.to_string(),
             source,
         };
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(round_map_size(map_size)).max_dbs(MAX_DBS);
         // NO_META_SYNC keeps the store intact on a system crash but may undo
         // the last commits: chunk commits are redone by `--resume`, and the
-        // commits readers rely on (flip, gc) are synced explicitly.
-        // SAFETY: a documented LMDB flag; it only changes when meta pages
-        // are flushed.
-        unsafe { options.flags(EnvFlags::NO_META_SYNC) };
-        // SAFETY: the store files are only ever touched through LMDB, by this
-        // process (one Env per directory, see `OPEN`) and other herd processes.
-        let env = unsafe { options.open(&canonical) }.map_err(|e| lmdb("open", e))?;
-        let wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
-        let meta = env
-            .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
-                let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some(META_DB))?;
-                Ok(CommitOrAbort::<_, ()>::Commit(meta))
-            })
-            .map_err(|e| lmdb("create the meta database", e))?
-            .unwrap_commit();
+        // commits readers rely on (begin, flip, gc) are synced explicitly.
+        let options = EnvOptions {
+            map_size: round_map_size(map_size),
+            max_dbs: MAX_DBS,
+            no_meta_sync: true,
+        };
+        let env = Env::open(&canonical, &options).map_err(|e| lmdb("open", e))?;
+        // Reader slots of processes that died inside a read transaction pin
+        // old pages (the file only grows) until someone clears them.
+        env.reader_check()
+            .map_err(|e| lmdb("clear the reader slots of dead processes", e))?;
+        let meta = {
+            let mut wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
+            let _opener = env.opener();
+            let meta = wtxn
+                .open_db(META_DB, true)
+                .map_err(|e| lmdb("create the meta database", e))?
+                .expect("a database opened with MDB_CREATE exists");
+            let format = wtxn
+                .get(meta, keys::KEY_FORMAT)
+                .map_err(|e| lmdb("read the store format", e))?
+                .map(|b| b.try_into().map(u32::from_be_bytes));
+            match format {
+                None => {
+                    wtxn.put(meta, keys::KEY_FORMAT, &STORE_FORMAT.to_be_bytes(), false)
+                        .and_then(|()| {
+                            wtxn.put(meta, keys::KEY_WRITTEN_BY, WRITTEN_BY.as_bytes(), false)
+                        })
+                        .map_err(|e| lmdb("mark the store format", e))?;
+                }
+                Some(Ok(f)) if f <= STORE_FORMAT => {}
+                Some(found) => {
+                    let written_by = wtxn
+                        .get(meta, keys::KEY_WRITTEN_BY)
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_else(|| "an unknown herd".into());
+                    return Err(Error::NewerFormat {
+                        path: dir.to_path_buf(),
+                        format: found.unwrap_or(u32::MAX),
+                        written_by,
+                    });
+                }
+            }
+            wtxn.commit()
+                .map_err(|e| lmdb("create the meta database", e))?;
+            meta
+        };
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             env,
             meta,
             gate: RwLock::new(()),
             scratch: Mutex::new(None),
+            run_locks: AtomicUsize::new(0),
         });
         open.push((canonical, Arc::downgrade(&inner)));
         Ok(Store { inner })
@@ -313,10 +385,17 @@ impl Store {
 
     /// The current map size in bytes.
     pub fn map_size(&self) -> usize {
-        self.inner.env.info().map_size
+        self.inner.env.map_size()
     }
 
-    fn lmdb(&self, context: impl Into<String>, source: heed::Error) -> Error {
+    fn lmdb(&self, context: impl Into<String>, source: MdbError) -> Error {
+        // LMDB reports a write the device cut short as EIO: with (almost) no
+        // space left, that is a full disk.
+        let source = if source.0 == libc::EIO && free_bytes(&self.inner.dir) < NEARLY_FULL_BYTES {
+            MdbError(libc::ENOSPC)
+        } else {
+            source
+        };
         Error::Lmdb {
             path: self.inner.dir.clone(),
             context: context.into(),

@@ -136,8 +136,9 @@ impl Store {
             snap.record(version)?;
             match snap.db(version)? {
                 None => Ok(0),
-                Some(db) => db
-                    .len(snap.txn)
+                Some(db) => snap
+                    .txn
+                    .entries(db)
                     .map_err(|e| self.lmdb(format!("count the predictions of v{version}"), e)),
             }
         })

@@ -8,45 +8,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::RwLockReadGuard;
-
-use heed::types::{Bytes, DecodeIgnore};
-use heed::{
-    CommitOrAbort, Database, DatabaseOpener, Env, MdbError, OnCommit, RoTxn, RwTxn, WithoutTls,
-};
+use std::sync::{MutexGuard, RwLockReadGuard};
 
 use super::keys::{VERSION_PREFIX, be_u64, chunk_prefix, parse_chunk_key, version_db, version_key};
-use super::{Error, Result, Store, ValueRef, VersionRecord, round_map_size};
+use super::lmdb::{Dbi, Env, MdbResult, Txn};
+use super::{Result, Store, ValueRef, VersionRecord, round_map_size};
 use crate::model::EntityKey;
-
-/// A value that heed hands back unchanged once its transaction commits.
-pub(super) struct Committed<R>(pub R);
-
-impl<R> OnCommit for Committed<R> {
-    type Committed = R;
-    fn on_commit(self, _token: &heed::CommitToken) -> R {
-        self.0
-    }
-}
-
-/// An error inside heed's database-opening closures: ours, or heed's own
-/// (its commit).
-pub(super) enum InTxn {
-    Store(Error),
-    Heed(heed::Error),
-}
-
-impl From<heed::Error> for InTxn {
-    fn from(e: heed::Error) -> Self {
-        InTxn::Heed(e)
-    }
-}
-
-impl From<Error> for InTxn {
-    fn from(e: Error) -> Self {
-        InTxn::Store(e)
-    }
-}
 
 impl Store {
     /// Resizes the map with no transaction of this process alive: to
@@ -60,7 +27,7 @@ impl Store {
         };
         // SAFETY: every transaction of this process holds `gate` shared; we
         // hold it exclusively, so none is alive.
-        unsafe { self.inner.env.resize(size) }.map_err(|e| self.lmdb("resize the map", e))
+        unsafe { self.inner.env.set_map_size(size) }.map_err(|e| self.lmdb("resize the map", e))
     }
 
     /// Flushes every commit so far to disk (chunk commits skip the metadata
@@ -78,13 +45,13 @@ impl Store {
     pub(super) fn begin<'s, T>(
         &'s self,
         what: &str,
-        begin: impl Fn(&'s Env<WithoutTls>) -> heed::Result<T>,
+        begin: impl Fn(&'s Env) -> MdbResult<T>,
     ) -> Result<(RwLockReadGuard<'s, ()>, T)> {
         loop {
             let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
             match begin(&self.inner.env) {
                 Ok(txn) => return Ok((gate, txn)),
-                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                Err(e) if e.is_map_resized() => {
                     drop(gate);
                     self.resize(None)?;
                 }
@@ -107,7 +74,7 @@ impl Store {
     }
 
     /// Runs `f` in one read transaction.
-    pub(super) fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
+    pub(super) fn read<R>(&self, f: impl FnOnce(&Txn<'_>) -> Result<R>) -> Result<R> {
         let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
         f(&txn)
     }
@@ -117,7 +84,7 @@ impl Store {
     pub(super) fn write<R>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut RwTxn<'_>) -> Result<R>,
+        mut f: impl FnMut(&mut Txn<'_>) -> Result<R>,
     ) -> Result<R> {
         self.grow_on_full(|| {
             let (_gate, mut txn) = self.begin(what, |env| env.write_txn())?;
@@ -135,33 +102,21 @@ impl Store {
         what: &str,
         version: u64,
         create: bool,
-        mut f: impl for<'e> FnMut(&mut RwTxn<'e>, Database<'e, Bytes, Bytes>) -> Result<R>,
+        mut f: impl FnMut(&mut Txn<'_>, Dbi) -> Result<R>,
     ) -> Result<R> {
         let name = version_db(version);
         self.grow_on_full(|| {
-            let (_gate, txn) = self.begin(what, |env| env.write_txn())?;
-            let outcome = self.inner.env.create_databases_and_commit(
-                txn,
-                |dbo, txn| -> std::result::Result<_, InTxn> {
-                    let db = if create {
-                        dbo.create_database::<Bytes, Bytes>(txn, Some(&name))
-                            .map_err(|e| self.lmdb(format!("{what}: create database {name}"), e))?
-                    } else {
-                        dbo.open_database::<Bytes, Bytes>(txn, Some(&name))
-                            .map_err(|e| self.lmdb(format!("{what}: open database {name}"), e))?
-                            .ok_or_else(|| {
-                                self.corrupt(version, format!("database {name} is missing"))
-                            })?
-                    };
-                    let r = f(txn, db)?;
-                    Ok(CommitOrAbort::<_, ()>::Commit(Committed(r)))
-                },
-            );
-            match outcome {
-                Ok(c) => Ok(c.unwrap_commit()),
-                Err(InTxn::Store(e)) => Err(e),
-                Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
-            }
+            let (_gate, mut txn) = self.begin(what, |env| env.write_txn())?;
+            // Declared after the transaction: released once it has ended.
+            let _opener = self.inner.env.opener();
+            let db = txn
+                .open_db(&name, create)
+                .map_err(|e| self.lmdb(format!("{what}: open database {name}"), e))?
+                .ok_or_else(|| self.corrupt(version, format!("database {name} is missing")))?;
+            let r = f(&mut txn, db)?;
+            txn.commit()
+                .map_err(|e| self.lmdb(format!("{what}: commit"), e))?;
+            Ok(r)
         })
     }
 
@@ -172,37 +127,22 @@ impl Store {
         &self,
         f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>,
     ) -> Result<R> {
+        // Declared before the transaction: a database opener's lock taken
+        // during it is released only after it has ended.
+        let opener = RefCell::new(None);
         let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
-        let outcome = self.inner.env.open_databases_and_commit(
-            txn,
-            |dbo, txn| -> std::result::Result<_, InTxn> {
-                let snap = Snapshot {
-                    store: self,
-                    txn,
-                    opener: dbo,
-                    dbs: Default::default(),
-                };
-                let r = f(&snap)?;
-                Ok(CommitOrAbort::<(), _>::Abort(r))
-            },
-        );
-        match outcome {
-            Ok(CommitOrAbort::Abort(r)) => Ok(r),
-            Ok(CommitOrAbort::Commit(())) => unreachable!("read transactions are never committed"),
-            Err(InTxn::Store(e)) => Err(e),
-            Err(InTxn::Heed(e)) => Err(self.lmdb("read transaction", e)),
-        }
+        let snap = Snapshot {
+            store: self,
+            txn: &txn,
+            opener: &opener,
+            dbs: Default::default(),
+        };
+        f(&snap)
     }
 
-    pub(super) fn get_record(
-        &self,
-        txn: &RoTxn<'_>,
-        version: u64,
-    ) -> Result<Option<VersionRecord>> {
-        let Some(bytes) = self
-            .inner
-            .meta
-            .get(txn, &version_key(version))
+    pub(super) fn get_record(&self, txn: &Txn<'_>, version: u64) -> Result<Option<VersionRecord>> {
+        let Some(bytes) = txn
+            .get(self.inner.meta, &version_key(version))
             .map_err(|e| self.lmdb(format!("read the record of v{version}"), e))?
         else {
             return Ok(None);
@@ -212,26 +152,22 @@ impl Store {
             .map_err(|e| self.corrupt(version, format!("record is not valid JSON: {e}")))
     }
 
-    pub(super) fn must_record(&self, txn: &RoTxn<'_>, version: u64) -> Result<VersionRecord> {
+    pub(super) fn must_record(&self, txn: &Txn<'_>, version: u64) -> Result<VersionRecord> {
         self.get_record(txn, version)?
             .ok_or_else(|| self.no_such(version))
     }
 
-    pub(super) fn put_record(&self, txn: &mut RwTxn<'_>, rec: &VersionRecord) -> Result<()> {
+    pub(super) fn put_record(&self, txn: &mut Txn<'_>, rec: &VersionRecord) -> Result<()> {
         let json = serde_json::to_vec(rec)
             .map_err(|e| self.corrupt(rec.version, format!("record does not serialise: {e}")))?;
-        self.inner
-            .meta
-            .put(txn, &version_key(rec.version), &json)
+        txn.put(self.inner.meta, &version_key(rec.version), &json, false)
             .map_err(|e| self.lmdb(format!("write the record of v{}", rec.version), e))
     }
 
-    pub(super) fn get_u64(&self, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<u64>> {
+    pub(super) fn get_u64(&self, txn: &Txn<'_>, key: &[u8]) -> Result<Option<u64>> {
         let name = String::from_utf8_lossy(key);
-        match self
-            .inner
-            .meta
-            .get(txn, key)
+        match txn
+            .get(self.inner.meta, key)
             .map_err(|e| self.lmdb(format!("read meta '{name}'"), e))?
         {
             None => Ok(None),
@@ -241,24 +177,19 @@ impl Store {
         }
     }
 
-    pub(super) fn put_u64(&self, txn: &mut RwTxn<'_>, key: &[u8], v: u64) -> Result<()> {
-        self.inner
-            .meta
-            .put(txn, key, &v.to_be_bytes())
+    pub(super) fn put_u64(&self, txn: &mut Txn<'_>, key: &[u8], v: u64) -> Result<()> {
+        txn.put(self.inner.meta, key, &v.to_be_bytes(), false)
             .map_err(|e| self.lmdb(format!("write meta '{}'", String::from_utf8_lossy(key)), e))
     }
 
-    pub(super) fn ranges_in(&self, txn: &RoTxn<'_>, version: u64) -> Result<Vec<Range<u64>>> {
+    pub(super) fn ranges_in(&self, txn: &Txn<'_>, version: u64) -> Result<Vec<Range<u64>>> {
         let prefix = chunk_prefix(version);
-        let iter = self
-            .inner
-            .meta
-            .remap_data_type::<DecodeIgnore>()
-            .prefix_iter(txn, prefix.as_bytes())
+        let iter = txn
+            .prefix(self.inner.meta, prefix.as_bytes())
             .map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
         let mut out = Vec::new();
         for item in iter {
-            let (key, ()) =
+            let (key, _) =
                 item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
             let range = parse_chunk_key(key, &prefix).ok_or_else(|| {
                 self.corrupt(
@@ -271,11 +202,9 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) fn records_in(&self, txn: &RoTxn<'_>) -> Result<Vec<VersionRecord>> {
-        let iter = self
-            .inner
-            .meta
-            .prefix_iter(txn, VERSION_PREFIX.as_bytes())
+    pub(super) fn records_in(&self, txn: &Txn<'_>) -> Result<Vec<VersionRecord>> {
+        let iter = txn
+            .prefix(self.inner.meta, VERSION_PREFIX.as_bytes())
             .map_err(|e| self.lmdb("list versions", e))?;
         let mut out = Vec::new();
         for item in iter {
@@ -300,21 +229,26 @@ impl Store {
 /// version databases as it needs them (each at most once).
 pub(crate) struct Snapshot<'s, 't> {
     store: &'s Store,
-    pub(super) txn: &'s RoTxn<'t, WithoutTls>,
-    opener: &'s DatabaseOpener<'t, WithoutTls>,
-    dbs: RefCell<BTreeMap<u64, Option<Database<'t, Bytes, Bytes>>>>,
+    pub(super) txn: &'s Txn<'t>,
+    /// The database opener's lock, taken when the first database is opened.
+    opener: &'s RefCell<Option<MutexGuard<'t, ()>>>,
+    dbs: RefCell<BTreeMap<u64, Option<Dbi>>>,
 }
 
 impl<'t> Snapshot<'_, 't> {
     /// The database of `version`, `None` when it has none (dropped by gc).
-    pub(super) fn db(&self, version: u64) -> Result<Option<Database<'t, Bytes, Bytes>>> {
+    pub(super) fn db(&self, version: u64) -> Result<Option<Dbi>> {
         if let Some(db) = self.dbs.borrow().get(&version) {
             return Ok(*db);
         }
+        let mut opener = self.opener.borrow_mut();
+        if opener.is_none() {
+            *opener = Some(self.txn.env().opener());
+        }
         let name = version_db(version);
         let db = self
-            .opener
-            .open_database::<Bytes, Bytes>(self.txn, Some(&name))
+            .txn
+            .open_db(&name, false)
             .map_err(|e| self.store.lmdb(format!("open database {name}"), e))?;
         self.dbs.borrow_mut().insert(version, db);
         Ok(db)
@@ -339,7 +273,7 @@ impl<'t> Snapshot<'_, 't> {
         let Some(db) = self.db(version)? else {
             return Ok(None);
         };
-        let Some(bytes) = db.get(self.txn, entity).map_err(|e| {
+        let Some(bytes) = self.txn.get(db, entity).map_err(|e| {
             self.store
                 .lmdb(format!("read a prediction of v{version}"), e)
         })?
@@ -363,7 +297,10 @@ impl<'t> Snapshot<'_, 't> {
         let Some(db) = self.db(version)? else {
             return Ok(());
         };
-        let iter = db.iter(self.txn).map_err(|e| self.store.lmdb(ctx(), e))?;
+        let iter = self
+            .txn
+            .prefix(db, &[])
+            .map_err(|e| self.store.lmdb(ctx(), e))?;
         for item in iter {
             let (entity, bytes) = item.map_err(|e| self.store.lmdb(ctx(), e))?;
             let value = ValueRef::parse(bytes).map_err(|detail| {

@@ -5,33 +5,63 @@
 
 use std::ops::Range;
 
-use heed::types::Bytes;
-use heed::{CommitOrAbort, MdbError};
-
 use super::keys::{KEY_LIVE, KEY_NEXT, KEY_PREVIOUS, chunk_key, version_db, version_key};
-use super::txn::{Committed, InTxn};
 use super::{Error, NewVersion, Result, Status, Store, VersionRecord};
 
-/// gc may drop a version that is finished and neither live nor the one live
-/// before it.
-fn droppable(rec: &VersionRecord, live: Option<u64>, previous: Option<u64>) -> bool {
-    matches!(
-        rec.status,
-        Status::Retired | Status::Failed | Status::Validated
-    ) && Some(rec.version) != live
-        && Some(rec.version) != previous
+/// How long gc leaves a `building` or `failed` version alone (a crashed run
+/// may still be resumed) unless told otherwise: one day.
+pub const DEFAULT_GRACE_SECS: u64 = 24 * 3600;
+
+/// What may be dropped: never the live version or the one live before it;
+/// a `building` one only when `building_ok` (no coordinator may own it).
+fn droppable(
+    rec: &VersionRecord,
+    live: Option<u64>,
+    previous: Option<u64>,
+    building_ok: bool,
+) -> bool {
+    let status_ok = match rec.status {
+        Status::Retired | Status::Failed | Status::Validated => true,
+        Status::Building => building_ok,
+        Status::Live => false,
+    };
+    status_ok && Some(rec.version) != live && Some(rec.version) != previous
+}
+
+/// What `gc` drops besides the versions beyond the newest `keep`.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Versions kept, newest first (finished ones beyond it are dropped).
+    pub keep: usize,
+    /// `building` and `failed` versions older than this are dropped whatever
+    /// `keep` says (a `building` one only when no coordinator is running).
+    pub grace_secs: u64,
+    /// Unix seconds, against which ages are measured.
+    pub now: u64,
 }
 
 impl Store {
     /// Starts a version in status `Building` and returns its number.
     pub fn begin_version(&self, v: NewVersion) -> Result<u64> {
-        let version = self.read(|txn| Ok(self.get_u64(txn, KEY_NEXT)?.unwrap_or(1)))?;
-        self.write_version("begin a version", version, true, |txn, _db| {
+        // `next`, or past every recorded version if a crash undid `next`
+        // but not a record: a number is never used twice.
+        let version = self.read(|txn| {
             let next = self.get_u64(txn, KEY_NEXT)?.unwrap_or(1);
-            if next != version {
+            let newest = self.records_in(txn)?.first().map_or(0, |r| r.version);
+            Ok(next.max(newest + 1))
+        })?;
+        let version = self.write_version("begin a version", version, true, |txn, db| {
+            let next = self.get_u64(txn, KEY_NEXT)?.unwrap_or(1);
+            if next > version {
                 return Err(self.invalid(
                     version,
                     format!("another process began version {next} at the same time; try again"),
+                ));
+            }
+            if self.get_record(txn, version)?.is_some() || txn.last(db).ok().flatten().is_some() {
+                return Err(self.invalid(
+                    version,
+                    "already exists: a new version never overwrites one".into(),
                 ));
             }
             if v.ttl_secs > u64::from(u32::MAX) {
@@ -62,7 +92,10 @@ impl Store {
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_NEXT, version + 1)?;
             Ok(version)
-        })
+        })?;
+        // Synced: after a system crash the number stays taken.
+        self.sync(&format!("begin v{version}"))?;
+        Ok(version)
     }
 
     /// The newest `Building` version of `job` with this fingerprint.
@@ -171,26 +204,52 @@ impl Store {
         self.sync(&format!("flip to v{to}"))
     }
 
-    /// Drops versions beyond the newest `keep`: only `Retired`, `Failed` and
-    /// `Validated` ones, never the live version or the one live before it,
-    /// never a `Building` one. Returns the dropped versions, ascending. Each
+    /// Drops versions beyond the newest `keep` (only `retired`, `failed` and
+    /// `validated` ones) and, at any age rank, `building` and `failed`
+    /// versions older than the default grace period; never the live
+    /// version or the one live before it. See [`Store::gc_with`].
+    pub fn gc(&self, keep: usize) -> Result<Vec<u64>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.gc_with(Retention {
+            keep,
+            grace_secs: DEFAULT_GRACE_SECS,
+            now,
+        })
+    }
+
+    /// Drops what `r` says may go and returns the dropped versions,
+    /// ascending. A `building` version is dropped only while no other
+    /// coordinator runs on this store (the run lock is held meanwhile). Each
     /// version goes in one write transaction: its record, its chunk markers
     /// and its database `v{N}`.
-    pub fn gc(&self, keep: usize) -> Result<Vec<u64>> {
+    pub fn gc_with(&self, r: Retention) -> Result<Vec<u64>> {
+        let guard = self.no_other_coordinator()?;
+        let building_ok = guard.is_some();
         let candidates = self.read(|txn| {
             let live = self.get_u64(txn, KEY_LIVE)?;
             let previous = self.get_u64(txn, KEY_PREVIOUS)?;
             Ok(self
                 .records_in(txn)?
                 .into_iter()
-                .skip(keep)
-                .filter(|r| droppable(r, live, previous))
-                .map(|r| r.version)
+                .enumerate()
+                .filter(|(rank, rec)| {
+                    let old = r.now.saturating_sub(rec.created) > r.grace_secs;
+                    match rec.status {
+                        Status::Building => old && building_ok,
+                        Status::Failed => old || *rank >= r.keep,
+                        _ => *rank >= r.keep,
+                    }
+                })
+                .filter(|(_, rec)| droppable(rec, live, previous, building_ok))
+                .map(|(_, rec)| rec.version)
                 .collect::<Vec<u64>>())
         })?;
         let mut dropped = Vec::new();
         for v in candidates {
-            if self.drop_version(v)? {
+            if self.drop_version(v, building_ok)? {
                 dropped.push(v);
             }
         }
@@ -198,21 +257,59 @@ impl Store {
         if !dropped.is_empty() {
             self.sync("gc")?;
         }
+        drop(guard);
         Ok(dropped)
+    }
+
+    /// `herd store drop N`: drops version `v` now, whatever its age. Refuses
+    /// the live version, the one live before it, and a `building` one while
+    /// another coordinator runs on this store.
+    pub fn drop_one(&self, v: u64) -> Result<()> {
+        let rec = self.record(v)?;
+        let (live, previous) = (self.live()?, self.previous_live()?);
+        let refuse = |what: String| Error::BadStatus {
+            path: self.inner.dir.clone(),
+            version: v,
+            status: rec.status,
+            what,
+        };
+        if Some(v) == live {
+            return Err(refuse(
+                "the live version is never dropped (flip to another first)".into(),
+            ));
+        }
+        if Some(v) == previous {
+            return Err(refuse(
+                "the version live before the live one is kept for a rollback".into(),
+            ));
+        }
+        let guard = self.no_other_coordinator()?;
+        if rec.status == Status::Building && guard.is_none() {
+            let holder = self.run_lock_holder()?.unwrap_or_default();
+            return Err(refuse(format!(
+                "a coordinator is running on this store ({holder}) and may be building it"
+            )));
+        }
+        if !self.drop_version(v, true)? {
+            return Err(refuse("it changed while being dropped; try again".into()));
+        }
+        self.sync(&format!("drop v{v}"))?;
+        drop(guard);
+        Ok(())
     }
 
     /// Drops version `v` if it is still droppable. Holds the gate exclusively:
     /// dropping a database closes its handle for the whole process, so no
     /// other transaction of this process may be using it.
-    fn drop_version(&self, v: u64) -> Result<bool> {
+    fn drop_version(&self, v: u64, building_ok: bool) -> Result<bool> {
         let what = format!("gc: drop v{v}");
         let _all = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
-        let txn = match self.inner.env.write_txn() {
+        let mut txn = match self.inner.env.write_txn() {
             Ok(txn) => txn,
-            Err(heed::Error::Mdb(MdbError::MapResized)) => {
+            Err(e) if e.is_map_resized() => {
                 // SAFETY: the gate is held exclusively: no transaction of
                 // this process is alive.
-                unsafe { self.inner.env.resize(0) }.map_err(|e| self.lmdb(&what, e))?;
+                unsafe { self.inner.env.set_map_size(0) }.map_err(|e| self.lmdb(&what, e))?;
                 self.inner
                     .env
                     .write_txn()
@@ -220,43 +317,30 @@ impl Store {
             }
             Err(e) => return Err(self.lmdb(format!("{what}: begin a write transaction"), e)),
         };
-        let outcome = self.inner.env.create_databases_and_commit(
-            txn,
-            |dbo, txn| -> std::result::Result<_, InTxn> {
-                let live = self.get_u64(txn, KEY_LIVE)?;
-                let previous = self.get_u64(txn, KEY_PREVIOUS)?;
-                match self.get_record(txn, v)? {
-                    Some(rec) if droppable(&rec, live, previous) => {}
-                    _ => return Ok(CommitOrAbort::Abort(false)),
-                }
-                for r in self.ranges_in(txn, v)? {
-                    self.inner
-                        .meta
-                        .delete(txn, &chunk_key(v, &r))
-                        .map_err(|e| self.lmdb(format!("{what}: chunk markers"), e))?;
-                }
-                self.inner
-                    .meta
-                    .delete(txn, &version_key(v))
-                    .map_err(|e| self.lmdb(format!("{what}: record"), e))?;
-                let name = version_db(v);
-                if let Some(db) = dbo
-                    .open_database::<Bytes, Bytes>(txn, Some(&name))
-                    .map_err(|e| self.lmdb(format!("{what}: open {name}"), e))?
-                {
-                    // SAFETY: the gate is held exclusively, so no other
-                    // transaction of this process uses this handle.
-                    unsafe { db.remove(txn) }
-                        .map_err(|e| self.lmdb(format!("{what}: drop {name}"), e))?;
-                }
-                Ok(CommitOrAbort::Commit(Committed(true)))
-            },
-        );
-        match outcome {
-            Ok(CommitOrAbort::Commit(done)) => Ok(done),
-            Ok(CommitOrAbort::Abort(done)) => Ok(done),
-            Err(InTxn::Store(e)) => Err(e),
-            Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
+        let _opener = self.inner.env.opener();
+        let live = self.get_u64(&txn, KEY_LIVE)?;
+        let previous = self.get_u64(&txn, KEY_PREVIOUS)?;
+        match self.get_record(&txn, v)? {
+            Some(rec) if droppable(&rec, live, previous, building_ok) => {}
+            _ => return Ok(false),
         }
+        for r in self.ranges_in(&txn, v)? {
+            txn.delete(self.inner.meta, &chunk_key(v, &r))
+                .map_err(|e| self.lmdb(format!("{what}: chunk markers"), e))?;
+        }
+        txn.delete(self.inner.meta, &version_key(v))
+            .map_err(|e| self.lmdb(format!("{what}: record"), e))?;
+        let name = version_db(v);
+        if let Some(db) = txn
+            .open_db(&name, false)
+            .map_err(|e| self.lmdb(format!("{what}: open {name}"), e))?
+        {
+            // SAFETY: the gate is held exclusively, so no other transaction
+            // of this process uses this handle.
+            unsafe { txn.drop_db(db) }.map_err(|e| self.lmdb(format!("{what}: drop {name}"), e))?;
+        }
+        txn.commit()
+            .map_err(|e| self.lmdb(format!("{what}: commit"), e))?;
+        Ok(true)
     }
 }

@@ -2,7 +2,7 @@
 //! against known_hosts, then authentication with an identity file or the
 //! agent, each within its timeout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -143,6 +143,25 @@ async fn rsa_hash(
 }
 
 /// Tries the identities, then the agent; says which one worked.
+/// Refuses a private key file that others may read or write, as OpenSSH
+/// does ("UNPROTECTED PRIVATE KEY FILE").
+pub(super) fn private_key_permissions(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // loading it reports why it cannot be read
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {mode:04o} of private key '{}' are too open: others may read it, so it \
+             is not used (run `chmod 600 {}`)",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) -> Result<String> {
     let auth_err = |message: String| Error::Auth {
         host: name.into(),
@@ -164,6 +183,13 @@ async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) 
         }
     }
     for path in &files {
+        if let Err(why) = private_key_permissions(path) {
+            if target.identity_from_host {
+                return Err(auth_err(why));
+            }
+            refused.push(why);
+            continue;
+        }
         let key = match russh::keys::load_secret_key(path, None) {
             Ok(k) => k,
             Err(e) if target.identity_from_host => {
@@ -230,4 +256,28 @@ async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) 
         refused.join("; "),
         target.user
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused_as_openssh_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "not read: refused before loading").unwrap();
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = private_key_permissions(&key);
+            assert_eq!(got.is_ok(), ok, "mode {mode:o}: {got:?}");
+            if let Err(why) = got {
+                assert!(
+                    why.contains(&format!("{mode:04o}")) && why.contains("chmod 600"),
+                    "{why}"
+                );
+            }
+        }
+    }
 }

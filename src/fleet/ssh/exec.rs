@@ -24,6 +24,22 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// How long a failed channel open waits to see whether the connection
+/// dropped (then the worker starts once the session is set up again).
+const DROP_NOTICED_WITHIN: Duration = Duration::from_secs(2);
+
+/// Whether `ready`'s connection is (or within `limit` turns out) closed.
+async fn dropped_within(ready: &Ready, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while !ready.handle.is_closed() {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Reads a channel to its end: exit status, stdout, stderr.
 pub(super) async fn collect(mut rx: russh::ChannelReadHalf) -> (Option<u32>, String, String) {
     let mut out = Vec::new();
@@ -83,16 +99,24 @@ pub(super) async fn run_worker(
     pipes: Pipes,
     mut kill_rx: oneshot::Receiver<()>,
 ) -> String {
-    let ready = tokio::select! {
-        r = wait_ready(name, &mut stage) => match r {
-            Ok(r) => r,
-            Err(e) => return e.to_string(),
-        },
-        _ = &mut kill_rx => return "killed by the coordinator before it started".into(),
-    };
-    let channel = match open_worker_channel(&ready, &env).await {
-        Ok(c) => c,
-        Err(e) => return e,
+    let (ready, channel) = loop {
+        let ready = tokio::select! {
+            r = wait_ready(name, &mut stage) => match r {
+                Ok(r) => r,
+                Err(e) => return e.to_string(),
+            },
+            _ = &mut kill_rx => return "killed by the coordinator before it started".into(),
+        };
+        match open_worker_channel(&ready, &env).await {
+            Ok(c) => break (ready, c),
+            // The connection dropped under us: wait for the session to be
+            // set up again (or lost), then start there.
+            Err(e) => {
+                if !dropped_within(&ready, DROP_NOTICED_WITHIN).await {
+                    return e;
+                }
+            }
+        }
     };
     let (rx, tx) = channel.split();
     let (killed_tx, killed_rx) = oneshot::channel::<()>();
@@ -113,9 +137,10 @@ async fn open_worker_channel(
     ready: &Ready,
     env: &[(String, String)],
 ) -> Result<Channel<Msg>, String> {
-    let cmd = WorkerCommand::new(&ready.binary, env)
+    let line = WorkerCommand::new(&ready.binary, env)
         .shell_line()
         .map_err(|e| format!("host '{}': {e}", ready.name))?;
+    let cmd = super::ship::verified_exec(&ready.binary, &ready.binary_sha, &line);
     let channel = ready.handle.channel_open_session().await.map_err(|e| {
         format!(
             "host '{}': cannot open a channel on {}: {e}",

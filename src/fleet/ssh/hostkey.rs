@@ -20,6 +20,8 @@ pub enum KeyCheck {
     Unknown(String),
     /// Refused: another key is recorded for this host.
     Changed(String),
+    /// Refused: known_hosts marks this key `@revoked`.
+    Revoked(String),
     /// Refused: known_hosts could not be read or written.
     Broken(String),
 }
@@ -36,6 +38,7 @@ impl KeyCheck {
             KeyCheck::Learned => "learned",
             KeyCheck::Unknown(_) => "UNKNOWN",
             KeyCheck::Changed(_) => "CHANGED",
+            KeyCheck::Revoked(_) => "REVOKED",
             KeyCheck::Broken(_) => "ERROR",
         }
     }
@@ -43,7 +46,10 @@ impl KeyCheck {
     /// Why the key was refused; `None` when accepted.
     pub fn refusal(&self) -> Option<&str> {
         match self {
-            KeyCheck::Unknown(m) | KeyCheck::Changed(m) | KeyCheck::Broken(m) => Some(m),
+            KeyCheck::Unknown(m)
+            | KeyCheck::Changed(m)
+            | KeyCheck::Revoked(m)
+            | KeyCheck::Broken(m) => Some(m),
             KeyCheck::Known | KeyCheck::Learned => None,
         }
     }
@@ -70,6 +76,16 @@ pub fn check(host: &str, port: u16, key: &PublicKey, known_hosts: &Path, trust: 
     let fp = fingerprint(key);
     let file = known_hosts.display();
     let name = known_hosts_name(host, port);
+    // A revoked key is refused whichever host offers it and whatever else
+    // the file says, as OpenSSH does.
+    if let Ok(text) = std::fs::read_to_string(known_hosts)
+        && let Some(line) = revoked_line(&text, key)
+    {
+        return KeyCheck::Revoked(format!(
+            "REVOKED host key: {name} offers {algo} key {fp}, which line {line} of {file} \
+             marks @revoked; it is never accepted"
+        ));
+    }
     match russh::keys::check_known_hosts_path(host, port, key, known_hosts) {
         Ok(true) => KeyCheck::Known,
         Ok(false) => match trust {
@@ -99,6 +115,17 @@ pub fn check(host: &str, port: u16, key: &PublicKey, known_hosts: &Path, trust: 
     }
 }
 
+/// The line (1-based) of `known_hosts` text that marks `key` `@revoked`.
+fn revoked_line(text: &str, key: &PublicKey) -> Option<usize> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.trim_start().strip_prefix("@revoked")?;
+        let mut fields = rest.split_whitespace();
+        let (_hosts, _algo, b64) = (fields.next()?, fields.next()?, fields.next()?);
+        let revoked = russh::keys::parse_public_key_base64(b64).ok()?;
+        (revoked.key_data() == key.key_data()).then_some(i + 1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +138,30 @@ mod tests {
 
     fn parse(text: &str) -> PublicKey {
         PublicKey::from_openssh(text).expect("valid key")
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_even_where_a_line_trusts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        std::fs::write(
+            &kh,
+            format!("10.0.0.5 {KEY_A}\n@revoked * {KEY_A}\n10.0.0.6 {KEY_B}\n"),
+        )
+        .unwrap();
+        for trust in [Trust::Strict, Trust::AcceptNew] {
+            let c = check("10.0.0.5", 22, &parse(KEY_A), &kh, trust);
+            assert_eq!(c.label(), "REVOKED");
+            let msg = c.refusal().expect("refused");
+            assert!(
+                msg.contains("line 2") && msg.contains(&fingerprint(&parse(KEY_A))),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            check("10.0.0.6", 22, &parse(KEY_B), &kh, Trust::Strict),
+            KeyCheck::Known
+        );
     }
 
     #[test]

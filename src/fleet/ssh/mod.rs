@@ -45,6 +45,12 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// ...and the connection counts as dead after this many go unanswered.
 pub const KEEPALIVE_MAX: usize = 3;
+/// The first wait before reconnecting after a dropped connection; doubled
+/// after each failed try, up to [`RECONNECT_BACKOFF_MAX`].
+pub const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// How often a session looks whether its connection has dropped.
+const DROP_POLL: Duration = Duration::from_millis(200);
 /// A setup command (cache probe, checksum) must finish within this.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upload must move at least this many bytes per second on average
@@ -111,6 +117,8 @@ pub struct HostStatus {
     pub ship_time: Option<Duration>,
     /// The remote cache folder (absolute).
     pub cache_dir: Option<String>,
+    /// Times the connection dropped and was set up again.
+    pub reconnects: u32,
     pub error: Option<String>,
 }
 
@@ -173,6 +181,8 @@ struct Ready {
     name: String,
     addr: String,
     binary: String,
+    /// The shipped binary's sha256, checked on the host before every exec.
+    binary_sha: String,
     model: Option<String>,
 }
 
@@ -204,14 +214,38 @@ impl HostSession {
             let ssh = ssh.clone();
             let status = status.clone();
             tokio::spawn(async move {
-                let stage = match set_up(&name, &ssh, &payload, &status).await {
-                    Ok(ready) => Stage::Ready(Arc::new(ready)),
+                let mut ready = match set_up(&name, &ssh, &payload, &status).await {
+                    Ok(ready) => Arc::new(ready),
                     Err(e) => {
                         lock(&status).error = Some(e.to_string());
-                        Stage::Failed(e)
+                        let _ = tx.send(Stage::Failed(e));
+                        return;
                     }
                 };
-                let _ = tx.send(stage);
+                let _ = tx.send(Stage::Ready(ready.clone()));
+                // Watches the connection for the session's life: a dropped
+                // one is set up again with backoff within the window; new
+                // workers wait for it meanwhile (the coordinator retries the
+                // attempts that were running elsewhere).
+                let window = Duration::from_secs(ssh.reconnect_window_secs);
+                loop {
+                    while !ready.handle.is_closed() {
+                        tokio::time::sleep(DROP_POLL).await;
+                    }
+                    let _ = tx.send(Stage::Starting);
+                    match reconnect(&name, &ssh, &payload, &status, window).await {
+                        Ok(r) => {
+                            ready = Arc::new(r);
+                            lock(&status).reconnects += 1;
+                            let _ = tx.send(Stage::Ready(ready.clone()));
+                        }
+                        Err(e) => {
+                            lock(&status).error = Some(e.to_string());
+                            let _ = tx.send(Stage::Failed(e));
+                            return;
+                        }
+                    }
+                }
             })
         };
         HostSession {
@@ -300,9 +334,46 @@ fn lock(status: &Mutex<HostStatus>) -> std::sync::MutexGuard<'_, HostStatus> {
     status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Sets the host up again after its connection dropped: tries with backoff
+/// until `window` has passed; a refused host key or login ends it at once.
+async fn reconnect(
+    name: &str,
+    ssh: &SshHost,
+    payload: &Payload,
+    status: &Mutex<HostStatus>,
+    window: Duration,
+) -> Result<Ready> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut wait = RECONNECT_BACKOFF_FIRST;
+    loop {
+        match set_up(name, ssh, payload, status).await {
+            Ok(ready) => return Ok(ready),
+            Err(e @ (Error::HostKey { .. } | Error::Auth { .. } | Error::Config { .. })) => {
+                return Err(e);
+            }
+            Err(e) if tokio::time::Instant::now() + wait >= deadline => {
+                return Err(Error::Remote {
+                    host: name.to_string(),
+                    message: format!(
+                        "lost: the connection dropped and did not come back within {} s \
+                         (reconnect_window); last try: {e}",
+                        window.as_secs()
+                    ),
+                });
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECONNECT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 async fn wait_ready(name: &str, stage: &mut watch::Receiver<Stage>) -> Result<Arc<Ready>> {
     loop {
         match &*stage.borrow_and_update() {
+            // A dropped connection is being set up again: wait for it.
+            Stage::Ready(r) if r.handle.is_closed() => {}
             Stage::Ready(r) => return Ok(r.clone()),
             Stage::Failed(e) => return Err(e.clone()),
             Stage::Starting => {}
@@ -339,6 +410,7 @@ async fn set_up(
         name: name.to_string(),
         addr,
         binary: shipped.binary,
+        binary_sha: shipped.binary_sha,
         model: shipped.model,
     })
 }

@@ -28,6 +28,7 @@ const REMOTE_BINARY_NAME: &str = "herd";
 /// Where the shipped files are on the host.
 pub(super) struct Shipped {
     pub binary: String,
+    pub binary_sha: String,
     pub model: Option<String>,
 }
 
@@ -69,6 +70,7 @@ pub(super) async fn ship(
         .await?;
     let mut shipped = Shipped {
         binary: file.remote,
+        binary_sha: binary_sha.clone(),
         model: None,
     };
     if let Some((local, sha)) = &payload.model {
@@ -164,8 +166,23 @@ async fn file_sha256(name: &str, path: &Path) -> Result<String> {
     Ok(hash)
 }
 
-/// The remote command that makes the cache folders (mode 0700) and prints
-/// the cache folder and the sha256 of the files already there.
+/// The shell code that refuses a cache folder `$d` that is a symbolic
+/// link, belongs to another user, or that others may write (exit 4).
+const CHECK_FOLDER: &str = "if [ -L \"$d\" ]; then echo \"herd cache folder $d is a symbolic link; refusing to use it (remove it)\" >&2; exit 4; fi; if [ ! -O \"$d\" ]; then echo \"herd cache folder $d belongs to another user; refusing to use it\" >&2; exit 4; fi; case $(ls -ld \"$d\") in ?????w????*|????????w?*) echo \"herd cache folder $d is writable by other users; refusing to use it (chmod 700 it, or remove it)\" >&2; exit 4;; esac";
+
+/// The shell line that runs `exec_line` only when the binary at `binary`
+/// still has sha256 `sha` (exit 126 and a message otherwise): the cached
+/// binary is verified immediately before every worker starts.
+pub(super) fn verified_exec(binary: &str, sha: &str, exec_line: &str) -> String {
+    let (b, s) = (quote(binary), quote(sha));
+    format!(
+        "h=$(sha256sum < {b}) && h=${{h%% *}} && {{ [ \"$h\" = {s} ] || {{ printf 'herd: the cached worker binary %s has sha256 %s, expected %s; refusing to run it\\n' {b} \"$h\" {s} >&2; exit 126; }}; }} && {exec_line}"
+    )
+}
+
+/// The remote command that makes the cache folders (mode 0700), refuses
+/// them when they are links, another user's or writable by others, and
+/// prints the cache folder and the sha256 of the files already there.
 fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
     let bin = format!(
         "\"$c\"/bin/{}/{}",
@@ -173,7 +190,8 @@ fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
         quote(REMOTE_BINARY_NAME)
     );
     let mut cmd = format!(
-        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
+        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && for d in \"$c\" \"$c\"/bin \"$c\"/bin/{} \"$c\"/models; do {CHECK_FOLDER}; done && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
+        quote(binary_sha),
         quote(binary_sha)
     );
     if let Some(m) = model_sha {
@@ -368,6 +386,63 @@ mod tests {
         assert!(fresh.exists() && kept.exists());
         let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
         assert!(p.binary_sha.is_some(), "the cached binary is hashed");
+    }
+
+    fn sh(line: &str, home: &Path) -> std::process::Output {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(line)
+            .env("HOME", home)
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cache_folder_others_may_write_or_that_is_a_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let cache = home.path().join(".cache/herd");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = sh(&probe_command("0123", None), home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains("writable by other users"), "{err}");
+
+        std::fs::remove_dir_all(&cache).unwrap();
+        let elsewhere = home.path().join("shared");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+        let out = sh(&probe_command("0123", None), home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains("is a symbolic link"), "{err}");
+
+        std::fs::remove_file(&cache).unwrap();
+        let out = sh(&probe_command("0123", None), home.path());
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    #[test]
+    fn the_worker_binary_is_verified_immediately_before_each_exec() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("herd");
+        std::fs::write(&bin, b"the binary").unwrap();
+        let sha = crate::worker::hex(&Sha256::digest(b"the binary"));
+        let bin = bin.display().to_string();
+        let out = sh(&verified_exec(&bin, &sha, "exec echo ran"), home.path());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n", "{out:?}");
+
+        std::fs::write(&bin, b"replaced").unwrap();
+        let out = sh(&verified_exec(&bin, &sha, "exec echo ran"), home.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{err}");
+        assert!(out.stdout.is_empty(), "a replaced binary ran");
+        assert!(
+            err.contains("refusing to run it") && err.contains(&sha),
+            "{err}"
+        );
     }
 
     #[test]

@@ -117,6 +117,21 @@ pub fn resolve(
             .map_err(|e| bad(format!("~/.ssh/config: {e}")))?,
         None => Default::default(),
     };
+    // Connecting directly where ssh would go through a jump host or a
+    // command could reach another machine, or none: refuse instead.
+    if let Some(jump) = &cfg.proxy_jump {
+        return Err(bad(format!(
+            "~/.ssh/config sets ProxyJump {jump} for '{alias}'; herd connects directly and does \
+             not support jump hosts: give this host an address herd can reach, or run herd \
+             on a machine inside that network"
+        )));
+    }
+    if let Some(command) = &cfg.proxy_command {
+        return Err(bad(format!(
+            "~/.ssh/config sets ProxyCommand {command} for '{alias}'; herd connects directly \
+             and does not run proxy commands: give this host an address herd can reach"
+        )));
+    }
     let host = cfg.hostname.clone().unwrap_or(alias);
     let port = port.or(cfg.port).unwrap_or(DEFAULT_PORT);
     let user = ssh
@@ -194,6 +209,7 @@ mod tests {
             known_hosts: None,
             trust: Trust::Strict,
             worker_binary: None,
+            reconnect_window_secs: 30,
         }
     }
 
@@ -275,6 +291,22 @@ mod tests {
         let e = resolve("gpu9", &host("gpu9:99999"), None, None, Some("me")).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("gpu9") && msg.contains("99999"), "{msg}");
+    }
+
+    #[test]
+    fn a_jump_host_or_proxy_command_is_refused_not_ignored() {
+        let config = "Host inner\n  HostName 10.0.0.5\n  ProxyJump bastion\nHost piped\n  ProxyCommand nc %h %p\n";
+        let e = resolve("gpu1", &host("inner"), Some(config), None, Some("me"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gpu1") && e.contains("ProxyJump bastion"), "{e}");
+        let e = resolve("gpu2", &host("piped"), Some(config), None, Some("me"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gpu2") && e.contains("ProxyCommand nc %h %p"),
+            "{e}"
+        );
     }
 
     #[test]
