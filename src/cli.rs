@@ -374,9 +374,16 @@ fn tui(job: Option<PathBuf>, hosts: Option<PathBuf>) -> Result<i32> {
     let controller =
         std::thread::spawn(move || run::controller::control(act_rx, in_tx, hosts, first_store));
     let ui = tui::run_tui(App::new(jobs, colors), in_rx, act_tx);
-    let code = controller.join().unwrap_or(1);
+    let ended = controller.join().unwrap_or(run::controller::Ended {
+        code: 1,
+        quit_note: Some("the controller thread panicked".into()),
+    });
     ui.context("terminal UI")?;
-    Ok(code)
+    // The terminal is back: say what became of a run the quit interrupted.
+    if let Some(note) = ended.quit_note {
+        eprintln!("herd: {note}");
+    }
+    Ok(ended.code)
 }
 
 fn hosts_check(hosts: &Path) -> Result<i32> {

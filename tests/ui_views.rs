@@ -121,7 +121,10 @@ fn final_panel_flipped() {
 fn final_panel_not_flipped() {
     let app = app_with(finished(false));
     let frame = render(&app, 80, 24);
-    assert!(text(&frame).contains("NOT FLIPPED: v7 is not live: validation check 'drift' failed"));
+    assert!(
+        text(&frame)
+            .contains("NOT FLIPPED: v7 is not live (v6 is): validation check 'drift' failed")
+    );
     assert_snapshot!("run_final_not_flipped", frame);
 }
 
@@ -252,22 +255,246 @@ fn tab_moves_focus_and_arrows_scroll_the_log() {
 
 #[test]
 fn store_view_flips_after_confirmation() {
-    let mut app = app_with(mid_run());
+    let mut app = app_with(finished(false));
     assert_eq!(ch(&mut app, 'v'), Some(Action::RefreshStore));
     assert_eq!(app.screen, Screen::Store);
     app.apply(UiInput::Store(store()));
     assert_snapshot!("store", render(&app, 80, 24));
-    // v7 (failed) is selected; v6 is live: Enter on it asks nothing.
-    key(&mut app, KeyCode::Down);
-    assert_eq!(key(&mut app, KeyCode::Enter), None);
+    // v7 (failed) is selected: the store would refuse it, so `f` is not
+    // offered and pressing it says why.
+    let frame = text(&render(&app, 80, 24));
+    assert!(!frame.contains("f flip"), "{frame}");
+    assert_eq!(ch(&mut app, 'f'), None);
     assert_eq!(app.overlay, None);
+    assert_eq!(
+        app.message.as_deref(),
+        Some("v7 is failed: only a validated or retired version can go live")
+    );
+    assert!(text(&render(&app, 80, 24)).contains("» v7 is failed"));
+    // v6 is live: nothing to do, and it says so.
     key(&mut app, KeyCode::Down);
-    key(&mut app, KeyCode::Enter);
+    assert_eq!(ch(&mut app, 'f'), None);
+    assert_eq!(app.message.as_deref(), Some("v6 is already live"));
+    key(&mut app, KeyCode::Down);
+    assert!(text(&render(&app, 80, 24)).contains("f roll back"));
+    ch(&mut app, 'f');
     assert_eq!(app.overlay, Some(Overlay::ConfirmFlip(5)));
     assert_snapshot!("store_rollback_confirm", render(&app, 80, 24));
+    let dialog = text(&render(&app, 80, 24));
+    assert!(
+        dialog.contains("v5 (retired, 99,000 rows)") && dialog.contains("v6 (live, 100,000"),
+        "the dialog names both versions and their rows: {dialog}"
+    );
     assert_eq!(ch(&mut app, 'y'), Some(Action::Flip(5)));
     key(&mut app, KeyCode::Esc);
     assert_eq!(app.screen, Screen::Run);
+}
+
+#[test]
+fn enter_alone_never_flips() {
+    let mut app = app_with(finished(false));
+    ch(&mut app, 'v');
+    app.apply(UiInput::Store(store()));
+    for row in 0..3 {
+        app.version_selected = row;
+        for _ in 0..3 {
+            assert_eq!(key(&mut app, KeyCode::Enter), None, "row {row}");
+        }
+        assert_eq!(app.overlay, None, "Enter opened a dialog on row {row}");
+        // With the dialog open, Enter still does not confirm.
+        ch(&mut app, 'f');
+        if app.overlay.is_some() {
+            for _ in 0..3 {
+                assert_eq!(key(&mut app, KeyCode::Enter), None, "row {row}");
+            }
+            key(&mut app, KeyCode::Esc);
+            assert_eq!(app.overlay, None);
+        }
+        assert_eq!(app.screen, Screen::Store);
+    }
+    // Nor does Enter confirm a cancel or a quit.
+    let mut app = app_with(mid_run());
+    ch(&mut app, 'c');
+    assert_eq!(key(&mut app, KeyCode::Enter), None);
+    assert_eq!(app.overlay, Some(Overlay::ConfirmCancel));
+    key(&mut app, KeyCode::Esc);
+    ch(&mut app, 'q');
+    assert_eq!(key(&mut app, KeyCode::Enter), None);
+    assert!(!app.quit);
+}
+
+#[test]
+fn no_flip_is_offered_while_a_run_goes() {
+    let mut app = app_with(mid_run());
+    ch(&mut app, 'v');
+    app.apply(UiInput::Store(store()));
+    app.version_selected = 2;
+    assert!(!text(&render(&app, 80, 24)).contains("f roll back"));
+    assert_eq!(ch(&mut app, 'f'), None);
+    assert_eq!(app.overlay, None);
+    assert!(app.message.as_deref().unwrap().contains("a run is going"));
+}
+
+#[test]
+fn refused_and_no_op_keys_say_so_in_the_status_line() {
+    let mut app = app_with(finished(true));
+    for c in ['s', 'p', 'c'] {
+        assert_eq!(ch(&mut app, c), None);
+        assert_eq!(app.message.as_deref(), Some("no run is going"), "{c}");
+        assert!(text(&render(&app, 80, 24)).contains("» no run is going"));
+    }
+    // The next key clears it.
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.message, None);
+    // A notice from the controller (a refused flip) shows the same way.
+    app.apply(UiInput::Notice(
+        "flip to v9 refused: no such version".into(),
+    ));
+    assert!(text(&render(&app, 80, 24)).contains("» flip to v9 refused"));
+    // A backup says where it goes.
+    let mut app = app_with(mid_run());
+    assert_eq!(ch(&mut app, 's'), Some(Action::Backup(9)));
+    assert!(app.message.as_deref().unwrap().contains("chunk 9"));
+}
+
+/// The live version as the header, the result box and the store view show it.
+fn live_everywhere(app: &App) -> (String, String, String) {
+    let mut app = app.clone();
+    app.screen = Screen::Run;
+    let run = text(&render(&app, 120, 40));
+    let header = run
+        .lines()
+        .next()
+        .and_then(|l| l.split("live ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    let result = run
+        .lines()
+        .find(|l| l.contains("FLIPPED"))
+        .map(|l| {
+            let l = l.trim_matches(|c: char| c == '│' || c == '"' || c.is_whitespace());
+            if let Some(rest) = l.split("; ").nth(1).filter(|r| r.contains("live now")) {
+                rest.split_whitespace().next().unwrap_or("?").to_string()
+            } else if l.starts_with("NOT FLIPPED") {
+                l.split('(')
+                    .nth(1)
+                    .unwrap_or("?")
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            } else {
+                l.split_whitespace().nth(1).unwrap_or("?").to_string()
+            }
+        })
+        .unwrap_or_else(|| "-".into());
+    app.screen = Screen::Store;
+    let store = text(&render(&app, 120, 40));
+    let title = store
+        .split("(live ")
+        .nth(1)
+        .and_then(|l| l.split(')').next())
+        .unwrap_or("?")
+        .to_string();
+    let starred = store
+        .lines()
+        .find_map(|l| l.split("* ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("none")
+        .to_string();
+    assert_eq!(title, starred, "store title and its starred row:\n{store}");
+    (header, result, title)
+}
+
+fn versions(live: u64, rows: &[(u64, &str)]) -> UiInput {
+    UiInput::Store(herd::ui::StoreSummary {
+        live: Some(live),
+        versions: rows
+            .iter()
+            .map(|(v, status)| herd::ui::VersionRow {
+                version: *v,
+                status: status.to_string(),
+                rows: 100_000,
+                model_version: "m".into(),
+                created: 1_764_388_800,
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn header_result_box_and_store_view_agree_on_the_live_version() {
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    // The store as the run found it: v6 live.
+    let mut app = App::new(jobs(), false);
+    app.apply(versions(6, &[(6, "live"), (5, "retired")]));
+    for e in mid_run() {
+        app.apply(UiInput::Run(e));
+    }
+    assert_eq!(live_everywhere(&app), s("v6", "-", "v6"));
+
+    // Flip: the run's Finished makes v7 live everywhere before the store is
+    // read again, and stays so after.
+    let mut flipped = app.clone();
+    for e in finished(true).into_iter().skip(mid_run().len()) {
+        flipped.apply(UiInput::Run(e));
+    }
+    assert_eq!(live_everywhere(&flipped), s("v7", "v7", "v7"));
+    flipped.apply(versions(7, &[(7, "live"), (6, "retired"), (5, "retired")]));
+    assert_eq!(live_everywhere(&flipped), s("v7", "v7", "v7"));
+
+    // Rollback to v6: the fresh store read moves every view.
+    flipped.apply(versions(6, &[(7, "retired"), (6, "live"), (5, "retired")]));
+    assert_eq!(live_everywhere(&flipped), s("v6", "v6", "v6"));
+
+    // Failure: nothing flipped, v6 stays live everywhere.
+    let mut failed = app.clone();
+    for e in finished(false).into_iter().skip(mid_run().len()) {
+        failed.apply(UiInput::Run(e));
+    }
+    assert_eq!(live_everywhere(&failed), s("v6", "v6", "v6"));
+
+    // Resume: a resumed run of v7 starts with v6 live.
+    let mut resumed = failed.clone();
+    let mut start = started();
+    if let herd::run::Event::Started { resumed: r, .. } = &mut start {
+        *r = true;
+    }
+    resumed.apply(UiInput::Run(start));
+    let header = text(&render(&resumed, 120, 40));
+    assert!(
+        header.lines().next().unwrap().contains("resuming v7"),
+        "{header}"
+    );
+    assert_eq!(live_everywhere(&resumed), s("v6", "-", "v6"));
+    for e in finished(true).into_iter().skip(1) {
+        resumed.apply(UiInput::Run(e));
+    }
+    assert_eq!(live_everywhere(&resumed), s("v7", "v7", "v7"));
+}
+
+#[test]
+fn quit_asks_while_a_run_is_starting() {
+    let mut app = App::new(jobs(), false);
+    assert!(matches!(
+        key(&mut app, KeyCode::Enter),
+        Some(Action::Start(_))
+    ));
+    // No Started event yet: quitting still asks.
+    assert_eq!(ch(&mut app, 'q'), None);
+    assert_eq!(app.overlay, Some(Overlay::ConfirmQuit));
+    let frame = text(&render(&app, 80, 24));
+    assert!(frame.contains("jobs/demo.toml is starting"), "{frame}");
+    key(&mut app, KeyCode::Esc);
+    // A start that failed before it began ends the question and says why.
+    app.apply(UiInput::RunEnded {
+        code: 2,
+        why: Some("jobs/demo.toml:3: bad".into()),
+    });
+    assert!(!app.busy());
+    assert!(app.message.as_deref().unwrap().contains("did not start"));
+    assert_eq!(ch(&mut app, 'q'), Some(Action::Quit));
 }
 
 #[test]

@@ -100,7 +100,37 @@ pub enum Outcome {
     NotFlipped { version: u64, why: String },
 }
 
+/// The prediction store's versions (the caller reads the store).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreSummary {
+    pub live: Option<u64>,
+    pub versions: Vec<VersionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRow {
+    pub version: u64,
+    pub status: String,
+    pub rows: u64,
+    pub model_version: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl VersionRow {
+    /// Whether the store would make this version live: only a validated or
+    /// retired version can go live (see `Store::flip`).
+    pub fn can_go_live(&self) -> bool {
+        matches!(self.status.as_str(), "validated" | "retired")
+    }
+}
+
 /// The reducer's state. `Default` is "no run yet".
+///
+/// The live version is one field, [`RunState::live`], moved by whichever
+/// fact came last: the run's start (the store as the run found it), its
+/// flip, or a fresh store summary (a rollback). The header, the result box
+/// and the store view all read it, so they cannot disagree.
 #[derive(Clone, Debug, Default)]
 pub struct RunState {
     pub header: Option<RunHeader>,
@@ -109,6 +139,12 @@ pub struct RunState {
     pub log: VecDeque<LogLine>,
     pub validation: Option<ValidationReport>,
     pub report: Option<Report>,
+    /// The store's versions, as last read, with the run's flip folded in.
+    pub store: Option<StoreSummary>,
+    /// The live version: see the type's doc.
+    live: Option<u64>,
+    /// Log lines dropped from the front since the run started.
+    pub log_dropped: u64,
     /// (now, rows_done) of recent snapshots, oldest first.
     samples: VecDeque<(Duration, u64)>,
 }
@@ -131,7 +167,12 @@ impl RunState {
                 live_version,
                 resumed,
             } => {
-                *self = RunState::default();
+                let store = self.store.take();
+                *self = RunState {
+                    store,
+                    live: *live_version,
+                    ..RunState::default()
+                };
                 self.header = Some(RunHeader {
                     job: job.clone(),
                     model: model.clone(),
@@ -142,6 +183,7 @@ impl RunState {
                     resumed: *resumed,
                 });
                 self.hosts = hosts.iter().map(host_row).collect();
+                self.add_version_row(*version);
             }
             Event::Host {
                 host,
@@ -166,6 +208,7 @@ impl RunState {
             Event::Log { at, source, text } => {
                 if self.log.len() == LOG_LINES {
                     self.log.pop_front();
+                    self.log_dropped += 1;
                 }
                 self.log.push_back(LogLine {
                     at: *at,
@@ -198,9 +241,82 @@ impl RunState {
                 if self.validation.is_none() && !report.validation.checks.is_empty() {
                     self.validation = Some(report.validation.clone());
                 }
+                self.add_version_row(report.version);
+                if let Some(row) = self.version_row_mut(report.version)
+                    && report.error.is_none()
+                {
+                    row.rows = report.rows;
+                    row.status = "validated".into();
+                }
+                if report.flipped {
+                    self.set_live(Some(report.version));
+                }
                 self.report = Some((**report).clone());
             }
         }
+    }
+
+    /// Folds in a fresh read of the store: its live version wins.
+    pub fn apply_store(&mut self, store: StoreSummary) {
+        self.live = store.live;
+        self.store = Some(store);
+    }
+
+    /// The live version, as every view shows it.
+    pub fn live(&self) -> Option<u64> {
+        self.live
+    }
+
+    /// Moves `live` to `version`, and the store rows' statuses with it
+    /// (the old live row retires), as the store's flip does.
+    fn set_live(&mut self, version: Option<u64>) {
+        let old = self.live;
+        self.live = version;
+        if let Some(store) = &mut self.store {
+            store.live = version;
+            for row in &mut store.versions {
+                if Some(row.version) == version {
+                    row.status = "live".into();
+                } else if Some(row.version) == old && row.status == "live" {
+                    row.status = "retired".into();
+                }
+            }
+        }
+    }
+
+    /// The run's version in the store's rows before the store is read
+    /// again (it began with the run), so the store view lists what the
+    /// header names.
+    fn add_version_row(&mut self, version: u64) {
+        if let Some(store) = &mut self.store
+            && !store.versions.iter().any(|v| v.version == version)
+        {
+            store.versions.push(VersionRow {
+                version,
+                status: "building".into(),
+                rows: 0,
+                model_version: String::new(),
+                created: 0,
+            });
+            store.versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+        }
+    }
+
+    fn version_row_mut(&mut self, version: u64) -> Option<&mut VersionRow> {
+        self.store
+            .as_mut()?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+    }
+
+    /// The store's row for `version`, if the last read had it.
+    pub fn version_row(&self, version: u64) -> Option<&VersionRow> {
+        self.store
+            .as_ref()?
+            .versions
+            .iter()
+            .find(|v| v.version == version)
     }
 
     fn host_mut(&mut self, host: HostId) -> &mut HostRow {

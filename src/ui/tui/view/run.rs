@@ -121,7 +121,7 @@ impl App {
                 ("Esc", "jobs"),
             ]
         };
-        frame.render_widget(footer_line(theme, keys), footer);
+        frame.render_widget(self.status_line(theme, keys), footer);
     }
 
     fn draw_header(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
@@ -131,13 +131,16 @@ impl App {
         let (job, version, live) = match &run.header {
             Some(h) => (
                 format!("{} ({})", h.job, h.model),
-                format!(
-                    "{} v{}",
-                    if h.resumed { "resuming" } else { "building" },
-                    h.version
-                ),
-                h.live_version
-                    .map_or("none".to_string(), |v| format!("v{v}")),
+                if run.finished() {
+                    format!("v{}", h.version)
+                } else {
+                    format!(
+                        "{} v{}",
+                        if h.resumed { "resuming" } else { "building" },
+                        h.version
+                    )
+                },
+                version_word(run.live()),
             ),
             None => ("no run".to_string(), String::new(), "-".to_string()),
         };
@@ -502,17 +505,30 @@ fn time_axis(span: Duration, width: usize) -> String {
 fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match run.outcome() {
-        Some(Outcome::Flipped { version, previous }) => lines.push(Line::styled(
+        Some(Outcome::Flipped { version, previous }) if run.live() == Some(version) => {
+            lines.push(Line::styled(
+                format!(
+                    "FLIPPED: v{version} is live{}",
+                    previous.map_or(String::new(), |p| format!(
+                        " (was v{p}; `herd store flip --to {p}` rolls back)"
+                    ))
+                ),
+                theme.fg(Color::Green).add_modifier(Modifier::BOLD),
+            ))
+        }
+        // Flipped, then the live version moved on (a rollback since).
+        Some(Outcome::Flipped { version, .. }) => lines.push(Line::styled(
             format!(
-                "FLIPPED: v{version} is live{}",
-                previous.map_or(String::new(), |p| format!(
-                    " (was v{p}; `herd store flip --to {p}` rolls back)"
-                ))
+                "FLIPPED: v{version} went live; {} is live now",
+                version_word(run.live())
             ),
-            theme.fg(Color::Green).add_modifier(Modifier::BOLD),
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         )),
         Some(Outcome::NotFlipped { version, why }) => lines.push(Line::styled(
-            format!("NOT FLIPPED: v{version} is not live: {why}"),
+            format!(
+                "NOT FLIPPED: v{version} is not live ({} is): {why}",
+                version_word(run.live())
+            ),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
         )),
         None if run.validation.is_some() => {
