@@ -81,12 +81,12 @@ fn run_view_lists_stragglers_with_time_left() {
     let app = app_with(mid_run());
     let frame = text(&render(&app, 80, 24));
     assert!(
-        frame.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        frame.contains("> ! chunk 9 on local#1: ~38s left (0.6x peers)"),
         "{frame}"
     );
     let wide = text(&render(&app, 160, 48));
     assert!(
-        wide.contains("> ! chunk 9 on local#1: ~38s left (3.4x peers)"),
+        wide.contains("> ! chunk 9 on local#1: ~38s left (0.6x peers)"),
         "{wide}"
     );
 }
@@ -209,7 +209,7 @@ fn backup_goes_to_the_selected_running_chunk() {
     assert_eq!(ch(&mut app, 's'), Some(Action::Backup(12)));
     let frame = text(&render(&app, 80, 24));
     assert!(
-        frame.contains("> chunk 12 on local#0: 1,250/2,500 rows (1.1x peers)"),
+        frame.contains("> chunk 12 on local#0: 1,250/2,500 rows (0.9x peers)"),
         "{frame}"
     );
     assert!(
@@ -584,4 +584,115 @@ fn no_color_means_no_colour() {
         text(&coloured),
         "colour must not change a single glyph"
     );
+}
+
+#[test]
+fn log_shows_run_and_host_lines_during_the_run_and_wraps_long_ones() {
+    let mut app = app_with(mid_run());
+    let long = format!("{} END-OF-LONG-LINE", "word ".repeat(40));
+    app.apply(UiInput::Run(log(61, "gpu1#0", &long)));
+    let texts: Vec<&str> = app.run.log.iter().map(|l| l.text.as_str()).collect();
+    for want in [
+        "started nightly: building v7, 100,000 rows in 40 chunks on 3 hosts; live v6",
+        "gpu1: running on vulkan NVIDIA H200",
+        "gpu2: lost: ssh: connection reset",
+    ] {
+        assert!(texts.contains(&want), "no {want:?} in {texts:#?}");
+    }
+    let frame = text(&render(&app, 80, 40));
+    assert!(
+        frame.contains("END-OF-LONG-LINE"),
+        "the long line is cut:\n{frame}"
+    );
+}
+
+#[test]
+fn log_keeps_the_last_lines_and_says_how_many_were_dropped() {
+    use herd::ui::state::LOG_LINES;
+    let mut app = app_with(mid_run());
+    let before = app.run.log.len();
+    for i in 0..LOG_LINES {
+        app.apply(UiInput::Run(log(61, "run", &format!("line {i}"))));
+    }
+    let dropped = before as u64;
+    assert_eq!(app.run.log.len(), LOG_LINES);
+    assert_eq!(app.run.log_dropped, dropped);
+    assert_eq!(app.run.log.front().unwrap().text, "line 0");
+    let frame = text(&render(&app, 120, 40));
+    assert!(
+        frame.contains(&format!("last 1,000 kept, {dropped} older dropped")),
+        "{frame}"
+    );
+}
+
+#[test]
+fn stragglers_panel_defines_peers_and_never_says_none_beside_one() {
+    let app = app_with(mid_run());
+    // Running at 60 s: rows/s 62.5 (chunk 12), 41.7 (chunk 9), 83.3, 125;
+    // the median 72.9, so chunk 9 runs at 0.6x its peers.
+    let frame = text(&render(&app, 160, 48));
+    assert!(frame.contains("x peers: rows/s ÷ median slot's"), "{frame}");
+    assert!(
+        frame.contains("! chunk 9 on local#1: ~38s left (0.6x peers)"),
+        "{frame}"
+    );
+    assert!(!frame.contains("no stragglers"), "{frame}");
+    // No straggler, a chunk selected: the panel does not read as if the
+    // selected chunk were one, nor say "no stragglers" and list one.
+    let mut calm = app_with(mid_run());
+    let mut s = snapshot(60, 45_000);
+    s.stragglers.clear();
+    calm.apply(UiInput::Run(herd::run::Event::Progress(s)));
+    let frame = text(&render(&calm, 160, 48));
+    assert!(frame.contains("no stragglers; selected:"), "{frame}");
+    assert!(!frame.contains("! chunk"), "{frame}");
+}
+
+#[test]
+fn time_axis_labels_are_unique_and_rising_at_any_duration() {
+    use herd::ui::tui::time_axis;
+    for span_ms in [300u64, 1_000, 5_000, 42_000, 98_500, 3_600_000, 11_000_000] {
+        for width in [20usize, 45, 70, 150] {
+            let axis = time_axis(std::time::Duration::from_millis(span_ms), width);
+            assert_eq!(axis.chars().count(), width);
+            let labels: Vec<&str> = axis
+                .split('|')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert!(
+                labels.len() >= 2 || width < 30,
+                "{span_ms} ms in {width}: {axis:?}"
+            );
+            let mut seen = std::collections::HashSet::new();
+            assert!(
+                labels.iter().all(|l| seen.insert(*l)),
+                "repeated label at {span_ms} ms, {width} cells: {axis:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn paused_holds_the_last_rate_and_says_paused() {
+    let mut app = app_with(mid_run());
+    let rate = app.run.rows_per_s().unwrap();
+    for now in [70, 90, 150] {
+        let mut s = snapshot(60, 45_000);
+        s.now = secs(now);
+        s.paused = true;
+        app.apply(UiInput::Run(herd::run::Event::Progress(s)));
+        assert_eq!(app.run.rows_per_s(), Some(rate), "at {now} s");
+    }
+    let frame = text(&render(&app, 120, 40));
+    let header = frame.lines().next().unwrap();
+    assert!(
+        header.contains("PAUSED") && header.contains("ETA paused"),
+        "{header}"
+    );
+    assert!(
+        frame.contains(&format!("{} rows/s", herd::ui::fmt_rate(rate))),
+        "{frame}"
+    );
+    assert!(app.run.log.iter().any(|l| l.text.starts_with("paused")));
 }

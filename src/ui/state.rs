@@ -145,8 +145,12 @@ pub struct RunState {
     live: Option<u64>,
     /// Log lines dropped from the front since the run started.
     pub log_dropped: u64,
-    /// (now, rows_done) of recent snapshots, oldest first.
+    /// (now, rows_done) of recent snapshots, oldest first. Paused time is
+    /// cut out (see `paused_since`), so a pause neither decays the rate
+    /// while it lasts nor drags it down after.
     samples: VecDeque<(Duration, u64)>,
+    /// Run time of the first paused snapshot of the pause going on.
+    paused_since: Option<Duration>,
 }
 
 impl RunState {
@@ -184,6 +188,17 @@ impl RunState {
                 });
                 self.hosts = hosts.iter().map(host_row).collect();
                 self.add_version_row(*version);
+                let live = live_version.map_or("none".to_string(), |v| format!("v{v}"));
+                self.note(
+                    "run",
+                    format!(
+                        "started {job}: {} v{version}, {} rows in {} chunks on {}; live {live}",
+                        if *resumed { "resuming" } else { "building" },
+                        crate::ui::fmt_count(*rows_total),
+                        crate::ui::fmt_count(*chunks_total),
+                        crate::ui::counted(hosts.len() as u64, "host", "hosts"),
+                    ),
+                );
             }
             Event::Host {
                 host,
@@ -204,18 +219,13 @@ impl RunState {
                     HostState::Lost(_) | HostState::Done => Some(row.stopped_at.unwrap_or(now)),
                     _ => None,
                 };
+                let text = match state {
+                    HostState::Running => format!("{}: running on {}", row.name, row.device()),
+                    _ => format!("{}: {}", row.name, row.state_text()),
+                };
+                self.note("host", text);
             }
-            Event::Log { at, source, text } => {
-                if self.log.len() == LOG_LINES {
-                    self.log.pop_front();
-                    self.log_dropped += 1;
-                }
-                self.log.push_back(LogLine {
-                    at: *at,
-                    source: source.clone(),
-                    text: text.clone(),
-                });
-            }
+            Event::Log { at, source, text } => self.push_log(*at, source, text.clone()),
             Event::Progress(snapshot) => {
                 for view in &snapshot.hosts {
                     let row = self.host_mut(view.host);
@@ -224,10 +234,35 @@ impl RunState {
                         row.stopped_at = Some(snapshot.now);
                     }
                 }
+                if snapshot.paused != self.snapshot.paused && self.started() {
+                    self.note(
+                        "run",
+                        if snapshot.paused {
+                            "paused: no new attempts start".into()
+                        } else {
+                            "resumed".into()
+                        },
+                    );
+                }
+                match (snapshot.paused, self.paused_since) {
+                    (true, None) => self.paused_since = Some(snapshot.now),
+                    (false, Some(since)) => {
+                        // Move the samples past the pause, as if it had
+                        // not been.
+                        let gap = snapshot.now.saturating_sub(since);
+                        for (t, _) in &mut self.samples {
+                            *t += gap;
+                        }
+                        self.paused_since = None;
+                    }
+                    _ => {}
+                }
                 while self.samples.back().is_some_and(|(t, _)| *t > snapshot.now) {
                     self.samples.pop_back();
                 }
-                self.samples.push_back((snapshot.now, snapshot.rows_done));
+                if !snapshot.paused {
+                    self.samples.push_back((snapshot.now, snapshot.rows_done));
+                }
                 while self.samples.len() > RATE_SAMPLES
                     || self.samples.len() > 2
                         && snapshot.now.saturating_sub(self.samples[1].0) >= RATE_WINDOW
@@ -236,7 +271,21 @@ impl RunState {
                 }
                 self.snapshot = snapshot.clone();
             }
-            Event::Validated(report) => self.validation = Some(report.clone()),
+            Event::Validated(report) => {
+                self.validation = Some(report.clone());
+                let failed = report.checks.iter().filter(|c| !c.passed).count();
+                self.note(
+                    "run",
+                    if report.passed {
+                        format!("validation passed ({} checks)", report.checks.len())
+                    } else {
+                        format!(
+                            "validation FAILED ({failed} of {} checks)",
+                            report.checks.len()
+                        )
+                    },
+                );
+            }
             Event::Finished(report) => {
                 if self.validation.is_none() && !report.validation.checks.is_empty() {
                     self.validation = Some(report.validation.clone());
@@ -252,8 +301,34 @@ impl RunState {
                     self.set_live(Some(report.version));
                 }
                 self.report = Some((**report).clone());
+                let verdict = match self.outcome() {
+                    Some(Outcome::Flipped { version, .. }) => format!("v{version} is live"),
+                    Some(Outcome::NotFlipped { version, why }) => {
+                        format!("v{version} NOT flipped: {why}")
+                    }
+                    None => String::new(),
+                };
+                self.note("run", format!("finished: {verdict}"));
             }
         }
+    }
+
+    fn push_log(&mut self, at: Duration, source: &str, text: String) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+            self.log_dropped += 1;
+        }
+        self.log.push_back(LogLine {
+            at,
+            source: source.to_string(),
+            text,
+        });
+    }
+
+    /// A log line of the UI's own about an event, at the run's time.
+    fn note(&mut self, source: &str, text: String) {
+        let at = self.elapsed();
+        self.push_log(at, source, text);
     }
 
     /// Folds in a fresh read of the store: its live version wins.
@@ -385,6 +460,7 @@ impl RunState {
 
     /// Rows per second over the last [`RATE_WINDOW`] of snapshots; over the
     /// whole run when there is only one snapshot; `None` before rows move.
+    /// While paused it holds the rate from before the pause.
     pub fn rows_per_s(&self) -> Option<f64> {
         let (t1, r1) = *self.samples.back()?;
         let (t0, r0) = match self.samples.front() {
@@ -400,9 +476,13 @@ impl RunState {
 
     /// Time left: the scheduler's estimate when it has one, else the rows
     /// left at the recent rate; zero once finished.
+    /// `None` while paused: no time left can be told then.
     pub fn eta(&self) -> Option<Duration> {
         if self.finished() {
             return Some(Duration::ZERO);
+        }
+        if self.snapshot.paused {
+            return None;
         }
         if let Some(eta) = self.snapshot.eta {
             return Some(eta);
@@ -493,6 +573,37 @@ impl RunState {
             .stragglers
             .iter()
             .any(|s| s.attempt == attempt)
+    }
+
+    /// "x peers": the attempt's rows/s over the median rows/s of the
+    /// running attempts (one a slot, each since its own start). 0.5 reads
+    /// "half as fast as the median slot". `None` before it or the median
+    /// has run for a moment.
+    pub fn rate_vs_peers(&self, attempt: u64) -> Option<f64> {
+        let now = self.snapshot.now;
+        let rate = |a: &AttemptView| {
+            let t = now.saturating_sub(a.start).as_secs_f64();
+            (t > 0.0).then(|| a.rows_done as f64 / t)
+        };
+        let mut rates: Vec<f64> = self
+            .snapshot
+            .attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Running)
+            .filter_map(rate)
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        rates.sort_by(f64::total_cmp);
+        let n = rates.len();
+        let median = if n % 2 == 1 {
+            rates[n / 2]
+        } else {
+            (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+        };
+        let own = rate(self.attempt(attempt)?)?;
+        (median > 0.0).then(|| own / median)
     }
 
     pub fn stragglers(&self) -> &[Straggler] {

@@ -20,7 +20,7 @@ use crate::ui::state::RunState;
 pub use crate::ui::state::{StoreSummary, VersionRow};
 
 pub use driver::{FRAME_INTERVAL, KEY_POLL, MESSAGE_TTL, run_tui};
-pub use view::{MIN_HEIGHT, MIN_WIDTH};
+pub use view::{MIN_HEIGHT, MIN_WIDTH, time_axis};
 
 /// A job file as the picker lists it (the caller reads the files).
 #[derive(Clone, Debug, PartialEq)]

@@ -7,6 +7,8 @@
 
 mod run;
 
+pub use run::time_axis;
+
 use std::time::Duration;
 
 use ratatui::Frame;
@@ -429,6 +431,9 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     for (g, _, what) in glyph_legend() {
         lines.push(Line::from(format!("{g:>7}  {what}")));
     }
+    lines.push(Line::from(
+        "x peers: an attempt's rows/s over the median running slot's",
+    ));
     lines.push(Line::from(
         "colour: green as fast as peers, yellow 1.5x, red 3x slower",
     ));

@@ -88,7 +88,7 @@ impl App {
             frame.render_widget(
                 Paragraph::new(side_lines)
                     .wrap(Wrap { trim: true })
-                    .block(theme.block(" stragglers ", false)),
+                    .block(theme.block(" stragglers · x peers: rows/s ÷ median slot's ", false)),
                 side,
             );
         } else {
@@ -162,6 +162,8 @@ impl App {
             Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
             Span::raw(if run.finished() {
                 String::new()
+            } else if run.snapshot.paused {
+                "  ETA paused".to_string()
             } else {
                 format!("  ETA {}", run.eta().map_or("-".to_string(), fmt_duration))
             }),
@@ -406,9 +408,10 @@ impl App {
         };
         let mut lines = Vec::new();
         let stragglers = run.stragglers();
-        if stragglers.is_empty() {
-            lines.push(Line::from("no stragglers"));
-        }
+        let peers = |attempt: u64| {
+            run.rate_vs_peers(attempt)
+                .map_or("-".to_string(), |r| format!("{r:.1}x"))
+        };
         for s in stragglers {
             let mark = if Some(s.chunk) == self.chunk_selected {
                 "> "
@@ -420,10 +423,10 @@ impl App {
                 .map_or(("?".to_string(), f64::NAN), |a| (where_(a), a.slowness));
             lines.push(Line::styled(
                 format!(
-                    "{mark}! chunk {} on {slot}: ~{} left ({:.1}x peers)",
+                    "{mark}! chunk {} on {slot}: ~{} left ({} peers)",
                     s.chunk,
                     fmt_duration(s.eta),
-                    slowness
+                    peers(s.attempt)
                 ),
                 theme.slowness(slowness),
             ));
@@ -432,43 +435,74 @@ impl App {
             .chunk_selected
             .filter(|chunk| !stragglers.iter().any(|s| s.chunk == *chunk))
             .and_then(|chunk| run.selectable().into_iter().find(|a| a.chunk == chunk));
+        if stragglers.is_empty() {
+            lines.push(Line::from(if selected_other.is_some() {
+                "no stragglers; selected:"
+            } else {
+                "no stragglers"
+            }));
+        }
         if let Some(a) = selected_other {
             lines.push(Line::from(format!(
-                "> chunk {} on {}: {}/{} rows ({:.1}x peers)",
+                "> chunk {} on {}: {}/{} rows ({} peers)",
                 a.chunk,
                 where_(a),
                 fmt_count(a.rows_done),
                 fmt_count(a.rows.end.saturating_sub(a.rows.start)),
-                a.slowness
+                peers(a.attempt)
             )));
+        }
+        if run.snapshot.paused {
+            lines.insert(0, Line::from("PAUSED: no new attempts start"));
         }
         lines
     }
 
     fn draw_log(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
-        let title = if self.log_scroll > 0 {
+        let mut title = if self.log_scroll > 0 {
             format!(" log (back {} lines) ", self.log_scroll)
         } else {
             " log ".to_string()
         };
+        if self.run.log_dropped > 0 {
+            title.push_str(&format!(
+                "· last {} kept, {} older dropped ",
+                fmt_count(crate::ui::state::LOG_LINES as u64),
+                fmt_count(self.run.log_dropped)
+            ));
+        }
         let block = theme.block(title, self.focus == Focus::Log);
-        let inner_h = block.inner(area).height as usize;
+        let inner = block.inner(area);
+        let (inner_h, inner_w) = (inner.height as usize, inner.width.max(1) as usize);
         let log = &self.run.log;
         let end = log.len().saturating_sub(self.log_scroll);
-        let start = end.saturating_sub(inner_h);
-        let lines: Vec<Line> = log
-            .range(start..end)
-            .map(|l| {
-                Line::from(vec![
-                    Span::styled(
-                        format!("{:>6} {}: ", fmt_duration(l.at), l.source),
-                        theme.fg(Color::DarkGray),
-                    ),
-                    Span::raw(l.text.clone()),
-                ])
-            })
-            .collect();
-        frame.render_widget(Paragraph::new(lines).block(block), area);
+        // Long lines wrap: take lines from the newest back until the pane
+        // is full, then scroll off what the oldest of them overflows.
+        let mut rows = 0usize;
+        let mut lines: Vec<Line> = Vec::new();
+        for l in log.range(..end).rev() {
+            if rows >= inner_h {
+                break;
+            }
+            let line = Line::from(vec![
+                Span::styled(
+                    format!("{:>6} {}: ", fmt_duration(l.at), l.source),
+                    theme.fg(Color::DarkGray),
+                ),
+                Span::raw(l.text.clone()),
+            ]);
+            rows += line.width().max(1).div_ceil(inner_w);
+            lines.push(line);
+        }
+        lines.reverse();
+        let overflow = rows.saturating_sub(inner_h) as u16;
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((overflow, 0))
+                .block(block),
+            area,
+        );
     }
 }
 
@@ -484,22 +518,39 @@ fn timeline_span(run: &RunState) -> Duration {
     run.snapshot.now.max(last_end).max(Duration::from_millis(1))
 }
 
-/// Tick marks under the lanes: `|0s    |15s   |30s`, one every 12 or more
-/// cells.
-fn time_axis(span: Duration, width: usize) -> String {
+/// Tick marks under the lanes: `|0s    |15s   |30s`, at round times (a
+/// step from [`AXIS_STEPS_S`]) at least 10 cells apart, so no two labels
+/// read the same at any run length.
+pub fn time_axis(span: Duration, width: usize) -> String {
     let mut axis = vec![' '; width];
-    let step = (width / 8).max(12);
-    let mut col = 0;
-    while col + 4 <= width {
-        let at = span.mul_f64(col as f64 / width as f64);
-        let label = format!("|{}", fmt_duration(at));
-        for (i, ch) in label.chars().enumerate().take(width - col) {
+    let span_s = span.as_secs_f64().max(1e-3);
+    let per_cell = span_s / width.max(1) as f64;
+    let step = AXIS_STEPS_S
+        .iter()
+        .copied()
+        .find(|s| s / per_cell >= 10.0)
+        .unwrap_or(span_s);
+    let mut k = 0u32;
+    loop {
+        let at = step * f64::from(k);
+        let col = (at / per_cell).round() as usize;
+        let label = format!("|{}", fmt_duration(Duration::from_secs_f64(at)));
+        if col + label.chars().count() > width {
+            break;
+        }
+        for (i, ch) in label.chars().enumerate() {
             axis[col + i] = ch;
         }
-        col += step;
+        k += 1;
     }
     axis.into_iter().collect()
 }
+
+/// Tick steps of the time axis, in seconds.
+const AXIS_STEPS_S: [f64; 20] = [
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+    3600.0, 7200.0, 14_400.0, 43_200.0, 86_400.0,
+];
 
 /// The validation checks and the verdict, once there are any.
 fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
