@@ -696,3 +696,90 @@ fn paused_holds_the_last_rate_and_says_paused() {
     );
     assert!(app.run.log.iter().any(|l| l.text.starts_with("paused")));
 }
+
+/// Every view, named, in a state that shows what it is for.
+fn every_view() -> Vec<(&'static str, App)> {
+    let mut views = vec![
+        ("picker", App::new(jobs(), false)),
+        ("run_mid", app_with(mid_run())),
+        ("run_flipped", app_with(finished(true))),
+        ("run_not_flipped", app_with(finished(false))),
+    ];
+    let mut help = app_with(mid_run());
+    ch(&mut help, '?');
+    views.push(("help", help));
+    let mut quit = app_with(mid_run());
+    ch(&mut quit, 'q');
+    views.push(("quit", quit));
+    let mut cancel = app_with(mid_run());
+    ch(&mut cancel, 'c');
+    views.push(("cancel", cancel));
+    let mut store_view = app_with(finished(false));
+    ch(&mut store_view, 'v');
+    store_view.apply(UiInput::Store(store()));
+    views.push(("store", store_view.clone()));
+    store_view.version_selected = 2;
+    ch(&mut store_view, 'f');
+    views.push(("rollback", store_view));
+    views
+}
+
+#[test]
+fn every_view_at_three_sizes() {
+    for (name, app) in every_view() {
+        for (w, h) in [(80, 24), (120, 40), (200, 50)] {
+            assert_snapshot!(format!("{name}_{w}x{h}"), render(&app, w, h));
+        }
+    }
+}
+
+#[test]
+fn no_color_changes_no_glyph_in_any_view() {
+    let colours = |b: &TestBackend| {
+        b.buffer()
+            .content
+            .iter()
+            .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+            .count()
+    };
+    for (name, app) in every_view() {
+        let mut coloured = app.clone();
+        coloured.colors = true;
+        for (w, h) in [(80, 24), (120, 40), (200, 50)] {
+            let plain = render(&app, w, h);
+            assert_eq!(colours(&plain), 0, "{name} {w}x{h} has colour");
+            assert_eq!(
+                text(&plain),
+                text(&render(&coloured, w, h)),
+                "{name} {w}x{h}: colour changed a glyph"
+            );
+        }
+    }
+}
+
+#[test]
+fn at_80x24_the_header_and_every_check_stay() {
+    let frame = text(&render(&app_with(mid_run()), 80, 24));
+    let top: String = frame.lines().take(3).collect();
+    for want in [
+        "RUNNING",
+        "nightly",
+        "45,000 / 100,000 rows",
+        "ETA 44s",
+        "rows/s",
+        "cost $",
+    ] {
+        assert!(top.contains(want), "no {want:?} in the header:\n{frame}");
+    }
+    for flipped in [true, false] {
+        let frame = text(&render(&app_with(finished(flipped)), 80, 24));
+        assert!(frame.contains("DONE"), "{frame}");
+        for check in checks(flipped).checks {
+            assert!(
+                frame.contains(&format!(" {}: ", check.name)),
+                "check {} missing at 80x24:\n{frame}",
+                check.name
+            );
+        }
+    }
+}

@@ -226,14 +226,23 @@ impl App {
                     row
                 }
             });
+            // The job's name is what one picks by: it gets its width; the
+            // hosts and the file share what is left.
+            let name_w = self
+                .jobs
+                .iter()
+                .map(|j| j.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(4, 32) as u16;
             let table = Table::new(
                 rows,
                 [
-                    Constraint::Fill(2),
+                    Constraint::Length(name_w),
                     Constraint::Length(10),
-                    Constraint::Length(10),
-                    Constraint::Fill(2),
-                    Constraint::Fill(3),
+                    Constraint::Length(9),
+                    Constraint::Fill(1),
+                    Constraint::Fill(1),
                 ],
             )
             .header(

@@ -10,10 +10,18 @@ impl App {
         let wide = area.width >= WIDE;
         let host_rows = run.hosts.len().clamp(1, if tall { 10 } else { 3 }) as u16;
         let result_lines = result_lines(run, theme);
+        // Wrapped rows of the result; on a small screen it may take all
+        // but the header, hosts and a 4-row timeline, so every check shows.
+        let inner_w = usize::from(area.width.saturating_sub(2).max(1));
+        let result_rows: usize = result_lines
+            .iter()
+            .map(|l| l.width().max(1).div_ceil(inner_w))
+            .sum();
+        let small_cap = area.height.saturating_sub(3 + host_rows + 3 + 4 + 1);
         let result_h = if result_lines.is_empty() {
             0
         } else {
-            (result_lines.len() as u16 + 2).min(if tall { 16 } else { 9 })
+            (result_rows as u16 + 2).min(if tall { 16 } else { small_cap.max(3) })
         };
         // The log keeps at least `log_min` rows (none once a small screen
         // shows the verdict); the timeline takes what its lanes need of the
@@ -130,7 +138,7 @@ impl App {
         let bold = Style::new().add_modifier(Modifier::BOLD);
         let (job, version, live) = match &run.header {
             Some(h) => (
-                format!("{} ({})", h.job, h.model),
+                h.job.clone(),
                 if run.finished() {
                     format!("v{}", h.version)
                 } else {
@@ -144,22 +152,26 @@ impl App {
             ),
             None => ("no run".to_string(), String::new(), "-".to_string()),
         };
+        let model = run
+            .header
+            .as_ref()
+            .map_or(String::new(), |h| format!("  model {}", h.model));
         let phase = if run.finished() {
-            Span::styled(" DONE ", bold)
+            Span::styled("DONE ", bold)
         } else if run.snapshot.paused {
-            Span::styled(" PAUSED ", bold.patch(theme.fg(Color::Yellow)))
+            Span::styled("PAUSED ", bold.patch(theme.fg(Color::Yellow)))
         } else if run.started() {
-            Span::styled(" RUNNING ", bold.patch(theme.fg(Color::Green)))
+            Span::styled("RUNNING ", bold.patch(theme.fg(Color::Green)))
         } else {
-            Span::raw(" ")
+            Span::raw("")
         };
+        // Most wanted first: what is left of the line drops off the right
+        // end of a narrow terminal.
         let line = Line::from(vec![
-            Span::styled("herd ", bold),
+            phase,
             Span::styled(job, bold),
             Span::raw("  "),
             Span::raw(version),
-            Span::raw(format!("  live {live}")),
-            Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
             Span::raw(if run.finished() {
                 String::new()
             } else if run.snapshot.paused {
@@ -167,7 +179,9 @@ impl App {
             } else {
                 format!("  ETA {}", run.eta().map_or("-".to_string(), fmt_duration))
             }),
-            phase,
+            Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
+            Span::raw(format!("  live {live}")),
+            Span::raw(model),
         ]);
         frame.render_widget(Paragraph::new(line), top);
         let label = format!(
@@ -587,9 +601,6 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
         }
         None => {}
     }
-    if let Some(r) = &run.report {
-        lines.push(Line::from(run_summary(r)));
-    }
     if let Some(v) = &run.validation {
         // Failed checks first: they are what a small screen must show.
         let failed = v.checks.iter().filter(|c| !c.passed);
@@ -608,6 +619,10 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
                 theme.fg(if c.passed { Color::Green } else { Color::Red }),
             ));
         }
+    }
+    // The summary last: the checks matter more on a small screen.
+    if let Some(r) = &run.report {
+        lines.push(Line::from(run_summary(r)));
     }
     lines
 }
