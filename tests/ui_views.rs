@@ -783,3 +783,41 @@ fn at_80x24_the_header_and_every_check_stay() {
         }
     }
 }
+
+#[test]
+fn page_home_and_end_keys_move_in_the_log_and_the_tables() {
+    let mut app = app_with(mid_run());
+    for i in 0..30 {
+        app.apply(UiInput::Run(log(61, "run", &format!("line {i}"))));
+    }
+    let lines = app.run.log.len();
+    app.focus = herd::ui::tui::Focus::Log;
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.log_scroll, herd::ui::tui::PAGE);
+    ch(&mut app, 'g');
+    assert_eq!(app.log_scroll, lines - 1, "g: the oldest line");
+    assert!(text(&render(&app, 80, 40)).contains("started nightly"));
+    key(&mut app, KeyCode::PageDown);
+    assert_eq!(app.log_scroll, lines - 1 - herd::ui::tui::PAGE);
+    ch(&mut app, 'G');
+    assert_eq!(app.log_scroll, 0, "G: follow the tail again");
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.log_scroll, 0);
+
+    let mut app = app_with(finished(false));
+    ch(&mut app, 'v');
+    app.apply(UiInput::Store(store()));
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.version_selected, 2);
+    ch(&mut app, 'g');
+    assert_eq!(app.version_selected, 0);
+    key(&mut app, KeyCode::PageDown);
+    assert_eq!(app.version_selected, 2);
+
+    let mut app = App::new(jobs(), false);
+    ch(&mut app, 'G');
+    assert_eq!(app.job_selected, 2);
+    key(&mut app, KeyCode::Home);
+    assert_eq!(app.job_selected, 0);
+}

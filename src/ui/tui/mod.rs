@@ -312,6 +312,11 @@ impl App {
                 }
                 None
             }
+            code if page_key(code, self.job_selected, 0).is_some() => {
+                let max = self.jobs.len().saturating_sub(1);
+                self.job_selected = page_key(code, self.job_selected, max).unwrap_or(0);
+                None
+            }
             KeyCode::Enter => {
                 let job = self.jobs.get(self.job_selected)?;
                 if job.error.is_some() {
@@ -381,6 +386,10 @@ impl App {
                 self.move_selection(if code == KeyCode::Left { -1 } else { 1 });
                 None
             }
+            code if page_key(code, 0, 0).is_some() => {
+                self.page_in_focus(code);
+                None
+            }
             KeyCode::Esc if self.run.finished() && !self.jobs.is_empty() => {
                 self.screen = Screen::Picker;
                 None
@@ -432,6 +441,36 @@ impl App {
         }
     }
 
+    /// PgUp/PgDn/Home/End/g/G in the focused pane. In the log, up is back
+    /// in time: Home/g go to the oldest line, End/G follow the tail.
+    fn page_in_focus(&mut self, code: KeyCode) {
+        match self.focus {
+            Focus::Log => {
+                let max = self.run.log.len().saturating_sub(1);
+                let back = match code {
+                    KeyCode::PageUp => KeyCode::PageDown,
+                    KeyCode::PageDown => KeyCode::PageUp,
+                    KeyCode::Home | KeyCode::Char('g') => KeyCode::End,
+                    _ => KeyCode::Home,
+                };
+                self.log_scroll = page_key(back, self.log_scroll, max).unwrap_or(0);
+            }
+            Focus::Hosts => {
+                let max = self.run.hosts.len().saturating_sub(1);
+                self.hosts_scroll = page_key(code, self.hosts_scroll, max).unwrap_or(0);
+            }
+            Focus::Timeline => {
+                let chunks: Vec<ChunkId> = self.run.selectable().iter().map(|a| a.chunk).collect();
+                let at = self
+                    .chunk_selected
+                    .and_then(|c| chunks.iter().position(|x| *x == c))
+                    .unwrap_or(0);
+                let next = page_key(code, at, chunks.len().saturating_sub(1)).unwrap_or(0);
+                self.chunk_selected = chunks.get(next).copied();
+            }
+        }
+    }
+
     /// Moves the selection among running attempts (see
     /// [`RunState::selectable`]).
     fn move_selection(&mut self, step: i64) {
@@ -460,6 +499,11 @@ impl App {
             KeyCode::Down | KeyCode::Char('j') => {
                 self.version_selected =
                     step_index(self.version_selected, 1, count.saturating_sub(1));
+                None
+            }
+            code if page_key(code, 0, 0).is_some() => {
+                self.version_selected =
+                    page_key(code, self.version_selected, count.saturating_sub(1)).unwrap_or(0);
                 None
             }
             KeyCode::Char('f') => {
@@ -515,6 +559,21 @@ impl App {
             ));
         }
         None
+    }
+}
+
+/// Rows one PgUp/PgDn moves.
+pub const PAGE: usize = 10;
+
+/// Where PgUp/PgDn/Home/End/g/G move a cursor at `at` in `0..=max`
+/// (Home and g go to 0); `None` for other keys.
+fn page_key(code: KeyCode, at: usize, max: usize) -> Option<usize> {
+    match code {
+        KeyCode::PageUp => Some(at.saturating_sub(PAGE)),
+        KeyCode::PageDown => Some((at + PAGE).min(max)),
+        KeyCode::Home | KeyCode::Char('g') => Some(0),
+        KeyCode::End | KeyCode::Char('G') => Some(max),
+        _ => None,
     }
 }
 

@@ -417,6 +417,7 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
         ("s", "backup attempt of the selected chunk"),
         ("←→ ↑↓", "select a running chunk / scroll"),
         ("Tab", "focus: timeline, hosts, log"),
+        ("PgUp/Dn", "page; Home/g first, End/G last (log: tail)"),
         ("v", "store versions; f flips (asks: y)"),
         ("Esc", "back"),
     ];
