@@ -714,6 +714,12 @@ fn every_view() -> Vec<(&'static str, App)> {
     let mut cancel = app_with(mid_run());
     ch(&mut cancel, 'c');
     views.push(("cancel", cancel));
+    let mut host = app_with(mid_run());
+    key(&mut host, KeyCode::Tab);
+    key(&mut host, KeyCode::Down);
+    key(&mut host, KeyCode::Down);
+    key(&mut host, KeyCode::Enter);
+    views.push(("host", host));
     let mut store_view = app_with(finished(false));
     ch(&mut store_view, 'v');
     store_view.apply(UiInput::Store(store()));
@@ -820,4 +826,31 @@ fn page_home_and_end_keys_move_in_the_log_and_the_tables() {
     assert_eq!(app.job_selected, 2);
     key(&mut app, KeyCode::Home);
     assert_eq!(app.job_selected, 0);
+}
+
+#[test]
+fn enter_on_a_host_shows_its_slots_failures_and_stderr() {
+    let mut app = app_with(mid_run());
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, herd::ui::tui::Focus::Hosts);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(key(&mut app, KeyCode::Enter), None);
+    assert_eq!(app.overlay, Some(Overlay::HostDetail(2)));
+    let frame = text(&render(&app, 80, 24));
+    for want in [
+        "host gpu2",
+        "vulkan NVIDIA L4",
+        "lost: ssh: connection reset",
+        "failed: attempt 12 of chunk 11",
+        "gpu2#0: error: device lost",
+    ] {
+        assert!(frame.contains(want), "no {want:?}:\n{frame}");
+    }
+    assert!(
+        !frame.contains("gpu1#0: "),
+        "another host's lines:\n{frame}"
+    );
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None);
 }

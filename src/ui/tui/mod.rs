@@ -83,6 +83,9 @@ pub enum Screen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overlay {
     Help,
+    /// One host: its device, slots, failures and log lines (the row at the
+    /// top of the hosts table when Enter was pressed there).
+    HostDetail(usize),
     ConfirmQuit,
     ConfirmCancel,
     ConfirmFlip(u64),
@@ -265,6 +268,12 @@ impl App {
         let yes = matches!(code, KeyCode::Char('y') | KeyCode::Char('Y'));
         let no = matches!(code, KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc);
         match overlay {
+            Overlay::HostDetail(_) => {
+                if no || matches!(code, KeyCode::Enter | KeyCode::Char('q')) {
+                    self.overlay = None;
+                }
+                None
+            }
             Overlay::Help => {
                 if no
                     || matches!(
@@ -388,6 +397,12 @@ impl App {
             }
             code if page_key(code, 0, 0).is_some() => {
                 self.page_in_focus(code);
+                None
+            }
+            KeyCode::Enter if self.focus == Focus::Hosts => {
+                if self.hosts_scroll < self.run.hosts.len() {
+                    self.overlay = Some(Overlay::HostDetail(self.hosts_scroll));
+                }
                 None
             }
             KeyCode::Esc if self.run.finished() && !self.jobs.is_empty() => {

@@ -111,6 +111,7 @@ impl App {
         }
         match self.overlay {
             Some(Overlay::Help) => draw_help(frame, area, &theme),
+            Some(Overlay::HostDetail(at)) => self.draw_host_detail(frame, area, &theme, at),
             Some(Overlay::ConfirmQuit) => {
                 let mut text = vec![format!("Quit while {}?", self.run_in_words())];
                 text.push(
@@ -417,6 +418,7 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
         ("s", "backup attempt of the selected chunk"),
         ("←→ ↑↓", "select a running chunk / scroll"),
         ("Tab", "focus: timeline, hosts, log"),
+        ("Enter", "on hosts: the top row's detail"),
         ("PgUp/Dn", "page; Home/g first, End/G last (log: tail)"),
         ("v", "store versions; f flips (asks: y)"),
         ("Esc", "back"),

@@ -222,6 +222,131 @@ impl App {
         frame.render_widget(Paragraph::new(Line::from(spans)), figures);
     }
 
+    /// One host in a window: device and state, its figures, each slot's
+    /// lane now, its failed attempts, and its log lines (workers' stderr).
+    pub(super) fn draw_host_detail(&self, frame: &mut Frame, area: Rect, theme: &Theme, at: usize) {
+        let run = &self.run;
+        let Some(h) = run.hosts.get(at) else {
+            return;
+        };
+        let v = h.view.as_ref();
+        let mut lines = vec![
+            Line::from(format!(
+                "device: {}   state: {}",
+                h.device(),
+                h.state_text()
+            )),
+            Line::from(format!(
+                "slots {}/{} busy   rows/s {}   chunks {}   rows {}   failures {}   cost {}",
+                v.map_or(0, |v| v.busy),
+                h.slots.max(v.map_or(0, |v| v.slots)),
+                v.map_or("-".to_string(), |v| fmt_rate(v.rows_per_s)),
+                v.map_or(0, |v| v.chunks_done),
+                fmt_count(v.map_or(0, |v| v.rows_done)),
+                v.map_or(0, |v| v.failures),
+                if h.cost_per_hour > 0.0 {
+                    format!("{}/h", fmt_cost(h.cost_per_hour))
+                } else {
+                    "-".to_string()
+                },
+            )),
+            Line::from(""),
+        ];
+        for lane in run.lanes().iter().filter(|l| l.host == h.host) {
+            let now = lane
+                .attempts
+                .iter()
+                .rev()
+                .find(|a| a.state == AttemptState::Running)
+                .map_or("idle".to_string(), |a| {
+                    format!(
+                        "chunk {} ({}/{} rows)",
+                        a.chunk,
+                        fmt_count(a.rows_done),
+                        fmt_count(a.rows.end.saturating_sub(a.rows.start))
+                    )
+                });
+            let done = lane
+                .attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Done)
+                .count();
+            lines.push(Line::from(format!(
+                "{}: {now}; {done} attempts done",
+                lane.label
+            )));
+        }
+        let failed: Vec<&AttemptView> = run
+            .snapshot
+            .attempts
+            .iter()
+            .filter(|a| a.host == h.host && a.state == AttemptState::Failed)
+            .collect();
+        if !failed.is_empty() {
+            lines.push(Line::from(""));
+            for a in failed {
+                lines.push(Line::styled(
+                    format!(
+                        "failed: attempt {} of chunk {} at {}",
+                        a.attempt,
+                        a.chunk,
+                        fmt_duration(a.end.unwrap_or(a.start))
+                    ),
+                    theme.fg(Color::Red),
+                ));
+            }
+        }
+        let width = area.width.saturating_sub(4);
+        let inner_w = usize::from(width.saturating_sub(2).max(1));
+        let rows = |lines: &[Line]| -> usize {
+            lines
+                .iter()
+                .map(|l| l.width().max(1).div_ceil(inner_w))
+                .sum()
+        };
+        let own = |source: &str, text: &str| {
+            source
+                .strip_prefix(h.name.as_str())
+                .is_some_and(|r| r.starts_with('#'))
+                || (source == "host" && text.starts_with(&format!("{}:", h.name)))
+        };
+        let log: Vec<&crate::ui::state::LogLine> =
+            run.log.iter().filter(|l| own(&l.source, &l.text)).collect();
+        if !log.is_empty() {
+            lines.push(Line::from(""));
+            lines.push(Line::styled(
+                "log",
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            // The newest lines that fit, wrapped.
+            let mut room = usize::from(area.height.saturating_sub(4)).saturating_sub(rows(&lines));
+            let mut tail = Vec::new();
+            for l in log.iter().rev() {
+                let line = Line::from(format!(
+                    "{:>6} {}: {}",
+                    fmt_duration(l.at),
+                    l.source,
+                    l.text
+                ));
+                let need = rows(std::slice::from_ref(&line));
+                if need > room {
+                    break;
+                }
+                room -= need;
+                tail.push(line);
+            }
+            lines.extend(tail.into_iter().rev());
+        }
+        let popup = centered(area, width, rows(&lines) as u16 + 2);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(theme.block(format!(" host {} (Esc closes) ", h.name), true)),
+            popup,
+        );
+    }
+
     fn draw_hosts(&self, frame: &mut Frame, area: Rect, theme: &Theme, wide: bool) {
         let rows = self.run.hosts.iter().skip(self.hosts_scroll).map(|h| {
             let v = h.view.as_ref();
