@@ -21,9 +21,12 @@ use herd::store::{Retention, Store, Value};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Run JOB.toml headless (same as `herd run JOB.toml`).
+    /// Run JOB.toml headless (same as `herd run JOB.toml`, and takes the
+    /// same flags).
     #[arg(long = "run", value_name = "JOB.toml")]
     run: Option<PathBuf>,
+    #[command(flatten)]
+    run_flags: RunFlags,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -75,6 +78,13 @@ enum Cmd {
 #[derive(Args, Debug)]
 struct RunArgs {
     job: PathBuf,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// The flags of `herd run`, which `herd --run JOB` takes as well.
+#[derive(Args, Debug, Default, PartialEq)]
+struct RunFlags {
     /// Use this fleet file instead of the job's `hosts`.
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
@@ -211,15 +221,20 @@ enum BenchDevice {
 }
 
 pub fn main() -> Result<i32> {
-    let cli = Cli::parse();
+    main_with(Cli::parse())
+}
+
+fn main_with(cli: Cli) -> Result<i32> {
     if let Some(job) = cli.run {
         return run_headless(RunArgs {
             job,
-            hosts: None,
-            resume: false,
-            report: None,
-            trace: None,
+            flags: cli.run_flags,
         });
+    }
+    if cli.run_flags != RunFlags::default() {
+        bail!(
+            "--hosts, --resume, --report and --trace go with --run JOB.toml (or `herd run JOB.toml`)"
+        );
     }
     match cli.command {
         None => tui(None, None),
@@ -279,12 +294,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run_headless(args: RunArgs) -> Result<i32> {
+fn run_headless(RunArgs { job, flags: args }: RunArgs) -> Result<i32> {
     let rt = runtime()?;
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let (_ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = run::Options {
-        job: args.job.clone(),
+        job,
         hosts: args.hosts.clone(),
         resume: args.resume,
         ..Default::default()
@@ -381,9 +396,16 @@ fn tui(job: Option<PathBuf>, hosts: Option<PathBuf>) -> Result<i32> {
     let controller =
         std::thread::spawn(move || run::controller::control(act_rx, in_tx, hosts, first_store));
     let ui = tui::run_tui(App::new(jobs, colors), in_rx, act_tx);
-    let code = controller.join().unwrap_or(1);
+    let ended = controller.join().unwrap_or(run::controller::Ended {
+        code: 1,
+        quit_note: Some("the controller thread panicked".into()),
+    });
     ui.context("terminal UI")?;
-    Ok(code)
+    // The terminal is back: say what became of a run the quit interrupted.
+    if let Some(note) = ended.quit_note {
+        eprintln!("herd: {note}");
+    }
+    Ok(ended.code)
 }
 
 fn hosts_check(hosts: &Path) -> Result<i32> {
@@ -723,4 +745,44 @@ fn bench(
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("herd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_flag_takes_every_flag_of_the_run_command() {
+        let flags = [
+            "--hosts", "h.toml", "--resume", "--report", "r.json", "--trace", "t.json",
+        ];
+        let top = parse(&[&["--run", "j.toml"][..], &flags].concat()).unwrap();
+        let sub = parse(&[&["run", "j.toml"][..], &flags].concat()).unwrap();
+        let Some(Cmd::Run(sub)) = sub.command else {
+            panic!("not the run command")
+        };
+        assert_eq!(top.run.as_deref(), Some(Path::new("j.toml")));
+        assert_eq!(top.run_flags, sub.flags);
+        assert_eq!(
+            top.run_flags,
+            RunFlags {
+                hosts: Some("h.toml".into()),
+                resume: true,
+                report: Some("r.json".into()),
+                trace: Some("t.json".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn run_flags_without_a_job_are_refused() {
+        let cli = parse(&["--report", "r.json"]).unwrap();
+        assert!(cli.run.is_none() && cli.run_flags != RunFlags::default());
+        let err = main_with(cli).unwrap_err().to_string();
+        assert!(err.contains("go with --run"), "{err}");
+    }
 }

@@ -17,8 +17,12 @@ fn demo_job_runs_flips_and_rolls_back() {
     let s = Scratch::new(&JobShape::default());
     let job = s.job();
     let job = job.to_str().unwrap();
-    let out = s.herd(&["--run", job]);
+    // `--run` takes `herd run`'s flags (here --report).
+    let out = s.herd(&["--run", job, "--report", "first.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("first.json")).unwrap()).unwrap();
+    assert_eq!(first["flipped"], true, "{first}");
 
     let versions = json(&s.herd(&["store", "versions", "--json", "--store", "store"]));
     assert_eq!(versions["live"], 1, "{versions}");

@@ -95,7 +95,11 @@ fn the_controller_runs_a_job_flips_and_quits_without_a_terminal() {
     let UiInput::Run(Event::Log { text, .. }) = log else {
         unreachable!()
     };
-    assert!(text.contains("to version 1"), "{text}");
+    assert_eq!(text, format!("v1 is live ({})", s.store().display()));
+    let notice = wait_for(&in_rx, limit, "flip notice", |i| {
+        matches!(i, UiInput::Notice(_))
+    });
+    assert_eq!(notice, UiInput::Notice(text));
     let store = store_of(wait_for(&in_rx, limit, "store summary", |i| {
         matches!(i, UiInput::Store(_))
     }));
@@ -118,5 +122,51 @@ fn the_controller_runs_a_job_flips_and_quits_without_a_terminal() {
     drop(refused);
 
     act_tx.send(Action::Quit).unwrap();
-    assert_eq!(controller.join().unwrap(), 0, "the last run's exit code");
+    let ended = controller.join().unwrap();
+    assert_eq!(ended.code, 0, "the last run's exit code");
+    assert_eq!(ended.quit_note, None, "no run was going at the quit");
+
+    // Quit at once after the start, before the run said anything: the run
+    // is cancelled and its version stays resumable (nothing flipped).
+    let (ended, store) = quit_when(&s, |_| true);
+    let note = ended.quit_note.expect("a note on the interrupted run");
+    assert!(note.contains("--resume"), "{note}");
+    assert_eq!(store.live, Some(1), "{note}");
+    assert_eq!(
+        store
+            .versions
+            .iter()
+            .find(|v| v.version == 3)
+            .map(|v| v.status.as_str()),
+        Some("building"),
+        "{note}: {store:?}"
+    );
+
+    // Quit once the run validated: its flip is under way and cannot be
+    // cancelled, so the note says it went live, and the store agrees.
+    let (ended, store) = quit_when(&s, |i| matches!(i, UiInput::Run(Event::Validated(_))));
+    let note = ended.quit_note.expect("a note on the interrupted run");
+    assert!(
+        note.contains("version 4 passed validation and is live"),
+        "{note}"
+    );
+    assert_eq!(ended.code, 0);
+    assert_eq!(store.live, Some(4), "{note}");
+}
+
+/// Starts the job (a new version) in a fresh controller and
+/// quits as soon as an input matches `when`; returns how the controller
+/// ended and the store afterwards.
+fn quit_when(
+    s: &Scratch,
+    when: impl Fn(&UiInput) -> bool,
+) -> (herd::run::controller::Ended, StoreSummary) {
+    let (act_tx, act_rx) = mpsc::channel();
+    let (in_tx, in_rx) = mpsc::channel();
+    let controller = std::thread::spawn(move || control(act_rx, in_tx, None, None));
+    act_tx.send(Action::Start(s.job())).unwrap();
+    wait_for(&in_rx, Duration::from_secs(120), "the moment to quit", when);
+    act_tx.send(Action::Quit).unwrap();
+    let ended = controller.join().unwrap();
+    (ended, store_summary(&s.store()).expect("a store"))
 }

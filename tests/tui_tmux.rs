@@ -32,9 +32,9 @@ impl Tmux {
                 "-s",
                 "herd",
                 "-x",
-                "100",
+                "80",
                 "-y",
-                "32",
+                "24",
                 "-c",
             ])
             .arg(dir)
@@ -87,7 +87,7 @@ impl Drop for Tmux {
 }
 
 #[test]
-fn the_tui_runs_the_demo_job_shows_lanes_and_the_flip_and_restores_the_terminal() {
+fn a_visit_at_80x24_runs_twice_rolls_back_with_y_and_restores_the_terminal() {
     let s = Scratch::new(&JobShape::default());
     let t = Tmux::start(
         s.dir.path(),
@@ -99,15 +99,32 @@ fn the_tui_runs_the_demo_job_shows_lanes_and_the_flip_and_restores_the_terminal(
     let done = t.wait_for("v1 is live", Duration::from_secs(120));
     assert!(done.contains("FLIPPED"), "{done}");
     assert!(
-        done.contains("local#0") && done.contains("local#1"),
-        "no lane per slot:\n{done}"
+        done.contains("DONE"),
+        "the state stays on the header:\n{done}"
     );
-    assert!(done.contains("timeline"), "{done}");
+    assert!(done.contains("local#0"), "no lanes:\n{done}");
     assert!(done.contains("600 / 600 rows"), "{done}");
 
+    // A second run: v2 goes live, and header and store view agree.
+    t.keys("Escape");
+    t.wait_for("pick a job", Duration::from_secs(10));
+    t.keys("Enter");
+    let second = t.wait_for("v2 is live", Duration::from_secs(120));
+    assert!(second.contains("live v2"), "header:\n{second}");
+
     t.keys("v");
-    let store = t.wait_for("store: versions", Duration::from_secs(10));
-    assert!(store.contains("live"), "{store}");
+    let store = t.wait_for("store: versions (live v2)", Duration::from_secs(10));
+    assert!(store.contains("* v2"), "{store}");
+    // Down to v1; Enter alone never flips: it says what does.
+    t.keys("Down");
+    t.keys("Enter");
+    t.wait_for("Enter does not flip", Duration::from_secs(10));
+    t.keys("f");
+    let dialog = t.wait_for("roll back?", Duration::from_secs(10));
+    assert!(dialog.contains("600 rows"), "{dialog}");
+    t.keys("y");
+    let rolled = t.wait_for("store: versions (live v1)", Duration::from_secs(20));
+    assert!(rolled.contains("* v1"), "{rolled}");
 
     t.keys("q");
     let after = t.wait_for("HERD-EXITED-0", Duration::from_secs(20));

@@ -114,7 +114,10 @@ fn started_begins_a_new_run() {
     state.apply(&started());
     assert!(state.running());
     assert_eq!(state.rows_done(), 0);
-    assert!(state.log.is_empty());
+    // The old run's log is gone; the new one begins with its start line.
+    let log: Vec<&str> = state.log.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0].starts_with("started nightly"), "{log:?}");
     assert_eq!(state.outcome(), None);
 }
 

@@ -78,23 +78,39 @@ pub fn jobs_store(paths: &[PathBuf]) -> Option<PathBuf> {
         .find_map(|p| load_job(p).ok().map(|j| j.output.store))
 }
 
+/// How the controller's session ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    /// The exit code of the last run (0 when none ran).
+    pub code: i32,
+    /// What became of a run that was still going at the quit, for the user
+    /// to read once the terminal is back: cancelled and resumable, or
+    /// finished (flipped or refused) because it was past its last chunk.
+    pub quit_note: Option<String>,
+}
+
 /// Carries out `actions` until [`Action::Quit`] or until the UI goes away,
 /// feeding `inputs` back; runs use the fleet file `hosts` when given.
-/// Returns the exit code of the last run (0 when none ran); a run still
-/// going at the end is cancelled (its version stays resumable).
+/// A run still going at the end is cancelled and waited for; what became
+/// of it is in [`Ended::quit_note`].
 pub fn control(
     actions: Receiver<Action>,
     inputs: Sender<UiInput>,
     hosts: Option<PathBuf>,
     store_dir: Option<PathBuf>,
-) -> i32 {
+) -> Ended {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
         .build()
     {
         Ok(rt) => rt,
-        Err(_) => return 1,
+        Err(e) => {
+            return Ended {
+                code: 1,
+                quit_note: Some(format!("cannot start the async runtime: {e}")),
+            };
+        }
     };
     let mut c = Controller {
         rt,
@@ -117,6 +133,9 @@ pub fn control(
     c.stop()
 }
 
+/// A run's result as the controller keeps it.
+type RunResult = Result<super::Report, super::Error>;
+
 struct Controller {
     rt: Runtime,
     inputs: Sender<UiInput>,
@@ -124,7 +143,7 @@ struct Controller {
     store_dir: Option<PathBuf>,
     /// The running job's controls, while one runs.
     controls: Option<UnboundedSender<Control>>,
-    running: Option<JoinHandle<i32>>,
+    running: Option<JoinHandle<RunResult>>,
     /// Set once the running job's last event went to the UI: from then on
     /// it is over, even if its task has a moment left to end.
     over: Arc<AtomicBool>,
@@ -149,7 +168,7 @@ impl Controller {
             .is_some_and(|h| over || h.is_finished())
         {
             let handle = self.running.take().expect("checked");
-            self.code = self.rt.block_on(handle).unwrap_or(1);
+            self.code = exit_code(&self.rt.block_on(handle));
             self.controls = None;
         }
     }
@@ -190,6 +209,7 @@ impl Controller {
             ..Options::default()
         };
         let fwd = self.inputs.clone();
+        let ended = self.inputs.clone();
         let dir = self.store_dir.clone();
         self.over = Arc::new(AtomicBool::new(false));
         let over = self.over.clone();
@@ -197,48 +217,91 @@ impl Controller {
             let forward = tokio::spawn(async move {
                 while let Some(ev) = ev_rx.recv().await {
                     let finished = matches!(ev, Event::Finished(_));
+                    let started = matches!(ev, Event::Started { .. });
                     if finished {
                         // Over before the UI can see it: an action sent in
                         // answer to this event finds the run reapable.
                         over.store(true, Ordering::SeqCst);
                     }
                     let _ = fwd.send(UiInput::Run(ev));
-                    if finished && let Some(s) = dir.as_deref().and_then(store_summary) {
+                    // The new version is in the store from the start on.
+                    if (started || finished)
+                        && let Some(s) = dir.as_deref().and_then(store_summary)
+                    {
                         let _ = fwd.send(UiInput::Store(s));
                     }
                 }
             });
             let result = super::run(opts, ev_tx, ctl_rx).await;
             let _ = forward.await;
-            match result {
-                Ok(_) => 0,
-                Err(e) => e.exit_code(),
-            }
+            let _ = ended.send(UiInput::RunEnded {
+                code: match &result {
+                    Ok(_) => 0,
+                    Err(e) => e.exit_code(),
+                },
+                why: result.as_ref().err().map(ToString::to_string),
+            });
+            result
         }));
     }
 
-    /// Makes `version` live (forward or back) and says how it went in the log.
+    /// Makes `version` live (forward or back) and says how it went, in the
+    /// log and in the status line. Not while a run goes: its own flip must
+    /// not meet this one.
     fn flip(&self, version: u64) {
-        if let Some(dir) = &self.store_dir {
-            let text = match Store::open_existing(dir).and_then(|s| s.flip(version)) {
-                Ok(()) => format!("flipped {} to version {version}", dir.display()),
-                Err(e) => format!("flip to version {version} refused: {e}"),
-            };
-            let _ = self.inputs.send(UiInput::Run(Event::Log {
-                at: std::time::Duration::ZERO,
-                source: "store".into(),
-                text,
-            }));
-        }
+        let text = match &self.store_dir {
+            _ if self.running.is_some() => {
+                format!("flip to v{version} refused: a run is going; flip after it ends")
+            }
+            None => format!("flip to v{version} refused: no store is known yet"),
+            Some(dir) => match Store::open_existing(dir).and_then(|s| s.flip(version)) {
+                Ok(()) => format!("v{version} is live ({})", dir.display()),
+                Err(e) => format!("flip to v{version} refused: {e}"),
+            },
+        };
+        let _ = self.inputs.send(UiInput::Run(Event::Log {
+            at: std::time::Duration::ZERO,
+            source: "store".into(),
+            text: text.clone(),
+        }));
+        let _ = self.inputs.send(UiInput::Notice(text));
         self.send_store();
     }
 
-    /// Leaving: a run still going is cancelled, and waited for.
-    fn stop(mut self) -> i32 {
-        if let Some(h) = self.running.take() {
-            self.control(Control::Cancel);
-            self.code = self.rt.block_on(h).unwrap_or(1);
+    /// Leaving: a run still going is cancelled and waited for. The cancel
+    /// reaches the run only while it schedules chunks; once its last chunk
+    /// committed it validates and flips regardless, so the note says what
+    /// the run did, read from its result, never what was hoped.
+    fn stop(mut self) -> Ended {
+        let Some(h) = self.running.take() else {
+            return Ended {
+                code: self.code,
+                quit_note: None,
+            };
+        };
+        self.control(Control::Cancel);
+        let result = self.rt.block_on(h);
+        let code = exit_code(&result);
+        let note = match result {
+            Ok(Ok(report)) if report.flipped => format!(
+                "the run was past its last chunk when you quit: version {} passed validation and is live",
+                report.version
+            ),
+            Ok(Ok(report)) => format!("the run finished: version {} (not flipped)", report.version),
+            Ok(Err(e)) => format!("the run stopped: {e}"),
+            Err(e) => format!("the run's task failed: {e}"),
+        };
+        Ended {
+            code,
+            quit_note: Some(note),
         }
-        self.code
+    }
+}
+
+fn exit_code(result: &Result<RunResult, tokio::task::JoinError>) -> i32 {
+    match result {
+        Ok(Ok(_)) => 0,
+        Ok(Err(e)) => e.exit_code(),
+        Err(_) => 1,
     }
 }

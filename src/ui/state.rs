@@ -100,7 +100,37 @@ pub enum Outcome {
     NotFlipped { version: u64, why: String },
 }
 
+/// The prediction store's versions (the caller reads the store).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreSummary {
+    pub live: Option<u64>,
+    pub versions: Vec<VersionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRow {
+    pub version: u64,
+    pub status: String,
+    pub rows: u64,
+    pub model_version: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl VersionRow {
+    /// Whether the store would make this version live: only a validated or
+    /// retired version can go live (see `Store::flip`).
+    pub fn can_go_live(&self) -> bool {
+        matches!(self.status.as_str(), "validated" | "retired")
+    }
+}
+
 /// The reducer's state. `Default` is "no run yet".
+///
+/// The live version is one field, [`RunState::live`], moved by whichever
+/// fact came last: the run's start (the store as the run found it), its
+/// flip, or a fresh store summary (a rollback). The header, the result box
+/// and the store view all read it, so they cannot disagree.
 #[derive(Clone, Debug, Default)]
 pub struct RunState {
     pub header: Option<RunHeader>,
@@ -109,8 +139,18 @@ pub struct RunState {
     pub log: VecDeque<LogLine>,
     pub validation: Option<ValidationReport>,
     pub report: Option<Report>,
-    /// (now, rows_done) of recent snapshots, oldest first.
+    /// The store's versions, as last read, with the run's flip folded in.
+    pub store: Option<StoreSummary>,
+    /// The live version: see the type's doc.
+    live: Option<u64>,
+    /// Log lines dropped from the front since the run started.
+    pub log_dropped: u64,
+    /// (now, rows_done) of recent snapshots, oldest first. Paused time is
+    /// cut out (see `paused_since`), so a pause neither decays the rate
+    /// while it lasts nor drags it down after.
     samples: VecDeque<(Duration, u64)>,
+    /// Run time of the first paused snapshot of the pause going on.
+    paused_since: Option<Duration>,
 }
 
 impl RunState {
@@ -131,7 +171,12 @@ impl RunState {
                 live_version,
                 resumed,
             } => {
-                *self = RunState::default();
+                let store = self.store.take();
+                *self = RunState {
+                    store,
+                    live: *live_version,
+                    ..RunState::default()
+                };
                 self.header = Some(RunHeader {
                     job: job.clone(),
                     model: model.clone(),
@@ -142,6 +187,18 @@ impl RunState {
                     resumed: *resumed,
                 });
                 self.hosts = hosts.iter().map(host_row).collect();
+                self.add_version_row(*version);
+                let live = live_version.map_or("none".to_string(), |v| format!("v{v}"));
+                self.note(
+                    "run",
+                    format!(
+                        "started {job}: {} v{version}, {} rows in {} chunks on {}; live {live}",
+                        if *resumed { "resuming" } else { "building" },
+                        crate::ui::fmt_count(*rows_total),
+                        crate::ui::fmt_count(*chunks_total),
+                        crate::ui::counted(hosts.len() as u64, "host", "hosts"),
+                    ),
+                );
             }
             Event::Host {
                 host,
@@ -162,17 +219,13 @@ impl RunState {
                     HostState::Lost(_) | HostState::Done => Some(row.stopped_at.unwrap_or(now)),
                     _ => None,
                 };
+                let text = match state {
+                    HostState::Running => format!("{}: running on {}", row.name, row.device()),
+                    _ => format!("{}: {}", row.name, row.state_text()),
+                };
+                self.note("host", text);
             }
-            Event::Log { at, source, text } => {
-                if self.log.len() == LOG_LINES {
-                    self.log.pop_front();
-                }
-                self.log.push_back(LogLine {
-                    at: *at,
-                    source: source.clone(),
-                    text: text.clone(),
-                });
-            }
+            Event::Log { at, source, text } => self.push_log(*at, source, text.clone()),
             Event::Progress(snapshot) => {
                 for view in &snapshot.hosts {
                     let row = self.host_mut(view.host);
@@ -181,10 +234,35 @@ impl RunState {
                         row.stopped_at = Some(snapshot.now);
                     }
                 }
+                if snapshot.paused != self.snapshot.paused && self.started() {
+                    self.note(
+                        "run",
+                        if snapshot.paused {
+                            "paused: no new attempts start".into()
+                        } else {
+                            "resumed".into()
+                        },
+                    );
+                }
+                match (snapshot.paused, self.paused_since) {
+                    (true, None) => self.paused_since = Some(snapshot.now),
+                    (false, Some(since)) => {
+                        // Move the samples past the pause, as if it had
+                        // not been.
+                        let gap = snapshot.now.saturating_sub(since);
+                        for (t, _) in &mut self.samples {
+                            *t += gap;
+                        }
+                        self.paused_since = None;
+                    }
+                    _ => {}
+                }
                 while self.samples.back().is_some_and(|(t, _)| *t > snapshot.now) {
                     self.samples.pop_back();
                 }
-                self.samples.push_back((snapshot.now, snapshot.rows_done));
+                if !snapshot.paused {
+                    self.samples.push_back((snapshot.now, snapshot.rows_done));
+                }
                 while self.samples.len() > RATE_SAMPLES
                     || self.samples.len() > 2
                         && snapshot.now.saturating_sub(self.samples[1].0) >= RATE_WINDOW
@@ -193,14 +271,127 @@ impl RunState {
                 }
                 self.snapshot = snapshot.clone();
             }
-            Event::Validated(report) => self.validation = Some(report.clone()),
+            Event::Validated(report) => {
+                self.validation = Some(report.clone());
+                let failed = report.checks.iter().filter(|c| !c.passed).count();
+                self.note(
+                    "run",
+                    if report.passed {
+                        format!("validation passed ({} checks)", report.checks.len())
+                    } else {
+                        format!(
+                            "validation FAILED ({failed} of {} checks)",
+                            report.checks.len()
+                        )
+                    },
+                );
+            }
             Event::Finished(report) => {
                 if self.validation.is_none() && !report.validation.checks.is_empty() {
                     self.validation = Some(report.validation.clone());
                 }
+                self.add_version_row(report.version);
+                if let Some(row) = self.version_row_mut(report.version)
+                    && report.error.is_none()
+                {
+                    row.rows = report.rows;
+                    row.status = "validated".into();
+                }
+                if report.flipped {
+                    self.set_live(Some(report.version));
+                }
                 self.report = Some((**report).clone());
+                let verdict = match self.outcome() {
+                    Some(Outcome::Flipped { version, .. }) => format!("v{version} is live"),
+                    Some(Outcome::NotFlipped { version, why }) => {
+                        format!("v{version} NOT flipped: {why}")
+                    }
+                    None => String::new(),
+                };
+                self.note("run", format!("finished: {verdict}"));
             }
         }
+    }
+
+    fn push_log(&mut self, at: Duration, source: &str, text: String) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+            self.log_dropped += 1;
+        }
+        self.log.push_back(LogLine {
+            at,
+            source: source.to_string(),
+            text,
+        });
+    }
+
+    /// A log line of the UI's own about an event, at the run's time.
+    fn note(&mut self, source: &str, text: String) {
+        let at = self.elapsed();
+        self.push_log(at, source, text);
+    }
+
+    /// Folds in a fresh read of the store: its live version wins.
+    pub fn apply_store(&mut self, store: StoreSummary) {
+        self.live = store.live;
+        self.store = Some(store);
+    }
+
+    /// The live version, as every view shows it.
+    pub fn live(&self) -> Option<u64> {
+        self.live
+    }
+
+    /// Moves `live` to `version`, and the store rows' statuses with it
+    /// (the old live row retires), as the store's flip does.
+    fn set_live(&mut self, version: Option<u64>) {
+        let old = self.live;
+        self.live = version;
+        if let Some(store) = &mut self.store {
+            store.live = version;
+            for row in &mut store.versions {
+                if Some(row.version) == version {
+                    row.status = "live".into();
+                } else if Some(row.version) == old && row.status == "live" {
+                    row.status = "retired".into();
+                }
+            }
+        }
+    }
+
+    /// The run's version in the store's rows before the store is read
+    /// again (it began with the run), so the store view lists what the
+    /// header names.
+    fn add_version_row(&mut self, version: u64) {
+        if let Some(store) = &mut self.store
+            && !store.versions.iter().any(|v| v.version == version)
+        {
+            store.versions.push(VersionRow {
+                version,
+                status: "building".into(),
+                rows: 0,
+                model_version: String::new(),
+                created: 0,
+            });
+            store.versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+        }
+    }
+
+    fn version_row_mut(&mut self, version: u64) -> Option<&mut VersionRow> {
+        self.store
+            .as_mut()?
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+    }
+
+    /// The store's row for `version`, if the last read had it.
+    pub fn version_row(&self, version: u64) -> Option<&VersionRow> {
+        self.store
+            .as_ref()?
+            .versions
+            .iter()
+            .find(|v| v.version == version)
     }
 
     fn host_mut(&mut self, host: HostId) -> &mut HostRow {
@@ -269,6 +460,7 @@ impl RunState {
 
     /// Rows per second over the last [`RATE_WINDOW`] of snapshots; over the
     /// whole run when there is only one snapshot; `None` before rows move.
+    /// While paused it holds the rate from before the pause.
     pub fn rows_per_s(&self) -> Option<f64> {
         let (t1, r1) = *self.samples.back()?;
         let (t0, r0) = match self.samples.front() {
@@ -284,9 +476,13 @@ impl RunState {
 
     /// Time left: the scheduler's estimate when it has one, else the rows
     /// left at the recent rate; zero once finished.
+    /// `None` while paused: no time left can be told then.
     pub fn eta(&self) -> Option<Duration> {
         if self.finished() {
             return Some(Duration::ZERO);
+        }
+        if self.snapshot.paused {
+            return None;
         }
         if let Some(eta) = self.snapshot.eta {
             return Some(eta);
@@ -377,6 +573,37 @@ impl RunState {
             .stragglers
             .iter()
             .any(|s| s.attempt == attempt)
+    }
+
+    /// "x peers": the attempt's rows/s over the median rows/s of the
+    /// running attempts (one a slot, each since its own start). 0.5 reads
+    /// "half as fast as the median slot". `None` before it or the median
+    /// has run for a moment.
+    pub fn rate_vs_peers(&self, attempt: u64) -> Option<f64> {
+        let now = self.snapshot.now;
+        let rate = |a: &AttemptView| {
+            let t = now.saturating_sub(a.start).as_secs_f64();
+            (t > 0.0).then(|| a.rows_done as f64 / t)
+        };
+        let mut rates: Vec<f64> = self
+            .snapshot
+            .attempts
+            .iter()
+            .filter(|a| a.state == AttemptState::Running)
+            .filter_map(rate)
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        rates.sort_by(f64::total_cmp);
+        let n = rates.len();
+        let median = if n % 2 == 1 {
+            rates[n / 2]
+        } else {
+            (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+        };
+        let own = rate(self.attempt(attempt)?)?;
+        (median > 0.0).then(|| own / median)
     }
 
     pub fn stragglers(&self) -> &[Straggler] {

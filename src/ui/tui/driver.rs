@@ -19,6 +19,9 @@ pub const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 /// How long one wait for a key lasts before the inputs are checked again.
 pub const KEY_POLL: Duration = Duration::from_millis(50);
 
+/// How long a status-line message stays when no key clears it.
+pub const MESSAGE_TTL: Duration = Duration::from_secs(5);
+
 /// Restores the terminal when dropped, also on early returns.
 struct TerminalGuard;
 
@@ -40,7 +43,15 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
     let mut dirty = true;
     let mut last_frame: Option<Instant> = None;
     let mut inputs_open = true;
+    // The message shown and since when.
+    let mut message: (u64, Instant) = (0, Instant::now());
     loop {
+        if app.message_seq != message.0 {
+            message = (app.message_seq, Instant::now());
+        } else if app.message.is_some() && message.1.elapsed() >= MESSAGE_TTL {
+            app.message = None;
+            dirty = true;
+        }
         while inputs_open {
             match events.try_recv() {
                 Ok(input) => {

@@ -17,9 +17,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::run::Event;
 use crate::sched::ChunkId;
 use crate::ui::state::RunState;
+pub use crate::ui::state::{StoreSummary, VersionRow};
 
-pub use driver::{FRAME_INTERVAL, KEY_POLL, run_tui};
-pub use view::{MIN_HEIGHT, MIN_WIDTH};
+pub use driver::{FRAME_INTERVAL, KEY_POLL, MESSAGE_TTL, run_tui};
+pub use view::{MIN_HEIGHT, MIN_WIDTH, time_axis};
 
 /// A job file as the picker lists it (the caller reads the files).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,23 +32,6 @@ pub struct JobSummary {
     pub hosts: Vec<String>,
     /// Why the job cannot start (a config error), if it cannot.
     pub error: Option<String>,
-}
-
-/// The prediction store's versions (the caller reads the store).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StoreSummary {
-    pub live: Option<u64>,
-    pub versions: Vec<VersionRow>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct VersionRow {
-    pub version: u64,
-    pub status: String,
-    pub rows: u64,
-    pub model_version: String,
-    /// Unix seconds.
-    pub created: u64,
 }
 
 /// What the user asked for; the caller carries it out.
@@ -75,6 +59,16 @@ pub enum UiInput {
     Run(Event),
     Store(StoreSummary),
     Jobs(Vec<JobSummary>),
+    /// A one-line answer to an action (a flip done or refused), shown in
+    /// the status line.
+    Notice(String),
+    /// The run that the last [`Action::Start`] began is over (also when it
+    /// failed before its `Started` event): its exit code, and why it
+    /// failed, if it did.
+    RunEnded {
+        code: i32,
+        why: Option<String>,
+    },
 }
 
 /// Which page is shown.
@@ -89,6 +83,9 @@ pub enum Screen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overlay {
     Help,
+    /// One host: its device, slots, failures and log lines (the row at the
+    /// top of the hosts table when Enter was pressed there).
+    HostDetail(usize),
     ConfirmQuit,
     ConfirmCancel,
     ConfirmFlip(u64),
@@ -110,11 +107,18 @@ pub struct App {
     pub screen: Screen,
     pub overlay: Option<Overlay>,
     pub focus: Focus,
+    /// Every figure shown, the store's versions included.
     pub run: RunState,
     pub jobs: Vec<JobSummary>,
     pub job_selected: usize,
-    pub store: Option<StoreSummary>,
     pub version_selected: usize,
+    /// The job asked to start whose `Started` event has not come yet.
+    pub starting: Option<PathBuf>,
+    /// A transient line in the status line: a refusal, a no-op, an answer.
+    /// The next key clears it, and the driver after [`MESSAGE_TTL`].
+    pub message: Option<String>,
+    /// Counts the messages set, so the driver can tell a new one apart.
+    pub message_seq: u64,
     /// The chunk whose running attempt `s` backs up.
     pub chunk_selected: Option<ChunkId>,
     /// Hosts table rows scrolled past.
@@ -139,8 +143,10 @@ impl App {
             run: RunState::new(),
             jobs,
             job_selected: 0,
-            store: None,
             version_selected: 0,
+            starting: None,
+            message: None,
+            message_seq: 0,
             chunk_selected: None,
             hosts_scroll: 0,
             log_scroll: 0,
@@ -155,6 +161,7 @@ impl App {
                 let starting = matches!(event, Event::Started { .. });
                 self.run.apply(&event);
                 if starting {
+                    self.starting = None;
                     self.screen = Screen::Run;
                     self.back = Screen::Run;
                     self.chunk_selected = None;
@@ -173,7 +180,16 @@ impl App {
                 self.version_selected = self
                     .version_selected
                     .min(store.versions.len().saturating_sub(1));
-                self.store = Some(store);
+                self.run.apply_store(store);
+            }
+            UiInput::Notice(text) => self.say(text),
+            UiInput::RunEnded { why, .. } => {
+                if self.starting.take().is_some()
+                    && !self.run.started()
+                    && let Some(why) = why
+                {
+                    self.say(format!("the run did not start: {why}"));
+                }
             }
             UiInput::Jobs(jobs) => {
                 self.job_selected = self.job_selected.min(jobs.len().saturating_sub(1));
@@ -194,11 +210,24 @@ impl App {
         }
     }
 
+    /// Shows `text` in the status line until the next key (or
+    /// [`MESSAGE_TTL`]).
+    pub fn say(&mut self, text: impl Into<String>) {
+        self.message = Some(text.into());
+        self.message_seq += 1;
+    }
+
+    /// A run is going, or was asked to start and has not said so yet.
+    pub fn busy(&self) -> bool {
+        self.run.running() || self.starting.is_some()
+    }
+
     /// Turns a key press into an action for the caller, if it asks for one.
     pub fn handle_key(&mut self, key: KeyEvent) -> Option<Action> {
         if key.kind == KeyEventKind::Release {
             return None;
         }
+        self.message = None;
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             self.quit = true;
             return Some(Action::Quit);
@@ -212,7 +241,7 @@ impl App {
                 None
             }
             KeyCode::Char('q') => {
-                if self.run.running() {
+                if self.busy() {
                     self.overlay = Some(Overlay::ConfirmQuit);
                     None
                 } else {
@@ -234,12 +263,17 @@ impl App {
     }
 
     fn overlay_key(&mut self, overlay: Overlay, code: KeyCode) -> Option<Action> {
-        let yes = matches!(
-            code,
-            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter
-        );
+        // Only an explicit `y` confirms: Enter, pressed once too often,
+        // must never flip, cancel or quit.
+        let yes = matches!(code, KeyCode::Char('y') | KeyCode::Char('Y'));
         let no = matches!(code, KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc);
         match overlay {
+            Overlay::HostDetail(_) => {
+                if no || matches!(code, KeyCode::Enter | KeyCode::Char('q')) {
+                    self.overlay = None;
+                }
+                None
+            }
             Overlay::Help => {
                 if no
                     || matches!(
@@ -255,7 +289,10 @@ impl App {
                 self.overlay = None;
                 None
             }
-            _ if !yes => None,
+            _ if !yes => {
+                self.say("press y to go ahead, n or Esc to leave it");
+                None
+            }
             Overlay::ConfirmQuit => {
                 self.overlay = None;
                 self.quit = true;
@@ -284,11 +321,22 @@ impl App {
                 }
                 None
             }
+            code if page_key(code, self.job_selected, 0).is_some() => {
+                let max = self.jobs.len().saturating_sub(1);
+                self.job_selected = page_key(code, self.job_selected, max).unwrap_or(0);
+                None
+            }
             KeyCode::Enter => {
                 let job = self.jobs.get(self.job_selected)?;
                 if job.error.is_some() {
+                    self.say("this job cannot start: its config has an error (shown below)");
                     return None;
                 }
+                if self.busy() {
+                    self.say("a run is going: one run at a time");
+                    return None;
+                }
+                self.starting = Some(job.path.clone());
                 Some(Action::Start(job.path.clone()))
             }
             KeyCode::Esc if self.run.started() => {
@@ -301,21 +349,24 @@ impl App {
 
     fn run_key(&mut self, code: KeyCode) -> Option<Action> {
         match code {
-            KeyCode::Char('p') if self.run.running() => {
-                Some(Action::Pause(!self.run.snapshot.paused))
+            KeyCode::Char('p' | 'c' | 's') if !self.run.running() => {
+                self.say("no run is going");
+                None
             }
-            KeyCode::Char('c') if self.run.running() => {
+            KeyCode::Char('p') => {
+                let pause = !self.run.snapshot.paused;
+                self.say(if pause {
+                    "pausing: no new attempts start; running ones finish"
+                } else {
+                    "resuming"
+                });
+                Some(Action::Pause(pause))
+            }
+            KeyCode::Char('c') => {
                 self.overlay = Some(Overlay::ConfirmCancel);
                 None
             }
-            KeyCode::Char('s') if self.run.running() => {
-                let chunk = self.chunk_selected?;
-                self.run
-                    .selectable()
-                    .iter()
-                    .any(|a| a.chunk == chunk)
-                    .then_some(Action::Backup(chunk))
-            }
+            KeyCode::Char('s') => self.backup(),
             KeyCode::Tab => {
                 self.focus = match self.focus {
                     Focus::Timeline => Focus::Hosts,
@@ -344,12 +395,50 @@ impl App {
                 self.move_selection(if code == KeyCode::Left { -1 } else { 1 });
                 None
             }
+            code if page_key(code, 0, 0).is_some() => {
+                self.page_in_focus(code);
+                None
+            }
+            KeyCode::Enter if self.focus == Focus::Hosts => {
+                if self.hosts_scroll < self.run.hosts.len() {
+                    self.overlay = Some(Overlay::HostDetail(self.hosts_scroll));
+                }
+                None
+            }
             KeyCode::Esc if self.run.finished() && !self.jobs.is_empty() => {
                 self.screen = Screen::Picker;
                 None
             }
             _ => None,
         }
+    }
+
+    /// `s`: a backup of the selected running chunk, saying what happens.
+    fn backup(&mut self) -> Option<Action> {
+        let selectable = self.run.selectable();
+        let Some(chunk) = self
+            .chunk_selected
+            .filter(|c| selectable.iter().any(|a| a.chunk == *c))
+        else {
+            self.say("no running chunk is selected (←→ selects one)");
+            return None;
+        };
+        let free: u32 = self
+            .run
+            .hosts
+            .iter()
+            .filter_map(|h| h.view.as_ref())
+            .filter(|v| !v.lost)
+            .map(|v| v.slots.saturating_sub(v.busy))
+            .sum();
+        self.say(if free == 0 {
+            format!(
+                "backup of chunk {chunk} queued: every slot is busy; it starts on the next free one"
+            )
+        } else {
+            format!("backup of chunk {chunk} asked for")
+        });
+        Some(Action::Backup(chunk))
     }
 
     fn move_in_focus(&mut self, step: i64) {
@@ -363,6 +452,36 @@ impl App {
             Focus::Log => {
                 let max = self.run.log.len().saturating_sub(1);
                 self.log_scroll = step_index(self.log_scroll, -step, max);
+            }
+        }
+    }
+
+    /// PgUp/PgDn/Home/End/g/G in the focused pane. In the log, up is back
+    /// in time: Home/g go to the oldest line, End/G follow the tail.
+    fn page_in_focus(&mut self, code: KeyCode) {
+        match self.focus {
+            Focus::Log => {
+                let max = self.run.log.len().saturating_sub(1);
+                let back = match code {
+                    KeyCode::PageUp => KeyCode::PageDown,
+                    KeyCode::PageDown => KeyCode::PageUp,
+                    KeyCode::Home | KeyCode::Char('g') => KeyCode::End,
+                    _ => KeyCode::Home,
+                };
+                self.log_scroll = page_key(back, self.log_scroll, max).unwrap_or(0);
+            }
+            Focus::Hosts => {
+                let max = self.run.hosts.len().saturating_sub(1);
+                self.hosts_scroll = page_key(code, self.hosts_scroll, max).unwrap_or(0);
+            }
+            Focus::Timeline => {
+                let chunks: Vec<ChunkId> = self.run.selectable().iter().map(|a| a.chunk).collect();
+                let at = self
+                    .chunk_selected
+                    .and_then(|c| chunks.iter().position(|x| *x == c))
+                    .unwrap_or(0);
+                let next = page_key(code, at, chunks.len().saturating_sub(1)).unwrap_or(0);
+                self.chunk_selected = chunks.get(next).copied();
             }
         }
     }
@@ -386,7 +505,7 @@ impl App {
     }
 
     fn store_key(&mut self, code: KeyCode) -> Option<Action> {
-        let count = self.store.as_ref().map_or(0, |s| s.versions.len());
+        let count = self.run.store.as_ref().map_or(0, |s| s.versions.len());
         match code {
             KeyCode::Up | KeyCode::Char('k') => {
                 self.version_selected = self.version_selected.saturating_sub(1);
@@ -397,13 +516,23 @@ impl App {
                     step_index(self.version_selected, 1, count.saturating_sub(1));
                 None
             }
-            KeyCode::Enter | KeyCode::Char('f') => {
-                let store = self.store.as_ref()?;
-                let row = store.versions.get(self.version_selected)?;
-                if store.live == Some(row.version) {
-                    return None;
+            code if page_key(code, 0, 0).is_some() => {
+                self.version_selected =
+                    page_key(code, self.version_selected, count.saturating_sub(1)).unwrap_or(0);
+                None
+            }
+            KeyCode::Char('f') => {
+                match self.flip_refusal() {
+                    Some(why) => self.say(why),
+                    None => {
+                        let row = self.selected_version()?;
+                        self.overlay = Some(Overlay::ConfirmFlip(row.version));
+                    }
                 }
-                self.overlay = Some(Overlay::ConfirmFlip(row.version));
+                None
+            }
+            KeyCode::Enter => {
+                self.say("Enter does not flip: f flips or rolls back (it asks first)");
                 None
             }
             KeyCode::Char('r') => Some(Action::RefreshStore),
@@ -417,6 +546,49 @@ impl App {
             }
             _ => None,
         }
+    }
+}
+
+impl App {
+    /// The store view's selected row.
+    pub fn selected_version(&self) -> Option<&VersionRow> {
+        self.run.store.as_ref()?.versions.get(self.version_selected)
+    }
+
+    /// Why `f` on the selected version would do nothing or be refused by
+    /// the store; `None` when the flip is offered.
+    pub fn flip_refusal(&self) -> Option<String> {
+        let Some(row) = self.selected_version() else {
+            return Some("no version is selected".into());
+        };
+        if self.busy() {
+            return Some("a run is going: flip or roll back after it ends".into());
+        }
+        if self.run.live() == Some(row.version) {
+            return Some(format!("v{} is already live", row.version));
+        }
+        if !row.can_go_live() {
+            return Some(format!(
+                "v{} is {}: only a validated or retired version can go live",
+                row.version, row.status
+            ));
+        }
+        None
+    }
+}
+
+/// Rows one PgUp/PgDn moves.
+pub const PAGE: usize = 10;
+
+/// Where PgUp/PgDn/Home/End/g/G move a cursor at `at` in `0..=max`
+/// (Home and g go to 0); `None` for other keys.
+fn page_key(code: KeyCode, at: usize, max: usize) -> Option<usize> {
+    match code {
+        KeyCode::PageUp => Some(at.saturating_sub(PAGE)),
+        KeyCode::PageDown => Some((at + PAGE).min(max)),
+        KeyCode::Home | KeyCode::Char('g') => Some(0),
+        KeyCode::End | KeyCode::Char('G') => Some(max),
+        _ => None,
     }
 }
 

@@ -7,6 +7,8 @@
 
 mod run;
 
+pub use run::time_axis;
+
 use std::time::Duration;
 
 use ratatui::Frame;
@@ -109,47 +111,84 @@ impl App {
         }
         match self.overlay {
             Some(Overlay::Help) => draw_help(frame, area, &theme),
-            Some(Overlay::ConfirmQuit) => draw_confirm(
-                frame,
-                area,
-                &theme,
-                " quit? ",
-                vec![
-                    "A run is in progress. Quit and stop it?".into(),
-                    "Committed chunks are kept: `herd run JOB --resume` finishes it.".into(),
-                ],
-                "[y] quit   [n] keep watching",
-            ),
+            Some(Overlay::HostDetail(at)) => self.draw_host_detail(frame, area, &theme, at),
+            Some(Overlay::ConfirmQuit) => {
+                let mut text = vec![format!("Quit while {}?", self.run_in_words())];
+                text.push(
+                    "It is cancelled and stays resumable (`herd run JOB --resume`); \
+                     past its last chunk it validates and flips instead. herd prints \
+                     which happened."
+                        .into(),
+                );
+                draw_confirm(
+                    frame,
+                    area,
+                    &theme,
+                    " quit? ",
+                    text,
+                    "[y] quit   [n/Esc] keep watching",
+                )
+            }
             Some(Overlay::ConfirmCancel) => draw_confirm(
                 frame,
                 area,
                 &theme,
                 " cancel run? ",
                 vec![
-                    "Cancel the run? Running attempts stop; nothing is flipped.".into(),
-                    "Committed chunks are kept: `herd run JOB --resume` finishes it.".into(),
+                    format!("Cancel {}?", self.run_in_words()),
+                    format!(
+                        "Running attempts stop; nothing is flipped (live stays {}). \
+                         Committed rows are kept: `herd run JOB --resume` finishes it.",
+                        version_word(self.run.live())
+                    ),
                 ],
-                "[y] cancel the run   [n] keep running",
+                "[y] cancel the run   [n/Esc] keep running",
             ),
             Some(Overlay::ConfirmFlip(version)) => {
-                let live = self.store.as_ref().and_then(|s| s.live);
-                let text = match live {
-                    Some(l) if version < l => {
-                        format!("Roll back: make v{version} live instead of v{l}?")
-                    }
-                    Some(l) => format!("Flip: make v{version} live instead of v{l}?"),
-                    None => format!("Flip: make v{version} live (no version is live now)?"),
+                let live = self.run.live();
+                let rows = |v: u64| {
+                    self.run.version_row(v).map_or(String::new(), |r| {
+                        format!(" ({}, {} rows)", r.status, fmt_count(r.rows))
+                    })
+                };
+                let (title, verb, text) = match live {
+                    Some(l) if version < l => (
+                        " roll back? ",
+                        "roll back",
+                        format!(
+                            "Roll back: make v{version}{} live instead of v{l}{}?",
+                            rows(version),
+                            rows(l)
+                        ),
+                    ),
+                    Some(l) => (
+                        " flip? ",
+                        "flip",
+                        format!(
+                            "Flip: make v{version}{} live instead of v{l}{}?",
+                            rows(version),
+                            rows(l)
+                        ),
+                    ),
+                    None => (
+                        " flip? ",
+                        "flip",
+                        format!(
+                            "Flip: make v{version}{} live (no version is live now)?",
+                            rows(version)
+                        ),
+                    ),
                 };
                 draw_confirm(
                     frame,
                     area,
                     &theme,
-                    " flip? ",
+                    title,
                     vec![
                         text,
                         "Readers switch at once; the old version is kept.".into(),
                     ],
-                    "[y] flip   [n] back",
+                    &format!("[y] {verb}   [n/Esc] back"),
                 )
             }
             None => {}
@@ -188,14 +227,23 @@ impl App {
                     row
                 }
             });
+            // The job's name is what one picks by: it gets its width; the
+            // hosts and the file share what is left.
+            let name_w = self
+                .jobs
+                .iter()
+                .map(|j| j.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(4, 32) as u16;
             let table = Table::new(
                 rows,
                 [
-                    Constraint::Fill(2),
+                    Constraint::Length(name_w),
                     Constraint::Length(10),
-                    Constraint::Length(10),
-                    Constraint::Fill(2),
-                    Constraint::Fill(3),
+                    Constraint::Length(9),
+                    Constraint::Fill(1),
+                    Constraint::Fill(1),
                 ],
             )
             .header(
@@ -229,7 +277,7 @@ impl App {
             detail,
         );
         frame.render_widget(
-            footer_line(
+            self.status_line(
                 theme,
                 &[
                     ("↑↓", "select"),
@@ -243,20 +291,46 @@ impl App {
         );
     }
 
+    /// The run for a question: `the run of v7 (45,500 of 100,000 rows
+    /// done)`, or the job still starting.
+    fn run_in_words(&self) -> String {
+        match &self.run.header {
+            Some(h) if self.run.running() => format!(
+                "the run of v{} ({} of {} rows done)",
+                h.version,
+                fmt_count(self.run.rows_done()),
+                fmt_count(self.run.rows_total())
+            ),
+            _ => match &self.starting {
+                Some(path) => format!("{} is starting", path.display()),
+                None => "no run is going".into(),
+            },
+        }
+    }
+
+    /// The status line: the message when there is one, else the keys.
+    fn status_line(&self, theme: &Theme, keys: &[(&str, &str)]) -> Paragraph<'static> {
+        match &self.message {
+            Some(text) => Paragraph::new(Line::styled(
+                format!("» {text}"),
+                theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            )),
+            None => footer_line(theme, keys),
+        }
+    }
+
     fn draw_store(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
         let [main, footer] =
             Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
-        let Some(store) = &self.store else {
+        let Some(store) = &self.run.store else {
             frame.render_widget(
                 Paragraph::new("Reading the store...").block(theme.block(" store ", true)),
                 main,
             );
             return;
         };
-        let title = format!(
-            " store: versions (live {}) ",
-            store.live.map_or("none".to_string(), |v| format!("v{v}"))
-        );
+        let live_now = self.run.live();
+        let title = format!(" store: versions (live {}) ", version_word(live_now));
         if store.versions.is_empty() {
             frame.render_widget(
                 Paragraph::new("The store has no versions yet.").block(theme.block(title, true)),
@@ -264,13 +338,17 @@ impl App {
             );
         } else {
             let rows = store.versions.iter().map(|v| {
-                let live = store.live == Some(v.version);
+                let live = live_now == Some(v.version);
                 let row = Row::new(vec![
                     format!("{}v{}", if live { "* " } else { "  " }, v.version),
                     v.status.clone(),
                     fmt_count(v.rows),
                     v.model_version.clone(),
-                    fmt_unix(v.created),
+                    if v.created == 0 {
+                        "-".to_string()
+                    } else {
+                        fmt_unix(v.created)
+                    },
                 ]);
                 match v.status.as_str() {
                     "live" => row.style(theme.fg(Color::Green)),
@@ -299,20 +377,24 @@ impl App {
             let mut state = TableState::new().with_selected(Some(self.version_selected));
             frame.render_stateful_widget(table, main, &mut state);
         }
-        frame.render_widget(
-            footer_line(
-                theme,
-                &[
-                    ("↑↓", "select"),
-                    ("Enter", "flip/rollback"),
-                    ("r", "refresh"),
-                    ("Esc", "back"),
-                    ("?", "help"),
-                ],
-            ),
-            footer,
-        );
+        // Only what the store would accept is offered.
+        let flip = match (self.flip_refusal(), self.selected_version(), live_now) {
+            (None, Some(row), Some(l)) if row.version < l => Some("roll back"),
+            (None, _, _) => Some("flip"),
+            (Some(_), _, _) => None,
+        };
+        let mut keys = vec![("↑↓", "select")];
+        if let Some(verb) = flip {
+            keys.push(("f", verb));
+        }
+        keys.extend([("r", "refresh"), ("Esc", "back"), ("?", "help")]);
+        frame.render_widget(self.status_line(theme, &keys), footer);
     }
+}
+
+/// `v7`, or `none`.
+fn version_word(v: Option<u64>) -> String {
+    v.map_or("none".to_string(), |v| format!("v{v}"))
 }
 
 fn footer_line(theme: &Theme, keys: &[(&str, &str)]) -> Paragraph<'static> {
@@ -336,7 +418,9 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
         ("s", "backup attempt of the selected chunk"),
         ("←→ ↑↓", "select a running chunk / scroll"),
         ("Tab", "focus: timeline, hosts, log"),
-        ("v", "store versions; Enter flips"),
+        ("Enter", "on hosts: the top row's detail"),
+        ("PgUp/Dn", "page; Home/g first, End/G last (log: tail)"),
+        ("v", "store versions; f flips (asks: y)"),
         ("Esc", "back"),
     ];
     let mut lines: Vec<Line> = keys
@@ -359,6 +443,9 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     for (g, _, what) in glyph_legend() {
         lines.push(Line::from(format!("{g:>7}  {what}")));
     }
+    lines.push(Line::from(
+        "x peers: an attempt's rows/s over the median running slot's",
+    ));
     lines.push(Line::from(
         "colour: green as fast as peers, yellow 1.5x, red 3x slower",
     ));
@@ -384,8 +471,11 @@ fn draw_confirm(
         keys.to_string(),
         Style::new().add_modifier(Modifier::BOLD),
     ));
-    let width = lines.iter().map(|l| l.width() as u16).max().unwrap_or(0) + 4;
-    let popup = centered(area, width, lines.len() as u16 + 2);
+    let width = (lines.iter().map(|l| l.width() as u16).max().unwrap_or(0) + 4).min(area.width);
+    // Wrapped lines take more rows; one spare row for word breaks.
+    let inner = usize::from(width.saturating_sub(2).max(1));
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let popup = centered(area, width, rows as u16 + 3);
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines)

@@ -10,10 +10,18 @@ impl App {
         let wide = area.width >= WIDE;
         let host_rows = run.hosts.len().clamp(1, if tall { 10 } else { 3 }) as u16;
         let result_lines = result_lines(run, theme);
+        // Wrapped rows of the result; on a small screen it may take all
+        // but the header, hosts and a 4-row timeline, so every check shows.
+        let inner_w = usize::from(area.width.saturating_sub(2).max(1));
+        let result_rows: usize = result_lines
+            .iter()
+            .map(|l| l.width().max(1).div_ceil(inner_w))
+            .sum();
+        let small_cap = area.height.saturating_sub(3 + host_rows + 3 + 4 + 1);
         let result_h = if result_lines.is_empty() {
             0
         } else {
-            (result_lines.len() as u16 + 2).min(if tall { 16 } else { 9 })
+            (result_rows as u16 + 2).min(if tall { 16 } else { small_cap.max(3) })
         };
         // The log keeps at least `log_min` rows (none once a small screen
         // shows the verdict); the timeline takes what its lanes need of the
@@ -88,7 +96,7 @@ impl App {
             frame.render_widget(
                 Paragraph::new(side_lines)
                     .wrap(Wrap { trim: true })
-                    .block(theme.block(" stragglers ", false)),
+                    .block(theme.block(" stragglers · x peers: rows/s ÷ median slot's ", false)),
                 side,
             );
         } else {
@@ -121,7 +129,7 @@ impl App {
                 ("Esc", "jobs"),
             ]
         };
-        frame.render_widget(footer_line(theme, keys), footer);
+        frame.render_widget(self.status_line(theme, keys), footer);
     }
 
     fn draw_header(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
@@ -130,39 +138,50 @@ impl App {
         let bold = Style::new().add_modifier(Modifier::BOLD);
         let (job, version, live) = match &run.header {
             Some(h) => (
-                format!("{} ({})", h.job, h.model),
-                format!(
-                    "{} v{}",
-                    if h.resumed { "resuming" } else { "building" },
-                    h.version
-                ),
-                h.live_version
-                    .map_or("none".to_string(), |v| format!("v{v}")),
+                h.job.clone(),
+                if run.finished() {
+                    format!("v{}", h.version)
+                } else {
+                    format!(
+                        "{} v{}",
+                        if h.resumed { "resuming" } else { "building" },
+                        h.version
+                    )
+                },
+                version_word(run.live()),
             ),
             None => ("no run".to_string(), String::new(), "-".to_string()),
         };
+        let model = run
+            .header
+            .as_ref()
+            .map_or(String::new(), |h| format!("  model {}", h.model));
         let phase = if run.finished() {
-            Span::styled(" DONE ", bold)
+            Span::styled("DONE ", bold)
         } else if run.snapshot.paused {
-            Span::styled(" PAUSED ", bold.patch(theme.fg(Color::Yellow)))
+            Span::styled("PAUSED ", bold.patch(theme.fg(Color::Yellow)))
         } else if run.started() {
-            Span::styled(" RUNNING ", bold.patch(theme.fg(Color::Green)))
+            Span::styled("RUNNING ", bold.patch(theme.fg(Color::Green)))
         } else {
-            Span::raw(" ")
+            Span::raw("")
         };
+        // Most wanted first: what is left of the line drops off the right
+        // end of a narrow terminal.
         let line = Line::from(vec![
-            Span::styled("herd ", bold),
+            phase,
             Span::styled(job, bold),
             Span::raw("  "),
             Span::raw(version),
-            Span::raw(format!("  live {live}")),
-            Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
             Span::raw(if run.finished() {
                 String::new()
+            } else if run.snapshot.paused {
+                "  ETA paused".to_string()
             } else {
                 format!("  ETA {}", run.eta().map_or("-".to_string(), fmt_duration))
             }),
-            phase,
+            Span::raw(format!("  elapsed {}", fmt_duration(run.elapsed()))),
+            Span::raw(format!("  live {live}")),
+            Span::raw(model),
         ]);
         frame.render_widget(Paragraph::new(line), top);
         let label = format!(
@@ -201,6 +220,131 @@ impl App {
             snap.splits
         )));
         frame.render_widget(Paragraph::new(Line::from(spans)), figures);
+    }
+
+    /// One host in a window: device and state, its figures, each slot's
+    /// lane now, its failed attempts, and its log lines (workers' stderr).
+    pub(super) fn draw_host_detail(&self, frame: &mut Frame, area: Rect, theme: &Theme, at: usize) {
+        let run = &self.run;
+        let Some(h) = run.hosts.get(at) else {
+            return;
+        };
+        let v = h.view.as_ref();
+        let mut lines = vec![
+            Line::from(format!(
+                "device: {}   state: {}",
+                h.device(),
+                h.state_text()
+            )),
+            Line::from(format!(
+                "slots {}/{} busy   rows/s {}   chunks {}   rows {}   failures {}   cost {}",
+                v.map_or(0, |v| v.busy),
+                h.slots.max(v.map_or(0, |v| v.slots)),
+                v.map_or("-".to_string(), |v| fmt_rate(v.rows_per_s)),
+                v.map_or(0, |v| v.chunks_done),
+                fmt_count(v.map_or(0, |v| v.rows_done)),
+                v.map_or(0, |v| v.failures),
+                if h.cost_per_hour > 0.0 {
+                    format!("{}/h", fmt_cost(h.cost_per_hour))
+                } else {
+                    "-".to_string()
+                },
+            )),
+            Line::from(""),
+        ];
+        for lane in run.lanes().iter().filter(|l| l.host == h.host) {
+            let now = lane
+                .attempts
+                .iter()
+                .rev()
+                .find(|a| a.state == AttemptState::Running)
+                .map_or("idle".to_string(), |a| {
+                    format!(
+                        "chunk {} ({}/{} rows)",
+                        a.chunk,
+                        fmt_count(a.rows_done),
+                        fmt_count(a.rows.end.saturating_sub(a.rows.start))
+                    )
+                });
+            let done = lane
+                .attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Done)
+                .count();
+            lines.push(Line::from(format!(
+                "{}: {now}; {done} attempts done",
+                lane.label
+            )));
+        }
+        let failed: Vec<&AttemptView> = run
+            .snapshot
+            .attempts
+            .iter()
+            .filter(|a| a.host == h.host && a.state == AttemptState::Failed)
+            .collect();
+        if !failed.is_empty() {
+            lines.push(Line::from(""));
+            for a in failed {
+                lines.push(Line::styled(
+                    format!(
+                        "failed: attempt {} of chunk {} at {}",
+                        a.attempt,
+                        a.chunk,
+                        fmt_duration(a.end.unwrap_or(a.start))
+                    ),
+                    theme.fg(Color::Red),
+                ));
+            }
+        }
+        let width = area.width.saturating_sub(4);
+        let inner_w = usize::from(width.saturating_sub(2).max(1));
+        let rows = |lines: &[Line]| -> usize {
+            lines
+                .iter()
+                .map(|l| l.width().max(1).div_ceil(inner_w))
+                .sum()
+        };
+        let own = |source: &str, text: &str| {
+            source
+                .strip_prefix(h.name.as_str())
+                .is_some_and(|r| r.starts_with('#'))
+                || (source == "host" && text.starts_with(&format!("{}:", h.name)))
+        };
+        let log: Vec<&crate::ui::state::LogLine> =
+            run.log.iter().filter(|l| own(&l.source, &l.text)).collect();
+        if !log.is_empty() {
+            lines.push(Line::from(""));
+            lines.push(Line::styled(
+                "log",
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            // The newest lines that fit, wrapped.
+            let mut room = usize::from(area.height.saturating_sub(4)).saturating_sub(rows(&lines));
+            let mut tail = Vec::new();
+            for l in log.iter().rev() {
+                let line = Line::from(format!(
+                    "{:>6} {}: {}",
+                    fmt_duration(l.at),
+                    l.source,
+                    l.text
+                ));
+                let need = rows(std::slice::from_ref(&line));
+                if need > room {
+                    break;
+                }
+                room -= need;
+                tail.push(line);
+            }
+            lines.extend(tail.into_iter().rev());
+        }
+        let popup = centered(area, width, rows(&lines) as u16 + 2);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(theme.block(format!(" host {} (Esc closes) ", h.name), true)),
+            popup,
+        );
     }
 
     fn draw_hosts(&self, frame: &mut Frame, area: Rect, theme: &Theme, wide: bool) {
@@ -403,9 +547,10 @@ impl App {
         };
         let mut lines = Vec::new();
         let stragglers = run.stragglers();
-        if stragglers.is_empty() {
-            lines.push(Line::from("no stragglers"));
-        }
+        let peers = |attempt: u64| {
+            run.rate_vs_peers(attempt)
+                .map_or("-".to_string(), |r| format!("{r:.1}x"))
+        };
         for s in stragglers {
             let mark = if Some(s.chunk) == self.chunk_selected {
                 "> "
@@ -417,10 +562,10 @@ impl App {
                 .map_or(("?".to_string(), f64::NAN), |a| (where_(a), a.slowness));
             lines.push(Line::styled(
                 format!(
-                    "{mark}! chunk {} on {slot}: ~{} left ({:.1}x peers)",
+                    "{mark}! chunk {} on {slot}: ~{} left ({} peers)",
                     s.chunk,
                     fmt_duration(s.eta),
-                    slowness
+                    peers(s.attempt)
                 ),
                 theme.slowness(slowness),
             ));
@@ -429,43 +574,74 @@ impl App {
             .chunk_selected
             .filter(|chunk| !stragglers.iter().any(|s| s.chunk == *chunk))
             .and_then(|chunk| run.selectable().into_iter().find(|a| a.chunk == chunk));
+        if stragglers.is_empty() {
+            lines.push(Line::from(if selected_other.is_some() {
+                "no stragglers; selected:"
+            } else {
+                "no stragglers"
+            }));
+        }
         if let Some(a) = selected_other {
             lines.push(Line::from(format!(
-                "> chunk {} on {}: {}/{} rows ({:.1}x peers)",
+                "> chunk {} on {}: {}/{} rows ({} peers)",
                 a.chunk,
                 where_(a),
                 fmt_count(a.rows_done),
                 fmt_count(a.rows.end.saturating_sub(a.rows.start)),
-                a.slowness
+                peers(a.attempt)
             )));
+        }
+        if run.snapshot.paused {
+            lines.insert(0, Line::from("PAUSED: no new attempts start"));
         }
         lines
     }
 
     fn draw_log(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
-        let title = if self.log_scroll > 0 {
+        let mut title = if self.log_scroll > 0 {
             format!(" log (back {} lines) ", self.log_scroll)
         } else {
             " log ".to_string()
         };
+        if self.run.log_dropped > 0 {
+            title.push_str(&format!(
+                "· last {} kept, {} older dropped ",
+                fmt_count(crate::ui::state::LOG_LINES as u64),
+                fmt_count(self.run.log_dropped)
+            ));
+        }
         let block = theme.block(title, self.focus == Focus::Log);
-        let inner_h = block.inner(area).height as usize;
+        let inner = block.inner(area);
+        let (inner_h, inner_w) = (inner.height as usize, inner.width.max(1) as usize);
         let log = &self.run.log;
         let end = log.len().saturating_sub(self.log_scroll);
-        let start = end.saturating_sub(inner_h);
-        let lines: Vec<Line> = log
-            .range(start..end)
-            .map(|l| {
-                Line::from(vec![
-                    Span::styled(
-                        format!("{:>6} {}: ", fmt_duration(l.at), l.source),
-                        theme.fg(Color::DarkGray),
-                    ),
-                    Span::raw(l.text.clone()),
-                ])
-            })
-            .collect();
-        frame.render_widget(Paragraph::new(lines).block(block), area);
+        // Long lines wrap: take lines from the newest back until the pane
+        // is full, then scroll off what the oldest of them overflows.
+        let mut rows = 0usize;
+        let mut lines: Vec<Line> = Vec::new();
+        for l in log.range(..end).rev() {
+            if rows >= inner_h {
+                break;
+            }
+            let line = Line::from(vec![
+                Span::styled(
+                    format!("{:>6} {}: ", fmt_duration(l.at), l.source),
+                    theme.fg(Color::DarkGray),
+                ),
+                Span::raw(l.text.clone()),
+            ]);
+            rows += line.width().max(1).div_ceil(inner_w);
+            lines.push(line);
+        }
+        lines.reverse();
+        let overflow = rows.saturating_sub(inner_h) as u16;
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((overflow, 0))
+                .block(block),
+            area,
+        );
     }
 }
 
@@ -481,47 +657,74 @@ fn timeline_span(run: &RunState) -> Duration {
     run.snapshot.now.max(last_end).max(Duration::from_millis(1))
 }
 
-/// Tick marks under the lanes: `|0s    |15s   |30s`, one every 12 or more
-/// cells.
-fn time_axis(span: Duration, width: usize) -> String {
+/// Tick marks under the lanes: `|0s    |15s   |30s`, at round times (a
+/// step from [`AXIS_STEPS_S`]) at least 10 cells apart, so no two labels
+/// read the same at any run length.
+pub fn time_axis(span: Duration, width: usize) -> String {
     let mut axis = vec![' '; width];
-    let step = (width / 8).max(12);
-    let mut col = 0;
-    while col + 4 <= width {
-        let at = span.mul_f64(col as f64 / width as f64);
-        let label = format!("|{}", fmt_duration(at));
-        for (i, ch) in label.chars().enumerate().take(width - col) {
+    let span_s = span.as_secs_f64().max(1e-3);
+    let per_cell = span_s / width.max(1) as f64;
+    let step = AXIS_STEPS_S
+        .iter()
+        .copied()
+        .find(|s| s / per_cell >= 10.0)
+        .unwrap_or(span_s);
+    let mut k = 0u32;
+    loop {
+        let at = step * f64::from(k);
+        let col = (at / per_cell).round() as usize;
+        let label = format!("|{}", fmt_duration(Duration::from_secs_f64(at)));
+        if col + label.chars().count() > width {
+            break;
+        }
+        for (i, ch) in label.chars().enumerate() {
             axis[col + i] = ch;
         }
-        col += step;
+        k += 1;
     }
     axis.into_iter().collect()
 }
+
+/// Tick steps of the time axis, in seconds.
+const AXIS_STEPS_S: [f64; 20] = [
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+    3600.0, 7200.0, 14_400.0, 43_200.0, 86_400.0,
+];
 
 /// The validation checks and the verdict, once there are any.
 fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match run.outcome() {
-        Some(Outcome::Flipped { version, previous }) => lines.push(Line::styled(
+        Some(Outcome::Flipped { version, previous }) if run.live() == Some(version) => {
+            lines.push(Line::styled(
+                format!(
+                    "FLIPPED: v{version} is live{}",
+                    previous.map_or(String::new(), |p| format!(
+                        " (was v{p}; `herd store flip --to {p}` rolls back)"
+                    ))
+                ),
+                theme.fg(Color::Green).add_modifier(Modifier::BOLD),
+            ))
+        }
+        // Flipped, then the live version moved on (a rollback since).
+        Some(Outcome::Flipped { version, .. }) => lines.push(Line::styled(
             format!(
-                "FLIPPED: v{version} is live{}",
-                previous.map_or(String::new(), |p| format!(
-                    " (was v{p}; `herd store flip --to {p}` rolls back)"
-                ))
+                "FLIPPED: v{version} went live; {} is live now",
+                version_word(run.live())
             ),
-            theme.fg(Color::Green).add_modifier(Modifier::BOLD),
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         )),
         Some(Outcome::NotFlipped { version, why }) => lines.push(Line::styled(
-            format!("NOT FLIPPED: v{version} is not live: {why}"),
+            format!(
+                "NOT FLIPPED: v{version} is not live ({} is): {why}",
+                version_word(run.live())
+            ),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
         )),
         None if run.validation.is_some() => {
             lines.push(Line::from("validated; waiting for the flip"))
         }
         None => {}
-    }
-    if let Some(r) = &run.report {
-        lines.push(Line::from(run_summary(r)));
     }
     if let Some(v) = &run.validation {
         // Failed checks first: they are what a small screen must show.
@@ -541,6 +744,10 @@ fn result_lines(run: &RunState, theme: &Theme) -> Vec<Line<'static>> {
                 theme.fg(if c.passed { Color::Green } else { Color::Red }),
             ));
         }
+    }
+    // The summary last: the checks matter more on a small screen.
+    if let Some(r) = &run.report {
+        lines.push(Line::from(run_summary(r)));
     }
     lines
 }
