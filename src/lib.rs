@@ -13,6 +13,7 @@ pub mod plan;
 pub mod proto;
 pub mod run;
 pub mod sched;
+pub mod serve;
 pub mod store;
 pub mod ui;
 pub mod worker;

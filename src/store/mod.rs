@@ -31,6 +31,10 @@
 //! this process out of the way while it does.
 
 pub mod bench;
+pub mod export;
+pub mod json;
+mod listing;
+mod reader;
 mod report;
 pub mod validate;
 pub mod value;
@@ -51,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{EntityIds, EntityKey, PredictionRow, Predictions};
 
+pub use listing::versions_json;
 pub use report::{Check, ValidationReport};
 pub use value::{Value, ValueKind, ValueRef};
 
@@ -179,6 +184,28 @@ pub struct VersionRecord {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Whether entity keys are integer or string ids; set by the first chunk
+    /// commit (absent in versions written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_kind: Option<IdKind>,
+}
+
+/// The type of a version's entity ids, which its key bytes alone cannot tell
+/// (an 8-byte string id looks like a big-endian integer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdKind {
+    Int,
+    String,
+}
+
+impl IdKind {
+    pub fn of(ids: &EntityIds) -> IdKind {
+        match ids {
+            EntityIds::Int(_) => IdKind::Int,
+            EntityIds::Str(_) => IdKind::String,
+        }
+    }
 }
 
 /// What the coordinator knows when it starts a version.
@@ -208,9 +235,14 @@ pub struct Prediction {
 }
 
 /// A float as JSON shows it: the shortest decimal that reads back as the same
-/// f32 (`3.21`, not `3.2100000381469727`); non-finite values become `null`.
-fn json_f32(x: f32) -> serde_json::Value {
-    x.to_string()
+/// f32 (`3.21`, not `3.2100000381469727`; of two equally short ones, zmij's
+/// pick, as [`json::write_f32`] writes it); non-finite values become `null`.
+pub(crate) fn json_f32(x: f32) -> serde_json::Value {
+    if !x.is_finite() {
+        return serde_json::Value::Null;
+    }
+    zmij::Buffer::new()
+        .format_finite(x)
         .parse::<f64>()
         .ok()
         .and_then(serde_json::Number::from_f64)
@@ -739,6 +771,7 @@ impl Store {
                 validation: None,
                 hosts: v.hosts.clone(),
                 duration_s: None,
+                id_kind: None,
             };
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_NEXT, version + 1)?;
@@ -1028,6 +1061,7 @@ impl Store {
                 .put(txn, &chunk_key(version, &rows), &[])
                 .map_err(|e| self.lmdb(&what, e))?;
             rec.committed_rows += rows.end - rows.start;
+            rec.id_kind.get_or_insert(IdKind::of(ids));
             self.put_record(txn, &rec)?;
             Ok(true)
         })
