@@ -78,7 +78,7 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     http: String,
     /// The Redis sink's key prefix: `PREFIX:live` and `PREFIX:vN:ID` are
-    /// answered as that sink holds them.
+    /// answered as that sink holds them, `PREFIX:ID` as `ID`.
     #[arg(long, default_value = "pred")]
     prefix: String,
     /// Worker threads (default: one per core).

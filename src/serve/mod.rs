@@ -112,7 +112,7 @@ pub struct Options {
     pub resp: String,
     pub http: String,
     /// The Redis sink's key prefix: `{prefix}:live` and `{prefix}:v{N}:{id}`
-    /// are answered as a Redis sink holds them.
+    /// are answered as a Redis sink holds them, `{prefix}:{id}` as `{id}`.
     pub prefix: String,
     /// Required from every client when set; must be set for a non-loopback
     /// address.

@@ -5,8 +5,12 @@
 //! - `ID`: the live version's prediction for entity `ID`;
 //! - `vN:ID`: version `N`'s prediction;
 //! - `{prefix}:live`: the live version number, as a Redis sink's pointer;
-//! - `{prefix}:vN:ID`: version `N`'s prediction, as a Redis sink's key.
+//! - `{prefix}:vN:ID`: version `N`'s prediction, as a Redis sink's key;
+//! - `{prefix}:ID`: the live version's prediction, for clients that put a
+//!   namespace before their keys (redis-benchmark's `key:NNN`).
 //!
+//! So a string id that itself starts with `{prefix}:` is read as `vN:` ids
+//! are, or under another `--prefix`.
 //! An `ID` of decimal digits is looked up as an integer id first, then as a
 //! string id (as `herd store get` does).
 
@@ -49,12 +53,16 @@ pub fn parse_key<'a>(key: &'a [u8], prefix: &[u8]) -> Key<'a> {
         if rest == b"live" {
             return Key::Live;
         }
-        if let Some((version, id)) = versioned(rest) {
-            return Key::Entity {
+        return match versioned(rest) {
+            Some((version, id)) => Key::Entity {
                 version: Some(version),
                 id,
-            };
-        }
+            },
+            None => Key::Entity {
+                version: None,
+                id: rest,
+            },
+        };
     }
     match versioned(key) {
         Some((version, id)) => Key::Entity {
