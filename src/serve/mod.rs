@@ -200,11 +200,15 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    // One thread: no work stealing to pay for.
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = builder.enable_all().build().map_err(Error::Runtime)?;
     rt.block_on(async move {
         let max_connections = listen::connection_limit();
         let shared = Arc::new(Shared {

@@ -31,12 +31,13 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::arrow::arrow_writer::{ArrowLeafColumn, compute_leaves};
+use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::json::{self, IdRef};
-use super::value::{ValueKind, ValueRef};
+use super::value::{HEADER_LEN, ValueKind, ValueRef};
 use super::{IdKind, Snapshot, Store};
 
 /// Entities per batch handed from the scan to the writer.
@@ -374,13 +375,37 @@ fn pair_fields() -> Fields {
 
 fn properties() -> WriterProperties {
     // Scores and items are high-cardinality numbers: dictionaries would cost
-    // a hash per value and be abandoned. Only the model version repeats.
-    WriterProperties::builder()
+    // a hash per value and be abandoned; only the model version repeats.
+    // Statistics are kept for the scalar columns, where readers prune on
+    // them. Nearly all bytes are items and scores: scores are float
+    // mantissas that snappy shrinks by 1% for most of the encoding time, so
+    // they are stored plain; items are delta bit-packed (smaller than
+    // snappy's output, for a third of its time). Measured on 1M top-100:
+    // 627 MB in 4.1 CPU-s with snappy on both, 595 MB in 3.2 CPU-s so.
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_dictionary_enabled(false)
         .set_column_dictionary_enabled(ColumnPath::from("model_version"), true)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for scalar in ["id", "version", "timestamp", "ttl"] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(scalar), EnabledStatistics::Chunk);
+    }
+    for score in [
+        vec!["top_k", "list", "item", "score"],
+        vec!["scores", "list", "item"],
+    ] {
+        let path = ColumnPath::new(score.into_iter().map(String::from).collect());
+        b = b.set_column_compression(path, Compression::UNCOMPRESSED);
+    }
+    let items = ColumnPath::new(
+        ["top_k", "list", "item", "item"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    );
+    b.set_column_encoding(items.clone(), Encoding::DELTA_BINARY_PACKED)
+        .set_column_compression(items, Compression::UNCOMPRESSED)
         .build()
 }
 
@@ -536,14 +561,24 @@ fn scan_columns(
             cols.models.push(model_names[&model_ref].clone());
             cols.timestamps.push(u64::from(value.timestamp()));
             cols.ttls.push(u64::from(value.ttl()));
+            let payload = &value.as_bytes()[HEADER_LEN..];
             match vkind {
                 ValueKind::TopK => {
-                    for (item, score) in value.pairs() {
-                        cols.items.push(item);
-                        cols.scores.push(score);
+                    cols.items.reserve(payload.len() / 8);
+                    cols.scores.reserve(payload.len() / 8);
+                    for pair in payload.chunks_exact(8) {
+                        let (item, score) = pair.split_at(4);
+                        cols.items
+                            .push(u32::from_le_bytes(item.try_into().unwrap_or_default()));
+                        cols.scores
+                            .push(f32::from_le_bytes(score.try_into().unwrap_or_default()));
                     }
                 }
-                ValueKind::Scores => cols.scores.extend(value.scores()),
+                ValueKind::Scores => cols.scores.extend(
+                    payload
+                        .chunks_exact(4)
+                        .map(|s| f32::from_le_bytes(s.try_into().unwrap_or_default())),
+                ),
             }
             cols.offsets.push(cols.scores.len() as i32);
             rows += 1;
@@ -574,9 +609,8 @@ fn scan_columns(
     Ok(rows)
 }
 
-/// The Parquet writer, once the first batch told the file's shape.
-type OpenWriter = (ArrowWriter<BufWriter<File>>, Arc<Schema>, IdKind, ValueKind);
-
+/// Encodes the batches into `file`: one thread per Parquet leaf column, so
+/// the item and score columns (nearly all the bytes) encode side by side.
 fn parquet_writer(
     rx: Receiver<(Option<Start>, Columns)>,
     file: File,
@@ -587,34 +621,99 @@ fn parquet_writer(
         path: path.to_path_buf(),
         source,
     };
-    let mut writer: Option<OpenWriter> = None;
-    let mut file = Some(file);
-    for (start, cols) in rx {
-        if writer.is_none() {
-            // An empty version still gets a valid file (integer ids, scores).
-            let (id_kind, kind) =
-                start.map_or((IdKind::Int, ValueKind::Scores), |s| (s.id_kind, s.kind));
-            let schema = schema(id_kind, kind);
-            let sink = BufWriter::with_capacity(1 << 20, file.take().expect("opened once"));
-            let w = ArrowWriter::try_new(sink, schema.clone(), Some(properties())).map_err(pq)?;
-            writer = Some((w, schema, id_kind, kind));
-        }
-        let (w, schema, id_kind, kind) = writer.as_mut().expect("set above");
-        if cols.len() == 0 {
-            continue;
-        }
-        let batch = to_batch(schema, *id_kind, *kind, version, cols)
-            .map_err(|e| pq(parquet::errors::ParquetError::from(e)))?;
-        w.write(&batch).map_err(pq)?;
-    }
-    let Some((w, ..)) = writer else {
+    let Ok((start, first)) = rx.recv() else {
         return Err(Error::Io {
             path: path.to_path_buf(),
             context: "the scan stopped before the first batch",
             source: std::io::Error::other("no data"),
         });
     };
-    let sink = w.into_inner().map_err(pq)?;
+    // An empty version still gets a valid file (integer ids, scores).
+    let (id_kind, kind) = start.map_or((IdKind::Int, ValueKind::Scores), |s| (s.id_kind, s.kind));
+    let schema = schema(id_kind, kind);
+    let sink = BufWriter::with_capacity(1 << 20, file);
+    let (mut writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(properties()))
+        .and_then(|w| w.into_serialized_writer())
+        .map_err(pq)?;
+    let mut pending = Some(first);
+    let mut row_group = 0;
+    loop {
+        let columns = factory.create_column_writers(row_group).map_err(pq)?;
+        let mut finished = false;
+        let (chunks, rows) = std::thread::scope(|scope| -> Result<_> {
+            let mut lanes = Vec::with_capacity(columns.len());
+            for mut column in columns {
+                let (tx, leaves) = sync_channel::<ArrowLeafColumn>(2);
+                let encoder = scope.spawn(move || {
+                    for leaf in leaves {
+                        column.write(&leaf)?;
+                    }
+                    column.close()
+                });
+                lanes.push((tx, encoder));
+            }
+            let mut rows = 0usize;
+            let mut sent = Ok(());
+            while rows < ROW_GROUP_ROWS {
+                let cols = match pending.take() {
+                    Some(c) => c,
+                    None => match rx.recv() {
+                        Ok((_, c)) => c,
+                        Err(_) => {
+                            finished = true;
+                            break;
+                        }
+                    },
+                };
+                if cols.len() == 0 {
+                    continue;
+                }
+                rows += cols.len();
+                let batch = to_batch(&schema, id_kind, kind, version, cols)
+                    .map_err(|e| pq(parquet::errors::ParquetError::from(e)))?;
+                let mut lane = lanes.iter();
+                for (array, field) in batch.columns().iter().zip(schema.fields()) {
+                    for leaf in compute_leaves(field, array).map_err(pq)? {
+                        if let Some((tx, _)) = lane.next()
+                            && tx.send(leaf).is_err()
+                        {
+                            // The encoder stopped; its error is reported below.
+                            sent = Err(());
+                        }
+                    }
+                }
+                if sent.is_err() {
+                    break;
+                }
+            }
+            let mut chunks = Vec::with_capacity(lanes.len());
+            for (tx, encoder) in lanes {
+                drop(tx);
+                let chunk = encoder
+                    .join()
+                    .map_err(|_| {
+                        pq(parquet::errors::ParquetError::General(
+                            "a column encoder panicked".into(),
+                        ))
+                    })?
+                    .map_err(pq)?;
+                chunks.push(chunk);
+            }
+            Ok((chunks, rows))
+        })?;
+        if rows > 0 {
+            let mut group = writer.next_row_group().map_err(pq)?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut group).map_err(pq)?;
+            }
+            group.close().map_err(pq)?;
+            row_group += 1;
+        }
+        if finished {
+            break;
+        }
+    }
+    let sink = writer.into_inner().map_err(pq)?;
     let file = sink.into_inner().map_err(|e| Error::Io {
         path: path.to_path_buf(),
         context: "write the export",
