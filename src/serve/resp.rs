@@ -860,6 +860,8 @@ impl Conn<'_> {
             Ok(None) => ("ok".to_string(), "none".to_string(), 0),
             Err(e) => (e.to_string(), "none".to_string(), 0),
         };
+        // `redis_version` is the Redis release whose commands these answers
+        // follow: some clients read it to choose which commands to send.
         let text = format!(
             "# Server\r\nherd_version:{}\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nuptime_in_seconds:{}\r\n\
              \r\n# Clients\r\nconnected_clients:{}\r\n\
