@@ -43,7 +43,9 @@ pub const RESERVED_FILES: usize = 64;
 /// A connection with no request for this long is closed (the default of
 /// `--idle-timeout`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// A request must arrive whole within this time of its first byte.
+/// RESP: a command must arrive whole within this time of its first byte.
+/// HTTP: a request head must arrive within this time of the server waiting
+/// for it, so an HTTP connection idles at most this long between requests.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply the client does not take within this time closes the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
