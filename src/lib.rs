@@ -14,6 +14,8 @@ pub mod proto;
 pub mod run;
 pub mod sched;
 pub mod serve;
+pub mod splitmix;
 pub mod store;
+pub mod test_hooks;
 pub mod ui;
 pub mod worker;
