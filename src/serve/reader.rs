@@ -387,6 +387,14 @@ mod tests {
             }
         );
         assert_eq!(parse_key(b"pred:live", p), Key::Live);
+        // `{prefix}:{id}` is the live version's `{id}`.
+        assert_eq!(
+            parse_key(b"pred:42", p),
+            Key::Entity {
+                version: None,
+                id: b"42"
+            }
+        );
         assert_eq!(
             parse_key(b"pred:v12:user:9", p),
             Key::Entity {
@@ -399,7 +407,6 @@ mod tests {
             &b"v:42"[..],
             b"vx:1",
             b"v7",
-            b"pred:42",
             b"other:live",
             b"v99999999999999999999:1",
         ] {
