@@ -7,11 +7,14 @@
 #   bench/serve.sh --users N --keep DIR --duration SECS
 #
 # 1. `herd gen two-tower` + `herd run` make a store of N users' top-100
-#    lists (integer ids 0..N-1) through the real pipeline.
+#    lists (integer ids 0..N-1) through the real pipeline; the job's Redis
+#    sink pushes the version into redis-server (`sink:v1:ID`), and the run's
+#    log gives the push rate.
 # 2. `herd store export --format parquet` is timed (entities/s), and a JSON
 #    Lines export gives the exact values `herd serve` answers.
-# 3. redis-server is loaded with the same N values under `key:%012d` (the
-#    keys `redis-benchmark -r` asks for) through `redis-cli --pipe`.
+# 3. redis-server is emptied and loaded with the same N values under
+#    `key:%012d` (the keys `redis-benchmark -r` asks for) through
+#    `redis-cli --pipe`, timed: the baseline of the sink's push.
 # 4. `redis-benchmark -t get -c 50 -n 200000 -P 1 -r N` runs against
 #    redis-server, then against `herd serve --prefix key` (which reads
 #    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
@@ -72,7 +75,14 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 say() { echo "serve.sh: $*" >&2; }
 
-# 1. The store.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --loglevel warning > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# 1. The store, made by a run whose Redis sink pushes it into redis-server
+# (the run's log says how fast).
+SINK_RATE="not measured (store kept from an earlier run)"
 if [ ! -f "$WORK/store/data.mdb" ]; then
     say "scoring $USERS users (top-100 of $ITEMS items)"
     [ -f "$WORK/data/users.parquet" ] || "$HERD" gen two-tower --out "$WORK/data" \
@@ -107,10 +117,20 @@ exclude_seen = true
 store = "store"
 ttl = "7d"
 
+[[output.sink]]
+kind = "redis"
+url = "redis://127.0.0.1:$REDIS_PORT/0"
+prefix = "sink"
+
 [validate]
 spot_check = 100
 EOF
-    "$HERD" run "$WORK/job.toml" >&2
+    "$HERD" run "$WORK/job.toml" 2>&1 | tee "$WORK/run.log" >&2
+    # "pushed version 1 to redis ...: N predictions in S s (R/s)"
+    SINK_RATE=$(sed -n 's/.*pushed version [0-9]* to redis .* (\([0-9]*\)\/s).*/\1/p' "$WORK/run.log" | tail -1)
+    [ -n "$SINK_RATE" ] || { say "the run logged no push to the Redis sink"; exit 1; }
+    SINKED=$(redis-cli -p "$REDIS_PORT" dbsize)
+    [ "$SINKED" = "$((USERS + 1))" ] || { say "redis-server holds $SINKED keys after the sink, not $USERS + the pointer"; exit 1; }
 fi
 
 # 2. Exports.
@@ -124,13 +144,11 @@ EXPORT_CPU=$(awk '{printf "%.2f", $1 + $2}' "$WORK/export.cpu")
 PARQUET_BYTES=$(stat -c %s "$WORK/live.parquet")
 "$HERD" store export --store "$WORK/store" --format jsonl --out "$WORK/live.jsonl" 2>&1 >/dev/null | cat >&2
 
-# 3. redis-server with the same values.
+# 3. redis-server with the same values, loaded by redis-cli --pipe (timed:
+# the baseline of the sink's push).
 say "loading redis-server with the same $USERS values"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --loglevel warning > "$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-python3 - "$WORK/live.jsonl" <<'EOF' | redis-cli -p "$REDIS_PORT" --pipe >&2
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+python3 - "$WORK/live.jsonl" > "$WORK/load.resp" <<'EOF'
 import sys
 out = sys.stdout.buffer
 with open(sys.argv[1], "rb") as f:
@@ -141,6 +159,11 @@ with open(sys.argv[1], "rb") as f:
         key = b"key:%012d" % int(line[7:end])
         out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(line), line))
 EOF
+t0=$(now)
+redis-cli -p "$REDIS_PORT" --pipe < "$WORK/load.resp" >&2
+t1=$(now)
+rm -f "$WORK/load.resp"
+PIPE_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
 LOADED=$(redis-cli -p "$REDIS_PORT" dbsize)
 [ "$LOADED" = "$USERS" ] || { say "redis-server holds $LOADED keys, not $USERS"; exit 1; }
 
@@ -223,5 +246,10 @@ printf "%-44s %12s %9s %9s  %s\n" "herd serve, 2 threads" "$HTTP_RPS" "$HTTP_P50
 echo
 printf "%-44s %12s %9s %9s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
 printf "%-44s %12s %9s %9s\n" "herd store export --format parquet" "$EXPORT_RATE" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPU"
+echo
+printf "%-44s %12s  %s\n" "into redis-server, the same JSON values" "entities/s" "target: sink >= 200000/s"
+printf "%-44s %12s  %s\n" "redis-cli --pipe (baseline)" "$PIPE_RATE" "baseline"
+printf "%-44s %12s  %s\n" "herd run's Redis sink push" "$SINK_RATE" \
+    "$(python3 -c "print(f'{$SINK_RATE / $PIPE_RATE:.2f}x')" 2>/dev/null || true)"
 echo
 echo "load average at the end (other processes share these cores): $(cut -d' ' -f1-3 /proc/loadavg)"
