@@ -239,3 +239,161 @@ fn an_unreachable_sink_fails_the_run_before_any_work() {
         text(&out)
     );
 }
+
+/// Runs `openssl ARGS` in `dir`, failing the test with the install hint.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_rediss_url_pushes_over_tls_checking_the_server_certificate() {
+    serve_common::require_redis_tools();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=herd test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", "ca.pem", "-p", &port.to_string()])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cli(&["ping"]) != "PONG" {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server with TLS did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let url = format!("rediss://localhost:{port}/0");
+    let s = job_with_sink(
+        &JobShape {
+            users: 50,
+            ..JobShape::default()
+        },
+        &url,
+    );
+    let run = |trust: Option<&std::path::Path>| {
+        let mut cmd = Command::new(common::HERD);
+        cmd.args(["run", "job.toml"]).current_dir(s.dir.path());
+        match trust {
+            // rustls-native-certs reads the roots to trust from SSL_CERT_FILE.
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            None => cmd.env("SSL_CERT_FILE", dir.join("server.key")),
+        };
+        cmd.output().unwrap()
+    };
+    // A server whose certificate the client cannot verify is refused.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("sink redis {url}")),
+        "{}",
+        text(&out)
+    );
+    let out = run(Some(&dir.join("ca.pem")));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(cli(&["get", "pred:live"]), "1");
+    assert_eq!(
+        cli(&["get", "pred:v1:7"]),
+        serve_common::store_get_json(&s.store(), "7", Some(1))
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

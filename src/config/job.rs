@@ -618,7 +618,7 @@ impl Source<'_> {
             return Err(bad("names no host".into()));
         }
         if let Some(port) = port
-            && port.parse::<u16>().map_or(true, |p| p == 0)
+            && !port.parse::<u16>().is_ok_and(|p| p != 0)
         {
             return Err(bad(format!(
                 "has port '{port}', not a number from 1 to 65535"
