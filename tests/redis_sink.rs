@@ -397,3 +397,37 @@ fn a_rediss_url_pushes_over_tls_checking_the_server_certificate() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn binary_encoding_writes_the_stored_value_bytes() {
+    let redis_server = RedisServer::start();
+    let s = job_with_sink(
+        &JobShape {
+            users: 50,
+            ..JobShape::default()
+        },
+        &redis_server.url(),
+    );
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    s.write(
+        "job.toml",
+        &job.replace(
+            "prefix = \"pred\"",
+            "prefix = \"pred\"\nencoding = \"binary\"",
+        ),
+    );
+    let out = s.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut c = redis_server.conn().unwrap();
+    let got: Vec<u8> = redis::cmd("GET").arg("pred:v1:7").query(&mut c).unwrap();
+    let store = Store::open_existing(&s.store()).unwrap();
+    let want = store
+        .with_value(&herd::model::EntityKey::Int(7), |v| {
+            v.map(|(_, value)| value.as_bytes().to_vec())
+        })
+        .unwrap()
+        .expect("entity 7 is in the store");
+    assert_eq!(got, want);
+    // A top-10 value: the 16-byte header, then 10 (item, score) pairs.
+    assert_eq!(got.len(), 16 + 10 * 8);
+}
