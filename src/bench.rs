@@ -333,6 +333,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
             id_column: id_column.into(),
             history_column: history_column.clone(),
             feature_columns: None,
+            on_invalid: crate::config::OnInvalid::Error,
         };
         let data = Dataset::open(&input, history_column.is_some())
             .with_context(|| format!("baseline input {}", b.data.display()))?;

@@ -46,6 +46,7 @@ pub struct InputTable {
     pub id_column: Spanned<String>,
     pub history_column: Option<Spanned<String>>,
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub on_invalid: Option<Spanned<String>>,
 }
 
 /// `[model]`: the keys of every model kind; `resolve` rejects the keys that do
@@ -133,6 +134,8 @@ pub struct ValidateTable {
     pub spot_check: Option<Spanned<i64>>,
     pub max_topk_churn: Option<Spanned<f64>>,
     pub max_mean_shift: Option<Spanned<f64>>,
+    pub min_rows: Option<Spanned<i64>>,
+    pub max_row_change: Option<Spanned<f64>>,
 }
 
 /// `[generate]`: the synthetic data set a demo job makes for itself.

@@ -206,7 +206,9 @@ fn minimal_mlp_job_takes_every_default() {
             max_non_finite: 0,
             spot_check: 200,
             max_topk_churn: None,
-            max_mean_shift: None
+            max_mean_shift: None,
+            min_rows: 1,
+            max_row_change: 0.5,
         }
     );
 }

@@ -21,6 +21,20 @@ pub trait FamilySpec {
         None
     }
 
+    /// Whether an entity's history items never appear among its predictions
+    /// (the validation gate checks this on its sample rows).
+    fn excludes_seen(&self) -> bool {
+        false
+    }
+
+    /// Whether the model defines what a missing (NaN) feature value means,
+    /// so that `[input] on_invalid = "missing"` may pass NaN to it. None of
+    /// the built-in families does: their dense layers would carry the NaN
+    /// (or relu would silently turn it into 0).
+    fn accepts_missing(&self) -> bool {
+        false
+    }
+
     /// Parses safetensors `bytes` into a loaded model, checking every shape
     /// against these settings and `num_features` dense feature columns.
     fn load(&self, bytes: &[u8], num_features: usize) -> Result<Model>;
@@ -72,6 +86,16 @@ impl ModelSpec {
     /// K when predictions are top-K lists, `None` for scores.
     pub fn top_k(&self) -> Option<usize> {
         self.settings().top_k()
+    }
+
+    /// Whether an entity's history items never appear among its predictions.
+    pub fn excludes_seen(&self) -> bool {
+        self.settings().excludes_seen()
+    }
+
+    /// Whether NaN feature values mean "missing" to this model.
+    pub fn accepts_missing(&self) -> bool {
+        self.settings().accepts_missing()
     }
 }
 
