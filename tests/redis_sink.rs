@@ -9,7 +9,6 @@
 //! run before any work; `herd serve` answers the same key shapes.
 
 mod common;
-#[allow(dead_code)]
 mod serve_common;
 
 use std::net::TcpListener;
@@ -147,7 +146,7 @@ fn runs_push_to_redis_and_flip_its_pointer_readers_never_see_half_a_version() {
                 match get(&mut c, &format!("pred:v{live}:{id}")) {
                     Some(json) => {
                         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-                        if v["version"].to_string() != live {
+                        if v["version"].as_u64() != live.parse().ok() {
                             bad.push(format!("pointer {live}, value {json}"));
                         }
                     }

@@ -36,7 +36,7 @@ const SCAN_COUNT: usize = 1_000;
 /// The connection: one server, or a Redis Cluster.
 enum Conn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 /// A batch sent and not yet answered.
@@ -120,7 +120,7 @@ impl RedisSink {
             redis::cmd("PING")
                 .query::<String>(&mut conn)
                 .map_err(|e| format!("PING failed: {e}"))?;
-            Conn::Cluster(conn)
+            Conn::Cluster(Box::new(conn))
         } else {
             let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad url: {e}"))?;
             let mut conn = client
