@@ -70,9 +70,40 @@ enum Cmd {
         #[command(flatten)]
         gpu: GpuBenchArgs,
     },
+    /// Serve the store over the Redis protocol and HTTP (loopback by default).
+    Serve(ServeArgs),
     /// Internal: speaks the worker protocol on stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Redis protocol address (RESP2/RESP3). A non-loopback address needs
+    /// HERD_SERVE_PASSWORD.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
+    resp: String,
+    /// HTTP address. A non-loopback address needs HERD_SERVE_PASSWORD.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: String,
+    /// The Redis sink's key prefix: `PREFIX:live` and `PREFIX:vN:ID` are
+    /// answered as that sink holds them, `PREFIX:ID` as `ID`.
+    #[arg(long, default_value = "pred")]
+    prefix: String,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Close a connection after this many seconds without a request.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    idle_timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExportFormat {
+    Parquet,
+    Jsonl,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +211,18 @@ enum StoreCmd {
         #[arg(long, default_value = "store")]
         store: PathBuf,
     },
+    /// Write a version (default: the live one) to a Parquet or JSON Lines file.
+    Export {
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+        #[arg(long)]
+        format: ExportFormat,
+        /// The file to write (`-` for standard output, JSON Lines only).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -258,6 +301,7 @@ fn main_with(cli: Cli) -> Result<i32> {
             quiet_on_closed_stdout();
             store_cmd(cmd)
         }
+        Some(Cmd::Serve(args)) => serve(args),
         Some(Cmd::Bench {
             what,
             json,
@@ -482,6 +526,33 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             );
             Ok(0)
         }
+        StoreCmd::Export {
+            store,
+            version,
+            format,
+            out,
+        } => {
+            let s = Store::open_existing(&store)?;
+            let format = match format {
+                ExportFormat::Parquet => herd::store::export::Format::Parquet,
+                ExportFormat::Jsonl => herd::store::export::Format::Jsonl,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let done = herd::store::export::export(&s, version, format, &out, now)?;
+            eprintln!(
+                "exported {} predictions of v{} to {} ({} bytes) in {:.2} s ({:.0} entities/s)",
+                done.rows,
+                done.version,
+                out.display(),
+                done.bytes,
+                done.seconds,
+                done.rows as f64 / done.seconds.max(1e-9)
+            );
+            Ok(0)
+        }
         StoreCmd::Gc { keep, grace, store } => {
             let s = Store::open_existing(&store)?;
             let now = std::time::SystemTime::now()
@@ -509,29 +580,48 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     }
 }
 
+fn serve(args: ServeArgs) -> Result<i32> {
+    let opts = herd::serve::Options {
+        store: args.store,
+        resp: args.resp,
+        http: args.http,
+        prefix: args.prefix,
+        password: std::env::var(herd::serve::PASSWORD_VAR).ok(),
+        threads: args.threads,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+    };
+    let store = opts.store.clone();
+    let served = herd::serve::run(opts, |bound| {
+        let state = match Store::open_existing(&store).and_then(|s| s.live()) {
+            Ok(Some(v)) => format!("live v{v}"),
+            Ok(None) => "nothing live yet".to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Tests and scripts read the bound addresses from this line.
+        println!(
+            "herd serve: resp {} http {} store {} ({state}); at most {} connections",
+            bound.resp,
+            bound.http,
+            store.display(),
+            bound.max_connections
+        );
+    });
+    match served {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
 /// `herd store versions`: a table, or the JSON contract.
 fn store_versions(store: &Path, json: bool) -> Result<i32> {
     let s = Store::open_existing(store)?;
     let live = s.live()?;
     let versions = s.versions()?;
     if json {
-        let v = serde_json::json!({
-            "live": live,
-            "versions": versions.iter().map(|r| serde_json::json!({
-                "version": r.version,
-                "status": format!("{:?}", r.status).to_lowercase(),
-                "rows": r.committed_rows,
-                "expected_rows": r.rows,
-                "model_version": r.model_version,
-                "model_kind": r.model_kind,
-                "job": r.job,
-                "created": r.created,
-                "ttl": r.ttl_secs,
-                "hosts": r.hosts,
-                "duration_s": r.duration_s,
-                "validation": r.validation,
-            })).collect::<Vec<_>>(),
-        });
+        let v = herd::store::versions_json(live, &versions);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod proto;
 pub mod run;
 pub mod sched;
+pub mod serve;
 pub mod splitmix;
 pub mod store;
 pub mod test_hooks;

@@ -160,7 +160,58 @@ pub struct Output {
     /// Seconds a prediction stays fresh.
     pub ttl_secs: u64,
     pub keep_versions: u32,
+    /// `[[output.sink]]`, in the order written.
+    pub sinks: Vec<SinkSettings>,
 }
+
+/// One `[[output.sink]]` table, resolved; its `kind` picks the variant (and
+/// the module of `store::sink` that writes it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkSettings {
+    Redis(RedisSettings),
+}
+
+/// `[[output.sink]] kind = "redis"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisSettings {
+    /// As written: `redis://host:port/db`, `rediss://` for TLS,
+    /// `redis+cluster://` (or `cluster = true`) for Redis Cluster.
+    pub url: String,
+    pub tls: bool,
+    pub cluster: bool,
+    /// Keys `{prefix}:v{N}:{id}`, pointer `{prefix}:live`.
+    pub prefix: String,
+    pub encoding: RedisEncoding,
+}
+
+/// How a Redis sink writes a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisEncoding {
+    /// The JSON `herd store get --json` and `herd serve` answer.
+    Json,
+    /// The store's own value bytes (`store::value`: header, then items and
+    /// scores little-endian).
+    Binary,
+}
+
+/// The key prefix of a Redis sink that names none (`herd serve`'s default).
+pub const DEFAULT_SINK_PREFIX: &str = "pred";
+/// Longest Redis sink prefix, in bytes.
+pub const MAX_SINK_PREFIX_LEN: usize = 256;
+/// Most `[[output.sink]]` tables in one job.
+pub const MAX_SINKS: usize = 16;
+const SINK_KINDS: &[(&str, ())] = &[("redis", ())];
+const REDIS_ENCODINGS: &[(&str, RedisEncoding)] = &[
+    ("json", RedisEncoding::Json),
+    ("binary", RedisEncoding::Binary),
+];
+/// URL schemes of a Redis sink: (scheme, TLS, cluster).
+const REDIS_SCHEMES: &[(&str, bool, bool)] = &[
+    ("redis", false, false),
+    ("rediss", true, false),
+    ("redis+cluster", false, true),
+    ("rediss+cluster", true, true),
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Validate {
@@ -587,11 +638,114 @@ impl Source<'_> {
             MIN_KEEP_VERSIONS,
             Some(MAX_KEEP_VERSIONS),
         )?;
+        let tables = raw.sink.as_deref().unwrap_or_default();
+        if tables.len() > MAX_SINKS {
+            return Err(self.error(
+                tables[MAX_SINKS].kind.span(),
+                format!(
+                    "[[output.sink]]: {} sinks; at most {MAX_SINKS} are allowed",
+                    tables.len()
+                ),
+            ));
+        }
+        let sinks = tables
+            .iter()
+            .map(|t| self.sink(t))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Output {
             store,
             ttl_secs,
             keep_versions: keep_versions as u32,
+            sinks,
         })
+    }
+
+    fn sink(&self, raw: &raw::SinkTable) -> Result<SinkSettings> {
+        let () = self.choice(&raw.kind, "[[output.sink]] kind", "a sink kind", SINK_KINDS)?;
+        let Some(url) = &raw.url else {
+            return Err(self.error(
+                raw.kind.span(),
+                "[[output.sink]] kind = 'redis' needs url = 'redis://host:port/db'",
+            ));
+        };
+        let (tls, scheme_cluster) = self.redis_url(url)?;
+        let prefix = match &raw.prefix {
+            None => DEFAULT_SINK_PREFIX.to_string(),
+            Some(p) => {
+                let s = p.get_ref();
+                if s.is_empty()
+                    || s.len() > MAX_SINK_PREFIX_LEN
+                    || s.chars().any(char::is_whitespace)
+                {
+                    return Err(self.error(
+                        p.span(),
+                        format!(
+                            "[[output.sink]] prefix = '{s}': expected 1 to {MAX_SINK_PREFIX_LEN} \
+                             bytes without spaces"
+                        ),
+                    ));
+                }
+                s.clone()
+            }
+        };
+        let encoding = match &raw.encoding {
+            None => RedisEncoding::Json,
+            Some(e) => self.choice(
+                e,
+                "[[output.sink]] encoding",
+                "an encoding",
+                REDIS_ENCODINGS,
+            )?,
+        };
+        Ok(SinkSettings::Redis(RedisSettings {
+            url: url.get_ref().clone(),
+            tls,
+            cluster: scheme_cluster || raw.cluster.as_ref().is_some_and(|c| *c.get_ref()),
+            prefix,
+            encoding,
+        }))
+    }
+
+    /// Checks a Redis URL's shape (`scheme://host[:port][/db]`): returns
+    /// whether it asks for TLS and for cluster mode.
+    fn redis_url(&self, url: &Spanned<String>) -> Result<(bool, bool)> {
+        let s = url.get_ref();
+        let bad = |why: String| {
+            self.error(
+                url.span(),
+                format!("[[output.sink]] url = '{s}' {why}; expected redis://host:port/db"),
+            )
+        };
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(bad("has no scheme".into()));
+        };
+        let Some(&(_, tls, cluster)) = REDIS_SCHEMES.iter().find(|(name, _, _)| *name == scheme)
+        else {
+            let names = quoted(REDIS_SCHEMES.iter().map(|(n, _, _)| *n));
+            return Err(bad(format!("has scheme '{scheme}', not one of {names}")));
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // `[::1]:6379`: the port follows the bracket.
+        let after_name = host.rfind(']').map_or(0, |i| i + 1);
+        let (name, port) = match host[after_name..].find(':') {
+            Some(i) => (&host[..after_name + i], Some(&host[after_name + i + 1..])),
+            None => (host, None),
+        };
+        if name.is_empty() {
+            return Err(bad("names no host".into()));
+        }
+        if let Some(port) = port
+            && !port.parse::<u16>().is_ok_and(|p| p != 0)
+        {
+            return Err(bad(format!(
+                "has port '{port}', not a number from 1 to 65535"
+            )));
+        }
+        if !path.is_empty() && path.parse::<u32>().is_err() {
+            return Err(bad(format!("has database '{path}', not a number")));
+        }
+        Ok((tls, cluster))
     }
 
     fn validate(

@@ -112,6 +112,19 @@ pub struct OutputTable {
     /// A duration string (`"7d"`) or an integer number of seconds.
     pub ttl: Option<Spanned<toml::Value>>,
     pub keep_versions: Option<Spanned<i64>>,
+    /// `[[output.sink]]` tables.
+    pub sink: Option<Vec<SinkTable>>,
+}
+
+/// `[[output.sink]]`: one output beside the store; `kind` picks it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTable {
+    pub kind: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub cluster: Option<Spanned<bool>>,
+    pub encoding: Option<Spanned<String>>,
 }
 
 /// `[validate]`

@@ -1214,3 +1214,100 @@ fn every_host_key_of_one_kind_belongs_to_a_kind_and_back() {
         "host kind",
     );
 }
+
+#[test]
+fn output_sinks_resolve_with_defaults_and_their_url_kinds() {
+    let text = format!(
+        "{MLP}\n[[output.sink]]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\n\
+         [[output.sink]]\nkind = \"redis\"\nurl = \"rediss+cluster://cache.example:7000\"\n\
+         prefix = \"churn\"\nencoding = \"binary\"\n"
+    );
+    let j = job(&text).unwrap();
+    assert_eq!(
+        j.output.sinks,
+        [
+            SinkSettings::Redis(RedisSettings {
+                url: "redis://127.0.0.1:6379/0".into(),
+                tls: false,
+                cluster: false,
+                prefix: DEFAULT_SINK_PREFIX.into(),
+                encoding: RedisEncoding::Json,
+            }),
+            SinkSettings::Redis(RedisSettings {
+                url: "rediss+cluster://cache.example:7000".into(),
+                tls: true,
+                cluster: true,
+                prefix: "churn".into(),
+                encoding: RedisEncoding::Binary,
+            }),
+        ]
+    );
+    assert!(job(MLP).unwrap().output.sinks.is_empty());
+    let cluster_key = format!(
+        "{MLP}\n[[output.sink]]\nkind = \"redis\"\nurl = \"redis://[::1]:7000\"\ncluster = true\n"
+    );
+    let SinkSettings::Redis(r) = &job(&cluster_key).unwrap().output.sinks[0];
+    assert!(r.cluster && !r.tls);
+}
+
+#[test]
+fn a_bad_sink_table_is_refused_at_its_line() {
+    let sink = |body: &str| format!("{MLP}\n[[output.sink]]\n{body}\n");
+    for (body, needle, parts) in [
+        (
+            "kind = \"kafka\"",
+            "kind",
+            &["kind = 'kafka'", "'redis'"][..],
+        ),
+        ("kind = \"redis\"", "kind", &["needs url"][..]),
+        (
+            "kind = \"redis\"\nurl = \"http://x:1\"",
+            "url",
+            &["scheme 'http'"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"127.0.0.1:6379\"",
+            "url",
+            &["no scheme"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://:6379\"",
+            "url",
+            &["no host"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://h:99999\"",
+            "url",
+            &["port '99999'"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://h:1/zero\"",
+            "url",
+            &["database 'zero'"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://h\"\nprefix = \"\"",
+            "prefix",
+            &["prefix"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://h\"\nprefix = \"a b\"",
+            "prefix",
+            &["without spaces"][..],
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://h\"\nencoding = \"xml\"",
+            "encoding",
+            &["'json'"][..],
+        ),
+    ] {
+        let text = sink(body);
+        let needle = format!("\n{needle} =");
+        let line = text[..text.rfind(&needle).unwrap() + 1].lines().count() + 1;
+        let e = job(&text).expect_err(body);
+        assert_eq!(e.line, Some(line), "{body}: {e}");
+        assert_contains(&e, parts);
+    }
+    let e = job(&sink("kind = \"redis\"\nurl = \"redis://h\"\nttl = 5")).expect_err("unknown key");
+    assert_contains(&e, &["ttl"]);
+}

@@ -101,10 +101,19 @@ impl Coordinator {
         let version = self.version;
         let sink_err = |e: sink::Error| Error::Failed(e.to_string());
         for s in sinks.iter_mut() {
-            tokio::task::block_in_place(|| sink::push(&self.store, version, s.as_mut()))
+            let started = std::time::Instant::now();
+            let put = tokio::task::block_in_place(|| sink::push(&self.store, version, s.as_mut()))
                 .map_err(sink_err)?;
-            self.out
-                .log("run", format!("pushed version {version} to {}", s.name()));
+            let seconds = started.elapsed().as_secs_f64();
+            self.out.log(
+                "run",
+                format!(
+                    "pushed version {version} to {}: {put} predictions in {seconds:.2} s \
+                     ({:.0}/s)",
+                    s.name(),
+                    put as f64 / seconds.max(1e-9)
+                ),
+            );
         }
         self.store.flip(version).map_err(store_err)?;
         report.flipped = true;
@@ -117,6 +126,17 @@ impl Coordinator {
         if !dropped.is_empty() {
             self.out
                 .log("run", format!("retention: dropped versions {dropped:?}"));
+            // The version is live by now: a sink that cannot drop old keys
+            // is worth a warning, not a failed run.
+            for s in sinks.iter_mut() {
+                match tokio::task::block_in_place(|| sink::retire(&dropped, s.as_mut())) {
+                    Ok(n) => self.out.log(
+                        "run",
+                        format!("retention: {} dropped {n} entries of {dropped:?}", s.name()),
+                    ),
+                    Err(e) => self.out.log("run", format!("warning: retention: {e}")),
+                }
+            }
         }
         let before = self
             .live_before

@@ -114,6 +114,18 @@ pub async fn run(
     let p = tokio::task::spawn_blocking(move || prepare(&job, hosts.as_deref()))
         .await
         .map_err(|e| Error::Failed(format!("preparation panicked: {e}")))??;
+    // The job's `[[output.sink]]` tables join the sinks the caller passed.
+    let settings = p.job.output.sinks.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        settings
+            .iter()
+            .map(crate::store::sink::open)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("opening sinks panicked: {e}")))?
+    .map_err(|e| Error::Failed(e.to_string()))?;
+    opts.sinks.extend(opened);
     let (fleet_tx, fleet_rx) = mpsc::unbounded_channel();
     let mut c = Coordinator::start(p, opts.job.clone(), opts.resume, out, fleet_tx)?;
     let outcome = drive(&mut c, fleet_rx, controls).await;

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use super::keys::{chunk_key, chunk_prefix, parse_chunk_key};
 use super::value::ValueKind;
-use super::{Error, MAX_SCRATCH_BYTES, Result, Status, Store, value};
+use super::{Error, IdKind, MAX_SCRATCH_BYTES, Result, Status, Store, value};
 use crate::model::{EntityIds, PredictionRow, Predictions};
 
 /// The entity keys and encoded values of one chunk, sorted by key, one entry
@@ -328,6 +328,7 @@ impl Store {
             txn.put(self.inner.meta, &chunk_key(version, &rows), &[], false)
                 .map_err(|e| self.lmdb(&what, e))?;
             rec.committed_rows += rows.end - rows.start;
+            rec.id_kind.get_or_insert(IdKind::of(ids));
             self.put_record(txn, &rec)?;
             Ok(true)
         })

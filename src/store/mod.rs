@@ -41,9 +41,12 @@
 
 pub mod bench;
 mod commit;
+pub mod export;
+pub mod json;
 mod keys;
 mod lmdb;
 mod lock;
+mod listing;
 mod read;
 mod report;
 pub mod sink;
@@ -62,9 +65,13 @@ use serde::{Deserialize, Serialize};
 
 use commit::EncodedChunk;
 
+use crate::model::EntityIds;
+
 pub use keys::version_db;
 pub use lock::{LOCK_FILE, RunLock};
+pub use listing::versions_json;
 pub use read::Prediction;
+pub(crate) use read::json_f32;
 pub use report::{Check, ValidationReport};
 pub(crate) use txn::Snapshot;
 pub use value::{Value, ValueKind, ValueRef};
@@ -201,6 +208,28 @@ pub struct VersionRecord {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Whether entity keys are integer or string ids; set by the first chunk
+    /// commit (absent in versions written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_kind: Option<IdKind>,
+}
+
+/// The type of a version's entity ids, which its key bytes alone cannot tell
+/// (an 8-byte string id looks like a big-endian integer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdKind {
+    Int,
+    String,
+}
+
+impl IdKind {
+    pub fn of(ids: &EntityIds) -> IdKind {
+        match ids {
+            EntityIds::Int(_) => IdKind::Int,
+            EntityIds::Str(_) => IdKind::String,
+        }
+    }
 }
 
 /// What the coordinator knows when it starts a version.

@@ -4,7 +4,7 @@
 
 use super::keys::KEY_LIVE;
 use super::txn::Snapshot;
-use super::{Result, Store, Value, ValueRef};
+use super::{Result, Store, Value, ValueRef, VersionRecord};
 use crate::model::EntityKey;
 
 /// One entity's prediction as `herd store get` shows it.
@@ -21,9 +21,14 @@ pub struct Prediction {
 }
 
 /// A float as JSON shows it: the shortest decimal that reads back as the same
-/// f32 (`3.21`, not `3.2100000381469727`); non-finite values become `null`.
-fn json_f32(x: f32) -> serde_json::Value {
-    x.to_string()
+/// f32 (`3.21`, not `3.2100000381469727`; of two equally short ones, zmij's
+/// pick, as [`super::json::write_f32`] writes it); non-finite values become `null`.
+pub(crate) fn json_f32(x: f32) -> serde_json::Value {
+    if !x.is_finite() {
+        return serde_json::Value::Null;
+    }
+    zmij::Buffer::new()
+        .format_finite(x)
         .parse::<f64>()
         .ok()
         .and_then(serde_json::Number::from_f64)
@@ -148,5 +153,26 @@ impl Store {
     /// transaction), for checks that read many values.
     pub(crate) fn snapshot<R>(&self, f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>) -> Result<R> {
         self.read_versions(f)
+    }
+}
+
+/// What a long-lived reader (`herd serve`, `herd store export`) asks inside
+/// one read transaction: the live pointer and version records next to the
+/// values, so that a request answering several keys, or the pointer and a
+/// value, never sees two versions.
+impl Snapshot<'_, '_> {
+    /// The live version in this snapshot, if any.
+    pub(crate) fn live(&self) -> Result<Option<u64>> {
+        self.store.get_u64(self.txn, KEY_LIVE)
+    }
+
+    /// The record of `version`, `None` when there is no such version.
+    pub(crate) fn find_record(&self, version: u64) -> Result<Option<VersionRecord>> {
+        self.store.get_record(self.txn, version)
+    }
+
+    /// Every version's record, newest first.
+    pub(crate) fn records(&self) -> Result<Vec<VersionRecord>> {
+        self.store.records_in(self.txn)
     }
 }

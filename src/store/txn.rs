@@ -228,7 +228,7 @@ impl Store {
 /// A consistent view of the store inside one read transaction, opening
 /// version databases as it needs them (each at most once).
 pub(crate) struct Snapshot<'s, 't> {
-    store: &'s Store,
+    pub(super) store: &'s Store,
     pub(super) txn: &'s Txn<'t>,
     /// The database opener's lock, taken when the first database is opened.
     opener: &'s RefCell<Option<MutexGuard<'t, ()>>>,

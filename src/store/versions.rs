@@ -88,6 +88,7 @@ impl Store {
                 validation: None,
                 hosts: v.hosts.clone(),
                 duration_s: None,
+                id_kind: None,
             };
             self.put_record(txn, &rec)?;
             self.put_u64(txn, KEY_NEXT, version + 1)?;

@@ -11,7 +11,10 @@
 //! implementing [`Sink`]; the coordinator takes a list of them
 //! (`run::Options::sinks`) and pushes every validated version to each.
 
+pub mod redis;
+
 use super::{Store, ValueRef, VersionRecord};
+use crate::config::SinkSettings;
 
 /// A sink's failure, naming the sink.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +44,32 @@ pub trait Sink: Send {
 
     /// LMDB flipped readers to `version`: the sink moves its own readers.
     fn flip(&mut self, version: u64) -> Result<(), String>;
+
+    /// Retention dropped `versions` from LMDB: the sink drops them too.
+    /// Returns how many entries went.
+    fn retire(&mut self, versions: &[u64]) -> Result<u64, String> {
+        let _ = versions;
+        Ok(0)
+    }
+}
+
+/// The sink of one `[[output.sink]]` table, its `kind` picking the module.
+/// Opening checks the sink answers, so a wrong address fails a run before it
+/// starts.
+pub fn open(settings: &SinkSettings) -> Result<Box<dyn Sink>, Error> {
+    match settings {
+        SinkSettings::Redis(s) => redis::RedisSink::open(s.clone())
+            .map(|sink| Box::new(sink) as Box<dyn Sink>)
+            .map_err(|message| Error {
+                sink: format!("redis {}", s.url),
+                message,
+            }),
+    }
 }
 
 /// Streams `version` of `store` into `sink`: `begin`, every `put` in key
-/// order, `end`. Stops at the first error.
-pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<(), Error> {
+/// order, `end`. Stops at the first error; returns how many were put.
+pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<u64, Error> {
     let fail = |message: String, sink: &dyn Sink| Error {
         sink: sink.name(),
         message,
@@ -55,9 +79,13 @@ pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<(), Erro
         .map_err(|e| fail(e.to_string(), sink))?;
     sink.begin(&record).map_err(|e| fail(e, sink))?;
     let mut refused = None;
+    let mut put = 0;
     store
         .for_each(version, |key, value| match sink.put(key, value) {
-            Ok(()) => true,
+            Ok(()) => {
+                put += 1;
+                true
+            }
             Err(e) => {
                 refused = Some(e);
                 false
@@ -67,12 +95,21 @@ pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<(), Erro
     if let Some(e) = refused {
         return Err(fail(e, sink));
     }
-    sink.end().map_err(|e| fail(e, sink))
+    sink.end().map_err(|e| fail(e, sink))?;
+    Ok(put)
 }
 
 /// Tells `sink` that `version` is live.
 pub fn flip(version: u64, sink: &mut dyn Sink) -> Result<(), Error> {
     sink.flip(version).map_err(|message| Error {
+        sink: sink.name(),
+        message,
+    })
+}
+
+/// Tells `sink` that retention dropped `versions`.
+pub fn retire(versions: &[u64], sink: &mut dyn Sink) -> Result<u64, Error> {
+    sink.retire(versions).map_err(|message| Error {
         sink: sink.name(),
         message,
     })

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# herd serve against redis-server, side by side in one run, on the same
+# 1M predictions; then HTTP under load and the Parquet export.
+#
+#   apt-get install -y redis-server redis-tools wrk
+#   bench/serve.sh                  # 1M users, top-100 (a few minutes on 2 cores)
+#   bench/serve.sh --users N --keep DIR --duration SECS
+#
+# 1. `herd gen two-tower` + `herd run` make a store of N users' top-100
+#    lists (integer ids 0..N-1) through the real pipeline; the job's Redis
+#    sink pushes the version into redis-server (`sink:v1:ID`), and the run's
+#    log gives the push rate.
+# 2. `herd store export --format parquet` is timed (entities/s), and a JSON
+#    Lines export gives the exact values `herd serve` answers.
+# 3. redis-server is emptied and loaded with the same N values under
+#    `key:%012d` (the keys `redis-benchmark -r` asks for) through
+#    `redis-cli --pipe`, timed: the baseline of the sink's push.
+# 4. `redis-benchmark -t get -c 50 -n 200000 -P 1 -r N` runs against
+#    redis-server, then against `herd serve --prefix key` (which reads
+#    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
+#    timing, one key is read from both and the bytes compared, so both sides
+#    answer hits with equal values.
+# 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
+#    connections and reports its latency percentiles.
+# Prints a table; exits non-zero when a step fails (not when a target is
+# missed: the table says that).
+set -euo pipefail
+
+USERS=1000000
+ITEMS=2000
+DURATION=15
+KEEP=""
+REQUESTS=200000
+CLIENTS=50
+REDIS_PORT=16379
+RESP_PORT=16380
+HTTP_PORT=18080
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --users) USERS="$2"; shift 2 ;;
+        --keep) KEEP="$2"; shift 2 ;;
+        --duration) DURATION="$2"; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+for tool in redis-server redis-cli redis-benchmark wrk python3; do
+    command -v "$tool" >/dev/null || {
+        echo "serve.sh: $tool is missing: apt-get install -y redis-server redis-tools wrk" >&2
+        exit 2
+    }
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+cargo build --release --quiet
+HERD="$ROOT/target/release/herd"
+
+if [ -n "$KEEP" ]; then
+    WORK="$KEEP"
+    mkdir -p "$WORK"
+else
+    WORK="$(mktemp -d)"
+fi
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "$KEEP" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+say() { echo "serve.sh: $*" >&2; }
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --loglevel warning > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# 1. The store, made by a run whose Redis sink pushes it into redis-server
+# (the run's log says how fast).
+SINK_RATE="not measured (store kept from an earlier run)"
+if [ ! -f "$WORK/store/data.mdb" ]; then
+    say "scoring $USERS users (top-100 of $ITEMS items)"
+    [ -f "$WORK/data/users.parquet" ] || "$HERD" gen two-tower --out "$WORK/data" \
+        --users "$USERS" --items "$ITEMS" --dim 16 --features 2 --hidden 32 --seed 11 >&2
+    cat > "$WORK/hosts.toml" <<EOF
+[[host]]
+name = "local"
+kind = "local"
+slots = 2
+device = "cpu"
+EOF
+    cat > "$WORK/job.toml" <<EOF
+[job]
+name = "serve-bench"
+model_version = "serve-bench-1"
+hosts = "hosts.toml"
+
+[input]
+path = "data/users.parquet"
+id_column = "user_id"
+history_column = "history"
+feature_columns = ["f0", "f1"]
+
+[model]
+kind = "two_tower"
+weights = "data/two_tower.safetensors"
+top_k = 100
+max_history = 50
+exclude_seen = true
+
+[output]
+store = "store"
+ttl = "7d"
+
+[[output.sink]]
+kind = "redis"
+url = "redis://127.0.0.1:$REDIS_PORT/0"
+prefix = "sink"
+
+[validate]
+spot_check = 100
+EOF
+    "$HERD" run "$WORK/job.toml" 2>&1 | tee "$WORK/run.log" >&2
+    # "pushed version 1 to redis ...: N predictions in S s (R/s)"
+    SINK_RATE=$(sed -n 's/.*pushed version [0-9]* to redis .* (\([0-9]*\)\/s).*/\1/p' "$WORK/run.log" | tail -1)
+    [ -n "$SINK_RATE" ] || { say "the run logged no push to the Redis sink"; exit 1; }
+    SINKED=$(redis-cli -p "$REDIS_PORT" dbsize)
+    [ "$SINKED" = "$((USERS + 1))" ] || { say "redis-server holds $SINKED keys after the sink, not $USERS + the pointer"; exit 1; }
+fi
+
+# 2. Exports.
+t0=$(now)
+/usr/bin/time -f "%U %S" -o "$WORK/export.cpu" \
+    "$HERD" store export --store "$WORK/store" --format parquet --out "$WORK/live.parquet" 2> "$WORK/export.log"
+t1=$(now)
+cat "$WORK/export.log" >&2
+EXPORT_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
+EXPORT_CPU=$(awk '{printf "%.2f", $1 + $2}' "$WORK/export.cpu")
+PARQUET_BYTES=$(stat -c %s "$WORK/live.parquet")
+"$HERD" store export --store "$WORK/store" --format jsonl --out "$WORK/live.jsonl" 2>&1 >/dev/null | cat >&2
+
+# 3. redis-server with the same values, loaded by redis-cli --pipe (timed:
+# the baseline of the sink's push).
+say "loading redis-server with the same $USERS values"
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+python3 - "$WORK/live.jsonl" > "$WORK/load.resp" <<'EOF'
+import sys
+out = sys.stdout.buffer
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        line = line.rstrip(b"\n")
+        # Lines start with {"id":"N", as `herd store get --json` does.
+        end = line.index(b'"', 7)
+        key = b"key:%012d" % int(line[7:end])
+        out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(line), line))
+EOF
+t0=$(now)
+redis-cli -p "$REDIS_PORT" --pipe < "$WORK/load.resp" >&2
+t1=$(now)
+rm -f "$WORK/load.resp"
+PIPE_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
+LOADED=$(redis-cli -p "$REDIS_PORT" dbsize)
+[ "$LOADED" = "$USERS" ] || { say "redis-server holds $LOADED keys, not $USERS"; exit 1; }
+
+start_herd() {
+    "$HERD" serve --store "$WORK/store" --resp "127.0.0.1:$RESP_PORT" \
+        --http "127.0.0.1:$HTTP_PORT" --prefix key --threads "$1" > "$WORK/serve.log" 2>&1 &
+    HERD_PID=$!
+    PIDS+=($HERD_PID)
+    for _ in $(seq 100); do redis-cli -p "$RESP_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
+    say "herd serve did not start:"; cat "$WORK/serve.log" >&2; exit 1
+}
+stop_herd() { kill "$HERD_PID"; wait "$HERD_PID" 2>/dev/null || true; }
+
+# Both sides answer the same bytes for the same key.
+start_herd 1
+for id in 0 42 $((USERS - 1)); do
+    key=$(printf 'key:%012d' "$id")
+    a=$(redis-cli -p "$REDIS_PORT" --no-raw get "$key" | md5sum)
+    b=$(redis-cli -p "$RESP_PORT" --no-raw get "$key" | md5sum)
+    [ "$a" = "$b" ] || { say "$key differs between redis-server and herd serve"; exit 1; }
+done
+stop_herd
+
+# 4. redis-benchmark. CSV: "test","rps","avg","min","p50","p95","p99","max".
+bench_get() {
+    redis-benchmark -p "$1" -t get -c "$CLIENTS" -n "$REQUESTS" -P 1 -r "$USERS" --csv 2>/dev/null \
+        | awk -F'","' '/^"GET/ {gsub(/"/, "", $0); split($0, f, ","); print f[2], f[5], f[7]}'
+}
+say "redis-benchmark against redis-server"
+REDIS_ROW=$(bench_get "$REDIS_PORT")
+start_herd 1
+say "redis-benchmark against herd serve (1 thread)"
+HERD1_ROW=$(bench_get "$RESP_PORT")
+stop_herd
+start_herd 2
+say "redis-benchmark against herd serve (2 threads)"
+HERD2_ROW=$(bench_get "$RESP_PORT")
+
+# 5. HTTP with wrk (50 keep-alive connections, random ids).
+cat > "$WORK/ids.lua" <<EOF
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", "/v1/predictions/" .. math.random(0, $USERS - 1))
+end
+EOF
+say "wrk: ${DURATION}s of GET /v1/predictions/{id}, 50 connections"
+wrk -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$WORK/ids.lua" \
+    "http://127.0.0.1:$HTTP_PORT" > "$WORK/wrk.txt"
+cat "$WORK/wrk.txt" >&2
+ms() { # wrk prints 812.00us, 1.20ms or 1.05s
+    python3 -c "
+import sys; v = sys.argv[1]
+for unit, f in (('us', 1e-3), ('ms', 1.0), ('s', 1e3)):
+    if v.endswith(unit): print(round(float(v[:-len(unit)]) * f, 3)); break
+" "$1"
+}
+HTTP_RPS=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.txt")
+HTTP_P50=$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")
+HTTP_P99=$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")
+HTTP_ERRORS=$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt")
+stop_herd
+
+read -r R_RPS R_P50 R_P99 <<< "$REDIS_ROW"
+read -r H1_RPS H1_P50 H1_P99 <<< "$HERD1_ROW"
+read -r H2_RPS H2_P50 H2_P99 <<< "$HERD2_ROW"
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "store: $USERS users x top-100, $(du -sh "$WORK/store" | cut -f1); values $(head -c 100000 "$WORK/live.jsonl" | head -1 | wc -c) bytes of JSON each"
+echo
+printf "%-44s %12s %9s %9s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "vs redis-server"
+printf "%-44s %12s %9s %9s  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "baseline"
+for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99"; do
+    IFS='|' read -r name rps p50 p99 <<< "$row"
+    ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput, p99 {$p99 / $R_P99:.2f}x')")
+    printf "%-44s %12s %9s %9s  %s\n" "$name" "$rps" "$p50" "$p99" "$ratio"
+done
+echo
+printf "%-44s %12s %9s %9s  %s\n" "HTTP GET, wrk -t2 -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "target p99 < 2 ms"
+printf "%-44s %12s %9s %9s  %s\n" "herd serve, 2 threads" "$HTTP_RPS" "$HTTP_P50" "$HTTP_P99" "${HTTP_ERRORS:-no errors}"
+echo
+printf "%-44s %12s %9s %9s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
+printf "%-44s %12s %9s %9s\n" "herd store export --format parquet" "$EXPORT_RATE" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPU"
+echo
+printf "%-44s %12s  %s\n" "into redis-server, the same JSON values" "entities/s" "target: sink >= 200000/s"
+printf "%-44s %12s  %s\n" "redis-cli --pipe (baseline)" "$PIPE_RATE" "baseline"
+printf "%-44s %12s  %s\n" "herd run's Redis sink push" "$SINK_RATE" \
+    "$(python3 -c "print(f'{$SINK_RATE / $PIPE_RATE:.2f}x')" 2>/dev/null || true)"
+echo
+echo "load average at the end (other processes share these cores): $(cut -d' ' -f1-3 /proc/loadavg)"

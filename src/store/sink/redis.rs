@@ -1,0 +1,517 @@
+//! The Redis sink: a validated version goes to a Redis server as
+//! `{prefix}:v{N}:{id}` keys (the JSON `herd serve` answers, or the stored
+//! value bytes), each with the time its prediction has left as its expiry;
+//! after LMDB flipped, one `SET {prefix}:live N` moves the sink's readers.
+//!
+//! A reader asks `GET {prefix}:live`, then `GET {prefix}:v{N}:{id}`: keys of a
+//! version are all written (and their count checked) before the pointer
+//! names it, and the pointer changes in one command, so a reader sees a whole
+//! version or the one before, never half of one. A push that fails leaves
+//! the pointer where it was. Retention drops the keys of the versions LMDB
+//! dropped, with `SCAN` and `UNLINK`.
+//!
+//! Writes are pipelined in batches of at most [`BATCH_ENTRIES`] keys or
+//! [`BATCH_BYTES`] bytes, with one batch in flight while the next is
+//! encoded, so memory stays bounded whatever the version's size.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Value as Reply;
+
+use crate::config::{RedisEncoding, RedisSettings};
+use crate::store::json::{self, IdRef};
+use crate::store::{IdKind, ValueRef, VersionRecord};
+
+use super::Sink;
+
+/// Keys one pipelined batch holds at most.
+pub const BATCH_ENTRIES: usize = 1_024;
+/// Bytes of commands one batch holds at most (a batch closes past this).
+pub const BATCH_BYTES: usize = 4 << 20;
+/// How long connecting, or any one reply, may take.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Keys one `SCAN` step asks for while retention looks for old versions.
+const SCAN_COUNT: usize = 1_000;
+
+/// The connection: one server, or a Redis Cluster.
+enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+/// A batch sent and not yet answered.
+struct InFlight {
+    keys: usize,
+    /// Index of the first key of this batch in the version (for messages).
+    first: u64,
+}
+
+/// Writes validated versions to a Redis server or cluster.
+pub struct RedisSink {
+    settings: RedisSettings,
+    conn: Option<Conn>,
+    /// The version being pushed.
+    version: u64,
+    expected: u64,
+    id_kind: Option<IdKind>,
+    model_version_json: String,
+    now: u64,
+    /// Commands of the batch being encoded, in the Redis protocol.
+    batch: Vec<u8>,
+    batch_keys: usize,
+    /// The batch under way in cluster mode (the cluster routes each key).
+    cluster_batch: Vec<(Vec<u8>, Vec<u8>, u64)>,
+    in_flight: Option<InFlight>,
+    /// Keys put so far, and keys the server acknowledged.
+    put: u64,
+    acknowledged: u64,
+    scratch: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl RedisSink {
+    /// A sink for `settings`; checks now that the server answers `PING`, so
+    /// a wrong address fails the run before any work, not after it.
+    pub fn open(settings: RedisSettings) -> Result<RedisSink, String> {
+        let mut sink = RedisSink {
+            settings,
+            conn: None,
+            version: 0,
+            expected: 0,
+            id_kind: None,
+            model_version_json: String::new(),
+            now: 0,
+            batch: Vec::new(),
+            batch_keys: 0,
+            cluster_batch: Vec::new(),
+            in_flight: None,
+            put: 0,
+            acknowledged: 0,
+            scratch: Vec::new(),
+            key: Vec::new(),
+        };
+        sink.connect()?;
+        Ok(sink)
+    }
+
+    /// The URL the client library reads: the `+cluster` marker dropped.
+    fn client_url(&self) -> String {
+        let url = &self.settings.url;
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                format!("{}://{rest}", scheme.trim_end_matches("+cluster"))
+            }
+            None => url.clone(),
+        }
+    }
+
+    /// Opens the connection (again, when the last one failed).
+    fn connect(&mut self) -> Result<(), String> {
+        let url = self.client_url();
+        let conn = if self.settings.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(vec![url.as_str()])
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()
+                .map_err(|e| format!("bad url: {e}"))?;
+            let mut conn = client
+                .get_connection()
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            redis::cmd("PING")
+                .query::<String>(&mut conn)
+                .map_err(|e| format!("PING failed: {e}"))?;
+            Conn::Cluster(Box::new(conn))
+        } else {
+            let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad url: {e}"))?;
+            let mut conn = client
+                .get_connection_with_timeout(TIMEOUT)
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            conn.set_read_timeout(Some(TIMEOUT))
+                .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+                .map_err(|e| format!("cannot set timeouts: {e}"))?;
+            redis::cmd("PING")
+                .query::<String>(&mut conn)
+                .map_err(|e| format!("PING failed: {e}"))?;
+            Conn::Single(conn)
+        };
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// The connection, opened again if the last one was lost.
+    fn conn(&mut self) -> Result<&mut Conn, String> {
+        let open = match &self.conn {
+            Some(Conn::Single(c)) => redis::ConnectionLike::is_open(c),
+            Some(Conn::Cluster(_)) => true,
+            None => false,
+        };
+        if !open {
+            self.connect()?;
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// `{prefix}:v{N}:{id}` into `self.key`.
+    fn write_key(&mut self, id: IdRef<'_>) {
+        self.key.clear();
+        self.key.extend_from_slice(self.settings.prefix.as_bytes());
+        self.key.extend_from_slice(b":v");
+        self.key
+            .extend_from_slice(itoa::Buffer::new().format(self.version).as_bytes());
+        self.key.push(b':');
+        id.write_text(&mut self.key);
+    }
+
+    /// Sends the batch being encoded, after taking the answers of the one
+    /// before it (so at most one batch is in flight).
+    fn send_batch(&mut self) -> Result<(), String> {
+        if self.settings.cluster {
+            return self.send_cluster_batch();
+        }
+        self.take_replies()?;
+        if self.batch_keys == 0 {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let keys = self.batch_keys;
+        let first = self.put - keys as u64;
+        let Conn::Single(conn) = self.conn()? else {
+            unreachable!("cluster batches are sent above")
+        };
+        let sent = conn.send_packed_command(&batch);
+        self.batch = batch;
+        self.batch.clear();
+        self.batch_keys = 0;
+        sent.map_err(|e| format!("sending keys {first}.. of version failed: {e}"))?;
+        self.in_flight = Some(InFlight { keys, first });
+        Ok(())
+    }
+
+    /// Reads the answers of the batch in flight; every one must be `OK`.
+    fn take_replies(&mut self) -> Result<(), String> {
+        let Some(batch) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let Some(Conn::Single(conn)) = &mut self.conn else {
+            return Err("the connection was lost with a batch in flight".into());
+        };
+        let mut failure = None;
+        for i in 0..batch.keys {
+            let n = batch.first + i as u64;
+            match conn.recv_response() {
+                Ok(Reply::Okay) => self.acknowledged += 1,
+                Ok(other) => {
+                    failure = Some(format!("key {n} of the version was refused: {other:?}"));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(format!("key {n} of the version: {e}"));
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                // Replies are out of step with commands now: drop the connection.
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn send_cluster_batch(&mut self) -> Result<(), String> {
+        if self.cluster_batch.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::cluster::cluster_pipe();
+        for (key, value, ex) in &self.cluster_batch {
+            pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ex);
+        }
+        let first = self.put - self.cluster_batch.len() as u64;
+        self.cluster_batch.clear();
+        let Conn::Cluster(conn) = self.conn()? else {
+            unreachable!("cluster mode holds a cluster connection")
+        };
+        let replies: Vec<Reply> = pipe
+            .query(conn)
+            .map_err(|e| format!("keys {first}.. of the version: {e}"))?;
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Reply::Okay => self.acknowledged += 1,
+                other => {
+                    return Err(format!(
+                        "key {} of the version was refused: {other:?}",
+                        first + i as u64
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one command on the server (or the cluster node its key lives on).
+    fn command<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, String> {
+        let result = match self.conn()? {
+            Conn::Single(c) => cmd.query(c),
+            Conn::Cluster(c) => cmd.query(c),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Deletes every key of `versions` on one server: `SCAN` for
+    /// `{prefix}:v*`, `UNLINK` the keys of those versions. Returns the count.
+    fn unlink_on(
+        conn: &mut redis::Connection,
+        prefix: &str,
+        versions: &[u64],
+    ) -> Result<u64, String> {
+        let pattern = format!("{}:v*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        let mut unlinked = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query(conn)
+                .map_err(|e| format!("SCAN failed: {e}"))?;
+            let doomed: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| key_version(k, prefix).is_some_and(|v| versions.contains(&v)))
+                .collect();
+            if !doomed.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&doomed)
+                    .query(conn)
+                    .map_err(|e| format!("UNLINK failed: {e}"))?;
+                unlinked += n;
+            }
+            if next == 0 {
+                return Ok(unlinked);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The primaries of the cluster, as URLs the client library reads.
+    fn cluster_primaries(&mut self) -> Result<Vec<String>, String> {
+        let nodes: String = self.command(&redis::cmd("CLUSTER").arg("NODES").clone())?;
+        let scheme = if self.settings.tls { "rediss" } else { "redis" };
+        let mut urls = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 3 || !fields[2].split(',').any(|f| f == "master") {
+                continue;
+            }
+            // `ip:port@cport[,hostname]`
+            let addr = fields[1].split(['@', ',']).next().unwrap_or("");
+            if !addr.is_empty() && !addr.starts_with(':') {
+                urls.push(format!("{scheme}://{addr}"));
+            }
+        }
+        Ok(urls)
+    }
+}
+
+/// `prefix` with the glob characters `SCAN MATCH` reads escaped.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The version of a sink key `{prefix}:v{N}:{id}`, `None` for other keys.
+fn key_version(key: &[u8], prefix: &str) -> Option<u64> {
+    let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b":v")?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()
+}
+
+/// Appends one command in the Redis protocol: `*N`, then each argument as a
+/// bulk string.
+fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Seconds a prediction written at `timestamp` with `ttl` has left at `now`;
+/// at least 1 (Redis refuses an expiry of 0), so a prediction already stale
+/// is gone from the sink within a second, as it is stale in the store.
+fn expiry(timestamp: u64, ttl: u64, now: u64) -> u64 {
+    timestamp.saturating_add(ttl).saturating_sub(now).max(1)
+}
+
+impl Sink for RedisSink {
+    fn name(&self) -> String {
+        format!("redis {}", self.settings.url)
+    }
+
+    fn begin(&mut self, version: &VersionRecord) -> Result<(), String> {
+        self.version = version.version;
+        self.expected = version.committed_rows;
+        self.id_kind = version.id_kind;
+        self.model_version_json.clear();
+        let mut quoted = Vec::new();
+        json::write_str(&mut quoted, &version.model_version);
+        self.model_version_json = String::from_utf8_lossy(&quoted).into_owned();
+        self.now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.batch.clear();
+        self.batch_keys = 0;
+        self.cluster_batch.clear();
+        self.in_flight = None;
+        self.put = 0;
+        self.acknowledged = 0;
+        // A connection left out of step by an earlier failure is replaced.
+        self.conn()?;
+        Ok(())
+    }
+
+    fn put(&mut self, key: &[u8], value: ValueRef<'_>) -> Result<(), String> {
+        let id = match self.id_kind {
+            Some(IdKind::Int) => match <[u8; 8]>::try_from(key) {
+                Ok(b) => IdRef::Int(u64::from_be_bytes(b)),
+                Err(_) => return Err(format!("an integer id of {} bytes", key.len())),
+            },
+            // A version of string ids, or one recorded before the id kind
+            // was: its key bytes are the id.
+            Some(IdKind::String) | None => IdRef::Str(key),
+        };
+        self.write_key(id);
+        self.scratch.clear();
+        match self.settings.encoding {
+            RedisEncoding::Json => json::write_prediction(
+                &mut self.scratch,
+                json::Fields {
+                    id,
+                    version: self.version,
+                    model_version_json: &self.model_version_json,
+                    now: self.now,
+                },
+                value,
+            ),
+            RedisEncoding::Binary => self.scratch.extend_from_slice(value.as_bytes()),
+        }
+        let ex = expiry(
+            u64::from(value.timestamp()),
+            u64::from(value.ttl()),
+            self.now,
+        );
+        self.put += 1;
+        if self.settings.cluster {
+            self.cluster_batch
+                .push((self.key.clone(), self.scratch.clone(), ex));
+            if self.cluster_batch.len() >= BATCH_ENTRIES {
+                self.send_cluster_batch()?;
+            }
+            return Ok(());
+        }
+        let ex = itoa::Buffer::new().format(ex).to_owned();
+        write_command(
+            &mut self.batch,
+            &[b"SET", &self.key, &self.scratch, b"EX", ex.as_bytes()],
+        );
+        self.batch_keys += 1;
+        if self.batch_keys >= BATCH_ENTRIES || self.batch.len() >= BATCH_BYTES {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        self.send_batch()?;
+        self.take_replies()?;
+        if self.acknowledged != self.put || self.put != self.expected {
+            return Err(format!(
+                "version {} has {} predictions; {} were put and {} acknowledged",
+                self.version, self.expected, self.put, self.acknowledged
+            ));
+        }
+        Ok(())
+    }
+
+    fn flip(&mut self, version: u64) -> Result<(), String> {
+        let pointer = format!("{}:live", self.settings.prefix);
+        self.command::<()>(redis::cmd("SET").arg(&pointer).arg(version))
+            .map_err(|e| format!("SET {pointer} {version} failed: {e}"))
+    }
+
+    fn retire(&mut self, versions: &[u64]) -> Result<u64, String> {
+        if versions.is_empty() {
+            return Ok(0);
+        }
+        let prefix = self.settings.prefix.clone();
+        if !self.settings.cluster {
+            let Conn::Single(conn) = self.conn()? else {
+                unreachable!("a single server holds a single connection")
+            };
+            return RedisSink::unlink_on(conn, &prefix, versions);
+        }
+        // SCAN walks one node's keys: ask each primary in turn.
+        let mut unlinked = 0;
+        for url in self.cluster_primaries()? {
+            let mut conn = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(TIMEOUT))
+                .map_err(|e| format!("cannot connect to cluster node {url}: {e}"))?;
+            unlinked += RedisSink::unlink_on(&mut conn, &prefix, versions)
+                .map_err(|e| format!("cluster node {url}: {e}"))?;
+        }
+        Ok(unlinked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_keys_name_their_version() {
+        assert_eq!(key_version(b"pred:v7:42", "pred"), Some(7));
+        assert_eq!(key_version(b"pred:v7:user:1", "pred"), Some(7));
+        assert_eq!(key_version(b"pred:live", "pred"), None);
+        assert_eq!(key_version(b"pred:vx:1", "pred"), None);
+        assert_eq!(key_version(b"other:v7:1", "pred"), None);
+        assert_eq!(key_version(b"predx:v7:1", "pred"), None);
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_match_only_themselves() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escape("pred"), "pred");
+    }
+
+    #[test]
+    fn expiry_is_the_time_left_and_never_zero() {
+        assert_eq!(expiry(1_000, 60, 1_010), 50);
+        assert_eq!(expiry(1_000, 60, 1_060), 1);
+        assert_eq!(expiry(1_000, 60, 5_000), 1);
+    }
+
+    #[test]
+    fn commands_are_written_in_the_redis_protocol() {
+        let mut out = Vec::new();
+        write_command(&mut out, &[b"SET", b"k", b"", b"EX", b"5"]);
+        assert_eq!(
+            out,
+            b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$2\r\nEX\r\n$1\r\n5\r\n"
+        );
+    }
+}

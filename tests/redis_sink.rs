@@ -1,0 +1,432 @@
+//! The Redis sink through the real binary, into a real redis-server started
+//! here on loopback: `herd run` with `[[output.sink]] kind = "redis"` pushes
+//! the validated version as `{prefix}:v{N}:{id}` (the JSON `herd store get
+//! --json` prints, with the time left as expiry), then flips `{prefix}:live`;
+//! readers going through the pointer during later runs never miss a key nor
+//! read a version other than the one the pointer named; retention unlinks
+//! the dropped version's keys; a push the server refuses fails the run
+//! naming the sink and moves neither pointer; an unreachable sink fails the
+//! run before any work; `herd serve` answers the same key shapes.
+
+mod common;
+mod serve_common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{JobShape, Scratch, text};
+use herd::store::Store;
+use serve_common::{Resp, RespClient};
+
+/// A redis-server on an ephemeral loopback port, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        serve_common::require_redis_tools();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server (apt-get install -y redis-server)");
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = server.conn()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The job of `shape` with one Redis sink and `keep_versions = 2`.
+fn job_with_sink(shape: &JobShape, url: &str) -> Scratch {
+    let s = Scratch::new(shape);
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    let job = job.replace("keep_versions = 5", "keep_versions = 2").replace(
+        "[validate]",
+        &format!("[[output.sink]]\nkind = \"redis\"\nurl = \"{url}\"\nprefix = \"pred\"\n\n[validate]"),
+    );
+    s.write("job.toml", &job);
+    s
+}
+
+fn get(c: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(c).expect("GET")
+}
+
+fn keys(c: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(c).expect("KEYS");
+    keys.sort();
+    keys
+}
+
+#[test]
+fn runs_push_to_redis_and_flip_its_pointer_readers_never_see_half_a_version() {
+    let redis_server = RedisServer::start();
+    let shape = JobShape {
+        users: 300,
+        ..JobShape::default()
+    };
+    let s = job_with_sink(&shape, &redis_server.url());
+    let mut c = redis_server.conn().unwrap();
+
+    let out = s.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pushed version 1 to redis {}", redis_server.url())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("1"));
+    assert_eq!(keys(&mut c, "pred:v1:*").len(), shape.users as usize);
+    for id in ["0", "42", "299"] {
+        let want = serve_common::store_get_json(&s.store(), id, Some(1));
+        assert_eq!(get(&mut c, &format!("pred:v1:{id}")), Some(want), "id {id}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("pred:v1:{id}"))
+            .query(&mut c)
+            .unwrap();
+        assert!(ttl > 7 * 86_400 - 600 && ttl <= 7 * 86_400, "ttl {ttl}");
+    }
+    assert_eq!(get(&mut c, "pred:v1:300"), None);
+
+    // `herd serve` answers the key shapes the sink writes with the same bytes.
+    let serve = serve_common::Server::start(&s.store(), None, &["--prefix", "pred"]);
+    let mut rc = RespClient::connect(serve.resp);
+    assert_eq!(rc.call(&["GET", "pred:live"]), Resp::Bulk(b"1".to_vec()));
+    assert_eq!(
+        rc.call(&["GET", "pred:v1:42"]),
+        Resp::Bulk(get(&mut c, "pred:v1:42").unwrap().into_bytes())
+    );
+    drop(serve);
+
+    // Readers go through the pointer while two more runs push and flip.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let mut c = redis_server.conn().unwrap();
+        std::thread::spawn(move || {
+            let (mut reads, mut bad) = (0u64, Vec::new());
+            let mut versions = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let live = get(&mut c, "pred:live").expect("pointer gone");
+                let id = reads % 300;
+                match get(&mut c, &format!("pred:v{live}:{id}")) {
+                    Some(json) => {
+                        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+                        if v["version"].as_u64() != live.parse().ok() {
+                            bad.push(format!("pointer {live}, value {json}"));
+                        }
+                    }
+                    None => bad.push(format!("pointer {live}, no key for id {id}")),
+                }
+                versions.insert(live);
+                reads += 1;
+            }
+            (reads, bad, versions)
+        })
+    };
+    for version in [2, 3] {
+        let out = s.herd(&["run", "job.toml"]);
+        assert!(out.status.success(), "run {version}: {}", text(&out));
+        assert_eq!(get(&mut c, "pred:live"), Some(version.to_string()));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let (reads, bad, versions) = reader.join().unwrap();
+    assert!(
+        bad.is_empty(),
+        "{} of {reads} reads were wrong: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert!(
+        versions.contains("3") && reads > 100,
+        "{reads} reads of {versions:?}"
+    );
+
+    // keep_versions = 2: LMDB dropped version 1, and so did the sink.
+    assert!(keys(&mut c, "pred:v1:*").is_empty());
+    assert_eq!(keys(&mut c, "pred:v2:*").len(), shape.users as usize);
+    assert_eq!(keys(&mut c, "pred:v3:*").len(), shape.users as usize);
+
+    // A server that refuses writes (out of memory) fails the push: exit 1
+    // naming the sink, and neither pointer moves.
+    let used: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let used: u64 = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 20_000)
+        .query(&mut c)
+        .unwrap();
+    let out = s.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("sink redis {}", redis_server.url())) && stderr.contains("OOM"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("3"));
+    let store = Store::open_existing(&s.store()).unwrap();
+    assert_eq!(store.live().unwrap(), Some(3));
+    drop(store);
+}
+
+#[test]
+fn an_unreachable_sink_fails_the_run_before_any_work() {
+    // A port nothing listens on: bound, then released.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let s = job_with_sink(&JobShape::default(), &url);
+    let out = s.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("sink redis {url}")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !s.store().exists()
+            || Store::open_existing(&s.store())
+                .unwrap()
+                .versions()
+                .unwrap()
+                .is_empty(),
+        "a version was begun: {}",
+        text(&out)
+    );
+}
+
+/// Runs `openssl ARGS` in `dir`, failing the test with the install hint.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_rediss_url_pushes_over_tls_checking_the_server_certificate() {
+    serve_common::require_redis_tools();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=herd test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", "ca.pem", "-p", &port.to_string()])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cli(&["ping"]) != "PONG" {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server with TLS did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let url = format!("rediss://localhost:{port}/0");
+    let s = job_with_sink(
+        &JobShape {
+            users: 50,
+            ..JobShape::default()
+        },
+        &url,
+    );
+    let run = |trust: Option<&std::path::Path>| {
+        let mut cmd = Command::new(common::HERD);
+        cmd.args(["run", "job.toml"]).current_dir(s.dir.path());
+        match trust {
+            // rustls-native-certs reads the roots to trust from SSL_CERT_FILE.
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            None => cmd.env("SSL_CERT_FILE", dir.join("server.key")),
+        };
+        cmd.output().unwrap()
+    };
+    // A server whose certificate the client cannot verify is refused.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("sink redis {url}")),
+        "{}",
+        text(&out)
+    );
+    let out = run(Some(&dir.join("ca.pem")));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(cli(&["get", "pred:live"]), "1");
+    assert_eq!(
+        cli(&["get", "pred:v1:7"]),
+        serve_common::store_get_json(&s.store(), "7", Some(1))
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn binary_encoding_writes_the_stored_value_bytes() {
+    let redis_server = RedisServer::start();
+    let s = job_with_sink(
+        &JobShape {
+            users: 50,
+            ..JobShape::default()
+        },
+        &redis_server.url(),
+    );
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    s.write(
+        "job.toml",
+        &job.replace(
+            "prefix = \"pred\"",
+            "prefix = \"pred\"\nencoding = \"binary\"",
+        ),
+    );
+    let out = s.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut c = redis_server.conn().unwrap();
+    let got: Vec<u8> = redis::cmd("GET").arg("pred:v1:7").query(&mut c).unwrap();
+    let store = Store::open_existing(&s.store()).unwrap();
+    let want = store
+        .with_value(&herd::model::EntityKey::Int(7), |v| {
+            v.map(|(_, value)| value.as_bytes().to_vec())
+        })
+        .unwrap()
+        .expect("entity 7 is in the store");
+    assert_eq!(got, want);
+    // A top-10 value: the 16-byte header, then 10 (item, score) pairs.
+    assert_eq!(got.len(), 16 + 10 * 8);
+}

@@ -1,0 +1,460 @@
+//! `herd serve` over the Redis protocol, driven by real clients: redis-cli,
+//! redis-py (RESP2 and RESP3, with AUTH) and a raw client, against stores
+//! built here; and flips by another process during a read load.
+
+mod serve_common;
+mod store_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use herd::model::{EntityIds, Predictions};
+use herd::store::{Status, Store};
+use serve_common::*;
+use store_common::{new_version, scores};
+
+const ENTITIES: u64 = 1000;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A version of `ENTITIES` integer ids whose top-3 lists depend on the id
+/// and `seed`, committed with the current time, validated and flipped live.
+fn live_top_k(store: &Store, seed: u32) -> u64 {
+    let v = new_version(store, "serve", ENTITIES);
+    let ids: Vec<u64> = (0..ENTITIES).collect();
+    let mut offsets = vec![0u32];
+    let (mut items, mut scores) = (Vec::new(), Vec::new());
+    for &id in &ids {
+        for k in 0..3u32 {
+            items.push(id as u32 * 10 + k + seed);
+            scores.push(1.0 / (k as f32 + 1.0) + seed as f32);
+        }
+        offsets.push(items.len() as u32);
+    }
+    let preds = Predictions::TopK {
+        offsets,
+        items,
+        scores,
+    };
+    assert!(
+        store
+            .commit_chunk(v, 0..ENTITIES, &EntityIds::Int(ids), &preds, now())
+            .unwrap()
+    );
+    store
+        .update_record(v, |r| r.status = Status::Validated)
+        .unwrap();
+    store.flip(v).unwrap();
+    v
+}
+
+/// A store with v1 and v2 (live), both top-3 of ids 0..1000.
+fn two_versions(dir: &Path) -> PathBuf {
+    let path = dir.join("store");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(live_top_k(&store, 0), 1);
+    assert_eq!(live_top_k(&store, 5), 2);
+    path
+}
+
+fn redis_cli(server: &Server, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn redis_cli_reads_what_store_get_prints() {
+    require_redis_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, None, &[]);
+
+    assert_eq!(
+        redis_cli(&server, &["GET", "42"]),
+        store_get_json(&store, "42", None)
+    );
+    assert_eq!(
+        redis_cli(&server, &["GET", "v1:42"]),
+        store_get_json(&store, "42", Some(1))
+    );
+    assert_eq!(
+        redis_cli(&server, &["GET", "pred:v1:42"]),
+        store_get_json(&store, "42", Some(1))
+    );
+    assert_eq!(redis_cli(&server, &["GET", "pred:live"]), "2");
+    // Missing: nil (redis-cli prints an empty line when not on a terminal).
+    assert_eq!(redis_cli(&server, &["GET", "999999"]), "");
+    assert_eq!(redis_cli(&server, &["GET", "v77:1"]), "");
+    let mget = redis_cli(&server, &["MGET", "1", "999999", "v1:2"]);
+    let lines: Vec<&str> = mget.lines().collect();
+    assert_eq!(lines.len(), 3, "{mget}");
+    assert_eq!(lines[0], store_get_json(&store, "1", None));
+    assert_eq!(lines[1], "");
+    assert_eq!(lines[2], store_get_json(&store, "2", Some(1)));
+    assert_eq!(redis_cli(&server, &["EXISTS", "1", "2", "999999"]), "2");
+    let ttl: i64 = redis_cli(&server, &["TTL", "42"]).parse().unwrap();
+    assert!((604_790..=604_800).contains(&ttl), "TTL {ttl}");
+    assert_eq!(redis_cli(&server, &["TTL", "999999"]), "-2");
+    assert_eq!(redis_cli(&server, &["TTL", "pred:live"]), "-1");
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+    assert_eq!(redis_cli(&server, &["DBSIZE"]), ENTITIES.to_string());
+    let info = redis_cli(&server, &["INFO"]);
+    assert!(info.contains("live_version:2"), "{info}");
+    assert!(info.contains(&format!("rows:{ENTITIES}")), "{info}");
+    assert!(info.contains("uptime_in_seconds:"), "{info}");
+    let unknown = redis_cli(&server, &["FLY", "away"]);
+    assert!(
+        unknown.starts_with("ERR unknown command 'FLY', with args beginning with: 'away'"),
+        "{unknown}"
+    );
+    assert!(redis_cli(&server, &["SET", "a", "b"]).starts_with("READONLY"));
+    assert_eq!(redis_cli(&server, &["SELECT", "0"]), "OK");
+    assert!(redis_cli(&server, &["SELECT", "1"]).starts_with("ERR DB index"));
+    // RESP3 through redis-cli -3 (it sends HELLO 3 first).
+    let out = Command::new("redis-cli")
+        .args([
+            "-3",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.resp.port().to_string(),
+        ])
+        .args(["GET", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        store_get_json(&store, "7", None)
+    );
+}
+
+#[test]
+fn raw_resp3_hello_switches_nil_and_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    assert_eq!(c.call(&["GET", "nope"]), Resp::Nil);
+    let Resp::Map(hello) = c.call(&["HELLO", "3", "SETNAME", "t"]) else {
+        panic!("HELLO 3 answers a map");
+    };
+    assert!(hello.contains(&(Resp::Bulk(b"proto".to_vec()), Resp::Int(3))));
+    assert_eq!(c.call(&["CLIENT", "GETNAME"]), Resp::Bulk(b"t".to_vec()));
+    // RESP3 nil is '_', which the client reads as Nil too; check the bytes.
+    c.send(&[b"GET", b"nope"]);
+    let mut raw = [0u8; 3];
+    std::io::Read::read_exact(c.stream(), &mut raw).unwrap();
+    assert_eq!(&raw, b"_\r\n");
+    assert_eq!(
+        c.call(&["HELLO", "4"]),
+        Resp::Error("NOPROTO unsupported protocol version".into())
+    );
+    // Pipelined: three commands in one write, three replies in order.
+    c.send(&[b"PING"]);
+    c.send(&[b"ECHO", b"hi"]);
+    c.send(&[b"EXISTS", b"1"]);
+    assert_eq!(c.read(), Resp::Simple("PONG".into()));
+    assert_eq!(c.read(), Resp::Bulk(b"hi".to_vec()));
+    assert_eq!(c.read(), Resp::Int(1));
+    assert_eq!(c.call(&["QUIT"]), Resp::Simple("OK".into()));
+    assert!(c.try_read().is_err(), "QUIT closes the connection");
+}
+
+const REDIS_PY: &str = r#"
+import json, sys, redis
+port, password, live, rows = int(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
+for proto in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=port, password=password, protocol=proto)
+    assert r.ping()
+    got = json.loads(r.get("42"))
+    assert got["id"] == "42" and got["version"] == live, got
+    assert len(got["top_k"]) == 3, got
+    assert r.get("999999") is None
+    many = r.mget(["1", "999999", "v1:1"])
+    assert json.loads(many[0])["version"] == live and many[1] is None, many
+    assert json.loads(many[2])["version"] == 1, many
+    assert r.exists("1", "2", "999999") == 2
+    assert 0 < r.ttl("42") <= 604800
+    assert r.ttl("999999") == -2
+    assert r.get("pred:live") == str(live).encode()
+    assert r.dbsize() == rows
+    info = r.info()
+    assert info["live_version"] == live and info["rows"] == rows, info
+    pipe = r.pipeline(transaction=False)
+    for i in range(50):
+        pipe.get(str(i))
+    assert [json.loads(x)["id"] for x in pipe.execute()] == [str(i) for i in range(50)]
+    r.close()
+    print("redis-py ok protocol", proto)
+"#;
+
+fn run_redis_py(server: &Server, password: &str) -> std::process::Output {
+    Command::new("python3")
+        .args([
+            "-c",
+            REDIS_PY,
+            &server.resp.port().to_string(),
+            password,
+            "2",
+            &ENTITIES.to_string(),
+        ])
+        .output()
+        .expect("run python3")
+}
+
+#[test]
+fn redis_py_reads_over_resp2_and_resp3() {
+    require_redis_py();
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let out = run_redis_py(&server, "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "redis-py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("protocol 2") && stdout.contains("protocol 3"));
+}
+
+#[test]
+fn a_password_is_required_from_every_client_when_set() {
+    require_redis_py();
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, Some("s3cret"), &[]);
+    let mut c = RespClient::connect(server.resp);
+    assert_eq!(
+        c.call(&["GET", "1"]),
+        Resp::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(matches!(c.call(&["HELLO", "3"]), Resp::Error(e) if e.starts_with("NOAUTH")));
+    assert!(matches!(c.call(&["AUTH", "wrong"]), Resp::Error(e) if e.starts_with("WRONGPASS")));
+    assert_eq!(c.call(&["AUTH", "s3cret"]), Resp::Simple("OK".into()));
+    assert!(matches!(c.call(&["GET", "1"]), Resp::Bulk(_)));
+    // redis-py authenticates with AUTH (RESP2) and HELLO 3 AUTH (RESP3).
+    let out = run_redis_py(&server, "s3cret");
+    assert!(
+        out.status.success(),
+        "redis-py with a password: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_redis_py(&server, "wrong");
+    assert!(!out.status.success(), "a wrong password must fail");
+    // HTTP: bearer token, except /healthz.
+    let mut h = HttpClient::connect(server.http);
+    assert_eq!(h.get("/v1/predictions/1").status, 401);
+    assert_eq!(h.get("/healthz").status, 200);
+    let mut h = HttpClient::connect(server.http).with_bearer("s3cret");
+    assert_eq!(h.get("/v1/predictions/1").status, 200);
+    let mut h = HttpClient::connect(server.http).with_bearer("s3cre");
+    assert_eq!(h.get("/metrics").status, 401);
+}
+
+#[test]
+fn a_non_loopback_address_without_a_password_is_refused() {
+    let out = Command::new(HERD)
+        .args(["serve", "--store", "nowhere", "--resp", "0.0.0.0:0"])
+        .env_remove("HERD_SERVE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--resp 0.0.0.0:0") && err.contains("HERD_SERVE_PASSWORD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_that_does_not_exist_yet_is_an_error_then_served_once_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later");
+    let mut server = Server::start(&path, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    match c.call(&["GET", "1"]) {
+        Resp::Error(e) => assert!(e.contains("no store at") && e.contains("later"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let mut h = HttpClient::connect(server.http);
+    let r = h.get("/v1/predictions/1");
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("no store at"));
+    assert_eq!(h.get("/healthz").status, 503);
+    // A run creates the store; the same connections now get answers.
+    let store = Store::open(&path).unwrap();
+    live_top_k(&store, 0);
+    assert!(matches!(c.call(&["GET", "1"]), Resp::Bulk(_)));
+    assert_eq!(h.get("/v1/predictions/1").status, 200);
+    assert_eq!(h.get("/healthz").status, 200);
+    assert!(server.alive());
+}
+
+/// Versions whose every score equals the version number: a reply whose
+/// scores differ from its `version` field, or an MGET whose replies have
+/// different versions, mixed two versions.
+#[test]
+fn flips_by_another_process_during_a_read_load_never_mix_versions() {
+    const ENTITIES: u64 = 300;
+    const VERSIONS: u64 = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).unwrap();
+    let build = |marker: u64| {
+        let v = new_version(&store, "flip", ENTITIES);
+        let (ids, preds) = scores(0..ENTITIES, 8, marker as f32);
+        assert!(
+            store
+                .commit_chunk(v, 0..ENTITIES, &ids, &preds, now())
+                .unwrap()
+        );
+        store
+            .update_record(v, |r| r.status = Status::Validated)
+            .unwrap();
+        v
+    };
+    store.flip(build(1)).unwrap();
+    let server = Server::start(&path, None, &[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for t in 0..3u64 {
+        let (stop, reads, addr) = (stop.clone(), reads.clone(), server.resp);
+        readers.push(std::thread::spawn(move || -> Result<u64, String> {
+            let mut c = RespClient::connect(addr);
+            let mut seen_versions = std::collections::BTreeSet::new();
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                i = (i * 7 + 13) % ENTITIES;
+                let keys: Vec<String> = (0..4)
+                    .map(|k| ((i + k * 31) % ENTITIES).to_string())
+                    .collect();
+                let mut args = vec!["MGET"];
+                args.extend(keys.iter().map(String::as_str));
+                let Resp::Array(items) = c.call(&args) else {
+                    return Err("MGET did not answer an array".into());
+                };
+                let mut versions = Vec::new();
+                for item in items {
+                    let Resp::Bulk(b) = item else {
+                        return Err(format!("MGET item missing: {item:?}"));
+                    };
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+                    let version = v["version"].as_u64().unwrap();
+                    for s in v["scores"].as_array().unwrap() {
+                        if s.as_f64() != Some(version as f64) {
+                            return Err(format!(
+                                "mixed read: version {version} with scores {}",
+                                v["scores"]
+                            ));
+                        }
+                    }
+                    versions.push(version);
+                }
+                if versions.windows(2).any(|w| w[0] != w[1]) {
+                    return Err(format!("one MGET saw versions {versions:?}"));
+                }
+                seen_versions.insert(versions[0]);
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(seen_versions.len() as u64)
+        }));
+    }
+    // An HTTP reader too.
+    let http_reader = {
+        let (stop, addr) = (stop.clone(), server.http);
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut h = HttpClient::connect(addr);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = h.request(
+                    "POST",
+                    "/v1/predictions:batchGet",
+                    Some(r#"{"ids": [1, "2", 299]}"#),
+                );
+                if r.status != 200 {
+                    return Err(format!("batchGet answered {}", r.status));
+                }
+                let preds = r.json()["predictions"].as_array().unwrap().clone();
+                let versions: Vec<u64> = preds
+                    .iter()
+                    .map(|p| p["version"].as_u64().unwrap())
+                    .collect();
+                if versions.windows(2).any(|w| w[0] != w[1]) {
+                    return Err(format!("one batchGet saw versions {versions:?}"));
+                }
+                n += 1;
+            }
+            Ok(n)
+        })
+    };
+
+    let mut check = RespClient::connect(server.resp);
+    let started = Instant::now();
+    for marker in 2..=VERSIONS {
+        let v = build(marker);
+        assert_eq!(v, marker);
+        // Flip in another process: the CLI.
+        let out = Command::new(HERD)
+            .args(["store", "flip", "--to", &v.to_string(), "--store"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // Served from the very next request.
+        let Resp::Bulk(b) = check.call(&["GET", "5"]) else {
+            panic!("GET 5")
+        };
+        let got: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(got["version"], v, "the next request after the flip to v{v}");
+        if marker % 5 == 0 {
+            store.gc(3).unwrap();
+        }
+    }
+    // A rollback is served at once too.
+    store.flip(VERSIONS - 1).unwrap();
+    assert_eq!(
+        check.call(&["GET", "pred:live"]),
+        Resp::Bulk((VERSIONS - 1).to_string().into_bytes())
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut distinct = 0;
+    for r in readers {
+        distinct = distinct.max(r.join().unwrap().unwrap_or_else(|e| panic!("{e}")));
+    }
+    let http_reads = http_reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let total = reads.load(Ordering::Relaxed);
+    eprintln!(
+        "{total} MGETs and {http_reads} batchGets over {} flips in {:.1} s, readers saw up to {distinct} versions",
+        VERSIONS - 1,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(total > 100, "too few reads to mean anything: {total}");
+    assert!(
+        distinct > 2,
+        "the readers should have seen several versions, saw {distinct}"
+    );
+}
