@@ -14,6 +14,7 @@ mod fast;
 mod load;
 mod predictions;
 mod reference;
+pub mod trees;
 #[cfg(test)]
 mod tests;
 
