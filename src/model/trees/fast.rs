@@ -465,7 +465,7 @@ mod simd {
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn slots_avx512(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub(super) unsafe fn slots_avx512(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
         const G: usize = 4; // registers in flight
         const L: usize = 16;
         let base = nodes.as_ptr() as *const i32;
@@ -516,7 +516,7 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2")]
-    unsafe fn slots_avx2(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub(super) unsafe fn slots_avx2(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
         const G: usize = 4;
         const L: usize = 8;
         let base = nodes.as_ptr() as *const i32;
@@ -706,4 +706,65 @@ impl General {
             *o = c & !LEAF;
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete tree of `depth` levels over `width` features with
+    /// thresholds on a grid, NaN directions mixed.
+    fn tree(depth: u32, width: usize, seed: u32) -> Vec<[u32; 2]> {
+        (0..(1u32 << depth) - 1)
+            .map(|i| {
+                let h = i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503));
+                let t = ((h >> 8) % 7) as f32 * 0.5 - 1.5;
+                let word = (h % width as u32) | if h & 1 << 20 != 0 { NAN_LEFT } else { 0 };
+                [t.to_bits(), word]
+            })
+            .collect()
+    }
+
+    fn rows(n: usize, width: usize) -> Vec<f32> {
+        (0..n * width)
+            .map(|i| match i % 11 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                k => (k as f32 - 6.0) * 0.5,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_walk_sends_rows_to_the_leaf_the_one_row_walk_finds() {
+        for depth in [1, 3, 8, 12] {
+            for rows_n in [1, 7, 8, 31, 64, 65, 257] {
+                let width = 13;
+                let nodes = tree(depth, width, depth * 7 + rows_n as u32);
+                let x = rows(rows_n, width);
+                let want: Vec<u32> = (0..rows_n).map(|r| walk_one(&nodes, depth, &x[r * width..(r + 1) * width])).collect();
+                let mut got = vec![u32::MAX; rows_n];
+                let done = slots_scalar(&nodes, depth, &x, width, rows_n, &mut got);
+                assert_eq!(&got[..done], &want[..done], "scalar, depth {depth}, {rows_n} rows");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if is_x86_feature_detected!("avx2") {
+                        let mut got = vec![u32::MAX; rows_n];
+                        // SAFETY: AVX2 was detected just above.
+                        let done = unsafe { simd_avx2(&nodes, depth, &x, width, rows_n, &mut got) };
+                        assert_eq!(&got[..done], &want[..done], "avx2, depth {depth}, {rows_n} rows");
+                    }
+                    if is_x86_feature_detected!("avx512f") {
+                        let mut got = vec![u32::MAX; rows_n];
+                        // SAFETY: AVX-512F was detected just above.
+                        let done = unsafe { simd_avx512(&nodes, depth, &x, width, rows_n, &mut got) };
+                        assert_eq!(&got[..done], &want[..done], "avx512, depth {depth}, {rows_n} rows");
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    use super::simd::{slots_avx2 as simd_avx2, slots_avx512 as simd_avx512};
 }
