@@ -60,8 +60,8 @@ impl Model {
 }
 
 /// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
-/// `[n_rows, layer.out_dim]`.
-fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
+/// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
+pub(super) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
     out.clear();
     out.reserve(n_rows * layer.out_dim);
     for _ in 0..n_rows {
