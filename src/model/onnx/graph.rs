@@ -464,6 +464,9 @@ pub fn import(
             Err(e) => return Err(e),
         }
     }
+    // Inputs in the file's order, whatever order the nodes read them in.
+    let position = |name: &str| graph.input.iter().position(|i| i.name == name);
+    b.inputs.sort_by_key(|i| position(&i.name));
     Ok(Graph {
         values: b.values,
         nodes,

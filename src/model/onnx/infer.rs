@@ -889,12 +889,14 @@ fn reshape_dims(
         };
         out.push(d);
     }
-    let known: usize = out
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != infer_at)
-        .map(|(_, d)| if let Dim::Fixed(k) = d { *k } else { 1 })
-        .product();
+    let mut known: usize = 1;
+    for (i, d) in out.iter().enumerate() {
+        if let (false, Dim::Fixed(k)) = (Some(i) == infer_at, d) {
+            known = known
+                .checked_mul(*k)
+                .ok_or_else(|| err(label, format!("its target shape {target:?} is too large")))?;
+        }
+    }
     let out_rows = out.iter().filter(|d| **d == Dim::Rows).count();
     match (rows, out_rows, infer_at) {
         (false, 0, None) if known == per_row => Ok(out),

@@ -168,6 +168,9 @@ impl<'a> Fuser<'a> {
         } else {
             (weight.shape[0], weight.shape[1])
         };
+        if in_dim == 0 || out_dim == 0 {
+            return None;
+        }
         // torch.nn.Linear's layout, [out, in], as the fast kernels want it.
         let mut w_out_in = vec![0.0f32; in_dim * out_dim];
         for o in 0..out_dim {
