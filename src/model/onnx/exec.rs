@@ -9,7 +9,9 @@ use super::eval::eval;
 use super::graph::{Graph, ValueId};
 use super::infer::{Outcome, Val};
 use super::kernels;
+use super::op::Op;
 use super::plan::{Epilogue, Kernel, Plan};
+use super::proto::data_type;
 use super::tensor::{DType, Data, Tensor};
 use crate::model::fast::dense_block;
 
@@ -131,6 +133,33 @@ impl<'a, 'g> Values<'a, 'g> {
         Ok(())
     }
 
+    /// Node `i` when it only renames or reshapes its input and this step
+    /// is the input's last reader: the input's buffer becomes the output,
+    /// uncopied. False when the node must run.
+    fn move_view(&mut self, i: usize, frees: &[ValueId]) -> bool {
+        let node = &self.graph.nodes[i];
+        let Some(Some(x)) = node.inputs.first() else {
+            return false;
+        };
+        let same_type = self.graph.val(*x).dtype() == self.graph.val(node.output).dtype();
+        let view = match &node.op {
+            Op::Identity
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze => true,
+            Op::Cast { to } => same_type && (*to == data_type::FLOAT || *to == data_type::INT64),
+            _ => false,
+        };
+        if !view || !frees.contains(x) || self.slots[*x].is_none() {
+            return false;
+        }
+        let shape = rows_shape(self.graph, node.output, self.rows);
+        let t = self.slots[*x].take().expect("checked above");
+        self.slots[node.output] = Some(t.reshaped(shape));
+        true
+    }
+
     /// The f32 values of per-row value `v`.
     fn f32_values(&self, v: ValueId) -> &[f32] {
         if let Some(t) = &self.slots[v] {
@@ -211,7 +240,11 @@ pub fn run_fast(
         let mut values = Values::new(graph, feeds, start..end);
         for step in &plan.steps {
             match &step.kernel {
-                Kernel::Node(i) => values.run_node(*i).map_err(|e| in_rows(e, start, end))?,
+                Kernel::Node(i) => {
+                    if !values.move_view(*i, &step.frees) {
+                        values.run_node(*i).map_err(|e| in_rows(e, start, end))?;
+                    }
+                }
                 Kernel::Dense(d) => {
                     let x = values.f32_values(d.input);
                     let n_rows = x.len() / d.layer.in_dim.max(1);

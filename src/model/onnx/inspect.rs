@@ -62,8 +62,8 @@ pub struct Inspection {
     pub plan: Vec<StepDesc>,
     /// Nodes computed once at load.
     pub folded: Vec<String>,
-    /// Multiply-adds per row, as chunk planning uses them.
-    pub cost_per_row: Option<u64>,
+    /// Multiply-adds per row of the plan shown, as chunk planning uses them.
+    pub cost_per_row: u64,
     pub unsupported: Vec<Unsupported>,
     /// Why the model would not load, if it would not.
     pub problems: Vec<String>,
@@ -209,7 +209,7 @@ pub fn inspect(file: &OnnxFile, files: &ExternalFiles) -> Result<Inspection> {
             .filter(|n| n.outcome == Outcome::Folded)
             .map(|n| n.label.clone())
             .collect(),
-        cost_per_row: runnable.then(|| plan::cost_per_row(&plan_graph)),
+        cost_per_row: plan::cost_per_row(&plan_graph),
         unsupported: everything.unsupported,
         problems,
         runnable,
@@ -280,14 +280,16 @@ impl Inspection {
                 step.nodes.join(", ")
             );
         }
-        match self.cost_per_row {
-            Some(c) => {
-                let _ = writeln!(s, "cost per row: {c} multiply-adds");
+        let _ = writeln!(
+            s,
+            "cost per row: {} multiply-adds{}",
+            self.cost_per_row,
+            if self.runnable {
+                ""
+            } else {
+                " (of every output herd can compute)"
             }
-            None => {
-                let _ = writeln!(s, "cost per row: unknown (the model does not load)");
-            }
-        }
+        );
         if !self.unsupported.is_empty() {
             let _ = writeln!(s, "unsupported operators:");
             for u in &self.unsupported {

@@ -559,7 +559,7 @@ fn inspect_shows_the_plan_the_cost_and_the_declared_values() {
         i.plan[0].nodes,
         ["node 'fc0' (Gemm)", "node 'relu0' (Relu)"]
     );
-    assert_eq!(i.cost_per_row, Some(8 * 16 + 16 + 16 + 1));
+    assert_eq!(i.cost_per_row, 8 * 16 + 16 + 16 + 1);
     let text = i.to_text();
     assert!(text.contains("cost per row: 161 multiply-adds"), "{text}");
     let json = serde_json::to_value(&i).unwrap();
