@@ -39,7 +39,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 /// Row-major strides of `shape`, with 0 where `shape` is broadcast up to
 /// `out` (missing leading dimensions and dimensions of size 1).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; out.len()];
     let mut s = 1;
     for i in (0..shape.len()).rev() {

@@ -26,11 +26,11 @@ mod error;
 mod eval;
 mod exec;
 pub mod graph;
-mod infer;
+pub(crate) mod infer;
 mod inspect;
-mod kernels;
+pub(crate) mod kernels;
 pub mod op;
-mod plan;
+pub(crate) mod plan;
 pub mod proto;
 mod tensor;
 #[cfg(test)]
@@ -126,6 +126,16 @@ impl OnnxModel {
         &self.graph.outputs
     }
 
+    /// herd's graph (for the GPU path, which runs the same plan).
+    pub(crate) fn graph(&self) -> &graph::Graph {
+        &self.graph
+    }
+
+    /// The fast path's steps (the GPU path runs them too).
+    pub(crate) fn plan(&self) -> &plan::Plan {
+        &self.plan
+    }
+
     /// Multiply-adds to score one row, for planning chunks.
     pub fn cost_per_row(&self) -> u64 {
         self.cost_per_row
@@ -163,7 +173,12 @@ impl OnnxModel {
         )
     }
 
-    fn check_feeds(&self, feeds: &[Feed<'_>], rows: usize) -> std::result::Result<(), RunError> {
+    /// Checks `feeds` against the inputs for `rows` rows.
+    pub(crate) fn run_checks(
+        &self,
+        feeds: &[Feed<'_>],
+        rows: usize,
+    ) -> std::result::Result<(), RunError> {
         if feeds.len() != self.inputs().len() {
             return Err(RunError::Feed {
                 input: self
@@ -208,7 +223,7 @@ impl OnnxModel {
         feeds: &[Feed<'_>],
         rows: usize,
     ) -> std::result::Result<Vec<Tensor>, RunError> {
-        self.check_feeds(feeds, rows)?;
+        self.run_checks(feeds, rows)?;
         exec::run_fast(&self.graph, &self.plan, feeds, rows)
     }
 
@@ -219,7 +234,7 @@ impl OnnxModel {
         feeds: &[Feed<'_>],
         rows: usize,
     ) -> std::result::Result<Vec<Tensor>, RunError> {
-        self.check_feeds(feeds, rows)?;
+        self.run_checks(feeds, rows)?;
         exec::run_reference(&self.graph, feeds, rows)
     }
 }
