@@ -59,9 +59,26 @@ enum Cmd {
         #[arg(long, value_name = "FILE.json")]
         baseline: Option<PathBuf>,
     },
+    /// Look at a model file.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
     /// Internal: speaks the worker protocol on stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// An ONNX model's inputs, outputs, operators, herd's plan for it and its
+    /// cost per row; exits 2 when herd cannot run it.
+    Inspect {
+        #[arg(value_name = "FILE.onnx")]
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +204,12 @@ pub fn main() -> Result<i32> {
             quiet_on_closed_stdout();
             generate(args)
         }
+        Some(Cmd::Model {
+            cmd: ModelCmd::Inspect { file, json },
+        }) => {
+            quiet_on_closed_stdout();
+            model_inspect(&file, json)
+        }
         Some(Cmd::Store { cmd }) => {
             quiet_on_closed_stdout();
             store_cmd(cmd)
@@ -285,6 +308,59 @@ fn run_headless(args: RunArgs) -> Result<i32> {
         write_json(path, &serde_json::to_value(report)?)?;
     }
     Ok(code)
+}
+
+/// Reads an ONNX model and the external-data files its tensors name (from
+/// the model's folder).
+fn read_onnx(
+    path: &Path,
+) -> Result<(
+    herd::model::onnx::OnnxFile,
+    herd::model::onnx::ExternalFiles,
+)> {
+    use herd::model::onnx::{ExternalFiles, OnnxFile};
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = OnnxFile::parse(&bytes).with_context(|| path.display().to_string())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files = ExternalFiles::new();
+    for location in file
+        .external_files()
+        .with_context(|| path.display().to_string())?
+    {
+        let p = dir.join(&location);
+        let data = std::fs::read(&p).with_context(|| {
+            format!(
+                "{}: cannot read external data file {}",
+                path.display(),
+                p.display()
+            )
+        })?;
+        files.insert(location, data);
+    }
+    Ok((file, files))
+}
+
+fn model_inspect(path: &Path, json: bool) -> Result<i32> {
+    let (file, files) = match read_onnx(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
+    let inspection = match herd::model::onnx::inspect(&file, &files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return Ok(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print!("{}", inspection.to_text());
+    }
+    Ok(if inspection.runnable { 0 } else { 2 })
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -22,9 +22,11 @@
 mod device;
 mod kernels;
 mod model;
+mod onnx;
 
 pub use device::{Gpu, choose};
 pub use model::{GpuModel, MAX_TOP_K, TileLimits};
+pub use onnx::GpuOnnx;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -63,6 +65,9 @@ pub enum Error {
     },
     #[error("reading results back from adapter '{adapter}' failed: {message}")]
     ReadBack { adapter: String, message: String },
+    /// An ONNX graph the kernels cannot run, or rows that break it.
+    #[error("{0}")]
+    Onnx(String),
 }
 
 /// The hint printed when no Vulkan/GL driver is installed at all.

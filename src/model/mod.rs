@@ -12,6 +12,7 @@ mod cost;
 mod error;
 mod fast;
 mod load;
+pub mod onnx;
 mod predictions;
 mod reference;
 pub mod trees;
