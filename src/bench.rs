@@ -20,6 +20,10 @@ use crate::model::{Dense, EntityIds, Mlp, Model, ModelSpec, OutputActivation, Ro
 /// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
 pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;
 pub const ONNXRUNTIME_TWO_TOWER_USERS_PER_S: f64 = 4_900.0;
+/// onnxruntime 1.31.1, 2 threads, on `herd gen gbdt`'s model (500 trees of
+/// depth 8 over 100 features), measured on the project's 2-core machine
+/// while other builds ran (docs/performance.md).
+pub const ONNXRUNTIME_GBDT_ROWS_PER_S: f64 = 13_400.0;
 
 /// The sizes the issue names.
 #[derive(Clone, Debug)]
@@ -31,6 +35,11 @@ pub struct Sizes {
     pub items: usize,
     pub dim: usize,
     pub top_k: usize,
+    /// The tree workload: rows, features, trees, branching levels.
+    pub gbdt_rows: usize,
+    pub gbdt_features: usize,
+    pub gbdt_trees: usize,
+    pub gbdt_depth: usize,
 }
 
 impl Default for Sizes {
@@ -43,6 +52,10 @@ impl Default for Sizes {
             items: 100_000,
             dim: 64,
             top_k: 100,
+            gbdt_rows: 1_000_000,
+            gbdt_features: 100,
+            gbdt_trees: 500,
+            gbdt_depth: 8,
         }
     }
 }
@@ -151,6 +164,90 @@ pub fn two_tower_workload(s: &Sizes) -> (Model, Rows) {
     (model, rows)
 }
 
+/// The tree workload: `herd gen gbdt`'s model and feature values (2%
+/// missing), generated in memory.
+pub fn gbdt_workload(s: &Sizes) -> (crate::model::trees::Ensemble, Vec<f32>) {
+    use crate::data::r#gen::{GenKind, GenOptions, gbdt_attrs};
+    let mut opts = GenOptions::defaults(GenKind::Gbdt);
+    opts.features = s.gbdt_features;
+    opts.trees = s.gbdt_trees;
+    opts.depth = s.gbdt_depth;
+    let ensemble = crate::model::trees::Ensemble::from_v3(&gbdt_attrs(&opts), true)
+        .expect("herd gen gbdt writes a valid ensemble");
+    let mut rng = Rng(3);
+    let x = (0..s.gbdt_rows * s.gbdt_features)
+        .map(|_| {
+            let v = rng.uniform(1.0);
+            if rng.next() % 50 == 0 { f32::NAN } else { v }
+        })
+        .collect();
+    (ensemble, x)
+}
+
+/// Scores `x` on `threads` threads (contiguous row ranges, as the worker
+/// splits a batch) with `compiled`; returns the probabilities.
+pub fn score_trees(
+    ensemble: &crate::model::trees::Ensemble,
+    compiled: &crate::model::trees::fast::Compiled,
+    x: &[f32],
+    width: usize,
+    threads: usize,
+) -> Vec<f32> {
+    let rows = x.len() / width;
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = x
+            .chunks(per * width)
+            .map(|part| {
+                scope.spawn(move || {
+                    compiled
+                        .score(ensemble, part, part.len() / width, width)
+                        .scores
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    })
+}
+
+/// Times each tree layout on `x` (best of `repeat` passes).
+fn time_trees(
+    ensemble: &crate::model::trees::Ensemble,
+    x: &[f32],
+    width: usize,
+    threads: usize,
+    repeat: usize,
+    base: f64,
+    label: &str,
+) -> Vec<ComputeRow> {
+    use crate::model::trees::fast::{Compiled, Layout, isa_name};
+    let rows = x.len() / width;
+    let visits = ensemble.cost_per_row() as f64 * rows as f64;
+    let mut out = Vec::new();
+    for layout in [Layout::Auto, Layout::General] {
+        let compiled = Compiled::with_layout(ensemble, layout);
+        let mut best = f64::INFINITY;
+        for _ in 0..repeat.max(1) {
+            let t = Instant::now();
+            let scores = score_trees(ensemble, &compiled, x, width, threads);
+            best = best.min(t.elapsed().as_secs_f64());
+            assert_eq!(scores.len(), rows * ensemble.n_targets);
+        }
+        let adapter = match compiled.name() {
+            "perfect" => format!("trees perfect/{}, {threads} thr", isa_name()),
+            other => format!("trees {other}, {threads} thr"),
+        };
+        // GFLOP/s column: node visits per second, in billions.
+        out.push(row(
+            "gbdt", "cpu", &adapter, rows, best, visits, base, label,
+        ));
+    }
+    out
+}
+
 fn flops(model: &Model, rows: &Rows) -> f64 {
     (0..rows.len())
         .map(|i| 2.0 * model.entity_cost(rows.history_of(i).len()) as f64)
@@ -187,6 +284,16 @@ pub fn compute(
             &label,
         ));
     }
+    let (ensemble, x) = gbdt_workload(sizes);
+    out.extend(time_trees(
+        &ensemble,
+        &x,
+        sizes.gbdt_features,
+        threads,
+        1,
+        ONNXRUNTIME_GBDT_ROWS_PER_S,
+        "onnxruntime 1.31.1, 2 threads (measured earlier on this kind of machine)",
+    ));
     out
 }
 
@@ -307,6 +414,10 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
     let gpu = crate::gpu::choose(Device::Gpu).ok().flatten();
     let mut out = Vec::new();
     for b in baselines {
+        if b.model == "gbdt" {
+            out.extend(gbdt_on_files(b)?);
+            continue;
+        }
         let (spec, id_column, history_column) = match b.model.as_str() {
             "mlp" => (
                 ModelSpec::Mlp {
@@ -369,6 +480,65 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
         ));
     }
     Ok(out)
+}
+
+/// The gbdt baseline's files: the Parquet features and the ONNX model's
+/// tree ensemble, timed on herd's tree layouts.
+fn gbdt_on_files(b: &Baseline) -> anyhow::Result<Vec<ComputeRow>> {
+    use crate::model::onnx::{OnnxFile, ml};
+    use crate::model::trees::Ensemble;
+    let input = Input {
+        path: b.data.clone(),
+        id_column: "entity_id".into(),
+        history_column: None,
+        feature_columns: None,
+    };
+    let data = Dataset::open(&input, false)
+        .with_context(|| format!("baseline input {}", b.data.display()))?;
+    let rows = data
+        .read_rows(0..data.num_rows())
+        .with_context(|| format!("reading {}", b.data.display()))?;
+    if rows.len() != b.rows {
+        bail!(
+            "{} has {} rows but the baseline scored {}: rerun bench/baseline.py on it",
+            b.data.display(),
+            rows.len(),
+            b.rows
+        );
+    }
+    let bytes = std::fs::read(&b.weights)
+        .with_context(|| format!("cannot read model {}", b.weights.display()))?;
+    let file = OnnxFile::parse(&bytes).with_context(|| format!("model {}", b.weights.display()))?;
+    let node = file
+        .proto()
+        .graph
+        .as_ref()
+        .and_then(|g| {
+            g.node
+                .iter()
+                .find(|n| n.op_type.starts_with("TreeEnsemble"))
+        })
+        .with_context(|| format!("{} has no tree ensemble node", b.weights.display()))?;
+    let attrs = ml::attrs(node, &Default::default())
+        .with_context(|| format!("model {}", b.weights.display()))?;
+    let ensemble = Ensemble::from_v3(&attrs, node.op_type == "TreeEnsembleClassifier")
+        .with_context(|| format!("model {}", b.weights.display()))?;
+    let label = format!(
+        "{} {}, {} threads, same files, best of {}",
+        b.engine,
+        b.engine_version,
+        b.threads,
+        b.repeat.max(1)
+    );
+    Ok(time_trees(
+        &ensemble,
+        &rows.features,
+        rows.num_features,
+        b.threads,
+        b.repeat,
+        b.rows as f64 / b.compute_s,
+        &label,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

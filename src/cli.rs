@@ -111,6 +111,8 @@ enum HostsCmd {
 enum GenModel {
     TwoTower,
     Mlp,
+    /// A gradient-boosted tree ensemble (ONNX, ai.onnx.ml) and its data.
+    Gbdt,
 }
 
 #[derive(Args, Debug)]
@@ -119,8 +121,14 @@ struct GenArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Rows (users or entities).
-    #[arg(long)]
+    #[arg(long, visible_alias = "rows")]
     users: Option<u64>,
+    /// Trees (gbdt).
+    #[arg(long)]
+    trees: Option<usize>,
+    /// Branching levels of each tree (gbdt).
+    #[arg(long)]
+    depth: Option<usize>,
     #[arg(long)]
     items: Option<u32>,
     #[arg(long)]
@@ -592,6 +600,7 @@ fn generate(args: GenArgs) -> Result<i32> {
     let (kind, data_name, weights_name) = match args.model {
         GenModel::TwoTower => (GenKind::TwoTower, "users.parquet", "two_tower.safetensors"),
         GenModel::Mlp => (GenKind::Mlp, "entities.parquet", "mlp.safetensors"),
+        GenModel::Gbdt => (GenKind::Gbdt, "entities.parquet", "gbdt.onnx"),
     };
     let mut opts = GenOptions::defaults(kind);
     if let Some(v) = args.users {
@@ -608,6 +617,12 @@ fn generate(args: GenArgs) -> Result<i32> {
     }
     if let Some(v) = args.hidden {
         opts.hidden = v;
+    }
+    if let Some(v) = args.trees {
+        opts.trees = v;
+    }
+    if let Some(v) = args.depth {
+        opts.depth = v;
     }
     if let Some(v) = args.seed {
         opts.seed = v;

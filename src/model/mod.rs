@@ -15,9 +15,9 @@ mod load;
 pub mod onnx;
 mod predictions;
 mod reference;
-pub mod trees;
 #[cfg(test)]
 mod tests;
+pub mod trees;
 
 pub use catalogue::ItemIndex;
 pub use error::{Error, Result};

@@ -29,6 +29,7 @@ pub mod graph;
 pub(crate) mod infer;
 mod inspect;
 pub(crate) mod kernels;
+pub mod ml;
 pub mod op;
 pub(crate) mod plan;
 pub mod proto;

@@ -122,6 +122,23 @@ impl GraphBuilder {
         self
     }
 
+    /// A node of `domain` (e.g. ai.onnx.ml).
+    pub fn node_in(
+        mut self,
+        domain: &str,
+        op_type: &str,
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> Self {
+        self = self.node(op_type, name, inputs, outputs, attributes);
+        if let Some(n) = self.graph.node.last_mut() {
+            n.domain = domain.to_string();
+        }
+        self
+    }
+
     /// The model.
     pub fn model(self) -> ModelProto {
         ModelProto {

@@ -96,6 +96,11 @@ impl Attrs {
         self.map.keys().map(String::as_str)
     }
 
+    /// Every attribute, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Attr)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     fn wrong(name: &str, expected: &str, found: &Attr) -> Error {
         Error::attr(name, format!("is {}, expected {expected}", found.kind()))
     }

@@ -103,7 +103,7 @@ impl Split {
 /// `x` as a C cast to a 32-bit integer does it on x86 (NaN and values out
 /// of range give `i32::MIN`).
 pub fn truncate(x: f32) -> i32 {
-    if x.is_nan() || x >= 2_147_483_648.0 || x < -2_147_483_648.0 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         i32::MIN
     } else {
         x as i32
@@ -375,7 +375,10 @@ impl Ensemble {
         let missing = attrs.ints("nodes_missing_value_tracks_true")?;
         let n = treeids.len();
         if n == 0 {
-            return Err(Error::attr("nodes_treeids", "is empty; the ensemble has no trees"));
+            return Err(Error::attr(
+                "nodes_treeids",
+                "is empty; the ensemble has no trees",
+            ));
         }
         same_len("nodes_nodeids", nodeids.len(), n, "nodes_treeids")?;
         same_len("nodes_featureids", featureids.len(), n, "nodes_treeids")?;
@@ -469,7 +472,10 @@ impl Ensemble {
                 return Err(Error::node(
                     w_trees[i],
                     w_nodes[i],
-                    format!("'{}' entry {i} names a node that does not exist", names.nodeids),
+                    format!(
+                        "'{}' entry {i} names a node that does not exist",
+                        names.nodeids
+                    ),
                 ));
             };
             let Child::Leaf(leaf) = slot[j] else {
@@ -478,7 +484,10 @@ impl Ensemble {
             if n_targets > 1 && (ids[i] < 0 || ids[i] as usize >= n_targets) {
                 return Err(Error::attr(
                     names.ids,
-                    format!("entry {i} is {}, expected an index in 0..{n_targets}", ids[i]),
+                    format!(
+                        "entry {i} is {}, expected an index in 0..{n_targets}",
+                        ids[i]
+                    ),
                 ));
             }
             leaf_weights[leaf as usize].push(Weight {
@@ -492,7 +501,11 @@ impl Ensemble {
             if let Child::Leaf(leaf) = slot[i] {
                 let w = &leaf_weights[leaf as usize];
                 if w.is_empty() {
-                    return Err(Error::node(treeids[i], nodeids[i], "is a leaf without a weight"));
+                    return Err(Error::node(
+                        treeids[i],
+                        nodeids[i],
+                        "is a leaf without a weight",
+                    ));
                 }
                 leaves.push((all_weights.len() as u32, w.len() as u32));
                 all_weights.extend_from_slice(w);
@@ -520,9 +533,7 @@ impl Ensemble {
             width: 0,
         }
         .checked(|node| {
-            let i = (0..n)
-                .find(|&i| slot[i] == Child::Node(node))
-                .unwrap_or(0);
+            let i = (0..n).find(|&i| slot[i] == Child::Node(node)).unwrap_or(0);
             (treeids[i], nodeids[i])
         })
     }
@@ -562,14 +573,22 @@ impl Ensemble {
         };
         let n = attrs.int("n_targets")?.unwrap_or(0);
         if n <= 0 || n > u32::MAX as i64 {
-            return Err(Error::attr("n_targets", format!("is {n}, expected at least 1")));
+            return Err(Error::attr(
+                "n_targets",
+                format!("is {n}, expected at least 1"),
+            ));
         }
         let n_targets = n as usize;
         let leaf_targets = attrs.ints("leaf_targetids")?;
         let leaf_weights = attrs
             .reals("leaf_weights")?
             .unwrap_or(Reals::F32(Vec::new()));
-        same_len("leaf_weights", leaf_weights.len(), leaf_targets.len(), "leaf_targetids")?;
+        same_len(
+            "leaf_weights",
+            leaf_weights.len(),
+            leaf_targets.len(),
+            "leaf_targetids",
+        )?;
         let splits = attrs
             .reals("nodes_splits")?
             .unwrap_or(Reals::F32(Vec::new()));
@@ -593,16 +612,23 @@ impl Ensemble {
         same_len("nodes_trueleafs", trueleafs.len(), n_nodes, "nodes_modes")?;
         same_len("nodes_falseleafs", falseleafs.len(), n_nodes, "nodes_modes")?;
         if !missing.is_empty() {
-            same_len("nodes_missing_value_tracks_true", missing.len(), n_nodes, "nodes_modes")?;
+            same_len(
+                "nodes_missing_value_tracks_true",
+                missing.len(),
+                n_nodes,
+                "nodes_modes",
+            )?;
         }
         if tree_roots.is_empty() {
-            return Err(Error::attr("tree_roots", "is empty; the ensemble has no trees"));
+            return Err(Error::attr(
+                "tree_roots",
+                "is empty; the ensemble has no trees",
+            ));
         }
         let n_leaves = leaf_targets.len();
         let mut leaves = Vec::with_capacity(n_leaves);
         let mut weights = Vec::with_capacity(n_leaves);
-        for i in 0..n_leaves {
-            let target = leaf_targets[i];
+        for (i, &target) in leaf_targets.iter().enumerate() {
             if target < 0 || (n_targets > 1 && target as usize >= n_targets) {
                 return Err(Error::attr(
                     "leaf_targetids",
@@ -662,11 +688,13 @@ impl Ensemble {
         let mut roots = Vec::with_capacity(tree_roots.len());
         for (k, &r) in tree_roots.iter().enumerate() {
             let r = index("tree_roots", k, r, n_nodes, "node")? as usize;
-            roots.push(if trueids[r] == falseids[r] && trueleafs[r] != 0 && falseleafs[r] != 0 {
-                Child::Leaf(index("nodes_truenodeids", r, trueids[r], n_leaves, "leaf")?)
-            } else {
-                Child::Node(r as u32)
-            });
+            roots.push(
+                if trueids[r] == falseids[r] && trueleafs[r] != 0 && falseleafs[r] != 0 {
+                    Child::Leaf(index("nodes_truenodeids", r, trueids[r], n_leaves, "leaf")?)
+                } else {
+                    Child::Node(r as u32)
+                },
+            );
         }
         Ensemble {
             kind: Kind::Regressor,

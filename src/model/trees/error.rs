@@ -9,7 +9,11 @@ pub enum Error {
     Attr { name: String, detail: String },
 
     #[error("tree {tree} node {node}: {detail}")]
-    Node { tree: i64, node: i64, detail: String },
+    Node {
+        tree: i64,
+        node: i64,
+        detail: String,
+    },
 
     #[error("{0}")]
     Model(String),

@@ -12,7 +12,7 @@
 //!   and a walk is `depth` steps of `i = 2i + 1 + (x > t)` with no branch.
 //!   Rows are scored in blocks, tree by tree (the tree's nodes stay in L1
 //!   for the whole block); inside a block many rows walk the same tree at
-//!   once: 16 per AVX-512 register (4 registers in flight), 8 per AVX2
+//!   once: 8 per AVX2 register (4 registers in flight), 16 per AVX-512
 //!   register, or 8 interleaved scalar walks, picked at run time.
 //! - [`General`]: compact nodes with explicit children, one row and one
 //!   tree at a time; for what the first cannot hold (BRANCH_EQ, NEQ,
@@ -28,8 +28,9 @@ use super::score::{RowState, Scored};
 /// Trees deeper than this (branching levels) keep the general layout:
 /// a complete tree of depth 12 is 4,095 nodes and 4,096 leaf slots.
 pub const MAX_PERFECT_DEPTH: u32 = 12;
-/// Rows scored together, tree by tree.
-const BLOCK_ROWS: usize = 256;
+/// Rows scored together, tree by tree: 64 rows of 100 features (25 KiB)
+/// stay in L1 with the tree; 256 ran at half the speed (docs/performance.md).
+const BLOCK_ROWS: usize = 64;
 /// In a node's feature word: NaN goes left.
 const NAN_LEFT: u32 = 1 << 31;
 /// In a general child reference: the index is a leaf's.
@@ -145,6 +146,10 @@ fn reachable_leaves(e: &Ensemble) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// `walk(tree, rows of x, row count, out)`: each row's leaf slot (perfect)
+/// or leaf (general) in `tree`.
+type Walk<'a> = dyn Fn(usize, &[f32], usize, &mut [u32]) + 'a;
+
 /// The layout chosen for an ensemble.
 #[derive(Clone, Debug)]
 pub enum Compiled {
@@ -197,7 +202,7 @@ impl Compiled {
 
     /// Scores `rows` rows of `width` features.
     pub fn score(&self, e: &Ensemble, x: &[f32], rows: usize, width: usize) -> Scored {
-        let (walk, adding): (&dyn Fn(usize, &[f32], usize, &mut [u32]), &Adding) = match self {
+        let (walk, adding): (&Walk, &Adding) = match self {
             Compiled::Reference => return e.score_reference(x, rows, width),
             Compiled::Perfect(p, a) => (&|t, x, n, out| p.slots(t, x, width, n, out), &a.0),
             Compiled::General(g, a) => (&|t, x, n, out| g.leaves(t, x, width, n, out), &a.0),
@@ -221,9 +226,9 @@ impl Compiled {
             match adding {
                 Adding::Single { target, .. } => {
                     acc[..b * n].fill(0.0);
-                    for t in 0..n_trees {
+                    for (t, &k) in target.iter().enumerate() {
                         walk(t, xb, b, &mut slots[..b]);
-                        let k = target[t] as usize;
+                        let k = k as usize;
                         let values = match self {
                             Compiled::Perfect(p, _) => &p.slot_value[p.trees[t].leaves as usize..],
                             _ => &[][..],
@@ -360,7 +365,8 @@ impl Perfect {
                 (c, c)
             }
         };
-        self.place(e, tree, left, 2 * i + 1, level + 1) && self.place(e, tree, right, 2 * i + 2, level + 1)
+        self.place(e, tree, left, 2 * i + 1, level + 1)
+            && self.place(e, tree, right, 2 * i + 2, level + 1)
     }
 
     /// The leaf slot tree `t` sends each of `rows` rows of `x` to.
@@ -393,7 +399,14 @@ fn walk_one(nodes: &[[u32; 2]], depth: u32, row: &[f32]) -> u32 {
 
 /// Eight rows down one complete tree at once, interleaved so their loads
 /// overlap; the portable walk.
-fn slots_scalar(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+fn slots_scalar(
+    nodes: &[[u32; 2]],
+    depth: u32,
+    x: &[f32],
+    width: usize,
+    rows: usize,
+    out: &mut [u32],
+) -> usize {
     const G: usize = 8;
     let mut r = 0;
     while r + G <= rows {
@@ -415,6 +428,7 @@ fn slots_scalar(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: u
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // registers in flight, indexed by group
 mod simd {
     //! Rows in SIMD lanes walking one complete tree: gathers fetch each
     //! lane's node and feature value. Chosen at run time by the CPU's
@@ -430,15 +444,18 @@ mod simd {
         Scalar,
     }
 
-    /// What this CPU runs (`HERD_TREES_ISA=avx2|scalar` lowers it, for
-    /// benchmarks and tests of each path).
+    /// What this CPU runs: AVX2 where it has it. AVX-512 was measured
+    /// slower on the AMD EPYC (Zen 4) this project runs on, whose 512-bit
+    /// gathers cost more than two 256-bit ones (docs/performance.md), so it
+    /// is taken only when asked for: `HERD_TREES_ISA=avx512` (or `avx2`,
+    /// `scalar`), for benchmarks and for CPUs where it pays.
     pub fn isa() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            let cap = std::env::var("HERD_TREES_ISA").unwrap_or_default();
-            if cap != "avx2" && cap != "scalar" && is_x86_feature_detected!("avx512f") {
+            let asked = std::env::var("HERD_TREES_ISA").unwrap_or_default();
+            if asked == "avx512" && is_x86_feature_detected!("avx512f") {
                 Isa::Avx512
-            } else if cap != "scalar" && is_x86_feature_detected!("avx2") {
+            } else if asked != "scalar" && is_x86_feature_detected!("avx2") {
                 Isa::Avx2
             } else {
                 Isa::Scalar
@@ -447,7 +464,14 @@ mod simd {
     }
 
     /// Fills `out` for the leading rows it handles; returns how many.
-    pub fn slots(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub fn slots(
+        nodes: &[[u32; 2]],
+        depth: u32,
+        x: &[f32],
+        width: usize,
+        rows: usize,
+        out: &mut [u32],
+    ) -> usize {
         // Gathers index with i32: the block must fit.
         if rows * width >= i32::MAX as usize / 2 || nodes.len() >= i32::MAX as usize / 4 {
             return slots_scalar(nodes, depth, x, width, rows, out);
@@ -464,8 +488,19 @@ mod simd {
         }
     }
 
+    // AVX-512 intrinsics are stable from Rust 1.89, past the crate's 1.85:
+    // the kernel builds with the toolchain the project uses and runs only
+    // when asked for (see `isa`).
+    #[allow(clippy::incompatible_msrv)]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn slots_avx512(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub(super) unsafe fn slots_avx512(
+        nodes: &[[u32; 2]],
+        depth: u32,
+        x: &[f32],
+        width: usize,
+        rows: usize,
+        out: &mut [u32],
+    ) -> usize {
         const G: usize = 4; // registers in flight
         const L: usize = 16;
         let base = nodes.as_ptr() as *const i32;
@@ -511,12 +546,28 @@ mod simd {
             r += G * L;
         }
         let done = r;
-        let rest = unsafe { slots_avx2(nodes, depth, &x[done * width..], width, rows - done, &mut out[done..]) };
+        let rest = unsafe {
+            slots_avx2(
+                nodes,
+                depth,
+                &x[done * width..],
+                width,
+                rows - done,
+                &mut out[done..],
+            )
+        };
         done + rest
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn slots_avx2(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub(super) unsafe fn slots_avx2(
+        nodes: &[[u32; 2]],
+        depth: u32,
+        x: &[f32],
+        width: usize,
+        rows: usize,
+        out: &mut [u32],
+    ) -> usize {
         const G: usize = 4;
         const L: usize = 8;
         let base = nodes.as_ptr() as *const i32;
@@ -569,7 +620,14 @@ mod simd {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod simd {
-    pub fn slots(nodes: &[[u32; 2]], depth: u32, x: &[f32], width: usize, rows: usize, out: &mut [u32]) -> usize {
+    pub fn slots(
+        nodes: &[[u32; 2]],
+        depth: u32,
+        x: &[f32],
+        width: usize,
+        rows: usize,
+        out: &mut [u32],
+    ) -> usize {
         super::slots_scalar(nodes, depth, x, width, rows, out)
     }
 }
@@ -599,7 +657,11 @@ enum Test {
     Neq(f32),
     /// `x` is one of `members[first..first + len]` (truncated first when
     /// `truncate`: see [`Split::Member`]).
-    Member { first: u32, len: u32, truncate: bool },
+    Member {
+        first: u32,
+        len: u32,
+        truncate: bool,
+    },
     /// No f32 passes (EQ with a threshold no f32 equals).
     Never,
     /// Every f32 passes (NEQ with such a threshold).
@@ -694,14 +756,26 @@ impl General {
                     Test::Le(t) => v <= t,
                     Test::Eq(t) => v == t,
                     Test::Neq(t) => v != t,
-                    Test::Member { first, len, truncate } => {
-                        let v = if truncate { super::ensemble::truncate(v) as f32 } else { v };
+                    Test::Member {
+                        first,
+                        len,
+                        truncate,
+                    } => {
+                        let v = if truncate {
+                            super::ensemble::truncate(v) as f32
+                        } else {
+                            v
+                        };
                         self.members[first as usize..(first + len) as usize].contains(&v)
                     }
                     Test::Never => false,
                     Test::Always => true,
                 };
-                c = if pass || (n.nan_yes && v.is_nan()) { n.yes } else { n.no };
+                c = if pass || (n.nan_yes && v.is_nan()) {
+                    n.yes
+                } else {
+                    n.no
+                };
             }
             *o = c & !LEAF;
         }
@@ -717,7 +791,9 @@ mod tests {
     fn tree(depth: u32, width: usize, seed: u32) -> Vec<[u32; 2]> {
         (0..(1u32 << depth) - 1)
             .map(|i| {
-                let h = i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503));
+                let h = i
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503));
                 let t = ((h >> 8) % 7) as f32 * 0.5 - 1.5;
                 let word = (h % width as u32) | if h & 1 << 20 != 0 { NAN_LEFT } else { 0 };
                 [t.to_bits(), word]
@@ -742,23 +818,38 @@ mod tests {
                 let width = 13;
                 let nodes = tree(depth, width, depth * 7 + rows_n as u32);
                 let x = rows(rows_n, width);
-                let want: Vec<u32> = (0..rows_n).map(|r| walk_one(&nodes, depth, &x[r * width..(r + 1) * width])).collect();
+                let want: Vec<u32> = (0..rows_n)
+                    .map(|r| walk_one(&nodes, depth, &x[r * width..(r + 1) * width]))
+                    .collect();
                 let mut got = vec![u32::MAX; rows_n];
                 let done = slots_scalar(&nodes, depth, &x, width, rows_n, &mut got);
-                assert_eq!(&got[..done], &want[..done], "scalar, depth {depth}, {rows_n} rows");
+                assert_eq!(
+                    &got[..done],
+                    &want[..done],
+                    "scalar, depth {depth}, {rows_n} rows"
+                );
                 #[cfg(target_arch = "x86_64")]
                 {
                     if is_x86_feature_detected!("avx2") {
                         let mut got = vec![u32::MAX; rows_n];
                         // SAFETY: AVX2 was detected just above.
                         let done = unsafe { simd_avx2(&nodes, depth, &x, width, rows_n, &mut got) };
-                        assert_eq!(&got[..done], &want[..done], "avx2, depth {depth}, {rows_n} rows");
+                        assert_eq!(
+                            &got[..done],
+                            &want[..done],
+                            "avx2, depth {depth}, {rows_n} rows"
+                        );
                     }
                     if is_x86_feature_detected!("avx512f") {
                         let mut got = vec![u32::MAX; rows_n];
                         // SAFETY: AVX-512F was detected just above.
-                        let done = unsafe { simd_avx512(&nodes, depth, &x, width, rows_n, &mut got) };
-                        assert_eq!(&got[..done], &want[..done], "avx512, depth {depth}, {rows_n} rows");
+                        let done =
+                            unsafe { simd_avx512(&nodes, depth, &x, width, rows_n, &mut got) };
+                        assert_eq!(
+                            &got[..done],
+                            &want[..done],
+                            "avx512, depth {depth}, {rows_n} rows"
+                        );
                     }
                 }
             }

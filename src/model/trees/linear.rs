@@ -22,7 +22,14 @@ fn post_transform(attrs: &Attrs) -> Result<PostTransform> {
 
 /// `rows x outputs` dot products of the rows with `coefficients`
 /// (`[outputs, width]`) plus `intercepts` (when given).
-fn gemm(x: &[f32], rows: usize, width: usize, coefficients: &[f32], intercepts: Option<&[f32]>, outputs: usize) -> Vec<f32> {
+fn gemm(
+    x: &[f32],
+    rows: usize,
+    width: usize,
+    coefficients: &[f32],
+    intercepts: Option<&[f32]>,
+    outputs: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * outputs];
     for r in 0..rows {
         let row = &x[r * width..(r + 1) * width];
@@ -132,7 +139,14 @@ impl LinearClassifier {
 
     pub fn run(&self, x: &[f32], rows: usize, width: usize) -> (Vec<f32>, Labels) {
         let classes = self.intercepts.len();
-        let scores = gemm(x, rows, width, &self.coefficients, Some(&self.intercepts), classes);
+        let scores = gemm(
+            x,
+            rows,
+            width,
+            &self.coefficients,
+            Some(&self.intercepts),
+            classes,
+        );
         let mut codes = Vec::with_capacity(rows);
         if classes == 1 {
             // The label is the sign of the raw score.
@@ -200,7 +214,10 @@ impl LinearRegressor {
         let coefficients = attrs.floats("coefficients")?;
         let targets = attrs.int("targets")?.unwrap_or(1);
         if targets < 1 {
-            return Err(Error::attr("targets", format!("is {targets}, expected at least 1")));
+            return Err(Error::attr(
+                "targets",
+                format!("is {targets}, expected at least 1"),
+            ));
         }
         let targets = targets as usize;
         outputs_of(coefficients.len(), targets, "targets")?;
@@ -218,7 +235,14 @@ impl LinearRegressor {
     }
 
     pub fn run(&self, x: &[f32], rows: usize, width: usize) -> Vec<f32> {
-        let mut out = gemm(x, rows, width, &self.coefficients, self.intercepts.as_deref(), self.targets);
+        let mut out = gemm(
+            x,
+            rows,
+            width,
+            &self.coefficients,
+            self.intercepts.as_deref(),
+            self.targets,
+        );
         transform_rows(&mut out, self.targets, self.post_transform);
         out
     }
@@ -241,7 +265,11 @@ impl Scaler {
         if scale.len() != offset.len() {
             return Err(Error::attr(
                 "offset",
-                format!("has {} entries but 'scale' has {}; they must match", offset.len(), scale.len()),
+                format!(
+                    "has {} entries but 'scale' has {}; they must match",
+                    offset.len(),
+                    scale.len()
+                ),
             ));
         }
         Ok(Scaler { offset, scale })
@@ -284,7 +312,12 @@ impl Normalizer {
             "MAX" => Norm::Max,
             "L1" => Norm::L1,
             "L2" => Norm::L2,
-            s => return Err(Error::attr("norm", format!("is '{s}', expected MAX, L1 or L2"))),
+            s => {
+                return Err(Error::attr(
+                    "norm",
+                    format!("is '{s}', expected MAX, L1 or L2"),
+                ));
+            }
         };
         Ok(Normalizer { norm })
     }

@@ -171,17 +171,33 @@ impl MlOp {
     }
 
     /// Scores `rows` rows of `width` features (row-major) on the fast path.
-    pub fn run(&self, x: &[f32], rows: usize, width: usize) -> std::result::Result<MlOutput, RunError> {
+    pub fn run(
+        &self,
+        x: &[f32],
+        rows: usize,
+        width: usize,
+    ) -> std::result::Result<MlOutput, RunError> {
         self.run_with(x, rows, width, false)
     }
 
     /// As [`MlOp::run`], on the reference path (trees one row and one tree
     /// at a time).
-    pub fn run_reference(&self, x: &[f32], rows: usize, width: usize) -> std::result::Result<MlOutput, RunError> {
+    pub fn run_reference(
+        &self,
+        x: &[f32],
+        rows: usize,
+        width: usize,
+    ) -> std::result::Result<MlOutput, RunError> {
         self.run_with(x, rows, width, true)
     }
 
-    fn run_with(&self, x: &[f32], rows: usize, width: usize, reference: bool) -> std::result::Result<MlOutput, RunError> {
+    fn run_with(
+        &self,
+        x: &[f32],
+        rows: usize,
+        width: usize,
+        reference: bool,
+    ) -> std::result::Result<MlOutput, RunError> {
         debug_assert_eq!(x.len(), rows * width);
         match self.input_width() {
             Width::Exact(w) if w != width => {

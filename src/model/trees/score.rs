@@ -181,7 +181,11 @@ impl Ensemble {
         // base value not added (onnxruntime 1.31).
         let use_base = base.len() == n;
         for k in 0..n {
-            let b = if use_base { A::of(base[k]) } else { A::default() };
+            let b = if use_base {
+                A::of(base[k])
+            } else {
+                A::default()
+            };
             s[k] = if !state.has[k] {
                 A::default()
             } else {
@@ -329,7 +333,12 @@ impl Ensemble {
 /// when that is the transform); 2 or 3, the negated score (both through the
 /// logistic when that is the transform); -1, not at all. Other transforms
 /// do not apply to one score, as in onnxruntime.
-pub fn write_scores<A: Acc>(scores: &[A], transform: PostTransform, add_second: i32, z: &mut [f32]) {
+pub fn write_scores<A: Acc>(
+    scores: &[A],
+    transform: PostTransform,
+    add_second: i32,
+    z: &mut [f32],
+) {
     if scores.len() >= 2 {
         for (o, s) in z.iter_mut().zip(scores) {
             *o = s.f32();

@@ -26,9 +26,24 @@ impl Rng {
 const GRID: [f32; 7] = [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5];
 
 /// v3 attributes of `trees` random trees over `width` features.
-fn random_v3(rng: &mut Rng, trees: usize, width: usize, depth: usize, modes: &[&str], targets: usize) -> Attrs {
-    let (mut tids, mut nids, mut ms, mut fs, mut vs, mut ts, mut fls, mut miss) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+fn random_v3(
+    rng: &mut Rng,
+    trees: usize,
+    width: usize,
+    depth: usize,
+    modes: &[&str],
+    targets: usize,
+) -> Attrs {
+    let (mut tids, mut nids, mut ms, mut fs, mut vs, mut ts, mut fls, mut miss) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     let (mut wt, mut wn, mut wi, mut ww) = (vec![], vec![], vec![], vec![]);
     for t in 0..trees {
         // Nodes numbered depth first; a stack of (id slot, depth).
@@ -124,17 +139,31 @@ trait NextUp {
 }
 impl NextUp for f32 {
     fn next_up_or_same(self) -> f32 {
-        f32::from_bits(if self > 0.0 { self.to_bits() + 1 } else { self.to_bits() })
+        f32::from_bits(if self > 0.0 {
+            self.to_bits() + 1
+        } else {
+            self.to_bits()
+        })
     }
 }
 
 fn same(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
 }
 
 #[test]
 fn fast_layouts_score_every_split_mode_as_the_reference() {
-    let all = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"];
+    let all = [
+        "BRANCH_LEQ",
+        "BRANCH_LT",
+        "BRANCH_GTE",
+        "BRANCH_GT",
+        "BRANCH_EQ",
+        "BRANCH_NEQ",
+    ];
     let comparisons = &all[..4];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for case in 0..40 {
@@ -146,7 +175,10 @@ fn fast_layouts_score_every_split_mode_as_the_reference() {
             "aggregate_function",
             Attr::Str(["SUM", "AVERAGE", "MIN", "MAX"][case % 4].to_string()),
         );
-        attrs.insert("post_transform", Attr::Str(["NONE", "LOGISTIC", "SOFTMAX"][case % 3].to_string()));
+        attrs.insert(
+            "post_transform",
+            Attr::Str(["NONE", "LOGISTIC", "SOFTMAX"][case % 3].to_string()),
+        );
         let e = Ensemble::from_v3(&attrs, false).unwrap();
         let n = 700; // not a multiple of any block or lane count
         let x = rows(&mut rng, n, width);
@@ -154,10 +186,18 @@ fn fast_layouts_score_every_split_mode_as_the_reference() {
         for layout in [Layout::Auto, Layout::Perfect, Layout::General] {
             let c = Compiled::with_layout(&e, layout);
             if case % 2 == 0 && layout != Layout::General {
-                assert_eq!(c.name(), "perfect", "case {case}: comparisons fit the perfect layout");
+                assert_eq!(
+                    c.name(),
+                    "perfect",
+                    "case {case}: comparisons fit the perfect layout"
+                );
             }
             let got = c.score(&e, &x, n, width);
-            assert!(same(&got.scores, &want.scores), "case {case} layout {}: scores differ", c.name());
+            assert!(
+                same(&got.scores, &want.scores),
+                "case {case} layout {}: scores differ",
+                c.name()
+            );
         }
     }
 }
@@ -181,7 +221,10 @@ fn canonical_thresholds_split_f32_inputs_as_double_thresholds_do() {
         let attrs = Attrs::new()
             .with("nodes_treeids", Attr::Ints(vec![0, 0, 0]))
             .with("nodes_nodeids", Attr::Ints(vec![0, 1, 2]))
-            .with("nodes_modes", Attr::Strs(vec![split.name().into(), "LEAF".into(), "LEAF".into()]))
+            .with(
+                "nodes_modes",
+                Attr::Strs(vec![split.name().into(), "LEAF".into(), "LEAF".into()]),
+            )
             .with("nodes_featureids", Attr::Ints(vec![0, 0, 0]))
             .with("nodes_values_as_tensor", Attr::Doubles(vec![t, 0.0, 0.0]))
             .with("nodes_truenodeids", Attr::Ints(vec![1, 0, 0]))
@@ -195,12 +238,26 @@ fn canonical_thresholds_split_f32_inputs_as_double_thresholds_do() {
         e.double = false; // compile the f32 layout for a double threshold
         let xs: Vec<f32> = {
             let f = t as f32;
-            vec![f, f32::from_bits(f.to_bits().wrapping_add(1)), f32::from_bits(f.to_bits().wrapping_sub(1)), f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0]
+            vec![
+                f,
+                f32::from_bits(f.to_bits().wrapping_add(1)),
+                f32::from_bits(f.to_bits().wrapping_sub(1)),
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                0.0,
+                -0.0,
+            ]
         };
         let want = e.score_reference(&xs, xs.len(), 1);
         for layout in [Layout::Perfect, Layout::General] {
             let got = Compiled::with_layout(&e, layout).score(&e, &xs, xs.len(), 1);
-            assert!(same(&got.scores, &want.scores), "{split:?} on {xs:?}: {:?} vs {:?}", got.scores, want.scores);
+            assert!(
+                same(&got.scores, &want.scores),
+                "{split:?} on {xs:?}: {:?} vs {:?}",
+                got.scores,
+                want.scores
+            );
         }
     }
 }
@@ -210,7 +267,10 @@ fn tiny(modes: &[&str], trues: &[i64], falses: &[i64], weights_on: &[i64]) -> At
     Attrs::new()
         .with("nodes_treeids", Attr::Ints(vec![0; n]))
         .with("nodes_nodeids", Attr::Ints((0..n as i64).collect()))
-        .with("nodes_modes", Attr::Strs(modes.iter().map(|s| s.to_string()).collect()))
+        .with(
+            "nodes_modes",
+            Attr::Strs(modes.iter().map(|s| s.to_string()).collect()),
+        )
         .with("nodes_featureids", Attr::Ints(vec![0; n]))
         .with("nodes_values", Attr::Floats(vec![0.5; n]))
         .with("nodes_truenodeids", Attr::Ints(trues.to_vec()))
@@ -224,7 +284,12 @@ fn tiny(modes: &[&str], trues: &[i64], falses: &[i64], weights_on: &[i64]) -> At
 
 #[test]
 fn a_tree_with_a_cycle_is_refused_naming_the_node() {
-    let attrs = tiny(&["BRANCH_LEQ", "BRANCH_LEQ", "LEAF"], &[1, 0, 0], &[2, 2, 0], &[2]);
+    let attrs = tiny(
+        &["BRANCH_LEQ", "BRANCH_LEQ", "LEAF"],
+        &[1, 0, 0],
+        &[2, 2, 0],
+        &[2],
+    );
     let err = Ensemble::from_v3(&attrs, false).unwrap_err().to_string();
     assert!(err.contains("cycle"), "{err}");
     assert!(err.contains("tree 0 node"), "{err}");
@@ -232,29 +297,60 @@ fn a_tree_with_a_cycle_is_refused_naming_the_node() {
 
 #[test]
 fn a_leaf_without_a_weight_is_refused() {
-    let attrs = tiny(&["BRANCH_LEQ", "LEAF", "LEAF"], &[1, 0, 0], &[2, 0, 0], &[1]);
+    let attrs = tiny(
+        &["BRANCH_LEQ", "LEAF", "LEAF"],
+        &[1, 0, 0],
+        &[2, 0, 0],
+        &[1],
+    );
     let err = Ensemble::from_v3(&attrs, false).unwrap_err().to_string();
     assert_eq!(err, "tree 0 node 2: is a leaf without a weight");
 }
 
 #[test]
 fn a_child_that_does_not_exist_is_refused() {
-    let attrs = tiny(&["BRANCH_LEQ", "LEAF", "LEAF"], &[1, 0, 0], &[9, 0, 0], &[1, 2]);
+    let attrs = tiny(
+        &["BRANCH_LEQ", "LEAF", "LEAF"],
+        &[1, 0, 0],
+        &[9, 0, 0],
+        &[1, 2],
+    );
     let err = Ensemble::from_v3(&attrs, false).unwrap_err().to_string();
-    assert_eq!(err, "tree 0 node 0: its false node 9 does not exist in the tree");
+    assert_eq!(
+        err,
+        "tree 0 node 0: its false node 9 does not exist in the tree"
+    );
 }
 
 #[test]
 fn an_unknown_mode_and_mismatched_lengths_are_refused_by_name() {
-    let attrs = tiny(&["BRANCH_LE", "LEAF", "LEAF"], &[1, 0, 0], &[2, 0, 0], &[1, 2]);
+    let attrs = tiny(
+        &["BRANCH_LE", "LEAF", "LEAF"],
+        &[1, 0, 0],
+        &[2, 0, 0],
+        &[1, 2],
+    );
     let err = Ensemble::from_v3(&attrs, false).unwrap_err().to_string();
     assert!(err.contains("mode 'BRANCH_LE'"), "{err}");
-    let attrs = tiny(&["BRANCH_LEQ", "LEAF", "LEAF"], &[1, 0, 0], &[2, 0, 0], &[1, 2])
-        .with("nodes_values", Attr::Floats(vec![0.5]));
+    let attrs = tiny(
+        &["BRANCH_LEQ", "LEAF", "LEAF"],
+        &[1, 0, 0],
+        &[2, 0, 0],
+        &[1, 2],
+    )
+    .with("nodes_values", Attr::Floats(vec![0.5]));
     let err = Ensemble::from_v3(&attrs, false).unwrap_err().to_string();
-    assert_eq!(err, "attribute 'nodes_values' has 1 entries but 'nodes_treeids' has 3; they must match");
-    let err = MlOp::from_attrs("SVMClassifier", &Attrs::new()).unwrap_err().to_string();
-    assert!(err.contains("'SVMClassifier'") && err.contains("TreeEnsembleRegressor"), "{err}");
+    assert_eq!(
+        err,
+        "attribute 'nodes_values' has 1 entries but 'nodes_treeids' has 3; they must match"
+    );
+    let err = MlOp::from_attrs("SVMClassifier", &Attrs::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'SVMClassifier'") && err.contains("TreeEnsembleRegressor"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -264,9 +360,14 @@ fn cost_per_row_sums_each_trees_deepest_path() {
     let attrs = Attrs::new()
         .with("nodes_treeids", Attr::Ints(vec![0, 0, 0, 0, 0, 1]))
         .with("nodes_nodeids", Attr::Ints(vec![0, 1, 2, 3, 4, 0]))
-        .with("nodes_modes", Attr::Strs(
-            ["BRANCH_LEQ", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "LEAF"].map(String::from).to_vec(),
-        ))
+        .with(
+            "nodes_modes",
+            Attr::Strs(
+                ["BRANCH_LEQ", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "LEAF"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        )
         .with("nodes_featureids", Attr::Ints(vec![3, 0, 1, 0, 0, 0]))
         .with("nodes_values", Attr::Floats(vec![0.0; 6]))
         .with("nodes_truenodeids", Attr::Ints(vec![1, 0, 3, 0, 0, 0]))
