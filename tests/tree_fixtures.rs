@@ -29,10 +29,30 @@ fn tensors(bytes: &[u8]) -> BTreeMap<String, Tensor> {
         let d = view.data();
         let (mut f, mut i) = (Vec::new(), Vec::new());
         match view.dtype() {
-            Dtype::F32 => f = d.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            Dtype::F64 => f = d.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::I64 => i = d.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::I32 => i = d.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            Dtype::F32 => {
+                f = d
+                    .chunks(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect()
+            }
+            Dtype::F64 => {
+                f = d
+                    .chunks(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+            Dtype::I64 => {
+                i = d
+                    .chunks(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+            Dtype::I32 => {
+                i = d
+                    .chunks(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect()
+            }
             other => panic!("tensor {name}: dtype {other:?}"),
         }
         if f.is_empty() && !i.is_empty() {
@@ -62,8 +82,20 @@ fn attrs(json: &Value) -> Attrs {
             "int" => Attr::Int(v.as_i64().unwrap()),
             "float" => Attr::Float(real(v) as f32),
             "str" => Attr::Str(v.as_str().unwrap().to_string()),
-            "ints" => Attr::Ints(v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()),
-            "floats" => Attr::Floats(v.as_array().unwrap().iter().map(|x| real(x) as f32).collect()),
+            "ints" => Attr::Ints(
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect(),
+            ),
+            "floats" => Attr::Floats(
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| real(x) as f32)
+                    .collect(),
+            ),
             "doubles" => Attr::Doubles(v.as_array().unwrap().iter().map(real).collect()),
             "strs" => Attr::Strs(
                 v.as_array()
@@ -94,7 +126,12 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Checks every ML node of one case; returns the failures.
-fn check_case(name: &str, case: &Value, vals: &BTreeMap<String, Tensor>, key: impl Fn(&str) -> String) -> Vec<String> {
+fn check_case(
+    name: &str,
+    case: &Value,
+    vals: &BTreeMap<String, Tensor>,
+    key: impl Fn(&str) -> String,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let strings = case["strings"].as_object().cloned().unwrap_or_default();
     for node in case["nodes"].as_array().unwrap() {
@@ -115,8 +152,16 @@ fn check_case(name: &str, case: &Value, vals: &BTreeMap<String, Tensor>, key: im
         let rows = if x.shape.len() == 2 { x.shape[0] } else { 1 };
         let width = *x.shape.last().unwrap();
         let xf: Vec<f32> = x.f.iter().map(|&v| v as f32).collect();
-        let outputs: Vec<&str> = node["outputs"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
-        for (path, result) in [("fast", op.run(&xf, rows, width)), ("reference", op.run_reference(&xf, rows, width))] {
+        let outputs: Vec<&str> = node["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        for (path, result) in [
+            ("fast", op.run(&xf, rows, width)),
+            ("reference", op.run_reference(&xf, rows, width)),
+        ] {
             let out = match result {
                 Ok(o) => o,
                 Err(e) => {
@@ -127,7 +172,11 @@ fn check_case(name: &str, case: &Value, vals: &BTreeMap<String, Tensor>, key: im
             let mut values_name = outputs[0];
             if op.has_labels() {
                 values_name = outputs[1];
-                match (&out.labels, vals.get(&key(outputs[0])), strings.get(outputs[0])) {
+                match (
+                    &out.labels,
+                    vals.get(&key(outputs[0])),
+                    strings.get(outputs[0]),
+                ) {
                     (Some(Labels::Int(got)), Some(want), _) => {
                         if *got != want.i {
                             let r = (0..rows).find(|&r| got[r] != want.i[r]).unwrap_or(0);
@@ -138,12 +187,21 @@ fn check_case(name: &str, case: &Value, vals: &BTreeMap<String, Tensor>, key: im
                         }
                     }
                     (Some(Labels::Str(got)), _, Some(want)) => {
-                        let want: Vec<&str> = want.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+                        let want: Vec<&str> = want
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|s| s.as_str().unwrap())
+                            .collect();
                         if got.iter().map(String::as_str).collect::<Vec<_>>() != want {
-                            failures.push(format!("{label} ({path}): labels {got:?} but onnxruntime says {want:?}"));
+                            failures.push(format!(
+                                "{label} ({path}): labels {got:?} but onnxruntime says {want:?}"
+                            ));
                         }
                     }
-                    (got, _, _) => failures.push(format!("{label} ({path}): labels {got:?} have no counterpart")),
+                    (got, _, _) => failures.push(format!(
+                        "{label} ({path}): labels {got:?} have no counterpart"
+                    )),
                 }
             }
             if op_type == "ZipMap" {
@@ -179,11 +237,16 @@ fn check_case(name: &str, case: &Value, vals: &BTreeMap<String, Tensor>, key: im
 
 #[test]
 fn synthetic_operators_score_as_onnxruntime_does() {
-    let json: Value = serde_json::from_slice(&std::fs::read(dir().join("synthetic.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir().join("synthetic.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir().join("synthetic.io.safetensors")).unwrap();
     let vals = tensors(&bytes);
     let cases = json["cases"].as_array().unwrap();
-    assert!(cases.len() > 300, "synthetic.json holds {} cases", cases.len());
+    assert!(
+        cases.len() > 300,
+        "synthetic.json holds {} cases",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
@@ -205,7 +268,10 @@ fn real_models_score_as_onnxruntime_does() {
     assert!(names.len() >= 10, "fixtures: {names:?}");
     let mut failures = Vec::new();
     for name in &names {
-        let case: Value = serde_json::from_slice(&std::fs::read(dir().join(format!("{name}.nodes.json"))).unwrap()).unwrap();
+        let case: Value = serde_json::from_slice(
+            &std::fs::read(dir().join(format!("{name}.nodes.json"))).unwrap(),
+        )
+        .unwrap();
         let bytes = std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap();
         let vals = tensors(&bytes);
         failures.extend(check_case(name, &case, &vals, |v| format!("val.{v}")));
@@ -213,4 +279,29 @@ fn real_models_score_as_onnxruntime_does() {
     if !failures.is_empty() {
         panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
     }
+}
+
+#[test]
+fn gen_gbdt_writes_an_onnx_ensemble_that_reads_back_as_the_same_model() {
+    use herd::data::r#gen::{GenKind, GenOptions, gbdt_attrs, gbdt_onnx};
+    use herd::model::onnx::{OnnxFile, ml};
+    use herd::model::trees::Ensemble;
+    let mut opts = GenOptions::defaults(GenKind::Gbdt);
+    (opts.trees, opts.depth, opts.features) = (20, 6, 10);
+    let bytes = gbdt_onnx(&opts);
+    assert_eq!(bytes, gbdt_onnx(&opts), "same options, same bytes");
+    let file = OnnxFile::parse(&bytes).unwrap();
+    let graph = file.proto().graph.as_ref().unwrap();
+    assert_eq!(graph.node.len(), 1);
+    let node = &graph.node[0];
+    assert_eq!(
+        (node.domain.as_str(), node.op_type.as_str()),
+        ("ai.onnx.ml", "TreeEnsembleClassifier")
+    );
+    let read = Ensemble::from_v3(&ml::attrs(node, &Default::default()).unwrap(), true).unwrap();
+    let made = Ensemble::from_v3(&gbdt_attrs(&opts), true).unwrap();
+    assert_eq!(read, made);
+    // Every tree reaches the full depth on one path: 7 visits each.
+    assert_eq!(read.cost_per_row(), 20 * 7);
+    assert!(read.width <= 10);
 }
