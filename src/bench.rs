@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub mod gpu;
+
 use anyhow::{Context, bail};
 
 use crate::config::{Device, Input};

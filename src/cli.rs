@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use herd::config::Device;
 use herd::model::EntityKey;
 use herd::run::{self, Event};
 use herd::store::{Store, Value};
@@ -58,6 +59,8 @@ enum Cmd {
         /// scored and compare with it (one result or a list).
         #[arg(long, value_name = "FILE.json")]
         baseline: Option<PathBuf>,
+        #[command(flatten)]
+        gpu: GpuBenchArgs,
     },
     /// Look at a model file.
     Model {
@@ -181,6 +184,34 @@ enum BenchWhat {
     Compute,
     Stragglers,
     Store,
+    /// The WGSL kernels on this machine's GPU, as fractions of its peaks.
+    Gpu,
+}
+
+/// Options of `herd bench gpu`.
+#[derive(Args, Debug)]
+struct GpuBenchArgs {
+    /// gpu: the card's fp32 peak in GFLOP/s (a multiply-add counts two).
+    #[arg(long, value_name = "GFLOPS")]
+    peak_gflops: Option<f64>,
+    /// gpu: the card's memory bandwidth in GB/s.
+    #[arg(long, value_name = "GBPS")]
+    peak_gbps: Option<f64>,
+    /// gpu: also time the other kernel shapes.
+    #[arg(long)]
+    variants: bool,
+    /// gpu: fraction of the reference sizes (1M mlp rows; 20k users x 100k items).
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    /// gpu: the adapter (`wgpu-cpu` tries the benchmark on a software adapter).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: BenchDevice,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchDevice {
+    Gpu,
+    WgpuCpu,
 }
 
 pub fn main() -> Result<i32> {
@@ -226,13 +257,14 @@ pub fn main() -> Result<i32> {
             what,
             json,
             baseline,
+            gpu,
         }) => {
             quiet_on_closed_stdout();
             // Mesa's device-select layer complains on stderr about a missing
             // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
             // SAFETY: no other thread has been started yet.
             unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
-            bench(what, json, baseline)
+            bench(what, json, baseline, gpu)
         }
     }
 }
@@ -775,7 +807,29 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     }
 }
 
-fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> {
+fn bench_gpu(json: bool, args: GpuBenchArgs) -> Result<i32> {
+    let options = herd::bench::gpu::Options {
+        device: match args.device {
+            BenchDevice::Gpu => Device::Gpu,
+            BenchDevice::WgpuCpu => Device::WgpuCpu,
+        },
+        fraction: args.fraction,
+        peaks: herd::bench::gpu::Peaks {
+            gflops: args.peak_gflops,
+            gbytes_per_s: args.peak_gbps,
+        },
+        variants: args.variants,
+    };
+    let report = herd::bench::gpu::run(options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", herd::bench::gpu::table(&report));
+    }
+    Ok(0)
+}
+
+fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>, gpu: GpuBenchArgs) -> Result<i32> {
     if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
         bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
     }
@@ -800,6 +854,7 @@ fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>) -> Result<i32> 
             }
         }
         BenchWhat::Store => println!("{}", herd::store::bench::run(json)?),
+        BenchWhat::Gpu => return bench_gpu(json, gpu),
         BenchWhat::Compute => {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -367,15 +367,24 @@ fn load(
     }
     let model = Model::from_safetensors(spec, &bytes, num_features)
         .map_err(|e| format!("model '{path}': {e}"))?;
-    let backend = match choose_backend(device, threads.max(1) as usize)? {
+    let threads = threads.max(1) as usize;
+    let backend = match choose_backend(device, threads)? {
         Chosen::Cpu { threads } => Backend::Cpu { threads },
-        Chosen::Gpu(gpu) => {
-            let gm = crate::gpu::GpuModel::new(&gpu, &model).map_err(|e| e.to_string())?;
-            Backend::Gpu {
+        Chosen::Gpu(gpu) => match crate::gpu::GpuModel::new(&gpu, &model) {
+            Ok(gm) => Backend::Gpu {
                 gpu,
                 model: Box::new(gm),
+            },
+            // `auto` means "the GPU when it can run the model".
+            Err(e) if device == Device::Auto => {
+                eprintln!(
+                    "GPU '{}' cannot run this model ({e}); scoring on the native CPU path",
+                    gpu.info.name
+                );
+                Backend::Cpu { threads }
             }
-        }
+            Err(e) => return Err(e.to_string()),
+        },
     };
     Ok(Loaded { model, backend })
 }
@@ -386,14 +395,22 @@ enum Chosen {
 }
 
 /// The device setting to a backend: `cpu` is the native path; the others ask
-/// the gpu room, which answers `None` when `auto` finds no real GPU.
+/// the gpu room, which answers `None` when `auto` finds no real GPU. `auto`
+/// also takes the native path (saying why on stderr, which the coordinator
+/// logs) when a real GPU cannot be opened.
 fn choose_backend(device: Device, threads: usize) -> Result<Chosen, String> {
     if device == Device::Cpu {
         return Ok(Chosen::Cpu { threads });
     }
-    match crate::gpu::choose(device).map_err(|e| e.to_string())? {
-        Some(gpu) => Ok(Chosen::Gpu(Box::new(gpu))),
-        None => Ok(Chosen::Cpu { threads }),
+    match crate::gpu::choose(device) {
+        Ok(Some(gpu)) => Ok(Chosen::Gpu(Box::new(gpu))),
+        Ok(None) => Ok(Chosen::Cpu { threads }),
+        // A GPU that is there but cannot be opened: `auto` carries on.
+        Err(e) if device == Device::Auto => {
+            eprintln!("{e}; scoring on the native CPU path");
+            Ok(Chosen::Cpu { threads })
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

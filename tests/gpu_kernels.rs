@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use herd::config::Device;
-use herd::gpu::{self, Gpu, GpuModel, MAX_TOP_K, TileLimits};
+use herd::gpu::{self, Gpu, GpuModel, KernelConfig, TileLimits};
 use herd::model::{Dense, EntityIds, Mlp, Model, OutputActivation, Predictions, Rows, TwoTower};
 
 /// Scores agree within this, relative to the score when it is above 1.
@@ -354,14 +354,33 @@ fn gpu_and_model_can_move_to_a_worker_thread() {
 
 // ---- mlp: dense, sigmoid, softmax ----
 
+/// The adapter's own kernel shapes, or the smallest ones.
+fn small_config(topk_buf: u32, round_slack: u32) -> KernelConfig {
+    KernelConfig {
+        dense_bk: 8,
+        prefetch: false,
+        topk_buf,
+        round_slack,
+        first_round_kp: 1,
+        loop_bounding: false,
+    }
+}
+
+fn model_on(model: &Model, limits: Option<TileLimits>, config: Option<KernelConfig>) -> GpuModel {
+    let g = gpu();
+    let limits = limits.unwrap_or(TileLimits::of(&g.limits));
+    let config = config.unwrap_or(KernelConfig::for_limits(&g.limits));
+    GpuModel::with_config(g, model, limits, config).unwrap()
+}
+
 fn run_mlp(m: Mlp, rows: &Rows, limits: Option<TileLimits>) {
+    run_mlp_with(m, rows, limits, None)
+}
+
+fn run_mlp_with(m: Mlp, rows: &Rows, limits: Option<TileLimits>, config: Option<KernelConfig>) {
     let model = Model::Mlp(m.clone());
     let g = gpu();
-    let gm = match limits {
-        Some(l) => GpuModel::with_limits(g, &model, l),
-        None => GpuModel::new(g, &model),
-    }
-    .unwrap();
+    let gm = model_on(&model, limits, config);
     let got = gm.predict(g, rows).unwrap();
     let width = m.layers.last().unwrap().out_dim;
     assert_scores_match(&got, &ref_mlp(&m, rows), width);
@@ -371,13 +390,33 @@ fn run_mlp(m: Mlp, rows: &Rows, limits: Option<TileLimits>) {
 fn matmul_rows_not_multiple_of_workgroup() {
     let mut g = Gen(1);
     let m = Mlp {
-        // Dense workgroups cover 64 x 64 outputs and stage 16 inputs at a
-        // time: none of these is a multiple.
+        // Tiled workgroups cover 128 x 128 outputs and stage 8 to 32 inputs
+        // at a time; layers of fewer than 16 outputs take the narrow kernel
+        // (32 rows a workgroup): none of these is a multiple.
         layers: vec![dense(&mut g, "0", 37, 70), dense(&mut g, "2", 70, 7)],
         output: OutputActivation::None,
     };
     let rows = feature_rows(&mut g, 130, 37);
     run_mlp(m, &rows, None);
+}
+
+#[test]
+fn matmul_over_several_tiles_in_every_direction_with_every_staging() {
+    let mut g = Gen(21);
+    let m = Mlp {
+        layers: vec![dense(&mut g, "0", 70, 260), dense(&mut g, "2", 260, 130)],
+        output: OutputActivation::None,
+    };
+    let rows = feature_rows(&mut g, 300, 70);
+    let adapter = KernelConfig::for_limits(&gpu().limits);
+    for (bk, prefetch) in [(8, false), (8, true), (adapter.dense_bk, true)] {
+        let config = KernelConfig {
+            dense_bk: bk,
+            prefetch,
+            ..adapter
+        };
+        run_mlp_with(m.clone(), &rows, None, Some(config));
+    }
 }
 
 #[test]
@@ -536,13 +575,18 @@ fn histories(g: &mut Gen, t: &TwoTower, users: usize, max_len: u64) -> Vec<Vec<u
 }
 
 fn run_two_tower(t: &TwoTower, rows: &Rows, limits: Option<TileLimits>) -> Predictions {
+    run_two_tower_with(t, rows, limits, None)
+}
+
+fn run_two_tower_with(
+    t: &TwoTower,
+    rows: &Rows,
+    limits: Option<TileLimits>,
+    config: Option<KernelConfig>,
+) -> Predictions {
     let model = Model::TwoTower(t.clone());
     let g = gpu();
-    let gm = match limits {
-        Some(l) => GpuModel::with_limits(g, &model, l),
-        None => GpuModel::new(g, &model),
-    }
-    .unwrap();
+    let gm = model_on(&model, limits, config);
     let got = gm.predict(g, rows).unwrap();
     assert_top_k_match(&got, t, rows);
     got
@@ -719,9 +763,15 @@ fn item_tiles_cross_the_binding_limit_when_forced_small() {
     );
     let h = histories(&mut g, &t, 13, 15);
     let rows = history_rows(&mut g, h, 2);
-    // 512 bytes: 32 items per tile (4 tiles), 2 users per batch, histories
-    // split across batches by their own size.
-    let got = run_two_tower(&t, &rows, Some(small_limits(512, 3)));
+    // 512 bytes: 32 items per tile (4 tiles), 2 users per batch (16 kept
+    // entries of 12 bytes each), histories split across batches by their
+    // own size; 16 candidates a round, so rounds are small too.
+    let got = run_two_tower_with(
+        &t,
+        &rows,
+        Some(small_limits(512, 3)),
+        Some(small_config(32, 4)),
+    );
     let unforced = run_two_tower(&t, &rows, None);
     let (Predictions::TopK { items: a, .. }, Predictions::TopK { items: b, .. }) =
         (&got, &unforced)
@@ -808,6 +858,7 @@ fn malformed_history_offsets_are_an_error_not_a_panic() {
 #[test]
 fn top_k_over_the_limit_is_refused_at_load() {
     let mut g = Gen(19);
+    let limit = KernelConfig::for_limits(&gpu().limits).max_top_k();
     let t = two_tower(
         &mut g,
         &TwoTowerCase {
@@ -815,14 +866,120 @@ fn top_k_over_the_limit_is_refused_at_load() {
             dim: 2,
             features: 0,
             tower: false,
-            top_k: MAX_TOP_K + 1,
+            top_k: limit + 1,
             max_history: 8,
             exclude_seen: false,
             repeat_every: None,
         },
     );
     let err = GpuModel::new(gpu(), &Model::TwoTower(t)).unwrap_err();
-    assert!(err.to_string().contains(&MAX_TOP_K.to_string()), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&limit.to_string()), "{msg}");
+    assert!(msg.contains(&gpu().info.name), "{msg}");
+}
+
+#[test]
+fn top_k_at_the_adapter_limit_is_selected_exactly() {
+    let mut g = Gen(22);
+    let limit = KernelConfig::for_limits(&gpu().limits).max_top_k();
+    assert!(limit >= 512, "the top-K limit fell to {limit}");
+    let t = two_tower(
+        &mut g,
+        &TwoTowerCase {
+            items: limit + limit / 2,
+            dim: 4,
+            features: 0,
+            tower: false,
+            top_k: limit,
+            max_history: 8,
+            exclude_seen: true,
+            repeat_every: Some(97),
+        },
+    );
+    let h = histories(&mut g, &t, 3, 40);
+    let rows = history_rows(&mut g, h, 0);
+    run_two_tower(&t, &rows, None);
+}
+
+#[test]
+fn overflowing_candidate_lists_fall_back_to_scanning_the_round() {
+    // A workgroup buffer of 2 x kp leaves room for kp candidates a round,
+    // and rounds sized for one expected candidate per slot overflow often.
+    let mut g = Gen(23);
+    let t = two_tower(
+        &mut g,
+        &TwoTowerCase {
+            items: 900,
+            dim: 5,
+            features: 2,
+            tower: true,
+            top_k: 6,
+            max_history: 6,
+            exclude_seen: true,
+            repeat_every: Some(40),
+        },
+    );
+    let h = histories(&mut g, &t, 37, 30);
+    let rows = history_rows(&mut g, h, 2);
+    for slack in [1, 2, 4] {
+        run_two_tower_with(&t, &rows, None, Some(small_config(16, slack)));
+    }
+}
+
+#[test]
+fn items_in_worst_first_order_still_give_the_exact_top_k() {
+    // Every item beats the one before: each round's items all pass the bar,
+    // so every list overflows and every round is rescanned.
+    let mut g = Gen(24);
+    let items = 600;
+    let t = TwoTower {
+        dim: 1,
+        item_embeddings: (0..items).map(|j| j as f32 / items as f32).collect(),
+        item_ids: (0..items as u32).collect(),
+        tower: Vec::new(),
+        num_features: 0,
+        top_k: 10,
+        max_history: 4,
+        exclude_seen: false,
+    };
+    let h: Vec<Vec<u32>> = (0..5).map(|u| vec![u * 7, u * 7 + 1]).collect();
+    let rows = history_rows(&mut g, h, 0);
+    run_two_tower_with(&t, &rows, None, Some(small_config(32, 4)));
+}
+
+#[test]
+fn kernel_timing_runs_every_kernel_without_errors() {
+    let mut g = Gen(25);
+    let m = Model::Mlp(Mlp {
+        layers: vec![dense(&mut g, "0", 6, 20), dense(&mut g, "2", 20, 1)],
+        output: OutputActivation::Sigmoid,
+    });
+    let rows = feature_rows(&mut g, 50, 6);
+    let timing = GpuModel::new(gpu(), &m)
+        .unwrap()
+        .time_kernels(gpu(), &rows, 3)
+        .unwrap();
+    assert_eq!(timing.passes, 3);
+    let t = two_tower(
+        &mut g,
+        &TwoTowerCase {
+            items: 300,
+            dim: 4,
+            features: 1,
+            tower: true,
+            top_k: 5,
+            max_history: 4,
+            exclude_seen: true,
+            repeat_every: None,
+        },
+    );
+    let h = histories(&mut g, &t, 9, 6);
+    let rows = history_rows(&mut g, h, 1);
+    let timing = GpuModel::new(gpu(), &Model::TwoTower(t))
+        .unwrap()
+        .time_kernels(gpu(), &rows, 2)
+        .unwrap();
+    assert_eq!(timing.passes, 2);
 }
 
 // ---- any shape, any limits: the GPU agrees with the reference ----
@@ -833,8 +990,9 @@ mod any_shape {
 
     /// Bytes the smallest tiles need for this model: one weight tensor, one
     /// item row, one user's activations and candidates, one user's history.
-    fn least_binding(t: &TwoTower, rows: &Rows) -> u64 {
+    fn least_binding(t: &TwoTower, rows: &Rows, config: KernelConfig) -> u64 {
         let kp = t.top_k.next_power_of_two();
+        let candidates = (config.topk_buf as usize - kp) * 8;
         let stride = t.dim
             + if t.tower.is_empty() {
                 0
@@ -853,10 +1011,17 @@ mod any_shape {
             .map(|u| rows.history_of(u).len() + 1)
             .max()
             .unwrap_or(1);
-        [weights * 4, t.dim * 4, widest * 4, kp * 12, history * 4]
-            .into_iter()
-            .max()
-            .unwrap() as u64
+        [
+            weights * 4,
+            t.dim * 4,
+            widest * 4,
+            kp * 12,
+            candidates,
+            history * 4,
+        ]
+        .into_iter()
+        .max()
+        .unwrap() as u64
     }
 
     proptest! {
@@ -875,6 +1040,8 @@ mod any_shape {
             users in 0usize..16,
             extra in 0u64..600,
             workgroups in 1u32..5,
+            small_buffer in any::<bool>(),
+            slack in 1u32..6,
         ) {
             let mut g = Gen(seed);
             let case = TwoTowerCase {
@@ -884,8 +1051,15 @@ mod any_shape {
             let t = two_tower(&mut g, &case);
             let h = histories(&mut g, &t, users, 12);
             let rows = history_rows(&mut g, h, t.num_features);
-            let limits = small_limits(least_binding(&t, &rows) + extra, workgroups);
-            run_two_tower(&t, &rows, Some(limits));
+            // A small top-K buffer makes candidate lists overflow often.
+            let kp = t.top_k.next_power_of_two() as u32;
+            let config = if small_buffer {
+                small_config((2 * kp).max(16), slack)
+            } else {
+                KernelConfig::for_limits(&gpu().limits)
+            };
+            let limits = small_limits(least_binding(&t, &rows, config) + extra, workgroups);
+            run_two_tower_with(&t, &rows, Some(limits), Some(config));
         }
 
         #[test]
@@ -900,6 +1074,7 @@ mod any_shape {
             rows in 0usize..40,
             extra in 0u64..400,
             workgroups in 2u32..5,
+            small_tiles in any::<bool>(),
         ) {
             let mut g = Gen(seed);
             let layers: Vec<Dense> = dims
@@ -911,7 +1086,8 @@ mod any_shape {
             let widest = *dims.iter().max().unwrap() as u64 * 4;
             let limits = small_limits(weights.max(widest) + extra, workgroups);
             let input = feature_rows(&mut g, rows, dims[0]);
-            run_mlp(Mlp { layers, output }, &input, Some(limits));
+            let config = small_tiles.then(|| small_config(256, 4));
+            run_mlp_with(Mlp { layers, output }, &input, Some(limits), config);
         }
     }
 }

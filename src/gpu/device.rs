@@ -108,9 +108,11 @@ fn describe(adapters: &[wgpu::Adapter]) -> String {
 fn open(adapter: &wgpu::Adapter) -> Result<Gpu> {
     let info = adapter.get_info();
     let limits = adapter.limits();
+    // Timestamp queries let `herd bench gpu` say which kernel the time went to.
     let desc = wgpu::DeviceDescriptor {
         label: Some("herd"),
         required_limits: limits.clone(),
+        required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
         ..Default::default()
     };
     let (device, queue) =

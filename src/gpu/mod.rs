@@ -13,11 +13,15 @@
 //! host (top-K is selected on the device, tile by tile).
 //!
 //! Limits, each reported as an error naming the value and the limit:
-//! `top_k` at most [`MAX_TOP_K`]; each dense layer's weight tensor and one
-//! item embedding row must fit one storage binding; the top-K kernel needs
-//! 12 KiB of workgroup memory, 256 invocations per workgroup and 6 storage
-//! buffers per stage (every WebGPU adapter's guaranteed minimum covers these).
-//! Rows, users and items beyond one binding or one dispatch are tiled.
+//! `top_k` at most half the top-K kernel's workgroup buffer
+//! ([`KernelConfig::max_top_k`]: 1,024 with 32 KiB of workgroup memory, as
+//! lavapipe and NVIDIA's Vulkan driver give; 512 with the WebGPU minimum of
+//! 16 KiB); each dense layer's weight tensor and one item embedding row must
+//! fit one storage binding; the kernels need 256 invocations per workgroup
+//! and 8 storage buffers per stage (the WebGPU minimums). Rows, users and
+//! items beyond one binding or one dispatch are tiled. A worker whose device
+//! is `auto` falls back to the native CPU path, saying why, when a model is
+//! over these limits.
 
 mod device;
 mod kernels;
@@ -25,7 +29,8 @@ mod model;
 mod onnx;
 
 pub use device::{Gpu, choose};
-pub use model::{GpuModel, MAX_TOP_K, TileLimits};
+pub use kernels::KernelConfig;
+pub use model::{GpuModel, KernelTiming, TileLimits};
 pub use onnx::GpuOnnx;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -54,8 +59,16 @@ pub enum Error {
     /// The rows or the weights do not have the shapes the model needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
-    #[error("top_k = {top_k} is over the GPU path's limit of {limit}")]
-    TopKTooLarge { top_k: usize, limit: usize },
+    /// `top_k` needs more workgroup memory than the adapter has.
+    #[error(
+        "top_k = {top_k} is over the GPU path's limit of {limit} on adapter '{adapter}' \
+         (half the top-K kernel's workgroup buffer)"
+    )]
+    TopKTooLarge {
+        top_k: usize,
+        limit: usize,
+        adapter: String,
+    },
     /// wgpu reported a validation or out-of-memory error while running.
     #[error("wgpu error on adapter '{adapter}' during {stage}: {message}")]
     Wgpu {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use wgpu::util::DeviceExt;
 
-use super::kernels::read_back;
+use super::kernels::{DenseParams, KernelConfig, Kernels, read_mapped, staging};
 use super::{Error, Gpu, Result};
 use crate::model::onnx::graph::{Graph, ValueId};
 use crate::model::onnx::infer::Val;
@@ -36,11 +36,8 @@ const WG: u32 = 64;
 const MAX_RANK: usize = 8;
 /// Leading (batch) dimensions of a MatMul the matmul kernel handles.
 const MAX_BATCH: usize = 6;
-/// Rows and columns of the output each dense workgroup computes.
-const DENSE_TILE: u32 = 64;
 
 struct Pipelines {
-    dense: wgpu::ComputePipeline,
     unary: wgpu::ComputePipeline,
     clip_f32: wgpu::ComputePipeline,
     clip_i32: wgpu::ComputePipeline,
@@ -80,7 +77,6 @@ impl Pipelines {
                     cache: None,
                 })
         };
-        let dense = module("dense", include_str!("../../shaders/dense.wgsl"));
         let elementwise = module(
             "onnx_elementwise",
             include_str!("../../shaders/onnx_elementwise.wgsl"),
@@ -99,7 +95,6 @@ impl Pipelines {
             include_str!("../../shaders/onnx_matmul.wgsl"),
         );
         Pipelines {
-            dense: pipe(&dense, "main"),
             unary: pipe(&elementwise, "unary"),
             clip_f32: pipe(&elementwise, "clip_f32"),
             clip_i32: pipe(&elementwise, "clip_i32"),
@@ -174,6 +169,8 @@ struct DVal {
 /// An ONNX model ready to run on one adapter.
 pub struct GpuOnnx {
     model: OnnxModel,
+    /// The GPU room's kernels: dense chains run on its matrix kernels.
+    kernels: Kernels,
     pipes: Pipelines,
     consts: HashMap<ValueId, (Rc<wgpu::Buffer>, bool)>,
     dense: HashMap<usize, DenseDevice>,
@@ -392,6 +389,7 @@ impl GpuOnnx {
         }
         Ok(GpuOnnx {
             model: model.clone(),
+            kernels: Kernels::new(gpu, KernelConfig::for_limits(&gpu.limits)),
             pipes: Pipelines::new(gpu),
             consts,
             dense,
@@ -780,24 +778,14 @@ impl<'a> Block<'a> {
         let rows = count / d.layer.in_dim;
         let m = d.layer.out_dim;
         let y = scratch(self.gpu, &d.layer.name, rows * m);
-        let p = self
-            .gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("dense params"),
-                contents: bytemuck::cast_slice(&[
-                    rows as u32,
-                    d.layer.in_dim as u32,
-                    m as u32,
-                    dev.relu as u32,
-                ]),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let groups = (
-            (m as u32).div_ceil(DENSE_TILE),
-            (rows as u32).div_ceil(DENSE_TILE),
-        );
-        self.dispatch(&g.pipes.dense, &[&p, &x.buf, &dev.w, &dev.b, &y], groups);
+        let p = DenseParams {
+            rows: rows as u32,
+            in_dim: d.layer.in_dim as u32,
+            out_dim: m as u32,
+            relu: u32::from(dev.relu),
+        };
+        g.kernels
+            .encode_dense(self.gpu, &mut self.encoder, p, &x.buf, &dev.w, &dev.b, &y);
         for e in &dev.epilogue {
             match e {
                 DeviceEpilogue::Unary { code, alpha } => {
@@ -1323,29 +1311,38 @@ impl<'a> Block<'a> {
             ..
         } = self;
         let graph = g.model.graph();
-        let mut encoder = Some(encoder);
-        let mut next = || {
-            encoder.take().unwrap_or_else(|| {
-                gpu.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            })
+        let mut encoder = encoder;
+        let mut copy_out = |buf: &wgpu::Buffer, bytes: u64| {
+            let s = staging(gpu, bytes);
+            let n = bytes.max(4).next_multiple_of(4).min(buf.size());
+            encoder.copy_buffer_to_buffer(buf, 0, &s, 0, n);
+            s
         };
-        for (i, flag) in &gathers {
-            let bytes = read_back(gpu, next(), flag, 4)?;
+        let flags: Vec<(usize, wgpu::Buffer)> =
+            gathers.iter().map(|(i, f)| (*i, copy_out(f, 4))).collect();
+        let outputs: Vec<(&DVal, wgpu::Buffer, u64)> = graph
+            .outputs
+            .iter()
+            .map(|o| {
+                let v = vals[o.value].as_ref().expect("outputs are computed");
+                let bytes = v.shape.iter().product::<usize>() as u64 * 4;
+                (v, copy_out(&v.buf, bytes), bytes)
+            })
+            .collect();
+        let done = gpu.queue.submit([encoder.finish()]);
+        for (i, flag) in &flags {
+            let bytes = read_mapped(gpu, flag, 4, done.clone())?;
             let at = u32::from_le_bytes(bytes[..4].try_into().unwrap());
             if at != u32::MAX {
-                let node = &graph.nodes[*i];
                 return Err(Error::Onnx(format!(
                     "{}: index entry {at} is out of range for the table it indexes",
-                    node.label
+                    graph.nodes[*i].label
                 )));
             }
         }
-        let mut outs = Vec::with_capacity(graph.outputs.len());
-        for o in &graph.outputs {
-            let v = vals[o.value].as_ref().expect("outputs are computed");
-            let count: usize = v.shape.iter().product();
-            let bytes = read_back(gpu, next(), &v.buf, count as u64 * 4)?;
+        let mut outs = Vec::with_capacity(outputs.len());
+        for (v, s, bytes) in outputs {
+            let bytes = read_mapped(gpu, &s, bytes, done.clone())?;
             let data = if v.int {
                 Data::I64(
                     bytes
