@@ -438,7 +438,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
                 "user_id",
                 Some("history".to_string()),
             ),
-            other => bail!("baseline model '{other}' is neither mlp nor two_tower"),
+            other => bail!("baseline model '{other}' is not mlp, two_tower or gbdt"),
         };
         let input = Input {
             path: b.data.clone(),
@@ -683,11 +683,16 @@ mod tests {
             "{e}"
         );
 
-        std::fs::write(&file, baseline_json("gbdt", &md, &mw, 100).to_string()).unwrap();
+        std::fs::write(&file, baseline_json("forest", &md, &mw, 100).to_string()).unwrap();
         let e = compute_on_files(&read_baselines(&file).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("'gbdt' is neither mlp nor two_tower"), "{e}");
+        assert!(e.contains("'forest' is not mlp, two_tower or gbdt"), "{e}");
+
+        // A gbdt baseline whose model file is not ONNX is refused naming it.
+        std::fs::write(&file, baseline_json("gbdt", &md, &mw, 100).to_string()).unwrap();
+        let e = format!("{:#}", compute_on_files(&read_baselines(&file).unwrap()).unwrap_err());
+        assert!(e.contains("mlp.safetensors") && e.contains("not a valid ONNX model"), "{e}");
 
         std::fs::write(&file, "not json").unwrap();
         let e = format!("{:#}", read_baselines(&file).unwrap_err());
