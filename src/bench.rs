@@ -691,8 +691,14 @@ mod tests {
 
         // A gbdt baseline whose model file is not ONNX is refused naming it.
         std::fs::write(&file, baseline_json("gbdt", &md, &mw, 100).to_string()).unwrap();
-        let e = format!("{:#}", compute_on_files(&read_baselines(&file).unwrap()).unwrap_err());
-        assert!(e.contains("mlp.safetensors") && e.contains("not a valid ONNX model"), "{e}");
+        let e = format!(
+            "{:#}",
+            compute_on_files(&read_baselines(&file).unwrap()).unwrap_err()
+        );
+        assert!(
+            e.contains("mlp.safetensors") && e.contains("not a valid ONNX model"),
+            "{e}"
+        );
 
         std::fs::write(&file, "not json").unwrap();
         let e = format!("{:#}", read_baselines(&file).unwrap_err());
