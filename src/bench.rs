@@ -17,7 +17,10 @@ use anyhow::{Context, bail};
 
 use crate::config::{Device, Input};
 use crate::data::Dataset;
-use crate::model::{Dense, EntityIds, Mlp, Model, ModelSpec, OutputActivation, Rows, TwoTower};
+use crate::model::{
+    Dense, EntityIds, Mlp, MlpSpec, Model, ModelSpec, OutputActivation, Rows, TwoTower,
+    TwoTowerSpec,
+};
 
 /// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
 pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;
@@ -76,19 +79,11 @@ pub struct ComputeRow {
     pub ratio: f64,
 }
 
-struct Rng(u64);
+use crate::splitmix::SplitMix64 as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, scale: f32) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-    }
+/// Uniform in [-scale, scale).
+fn uniform(rng: &mut Rng, scale: f32) -> f32 {
+    rng.signed_unit() * scale
 }
 
 fn dense(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Dense {
@@ -97,8 +92,8 @@ fn dense(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Dense {
         name: name.into(),
         in_dim,
         out_dim,
-        weight: (0..in_dim * out_dim).map(|_| rng.uniform(scale)).collect(),
-        bias: (0..out_dim).map(|_| rng.uniform(scale)).collect(),
+        weight: (0..in_dim * out_dim).map(|_| uniform(rng, scale)).collect(),
+        bias: (0..out_dim).map(|_| uniform(rng, scale)).collect(),
     }
 }
 
@@ -117,7 +112,7 @@ pub fn mlp_workload(s: &Sizes) -> (Model, Rows) {
         ids: EntityIds::Int((0..s.mlp_rows as u64).collect()),
         num_features: s.mlp_features,
         features: (0..s.mlp_rows * s.mlp_features)
-            .map(|_| rng.uniform(1.0))
+            .map(|_| uniform(&mut rng, 1.0))
             .collect(),
         history_offsets: vec![],
         history_items: vec![],
@@ -132,7 +127,9 @@ pub fn two_tower_workload(s: &Sizes) -> (Model, Rows) {
     let features = 4;
     let model = Model::TwoTower(TwoTower {
         dim: s.dim,
-        item_embeddings: (0..s.items * s.dim).map(|_| rng.uniform(0.5)).collect(),
+        item_embeddings: (0..s.items * s.dim)
+            .map(|_| uniform(&mut rng, 0.5))
+            .collect(),
         item_ids: (0..s.items as u32).collect(),
         tower: vec![
             dense(&mut rng, "user_tower.0", s.dim + features, 128),
@@ -147,19 +144,21 @@ pub fn two_tower_workload(s: &Sizes) -> (Model, Rows) {
     let mut items = Vec::new();
     for u in 0..s.users {
         let len = if u % 20 == 0 {
-            500 + rng.next() % 1500
+            500 + rng.next_u64() % 1500
         } else {
-            5 + rng.next() % 56
+            5 + rng.next_u64() % 56
         };
         for _ in 0..len {
-            items.push((rng.next() % s.items as u64) as u32);
+            items.push((rng.next_u64() % s.items as u64) as u32);
         }
         offsets.push(items.len() as u32);
     }
     let rows = Rows {
         ids: EntityIds::Int((0..s.users as u64).collect()),
         num_features: features,
-        features: (0..s.users * features).map(|_| rng.uniform(1.0)).collect(),
+        features: (0..s.users * features)
+            .map(|_| uniform(&mut rng, 1.0))
+            .collect(),
         history_offsets: offsets,
         history_items: items,
     };
@@ -179,8 +178,12 @@ pub fn gbdt_workload(s: &Sizes) -> (crate::model::trees::Ensemble, Vec<f32>) {
     let mut rng = Rng(3);
     let x = (0..s.gbdt_rows * s.gbdt_features)
         .map(|_| {
-            let v = rng.uniform(1.0);
-            if rng.next() % 50 == 0 { f32::NAN } else { v }
+            let v = uniform(&mut rng, 1.0);
+            if rng.next_u64() % 50 == 0 {
+                f32::NAN
+            } else {
+                v
+            }
         })
         .collect();
     (ensemble, x)
@@ -422,19 +425,19 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
         }
         let (spec, id_column, history_column) = match b.model.as_str() {
             "mlp" => (
-                ModelSpec::Mlp {
+                ModelSpec::Mlp(MlpSpec {
                     layers: None,
                     output: OutputActivation::Sigmoid,
-                },
+                }),
                 "entity_id",
                 None,
             ),
             "two_tower" => (
-                ModelSpec::TwoTower {
+                ModelSpec::TwoTower(TwoTowerSpec {
                     top_k: b.top_k,
                     max_history: b.max_history,
                     exclude_seen: b.exclude_seen,
-                },
+                }),
                 "user_id",
                 Some("history".to_string()),
             ),

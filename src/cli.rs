@@ -296,6 +296,7 @@ fn run_headless(args: RunArgs) -> Result<i32> {
         job: args.job.clone(),
         hosts: args.hosts.clone(),
         resume: args.resume,
+        ..Default::default()
     };
     let tty = std::io::stderr().is_terminal();
     let printer = std::thread::spawn(move || {
@@ -433,184 +434,18 @@ fn tui(job: Option<PathBuf>, hosts: Option<PathBuf>) -> Result<i32> {
     };
     let jobs: Vec<tui::JobSummary> = paths
         .iter()
-        .map(|p| job_summary(p, hosts.as_deref()))
+        .map(|p| run::controller::job_summary(p, hosts.as_deref()))
         .collect();
-    let first_store = jobs_store(&paths);
+    let first_store = run::controller::jobs_store(&paths);
     let colors = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let (in_tx, in_rx) = std::sync::mpsc::channel::<UiInput>();
     let (act_tx, act_rx) = std::sync::mpsc::channel::<tui::Action>();
-    let controller = std::thread::spawn(move || tui_controller(act_rx, in_tx, hosts, first_store));
+    let controller =
+        std::thread::spawn(move || run::controller::control(act_rx, in_tx, hosts, first_store));
     let ui = tui::run_tui(App::new(jobs, colors), in_rx, act_tx);
     let code = controller.join().unwrap_or(1);
     ui.context("terminal UI")?;
     Ok(code)
-}
-
-/// The store of the first job that names one (for the store view before a run).
-fn jobs_store(paths: &[PathBuf]) -> Option<PathBuf> {
-    paths
-        .iter()
-        .find_map(|p| run::load_job(p).ok().map(|j| j.output.store))
-}
-
-/// One line of the job picker: what the job runs, on what, over how many rows.
-fn job_summary(path: &Path, hosts: Option<&Path>) -> herd::ui::tui::JobSummary {
-    let mut summary = herd::ui::tui::JobSummary {
-        path: path.to_path_buf(),
-        name: path.display().to_string(),
-        model: String::new(),
-        rows: None,
-        hosts: Vec::new(),
-        error: None,
-    };
-    let job = match run::load_job(path) {
-        Ok(j) => j,
-        Err(e) => {
-            summary.error = Some(e.to_string());
-            return summary;
-        }
-    };
-    summary.name = job.name.clone();
-    summary.model = job.model.spec.kind_name().to_string();
-    let fleet_path = hosts
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| job.hosts.clone());
-    match run::load_fleet(&fleet_path) {
-        Ok(f) => summary.hosts = f.hosts.iter().map(|h| h.name.clone()).collect(),
-        Err(e) => summary.error = Some(e.to_string()),
-    }
-    let needs_history = summary.model == "two_tower";
-    if let Ok(ds) = herd::data::Dataset::open(&job.input, needs_history) {
-        summary.rows = Some(ds.num_rows());
-    } else if let Some(g) = &job.generate {
-        summary.rows = Some(g.users);
-    }
-    summary
-}
-
-fn store_summary(dir: &Path) -> Option<herd::ui::tui::StoreSummary> {
-    let store = Store::open_existing(dir).ok()?;
-    let live = store.live().ok()?;
-    let versions = store
-        .versions()
-        .ok()?
-        .into_iter()
-        .map(|r| herd::ui::tui::VersionRow {
-            version: r.version,
-            status: format!("{:?}", r.status).to_lowercase(),
-            rows: r.committed_rows,
-            model_version: r.model_version,
-            created: r.created,
-        })
-        .collect();
-    Some(herd::ui::tui::StoreSummary { live, versions })
-}
-
-/// Carries out the TUI's actions: starts runs (one at a time), forwards
-/// their events, pauses, cancels, flips. Returns the exit code of the last
-/// run (0 when none ran).
-fn tui_controller(
-    actions: std::sync::mpsc::Receiver<herd::ui::tui::Action>,
-    inputs: std::sync::mpsc::Sender<herd::ui::tui::UiInput>,
-    hosts: Option<PathBuf>,
-    mut store_dir: Option<PathBuf>,
-) -> i32 {
-    use herd::ui::tui::{Action, UiInput};
-    let Ok(rt) = runtime() else { return 1 };
-    let mut controls: Option<tokio::sync::mpsc::UnboundedSender<run::Control>> = None;
-    let mut running: Option<tokio::task::JoinHandle<i32>> = None;
-    let mut code = 0;
-    let send_store = |dir: &Option<PathBuf>| {
-        if let Some(s) = dir.as_deref().and_then(store_summary) {
-            let _ = inputs.send(UiInput::Store(s));
-        }
-    };
-    send_store(&store_dir);
-    while let Ok(action) = actions.recv() {
-        if running.as_ref().is_some_and(|h| h.is_finished()) {
-            code = rt.block_on(running.take().expect("checked")).unwrap_or(1);
-            controls = None;
-        }
-        match action {
-            Action::Start(path) => {
-                if running.is_some() {
-                    continue;
-                }
-                if let Ok(job) = run::load_job(&path) {
-                    store_dir = Some(job.output.store);
-                }
-                let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-                let (ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
-                controls = Some(ctl_tx);
-                let opts = run::Options {
-                    job: path,
-                    hosts: hosts.clone(),
-                    resume: false,
-                };
-                let fwd = inputs.clone();
-                let dir = store_dir.clone();
-                running = Some(rt.spawn(async move {
-                    let forward = tokio::spawn(async move {
-                        while let Some(ev) = ev_rx.recv().await {
-                            let finished = matches!(ev, Event::Finished(_));
-                            let _ = fwd.send(UiInput::Run(ev));
-                            if finished {
-                                if let Some(s) = dir.as_deref().and_then(store_summary) {
-                                    let _ = fwd.send(UiInput::Store(s));
-                                }
-                            }
-                        }
-                    });
-                    let result = run::run(opts, ev_tx, ctl_rx).await;
-                    let _ = forward.await;
-                    match result {
-                        Ok(_) => 0,
-                        Err(e) => e.exit_code(),
-                    }
-                }));
-            }
-            Action::Pause(on) => {
-                if let Some(c) = &controls {
-                    let _ = c.send(run::Control::Pause(on));
-                }
-            }
-            Action::Backup(chunk) => {
-                if let Some(c) = &controls {
-                    let _ = c.send(run::Control::Backup(chunk));
-                }
-            }
-            Action::Cancel => {
-                if let Some(c) = &controls {
-                    let _ = c.send(run::Control::Cancel);
-                }
-            }
-            Action::Flip(version) => {
-                if let Some(dir) = &store_dir {
-                    let flipped = Store::open_existing(dir).and_then(|s| s.flip(version));
-                    let text = match flipped {
-                        Ok(()) => format!("flipped {} to version {version}", dir.display()),
-                        Err(e) => format!("flip to version {version} refused: {e}"),
-                    };
-                    let _ = inputs.send(UiInput::Run(Event::Log {
-                        at: std::time::Duration::ZERO,
-                        source: "store".into(),
-                        text,
-                    }));
-                }
-                send_store(&store_dir);
-            }
-            Action::RefreshStore => send_store(&store_dir),
-            Action::Quit => break,
-        }
-    }
-    // Leaving: a run still going is cancelled; its version stays resumable.
-    if let Some(h) = running.take() {
-        if let Some(c) = &controls {
-            let _ = c.send(run::Control::Cancel);
-        }
-        code = rt.block_on(h).unwrap_or(1);
-    }
-    code
 }
 
 fn hosts_check(hosts: &Path) -> Result<i32> {
@@ -675,113 +510,13 @@ fn generate(args: GenArgs) -> Result<i32> {
 
 fn store_cmd(cmd: StoreCmd) -> Result<i32> {
     match cmd {
-        StoreCmd::Versions { store, json } => {
-            let s = Store::open_existing(&store)?;
-            let live = s.live()?;
-            let versions = s.versions()?;
-            if json {
-                let v = serde_json::json!({
-                    "live": live,
-                    "versions": versions.iter().map(|r| serde_json::json!({
-                        "version": r.version,
-                        "status": format!("{:?}", r.status).to_lowercase(),
-                        "rows": r.committed_rows,
-                        "expected_rows": r.rows,
-                        "model_version": r.model_version,
-                        "model_kind": r.model_kind,
-                        "job": r.job,
-                        "created": r.created,
-                        "ttl": r.ttl_secs,
-                        "hosts": r.hosts,
-                        "duration_s": r.duration_s,
-                        "validation": r.validation,
-                    })).collect::<Vec<_>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
-                    "version", "status", "rows", "model_version", "job", "created (UTC)"
-                );
-                for r in &versions {
-                    let check = match &r.validation {
-                        None => "-".to_string(),
-                        Some(v) if v.passed => "passed".to_string(),
-                        Some(v) => format!(
-                            "failed: {}",
-                            v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
-                        ),
-                    };
-                    println!(
-                        "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
-                        r.version,
-                        format!("{:?}", r.status).to_lowercase(),
-                        r.committed_rows,
-                        r.model_version,
-                        r.job,
-                        herd::ui::fmt_unix(r.created),
-                        check
-                    );
-                }
-                match live {
-                    Some(v) => println!("live: {v}"),
-                    None => println!("live: none"),
-                }
-            }
-            Ok(0)
-        }
+        StoreCmd::Versions { store, json } => store_versions(&store, json),
         StoreCmd::Get {
             id,
             store,
             version,
             json,
-        } => {
-            let s = Store::open_existing(&store)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut found = None;
-            if let Ok(n) = id.parse::<u64>() {
-                found = s.get(&EntityKey::Int(n), version, now)?;
-            }
-            if found.is_none() {
-                found = s.get(&EntityKey::Str(id.clone()), version, now)?;
-            }
-            let Some(p) = found else {
-                let which = match version {
-                    Some(v) => format!("version {v}"),
-                    None => "the live version".to_string(),
-                };
-                eprintln!(
-                    "error: no prediction for id '{id}' in {which} of {}",
-                    store.display()
-                );
-                return Ok(1);
-            };
-            if json {
-                println!("{}", serde_json::to_string(&p.to_json())?);
-            } else {
-                println!(
-                    "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
-                    p.id,
-                    p.version,
-                    p.model_version,
-                    p.timestamp,
-                    p.ttl,
-                    if p.stale { "  STALE" } else { "" }
-                );
-                match &p.value {
-                    Value::Scores(s) => println!("scores: {s:?}"),
-                    Value::TopK(pairs) => {
-                        for (rank, (item, score)) in pairs.iter().enumerate() {
-                            println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
-                        }
-                    }
-                }
-            }
-            Ok(0)
-        }
+        } => store_get(&id, &store, version, json),
         StoreCmd::Flip { to, store } => {
             let s = Store::open_existing(&store)?;
             let before = s.live()?;
@@ -805,6 +540,112 @@ fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `herd store versions`: a table, or the JSON contract.
+fn store_versions(store: &Path, json: bool) -> Result<i32> {
+    let s = Store::open_existing(store)?;
+    let live = s.live()?;
+    let versions = s.versions()?;
+    if json {
+        let v = serde_json::json!({
+            "live": live,
+            "versions": versions.iter().map(|r| serde_json::json!({
+                "version": r.version,
+                "status": format!("{:?}", r.status).to_lowercase(),
+                "rows": r.committed_rows,
+                "expected_rows": r.rows,
+                "model_version": r.model_version,
+                "model_kind": r.model_kind,
+                "job": r.job,
+                "created": r.created,
+                "ttl": r.ttl_secs,
+                "hosts": r.hosts,
+                "duration_s": r.duration_s,
+                "validation": r.validation,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
+            "version", "status", "rows", "model_version", "job", "created (UTC)"
+        );
+        for r in &versions {
+            let check = match &r.validation {
+                None => "-".to_string(),
+                Some(v) if v.passed => "passed".to_string(),
+                Some(v) => format!(
+                    "failed: {}",
+                    v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
+                ),
+            };
+            println!(
+                "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
+                r.version,
+                format!("{:?}", r.status).to_lowercase(),
+                r.committed_rows,
+                r.model_version,
+                r.job,
+                herd::ui::fmt_unix(r.created),
+                check
+            );
+        }
+        match live {
+            Some(v) => println!("live: {v}"),
+            None => println!("live: none"),
+        }
+    }
+    Ok(0)
+}
+
+/// `herd store get ID`: an integer id first, then the id as a string.
+fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result<i32> {
+    let s = Store::open_existing(store)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut found = None;
+    if let Ok(n) = id.parse::<u64>() {
+        found = s.get(&EntityKey::Int(n), version, now)?;
+    }
+    if found.is_none() {
+        found = s.get(&EntityKey::Str(id.to_string()), version, now)?;
+    }
+    let Some(p) = found else {
+        let which = match version {
+            Some(v) => format!("version {v}"),
+            None => "the live version".to_string(),
+        };
+        eprintln!(
+            "error: no prediction for id '{id}' in {which} of {}",
+            store.display()
+        );
+        return Ok(1);
+    };
+    if json {
+        println!("{}", serde_json::to_string(&p.to_json())?);
+    } else {
+        println!(
+            "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
+            p.id,
+            p.version,
+            p.model_version,
+            p.timestamp,
+            p.ttl,
+            if p.stale { "  STALE" } else { "" }
+        );
+        match &p.value {
+            Value::Scores(s) => println!("scores: {s:?}"),
+            Value::TopK(pairs) => {
+                for (rank, (item, score)) in pairs.iter().enumerate() {
+                    println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn bench_gpu(json: bool, args: GpuBenchArgs) -> Result<i32> {

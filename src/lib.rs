@@ -13,6 +13,8 @@ pub mod plan;
 pub mod proto;
 pub mod run;
 pub mod sched;
+pub mod splitmix;
 pub mod store;
+pub mod test_hooks;
 pub mod ui;
 pub mod worker;

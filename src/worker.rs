@@ -16,24 +16,14 @@ use crate::config::Device;
 use crate::model::{Model, ModelSpec, Predictions, Rows};
 use crate::proto::{self, FromWorker, ToWorker};
 use crate::sched::AttemptId;
+use crate::test_hooks::WorkerHooks;
 
 /// Progress is reported about this many times per chunk.
 const PROGRESS_STEPS: usize = 16;
 /// A batch never holds fewer rows than this (unless the chunk is smaller).
 const MIN_BATCH_ROWS: usize = 256;
 
-/// Test-only: a factor by which this worker pretends to be slower (it sleeps
-/// `(factor - 1) x` the compute time after each batch). Set by the coordinator
-/// from `HERD_TEST_SLOW_SLOT`; never a user setting.
-pub const SLOWDOWN_ENV: &str = "HERD_TEST_WORKER_SLOWDOWN";
-
-/// Test-only: plants a fault in every result this worker sends, so tests can
-/// drive the validation gate through the real binary. Never a user setting.
-/// Values: `nan` (each row's first score becomes NaN), `perturb` (0.5 added
-/// to every score), `unsort` (each row's first two top-K pairs swap places),
-/// `drop` (the result lacks its last row). Workers inherit it from the
-/// coordinator.
-pub const FAULT_ENV: &str = "HERD_TEST_WORKER_FAULT";
+pub use crate::test_hooks::{FAULT_ENV, SLOWDOWN_ENV};
 
 enum Backend {
     Cpu {
@@ -54,6 +44,85 @@ struct Loaded {
 pub fn main() -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let rx = read_stdin();
+    let hello = FromWorker::Hello {
+        version: proto::PROTOCOL_VERSION,
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    send(&mut out, &hello)?;
+    let hooks = WorkerHooks::from_env();
+    let mut loaded: Option<Loaded> = None;
+    let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
+    loop {
+        let msg = match queue.pop_front() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()), // coordinator gone
+            },
+        };
+        let reply = match msg {
+            ToWorker::Load {
+                spec,
+                sha256,
+                path,
+                num_features,
+                device,
+                threads,
+            } => match load(&spec, &sha256, &path, num_features, device, threads) {
+                Ok(l) => {
+                    let reply = loaded_reply(&l.backend, l.model.describe());
+                    loaded = Some(l);
+                    Some(reply)
+                }
+                Err(message) => Some(FromWorker::Error {
+                    attempt: None,
+                    message,
+                }),
+            },
+            ToWorker::Run {
+                chunk: _,
+                attempt,
+                rows,
+            } => {
+                let Some(l) = loaded.as_ref() else {
+                    let message = "chunk sent before the model was loaded".into();
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        },
+                    )?;
+                    continue;
+                };
+                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
+                    Attempt::Finished(predictions) => Some(FromWorker::Result {
+                        attempt,
+                        predictions,
+                    }),
+                    Attempt::Cancelled => None,
+                    Attempt::Failed(message) => Some(FromWorker::Error {
+                        attempt: Some(attempt),
+                        message,
+                    }),
+                    Attempt::Shutdown => return Ok(()),
+                }
+            }
+            ToWorker::Probe { device, threads } => Some(probe(device, threads)),
+            ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => None, // for an attempt already done
+            ToWorker::Shutdown => return Ok(()),
+        };
+        if let Some(reply) = reply {
+            send(&mut out, &reply)?;
+        }
+    }
+}
+
+/// A thread turning stdin's frames into a channel; the channel closes when
+/// stdin does (the coordinator went away) or a frame is bad.
+fn read_stdin() -> Receiver<ToWorker> {
     let (tx, rx) = mpsc::channel::<ToWorker>();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -72,126 +141,40 @@ pub fn main() -> Result<(), String> {
             }
         }
     });
-    let host = hostname();
-    send(
-        &mut out,
-        &FromWorker::Hello {
-            version: proto::PROTOCOL_VERSION,
-            host,
-            pid: std::process::id(),
-        },
-    )?;
-    let slowdown: f64 = std::env::var(SLOWDOWN_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let fault = std::env::var(FAULT_ENV).ok();
-    let mut loaded: Option<Loaded> = None;
-    let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
-    loop {
-        let msg = match queue.pop_front() {
-            Some(m) => m,
-            None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return Ok(()), // coordinator gone
-            },
-        };
-        match msg {
-            ToWorker::Load {
-                spec,
-                sha256,
-                path,
-                num_features,
-                device,
-                threads,
-            } => match load(&spec, &sha256, &path, num_features, device, threads) {
-                Ok(l) => {
-                    let (backend, adapter) = match &l.backend {
-                        Backend::Cpu { threads } => describe_backend(None, *threads),
-                        Backend::Gpu { gpu, .. } => describe_backend(Some(gpu), 0),
-                    };
-                    send(
-                        &mut out,
-                        &FromWorker::Loaded {
-                            backend,
-                            adapter,
-                            model: l.model.describe(),
-                        },
-                    )?;
-                    loaded = Some(l);
-                }
-                Err(message) => {
-                    send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: None,
-                            message,
-                        },
-                    )?;
-                }
-            },
-            ToWorker::Run {
-                chunk: _,
-                attempt,
-                rows,
-            } => {
-                let Some(l) = loaded.as_ref() else {
-                    send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: Some(attempt),
-                            message: "chunk sent before the model was loaded".into(),
-                        },
-                    )?;
-                    continue;
-                };
-                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, slowdown)? {
-                    Attempt::Finished(mut predictions) => {
-                        if let Some(fault) = fault.as_deref() {
-                            plant_fault(fault, &mut predictions)?;
-                        }
-                        send(
-                            &mut out,
-                            &FromWorker::Result {
-                                attempt,
-                                predictions,
-                            },
-                        )?
-                    }
-                    Attempt::Cancelled => {}
-                    Attempt::Failed(message) => send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: Some(attempt),
-                            message,
-                        },
-                    )?,
-                    Attempt::Shutdown => return Ok(()),
-                }
+    rx
+}
+
+/// `Loaded` for a model loaded on `backend`.
+fn loaded_reply(backend: &Backend, model: String) -> FromWorker {
+    let (backend, adapter) = match backend {
+        Backend::Cpu { threads } => describe_backend(None, *threads),
+        Backend::Gpu { gpu, .. } => describe_backend(Some(gpu), 0),
+    };
+    FromWorker::Loaded {
+        backend,
+        adapter,
+        model,
+    }
+}
+
+/// Which backend `device` gives here, without a model (`herd hosts check`).
+fn probe(device: Device, threads: u32) -> FromWorker {
+    match choose_backend(device, threads.max(1) as usize) {
+        Ok(b) => {
+            let (backend, adapter) = match &b {
+                Chosen::Cpu { threads } => describe_backend(None, *threads),
+                Chosen::Gpu(gpu) => describe_backend(Some(gpu), 0),
+            };
+            FromWorker::Loaded {
+                backend,
+                adapter,
+                model: String::new(),
             }
-            ToWorker::Probe { device, threads } => {
-                let reply = match choose_backend(device, threads.max(1) as usize) {
-                    Ok(b) => {
-                        let (backend, adapter) = match &b {
-                            Chosen::Cpu { threads } => describe_backend(None, *threads),
-                            Chosen::Gpu(gpu) => describe_backend(Some(gpu), 0),
-                        };
-                        FromWorker::Loaded {
-                            backend,
-                            adapter,
-                            model: String::new(),
-                        }
-                    }
-                    Err(message) => FromWorker::Error {
-                        attempt: None,
-                        message,
-                    },
-                };
-                send(&mut out, &reply)?;
-            }
-            ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => {} // for an attempt already done
-            ToWorker::Shutdown => return Ok(()),
         }
+        Err(message) => FromWorker::Error {
+            attempt: None,
+            message,
+        },
     }
 }
 
@@ -209,7 +192,7 @@ fn run_attempt(
     rx: &Receiver<ToWorker>,
     queue: &mut std::collections::VecDeque<ToWorker>,
     out: &mut impl Write,
-    slowdown: f64,
+    hooks: &WorkerHooks,
 ) -> Result<Attempt, String> {
     let n = rows.len();
     let mut limit = n;
@@ -223,9 +206,7 @@ fn run_attempt(
             Ok(p) => p,
             Err(e) => return Ok(Attempt::Failed(e)),
         };
-        if slowdown > 1.0 {
-            std::thread::sleep(started.elapsed().mul_f64(slowdown - 1.0));
-        }
+        hooks.after_batch(started.elapsed());
         parts.push(part);
         done = end;
         send(
@@ -251,73 +232,9 @@ fn run_attempt(
             }
         }
     }
-    Ok(Attempt::Finished(Predictions::concat(parts)))
-}
-
-/// Applies the test-only fault named by [`FAULT_ENV`] to a finished result.
-fn plant_fault(fault: &str, preds: &mut Predictions) -> Result<(), String> {
-    let rows = preds.len();
-    match (fault, preds) {
-        ("nan", Predictions::Scores { width, values }) => {
-            values
-                .iter_mut()
-                .step_by((*width).max(1))
-                .for_each(|s| *s = f32::NAN);
-        }
-        (
-            "nan",
-            Predictions::TopK {
-                offsets, scores, ..
-            },
-        ) => {
-            for w in offsets.windows(2).filter(|w| w[0] < w[1]) {
-                scores[w[0] as usize] = f32::NAN;
-            }
-        }
-        ("perturb", Predictions::Scores { values: scores, .. })
-        | ("perturb", Predictions::TopK { scores, .. }) => {
-            scores.iter_mut().for_each(|s| *s += 0.5);
-        }
-        (
-            "unsort",
-            Predictions::TopK {
-                offsets,
-                items,
-                scores,
-            },
-        ) => {
-            for w in offsets.windows(2).filter(|w| w[1] - w[0] >= 2) {
-                let a = w[0] as usize;
-                items.swap(a, a + 1);
-                scores.swap(a, a + 1);
-            }
-        }
-        ("drop", Predictions::Scores { width, values }) => {
-            values.truncate(rows.saturating_sub(1) * *width);
-        }
-        (
-            "drop",
-            Predictions::TopK {
-                offsets,
-                items,
-                scores,
-            },
-        ) => {
-            if rows > 0 {
-                offsets.pop();
-                let end = *offsets.last().unwrap_or(&0) as usize;
-                items.truncate(end);
-                scores.truncate(end);
-            }
-        }
-        (other, _) => {
-            return Err(format!(
-                "{FAULT_ENV}='{other}' is not a fault this worker can plant \
-                 (nan, perturb, unsort on top-K, drop)"
-            ));
-        }
-    }
-    Ok(())
+    let mut predictions = Predictions::concat(parts);
+    hooks.before_result(&mut predictions)?;
+    Ok(Attempt::Finished(predictions))
 }
 
 fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
@@ -368,6 +285,16 @@ fn load(
     let model = Model::from_safetensors(spec, &bytes, num_features)
         .map_err(|e| format!("model '{path}': {e}"))?;
     let threads = threads.max(1) as usize;
+    // A family the GPU has no kernels for: `auto` need not open a device.
+    let device = if device == Device::Auto && !crate::gpu::supports(&model) {
+        eprintln!(
+            "the GPU path has no kernels for kind = '{}'; scoring on the native CPU path",
+            model.kind_name()
+        );
+        Device::Cpu
+    } else {
+        device
+    };
     let backend = match choose_backend(device, threads)? {
         Chosen::Cpu { threads } => Backend::Cpu { threads },
         Chosen::Gpu(gpu) => match crate::gpu::GpuModel::new(&gpu, &model) {

@@ -64,6 +64,27 @@ pub struct ModelTable {
     pub exclude_seen: Option<Spanned<bool>>,
 }
 
+impl ModelTable {
+    /// The keys of one model kind or another that this table sets, with the
+    /// span of each value, in the order above. A key added to the table is
+    /// added here too and to its family's `keys`.
+    pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("layers", self.layers.as_ref().map(Spanned::span)),
+            ("output", self.output.as_ref().map(Spanned::span)),
+            ("top_k", self.top_k.as_ref().map(Spanned::span)),
+            ("max_history", self.max_history.as_ref().map(Spanned::span)),
+            (
+                "exclude_seen",
+                self.exclude_seen.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect()
+    }
+}
+
 /// `[partition]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,9 +167,66 @@ pub struct HostTable {
     pub password: Option<Spanned<toml::Value>>,
 }
 
+impl HostTable {
+    /// The keys of one host kind or another that this entry sets, with the
+    /// span of each value, in the order above. A key added to the table is
+    /// added here too and to its kind's `keys`.
+    pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        [
+            ("address", self.address.as_ref().map(Spanned::span)),
+            ("port", self.port.as_ref().map(Spanned::span)),
+            ("user", self.user.as_ref().map(Spanned::span)),
+            ("identity", self.identity.as_ref().map(Spanned::span)),
+            ("known_hosts", self.known_hosts.as_ref().map(Spanned::span)),
+            ("trust", self.trust.as_ref().map(Spanned::span)),
+            (
+                "worker_binary",
+                self.worker_binary.as_ref().map(Spanned::span),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect()
+    }
+}
+
 /// Keys the parser accepts but that are never valid; left out of the list of
 /// allowed keys in "unknown key" messages.
 pub const REFUSED_KEYS: &[&str] = &["password"];
+
+/// For the tests of a kind table (model families, host kinds): every key
+/// serde knows for `T` beyond `common`, each set alone on top of `base` (to
+/// the first TOML value of a type it takes), with what `kind_keys` of the
+/// parsed table reports. Derived from the struct itself, so a key added to
+/// the table is checked without the test naming it.
+#[cfg(test)]
+pub(crate) fn each_kind_key<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    base: &str,
+    common: &[&str],
+    kind_keys: impl Fn(&T) -> Vec<&'static str>,
+) -> Vec<(String, Vec<&'static str>)> {
+    let e = toml::from_str::<T>(&format!("{base}\nnot_a_key = 1\n")).unwrap_err();
+    let fields: Vec<String> = e
+        .message()
+        .split('`')
+        .skip(3)
+        .step_by(2)
+        .map(String::from)
+        .filter(|f| !common.contains(&f.as_str()))
+        .collect();
+    assert!(!fields.is_empty(), "no keys found in: {}", e.message());
+    fields
+        .into_iter()
+        .map(|field| {
+            let parsed = ["'x'", "1", "true", "1.5", "['x']"]
+                .iter()
+                .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
+                .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));
+            let reported = kind_keys(&parsed);
+            (field, reported)
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

@@ -656,16 +656,14 @@ pub(crate) struct Rng {
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        let mut splitmix = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut seeds = crate::splitmix::SplitMix64(seed);
         Rng {
-            s: [splitmix(), splitmix(), splitmix(), splitmix()],
+            s: [
+                seeds.next_u64(),
+                seeds.next_u64(),
+                seeds.next_u64(),
+                seeds.next_u64(),
+            ],
         }
     }
 

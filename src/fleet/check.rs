@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::config::{Fleet, Host, Transport};
+use crate::config::{Fleet, Host};
 use crate::proto::{FromWorker, ToWorker};
 use crate::sched::SlotId;
 
-use super::FleetEvent;
+use super::{FleetEvent, Spawned};
 
 /// How long one host may take to answer before it is reported unreachable.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,43 +53,41 @@ async fn check_host(h: &Host) -> CheckRow {
         slots: h.slots,
         ..Default::default()
     };
-    let mut session = None;
-    let spawned = match &h.transport {
-        Transport::Local => {
-            row.transport = "local".into();
-            row.host_key = "-".into();
-            row.auth = "-".into();
-            row.shipped = "-".into();
-            super::local::spawn(&[]).map_err(|e| e.to_string())
-        }
-        Transport::Ssh(s) => {
-            row.transport = format!("ssh {}", s.address);
-            let binary = match &s.worker_binary {
-                Some(b) => Ok(b.clone()),
-                None => super::local::worker_exe(),
-            };
-            match binary {
-                Ok(binary) => {
-                    let payload = super::ssh::Payload {
-                        binary,
-                        model: None,
-                    };
-                    let started = super::ssh::HostSession::start(&h.name, s, payload);
-                    let spawned = started.spawn(&[]);
-                    session = Some(started);
-                    Ok(spawned)
-                }
-                Err(e) => Err(format!("cannot find the worker binary to ship: {e}")),
-            }
-        }
-    };
-    let spawned = match spawned {
-        Ok(s) => s,
+    let link = match super::start(h, None) {
+        Ok(link) => link,
         Err(e) => {
             row.error = Some(e);
             return row;
         }
     };
+    let answer = match link.start_worker(&[]) {
+        Ok(spawned) => probe(h, spawned).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok((backend, adapter, rtt)) => {
+            row.ok = true;
+            row.backend = backend;
+            row.adapter = adapter;
+            row.rtt = rtt;
+        }
+        Err(e) => row.error = Some(e),
+    }
+    let setup = link.setup();
+    row.transport = setup.transport;
+    row.host_key = setup.host_key;
+    row.auth = setup.auth;
+    row.shipped = setup.shipped;
+    if let Some(e) = setup.error {
+        // The setup error says more than the worker's exit.
+        row.error = Some(e);
+    }
+    row
+}
+
+/// Asks a started worker which backend the host's device gives: (backend,
+/// adapter, round-trip time of the probe).
+async fn probe(h: &Host, spawned: Spawned) -> Result<(String, String, Option<Duration>), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut link = super::attach(SlotId(0), spawned, tx);
     let threads = h.threads.unwrap_or(1);
@@ -130,38 +128,8 @@ async fn check_host(h: &Host) -> CheckRow {
     })
     .await;
     let _ = link.send(&ToWorker::Shutdown);
-    match answer {
-        Ok(Ok((backend, adapter, rtt))) => {
-            row.ok = true;
-            row.backend = backend;
-            row.adapter = adapter;
-            row.rtt = rtt;
-        }
-        Ok(Err(e)) => row.error = Some(e),
-        Err(_) => row.error = Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
-    }
     link.kill();
-    if let Some(session) = &session {
-        let st = session.status();
-        row.host_key = or_dash(st.host_key);
-        row.auth = or_dash(st.auth);
-        row.shipped = if st.uploaded_files > 0 {
-            super::ssh::human_bytes(st.shipped_bytes)
-        } else if st.cached_files > 0 {
-            "cached".into()
-        } else {
-            "-".into()
-        };
-        if let Some(e) = st.error {
-            // The setup error says more than the worker's exit.
-            row.error = Some(e);
-        }
-    }
-    row
-}
-
-fn or_dash(s: String) -> String {
-    if s.is_empty() { "-".into() } else { s }
+    answer.unwrap_or_else(|_| Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())))
 }
 
 /// The rows as an aligned table.

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-use super::Spawned;
+use super::{BoxFuture, HostLink, ModelFile, Setup, Spawned, WorkerCommand};
 
 /// Names the worker executable instead of this process's own binary (for
 /// embedding herd's library in another program, and for tests that drive the
@@ -21,30 +21,70 @@ pub fn worker_exe() -> std::io::Result<PathBuf> {
     }
 }
 
+/// The coordinator's own machine: each worker is a child process.
+pub struct LocalHost {
+    /// Where the workers read the model weights: the job's own file.
+    model: Option<String>,
+}
+
+impl LocalHost {
+    pub fn new(model: Option<&ModelFile>) -> LocalHost {
+        LocalHost {
+            model: model.map(|m| m.path.display().to_string()),
+        }
+    }
+}
+
+impl HostLink for LocalHost {
+    fn start_worker(&self, env: &[(String, String)]) -> Result<Spawned, String> {
+        spawn(env).map_err(|e| e.to_string())
+    }
+
+    fn model_path(&self) -> Option<String> {
+        self.model.clone()
+    }
+
+    fn shipped_bytes(&self) -> u64 {
+        0
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn setup(&self) -> Setup {
+        Setup {
+            transport: "local".into(),
+            ..Setup::none()
+        }
+    }
+}
+
 /// Starts `herd worker` as a child process, with `env` added to its
-/// environment. The child dies with the coordinator: its stdin closes, and
-/// `kill_on_drop` covers the rest.
+/// environment.
 pub fn spawn(env: &[(String, String)]) -> std::io::Result<Spawned> {
     let exe = worker_exe()?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("worker")
-        .stdin(Stdio::piped())
+    let cmd = WorkerCommand::new(&exe, env)
+        .process()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    spawn_process(cmd)
+}
+
+/// Starts `cmd` (a worker command, or one that wraps it) as a child process
+/// speaking the worker protocol on its stdin and stdout. The child dies with
+/// the coordinator: its stdin closes, and `kill_on_drop` covers the rest.
+pub fn spawn_process(mut cmd: Command) -> std::io::Result<Spawned> {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("NODEVICE_SELECT", "1")
         // A process group of its own: Ctrl-C at the terminal interrupts the
         // coordinator, which then stops its workers in order, instead of
         // killing every worker at the same moment.
         .process_group(0)
         .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     let mut child = cmd.spawn().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot start '{} worker': {e}", exe.display()),
-        )
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        std::io::Error::new(e.kind(), format!("cannot start '{program} worker': {e}"))
     })?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");

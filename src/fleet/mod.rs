@@ -1,23 +1,109 @@
 //! Transports to workers: local child processes and SSH exec channels.
 //!
-//! Whatever the transport, a started worker is a [`Spawned`]: its stdin,
-//! stdout and stderr byte streams, a future that resolves when the process is
-//! gone, and a way to kill it. [`attach`] turns that into a [`WorkerLink`]
-//! (frames out) plus [`FleetEvent`]s (frames in, stderr lines, exit) on one
-//! channel, so the coordinator treats every worker the same.
+//! The seam is [`HostLink`]: [`start`] turns a host's settings into one,
+//! whatever its kind, and it hands out workers for the host's slots, says
+//! where the model weights are on that machine and what setting it up did.
+//! A host kind is a module here implementing it plus one arm in [`start`];
+//! the command a worker runs is built by [`WorkerCommand`], which a kind
+//! that needs a launcher wraps.
+//!
+//! Whatever the kind, a started worker is a [`Spawned`]: its stdin, stdout
+//! and stderr byte streams, a future that resolves when the process is gone,
+//! and a way to kill it. [`attach`] turns that into a [`WorkerLink`] (frames
+//! out) plus [`FleetEvent`]s (frames in, stderr lines, exit) on one channel,
+//! so the coordinator treats every worker the same.
 
 pub mod check;
+mod command;
 pub mod local;
+pub mod quote;
 pub mod ssh;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{Host, Transport};
 use crate::proto::{self, FromWorker, ToWorker};
 use crate::sched::SlotId;
+
+pub use command::WorkerCommand;
+
+/// A boxed future, as [`HostLink`] methods return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The model weights a host's workers load: the job's file and its sha256
+/// (lower-case hex).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The coordinator's handle on one host, whatever its kind: starts the
+/// workers of its slots and says what setting the host up did.
+pub trait HostLink: Send + Sync {
+    /// Starts one worker, with `env` added to its environment. Returns at
+    /// once; a kind that sets its host up first hands out a worker whose
+    /// streams come alive when the host is ready (or whose exit says why it
+    /// never will). An error means no worker could be started at all.
+    fn start_worker(&self, env: &[(String, String)]) -> Result<Spawned, String>;
+
+    /// Where the workers find the model weights on the host, once it is set
+    /// up; `None` before that, or when no model was given.
+    fn model_path(&self) -> Option<String>;
+
+    /// Bytes shipped to the host so far (0 when it needs nothing shipped).
+    fn shipped_bytes(&self) -> u64;
+
+    /// Waits until the host is set up: a line on how that went (for the run
+    /// log), `None` when there was nothing to set up, or why it failed.
+    fn ready(&self) -> BoxFuture<'_, Result<Option<String>, String>>;
+
+    /// What `herd hosts check` shows about the host's setup so far.
+    fn setup(&self) -> Setup;
+}
+
+/// How a host was reached and set up, as `herd hosts check` shows it (`-`
+/// where a step does not apply).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setup {
+    /// `local`, `ssh ADDRESS`.
+    pub transport: String,
+    pub host_key: String,
+    pub auth: String,
+    /// What was shipped: a size, `cached` or `-`.
+    pub shipped: String,
+    /// Why setting up failed, when it did.
+    pub error: Option<String>,
+}
+
+impl Setup {
+    /// Nothing set up, nothing failed.
+    pub fn none() -> Setup {
+        Setup {
+            transport: "-".into(),
+            host_key: "-".into(),
+            auth: "-".into(),
+            shipped: "-".into(),
+            error: None,
+        }
+    }
+}
+
+/// Starts setting up `host` (of any kind) for workers that load `model` (none
+/// for a probe): the one place that knows every host kind. Must be called
+/// inside a tokio runtime; returns at once.
+pub fn start(host: &Host, model: Option<ModelFile>) -> Result<Arc<dyn HostLink>, String> {
+    match &host.transport {
+        Transport::Local => Ok(Arc::new(local::LocalHost::new(model.as_ref()))),
+        Transport::Ssh(s) => Ok(Arc::new(ssh::start(&host.name, s, model)?)),
+    }
+}
 
 /// A worker process just started by a transport.
 pub struct Spawned {

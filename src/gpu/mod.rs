@@ -28,6 +28,8 @@ mod kernels;
 mod model;
 mod onnx;
 
+use crate::model::Model;
+
 pub use device::{Gpu, choose};
 pub use kernels::KernelConfig;
 pub use model::{GpuModel, KernelTiming, TileLimits};
@@ -59,6 +61,9 @@ pub enum Error {
     /// The rows or the weights do not have the shapes the model needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A model family the kernels do not cover.
+    #[error("the GPU path has no kernels for kind = '{0}'")]
+    Unsupported(&'static str),
     /// `top_k` needs more workgroup memory than the adapter has.
     #[error(
         "top_k = {top_k} is over the GPU path's limit of {limit} on adapter '{adapter}' \
@@ -86,3 +91,36 @@ pub enum Error {
 /// The hint printed when no Vulkan/GL driver is installed at all.
 pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with \
      `apt-get install -y mesa-vulkan-drivers libvulkan1`";
+
+/// Whether the GPU path has kernels for `model`'s family. `GpuModel::new`
+/// refuses the others ([`Error::Unsupported`]), and with `device = "auto"`
+/// the worker then scores on the native CPU path. A small question a model
+/// family never has to answer itself: the GPU room knows its kernels.
+pub fn supports(model: &Model) -> bool {
+    matches!(model, Model::Mlp(_) | Model::TwoTower(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mlp, OutputActivation, TwoTower};
+
+    #[test]
+    fn the_gpu_path_has_kernels_for_both_families() {
+        let mlp = Model::Mlp(Mlp {
+            layers: Vec::new(),
+            output: OutputActivation::None,
+        });
+        let tt = Model::TwoTower(TwoTower {
+            dim: 1,
+            item_embeddings: vec![0.0],
+            item_ids: vec![0],
+            tower: Vec::new(),
+            num_features: 0,
+            top_k: 1,
+            max_history: 1,
+            exclude_seen: false,
+        });
+        assert!(supports(&mlp) && supports(&tt));
+    }
+}

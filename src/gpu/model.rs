@@ -152,6 +152,9 @@ impl GpuModel {
         let loaded = match model {
             Model::Mlp(m) => load_mlp(gpu, m, limits),
             Model::TwoTower(t) => load_two_tower(gpu, t, limits, config),
+            // A family with no kernels here (`supports` says which have them).
+            #[allow(unreachable_patterns)]
+            other => Err(Error::Unsupported(other.kind_name())),
         };
         let oom = pollster::block_on(oom.pop());
         let invalid = pollster::block_on(scope.pop());

@@ -1,27 +1,48 @@
-//! Model specs, safetensors loading, the CPU reference and the fast CPU path.
+//! Model families, safetensors loading, the CPU reference and the fast CPU
+//! path.
+//!
+//! Each family lives in a folder of its own (`mlp/`, `two_tower/`) and is
+//! listed once below (the registry; its seam is in [`family`]); the rest of
+//! herd asks a
+//! [`ModelSpec`] or a [`Model`] through methods and never matches on the
+//! kinds. Shared pieces: [`layers`] (stacks of dense layers), [`weights`]
+//! (reading safetensors), `simd` (the AVX2 kernels).
 //!
 //! Pure: weights arrive as bytes, rows arrive as [`Rows`]; nothing here reads a
 //! file or a clock or spawns a thread (the worker splits rows over threads and
-//! joins the parts with [`Predictions::concat`]). The reference path (`predict_reference`) is written to be
-//! obviously right and is what every other backend is checked against.
+//! joins the parts with [`Predictions::concat`]). The reference path
+//! (`predict_reference`) is written to be obviously right and is what every
+//! other backend is checked against.
 
 use serde::{Deserialize, Serialize};
 
-mod catalogue;
-mod cost;
 mod error;
-mod fast;
-mod load;
+pub mod family;
+pub mod layers;
 pub mod onnx;
 mod predictions;
-mod reference;
+mod simd;
 #[cfg(test)]
 mod tests;
 pub mod trees;
+pub(crate) mod weights;
 
-pub use catalogue::ItemIndex;
+// The model families: a folder each, and a line each in the list below.
+pub mod mlp;
+pub mod two_tower;
+
+family::families! {
+    /// Dense features through dense layers (churn-style scoring).
+    Mlp: mlp::{Mlp, MlpSpec},
+    /// Pooled history through a user tower, top-K by dot product.
+    TwoTower: two_tower::{TwoTower, TwoTowerSpec},
+}
+
 pub use error::{Error, Result};
-pub use load::TOWER_PREFIX;
+pub use family::{Family, FamilySpec, Scorer, family};
+pub use layers::{Dense, OutputActivation};
+pub use mlp::{Mlp, MlpSpec};
+pub use two_tower::{ItemIndex, TOWER_PREFIX, TwoTower, TwoTowerSpec};
 
 /// Entity ids of a run of rows: integers or strings, as the input file has them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -240,78 +261,12 @@ impl Predictions {
     }
 }
 
-/// Which model a job runs and its settings (weights come separately, as bytes).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum ModelSpec {
-    Mlp {
-        /// Explicit layer names, or `None` for every `*.weight` with a
-        /// matching `*.bias`, ordered by the numbers in their names.
-        layers: Option<Vec<String>>,
-        output: OutputActivation,
-    },
-    TwoTower {
-        top_k: usize,
-        /// The per-entity work cap: only the last `max_history` items pool.
-        max_history: usize,
-        exclude_seen: bool,
-    },
-}
-
-impl ModelSpec {
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            ModelSpec::Mlp { .. } => "mlp",
-            ModelSpec::TwoTower { .. } => "two_tower",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OutputActivation {
-    Sigmoid,
-    Softmax,
-    None,
-}
-
-/// One dense layer, laid out as `torch.nn.Linear` stores it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dense {
-    pub name: String,
-    pub in_dim: usize,
-    pub out_dim: usize,
-    /// `[out_dim, in_dim]`, row-major.
-    pub weight: Vec<f32>,
-    /// `[out_dim]`.
-    pub bias: Vec<f32>,
-}
-
-/// Dense layers with relu between them and `output` after the last.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Mlp {
-    pub layers: Vec<Dense>,
-    pub output: OutputActivation,
-}
-
-/// Mean-pooled history (+ features) through the user tower, scored by dot
-/// product against every item embedding, top K kept.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TwoTower {
-    pub dim: usize,
-    /// `[items, dim]`, row-major.
-    pub item_embeddings: Vec<f32>,
-    /// The id of each embedding row (the row index when the file has none).
-    pub item_ids: Vec<u32>,
-    /// The user tower; empty: the pooled history is the user vector.
-    pub tower: Vec<Dense>,
-    pub num_features: usize,
-    pub top_k: usize,
-    pub max_history: usize,
-    pub exclude_seen: bool,
-}
-
-/// A loaded model, ready to score rows.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Model {
-    Mlp(Mlp),
-    TwoTower(TwoTower),
+/// Panics unless `rows` carries the `expected` number of feature columns (a
+/// model is loaded for one input's columns).
+pub(crate) fn check_features(expected: usize, rows: &Rows) {
+    assert_eq!(
+        rows.num_features, expected,
+        "rows carry {} feature columns but the model was loaded for {}",
+        rows.num_features, expected
+    );
 }

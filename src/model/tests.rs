@@ -2,28 +2,28 @@
 
 use safetensors::{Dtype, tensor::TensorView};
 
-use super::fast::{ITEM_TILE, MLP_BLOCK_ROWS, USER_BLOCK};
+use super::mlp::MLP_BLOCK_ROWS;
+use super::two_tower::{ITEM_TILE, USER_BLOCK};
 use super::*;
 
 // ---------------------------------------------------------------- helpers
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
+/// Deterministic pseudo-random numbers.
+use crate::splitmix::SplitMix64 as Rng;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+trait Draw {
+    fn below(&mut self, n: usize) -> usize;
+    fn unit(&mut self) -> f32;
+    fn vec(&mut self, n: usize) -> Vec<f32>;
+}
+
+impl Draw for Rng {
     fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.in_range(0..n as u64) as usize
     }
     /// Uniform in [-1, 1).
     fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        self.signed_unit()
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.unit()).collect()
@@ -65,18 +65,18 @@ fn layer(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Vec<T> {
 }
 
 fn mlp_spec(output: OutputActivation) -> ModelSpec {
-    ModelSpec::Mlp {
+    ModelSpec::Mlp(MlpSpec {
         layers: None,
         output,
-    }
+    })
 }
 
 fn tt_spec(top_k: usize, max_history: usize, exclude_seen: bool) -> ModelSpec {
-    ModelSpec::TwoTower {
+    ModelSpec::TwoTower(TwoTowerSpec {
         top_k,
         max_history,
         exclude_seen,
-    }
+    })
 }
 
 fn load(spec: &ModelSpec, tensors: &[T], num_features: usize) -> Result<Model> {
@@ -333,28 +333,28 @@ fn mlp_explicit_layers_are_used_in_the_order_given() {
     let mut tensors = layer(&mut rng, "fc1", 3, 6);
     tensors.extend(layer(&mut rng, "fc2", 6, 2));
     tensors.extend(layer(&mut rng, "unused", 9, 9));
-    let spec = ModelSpec::Mlp {
+    let spec = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc1".into(), "fc2".into()]),
         output: OutputActivation::Softmax,
-    };
+    });
     let model = load_ok(&spec, &tensors, 3);
     assert_eq!(model.describe(), "mlp: 3->6->2, softmax");
     predict_both(&model, &feature_rows(&mut rng, 300, 3));
 
-    let swapped = ModelSpec::Mlp {
+    let swapped = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc2".into(), "fc1".into()]),
         output: OutputActivation::Softmax,
-    };
+    });
     let err = load_err(&swapped, &tensors, 6);
     assert!(
         err.contains("layer 'fc1' takes 3 inputs but gets 2 from layer 'fc2'"),
         "{err}"
     );
 
-    let missing = ModelSpec::Mlp {
+    let missing = ModelSpec::Mlp(MlpSpec {
         layers: Some(vec!["fc1".into(), "fc3".into()]),
         output: OutputActivation::None,
-    };
+    });
     let err = load_err(&missing, &tensors, 3);
     assert!(
         err.contains("no tensor 'fc3.weight'") && err.contains("'fc1.bias'"),
@@ -450,16 +450,16 @@ fn half_precision_weights_load_as_their_f32_values() {
             T("0.weight".into(), dtype, vec![2, 2], bytes),
             f32s("0.bias", &[2], &[0.0, 0.0]),
         ];
-        match load_ok(&mlp_spec(OutputActivation::None), &tensors, 2) {
-            Model::Mlp(mlp) => assert_eq!(mlp.layers[0].weight, expected, "{dtype:?}"),
-            Model::TwoTower(_) => unreachable!(),
-        }
+        let Model::Mlp(mlp) = load_ok(&mlp_spec(OutputActivation::None), &tensors, 2) else {
+            panic!("an mlp spec loaded another kind");
+        };
+        assert_eq!(mlp.layers[0].weight, expected, "{dtype:?}");
     }
 }
 
 #[test]
 fn f16_conversion_covers_subnormals_and_infinities() {
-    use super::load::f16_to_f32;
+    use super::weights::f16_to_f32;
     assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
     assert_eq!(f16_to_f32(0x8200), -(2f32.powi(-15)));
     assert_eq!(f16_to_f32(0x7bff), 65504.0);

@@ -12,7 +12,6 @@ use crate::store::ValidationReport;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HostState {
     Connecting,
-    Shipping,
     Running,
     Lost(String),
     /// Its workers exited after the run.

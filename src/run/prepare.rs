@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{self, Fleet, Job};
 use crate::data::{self, Dataset, Index};
-use crate::model::{Model, ModelSpec};
+use crate::model::Model;
 use crate::worker::hex;
 
 use super::Error;
@@ -68,8 +68,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
             job.model.weights.display()
         )));
     }
-    let needs_history = matches!(job.model.spec, ModelSpec::TwoTower { .. });
-    let dataset = Dataset::open(&job.input, needs_history)
+    let dataset = Dataset::open(&job.input, job.model.spec.reads_history())
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
     let bytes = std::fs::read(&job.model.weights).map_err(|e| {
         Error::Config(format!(

@@ -2,7 +2,8 @@
 //! sample re-scored here on the CPU reference (which catches a wrong GPU
 //! kernel or a corrupt worker before readers see it).
 
-use crate::model::{ModelSpec, PredictionRow, Predictions};
+use crate::model::{PredictionRow, Predictions};
+use crate::splitmix::SplitMix64;
 use crate::store::Value;
 use crate::store::validate::{SampleRow, ValidationPlan};
 
@@ -22,12 +23,11 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
     if want > 0 {
         let windows = SPOT_WINDOWS.min(want);
         let per = want.div_ceil(windows);
-        let mut state = version.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        let mut rng = SplitMix64(version ^ 0xD1B5_4A32_D192_ED03);
         let mut taken = std::collections::BTreeSet::new();
         for _ in 0..windows {
-            state = splitmix(state);
             let len = per.min(n);
-            let start = if n > len { state % (n - len + 1) } else { 0 };
+            let start = rng.in_range(0..n - len + 1);
             let rows = p.dataset.read_rows(start..start + len).map_err(|e| {
                 Error::Failed(format!(
                     "spot check: cannot read rows {start}..{}: {e}",
@@ -47,10 +47,7 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
             }
         }
     }
-    let top_k = match &p.job.model.spec {
-        ModelSpec::TwoTower { top_k, .. } => Some(*top_k),
-        ModelSpec::Mlp { .. } => None,
-    };
+    let top_k = p.job.model.spec.top_k();
     Ok(ValidationPlan {
         ids: p.index.ids.clone(),
         top_k,
@@ -68,11 +65,4 @@ pub fn value_of(preds: &Predictions, i: usize) -> Value {
             Value::TopK(items.iter().copied().zip(scores.iter().copied()).collect())
         }
     }
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

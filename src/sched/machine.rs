@@ -105,7 +105,6 @@ struct Attempt {
     reports: u32,
     first_report: Option<(Duration, u64)>,
     last_report: Duration,
-    last_cost: u64,
     /// (arrival, cost done) of its recent reports, oldest first: the window
     /// its rate is measured over.
     marks: VecDeque<(Duration, u64)>,
@@ -379,7 +378,6 @@ impl Scheduler {
         attempt.marks.push_back((now, cost));
         attempt.reports += 1;
         attempt.last_report = now;
-        attempt.last_cost = cost;
         let (slot, start, first, speed) = (
             attempt.slot,
             attempt.start,
@@ -657,7 +655,6 @@ impl Scheduler {
                 reports: 0,
                 first_report: None,
                 last_report: now,
-                last_cost: 0,
                 marks: VecDeque::new(),
                 latency_sampled: false,
                 speed: None,

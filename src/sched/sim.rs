@@ -526,29 +526,8 @@ fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, 
     }
 }
 
-/// SplitMix64: a small, seeded, portable generator for scenario costs.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `range` (empty ranges give `range.start`).
-    pub fn in_range(&mut self, range: Range<u64>) -> u64 {
-        let width = range.end.saturating_sub(range.start);
-        if width == 0 {
-            range.start
-        } else {
-            range.start + self.next_u64() % width
-        }
-    }
-}
+/// The seeded generator of scenario costs.
+pub use crate::splitmix::SplitMix64;
 
 fn uniform_costs(rng: &mut SplitMix64) -> Vec<u64> {
     (0..SCENARIO_ROWS)

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::{Result, Store, Value, ValueKind, ValueRef};
+use super::{Result, Snapshot, Store, Value, ValueKind, ValueRef};
 use crate::config::Validate;
 use crate::model::{EntityIds, EntityKey};
 use crate::store::{Check, ValidationReport};
@@ -53,142 +53,180 @@ pub fn validate(
 ) -> Result<ValidationReport> {
     store.snapshot(|snap| {
         snap.record(version)?;
-        let mut checks = Vec::new();
-
         let mut input: HashSet<Vec<u8>> = HashSet::with_capacity(plan.ids.len());
         for i in 0..plan.ids.len() {
             input.insert(plan.ids.key(i).to_bytes());
         }
-
-        // One pass over the stored values: coverage, finiteness, top-K shape.
-        let mut stored = 0u64;
-        let mut extra = 0u64;
-        let mut coverage_examples = Vec::new();
-        let mut non_finite = 0u64;
-        let mut finite_examples = Vec::new();
-        let mut malformed = 0u64;
-        let mut malformed_examples = Vec::new();
-        snap.scan(version, |entity, value| {
-            stored += 1;
-            if !input.contains(entity) {
-                extra += 1;
-                push_example(
-                    &mut coverage_examples,
-                    format!("not in the input: {}", show(&plan.ids, entity)),
-                );
-            }
-            for (j, s) in value.scores().enumerate() {
-                if !s.is_finite() {
-                    non_finite += 1;
-                    push_example(
-                        &mut finite_examples,
-                        format!("{}: score[{j}] = {s}", show(&plan.ids, entity)),
-                    );
-                }
-            }
-            if let Some(problem) = topk_problem(value, plan.top_k) {
-                malformed += 1;
-                push_example(
-                    &mut malformed_examples,
-                    format!("{}: {problem}", show(&plan.ids, entity)),
-                );
-            }
-            Ok(true)
-        })?;
-
-        // coverage: stored keys are unique, so the rest are input entities.
-        let present = stored - extra;
-        let distinct = input.len() as u64;
-        if present < distinct {
-            let mut reported = HashSet::new();
-            for i in 0..plan.ids.len() {
-                if coverage_examples.len() >= MAX_EXAMPLES {
-                    break;
-                }
-                let key = plan.ids.key(i);
-                if snap.value(version, &key)?.is_none() && reported.insert(key.to_bytes()) {
-                    coverage_examples.push(format!("missing: {key}"));
-                }
-            }
-        }
-        let fraction = if distinct == 0 {
-            1.0
-        } else {
-            present as f64 / distinct as f64
-        };
-        checks.push(Check {
-            name: "coverage".into(),
-            passed: fraction >= plan.cfg.min_coverage && extra == 0,
-            detail: format!(
-                "{present} of {distinct} distinct input entities have a prediction \
-                 (fraction {fraction:.6}, min_coverage {}); {extra} stored entries are not input entities",
-                plan.cfg.min_coverage
-            ),
-            examples: coverage_examples,
-        });
-
-        checks.push(Check {
-            name: "finite".into(),
-            passed: non_finite <= plan.cfg.max_non_finite,
-            detail: format!(
-                "{non_finite} non-finite scores (max_non_finite {})",
-                plan.cfg.max_non_finite
-            ),
-            examples: finite_examples,
-        });
-
-        // Sample rows: shape against history and expected length, then values.
-        let mut matched = 0usize;
-        let mut spot_examples = Vec::new();
-        for row in &plan.sample {
-            let Some(value) = snap.value(version, &row.key)? else {
-                push_example(&mut spot_examples, format!("{}: no stored prediction", row.key));
-                continue;
-            };
-            if let Some(problem) = sample_shape_problem(value, row) {
-                malformed += 1;
-                if malformed_examples.len() < MAX_EXAMPLES {
-                    malformed_examples.push(format!("{}: {problem}", row.key));
-                }
-            }
-            match compare(&value.to_value(), &row.expected, plan.tolerance) {
-                Ok(()) => matched += 1,
-                Err(why) => push_example(&mut spot_examples, format!("{}: {why}", row.key)),
-            }
-        }
+        let mut seen = scan(snap, version, plan, &input)?;
+        let mut checks = vec![
+            coverage(snap, version, plan, &input, &mut seen)?,
+            Check {
+                name: "finite".into(),
+                passed: seen.non_finite <= plan.cfg.max_non_finite,
+                detail: format!(
+                    "{} non-finite scores (max_non_finite {})",
+                    seen.non_finite, plan.cfg.max_non_finite
+                ),
+                examples: seen.finite_examples.clone(),
+            },
+        ];
+        let spot = spot_check(snap, version, plan, &mut seen)?;
         checks.push(Check {
             name: "topk_well_formed".into(),
-            passed: malformed == 0,
+            passed: seen.malformed == 0,
             detail: match plan.top_k {
                 Some(k) => format!(
-                    "{malformed} malformed top-K values (want sorted by score descending, unique items, at most {k}; \
-                     sample rows: no item from the history, the expected length)"
+                    "{} malformed top-K values (want sorted by score descending, unique items, at most {k}; \
+                     sample rows: no item from the history, the expected length)",
+                    seen.malformed
                 ),
-                None => format!("{malformed} values are top-K lists where scores were expected"),
+                None => format!(
+                    "{} values are top-K lists where scores were expected",
+                    seen.malformed
+                ),
             },
-            examples: malformed_examples,
+            examples: seen.malformed_examples,
         });
-        checks.push(Check {
-            name: "spot_check".into(),
-            passed: matched == plan.sample.len(),
-            detail: format!(
-                "{matched} of {} rescored entities match within tolerance {}",
-                plan.sample.len(),
-                plan.tolerance
-            ),
-            examples: spot_examples,
-        });
-
+        checks.push(spot);
         if let Some(live) = live.filter(|&l| l != version)
             && (plan.cfg.max_topk_churn.is_some() || plan.cfg.max_mean_shift.is_some())
         {
             checks.push(drift(snap, version, live, plan)?);
         }
-
         Ok(ValidationReport {
             passed: checks.iter().all(|c| c.passed),
             checks,
         })
+    })
+}
+
+/// What one pass over the stored values found.
+#[derive(Default)]
+struct Seen {
+    stored: u64,
+    /// Stored entries that are not input entities.
+    extra: u64,
+    coverage_examples: Vec<String>,
+    non_finite: u64,
+    finite_examples: Vec<String>,
+    malformed: u64,
+    malformed_examples: Vec<String>,
+}
+
+/// One pass over the stored values: coverage, finiteness, top-K shape.
+fn scan(
+    snap: &Snapshot<'_, '_>,
+    version: u64,
+    plan: &ValidationPlan,
+    input: &HashSet<Vec<u8>>,
+) -> Result<Seen> {
+    let mut seen = Seen::default();
+    snap.scan(version, |entity, value| {
+        seen.stored += 1;
+        if !input.contains(entity) {
+            seen.extra += 1;
+            push_example(
+                &mut seen.coverage_examples,
+                format!("not in the input: {}", show(&plan.ids, entity)),
+            );
+        }
+        for (j, s) in value.scores().enumerate() {
+            if !s.is_finite() {
+                seen.non_finite += 1;
+                push_example(
+                    &mut seen.finite_examples,
+                    format!("{}: score[{j}] = {s}", show(&plan.ids, entity)),
+                );
+            }
+        }
+        if let Some(problem) = topk_problem(value, plan.top_k) {
+            seen.malformed += 1;
+            push_example(
+                &mut seen.malformed_examples,
+                format!("{}: {problem}", show(&plan.ids, entity)),
+            );
+        }
+        Ok(true)
+    })?;
+    Ok(seen)
+}
+
+/// Every input entity exactly once: stored keys are unique, so the stored
+/// entries that are not extra are input entities.
+fn coverage(
+    snap: &Snapshot<'_, '_>,
+    version: u64,
+    plan: &ValidationPlan,
+    input: &HashSet<Vec<u8>>,
+    seen: &mut Seen,
+) -> Result<Check> {
+    let present = seen.stored - seen.extra;
+    let distinct = input.len() as u64;
+    if present < distinct {
+        let mut reported = HashSet::new();
+        for i in 0..plan.ids.len() {
+            if seen.coverage_examples.len() >= MAX_EXAMPLES {
+                break;
+            }
+            let key = plan.ids.key(i);
+            if snap.value(version, &key)?.is_none() && reported.insert(key.to_bytes()) {
+                seen.coverage_examples.push(format!("missing: {key}"));
+            }
+        }
+    }
+    let fraction = if distinct == 0 {
+        1.0
+    } else {
+        present as f64 / distinct as f64
+    };
+    Ok(Check {
+        name: "coverage".into(),
+        passed: fraction >= plan.cfg.min_coverage && seen.extra == 0,
+        detail: format!(
+            "{present} of {distinct} distinct input entities have a prediction \
+             (fraction {fraction:.6}, min_coverage {}); {} stored entries are not input entities",
+            plan.cfg.min_coverage, seen.extra
+        ),
+        examples: std::mem::take(&mut seen.coverage_examples),
+    })
+}
+
+/// The sample rows against their reference values; a sample row of the
+/// wrong shape also counts as malformed.
+fn spot_check(
+    snap: &Snapshot<'_, '_>,
+    version: u64,
+    plan: &ValidationPlan,
+    seen: &mut Seen,
+) -> Result<Check> {
+    let mut matched = 0usize;
+    let mut examples = Vec::new();
+    for row in &plan.sample {
+        let Some(value) = snap.value(version, &row.key)? else {
+            push_example(&mut examples, format!("{}: no stored prediction", row.key));
+            continue;
+        };
+        if let Some(problem) = sample_shape_problem(value, row) {
+            seen.malformed += 1;
+            push_example(
+                &mut seen.malformed_examples,
+                format!("{}: {problem}", row.key),
+            );
+        }
+        match compare(&value.to_value(), &row.expected, plan.tolerance) {
+            Ok(()) => matched += 1,
+            Err(why) => push_example(&mut examples, format!("{}: {why}", row.key)),
+        }
+    }
+    Ok(Check {
+        name: "spot_check".into(),
+        passed: matched == plan.sample.len(),
+        detail: format!(
+            "{matched} of {} rescored entities match within tolerance {}",
+            plan.sample.len(),
+            plan.tolerance
+        ),
+        examples,
     })
 }
 
@@ -318,12 +356,7 @@ pub fn compare(stored: &Value, expected: &Value, tol: f32) -> std::result::Resul
     }
 }
 
-fn drift(
-    snap: &super::Snapshot<'_, '_>,
-    version: u64,
-    live: u64,
-    plan: &ValidationPlan,
-) -> Result<Check> {
+fn drift(snap: &Snapshot<'_, '_>, version: u64, live: u64, plan: &ValidationPlan) -> Result<Check> {
     snap.record(live)?;
     let mut common = 0usize;
     let mut churn_sum = 0.0f64;
@@ -364,24 +397,33 @@ fn drift(
     let mut parts = vec![format!(
         "{common} entities in both v{version} and live v{live}"
     )];
-    if let Some(max) = plan.cfg.max_topk_churn
-        && churn_n > 0
-    {
-        let churn = churn_sum / churn_n as f64;
-        passed &= churn <= max;
-        parts.push(format!(
-            "mean top-K churn {churn:.4} (max_topk_churn {max})"
-        ));
-    }
-    if let Some(max) = plan.cfg.max_mean_shift
-        && shift_n > 0
-    {
-        let shift = shift_sum / shift_n as f64;
-        passed &= shift <= max;
-        parts.push(format!(
-            "mean score shift {shift:.6} (max_mean_shift {max})"
-        ));
-    }
+    // A mean against its threshold, when both exist.
+    let mut judge = |max: Option<f64>, sum: f64, n: usize, what: &str, setting: &str, digits| {
+        if let Some(max) = max
+            && n > 0
+        {
+            let mean = sum / n as f64;
+            passed &= mean <= max;
+            parts.push(format!("mean {what} {mean:.digits$} ({setting} {max})"));
+        }
+    };
+    let cfg = &plan.cfg;
+    judge(
+        cfg.max_topk_churn,
+        churn_sum,
+        churn_n,
+        "top-K churn",
+        "max_topk_churn",
+        4,
+    );
+    judge(
+        cfg.max_mean_shift,
+        shift_sum,
+        shift_n,
+        "score shift",
+        "max_mean_shift",
+        6,
+    );
     Ok(Check {
         name: "drift".into(),
         passed,

@@ -66,7 +66,6 @@ impl HostRow {
     pub fn state_text(&self) -> String {
         match &self.state {
             HostState::Connecting => "connecting".into(),
-            HostState::Shipping => "shipping".into(),
             HostState::Running => "running".into(),
             HostState::Lost(why) => format!("lost: {why}"),
             HostState::Done => "done".into(),

@@ -15,28 +15,27 @@
 //! unquoted value in a remote command, or run a shipped file before its
 //! sha256 is checked on the remote side.
 
+mod connect;
+mod exec;
 mod hostkey;
-mod quote;
+mod ship;
 mod target;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use russh::client::{self, Handle};
-use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Sig};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use russh::client::Handle;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::SshHost;
 
 pub use hostkey::{KeyCheck, fingerprint, known_hosts_name};
-pub use quote::{has_nul, is_env_name, quote};
 pub use target::{Target, resolve, resolve_from_env, split_address};
 
-use super::Spawned;
+use super::{BoxFuture, HostLink, ModelFile, Setup, Spawned};
+use connect::Client;
+use exec::{exec_capture, run_worker};
 
 /// TCP connect plus key exchange must finish within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,20 +50,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upload must move at least this many bytes per second on average
 /// (plus [`COMMAND_TIMEOUT`]), or it is abandoned.
 pub const MIN_UPLOAD_BYTES_PER_S: u64 = 1 << 20;
-/// After a kill, how long the server has to report the worker's end before
-/// the channel is closed from this side.
-const KILL_GRACE: Duration = Duration::from_secs(2);
-/// Bytes per `data_bytes` call while uploading.
-const UPLOAD_PIECE_BYTES: usize = 256 << 10;
 /// Buffer of each in-process pipe between a worker's channel and the
 /// coordinator.
 const PIPE_BYTES: usize = 256 << 10;
-/// Temporary upload files older than this many minutes (left by a
-/// coordinator that died mid-upload) are removed by the next cache probe;
-/// younger ones may belong to an upload in progress.
-const STALE_UPLOAD_MINUTES: u32 = 60;
-/// The name of the shipped binary inside its content-addressed folder.
-const REMOTE_BINARY_NAME: &str = "herd";
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -191,6 +179,8 @@ struct Ready {
 /// One SSH host: its connection (once up) and its slots' workers.
 pub struct HostSession {
     name: String,
+    /// The configured address, for `herd hosts check`.
+    address: String,
     stage: watch::Receiver<Stage>,
     status: Arc<Mutex<HostStatus>>,
     setup: tokio::task::JoinHandle<()>,
@@ -226,14 +216,11 @@ impl HostSession {
         };
         HostSession {
             name: name.to_string(),
+            address: ssh.address.clone(),
             stage: rx,
             status,
             setup,
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Waits until the host is set up (or failed to be).
@@ -286,16 +273,12 @@ impl HostSession {
         let env = env.to_vec();
         let name_for_task = self.name.clone();
         tokio::spawn(async move {
-            let reason = run_worker(
-                &name_for_task,
-                stage,
-                env,
-                stdin_ours,
-                stdout_ours,
-                stderr_ours,
-                kill_rx,
-            )
-            .await;
+            let pipes = exec::Pipes {
+                stdin: stdin_ours,
+                stdout: stdout_ours,
+                stderr: stderr_ours,
+            };
+            let reason = run_worker(&name_for_task, stage, env, pipes, kill_rx).await;
             let _ = exit_tx.send(reason);
         });
         let name = self.name.clone();
@@ -310,13 +293,6 @@ impl HostSession {
             }),
             kill: kill_tx,
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -344,36 +320,7 @@ async fn wait_ready(name: &str, stage: &mut watch::Receiver<Stage>) -> Result<Ar
     }
 }
 
-/// The russh client handler: checks the server's key against known_hosts.
-struct Client {
-    host: String,
-    port: u16,
-    known_hosts: PathBuf,
-    trust: crate::config::Trust,
-    verdict: Arc<Mutex<Option<KeyCheck>>>,
-}
-
-impl client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> std::result::Result<bool, Self::Error> {
-        let check = match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                hostkey::check(&self.host, self.port, key, &self.known_hosts, self.trust)
-            }
-            PublicKeyOrCertificate::Certificate(_) => KeyCheck::Broken(
-                "the server offered a host certificate; herd checks plain host keys only".into(),
-            ),
-        };
-        let ok = check.accepted();
-        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
-        Ok(ok)
-    }
-}
-
+/// Connects to the host, authenticates and ships `payload`.
 async fn set_up(
     name: &str,
     ssh: &SshHost,
@@ -383,718 +330,75 @@ async fn set_up(
     let target = resolve_from_env(name, ssh)?;
     let addr = target.addr();
     lock(status).addr = addr.clone();
-    let started = Instant::now();
-    let mut handle = connect(name, &target, status).await?;
-    let how =
-        match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut handle, name, &target)).await {
-            Ok(Ok(how)) => how,
-            Ok(Err(e)) => {
-                lock(status).auth = "FAILED".into();
-                return Err(e);
-            }
-            Err(_) => {
-                lock(status).auth = "FAILED".into();
-                return Err(Error::Auth {
-                    host: name.into(),
-                    user: target.user.clone(),
-                    addr,
-                    message: format!("no answer within {}s", AUTH_TIMEOUT.as_secs()),
-                });
-            }
-        };
-    {
-        let mut s = lock(status);
-        s.auth = how;
-        s.connect_time = Some(started.elapsed());
-    }
-    let shipping = Instant::now();
-    let remote = |message: String| Error::Remote {
-        host: name.into(),
-        message,
-    };
-
+    let handle = connect::open(name, &target, status).await?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let binary = target::expand_home(&payload.binary, home.as_deref());
-    let binary_sha = file_sha256(name, &binary).await?;
-    let model_sha = payload.model.as_ref().map(|(_, sha)| sha.clone());
-    let probe = probe_command(&binary_sha, model_sha.as_deref());
-    let (code, out, err) = exec_capture(&handle, &probe, COMMAND_TIMEOUT)
-        .await
-        .map_err(remote)?;
-    if code != Some(0) {
-        return Err(remote(format!(
-            "cannot prepare the cache folder (exit {}): {}",
-            code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-            err.trim()
-        )));
-    }
-    let probed = parse_probe(&out).map_err(remote)?;
-    lock(status).cache_dir = Some(probed.cache.clone());
-    let binary_path = format!("{}/bin/{binary_sha}/{REMOTE_BINARY_NAME}", probed.cache);
-    if probed.binary_sha.as_deref() == Some(binary_sha.as_str()) {
-        lock(status).cached_files += 1;
-    } else {
-        let sent = upload(name, &handle, &binary, &binary_path, &binary_sha, "0700").await?;
-        let mut s = lock(status);
-        s.shipped_bytes += sent;
-        s.uploaded_files += 1;
-    }
-    let mut model_path = None;
-    if let Some((local, sha)) = &payload.model {
-        let path = format!("{}/models/{sha}.safetensors", probed.cache);
-        if probed.model_sha.as_deref() == Some(sha.as_str()) {
-            lock(status).cached_files += 1;
-        } else {
-            let sent = upload(name, &handle, local, &path, sha, "0600").await?;
-            let mut s = lock(status);
-            s.shipped_bytes += sent;
-            s.uploaded_files += 1;
-        }
-        model_path = Some(path);
-    }
-    lock(status).ship_time = Some(shipping.elapsed());
+    let shipped = ship::ship(name, &handle, payload, &binary, status).await?;
     Ok(Ready {
         handle,
         name: name.to_string(),
         addr,
-        binary: binary_path,
-        model: model_path,
+        binary: shipped.binary,
+        model: shipped.model,
     })
 }
 
-/// Connects and checks the host key (its verdict goes into `status`).
-async fn connect(
+/// Starts setting up an SSH host for workers that load `model`: ships the
+/// host's `worker_binary`, or this herd.
+pub fn start(
     name: &str,
-    target: &Target,
-    status: &Mutex<HostStatus>,
-) -> Result<Handle<Client>> {
-    let config = Arc::new(client::Config {
-        keepalive_interval: Some(KEEPALIVE_INTERVAL),
-        keepalive_max: KEEPALIVE_MAX,
-        nodelay: true,
-        ..Default::default()
-    });
-    let verdict = Arc::new(Mutex::new(None));
-    let handler = Client {
-        host: target.host.clone(),
-        port: target.port,
-        known_hosts: target.known_hosts.clone(),
-        trust: target.trust,
-        verdict: verdict.clone(),
+    ssh: &SshHost,
+    model: Option<ModelFile>,
+) -> std::result::Result<HostSession, String> {
+    let binary = match &ssh.worker_binary {
+        Some(b) => b.clone(),
+        None => super::local::worker_exe()
+            .map_err(|e| format!("host '{name}': cannot find the worker binary to ship: {e}"))?,
     };
-    let addr = target.addr();
-    let connect_err = |message: String| Error::Connect {
-        host: name.into(),
-        addr: addr.clone(),
-        message,
+    let payload = Payload {
+        binary,
+        model: model.map(|m| (m.path, m.sha256)),
     };
-    let res = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        client::connect(config, (target.host.as_str(), target.port), handler),
-    )
-    .await;
-    let seen = verdict.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    lock(status).host_key = seen.as_ref().map(|c| c.label()).unwrap_or("-").into();
-    if let Some(check) = &seen {
-        if let Some(why) = check.refusal() {
-            return Err(Error::HostKey {
-                host: name.into(),
-                message: why.to_string(),
-            });
-        }
-    }
-    match res {
-        Err(_) => Err(connect_err(format!(
-            "no answer within {}s (is the host up and is sshd listening on port {}?)",
-            CONNECT_TIMEOUT.as_secs(),
-            target.port
-        ))),
-        Ok(Err(e)) => Err(connect_err(e.to_string())),
-        Ok(Ok(handle)) => Ok(handle),
-    }
+    Ok(HostSession::start(name, ssh, payload))
 }
 
-/// The signature hash to use with a key: the best the server supports for an
-/// RSA key, none for the others.
-async fn rsa_hash(
-    handle: &Handle<Client>,
-    rsa: bool,
-) -> std::result::Result<Option<russh::keys::HashAlg>, russh::Error> {
-    if rsa {
-        Ok(handle.best_supported_rsa_hash().await?.flatten())
-    } else {
-        Ok(None)
+impl HostLink for HostSession {
+    fn start_worker(&self, env: &[(String, String)]) -> std::result::Result<Spawned, String> {
+        Ok(self.spawn(env))
     }
-}
 
-/// Tries the identities, then the agent; says which one worked.
-async fn authenticate(handle: &mut Handle<Client>, name: &str, target: &Target) -> Result<String> {
-    let auth_err = |message: String| Error::Auth {
-        host: name.into(),
-        user: target.user.clone(),
-        addr: target.addr(),
-        message,
-    };
-    let mut refused: Vec<String> = Vec::new();
-    let mut files = target.identities.clone();
-    let use_agent = !target.identity_from_host && std::env::var_os("SSH_AUTH_SOCK").is_some();
-    if files.is_empty() && !use_agent {
-        if let Some(home) = std::env::var_os("HOME") {
-            let ssh = PathBuf::from(home).join(".ssh");
-            files = ["id_ed25519", "id_rsa"]
-                .iter()
-                .map(|f| ssh.join(f))
-                .filter(|p| p.exists())
-                .collect();
-        }
+    fn model_path(&self) -> Option<String> {
+        HostSession::model_path(self)
     }
-    for path in &files {
-        let key = match russh::keys::load_secret_key(path, None) {
-            Ok(k) => k,
-            Err(e) if target.identity_from_host => {
-                return Err(auth_err(format!(
-                    "cannot use identity file '{}': {e} (a passphrase-protected key must be loaded into ssh-agent, and `identity` removed)",
-                    path.display()
-                )));
-            }
-            Err(e) => {
-                refused.push(format!("'{}' unreadable ({e})", path.display()));
-                continue;
-            }
-        };
-        let fp = key.public_key().fingerprint(russh::keys::HashAlg::Sha256);
-        let algo = key.algorithm().to_string();
-        let hash = rsa_hash(handle, key.algorithm().is_rsa())
-            .await
-            .map_err(|e| auth_err(e.to_string()))?;
-        let res = handle
-            .authenticate_publickey(
-                target.user.clone(),
-                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-            )
-            .await
-            .map_err(|e| auth_err(e.to_string()))?;
-        if res.success() {
-            return Ok(format!("key {algo}"));
-        }
-        refused.push(format!("{algo} key '{}' ({fp}) refused", path.display()));
-    }
-    if use_agent {
-        match russh::keys::agent::client::AgentClient::connect_env().await {
-            Ok(mut agent) => {
-                let ids = agent.request_identities().await.unwrap_or_default();
-                for id in ids {
-                    let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
-                        continue;
-                    };
-                    let hash = rsa_hash(handle, key.algorithm().is_rsa())
-                        .await
-                        .map_err(|e| auth_err(e.to_string()))?;
-                    let fp = key.fingerprint(russh::keys::HashAlg::Sha256);
-                    match handle
-                        .authenticate_publickey_with(target.user.clone(), key, hash, &mut agent)
-                        .await
-                    {
-                        Ok(r) if r.success() => return Ok("agent".into()),
-                        Ok(_) => refused.push(format!("agent key {fp} refused")),
-                        Err(e) => refused.push(format!("agent key {fp}: {e}")),
-                    }
-                }
-            }
-            Err(e) => refused.push(format!("ssh agent unreachable ({e})")),
-        }
-    }
-    if refused.is_empty() {
-        return Err(auth_err(
-            "no key to offer: set `identity = \"PATH\"` for this host, start ssh-agent (SSH_AUTH_SOCK), or create ~/.ssh/id_ed25519"
-                .into(),
-        ));
-    }
-    Err(auth_err(format!(
-        "{}; add the public key to ~{}/.ssh/authorized_keys on the host, or name another with `identity = \"PATH\"`",
-        refused.join("; "),
-        target.user
-    )))
-}
 
-/// Lower-case hex sha256 of a local file (cached per path, size and mtime
-/// for the life of the process, since every host ships the same binary).
-async fn file_sha256(name: &str, path: &Path) -> Result<String> {
-    type Key = (PathBuf, u64, Option<SystemTime>);
-    static CACHE: Mutex<Vec<(Key, String)>> = Mutex::new(Vec::new());
-    let local = |message: String| Error::Local {
-        host: name.into(),
-        path: path.to_path_buf(),
-        message,
-    };
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| local(e.to_string()))?;
-    let key: Key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some((_, h)) = CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(k, _)| *k == key)
-    {
-        return Ok(h.clone());
+    fn shipped_bytes(&self) -> u64 {
+        HostSession::shipped_bytes(self)
     }
-    let p = path.to_path_buf();
-    let hash = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&p)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(crate::worker::hex(&h.finalize()))
-    })
-    .await
-    .map_err(|e| local(e.to_string()))?
-    .map_err(|e| local(e.to_string()))?;
-    CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((key, hash.clone()));
-    Ok(hash)
-}
 
-/// The remote command that makes the cache folders (mode 0700) and prints
-/// the cache folder and the sha256 of the files already there.
-fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
-    let bin = format!(
-        "\"$c\"/bin/{}/{}",
-        quote(binary_sha),
-        quote(REMOTE_BINARY_NAME)
-    );
-    let mut cmd = format!(
-        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
-        quote(binary_sha)
-    );
-    if let Some(m) = model_sha {
-        cmd.push_str(&format!(
-            " && printf 'model=%s\\n' \"$(sha256sum < \"$c\"/models/{} 2>/dev/null)\"",
-            quote(&format!("{m}.safetensors"))
-        ));
-    }
-    cmd
-}
-
-#[derive(Debug, PartialEq)]
-struct Probed {
-    cache: String,
-    binary_sha: Option<String>,
-    model_sha: Option<String>,
-}
-
-fn parse_probe(out: &str) -> std::result::Result<Probed, String> {
-    let mut cache = None;
-    let mut binary_sha = None;
-    let mut model_sha = None;
-    for line in out.lines() {
-        let first_word = |v: &str| v.split_whitespace().next().map(str::to_string);
-        if let Some(v) = line.strip_prefix("cache=") {
-            cache = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("bin=") {
-            binary_sha = first_word(v);
-        } else if let Some(v) = line.strip_prefix("model=") {
-            model_sha = first_word(v);
-        }
-    }
-    let cache = cache.ok_or_else(|| format!("the cache probe printed no folder: {out:?}"))?;
-    if !cache.starts_with('/') {
-        return Err(format!(
-            "the remote cache folder '{cache}' is not absolute ($HOME unset?)"
-        ));
-    }
-    Ok(Probed {
-        cache,
-        binary_sha,
-        model_sha,
-    })
-}
-
-/// Uploads `local` to `remote` under a temporary name, checks its sha256
-/// there against `sha`, sets `mode` and moves it into place. Returns the
-/// bytes sent.
-async fn upload(
-    name: &str,
-    handle: &Handle<Client>,
-    local: &Path,
-    remote: &str,
-    sha: &str,
-    mode: &str,
-) -> Result<u64> {
-    let remote_err = |message: String| Error::Remote {
-        host: name.into(),
-        message,
-    };
-    let local_err = |message: String| Error::Local {
-        host: name.into(),
-        path: local.to_path_buf(),
-        message,
-    };
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = format!("{remote}.tmp.{}.{nonce}", std::process::id());
-    let (t, f, s, m) = (quote(&tmp), quote(remote), quote(sha), quote(mode));
-    let cmd = format!(
-        "umask 077 && cat > {t} && h=$(sha256sum < {t}) && h=${{h%% *}} && {{ [ \"$h\" = {s} ] || {{ printf 'sha256 of the upload is %s, expected %s\\n' \"$h\" {s} >&2; false; }}; }} && chmod {m} {t} && mv -f {t} {f} || {{ rm -f {t}; exit 3; }}"
-    );
-    let mut file = tokio::fs::File::open(local)
-        .await
-        .map_err(|e| local_err(e.to_string()))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| local_err(e.to_string()))?
-        .len();
-    let limit = COMMAND_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_BYTES_PER_S);
-    let channel = handle
-        .channel_open_session()
-        .await
-        .map_err(|e| remote_err(format!("cannot open a channel: {e}")))?;
-    channel
-        .exec(true, cmd)
-        .await
-        .map_err(|e| remote_err(format!("cannot start the upload: {e}")))?;
-    let (rx, tx) = channel.split();
-    let reader = tokio::spawn(collect(rx));
-    let send = async {
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; UPLOAD_PIECE_BYTES];
-        loop {
-            let n = file
-                .read(&mut buf)
+    fn ready(&self) -> BoxFuture<'_, std::result::Result<Option<String>, String>> {
+        Box::pin(async move {
+            HostSession::ready(self)
                 .await
-                .map_err(|e| local_err(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            tx.data_bytes(buf[..n].to_vec())
-                .await
-                .map_err(|e| remote_err(format!("upload to {remote} broke off: {e}")))?;
-            sent += n as u64;
-        }
-        let _ = tx.eof().await;
-        Ok::<u64, Error>(sent)
-    };
-    let outcome = tokio::time::timeout(limit, async {
-        let sent = send.await?;
-        let (code, _out, err) = reader
-            .await
-            .map_err(|e| remote_err(format!("upload task failed: {e}")))?;
-        Ok::<_, Error>((sent, code, err))
-    })
-    .await
-    .map_err(|_| {
-        remote_err(format!(
-            "upload of '{}' to {remote} took over {}s",
-            local.display(),
-            limit.as_secs()
-        ))
-    })??;
-    let (sent, code, err) = outcome;
-    if code != Some(0) {
-        return Err(remote_err(format!(
-            "upload of '{}' to {remote} failed (exit {}): {}",
-            local.display(),
-            code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-            err.trim()
-        )));
-    }
-    Ok(sent)
-}
-
-/// Reads a channel to its end: exit status, stdout, stderr.
-async fn collect(mut rx: russh::ChannelReadHalf) -> (Option<u32>, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut code = None;
-    while let Some(msg) = rx.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => out.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
-/// Runs `command` and collects its output, within `limit`.
-async fn exec_capture(
-    handle: &Handle<Client>,
-    command: &str,
-    limit: Duration,
-) -> std::result::Result<(Option<u32>, String, String), String> {
-    tokio::time::timeout(limit, async {
-        let channel = handle
-            .channel_open_session()
-            .await
-            .map_err(|e| format!("cannot open a channel: {e}"))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| format!("cannot run a command: {e}"))?;
-        let (rx, _tx) = channel.split();
-        Ok(collect(rx).await)
-    })
-    .await
-    .map_err(|_| format!("a remote command took over {}s", limit.as_secs()))?
-}
-
-/// The remote command line that starts a worker: `exec env K=V ... BIN worker`.
-pub fn worker_command(
-    binary: &str,
-    env: &[(String, String)],
-) -> std::result::Result<String, String> {
-    let mut cmd = String::from("exec env ");
-    cmd.push_str(&quote("NODEVICE_SELECT=1"));
-    for (k, v) in env {
-        if !is_env_name(k) {
-            return Err(format!("'{k}' is not a valid environment variable name"));
-        }
-        if has_nul(v) {
-            return Err(format!("the value of {k} holds a NUL byte"));
-        }
-        cmd.push(' ');
-        cmd.push_str(&quote(&format!("{k}={v}")));
-    }
-    cmd.push(' ');
-    cmd.push_str(&quote(binary));
-    cmd.push_str(" worker");
-    Ok(cmd)
-}
-
-async fn run_worker(
-    name: &str,
-    mut stage: watch::Receiver<Stage>,
-    env: Vec<(String, String)>,
-    mut stdin: tokio::io::DuplexStream,
-    mut stdout: tokio::io::DuplexStream,
-    mut stderr: tokio::io::DuplexStream,
-    mut kill_rx: oneshot::Receiver<()>,
-) -> String {
-    let ready = tokio::select! {
-        r = wait_ready(name, &mut stage) => match r {
-            Ok(r) => r,
-            Err(e) => return e.to_string(),
-        },
-        _ = &mut kill_rx => return "killed by the coordinator before it started".into(),
-    };
-    let cmd = match worker_command(&ready.binary, &env) {
-        Ok(c) => c,
-        Err(e) => return format!("host '{}': {e}", ready.name),
-    };
-    let channel = match ready.handle.channel_open_session().await {
-        Ok(c) => c,
-        Err(e) => {
-            return format!(
-                "host '{}': cannot open a channel on {}: {e}",
-                ready.name, ready.addr
-            );
-        }
-    };
-    if let Err(e) = channel.exec(true, cmd).await {
-        return format!("host '{}': cannot start the worker: {e}", ready.name);
-    }
-    let (mut rx, tx) = channel.split();
-    let (killed_tx, mut killed_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut input_open = true;
-        while input_open {
-            tokio::select! {
-                _ = &mut kill_rx => break,
-                n = stdin.read(&mut buf) => match n {
-                    Ok(0) | Err(_) => input_open = false,
-                    Ok(n) => {
-                        if tx.data_bytes(buf[..n].to_vec()).await.is_err() {
-                            input_open = false;
-                        }
-                    }
-                },
-            }
-        }
-        let _ = tx.eof().await;
-        if !kill_rx.is_terminated() {
-            // The worker exits on its own at end of input; a kill still counts.
-            let _ = (&mut kill_rx).await;
-        }
-        let _ = tx.signal(Sig::KILL).await;
-        let _ = killed_tx.send(());
-        tokio::time::sleep(KILL_GRACE).await;
-        let _ = tx.close().await;
-    });
-    let mut ended: Option<String> = None;
-    let mut kill_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let msg = tokio::select! {
-            m = rx.wait() => m,
-            _ = &mut killed_rx, if kill_deadline.is_none() => {
-                kill_deadline = Some(tokio::time::Instant::now() + KILL_GRACE);
-                continue;
-            }
-            _ = sleep_until(kill_deadline), if kill_deadline.is_some() => {
-                ended.get_or_insert_with(|| format!(
-                    "killed by the coordinator (no exit status from '{}' within {}s)",
-                    ready.name,
-                    KILL_GRACE.as_secs()
-                ));
-                break;
-            }
-        };
-        match msg {
-            Some(ChannelMsg::Data { data }) => {
-                let _ = stdout.write_all(&data).await;
-            }
-            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                let _ = stderr.write_all(&data).await;
-            }
-            Some(ChannelMsg::ExitStatus { exit_status }) => {
-                ended = Some(match exit_status {
-                    0 => "exited".into(),
-                    127 => format!(
-                        "exited with status 127 (the shell on '{}' could not run {})",
-                        ready.name, ready.binary
-                    ),
-                    c => format!("exited with status {c}"),
-                });
-            }
-            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                ended = Some(format!("killed by signal {signal_name:?}"));
-            }
-            Some(ChannelMsg::Eof) => {
-                let _ = stdout.shutdown().await;
-            }
-            Some(ChannelMsg::Failure) => {
-                ended.get_or_insert_with(|| {
-                    format!(
-                        "host '{}' refused to run the worker (exec request denied by sshd)",
-                        ready.name
-                    )
-                });
-            }
-            Some(ChannelMsg::Close) => break,
-            Some(_) => {}
-            None => break,
-        }
-    }
-    writer.abort();
-    drop(stdout);
-    drop(stderr);
-    match ended {
-        Some(r) => r,
-        None if ready.handle.is_closed() => {
-            format!("lost: the connection to {} closed", ready.addr)
-        }
-        None => "ended without an exit status (channel closed)".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_probe_output_gives_the_cache_folder_and_the_hashes_found() {
-        let p = parse_probe("cache=/root/.cache/herd\nbin=abc  -\nmodel=\n").unwrap();
-        assert_eq!(
-            p,
-            Probed {
-                cache: "/root/.cache/herd".into(),
-                binary_sha: Some("abc".into()),
-                model_sha: None,
-            }
-        );
-        assert!(
-            parse_probe("cache=.cache/herd\n")
-                .unwrap_err()
-                .contains("not absolute")
-        );
-        assert!(parse_probe("").is_err());
+                .map(|()| Some(describe_setup(&self.status())))
+                .map_err(|e| e.to_string())
+        })
     }
 
-    #[test]
-    fn the_worker_command_quotes_every_value_and_refuses_bad_env_names() {
-        let cmd = worker_command("/c/bin/x y/herd", &[("A".into(), "1; rm -rf /".into())]).unwrap();
-        assert_eq!(
-            cmd,
-            "exec env 'NODEVICE_SELECT=1' 'A=1; rm -rf /' '/c/bin/x y/herd' worker"
-        );
-        assert!(worker_command("/b", &[("A B".into(), "1".into())]).is_err());
-    }
-
-    #[test]
-    fn the_probe_removes_stale_temporary_uploads_but_not_fresh_ones() {
-        let home = tempfile::tempdir().unwrap();
-        let bin = home.path().join(".cache/herd/bin/0123");
-        std::fs::create_dir_all(&bin).unwrap();
-        let stale = bin.join("herd.tmp.1.2");
-        let fresh = bin.join("herd.tmp.3.4");
-        let kept = bin.join("herd");
-        for f in [&stale, &fresh, &kept] {
-            std::fs::write(f, b"x").unwrap();
-        }
-        let old = SystemTime::now() - Duration::from_secs(60 * (STALE_UPLOAD_MINUTES as u64 + 5));
-        for f in [&stale, &kept] {
-            std::fs::File::options()
-                .write(true)
-                .open(f)
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-        }
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(probe_command("0123", None))
-            .env("HOME", home.path())
-            .env_remove("XDG_CACHE_HOME")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert!(!stale.exists(), "a stale upload is left");
-        assert!(fresh.exists() && kept.exists());
-        let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
-        assert!(p.binary_sha.is_some(), "the cached binary is hashed");
-    }
-
-    #[test]
-    fn the_probe_command_runs_in_sh_and_reports_missing_files_as_empty() {
-        let home = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(probe_command("0123", Some("4567")))
-            .env("HOME", home.path())
-            .env_remove("XDG_CACHE_HOME")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
-        let cache = home.path().join(".cache/herd");
-        assert_eq!(p.cache, cache.display().to_string());
-        assert_eq!((p.binary_sha, p.model_sha), (None, None));
-        use std::os::unix::fs::PermissionsExt;
-        for d in ["", "bin", "bin/0123", "models"] {
-            let mode = std::fs::metadata(cache.join(d))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
-            assert_eq!(mode, 0o700, "{d}");
+    fn setup(&self) -> Setup {
+        let st = self.status();
+        let or_dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+        Setup {
+            transport: format!("ssh {}", self.address),
+            host_key: or_dash(st.host_key),
+            auth: or_dash(st.auth),
+            shipped: if st.uploaded_files > 0 {
+                human_bytes(st.shipped_bytes)
+            } else if st.cached_files > 0 {
+                "cached".into()
+            } else {
+                "-".into()
+            },
+            error: st.error,
         }
     }
 }

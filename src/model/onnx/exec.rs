@@ -13,7 +13,7 @@ use super::op::Op;
 use super::plan::{Epilogue, Kernel, Plan};
 use super::proto::data_type;
 use super::tensor::{DType, Data, Tensor};
-use crate::model::fast::dense_block;
+use crate::model::layers::dense_block;
 
 /// Rows per block on the fast path (as the built-in mlp's blocks).
 pub const BLOCK_ROWS: usize = 1024;

@@ -10,10 +10,10 @@ use std::arch::x86_64::*;
 
 /// Floats per AVX register; the kernels need the inner dimension to be a
 /// multiple of it.
-pub(super) const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Whether this CPU runs the kernels (AVX2 and FMA).
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -25,7 +25,7 @@ pub(super) fn available() -> bool {
 }
 
 /// Users scored together by [`score_block`]: two AVX registers.
-pub(super) const GROUP: usize = 16;
+pub(crate) const GROUP: usize = 16;
 /// Items [`score_block`] scores per step of its inner loop.
 const ITEMS_PER_STEP: usize = 6;
 
@@ -37,7 +37,7 @@ const ITEMS_PER_STEP: usize = 6;
 ///
 /// # Panics
 /// When [`available`] is false or the lengths disagree.
-pub(super) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+pub(crate) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
     assert!(available(), "score_block needs AVX2 and FMA");
     assert_eq!(users_t.len(), dim * GROUP);
     assert_eq!(out.len() % GROUP, 0);
@@ -103,7 +103,7 @@ unsafe fn score_block_avx2(users_t: &[f32], items: &[f32], dim: usize, out: &mut
 /// # Panics
 /// When [`available`] is false, `in_dim` is not a non-zero multiple of
 /// [`LANES`], or the lengths disagree.
-pub(super) fn dense_dots(
+pub(crate) fn dense_dots(
     rows: &[f32],
     weight: &[f32],
     bias: &[f32],

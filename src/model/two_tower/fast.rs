@@ -1,159 +1,39 @@
-//! The fast native CPU path, single-threaded: dense layers as sgemm over
-//! blocks of rows; two_tower scoring as (user block x item tile) products
-//! folded straight into a running top-K per user, so users x all items is
-//! never held in memory. Callers split rows over threads themselves.
+//! The fast two_tower path, single-threaded: (user block x item tile)
+//! products folded straight into a running top-K per user, so users x all
+//! items is never held in memory. Callers split rows over threads themselves.
 //!
 //! Where the CPU has AVX2 and FMA ([`simd`]), small blocks of users are
 //! scored with item embeddings read in place rather than through sgemm,
 //! which copies (packs) the whole catalogue on every call: workers score a
 //! chunk in small batches, and for a batch of a few dozen users that copy
-//! costs more than the products. Dense layers with at most
-//! [`DOT_MAX_OUTPUTS`] outputs (an mlp's last layer) are dot products there.
-
-mod simd;
+//! costs more than the products.
 
 use matrixmultiply::sgemm;
 
 use super::catalogue::ItemIndex;
-use super::reference::{apply_output, check_features, topk_order};
-use super::{Dense, Mlp, Model, Predictions, Rows, TwoTower};
+use super::{TwoTower, topk_order};
+use crate::model::layers::{Scratch, layers_block};
+use crate::model::simd;
+use crate::model::{Predictions, Rows, check_features};
 
-/// Rows per sgemm call for mlp layers (measured: throughput levels off
-/// from about 1024 rows on a 64->256->256->1 model).
-pub(super) const MLP_BLOCK_ROWS: usize = 1024;
 /// Users whose vectors are scored together against one item tile. Each
 /// block re-packs the whole catalogue inside sgemm, so larger blocks spread
 /// that cost over more users.
-pub(super) const USER_BLOCK: usize = 512;
+pub(crate) const USER_BLOCK: usize = 512;
 /// Items per score tile: at most `USER_BLOCK * ITEM_TILE` scores (4 MiB) are
 /// live at once, never users x all items.
-pub(super) const ITEM_TILE: usize = 2048;
+pub(crate) const ITEM_TILE: usize = 2048;
 /// Scores checked together before any is looked at one by one.
 const REJECT_CHUNK: usize = 16;
 /// Blocks of at most this many users are scored in place (when [`simd`]
 /// runs here); larger ones through sgemm, whose copy of the catalogue is
 /// then spread over enough users to be cheaper than the in-place kernel's
 /// slower inner loop.
-pub(super) const IN_PLACE_MAX_USERS: usize = 128;
+pub(crate) const IN_PLACE_MAX_USERS: usize = 128;
 /// Items per in-place scoring tile: their scores for one user group
 /// (`IN_PLACE_TILE x simd::GROUP` floats, 32 KiB) stay in the L1 cache
 /// until they are folded.
-pub(super) const IN_PLACE_TILE: usize = 512;
-/// Dense layers with at most this many outputs are dot products per row
-/// (when [`simd`] runs here): sgemm would pack the whole input block for them.
-pub(super) const DOT_MAX_OUTPUTS: usize = 4;
-
-impl Model {
-    /// Scores `rows` on this thread with the fast kernels. Agrees with
-    /// [`Model::predict_reference`] within float rounding (and on the same
-    /// top-K items, up to scores that tie within that rounding).
-    ///
-    /// # Panics
-    /// When `rows` carries a different number of feature columns than the
-    /// model was loaded for.
-    pub fn predict(&self, rows: &Rows) -> Predictions {
-        match self {
-            Model::Mlp(mlp) => mlp_fast(mlp, rows),
-            Model::TwoTower(tt) => two_tower_fast(tt, rows),
-        }
-    }
-}
-
-/// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
-/// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
-pub(super) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
-    out.clear();
-    out.reserve(n_rows * layer.out_dim);
-    for _ in 0..n_rows {
-        out.extend_from_slice(&layer.bias);
-    }
-    if n_rows == 0 || layer.in_dim == 0 || layer.out_dim == 0 {
-        return;
-    }
-    if layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0 && simd::available() {
-        simd::dense_dots(input, &layer.weight, &layer.bias, out, layer.out_dim);
-        return;
-    }
-    debug_assert_eq!(input.len(), n_rows * layer.in_dim);
-    debug_assert_eq!(layer.weight.len(), layer.out_dim * layer.in_dim);
-    // SAFETY: `input` holds n_rows x in_dim values (row stride in_dim),
-    // `weight` holds out_dim x in_dim (read transposed: row stride 1, column
-    // stride in_dim) and `out` holds n_rows x out_dim (row stride out_dim);
-    // every index sgemm forms lies inside those lengths.
-    unsafe {
-        sgemm(
-            n_rows,
-            layer.in_dim,
-            layer.out_dim,
-            1.0,
-            input.as_ptr(),
-            layer.in_dim as isize,
-            1,
-            layer.weight.as_ptr(),
-            1,
-            layer.in_dim as isize,
-            1.0,
-            out.as_mut_ptr(),
-            layer.out_dim as isize,
-            1,
-        );
-    }
-}
-
-/// The buffers a block's layer outputs go through, kept from block to
-/// block: allocating them per block (a megabyte each for a 256-wide layer
-/// of 1024 rows) made the heap grow and shrink on every block, which cost
-/// about a third of the mlp's throughput.
-#[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    y: Vec<f32>,
-}
-
-/// A block of rows through `layers`, relu between layers (not after the
-/// last); the result lives in `s`.
-fn layers_block<'s>(
-    layers: &[Dense],
-    input: &[f32],
-    n_rows: usize,
-    s: &'s mut Scratch,
-) -> &'s mut [f32] {
-    if layers.is_empty() {
-        s.x.clear();
-        s.x.extend_from_slice(input);
-    }
-    for (n, layer) in layers.iter().enumerate() {
-        let source: &[f32] = if n == 0 { input } else { &s.x };
-        dense_block(layer, source, n_rows, &mut s.y);
-        if n + 1 < layers.len() {
-            for v in s.y.iter_mut() {
-                *v = v.max(0.0);
-            }
-        }
-        std::mem::swap(&mut s.x, &mut s.y);
-    }
-    &mut s.x
-}
-
-fn mlp_fast(mlp: &Mlp, rows: &Rows) -> Predictions {
-    let in_dim = mlp.layers.first().map_or(rows.num_features, |l| l.in_dim);
-    check_features(in_dim, rows);
-    let width = mlp.layers.last().map_or(in_dim, |l| l.out_dim);
-    let mut values = Vec::with_capacity(rows.len() * width);
-    let mut scratch = Scratch::default();
-    for start in (0..rows.len()).step_by(MLP_BLOCK_ROWS) {
-        let n = MLP_BLOCK_ROWS.min(rows.len() - start);
-        let input = &rows.features[start * in_dim..(start + n) * in_dim];
-        let out = layers_block(&mlp.layers, input, n, &mut scratch);
-        if width > 0 {
-            for row in out.chunks_exact_mut(width) {
-                apply_output(mlp.output, row);
-            }
-        }
-        values.extend_from_slice(out);
-    }
-    Predictions::Scores { width, values }
-}
+pub(crate) const IN_PLACE_TILE: usize = 512;
 
 /// One user's best `k` (score, item id) so far, over the items folded in.
 struct RunningTopK {
@@ -312,7 +192,7 @@ fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratc
     }
 }
 
-fn two_tower_fast(tt: &TwoTower, rows: &Rows) -> Predictions {
+pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
     check_features(tt.num_features, rows);
     let index = tt.item_index();
     let items = tt.items();

@@ -1,0 +1,211 @@
+//! The registry of model families: the one place that knows them all.
+//!
+//! A family is a folder `model/<family>/` holding its settings (a struct
+//! implementing [`FamilySpec`], resolved from the job's `[model]` table), its
+//! loaded form (implementing [`Scorer`]: the reference and fast CPU paths,
+//! cost, description) and its [`Family`] entry (kind name, keys, what its
+//! rows need); plus its line in the `families!` list in `model/mod.rs`
+//! (beside its `mod` line), which makes its variants of [`ModelSpec`] and
+//! [`Model`] and lists it in [`FAMILIES`]. Nothing else in herd matches on
+//! the families: the coordinator, the validation plan, the config stage and
+//! the UI ask a spec or a model through these methods. The GPU path is asked separately
+//! (`gpu::supports`), and says no to a family it has no kernels for.
+
+use super::{FAMILIES, Model, ModelSpec, Predictions, Result, Rows};
+use crate::config::{self, raw, source::Source};
+
+/// What a family's settings answer (one variant of [`ModelSpec`]).
+pub trait FamilySpec {
+    /// K when the model's predictions are top-K lists.
+    fn top_k(&self) -> Option<usize> {
+        None
+    }
+
+    /// Parses safetensors `bytes` into a loaded model, checking every shape
+    /// against these settings and `num_features` dense feature columns.
+    fn load(&self, bytes: &[u8], num_features: usize) -> Result<Model>;
+}
+
+/// What a loaded model does (one variant of [`Model`]).
+pub trait Scorer {
+    /// Scores `rows` with plain loops: the result every backend must match.
+    fn predict_reference(&self, rows: &Rows) -> Predictions;
+
+    /// Scores `rows` on this thread with the fast CPU kernels; agrees with
+    /// the reference within float rounding.
+    fn predict(&self, rows: &Rows) -> Predictions;
+
+    /// Multiply-adds to score one entity whose history has `history_len`
+    /// items (for planning chunks of equal cost).
+    fn entity_cost(&self, history_len: usize) -> u64;
+
+    /// One line naming the kind and its shape.
+    fn describe(&self) -> String;
+}
+
+/// A family's entry in the registry.
+pub struct Family {
+    /// Its name in `[model] kind`.
+    pub kind: &'static str,
+    /// The `[model]` keys of this kind (besides `kind` and `weights`); a key
+    /// of another kind is refused, naming the kinds it belongs to.
+    pub keys: &'static [&'static str],
+    /// Reads each entity's history column (`[input] history_column`).
+    pub reads_history: bool,
+    /// Scores dense feature vectors, so needs at least one feature column.
+    pub needs_features: bool,
+    /// Resolves the job's `[model]` table into this family's settings.
+    pub resolve: fn(&raw::ModelTable, &Source<'_>) -> config::Result<ModelSpec>,
+}
+
+impl ModelSpec {
+    /// `[model] kind`.
+    pub fn kind_name(&self) -> &'static str {
+        self.family().kind
+    }
+
+    /// Whether the model reads each entity's history column.
+    pub fn reads_history(&self) -> bool {
+        self.family().reads_history
+    }
+
+    /// K when predictions are top-K lists, `None` for scores.
+    pub fn top_k(&self) -> Option<usize> {
+        self.settings().top_k()
+    }
+}
+
+impl Model {
+    /// Parses safetensors `bytes` into a model of kind `spec`, checking every
+    /// shape. `num_features` is how many dense feature columns the input has.
+    pub fn from_safetensors(spec: &ModelSpec, bytes: &[u8], num_features: usize) -> Result<Model> {
+        spec.settings().load(bytes, num_features)
+    }
+
+    /// Scores `rows` with plain loops: the result every backend must match.
+    ///
+    /// # Panics
+    /// When `rows` carries a different number of feature columns than the
+    /// model was loaded for.
+    pub fn predict_reference(&self, rows: &Rows) -> Predictions {
+        self.scorer().predict_reference(rows)
+    }
+
+    /// Scores `rows` on this thread with the fast kernels. Agrees with
+    /// [`Model::predict_reference`] within float rounding (and on the same
+    /// top-K items, up to scores that tie within that rounding).
+    ///
+    /// # Panics
+    /// As [`Model::predict_reference`].
+    pub fn predict(&self, rows: &Rows) -> Predictions {
+        self.scorer().predict(rows)
+    }
+
+    /// Multiply-adds to score one entity whose history has `history_len`
+    /// items.
+    pub fn entity_cost(&self, history_len: usize) -> u64 {
+        self.scorer().entity_cost(history_len)
+    }
+
+    /// One line, e.g. `"two_tower: 100000 items x 64, tower 68->128->64, top 100, ..."`.
+    pub fn describe(&self) -> String {
+        self.scorer().describe()
+    }
+}
+
+/// The family named `kind` in `[model] kind`.
+pub fn family(kind: &str) -> Option<&'static Family> {
+    FAMILIES.iter().copied().find(|f| f.kind == kind)
+}
+
+/// Makes [`ModelSpec`] and [`Model`] with one variant per family, the
+/// dispatch from each to its family's traits, and [`FAMILIES`].
+macro_rules! families {
+    ($($(#[$doc:meta])* $variant:ident: $module:ident::{$model:ident, $spec:ident}),* $(,)?) => {
+        /// Which model a job runs and its settings (weights come separately,
+        /// as bytes).
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub enum ModelSpec {
+            $($(#[$doc])* $variant($module::$spec),)*
+        }
+
+        /// A loaded model, ready to score rows.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Model {
+            $($(#[$doc])* $variant($module::$model),)*
+        }
+
+        /// Every family, in the order messages list them.
+        pub static FAMILIES: &[&$crate::model::family::Family] = &[$(&$module::FAMILY),*];
+
+        impl ModelSpec {
+            fn settings(&self) -> &dyn $crate::model::family::FamilySpec {
+                match self {
+                    $(ModelSpec::$variant(s) => s,)*
+                }
+            }
+
+            /// The registry entry of this spec's family.
+            pub fn family(&self) -> &'static $crate::model::family::Family {
+                match self {
+                    $(ModelSpec::$variant(_) => &$module::FAMILY,)*
+                }
+            }
+        }
+
+        impl Model {
+            fn scorer(&self) -> &dyn $crate::model::family::Scorer {
+                match self {
+                    $(Model::$variant(m) => m,)*
+                }
+            }
+
+            /// `[model] kind` of this model's family.
+            pub fn kind_name(&self) -> &'static str {
+                match self {
+                    $(Model::$variant(_) => $module::FAMILY.kind,)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use families;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_unique_and_found_by_name() {
+        for f in FAMILIES {
+            assert!(std::ptr::eq(family(f.kind).unwrap(), *f), "{}", f.kind);
+        }
+        assert!(family("two-tower").is_none());
+    }
+
+    #[test]
+    fn every_kind_key_of_the_model_table_belongs_to_a_family_and_back() {
+        let keys = raw::each_kind_key(
+            "kind = 'mlp'\nweights = 'w'",
+            &["kind", "weights"],
+            |t: &raw::ModelTable| t.kind_keys().into_iter().map(|(k, _)| k).collect(),
+        );
+        for (key, reported) in &keys {
+            assert_eq!(
+                reported,
+                &[key.as_str()],
+                "kind_keys of a table setting '{key}'"
+            );
+            assert!(
+                FAMILIES.iter().any(|f| f.keys.contains(&key.as_str())),
+                "'{key}' belongs to no model family"
+            );
+        }
+        for key in FAMILIES.iter().flat_map(|f| f.keys.iter()) {
+            assert!(
+                keys.iter().any(|(k, _)| k == key),
+                "'{key}' is no [model] key"
+            );
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Stacks of dense layers as `torch.nn.Linear` stores them, shared by every
+//! family built from them: the reference (one row at a time), the fast path
+//! (blocks of rows through sgemm, or dot products where [`simd`] runs), the
+//! output activations, and what a stack costs and looks like.
+
+use matrixmultiply::sgemm;
+use serde::{Deserialize, Serialize};
+
+use super::simd;
+
+/// Dense layers with at most this many outputs are dot products per row
+/// (when [`simd`] runs here): sgemm would pack the whole input block for them.
+const DOT_MAX_OUTPUTS: usize = 4;
+
+/// What follows the last layer of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputActivation {
+    Sigmoid,
+    Softmax,
+    None,
+}
+
+/// `output = ...` in `[model]`: the name of each activation.
+pub(crate) const OUTPUT_ACTIVATIONS: &[(&str, OutputActivation)] = &[
+    ("sigmoid", OutputActivation::Sigmoid),
+    ("softmax", OutputActivation::Softmax),
+    ("none", OutputActivation::None),
+];
+
+/// One dense layer, laid out as `torch.nn.Linear` stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub name: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    /// `[out_dim, in_dim]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[out_dim]`.
+    pub bias: Vec<f32>,
+}
+
+/// Applies `activation` to one row of outputs, in place.
+pub(crate) fn apply_output(activation: OutputActivation, out: &mut [f32]) {
+    match activation {
+        OutputActivation::None => {}
+        OutputActivation::Sigmoid => {
+            for v in out.iter_mut() {
+                *v = 1.0 / (1.0 + (-*v).exp());
+            }
+        }
+        OutputActivation::Softmax => {
+            let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in out.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for v in out.iter_mut() {
+                *v /= sum;
+            }
+        }
+    }
+}
+
+fn dense_one(layer: &Dense, input: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(layer.out_dim);
+    for o in 0..layer.out_dim {
+        let w = &layer.weight[o * layer.in_dim..(o + 1) * layer.in_dim];
+        let mut acc = layer.bias[o];
+        for i in 0..layer.in_dim {
+            acc += w[i] * input[i];
+        }
+        out.push(acc);
+    }
+    out
+}
+
+/// Dense layers with relu between them (not after the last).
+pub(crate) fn layers_one(layers: &[Dense], input: Vec<f32>) -> Vec<f32> {
+    let mut x = input;
+    for (n, layer) in layers.iter().enumerate() {
+        x = dense_one(layer, &x);
+        if n + 1 < layers.len() {
+            for v in x.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    x
+}
+
+/// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
+/// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
+pub(crate) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.reserve(n_rows * layer.out_dim);
+    for _ in 0..n_rows {
+        out.extend_from_slice(&layer.bias);
+    }
+    if n_rows == 0 || layer.in_dim == 0 || layer.out_dim == 0 {
+        return;
+    }
+    if layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0 && simd::available() {
+        simd::dense_dots(input, &layer.weight, &layer.bias, out, layer.out_dim);
+        return;
+    }
+    debug_assert_eq!(input.len(), n_rows * layer.in_dim);
+    debug_assert_eq!(layer.weight.len(), layer.out_dim * layer.in_dim);
+    // SAFETY: `input` holds n_rows x in_dim values (row stride in_dim),
+    // `weight` holds out_dim x in_dim (read transposed: row stride 1, column
+    // stride in_dim) and `out` holds n_rows x out_dim (row stride out_dim);
+    // every index sgemm forms lies inside those lengths.
+    unsafe {
+        sgemm(
+            n_rows,
+            layer.in_dim,
+            layer.out_dim,
+            1.0,
+            input.as_ptr(),
+            layer.in_dim as isize,
+            1,
+            layer.weight.as_ptr(),
+            1,
+            layer.in_dim as isize,
+            1.0,
+            out.as_mut_ptr(),
+            layer.out_dim as isize,
+            1,
+        );
+    }
+}
+
+/// The buffers a block's layer outputs go through, kept from block to
+/// block: allocating them per block (a megabyte each for a 256-wide layer
+/// of 1024 rows) made the heap grow and shrink on every block, which cost
+/// about a third of the mlp's throughput.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
+/// A block of rows through `layers`, relu between layers (not after the
+/// last); the result lives in `s`.
+pub(crate) fn layers_block<'s>(
+    layers: &[Dense],
+    input: &[f32],
+    n_rows: usize,
+    s: &'s mut Scratch,
+) -> &'s mut [f32] {
+    if layers.is_empty() {
+        s.x.clear();
+        s.x.extend_from_slice(input);
+    }
+    for (n, layer) in layers.iter().enumerate() {
+        let source: &[f32] = if n == 0 { input } else { &s.x };
+        dense_block(layer, source, n_rows, &mut s.y);
+        if n + 1 < layers.len() {
+            for v in s.y.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        std::mem::swap(&mut s.x, &mut s.y);
+    }
+    &mut s.x
+}
+
+pub(crate) fn layers_cost(layers: &[Dense]) -> u64 {
+    layers
+        .iter()
+        .map(|l| l.in_dim as u64 * l.out_dim as u64)
+        .sum()
+}
+
+/// `"68->128->64"` for a stack of layers.
+pub(crate) fn layers_shape(layers: &[Dense]) -> String {
+    let mut dims: Vec<String> = layers
+        .first()
+        .map(|l| l.in_dim.to_string())
+        .into_iter()
+        .collect();
+    dims.extend(layers.iter().map(|l| l.out_dim.to_string()));
+    dims.join("->")
+}

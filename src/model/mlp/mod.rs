@@ -1,0 +1,82 @@
+//! `mlp` (churn-style scoring): per entity a dense feature vector through
+//! dense layers with relu between them and an output activation after the
+//! last; a few scores per entity.
+
+mod spec;
+
+use super::family::{Family, Scorer};
+use super::layers::{Scratch, apply_output, layers_block, layers_cost, layers_one, layers_shape};
+use super::{Dense, ModelSpec, OutputActivation, Predictions, Rows, check_features};
+
+pub use spec::MlpSpec;
+
+/// Rows per sgemm call (measured: throughput levels off from about 1024
+/// rows on a 64->256->256->1 model).
+pub(crate) const MLP_BLOCK_ROWS: usize = 1024;
+
+/// The registry entry of `kind = "mlp"`.
+pub static FAMILY: Family = Family {
+    kind: "mlp",
+    keys: &["layers", "output"],
+    reads_history: false,
+    needs_features: true,
+    resolve: |raw, src| MlpSpec::resolve(raw, src).map(ModelSpec::Mlp),
+};
+
+/// Dense layers with relu between them and `output` after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp {
+    pub layers: Vec<Dense>,
+    pub output: OutputActivation,
+}
+
+impl Scorer for Mlp {
+    fn predict_reference(&self, rows: &Rows) -> Predictions {
+        check_features(
+            self.layers.first().map_or(rows.num_features, |l| l.in_dim),
+            rows,
+        );
+        let width = self.layers.last().map_or(0, |l| l.out_dim);
+        let mut values = Vec::with_capacity(rows.len() * width);
+        for r in 0..rows.len() {
+            let mut out = layers_one(&self.layers, rows.features_of(r).to_vec());
+            apply_output(self.output, &mut out);
+            values.extend_from_slice(&out);
+        }
+        Predictions::Scores { width, values }
+    }
+
+    fn predict(&self, rows: &Rows) -> Predictions {
+        let in_dim = self.layers.first().map_or(rows.num_features, |l| l.in_dim);
+        check_features(in_dim, rows);
+        let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
+        let mut values = Vec::with_capacity(rows.len() * width);
+        let mut scratch = Scratch::default();
+        for start in (0..rows.len()).step_by(MLP_BLOCK_ROWS) {
+            let n = MLP_BLOCK_ROWS.min(rows.len() - start);
+            let input = &rows.features[start * in_dim..(start + n) * in_dim];
+            let out = layers_block(&self.layers, input, n, &mut scratch);
+            if width > 0 {
+                for row in out.chunks_exact_mut(width) {
+                    apply_output(self.output, row);
+                }
+            }
+            values.extend_from_slice(out);
+        }
+        Predictions::Scores { width, values }
+    }
+
+    /// The sum of in x out over its layers.
+    fn entity_cost(&self, _history_len: usize) -> u64 {
+        layers_cost(&self.layers)
+    }
+
+    fn describe(&self) -> String {
+        let output = match self.output {
+            OutputActivation::Sigmoid => "sigmoid",
+            OutputActivation::Softmax => "softmax",
+            OutputActivation::None => "no output activation",
+        };
+        format!("mlp: {}, {output}", layers_shape(&self.layers))
+    }
+}

@@ -1,0 +1,134 @@
+//! The end of a run: stop the workers, report, and when every chunk is
+//! committed, validate -> push to the sinks -> flip -> flip the sinks ->
+//! retention. LMDB stays the record of versions; a sink only ever receives a
+//! version that passed the gate, and learns of the flip after LMDB made it.
+
+use crate::sched::HostId;
+use crate::store::sink::{self, Sink};
+use crate::store::{self, Status};
+
+use super::coordinator::{Coordinator, store_err};
+use super::event::{Event, HostState, Report};
+use super::{Error, report, validation};
+
+impl Coordinator {
+    /// Ends the run after its loop stopped with `outcome`: the report, or why
+    /// the run failed (exit 1) or its version was refused (exit 3).
+    pub fn finish(
+        self,
+        outcome: Result<(), Error>,
+        sinks: &mut [Box<dyn Sink>],
+    ) -> Result<Report, Error> {
+        self.workers.shutdown();
+        let duration = self.out.now();
+        let snapshot = self.sched.snapshot(duration);
+        self.out.send(Event::Progress(snapshot.clone()));
+        for host in 0..self.workers.hosts.len() {
+            self.out.send(Event::Host {
+                host: host as HostId,
+                state: HostState::Done,
+                backend: None,
+                adapter: None,
+            });
+        }
+        let mut report = report::build(&self, &snapshot, duration);
+        let duration_s = duration.as_secs_f64();
+        let outcome = outcome.and_then(|()| self.gate(&mut report, duration_s));
+        let outcome = outcome.and_then(|()| self.publish_version(&mut report, sinks));
+        if let Err(e) = &outcome {
+            report.error = Some(e.to_string());
+            if !matches!(e, Error::Validation(_)) {
+                let _ = self
+                    .store
+                    .update_record(self.version, |r| r.duration_s = Some(duration_s));
+            }
+        }
+        self.out.send(Event::Finished(Box::new(report.clone())));
+        outcome.map(|()| report)
+    }
+
+    /// Validates the version and records the verdict; an error when it failed.
+    fn gate(&self, report: &mut Report, duration_s: f64) -> Result<(), Error> {
+        let version = self.version;
+        let plan = tokio::task::block_in_place(|| validation::plan(&self.p, version))?;
+        let verdict = tokio::task::block_in_place(|| {
+            store::validate::validate(&self.store, version, self.live_before, &plan)
+        })
+        .map_err(store_err)?;
+        self.out.send(Event::Validated(verdict.clone()));
+        self.out.log(
+            "run",
+            match verdict.first_failure() {
+                None => format!(
+                    "version {version} passed validation ({} checks)",
+                    verdict.checks.len()
+                ),
+                Some(c) => format!(
+                    "version {version} failed validation: {}: {}",
+                    c.name, c.detail
+                ),
+            },
+        );
+        report.validation = verdict.clone();
+        let committed = self.store.len(version).map_err(store_err)?;
+        self.store
+            .update_record(version, |r| {
+                r.validation = Some(verdict.clone());
+                r.duration_s = Some(duration_s);
+                r.committed_rows = committed;
+                r.status = if verdict.passed {
+                    Status::Validated
+                } else {
+                    Status::Failed
+                };
+            })
+            .map_err(store_err)?;
+        if verdict.passed {
+            Ok(())
+        } else {
+            Err(Error::Validation(Box::new(report.clone())))
+        }
+    }
+
+    /// Pushes the validated version to every sink, flips LMDB, then each
+    /// sink, and drops versions beyond `keep_versions`. A failed push flips
+    /// nothing.
+    fn publish_version(
+        &self,
+        report: &mut Report,
+        sinks: &mut [Box<dyn Sink>],
+    ) -> Result<(), Error> {
+        let version = self.version;
+        let sink_err = |e: sink::Error| Error::Failed(e.to_string());
+        for s in sinks.iter_mut() {
+            tokio::task::block_in_place(|| sink::push(&self.store, version, s.as_mut()))
+                .map_err(sink_err)?;
+            self.out
+                .log("run", format!("pushed version {version} to {}", s.name()));
+        }
+        self.store.flip(version).map_err(store_err)?;
+        report.flipped = true;
+        report.live_version = Some(version);
+        for s in sinks.iter_mut() {
+            tokio::task::block_in_place(|| sink::flip(version, s.as_mut())).map_err(sink_err)?;
+        }
+        let keep = self.p.job.output.keep_versions as usize;
+        let dropped = self.store.gc(keep).map_err(store_err)?;
+        if !dropped.is_empty() {
+            self.out
+                .log("run", format!("retention: dropped versions {dropped:?}"));
+        }
+        let before = self
+            .live_before
+            .map(|v| format!("version {v}"))
+            .unwrap_or_else(|| "nothing".into());
+        self.out.log(
+            "run",
+            format!(
+                "flipped readers of {} from {before} to version {version}",
+                self.p.job.output.store.display()
+            ),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! The run's side of the fleet: every host started through its
+//! [`HostLink`], every slot's worker, and the replacement of a worker that
+//! died after it came up. What workers *did* (rows, chunks, failures) is
+//! counted by the scheduler, not here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::{self, Fleet};
+use crate::fleet::{self, FleetEvent, HostLink, ModelFile, WorkerLink};
+use crate::proto::ToWorker;
+use crate::sched::{HostId, SlotId};
+
+use super::event::{Event, HostState};
+use super::publish::Publisher;
+
+/// A worker that dies after loading the model is replaced (on a new slot of
+/// the same host) at most this many times per original slot; one that never
+/// came up is not, since it would fail the same way again.
+pub const MAX_WORKER_RESTARTS: u32 = 3;
+
+pub(super) struct SlotRt {
+    pub host: HostId,
+    link: Option<WorkerLink>,
+    /// Came up (model loaded) and told to the scheduler.
+    pub up: bool,
+    /// Gone for good.
+    pub down: bool,
+    /// Workers this slot's line has lost and replaced so far.
+    restarts: u32,
+    /// What the worker was started with (test-only settings).
+    env: Vec<(String, String)>,
+}
+
+pub(super) struct HostRt {
+    pub cfg: config::Host,
+    /// The host, or why it could not be started at all.
+    pub link: Result<Arc<dyn HostLink>, String>,
+    pub backend: String,
+    pub adapter: String,
+    pub last_error: Option<String>,
+}
+
+/// Every host and slot of the run.
+pub(super) struct Workers {
+    pub hosts: Vec<HostRt>,
+    pub slots: BTreeMap<SlotId, SlotRt>,
+    next_slot: u32,
+    /// Where every worker's events go (replacements too).
+    events: mpsc::UnboundedSender<FleetEvent>,
+}
+
+impl Workers {
+    /// Starts every host of `fleet` (hosts that need setting up do so in the
+    /// background, all at once) and a worker on each of their slots.
+    pub fn start(
+        fleet: &Fleet,
+        model: &ModelFile,
+        events: mpsc::UnboundedSender<FleetEvent>,
+        out: &Publisher,
+    ) -> Workers {
+        let mut w = Workers {
+            hosts: Vec::with_capacity(fleet.hosts.len()),
+            slots: BTreeMap::new(),
+            next_slot: 0,
+            events,
+        };
+        for (hi, h) in fleet.hosts.iter().enumerate() {
+            let link = fleet::start(h, Some(model.clone()));
+            if let Ok(link) = &link {
+                announce_when_ready(link.clone(), h.name.clone(), out.clone());
+            }
+            w.hosts.push(HostRt {
+                cfg: h.clone(),
+                link,
+                backend: String::new(),
+                adapter: String::new(),
+                last_error: None,
+            });
+            out.send(Event::Host {
+                host: hi as HostId,
+                state: HostState::Connecting,
+                backend: None,
+                adapter: None,
+            });
+            for _ in 0..h.slots {
+                let env = crate::test_hooks::worker_env(w.next_slot);
+                // A worker that cannot start is logged and its slot stays down.
+                let _ = w.add_slot(hi as HostId, env, 0, out);
+            }
+        }
+        w
+    }
+
+    /// Starts a worker on a new slot of `host`.
+    fn add_slot(
+        &mut self,
+        host: HostId,
+        env: Vec<(String, String)>,
+        restarts: u32,
+        out: &Publisher,
+    ) -> Result<SlotId, String> {
+        let slot = SlotId(self.next_slot);
+        self.next_slot += 1;
+        let h = &mut self.hosts[host as usize];
+        let started = match &h.link {
+            Ok(link) => link.start_worker(&env),
+            Err(e) => Err(e.clone()),
+        };
+        let mut rt = SlotRt {
+            host,
+            link: None,
+            up: false,
+            down: false,
+            restarts,
+            env,
+        };
+        let outcome = match started {
+            Ok(spawned) => {
+                rt.link = Some(fleet::attach(slot, spawned, self.events.clone()));
+                Ok(slot)
+            }
+            Err(e) => {
+                rt.down = true;
+                h.last_error = Some(e.clone());
+                out.log(&h.cfg.name, e.clone());
+                Err(e)
+            }
+        };
+        self.slots.insert(slot, rt);
+        outcome
+    }
+
+    /// Replaces the dead worker of `slot` on a new slot of its host, when it
+    /// had come up and its line has restarts left; says what it did.
+    pub fn replace(&mut self, slot: SlotId, out: &Publisher) -> Option<String> {
+        let rt = &self.slots[&slot];
+        if !rt.up || rt.restarts >= MAX_WORKER_RESTARTS {
+            return None;
+        }
+        let (host, restarts, env) = (rt.host, rt.restarts + 1, rt.env.clone());
+        Some(match self.add_slot(host, env, restarts, out) {
+            Ok(new) => format!(
+                "restarting the worker as {} (restart {restarts} of {MAX_WORKER_RESTARTS})",
+                self.slot_name(new)
+            ),
+            Err(e) => format!("cannot restart the worker: {e}"),
+        })
+    }
+
+    /// `host#N`: the slot's name, numbered within its host.
+    pub fn slot_name(&self, slot: SlotId) -> String {
+        let hi = self.slots[&slot].host;
+        let first = self
+            .slots
+            .iter()
+            .find(|(_, s)| s.host == hi)
+            .map(|(id, _)| id.0)
+            .unwrap_or(slot.0);
+        format!("{}#{}", self.hosts[hi as usize].cfg.name, slot.0 - first)
+    }
+
+    pub fn host_of(&self, slot: SlotId) -> HostId {
+        self.slots[&slot].host
+    }
+
+    /// Queues `msg` for the worker of `slot`; an error means it is gone.
+    pub fn send(&self, slot: SlotId, msg: &ToWorker) -> Result<(), String> {
+        match self.slots.get(&slot).and_then(|s| s.link.as_ref()) {
+            Some(link) => link.send(msg),
+            None => Err("worker gone".to_string()),
+        }
+    }
+
+    /// Kills the worker of `slot` (its exit event follows).
+    pub fn kill(&mut self, slot: SlotId) {
+        if let Some(link) = self.slots.get_mut(&slot).and_then(|s| s.link.as_mut()) {
+            link.kill();
+        }
+    }
+
+    /// Marks `slot` gone for good; false when it already was.
+    pub fn mark_down(&mut self, slot: SlotId) -> bool {
+        let rt = self.slots.get_mut(&slot).expect("known slot");
+        if rt.down {
+            return false;
+        }
+        rt.down = true;
+        rt.link = None;
+        true
+    }
+
+    /// Every worker of `host` is gone.
+    pub fn host_down(&self, host: HostId) -> bool {
+        self.slots
+            .values()
+            .filter(|s| s.host == host)
+            .all(|s| s.down)
+    }
+
+    /// Every worker of every host is gone.
+    pub fn all_down(&self) -> bool {
+        self.slots.values().all(|s| s.down)
+    }
+
+    /// `host: last error` for each host that had one.
+    pub fn host_errors(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                h.last_error
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", h.cfg.name))
+            })
+            .collect()
+    }
+
+    /// Asks every worker to shut down; links dropped later kill any that do
+    /// not listen.
+    pub fn shutdown(&self) {
+        for rt in self.slots.values() {
+            if let Some(l) = rt.link.as_ref() {
+                let _ = l.send(&ToWorker::Shutdown);
+            }
+        }
+    }
+}
+
+/// Logs how a host's setup went once it is ready (nothing for hosts with no
+/// setup; a failure shows up as its workers' exits).
+fn announce_when_ready(link: Arc<dyn HostLink>, name: String, out: Publisher) {
+    tokio::spawn(async move {
+        if let Ok(Some(line)) = link.ready().await {
+            out.log(&name, line);
+        }
+    });
+}

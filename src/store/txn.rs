@@ -1,0 +1,381 @@
+//! Transaction plumbing: every read and write of the store goes through
+//! here, holding the process-wide gate shared (a map resize holds it
+//! exclusively), growing the map on `MDB_MAP_FULL` and adopting a size
+//! another process set; version databases are opened inside the transaction
+//! that uses them, and read transactions end without a commit so their
+//! handles give their slots back.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::RwLockReadGuard;
+
+use heed::types::{Bytes, DecodeIgnore};
+use heed::{
+    CommitOrAbort, Database, DatabaseOpener, Env, MdbError, OnCommit, RoTxn, RwTxn, WithoutTls,
+};
+
+use super::keys::{VERSION_PREFIX, be_u64, chunk_prefix, parse_chunk_key, version_db, version_key};
+use super::{Error, Result, Store, ValueRef, VersionRecord, round_map_size};
+use crate::model::EntityKey;
+
+/// A value that heed hands back unchanged once its transaction commits.
+pub(super) struct Committed<R>(pub R);
+
+impl<R> OnCommit for Committed<R> {
+    type Committed = R;
+    fn on_commit(self, _token: &heed::CommitToken) -> R {
+        self.0
+    }
+}
+
+/// An error inside heed's database-opening closures: ours, or heed's own
+/// (its commit).
+pub(super) enum InTxn {
+    Store(Error),
+    Heed(heed::Error),
+}
+
+impl From<heed::Error> for InTxn {
+    fn from(e: heed::Error) -> Self {
+        InTxn::Heed(e)
+    }
+}
+
+impl From<Error> for InTxn {
+    fn from(e: Error) -> Self {
+        InTxn::Store(e)
+    }
+}
+
+impl Store {
+    /// Resizes the map with no transaction of this process alive: to
+    /// `new_size`, or to the size another process set when `None`.
+    pub(super) fn resize(&self, new_size: Option<usize>) -> Result<()> {
+        let _all = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        let size = match new_size {
+            Some(want) if want <= self.map_size() => return Ok(()),
+            Some(want) => round_map_size(want),
+            None => 0,
+        };
+        // SAFETY: every transaction of this process holds `gate` shared; we
+        // hold it exclusively, so none is alive.
+        unsafe { self.inner.env.resize(size) }.map_err(|e| self.lmdb("resize the map", e))
+    }
+
+    /// Flushes every commit so far to disk (chunk commits skip the metadata
+    /// flush, see `open_with_map_size`).
+    pub(super) fn sync(&self, what: &str) -> Result<()> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .env
+            .force_sync()
+            .map_err(|e| self.lmdb(format!("{what}: sync to disk"), e))
+    }
+
+    /// Begins a transaction with `begin`, holding the gate shared for as long
+    /// as the caller keeps the guard; adopts a map size another process set.
+    pub(super) fn begin<'s, T>(
+        &'s self,
+        what: &str,
+        begin: impl Fn(&'s Env<WithoutTls>) -> heed::Result<T>,
+    ) -> Result<(RwLockReadGuard<'s, ()>, T)> {
+        loop {
+            let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+            match begin(&self.inner.env) {
+                Ok(txn) => return Ok((gate, txn)),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(gate);
+                    self.resize(None)?;
+                }
+                Err(e) => return Err(self.lmdb(format!("{what}: begin a transaction"), e)),
+            }
+        }
+    }
+
+    /// Runs `attempt` (one whole write transaction) again after doubling the
+    /// map each time it fails with `MDB_MAP_FULL`.
+    pub(super) fn grow_on_full<R>(&self, mut attempt: impl FnMut() -> Result<R>) -> Result<R> {
+        loop {
+            match attempt() {
+                Err(e) if e.is_map_full() => {
+                    self.resize(Some(self.map_size().saturating_mul(2)))?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction.
+    pub(super) fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
+        let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
+        f(&txn)
+    }
+
+    /// Runs `f` in one write transaction and commits it; on `MDB_MAP_FULL` the
+    /// transaction is dropped, the map doubled and `f` run again.
+    pub(super) fn write<R>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut RwTxn<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.grow_on_full(|| {
+            let (_gate, mut txn) = self.begin(what, |env| env.write_txn())?;
+            let r = f(&mut txn)?;
+            txn.commit()
+                .map_err(|e| self.lmdb(format!("{what}: commit"), e))?;
+            Ok(r)
+        })
+    }
+
+    /// [`Store::write`] with the database of `version` (created when
+    /// `create`, else it must exist) open in the same transaction.
+    pub(super) fn write_version<R>(
+        &self,
+        what: &str,
+        version: u64,
+        create: bool,
+        mut f: impl for<'e> FnMut(&mut RwTxn<'e>, Database<'e, Bytes, Bytes>) -> Result<R>,
+    ) -> Result<R> {
+        let name = version_db(version);
+        self.grow_on_full(|| {
+            let (_gate, txn) = self.begin(what, |env| env.write_txn())?;
+            let outcome = self.inner.env.create_databases_and_commit(
+                txn,
+                |dbo, txn| -> std::result::Result<_, InTxn> {
+                    let db = if create {
+                        dbo.create_database::<Bytes, Bytes>(txn, Some(&name))
+                            .map_err(|e| self.lmdb(format!("{what}: create database {name}"), e))?
+                    } else {
+                        dbo.open_database::<Bytes, Bytes>(txn, Some(&name))
+                            .map_err(|e| self.lmdb(format!("{what}: open database {name}"), e))?
+                            .ok_or_else(|| {
+                                self.corrupt(version, format!("database {name} is missing"))
+                            })?
+                    };
+                    let r = f(txn, db)?;
+                    Ok(CommitOrAbort::<_, ()>::Commit(Committed(r)))
+                },
+            );
+            match outcome {
+                Ok(c) => Ok(c.unwrap_commit()),
+                Err(InTxn::Store(e)) => Err(e),
+                Err(InTxn::Heed(e)) => Err(self.lmdb(format!("{what}: commit"), e)),
+            }
+        })
+    }
+
+    /// Runs `f` in one read transaction in which version databases can be
+    /// opened ([`Snapshot::db`]). The transaction ends without a commit, so
+    /// the handles it opened give their slots back.
+    pub(super) fn read_versions<R>(
+        &self,
+        f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>,
+    ) -> Result<R> {
+        let (_gate, txn) = self.begin("read", |env| env.read_txn())?;
+        let outcome = self.inner.env.open_databases_and_commit(
+            txn,
+            |dbo, txn| -> std::result::Result<_, InTxn> {
+                let snap = Snapshot {
+                    store: self,
+                    txn,
+                    opener: dbo,
+                    dbs: Default::default(),
+                };
+                let r = f(&snap)?;
+                Ok(CommitOrAbort::<(), _>::Abort(r))
+            },
+        );
+        match outcome {
+            Ok(CommitOrAbort::Abort(r)) => Ok(r),
+            Ok(CommitOrAbort::Commit(())) => unreachable!("read transactions are never committed"),
+            Err(InTxn::Store(e)) => Err(e),
+            Err(InTxn::Heed(e)) => Err(self.lmdb("read transaction", e)),
+        }
+    }
+
+    pub(super) fn get_record(
+        &self,
+        txn: &RoTxn<'_>,
+        version: u64,
+    ) -> Result<Option<VersionRecord>> {
+        let Some(bytes) = self
+            .inner
+            .meta
+            .get(txn, &version_key(version))
+            .map_err(|e| self.lmdb(format!("read the record of v{version}"), e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(version, format!("record is not valid JSON: {e}")))
+    }
+
+    pub(super) fn must_record(&self, txn: &RoTxn<'_>, version: u64) -> Result<VersionRecord> {
+        self.get_record(txn, version)?
+            .ok_or_else(|| self.no_such(version))
+    }
+
+    pub(super) fn put_record(&self, txn: &mut RwTxn<'_>, rec: &VersionRecord) -> Result<()> {
+        let json = serde_json::to_vec(rec)
+            .map_err(|e| self.corrupt(rec.version, format!("record does not serialise: {e}")))?;
+        self.inner
+            .meta
+            .put(txn, &version_key(rec.version), &json)
+            .map_err(|e| self.lmdb(format!("write the record of v{}", rec.version), e))
+    }
+
+    pub(super) fn get_u64(&self, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<u64>> {
+        let name = String::from_utf8_lossy(key);
+        match self
+            .inner
+            .meta
+            .get(txn, key)
+            .map_err(|e| self.lmdb(format!("read meta '{name}'"), e))?
+        {
+            None => Ok(None),
+            Some(b) => be_u64(b).map(Some).ok_or_else(|| {
+                self.corrupt(0, format!("meta '{name}' is {} bytes, not 8", b.len()))
+            }),
+        }
+    }
+
+    pub(super) fn put_u64(&self, txn: &mut RwTxn<'_>, key: &[u8], v: u64) -> Result<()> {
+        self.inner
+            .meta
+            .put(txn, key, &v.to_be_bytes())
+            .map_err(|e| self.lmdb(format!("write meta '{}'", String::from_utf8_lossy(key)), e))
+    }
+
+    pub(super) fn ranges_in(&self, txn: &RoTxn<'_>, version: u64) -> Result<Vec<Range<u64>>> {
+        let prefix = chunk_prefix(version);
+        let iter = self
+            .inner
+            .meta
+            .remap_data_type::<DecodeIgnore>()
+            .prefix_iter(txn, prefix.as_bytes())
+            .map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, ()) =
+                item.map_err(|e| self.lmdb(format!("list chunk markers of v{version}"), e))?;
+            let range = parse_chunk_key(key, &prefix).ok_or_else(|| {
+                self.corrupt(
+                    version,
+                    format!("chunk marker '{}'", String::from_utf8_lossy(key)),
+                )
+            })?;
+            out.push(range);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn records_in(&self, txn: &RoTxn<'_>) -> Result<Vec<VersionRecord>> {
+        let iter = self
+            .inner
+            .meta
+            .prefix_iter(txn, VERSION_PREFIX.as_bytes())
+            .map_err(|e| self.lmdb("list versions", e))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, bytes) = item.map_err(|e| self.lmdb("list versions", e))?;
+            let rec: VersionRecord = serde_json::from_slice(bytes).map_err(|e| {
+                self.corrupt(
+                    0,
+                    format!(
+                        "record '{}' is not valid JSON: {e}",
+                        String::from_utf8_lossy(key)
+                    ),
+                )
+            })?;
+            out.push(rec);
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.version));
+        Ok(out)
+    }
+}
+
+/// A consistent view of the store inside one read transaction, opening
+/// version databases as it needs them (each at most once).
+pub(crate) struct Snapshot<'s, 't> {
+    store: &'s Store,
+    pub(super) txn: &'s RoTxn<'t, WithoutTls>,
+    opener: &'s DatabaseOpener<'t, WithoutTls>,
+    dbs: RefCell<BTreeMap<u64, Option<Database<'t, Bytes, Bytes>>>>,
+}
+
+impl<'t> Snapshot<'_, 't> {
+    /// The database of `version`, `None` when it has none (dropped by gc).
+    pub(super) fn db(&self, version: u64) -> Result<Option<Database<'t, Bytes, Bytes>>> {
+        if let Some(db) = self.dbs.borrow().get(&version) {
+            return Ok(*db);
+        }
+        let name = version_db(version);
+        let db = self
+            .opener
+            .open_database::<Bytes, Bytes>(self.txn, Some(&name))
+            .map_err(|e| self.store.lmdb(format!("open database {name}"), e))?;
+        self.dbs.borrow_mut().insert(version, db);
+        Ok(db)
+    }
+
+    pub(crate) fn record(&self, version: u64) -> Result<VersionRecord> {
+        self.store.must_record(self.txn, version)
+    }
+
+    pub(crate) fn value(&self, version: u64, key: &EntityKey) -> Result<Option<ValueRef<'_>>> {
+        match key {
+            EntityKey::Int(i) => self.value_by_bytes(version, &i.to_be_bytes()),
+            EntityKey::Str(s) => self.value_by_bytes(version, s.as_bytes()),
+        }
+    }
+
+    pub(crate) fn value_by_bytes(
+        &self,
+        version: u64,
+        entity: &[u8],
+    ) -> Result<Option<ValueRef<'_>>> {
+        let Some(db) = self.db(version)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = db.get(self.txn, entity).map_err(|e| {
+            self.store
+                .lmdb(format!("read a prediction of v{version}"), e)
+        })?
+        else {
+            return Ok(None);
+        };
+        ValueRef::parse(bytes).map(Some).map_err(|detail| {
+            self.store.corrupt(
+                version,
+                format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+            )
+        })
+    }
+
+    pub(crate) fn scan(
+        &self,
+        version: u64,
+        mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        let ctx = || format!("scan the predictions of v{version}");
+        let Some(db) = self.db(version)? else {
+            return Ok(());
+        };
+        let iter = db.iter(self.txn).map_err(|e| self.store.lmdb(ctx(), e))?;
+        for item in iter {
+            let (entity, bytes) = item.map_err(|e| self.store.lmdb(ctx(), e))?;
+            let value = ValueRef::parse(bytes).map_err(|detail| {
+                self.store.corrupt(
+                    version,
+                    format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+                )
+            })?;
+            if !f(entity, value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! Hooks herd's own tests use to make a run misbehave on purpose: a slow
+//! worker slot, a worker that plants faults in its results. They are never
+//! settings.
+//!
+//! Fenced here, and compiled only with the `test-hooks` feature: `cargo test`
+//! turns it on (the package's dev-dependency on itself), so the binaries the
+//! tests start obey these variables; `cargo build` and `cargo run` leave it
+//! off, and then nothing here reads the environment or changes a result.
+//! Each side applies them in one place: the coordinator when it starts a
+//! worker ([`worker_env`]), the worker in its attempt loop ([`WorkerHooks`]).
+
+use std::time::Duration;
+
+use crate::model::Predictions;
+
+/// `SLOT:FACTOR`: the worker of global slot SLOT pretends to be FACTOR times
+/// slower (read by the coordinator, passed on as [`SLOWDOWN_ENV`]).
+pub const SLOW_SLOT_ENV: &str = "HERD_TEST_SLOW_SLOT";
+
+/// A factor by which a worker pretends to be slower: it sleeps
+/// `(factor - 1) x` the compute time after each batch.
+pub const SLOWDOWN_ENV: &str = "HERD_TEST_WORKER_SLOWDOWN";
+
+/// Plants a fault in every result a worker sends, so tests can drive the
+/// validation gate through the real binary: `nan` (each row's first score
+/// becomes NaN), `perturb` (0.5 added to every score), `unsort` (each row's
+/// first two top-K pairs swap places), `drop` (the result lacks its last
+/// row). Workers inherit it from the coordinator.
+pub const FAULT_ENV: &str = "HERD_TEST_WORKER_FAULT";
+
+/// Environment to add to the worker of global slot `slot`.
+pub fn worker_env(slot: u32) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some((s, factor)) = slow_slot()
+        && s == slot
+    {
+        env.push((SLOWDOWN_ENV.to_string(), factor.to_string()));
+    }
+    env
+}
+
+#[cfg(feature = "test-hooks")]
+fn slow_slot() -> Option<(u32, f64)> {
+    let v = std::env::var(SLOW_SLOT_ENV).ok()?;
+    let (s, f) = v.split_once(':')?;
+    Some((s.parse().ok()?, f.parse().ok()?))
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn slow_slot() -> Option<(u32, f64)> {
+    None
+}
+
+/// A worker's hooks, read from its environment once at start.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerHooks {
+    slowdown: f64,
+    fault: Option<String>,
+}
+
+impl WorkerHooks {
+    #[cfg(feature = "test-hooks")]
+    pub fn from_env() -> WorkerHooks {
+        WorkerHooks {
+            slowdown: std::env::var(SLOWDOWN_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1.0),
+            fault: std::env::var(FAULT_ENV).ok(),
+        }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    pub fn from_env() -> WorkerHooks {
+        WorkerHooks::default()
+    }
+
+    /// Called after each batch, which took `took` to compute.
+    pub fn after_batch(&self, took: Duration) {
+        if self.slowdown > 1.0 {
+            std::thread::sleep(took.mul_f64(self.slowdown - 1.0));
+        }
+    }
+
+    /// Called on a finished result before it is sent.
+    pub fn before_result(&self, preds: &mut Predictions) -> Result<(), String> {
+        match self.fault.as_deref() {
+            Some(fault) => plant_fault(fault, preds),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Applies the fault named by [`FAULT_ENV`] to a finished result.
+fn plant_fault(fault: &str, preds: &mut Predictions) -> Result<(), String> {
+    let rows = preds.len();
+    match (fault, preds) {
+        ("nan", Predictions::Scores { width, values }) => {
+            values
+                .iter_mut()
+                .step_by((*width).max(1))
+                .for_each(|s| *s = f32::NAN);
+        }
+        (
+            "nan",
+            Predictions::TopK {
+                offsets, scores, ..
+            },
+        ) => {
+            for w in offsets.windows(2).filter(|w| w[0] < w[1]) {
+                scores[w[0] as usize] = f32::NAN;
+            }
+        }
+        ("perturb", Predictions::Scores { values: scores, .. })
+        | ("perturb", Predictions::TopK { scores, .. }) => {
+            scores.iter_mut().for_each(|s| *s += 0.5);
+        }
+        (
+            "unsort",
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            },
+        ) => {
+            for w in offsets.windows(2).filter(|w| w[1] - w[0] >= 2) {
+                let a = w[0] as usize;
+                items.swap(a, a + 1);
+                scores.swap(a, a + 1);
+            }
+        }
+        ("drop", preds) => preds.truncate(rows.saturating_sub(1)),
+        (other, _) => {
+            return Err(format!(
+                "{FAULT_ENV}='{other}' is not a fault this worker can plant \
+                 (nan, perturb, unsort on top-K, drop)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_leaves_out_the_last_row_of_either_kind() {
+        let mut scores = Predictions::Scores {
+            width: 2,
+            values: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        plant_fault("drop", &mut scores).unwrap();
+        assert_eq!(scores.len(), 1);
+        let mut top = Predictions::TopK {
+            offsets: vec![0, 2, 3],
+            items: vec![1, 2, 3],
+            scores: vec![0.5, 0.4, 0.3],
+        };
+        plant_fault("drop", &mut top).unwrap();
+        assert_eq!(
+            top,
+            Predictions::TopK {
+                offsets: vec![0, 2],
+                items: vec![1, 2],
+                scores: vec![0.5, 0.4],
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_fault_is_refused_by_name() {
+        let mut p = Predictions::Scores {
+            width: 1,
+            values: vec![1.0],
+        };
+        let e = plant_fault("melt", &mut p).unwrap_err();
+        assert!(e.contains("'melt'"), "{e}");
+    }
+
+    #[test]
+    fn hooks_do_nothing_when_no_variable_is_set() {
+        let hooks = WorkerHooks::default();
+        let mut p = Predictions::Scores {
+            width: 1,
+            values: vec![1.0],
+        };
+        hooks.before_result(&mut p).unwrap();
+        assert_eq!(p.len(), 1);
+    }
+}
