@@ -54,7 +54,11 @@ pub struct InputTable {
 #[serde(deny_unknown_fields)]
 pub struct ModelTable {
     pub kind: Spanned<String>,
-    pub weights: Spanned<String>,
+    /// The weights file (mlp, two_tower).
+    pub weights: Option<Spanned<String>>,
+    // onnx
+    pub path: Option<Spanned<String>>,
+    pub inputs: Option<Spanned<std::collections::BTreeMap<String, Vec<String>>>>,
     // mlp
     pub layers: Option<Spanned<Vec<Spanned<String>>>>,
     pub output: Option<Spanned<String>>,
@@ -70,6 +74,8 @@ impl ModelTable {
     /// added here too and to its family's `keys`.
     pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
         [
+            ("path", self.path.as_ref().map(Spanned::span)),
+            ("inputs", self.inputs.as_ref().map(Spanned::span)),
             ("layers", self.layers.as_ref().map(Spanned::span)),
             ("output", self.output.as_ref().map(Spanned::span)),
             ("top_k", self.top_k.as_ref().map(Spanned::span)),

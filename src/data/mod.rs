@@ -226,6 +226,8 @@ pub struct Dataset {
     row_group_starts: Vec<u64>,
     /// Row groups handed to the Parquet decoder so far, over all reads.
     row_groups_decoded: AtomicU64,
+    /// Null features are read as NaN (missing) instead of refused.
+    nulls_missing: bool,
 }
 
 /// Every entity's id and history length, in input order.
@@ -343,7 +345,15 @@ impl Dataset {
             feature_names,
             row_group_starts,
             row_groups_decoded: AtomicU64::new(0),
+            nulls_missing: false,
         })
+    }
+
+    /// Reads null features as NaN, a missing value, for a model that
+    /// defines them (a tree ensemble); otherwise a null feature is an error
+    /// naming its row.
+    pub fn set_nulls_missing(&mut self, missing: bool) {
+        self.nulls_missing = missing;
     }
 
     pub fn path(&self) -> &Path {
@@ -701,6 +711,10 @@ impl Dataset {
         let mut put = |i: usize, v: Option<f32>| match v {
             Some(v) => {
                 out[i * stride + j] = v;
+                Ok(())
+            }
+            None if self.nulls_missing => {
+                out[i * stride + j] = f32::NAN;
                 Ok(())
             }
             None => Err(Error::NullFeature {

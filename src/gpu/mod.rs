@@ -97,7 +97,11 @@ pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with 
 /// the worker then scores on the native CPU path. A small question a model
 /// family never has to answer itself: the GPU room knows its kernels.
 pub fn supports(model: &Model) -> bool {
-    matches!(model, Model::Mlp(_) | Model::TwoTower(_))
+    match model {
+        Model::Mlp(_) | Model::TwoTower(_) => true,
+        // ai.onnx.ml operators (trees, linear models) have no kernels yet.
+        Model::Onnx(m) => !m.model.uses_ml(),
+    }
 }
 
 #[cfg(test)]

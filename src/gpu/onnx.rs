@@ -13,7 +13,7 @@
 //! the node, so a worker can fall back to the native CPU path.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
@@ -161,7 +161,7 @@ enum Prepared {
 /// A value of the block being run: a device buffer of f32 or i32 words.
 #[derive(Clone)]
 struct DVal {
-    buf: Rc<wgpu::Buffer>,
+    buf: Arc<wgpu::Buffer>,
     int: bool,
     shape: Vec<usize>,
 }
@@ -172,7 +172,7 @@ pub struct GpuOnnx {
     /// The GPU room's kernels: dense chains run on its matrix kernels.
     kernels: Kernels,
     pipes: Pipelines,
-    consts: HashMap<ValueId, (Rc<wgpu::Buffer>, bool)>,
+    consts: HashMap<ValueId, (Arc<wgpu::Buffer>, bool)>,
     dense: HashMap<usize, DenseDevice>,
     prepared: HashMap<usize, Prepared>,
     block_rows: usize,
@@ -356,7 +356,7 @@ impl GpuOnnx {
                         let (w, int) = words(&t, &format!("constant '{}'", graph.values[*v].name))
                             .map_err(|e| unsupported(&node.label, &e))?;
                         let buf = storage(gpu, &graph.values[*v].name, &w);
-                        consts.insert(*v, (Rc::new(buf), int));
+                        consts.insert(*v, (Arc::new(buf), int));
                     }
                 }
             }
@@ -496,7 +496,7 @@ impl GpuOnnx {
                 .chain(input.dims.iter().copied())
                 .collect();
             b.vals[input.value] = Some(DVal {
-                buf: Rc::new(storage(gpu, &input.name, &w)),
+                buf: Arc::new(storage(gpu, &input.name, &w)),
                 int,
                 shape,
             });
@@ -534,6 +534,7 @@ fn check_node(graph: &Graph, i: usize) -> Result<()> {
             "an integer exponent computed per row".to_string()
         }
         Op::ArgMax { .. } if !float(0) => "ArgMax over integers".to_string(),
+        Op::Ml(m) => format!("{} (ai.onnx.ml operators have no WGSL kernels yet)", m.name),
         Op::MatMul => {
             let rank = |k: usize| input(k).map_or(0, |v| v.dims().len());
             if rank(0).max(rank(1)) <= MAX_BATCH + 2 {
@@ -739,7 +740,7 @@ impl<'a> Block<'a> {
         let x = self.operand(i, 0).expect("a per-row input");
         if frees.contains(&v) {
             self.vals[v] = None;
-            if Rc::strong_count(&x.buf) == 1 {
+            if Arc::strong_count(&x.buf) == 1 {
                 return x;
             }
         }
@@ -753,7 +754,7 @@ impl<'a> Block<'a> {
             (count as u64 * 4).max(4).min(x.buf.size()),
         );
         DVal {
-            buf: Rc::new(copy),
+            buf: Arc::new(copy),
             int: x.int,
             shape: x.shape,
         }
@@ -762,7 +763,7 @@ impl<'a> Block<'a> {
     fn set(&mut self, v: ValueId, buf: wgpu::Buffer, int: bool) {
         let shape = self.shape_of(v);
         self.vals[v] = Some(DVal {
-            buf: Rc::new(buf),
+            buf: Arc::new(buf),
             int,
             shape,
         });
@@ -1192,6 +1193,7 @@ impl<'a> Block<'a> {
                 self.set(out, y, int);
             }
             Op::Shape { .. } | Op::Constant(_) => unreachable!("folded at load"),
+            Op::Ml(_) => unreachable!("refused by check_node"),
         }
         Ok(())
     }

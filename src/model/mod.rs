@@ -36,6 +36,8 @@ family::families! {
     Mlp: mlp::{Mlp, MlpSpec},
     /// Pooled history through a user tower, top-K by dot product.
     TwoTower: two_tower::{TwoTower, TwoTowerSpec},
+    /// A user's own model from an ONNX file (networks, tree ensembles).
+    Onnx: onnx::{Onnx, OnnxSpec},
 }
 
 pub use error::{Error, Result};

@@ -77,14 +77,27 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         ))
     })?;
     let weights_sha256 = hex(&Sha256::digest(&bytes));
-    let model =
-        Model::from_safetensors(&job.model.spec, &bytes, dataset.num_features()).map_err(|e| {
-            Error::Config(format!(
-                "{job_file}: [model] weights '{}': {e}",
-                job.model.weights.display()
-            ))
-        })?;
+    let model_error = |e: String| {
+        Error::Config(format!(
+            "{job_file}: [model] '{}': {e}",
+            job.model.weights.display()
+        ))
+    };
+    let companions = crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
+        .map_err(model_error)?;
+    let model = Model::load(&job.model.spec, &bytes, &companions, dataset.num_features())
+        .map_err(|e| model_error(e.to_string()))?;
     drop(bytes);
+    // Null features reach a model that defines missing values (trees) as
+    // NaN; other models refuse them, naming the row.
+    let mut dataset = dataset;
+    dataset.set_nulls_missing(model.defines_missing());
+    // The fingerprint sees the companion files too (workers check the
+    // model file's hash).
+    let mut model_identity = weights_sha256.clone();
+    for (name, data) in &companions {
+        model_identity.push_str(&format!(" {name}:{}", hex(&Sha256::digest(data))));
+    }
     let index = dataset
         .scan_index()
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
@@ -98,7 +111,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
             .map(|&h| model.entity_cost(h as usize))
             .collect()
     };
-    let fingerprint = fingerprint(&job, &weights_sha256, &dataset);
+    let fingerprint = fingerprint(&job, &model_identity, &dataset);
     Ok(Prepared {
         job,
         fleet,

@@ -34,7 +34,9 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
                     start + len
                 ))
             })?;
-            let preds = p.model.predict_reference(&rows);
+            let preds = p.model.predict_reference(&rows).map_err(|e| {
+                Error::Failed(format!("spot check: rows {start}..{}: {e}", start + len))
+            })?;
             for i in 0..rows.len() {
                 if !taken.insert(start + i as u64) {
                     continue;

@@ -6,7 +6,7 @@ mod spec;
 
 use super::family::{Family, Scorer};
 use super::layers::{Scratch, apply_output, layers_block, layers_cost, layers_one, layers_shape};
-use super::{Dense, ModelSpec, OutputActivation, Predictions, Rows, check_features};
+use super::{Dense, ModelSpec, OutputActivation, Predictions, Result, Rows, check_features};
 
 pub use spec::MlpSpec;
 
@@ -31,7 +31,7 @@ pub struct Mlp {
 }
 
 impl Scorer for Mlp {
-    fn predict_reference(&self, rows: &Rows) -> Predictions {
+    fn predict_reference(&self, rows: &Rows) -> Result<Predictions> {
         check_features(
             self.layers.first().map_or(rows.num_features, |l| l.in_dim),
             rows,
@@ -43,10 +43,10 @@ impl Scorer for Mlp {
             apply_output(self.output, &mut out);
             values.extend_from_slice(&out);
         }
-        Predictions::Scores { width, values }
+        Ok(Predictions::Scores { width, values })
     }
 
-    fn predict(&self, rows: &Rows) -> Predictions {
+    fn predict(&self, rows: &Rows) -> Result<Predictions> {
         let in_dim = self.layers.first().map_or(rows.num_features, |l| l.in_dim);
         check_features(in_dim, rows);
         let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
@@ -63,7 +63,7 @@ impl Scorer for Mlp {
             }
             values.extend_from_slice(out);
         }
-        Predictions::Scores { width, values }
+        Ok(Predictions::Scores { width, values })
     }
 
     /// The sum of in x out over its layers.

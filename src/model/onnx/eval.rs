@@ -126,6 +126,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], shape: &[usize]) -> Result<Tens
         }
         Op::Constant(t) => t.clone(),
         Op::ConstantOfShape { value } => kernels::fill(shape.to_vec(), value),
+        Op::Ml(_) => return Err("ai.onnx.ml operators run on the rows only".into()),
     };
     debug_assert_eq!(
         out.shape,

@@ -75,6 +75,9 @@ struct Values<'a, 'g> {
     feeds: HashMap<ValueId, Feed<'a>>,
     slots: Vec<Option<Tensor>>,
     rows: usize,
+    /// ai.onnx.ml nodes on their reference path (trees one row and one
+    /// tree at a time).
+    reference: bool,
 }
 
 impl<'a, 'g> Values<'a, 'g> {
@@ -92,6 +95,7 @@ impl<'a, 'g> Values<'a, 'g> {
             feeds: map,
             slots: vec![None; graph.values.len()],
             rows: range.len(),
+            reference: false,
         }
     }
 
@@ -125,7 +129,11 @@ impl<'a, 'g> Values<'a, 'g> {
             })
             .collect();
         let shape = rows_shape(self.graph, node.output, self.rows);
-        let out = eval(&node.op, &inputs, &shape).map_err(|detail| RunError::Node {
+        let out = match &node.op {
+            Op::Ml(m) => run_ml(m, inputs[0].expect("checked at load"), self.reference),
+            op => eval(op, &inputs, &shape),
+        }
+        .map_err(|detail| RunError::Node {
             node: node.label.clone(),
             detail,
         })?;
@@ -186,6 +194,7 @@ pub fn run_reference(
     rows: usize,
 ) -> Result<Vec<Tensor>, RunError> {
     let mut values = Values::new(graph, feeds, 0..rows);
+    values.reference = true;
     for (i, node) in graph.nodes.iter().enumerate() {
         if node.outcome == Outcome::PerRow {
             values.run_node(i)?;
@@ -323,4 +332,30 @@ fn apply(e: &Epilogue, out: &mut [f32], m: usize) {
             kernels::softmax_in_place(out, &[rows, m], 1, *log);
         }
     }
+}
+
+/// An ai.onnx.ml node on `x` (`[rows, features]`, or `[rows]` for ZipMap):
+/// the labels or the scores, as the node's port says.
+fn run_ml(m: &super::op::MlNode, x: &Tensor, reference: bool) -> Result<Tensor, String> {
+    use crate::model::trees::Labels;
+    let rows = x.shape[0];
+    let width = x.shape.get(1).copied().unwrap_or(1);
+    let values = x.as_f32().expect("float checked at load");
+    let out = if reference {
+        m.op.run_reference(values, rows, width)
+    } else {
+        m.op.run(values, rows, width)
+    }
+    .map_err(|e| e.to_string())?;
+    if m.is_labels() {
+        return match out.labels {
+            Some(Labels::Int(codes)) => Ok(Tensor::i64(vec![rows], codes)),
+            _ => Err("its labels are not integers (refused at load)".into()),
+        };
+    }
+    let mut shape = x.shape.clone();
+    if shape.len() == 2 {
+        shape[1] = out.width;
+    }
+    Ok(Tensor::f32(shape, out.values))
 }

@@ -160,9 +160,38 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
             _ => {}
         }
     }
+    // A graph of ai.onnx.ml nodes alone (onnxmltools' tree exports import
+    // the default domain at opset 9) reads none of its operators.
+    let default_nodes = model.graph.as_ref().is_some_and(|g| {
+        g.node
+            .iter()
+            .any(|n| n.domain.is_empty() || n.domain == "ai.onnx")
+    });
+    if !default_nodes {
+        return Ok(found
+            .unwrap_or(op::MAX_OPSET)
+            .clamp(op::MIN_OPSET, op::MAX_OPSET));
+    }
     let version = found.ok_or_else(|| {
         Error::Graph("the model imports no opset of the default ONNX domain".into())
     })?;
+    // onnxmltools writes opset 9 around its tree ensembles: the few
+    // operators it uses there mean at opset 9 what they mean at 13.
+    let same_since_9 = |op: &str| {
+        matches!(
+            op,
+            "Identity" | "Cast" | "Mul" | "Add" | "Sub" | "Div" | "Relu" | "Sigmoid" | "Tanh"
+        )
+    };
+    let only_stable = model.graph.as_ref().is_some_and(|g| {
+        g.node
+            .iter()
+            .filter(|n| n.domain.is_empty() || n.domain == "ai.onnx")
+            .all(|n| same_since_9(&n.op_type))
+    });
+    if (9..op::MIN_OPSET).contains(&version) && only_stable {
+        return Ok(op::MIN_OPSET);
+    }
     if !(op::MIN_OPSET..=op::MAX_OPSET).contains(&version) {
         return Err(Error::Opset {
             domain: "the default domain".into(),
@@ -286,10 +315,19 @@ fn choose_outputs(graph: &GraphProto, outputs: &Outputs) -> Result<Vec<String>> 
             Ok(names.clone())
         }
         Outputs::Default => {
+            // A classifier's probabilities count as a float output, whether
+            // a tensor or ZipMap's maps of them.
+            let zipmap = |name: &str| {
+                graph.node.iter().any(|n| {
+                    n.domain == ML_DOMAIN
+                        && n.op_type == "ZipMap"
+                        && n.output.first().is_some_and(|o| o == name)
+                })
+            };
             let floats: Vec<&str> = graph
                 .output
                 .iter()
-                .filter(|o| matches!(tensor_type(o), Ok((data_type::FLOAT, _))))
+                .filter(|o| matches!(tensor_type(o), Ok((data_type::FLOAT, _))) || zipmap(&o.name))
                 .map(|o| o.name.as_str())
                 .collect();
             match floats.as_slice() {
@@ -428,6 +466,21 @@ pub fn import(
         *op_counts.entry(key).or_insert(0) += 1;
     }
 
+    // Every value something kept reads: an ai.onnx.ml node computes those
+    // of its outputs only (a classifier's labels are seldom read).
+    let mut used: HashSet<&str> = chosen.iter().map(String::as_str).collect();
+    for (i, n) in graph.node.iter().enumerate() {
+        if needed[i] {
+            used.extend(n.input.iter().map(String::as_str));
+        }
+    }
+    let zipmaps: HashSet<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.domain == ML_DOMAIN && n.op_type == "ZipMap")
+        .filter_map(|n| n.output.first().map(String::as_str))
+        .collect();
+
     let mut b = Builder {
         files,
         mode,
@@ -441,10 +494,19 @@ pub fn import(
     };
     let mut nodes = Vec::new();
     for (i, n) in graph.node.iter().enumerate() {
-        if needed[i] {
-            if let Some(node) = b.node(i, n, opset)? {
-                nodes.push(node);
+        if !needed[i] {
+            continue;
+        }
+        if n.domain == ML_DOMAIN && n.output.len() > 1 {
+            for (port, out) in n.output.iter().enumerate() {
+                if !out.is_empty() && used.contains(out.as_str()) {
+                    if let Some(node) = b.node(i, n, opset, port)? {
+                        nodes.push(node);
+                    }
+                }
             }
+        } else if let Some(node) = b.node(i, n, opset, 0)? {
+            nodes.push(node);
         }
     }
     if mode == Mode::Load && !b.unsupported.is_empty() {
@@ -456,7 +518,12 @@ pub fn import(
     let mut outs = Vec::new();
     for name in &chosen {
         let id = b.value(name)?;
-        let declared = graph.output.iter().find(|o| &o.name == name);
+        // ZipMap's maps are stored as the probability tensor they hold.
+        let declared = graph
+            .output
+            .iter()
+            .find(|o| &o.name == name)
+            .filter(|_| !zipmaps.contains(name.as_str()));
         match b.output(name, id, declared) {
             Ok(Some(o)) => outs.push(o),
             Ok(None) => {}
@@ -548,7 +615,15 @@ impl Builder<'_> {
         Ok(self.push(name, State::Unknown))
     }
 
-    fn node(&mut self, index: usize, n: &NodeProto, opset: i64) -> Result<Option<Node>> {
+    /// Node `n`, computing its output `port` (0 but for ai.onnx.ml nodes
+    /// with several outputs, which get a node per output read).
+    fn node(
+        &mut self,
+        index: usize,
+        n: &NodeProto,
+        opset: i64,
+        port: usize,
+    ) -> Result<Option<Node>> {
         let label = label(index, n);
         let mut inputs = Vec::with_capacity(n.input.len());
         for i in &n.input {
@@ -560,14 +635,16 @@ impl Builder<'_> {
         }
         let out_name = n
             .output
-            .first()
+            .get(port)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::Graph(format!("{label} has no output")))?;
+        let ml = n.domain == ML_DOMAIN;
         // Outputs past the first (LayerNormalization's mean and inverse
         // deviation, BatchNormalization's training statistics): unknown, so
-        // a node reading them fails by name.
+        // a node reading them fails by name. (An ai.onnx.ml node's are its
+        // own nodes.)
         for (k, extra) in n.output.iter().enumerate().skip(1) {
-            if !extra.is_empty() {
+            if !extra.is_empty() && !ml {
                 let why = format!(
                     "output {} '{extra}' of {label}, which herd does not compute",
                     k + 1
@@ -577,6 +654,21 @@ impl Builder<'_> {
         }
         let parsed = op::parse(n, opset, &label, self.files);
         let op = match parsed {
+            Ok(Some(Op::Ml(mut m))) => {
+                let ports = if m.op.has_labels() { 2 } else { 1 };
+                if port >= ports {
+                    let e = Error::Node {
+                        node: label.clone(),
+                        detail: format!(
+                            "has output {} '{out_name}', which herd does not compute",
+                            port + 1
+                        ),
+                    };
+                    return self.fail(e, out_name);
+                }
+                m.port = port;
+                Op::Ml(m)
+            }
             Ok(Some(op)) => op,
             Ok(None) => {
                 self.unsupported.push(Unsupported {

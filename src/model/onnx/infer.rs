@@ -780,6 +780,7 @@ fn shape_of(op: &Op, inputs: &[Option<&Val>], label: &str) -> Result<(DType, Vec
             Ok((DType::I64, vec![Dim::Fixed(e.saturating_sub(s))]))
         }
         Op::Constant(t) => Ok((t.dtype(), t.shape.iter().map(|&d| Dim::Fixed(d)).collect())),
+        Op::Ml(m) => ml_shape(m, x()?, label),
         Op::ConstantOfShape { value } => {
             let s = x()?;
             if s.is_rows() {
@@ -794,6 +795,74 @@ fn shape_of(op: &Op, inputs: &[Option<&Val>], label: &str) -> Result<(DType, Vec
             Ok((value.dtype(), sym_dims(label, &values)?))
         }
     }
+}
+
+/// An ai.onnx.ml node's output: rows of features `[N, F]` in; labels `[N]`
+/// (int64) or scores `[N, width]` out.
+fn ml_shape(m: &super::op::MlNode, a: &Val, label: &str) -> Result<(DType, Vec<Dim>)> {
+    use crate::model::trees::{ClassLabels, Width};
+    let dims = a.dims();
+    let width = match dims.as_slice() {
+        [Dim::Rows, Dim::Fixed(f)] => *f,
+        [Dim::Rows] if m.name == "ZipMap" => 1,
+        _ if !a.is_rows() => {
+            return Err(err(
+                label,
+                "its input is a constant; herd runs ai.onnx.ml operators on the rows",
+            ));
+        }
+        _ => {
+            return Err(err(
+                label,
+                format!(
+                    "its input has shape {}; expected [N, features]",
+                    show(&dims)
+                ),
+            ));
+        }
+    };
+    want_dtype(label, "its input", a, DType::F32)?;
+    let fits = match m.op.input_width() {
+        Width::Exact(w) => w == width,
+        Width::AtLeast(w) => w <= width,
+        Width::Any => true,
+    };
+    if !fits {
+        let need = match m.op.input_width() {
+            Width::Exact(w) => format!("exactly {w}"),
+            Width::AtLeast(w) => format!("at least {w}"),
+            Width::Any => unreachable!(),
+        };
+        return Err(err(
+            label,
+            format!("reads {need} features, but its input has {width} per row"),
+        ));
+    }
+    if m.is_labels() {
+        let strings = match &*m.op {
+            crate::model::trees::MlOp::Trees(t) => t
+                .ensemble
+                .classes()
+                .is_some_and(|c| matches!(c.labels, ClassLabels::Str(_))),
+            crate::model::trees::MlOp::LinearClassifier(c) => {
+                matches!(c.labels, ClassLabels::Str(_))
+            }
+            _ => false,
+        };
+        if strings {
+            return Err(err(
+                label,
+                "its labels are strings; herd stores numbers: store the scores (the \
+                 probabilities) instead",
+            ));
+        }
+        return Ok((DType::I64, vec![Dim::Rows]));
+    }
+    let mut out = vec![Dim::Rows];
+    if dims.len() == 2 {
+        out.push(Dim::Fixed(m.op.output_width(width)));
+    }
+    Ok((DType::F32, out))
 }
 
 /// The `[start, end)` range of dimensions Shape returns (clamped, as ONNX says).

@@ -25,6 +25,7 @@
 mod error;
 mod eval;
 mod exec;
+mod family;
 pub mod graph;
 pub(crate) mod infer;
 mod inspect;
@@ -40,6 +41,7 @@ pub mod write;
 
 pub use error::{Error, Result, RunError};
 pub use exec::Feed;
+pub use family::{FAMILY, MAX_TOP_K, Onnx, OnnxSpec};
 pub use graph::{Input, Output, Outputs};
 pub use inspect::{Inspection, inspect};
 pub use tensor::{DType, Data, ExternalFiles, Tensor, check_location};
@@ -135,6 +137,29 @@ impl OnnxModel {
     /// The fast path's steps (the GPU path runs them too).
     pub(crate) fn plan(&self) -> &plan::Plan {
         &self.plan
+    }
+
+    /// Whether the graph defines missing (NaN) inputs: every node reading a
+    /// graph input is an operator that scores NaN as missing (a tree
+    /// ensemble, an Imputer). What follows it sees no input values.
+    pub fn defines_missing(&self) -> bool {
+        let inputs: Vec<graph::ValueId> = self.graph.inputs.iter().map(|i| i.value).collect();
+        let mut readers = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.inputs.iter().flatten().any(|v| inputs.contains(v)))
+            .peekable();
+        readers.peek().is_some()
+            && readers.all(|n| matches!(&n.op, op::Op::Ml(m) if m.op.defines_missing()))
+    }
+
+    /// Whether the graph runs ai.onnx.ml operators on the rows.
+    pub fn uses_ml(&self) -> bool {
+        self.graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, op::Op::Ml(_)))
     }
 
     /// Multiply-adds to score one row, for planning chunks.

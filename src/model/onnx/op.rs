@@ -4,6 +4,7 @@
 use super::error::{Error, Result};
 use super::proto::{AttributeProto, NodeProto, attribute_type, data_type};
 use super::tensor::{self, ExternalFiles, Tensor};
+use crate::model::trees::{self, MlOp};
 
 /// The oldest default-domain opset herd runs.
 pub const MIN_OPSET: i64 = 13;
@@ -11,7 +12,7 @@ pub const MIN_OPSET: i64 = 13;
 pub const MAX_OPSET: i64 = 21;
 
 /// The domain of the classical machine-learning operators (tree ensembles,
-/// linear models, ZipMap); none of them is run yet.
+/// linear models, ZipMap), run by [`crate::model::trees`].
 pub const ML_DOMAIN: &str = "ai.onnx.ml";
 
 /// Every operator herd runs, as `herd model inspect` and errors list them.
@@ -54,7 +55,11 @@ pub const SUPPORTED: &[&str] = &[
 ];
 
 pub(super) fn supported_list() -> String {
-    SUPPORTED.join(", ")
+    let ml: Vec<String> = trees::OPS
+        .iter()
+        .map(|o| format!("{ML_DOMAIN}.{o}"))
+        .collect();
+    format!("{}, {}", SUPPORTED.join(", "), ml.join(", "))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +165,32 @@ pub enum Op {
     ConstantOfShape {
         value: Tensor,
     },
+    /// An ai.onnx.ml operator (domain [`ML_DOMAIN`]).
+    Ml(MlNode),
+}
+
+/// An ai.onnx.ml operator and which of its outputs a node of herd's graph
+/// computes: a classifier's labels are output 0 and its scores output 1,
+/// each a node of its own (kept only when something reads it).
+#[derive(Clone, Debug)]
+pub struct MlNode {
+    pub op: std::sync::Arc<MlOp>,
+    /// The ONNX operator name (one of [`crate::model::trees::OPS`]).
+    pub name: &'static str,
+    pub port: usize,
+}
+
+impl MlNode {
+    /// Whether this node computes a classifier's labels.
+    pub fn is_labels(&self) -> bool {
+        self.op.has_labels() && self.port == 0
+    }
+}
+
+impl PartialEq for MlNode {
+    fn eq(&self, other: &MlNode) -> bool {
+        std::sync::Arc::ptr_eq(&self.op, &other.op) && self.port == other.port
+    }
 }
 
 impl Op {
@@ -208,6 +239,7 @@ impl Op {
             Op::Shape { .. } => "Shape",
             Op::Constant(_) => "Constant",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
+            Op::Ml(m) => m.name,
         }
     }
 }
@@ -291,6 +323,9 @@ pub fn parse(
     label: &str,
     files: &ExternalFiles,
 ) -> Result<Option<Op>> {
+    if node.domain == ML_DOMAIN {
+        return parse_ml(node, label, files);
+    }
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Ok(None);
     }
@@ -464,4 +499,22 @@ fn constant_value(at: &Attributes<'_>, files: &ExternalFiles) -> Result<Tensor> 
         node: at.node.to_string(),
         detail: "a Constant without a value, value_float(s) or value_int(s) attribute (string and sparse constants are not supported)".into(),
     })
+}
+
+/// An ai.onnx.ml node, computing its first output (the import makes a node
+/// per output read).
+fn parse_ml(node: &NodeProto, label: &str, files: &ExternalFiles) -> Result<Option<Op>> {
+    let Some(name) = trees::OPS.iter().copied().find(|n| *n == node.op_type) else {
+        return Ok(None);
+    };
+    let attrs = super::ml::attrs(node, files)?;
+    let op = MlOp::from_attrs(name, &attrs).map_err(|e| Error::Node {
+        node: label.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(Op::Ml(MlNode {
+        op: std::sync::Arc::new(op),
+        name,
+        port: 0,
+    })))
 }

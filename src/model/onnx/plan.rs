@@ -485,8 +485,10 @@ pub fn step_inputs(graph: &Graph, step: &Step) -> Vec<ValueId> {
 }
 
 /// Multiply-adds per row: a matrix product's output values times its inner
-/// dimension, plus one per value every other per-row node produces (so a
-/// graph without products still costs something to plan with).
+/// dimension, an ai.onnx.ml node's own cost (a tree ensemble's node visits
+/// on each tree's deepest path), plus one per value every other per-row
+/// node produces (so a graph without products still costs something to
+/// plan with).
 pub fn cost_per_row(graph: &Graph) -> u64 {
     let mut cost = 0u64;
     for n in &graph.nodes {
@@ -496,6 +498,13 @@ pub fn cost_per_row(graph: &Graph) -> u64 {
         let Val::Rows { dims, .. } = graph.val(n.output) else {
             continue;
         };
+        if let Op::Ml(m) = &n.op {
+            // Tree ensembles: the node visits of each tree's deepest path;
+            // linear models: their multiply-adds.
+            let width = n.inputs[0].map_or(1, |v| dim_size(graph.val(v).dims().last()));
+            cost = cost.saturating_add(m.op.cost_per_row(width as usize));
+            continue;
+        }
         let out: u64 = dims.iter().map(|&d| d as u64).product();
         let inner = match &n.op {
             Op::MatMul | Op::Gemm { .. } => {

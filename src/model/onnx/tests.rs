@@ -108,7 +108,7 @@ fn an_exported_mlp_runs_as_fused_dense_steps_and_matches_the_builtin_mlp() {
         let rows = 1100; // more than one block
         let x = values(rows * 16, 11);
         let got = run1(&model, &x, rows);
-        let builtin = Model::Mlp(mlp.clone()).predict(&rows_of(&x, 16));
+        let builtin = Model::Mlp(mlp.clone()).predict(&rows_of(&x, 16)).unwrap();
         let Predictions::Scores { values: want, .. } = builtin else {
             panic!()
         };
