@@ -224,7 +224,7 @@ pub(crate) fn each_kind_key<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     fields
         .into_iter()
         .map(|field| {
-            let parsed = ["'x'", "1", "true", "1.5", "['x']"]
+            let parsed = ["'x'", "1", "true", "1.5", "['x']", "{ x = ['x'] }"]
                 .iter()
                 .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
                 .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));

@@ -114,7 +114,10 @@ fn steps(graph: &Graph, plan: &Plan) -> Vec<StepDesc> {
                     }
                     ("dense".to_string(), detail)
                 }
-                Kernel::Node(i) => (graph.nodes[*i].op.onnx_name().to_string(), String::new()),
+                Kernel::Node(i) => match &graph.nodes[*i].op {
+                    super::op::Op::Ml(m) => (m.name.to_string(), ml_detail(m)),
+                    op => (op.onnx_name().to_string(), String::new()),
+                },
             };
             StepDesc {
                 kernel,
@@ -124,6 +127,32 @@ fn steps(graph: &Graph, plan: &Plan) -> Vec<StepDesc> {
             }
         })
         .collect()
+}
+
+/// What an ai.onnx.ml step computes: for a tree ensemble its trees, depth,
+/// layout and node visits per row.
+fn ml_detail(m: &super::op::MlNode) -> String {
+    use crate::model::trees::MlOp;
+    let what = if m.is_labels() { "labels" } else { "scores" };
+    match &*m.op {
+        MlOp::Trees(t) => {
+            let e = &t.ensemble;
+            let deepest = e.depths.iter().max().copied().unwrap_or(0);
+            let layout = match t.fast.name() {
+                "perfect" => format!("perfect layout ({})", crate::model::trees::fast::isa_name()),
+                other => format!("{other} layout"),
+            };
+            format!(
+                "{what}: {} trees, deepest path {deepest} nodes, {} targets, {layout}, {} node \
+                 visits per row",
+                e.n_trees(),
+                e.n_targets,
+                e.cost_per_row()
+            )
+        }
+        MlOp::LinearClassifier(_) | MlOp::LinearRegressor(_) => what.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// Inspects `file`: declared inputs and outputs, the operators, and the
@@ -280,10 +309,16 @@ impl Inspection {
                 step.nodes.join(", ")
             );
         }
+        let trees = self.plan.iter().any(|p| p.detail.contains("node visits"));
         let _ = writeln!(
             s,
-            "cost per row: {} multiply-adds{}",
+            "cost per row: {} {}{}",
             self.cost_per_row,
+            if trees {
+                "(tree node visits plus multiply-adds)"
+            } else {
+                "multiply-adds"
+            },
             if self.runnable {
                 ""
             } else {
