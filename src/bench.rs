@@ -449,6 +449,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
             id_column: id_column.into(),
             history_column: history_column.clone(),
             feature_columns: None,
+            on_invalid: crate::config::OnInvalid::Error,
         };
         let data = Dataset::open(&input, history_column.is_some())
             .with_context(|| format!("baseline input {}", b.data.display()))?;
@@ -498,6 +499,7 @@ fn gbdt_on_files(b: &Baseline) -> anyhow::Result<Vec<ComputeRow>> {
         id_column: "entity_id".into(),
         history_column: None,
         feature_columns: None,
+        on_invalid: crate::config::OnInvalid::Missing,
     };
     let data = Dataset::open(&input, false)
         .with_context(|| format!("baseline input {}", b.data.display()))?;

@@ -12,6 +12,8 @@
 use std::time::Duration;
 
 use crate::model::Predictions;
+use crate::proto::FromWorker;
+use crate::sched::AttemptId;
 
 /// `SLOT:FACTOR`: the worker of global slot SLOT pretends to be FACTOR times
 /// slower (read by the coordinator, passed on as [`SLOWDOWN_ENV`]).
@@ -22,11 +24,21 @@ pub const SLOW_SLOT_ENV: &str = "HERD_TEST_SLOW_SLOT";
 pub const SLOWDOWN_ENV: &str = "HERD_TEST_WORKER_SLOWDOWN";
 
 /// Plants a fault in every result a worker sends, so tests can drive the
-/// validation gate through the real binary: `nan` (each row's first score
-/// becomes NaN), `perturb` (0.5 added to every score), `unsort` (each row's
-/// first two top-K pairs swap places), `drop` (the result lacks its last
-/// row). Workers inherit it from the coordinator.
+/// validation gate and the coordinator's checks through the real binary:
+/// `nan` (each row's first score becomes NaN), `perturb` (0.5 added to every
+/// score), `unsort` (each row's first two top-K pairs swap places), `drop`
+/// (the result lacks its last row), `extra` (one row more than it was sent),
+/// `overlong` (a top-K row one pair longer than it was), `offsets` (top-K
+/// offsets pointing past the items); and lies about attempts: `misroute`
+/// (the result is sent under the next attempt's id instead of its own),
+/// `forge` (a copy of the result is also sent for the next attempt's id),
+/// `progress` (progress is also reported for an attempt never sent).
+/// Workers inherit it from the coordinator.
 pub const FAULT_ENV: &str = "HERD_TEST_WORKER_FAULT";
+
+/// `SLOT:FAULT`: only the worker of global slot SLOT (and its replacements)
+/// plants FAULT (passed on as [`FAULT_ENV`]).
+pub const BAD_SLOT_ENV: &str = "HERD_TEST_BAD_SLOT";
 
 /// Environment to add to the worker of global slot `slot`.
 pub fn worker_env(slot: u32) -> Vec<(String, String)> {
@@ -36,7 +48,24 @@ pub fn worker_env(slot: u32) -> Vec<(String, String)> {
     {
         env.push((SLOWDOWN_ENV.to_string(), factor.to_string()));
     }
+    if let Some((s, fault)) = bad_slot()
+        && s == slot
+    {
+        env.push((FAULT_ENV.to_string(), fault));
+    }
     env
+}
+
+#[cfg(feature = "test-hooks")]
+fn bad_slot() -> Option<(u32, String)> {
+    let v = std::env::var(BAD_SLOT_ENV).ok()?;
+    let (s, f) = v.split_once(':')?;
+    Some((s.parse().ok()?, f.to_string()))
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn bad_slot() -> Option<(u32, String)> {
+    None
 }
 
 #[cfg(feature = "test-hooks")]
@@ -89,6 +118,29 @@ impl WorkerHooks {
             None => Ok(()),
         }
     }
+
+    /// The attempt id a finished result of `attempt` is sent under.
+    pub fn result_attempt(&self, attempt: AttemptId) -> AttemptId {
+        match self.fault.as_deref() {
+            Some("misroute") => attempt + 1,
+            _ => attempt,
+        }
+    }
+
+    /// Messages sent just before the result of `attempt`.
+    pub fn forged_results(&self, attempt: AttemptId, preds: &Predictions) -> Vec<FromWorker> {
+        match self.fault.as_deref() {
+            Some("forge") => vec![FromWorker::Result {
+                attempt: attempt + 1,
+                predictions: preds.clone(),
+            }],
+            Some("progress") => vec![FromWorker::Progress {
+                attempt: attempt + 1000,
+                rows_done: 1,
+            }],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Applies the fault named by [`FAULT_ENV`] to a finished result.
@@ -130,10 +182,47 @@ fn plant_fault(fault: &str, preds: &mut Predictions) -> Result<(), String> {
             }
         }
         ("drop", preds) => preds.truncate(rows.saturating_sub(1)),
+        ("extra", Predictions::Scores { width, values }) => {
+            let row = values[..*width].to_vec();
+            values.extend(row);
+        }
+        (
+            "extra",
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            },
+        ) => {
+            let end = offsets[1] as usize;
+            items.extend_from_within(..end);
+            scores.extend_from_within(..end);
+            offsets.push(items.len() as u32);
+        }
+        (
+            "overlong",
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            },
+        ) => {
+            let extra = (items[0].wrapping_add(1), scores[0] - 1.0);
+            let end = offsets[1] as usize;
+            items.insert(end, extra.0);
+            scores.insert(end, extra.1 - 1.0e6);
+            offsets[1..].iter_mut().for_each(|o| *o += 1);
+        }
+        ("offsets", Predictions::TopK { offsets, .. }) => {
+            if let Some(last) = offsets.last_mut() {
+                *last += 1000;
+            }
+        }
+        ("misroute" | "forge" | "progress", _) => {}
         (other, _) => {
             return Err(format!(
                 "{FAULT_ENV}='{other}' is not a fault this worker can plant \
-                 (nan, perturb, unsort on top-K, drop)"
+                 (nan, perturb, unsort, drop, extra, overlong, offsets, misroute, forge, progress)"
             ));
         }
     }

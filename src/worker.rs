@@ -38,6 +38,8 @@ enum Backend {
 
 struct Loaded {
     model: Model,
+    /// Feature columns the model was loaded for; every `Run` must carry them.
+    num_features: usize,
     backend: Backend,
 }
 
@@ -98,11 +100,27 @@ pub fn main() -> Result<(), String> {
                     )?;
                     continue;
                 };
+                if let Err(problem) = rows.check_shape(l.num_features) {
+                    let message = format!("malformed rows for attempt {attempt}: {problem}");
+                    send(
+                        &mut out,
+                        &FromWorker::Error {
+                            attempt: Some(attempt),
+                            message,
+                        },
+                    )?;
+                    continue;
+                }
                 match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
-                    Attempt::Finished(predictions) => Some(FromWorker::Result {
-                        attempt,
-                        predictions,
-                    }),
+                    Attempt::Finished(predictions) => {
+                        for forged in hooks.forged_results(attempt, &predictions) {
+                            send(&mut out, &forged)?;
+                        }
+                        Some(FromWorker::Result {
+                            attempt: hooks.result_attempt(attempt),
+                            predictions,
+                        })
+                    }
                     Attempt::Cancelled => None,
                     Attempt::Failed(message) => Some(FromWorker::Error {
                         attempt: Some(attempt),
@@ -238,13 +256,24 @@ fn run_attempt(
     Ok(Attempt::Finished(predictions))
 }
 
+/// Scores `rows`; a panic in a scoring path (rows were checked first, so
+/// this is a bug) becomes an error for the attempt instead of ending the
+/// worker.
 fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
-    match &l.backend {
+    let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &l.backend {
         Backend::Cpu { threads } => {
             predict_cpu(&l.model, rows, *threads).map_err(|e| e.to_string())
         }
         Backend::Gpu { gpu, model } => model.predict(gpu, rows).map_err(|e| e.to_string()),
-    }
+    }));
+    scored.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        Err(format!("scoring failed: {why}"))
+    })
 }
 
 /// The native CPU path: the rows split across `threads` scoped threads.
@@ -323,7 +352,11 @@ fn load(
             Err(e) => return Err(e.to_string()),
         },
     };
-    Ok(Loaded { model, backend })
+    Ok(Loaded {
+        model,
+        num_features,
+        backend,
+    })
 }
 
 /// The files beside the model file at `path` that loading its `bytes` reads

@@ -120,6 +120,13 @@ fn passed(report: &serde_json::Value, check: &str) -> bool {
 #[test]
 fn a_planted_nan_fails_the_finite_check_and_keeps_live() {
     let s = with_live_version();
+    // Each attempt's NaNs (one per row, chunks of about 50 rows) stay within
+    // what the coordinator accepts from one attempt; the version's 600 do not.
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    s.write(
+        "job.toml",
+        &job.replace("[validate]\n", "[validate]\nmax_non_finite = 100\n"),
+    );
     let report = assert_gate_refuses(&s, Some("nan"), "finite");
     assert!(passed(&report, "coverage"), "{report}");
     let finite = report["validation"]["checks"]

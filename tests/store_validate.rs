@@ -18,6 +18,8 @@ fn cfg() -> Validate {
         spot_check: 3,
         max_topk_churn: Some(0.5),
         max_mean_shift: Some(0.1),
+        min_rows: 1,
+        max_row_change: 0.5,
     }
 }
 
@@ -70,6 +72,7 @@ fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan {
             })
             .collect(),
         tolerance: 1e-4,
+        excluded: 0,
         cfg: cfg(),
     }
 }
@@ -97,6 +100,7 @@ fn clean_version_passes_every_check() {
         [
             "coverage",
             "finite",
+            "rows",
             "topk_well_formed",
             "spot_check",
             "drift"
@@ -264,6 +268,7 @@ fn score_shift_against_live_over_threshold_fails_drift() {
             expected: Value::Scores(vec![0.7, 0.7]),
         }],
         tolerance: 1e-5,
+        excluded: 0,
         cfg: cfg(),
     };
     let report = validate(&store, v, Some(live), &p).unwrap();

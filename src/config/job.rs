@@ -35,6 +35,11 @@ pub const DEFAULT_KEEP_VERSIONS: i64 = 5;
 pub const MIN_KEEP_VERSIONS: i64 = 2;
 pub const MAX_KEEP_VERSIONS: i64 = 1_000;
 pub const DEFAULT_SPOT_CHECK: i64 = 200;
+/// Fewest rows a version needs to go live: an empty version never does.
+pub const DEFAULT_MIN_ROWS: i64 = 1;
+/// Largest change of the row count against the live version, as a fraction
+/// of the live count: fewer than half or more than 1.5x is refused.
+pub const DEFAULT_MAX_ROW_CHANGE: f64 = 0.5;
 pub const DEFAULT_GENERATE_USERS: i64 = 10_000;
 pub const MAX_GENERATE_USERS: i64 = 100_000_000;
 pub const DEFAULT_GENERATE_ITEMS: i64 = 1_000;
@@ -78,7 +83,30 @@ pub struct Input {
     pub history_column: Option<String>,
     /// `None`: every column but the id and history columns, in file order.
     pub feature_columns: Option<Vec<String>>,
+    /// What a null, NaN or infinite feature value does.
+    pub on_invalid: OnInvalid,
 }
+
+/// `[input] on_invalid`: what a null, NaN or infinite feature value does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// The run stops before a version is begun (exit 2), naming the file,
+    /// column and row.
+    Error,
+    /// The entity is left out of the version, listed in the report, and
+    /// counted as excluded by the coverage check.
+    Skip,
+    /// The value is passed to the model as NaN: only for models that define
+    /// missing values.
+    Missing,
+}
+
+const ON_INVALID: &[(&str, OnInvalid)] = &[
+    ("error", OnInvalid::Error),
+    ("skip", OnInvalid::Skip),
+    ("missing", OnInvalid::Missing),
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -121,6 +149,11 @@ pub struct Validate {
     /// Refuse to flip when the mean score moved more than this against the
     /// live version; `None`: no check.
     pub max_mean_shift: Option<f64>,
+    /// Fewest stored rows a version needs (an empty version never flips).
+    pub min_rows: u64,
+    /// Largest change of the row count against the live version, as a
+    /// fraction of the live count.
+    pub max_row_change: f64,
 }
 
 /// A synthetic data set (`herd gen`'s settings) named by a job.
@@ -227,9 +260,9 @@ impl Source<'_> {
             "a model kind",
             &kinds,
         )?;
-        let input = self.input(&raw.input, &raw.model.get_ref().kind, family)?;
+        let mut input = self.input(&raw.input, &raw.model.get_ref().kind, family)?;
         let model = self.model(&raw.model, family)?;
-        let mut input = input;
+        input.on_invalid = self.on_invalid(raw.input.get_ref(), &model.spec)?;
         if let Some(columns) = model.spec.feature_columns() {
             if let Some(list) = &raw.input.get_ref().feature_columns {
                 return Err(self.error(
@@ -327,7 +360,37 @@ impl Source<'_> {
             id_column,
             history_column,
             feature_columns,
+            on_invalid: OnInvalid::Error,
         })
+    }
+
+    /// `[input] on_invalid`: `missing` only for a model that defines missing
+    /// values (and then the default), else `error` by default.
+    fn on_invalid(&self, raw: &raw::InputTable, spec: &ModelSpec) -> Result<OnInvalid> {
+        let Some(value) = &raw.on_invalid else {
+            return Ok(match spec.accepts_missing() {
+                true => OnInvalid::Missing,
+                false => OnInvalid::Error,
+            });
+        };
+        let chosen = self.choice(
+            value,
+            "[input] on_invalid",
+            "what an invalid feature does",
+            ON_INVALID,
+        )?;
+        if chosen == OnInvalid::Missing && !spec.accepts_missing() {
+            return Err(self.error(
+                value.span(),
+                format!(
+                    "[input] on_invalid = \"missing\" passes null, NaN and infinite features to the \
+                     model as NaN, but [model] kind = '{}' does not define missing values; \
+                     expected \"error\" or \"skip\"",
+                    spec.kind_name()
+                ),
+            ));
+        }
+        Ok(chosen)
     }
 
     /// `[input] feature_columns`: each once, none of them the id or history
@@ -537,8 +600,23 @@ impl Source<'_> {
                 spot_check: DEFAULT_SPOT_CHECK as u64,
                 max_topk_churn: None,
                 max_mean_shift: None,
+                min_rows: DEFAULT_MIN_ROWS as u64,
+                max_row_change: DEFAULT_MAX_ROW_CHANGE,
             });
         };
+        let min_rows = self.int_or(
+            &raw.min_rows,
+            DEFAULT_MIN_ROWS,
+            "[validate] min_rows",
+            0,
+            None,
+        )?;
+        let max_row_change = raw
+            .max_row_change
+            .as_ref()
+            .map_or(Ok(DEFAULT_MAX_ROW_CHANGE), |v| {
+                self.number(v, "[validate] max_row_change", 0.0, None)
+            })?;
         let min_coverage = raw.min_coverage.as_ref().map_or(Ok(1.0), |v| {
             self.number(v, "[validate] min_coverage", 0.0, Some(1.0))
         })?;
@@ -579,6 +657,8 @@ impl Source<'_> {
             spot_check: spot_check as u64,
             max_topk_churn,
             max_mean_shift,
+            min_rows: min_rows as u64,
+            max_row_change,
         })
     }
 

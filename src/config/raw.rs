@@ -46,6 +46,7 @@ pub struct InputTable {
     pub id_column: Spanned<String>,
     pub history_column: Option<Spanned<String>>,
     pub feature_columns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub on_invalid: Option<Spanned<String>>,
 }
 
 /// `[model]`: the keys of every model kind; `resolve` rejects the keys that do
@@ -126,6 +127,8 @@ pub struct ValidateTable {
     pub spot_check: Option<Spanned<i64>>,
     pub max_topk_churn: Option<Spanned<f64>>,
     pub max_mean_shift: Option<Spanned<f64>>,
+    pub min_rows: Option<Spanned<i64>>,
+    pub max_row_change: Option<Spanned<f64>>,
 }
 
 /// `[generate]`: the synthetic data set a demo job makes for itself.
@@ -202,15 +205,20 @@ pub const REFUSED_KEYS: &[&str] = &["password"];
 
 /// For the tests of a kind table (model families, host kinds): every key
 /// serde knows for `T` beyond `common`, each set alone on top of `base` (to
-/// the first TOML value of a type it takes), with what `kind_keys` of the
-/// parsed table reports. Derived from the struct itself, so a key added to
-/// the table is checked without the test naming it.
+/// the first TOML value of a type it takes), must be reported by
+/// `kind_keys` of the parsed table as itself and belong to one of `kinds`
+/// (each kind's own keys); and every kind's key must be a key of `T`.
+/// Derived from the struct itself, so a key added to the table is checked
+/// without the test naming it. `table` and `kind` name them in failures.
 #[cfg(test)]
-pub(crate) fn each_kind_key<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+pub(crate) fn assert_kind_table<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     base: &str,
     common: &[&str],
     kind_keys: impl Fn(&T) -> Vec<&'static str>,
-) -> Vec<(String, Vec<&'static str>)> {
+    kinds: &[&[&str]],
+    table: &str,
+    kind: &str,
+) {
     let e = toml::from_str::<T>(&format!("{base}\nnot_a_key = 1\n")).unwrap_err();
     let fields: Vec<String> = e
         .message()
@@ -221,17 +229,24 @@ pub(crate) fn each_kind_key<T: serde::de::DeserializeOwned + std::fmt::Debug>(
         .filter(|f| !common.contains(&f.as_str()))
         .collect();
     assert!(!fields.is_empty(), "no keys found in: {}", e.message());
-    fields
-        .into_iter()
-        .map(|field| {
-            let parsed = ["'x'", "1", "true", "1.5", "['x']", "{ x = ['x'] }"]
-                .iter()
-                .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
-                .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));
-            let reported = kind_keys(&parsed);
-            (field, reported)
-        })
-        .collect()
+    for field in &fields {
+        let parsed = ["'x'", "1", "true", "1.5", "['x']", "{ x = ['x'] }"]
+            .iter()
+            .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
+            .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));
+        assert_eq!(
+            kind_keys(&parsed),
+            [field.as_str()],
+            "kind_keys of a table setting '{field}'"
+        );
+        assert!(
+            kinds.iter().any(|k| k.contains(&field.as_str())),
+            "'{field}' belongs to no {kind}"
+        );
+    }
+    for key in kinds.iter().flat_map(|k| k.iter()) {
+        assert!(fields.iter().any(|f| f == key), "'{key}' is no {table} key");
+    }
 }
 
 #[cfg(test)]

@@ -206,7 +206,9 @@ fn minimal_mlp_job_takes_every_default() {
             max_non_finite: 0,
             spot_check: 200,
             max_topk_churn: None,
-            max_mean_shift: None
+            max_mean_shift: None,
+            min_rows: 1,
+            max_row_change: 0.5,
         }
     );
 }
@@ -1120,28 +1122,15 @@ fn every_host_key_of_one_kind_belongs_to_a_kind_and_back() {
         "cost_per_hour",
         "password",
     ];
-    let keys =
-        super::raw::each_kind_key("name = 'a'\nkind = 'ssh'", &common, |t: &raw::HostTable| {
-            t.kind_keys().into_iter().map(|(k, _)| k).collect()
-        });
-    let kinds = super::fleet::HOST_KINDS;
-    for (key, reported) in &keys {
-        assert_eq!(
-            reported,
-            &[key.as_str()],
-            "kind_keys of a table setting '{key}'"
-        );
-        assert!(
-            kinds.iter().any(|k| k.keys.contains(&key.as_str())),
-            "'{key}' belongs to no host kind"
-        );
-    }
-    for key in kinds.iter().flat_map(|k| k.keys.iter()) {
-        assert!(
-            keys.iter().any(|(k, _)| k == key),
-            "'{key}' is no [[host]] key"
-        );
-    }
+    let kinds: Vec<&[&str]> = super::fleet::HOST_KINDS.iter().map(|k| k.keys).collect();
+    raw::assert_kind_table(
+        "name = 'a'\nkind = 'ssh'",
+        &common,
+        |t: &raw::HostTable| t.kind_keys().into_iter().map(|(k, _)| k).collect(),
+        &kinds,
+        "[[host]]",
+        "host kind",
+    );
 }
 
 #[test]

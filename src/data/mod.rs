@@ -226,8 +226,19 @@ pub struct Dataset {
     row_group_starts: Vec<u64>,
     /// Row groups handed to the Parquet decoder so far, over all reads.
     row_groups_decoded: AtomicU64,
-    /// Null features are read as NaN (missing) instead of refused.
-    nulls_missing: bool,
+    /// A null feature is read as NaN instead of failing the read (when
+    /// `[input] on_invalid` is not `error`: the run found those rows first).
+    nulls_as_nan: bool,
+}
+
+/// A null, NaN or infinite feature value, found by [`Dataset::scan_invalid`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidValue {
+    /// The 0-based input row.
+    pub row: u64,
+    pub column: String,
+    /// `null`, `NaN`, `inf` or `-inf`.
+    pub what: String,
 }
 
 /// Every entity's id and history length, in input order.
@@ -345,15 +356,15 @@ impl Dataset {
             feature_names,
             row_group_starts,
             row_groups_decoded: AtomicU64::new(0),
-            nulls_missing: false,
+            nulls_as_nan: input.on_invalid != crate::config::OnInvalid::Error,
         })
     }
 
-    /// Reads null features as NaN, a missing value, for a model that
-    /// defines them (a tree ensemble); otherwise a null feature is an error
-    /// naming its row.
-    pub fn set_nulls_missing(&mut self, missing: bool) {
-        self.nulls_missing = missing;
+    /// Reads null features as NaN (or not), when the run decides
+    /// `on_invalid` after loading the model (an ONNX graph defines missing
+    /// values or does not).
+    pub fn set_nulls_as_nan(&mut self, nan: bool) {
+        self.nulls_as_nan = nan;
     }
 
     pub fn path(&self) -> &Path {
@@ -423,6 +434,123 @@ impl Dataset {
             }
         }
         Ok(Index { ids, history_lens })
+    }
+
+    /// Every null, NaN or infinite value of the feature columns, by input
+    /// row (ascending), reading one row group at a time and only the feature
+    /// columns; stops after the first when `first_only`.
+    pub fn scan_invalid(&self, first_only: bool) -> Result<Vec<InvalidValue>> {
+        let mut found = Vec::new();
+        if self.features.is_empty() {
+            return Ok(found);
+        }
+        let columns: Vec<usize> = self.features.iter().map(|c| c.index).collect();
+        for group in 0..self.num_row_groups() {
+            let start = self.row_group_starts[group];
+            let rows = self.row_group_starts[group + 1] - start;
+            let reader = self.reader(vec![group], &columns, None, rows)?;
+            let mut row = start;
+            for batch in reader {
+                let batch = batch.map_err(|source| self.arrow_error(source))?;
+                let mut here = Vec::new();
+                for column in &self.features {
+                    let array = self.column(&batch, column)?;
+                    invalid_in(array, |i, what| {
+                        here.push(InvalidValue {
+                            row: row + i as u64,
+                            column: column.name.clone(),
+                            what,
+                        })
+                    });
+                }
+                here.sort_by_key(|v| v.row);
+                found.extend(here);
+                if first_only && !found.is_empty() {
+                    found.truncate(1);
+                    return Ok(found);
+                }
+                row += batch.num_rows() as u64;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The rows at input row numbers `at` (ascending, no repeats), in that
+    /// order: only the row groups holding them are decoded, and only those
+    /// rows selected from them.
+    pub fn read_rows_at(&self, at: &[u64]) -> Result<Rows> {
+        let num_features = self.features.len();
+        let mut ids = self.empty_ids();
+        let mut features = vec![0f32; at.len() * num_features];
+        let mut history_offsets = Vec::new();
+        let mut history_items = Vec::new();
+        if self.history.is_some() {
+            history_offsets.push(0);
+        }
+        if let Some(&last) = at.last()
+            && last >= self.num_rows()
+        {
+            return Err(Error::RangeOutOfBounds {
+                path: self.path.clone(),
+                range: last..last + 1,
+                rows: self.num_rows(),
+            });
+        }
+        let mut groups = Vec::new();
+        let mut selectors = Vec::new();
+        let mut i = 0;
+        while i < at.len() {
+            let g = self.row_group_starts[1..].partition_point(|&end| end <= at[i]);
+            let (start, end) = (self.row_group_starts[g], self.row_group_starts[g + 1]);
+            groups.push(g);
+            let mut cursor = start;
+            while i < at.len() && at[i] < end {
+                selectors.push(RowSelector::skip((at[i] - cursor) as usize));
+                selectors.push(RowSelector::select(1));
+                cursor = at[i] + 1;
+                i += 1;
+            }
+            selectors.push(RowSelector::skip((end - cursor) as usize));
+        }
+        let mut columns = vec![self.id.index];
+        columns.extend(self.history.iter().map(|c| c.index));
+        columns.extend(self.features.iter().map(|c| c.index));
+        // One row a batch, so every error names its exact input row.
+        let reader = self.reader(groups, &columns, Some(RowSelection::from(selectors)), 1)?;
+        let mut done = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|source| self.arrow_error(source))?;
+            let n = batch.num_rows();
+            if done + n > at.len() {
+                return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (done + n) as u64));
+            }
+            let row = at[done];
+            self.append_ids(&mut ids, &batch, row)?;
+            if let Some(history) = &self.history {
+                self.append_history(
+                    history,
+                    &mut history_offsets,
+                    &mut history_items,
+                    &batch,
+                    row,
+                )?;
+            }
+            let out = &mut features[done * num_features..(done + n) * num_features];
+            for (j, column) in self.features.iter().enumerate() {
+                self.fill_feature(column, j, num_features, out, &batch, row)?;
+            }
+            done += n;
+        }
+        if done != at.len() {
+            return Err(self.short_read(0..at.len() as u64, done as u64));
+        }
+        Ok(Rows {
+            ids,
+            num_features,
+            features,
+            history_offsets,
+            history_items,
+        })
     }
 
     /// Rows `range` (input row numbers): reads only the row groups that
@@ -713,7 +841,7 @@ impl Dataset {
                 out[i * stride + j] = v;
                 Ok(())
             }
-            None if self.nulls_missing => {
+            None if self.nulls_as_nan => {
                 out[i * stride + j] = f32::NAN;
                 Ok(())
             }
@@ -786,6 +914,28 @@ fn is_history_type(t: &DataType) -> bool {
 
 fn is_feature_type(t: &DataType) -> bool {
     t.is_integer() || matches!(t, DataType::Float32 | DataType::Float64 | DataType::Boolean)
+}
+
+/// Calls `f(i, what)` for every null, NaN or infinite slot of a feature
+/// array (integers and booleans can only be null).
+fn invalid_in(array: &dyn Array, mut f: impl FnMut(usize, String)) {
+    let mut check = |i: usize, v: Option<f64>| match v {
+        None => f(i, "null".into()),
+        // A float64 beyond f32's range is infinite once read.
+        Some(x) if !(x as f32).is_finite() => f(i, format!("{x}")),
+        Some(_) => {}
+    };
+    if let Some(a) = array.as_primitive_opt::<Float32Type>() {
+        a.iter()
+            .enumerate()
+            .for_each(|(i, v)| check(i, v.map(f64::from)));
+    } else if let Some(a) = array.as_primitive_opt::<Float64Type>() {
+        a.iter().enumerate().for_each(|(i, v)| check(i, v));
+    } else if array.null_count() > 0 {
+        (0..array.len())
+            .filter(|&i| array.is_null(i))
+            .for_each(|i| check(i, None));
+    }
 }
 
 /// Calls `f(i, value)` for every slot of an integer array (`None` for a null);

@@ -16,6 +16,7 @@ fn input(path: &Path, id: &str, history: Option<&str>, features: Option<&[&str]>
         id_column: id.to_string(),
         history_column: history.map(str::to_string),
         feature_columns: features.map(|f| f.iter().map(|s| s.to_string()).collect()),
+        on_invalid: crate::config::OnInvalid::Error,
     }
 }
 

@@ -21,6 +21,20 @@ pub trait FamilySpec {
         None
     }
 
+    /// Whether an entity's history items never appear among its predictions
+    /// (the validation gate checks this on its sample rows).
+    fn excludes_seen(&self) -> bool {
+        false
+    }
+
+    /// Whether the model defines what a missing (NaN) feature value means,
+    /// so that `[input] on_invalid = "missing"` may pass NaN to it. None of
+    /// the built-in families does: their dense layers would carry the NaN
+    /// (or relu would silently turn it into 0).
+    fn accepts_missing(&self) -> bool {
+        false
+    }
+
     /// Parses safetensors `bytes` into a loaded model, checking every shape
     /// against these settings and `num_features` dense feature columns.
     fn load(&self, bytes: &[u8], num_features: usize) -> Result<Model>;
@@ -114,6 +128,16 @@ impl ModelSpec {
     /// The feature columns the model settings name, if they name them.
     pub fn feature_columns(&self) -> Option<Vec<String>> {
         self.settings().feature_columns()
+    }
+
+    /// Whether an entity's history items never appear among its predictions.
+    pub fn excludes_seen(&self) -> bool {
+        self.settings().excludes_seen()
+    }
+
+    /// Whether NaN feature values mean "missing" to this model.
+    pub fn accepts_missing(&self) -> bool {
+        self.settings().accepts_missing()
     }
 }
 
@@ -243,27 +267,14 @@ mod tests {
 
     #[test]
     fn every_kind_key_of_the_model_table_belongs_to_a_family_and_back() {
-        let keys = raw::each_kind_key(
+        let kinds: Vec<&[&str]> = FAMILIES.iter().map(|f| f.keys).collect();
+        raw::assert_kind_table(
             "kind = 'mlp'\nweights = 'w'",
             &["kind", "weights"],
             |t: &raw::ModelTable| t.kind_keys().into_iter().map(|(k, _)| k).collect(),
+            &kinds,
+            "[model]",
+            "model family",
         );
-        for (key, reported) in &keys {
-            assert_eq!(
-                reported,
-                &[key.as_str()],
-                "kind_keys of a table setting '{key}'"
-            );
-            assert!(
-                FAMILIES.iter().any(|f| f.keys.contains(&key.as_str())),
-                "'{key}' belongs to no model family"
-            );
-        }
-        for key in FAMILIES.iter().flat_map(|f| f.keys.iter()) {
-            assert!(
-                keys.iter().any(|(k, _)| k == key),
-                "'{key}' is no [model] key"
-            );
-        }
     }
 }

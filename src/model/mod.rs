@@ -146,6 +146,65 @@ impl Rows {
         &self.history_items[a as usize..b as usize]
     }
 
+    /// Whether these rows are well formed for a model loaded for
+    /// `num_features` feature columns: the feature matrix holds
+    /// `len() x num_features` values, and the history offsets (when present)
+    /// number `len() + 1`, start at 0, never decrease and end at the number of
+    /// history items. A worker checks every `Run` with this before scoring,
+    /// since the scoring loops index by these offsets.
+    pub fn check_shape(&self, num_features: usize) -> std::result::Result<(), String> {
+        let n = self.len();
+        if self.num_features != num_features {
+            return Err(format!(
+                "rows carry {} feature columns but the model was loaded for {num_features}",
+                self.num_features
+            ));
+        }
+        match n.checked_mul(num_features) {
+            Some(want) if want == self.features.len() => {}
+            _ => {
+                return Err(format!(
+                    "{} feature values for {n} rows of {num_features} features",
+                    self.features.len()
+                ));
+            }
+        }
+        if self.history_offsets.is_empty() {
+            return match self.history_items.is_empty() {
+                true => Ok(()),
+                false => Err("history items without history offsets".into()),
+            };
+        }
+        if self.history_offsets.len() != n + 1 {
+            return Err(format!(
+                "{} history offsets for {n} rows (want {})",
+                self.history_offsets.len(),
+                n + 1
+            ));
+        }
+        if self.history_offsets[0] != 0 {
+            return Err(format!(
+                "the first history offset is {}, not 0",
+                self.history_offsets[0]
+            ));
+        }
+        if let Some(i) = self.history_offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(format!(
+                "history offsets decrease at row {i} ({} > {})",
+                self.history_offsets[i],
+                self.history_offsets[i + 1]
+            ));
+        }
+        let last = self.history_offsets[n] as usize;
+        if last != self.history_items.len() {
+            return Err(format!(
+                "the history offsets end at {last}, but there are {} history items",
+                self.history_items.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Rows `range` of these rows, as a new `Rows`.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Rows {
         let f = self.num_features;

@@ -1025,3 +1025,76 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn check_shape_accepts_well_formed_rows_and_names_each_defect() {
+    let good = Rows {
+        ids: EntityIds::Int(vec![1, 2]),
+        num_features: 2,
+        features: vec![0.0; 4],
+        history_offsets: vec![0, 1, 3],
+        history_items: vec![5, 6, 7],
+    };
+    assert_eq!(good.check_shape(2), Ok(()));
+    let no_history = Rows {
+        history_offsets: vec![],
+        history_items: vec![],
+        ..good.clone()
+    };
+    assert_eq!(no_history.check_shape(2), Ok(()));
+    let cases = [
+        (good.clone(), 3, "loaded for 3"),
+        (
+            Rows {
+                features: vec![0.0; 3],
+                ..good.clone()
+            },
+            2,
+            "3 feature values for 2 rows",
+        ),
+        (
+            Rows {
+                history_offsets: vec![0, 1],
+                ..good.clone()
+            },
+            2,
+            "2 history offsets for 2 rows",
+        ),
+        (
+            Rows {
+                history_offsets: vec![1, 1, 3],
+                ..good.clone()
+            },
+            2,
+            "first history offset is 1",
+        ),
+        (
+            Rows {
+                history_offsets: vec![0, 3, 2],
+                ..good.clone()
+            },
+            2,
+            "decrease at row 1",
+        ),
+        (
+            Rows {
+                history_offsets: vec![0, 1, 9],
+                ..good.clone()
+            },
+            2,
+            "end at 9",
+        ),
+        (
+            Rows {
+                history_offsets: vec![],
+                ..good.clone()
+            },
+            2,
+            "without history offsets",
+        ),
+    ];
+    for (rows, features, want) in cases {
+        let e = rows.check_shape(features).unwrap_err();
+        assert!(e.contains(want), "'{e}' should say '{want}'");
+    }
+}

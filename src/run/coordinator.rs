@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::fleet::{FleetEvent, ModelFile};
-use crate::model::Predictions;
+use crate::model::{EntityIds, Predictions};
 use crate::proto::{self, FromWorker, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{NewVersion, Store};
@@ -32,10 +32,31 @@ const ASSUMED_SLOT_MACS_PER_S: f64 = 1.0e10;
 /// ...but at least this many chunks per slot, so pulling can balance.
 const MIN_CHUNKS_PER_SLOT: u64 = 6;
 
+/// A worker that sends this many malformed results is stopped (and not
+/// replaced), as for a protocol violation: one bad result fails only its
+/// attempt, but a worker that keeps sending them would burn every retry of
+/// the chunks it pulls.
+pub const MAX_MALFORMED_RESULTS: u32 = 2;
+
 /// An attempt handed to a worker.
 pub(super) struct AttemptRt {
     pub slot: SlotId,
+    pub chunk: ChunkId,
     pub rows: Range<u64>,
+    /// Rows (from `rows.start`) the worker was told to stop at, if it was.
+    pub stop_at: Option<u64>,
+    pub state: AttemptState,
+}
+
+/// Where an attempt stands, as far as its worker's messages go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AttemptState {
+    /// Sent; progress and one result or error are expected.
+    Running,
+    /// Told to cancel: late messages of it are expected and ignored.
+    Cancelled,
+    /// Its result or error arrived; any further message of it is a violation.
+    Over,
 }
 
 pub(super) struct Coordinator {
@@ -56,6 +77,8 @@ pub(super) struct Coordinator {
     /// When the first chunk was handed out and when the last was committed.
     pub first_launch: Option<Duration>,
     pub all_committed: Option<Duration>,
+    /// What every result must look like.
+    expect: Expect,
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -84,9 +107,7 @@ impl Coordinator {
             .map_err(|e| Error::Failed(format!("store '{}': {e}", store_dir.display())))?;
         let live_before = store.live().map_err(store_err)?;
         let resumed = match resume {
-            true => store
-                .find_resumable(&p.job.name, &p.fingerprint)
-                .map_err(store_err)?,
+            true => Some(find_resumable(&store, &p, &store_dir)?),
             false => None,
         };
         let (version, done) = match &resumed {
@@ -107,6 +128,19 @@ impl Coordinator {
         for note in &p.notes {
             out.log("run", note.clone());
         }
+        if let Some(first) = p.skipped.first() {
+            out.log(
+                "run",
+                format!(
+                    "[input] on_invalid = \"skip\": leaving {} entities with invalid features out \
+                     of version {version} (the first: row {}, column '{}' is {}); the report lists them",
+                    p.skipped.len(),
+                    first.row,
+                    first.column,
+                    first.what
+                ),
+            );
+        }
         if resumed.is_some() {
             out.log(
                 "run",
@@ -121,6 +155,7 @@ impl Coordinator {
             path: p.job.model.weights.clone(),
             sha256: p.weights_sha256.clone(),
         };
+        let expect = Expect::of(&p);
         let workers = Workers::start(&p.fleet, &model, fleet_tx, &out);
         Ok(Coordinator {
             p,
@@ -136,6 +171,7 @@ impl Coordinator {
             retries: 0,
             first_launch: None,
             all_committed: None,
+            expect,
         })
     }
 
@@ -197,13 +233,17 @@ impl Coordinator {
             } => self.launch(attempt, chunk, slot, rows)?,
             Command::Cancel { attempt } => {
                 self.results.remove(&attempt);
-                if let Some(a) = self.attempts.get(&attempt) {
+                if let Some(a) = self.attempts.get_mut(&attempt) {
+                    if a.state == AttemptState::Running {
+                        a.state = AttemptState::Cancelled;
+                    }
                     let _ = self.workers.send(a.slot, &ToWorker::Cancel { attempt });
                 }
             }
             Command::StopAt { attempt, row } => {
-                if let Some(a) = self.attempts.get(&attempt) {
+                if let Some(a) = self.attempts.get_mut(&attempt) {
                     let rows = row.saturating_sub(a.rows.start);
+                    a.stop_at = Some(a.stop_at.map_or(rows, |s| s.min(rows)));
                     let _ = self
                         .workers
                         .send(a.slot, &ToWorker::StopAt { attempt, rows });
@@ -246,8 +286,25 @@ impl Coordinator {
                     rows.start, rows.end
                 ))
             })?;
+        let mut batch = batch;
+        for row in self.p.skipped_in(&rows) {
+            // Left out of the version at commit; scored on zeros meanwhile
+            // so the worker sees only finite features.
+            let i = (row - rows.start) as usize;
+            let f = batch.num_features;
+            batch.features[i * f..(i + 1) * f].fill(0.0);
+        }
         self.first_launch.get_or_insert(now);
-        self.attempts.insert(attempt, AttemptRt { slot, rows });
+        self.attempts.insert(
+            attempt,
+            AttemptRt {
+                slot,
+                chunk,
+                rows,
+                stop_at: None,
+                state: AttemptState::Running,
+            },
+        );
         let run = ToWorker::Run {
             chunk,
             attempt,
@@ -282,14 +339,29 @@ impl Coordinator {
             )));
         }
         preds.truncate(need);
-        let ids = self
+        let mut ids = self
             .p
             .index
             .ids
             .slice(rows.start as usize..rows.end as usize);
+        let skipped: Vec<usize> = self
+            .p
+            .skipped_in(&rows)
+            .map(|r| (r - rows.start) as usize)
+            .collect();
+        if !skipped.is_empty() {
+            (ids, preds) = leave_out(&ids, &preds, &skipped);
+        }
+        let left_out = skipped.len() as u64;
         tokio::task::block_in_place(|| {
-            self.store
-                .commit_chunk(self.version, rows, &ids, &preds, unix_now())
+            self.store.commit_chunk_leaving_out(
+                self.version,
+                rows,
+                left_out,
+                &ids,
+                &preds,
+                unix_now(),
+            )
         })
         .map_err(store_err)?;
         Ok(())
@@ -306,11 +378,37 @@ impl Coordinator {
         }
     }
 
-    /// A message from the worker of `slot`.
+    /// A message from the worker of `slot`. Only a message about an attempt
+    /// running on that slot is taken; anything else is a protocol violation
+    /// that ends the slot's worker (its attempts are retried elsewhere).
     fn on_worker_message(&mut self, slot: SlotId, msg: FromWorker) {
+        if self
+            .workers
+            .slots
+            .get(&slot)
+            .is_none_or(|s| s.down || s.violated)
+        {
+            return; // a late message of a worker gone, or being stopped
+        }
+        if let Some(attempt) = msg_attempt(&msg) {
+            match self.route(slot, attempt, &msg) {
+                Route::Take => {}
+                Route::Ignore => return,
+                Route::Violation(why) => return self.violation(slot, why),
+            }
+        }
         let now = self.out.now();
         match msg {
-            FromWorker::Hello { .. } => self.on_hello(slot, &msg),
+            FromWorker::Hello { .. } if self.workers.slots[&slot].hello => {
+                self.violation(slot, "a second Hello".into())
+            }
+            FromWorker::Hello { .. } => {
+                self.workers.slots.get_mut(&slot).expect("known slot").hello = true;
+                self.on_hello(slot, &msg)
+            }
+            FromWorker::Loaded { .. } if self.workers.slots[&slot].up => {
+                self.violation(slot, "Loaded from a worker already loaded".into())
+            }
             FromWorker::Loaded {
                 backend, adapter, ..
             } => {
@@ -337,13 +435,52 @@ impl Coordinator {
                 attempt,
                 predictions,
             } => {
-                self.results.insert(attempt, predictions);
-                self.sched.handle(now, Input::Finished { attempt });
+                let a = self.attempts.get_mut(&attempt).expect("routed attempt");
+                a.state = AttemptState::Over;
+                let checked = check_result(a, &predictions, &self.expect);
+                match checked {
+                    Ok(()) => {
+                        self.results.insert(attempt, predictions);
+                        self.sched.handle(now, Input::Finished { attempt });
+                    }
+                    Err(error) => {
+                        let source = self.workers.slot_name(slot);
+                        let chunk = a.chunk;
+                        self.out.log(
+                            &source,
+                            format!(
+                                "attempt {attempt} of chunk {chunk}: malformed result: {error}"
+                            ),
+                        );
+                        self.host_error(slot, error.clone());
+                        self.retries += 1;
+                        self.sched.handle(
+                            now,
+                            Input::Failed {
+                                attempt,
+                                error: error.clone(),
+                            },
+                        );
+                        let rt = self.workers.slots.get_mut(&slot).expect("known slot");
+                        rt.malformed += 1;
+                        if rt.malformed >= MAX_MALFORMED_RESULTS {
+                            self.violation(
+                                slot,
+                                format!(
+                                    "{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"
+                                ),
+                            );
+                        }
+                    }
+                }
             }
             FromWorker::Error {
                 attempt: Some(attempt),
                 message,
             } => {
+                if let Some(a) = self.attempts.get_mut(&attempt) {
+                    a.state = AttemptState::Over;
+                }
                 let source = self.workers.slot_name(slot);
                 self.out
                     .log(&source, format!("attempt {attempt} failed: {message}"));
@@ -368,6 +505,57 @@ impl Coordinator {
                 self.workers.kill(slot);
             }
         }
+    }
+
+    /// Whether a message about `attempt` from the worker of `slot` is taken.
+    fn route(&self, slot: SlotId, attempt: AttemptId, msg: &FromWorker) -> Route {
+        let Some(a) = self.attempts.get(&attempt) else {
+            return Route::Violation(format!(
+                "{} for attempt {attempt}, which was never sent to any worker",
+                msg_name(msg)
+            ));
+        };
+        if a.slot != slot {
+            return Route::Violation(format!(
+                "{} for attempt {attempt}, which runs on {}",
+                msg_name(msg),
+                self.workers.slot_name(a.slot)
+            ));
+        }
+        match a.state {
+            AttemptState::Running => {}
+            AttemptState::Cancelled => return Route::Ignore,
+            AttemptState::Over => {
+                return Route::Violation(format!(
+                    "{} for attempt {attempt} after its result or error",
+                    msg_name(msg)
+                ));
+            }
+        }
+        if let FromWorker::Progress { rows_done, .. } = msg
+            && *rows_done > a.rows.end - a.rows.start
+        {
+            return Route::Violation(format!(
+                "progress of {rows_done} rows for attempt {attempt}, which has {} rows",
+                a.rows.end - a.rows.start
+            ));
+        }
+        Route::Take
+    }
+
+    /// The worker of `slot` broke the protocol: logged, and the worker ended
+    /// (its exit fails its running attempt over, as for a crash).
+    fn violation(&mut self, slot: SlotId, why: String) {
+        let source = self.workers.slot_name(slot);
+        let msg = format!("protocol violation, stopping this worker: {why}");
+        self.out.log(&source, msg.clone());
+        self.host_error(slot, msg);
+        self.workers
+            .slots
+            .get_mut(&slot)
+            .expect("known slot")
+            .violated = true;
+        self.workers.kill(slot);
     }
 
     /// A worker said hello: checks its protocol version and sends it the
@@ -457,6 +645,84 @@ impl Coordinator {
     }
 }
 
+/// The unfinished version `--resume` continues: the newest `building`
+/// version of the job whose fingerprint matches. None at all, or none that
+/// matches (naming the settings that changed since the newest was begun),
+/// is the user's mistake (exit 2): `--resume` never silently starts afresh.
+fn find_resumable(
+    store: &Store,
+    p: &Prepared,
+    store_dir: &std::path::Path,
+) -> Result<crate::store::VersionRecord, Error> {
+    let mut building: Vec<_> = store
+        .versions()
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|r| r.status == crate::store::Status::Building && r.job == p.job.name)
+        .collect();
+    building.sort_by_key(|r| std::cmp::Reverse(r.version));
+    if let Some(i) = building.iter().position(|r| r.fingerprint == p.fingerprint) {
+        return Ok(building.swap_remove(i));
+    }
+    let Some(newest) = building.first() else {
+        return Err(Error::Config(format!(
+            "--resume: job '{}' has no unfinished version in store '{}'; nothing to resume \
+             (run without --resume to build a new version)",
+            p.job.name,
+            store_dir.display()
+        )));
+    };
+    let changed = match super::prepare::changed_settings(&newest.fingerprint, &p.fingerprint) {
+        Some(list) => list.join(", "),
+        None => "its fingerprint is in an older format that does not name settings".into(),
+    };
+    Err(Error::Config(format!(
+        "--resume: version {} of job '{}' was begun with different settings ({changed} changed \
+         since); its rows would mix two configurations, so it is not resumed (restore those \
+         settings to resume it, or run without --resume to build a new version)",
+        newest.version, p.job.name
+    )))
+}
+
+/// `ids` and `preds` without the rows at `drop` (ascending offsets).
+fn leave_out(ids: &EntityIds, preds: &Predictions, drop: &[usize]) -> (EntityIds, Predictions) {
+    let keep: Vec<usize> = (0..ids.len())
+        .filter(|i| drop.binary_search(i).is_err())
+        .collect();
+    let ids = match ids {
+        EntityIds::Int(v) => EntityIds::Int(keep.iter().map(|&i| v[i]).collect()),
+        EntityIds::Str(v) => EntityIds::Str(keep.iter().map(|&i| v[i].clone()).collect()),
+    };
+    let preds = match preds {
+        Predictions::Scores { width, values } => Predictions::Scores {
+            width: *width,
+            values: keep
+                .iter()
+                .flat_map(|&i| values[i * width..(i + 1) * width].iter().copied())
+                .collect(),
+        },
+        Predictions::TopK {
+            offsets,
+            items,
+            scores,
+        } => {
+            let mut out = (vec![0u32], Vec::new(), Vec::new());
+            for &i in &keep {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                out.1.extend_from_slice(&items[a..b]);
+                out.2.extend_from_slice(&scores[a..b]);
+                out.0.push(out.1.len() as u32);
+            }
+            Predictions::TopK {
+                offsets: out.0,
+                items: out.1,
+                scores: out.2,
+            }
+        }
+    };
+    (ids, preds)
+}
+
 /// Starts a new version of the job in the store.
 fn begin_version(store: &Store, p: &Prepared) -> Result<u64, Error> {
     store
@@ -530,4 +796,139 @@ fn local_threads(slots: u32) -> u32 {
         .map(|n| n.get() as u32)
         .unwrap_or(1);
     (cores / slots.max(1)).max(1)
+}
+
+/// What [`Coordinator::route`] decided about a worker message.
+enum Route {
+    Take,
+    /// About an attempt that was cancelled: expected, dropped.
+    Ignore,
+    Violation(String),
+}
+
+/// The attempt a worker message is about, if any.
+fn msg_attempt(msg: &FromWorker) -> Option<AttemptId> {
+    match msg {
+        FromWorker::Progress { attempt, .. } | FromWorker::Result { attempt, .. } => Some(*attempt),
+        FromWorker::Error { attempt, .. } => *attempt,
+        FromWorker::Hello { .. } | FromWorker::Loaded { .. } => None,
+    }
+}
+
+fn msg_name(msg: &FromWorker) -> &'static str {
+    match msg {
+        FromWorker::Hello { .. } => "Hello",
+        FromWorker::Loaded { .. } => "Loaded",
+        FromWorker::Progress { .. } => "Progress",
+        FromWorker::Result { .. } => "Result",
+        FromWorker::Error { .. } => "Error",
+    }
+}
+
+/// What every result of this run must look like.
+pub(super) struct Expect {
+    /// K of a top-K model; `None`: scores.
+    pub top_k: Option<usize>,
+    /// Scores per row of a scoring model.
+    pub width: usize,
+    /// Non-finite scores the gate allows in the whole version; an attempt
+    /// with more can never pass.
+    pub max_non_finite: u64,
+}
+
+impl Expect {
+    fn of(p: &Prepared) -> Expect {
+        let empty = crate::model::Rows {
+            ids: crate::model::EntityIds::Int(Vec::new()),
+            num_features: p.dataset.num_features(),
+            features: Vec::new(),
+            history_offsets: if p.dataset.has_history() {
+                vec![0]
+            } else {
+                Vec::new()
+            },
+            history_items: Vec::new(),
+        };
+        let width = match p.model.predict_reference(&empty) {
+            Ok(Predictions::Scores { width, .. }) => width,
+            Ok(Predictions::TopK { .. }) | Err(_) => 0,
+        };
+        Expect {
+            top_k: p.job.model.spec.top_k(),
+            width,
+            max_non_finite: p.job.validate.max_non_finite,
+        }
+    }
+}
+
+/// Checks a result against its attempt: the row count (exact, or from the
+/// stop row up to all rows when the worker was told to stop early), the
+/// kind and shape of the values, and finite scores.
+fn check_result(a: &AttemptRt, preds: &Predictions, expect: &Expect) -> Result<(), String> {
+    let sent = a.rows.end - a.rows.start;
+    let n = preds.len() as u64;
+    let least = a.stop_at.map_or(sent, |s| s.min(sent));
+    match preds {
+        Predictions::Scores { width, values } => {
+            if expect.top_k.is_some() {
+                return Err("scores where top-K lists were expected".into());
+            }
+            if *width != expect.width || values.len() % width.max(&1) != 0 {
+                return Err(format!(
+                    "{} values of width {width}, expected rows of {} scores",
+                    values.len(),
+                    expect.width
+                ));
+            }
+        }
+        Predictions::TopK {
+            offsets,
+            items,
+            scores,
+        } => {
+            let Some(k) = expect.top_k else {
+                return Err("top-K lists where scores were expected".into());
+            };
+            if offsets.first() != Some(&0)
+                || offsets.windows(2).any(|w| w[0] > w[1])
+                || offsets.last().map(|&o| o as usize) != Some(items.len())
+                || items.len() != scores.len()
+            {
+                return Err(format!(
+                    "inconsistent top-K lists ({} offsets, {} items, {} scores)",
+                    offsets.len(),
+                    items.len(),
+                    scores.len()
+                ));
+            }
+            if let Some(i) = offsets.windows(2).position(|w| (w[1] - w[0]) as usize > k) {
+                return Err(format!(
+                    "row {i} has {} pairs, more than K = {k}",
+                    offsets[i + 1] - offsets[i]
+                ));
+            }
+        }
+    }
+    if n < least || n > sent {
+        let want = match least == sent {
+            true => format!("{sent}"),
+            false => format!("{least} to {sent}"),
+        };
+        return Err(format!(
+            "worker returned {n} predictions for rows {}..{} ({want} expected)",
+            a.rows.start, a.rows.end
+        ));
+    }
+    let scores = match preds {
+        Predictions::Scores { values, .. } => values,
+        Predictions::TopK { scores, .. } => scores,
+    };
+    let non_finite = scores.iter().filter(|s| !s.is_finite()).count() as u64;
+    if non_finite > expect.max_non_finite {
+        return Err(format!(
+            "{non_finite} non-finite scores (the version may hold at most {}: [validate] max_non_finite)",
+            expect.max_non_finite
+        ));
+    }
+    Ok(())
 }

@@ -89,6 +89,27 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub live_version: Option<u64>,
+    /// Entities left out of the version by `[input] on_invalid = "skip"`.
+    #[serde(default)]
+    pub skipped: u64,
+    /// The first [`MAX_SKIPPED_LISTED`] of them, by input row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_entities: Vec<SkippedEntity>,
+}
+
+/// The report lists at most this many skipped entities (`skipped` counts
+/// them all).
+pub const MAX_SKIPPED_LISTED: usize = 1_000;
+
+/// An entity left out because of an invalid feature value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkippedEntity {
+    pub id: String,
+    /// The 0-based input row.
+    pub row: u64,
+    /// Its first invalid feature column and that value (`null`, `NaN`, `inf`).
+    pub column: String,
+    pub value: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

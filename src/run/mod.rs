@@ -23,6 +23,7 @@ mod workers;
 
 use std::path::PathBuf;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::fleet::FleetEvent;
@@ -32,7 +33,9 @@ use crate::store::sink::Sink;
 use coordinator::{Coordinator, PUBLISH_EVERY};
 use publish::Publisher;
 
-pub use event::{AttemptReport, Event, HostInfo, HostReport, HostState, Report, SlotReport};
+pub use event::{
+    AttemptReport, Event, HostInfo, HostReport, HostState, Report, SkippedEntity, SlotReport,
+};
 pub use prepare::{Prepared, load_fleet, load_job, prepare};
 pub use workers::MAX_WORKER_RESTARTS;
 
@@ -127,6 +130,11 @@ async fn drive(
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // SIGTERM (what `kill`, systemd and schedulers send) and SIGHUP (the
+    // terminal went away) stop the run as Ctrl-C does: the version stays
+    // resumable and the exit names `--resume`.
+    let mut term = stop_signal(SignalKind::terminate())?;
+    let mut hup = stop_signal(SignalKind::hangup())?;
     let mut controls_open = true;
     loop {
         c.run_commands()?;
@@ -148,7 +156,14 @@ async fn drive(
                 None => controls_open = false,
             },
             _ = &mut ctrl_c => return Err(c.stopped("interrupted")),
+            _ = term.recv() => return Err(c.stopped("terminated (SIGTERM)")),
+            _ = hup.recv() => return Err(c.stopped("hung up (SIGHUP)")),
             _ = publish.tick() => c.publish(),
         }
     }
+}
+
+/// A stream of the signal `kind`, which then no longer ends the process.
+fn stop_signal(kind: SignalKind) -> Result<Signal, Error> {
+    signal(kind).map_err(|e| Error::Failed(format!("cannot listen for signal {kind:?}: {e}")))
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, Fleet, Job};
-use crate::data::{self, Dataset, Index};
+use crate::config::{self, Fleet, Job, OnInvalid};
+use crate::data::{self, Dataset, Index, InvalidValue};
 use crate::model::Model;
 use crate::worker::hex;
 
@@ -23,10 +23,27 @@ pub struct Prepared {
     pub weights_sha256: String,
     /// Multiply-adds of every input row.
     pub costs: Vec<u64>,
-    /// Identity of (job, model, input) for `--resume`.
+    /// Everything that changes a prediction, one hash per setting
+    /// (`setting=hash;...`), for `--resume`: see [`fingerprint`].
     pub fingerprint: String,
+    /// Rows with a null, NaN or infinite feature that `[input] on_invalid =
+    /// "skip"` leaves out of the version: the first such value of each row,
+    /// by row ascending.
+    pub skipped: Vec<InvalidValue>,
     /// What preparing did that the user should hear of (generated data).
     pub notes: Vec<String>,
+}
+
+impl Prepared {
+    /// Input rows in `rows` that `[input] on_invalid = "skip"` leaves out.
+    pub fn skipped_in(&self, rows: &std::ops::Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        let (start, end) = (rows.start, rows.end);
+        let from = self.skipped.partition_point(|v| v.row < start);
+        self.skipped[from..]
+            .iter()
+            .map(|v| v.row)
+            .take_while(move |&r| r < end)
+    }
 }
 
 /// Reads and checks a job file.
@@ -49,7 +66,7 @@ fn read_config(path: &Path) -> Result<String, Error> {
 /// Loads the job, its fleet (or `hosts` instead), makes the demo data when the
 /// job says how and it is missing, opens the input and the model.
 pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error> {
-    let job = load_job(job_path)?;
+    let mut job = load_job(job_path)?;
     let fleet_path: PathBuf = hosts
         .map(Path::to_path_buf)
         .unwrap_or_else(|| job.hosts.clone());
@@ -88,10 +105,14 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     let model = Model::load(&job.model.spec, &bytes, &companions, dataset.num_features())
         .map_err(|e| model_error(e.to_string()))?;
     drop(bytes);
-    // Null features reach a model that defines missing values (trees) as
-    // NaN; other models refuse them, naming the row.
+    // An ONNX graph may or may not define missing values (a tree ensemble
+    // does, a network does not): known once it is loaded. `missing` (its
+    // family's default) becomes `error` for a graph that does not.
     let mut dataset = dataset;
-    dataset.set_nulls_missing(model.defines_missing());
+    if job.input.on_invalid == config::OnInvalid::Missing && !model.defines_missing() {
+        job.input.on_invalid = config::OnInvalid::Error;
+        dataset.set_nulls_as_nan(false);
+    }
     // The fingerprint sees the companion files too (workers check the
     // model file's hash).
     let mut model_identity = weights_sha256.clone();
@@ -102,6 +123,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         .scan_index()
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
     check_unique_ids(&index, &job)?;
+    let skipped = invalid_features(&job, &dataset)?;
     let costs: Vec<u64> = if index.history_lens.is_empty() {
         vec![model.entity_cost(0); index.ids.len()]
     } else {
@@ -111,7 +133,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
             .map(|&h| model.entity_cost(h as usize))
             .collect()
     };
-    let fingerprint = fingerprint(&job, &model_identity, &dataset);
+    let fingerprint = fingerprint(&job, &model_identity, &dataset)?;
     Ok(Prepared {
         job,
         fleet,
@@ -121,6 +143,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         weights_sha256,
         costs,
         fingerprint,
+        skipped,
         notes,
     })
 }
@@ -182,28 +205,166 @@ fn first_duplicate<T: std::hash::Hash + Eq>(ids: &[T]) -> Option<(usize, usize)>
     None
 }
 
-fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> String {
-    let meta = std::fs::metadata(dataset.path()).ok();
-    let (len, mtime) = meta
-        .map(|m| {
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            (m.len(), t)
-        })
-        .unwrap_or((0, 0));
+/// Null, NaN and infinite feature values, found before a version is begun:
+/// with `on_invalid = "error"` the first one fails the run (exit 2) naming
+/// the file, column and row; with `skip` every affected row is returned (the
+/// first bad value of each); with `missing` they go to the model as NaN.
+fn invalid_features(job: &Job, dataset: &Dataset) -> Result<Vec<InvalidValue>, Error> {
+    let mode = job.input.on_invalid;
+    if mode == OnInvalid::Missing {
+        return Ok(Vec::new());
+    }
+    let found = dataset
+        .scan_invalid(mode == OnInvalid::Error)
+        .map_err(|e| Error::Config(format!("{}: [input] {e}", job.file.display())))?;
+    if let (OnInvalid::Error, Some(bad)) = (mode, found.first()) {
+        return Err(Error::Config(format!(
+            "{}: column '{}', row {}: the feature is {}; fix the input, or set [input] \
+             on_invalid = \"skip\" in {} to leave such entities out of the version",
+            dataset.path().display(),
+            bad.column,
+            bad.row,
+            bad.what,
+            job.file.display()
+        )));
+    }
+    let mut rows: Vec<InvalidValue> = Vec::with_capacity(found.len());
+    for v in found {
+        if rows.last().is_none_or(|last| last.row != v.row) {
+            rows.push(v);
+        }
+    }
+    Ok(rows)
+}
+
+/// Everything that changes a prediction, as `setting=hash` pairs joined by
+/// `;` (so a refused `--resume` can name what changed): the job's
+/// `model_version`, every resolved `[model]` setting, the weights' sha256,
+/// the input's id, history and feature columns and `on_invalid`, and the
+/// input's content identity (its size and a hash of its Parquet footer,
+/// which holds every row group's statistics and offsets).
+pub fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> Result<String, Error> {
+    let mut parts: Vec<(String, String)> = vec![
+        ("[job] model_version".into(), job.model_version.clone()),
+        ("[model] kind".into(), job.model.spec.kind_name().into()),
+        ("[model] weights (sha256)".into(), weights_sha256.into()),
+    ];
+    // Every resolved setting of the family, by name.
+    if let Ok(serde_json::Value::Object(outer)) = serde_json::to_value(&job.model.spec) {
+        for (_, settings) in outer {
+            match settings {
+                serde_json::Value::Object(fields) => {
+                    for (k, v) in fields {
+                        parts.push((format!("[model] {k}"), v.to_string()));
+                    }
+                }
+                other => parts.push(("[model] settings".into(), other.to_string())),
+            }
+        }
+    }
+    let input = &job.input;
+    parts.push(("[input] id_column".into(), input.id_column.clone()));
+    parts.push((
+        "[input] history_column".into(),
+        format!(
+            "{:?}",
+            dataset.has_history().then_some(&input.history_column)
+        ),
+    ));
+    parts.push((
+        "[input] feature_columns".into(),
+        format!("{:?}", dataset.feature_names()),
+    ));
+    parts.push((
+        "[input] on_invalid".into(),
+        format!("{:?}", input.on_invalid),
+    ));
+    parts.push((
+        "input content".into(),
+        parquet_identity(dataset.path()).map_err(|e| {
+            Error::Config(format!(
+                "{}: [input] '{}': {e}",
+                job.file.display(),
+                dataset.path().display()
+            ))
+        })?,
+    ));
+    Ok(parts
+        .iter()
+        .map(|(k, v)| format!("{k}={}", &hex(&Sha256::digest(v.as_bytes()))[..16]))
+        .collect::<Vec<_>>()
+        .join(";"))
+}
+
+/// A Parquet file's content identity: its length and the sha256 of its
+/// footer (the metadata block at the end, which a change to any row group
+/// changes).
+fn parquet_identity(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    if len < 12 {
+        return Err(bad("too short to be a Parquet file"));
+    }
+    let mut tail = [0u8; 8];
+    f.seek(SeekFrom::End(-8))?;
+    f.read_exact(&mut tail)?;
+    if &tail[4..] != b"PAR1" {
+        return Err(bad("no Parquet magic at the end"));
+    }
+    let footer = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    if footer + 8 > len {
+        return Err(bad("the footer length runs past the start of the file"));
+    }
+    f.seek(SeekFrom::End(-8 - footer as i64))?;
     let mut h = Sha256::new();
-    h.update(job.name.as_bytes());
-    h.update([0]);
-    h.update(job.model_version.as_bytes());
-    h.update([0]);
-    h.update(format!("{:?}", job.model.spec).as_bytes());
-    h.update(weights_sha256.as_bytes());
-    h.update(dataset.path().display().to_string().as_bytes());
     h.update(len.to_le_bytes());
-    h.update(mtime.to_le_bytes());
-    hex(&h.finalize())[..16].to_string()
+    let mut bytes = Vec::with_capacity(footer as usize);
+    f.take(footer).read_to_end(&mut bytes)?;
+    h.update(&bytes);
+    Ok(hex(&h.finalize()))
+}
+
+/// The settings whose hashes differ between two fingerprints.
+pub fn changed_settings(was: &str, now: &str) -> Option<Vec<String>> {
+    let parse = |f: &str| -> Option<std::collections::BTreeMap<String, String>> {
+        f.split(';')
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    };
+    let (was, now) = (parse(was)?, parse(now)?);
+    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    Some(
+        keys.into_iter()
+            .filter(|k| was.get(*k) != now.get(*k))
+            .cloned()
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_settings;
+
+    #[test]
+    fn changed_settings_names_every_setting_whose_hash_differs() {
+        let was = "[model] top_k=aa;[input] feature_columns=bb;input content=cc";
+        let now = "[model] top_k=aa;[input] feature_columns=bx;input content=cy";
+        assert_eq!(
+            changed_settings(was, now).unwrap(),
+            vec!["[input] feature_columns", "input content"]
+        );
+        // A setting only one side has counts as changed.
+        assert_eq!(
+            changed_settings("a=1", "a=1;b=2").unwrap(),
+            vec!["b".to_string()]
+        );
+        assert_eq!(changed_settings(was, was).unwrap(), Vec::<String>::new());
+        // The old format (one bare hash) names nothing.
+        assert_eq!(changed_settings("0123abcd", now), None);
+    }
 }

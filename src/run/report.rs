@@ -8,7 +8,9 @@ use crate::plan::CostIndex;
 use crate::sched::{HostId, SlotId, Snapshot};
 
 use super::coordinator::Coordinator;
-use super::event::{AttemptReport, HostReport, Report, SlotReport};
+use super::event::{
+    AttemptReport, HostReport, MAX_SKIPPED_LISTED, Report, SkippedEntity, SlotReport,
+};
 
 /// What every slot did and the timeline of every attempt, from `snap`.
 fn slots_and_timeline(c: &Coordinator, snap: &Snapshot) -> (Vec<SlotReport>, Vec<AttemptReport>) {
@@ -119,5 +121,18 @@ pub(super) fn build(c: &Coordinator, snap: &Snapshot, duration: Duration) -> Rep
         timeline,
         error: None,
         live_version: c.live_before,
+        skipped: c.p.skipped.len() as u64,
+        skipped_entities: c
+            .p
+            .skipped
+            .iter()
+            .take(MAX_SKIPPED_LISTED)
+            .map(|v| SkippedEntity {
+                id: c.p.index.ids.key(v.row as usize).to_string(),
+                row: v.row,
+                column: v.column.clone(),
+                value: v.what.clone(),
+            })
+            .collect(),
     }
 }

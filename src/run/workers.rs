@@ -24,8 +24,14 @@ pub const MAX_WORKER_RESTARTS: u32 = 3;
 pub(super) struct SlotRt {
     pub host: HostId,
     link: Option<WorkerLink>,
+    /// Said hello.
+    pub hello: bool,
     /// Came up (model loaded) and told to the scheduler.
     pub up: bool,
+    /// Broke the protocol: its messages are dropped, and it is never replaced.
+    pub violated: bool,
+    /// Malformed results it sent.
+    pub malformed: u32,
     /// Gone for good.
     pub down: bool,
     /// Workers this slot's line has lost and replaced so far.
@@ -112,7 +118,10 @@ impl Workers {
         let mut rt = SlotRt {
             host,
             link: None,
+            hello: false,
             up: false,
+            violated: false,
+            malformed: 0,
             down: false,
             restarts,
             env,
@@ -137,7 +146,7 @@ impl Workers {
     /// had come up and its line has restarts left; says what it did.
     pub fn replace(&mut self, slot: SlotId, out: &Publisher) -> Option<String> {
         let rt = &self.slots[&slot];
-        if !rt.up || rt.restarts >= MAX_WORKER_RESTARTS {
+        if !rt.up || rt.violated || rt.restarts >= MAX_WORKER_RESTARTS {
             return None;
         }
         let (host, restarts, env) = (rt.host, rt.restarts + 1, rt.env.clone());

@@ -64,12 +64,14 @@ fn key_order(ids: &EntityIds) -> Vec<usize> {
 }
 
 impl Store {
-    /// Refuses a chunk whose rows, ids and predictions do not line up.
+    /// Refuses a chunk whose rows, ids and predictions do not line up
+    /// (`left_out` rows of the range carry no prediction on purpose).
     fn check_chunk(
         &self,
         version: u64,
         what: &str,
         rows: &Range<u64>,
+        left_out: u64,
         ids: &EntityIds,
         preds: &Predictions,
     ) -> Result<()> {
@@ -77,11 +79,11 @@ impl Store {
         if rows.is_empty() {
             return Err(self.invalid(version, format!("{what}: empty row range")));
         }
-        if (rows.end - rows.start) != n as u64 || preds.len() != n {
+        if (rows.end - rows.start) != n as u64 + left_out || preds.len() != n {
             return Err(self.invalid(
                 version,
                 format!(
-                    "{what}: {} rows, but {n} ids and {} predictions",
+                    "{what}: {} rows ({left_out} left out), but {n} ids and {} predictions",
                     rows.end - rows.start,
                     preds.len()
                 ),
@@ -124,10 +126,12 @@ impl Store {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn encode_chunk(
         &self,
         version: u64,
         rows: &Range<u64>,
+        left_out: u64,
         ids: &EntityIds,
         preds: &Predictions,
         timestamp: u64,
@@ -135,7 +139,7 @@ impl Store {
     ) -> Result<()> {
         out.clear();
         let what = format!("chunk rows {}..{}", rows.start, rows.end);
-        self.check_chunk(version, &what, rows, ids, preds)?;
+        self.check_chunk(version, &what, rows, left_out, ids, preds)?;
         let timestamp = u32::try_from(timestamp).map_err(|_| {
             self.invalid(
                 version,
@@ -232,6 +236,21 @@ impl Store {
         preds: &Predictions,
         timestamp: u64,
     ) -> Result<bool> {
+        self.commit_chunk_leaving_out(version, rows, 0, ids, preds, timestamp)
+    }
+
+    /// [`Store::commit_chunk`] for a range of which `left_out` rows have no
+    /// prediction on purpose (`[input] on_invalid = "skip"`): `ids` and
+    /// `preds` hold the other rows.
+    pub fn commit_chunk_leaving_out(
+        &self,
+        version: u64,
+        rows: Range<u64>,
+        left_out: u64,
+        ids: &EntityIds,
+        preds: &Predictions,
+        timestamp: u64,
+    ) -> Result<bool> {
         // The encode buffers of the previous commit, reused so that a commit
         // does not allocate (and fault in) a chunk's worth of fresh memory.
         let mut chunk = self
@@ -241,23 +260,26 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_default();
-        let outcome = self.commit_encoded(version, rows, ids, preds, timestamp, &mut chunk);
+        let outcome =
+            self.commit_encoded(version, rows, left_out, ids, preds, timestamp, &mut chunk);
         if chunk.bytes() <= MAX_SCRATCH_BYTES {
             *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
         }
         outcome
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn commit_encoded(
         &self,
         version: u64,
         rows: Range<u64>,
+        left_out: u64,
         ids: &EntityIds,
         preds: &Predictions,
         timestamp: u64,
         chunk: &mut EncodedChunk,
     ) -> Result<bool> {
-        self.encode_chunk(version, &rows, ids, preds, timestamp, chunk)?;
+        self.encode_chunk(version, &rows, left_out, ids, preds, timestamp, chunk)?;
         let what = format!(
             "commit chunk rows {}..{} of v{version}",
             rows.start, rows.end

@@ -31,6 +31,9 @@ pub struct ValidationPlan {
     /// to magnitude 1, relative above.
     pub tolerance: f32,
     pub cfg: Validate,
+    /// Input entities left out on purpose (`[input] on_invalid = "skip"`):
+    /// not in `ids`, and counted as excluded, not missing.
+    pub excluded: u64,
 }
 
 /// One rescored entity.
@@ -51,6 +54,12 @@ pub fn validate(
     live: Option<u64>,
     plan: &ValidationPlan,
 ) -> Result<ValidationReport> {
+    // The live version's row count (LMDB keeps it): it does not change
+    // while this one is checked.
+    let live_rows = match live.filter(|&l| l != version) {
+        Some(l) => Some((l, store.len(l)?)),
+        None => None,
+    };
     store.snapshot(|snap| {
         snap.record(version)?;
         let mut input: HashSet<Vec<u8>> = HashSet::with_capacity(plan.ids.len());
@@ -70,6 +79,7 @@ pub fn validate(
                 examples: seen.finite_examples.clone(),
             },
         ];
+        checks.push(rows(seen.stored, live_rows, plan));
         let spot = spot_check(snap, version, plan, &mut seen)?;
         checks.push(Check {
             name: "topk_well_formed".into(),
@@ -98,6 +108,33 @@ pub fn validate(
             checks,
         })
     })
+}
+
+/// The version's row count: at least `min_rows`, and within
+/// `max_row_change` (a fraction of the live count) of the live version's.
+fn rows(stored: u64, live: Option<(u64, u64)>, plan: &ValidationPlan) -> Check {
+    let cfg = &plan.cfg;
+    let mut passed = stored >= cfg.min_rows;
+    let mut detail = format!("{stored} rows (min_rows {})", cfg.min_rows);
+    if let Some((live, live_rows)) = live {
+        let change = if live_rows == 0 {
+            if stored == 0 { 0.0 } else { f64::INFINITY }
+        } else {
+            (stored as f64 - live_rows as f64).abs() / live_rows as f64
+        };
+        passed &= change <= cfg.max_row_change;
+        detail.push_str(&format!(
+            "; live v{live} has {live_rows} rows: a change of {change:.4} of them \
+             (max_row_change {})",
+            cfg.max_row_change
+        ));
+    }
+    Check {
+        name: "rows".into(),
+        passed,
+        detail,
+        examples: Vec::new(),
+    }
 }
 
 /// What one pass over the stored values found.
@@ -184,8 +221,9 @@ fn coverage(
         passed: fraction >= plan.cfg.min_coverage && seen.extra == 0,
         detail: format!(
             "{present} of {distinct} distinct input entities have a prediction \
-             (fraction {fraction:.6}, min_coverage {}); {} stored entries are not input entities",
-            plan.cfg.min_coverage, seen.extra
+             (fraction {fraction:.6}, min_coverage {}); {} stored entries are not input entities; \
+             {} entities excluded by [input] on_invalid = \"skip\"",
+            plan.cfg.min_coverage, seen.extra, plan.excluded
         ),
         examples: std::mem::take(&mut seen.coverage_examples),
     })
@@ -222,9 +260,12 @@ fn spot_check(
         name: "spot_check".into(),
         passed: matched == plan.sample.len(),
         detail: format!(
-            "{matched} of {} rescored entities match within tolerance {}",
+            "{matched} of {} rescored entities match within tolerance {} \
+             (a sample of {} drawn uniformly from {} entities)",
             plan.sample.len(),
-            plan.tolerance
+            plan.tolerance,
+            plan.sample.len(),
+            plan.ids.len()
         ),
         examples,
     })

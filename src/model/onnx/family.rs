@@ -116,6 +116,13 @@ impl FamilySpec for OnnxSpec {
         self.columns()
     }
 
+    /// A graph may define missing values (tree ensembles do); whether it
+    /// does is known once it is loaded, where the run turns the default
+    /// `on_invalid = "missing"` into `error` for a graph that does not.
+    fn accepts_missing(&self) -> bool {
+        true
+    }
+
     fn companions(&self, bytes: &[u8]) -> Result<Vec<String>> {
         let file = OnnxFile::parse(bytes).map_err(onnx_error)?;
         file.external_files().map_err(onnx_error)

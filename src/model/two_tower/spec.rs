@@ -59,6 +59,10 @@ impl FamilySpec for TwoTowerSpec {
         Some(self.top_k)
     }
 
+    fn excludes_seen(&self) -> bool {
+        self.exclude_seen
+    }
+
     /// `item_embeddings` [items, dim], optional `item_ids` [items], and the
     /// user tower under `user_tower.`, which takes the pooled history plus
     /// `num_features` and gives `dim`; without a tower there must be no
