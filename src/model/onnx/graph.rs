@@ -176,7 +176,8 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
         Error::Graph("the model imports no opset of the default ONNX domain".into())
     })?;
     // onnxmltools writes opset 9 around its tree ensembles: the few
-    // operators it uses there mean at opset 9 what they mean at 13.
+    // operators it uses there mean at opset 9 what they mean at 13 (only
+    // beside ai.onnx.ml nodes; a network at an older opset is refused).
     let same_since_9 = |op: &str| {
         matches!(
             op,
@@ -184,10 +185,11 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
         )
     };
     let only_stable = model.graph.as_ref().is_some_and(|g| {
-        g.node
-            .iter()
-            .filter(|n| n.domain.is_empty() || n.domain == "ai.onnx")
-            .all(|n| same_since_9(&n.op_type))
+        g.node.iter().any(|n| n.domain == ML_DOMAIN)
+            && g.node
+                .iter()
+                .filter(|n| n.domain.is_empty() || n.domain == "ai.onnx")
+                .all(|n| same_since_9(&n.op_type))
     });
     if (9..op::MIN_OPSET).contains(&version) && only_stable {
         return Ok(op::MIN_OPSET);
