@@ -8,6 +8,8 @@
 //! baseline file is given, the figures measured on this kind of machine
 //! (2 threads) are shown instead, marked as such.
 
+pub mod stragglers;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,6 +23,25 @@ use crate::model::{
     Dense, EntityIds, Mlp, MlpSpec, Model, ModelSpec, OutputActivation, Rows, TwoTower,
     TwoTowerSpec,
 };
+
+/// CPU time of the calling thread: what a benchmark on a shared machine
+/// reports beside wall time (the wall clock also counts other processes).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The load average over the last minute (`None` where unknown): printed
+/// beside timings measured on a shared machine.
+pub fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
 
 /// onnxruntime 1.32, 2 threads, measured on the project's 2-core machine.
 pub const ONNXRUNTIME_MLP_ROWS_PER_S: f64 = 567_000.0;

@@ -59,6 +59,11 @@ enum Cmd {
         /// scored and compare with it (one result or a list).
         #[arg(long, value_name = "FILE.json")]
         baseline: Option<PathBuf>,
+        /// stragglers: the seed job (500M entities, 10,000 slots) at full
+        /// size (`seed`) or at 1/N, timed, with peak memory; coordinator:
+        /// the seed's 10,000 slots or 1/N of them.
+        #[arg(long, value_name = "seed|N", value_parser = parse_scale)]
+        scale: Option<u64>,
         #[command(flatten)]
         gpu: GpuBenchArgs,
     },
@@ -184,6 +189,9 @@ enum BenchWhat {
     Compute,
     Stragglers,
     Store,
+    /// The coordinator's handlers fed worker messages for 10,000 in-memory
+    /// slots (1/N of them with --scale N), beside a fleet of 80.
+    Coordinator,
     /// The WGSL kernels on this machine's GPU, as fractions of its peaks.
     Gpu,
 }
@@ -257,6 +265,7 @@ pub fn main() -> Result<i32> {
             what,
             json,
             baseline,
+            scale,
             gpu,
         }) => {
             quiet_on_closed_stdout();
@@ -264,7 +273,7 @@ pub fn main() -> Result<i32> {
             // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
             // SAFETY: no other thread has been started yet.
             unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
-            bench(what, json, baseline, gpu)
+            bench(what, json, baseline, scale, gpu)
         }
     }
 }
@@ -670,12 +679,44 @@ fn bench_gpu(json: bool, args: GpuBenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>, gpu: GpuBenchArgs) -> Result<i32> {
+/// `--scale`: `seed` (full size, 1) or a divisor N >= 1.
+fn parse_scale(text: &str) -> std::result::Result<u64, String> {
+    if text == "seed" {
+        return Ok(1);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{text}' is neither `seed` nor a whole number N >= 1 (1/N of the seed job)"
+        )),
+    }
+}
+
+fn bench(
+    what: BenchWhat,
+    json: bool,
+    baseline: Option<PathBuf>,
+    scale: Option<u64>,
+    gpu: GpuBenchArgs,
+) -> Result<i32> {
     if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
         bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
     }
-    match what {
-        BenchWhat::Stragglers => {
+    if scale.is_some() && !matches!(what, BenchWhat::Stragglers | BenchWhat::Coordinator) {
+        bail!(
+            "--scale belongs to `herd bench stragglers` and `herd bench coordinator` (the seed job at 1/N)"
+        );
+    }
+    match (what, scale) {
+        (BenchWhat::Stragglers, Some(scale)) => {
+            let rows = herd::bench::stragglers::scale(scale);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", herd::bench::stragglers::table(&rows));
+            }
+        }
+        (BenchWhat::Stragglers, None) => {
             let rows = herd::sched::sim::bench();
             if json {
                 let v: Vec<_> = rows
@@ -694,9 +735,20 @@ fn bench(what: BenchWhat, json: bool, baseline: Option<PathBuf>, gpu: GpuBenchAr
                 println!("{}", herd::sched::sim::bench_table(&rows));
             }
         }
-        BenchWhat::Store => println!("{}", herd::store::bench::run(json)?),
-        BenchWhat::Gpu => return bench_gpu(json, gpu),
-        BenchWhat::Compute => {
+        (BenchWhat::Store, _) => println!("{}", herd::store::bench::run(json)?),
+        (BenchWhat::Gpu, _) => return bench_gpu(json, gpu),
+        (BenchWhat::Coordinator, scale) => {
+            use herd::run::bench::{BASELINE_SLOTS, SEED_SLOTS};
+            let slots = (SEED_SLOTS / scale.unwrap_or(1) as u32).max(BASELINE_SLOTS);
+            let rows =
+                herd::run::bench::coordinator(&[BASELINE_SLOTS, slots], &std::env::temp_dir())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", herd::run::bench::table(&rows));
+            }
+        }
+        (BenchWhat::Compute, _) => {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);

@@ -21,6 +21,12 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Output number `n` (from 0) of the generator seeded with `seed`,
+    /// without computing the ones before.
+    pub fn nth(seed: u64, n: u64) -> u64 {
+        SplitMix64(seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))).next_u64()
+    }
+
     /// Uniform in `range` (empty ranges give `range.start`).
     pub fn in_range(&mut self, range: Range<u64>) -> u64 {
         let width = range.end.saturating_sub(range.start);
@@ -47,6 +53,14 @@ mod tests {
         let mut r = SplitMix64(1234567);
         assert_eq!(r.next_u64(), 6457827717110365317);
         assert_eq!(r.next_u64(), 3203168211198807973);
+    }
+
+    #[test]
+    fn nth_is_the_stream_output_of_that_number() {
+        let mut r = SplitMix64(99);
+        for n in 0..10 {
+            assert_eq!(SplitMix64::nth(99, n), r.next_u64(), "output {n}");
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn every_policy_commits_every_row_once_in_every_scenario() {
                     assert_eq!(r.start, at, "{}/{name}: gap or overlap", scenario.name);
                     at = r.end;
                 }
-                assert_eq!(at, scenario.costs.len() as u64, "{}/{name}", scenario.name);
+                assert_eq!(at, scenario.costs.rows(), "{}/{name}", scenario.name);
             }
         }
     }

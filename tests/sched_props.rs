@@ -1,13 +1,17 @@
 //! Rules that must hold whatever the costs, slot speeds, host losses,
-//! failures and policy: every row is committed exactly once, and the run ends
-//! within its step bound.
+//! silent hosts, failures and policy: every row is committed exactly once,
+//! the run ends within its step bound, and after every event the scheduler's
+//! indexes (the ordered sets and counters that spare it a scan of every slot,
+//! chunk and attempt) equal what a full scan gives. The cost index answers
+//! as the plain prefix sums do, whatever its block size.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
-use herd::plan::{chunks_by_cost, chunks_by_rows, split_rest};
+use herd::plan::{CostIndex, chunks_by_rows};
 use herd::sched::Policy;
-use herd::sched::sim::{self, Scenario, SimHost};
+use herd::sched::sim::{self, Scenario, SimHost, Timing};
 use proptest::prelude::*;
 
 fn assert_tiles(mut ranges: Vec<Range<u64>>, rows: Range<u64>) -> Result<(), TestCaseError> {
@@ -35,13 +39,46 @@ fn host() -> impl Strategy<Value = SimHost> {
         1u32..4,
         prop::option::weighted(0.3, 0u64..20_000),
         prop_oneof![3 => Just(0u32), 1 => 1u32..3],
+        prop::option::weighted(0.2, 0u64..20_000),
     )
-        .prop_map(|(speed, slots, lost_ms, fail_attempts)| SimHost {
-            speed,
-            slots,
-            lost_at: lost_ms.map(Duration::from_millis),
-            fail_attempts,
-        })
+        .prop_map(
+            |(speed, slots, lost_ms, fail_attempts, silent_ms)| SimHost {
+                speed,
+                slots,
+                lost_at: lost_ms.map(Duration::from_millis),
+                fail_attempts,
+                silent_at: silent_ms.map(Duration::from_millis),
+            },
+        )
+}
+
+/// The chunking rule itself, row by row, to compare the index's with.
+fn greedy_chunks(costs: &[u64], target: u64, done: &[Range<u64>]) -> Vec<Range<u64>> {
+    let target = target.max(1);
+    let mut chunks = Vec::new();
+    for gap in herd::plan::gaps(costs.len() as u64, done) {
+        let (mut start, mut acc) = (gap.start, 0u64);
+        for row in gap.clone() {
+            let cost = costs[row as usize];
+            if cost > target && row > start {
+                chunks.push(start..row);
+                (start, acc) = (row, 0);
+            }
+            acc = acc.saturating_add(cost);
+            if acc >= target {
+                chunks.push(start..row + 1);
+                (start, acc) = (row + 1, 0);
+            }
+        }
+        if start < gap.end {
+            chunks.push(start..gap.end);
+        }
+    }
+    chunks
+}
+
+fn index(costs: &[u64], block: u64) -> CostIndex {
+    CostIndex::with_block(Arc::new(costs.to_vec()), block)
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -59,19 +96,51 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn every_row_is_committed_exactly_once(
+    fn every_row_is_committed_exactly_once_and_the_indexes_hold(
         costs in costs(),
         mut hosts in prop::collection::vec(host(), 1..5),
         survivor in any::<prop::sample::Index>(),
         policy in policy(),
+        real in any::<bool>(),
     ) {
         let keep = survivor.index(hosts.len());
         hosts[keep].lost_at = None;
-        let scenario = Scenario { name: "prop", costs, hosts };
-        let outcome = sim::run(&scenario, &policy, 200_000);
+        hosts[keep].silent_at = None;
+        if !policy.speculation {
+            // Only a backup finishes a chunk whose attempt fell silent.
+            for h in &mut hosts {
+                h.silent_at = None;
+            }
+        }
+        let scenario = Scenario { name: "prop", costs: costs.into(), hosts };
+        let timing = if real { Timing::real() } else { Timing::ideal() };
+        let outcome = sim::run_checked(&scenario, &policy, 200_000, &timing);
         prop_assert_eq!(&outcome.failed, &None);
-        assert_tiles(outcome.commits.clone(), 0..scenario.costs.len() as u64)?;
+        assert_tiles(outcome.commits.clone(), 0..scenario.costs.rows())?;
         prop_assert!(outcome.makespan >= Duration::ZERO);
+    }
+
+    #[test]
+    fn the_cost_index_answers_as_prefix_sums_do(
+        costs in costs(),
+        block in 1u64..10,
+        a in 0u64..160,
+        b in 0u64..160,
+        goal in 0u64..100_000,
+    ) {
+        let index = index(&costs, block);
+        let n = costs.len() as u64;
+        let prefix: Vec<u64> = std::iter::once(0)
+            .chain(costs.iter().scan(0u64, |acc, &c| { *acc += c; Some(*acc) }))
+            .collect();
+        let (start, end) = (a.min(b).min(n), a.max(b).min(n));
+        prop_assert_eq!(index.cost(start..end), prefix[end as usize] - prefix[start as usize]);
+        prop_assert_eq!(index.total(), prefix[n as usize]);
+        prop_assert_eq!(index.max_row_cost(), costs.iter().copied().max().unwrap_or(0));
+        let reached = (start..=end)
+            .find(|&r| prefix[r as usize] - prefix[start as usize] >= goal)
+            .unwrap_or(end);
+        prop_assert_eq!(index.row_reaching(start..end, goal), reached);
     }
 
     #[test]
@@ -79,9 +148,11 @@ proptest! {
         costs in costs(),
         target in 0u64..20_000,
         done in prop::collection::vec((0u64..160, 0u64..20), 0..4),
+        block in 1u64..10,
     ) {
         let done: Vec<Range<u64>> = done.into_iter().map(|(s, l)| s..s + l).collect();
-        let chunks = chunks_by_cost(&costs, target, &done);
+        let chunks = index(&costs, block).chunks_by_cost(target, &done);
+        prop_assert_eq!(&chunks, &greedy_chunks(&costs, target, &done));
         let n = costs.len() as u64;
         let rest = herd::plan::normalize(&done, n);
         assert_tiles(chunks.iter().cloned().chain(rest.iter().cloned()).collect(), 0..n)?;
@@ -97,15 +168,16 @@ proptest! {
     }
 
     #[test]
-    fn split_rest_tiles_the_rest(
+    fn a_split_tiles_the_rest(
         costs in costs(),
         at in 0u64..200,
-        parts in 0usize..10,
+        parts in 0u64..10,
+        block in 1u64..10,
     ) {
         let n = costs.len() as u64;
         let split_at = at.min(n);
-        let pieces = split_rest(&costs, 0..n, split_at, parts);
-        prop_assert!(pieces.len() <= parts.max(1));
+        let pieces = index(&costs, block).split(split_at..n, parts);
+        prop_assert!(pieces.len() as u64 <= parts.max(1));
         if split_at < n {
             assert_tiles(pieces, split_at..n)?;
         } else {
@@ -118,7 +190,7 @@ proptest! {
 fn a_host_that_fails_everything_fails_the_chunk_after_max_attempts() {
     let scenario = Scenario {
         name: "faulty",
-        costs: vec![100; 40],
+        costs: vec![100; 40].into(),
         hosts: vec![SimHost {
             fail_attempts: u32::MAX,
             ..SimHost::new(10_000.0, 1)
@@ -145,7 +217,7 @@ fn a_host_that_fails_everything_fails_the_chunk_after_max_attempts() {
 fn a_faulty_host_beside_a_good_one_only_costs_retries() {
     let scenario = Scenario {
         name: "faulty-and-good",
-        costs: vec![100; 40],
+        costs: vec![100; 40].into(),
         hosts: vec![
             SimHost {
                 fail_attempts: u32::MAX,

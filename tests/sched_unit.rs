@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use herd::sched::sim::{self, Scenario, SimHost};
-use herd::sched::{Command, Input, Policy, Scheduler, SlotId};
+use herd::sched::{Command, Input, Policy, SILENCE_FACTOR, SILENCE_MIN, Scheduler, SlotId};
 
 fn policy(pull: bool, cost_aware: bool, split: bool, speculation: bool, target: u64) -> Policy {
     Policy {
@@ -268,7 +268,7 @@ fn speculation_backs_up_a_chunk_stuck_on_a_slow_host() {
     // rest and then backs it up.
     let scenario = Scenario {
         name: "slow-first",
-        costs: vec![1_000_000; 20],
+        costs: vec![1_000_000; 20].into(),
         hosts: vec![SimHost::new(100_000.0, 1), SimHost::new(1_000_000.0, 1)],
     };
     let with = sim::run(
@@ -491,35 +491,117 @@ fn snapshot_reports_progress_and_a_straggler() {
     assert!(snapshot.stragglers.iter().any(|s| s.attempt == 3));
 }
 
+/// Attempt 0 reports every second, then stops; by [`SILENCE_FACTOR`] x its
+/// report interval (at least [`SILENCE_MIN`]) after its last report it is
+/// silent, and a backup of its chunk goes to the idle slot, although the
+/// LATE test (the backup would not finish in half the time left) refused one
+/// while it still reported.
 #[test]
-fn a_silent_attempt_gets_a_backup_once_it_is_overdue() {
+fn a_silent_attempt_gets_a_backup_once_it_stops_reporting() {
     let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
     slot_up(&mut scheduler, Duration::ZERO, 0, 0);
     slot_up(&mut scheduler, Duration::ZERO, 1, 1);
     assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
     // Attempt 0 reports 10 cost/s, then falls silent; attempt 1 finishes.
-    scheduler.handle(
-        secs(1.0),
-        Input::Progress {
-            attempt: 0,
-            rows_done: 1,
-        },
-    );
-    scheduler.handle(
-        secs(2.0),
-        Input::Progress {
-            attempt: 0,
-            rows_done: 2,
-        },
-    );
-    scheduler.handle(secs(10.0), Input::Finished { attempt: 1 });
+    for (t, rows_done) in [(1.0, 1), (2.0, 2)] {
+        scheduler.handle(
+            secs(t),
+            Input::Progress {
+                attempt: 0,
+                rows_done,
+            },
+        );
+    }
+    scheduler.handle(secs(4.0), Input::Finished { attempt: 1 });
     assert_eq!(drain(&mut scheduler).len(), 1, "only the commit of chunk 1");
-    // Expected done by t = 10 s; at 12 s it is barely overdue.
-    scheduler.handle_timeout(secs(12.0));
+    // Its reports came every second, and SILENCE_FACTOR x 1 s is below
+    // SILENCE_MIN: silent 5 s after the last.
+    const { assert!(SILENCE_FACTOR <= 5.0) };
+    assert_eq!(SILENCE_MIN, secs(5.0));
+    scheduler.handle_timeout(secs(6.9));
     assert!(launches(&drain(&mut scheduler)).is_empty());
-    scheduler.handle_timeout(secs(60.0));
+    scheduler.handle_timeout(secs(7.1));
     assert_eq!(
         launches(&drain(&mut scheduler)),
         vec![(2, 0, SlotId(1), 0..10, true)]
+    );
+}
+
+/// The backup of a silent attempt wins; the silent attempt is cancelled and
+/// its slot gets no more work until it comes up again (a retry goes to a
+/// host it failed on rather than there).
+#[test]
+fn a_slot_whose_silent_attempt_lost_is_set_aside_until_it_comes_up_again() {
+    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 30], &[]);
+    for slot in 0..3 {
+        slot_up(&mut scheduler, Duration::ZERO, slot, slot);
+    }
+    assert_eq!(launches(&drain(&mut scheduler)).len(), 3);
+    for (t, rows_done) in [(1.0, 1), (2.0, 2)] {
+        scheduler.handle(
+            secs(t),
+            Input::Progress {
+                attempt: 0,
+                rows_done,
+            },
+        );
+    }
+    scheduler.handle(secs(4.0), Input::Finished { attempt: 1 });
+    drain(&mut scheduler);
+    scheduler.handle_timeout(secs(7.1));
+    assert_eq!(
+        launches(&drain(&mut scheduler)),
+        vec![(3, 0, SlotId(1), 0..10, true)]
+    );
+    let fail = |scheduler: &mut Scheduler, t: f64, attempt: u64| {
+        scheduler.handle(
+            secs(t),
+            Input::Failed {
+                attempt,
+                error: "out of memory".into(),
+            },
+        );
+    };
+    fail(&mut scheduler, 7.5, 2);
+    assert!(launches(&drain(&mut scheduler)).is_empty());
+    scheduler.handle(secs(8.0), Input::Finished { attempt: 3 });
+    let commands = drain(&mut scheduler);
+    assert!(
+        commands.contains(&Command::Cancel { attempt: 0 }),
+        "{commands:?}"
+    );
+    assert_eq!(
+        launches(&commands),
+        vec![(4, 2, SlotId(1), 20..30, false)],
+        "the retry went to the slot set aside"
+    );
+    // Failed on hosts 1 and 2, and host 0's only slot is set aside: a host
+    // it failed on takes it.
+    fail(&mut scheduler, 9.0, 4);
+    let retry = launches(&drain(&mut scheduler));
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert_ne!(
+        retry[0].2,
+        SlotId(0),
+        "the retry went to the slot set aside"
+    );
+    // With slots 1 and 2 gone (the one running it last), nothing runs until
+    // slot 0 comes up again.
+    let running = retry[0].2.0;
+    for slot in [3 - running, running] {
+        scheduler.handle(
+            secs(9.5),
+            Input::SlotDown {
+                slot: SlotId(slot),
+                reason: "gone".into(),
+            },
+        );
+    }
+    assert!(launches(&drain(&mut scheduler)).is_empty());
+    slot_up(&mut scheduler, secs(10.0), 0, 0);
+    assert_eq!(
+        launches(&drain(&mut scheduler)),
+        vec![(6, 2, SlotId(0), 20..30, false)],
+        "the slot is back once it came up"
     );
 }

@@ -29,7 +29,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::{HERD, JobShape, Scratch, text};
-use herd::plan::{CostIndex, chunks_by_cost};
 use herd::run::{AttemptReport, Report};
 
 /// The claim: makespan within this factor of the lower bound.
@@ -88,9 +87,9 @@ fn a_run_with_a_slot_slowed_5x_ends_within_1_3x_of_the_measured_bound() {
 
     // The job's own costs, as the coordinator planned them.
     let prepared = herd::run::prepare(&s.job(), None).expect("prepare the job again");
-    let total_cost: u64 = prepared.costs.iter().sum();
-    let max_row_cost = prepared.costs.iter().copied().max().unwrap_or(0);
-    assert_eq!(report.rows, prepared.costs.len() as u64, "{table}");
+    let total_cost = prepared.costs.total();
+    let max_row_cost = prepared.costs.max_row_cost();
+    assert_eq!(report.rows, prepared.costs.rows(), "{table}");
 
     // Measured speeds: every slot worked, and the slowed one is a straggler.
     assert_eq!(report.slots.len(), 3, "{table}");
@@ -124,8 +123,8 @@ fn a_run_with_a_slot_slowed_5x_ends_within_1_3x_of_the_measured_bound() {
         report.scoring_s
     );
     // Unhelped, the slowed slot's planned chunks would end past the claim.
-    let plan = chunks_by_cost(&prepared.costs, target_chunk_cost, &[]);
-    let index = CostIndex::new(&prepared.costs);
+    let index = prepared.costs.clone();
+    let plan = index.chunks_by_cost(target_chunk_cost, &[]);
     let first_launch = report
         .timeline
         .iter()

@@ -21,6 +21,7 @@ pub mod r#gen;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
@@ -247,7 +248,7 @@ pub struct Index {
     pub ids: EntityIds,
     /// One per row (a null history counts 0); empty when the dataset has no
     /// history column.
-    pub history_lens: Vec<u32>,
+    pub history_lens: Arc<[u32]>,
 }
 
 const ID_TYPES: &str = "an integer (any width) or a string";
@@ -433,7 +434,10 @@ impl Dataset {
                 return Err(self.short_read(start..start + rows, row - start));
             }
         }
-        Ok(Index { ids, history_lens })
+        Ok(Index {
+            ids,
+            history_lens: history_lens.into(),
+        })
     }
 
     /// Every null, NaN or infinite value of the feature columns, by input

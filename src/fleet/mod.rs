@@ -152,6 +152,16 @@ impl WorkerLink {
             .map_err(|_| format!("worker slot {} is gone", self.slot.0))
     }
 
+    /// A link to no process: its frames go to `frames` (one channel may
+    /// serve many links). For benchmarks that play the workers themselves.
+    pub fn in_memory(slot: SlotId, frames: mpsc::UnboundedSender<Vec<u8>>) -> WorkerLink {
+        WorkerLink {
+            slot,
+            frames,
+            kill: None,
+        }
+    }
+
     /// Kills the worker process.
     pub fn kill(&mut self) {
         if let Some(k) = self.kill.take() {

@@ -102,6 +102,20 @@ impl Coordinator {
         out: Publisher,
         fleet_tx: mpsc::UnboundedSender<FleetEvent>,
     ) -> Result<Coordinator, Error> {
+        Coordinator::open(p, job_file, resume, out, |p, model, out| {
+            Workers::start(&p.fleet, model, fleet_tx, out)
+        })
+    }
+
+    /// [`Coordinator::start`] with the workers made by `workers` (real
+    /// processes, or in-memory links for a benchmark).
+    pub fn open(
+        p: Prepared,
+        job_file: PathBuf,
+        resume: bool,
+        out: Publisher,
+        workers: impl FnOnce(&Prepared, &ModelFile, &Publisher) -> Workers,
+    ) -> Result<Coordinator, Error> {
         let store_dir = p.job.output.store.clone();
         let store = Store::open(&store_dir)
             .map_err(|e| Error::Failed(format!("store '{}': {e}", store_dir.display())))?;
@@ -156,7 +170,7 @@ impl Coordinator {
             sha256: p.weights_sha256.clone(),
         };
         let expect = Expect::of(&p);
-        let workers = Workers::start(&p.fleet, &model, fleet_tx, &out);
+        let workers = workers(&p, &model, &out);
         Ok(Coordinator {
             p,
             job_file,
@@ -173,6 +187,11 @@ impl Coordinator {
             all_committed: None,
             expect,
         })
+    }
+
+    /// The slot an attempt in flight was handed to.
+    pub fn attempt_slot(&self, attempt: AttemptId) -> Option<SlotId> {
+        self.attempts.get(&attempt).map(|a| a.slot)
     }
 
     /// Every row is committed.
@@ -743,7 +762,7 @@ fn begin_version(store: &Store, p: &Prepared) -> Result<u64, Error> {
 /// [`DEFAULT_CHUNK_SECONDS`] of one slot's work unless the job says.
 fn policy(p: &Prepared) -> Policy {
     let total_slots: u64 = p.fleet.hosts.iter().map(|h| h.slots as u64).sum();
-    let total_cost: u64 = p.costs.iter().sum();
+    let total_cost = p.costs.total();
     let target_chunk_cost = p.job.partition.target_chunk_cost.unwrap_or_else(|| {
         let by_time = (DEFAULT_CHUNK_SECONDS * ASSUMED_SLOT_MACS_PER_S) as u64;
         let by_count = total_cost / (total_slots.max(1) * MIN_CHUNKS_PER_SLOT);

@@ -11,6 +11,7 @@
 //! version, pushes it to any sinks, flips readers to it and keeps
 //! `keep_versions`.
 
+pub mod bench;
 pub mod controller;
 mod coordinator;
 pub mod event;

@@ -5,11 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Fleet, Job, OnInvalid};
 use crate::data::{self, Dataset, Index, InvalidValue};
 use crate::model::Model;
+use crate::plan::{CostIndex, LengthCosts};
 use crate::worker::hex;
 
 use super::Error;
@@ -21,8 +24,9 @@ pub struct Prepared {
     pub index: Index,
     pub model: Model,
     pub weights_sha256: String,
-    /// Multiply-adds of every input row.
-    pub costs: Vec<u64>,
+    /// Multiply-adds of every input row: block sums, each row's recomputed
+    /// from its history length where needed.
+    pub costs: CostIndex,
     /// Everything that changes a prediction, one hash per setting
     /// (`setting=hash;...`), for `--resume`: see [`fingerprint`].
     pub fingerprint: String,
@@ -124,15 +128,10 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
     check_unique_ids(&index, &job)?;
     let skipped = invalid_features(&job, &dataset)?;
-    let costs: Vec<u64> = if index.history_lens.is_empty() {
-        vec![model.entity_cost(0); index.ids.len()]
-    } else {
-        index
-            .history_lens
-            .iter()
-            .map(|&h| model.entity_cost(h as usize))
-            .collect()
-    };
+    let rows = index.ids.len() as u64;
+    let lens = index.history_lens.clone();
+    let costs = LengthCosts::new(rows, lens, |len| model.entity_cost(len));
+    let costs = CostIndex::from_source(Arc::new(costs));
     let fingerprint = fingerprint(&job, &model_identity, &dataset)?;
     Ok(Prepared {
         job,

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::plan::CostIndex;
 use crate::sched::{HostId, SlotId, Snapshot};
 
 use super::coordinator::Coordinator;
@@ -14,7 +13,7 @@ use super::event::{
 
 /// What every slot did and the timeline of every attempt, from `snap`.
 fn slots_and_timeline(c: &Coordinator, snap: &Snapshot) -> (Vec<SlotReport>, Vec<AttemptReport>) {
-    let costs = CostIndex::new(&c.p.costs);
+    let costs = &c.p.costs;
     let host_name = |h: HostId| c.workers.hosts[h as usize].cfg.name.clone();
     let mut slots: BTreeMap<SlotId, SlotReport> = c
         .workers

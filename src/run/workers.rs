@@ -47,6 +47,10 @@ pub(super) struct HostRt {
     pub backend: String,
     pub adapter: String,
     pub last_error: Option<String>,
+    /// Its first slot (slots are named by their number after it) and how
+    /// many of its slots are not down: kept so that no event scans slots.
+    first_slot: Option<u32>,
+    live: u32,
 }
 
 /// Every host and slot of the run.
@@ -54,6 +58,8 @@ pub(super) struct Workers {
     pub hosts: Vec<HostRt>,
     pub slots: BTreeMap<SlotId, SlotRt>,
     next_slot: u32,
+    /// Slots not down, of every host.
+    live: u32,
     /// Where every worker's events go (replacements too).
     events: mpsc::UnboundedSender<FleetEvent>,
 }
@@ -71,6 +77,7 @@ impl Workers {
             hosts: Vec::with_capacity(fleet.hosts.len()),
             slots: BTreeMap::new(),
             next_slot: 0,
+            live: 0,
             events,
         };
         for (hi, h) in fleet.hosts.iter().enumerate() {
@@ -84,6 +91,8 @@ impl Workers {
                 backend: String::new(),
                 adapter: String::new(),
                 last_error: None,
+                first_slot: None,
+                live: 0,
             });
             out.send(Event::Host {
                 host: hi as HostId,
@@ -100,6 +109,51 @@ impl Workers {
         w
     }
 
+    /// Every slot of `fleet` linked in memory: frames for any worker go to
+    /// `frames`, and no process starts (benchmarks play the workers).
+    pub fn in_memory(fleet: &Fleet, frames: mpsc::UnboundedSender<Vec<u8>>) -> Workers {
+        let (events, _) = mpsc::unbounded_channel();
+        let mut w = Workers {
+            hosts: Vec::with_capacity(fleet.hosts.len()),
+            slots: BTreeMap::new(),
+            next_slot: 0,
+            live: 0,
+            events,
+        };
+        for (hi, h) in fleet.hosts.iter().enumerate() {
+            w.hosts.push(HostRt {
+                cfg: h.clone(),
+                link: Err("in memory: no host to start workers on".to_string()),
+                backend: String::new(),
+                adapter: String::new(),
+                last_error: None,
+                first_slot: None,
+                live: 0,
+            });
+            for _ in 0..h.slots {
+                let slot = SlotId(w.next_slot);
+                w.next_slot += 1;
+                let host = &mut w.hosts[hi];
+                host.first_slot.get_or_insert(slot.0);
+                host.live += 1;
+                w.live += 1;
+                let rt = SlotRt {
+                    host: hi as HostId,
+                    link: Some(WorkerLink::in_memory(slot, frames.clone())),
+                    hello: false,
+                    up: false,
+                    violated: false,
+                    malformed: 0,
+                    down: false,
+                    restarts: 0,
+                    env: Vec::new(),
+                };
+                w.slots.insert(slot, rt);
+            }
+        }
+        w
+    }
+
     /// Starts a worker on a new slot of `host`.
     fn add_slot(
         &mut self,
@@ -111,6 +165,7 @@ impl Workers {
         let slot = SlotId(self.next_slot);
         self.next_slot += 1;
         let h = &mut self.hosts[host as usize];
+        h.first_slot.get_or_insert(slot.0);
         let started = match &h.link {
             Ok(link) => link.start_worker(&env),
             Err(e) => Err(e.clone()),
@@ -129,6 +184,8 @@ impl Workers {
         let outcome = match started {
             Ok(spawned) => {
                 rt.link = Some(fleet::attach(slot, spawned, self.events.clone()));
+                h.live += 1;
+                self.live += 1;
                 Ok(slot)
             }
             Err(e) => {
@@ -162,12 +219,7 @@ impl Workers {
     /// `host#N`: the slot's name, numbered within its host.
     pub fn slot_name(&self, slot: SlotId) -> String {
         let hi = self.slots[&slot].host;
-        let first = self
-            .slots
-            .iter()
-            .find(|(_, s)| s.host == hi)
-            .map(|(id, _)| id.0)
-            .unwrap_or(slot.0);
+        let first = self.hosts[hi as usize].first_slot.unwrap_or(slot.0);
         format!("{}#{}", self.hosts[hi as usize].cfg.name, slot.0 - first)
     }
 
@@ -198,20 +250,19 @@ impl Workers {
         }
         rt.down = true;
         rt.link = None;
+        self.hosts[rt.host as usize].live -= 1;
+        self.live -= 1;
         true
     }
 
     /// Every worker of `host` is gone.
     pub fn host_down(&self, host: HostId) -> bool {
-        self.slots
-            .values()
-            .filter(|s| s.host == host)
-            .all(|s| s.down)
+        self.hosts[host as usize].live == 0
     }
 
     /// Every worker of every host is gone.
     pub fn all_down(&self) -> bool {
-        self.slots.values().all(|s| s.down)
+        self.live == 0
     }
 
     /// `host: last error` for each host that had one.

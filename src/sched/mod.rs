@@ -5,14 +5,23 @@
 //! back. No IO, no clock, ordered maps only: the same inputs give the same
 //! commands, in tests, in the simulated cluster ([`sim`]) and in real runs.
 
+mod check;
+mod index;
 mod machine;
+mod order;
 pub mod sim;
+mod straggler;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use machine::{
-    BACKUP_SLOT_SHARE, CHECK_INTERVAL, EWMA_WEIGHT, MIN_RATE_SPAN, MIN_SPLIT_ROWS, RATE_WINDOW,
-    SPECULATION_GAIN, SPECULATION_PEERS, SPECULATION_SLOWNESS, SPLIT_GAIN, Scheduler,
+    CHECK_INTERVAL, EWMA_WEIGHT, MIN_RATE_SPAN, RATE_WINDOW, SILENCE_FACTOR, SILENCE_MIN,
+    SILENCE_UNMEASURED, Scheduler,
+};
+pub use straggler::{
+    BACKUP_BUDGET, BACKUP_SLOT_SHARE, MAX_SPLIT_PARTS, MIN_SPLIT_ROWS, SPECULATION_GAIN,
+    SPECULATION_PEERS, SPECULATION_SLOWNESS, SPLIT_GAIN,
 };
 
 use std::ops::Range;

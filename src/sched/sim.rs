@@ -13,7 +13,16 @@
 //! batch), and finishes at its last row. `StopAt` moves its last row, but
 //! never before the end of the batch under way, which a real worker finishes
 //! before it reads the message; `Cancel` drops it, and a lost host fails every
-//! attempt it runs.
+//! attempt it runs. A host that falls silent ([`SimHost::silent_at`]) stops
+//! computing and sending without the driver hearing of it, as a hung machine
+//! behind an open connection does.
+//!
+//! Work is accounted for: every attempt's computed cost until it finished,
+//! was cancelled, failed or fell silent. [`Outcome::extra_cost`] is the work
+//! that backups and splits cost on top of the total (losers of a race that
+//! were still computing, rows computed past a split point), and
+//! [`Outcome::lost_cost`] the work lost with failed, lost and silent hosts.
+//! The seed-sized scenario is in [`seed`].
 //!
 //! The driver model ([`Timing`]): carrying out a `Launch` (reading the rows,
 //! sending them) or a `Commit` (writing the store) keeps the driver busy; news
@@ -27,6 +36,8 @@ use std::time::Duration;
 
 use super::{AttemptId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::plan::CostIndex;
+
+pub mod seed;
 
 /// Time from a launch to the first row being computed ([`Timing::ideal`]).
 pub const START_LATENCY: Duration = Duration::from_millis(20);
@@ -89,6 +100,9 @@ pub struct SimHost {
     /// How many of the attempts launched on it fail (the first ones);
     /// `u32::MAX`: it fails everything.
     pub fail_attempts: u32,
+    /// When the host falls silent: from then on its workers compute and
+    /// send nothing, and nobody tells the driver.
+    pub silent_at: Option<Duration>,
 }
 
 impl SimHost {
@@ -99,14 +113,23 @@ impl SimHost {
             slots,
             lost_at: None,
             fail_attempts: 0,
+            silent_at: None,
+        }
+    }
+
+    /// When it stops working for the run: lost or silent, whichever first.
+    fn gone_at(&self) -> Option<Duration> {
+        match (self.lost_at, self.silent_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Scenario {
     pub name: &'static str,
-    pub costs: Vec<u64>,
+    pub costs: CostIndex,
     pub hosts: Vec<SimHost>,
 }
 
@@ -121,21 +144,55 @@ pub struct Outcome {
     pub attempts: u64,
     pub backups: u64,
     pub splits: u64,
+    /// Chunks at the end: planned and made by splits.
+    pub chunks: u64,
     /// The error of `Fail`, if the run failed.
     pub failed: Option<String>,
+    /// Cost of every row.
+    pub total_cost: u64,
+    /// Work done on top of the total because of backups and splits: losers
+    /// of a race that were still computing when cancelled, and rows computed
+    /// past a split point.
+    pub extra_cost: f64,
+    /// Work lost with failed attempts and with lost or silent hosts.
+    pub lost_cost: f64,
+    /// Events and timeouts the driver handled.
+    pub steps: u64,
+}
+
+impl Outcome {
+    /// Makespan over the lower bound (1.0 for an empty run).
+    pub fn over_bound(&self) -> f64 {
+        let bound = self.lower_bound.as_secs_f64();
+        if bound > 0.0 {
+            self.makespan.as_secs_f64() / bound
+        } else {
+            1.0
+        }
+    }
+
+    /// [`Outcome::extra_cost`] over the total cost.
+    pub fn extra_work_fraction(&self) -> f64 {
+        self.extra_cost / (self.total_cost.max(1) as f64)
+    }
+
+    /// [`Outcome::lost_cost`] over the total cost.
+    pub fn lost_work_fraction(&self) -> f64 {
+        self.lost_cost / (self.total_cost.max(1) as f64)
+    }
 }
 
 /// No schedule can finish sooner: the smallest `T` such that the hosts'
-/// capacity up to `T` covers the total cost, where a host lost at `t` gives
-/// `slots x speed x min(T, t)` and the others `slots x speed x T`; and at
-/// least the costliest row's time on the fastest slot.
-pub fn lower_bound(costs: &[u64], hosts: &[SimHost]) -> Duration {
-    let total: f64 = costs.iter().map(|&c| c as f64).sum();
+/// capacity up to `T` covers the total cost, where a host lost or silent at
+/// `t` gives `slots x speed x min(T, t)` and the others `slots x speed x T`;
+/// and at least the costliest row's time on the fastest slot.
+pub fn lower_bound(costs: &CostIndex, hosts: &[SimHost]) -> Duration {
+    let total = costs.total() as f64;
     let capacity = |t: f64| -> f64 {
         hosts
             .iter()
             .map(|h| {
-                let until = h.lost_at.map_or(t, |l| t.min(l.as_secs_f64()));
+                let until = h.gone_at().map_or(t, |l| t.min(l.as_secs_f64()));
                 f64::from(h.slots) * h.speed * until
             })
             .sum()
@@ -154,7 +211,7 @@ pub fn lower_bound(costs: &[u64], hosts: &[SimHost]) -> Duration {
         }
     }
     let fastest = hosts.iter().map(|h| h.speed).fold(0.0, f64::max);
-    let costliest = costs.iter().copied().max().unwrap_or(0) as f64;
+    let costliest = costs.max_row_cost() as f64;
     let single = if fastest > 0.0 {
         costliest / fastest
     } else {
@@ -176,6 +233,14 @@ struct SimAttempt {
     /// Bumped whenever its scheduled events become stale.
     generation: u64,
     alive: bool,
+}
+
+impl SimAttempt {
+    /// Cost it computed by `at` (seconds), not counting past its rows.
+    fn computed(&self, costs: &CostIndex, at: f64) -> f64 {
+        let done = (at - self.begin).max(0.0) * self.speed;
+        done.min(costs.cost(self.rows.clone()) as f64)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +275,9 @@ struct Cluster<'a> {
     timing: Timing,
     /// The driver is carrying out commands until then.
     busy_until: Duration,
+    /// Work done past the total, and work lost (see [`Outcome`]).
+    extra: f64,
+    lost_work: f64,
 }
 
 impl Cluster<'_> {
@@ -277,10 +345,39 @@ impl Cluster<'_> {
         (a.rows.start + batches * a.step).min(a.rows.end)
     }
 
-    fn current(&self, attempt: AttemptId, generation: u64) -> bool {
+    /// The event is news the driver hears: its attempt is alive, the event
+    /// not stale, and its host not silent by `now`.
+    fn current(&self, attempt: AttemptId, generation: u64, now: Duration) -> bool {
         self.attempts
             .get(&attempt)
-            .is_some_and(|a| a.alive && a.generation == generation)
+            .is_some_and(|a| a.alive && a.generation == generation && !self.silent(a.host, now))
+    }
+
+    fn silent(&self, host: usize, now: Duration) -> bool {
+        self.scenario.hosts[host]
+            .silent_at
+            .is_some_and(|t| now >= t)
+    }
+
+    /// Seconds until which the attempt's host computed, up to `now`.
+    fn working_until(&self, host: usize, now: Duration) -> f64 {
+        let until = self.scenario.hosts[host]
+            .silent_at
+            .map_or(now, |t| now.min(t));
+        until.as_secs_f64()
+    }
+
+    /// The attempt stopped at `now` without committing: its work is extra
+    /// (cancelled while computing) or lost (failed, or on a silent host).
+    fn account_stop(&mut self, id: AttemptId, now: Duration, failed: bool) {
+        let a = &self.attempts[&id];
+        let until = self.working_until(a.host, now);
+        let work = a.computed(&self.costs, until);
+        if failed || self.silent(a.host, now) {
+            self.lost_work += work;
+        } else {
+            self.extra += work;
+        }
     }
 }
 
@@ -306,10 +403,35 @@ pub fn run_timed(
     max_steps: usize,
     timing: &Timing,
 ) -> Outcome {
+    drive(scenario, policy, max_steps, timing, false)
+}
+
+/// [`run_timed`], checking the scheduler's indexes against a full scan
+/// ([`Scheduler::check_index`]) after every event.
+///
+/// # Panics
+///
+/// As [`run`], and at the first index that differs from the scan.
+pub fn run_checked(
+    scenario: &Scenario,
+    policy: &Policy,
+    max_steps: usize,
+    timing: &Timing,
+) -> Outcome {
+    drive(scenario, policy, max_steps, timing, true)
+}
+
+fn drive(
+    scenario: &Scenario,
+    policy: &Policy,
+    max_steps: usize,
+    timing: &Timing,
+    check: bool,
+) -> Outcome {
     let mut scheduler = Scheduler::new(policy.clone(), scenario.costs.clone(), &[]);
     let mut cluster = Cluster {
         scenario,
-        costs: CostIndex::new(&scenario.costs),
+        costs: scenario.costs.clone(),
         events: BTreeMap::new(),
         seq: 0,
         attempts: BTreeMap::new(),
@@ -318,6 +440,8 @@ pub fn run_timed(
         lost: vec![false; scenario.hosts.len()],
         timing: timing.clone(),
         busy_until: Duration::ZERO,
+        extra: 0.0,
+        lost_work: 0.0,
     };
     let mut now = Duration::ZERO;
     let mut next_slot = 0u32;
@@ -346,12 +470,20 @@ pub fn run_timed(
         attempts: 0,
         backups: 0,
         splits: 0,
+        chunks: 0,
         failed: None,
+        total_cost: scenario.costs.total(),
+        extra_cost: 0.0,
+        lost_cost: 0.0,
+        steps: 0,
     };
     let mut steps = 0usize;
     loop {
         while let Some(command) = scheduler.poll_command() {
             apply(&mut cluster, &mut outcome, now, command);
+        }
+        if check && let Err(e) = scheduler.check_index() {
+            panic!("scenario '{}' at {now:?}: {e}", scenario.name);
         }
         if scheduler.is_finished() {
             break;
@@ -389,6 +521,10 @@ pub fn run_timed(
     let snapshot = scheduler.snapshot(now);
     outcome.backups = snapshot.backups;
     outcome.splits = snapshot.splits;
+    outcome.chunks = snapshot.chunks_total;
+    outcome.steps = steps as u64;
+    outcome.extra_cost = cluster.extra;
+    outcome.lost_cost = cluster.lost_work;
     outcome
 }
 
@@ -431,8 +567,10 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
             cluster.schedule(attempt, now);
         }
         Command::Cancel { attempt } => {
-            if let Some(a) = cluster.attempts.get_mut(&attempt) {
-                a.alive = false;
+            if cluster.attempts.get(&attempt).is_some_and(|a| a.alive) {
+                let sent = cluster.busy_until.max(now);
+                cluster.account_stop(attempt, sent, false);
+                cluster.attempts.get_mut(&attempt).expect("alive").alive = false;
             }
         }
         Command::StopAt { attempt, row } => {
@@ -460,6 +598,7 @@ fn apply(cluster: &mut Cluster<'_>, outcome: &mut Outcome, now: Duration, comman
                 "chunk {chunk}: commit of rows {rows:?} by attempt {attempt}, which computed {:?}",
                 a.rows
             );
+            cluster.extra += cluster.costs.cost(rows.end..a.rows.end) as f64;
             outcome.commits.push(rows);
             cluster.busy_until = cluster.busy_until.max(now) + cluster.timing.commit_busy;
             outcome.makespan = cluster.busy_until;
@@ -479,7 +618,7 @@ fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, 
             generation,
             rows_done,
         } => {
-            if cluster.current(attempt, generation) {
+            if cluster.current(attempt, generation, now) {
                 scheduler.handle(now, Input::Progress { attempt, rows_done });
             }
         }
@@ -487,7 +626,7 @@ fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, 
             attempt,
             generation,
         } => {
-            if cluster.current(attempt, generation) {
+            if cluster.current(attempt, generation, now) {
                 cluster.attempts.get_mut(&attempt).expect("current").alive = false;
                 scheduler.handle(now, Input::Finished { attempt });
             }
@@ -496,7 +635,8 @@ fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, 
             attempt,
             generation,
         } => {
-            if cluster.current(attempt, generation) {
+            if cluster.current(attempt, generation, now) {
+                cluster.account_stop(attempt, now, true);
                 cluster.attempts.get_mut(&attempt).expect("current").alive = false;
                 let host = cluster.attempts[&attempt].host;
                 scheduler.handle(
@@ -510,10 +650,15 @@ fn deliver(cluster: &mut Cluster<'_>, scheduler: &mut Scheduler, now: Duration, 
         }
         Event::HostLost { host } => {
             cluster.lost[host] = true;
-            for a in cluster.attempts.values_mut() {
-                if a.host == host {
-                    a.alive = false;
-                }
+            let on_host: Vec<AttemptId> = cluster
+                .attempts
+                .iter()
+                .filter(|(_, a)| a.host == host && a.alive)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in on_host {
+                cluster.account_stop(id, now, true);
+                cluster.attempts.get_mut(&id).expect("on host").alive = false;
             }
             scheduler.handle(
                 now,
@@ -561,7 +706,7 @@ pub fn scenarios(seed: u64) -> Vec<Scenario> {
     let mut slow_hosts = stock_hosts();
     slow_hosts[3].speed = SCENARIO_SPEED / 5.0;
 
-    let lost_costs = uniform_costs(&mut rng);
+    let lost_costs = CostIndex::from(uniform_costs(&mut rng));
     let mut lost_hosts = stock_hosts();
     let halfway = lower_bound(&lost_costs, &lost_hosts) / 2;
     lost_hosts[3].lost_at = Some(halfway);
@@ -569,17 +714,17 @@ pub fn scenarios(seed: u64) -> Vec<Scenario> {
     vec![
         Scenario {
             name: "uniform",
-            costs: uniform,
+            costs: uniform.into(),
             hosts: stock_hosts(),
         },
         Scenario {
             name: "heavy-tail",
-            costs: heavy,
+            costs: heavy.into(),
             hosts: stock_hosts(),
         },
         Scenario {
             name: "slow-host",
-            costs: slow_costs,
+            costs: slow_costs.into(),
             hosts: slow_hosts,
         },
         Scenario {

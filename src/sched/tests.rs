@@ -154,7 +154,7 @@ fn real_timing_keeps_the_full_policy_within_15_percent_of_the_bound() {
                     &timing,
                 );
                 assert_eq!(outcome.failed, None, "{}", scenario.name);
-                assert_tiles(&outcome.commits, scenario.costs.len() as u64, scenario.name);
+                assert_tiles(&outcome.commits, scenario.costs.rows(), scenario.name);
                 let ratio = outcome.makespan.as_secs_f64() / outcome.lower_bound.as_secs_f64();
                 assert!(
                     ratio <= 1.15,
@@ -183,7 +183,7 @@ fn loaded() -> Timing {
 fn one_slot_of_three_slowed_5x_stays_within_15_percent_of_the_bound() {
     let scenario = Scenario {
         name: "one-of-three-slow",
-        costs: vec![1_000; 24_000],
+        costs: vec![1_000; 24_000].into(),
         hosts: vec![
             SimHost::new(1_000_000.0 / 5.0, 1),
             SimHost::new(1_000_000.0, 1),
