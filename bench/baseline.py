@@ -11,6 +11,7 @@ checks a sample of them against a herd store.
     python3 bench/baseline.py mlp --data DIR --out LMDB_DIR --threads 2
     python3 bench/baseline.py two-tower --data DIR --out LMDB_DIR --top-k 100 \\
         --max-history 500 --exclude-seen --check-store STORE --check-version N
+    python3 bench/baseline.py gbdt --data DIR --out LMDB_DIR --threads 2
 
 Ids are the integer id columns `herd gen` writes (entity_id, user_id); the
 features are every other column but the history, in file order.
@@ -63,6 +64,8 @@ def fail(msg, code=2):
 
 
 def data_files(kind, data_dir):
+    if kind == "gbdt":
+        return os.path.join(data_dir, "entities.parquet"), os.path.join(data_dir, "gbdt.onnx")
     if kind == "mlp":
         return os.path.join(data_dir, "entities.parquet"), os.path.join(data_dir, "mlp.safetensors")
     return os.path.join(data_dir, "users.parquet"), os.path.join(data_dir, "two_tower.safetensors")
@@ -249,6 +252,29 @@ def run_mlp(args, tensors, x, t):
     return timed(args, t, once)
 
 
+def run_gbdt(args, x, t):
+    """`herd gen gbdt`'s ONNX tree ensemble on onnxruntime: the probabilities."""
+    if args.engine != "onnxruntime":
+        fail("gbdt runs on onnxruntime only (numpy has no tree ensemble)")
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(args.weights, so, providers=["CPUExecutionProvider"])
+    t["build_s"] = time.perf_counter() - t["_mark"]
+
+    def once():
+        return np.concatenate(
+            [
+                sess.run(["probabilities"], {"input": x[s : s + MLP_BATCH_ROWS]})[0]
+                for s in range(0, len(x), MLP_BATCH_ROWS)
+            ]
+        )
+
+    return timed(args, t, once)
+
+
 def timed(args, t, once):
     """Runs the model compute `args.repeat` times; keeps the best time."""
     passes = []
@@ -416,7 +442,7 @@ def check(args, ids, mine):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", choices=["mlp", "two-tower"])
+    p.add_argument("model", choices=["mlp", "two-tower", "gbdt"])
     p.add_argument("--data", required=True, help="the directory `herd gen` wrote")
     p.add_argument("--out", required=True, help="LMDB directory to write (created)")
     p.add_argument("--engine", choices=["onnxruntime", "numpy"], default="onnxruntime")
@@ -441,8 +467,8 @@ def main():
             fail(f"{f} not found: write it with `herd gen {args.model} --out {args.data}`")
     t = {}
     r0 = time.perf_counter()
-    tensors = load_file(args.weights)
-    if args.model == "mlp":
+    tensors = load_file(args.weights) if args.model != "gbdt" else None
+    if args.model in ("mlp", "gbdt"):
         ids, x, _, _ = read_input(data, "entity_id", None)
     else:
         ids, x, offsets, values = read_input(data, "user_id", "history")
@@ -450,8 +476,8 @@ def main():
     t["_mark"] = time.perf_counter()
 
     ts = int(time.time())
-    if args.model == "mlp":
-        out = run_mlp(args, tensors, x, t)
+    if args.model in ("mlp", "gbdt"):
+        out = run_mlp(args, tensors, x, t) if args.model == "mlp" else run_gbdt(args, x, t)
         w0 = time.perf_counter()
         vals = encode_scores(out, args.version, ts, args.ttl)
 

@@ -6,7 +6,8 @@
 #   pip install -r bench/requirements.txt
 #   bench/compare.sh                 # smaller sizes (a few minutes on 2 cores)
 #   bench/compare.sh --full          # the issue's sizes: mlp 1M x 64,
-#                                    # two_tower 20k users x 100k items, dim 64, K 100
+#                                    # two_tower 20k users x 100k items, dim 64, K 100,
+#                                    # gbdt 1M rows x 100 features, 500 trees of depth 8
 #   bench/compare.sh --mlp-rows N --users N --items N --repeat N --engine numpy --keep DIR
 #
 # herd runs as `herd run` on a job file written here, on one local host with
@@ -20,6 +21,7 @@
 set -euo pipefail
 
 MLP_ROWS=200000
+GBDT_ROWS=100000
 USERS=5000
 ITEMS=100000
 DIM=64
@@ -32,7 +34,8 @@ KEEP=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --full) MLP_ROWS=1000000; USERS=20000; ITEMS=100000; shift ;;
+        --full) MLP_ROWS=1000000; GBDT_ROWS=1000000; USERS=20000; ITEMS=100000; shift ;;
+        --gbdt-rows) GBDT_ROWS="$2"; shift 2 ;;
         --mlp-rows) MLP_ROWS="$2"; shift 2 ;;
         --users) USERS="$2"; shift 2 ;;
         --items) ITEMS="$2"; shift 2 ;;
@@ -74,6 +77,8 @@ echo "== generating data in $WORK" >&2
 [ -f tt/users.parquet ] && [ "$(cat tt/.size 2>/dev/null)" = "$USERS $ITEMS $DIM" ] ||
     { "$HERD" gen two-tower --out tt --users "$USERS" --items "$ITEMS" --dim "$DIM" >&2 &&
       echo "$USERS $ITEMS $DIM" > tt/.size; }
+[ -f gbdt/entities.parquet ] && [ "$(cat gbdt/.size 2>/dev/null)" = "$GBDT_ROWS" ] ||
+    { "$HERD" gen gbdt --out gbdt --rows "$GBDT_ROWS" >&2 && echo "$GBDT_ROWS" > gbdt/.size; }
 
 cat > hosts.toml <<EOF
 [[host]]
@@ -135,7 +140,13 @@ for m in mlp tt; do
         --check-store "store-$m" --check-version "$version" --json "baseline-$m.json" > /dev/null
 done
 
-"$PY" -c "import json; json.dump([json.load(open(f)) for f in ('baseline-mlp.json', 'baseline-tt.json')], open('baselines.json', 'w'))"
+# The tree model: onnxruntime on herd gen gbdt's ONNX file (model compute;
+# `herd run` of ONNX tree models comes with the ONNX model family).
+echo "== bench/baseline.py gbdt ($THREADS threads)" >&2
+"$PY" "$ROOT/bench/baseline.py" gbdt --data gbdt --out baseline-gbdt --threads "$THREADS" \
+    --repeat "$REPEAT" --json baseline-gbdt.json > /dev/null
+
+"$PY" -c "import json; json.dump([json.load(open(f)) for f in ('baseline-mlp.json', 'baseline-tt.json', 'baseline-gbdt.json')], open('baselines.json', 'w'))"
 echo "== herd bench compute --baseline (native path on the same files, best of $REPEAT)" >&2
 "$HERD" bench compute --baseline baselines.json --json > herd-compute.json
 
@@ -167,6 +178,11 @@ for m, name in (("mlp", "mlp"), ("tt", "two_tower")):
     c = b["check"]
     print(f"{'':<10} {'':>9}  agreement: {c['sampled']} sampled rows, {c['identical']} identical, "
           f"{c['disagree_count']} disagree, max |diff| {c['max_abs_diff']:.1e}; herd scoring_s {rep['scoring_s']:.2f}")
+g = load("baseline-gbdt.json")
+for r in load("herd-compute.json"):
+    if r["model"] == "gbdt":
+        print(f"{'gbdt':<10} {g['rows']:>9}  {'model compute':<16} {r['seconds']:>8.3f} {g['compute_s']:>10.3f} "
+              f"{r['rows_per_s']:>12,.0f} {g['rows'] / g['compute_s']:>12,.0f} {g['compute_s'] / r['seconds']:>7.2f}x  ({r['adapter']})")
 b = load("baseline-mlp.json")
 print(f"\nbaseline: {b['engine']} {b['engine_version']}, {b['threads']} threads; herd: native CPU, "
       f"1 slot x {b['threads']} threads; model compute best of {b['repeat']}")

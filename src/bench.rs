@@ -62,6 +62,11 @@ pub struct Sizes {
     pub items: usize,
     pub dim: usize,
     pub top_k: usize,
+    /// The tree workload: rows, features, trees, branching levels.
+    pub gbdt_rows: usize,
+    pub gbdt_features: usize,
+    pub gbdt_trees: usize,
+    pub gbdt_depth: usize,
 }
 
 impl Default for Sizes {
@@ -74,6 +79,10 @@ impl Default for Sizes {
             items: 100_000,
             dim: 64,
             top_k: 100,
+            gbdt_rows: 1_000_000,
+            gbdt_features: 100,
+            gbdt_trees: 500,
+            gbdt_depth: 8,
         }
     }
 }
@@ -178,6 +187,94 @@ pub fn two_tower_workload(s: &Sizes) -> (Model, Rows) {
     (model, rows)
 }
 
+/// The tree workload: `herd gen gbdt`'s model and feature values (2%
+/// missing), generated in memory.
+pub fn gbdt_workload(s: &Sizes) -> (crate::model::trees::Ensemble, Vec<f32>) {
+    use crate::data::r#gen::{GenKind, GenOptions, gbdt_attrs};
+    let mut opts = GenOptions::defaults(GenKind::Gbdt);
+    opts.features = s.gbdt_features;
+    opts.trees = s.gbdt_trees;
+    opts.depth = s.gbdt_depth;
+    let ensemble = crate::model::trees::Ensemble::from_v3(&gbdt_attrs(&opts), true)
+        .expect("herd gen gbdt writes a valid ensemble");
+    let mut rng = Rng(3);
+    let x = (0..s.gbdt_rows * s.gbdt_features)
+        .map(|_| {
+            let v = uniform(&mut rng, 1.0);
+            if rng.next_u64() % 50 == 0 {
+                f32::NAN
+            } else {
+                v
+            }
+        })
+        .collect();
+    (ensemble, x)
+}
+
+/// Scores `x` on `threads` threads (contiguous row ranges, as the worker
+/// splits a batch) with `compiled`; returns the probabilities.
+pub fn score_trees(
+    ensemble: &crate::model::trees::Ensemble,
+    compiled: &crate::model::trees::fast::Compiled,
+    x: &[f32],
+    width: usize,
+    threads: usize,
+) -> Vec<f32> {
+    let rows = x.len() / width;
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = x
+            .chunks(per * width)
+            .map(|part| {
+                scope.spawn(move || {
+                    compiled
+                        .score(ensemble, part, part.len() / width, width)
+                        .scores
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    })
+}
+
+/// Times each tree layout on `x` (best of `repeat` passes).
+fn time_trees(
+    ensemble: &crate::model::trees::Ensemble,
+    x: &[f32],
+    width: usize,
+    threads: usize,
+    repeat: usize,
+    base: f64,
+    label: &str,
+) -> Vec<ComputeRow> {
+    use crate::model::trees::fast::{Compiled, Layout, isa_name};
+    let rows = x.len() / width;
+    let visits = ensemble.cost_per_row() as f64 * rows as f64;
+    let mut out = Vec::new();
+    for layout in [Layout::Auto, Layout::General] {
+        let compiled = Compiled::with_layout(ensemble, layout);
+        let mut best = f64::INFINITY;
+        for _ in 0..repeat.max(1) {
+            let t = Instant::now();
+            let scores = score_trees(ensemble, &compiled, x, width, threads);
+            best = best.min(t.elapsed().as_secs_f64());
+            assert_eq!(scores.len(), rows * ensemble.n_targets);
+        }
+        let adapter = match compiled.name() {
+            "perfect" => format!("trees perfect/{}, {threads} thr", isa_name()),
+            other => format!("trees {other}, {threads} thr"),
+        };
+        // GFLOP/s column: node visits per second, in billions.
+        out.push(row(
+            "gbdt", "cpu", &adapter, rows, best, visits, base, label,
+        ));
+    }
+    out
+}
+
 fn flops(model: &Model, rows: &Rows) -> f64 {
     (0..rows.len())
         .map(|i| 2.0 * model.entity_cost(rows.history_of(i).len()) as f64)
@@ -206,6 +303,16 @@ pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
             &label,
         ));
     }
+    let (ensemble, x) = gbdt_workload(sizes);
+    out.extend(time_trees(
+        &ensemble,
+        &x,
+        sizes.gbdt_features,
+        threads,
+        1,
+        f64::NAN,
+        &label,
+    ));
     out
 }
 
@@ -254,6 +361,8 @@ pub fn measure_baseline(
                 opts.dim = sizes.dim;
                 ("users.parquet", "two_tower.safetensors")
             }
+            // Not in the list above: the gbdt baseline is given as a file.
+            GenKind::Gbdt => unreachable!("only mlp and two_tower are generated here"),
         };
         let files = dir.join(name);
         generate(&opts, &files.join(data), &files.join(weights))
@@ -304,7 +413,8 @@ fn time_backends(
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
-        let preds = crate::worker::predict_cpu(model, rows, threads);
+        let preds = crate::worker::predict_cpu(model, rows, threads)
+            .expect("the benchmark models score every row");
         best = best.min(t.elapsed().as_secs_f64());
         assert_eq!(preds.len(), rows.len());
     }
@@ -406,6 +516,10 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
     let gpu = crate::gpu::choose(Device::Gpu).ok().flatten();
     let mut out = Vec::new();
     for b in baselines {
+        if b.model == "gbdt" {
+            out.extend(gbdt_on_files(b)?);
+            continue;
+        }
         let (spec, id_column, history_column) = match b.model.as_str() {
             "mlp" => (
                 ModelSpec::Mlp(MlpSpec {
@@ -424,7 +538,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
                 "user_id",
                 Some("history".to_string()),
             ),
-            other => bail!("baseline model '{other}' is neither mlp nor two_tower"),
+            other => bail!("baseline model '{other}' is not mlp, two_tower or gbdt"),
         };
         let input = Input {
             path: crate::config::Location::Local(b.data.clone()),
@@ -471,6 +585,68 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
         ));
     }
     Ok(out)
+}
+
+/// The gbdt baseline's files: the Parquet features and the ONNX model's
+/// tree ensemble, timed on herd's tree layouts.
+fn gbdt_on_files(b: &Baseline) -> anyhow::Result<Vec<ComputeRow>> {
+    use crate::model::onnx::{OnnxFile, ml};
+    use crate::model::trees::Ensemble;
+    let input = Input {
+        path: crate::config::Location::Local(b.data.clone()),
+        read: crate::config::ReadMode::Auto,
+        storage: Default::default(),
+        id_column: "entity_id".into(),
+        history_column: None,
+        feature_columns: None,
+        on_invalid: crate::config::OnInvalid::Missing,
+    };
+    let data = Dataset::open(&input, false)
+        .with_context(|| format!("baseline input {}", b.data.display()))?;
+    let rows = data
+        .read_rows(0..data.num_rows())
+        .with_context(|| format!("reading {}", b.data.display()))?;
+    if rows.len() != b.rows {
+        bail!(
+            "{} has {} rows but the baseline scored {}: rerun bench/baseline.py on it",
+            b.data.display(),
+            rows.len(),
+            b.rows
+        );
+    }
+    let bytes = std::fs::read(&b.weights)
+        .with_context(|| format!("cannot read model {}", b.weights.display()))?;
+    let file = OnnxFile::parse(&bytes).with_context(|| format!("model {}", b.weights.display()))?;
+    let node = file
+        .proto()
+        .graph
+        .as_ref()
+        .and_then(|g| {
+            g.node
+                .iter()
+                .find(|n| n.op_type.starts_with("TreeEnsemble"))
+        })
+        .with_context(|| format!("{} has no tree ensemble node", b.weights.display()))?;
+    let attrs = ml::attrs(node, &Default::default())
+        .with_context(|| format!("model {}", b.weights.display()))?;
+    let ensemble = Ensemble::from_v3(&attrs, node.op_type == "TreeEnsembleClassifier")
+        .with_context(|| format!("model {}", b.weights.display()))?;
+    let label = format!(
+        "{} {}, {} threads, same files, best of {}",
+        b.engine,
+        b.engine_version,
+        b.threads,
+        b.repeat.max(1)
+    );
+    Ok(time_trees(
+        &ensemble,
+        &rows.features,
+        rows.num_features,
+        b.threads,
+        b.repeat,
+        b.rows as f64 / b.compute_s,
+        &label,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -624,11 +800,22 @@ mod tests {
             "{e}"
         );
 
-        std::fs::write(&file, baseline_json("gbdt", &md, &mw, 100).to_string()).unwrap();
+        std::fs::write(&file, baseline_json("forest", &md, &mw, 100).to_string()).unwrap();
         let e = compute_on_files(&read_baselines(&file).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("'gbdt' is neither mlp nor two_tower"), "{e}");
+        assert!(e.contains("'forest' is not mlp, two_tower or gbdt"), "{e}");
+
+        // A gbdt baseline whose model file is not ONNX is refused naming it.
+        std::fs::write(&file, baseline_json("gbdt", &md, &mw, 100).to_string()).unwrap();
+        let e = format!(
+            "{:#}",
+            compute_on_files(&read_baselines(&file).unwrap()).unwrap_err()
+        );
+        assert!(
+            e.contains("mlp.safetensors") && e.contains("not a valid ONNX model"),
+            "{e}"
+        );
 
         std::fs::write(&file, "not json").unwrap();
         let e = format!("{:#}", read_baselines(&file).unwrap_err());

@@ -72,9 +72,26 @@ enum Cmd {
     },
     /// Serve the store over the Redis protocol and HTTP (loopback by default).
     Serve(ServeArgs),
+    /// Look at a model file.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
     /// Internal: speaks the worker protocol on stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// An ONNX model's inputs, outputs, operators, herd's plan for it and its
+    /// cost per row; exits 2 when herd cannot run it.
+    Inspect {
+        #[arg(value_name = "FILE.onnx")]
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +160,8 @@ enum HostsCmd {
 enum GenModel {
     TwoTower,
     Mlp,
+    /// A gradient-boosted tree ensemble (ONNX, ai.onnx.ml) and its data.
+    Gbdt,
 }
 
 #[derive(Args, Debug)]
@@ -151,8 +170,14 @@ struct GenArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Rows (users or entities).
-    #[arg(long)]
+    #[arg(long, visible_alias = "rows")]
     users: Option<u64>,
+    /// Trees (gbdt).
+    #[arg(long)]
+    trees: Option<usize>,
+    /// Branching levels of each tree (gbdt).
+    #[arg(long)]
+    depth: Option<usize>,
     #[arg(long)]
     items: Option<u32>,
     #[arg(long)]
@@ -297,6 +322,12 @@ fn main_with(cli: Cli) -> Result<i32> {
             quiet_on_closed_stdout();
             generate(args)
         }
+        Some(Cmd::Model {
+            cmd: ModelCmd::Inspect { file, json },
+        }) => {
+            quiet_on_closed_stdout();
+            model_inspect(&file, json)
+        }
         Some(Cmd::Store { cmd }) => {
             quiet_on_closed_stdout();
             store_cmd(cmd)
@@ -401,6 +432,59 @@ fn run_headless(RunArgs { job, flags: args }: RunArgs) -> Result<i32> {
     Ok(code)
 }
 
+/// Reads an ONNX model and the external-data files its tensors name (from
+/// the model's folder).
+fn read_onnx(
+    path: &Path,
+) -> Result<(
+    herd::model::onnx::OnnxFile,
+    herd::model::onnx::ExternalFiles,
+)> {
+    use herd::model::onnx::{ExternalFiles, OnnxFile};
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = OnnxFile::parse(&bytes).with_context(|| path.display().to_string())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut files = ExternalFiles::new();
+    for location in file
+        .external_files()
+        .with_context(|| path.display().to_string())?
+    {
+        let p = dir.join(&location);
+        let data = std::fs::read(&p).with_context(|| {
+            format!(
+                "{}: cannot read external data file {}",
+                path.display(),
+                p.display()
+            )
+        })?;
+        files.insert(location, data);
+    }
+    Ok((file, files))
+}
+
+fn model_inspect(path: &Path, json: bool) -> Result<i32> {
+    let (file, files) = match read_onnx(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
+    let inspection = match herd::model::onnx::inspect(&file, &files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return Ok(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print!("{}", inspection.to_text());
+    }
+    Ok(if inspection.runnable { 0 } else { 2 })
+}
+
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
@@ -471,6 +555,7 @@ fn generate(args: GenArgs) -> Result<i32> {
     let (kind, data_name, weights_name) = match args.model {
         GenModel::TwoTower => (GenKind::TwoTower, "users.parquet", "two_tower.safetensors"),
         GenModel::Mlp => (GenKind::Mlp, "entities.parquet", "mlp.safetensors"),
+        GenModel::Gbdt => (GenKind::Gbdt, "entities.parquet", "gbdt.onnx"),
     };
     let mut opts = GenOptions::defaults(kind);
     if let Some(v) = args.users {
@@ -487,6 +572,12 @@ fn generate(args: GenArgs) -> Result<i32> {
     }
     if let Some(v) = args.hidden {
         opts.hidden = v;
+    }
+    if let Some(v) = args.trees {
+        opts.trees = v;
+    }
+    if let Some(v) = args.depth {
+        opts.depth = v;
     }
     if let Some(v) = args.seed {
         opts.seed = v;

@@ -54,7 +54,7 @@ pub enum ToWorker {
         threads: u32,
         /// The job's input, for a worker that reads its own rows
         /// ([`ChunkRows::Read`]); `None`: every chunk comes with its rows.
-        input: Option<Input>,
+        input: Option<Box<Input>>,
         /// Whether the model reads the input's history column.
         needs_history: bool,
     },

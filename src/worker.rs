@@ -7,6 +7,7 @@
 //! Logs go to stderr, which the coordinator prefixes with the host and slot.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -105,7 +106,7 @@ pub fn main() -> Result<(), String> {
                 needs_history,
             } => match load(&spec, &sha256, &path, num_features, device, threads) {
                 Ok(mut l) => {
-                    l.input = input.map(|i| (i, needs_history));
+                    l.input = input.map(|i| (*i, needs_history));
                     let reply = loaded_reply(&l.backend, l.model.describe());
                     loaded = Some(l);
                     Some(reply)
@@ -305,7 +306,9 @@ fn run_attempt(
 /// worker.
 fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
     let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &l.backend {
-        Backend::Cpu { threads } => Ok(predict_cpu(&l.model, rows, *threads)),
+        Backend::Cpu { threads } => {
+            predict_cpu(&l.model, rows, *threads).map_err(|e| e.to_string())
+        }
         Backend::Gpu { gpu, model } => model.predict(gpu, rows).map_err(|e| e.to_string()),
     }));
     scored.unwrap_or_else(|panic| {
@@ -319,14 +322,18 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
 }
 
 /// The native CPU path: the rows split across `threads` scoped threads.
-pub fn predict_cpu(model: &Model, rows: &Rows, threads: usize) -> Predictions {
+pub fn predict_cpu(
+    model: &Model,
+    rows: &Rows,
+    threads: usize,
+) -> Result<Predictions, crate::model::Error> {
     let n = rows.len();
     let threads = threads.clamp(1, n.max(1));
     if threads == 1 {
         return model.predict(rows);
     }
     let per = n.div_ceil(threads);
-    let parts: Vec<Predictions> = std::thread::scope(|s| {
+    let parts: Vec<Result<Predictions, _>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let range = (t * per).min(n)..((t + 1) * per).min(n);
@@ -338,7 +345,9 @@ pub fn predict_cpu(model: &Model, rows: &Rows, threads: usize) -> Predictions {
             .map(|h| h.join().expect("a scoring thread panicked"))
             .collect()
     });
-    Predictions::concat(parts)
+    Ok(Predictions::concat(
+        parts.into_iter().collect::<Result<Vec<_>, _>>()?,
+    ))
 }
 
 fn load(
@@ -356,7 +365,8 @@ fn load(
             "model '{path}' has sha256 {found}, expected {sha256} (changed during the run?)"
         ));
     }
-    let model = Model::from_safetensors(spec, &bytes, num_features)
+    let companions = read_companions(spec, &bytes, Path::new(path))?;
+    let model = Model::load(spec, &bytes, &companions, num_features)
         .map_err(|e| format!("model '{path}': {e}"))?;
     let threads = threads.max(1) as usize;
     // A family the GPU has no kernels for: `auto` need not open a device.
@@ -394,6 +404,29 @@ fn load(
         input: None,
         dataset: None,
     })
+}
+
+/// The files beside the model file at `path` that loading its `bytes` reads
+/// too (an ONNX model's external data), by the names the model gives them.
+pub fn read_companions(
+    spec: &ModelSpec,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let names = spec.companions(bytes).map_err(|e| e.to_string())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for name in names {
+        let file = dir.join(&name);
+        let data = std::fs::read(&file).map_err(|e| {
+            format!(
+                "cannot read '{}', the external data the model names '{name}': {e}",
+                file.display()
+            )
+        })?;
+        out.insert(name, data);
+    }
+    Ok(out)
 }
 
 enum Chosen {

@@ -532,7 +532,7 @@ fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file
         num_features: planned.num_features(),
         device: herd::config::Device::Cpu,
         threads: 1,
-        input: Some(job.input.clone()),
+        input: Some(Box::new(job.input.clone())),
         needs_history: false,
     };
     let run = |attempt: u64, segments: Vec<herd::data::Segment>| ToWorker::Run {

@@ -338,8 +338,18 @@ impl Source<'_> {
             &kinds,
         )?;
         let mut input = self.input(&raw.input, &raw.model.get_ref().kind, family)?;
-        let model = self.model(raw.model.get_ref(), family)?;
+        let model = self.model(&raw.model, family)?;
         input.on_invalid = self.on_invalid(raw.input.get_ref(), &model.spec)?;
+        if let Some(columns) = model.spec.feature_columns() {
+            if let Some(list) = &raw.input.get_ref().feature_columns {
+                return Err(self.error(
+                    list.span(),
+                    "[input] feature_columns is set, but [model.inputs] names the columns; \
+                     expected one of them (the columns of [model.inputs] are read)",
+                ));
+            }
+            input.feature_columns = Some(columns);
+        }
         let partition = self.partition(raw.partition.as_ref())?;
         let stragglers = self.stragglers(raw.stragglers.as_ref())?;
         let output = self.output(raw.output.get_ref())?;
@@ -548,8 +558,45 @@ impl Source<'_> {
 
     /// `[model]`: the weights, then the chosen family's settings; a key of
     /// another kind is refused, naming the kinds it belongs to.
-    fn model(&self, raw: &raw::ModelTable, family: &Family) -> Result<Model> {
-        let weights = self.path(&raw.weights, "[model] weights")?;
+    fn model(&self, table: &Spanned<raw::ModelTable>, family: &Family) -> Result<Model> {
+        let raw = table.get_ref();
+        // The model file: `path` for kinds that take one (an ONNX file),
+        // `weights` for the others.
+        let takes_path = family.keys.contains(&"path");
+        let weights = match (&raw.weights, takes_path) {
+            (Some(w), false) => self.path(w, "[model] weights")?,
+            (Some(w), true) => {
+                return Err(self.error(
+                    w.span(),
+                    format!(
+                        "[model] weights is not a key of kind = '{}'; expected path = the \
+                         model file",
+                        family.kind
+                    ),
+                ));
+            }
+            (None, true) => match &raw.path {
+                Some(p) => self.path(p, "[model] path")?,
+                None => {
+                    return Err(self.error(
+                        table.span(),
+                        format!(
+                            "[model] has no path; kind = '{}' needs path = the model file",
+                            family.kind
+                        ),
+                    ));
+                }
+            },
+            (None, false) => {
+                return Err(self.error(
+                    table.span(),
+                    format!(
+                        "[model] has no weights; kind = '{}' needs weights = the safetensors file",
+                        family.kind
+                    ),
+                ));
+            }
+        };
         if let Some((key, span)) = raw
             .kind_keys()
             .into_iter()

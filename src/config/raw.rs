@@ -57,7 +57,11 @@ pub struct InputTable {
 #[serde(deny_unknown_fields)]
 pub struct ModelTable {
     pub kind: Spanned<String>,
-    pub weights: Spanned<String>,
+    /// The weights file (mlp, two_tower).
+    pub weights: Option<Spanned<String>>,
+    // onnx
+    pub path: Option<Spanned<String>>,
+    pub inputs: Option<Spanned<std::collections::BTreeMap<String, Vec<String>>>>,
     // mlp
     pub layers: Option<Spanned<Vec<Spanned<String>>>>,
     pub output: Option<Spanned<String>>,
@@ -73,6 +77,8 @@ impl ModelTable {
     /// added here too and to its family's `keys`.
     pub fn kind_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
         [
+            ("path", self.path.as_ref().map(Spanned::span)),
+            ("inputs", self.inputs.as_ref().map(Spanned::span)),
             ("layers", self.layers.as_ref().map(Spanned::span)),
             ("output", self.output.as_ref().map(Spanned::span)),
             ("top_k", self.top_k.as_ref().map(Spanned::span)),
@@ -265,7 +271,7 @@ pub(crate) fn assert_kind_table<T: serde::de::DeserializeOwned + std::fmt::Debug
         .collect();
     assert!(!fields.is_empty(), "no keys found in: {}", e.message());
     for field in &fields {
-        let parsed = ["'x'", "1", "true", "1.5", "['x']"]
+        let parsed = ["'x'", "1", "true", "1.5", "['x']", "{ x = ['x'] }"]
             .iter()
             .find_map(|v| toml::from_str::<T>(&format!("{base}\n{field} = {v}\n")).ok())
             .unwrap_or_else(|| panic!("no TOML value fits key '{field}'"));

@@ -333,7 +333,7 @@ fn error_display_is_file_line_column_message() {
         e.to_string(),
         format!(
             "jobs/x.toml:{line}:8: [model] kind = 'two-tower' is not a model kind; \
-             expected 'mlp' or 'two_tower'"
+             expected 'mlp', 'two_tower' or 'onnx'"
         )
     );
 }
@@ -533,10 +533,15 @@ fn model_keys_of_the_other_kind_are_refused() {
         let key = line.split(' ').next().unwrap();
         let text = with(MLP, "model", key, line);
         let e = error_at(job(&text), &text, line);
+        let kinds = if key == "top_k" {
+            "'two_tower' or 'onnx'"
+        } else {
+            "'two_tower'"
+        };
         assert_contains(
             &e,
             &[&format!(
-                "[model] {key} is a key of kind = 'two_tower', not of kind = 'mlp'"
+                "[model] {key} is a key of kind = {kinds}, not of kind = 'mlp'"
             )],
         );
     }
@@ -544,10 +549,15 @@ fn model_keys_of_the_other_kind_are_refused() {
         let key = line.split(' ').next().unwrap();
         let text = with(TWO_TOWER, "model", key, line);
         let e = error_at(job(&text), &text, line);
+        let kinds = if key == "output" {
+            "'mlp' or 'onnx'"
+        } else {
+            "'mlp'"
+        };
         assert_contains(
             &e,
             &[&format!(
-                "[model] {key} is a key of kind = 'mlp', not of kind = 'two_tower'"
+                "[model] {key} is a key of kind = {kinds}, not of kind = 'two_tower'"
             )],
         );
     }
@@ -1310,4 +1320,44 @@ fn a_bad_sink_table_is_refused_at_its_line() {
     }
     let e = job(&sink("kind = \"redis\"\nurl = \"redis://h\"\nttl = 5")).expect_err("unknown key");
     assert_contains(&e, &["ttl"]);
+}
+
+#[test]
+fn onnx_takes_a_path_its_inputs_output_and_top_k() {
+    let onnx = with(MLP, "model", "kind", "kind = \"onnx\"");
+    let onnx = with(&onnx, "model", "weights", "");
+    let e = job(&onnx).unwrap_err().to_string();
+    assert!(
+        e.contains("[model] has no path; kind = 'onnx' needs path"),
+        "{e}"
+    );
+
+    let weights = with(&onnx, "model", "weights", "weights = \"m.onnx\"");
+    let e = error_at(job(&weights), &weights, "weights = \"m.onnx\"");
+    assert_contains(&e, &["[model] weights is not a key of kind = 'onnx'"]);
+
+    let text = with(&onnx, "model", "path", "path = \"../models/churn.onnx\"");
+    let text = with(&text, "model", "top_k", "top_k = 3");
+    let text =
+        format!("{text}\n[model.inputs]\ndense = [\"f0\", \"f1\"]\nids = [\"country\", \"f0\"]\n");
+    let j = job(&text).unwrap();
+    assert!(j.model.weights.ends_with("models/churn.onnx"));
+    assert_eq!(j.model.spec.top_k(), Some(3));
+    // The columns of [model.inputs] are the ones read, each once.
+    assert_eq!(
+        j.input.feature_columns,
+        Some(vec!["f0".to_string(), "f1".into(), "country".into()])
+    );
+
+    let both = with(
+        &text,
+        "input",
+        "feature_columns",
+        "feature_columns = [\"f0\"]",
+    );
+    let e = error_at(job(&both), &both, "feature_columns = [\"f0\"]");
+    assert_contains(
+        &e,
+        &["[input] feature_columns is set, but [model.inputs] names"],
+    );
 }

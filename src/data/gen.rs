@@ -49,6 +49,15 @@ pub const MAX_TENSOR_VALUES: u64 = 1 << 30;
 /// catalogue go up to `10 + 3 * items + 1`, all of which must fit in a u32.
 pub const MAX_ITEMS: u32 = (u32::MAX - 12) / 3;
 
+/// Most trees and deepest trees `herd gen gbdt` writes.
+pub const MAX_GBDT_TREES: usize = 100_000;
+pub const MAX_GBDT_DEPTH: usize = 16;
+/// Per-mille of gbdt feature values that are missing (NaN).
+const GBDT_NAN_PER_MILLE: u64 = 20;
+/// Per-cent of nodes above the deepest level that split (one path per tree
+/// always reaches the full depth).
+const GBDT_SPLIT_PERCENT: u64 = 85;
+
 /// The id of catalogue row `row`: not the row itself, so a backend that
 /// confuses the two gets caught.
 pub fn item_id(row: u32) -> u32 {
@@ -59,6 +68,8 @@ pub fn item_id(row: u32) -> u32 {
 pub enum GenKind {
     TwoTower,
     Mlp,
+    /// A gradient-boosted tree ensemble as ONNX (`gbdt.onnx`).
+    Gbdt,
 }
 
 impl GenKind {
@@ -66,6 +77,7 @@ impl GenKind {
         match self {
             GenKind::TwoTower => "two_tower",
             GenKind::Mlp => "mlp",
+            GenKind::Gbdt => "gbdt",
         }
     }
 }
@@ -83,14 +95,17 @@ pub struct GenOptions {
     pub features: usize,
     /// Width of the hidden layer(s).
     pub hidden: usize,
+    /// Trees and their depth in branching levels (gbdt only).
+    pub trees: usize,
+    pub depth: usize,
     pub seed: u64,
     pub row_group_rows: usize,
 }
 
 impl GenOptions {
     /// two_tower: 20_000 users, 100_000 items, dim 64, 4 features, hidden 128;
-    /// mlp: 100_000 rows, 64 features, hidden 256. Seed 42, row groups of
-    /// 16_384 rows.
+    /// mlp: 100_000 rows, 64 features, hidden 256; gbdt: 100_000 rows, 100
+    /// features, 500 trees of depth 8. Seed 42, row groups of 16_384 rows.
     pub fn defaults(kind: GenKind) -> GenOptions {
         match kind {
             GenKind::TwoTower => GenOptions {
@@ -100,6 +115,8 @@ impl GenOptions {
                 dim: 64,
                 features: 4,
                 hidden: 128,
+                trees: 0,
+                depth: 0,
                 seed: 42,
                 row_group_rows: 16_384,
             },
@@ -110,6 +127,20 @@ impl GenOptions {
                 dim: 0,
                 features: 64,
                 hidden: 256,
+                trees: 0,
+                depth: 0,
+                seed: 42,
+                row_group_rows: 16_384,
+            },
+            GenKind::Gbdt => GenOptions {
+                kind,
+                users: 100_000,
+                items: 0,
+                dim: 0,
+                features: 100,
+                hidden: 1,
+                trees: 500,
+                depth: 8,
                 seed: 42,
                 row_group_rows: 16_384,
             },
@@ -154,6 +185,21 @@ impl GenOptions {
                     );
                 }
             }
+            GenKind::Gbdt => {
+                if self.features == 0 {
+                    return bad(
+                        "features",
+                        "0".into(),
+                        "a tree model needs at least 1 feature",
+                    );
+                }
+                if self.trees == 0 || self.trees > MAX_GBDT_TREES {
+                    return bad("trees", self.trees.to_string(), "must be in 1..=100000");
+                }
+                if self.depth == 0 || self.depth > MAX_GBDT_DEPTH {
+                    return bad("depth", self.depth.to_string(), "must be in 1..=16");
+                }
+            }
             GenKind::Mlp => {
                 if self.features == 0 {
                     return bad("features", "0".into(), "an mlp needs at least 1 feature");
@@ -190,7 +236,14 @@ pub fn generate(opts: &GenOptions, data: &Path, weights: &Path) -> Result<GenSum
     let mut model_rng = Rng::new(opts.seed ^ 0x006d_6f64_656c); // "model"
 
     write_atomically(data, |tmp| write_data(opts, &mut data_rng, tmp))?;
-    write_atomically(weights, |tmp| write_weights(opts, &mut model_rng, tmp))?;
+    if opts.kind == GenKind::Gbdt {
+        let bytes = gbdt_onnx(opts);
+        write_atomically(weights, |tmp| {
+            std::fs::write(tmp, &bytes).map_err(io_error(tmp))
+        })?;
+    } else {
+        write_atomically(weights, |tmp| write_weights(opts, &mut model_rng, tmp))?;
+    }
 
     let size = |path: &Path| {
         std::fs::metadata(path)
@@ -207,6 +260,113 @@ pub fn generate(opts: &GenOptions, data: &Path, weights: &Path) -> Result<GenSum
         data_bytes: size(data)?,
         weights_bytes: size(weights)?,
     })
+}
+
+/// A LightGBM-shaped binary classifier as ai.onnx.ml TreeEnsembleClassifier
+/// attributes, as onnxmltools writes a LightGBM model: BRANCH_LEQ splits on
+/// feature values in [-1, 1], a learned direction for missing values per
+/// node, one weight per leaf on class 0, labels 0 and 1, LOGISTIC. Each
+/// tree has `depth` branching levels on at least one path; other nodes
+/// split with probability 85%. Pure: the same options give the same model.
+pub fn gbdt_attrs(opts: &GenOptions) -> crate::model::trees::Attrs {
+    use crate::model::trees::{Attr, Attrs};
+    let mut rng = Rng::new(opts.seed ^ 0x006d_6f64_656c); // "model"
+    #[derive(Default)]
+    struct Out {
+        treeids: Vec<i64>,
+        nodeids: Vec<i64>,
+        modes: Vec<String>,
+        features: Vec<i64>,
+        values: Vec<f32>,
+        trues: Vec<i64>,
+        falses: Vec<i64>,
+        missing: Vec<i64>,
+        w_trees: Vec<i64>,
+        w_nodes: Vec<i64>,
+        weights: Vec<f32>,
+    }
+    let mut o = Out::default();
+    for t in 0..opts.trees as i64 {
+        // Depth first: (parent slot to patch and whether this is its true
+        // child, level, on the forced full-depth path).
+        type Pending = (Option<(usize, bool)>, usize, bool);
+        let mut next_id = 0i64;
+        let mut todo: Vec<Pending> = vec![(None, 0, true)];
+        while let Some((parent, level, forced)) = todo.pop() {
+            let id = next_id;
+            next_id += 1;
+            let at = o.nodeids.len();
+            if let Some((p, is_true)) = parent {
+                if is_true {
+                    o.trues[p] = id;
+                } else {
+                    o.falses[p] = id;
+                }
+            }
+            o.treeids.push(t);
+            o.nodeids.push(id);
+            let split = level < opts.depth && (forced || rng.below(100) < GBDT_SPLIT_PERCENT);
+            if split {
+                o.modes.push("BRANCH_LEQ".into());
+                o.features.push(rng.below(opts.features as u64) as i64);
+                o.values.push(rng.symmetric(0.95));
+                o.trues.push(0);
+                o.falses.push(0);
+                o.missing.push(rng.below(2) as i64);
+                let forced_true = forced && rng.below(2) == 0;
+                todo.push((Some((at, false)), level + 1, forced && !forced_true));
+                todo.push((Some((at, true)), level + 1, forced_true));
+            } else {
+                o.modes.push("LEAF".into());
+                o.features.push(0);
+                o.values.push(0.0);
+                o.trues.push(0);
+                o.falses.push(0);
+                o.missing.push(0);
+                o.w_trees.push(t);
+                o.w_nodes.push(id);
+                o.weights.push(rng.symmetric(0.1));
+            }
+        }
+    }
+    let n_weights = o.weights.len();
+    Attrs::new()
+        .with("nodes_treeids", Attr::Ints(o.treeids))
+        .with("nodes_nodeids", Attr::Ints(o.nodeids))
+        .with("nodes_modes", Attr::Strs(o.modes))
+        .with("nodes_featureids", Attr::Ints(o.features))
+        .with("nodes_values", Attr::Floats(o.values))
+        .with("nodes_truenodeids", Attr::Ints(o.trues))
+        .with("nodes_falsenodeids", Attr::Ints(o.falses))
+        .with("nodes_missing_value_tracks_true", Attr::Ints(o.missing))
+        .with("class_treeids", Attr::Ints(o.w_trees))
+        .with("class_nodeids", Attr::Ints(o.w_nodes))
+        .with("class_ids", Attr::Ints(vec![0; n_weights]))
+        .with("class_weights", Attr::Floats(o.weights))
+        .with("classlabels_int64s", Attr::Ints(vec![0, 1]))
+        .with("post_transform", Attr::Str("LOGISTIC".into()))
+}
+
+/// The ONNX file of a gbdt model: input `input` [N, features] float,
+/// outputs `label` [N] int64 and `probabilities` [N, 2] float.
+pub fn gbdt_onnx(opts: &GenOptions) -> Vec<u8> {
+    use crate::model::onnx::proto::data_type;
+    use crate::model::onnx::write::{GraphBuilder, batch_dims};
+    let attrs = gbdt_attrs(opts);
+    GraphBuilder::new(17)
+        .opset(crate::model::onnx::op::ML_DOMAIN, 3)
+        .input("input", data_type::FLOAT, &batch_dims(&[opts.features]))
+        .output("label", data_type::INT64, &batch_dims(&[]))
+        .output("probabilities", data_type::FLOAT, &batch_dims(&[2]))
+        .node_in(
+            crate::model::onnx::op::ML_DOMAIN,
+            "TreeEnsembleClassifier",
+            "gbdt",
+            &["input"],
+            &["label", "probabilities"],
+            crate::model::onnx::ml::attr_protos(&attrs),
+        )
+        .finish()
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -255,7 +415,7 @@ fn write_data(opts: &GenOptions, rng: &mut Rng, path: &Path) -> Result<()> {
         let end = (start + opts.row_group_rows as u64).min(opts.users);
         let batch = match opts.kind {
             GenKind::TwoTower => two_tower_batch(opts, &schema, &catalogue, rng, start..end),
-            GenKind::Mlp => mlp_batch(opts, &schema, rng, start..end),
+            GenKind::Mlp | GenKind::Gbdt => mlp_batch(opts, &schema, rng, start..end),
         }
         .map_err(|source| Error::Arrow {
             path: path.to_path_buf(),
@@ -280,7 +440,9 @@ fn data_schema(opts: &GenOptions) -> SchemaRef {
                 false,
             ));
         }
-        GenKind::Mlp => fields.push(Field::new("entity_id", DataType::UInt64, false)),
+        GenKind::Mlp | GenKind::Gbdt => {
+            fields.push(Field::new("entity_id", DataType::UInt64, false))
+        }
     }
     for j in 0..opts.features {
         fields.push(Field::new(format!("f{j}"), DataType::Float32, false));
@@ -378,9 +540,16 @@ fn mlp_batch(
 ) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
     let n = (rows.end - rows.start) as usize;
     let mut features = vec![Vec::with_capacity(n); opts.features];
+    let missing = opts.kind == GenKind::Gbdt;
     for _ in rows.clone() {
         for column in &mut features {
-            column.push(rng.symmetric(1.0));
+            // Tree data has missing values (NaN), which the model scores.
+            let v = rng.symmetric(1.0);
+            column.push(if missing && rng.below(1000) < GBDT_NAN_PER_MILLE {
+                f32::NAN
+            } else {
+                v
+            });
         }
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(rows))];
@@ -449,6 +618,7 @@ fn write_weights(opts: &GenOptions, rng: &mut Rng, path: &Path) -> Result<()> {
             tensors.extend(dense("2", opts.hidden, opts.hidden, rng));
             tensors.extend(dense("4", opts.hidden, 1, rng));
         }
+        GenKind::Gbdt => unreachable!("a gbdt model is written as ONNX by gbdt_onnx"),
     }
     let safetensors_error = |source| Error::Safetensors {
         path: path.to_path_buf(),

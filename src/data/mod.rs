@@ -528,6 +528,13 @@ impl Dataset {
         out
     }
 
+    /// Reads null features as NaN (or not), when the run decides
+    /// `on_invalid` after loading the model (an ONNX graph defines missing
+    /// values or does not).
+    pub fn set_nulls_as_nan(&mut self, nan: bool) {
+        self.nulls_as_nan = nan;
+    }
+
     pub fn num_rows(&self) -> u64 {
         *self.part_starts.last().unwrap_or(&0)
     }

@@ -26,12 +26,14 @@
 mod device;
 mod kernels;
 mod model;
+mod onnx;
 
 use crate::model::Model;
 
 pub use device::{Gpu, choose};
 pub use kernels::KernelConfig;
 pub use model::{GpuModel, KernelTiming, TileLimits};
+pub use onnx::GpuOnnx;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -81,6 +83,9 @@ pub enum Error {
     },
     #[error("reading results back from adapter '{adapter}' failed: {message}")]
     ReadBack { adapter: String, message: String },
+    /// An ONNX graph the kernels cannot run, or rows that break it.
+    #[error("{0}")]
+    Onnx(String),
 }
 
 /// The hint printed when no Vulkan/GL driver is installed at all.
@@ -92,7 +97,11 @@ pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with 
 /// the worker then scores on the native CPU path. A small question a model
 /// family never has to answer itself: the GPU room knows its kernels.
 pub fn supports(model: &Model) -> bool {
-    matches!(model, Model::Mlp(_) | Model::TwoTower(_))
+    match model {
+        Model::Mlp(_) | Model::TwoTower(_) => true,
+        // ai.onnx.ml operators (trees, linear models) have no kernels yet.
+        Model::Onnx(m) => !m.model.uses_ml(),
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,15 @@
 /// A model load failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An ONNX model herd cannot run (the message names the file's node,
+    /// input or output).
+    #[error("{0}")]
+    Onnx(String),
+
+    /// Rows a model could not score (the message says which value).
+    #[error("{0}")]
+    Run(String),
+
     #[error("weights are not a valid safetensors file: {0}")]
     Format(String),
 

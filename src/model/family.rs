@@ -38,16 +38,41 @@ pub trait FamilySpec {
     /// Parses safetensors `bytes` into a loaded model, checking every shape
     /// against these settings and `num_features` dense feature columns.
     fn load(&self, bytes: &[u8], num_features: usize) -> Result<Model>;
+
+    /// The files beside the model file that loading it reads too (an ONNX
+    /// model's external data), as the model names them: relative paths
+    /// that stay beside it.
+    fn companions(&self, _bytes: &[u8]) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// As [`FamilySpec::load`], with the companion files' bytes by name.
+    fn load_with(
+        &self,
+        bytes: &[u8],
+        _companions: &std::collections::BTreeMap<String, Vec<u8>>,
+        num_features: usize,
+    ) -> Result<Model> {
+        self.load(bytes, num_features)
+    }
+
+    /// The feature columns the settings name themselves (ONNX's
+    /// `[model.inputs]`), when `[input] feature_columns` is to be them.
+    fn feature_columns(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// What a loaded model does (one variant of [`Model`]).
 pub trait Scorer {
     /// Scores `rows` with plain loops: the result every backend must match.
-    fn predict_reference(&self, rows: &Rows) -> Predictions;
+    /// Fails only on values a model cannot score (an ONNX graph's index out
+    /// of range, an integer input that is not an integer).
+    fn predict_reference(&self, rows: &Rows) -> Result<Predictions>;
 
     /// Scores `rows` on this thread with the fast CPU kernels; agrees with
     /// the reference within float rounding.
-    fn predict(&self, rows: &Rows) -> Predictions;
+    fn predict(&self, rows: &Rows) -> Result<Predictions>;
 
     /// Multiply-adds to score one entity whose history has `history_len`
     /// items (for planning chunks of equal cost).
@@ -55,6 +80,13 @@ pub trait Scorer {
 
     /// One line naming the kind and its shape.
     fn describe(&self) -> String;
+
+    /// Whether the model defines missing (NaN) feature values, as tree
+    /// ensembles do: then null features reach it as NaN by default
+    /// (`[input] on_invalid = "missing"`).
+    fn defines_missing(&self) -> bool {
+        false
+    }
 }
 
 /// A family's entry in the registry.
@@ -88,6 +120,16 @@ impl ModelSpec {
         self.settings().top_k()
     }
 
+    /// The files beside the model file that loading `bytes` reads too.
+    pub fn companions(&self, bytes: &[u8]) -> Result<Vec<String>> {
+        self.settings().companions(bytes)
+    }
+
+    /// The feature columns the model settings name, if they name them.
+    pub fn feature_columns(&self) -> Option<Vec<String>> {
+        self.settings().feature_columns()
+    }
+
     /// Whether an entity's history items never appear among its predictions.
     pub fn excludes_seen(&self) -> bool {
         self.settings().excludes_seen()
@@ -106,12 +148,23 @@ impl Model {
         spec.settings().load(bytes, num_features)
     }
 
+    /// Loads the model file's `bytes` with its companion files (by the names
+    /// [`ModelSpec::companions`] gave).
+    pub fn load(
+        spec: &ModelSpec,
+        bytes: &[u8],
+        companions: &std::collections::BTreeMap<String, Vec<u8>>,
+        num_features: usize,
+    ) -> Result<Model> {
+        spec.settings().load_with(bytes, companions, num_features)
+    }
+
     /// Scores `rows` with plain loops: the result every backend must match.
     ///
     /// # Panics
     /// When `rows` carries a different number of feature columns than the
     /// model was loaded for.
-    pub fn predict_reference(&self, rows: &Rows) -> Predictions {
+    pub fn predict_reference(&self, rows: &Rows) -> Result<Predictions> {
         self.scorer().predict_reference(rows)
     }
 
@@ -121,8 +174,13 @@ impl Model {
     ///
     /// # Panics
     /// As [`Model::predict_reference`].
-    pub fn predict(&self, rows: &Rows) -> Predictions {
+    pub fn predict(&self, rows: &Rows) -> Result<Predictions> {
         self.scorer().predict(rows)
+    }
+
+    /// Whether null features reach this model as missing values by default.
+    pub fn defines_missing(&self) -> bool {
+        self.scorer().defines_missing()
     }
 
     /// Multiply-adds to score one entity whose history has `history_len`

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 pub mod family;
 pub mod layers;
+pub mod onnx;
 mod predictions;
 // AVX-512 intrinsics are stable from Rust 1.89. Cargo.toml's rust-version
 // (1.85) already predates the let-chains the crate uses (1.88); it is to be
@@ -27,6 +28,7 @@ mod predictions;
 mod simd;
 #[cfg(test)]
 mod tests;
+pub mod trees;
 pub(crate) mod weights;
 
 // The model families: a folder each, and a line each in the list below.
@@ -38,6 +40,8 @@ family::families! {
     Mlp: mlp::{Mlp, MlpSpec},
     /// Pooled history through a user tower, top-K by dot product.
     TwoTower: two_tower::{TwoTower, TwoTowerSpec},
+    /// A user's own model from an ONNX file (networks, tree ensembles).
+    Onnx: onnx::{Onnx, OnnxSpec},
 }
 
 pub use error::{Error, Result};

@@ -163,8 +163,8 @@ impl<'a> TopKView<'a> {
 
 /// Runs both paths, asserts they agree, returns the reference's answer.
 fn predict_both(model: &Model, rows: &Rows) -> Predictions {
-    let reference = model.predict_reference(rows);
-    let fast = model.predict(rows);
+    let reference = model.predict_reference(rows).unwrap();
+    let fast = model.predict(rows).unwrap();
     assert_eq!(
         reference.len(),
         rows.len(),
@@ -227,7 +227,7 @@ fn predict_both(model: &Model, rows: &Rows) -> Predictions {
 fn predict_exact(model: &Model, rows: &Rows) -> Predictions {
     let reference = predict_both(model, rows);
     assert_eq!(
-        model.predict(rows),
+        model.predict(rows).unwrap(),
         reference,
         "fast path differs from the reference"
     );
@@ -950,18 +950,18 @@ fn concat_of_parts_equals_prediction_of_the_whole() {
     let rows = feature_rows(&mut rng, 100, 4);
     let parts = [0..30, 30..30, 30..100]
         .into_iter()
-        .map(|r| mlp.predict(&rows.slice(r)))
+        .map(|r| mlp.predict(&rows.slice(r)).unwrap())
         .collect();
-    assert_eq!(Predictions::concat(parts), mlp.predict(&rows));
+    assert_eq!(Predictions::concat(parts), mlp.predict(&rows).unwrap());
 
     let (tt, ids) = random_two_tower(&mut rng, 300, 4, &[], false, &tt_spec(6, 5, true));
     let histories = random_histories(&mut rng, 90, &ids, 12);
     let rows = history_rows(&histories, Vec::new(), 0);
     let parts = [0..1, 1..64, 64..64, 64..90]
         .into_iter()
-        .map(|r| tt.predict(&rows.slice(r)))
+        .map(|r| tt.predict(&rows.slice(r)).unwrap())
         .collect();
-    assert_eq!(Predictions::concat(parts), tt.predict(&rows));
+    assert_eq!(Predictions::concat(parts), tt.predict(&rows).unwrap());
 
     assert!(Predictions::concat(Vec::new()).is_empty());
 }

@@ -636,7 +636,7 @@ impl Coordinator {
             num_features: self.p.dataset.num_features(),
             device: cfg.device,
             threads,
-            input: host.reads_input.then(|| self.p.job.input.clone()),
+            input: host.reads_input.then(|| Box::new(self.p.job.input.clone())),
             needs_history: self.p.job.model.spec.reads_history(),
         };
         let _ = self.workers.send(slot, &load);
@@ -920,8 +920,8 @@ impl Expect {
             history_items: Vec::new(),
         };
         let width = match p.model.predict_reference(&empty) {
-            Predictions::Scores { width, .. } => width,
-            Predictions::TopK { .. } => 0,
+            Ok(Predictions::Scores { width, .. }) => width,
+            Ok(Predictions::TopK { .. }) | Err(_) => 0,
         };
         Expect {
             top_k: p.job.model.spec.top_k(),

@@ -70,7 +70,7 @@ fn read_config(path: &Path) -> Result<String, Error> {
 /// Loads the job, its fleet (or `hosts` instead), makes the demo data when the
 /// job says how and it is missing, opens the input and the model.
 pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error> {
-    let job = load_job(job_path)?;
+    let mut job = load_job(job_path)?;
     let fleet_path: PathBuf = hosts
         .map(Path::to_path_buf)
         .unwrap_or_else(|| job.hosts.clone());
@@ -102,14 +102,31 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         ))
     })?;
     let weights_sha256 = hex(&Sha256::digest(&bytes));
-    let model =
-        Model::from_safetensors(&job.model.spec, &bytes, dataset.num_features()).map_err(|e| {
-            Error::Config(format!(
-                "{job_file}: [model] weights '{}': {e}",
-                job.model.weights.display()
-            ))
-        })?;
+    let model_error = |e: String| {
+        Error::Config(format!(
+            "{job_file}: [model] '{}': {e}",
+            job.model.weights.display()
+        ))
+    };
+    let companions = crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
+        .map_err(model_error)?;
+    let model = Model::load(&job.model.spec, &bytes, &companions, dataset.num_features())
+        .map_err(|e| model_error(e.to_string()))?;
     drop(bytes);
+    // An ONNX graph may or may not define missing values (a tree ensemble
+    // does, a network does not): known once it is loaded. `missing` (its
+    // family's default) becomes `error` for a graph that does not.
+    let mut dataset = dataset;
+    if job.input.on_invalid == config::OnInvalid::Missing && !model.defines_missing() {
+        job.input.on_invalid = config::OnInvalid::Error;
+        dataset.set_nulls_as_nan(false);
+    }
+    // The fingerprint sees the companion files too (workers check the
+    // model file's hash).
+    let mut model_identity = weights_sha256.clone();
+    for (name, data) in &companions {
+        model_identity.push_str(&format!(" {name}:{}", hex(&Sha256::digest(data))));
+    }
     let index = dataset
         .scan_index()
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
@@ -119,7 +136,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     let lens = index.history_lens.clone();
     let costs = LengthCosts::new(rows, lens, |len| model.entity_cost(len));
     let costs = CostIndex::from_source(Arc::new(costs));
-    let fingerprint = fingerprint(&job, &weights_sha256, &dataset)?;
+    let fingerprint = fingerprint(&job, &model_identity, &dataset)?;
     Ok(Prepared {
         job,
         fleet,

@@ -30,7 +30,10 @@ pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
             .dataset
             .read_rows_at(&at)
             .map_err(|e| Error::Failed(format!("spot check: cannot read the sampled rows: {e}")))?;
-        let preds = p.model.predict_reference(&rows);
+        let preds = p
+            .model
+            .predict_reference(&rows)
+            .map_err(|e| Error::Failed(format!("spot check: {e}")))?;
         let excludes_seen = p.job.model.spec.excludes_seen();
         for i in 0..rows.len() {
             sample.push(SampleRow {

@@ -85,6 +85,10 @@ enum Loaded {
         output: OutputActivation,
     },
     TwoTower(DeviceTwoTower),
+    Onnx {
+        device: Box<super::onnx::GpuOnnx>,
+        scorer: crate::model::onnx::Onnx,
+    },
 }
 
 /// A model whose weights were uploaded once; [`GpuModel::predict`] scores
@@ -146,9 +150,10 @@ impl GpuModel {
         let loaded = match model {
             Model::Mlp(m) => mlp::load_mlp(gpu, m, limits),
             Model::TwoTower(t) => two_tower::load_two_tower(gpu, t, limits, config),
-            // A family with no kernels here (`supports` says which have them).
-            #[allow(unreachable_patterns)]
-            other => Err(Error::Unsupported(other.kind_name())),
+            Model::Onnx(m) => super::onnx::GpuOnnx::new(gpu, &m.model).map(|d| Loaded::Onnx {
+                device: Box::new(d),
+                scorer: m.clone(),
+            }),
         };
         let oom = pollster::block_on(oom.pop());
         let invalid = pollster::block_on(scope.pop());
@@ -184,6 +189,11 @@ impl GpuModel {
         self.in_scope(gpu, "prediction", || match &self.loaded {
             Loaded::Mlp { layers, output } => self.predict_mlp(gpu, layers, *output, rows),
             Loaded::TwoTower(t) => self.predict_two_tower(gpu, t, rows),
+            Loaded::Onnx { device, scorer } => scorer
+                .score_with(rows, |feeds, n| {
+                    device.run(gpu, feeds, n).map_err(|e| e.to_string())
+                })
+                .map_err(|e| Error::Onnx(e.to_string())),
         })
     }
 
@@ -202,6 +212,11 @@ impl GpuModel {
                             self.encode_mlp(gpu, encoder, layers, *output, b, b.n);
                         }
                     })
+                }
+                Loaded::Onnx { .. } => {
+                    return Err(Error::Unsupported(
+                        "onnx (timing its kernels alone; time predict instead)",
+                    ));
                 }
                 Loaded::TwoTower(t) => {
                     let users = self.prepare_users(t, rows)?;

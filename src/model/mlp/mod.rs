@@ -5,8 +5,8 @@
 mod spec;
 
 use super::family::{Family, Scorer};
-use super::layers::{apply_output, layers_block, layers_cost, layers_one, layers_shape};
-use super::{Dense, ModelSpec, OutputActivation, Predictions, Rows, check_features};
+use super::layers::{Scratch, apply_output, layers_block, layers_cost, layers_one, layers_shape};
+use super::{Dense, ModelSpec, OutputActivation, Predictions, Result, Rows, check_features};
 
 pub use spec::MlpSpec;
 
@@ -31,7 +31,7 @@ pub struct Mlp {
 }
 
 impl Scorer for Mlp {
-    fn predict_reference(&self, rows: &Rows) -> Predictions {
+    fn predict_reference(&self, rows: &Rows) -> Result<Predictions> {
         check_features(
             self.layers.first().map_or(rows.num_features, |l| l.in_dim),
             rows,
@@ -43,26 +43,27 @@ impl Scorer for Mlp {
             apply_output(self.output, &mut out);
             values.extend_from_slice(&out);
         }
-        Predictions::Scores { width, values }
+        Ok(Predictions::Scores { width, values })
     }
 
-    fn predict(&self, rows: &Rows) -> Predictions {
+    fn predict(&self, rows: &Rows) -> Result<Predictions> {
         let in_dim = self.layers.first().map_or(rows.num_features, |l| l.in_dim);
         check_features(in_dim, rows);
         let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
         let mut values = Vec::with_capacity(rows.len() * width);
+        let mut scratch = Scratch::default();
         for start in (0..rows.len()).step_by(MLP_BLOCK_ROWS) {
             let n = MLP_BLOCK_ROWS.min(rows.len() - start);
             let input = &rows.features[start * in_dim..(start + n) * in_dim];
-            let mut out = layers_block(&self.layers, input, n);
+            let out = layers_block(&self.layers, input, n, &mut scratch);
             if width > 0 {
                 for row in out.chunks_exact_mut(width) {
                     apply_output(self.output, row);
                 }
             }
-            values.extend_from_slice(&out);
+            values.extend_from_slice(out);
         }
-        Predictions::Scores { width, values }
+        Ok(Predictions::Scores { width, values })
     }
 
     /// The sum of in x out over its layers.

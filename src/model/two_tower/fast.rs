@@ -12,7 +12,7 @@ use matrixmultiply::sgemm;
 
 use super::catalogue::ItemIndex;
 use super::{TwoTower, topk_order};
-use crate::model::layers::layers_block;
+use crate::model::layers::{Scratch, layers_block};
 use crate::model::simd;
 use crate::model::{Predictions, Rows, check_features};
 
@@ -203,6 +203,7 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
     let mut out_items = Vec::with_capacity(rows.len() * tt.top_k.min(items));
     let mut out_scores = Vec::with_capacity(rows.len() * tt.top_k.min(items));
     let mut score_tile = vec![0.0f32; USER_BLOCK.min(rows.len()) * ITEM_TILE.min(items)];
+    let mut scratch = Scratch::default();
 
     for start in (0..rows.len()).step_by(USER_BLOCK) {
         let b = USER_BLOCK.min(rows.len() - start);
@@ -212,10 +213,10 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
             pool(tt, &index, rows.history_of(start + u), &mut x[..dim]);
             x[dim..].copy_from_slice(rows.features_of(start + u));
         }
-        let users = if tt.tower.is_empty() {
-            input
+        let users: &[f32] = if tt.tower.is_empty() {
+            &input
         } else {
-            layers_block(&tt.tower, &input, b)
+            layers_block(&tt.tower, &input, b, &mut scratch)
         };
 
         let mut tops: Vec<RunningTopK> = (0..b)
@@ -235,7 +236,7 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
             .collect();
 
         if tt.top_k > 0 && b <= IN_PLACE_MAX_USERS && simd::available() {
-            score_in_place(tt, &users, &mut tops, &mut score_tile);
+            score_in_place(tt, users, &mut tops, &mut score_tile);
         } else if tt.top_k > 0 {
             for tile_start in (0..items).step_by(ITEM_TILE) {
                 let n = ITEM_TILE.min(items - tile_start);

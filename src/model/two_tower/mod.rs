@@ -19,7 +19,7 @@ use std::cmp::Ordering;
 
 use super::family::{Family, Scorer};
 use super::layers::{layers_cost, layers_shape};
-use super::{Dense, ModelSpec, Predictions, Rows};
+use super::{Dense, ModelSpec, Predictions, Result, Rows};
 
 pub use catalogue::ItemIndex;
 #[cfg(test)]
@@ -64,12 +64,12 @@ pub(crate) fn topk_order(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
 }
 
 impl Scorer for TwoTower {
-    fn predict_reference(&self, rows: &Rows) -> Predictions {
-        reference::predict(self, rows)
+    fn predict_reference(&self, rows: &Rows) -> Result<Predictions> {
+        Ok(reference::predict(self, rows))
     }
 
-    fn predict(&self, rows: &Rows) -> Predictions {
-        fast::predict(self, rows)
+    fn predict(&self, rows: &Rows) -> Result<Predictions> {
+        Ok(fast::predict(self, rows))
     }
 
     /// min(history, max_history) x dim + the tower's in x out + items x dim.
