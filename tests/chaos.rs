@@ -123,12 +123,30 @@ fn twenty_rounds_of_kill_9_and_resume_each_end_equal_to_a_clean_run() {
     let mut resumed = 0;
     for round in 0..ROUNDS {
         let before = statuses(&s);
-        let kill_at = Duration::from_millis(rng.in_range(0..span));
+        let mut kill_at = Duration::from_millis(rng.in_range(0..span));
         let worker_at = Duration::from_millis(rng.in_range(0..span));
+        // Every other round aims inside the version's life: its kill comes
+        // a few milliseconds after a new `building` version shows, however
+        // long the machine takes to get there.
+        let after_begin = Duration::from_millis(rng.in_range(0..20));
+        let aim_mid_version = round % 2 == 1;
+        if aim_mid_version {
+            kill_at = Duration::from_secs(60);
+        }
         let mut child = spawn(&s, &[]);
         let t = Instant::now();
         let mut worker_killed = false;
+        let mut begun = false;
         while t.elapsed() < kill_at && child.try_wait().unwrap().is_none() {
+            if aim_mid_version
+                && !begun
+                && statuses(&s)
+                    .iter()
+                    .any(|(v, st)| *st == Status::Building && !before.iter().any(|(b, _)| b == v))
+            {
+                begun = true;
+                kill_at = t.elapsed() + after_begin;
+            }
             if !worker_killed
                 && t.elapsed() >= worker_at
                 && let Some(&w) = workers_of(child.id()).first()
