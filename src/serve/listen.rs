@@ -211,6 +211,35 @@ impl AsyncRead for Deadlines {
     }
 }
 
+impl Deadlines {
+    /// A write that is still pending arms the write deadline (once), and
+    /// fails when it passes; a write that went through disarms it.
+    fn write_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(r) => {
+                self.write_armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if !self.write_armed {
+                    self.write_armed = true;
+                    let at = Instant::now() + self.write;
+                    self.write_timer.as_mut().reset(at);
+                }
+                if self.write_timer.as_mut().poll(cx).is_ready() {
+                    self.timed_out = true;
+                    return Poll::Ready(Err(timed_out("the client did not take its reply")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl AsyncWrite for Deadlines {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -218,24 +247,8 @@ impl AsyncWrite for Deadlines {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.write_armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if !this.write_armed {
-                    this.write_armed = true;
-                    let at = Instant::now() + this.write;
-                    this.write_timer.as_mut().reset(at);
-                }
-                if this.write_timer.as_mut().poll(cx).is_ready() {
-                    this.timed_out = true;
-                    return Poll::Ready(Err(timed_out("the client did not take its reply")));
-                }
-                Poll::Pending
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.write_deadline(cx, r)
     }
 
     fn poll_write_vectored(
@@ -244,24 +257,8 @@ impl AsyncWrite for Deadlines {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.write_armed = false;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if !this.write_armed {
-                    this.write_armed = true;
-                    let at = Instant::now() + this.write;
-                    this.write_timer.as_mut().reset(at);
-                }
-                if this.write_timer.as_mut().poll(cx).is_ready() {
-                    this.timed_out = true;
-                    return Poll::Ready(Err(timed_out("the client did not take its reply")));
-                }
-                Poll::Pending
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.write_deadline(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
