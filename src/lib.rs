@@ -16,6 +16,7 @@ pub mod sched;
 pub mod serve;
 pub mod splitmix;
 pub mod store;
+pub mod table;
 pub mod test_hooks;
 pub mod ui;
 pub mod worker;

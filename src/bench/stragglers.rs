@@ -190,32 +190,7 @@ pub fn table(rows: &[ScaleRow]) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i < 3 {
-                    format!("{c:<w$}", w = widths[i])
-                } else {
-                    format!("{c:>w$}", w = widths[i])
-                }
-            })
-            .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &cells {
-        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
-    }
+    let mut out = crate::table::render(&header, &cells, 3);
     if let Some(r) = rows.first() {
         out.push_str(&format!(
             "{} entities, {} slots; floor: building the cost index (one pass over every entity) took {:.2} s and holds {:.1} MiB\n",

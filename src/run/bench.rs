@@ -442,26 +442,7 @@ pub fn table(rows: &[CoordinatorRow]) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &cells {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect();
-        out.push_str(&parts.join("  "));
-        out.push('\n');
-    };
-    line(&header);
-    for row in &cells {
-        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
-    }
+    let mut out = crate::table::render(&header, &cells, 0);
     if let (Some(base), Some(last)) = (rows.first(), rows.last())
         && rows.len() > 1
     {
