@@ -14,6 +14,7 @@
 mod fleet;
 mod job;
 pub mod location;
+mod output;
 pub mod raw;
 pub mod source;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 pub use fleet::*;
 pub use job::*;
 pub use location::{Location, Storage};
+pub use output::*;
 pub use source::MAX_NAME_LEN;
 
 pub type Result<T> = std::result::Result<T, Error>;

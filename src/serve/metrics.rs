@@ -164,12 +164,16 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, store: &StoreState, uptime: Duration) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        };
+        self.render_http(&mut out);
+        self.render_resp(&mut out);
+        self.render_connections(&mut out);
+        render_store(&mut out, store, uptime);
+        out
+    }
+
+    fn render_http(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "herd_http_requests_total",
             "counter",
             "HTTP requests answered, by route and status code.",
@@ -191,15 +195,18 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "herd_http_request_duration_seconds",
             "histogram",
             "Time from a parsed HTTP request to its response.",
         );
         self.http_latency
-            .render(&mut out, "herd_http_request_duration_seconds", "");
+            .render(out, "herd_http_request_duration_seconds", "");
+    }
+
+    fn render_resp(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "herd_resp_commands_total",
             "counter",
             "RESP commands answered, by command.",
@@ -212,7 +219,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "herd_resp_errors_total",
             "counter",
             "RESP commands answered with an error.",
@@ -223,15 +230,18 @@ impl Metrics {
             self.resp_errors.load(Relaxed)
         );
         family(
-            &mut out,
+            out,
             "herd_resp_command_duration_seconds",
             "histogram",
             "Time from a parsed RESP command to its reply being queued.",
         );
         self.resp_latency
-            .render(&mut out, "herd_resp_command_duration_seconds", "");
+            .render(out, "herd_resp_command_duration_seconds", "");
+    }
+
+    fn render_connections(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "herd_connections",
             "gauge",
             "Open client connections, by protocol.",
@@ -260,43 +270,52 @@ impl Metrics {
                 &self.protocol_errors,
             ),
         ] {
-            family(&mut out, name, "counter", help);
+            family(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         }
-        family(
-            &mut out,
-            "herd_store_available",
-            "gauge",
-            "1 when the store exists and opened, else 0.",
-        );
-        let _ = writeln!(out, "herd_store_available {}", u8::from(store.available));
-        if let Some(v) = store.live {
-            family(
-                &mut out,
-                "herd_store_live_version",
-                "gauge",
-                "The version readers are served.",
-            );
-            let _ = writeln!(out, "herd_store_live_version {v}");
-        }
-        if let Some(rows) = store.rows {
-            family(
-                &mut out,
-                "herd_store_live_rows",
-                "gauge",
-                "Predictions in the live version.",
-            );
-            let _ = writeln!(out, "herd_store_live_rows {rows}");
-        }
-        family(
-            &mut out,
-            "herd_uptime_seconds",
-            "gauge",
-            "Seconds since herd serve started.",
-        );
-        let _ = writeln!(out, "herd_uptime_seconds {}", uptime.as_secs());
-        out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The store's gauges and the uptime.
+fn render_store(out: &mut String, store: &StoreState, uptime: Duration) {
+    family(
+        out,
+        "herd_store_available",
+        "gauge",
+        "1 when the store exists and opened, else 0.",
+    );
+    let _ = writeln!(out, "herd_store_available {}", u8::from(store.available));
+    if let Some(v) = store.live {
+        family(
+            out,
+            "herd_store_live_version",
+            "gauge",
+            "The version readers are served.",
+        );
+        let _ = writeln!(out, "herd_store_live_version {v}");
+    }
+    if let Some(rows) = store.rows {
+        family(
+            out,
+            "herd_store_live_rows",
+            "gauge",
+            "Predictions in the live version.",
+        );
+        let _ = writeln!(out, "herd_store_live_rows {rows}");
+    }
+    family(
+        out,
+        "herd_uptime_seconds",
+        "gauge",
+        "Seconds since herd serve started.",
+    );
+    let _ = writeln!(out, "herd_uptime_seconds {}", uptime.as_secs());
 }
 
 #[cfg(test)]
