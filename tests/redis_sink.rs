@@ -5,8 +5,10 @@
 //! readers going through the pointer during later runs never miss a key nor
 //! read a version other than the one the pointer named; retention unlinks
 //! the dropped version's keys; a push the server refuses fails the run
-//! naming the sink and moves neither pointer; an unreachable sink fails the
-//! run before any work; `herd serve` answers the same key shapes.
+//! naming the sink, moves neither pointer and unlinks what it had written;
+//! an unreachable sink fails the run before any work; a cluster sink spreads
+//! a version over the primaries and retention cleans every one; `herd
+//! serve` answers the same key shapes.
 
 mod common;
 mod serve_common;
@@ -208,6 +210,13 @@ fn runs_push_to_redis_and_flip_its_pointer_readers_never_see_half_a_version() {
     let store = Store::open_existing(&s.store()).unwrap();
     assert_eq!(store.live().unwrap(), Some(3));
     drop(store);
+    // What the failed push had written is gone, not left for its expiry.
+    assert!(
+        stderr.contains("removed the") && keys(&mut c, "pred:v4:*").is_empty(),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(keys(&mut c, "pred:v3:*").len(), shape.users as usize);
 }
 
 #[test]
@@ -429,4 +438,138 @@ fn binary_encoding_writes_the_stored_value_bytes() {
     assert_eq!(got, want);
     // A top-10 value: the 16-byte header, then 10 (item, score) pairs.
     assert_eq!(got.len(), 16 + 10 * 8);
+}
+
+/// A Redis Cluster of three primaries on loopback, made with
+/// `redis-cli --cluster create`; every node killed when dropped.
+struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        serve_common::require_redis_tools();
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("pick a port")
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{i}.conf")])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start redis-server --cluster-enabled yes");
+            nodes.push(RedisServer { child, port });
+        }
+        let cli = |port: u16, args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(args)
+                .output()
+                .expect("run redis-cli");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while cli(n.port, &["ping"]).trim() != "PONG" {
+                assert!(Instant::now() < deadline, "cluster node did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            text(&out)
+        );
+        for n in &nodes {
+            while !cli(n.port, &["cluster", "info"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster did not come up");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster { nodes, _dir: dir }
+    }
+
+    fn client(&self) -> redis::cluster::ClusterConnection {
+        let urls: Vec<String> = self.nodes.iter().map(RedisServer::url).collect();
+        redis::cluster::ClusterClient::new(urls)
+            .and_then(|c| c.get_connection())
+            .expect("connect to the cluster")
+    }
+
+    /// Keys matching `pattern` on each node, in node order.
+    fn keys_per_node(&self, pattern: &str) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| keys(&mut n.conn().unwrap(), pattern).len())
+            .collect()
+    }
+}
+
+#[test]
+fn a_cluster_sink_spreads_a_version_over_the_nodes_and_retention_cleans_every_node() {
+    let cluster = RedisCluster::start();
+    let shape = JobShape {
+        users: 300,
+        ..JobShape::default()
+    };
+    let url = format!("redis://127.0.0.1:{}/0", cluster.nodes[0].port);
+    let s = job_with_sink(&shape, &url);
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    s.write(
+        "job.toml",
+        &job.replace("prefix = \"pred\"", "prefix = \"pred\"\ncluster = true"),
+    );
+    let mut c = cluster.client();
+    let out = s.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Through the cluster client (which follows MOVED): the pointer, then
+    // the version's keys, each on the node its slot lives on.
+    let live: String = redis::cmd("GET").arg("pred:live").query(&mut c).unwrap();
+    assert_eq!(live, "1");
+    for id in ["0", "42", "299"] {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(format!("pred:v1:{id}"))
+            .query(&mut c)
+            .unwrap();
+        let want = serve_common::store_get_json(&s.store(), id, Some(1));
+        assert_eq!(got, Some(want), "id {id}");
+    }
+    let per_node = cluster.keys_per_node("pred:v1:*");
+    assert_eq!(per_node.iter().sum::<usize>(), shape.users as usize);
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "every primary holds part of the version: {per_node:?}"
+    );
+
+    // keep_versions = 2: the third run drops version 1 on every node.
+    for version in [2, 3] {
+        let out = s.herd(&["run", "job.toml"]);
+        assert!(out.status.success(), "run {version}: {}", text(&out));
+    }
+    let live: String = redis::cmd("GET").arg("pred:live").query(&mut c).unwrap();
+    assert_eq!(live, "3");
+    assert_eq!(cluster.keys_per_node("pred:v1:*"), vec![0, 0, 0]);
+    for v in [2, 3] {
+        let n: usize = cluster.keys_per_node(&format!("pred:v{v}:*")).iter().sum();
+        assert_eq!(n, shape.users as usize, "version {v}");
+    }
 }

@@ -45,6 +45,13 @@ pub trait Sink: Send {
     /// LMDB flipped readers to `version`: the sink moves its own readers.
     fn flip(&mut self, version: u64) -> Result<(), String>;
 
+    /// The push of the version begun last failed: the sink drops what of it
+    /// arrived, so a failed push leaves nothing behind for its expiry to
+    /// clean. Returns how many entries went.
+    fn abandon(&mut self) -> Result<u64, String> {
+        Ok(0)
+    }
+
     /// Retention dropped `versions` from LMDB: the sink drops them too.
     /// Returns how many entries went.
     fn retire(&mut self, versions: &[u64]) -> Result<u64, String> {
@@ -68,20 +75,37 @@ pub fn open(settings: &SinkSettings) -> Result<Box<dyn Sink>, Error> {
 }
 
 /// Streams `version` of `store` into `sink`: `begin`, every `put` in key
-/// order, `end`. Stops at the first error; returns how many were put.
+/// order, `end`. Stops at the first error, after the sink dropped what of
+/// the version it had taken (the message says whether it could); returns
+/// how many were put.
 pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<u64, Error> {
-    let fail = |message: String, sink: &dyn Sink| Error {
+    let record = store.record(version).map_err(|e| Error {
         sink: sink.name(),
-        message,
-    };
-    let record = store
-        .record(version)
-        .map_err(|e| fail(e.to_string(), sink))?;
-    sink.begin(&record).map_err(|e| fail(e, sink))?;
+        message: e.to_string(),
+    })?;
+    let pushed = stream(store, &record, sink);
+    pushed.map_err(|message| {
+        let cleanup = match sink.abandon() {
+            Ok(0) => String::new(),
+            Ok(n) => format!(" (removed the {n} keys of version {version} it had written)"),
+            Err(e) => format!(
+                " (the keys of version {version} it had written are left until their \
+                 expiry or the next retention: {e})"
+            ),
+        };
+        Error {
+            sink: sink.name(),
+            message: format!("{message}{cleanup}"),
+        }
+    })
+}
+
+fn stream(store: &Store, record: &VersionRecord, sink: &mut dyn Sink) -> Result<u64, String> {
+    sink.begin(record)?;
     let mut refused = None;
     let mut put = 0;
     store
-        .for_each(version, |key, value| match sink.put(key, value) {
+        .for_each(record.version, |key, value| match sink.put(key, value) {
             Ok(()) => {
                 put += 1;
                 true
@@ -91,11 +115,11 @@ pub fn push(store: &Store, version: u64, sink: &mut dyn Sink) -> Result<u64, Err
                 false
             }
         })
-        .map_err(|e| fail(e.to_string(), sink))?;
+        .map_err(|e| e.to_string())?;
     if let Some(e) = refused {
-        return Err(fail(e, sink));
+        return Err(e);
     }
-    sink.end().map_err(|e| fail(e, sink))?;
+    sink.end()?;
     Ok(put)
 }
 

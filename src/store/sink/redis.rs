@@ -7,8 +7,9 @@
 //! version are all written (and their count checked) before the pointer
 //! names it, and the pointer changes in one command, so a reader sees a whole
 //! version or the one before, never half of one. A push that fails leaves
-//! the pointer where it was. Retention drops the keys of the versions LMDB
-//! dropped, with `SCAN` and `UNLINK`.
+//! the pointer where it was, and unlinks the keys of the version it had
+//! written. Retention drops the keys of the versions LMDB dropped, with
+//! `SCAN` and `UNLINK`.
 //!
 //! Writes are pipelined in batches of at most [`BATCH_ENTRIES`] keys or
 //! [`BATCH_BYTES`] bytes, with one batch in flight while the next is
@@ -452,6 +453,21 @@ impl Sink for RedisSink {
         let pointer = format!("{}:live", self.settings.prefix);
         self.command::<()>(redis::cmd("SET").arg(&pointer).arg(version))
             .map_err(|e| format!("SET {pointer} {version} failed: {e}"))
+    }
+
+    fn abandon(&mut self) -> Result<u64, String> {
+        if self.put == 0 {
+            return Ok(0);
+        }
+        // Replies of the failed batch may still be on their way: a fresh
+        // connection keeps commands and replies in step.
+        self.in_flight = None;
+        self.cluster_batch.clear();
+        self.batch.clear();
+        self.batch_keys = 0;
+        self.conn = None;
+        let version = self.version;
+        self.retire(&[version])
     }
 
     fn retire(&mut self, versions: &[u64]) -> Result<u64, String> {
