@@ -2,11 +2,12 @@
 //!
 //! Two stages, as ripgrep does with its flags: [`raw`] mirrors the TOML exactly
 //! (unknown keys are errors) and only checks what serde can; the resolve stage
-//! (`job.rs` for job files, `fleet.rs` for fleets, both through `source.rs`,
-//! which locates values and shares the checks, and `toml_error.rs`, which
-//! rewrites parser errors) checks rules across fields, turns relative paths
-//! into paths relative to the file that names them, and produces the settings
-//! the rest of herd uses.
+//! (`job.rs` for job files, with `output.rs` for `[output]` and its sinks,
+//! `fleet.rs` for fleets, all through `source.rs`, which locates values and
+//! shares the checks, and `toml_error.rs`, which rewrites parser errors)
+//! checks rules across fields, turns relative paths into paths relative to
+//! the file that names them, and produces the settings the rest of herd
+//! uses.
 //!
 //! Pure: callers hand in the file's text and its path; nothing here touches
 //! the file system (whether a named file exists is checked by the caller).
