@@ -284,11 +284,16 @@ impl RedisSink {
                 .filter(|k| key_version(k, prefix).is_some_and(|v| versions.contains(&v)))
                 .collect();
             if !doomed.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&doomed)
+                // One key per UNLINK: a cluster node refuses a command whose
+                // keys lie in different slots, even slots it holds.
+                let mut pipe = redis::pipe();
+                for key in &doomed {
+                    pipe.cmd("UNLINK").arg(key);
+                }
+                let counts: Vec<u64> = pipe
                     .query(conn)
                     .map_err(|e| format!("UNLINK failed: {e}"))?;
-                unlinked += n;
+                unlinked += counts.iter().sum::<u64>();
             }
             if next == 0 {
                 return Ok(unlinked);
