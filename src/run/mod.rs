@@ -17,6 +17,7 @@ pub mod controller;
 mod coordinator;
 pub mod event;
 mod finish;
+mod messages;
 mod prepare;
 mod publish;
 mod report;
