@@ -147,6 +147,11 @@ impl WorkerLink {
     /// `Exited` event is on the way).
     pub fn send(&self, msg: &ToWorker) -> Result<(), String> {
         let frame = proto::encode(msg).map_err(|e| e.to_string())?;
+        self.send_frame(frame)
+    }
+
+    /// Queues a frame already encoded ([`proto::encode`]) for the worker.
+    pub fn send_frame(&self, frame: Vec<u8>) -> Result<(), String> {
         self.frames
             .send(frame)
             .map_err(|_| format!("worker slot {} is gone", self.slot.0))

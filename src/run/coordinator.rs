@@ -23,6 +23,7 @@ use super::commit::Committer;
 use super::event::{Event, HostInfo};
 use super::messages::Expect;
 use super::publish::Publisher;
+use super::read::{ReadDone, ReadJob, Reader};
 use super::workers::Workers;
 use super::{Control, Error, Prepared};
 
@@ -43,6 +44,8 @@ pub(super) struct AttemptRt {
     /// Rows (from `rows.start`) the worker was told to stop at, if it was.
     pub stop_at: Option<u64>,
     pub state: AttemptState,
+    /// Its `Run` went to the worker (false while its rows are being read).
+    pub sent: bool,
 }
 
 /// Where an attempt stands, as far as its worker's messages go.
@@ -63,6 +66,8 @@ pub(super) struct Coordinator {
     pub store: Store,
     /// Writes committed chunks on a thread of its own.
     committer: Committer,
+    /// Reads the rows of chunks for workers that do not read their own.
+    reader: Reader,
     /// The store's run lock, released when the coordinator is dropped.
     _run_lock: RunLock,
     pub version: u64,
@@ -97,17 +102,20 @@ pub(super) fn store_err(e: crate::store::Error) -> Error {
 
 impl Coordinator {
     /// Opens the store, begins (or resumes) the version, plans the chunks and
-    /// starts every worker; worker events go to `fleet_tx`.
+    /// starts every worker; worker events go to `fleet_tx`, finished chunk
+    /// reads to `reads_tx` (for [`Coordinator::on_read`]).
     pub fn start(
         p: Prepared,
         job_file: PathBuf,
         resume: bool,
         out: Publisher,
         fleet_tx: mpsc::UnboundedSender<FleetEvent>,
+        reads_tx: mpsc::UnboundedSender<ReadDone>,
     ) -> Result<Coordinator, Error> {
-        Coordinator::open(p, job_file, resume, out, |p, model, out| {
+        let workers = |p: &Prepared, model: &ModelFile, out: &Publisher| {
             Workers::start(&p.fleet, model, fleet_tx, out)
-        })
+        };
+        Coordinator::open(p, job_file, resume, out, workers, reads_tx)
     }
 
     /// [`Coordinator::start`] with the workers made by `workers` (real
@@ -118,6 +126,7 @@ impl Coordinator {
         resume: bool,
         out: Publisher,
         workers: impl FnOnce(&Prepared, &ModelFile, &Publisher) -> Workers,
+        reads_tx: mpsc::UnboundedSender<ReadDone>,
     ) -> Result<Coordinator, Error> {
         let store_dir = p.job.output.store.clone();
         let store = Store::open(&store_dir)
@@ -180,6 +189,7 @@ impl Coordinator {
             h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
         }
         Ok(Coordinator {
+            reader: Reader::start(p.dataset.clone(), reads_tx),
             p,
             job_file,
             committer: Committer::start(store.clone()),
@@ -246,10 +256,10 @@ impl Coordinator {
         self.sched.handle_timeout(self.out.now());
     }
 
-    /// Publishes the scheduler's view for the UI.
-    pub fn publish(&self) {
-        self.out
-            .send(Event::Progress(self.sched.snapshot(self.out.now())));
+    /// Publishes what changed in the scheduler's view for the UI.
+    pub fn publish(&mut self) {
+        let now = self.out.now();
+        self.out.send(Event::Progress(self.sched.changes(now)));
     }
 
     /// One command of the scheduler.
@@ -268,16 +278,21 @@ impl Coordinator {
                     if a.state == AttemptState::Running {
                         a.state = AttemptState::Cancelled;
                     }
-                    let _ = self.workers.send(a.slot, &ToWorker::Cancel { attempt });
+                    if a.sent {
+                        let _ = self.workers.send(a.slot, &ToWorker::Cancel { attempt });
+                    }
                 }
             }
             Command::StopAt { attempt, row } => {
                 if let Some(a) = self.attempts.get_mut(&attempt) {
                     let rows = row.saturating_sub(a.rows.start);
                     a.stop_at = Some(a.stop_at.map_or(rows, |s| s.min(rows)));
-                    let _ = self
-                        .workers
-                        .send(a.slot, &ToWorker::StopAt { attempt, rows });
+                    // An attempt still being read is told when its rows go.
+                    if a.sent {
+                        let _ = self
+                            .workers
+                            .send(a.slot, &ToWorker::StopAt { attempt, rows });
+                    }
                 }
             }
             Command::Commit {
@@ -304,8 +319,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Sends the chunk's rows to the slot's worker: read here, or described
-    /// for a worker that reads its own.
+    /// Sends the chunk's rows to the slot's worker: described for a worker
+    /// that reads its own, else read (on the read thread) and sent when
+    /// [`Coordinator::on_read`] gets them.
     fn launch(
         &mut self,
         attempt: AttemptId,
@@ -319,49 +335,78 @@ impl Coordinator {
         // where those rows are zeroed before the worker sees them.
         let worker_reads = self.workers.hosts[host as usize].reads_input
             && self.p.skipped_in(&rows).next().is_none();
-        let chunk_rows = if worker_reads {
-            let segments = self.p.dataset.segments(rows.clone(), &self.p.index.ids);
-            let described = ChunkRows::Read(segments);
-            self.input_bytes_coordinator += proto::encode(&described).map_or(0, |f| f.len() as u64);
-            described
-        } else {
-            let mut batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
-                .map_err(|e| {
-                    Error::Failed(format!(
-                        "chunk {chunk} (rows {}..{}): cannot read input: {e}",
-                        rows.start, rows.end
-                    ))
-                })?;
-            for row in self.p.skipped_in(&rows) {
-                // Left out of the version at commit; scored on zeros meanwhile
-                // so the worker sees only finite features.
-                let i = (row - rows.start) as usize;
-                let f = batch.num_features;
-                batch.features[i * f..(i + 1) * f].fill(0.0);
-            }
-            self.input_bytes_coordinator += batch.byte_size();
-            ChunkRows::Rows(batch)
-        };
         self.first_launch.get_or_insert(now);
         self.attempts.insert(
             attempt,
             AttemptRt {
                 slot,
                 chunk,
-                rows,
+                rows: rows.clone(),
                 stop_at: None,
                 state: AttemptState::Running,
+                sent: false,
             },
         );
+        if !worker_reads {
+            let zeroed = self.p.skipped_in(&rows).collect();
+            let job = ReadJob {
+                attempt,
+                chunk,
+                rows,
+                zeroed,
+            };
+            return self.reader.read(job).map_err(Error::Failed);
+        }
+        let segments = self.p.dataset.segments(rows, &self.p.index.ids);
         let run = ToWorker::Run {
             chunk,
             attempt,
-            rows: chunk_rows,
+            rows: ChunkRows::Read(segments),
         };
-        if let Err(error) = self.workers.send(slot, &run) {
+        let frame =
+            proto::encode(&run).map_err(|e| Error::Failed(format!("chunk {chunk}: {e}")))?;
+        self.input_bytes_coordinator += frame.len() as u64;
+        self.send_run(attempt, frame);
+        Ok(())
+    }
+
+    /// The rows of an attempt were read: its `Run` goes to the worker, with
+    /// the stop it was told meanwhile. An attempt cancelled (or whose worker
+    /// went) while its rows were read is not sent.
+    pub fn on_read(&mut self, done: ReadDone) -> Result<(), Error> {
+        self.reader.taken();
+        let ReadDone { attempt, frame } = done;
+        let (frame, bytes) = frame.map_err(Error::Failed)?;
+        let Some(a) = self.attempts.get(&attempt) else {
+            return Ok(());
+        };
+        if a.state != AttemptState::Running {
+            return Ok(());
+        }
+        self.input_bytes_coordinator += bytes;
+        self.send_run(attempt, frame);
+        Ok(())
+    }
+
+    /// Reads asked for and not yet handled by [`Coordinator::on_read`].
+    pub fn reads_pending(&self) -> usize {
+        self.reader.pending()
+    }
+
+    /// Hands the encoded `Run` of `attempt` to its worker, then the stop it
+    /// was told before; a worker gone fails the attempt.
+    fn send_run(&mut self, attempt: AttemptId, frame: Vec<u8>) {
+        let a = self.attempts.get_mut(&attempt).expect("a launched attempt");
+        a.sent = true;
+        let (slot, stop_at) = (a.slot, a.stop_at);
+        let mut sent = self.workers.send_frame(slot, frame);
+        if let (Ok(()), Some(rows)) = (&sent, stop_at) {
+            sent = self.workers.send(slot, &ToWorker::StopAt { attempt, rows });
+        }
+        if let Err(error) = sent {
+            let now = self.out.now();
             self.sched.handle(now, Input::Failed { attempt, error });
         }
-        Ok(())
     }
 
     /// Queues the attempt's predictions of `rows` and the chunk's marker for

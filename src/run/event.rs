@@ -53,7 +53,10 @@ pub enum Event {
         source: String,
         text: String,
     },
-    /// The scheduler's view, published a few times a second.
+    /// The scheduler's view, published a few times a second: the figures,
+    /// the worst stragglers, and the attempts and hosts that changed since
+    /// the previous one (the last, at the end of a run, holds them all).
+    /// [`Snapshot::update`] puts them together.
     Progress(Snapshot),
     /// Validation ran on the finished version.
     Validated(ValidationReport),

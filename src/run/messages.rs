@@ -177,6 +177,12 @@ impl Coordinator {
                 self.workers.slot_name(a.slot)
             ));
         }
+        if !a.sent {
+            return Route::Violation(format!(
+                "{} for attempt {attempt}, whose rows were not sent yet",
+                msg_name(msg)
+            ));
+        }
         match a.state {
             AttemptState::Running => {}
             AttemptState::Cancelled => return Route::Ignore,

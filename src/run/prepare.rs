@@ -20,7 +20,7 @@ use super::Error;
 pub struct Prepared {
     pub job: Job,
     pub fleet: Fleet,
-    pub dataset: Dataset,
+    pub dataset: Arc<Dataset>,
     pub index: Index,
     pub model: Model,
     pub weights_sha256: String,
@@ -140,7 +140,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     Ok(Prepared {
         job,
         fleet,
-        dataset,
+        dataset: Arc::new(dataset),
         index,
         model,
         weights_sha256,

@@ -269,7 +269,7 @@ impl RunState {
                 {
                     self.samples.pop_front();
                 }
-                self.snapshot = snapshot.clone();
+                self.snapshot.update(snapshot);
             }
             Event::Validated(report) => {
                 self.validation = Some(report.clone());
