@@ -259,7 +259,7 @@ impl Coordinator {
     /// Publishes what changed in the scheduler's view for the UI.
     pub fn publish(&mut self) {
         let now = self.out.now();
-        self.out.send(Event::Progress(self.sched.changes(now)));
+        self.out.send(Event::Changes(self.sched.changes(now)));
     }
 
     /// One command of the scheduler.

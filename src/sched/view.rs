@@ -245,7 +245,8 @@ impl Snapshot {
     /// Takes in a later snapshot or update ([`Scheduler::changes`]): its
     /// figures and stragglers replace these, its attempts and hosts replace
     /// those of the same id or join them. Costs time in proportion to the
-    /// update, not to what is held.
+    /// update, not to what is held, when the attempts are held in id order
+    /// from 0 as a scheduler hands them out.
     pub fn update(&mut self, next: &Snapshot) {
         let Snapshot {
             now,
@@ -264,18 +265,16 @@ impl Snapshot {
             splits,
         } = next;
         for view in attempts {
-            // Attempt ids are handed out in order from 0: the place is the id.
+            // A scheduler hands out attempt ids in order from 0, so the place
+            // is the id; a list in another order (a test's) is searched.
             let at = view.attempt as usize;
             let len = self.attempts.len();
             match self.attempts.get_mut(at) {
                 Some(held) if held.attempt == view.attempt => *held = view.clone(),
                 None if at == len => self.attempts.push(view.clone()),
-                _ => match self
-                    .attempts
-                    .binary_search_by_key(&view.attempt, |a| a.attempt)
-                {
-                    Ok(i) => self.attempts[i] = view.clone(),
-                    Err(i) => self.attempts.insert(i, view.clone()),
+                _ => match self.attempts.iter().position(|a| a.attempt == view.attempt) {
+                    Some(i) => self.attempts[i] = view.clone(),
+                    None => self.attempts.push(view.clone()),
                 },
             }
         }
