@@ -282,6 +282,57 @@ fn external_data_ships_to_an_ssh_host_beside_the_model_by_content_hash() {
     assert_eq!(shipped(&s), 0);
 }
 
+/// `herd run` of a job whose model or model inputs are wrong: the exit
+/// code and the error text.
+fn refused(model: &Path, extra: &str) -> (Option<i32>, String) {
+    let s = run("cpu", model, extra, None);
+    // A host nothing listens on: a run that got as far as the hosts would
+    // fail there, on the connection, instead.
+    std::fs::write(
+        s.path().join("hosts.toml"),
+        "[[host]]\nname = \"nowhere\"\nkind = \"ssh\"\naddress = \"127.0.0.1:1\"\n\
+         user = \"nobody\"\nslots = 1\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    let x: Vec<f32> = (0..40).map(|i| i as f32 / 8.0).collect();
+    write_parquet(&s.path().join("rows.parquet"), &[("f", &x, 4)]);
+    let out = herd_in(s.path(), &["run", "job.toml"]);
+    (out.status.code(), text(&out))
+}
+
+#[test]
+fn bad_models_fail_the_run_with_exit_2_naming_the_file_before_any_host_is_touched() {
+    let cases = [
+        ("unsupported_op", "node 'pick' (Hardmax)"),
+        ("dynamic_feature_dim", "graph input 'x'"),
+        ("output_not_per_row", "node 'total' (ReduceSum)"),
+        ("double_input", "graph input 'x'"),
+        ("opset_12", "opset 12"),
+        ("truncated", "not a valid ONNX model file"),
+    ];
+    for (name, want) in cases {
+        let model = fixture("onnx", &format!("bad/{name}.onnx"));
+        let (code, out) = refused(&model, "");
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(
+            out.contains(&format!("{name}.onnx")) && out.contains(want),
+            "{name}: {out}"
+        );
+        assert!(
+            !out.contains("nowhere"),
+            "{name}: a host was touched: {out}"
+        );
+    }
+    // A graph input mapped to a column the input does not have.
+    let model = fixture("onnx", "embedding_two_inputs.onnx");
+    let extra =
+        "[model.inputs]\ndense = [\"f0\", \"f1\", \"f2\", \"f3\"]\nids = [\"missing_ids\"]\n";
+    let (code, out) = refused(&model, extra);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("missing_ids"), "{out}");
+    assert!(!out.contains("nowhere"), "a host was touched: {out}");
+}
+
 #[test]
 fn tree_ensembles_score_nulls_and_nans_as_missing_values_and_store_probabilities() {
     // A classifier (probabilities stored by default) and a regressor; both
