@@ -182,6 +182,7 @@ impl Coordinator {
         let model = ModelFile {
             path: p.job.model.weights.clone(),
             sha256: p.weights_sha256.clone(),
+            companions: p.companions.clone(),
         };
         let expect = Expect::of(&p);
         let mut workers = workers(&p, &model, &out);
