@@ -15,6 +15,7 @@ mod fleet;
 mod job;
 pub mod location;
 pub mod raw;
+mod slurm;
 pub mod source;
 #[cfg(test)]
 mod tests;

@@ -470,6 +470,7 @@ impl HostLink for HostSession {
             } else {
                 "-".into()
             },
+            detail: None,
             error: st.error,
         }
     }
