@@ -276,7 +276,7 @@ mod tests {
             ),
             (
                 "start_timeout = \"soon\"",
-                "host 'c': start_timeout = 'soon' is not a duration",
+                "host 'c': start_timeout = 'soon' has the unknown unit",
             ),
             (
                 "node_cache = \"tmp\"",
