@@ -276,6 +276,48 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
 }
 
 #[test]
+fn with_requeue_a_cancelled_allocation_is_replaced_and_its_slots_rejoin() {
+    let _serial = one_at_a_time();
+    let c = Cluster::start();
+    let shape = shape();
+    let s = Scratch::new(&shape);
+    generate(&s, &shape);
+    s.write("hosts.toml", &fleet(&c, true, 2, "requeue = true"));
+    let child = start_run(&c, &s, Some("0:10"));
+    busy_step_worker(&c, Duration::from_secs(40));
+    let first = c.jobs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let cancel = c.command("scancel").arg(&first[0]).output().unwrap();
+    assert!(cancel.status.success(), "{cancel:?}");
+    // A new allocation, and worker steps in it.
+    let until = Instant::now() + Duration::from_secs(30);
+    let rejoined = loop {
+        let steps: Vec<String> = c
+            .steps()
+            .into_iter()
+            .filter(|s| !s.starts_with(&format!("{}.", first[0])))
+            .collect();
+        if !steps.is_empty() {
+            break steps;
+        }
+        assert!(
+            Instant::now() < until,
+            "no step of a new allocation: {}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (r, out) = finish(&s, child);
+    assert_eq!(r["rows"], shape.users, "{r}");
+    assert_eq!(r["flipped"], true, "{r}");
+    assert!(!out.contains("host cl: lost"), "{out}");
+    assert!(!rejoined.is_empty());
+    assert_no_jobs_left(&c);
+    let alone = local_store(&shape);
+    assert_same_store(&s.store(), &alone.store(), shape.users);
+}
+
+#[test]
 fn an_allocation_that_never_starts_fails_its_host_after_start_timeout_with_slurms_reason() {
     let _serial = one_at_a_time();
     let c = Cluster::start();
