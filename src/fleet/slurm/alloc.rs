@@ -196,14 +196,40 @@ fn parse_nodes(out: &str) -> Option<(u32, String)> {
 impl Allocation {
     /// Waits until the allocation ends (cancelled, preempted, out of time,
     /// its nodes failed); says how, in Slurm's words where it gave some.
+    /// salloc reports a revoked allocation but keeps running while its
+    /// command does, so its lines and squeue are watched too.
     pub async fn ended(&mut self) -> String {
-        let status = self.salloc.wait().await;
+        let mut poll = tokio::time::interval(PENDING_POLL);
+        let mut lines_open = true;
+        let state = loop {
+            tokio::select! {
+                status = self.salloc.wait() => break match status {
+                    Ok(s) => format!("salloc exited ({s})"),
+                    Err(e) => format!("salloc was lost: {e}"),
+                },
+                line = self.lines.recv(), if lines_open => match line {
+                    Some(line) => {
+                        let revoked = line.contains("revoked") || line.contains("Terminated");
+                        keep(&mut self.said, line);
+                        if revoked {
+                            break String::new();
+                        }
+                    }
+                    None => lines_open = false,
+                },
+                _ = poll.tick() => match job_state(&self.job).await {
+                    Some((state, _)) if state == "RUNNING" => {}
+                    Some((state, _)) => break format!("state {state}"),
+                    None => break "no longer in the queue".to_string(),
+                },
+            }
+        };
         while let Ok(line) = self.lines.try_recv() {
             keep(&mut self.said, line);
         }
         // "Job allocation J has been revoked.", "Force Terminated job J",
         // time limit notices.
-        let after: Vec<&str> = self
+        let said: Vec<&str> = self
             .said
             .iter()
             .map(|l| l.trim_start_matches("salloc: ").trim())
@@ -211,10 +237,10 @@ impl Allocation {
                 !l.is_empty() && !l.starts_with("Nodes ") && !l.starts_with("Relinquishing")
             })
             .collect();
-        match (after.is_empty(), status) {
-            (false, _) => after.join("; "),
-            (true, Ok(s)) => format!("salloc exited ({s})"),
-            (true, Err(e)) => format!("salloc was lost: {e}"),
+        match (said.is_empty(), state.is_empty()) {
+            (false, _) => said.join("; "),
+            (true, false) => state,
+            (true, true) => "ended".to_string(),
         }
     }
 }
