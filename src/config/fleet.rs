@@ -13,6 +13,10 @@ use toml::Spanned;
 
 use super::Result;
 use super::raw;
+pub use super::slurm::{
+    DEFAULT_NODE_CACHE, DEFAULT_START_TIMEOUT_SECS, MAX_ARG_LEN, MAX_EXTRA_ARGS, MAX_PER_TASK,
+    Ship, SlurmHost,
+};
 use super::source::{Source, quoted};
 
 pub const DEFAULT_SLOTS: i64 = 1;
@@ -43,6 +47,25 @@ pub(super) const HOST_KINDS: &[HostKind] = &[
         ],
         does: "runs its workers over SSH",
         resolve: |src, entry, name| src.ssh_host(entry, name).map(Transport::Ssh),
+    },
+    HostKind {
+        name: "slurm",
+        keys: &[
+            "partition",
+            "time",
+            "account",
+            "qos",
+            "gres",
+            "gpus_per_task",
+            "cpus_per_task",
+            "extra_args",
+            "ship",
+            "requeue",
+            "start_timeout",
+            "node_cache",
+        ],
+        does: "runs its workers as job steps of a Slurm allocation",
+        resolve: |src, entry, name| src.slurm_host(entry, name).map(Transport::Slurm),
     },
 ];
 const TRUSTS: &[(&str, Trust)] = &[("strict", Trust::Strict), ("accept-new", Trust::AcceptNew)];
@@ -79,7 +102,8 @@ pub struct Host {
     pub slots: u32,
     pub device: Device,
     /// CPU threads each worker may use on the native CPU path; `None`: the
-    /// host's cores divided by its slots.
+    /// host's cores divided by its slots. A Slurm host's default is its
+    /// `cpus_per_task` (1 when unset): what each task is given.
     pub threads: Option<u32>,
     /// For the cost figure; 0 when not set.
     pub cost_per_hour: f64,
@@ -90,6 +114,8 @@ pub enum Transport {
     /// Workers are child processes of the coordinator.
     Local,
     Ssh(SshHost),
+    /// Workers are job steps of one Slurm allocation.
+    Slurm(SlurmHost),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,7 +280,11 @@ impl Source<'_> {
             .as_ref()
             .map(|v| self.int(v, &label("threads"), 1, Some(MAX_THREADS)))
             .transpose()?
-            .map(|t| t as u32);
+            .map(|t| t as u32)
+            .or(match &transport {
+                Transport::Slurm(s) => Some(s.cpus_per_task.unwrap_or(1)),
+                _ => None,
+            });
         let cost_per_hour = raw.cost_per_hour.as_ref().map_or(Ok(0.0), |v| {
             self.number(v, &label("cost_per_hour"), 0.0, None)
         })?;

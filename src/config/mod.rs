@@ -17,6 +17,7 @@ mod job;
 pub mod location;
 mod output;
 pub mod raw;
+mod slurm;
 pub mod source;
 #[cfg(test)]
 mod tests;

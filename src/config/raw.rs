@@ -182,6 +182,19 @@ pub struct HostTable {
     pub trust: Option<Spanned<String>>,
     pub worker_binary: Option<Spanned<String>>,
     pub reconnect_window: Option<Spanned<String>>,
+    // slurm
+    pub partition: Option<Spanned<String>>,
+    pub time: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+    pub qos: Option<Spanned<String>>,
+    pub gres: Option<Spanned<String>>,
+    pub gpus_per_task: Option<Spanned<i64>>,
+    pub cpus_per_task: Option<Spanned<i64>>,
+    pub extra_args: Option<Spanned<Vec<String>>>,
+    pub ship: Option<Spanned<String>>,
+    pub requeue: Option<Spanned<bool>>,
+    pub start_timeout: Option<Spanned<String>>,
+    pub node_cache: Option<Spanned<String>>,
     // every kind
     pub slots: Option<Spanned<i64>>,
     pub device: Option<Spanned<String>>,
@@ -212,6 +225,27 @@ impl HostTable {
                 "reconnect_window",
                 self.reconnect_window.as_ref().map(Spanned::span),
             ),
+            ("partition", self.partition.as_ref().map(Spanned::span)),
+            ("time", self.time.as_ref().map(Spanned::span)),
+            ("account", self.account.as_ref().map(Spanned::span)),
+            ("qos", self.qos.as_ref().map(Spanned::span)),
+            ("gres", self.gres.as_ref().map(Spanned::span)),
+            (
+                "gpus_per_task",
+                self.gpus_per_task.as_ref().map(Spanned::span),
+            ),
+            (
+                "cpus_per_task",
+                self.cpus_per_task.as_ref().map(Spanned::span),
+            ),
+            ("extra_args", self.extra_args.as_ref().map(Spanned::span)),
+            ("ship", self.ship.as_ref().map(Spanned::span)),
+            ("requeue", self.requeue.as_ref().map(Spanned::span)),
+            (
+                "start_timeout",
+                self.start_timeout.as_ref().map(Spanned::span),
+            ),
+            ("node_cache", self.node_cache.as_ref().map(Spanned::span)),
         ]
         .into_iter()
         .filter_map(|(key, span)| Some((key, span?)))

@@ -958,7 +958,7 @@ fn host_name_and_kind_rules() {
     let e = error_at(fleet(text), text, "kind");
     assert_contains(
         &e,
-        &["host 'a': kind = 'remote' is not a host kind; expected 'local' or 'ssh'"],
+        &["host 'a': kind = 'remote' is not a host kind; expected 'local', 'ssh' or 'slurm'"],
     );
     let text = "[[host]]\nname = \"a\"\n";
     let e = error_at(fleet(text), text, "[[host]]");

@@ -1,5 +1,7 @@
 //! `herd hosts check`: start one worker on every host, concurrently, and
-//! report what it found: reachable, backend and adapter, round-trip time.
+//! report what it found: reachable, backend and adapter, round-trip time;
+//! for a batch host also its job, node and queue wait. Whatever a host holds
+//! (a Slurm allocation) is given back before the check ends.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ pub struct CheckRow {
     pub adapter: String,
     pub slots: u32,
     pub rtt: Option<Duration>,
+    /// More about where the worker ran (a batch job's node, queue wait).
+    pub detail: Option<String>,
     pub error: Option<String>,
 }
 
@@ -60,10 +64,16 @@ async fn check_host(h: &Host) -> CheckRow {
             return row;
         }
     };
-    let answer = match link.start_worker(&[]) {
-        Ok(spawned) => probe(h, spawned).await,
+    // Setting up is bounded by the host's own limits (connect and ship
+    // timeouts, a batch host's start_timeout); the probe by CHECK_TIMEOUT.
+    let answer = match link.ready().await {
+        Ok(_) => match link.start_worker(&[]) {
+            Ok(spawned) => probe(h, spawned).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
+    link.close();
     match answer {
         Ok((backend, adapter, rtt)) => {
             row.ok = true;
@@ -78,6 +88,7 @@ async fn check_host(h: &Host) -> CheckRow {
     row.host_key = setup.host_key;
     row.auth = setup.auth;
     row.shipped = setup.shipped;
+    row.detail = setup.detail;
     if let Some(e) = setup.error {
         // The setup error says more than the worker's exit.
         row.error = Some(e);
@@ -163,6 +174,9 @@ pub fn table(rows: &[CheckRow]) -> String {
                 .map(|d| format!("{:.1}ms", d.as_secs_f64() * 1e3))
                 .unwrap_or_else(|| "-".into()),
         ));
+        if let Some(d) = &r.detail {
+            out.push_str(&format!("  {}: {d}\n", r.host));
+        }
         if let Some(e) = &r.error {
             out.push_str(&format!("  {}: {e}\n", r.host));
         }

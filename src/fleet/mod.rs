@@ -1,4 +1,5 @@
-//! Transports to workers: local child processes and SSH exec channels.
+//! Transports to workers: local child processes, SSH exec channels and
+//! Slurm job steps.
 //!
 //! The seam is [`HostLink`]: [`start`] turns a host's settings into one,
 //! whatever its kind, and it hands out workers for the host's slots, says
@@ -13,10 +14,12 @@
 //! out) plus [`FleetEvent`]s (frames in, stderr lines, exit) on one channel,
 //! so the coordinator treats every worker the same.
 
+pub mod cache;
 pub mod check;
 mod command;
 pub mod local;
 pub mod quote;
+pub mod slurm;
 pub mod ssh;
 
 use std::future::Future;
@@ -25,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Host, Transport};
 use crate::proto::{self, FromWorker, ToWorker};
@@ -90,6 +93,17 @@ pub trait HostLink: Send + Sync {
 
     /// What `herd hosts check` shows about the host's setup so far.
     fn setup(&self) -> Setup;
+
+    /// For a kind whose setup waits in a batch queue: `Some(state and
+    /// reason)` while it waits (`PENDING (Priority)`), `None` otherwise.
+    fn pending(&self) -> Option<watch::Receiver<Option<String>>> {
+        None
+    }
+
+    /// Gives back what the host holds outside this process (a batch
+    /// allocation), ending its workers; called when the run ends, fails or
+    /// is interrupted. Idempotent.
+    fn close(&self) {}
 }
 
 /// How a host was reached and set up, as `herd hosts check` shows it (`-`
@@ -102,6 +116,9 @@ pub struct Setup {
     pub auth: String,
     /// What was shipped: a size, `cached` or `-`.
     pub shipped: String,
+    /// More about where the workers run (a batch job's node and queue
+    /// wait), shown under the host's row.
+    pub detail: Option<String>,
     /// Why setting up failed, when it did.
     pub error: Option<String>,
 }
@@ -114,6 +131,7 @@ impl Setup {
             host_key: "-".into(),
             auth: "-".into(),
             shipped: "-".into(),
+            detail: None,
             error: None,
         }
     }
@@ -126,6 +144,7 @@ pub fn start(host: &Host, model: Option<ModelFile>) -> Result<Arc<dyn HostLink>,
     match &host.transport {
         Transport::Local => Ok(Arc::new(local::LocalHost::new(model.as_ref()))),
         Transport::Ssh(s) => Ok(Arc::new(ssh::start(&host.name, s, model)?)),
+        Transport::Slurm(s) => Ok(Arc::new(slurm::start(&host.name, host.slots, s, model)?)),
     }
 }
 

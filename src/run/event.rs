@@ -12,6 +12,9 @@ use crate::store::ValidationReport;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HostState {
     Connecting,
+    /// Waiting in a batch queue: Slurm's state and reason
+    /// (`PENDING (Priority)`).
+    Pending(String),
     Running,
     Lost(String),
     /// Its workers exited after the run.

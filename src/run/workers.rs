@@ -89,6 +89,7 @@ impl Workers {
             let link = fleet::start(h, Some(model.clone()));
             if let Ok(link) = &link {
                 announce_when_ready(link.clone(), h.name.clone(), out.clone());
+                forward_pending(link.as_ref(), hi as HostId, out.clone());
             }
             w.hosts.push(HostRt {
                 cfg: h.clone(),
@@ -297,14 +298,58 @@ impl Workers {
     }
 
     /// Asks every worker to shut down; links dropped later kill any that do
-    /// not listen.
+    /// not listen. Then every host gives back what it holds outside this
+    /// process (a batch allocation).
     pub fn shutdown(&self) {
         for rt in self.slots.values() {
             if let Some(l) = rt.link.as_ref() {
                 let _ = l.send(&ToWorker::Shutdown);
             }
         }
+        self.close_hosts();
     }
+
+    fn close_hosts(&self) {
+        for h in &self.hosts {
+            if let Ok(link) = &h.link {
+                link.close();
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    /// However the run ends (an error before `finish` too), no host keeps
+    /// an allocation.
+    fn drop(&mut self) {
+        self.close_hosts();
+    }
+}
+
+/// Shows a host waiting in a batch queue as such, with the queue's reason,
+/// until its setup goes on (then it is connecting again).
+fn forward_pending(link: &dyn HostLink, host: HostId, out: Publisher) {
+    let Some(mut rx) = link.pending() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut shown = false;
+        while rx.changed().await.is_ok() {
+            let reason = rx.borrow_and_update().clone();
+            let state = match reason {
+                Some(why) => HostState::Pending(why),
+                None if shown => HostState::Connecting,
+                None => continue,
+            };
+            shown = matches!(state, HostState::Pending(_));
+            out.send(Event::Host {
+                host,
+                state,
+                backend: None,
+                adapter: None,
+            });
+        }
+    });
 }
 
 /// Logs how a host's setup went once it is ready (nothing for hosts with no

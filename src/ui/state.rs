@@ -66,6 +66,7 @@ impl HostRow {
     pub fn state_text(&self) -> String {
         match &self.state {
             HostState::Connecting => "connecting".into(),
+            HostState::Pending(why) => format!("queued: {why}"),
             HostState::Running => "running".into(),
             HostState::Lost(why) => format!("lost: {why}"),
             HostState::Done => "done".into(),

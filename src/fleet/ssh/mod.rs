@@ -468,6 +468,7 @@ impl HostLink for HostSession {
             } else {
                 "-".into()
             },
+            detail: None,
             error: st.error,
         }
     }

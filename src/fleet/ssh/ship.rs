@@ -21,6 +21,7 @@ use super::connect::Client;
 use super::exec::{collect, exec_capture};
 use super::{COMMAND_TIMEOUT, Error, HostStatus, MIN_UPLOAD_BYTES_PER_S, Payload, Result, lock};
 use crate::fleet::ModelFile;
+use crate::fleet::cache::CHECK_FOLDER;
 use crate::fleet::quote::quote;
 
 /// Bytes per `data_bytes` call while uploading.
@@ -205,56 +206,16 @@ impl CacheFile<'_> {
     }
 }
 
-/// Lower-case hex sha256 of a local file (cached per path, size and mtime
-/// for the life of the process, since every host ships the same binary).
+/// Lower-case hex sha256 of a local file.
 async fn file_sha256(name: &str, path: &Path) -> Result<String> {
-    type Key = (PathBuf, u64, Option<SystemTime>);
-    static CACHE: Mutex<Vec<(Key, String)>> = Mutex::new(Vec::new());
-    let local = |message: String| Error::Local {
-        host: name.into(),
-        path: path.to_path_buf(),
-        message,
-    };
-    let meta = tokio::fs::metadata(path)
+    crate::fleet::cache::file_sha256(path)
         .await
-        .map_err(|e| local(e.to_string()))?;
-    let key: Key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some((_, h)) = CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(k, _)| *k == key)
-    {
-        return Ok(h.clone());
-    }
-    let p = path.to_path_buf();
-    let hash = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&p)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(crate::worker::hex(&h.finalize()))
-    })
-    .await
-    .map_err(|e| local(e.to_string()))?
-    .map_err(|e| local(e.to_string()))?;
-    CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((key, hash.clone()));
-    Ok(hash)
+        .map_err(|message| Error::Local {
+            host: name.into(),
+            path: path.to_path_buf(),
+            message,
+        })
 }
-
-/// The shell code that refuses a cache folder `$d` that is a symbolic
-/// link, belongs to another user, or that others may write (exit 4).
-const CHECK_FOLDER: &str = "if [ -L \"$d\" ]; then echo \"herd cache folder $d is a symbolic link; refusing to use it (remove it)\" >&2; exit 4; fi; if [ ! -O \"$d\" ]; then echo \"herd cache folder $d belongs to another user; refusing to use it\" >&2; exit 4; fi; case $(ls -ld \"$d\") in ?????w????*|????????w?*) echo \"herd cache folder $d is writable by other users; refusing to use it (chmod 700 it, or remove it)\" >&2; exit 4;; esac";
 
 /// The shell line that runs `exec_line` only when the binary at `binary`
 /// still has sha256 `sha` (exit 126 and a message otherwise): the cached
@@ -432,6 +393,7 @@ async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn the_probe_output_gives_the_cache_folder_and_the_hashes_found() {
