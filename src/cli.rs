@@ -97,7 +97,6 @@ enum ModelCmd {
     },
 }
 
-
 #[derive(Args, Debug)]
 struct RunArgs {
     job: PathBuf,
