@@ -169,8 +169,14 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
     t.keys("Enter");
     t.keys("7");
     t.keys("Enter");
-    let found = t.wait_for("FOUND: id 7 in v1", Duration::from_secs(10));
-    assert!(found.contains("1. item"), "{found}");
+    t.wait_for("FOUND: id 7 in v1", Duration::from_secs(10));
+    // The top-K runs past the window at 80x24: End scrolls to it.
+    t.keys("End");
+    let found = t.wait_for("10. item", Duration::from_secs(10));
+    assert!(
+        found.contains("(↑↓ PgUp PgDn)"),
+        "the window says it scrolls:\n{found}"
+    );
     t.keys("i");
     t.keys("BSpace");
     t.keys("99999");
