@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use herd::config::Device;
-use herd::model::EntityKey;
 use herd::run::{self, Event};
-use herd::store::{Retention, Store, Value};
+
+mod bench;
+mod store;
+
+use bench::{BenchWhat, GpuBenchArgs};
+use store::{ServeArgs, StoreCmd};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,7 +68,7 @@ enum Cmd {
         /// stragglers: the seed job (500M entities, 10,000 slots) at full
         /// size (`seed`) or at 1/N, timed, with peak memory; coordinator:
         /// the seed's 10,000 slots or 1/N of them.
-        #[arg(long, value_name = "seed|N", value_parser = parse_scale)]
+        #[arg(long, value_name = "seed|N", value_parser = bench::parse_scale)]
         scale: Option<u64>,
         #[command(flatten)]
         gpu: GpuBenchArgs,
@@ -92,35 +95,6 @@ enum ModelCmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Args, Debug)]
-struct ServeArgs {
-    #[arg(long, default_value = "store")]
-    store: PathBuf,
-    /// Redis protocol address (RESP2/RESP3). A non-loopback address needs
-    /// HERD_SERVE_PASSWORD.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
-    resp: String,
-    /// HTTP address. A non-loopback address needs HERD_SERVE_PASSWORD.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    http: String,
-    /// The Redis sink's key prefix: `PREFIX:live` and `PREFIX:vN:ID` are
-    /// answered as that sink holds them, `PREFIX:ID` as `ID`.
-    #[arg(long, default_value = "pred")]
-    prefix: String,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Close a connection after this many seconds without a request.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    idle_timeout: u64,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ExportFormat {
-    Parquet,
-    Jsonl,
 }
 
 #[derive(Args, Debug)]
@@ -190,104 +164,6 @@ struct GenArgs {
     seed: Option<u64>,
 }
 
-#[derive(Subcommand, Debug)]
-enum StoreCmd {
-    /// List versions (live first).
-    Versions {
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Look up one entity's prediction.
-    Get {
-        id: String,
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-        #[arg(long)]
-        version: Option<u64>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Move readers to version N (roll forward or back).
-    Flip {
-        #[arg(long, value_name = "N")]
-        to: u64,
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-    },
-    /// Drop old versions, keeping the newest K (never the live one or the one
-    /// before it); building and failed versions older than the grace period go
-    /// whatever K says (building ones only while no run uses the store).
-    Gc {
-        #[arg(long, value_name = "K")]
-        keep: usize,
-        /// Age after which building and failed versions are dropped
-        /// (`3600`, `30m`, `12h`, `1d`).
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = herd::config::parse_ttl)]
-        grace: u64,
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-    },
-    /// Drop version N now (never the live one or the one before it).
-    Drop {
-        #[arg(value_name = "N")]
-        version: u64,
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-    },
-    /// Write a version (default: the live one) to a Parquet or JSON Lines file.
-    Export {
-        #[arg(long, default_value = "store")]
-        store: PathBuf,
-        #[arg(long, value_name = "N")]
-        version: Option<u64>,
-        #[arg(long)]
-        format: ExportFormat,
-        /// The file to write (`-` for standard output, JSON Lines only).
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-    },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchWhat {
-    Compute,
-    Stragglers,
-    Store,
-    /// The coordinator's handlers fed worker messages for 10,000 in-memory
-    /// slots (1/N of them with --scale N), beside a fleet of 80.
-    Coordinator,
-    /// The WGSL kernels on this machine's GPU, as fractions of its peaks.
-    Gpu,
-}
-
-/// Options of `herd bench gpu`.
-#[derive(Args, Debug)]
-struct GpuBenchArgs {
-    /// gpu: the card's fp32 peak in GFLOP/s (a multiply-add counts two).
-    #[arg(long, value_name = "GFLOPS")]
-    peak_gflops: Option<f64>,
-    /// gpu: the card's memory bandwidth in GB/s.
-    #[arg(long, value_name = "GBPS")]
-    peak_gbps: Option<f64>,
-    /// gpu: also time the other kernel shapes.
-    #[arg(long)]
-    variants: bool,
-    /// gpu: fraction of the reference sizes (1M mlp rows; 20k users x 100k items).
-    #[arg(long, default_value_t = 1.0)]
-    fraction: f64,
-    /// gpu: the adapter (`wgpu-cpu` tries the benchmark on a software adapter).
-    #[arg(long, value_enum, default_value = "gpu")]
-    device: BenchDevice,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BenchDevice {
-    Gpu,
-    WgpuCpu,
-}
-
 pub fn main() -> Result<i32> {
     main_with(Cli::parse())
 }
@@ -330,9 +206,9 @@ fn main_with(cli: Cli) -> Result<i32> {
         }
         Some(Cmd::Store { cmd }) => {
             quiet_on_closed_stdout();
-            store_cmd(cmd)
+            store::store_cmd(cmd)
         }
-        Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::Serve(args)) => store::serve(args),
         Some(Cmd::Bench {
             what,
             json,
@@ -345,7 +221,7 @@ fn main_with(cli: Cli) -> Result<i32> {
             // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
             // SAFETY: no other thread has been started yet.
             unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
-            bench(what, json, baseline, scale, gpu)
+            bench::bench(what, json, baseline, scale, gpu)
         }
     }
 }
@@ -597,338 +473,6 @@ fn generate(args: GenArgs) -> Result<i32> {
         s.weights.display(),
         s.weights_bytes
     );
-    Ok(0)
-}
-
-fn store_cmd(cmd: StoreCmd) -> Result<i32> {
-    match cmd {
-        StoreCmd::Versions { store, json } => store_versions(&store, json),
-        StoreCmd::Get {
-            id,
-            store,
-            version,
-            json,
-        } => store_get(&id, &store, version, json),
-        StoreCmd::Flip { to, store } => {
-            let s = Store::open_existing(&store)?;
-            let before = s.live()?;
-            s.flip(to)?;
-            println!(
-                "live: {} -> {to}",
-                before
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "none".into())
-            );
-            Ok(0)
-        }
-        StoreCmd::Export {
-            store,
-            version,
-            format,
-            out,
-        } => {
-            let s = Store::open_existing(&store)?;
-            let format = match format {
-                ExportFormat::Parquet => herd::store::export::Format::Parquet,
-                ExportFormat::Jsonl => herd::store::export::Format::Jsonl,
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let done = herd::store::export::export(&s, version, format, &out, now)?;
-            eprintln!(
-                "exported {} predictions of v{} to {} ({} bytes) in {:.2} s ({:.0} entities/s)",
-                done.rows,
-                done.version,
-                out.display(),
-                done.bytes,
-                done.seconds,
-                done.rows as f64 / done.seconds.max(1e-9)
-            );
-            Ok(0)
-        }
-        StoreCmd::Gc { keep, grace, store } => {
-            let s = Store::open_existing(&store)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let dropped = s.gc_with(Retention {
-                keep,
-                grace_secs: grace,
-                now,
-            })?;
-            if dropped.is_empty() {
-                println!("nothing to drop");
-            } else {
-                println!("dropped versions {dropped:?}");
-            }
-            Ok(0)
-        }
-        StoreCmd::Drop { version, store } => {
-            let s = Store::open_existing(&store)?;
-            s.drop_one(version)?;
-            println!("dropped version {version}");
-            Ok(0)
-        }
-    }
-}
-
-fn serve(args: ServeArgs) -> Result<i32> {
-    let opts = herd::serve::Options {
-        store: args.store,
-        resp: args.resp,
-        http: args.http,
-        prefix: args.prefix,
-        password: std::env::var(herd::serve::PASSWORD_VAR).ok(),
-        threads: args.threads,
-        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
-    };
-    let store = opts.store.clone();
-    let served = herd::serve::run(opts, |bound| {
-        let state = match Store::open_existing(&store).and_then(|s| s.live()) {
-            Ok(Some(v)) => format!("live v{v}"),
-            Ok(None) => "nothing live yet".to_string(),
-            Err(e) => e.to_string(),
-        };
-        // Tests and scripts read the bound addresses from this line.
-        println!(
-            "herd serve: resp {} http {} store {} ({state}); at most {} connections",
-            bound.resp,
-            bound.http,
-            store.display(),
-            bound.max_connections
-        );
-    });
-    match served {
-        Ok(()) => Ok(0),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(e.exit_code())
-        }
-    }
-}
-
-/// `herd store versions`: a table, or the JSON contract.
-fn store_versions(store: &Path, json: bool) -> Result<i32> {
-    let s = Store::open_existing(store)?;
-    let live = s.live()?;
-    let versions = s.versions()?;
-    if json {
-        let v = herd::store::versions_json(live, &versions);
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  validation",
-            "version", "status", "rows", "model_version", "job", "created (UTC)"
-        );
-        for r in &versions {
-            let check = match &r.validation {
-                None => "-".to_string(),
-                Some(v) if v.passed => "passed".to_string(),
-                Some(v) => format!(
-                    "failed: {}",
-                    v.first_failure().map(|c| c.name.as_str()).unwrap_or("?")
-                ),
-            };
-            println!(
-                "{:>7}  {:<9}  {:>10}  {:<24}  {:<20}  {:<16}  {}",
-                r.version,
-                format!("{:?}", r.status).to_lowercase(),
-                r.committed_rows,
-                r.model_version,
-                r.job,
-                herd::ui::fmt_unix(r.created),
-                check
-            );
-        }
-        match live {
-            Some(v) => println!("live: {v}"),
-            None => println!("live: none"),
-        }
-    }
-    Ok(0)
-}
-
-/// `herd store get ID`: an integer id first, then the id as a string.
-fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result<i32> {
-    let s = Store::open_existing(store)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut found = None;
-    if let Ok(n) = id.parse::<u64>() {
-        found = s.get(&EntityKey::Int(n), version, now)?;
-    }
-    if found.is_none() {
-        found = s.get(&EntityKey::Str(id.to_string()), version, now)?;
-    }
-    let Some(p) = found else {
-        let which = match version {
-            Some(v) => format!("version {v}"),
-            None => "the live version".to_string(),
-        };
-        eprintln!(
-            "error: no prediction for id '{id}' in {which} of {}",
-            store.display()
-        );
-        return Ok(1);
-    };
-    if json {
-        println!("{}", serde_json::to_string(&p.to_json())?);
-    } else {
-        println!(
-            "id {}  version {}  model {}  timestamp {}  ttl {}s{}",
-            p.id,
-            p.version,
-            p.model_version,
-            p.timestamp,
-            p.ttl,
-            if p.stale { "  STALE" } else { "" }
-        );
-        match &p.value {
-            Value::Scores(s) => println!("scores: {s:?}"),
-            Value::TopK(pairs) => {
-                for (rank, (item, score)) in pairs.iter().enumerate() {
-                    println!("{:>4}. item {item:<10} {score:.5}", rank + 1);
-                }
-            }
-        }
-    }
-    Ok(0)
-}
-
-fn bench_gpu(json: bool, args: GpuBenchArgs) -> Result<i32> {
-    let options = herd::bench::gpu::Options {
-        device: match args.device {
-            BenchDevice::Gpu => Device::Gpu,
-            BenchDevice::WgpuCpu => Device::WgpuCpu,
-        },
-        fraction: args.fraction,
-        peaks: herd::bench::gpu::Peaks {
-            gflops: args.peak_gflops,
-            gbytes_per_s: args.peak_gbps,
-        },
-        variants: args.variants,
-    };
-    let report = herd::bench::gpu::run(options)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", herd::bench::gpu::table(&report));
-    }
-    Ok(0)
-}
-
-/// `--scale`: `seed` (full size, 1) or a divisor N >= 1.
-fn parse_scale(text: &str) -> std::result::Result<u64, String> {
-    if text == "seed" {
-        return Ok(1);
-    }
-    match text.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!(
-            "'{text}' is neither `seed` nor a whole number N >= 1 (1/N of the seed job)"
-        )),
-    }
-}
-
-/// `herd bench compute` without `--baseline`: the Python baseline runs here,
-/// on files generated for it in a scratch folder, and herd is timed on the
-/// same files; without it, herd alone and the reason there is no ratio.
-fn compute_with_measured_baseline(threads: usize) -> Result<Vec<herd::bench::ComputeRow>> {
-    let sizes = herd::bench::Sizes::default();
-    let dir = std::env::temp_dir().join(format!("herd-bench-compute-{}", std::process::id()));
-    eprintln!(
-        "measuring the baseline ({}) on files in {}",
-        herd::bench::BASELINE_SCRIPT,
-        dir.display()
-    );
-    let measured = herd::bench::measure_baseline(&sizes, threads, 3, &dir);
-    let rows = match measured {
-        Ok(baselines) => herd::bench::compute_on_files(&baselines),
-        Err(why) => {
-            eprintln!("no baseline, so no ratio: {why}");
-            Ok(herd::bench::compute(&sizes, threads, &why))
-        }
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    rows
-}
-
-fn bench(
-    what: BenchWhat,
-    json: bool,
-    baseline: Option<PathBuf>,
-    scale: Option<u64>,
-    gpu: GpuBenchArgs,
-) -> Result<i32> {
-    if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
-        bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
-    }
-    if scale.is_some() && !matches!(what, BenchWhat::Stragglers | BenchWhat::Coordinator) {
-        bail!(
-            "--scale belongs to `herd bench stragglers` and `herd bench coordinator` (the seed job at 1/N)"
-        );
-    }
-    match (what, scale) {
-        (BenchWhat::Stragglers, Some(scale)) => {
-            let rows = herd::bench::stragglers::scale(scale);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", herd::bench::stragglers::table(&rows));
-            }
-        }
-        (BenchWhat::Stragglers, None) => {
-            let rows = herd::sched::sim::bench();
-            if json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "scenario": r.scenario, "policy": r.policy,
-                            "makespan_over_bound": r.makespan_over_bound,
-                            "makespan_s": r.makespan_s, "bound_s": r.bound_s,
-                            "attempts": r.attempts, "backups": r.backups, "splits": r.splits,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{}", herd::sched::sim::bench_table(&rows));
-            }
-        }
-        (BenchWhat::Store, _) => println!("{}", herd::store::bench::run(json)?),
-        (BenchWhat::Gpu, _) => return bench_gpu(json, gpu),
-        (BenchWhat::Coordinator, scale) => {
-            use herd::run::bench::{BASELINE_SLOTS, SEED_SLOTS};
-            let slots = (SEED_SLOTS / scale.unwrap_or(1) as u32).max(BASELINE_SLOTS);
-            let rows =
-                herd::run::bench::coordinator(&[BASELINE_SLOTS, slots], &std::env::temp_dir())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", herd::run::bench::table(&rows));
-            }
-        }
-        (BenchWhat::Compute, _) => {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            let rows = match baseline {
-                Some(file) => herd::bench::compute_on_files(&herd::bench::read_baselines(&file)?)?,
-                None => compute_with_measured_baseline(threads)?,
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", herd::bench::table(&rows));
-            }
-        }
-    }
     Ok(0)
 }
 

@@ -121,6 +121,41 @@ fn the_controller_runs_a_job_flips_and_quits_without_a_terminal() {
     );
     drop(refused);
 
+    // Lookups by id, answered off the UI's thread: found in v1 (an
+    // integer id), not found, and a version the store does not have.
+    let lookup = |version: u64, id: &str| {
+        act_tx
+            .send(Action::Lookup {
+                version,
+                id: id.into(),
+            })
+            .unwrap();
+        match wait_for(&in_rx, limit, "lookup answer", |i| {
+            matches!(i, UiInput::Lookup(_))
+        }) {
+            UiInput::Lookup(l) => {
+                assert_eq!((l.version, l.id.as_str()), (version, id));
+                l.answer
+            }
+            _ => unreachable!(),
+        }
+    };
+    let found = lookup(1, "7").expect("v1 reads").expect("id 7 is in v1");
+    assert_eq!((found.id.as_str(), found.version), ("7", 1));
+    assert!(
+        matches!(&found.value, herd::store::Value::TopK(pairs) if pairs.len() == shape.top_k),
+        "{found:?}"
+    );
+    assert_eq!(lookup(1, "99999"), Ok(None));
+    assert_eq!(lookup(1, "no-such-user"), Ok(None));
+    let missing = lookup(9, "7").expect_err("v9 is not in the store");
+    assert!(missing.contains('9'), "{missing}");
+    // The store view's rows carry what the version detail shows.
+    let v1 = store.versions.iter().find(|v| v.version == 1).unwrap();
+    assert_eq!(v1.job, "test-candidates");
+    assert_eq!(v1.rows_expected, shape.users);
+    assert!(v1.validation.as_ref().is_some_and(|r| r.passed), "{v1:?}");
+
     act_tx.send(Action::Quit).unwrap();
     let ended = controller.join().unwrap();
     assert_eq!(ended.code, 0, "the last run's exit code");

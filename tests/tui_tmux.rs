@@ -54,6 +54,23 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Whether the program in the pane has asked for mouse reports.
+    fn mouse_on(&self) -> bool {
+        let o = Command::new("tmux")
+            .args([
+                "-L",
+                &self.socket,
+                "display-message",
+                "-p",
+                "-t",
+                "herd",
+                "#{mouse_any_flag}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim() == "1"
+    }
+
     fn keys(&self, keys: &str) {
         Command::new("tmux")
             .args(["-L", &self.socket, "send-keys", "-t", "herd", keys])
@@ -86,8 +103,12 @@ impl Drop for Tmux {
     }
 }
 
+/// The whole visit of a user at 80x24: pick a job, watch it run, open a
+/// host, filter the log, then in the store open a version, look an id up
+/// (found and not found), roll back with `y`, quit; the terminal comes back
+/// as it was, mouse reporting off.
 #[test]
-fn a_visit_at_80x24_runs_twice_rolls_back_with_y_and_restores_the_terminal() {
+fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
     let s = Scratch::new(&JobShape::default());
     let t = Tmux::start(
         s.dir.path(),
@@ -95,6 +116,7 @@ fn a_visit_at_80x24_runs_twice_rolls_back_with_y_and_restores_the_terminal() {
     );
     let picker = t.wait_for("test-candidates", Duration::from_secs(30));
     assert!(picker.contains("two_tower"), "{picker}");
+    assert!(t.mouse_on(), "the UI asks for mouse reports");
     t.keys("Enter");
     let done = t.wait_for("v1 is live", Duration::from_secs(120));
     assert!(done.contains("FLIPPED"), "{done}");
@@ -112,16 +134,65 @@ fn a_visit_at_80x24_runs_twice_rolls_back_with_y_and_restores_the_terminal() {
     let second = t.wait_for("v2 is live", Duration::from_secs(120));
     assert!(second.contains("live v2"), "header:\n{second}");
 
+    // The host detail: Tab to the hosts, Enter on the selected one.
+    t.keys("Tab");
+    t.keys("Enter");
+    let host = t.wait_for("host local", Duration::from_secs(10));
+    assert!(host.contains("local#0:"), "its slots:\n{host}");
+    t.keys("Escape");
+
+    // The log, filtered: only the matching lines, and how many.
+    t.keys("Tab");
+    t.keys("/");
+    t.keys("finished");
+    let typing = t.wait_for("/finished▏", Duration::from_secs(10));
+    assert!(typing.contains("match"), "{typing}");
+    t.keys("Enter");
+    let filtered = t.wait_for("log /finished: 1 of", Duration::from_secs(10));
+    assert!(filtered.contains("finished: v2 is live"), "{filtered}");
+    assert!(!filtered.contains("validation passed"), "{filtered}");
+    t.keys("Escape");
+
     t.keys("v");
     let store = t.wait_for("store: versions (live v2)", Duration::from_secs(10));
     assert!(store.contains("* v2"), "{store}");
-    // Down to v1; Enter alone never flips: it says what does.
+    // Down to v1; Enter opens it, never flips.
     t.keys("Down");
     t.keys("Enter");
-    t.wait_for("Enter does not flip", Duration::from_secs(10));
+    let detail = t.wait_for("validation: passed", Duration::from_secs(10));
+    assert!(detail.contains("job test-candidates"), "{detail}");
+    assert!(
+        detail.contains("rows 600 committed of 600 expected"),
+        "{detail}"
+    );
+    // Look an id up, then one that is not there.
+    t.keys("Enter");
+    t.keys("7");
+    t.keys("Enter");
+    t.wait_for("FOUND: id 7 in v1", Duration::from_secs(10));
+    // The top-K runs past the window at 80x24: End scrolls to it.
+    t.keys("End");
+    let found = t.wait_for("10. item", Duration::from_secs(10));
+    assert!(
+        found.contains("(↑↓ PgUp PgDn)"),
+        "the window says it scrolls:\n{found}"
+    );
+    t.keys("i");
+    t.keys("BSpace");
+    t.keys("99999");
+    t.keys("Enter");
+    t.wait_for(
+        "NOT FOUND: v1 has no prediction for id '99999'",
+        Duration::from_secs(10),
+    );
+    t.keys("Escape");
+    t.wait_for("Enter open", Duration::from_secs(10));
     t.keys("f");
     let dialog = t.wait_for("roll back?", Duration::from_secs(10));
     assert!(dialog.contains("600 rows"), "{dialog}");
+    // Enter in the dialog does nothing; y rolls back.
+    t.keys("Enter");
+    t.wait_for("press y to go ahead", Duration::from_secs(10));
     t.keys("y");
     let rolled = t.wait_for("store: versions (live v1)", Duration::from_secs(20));
     assert!(rolled.contains("* v1"), "{rolled}");
@@ -133,4 +204,5 @@ fn a_visit_at_80x24_runs_twice_rolls_back_with_y_and_restores_the_terminal() {
         !after.contains("store: versions") && !after.contains("timeline"),
         "terminal not restored:\n{after}"
     );
+    assert!(!t.mouse_on(), "mouse reporting left on after the UI quit");
 }

@@ -297,10 +297,18 @@ fn enter_alone_never_flips() {
     app.apply(UiInput::Store(store()));
     for row in 0..3 {
         app.version_selected = row;
-        for _ in 0..3 {
+        // Enter opens the version and then types an id: never a flip.
+        for _ in 0..4 {
             assert_eq!(key(&mut app, KeyCode::Enter), None, "row {row}");
+            assert!(
+                matches!(app.overlay, Some(Overlay::VersionDetail(_))),
+                "Enter opened {:?} on row {row}",
+                app.overlay
+            );
         }
-        assert_eq!(app.overlay, None, "Enter opened a dialog on row {row}");
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::Esc);
+        assert_eq!(app.overlay, None);
         // With the dialog open, Enter still does not confirm.
         ch(&mut app, 'f');
         if app.overlay.is_some() {
@@ -418,6 +426,7 @@ fn versions(live: u64, rows: &[(u64, &str)]) -> UiInput {
                 rows: 100_000,
                 model_version: "m".into(),
                 created: 1_764_388_800,
+                ..Default::default()
             })
             .collect(),
     })

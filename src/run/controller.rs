@@ -13,8 +13,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use crate::store::Store;
-use crate::ui::tui::{Action, JobSummary, StoreSummary, UiInput, VersionRow};
+use crate::model::EntityKey;
+use crate::store::{Prediction, Store};
+use crate::ui::tui::{Action, JobSummary, Lookup, StoreSummary, UiInput, VersionRow};
 
 use super::{Control, Event, Options, load_fleet, load_job};
 
@@ -66,6 +67,12 @@ pub fn store_summary(dir: &Path) -> Option<StoreSummary> {
             rows: r.committed_rows,
             model_version: r.model_version,
             created: r.created,
+            job: r.job,
+            model_kind: r.model_kind,
+            rows_expected: r.rows,
+            validation: r.validation,
+            hosts: r.hosts,
+            duration_s: r.duration_s,
         })
         .collect();
     Some(StoreSummary { live, versions })
@@ -187,6 +194,7 @@ impl Controller {
             Action::Cancel => self.control(Control::Cancel),
             Action::Flip(version) => self.flip(version),
             Action::RefreshStore => self.send_store(),
+            Action::Lookup { version, id } => self.lookup(version, id),
             Action::Quit => {}
         }
     }
@@ -268,6 +276,25 @@ impl Controller {
         self.send_store();
     }
 
+    /// Looks `id` up in `version` on a blocking thread of the runtime, so a
+    /// slow disk holds up neither the UI nor the run's controls; the answer
+    /// goes to the UI as [`UiInput::Lookup`].
+    fn lookup(&self, version: u64, id: String) {
+        let inputs = self.inputs.clone();
+        let dir = self.store_dir.clone();
+        self.rt.spawn_blocking(move || {
+            let answer = match dir {
+                None => Err("no store is known yet".to_string()),
+                Some(dir) => lookup(&dir, version, &id).map_err(|e| e.to_string()),
+            };
+            let _ = inputs.send(UiInput::Lookup(Lookup {
+                version,
+                id,
+                answer,
+            }));
+        });
+    }
+
     /// Leaving: a run still going is cancelled and waited for. The cancel
     /// reaches the run only while it schedules chunks; once its last chunk
     /// committed it validates and flips regardless, so the note says what
@@ -296,6 +323,25 @@ impl Controller {
             quit_note: Some(note),
         }
     }
+}
+
+/// Entity `id` of `version` in the store in `dir`: as an integer id first
+/// (when it reads as one), then as a string id, as `herd store get` does.
+pub fn lookup(
+    dir: &Path,
+    version: u64,
+    id: &str,
+) -> Result<Option<Prediction>, crate::store::Error> {
+    let store = Store::open_existing(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Ok(n) = id.parse::<u64>()
+        && let Some(p) = store.get(&EntityKey::Int(n), Some(version), now)?
+    {
+        return Ok(Some(p));
+    }
+    store.get(&EntityKey::Str(id.to_string()), Some(version), now)
 }
 
 fn exit_code(result: &Result<RunResult, tokio::task::JoinError>) -> i32 {

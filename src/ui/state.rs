@@ -108,14 +108,24 @@ pub struct StoreSummary {
     pub versions: Vec<VersionRow>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct VersionRow {
     pub version: u64,
     pub status: String,
+    /// Rows committed.
     pub rows: u64,
     pub model_version: String,
     /// Unix seconds.
     pub created: u64,
+    /// The job that wrote it.
+    pub job: String,
+    pub model_kind: String,
+    /// Input rows the run expected.
+    pub rows_expected: u64,
+    pub validation: Option<ValidationReport>,
+    pub hosts: Vec<String>,
+    /// How long its run took, once it finished.
+    pub duration_s: Option<f64>,
 }
 
 impl VersionRow {
@@ -172,13 +182,7 @@ impl RunState {
                 live_version,
                 resumed,
             } => {
-                let store = self.store.take();
-                *self = RunState {
-                    store,
-                    live: *live_version,
-                    ..RunState::default()
-                };
-                self.header = Some(RunHeader {
+                let header = RunHeader {
                     job: job.clone(),
                     model: model.clone(),
                     version: *version,
@@ -186,135 +190,170 @@ impl RunState {
                     chunks_total: *chunks_total,
                     live_version: *live_version,
                     resumed: *resumed,
-                });
-                self.hosts = hosts.iter().map(host_row).collect();
-                self.add_version_row(*version);
-                let live = live_version.map_or("none".to_string(), |v| format!("v{v}"));
-                self.note(
-                    "run",
-                    format!(
-                        "started {job}: {} v{version}, {} rows in {} chunks on {}; live {live}",
-                        if *resumed { "resuming" } else { "building" },
-                        crate::ui::fmt_count(*rows_total),
-                        crate::ui::fmt_count(*chunks_total),
-                        crate::ui::counted(hosts.len() as u64, "host", "hosts"),
-                    ),
-                );
+                };
+                self.on_started(header, hosts);
             }
             Event::Host {
                 host,
                 state,
                 backend,
                 adapter,
-            } => {
-                let now = self.snapshot.now;
-                let row = self.host_mut(*host);
-                row.state = state.clone();
-                if backend.is_some() {
-                    row.backend = backend.clone();
-                }
-                if adapter.is_some() {
-                    row.adapter = adapter.clone();
-                }
-                row.stopped_at = match state {
-                    HostState::Lost(_) | HostState::Done => Some(row.stopped_at.unwrap_or(now)),
-                    _ => None,
-                };
-                let text = match state {
-                    HostState::Running => format!("{}: running on {}", row.name, row.device()),
-                    _ => format!("{}: {}", row.name, row.state_text()),
-                };
-                self.note("host", text);
-            }
+            } => self.on_host(*host, state, backend, adapter),
             Event::Log { at, source, text } => self.push_log(*at, source, text.clone()),
-            Event::Progress(snapshot) | Event::Changes(snapshot) => {
-                for view in &snapshot.hosts {
-                    let row = self.host_mut(view.host);
-                    row.view = Some(view.clone());
-                    if view.lost && row.stopped_at.is_none() {
-                        row.stopped_at = Some(snapshot.now);
-                    }
-                }
-                if snapshot.paused != self.snapshot.paused && self.started() {
-                    self.note(
-                        "run",
-                        if snapshot.paused {
-                            "paused: no new attempts start".into()
-                        } else {
-                            "resumed".into()
-                        },
-                    );
-                }
-                match (snapshot.paused, self.paused_since) {
-                    (true, None) => self.paused_since = Some(snapshot.now),
-                    (false, Some(since)) => {
-                        // Move the samples past the pause, as if it had
-                        // not been.
-                        let gap = snapshot.now.saturating_sub(since);
-                        for (t, _) in &mut self.samples {
-                            *t += gap;
-                        }
-                        self.paused_since = None;
-                    }
-                    _ => {}
-                }
-                while self.samples.back().is_some_and(|(t, _)| *t > snapshot.now) {
-                    self.samples.pop_back();
-                }
-                if !snapshot.paused {
-                    self.samples.push_back((snapshot.now, snapshot.rows_done));
-                }
-                while self.samples.len() > RATE_SAMPLES
-                    || self.samples.len() > 2
-                        && snapshot.now.saturating_sub(self.samples[1].0) >= RATE_WINDOW
-                {
-                    self.samples.pop_front();
-                }
-                match event {
-                    Event::Changes(_) => self.snapshot.update(snapshot),
-                    _ => self.snapshot = snapshot.clone(),
-                }
-            }
-            Event::Validated(report) => {
-                self.validation = Some(report.clone());
-                let failed = report.checks.iter().filter(|c| !c.passed).count();
-                self.note(
-                    "run",
-                    if report.passed {
-                        format!("validation passed ({} checks)", report.checks.len())
-                    } else {
-                        format!(
-                            "validation FAILED ({failed} of {} checks)",
-                            report.checks.len()
-                        )
-                    },
-                );
-            }
-            Event::Finished(report) => {
-                if self.validation.is_none() && !report.validation.checks.is_empty() {
-                    self.validation = Some(report.validation.clone());
-                }
-                self.add_version_row(report.version);
-                if let Some(row) = self.version_row_mut(report.version)
-                    && report.error.is_none()
-                {
-                    row.rows = report.rows;
-                    row.status = "validated".into();
-                }
-                if report.flipped {
-                    self.set_live(Some(report.version));
-                }
-                self.report = Some((**report).clone());
-                let verdict = match self.outcome() {
-                    Some(Outcome::Flipped { version, .. }) => format!("v{version} is live"),
-                    Some(Outcome::NotFlipped { version, why }) => {
-                        format!("v{version} NOT flipped: {why}")
-                    }
-                    None => String::new(),
-                };
-                self.note("run", format!("finished: {verdict}"));
+            Event::Progress(snapshot) => self.on_progress(snapshot, false),
+            Event::Changes(snapshot) => self.on_progress(snapshot, true),
+            Event::Validated(report) => self.on_validated(report),
+            Event::Finished(report) => self.on_finished(report),
+        }
+    }
+
+    /// A new run: everything but the store's versions starts over.
+    fn on_started(&mut self, header: RunHeader, hosts: &[HostInfo]) {
+        let store = self.store.take();
+        *self = RunState {
+            store,
+            live: header.live_version,
+            ..RunState::default()
+        };
+        self.hosts = hosts.iter().map(host_row).collect();
+        self.add_version_row(header.version);
+        let live = header
+            .live_version
+            .map_or("none".to_string(), |v| format!("v{v}"));
+        let text = format!(
+            "started {}: {} v{}, {} rows in {} chunks on {}; live {live}",
+            header.job,
+            if header.resumed {
+                "resuming"
+            } else {
+                "building"
+            },
+            header.version,
+            crate::ui::fmt_count(header.rows_total),
+            crate::ui::fmt_count(header.chunks_total),
+            crate::ui::counted(hosts.len() as u64, "host", "hosts"),
+        );
+        self.header = Some(header);
+        self.note("run", text);
+    }
+
+    fn on_host(
+        &mut self,
+        host: HostId,
+        state: &HostState,
+        backend: &Option<String>,
+        adapter: &Option<String>,
+    ) {
+        let now = self.snapshot.now;
+        let row = self.host_mut(host);
+        row.state = state.clone();
+        if backend.is_some() {
+            row.backend = backend.clone();
+        }
+        if adapter.is_some() {
+            row.adapter = adapter.clone();
+        }
+        row.stopped_at = match state {
+            HostState::Lost(_) | HostState::Done => Some(row.stopped_at.unwrap_or(now)),
+            _ => None,
+        };
+        let text = match state {
+            HostState::Running => format!("{}: running on {}", row.name, row.device()),
+            _ => format!("{}: {}", row.name, row.state_text()),
+        };
+        self.note("host", text);
+    }
+
+    /// A whole view (`Progress`) replaces the snapshot; `Changes` names only
+    /// the attempts and hosts that moved and is merged into it.
+    fn on_progress(&mut self, snapshot: &Snapshot, changes: bool) {
+        for view in &snapshot.hosts {
+            let row = self.host_mut(view.host);
+            row.view = Some(view.clone());
+            if view.lost && row.stopped_at.is_none() {
+                row.stopped_at = Some(snapshot.now);
             }
         }
+        if snapshot.paused != self.snapshot.paused && self.started() {
+            self.note(
+                "run",
+                if snapshot.paused {
+                    "paused: no new attempts start".into()
+                } else {
+                    "resumed".into()
+                },
+            );
+        }
+        match (snapshot.paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(snapshot.now),
+            (false, Some(since)) => {
+                // Move the samples past the pause, as if it had not been.
+                let gap = snapshot.now.saturating_sub(since);
+                for (t, _) in &mut self.samples {
+                    *t += gap;
+                }
+                self.paused_since = None;
+            }
+            _ => {}
+        }
+        while self.samples.back().is_some_and(|(t, _)| *t > snapshot.now) {
+            self.samples.pop_back();
+        }
+        if !snapshot.paused {
+            self.samples.push_back((snapshot.now, snapshot.rows_done));
+        }
+        while self.samples.len() > RATE_SAMPLES
+            || self.samples.len() > 2
+                && snapshot.now.saturating_sub(self.samples[1].0) >= RATE_WINDOW
+        {
+            self.samples.pop_front();
+        }
+        if changes {
+            self.snapshot.update(snapshot);
+        } else {
+            self.snapshot = snapshot.clone();
+        }
+    }
+
+    fn on_validated(&mut self, report: &ValidationReport) {
+        self.validation = Some(report.clone());
+        let failed = report.checks.iter().filter(|c| !c.passed).count();
+        self.note(
+            "run",
+            if report.passed {
+                format!("validation passed ({} checks)", report.checks.len())
+            } else {
+                format!(
+                    "validation FAILED ({failed} of {} checks)",
+                    report.checks.len()
+                )
+            },
+        );
+    }
+
+    fn on_finished(&mut self, report: &Report) {
+        if self.validation.is_none() && !report.validation.checks.is_empty() {
+            self.validation = Some(report.validation.clone());
+        }
+        self.add_version_row(report.version);
+        if let Some(row) = self.version_row_mut(report.version)
+            && report.error.is_none()
+        {
+            row.rows = report.rows;
+            row.status = "validated".into();
+        }
+        if report.flipped {
+            self.set_live(Some(report.version));
+        }
+        self.report = Some(report.clone());
+        let verdict = match self.outcome() {
+            Some(Outcome::Flipped { version, .. }) => format!("v{version} is live"),
+            Some(Outcome::NotFlipped { version, why }) => {
+                format!("v{version} NOT flipped: {why}")
+            }
+            None => String::new(),
+        };
+        self.note("run", format!("finished: {verdict}"));
     }
 
     fn push_log(&mut self, at: Duration, source: &str, text: String) {
@@ -373,9 +412,7 @@ impl RunState {
             store.versions.push(VersionRow {
                 version,
                 status: "building".into(),
-                rows: 0,
-                model_version: String::new(),
-                created: 0,
+                ..VersionRow::default()
             });
             store.versions.sort_by_key(|v| std::cmp::Reverse(v.version));
         }

@@ -383,6 +383,16 @@ pub fn store() -> StoreSummary {
         rows,
         model_version: "two-tower-2026-11-28".into(),
         created,
+        job: "nightly".into(),
+        model_kind: "two_tower".into(),
+        rows_expected: 100_000,
+        validation: match status {
+            "building" => None,
+            "failed" => Some(checks(false)),
+            _ => Some(checks(true)),
+        },
+        hosts: vec!["local".into(), "gpu1".into(), "gpu2".into()],
+        duration_s: Some(98.5),
     };
     StoreSummary {
         live: Some(6),

@@ -9,7 +9,10 @@ use std::io;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{self, Event as TermEvent};
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent, MouseEventKind,
+};
+use ratatui::crossterm::execute;
 
 use super::{Action, App, UiInput};
 
@@ -22,24 +25,39 @@ pub const KEY_POLL: Duration = Duration::from_millis(50);
 /// How long a status-line message stays when no key clears it.
 pub const MESSAGE_TTL: Duration = Duration::from_secs(5);
 
-/// Restores the terminal when dropped, also on early returns.
+/// Restores the terminal when dropped, also on early returns: mouse
+/// reporting off, then ratatui's restore (raw mode, alternate screen).
 struct TerminalGuard;
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        let _ = execute!(io::stdout(), DisableMouseCapture);
         ratatui::restore();
     }
 }
 
-/// Runs the TUI until the user quits: alternate screen and raw mode while it
-/// runs, restored on exit and on panic (ratatui's panic hook restores the
-/// terminal before the panic message prints). Inputs from `events` are
+/// Turns mouse reporting off before the panic hook ratatui installed
+/// (which restores the rest and prints the panic), so a panic leaves no
+/// terminal that types escape codes at every click.
+fn restore_mouse_on_panic() {
+    let next = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(io::stdout(), DisableMouseCapture);
+        next(info);
+    }));
+}
+
+/// Runs the TUI until the user quits: alternate screen, raw mode and mouse
+/// reporting while it runs, restored on exit and on panic (the panic hooks
+/// restore the terminal before the panic message prints). Inputs from `events` are
 /// applied as they come; the user's wishes go to `actions`. When `events`
 /// closes the UI stays up (the last state remains readable) until the user
 /// quits.
 pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
+    restore_mouse_on_panic();
+    execute!(io::stdout(), EnableMouseCapture)?;
     let mut dirty = true;
     let mut last_frame: Option<Instant> = None;
     let mut inputs_open = true;
@@ -73,6 +91,14 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
                     if let Some(action) = app.handle_key(key) {
                         // A closed channel means nobody drives a run any
                         // more; quitting must still work.
+                        let _ = actions.send(action);
+                    }
+                    dirty = true;
+                }
+                // Pointer motion is reported too: only clicks and the
+                // wheel redraw.
+                TermEvent::Mouse(mouse) if !matches!(mouse.kind, MouseEventKind::Moved) => {
+                    if let Some(action) = app.handle_mouse(mouse) {
                         let _ = actions.send(action);
                     }
                     dirty = true;

@@ -8,18 +8,23 @@
 //! the user leaves as an [`Action`], and every fact arrives as a [`UiInput`].
 
 mod driver;
+mod keys;
+mod lists;
 mod view;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::run::Event;
 use crate::sched::ChunkId;
+use crate::store::Prediction;
 use crate::ui::state::RunState;
 pub use crate::ui::state::{StoreSummary, VersionRow};
 
 pub use driver::{FRAME_INTERVAL, KEY_POLL, MESSAGE_TTL, run_tui};
+pub use lists::{Filters, Hit, Hits, List, PAGE, WHEEL, matches};
 pub use view::{MIN_HEIGHT, MIN_WIDTH, time_axis};
 
 /// A job file as the picker lists it (the caller reads the files).
@@ -51,6 +56,19 @@ pub enum Action {
     Flip(u64),
     /// Send a fresh [`UiInput::Store`].
     RefreshStore,
+    /// Look up entity `id` in `version` of the store; the answer comes back
+    /// as [`UiInput::Lookup`].
+    Lookup { version: u64, id: String },
+}
+
+/// The store's answer to [`Action::Lookup`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    pub version: u64,
+    pub id: String,
+    /// The prediction, `None` when the version has none for the id, or why
+    /// the store could not be read.
+    pub answer: Result<Option<Prediction>, String>,
 }
 
 /// What the caller feeds the UI.
@@ -69,6 +87,7 @@ pub enum UiInput {
         code: i32,
         why: Option<String>,
     },
+    Lookup(Lookup),
 }
 
 /// Which page is shown.
@@ -86,9 +105,23 @@ pub enum Overlay {
     /// One host: its device, slots, failures and log lines (the row at the
     /// top of the hosts table when Enter was pressed there).
     HostDetail(usize),
+    /// One version of the store: its validation report, job, counts, and a
+    /// prediction lookup by id.
+    VersionDetail(u64),
     ConfirmQuit,
     ConfirmCancel,
     ConfirmFlip(u64),
+}
+
+/// The version detail's lookup: the id being typed and the last answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LookupBox {
+    pub input: String,
+    /// Keys go into `input`.
+    pub editing: bool,
+    /// Asked, no answer yet.
+    pub pending: bool,
+    pub answer: Option<Lookup>,
 }
 
 /// The pane of the run view that the arrow keys move in.
@@ -121,10 +154,22 @@ pub struct App {
     pub message_seq: u64,
     /// The chunk whose running attempt `s` backs up.
     pub chunk_selected: Option<ChunkId>,
-    /// Hosts table rows scrolled past.
-    pub hosts_scroll: usize,
-    /// Log lines scrolled back from the newest (0: follow the tail).
+    /// The selected row of the hosts table (among those its filter shows).
+    pub host_selected: usize,
+    /// Timeline lanes scrolled past (among those its filter shows).
+    pub lane_scroll: usize,
+    /// Log lines scrolled back from the newest shown (0: follow the tail).
     pub log_scroll: usize,
+    /// The `/` filters of the lists.
+    pub filters: Filters,
+    /// Rows the open window (help, host or version detail) is scrolled.
+    pub detail_scroll: usize,
+    /// The version detail's prediction lookup.
+    pub lookup: LookupBox,
+    /// Where the help returns to when it closes (a detail window).
+    help_return: Option<Overlay>,
+    /// Where the last frame drew each list, for the mouse.
+    pub hits: RefCell<Hits>,
     /// Set once the user has quit; the driver then stops.
     pub quit: bool,
     /// Where Esc goes back to from the store view.
@@ -148,8 +193,14 @@ impl App {
             message: None,
             message_seq: 0,
             chunk_selected: None,
-            hosts_scroll: 0,
+            host_selected: 0,
+            lane_scroll: 0,
             log_scroll: 0,
+            filters: Filters::default(),
+            detail_scroll: 0,
+            lookup: LookupBox::default(),
+            help_return: None,
+            hits: RefCell::new(Hits::default()),
             quit: false,
             back: Screen::Picker,
         }
@@ -159,6 +210,7 @@ impl App {
         match input {
             UiInput::Run(event) => {
                 let starting = matches!(event, Event::Started { .. });
+                let shown = (self.log_scroll > 0).then(|| self.visible_log().len());
                 self.run.apply(&event);
                 if starting {
                     self.starting = None;
@@ -166,10 +218,12 @@ impl App {
                     self.back = Screen::Run;
                     self.chunk_selected = None;
                     self.log_scroll = 0;
-                    self.hosts_scroll = 0;
-                }
-                if matches!(event, Event::Log { .. }) && self.log_scroll > 0 {
-                    self.log_scroll = (self.log_scroll + 1).min(self.run.log.len());
+                    self.host_selected = 0;
+                    self.lane_scroll = 0;
+                } else if let Some(shown) = shown {
+                    // Scrolled back, the view stays on the same lines.
+                    let more = self.visible_log().len().saturating_sub(shown);
+                    self.set_cursor(List::Log, self.log_scroll + more);
                 }
                 self.fix_selection();
             }
@@ -189,6 +243,13 @@ impl App {
                     && let Some(why) = why
                 {
                     self.say(format!("the run did not start: {why}"));
+                }
+            }
+            UiInput::Lookup(found) => {
+                let open = self.overlay == Some(Overlay::VersionDetail(found.version));
+                if open && found.id == self.lookup.input {
+                    self.lookup.pending = false;
+                    self.lookup.answer = Some(found);
                 }
             }
             UiInput::Jobs(jobs) => {
@@ -232,14 +293,26 @@ impl App {
             self.quit = true;
             return Some(Action::Quit);
         }
+        if let Some(handled) = self.filter_key(key.code) {
+            return handled;
+        }
         if let Some(overlay) = self.overlay {
             return self.overlay_key(overlay, key.code);
         }
         match key.code {
             KeyCode::Char('?') => {
-                self.overlay = Some(Overlay::Help);
+                self.open_help();
                 None
             }
+            KeyCode::Char('/') => {
+                self.start_filter();
+                None
+            }
+            KeyCode::Char(c @ ('n' | 'N')) => {
+                self.next_match(c == 'n');
+                None
+            }
+            KeyCode::Esc if self.clear_filter() => None,
             KeyCode::Char('q') => {
                 if self.busy() {
                     self.overlay = Some(Overlay::ConfirmQuit);
@@ -261,337 +334,4 @@ impl App {
             },
         }
     }
-
-    fn overlay_key(&mut self, overlay: Overlay, code: KeyCode) -> Option<Action> {
-        // Only an explicit `y` confirms: Enter, pressed once too often,
-        // must never flip, cancel or quit.
-        let yes = matches!(code, KeyCode::Char('y') | KeyCode::Char('Y'));
-        let no = matches!(code, KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc);
-        match overlay {
-            Overlay::HostDetail(_) => {
-                if no || matches!(code, KeyCode::Enter | KeyCode::Char('q')) {
-                    self.overlay = None;
-                }
-                None
-            }
-            Overlay::Help => {
-                if no
-                    || matches!(
-                        code,
-                        KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter
-                    )
-                {
-                    self.overlay = None;
-                }
-                None
-            }
-            _ if no => {
-                self.overlay = None;
-                None
-            }
-            _ if !yes => {
-                self.say("press y to go ahead, n or Esc to leave it");
-                None
-            }
-            Overlay::ConfirmQuit => {
-                self.overlay = None;
-                self.quit = true;
-                Some(Action::Quit)
-            }
-            Overlay::ConfirmCancel => {
-                self.overlay = None;
-                Some(Action::Cancel)
-            }
-            Overlay::ConfirmFlip(version) => {
-                self.overlay = None;
-                Some(Action::Flip(version))
-            }
-        }
-    }
-
-    fn picker_key(&mut self, code: KeyCode) -> Option<Action> {
-        match code {
-            KeyCode::Up | KeyCode::Char('k') => {
-                self.job_selected = self.job_selected.saturating_sub(1);
-                None
-            }
-            KeyCode::Down | KeyCode::Char('j') => {
-                if self.job_selected + 1 < self.jobs.len() {
-                    self.job_selected += 1;
-                }
-                None
-            }
-            code if page_key(code, self.job_selected, 0).is_some() => {
-                let max = self.jobs.len().saturating_sub(1);
-                self.job_selected = page_key(code, self.job_selected, max).unwrap_or(0);
-                None
-            }
-            KeyCode::Enter => {
-                let job = self.jobs.get(self.job_selected)?;
-                if job.error.is_some() {
-                    self.say("this job cannot start: its config has an error (shown below)");
-                    return None;
-                }
-                if self.busy() {
-                    self.say("a run is going: one run at a time");
-                    return None;
-                }
-                self.starting = Some(job.path.clone());
-                Some(Action::Start(job.path.clone()))
-            }
-            KeyCode::Esc if self.run.started() => {
-                self.screen = Screen::Run;
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn run_key(&mut self, code: KeyCode) -> Option<Action> {
-        match code {
-            KeyCode::Char('p' | 'c' | 's') if !self.run.running() => {
-                self.say("no run is going");
-                None
-            }
-            KeyCode::Char('p') => {
-                let pause = !self.run.snapshot.paused;
-                self.say(if pause {
-                    "pausing: no new attempts start; running ones finish"
-                } else {
-                    "resuming"
-                });
-                Some(Action::Pause(pause))
-            }
-            KeyCode::Char('c') => {
-                self.overlay = Some(Overlay::ConfirmCancel);
-                None
-            }
-            KeyCode::Char('s') => self.backup(),
-            KeyCode::Tab => {
-                self.focus = match self.focus {
-                    Focus::Timeline => Focus::Hosts,
-                    Focus::Hosts => Focus::Log,
-                    Focus::Log => Focus::Timeline,
-                };
-                None
-            }
-            KeyCode::BackTab => {
-                self.focus = match self.focus {
-                    Focus::Timeline => Focus::Log,
-                    Focus::Hosts => Focus::Timeline,
-                    Focus::Log => Focus::Hosts,
-                };
-                None
-            }
-            KeyCode::Up | KeyCode::Char('k') => {
-                self.move_in_focus(-1);
-                None
-            }
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.move_in_focus(1);
-                None
-            }
-            KeyCode::Left | KeyCode::Right => {
-                self.move_selection(if code == KeyCode::Left { -1 } else { 1 });
-                None
-            }
-            code if page_key(code, 0, 0).is_some() => {
-                self.page_in_focus(code);
-                None
-            }
-            KeyCode::Enter if self.focus == Focus::Hosts => {
-                if self.hosts_scroll < self.run.hosts.len() {
-                    self.overlay = Some(Overlay::HostDetail(self.hosts_scroll));
-                }
-                None
-            }
-            KeyCode::Esc if self.run.finished() && !self.jobs.is_empty() => {
-                self.screen = Screen::Picker;
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// `s`: a backup of the selected running chunk, saying what happens.
-    fn backup(&mut self) -> Option<Action> {
-        let selectable = self.run.selectable();
-        let Some(chunk) = self
-            .chunk_selected
-            .filter(|c| selectable.iter().any(|a| a.chunk == *c))
-        else {
-            self.say("no running chunk is selected (←→ selects one)");
-            return None;
-        };
-        let free: u32 = self
-            .run
-            .hosts
-            .iter()
-            .filter_map(|h| h.view.as_ref())
-            .filter(|v| !v.lost)
-            .map(|v| v.slots.saturating_sub(v.busy))
-            .sum();
-        self.say(if free == 0 {
-            format!(
-                "backup of chunk {chunk} queued: every slot is busy; it starts on the next free one"
-            )
-        } else {
-            format!("backup of chunk {chunk} asked for")
-        });
-        Some(Action::Backup(chunk))
-    }
-
-    fn move_in_focus(&mut self, step: i64) {
-        match self.focus {
-            Focus::Timeline => self.move_selection(step),
-            Focus::Hosts => {
-                let max = self.run.hosts.len().saturating_sub(1);
-                self.hosts_scroll = step_index(self.hosts_scroll, step, max);
-            }
-            // Up goes back in time: scrolling grows.
-            Focus::Log => {
-                let max = self.run.log.len().saturating_sub(1);
-                self.log_scroll = step_index(self.log_scroll, -step, max);
-            }
-        }
-    }
-
-    /// PgUp/PgDn/Home/End/g/G in the focused pane. In the log, up is back
-    /// in time: Home/g go to the oldest line, End/G follow the tail.
-    fn page_in_focus(&mut self, code: KeyCode) {
-        match self.focus {
-            Focus::Log => {
-                let max = self.run.log.len().saturating_sub(1);
-                let back = match code {
-                    KeyCode::PageUp => KeyCode::PageDown,
-                    KeyCode::PageDown => KeyCode::PageUp,
-                    KeyCode::Home | KeyCode::Char('g') => KeyCode::End,
-                    _ => KeyCode::Home,
-                };
-                self.log_scroll = page_key(back, self.log_scroll, max).unwrap_or(0);
-            }
-            Focus::Hosts => {
-                let max = self.run.hosts.len().saturating_sub(1);
-                self.hosts_scroll = page_key(code, self.hosts_scroll, max).unwrap_or(0);
-            }
-            Focus::Timeline => {
-                let chunks: Vec<ChunkId> = self.run.selectable().iter().map(|a| a.chunk).collect();
-                let at = self
-                    .chunk_selected
-                    .and_then(|c| chunks.iter().position(|x| *x == c))
-                    .unwrap_or(0);
-                let next = page_key(code, at, chunks.len().saturating_sub(1)).unwrap_or(0);
-                self.chunk_selected = chunks.get(next).copied();
-            }
-        }
-    }
-
-    /// Moves the selection among running attempts (see
-    /// [`RunState::selectable`]).
-    fn move_selection(&mut self, step: i64) {
-        let chunks: Vec<ChunkId> = self.run.selectable().iter().map(|a| a.chunk).collect();
-        if chunks.is_empty() {
-            self.chunk_selected = None;
-            return;
-        }
-        let at = self
-            .chunk_selected
-            .and_then(|c| chunks.iter().position(|x| *x == c));
-        let next = match at {
-            Some(at) => step_index(at, step, chunks.len() - 1),
-            None => 0,
-        };
-        self.chunk_selected = Some(chunks[next]);
-    }
-
-    fn store_key(&mut self, code: KeyCode) -> Option<Action> {
-        let count = self.run.store.as_ref().map_or(0, |s| s.versions.len());
-        match code {
-            KeyCode::Up | KeyCode::Char('k') => {
-                self.version_selected = self.version_selected.saturating_sub(1);
-                None
-            }
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.version_selected =
-                    step_index(self.version_selected, 1, count.saturating_sub(1));
-                None
-            }
-            code if page_key(code, 0, 0).is_some() => {
-                self.version_selected =
-                    page_key(code, self.version_selected, count.saturating_sub(1)).unwrap_or(0);
-                None
-            }
-            KeyCode::Char('f') => {
-                match self.flip_refusal() {
-                    Some(why) => self.say(why),
-                    None => {
-                        let row = self.selected_version()?;
-                        self.overlay = Some(Overlay::ConfirmFlip(row.version));
-                    }
-                }
-                None
-            }
-            KeyCode::Enter => {
-                self.say("Enter does not flip: f flips or rolls back (it asks first)");
-                None
-            }
-            KeyCode::Char('r') => Some(Action::RefreshStore),
-            KeyCode::Esc => {
-                self.screen = if self.back == Screen::Store {
-                    Screen::Picker
-                } else {
-                    self.back
-                };
-                None
-            }
-            _ => None,
-        }
-    }
-}
-
-impl App {
-    /// The store view's selected row.
-    pub fn selected_version(&self) -> Option<&VersionRow> {
-        self.run.store.as_ref()?.versions.get(self.version_selected)
-    }
-
-    /// Why `f` on the selected version would do nothing or be refused by
-    /// the store; `None` when the flip is offered.
-    pub fn flip_refusal(&self) -> Option<String> {
-        let Some(row) = self.selected_version() else {
-            return Some("no version is selected".into());
-        };
-        if self.busy() {
-            return Some("a run is going: flip or roll back after it ends".into());
-        }
-        if self.run.live() == Some(row.version) {
-            return Some(format!("v{} is already live", row.version));
-        }
-        if !row.can_go_live() {
-            return Some(format!(
-                "v{} is {}: only a validated or retired version can go live",
-                row.version, row.status
-            ));
-        }
-        None
-    }
-}
-
-/// Rows one PgUp/PgDn moves.
-pub const PAGE: usize = 10;
-
-/// Where PgUp/PgDn/Home/End/g/G move a cursor at `at` in `0..=max`
-/// (Home and g go to 0); `None` for other keys.
-fn page_key(code: KeyCode, at: usize, max: usize) -> Option<usize> {
-    match code {
-        KeyCode::PageUp => Some(at.saturating_sub(PAGE)),
-        KeyCode::PageDown => Some((at + PAGE).min(max)),
-        KeyCode::Home | KeyCode::Char('g') => Some(0),
-        KeyCode::End | KeyCode::Char('G') => Some(max),
-        _ => None,
-    }
-}
-
-fn step_index(at: usize, step: i64, max: usize) -> usize {
-    (at as i64 + step).clamp(0, max as i64) as usize
 }

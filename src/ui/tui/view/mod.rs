@@ -5,7 +5,10 @@
 //! [`glyph_legend`]), the verdict has words, the focused pane a thick border;
 //! with `colors` off (NO_COLOR) nothing else changes.
 
+mod help;
+mod host;
 mod run;
+mod store;
 
 pub use run::time_axis;
 
@@ -19,7 +22,7 @@ use ratatui::widgets::{
     Block, BorderType, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, TableState, Wrap,
 };
 
-use super::{App, Focus, Overlay, Screen};
+use super::{App, Focus, Hit, List, Overlay, Screen, VersionRow};
 use crate::run::HostState;
 use crate::sched::{AttemptState, AttemptView};
 use crate::ui::state::{Outcome, RunState};
@@ -104,13 +107,15 @@ impl App {
         let theme = Theme {
             colors: self.colors,
         };
+        *self.hits.borrow_mut() = Default::default();
         match self.screen {
             Screen::Picker => self.draw_picker(frame, area, &theme),
             Screen::Run => self.draw_run(frame, area, &theme),
             Screen::Store => self.draw_store(frame, area, &theme),
         }
         match self.overlay {
-            Some(Overlay::Help) => draw_help(frame, area, &theme),
+            Some(Overlay::Help) => self.draw_help(frame, area, &theme),
+            Some(Overlay::VersionDetail(v)) => self.draw_version_detail(frame, area, &theme, v),
             Some(Overlay::HostDetail(at)) => self.draw_host_detail(frame, area, &theme, at),
             Some(Overlay::ConfirmQuit) => {
                 let mut text = vec![format!("Quit while {}?", self.run_in_words())];
@@ -202,14 +207,21 @@ impl App {
             Constraint::Length(1),
         ])
         .areas(area);
-        let block = theme.block(" herd: pick a job ", true);
-        if self.jobs.is_empty() {
-            frame.render_widget(
-                Paragraph::new("No job files found (looked for jobs/*.toml).").block(block),
-                main,
-            );
+        let block = theme.block(
+            format!(" herd: pick a job {}", self.filter_title(List::Jobs)),
+            true,
+        );
+        let shown = self.visible_jobs();
+        if self.jobs.is_empty() || shown.is_empty() {
+            let text = if self.jobs.is_empty() {
+                "No job files found (looked for jobs/*.toml)."
+            } else {
+                "No job matches the filter (Esc clears it)."
+            };
+            frame.render_widget(Paragraph::new(text).block(block), main);
         } else {
-            let rows = self.jobs.iter().map(|j| {
+            let rows = shown.iter().map(|&i| {
+                let j = &self.jobs[i];
                 let row = Row::new(vec![
                     Cell::from(j.name.clone()),
                     Cell::from(j.model.clone()),
@@ -255,8 +267,10 @@ impl App {
             .block(block);
             let mut state = TableState::new().with_selected(Some(self.job_selected));
             frame.render_stateful_widget(table, main, &mut state);
+            self.record_table(List::Jobs, main, state.offset());
         }
-        let detail_text: Vec<Line> = match self.jobs.get(self.job_selected) {
+        let selected = shown.get(self.job_selected).map(|&i| &self.jobs[i]);
+        let detail_text: Vec<Line> = match selected {
             Some(job) => {
                 let mut lines = vec![Line::from(format!("file: {}", job.path.display()))];
                 match &job.error {
@@ -282,6 +296,7 @@ impl App {
                 &[
                     ("↑↓", "select"),
                     ("Enter", "start"),
+                    ("/", "filter"),
                     ("v", "store"),
                     ("?", "help"),
                     ("q", "quit"),
@@ -308,8 +323,21 @@ impl App {
         }
     }
 
-    /// The status line: the message when there is one, else the keys.
+    /// The status line: the filter being typed, else the message when
+    /// there is one, else the keys.
     fn status_line(&self, theme: &Theme, keys: &[(&str, &str)]) -> Paragraph<'static> {
+        if let Some(list) = self.filters.editing {
+            let (shown, all) = self.counts(list);
+            return Paragraph::new(Line::from(vec![
+                Span::styled(
+                    format!("/{}▏", self.filter(list)),
+                    theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!(
+                    "  {shown} of {all} match · Enter keeps · Esc clears"
+                )),
+            ]));
+        }
         match &self.message {
             Some(text) => Paragraph::new(Line::styled(
                 format!("» {text}"),
@@ -319,76 +347,66 @@ impl App {
         }
     }
 
-    fn draw_store(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
-        let [main, footer] =
-            Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
-        let Some(store) = &self.run.store else {
-            frame.render_widget(
-                Paragraph::new("Reading the store...").block(theme.block(" store ", true)),
-                main,
-            );
-            return;
+    /// Notes where a table's rows were drawn, for the mouse.
+    fn record_table(&self, list: List, table: Rect, offset: usize) {
+        let inner = Rect {
+            x: table.x + 1,
+            y: table.y + 1,
+            width: table.width.saturating_sub(2),
+            height: table.height.saturating_sub(2),
         };
-        let live_now = self.run.live();
-        let title = format!(" store: versions (live {}) ", version_word(live_now));
-        if store.versions.is_empty() {
-            frame.render_widget(
-                Paragraph::new("The store has no versions yet.").block(theme.block(title, true)),
-                main,
-            );
-        } else {
-            let rows = store.versions.iter().map(|v| {
-                let live = live_now == Some(v.version);
-                let row = Row::new(vec![
-                    format!("{}v{}", if live { "* " } else { "  " }, v.version),
-                    v.status.clone(),
-                    fmt_count(v.rows),
-                    v.model_version.clone(),
-                    if v.created == 0 {
-                        "-".to_string()
-                    } else {
-                        fmt_unix(v.created)
-                    },
-                ]);
-                match v.status.as_str() {
-                    "live" => row.style(theme.fg(Color::Green)),
-                    "failed" => row.style(theme.fg(Color::Red)),
-                    "building" => row.style(theme.fg(Color::Yellow)),
-                    _ => row,
-                }
-            });
-            let table = Table::new(
-                rows,
-                [
-                    Constraint::Length(8),
-                    Constraint::Length(10),
-                    Constraint::Length(12),
-                    Constraint::Fill(1),
-                    Constraint::Length(16),
-                ],
-            )
-            .header(
-                Row::new(["version", "status", "rows", "model", "created (UTC)"])
-                    .style(Style::new().add_modifier(Modifier::BOLD)),
-            )
-            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-            .highlight_symbol("> ")
-            .block(theme.block(title, true));
-            let mut state = TableState::new().with_selected(Some(self.version_selected));
-            frame.render_stateful_widget(table, main, &mut state);
-        }
-        // Only what the store would accept is offered.
-        let flip = match (self.flip_refusal(), self.selected_version(), live_now) {
-            (None, Some(row), Some(l)) if row.version < l => Some("roll back"),
-            (None, _, _) => Some("flip"),
-            (Some(_), _, _) => None,
+        // Below the header row.
+        let body = Rect {
+            y: inner.y + 1,
+            height: inner.height.saturating_sub(1),
+            ..inner
         };
-        let mut keys = vec![("↑↓", "select")];
-        if let Some(verb) = flip {
-            keys.push(("f", verb));
+        self.hits.borrow_mut().lists.push(Hit {
+            list,
+            area: body,
+            offset,
+        });
+    }
+
+    /// A window over the page: `lines` wrapped in `popup`, scrolled by
+    /// `detail_scroll`, its keys on the bottom border and, when it is taller
+    /// than the screen, which rows show.
+    fn draw_window(
+        &self,
+        frame: &mut Frame,
+        popup: Rect,
+        theme: &Theme,
+        title: String,
+        keys: &str,
+        lines: Vec<Line<'static>>,
+    ) {
+        let inner_w = usize::from(popup.width.saturating_sub(2).max(1));
+        let inner_h = usize::from(popup.height.saturating_sub(2));
+        let rows: usize = lines
+            .iter()
+            .map(|l| l.width().max(1).div_ceil(inner_w))
+            .sum();
+        let max = rows.saturating_sub(inner_h);
+        self.hits.borrow_mut().detail_max = max;
+        let at = self.detail_scroll.min(max);
+        let mut block = theme
+            .block(title, true)
+            .title_bottom(Line::from(keys.to_string()).right_aligned());
+        if max > 0 {
+            block = block.title_bottom(format!(
+                " rows {}-{} of {rows} (↑↓ PgUp PgDn) ",
+                at + 1,
+                (at + inner_h).min(rows)
+            ));
         }
-        keys.extend([("r", "refresh"), ("Esc", "back"), ("?", "help")]);
-        frame.render_widget(self.status_line(theme, &keys), footer);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((at as u16, 0))
+                .block(block),
+            popup,
+        );
     }
 }
 
@@ -407,54 +425,6 @@ fn footer_line(theme: &Theme, keys: &[(&str, &str)]) -> Paragraph<'static> {
         spans.push(Span::raw(format!(" {what}  ")));
     }
     Paragraph::new(Line::from(spans))
-}
-
-fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let keys = [
-        ("?", "this help (Esc closes)"),
-        ("q", "quit (asks while a run goes)"),
-        ("p", "pause / resume new attempts"),
-        ("c", "cancel the run (asks)"),
-        ("s", "backup attempt of the selected chunk"),
-        ("←→ ↑↓", "select a running chunk / scroll"),
-        ("Tab", "focus: timeline, hosts, log"),
-        ("Enter", "on hosts: the top row's detail"),
-        ("PgUp/Dn", "page; Home/g first, End/G last (log: tail)"),
-        ("v", "store versions; f flips (asks: y)"),
-        ("Esc", "back"),
-    ];
-    let mut lines: Vec<Line> = keys
-        .iter()
-        .map(|(k, what)| {
-            Line::from(vec![
-                Span::styled(
-                    format!("{k:>7}  "),
-                    Style::new().add_modifier(Modifier::BOLD),
-                ),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::styled(
-        "timeline",
-        Style::new().add_modifier(Modifier::BOLD),
-    ));
-    for (g, _, what) in glyph_legend() {
-        lines.push(Line::from(format!("{g:>7}  {what}")));
-    }
-    lines.push(Line::from(
-        "x peers: an attempt's rows/s over the median running slot's",
-    ));
-    lines.push(Line::from(
-        "colour: green as fast as peers, yellow 1.5x, red 3x slower",
-    ));
-    let popup = centered(area, 62, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(lines).block(theme.block(" help ", true)),
-        popup,
-    );
 }
 
 fn draw_confirm(

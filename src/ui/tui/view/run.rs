@@ -17,19 +17,23 @@ impl App {
             .iter()
             .map(|l| l.width().max(1).div_ceil(inner_w))
             .sum();
-        let small_cap = area.height.saturating_sub(3 + host_rows + 3 + 4 + 1);
+        // The log keeps at least `log_min` rows (none once a small screen
+        // shows the verdict, unless the log has the focus); the timeline
+        // takes what its lanes need of the rest, and the log everything
+        // left over.
+        let log_min: u16 = match (tall, run.finished(), self.focus == Focus::Log) {
+            (true, _, _) => 10,
+            (false, false, _) | (false, true, true) => 5,
+            (false, true, false) => 0,
+        };
+        let focused_log = if run.finished() { log_min } else { 0 };
+        let small_cap = area
+            .height
+            .saturating_sub(3 + host_rows + 3 + 4 + 1 + focused_log);
         let result_h = if result_lines.is_empty() {
             0
         } else {
             (result_rows as u16 + 2).min(if tall { 16 } else { small_cap.max(3) })
-        };
-        // The log keeps at least `log_min` rows (none once a small screen
-        // shows the verdict); the timeline takes what its lanes need of the
-        // rest, and the log everything left over.
-        let log_min: u16 = match (tall, run.finished()) {
-            (true, _) => 10,
-            (false, false) => 5,
-            (false, true) => 0,
         };
         let straggler_lines = self.straggler_lines(theme);
         let lanes = run.lanes().len() as u16;
@@ -58,22 +62,7 @@ impl App {
         self.draw_header(frame, header, theme);
         self.draw_hosts(frame, hosts, theme, wide);
         if result_h > 0 {
-            let (title, style) = match run.outcome() {
-                Some(Outcome::Flipped { .. }) => (" result: flipped ", theme.fg(Color::Green)),
-                Some(Outcome::NotFlipped { .. }) => (" result: not flipped ", theme.fg(Color::Red)),
-                None => (" validation ", theme.fg(Color::Yellow)),
-            };
-            frame.render_widget(
-                Paragraph::new(result_lines)
-                    .wrap(Wrap { trim: false })
-                    .block(
-                        Block::new()
-                            .borders(Borders::ALL)
-                            .border_style(style)
-                            .title(title),
-                    ),
-                result,
-            );
+            draw_result(frame, result, theme, run, result_lines);
         }
         if wide {
             self.draw_timeline(frame, timeline, theme, &[]);
@@ -103,33 +92,7 @@ impl App {
             self.draw_timeline(frame, timeline, theme, &straggler_lines);
             self.draw_log(frame, bottom, theme);
         }
-        let keys: &[(&str, &str)] = if run.running() {
-            &[
-                ("?", "help"),
-                ("q", "quit"),
-                (
-                    "p",
-                    if run.snapshot.paused {
-                        "resume"
-                    } else {
-                        "pause"
-                    },
-                ),
-                ("c", "cancel"),
-                ("s", "backup"),
-                ("←→", "select"),
-                ("Tab", "focus"),
-                ("v", "store"),
-            ]
-        } else {
-            &[
-                ("?", "help"),
-                ("q", "quit"),
-                ("v", "store"),
-                ("Esc", "jobs"),
-            ]
-        };
-        frame.render_widget(self.status_line(theme, keys), footer);
+        frame.render_widget(self.status_line(theme, &run_keys(run)), footer);
     }
 
     fn draw_header(&self, frame: &mut Frame, area: Rect, theme: &Theme) {
@@ -222,133 +185,10 @@ impl App {
         frame.render_widget(Paragraph::new(Line::from(spans)), figures);
     }
 
-    /// One host in a window: device and state, its figures, each slot's
-    /// lane now, its failed attempts, and its log lines (workers' stderr).
-    pub(super) fn draw_host_detail(&self, frame: &mut Frame, area: Rect, theme: &Theme, at: usize) {
-        let run = &self.run;
-        let Some(h) = run.hosts.get(at) else {
-            return;
-        };
-        let v = h.view.as_ref();
-        let mut lines = vec![
-            Line::from(format!(
-                "device: {}   state: {}",
-                h.device(),
-                h.state_text()
-            )),
-            Line::from(format!(
-                "slots {}/{} busy   rows/s {}   chunks {}   rows {}   failures {}   cost {}",
-                v.map_or(0, |v| v.busy),
-                h.slots.max(v.map_or(0, |v| v.slots)),
-                v.map_or("-".to_string(), |v| fmt_rate(v.rows_per_s)),
-                v.map_or(0, |v| v.chunks_done),
-                fmt_count(v.map_or(0, |v| v.rows_done)),
-                v.map_or(0, |v| v.failures),
-                if h.cost_per_hour > 0.0 {
-                    format!("{}/h", fmt_cost(h.cost_per_hour))
-                } else {
-                    "-".to_string()
-                },
-            )),
-            Line::from(""),
-        ];
-        for lane in run.lanes().iter().filter(|l| l.host == h.host) {
-            let now = lane
-                .attempts
-                .iter()
-                .rev()
-                .find(|a| a.state == AttemptState::Running)
-                .map_or("idle".to_string(), |a| {
-                    format!(
-                        "chunk {} ({}/{} rows)",
-                        a.chunk,
-                        fmt_count(a.rows_done),
-                        fmt_count(a.rows.end.saturating_sub(a.rows.start))
-                    )
-                });
-            let done = lane
-                .attempts
-                .iter()
-                .filter(|a| a.state == AttemptState::Done)
-                .count();
-            lines.push(Line::from(format!(
-                "{}: {now}; {done} attempts done",
-                lane.label
-            )));
-        }
-        let failed: Vec<&AttemptView> = run
-            .snapshot
-            .attempts
-            .iter()
-            .filter(|a| a.host == h.host && a.state == AttemptState::Failed)
-            .collect();
-        if !failed.is_empty() {
-            lines.push(Line::from(""));
-            for a in failed {
-                lines.push(Line::styled(
-                    format!(
-                        "failed: attempt {} of chunk {} at {}",
-                        a.attempt,
-                        a.chunk,
-                        fmt_duration(a.end.unwrap_or(a.start))
-                    ),
-                    theme.fg(Color::Red),
-                ));
-            }
-        }
-        let width = area.width.saturating_sub(4);
-        let inner_w = usize::from(width.saturating_sub(2).max(1));
-        let rows = |lines: &[Line]| -> usize {
-            lines
-                .iter()
-                .map(|l| l.width().max(1).div_ceil(inner_w))
-                .sum()
-        };
-        let own = |source: &str, text: &str| {
-            source
-                .strip_prefix(h.name.as_str())
-                .is_some_and(|r| r.starts_with('#'))
-                || (source == "host" && text.starts_with(&format!("{}:", h.name)))
-        };
-        let log: Vec<&crate::ui::state::LogLine> =
-            run.log.iter().filter(|l| own(&l.source, &l.text)).collect();
-        if !log.is_empty() {
-            lines.push(Line::from(""));
-            lines.push(Line::styled(
-                "log",
-                Style::new().add_modifier(Modifier::BOLD),
-            ));
-            // The newest lines that fit, wrapped.
-            let mut room = usize::from(area.height.saturating_sub(4)).saturating_sub(rows(&lines));
-            let mut tail = Vec::new();
-            for l in log.iter().rev() {
-                let line = Line::from(format!(
-                    "{:>6} {}: {}",
-                    fmt_duration(l.at),
-                    l.source,
-                    l.text
-                ));
-                let need = rows(std::slice::from_ref(&line));
-                if need > room {
-                    break;
-                }
-                room -= need;
-                tail.push(line);
-            }
-            lines.extend(tail.into_iter().rev());
-        }
-        let popup = centered(area, width, rows(&lines) as u16 + 2);
-        frame.render_widget(Clear, popup);
-        frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(theme.block(format!(" host {} (Esc closes) ", h.name), true)),
-            popup,
-        );
-    }
-
     fn draw_hosts(&self, frame: &mut Frame, area: Rect, theme: &Theme, wide: bool) {
-        let rows = self.run.hosts.iter().skip(self.hosts_scroll).map(|h| {
+        let shown = self.visible_hosts();
+        let rows = shown.iter().map(|&i| {
+            let h = &self.run.hosts[i];
             let v = h.view.as_ref();
             let style = match h.state {
                 HostState::Lost(_) => theme.fg(Color::Red),
@@ -394,29 +234,73 @@ impl App {
         }
         widths.push(Constraint::Fill(1));
         header.push("state");
+        let focused = self.focus == Focus::Hosts;
+        let title = format!(" hosts {}", self.filter_title(List::Hosts));
         let table = Table::new(rows, widths)
             .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
-            .block(theme.block(" hosts ", self.focus == Focus::Hosts));
-        frame.render_widget(table, area);
+            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+            .highlight_symbol("> ")
+            .block(theme.block(title, focused));
+        // The selection shows while the pane has the focus; the rows stay
+        // scrolled to it either way.
+        let body_h = usize::from(area.height.saturating_sub(3)).max(1);
+        let mut state = TableState::new()
+            .with_offset(self.host_selected.saturating_sub(body_h - 1))
+            .with_selected(focused.then_some(self.host_selected));
+        frame.render_stateful_widget(table, area, &mut state);
+        self.record_table(List::Hosts, area, state.offset());
     }
 
+    /// The lanes (scrolled when more slots ran than fit, the range shown in
+    /// the title), the time axis, and `below` them what a narrow screen
+    /// has no side panel for.
     fn draw_timeline(&self, frame: &mut Frame, area: Rect, theme: &Theme, below: &[Line<'static>]) {
         let run = &self.run;
         let span = timeline_span(run);
-        let title = format!(" timeline 0s..{} ", fmt_duration(span));
-        let block = theme.block(title, self.focus == Focus::Timeline);
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        if inner.height == 0 || inner.width < 4 {
-            return;
-        }
-        let lanes = run.lanes();
+        let lanes = self.visible_lanes();
+        let inner = Block::new().borders(Borders::ALL).inner(area);
         let below_h = if below.is_empty() {
             0
         } else {
             (below.len() as u16).min(inner.height / 2).max(1)
         };
-        let lanes_h = inner.height - below_h;
+        let lanes_h = inner.height.saturating_sub(below_h);
+        // Lanes that do not fit scroll; the axis needs a row of its own.
+        let rows = usize::from(lanes_h);
+        let (shown, top) = if lanes.len() > rows {
+            (rows, self.lane_scroll.min(lanes.len() - rows))
+        } else {
+            (lanes.len(), 0)
+        };
+        let mut title = format!(
+            " timeline 0s..{} {}",
+            fmt_duration(span),
+            self.filter_title(List::Lanes)
+        );
+        if shown < lanes.len() {
+            title.push_str(&format!(
+                "· lanes {}-{} of {} (PgUp/PgDn) ",
+                top + 1,
+                top + shown,
+                lanes.len()
+            ));
+        }
+        frame.render_widget(theme.block(title, self.focus == Focus::Timeline), area);
+        if inner.height == 0 || inner.width < 4 {
+            return;
+        }
+        {
+            let mut hits = self.hits.borrow_mut();
+            hits.lane_rows = shown.max(1);
+            hits.lists.push(Hit {
+                list: List::Lanes,
+                area: Rect {
+                    height: shown as u16,
+                    ..inner
+                },
+                offset: top,
+            });
+        }
         let label_w = lanes
             .iter()
             .map(|l| l.label.chars().count())
@@ -426,14 +310,13 @@ impl App {
         let bar_w = inner.width.saturating_sub(label_w + 1) as usize;
         let mut lines: Vec<Line> = Vec::new();
         if lanes.is_empty() {
-            lines.push(Line::from("no attempts yet"));
+            lines.push(Line::from(if run.lanes().is_empty() {
+                "no attempts yet"
+            } else {
+                "no lane matches the filter (Esc clears it)"
+            }));
         }
-        let shown = if lanes.len() > lanes_h as usize {
-            lanes_h.saturating_sub(1) as usize
-        } else {
-            lanes.len()
-        };
-        for lane in lanes.iter().take(shown) {
+        for lane in lanes.iter().skip(top).take(shown) {
             let mut spans = vec![Span::raw(format!(
                 "{:<w$} ",
                 truncate(&lane.label, label_w as usize),
@@ -442,9 +325,7 @@ impl App {
             spans.extend(self.lane_bar(&lane.attempts, span, bar_w, theme));
             lines.push(Line::from(spans));
         }
-        if shown < lanes.len() {
-            lines.push(Line::from(format!("+{} more slots", lanes.len() - shown)));
-        } else if !lanes.is_empty() && lines.len() < lanes_h as usize {
+        if !lanes.is_empty() && lines.len() < rows {
             lines.push(Line::styled(
                 format!("{:w$} {}", "", time_axis(span, bar_w), w = label_w as usize),
                 theme.fg(Color::DarkGray),
@@ -603,6 +484,7 @@ impl App {
         } else {
             " log ".to_string()
         };
+        title.push_str(&self.filter_title(List::Log));
         if self.run.log_dropped > 0 {
             title.push_str(&format!(
                 "· last {} kept, {} older dropped ",
@@ -613,13 +495,13 @@ impl App {
         let block = theme.block(title, self.focus == Focus::Log);
         let inner = block.inner(area);
         let (inner_h, inner_w) = (inner.height as usize, inner.width.max(1) as usize);
-        let log = &self.run.log;
+        let log = self.visible_log();
         let end = log.len().saturating_sub(self.log_scroll);
         // Long lines wrap: take lines from the newest back until the pane
         // is full, then scroll off what the oldest of them overflows.
         let mut rows = 0usize;
         let mut lines: Vec<Line> = Vec::new();
-        for l in log.range(..end).rev() {
+        for l in log[..end].iter().rev() {
             if rows >= inner_h {
                 break;
             }
@@ -635,6 +517,11 @@ impl App {
         }
         lines.reverse();
         let overflow = rows.saturating_sub(inner_h) as u16;
+        self.hits.borrow_mut().lists.push(Hit {
+            list: List::Log,
+            area: inner,
+            offset: 0,
+        });
         frame.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: false })
@@ -643,6 +530,63 @@ impl App {
             area,
         );
     }
+}
+
+/// The run page's keys for the status line.
+fn run_keys(run: &RunState) -> Vec<(&'static str, &'static str)> {
+    if run.running() {
+        vec![
+            ("?", "help"),
+            ("q", "quit"),
+            (
+                "p",
+                if run.snapshot.paused {
+                    "resume"
+                } else {
+                    "pause"
+                },
+            ),
+            ("c", "cancel"),
+            ("s", "backup"),
+            ("←→", "select"),
+            ("Tab", "focus"),
+            ("/", "filter"),
+            ("v", "store"),
+        ]
+    } else {
+        vec![
+            ("?", "help"),
+            ("q", "quit"),
+            ("Tab", "focus"),
+            ("/", "filter"),
+            ("v", "store"),
+            ("Esc", "jobs"),
+        ]
+    }
+}
+
+/// The result box: the verdict and the checks, framed in its colour.
+fn draw_result(
+    frame: &mut Frame,
+    area: Rect,
+    theme: &Theme,
+    run: &RunState,
+    lines: Vec<Line<'static>>,
+) {
+    let (title, style) = match run.outcome() {
+        Some(Outcome::Flipped { .. }) => (" result: flipped ", theme.fg(Color::Green)),
+        Some(Outcome::NotFlipped { .. }) => (" result: not flipped ", theme.fg(Color::Red)),
+        None => (" validation ", theme.fg(Color::Yellow)),
+    };
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::new()
+                .borders(Borders::ALL)
+                .border_style(style)
+                .title(title),
+        ),
+        area,
+    );
 }
 
 /// The whole run's span on the timeline: up to now, or the last end.
