@@ -471,7 +471,12 @@ fn every_branch_test_on_the_wgsl_kernel_splits_rows_as_the_cpu_does_at_float_edg
     ];
     for t in [0.1f64, 0.3, 0.5, 0.7, 1e40] {
         let f = t as f32;
-        values.extend([f, f.next_up(), f.next_down()]);
+        // The floats either side (all these thresholds are positive).
+        values.extend([
+            f,
+            f32::from_bits(f.to_bits() + 1),
+            f32::from_bits(f.to_bits() - 1),
+        ]);
     }
     let width = 4;
     let n = values.len();

@@ -82,16 +82,26 @@ struct Params {
     pad: [u32; 3],
 }
 
+/// The next f32 after `f` (not NaN) toward +infinity (`up`) or -infinity.
+fn step(f: f32, up: bool) -> f32 {
+    if f == 0.0 {
+        let tiny = f32::from_bits(1);
+        return if up { tiny } else { -tiny };
+    }
+    let b = f.to_bits();
+    f32::from_bits(if (f > 0.0) == up { b + 1 } else { b - 1 })
+}
+
 /// The largest f32 at or below `t`.
 fn f32_at_or_below(t: f64) -> f32 {
     let f = t as f32;
-    if f as f64 > t { f.next_down() } else { f }
+    if f as f64 > t { step(f, false) } else { f }
 }
 
 /// The smallest f32 at or above `t`.
 fn f32_at_or_above(t: f64) -> f32 {
     let f = t as f32;
-    if (f as f64) < t { f.next_up() } else { f }
+    if (f as f64) < t { step(f, true) } else { f }
 }
 
 /// `split` as a kernel test on f32 inputs: `(mode, threshold)`, or the

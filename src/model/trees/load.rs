@@ -37,6 +37,9 @@ const CLASSIFIER_NAMES: Names = Names {
     weights: "class_weights",
 };
 
+/// Each leaf's range of weights, and the weights.
+type LeafTable = (Vec<(u32, u32)>, Vec<Weight>);
+
 fn same_len(name: &str, len: usize, expected: usize, of: &str) -> Result<()> {
     if len != expected {
         return Err(Error::attr(
@@ -395,7 +398,7 @@ impl V3Table {
         nodes: &V3Nodes,
         weights: &Reals,
         n_targets: usize,
-    ) -> Result<(Vec<(u32, u32)>, Vec<Weight>)> {
+    ) -> Result<LeafTable> {
         let ids = attrs.ints(names.ids)?;
         let w_nodes = attrs.ints(names.nodeids)?;
         let w_trees = attrs.ints(names.treeids)?;
@@ -505,11 +508,7 @@ fn v5_leaf_attrs(attrs: &Attrs) -> Result<(Vec<i64>, Reals)> {
 }
 
 /// Opset 5's leaves, one weight each: their ranges and the weights.
-fn v5_leaves(
-    targets: &[i64],
-    values: &Reals,
-    n_targets: usize,
-) -> Result<(Vec<(u32, u32)>, Vec<Weight>)> {
+fn v5_leaves(targets: &[i64], values: &Reals, n_targets: usize) -> Result<LeafTable> {
     let mut leaves = Vec::with_capacity(targets.len());
     let mut weights = Vec::with_capacity(targets.len());
     for (i, &target) in targets.iter().enumerate() {
