@@ -746,7 +746,7 @@ impl Block<'_> {
                     self.gpu.device.create_command_encoder(&Default::default()),
                 );
                 let (y, int) = g.ml[&i].run(self.gpu, m, before, &x.buf, &x.shape)?;
-                self.set(out, y, int);
+                self.set(out.id, y, int);
             }
         }
         Ok(())
