@@ -1,5 +1,5 @@
-//! `herd bench compute`: rows/s and GFLOP/s of each backend on both reference
-//! workloads at realistic sizes, beside the stock-stack baseline and this
+//! `herd bench compute`: rows/s and GFLOP/s of each backend on the reference
+//! workloads (mlp, two_tower, and a gbdt tree ensemble) at realistic sizes, beside the stock-stack baseline and this
 //! machine's physical ceiling, as ratios. A benchmark prints a table; it
 //! never passes or fails.
 //!
@@ -240,13 +240,16 @@ pub fn score_trees(
     })
 }
 
-/// Times each tree layout on `x` (best of `repeat` passes).
+/// Times each tree layout on `x` (best of `repeat` passes) and, when there
+/// is one, the GPU's tree kernel.
+#[allow(clippy::too_many_arguments)]
 fn time_trees(
     ensemble: &crate::model::trees::Ensemble,
     x: &[f32],
     width: usize,
     threads: usize,
     repeat: usize,
+    gpu: Option<&crate::gpu::Gpu>,
     base: f64,
     label: &str,
 ) -> Vec<ComputeRow> {
@@ -270,6 +273,26 @@ fn time_trees(
         // GFLOP/s column: node visits per second, in billions.
         out.push(row(
             "gbdt", "cpu", &adapter, rows, best, visits, base, label,
+        ));
+    }
+    let Some(g) = gpu else { return out };
+    let Ok(trees) = crate::gpu::GpuTrees::new(g, ensemble) else {
+        return out;
+    };
+    // Warm-up on a slice (pipeline, first upload), then the whole set.
+    let _ = trees.score(g, &x[..width * rows.min(256)], rows.min(256), width);
+    let t = Instant::now();
+    if trees.score(g, x, rows, width).is_ok() {
+        let secs = t.elapsed().as_secs_f64();
+        out.push(row(
+            "gbdt",
+            "gpu",
+            &g.info.name,
+            rows,
+            secs,
+            visits,
+            base,
+            label,
         ));
     }
     out
@@ -343,6 +366,7 @@ pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
         sizes.gbdt_features,
         threads,
         1,
+        gpu.as_ref(),
         f64::NAN,
         &label,
     ));
@@ -350,7 +374,7 @@ pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
 }
 
 /// Runs `bench/baseline.py` (onnxruntime, `threads` threads, best of
-/// `repeat`) on both workloads at `sizes`, on files generated into `dir`,
+/// `repeat`) on the three workloads at `sizes`, on files generated into `dir`,
 /// and returns its results for [`compute_on_files`]. `Err`: why there is no
 /// baseline (no Python, no onnxruntime, no script), for the table.
 pub fn measure_baseline(
@@ -379,7 +403,12 @@ pub fn measure_baseline(
         Err(e) => return Err(format!("cannot run {python}: {e}")),
     }
     let mut out = Vec::new();
-    for (kind, name) in [(GenKind::Mlp, "mlp"), (GenKind::TwoTower, "two-tower")] {
+    let workloads = [
+        (GenKind::Mlp, "mlp"),
+        (GenKind::TwoTower, "two-tower"),
+        (GenKind::Gbdt, "gbdt"),
+    ];
+    for (kind, name) in workloads {
         let mut opts = GenOptions::defaults(kind);
         let (data, weights) = match kind {
             GenKind::Mlp => {
@@ -394,8 +423,13 @@ pub fn measure_baseline(
                 opts.dim = sizes.dim;
                 ("users.parquet", "two_tower.safetensors")
             }
-            // Not in the list above: the gbdt baseline is given as a file.
-            GenKind::Gbdt => unreachable!("only mlp and two_tower are generated here"),
+            GenKind::Gbdt => {
+                opts.users = sizes.gbdt_rows as u64;
+                opts.features = sizes.gbdt_features;
+                opts.trees = sizes.gbdt_trees;
+                opts.depth = sizes.gbdt_depth;
+                ("entities.parquet", "gbdt.onnx")
+            }
         };
         let files = dir.join(name);
         generate(&opts, &files.join(data), &files.join(weights))
@@ -550,7 +584,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
     let mut out = Vec::new();
     for b in baselines {
         if b.model == "gbdt" {
-            out.extend(gbdt_on_files(b)?);
+            out.extend(gbdt_on_files(b, gpu.as_ref())?);
             continue;
         }
         let (spec, id_column, history_column) = match b.model.as_str() {
@@ -635,7 +669,7 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
 
 /// The gbdt baseline's files: the Parquet features and the ONNX model's
 /// tree ensemble, timed on herd's tree layouts.
-fn gbdt_on_files(b: &Baseline) -> anyhow::Result<Vec<ComputeRow>> {
+fn gbdt_on_files(b: &Baseline, gpu: Option<&crate::gpu::Gpu>) -> anyhow::Result<Vec<ComputeRow>> {
     use crate::model::onnx::{OnnxFile, ml};
     use crate::model::trees::Ensemble;
     let input = Input {
@@ -690,6 +724,7 @@ fn gbdt_on_files(b: &Baseline) -> anyhow::Result<Vec<ComputeRow>> {
         rows.num_features,
         b.threads,
         b.repeat,
+        gpu,
         b.rows as f64 / b.compute_s,
         &label,
     ))

@@ -4,8 +4,9 @@
 //! (relative). Every network fixture on the native CPU path and on the WGSL
 //! shaders (lavapipe), multi-input graphs fed integer ids through
 //! `[model.inputs]`, a model with external data on an SSH host (a real sshd
-//! on loopback), and tree ensembles whose inputs hold nulls and NaNs
-//! (missing values).
+//! on loopback), tree ensembles whose inputs hold nulls and NaNs (missing
+//! values) on the CPU and the WGSL tree kernel, and the tree demo job
+//! (jobs/trees.toml).
 
 mod common;
 mod sshd;
@@ -354,11 +355,61 @@ fn tree_ensembles_score_nulls_and_nans_as_missing_values_and_store_probabilities
         "out.variable",
         "cpu",
     );
-    // device = auto scores a tree model on the CPU (no WGSL tree kernel yet).
+    // device = auto: a GPU when there is one, else the native CPU path
+    // (never lavapipe); wgpu-cpu: the WGSL tree kernel on lavapipe.
     single_input(
         "trees",
         "lightgbm_classifier_binary",
         "out.probabilities",
         "auto",
+    );
+    single_input(
+        "trees",
+        "lightgbm_classifier_binary",
+        "out.probabilities",
+        "wgpu-cpu",
+    );
+    single_input(
+        "trees",
+        "sklearn_random_forest_regressor",
+        "out.variable",
+        "wgpu-cpu",
+    );
+}
+
+#[test]
+fn the_tree_demo_job_generates_its_data_and_model_and_stores_probabilities() {
+    // jobs/trees.toml and hosts.toml as a fresh checkout has them.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(p.join("jobs")).unwrap();
+    std::fs::copy(repo.join("jobs/trees.toml"), p.join("jobs/trees.toml")).unwrap();
+    std::fs::copy(repo.join("hosts.toml"), p.join("hosts.toml")).unwrap();
+    let out = herd_in(p, &["--run", "jobs/trees.toml", "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(p.join("data/trees/gbdt.onnx").is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["flipped"], true, "{report}");
+    assert_eq!(report["rows"], 10_000, "{report}");
+    // The classifier's probabilities are stored: two per row, summing to 1.
+    let store = Store::open_existing(&p.join("store-trees")).unwrap();
+    let mut positive = 0;
+    for id in (0..10_000u64).step_by(97) {
+        let got = store.get(&EntityKey::Int(id), None, 0).unwrap().unwrap();
+        let Value::Scores(s) = &got.value else {
+            panic!("row {id}: not scores: {:?}", got.value)
+        };
+        assert_eq!(s.len(), 2, "row {id}: {s:?}");
+        assert!(
+            (s[0] + s[1] - 1.0).abs() < 1e-6 && s[1] >= 0.0,
+            "row {id}: {s:?}"
+        );
+        positive += usize::from(s[1] > 0.5);
+    }
+    assert!(
+        positive > 0 && positive < 104,
+        "{positive} of 104 rows over 0.5"
     );
 }

@@ -1,12 +1,19 @@
 //! Every ai.onnx.ml node of the fixtures in tests/fixtures/trees (made by
 //! make.py with onnxruntime) scored by herd's operators, on the fast path
 //! and the reference, against onnxruntime's outputs: scores within 1e-5
-//! (relative), labels exact, NaN inputs included.
+//! (relative), labels exact, NaN inputs included. The tree ensembles run
+//! on the WGSL kernel too (lavapipe on a machine without a GPU; no adapter
+//! at all is a failure), where they must also equal the CPU path bit for
+//! bit.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use herd::model::trees::{Attr, Attrs, Labels, MlOp};
+use std::sync::OnceLock;
+
+use herd::config::Device;
+use herd::gpu::{self, Gpu, GpuTrees};
+use herd::model::trees::{Attr, Attrs, Labels, MlOp, MlOutput};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -125,12 +132,60 @@ fn close(a: f64, b: f64) -> bool {
     d <= 1e-5 * a.abs().max(b.abs()) || d <= 1e-6
 }
 
-/// Checks every ML node of one case; returns the failures.
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        gpu::choose(Device::WgpuCpu)
+            .ok()
+            .flatten()
+            .or_else(|| gpu::choose(Device::Gpu).ok().flatten())
+            .expect(
+                "no wgpu adapter found, so the tree kernel cannot be tested; install a \
+                 software Vulkan adapter with `apt-get install -y mesa-vulkan-drivers libvulkan1`",
+            )
+    })
+}
+
+/// Which paths score each node: the CPU's fast path and reference, or
+/// the WGSL kernel (tree ensembles only).
+#[derive(Clone, Copy, PartialEq)]
+enum Paths {
+    Cpu,
+    Wgsl,
+}
+
+/// Tree ensemble `op` on the WGSL kernel; it must equal the CPU's fast
+/// path bit for bit (the same f32 additions in the same order).
+fn on_wgsl(
+    label: &str,
+    op: &MlOp,
+    x: &[f32],
+    rows: usize,
+    width: usize,
+) -> Result<MlOutput, String> {
+    let MlOp::Trees(t) = op else {
+        unreachable!("only tree ensembles run on the kernel")
+    };
+    let g = GpuTrees::new(gpu(), &t.ensemble).map_err(|e| e.to_string())?;
+    let got = t.output(g.score(gpu(), x, rows, width).map_err(|e| e.to_string())?);
+    let cpu = op.run(x, rows, width).map_err(|e| e.to_string())?;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    if bits(&got.values) != bits(&cpu.values) || got.labels != cpu.labels {
+        return Err(format!(
+            "{label}: the kernel gave {:?} / {:?} but the CPU path {:?} / {:?}",
+            got.values, got.labels, cpu.values, cpu.labels
+        ));
+    }
+    Ok(got)
+}
+
+/// Checks every ML node of one case on `paths`; returns the failures.
 fn check_case(
     name: &str,
     case: &Value,
     vals: &BTreeMap<String, Tensor>,
     key: impl Fn(&str) -> String,
+    paths: Paths,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let strings = case["strings"].as_object().cloned().unwrap_or_default();
@@ -144,6 +199,9 @@ fn check_case(
                 continue;
             }
         };
+        if paths == Paths::Wgsl && !matches!(op, MlOp::Trees(_)) {
+            continue;
+        }
         let input = node["inputs"][0].as_str().unwrap();
         let Some(x) = vals.get(&key(input)) else {
             failures.push(format!("{label}: no value for input '{input}'"));
@@ -158,10 +216,18 @@ fn check_case(
             .iter()
             .map(|o| o.as_str().unwrap())
             .collect();
-        for (path, result) in [
-            ("fast", op.run(&xf, rows, width)),
-            ("reference", op.run_reference(&xf, rows, width)),
-        ] {
+        let results = match paths {
+            Paths::Cpu => vec![
+                ("fast", op.run(&xf, rows, width).map_err(|e| e.to_string())),
+                (
+                    "reference",
+                    op.run_reference(&xf, rows, width)
+                        .map_err(|e| e.to_string()),
+                ),
+            ],
+            Paths::Wgsl => vec![("wgsl", on_wgsl(&label, &op, &xf, rows, width))],
+        };
+        for (path, result) in results {
             let out = match result {
                 Ok(o) => o,
                 Err(e) => {
@@ -235,8 +301,7 @@ fn check_case(
     failures
 }
 
-#[test]
-fn synthetic_operators_score_as_onnxruntime_does() {
+fn synthetic(paths: Paths) {
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir().join("synthetic.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir().join("synthetic.io.safetensors")).unwrap();
@@ -250,7 +315,13 @@ fn synthetic_operators_score_as_onnxruntime_does() {
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        failures.extend(check_case(name, case, &vals, |v| format!("{name}/val.{v}")));
+        failures.extend(check_case(
+            name,
+            case,
+            &vals,
+            |v| format!("{name}/val.{v}"),
+            paths,
+        ));
     }
     if !failures.is_empty() {
         panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
@@ -258,7 +329,26 @@ fn synthetic_operators_score_as_onnxruntime_does() {
 }
 
 #[test]
+fn synthetic_operators_score_as_onnxruntime_does() {
+    synthetic(Paths::Cpu);
+}
+
+#[test]
+fn synthetic_tree_ensembles_on_the_wgsl_kernel_score_as_onnxruntime_and_the_cpu_do() {
+    synthetic(Paths::Wgsl);
+}
+
+#[test]
 fn real_models_score_as_onnxruntime_does() {
+    real_models(Paths::Cpu);
+}
+
+#[test]
+fn real_tree_models_on_the_wgsl_kernel_score_as_onnxruntime_and_the_cpu_do() {
+    real_models(Paths::Wgsl);
+}
+
+fn real_models(paths: Paths) {
     let mut names: Vec<String> = std::fs::read_dir(dir())
         .unwrap()
         .filter_map(|e| e.unwrap().file_name().into_string().ok())
@@ -274,7 +364,13 @@ fn real_models_score_as_onnxruntime_does() {
         .unwrap();
         let bytes = std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap();
         let vals = tensors(&bytes);
-        failures.extend(check_case(name, &case, &vals, |v| format!("val.{v}")));
+        failures.extend(check_case(
+            name,
+            &case,
+            &vals,
+            |v| format!("val.{v}"),
+            paths,
+        ));
     }
     if !failures.is_empty() {
         panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
@@ -304,4 +400,181 @@ fn gen_gbdt_writes_an_onnx_ensemble_that_reads_back_as_the_same_model() {
     // Every tree reaches the full depth on one path: 7 visits each.
     assert_eq!(read.cost_per_row(), 20 * 7);
     assert!(read.width <= 10);
+}
+
+/// A TreeEnsemble (opset 5) exercising every test: thresholds `splits`
+/// (doubles or floats), member sets with and without negative values,
+/// missing values sent to `yes` at the root.
+fn every_test_ensemble(double: bool) -> herd::model::trees::Ensemble {
+    let splits = [0.1, 0.3, 0.7, 1e40, 0.1, 0.5, 0.0, 0.0];
+    let modes = [0, 1, 2, 3, 4, 5, 6, 6];
+    let members = [-1.0, 2.5, 3.0, f64::NAN, 0.1, 2.0, 3.0, f64::NAN];
+    let weights = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1e-9, 2e-9];
+    let reals = |v: &[f64]| {
+        if double {
+            Attr::Doubles(v.to_vec())
+        } else {
+            Attr::Floats(v.iter().map(|&x| x as f32).collect())
+        }
+    };
+    let ensemble = Attrs::new()
+        .with("n_targets", Attr::Int(1))
+        .with("aggregate_function", Attr::Int(1))
+        .with("post_transform", Attr::Int(0))
+        .with("tree_roots", Attr::Ints(vec![0, 7]))
+        .with("nodes_modes", Attr::Ints(modes.to_vec()))
+        .with("nodes_featureids", Attr::Ints(vec![0, 0, 1, 1, 2, 2, 3, 3]))
+        .with("nodes_splits", reals(&splits))
+        .with("membership_values", reals(&members))
+        .with(
+            "nodes_truenodeids",
+            Attr::Ints(vec![0, 1, 2, 3, 4, 5, 6, 8]),
+        )
+        .with("nodes_trueleafs", Attr::Ints(vec![1; 8]))
+        .with(
+            "nodes_falsenodeids",
+            Attr::Ints(vec![1, 2, 3, 4, 5, 6, 7, 9]),
+        )
+        .with("nodes_falseleafs", Attr::Ints(vec![0, 0, 0, 0, 0, 0, 1, 1]))
+        .with(
+            "nodes_missing_value_tracks_true",
+            Attr::Ints(vec![1, 0, 0, 0, 0, 0, 0, 0]),
+        )
+        .with("leaf_targetids", Attr::Ints(vec![0; 10]))
+        .with("leaf_weights", reals(&weights));
+    match MlOp::from_attrs("TreeEnsemble", &ensemble).unwrap() {
+        MlOp::Trees(t) => t.ensemble,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn every_branch_test_on_the_wgsl_kernel_splits_rows_as_the_cpu_does_at_float_edges() {
+    // Each threshold, the floats either side of it, NaN, infinities,
+    // integers and fractions near the member sets, and values past i32.
+    let mut values = vec![
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -1.5,
+        -1.0,
+        2.0,
+        2.5,
+        2.9,
+        3.0,
+        3.9,
+        0.0,
+        -0.0,
+        -2_147_483_648.0,
+        3e9,
+        f32::MAX,
+    ];
+    for t in [0.1f64, 0.3, 0.5, 0.7, 1e40] {
+        let f = t as f32;
+        // The floats either side (all these thresholds are positive).
+        values.extend([
+            f,
+            f32::from_bits(f.to_bits() + 1),
+            f32::from_bits(f.to_bits() - 1),
+        ]);
+    }
+    let width = 4;
+    let n = values.len();
+    let rows = n * n;
+    let x: Vec<f32> = (0..rows * width)
+        .map(|i| {
+            let (r, j) = (i / width, i % width);
+            values[(r / n.pow((j % 2) as u32) + j * 5) % n]
+        })
+        .collect();
+    for double in [false, true] {
+        let e = every_test_ensemble(double);
+        assert_eq!(e.double, double);
+        let want = e.score_reference(&x, rows, width);
+        let g = GpuTrees::new(gpu(), &e).unwrap();
+        let got = g.score(gpu(), &x, rows, width).unwrap();
+        for r in 0..rows {
+            assert_eq!(
+                got.scores[r].to_bits(),
+                want.scores[r].to_bits(),
+                "double = {double}: row {r} {:?}: kernel {}, cpu {}",
+                &x[r * width..(r + 1) * width],
+                got.scores[r],
+                want.scores[r]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_tree_model_as_a_graph_on_the_gpu_path_gives_onnxruntimes_outputs() {
+    // The whole ONNX graph (labels, ZipMap, linear models, transforms) as
+    // a worker on a GPU runs it, against onnxruntime and the CPU path.
+    use herd::gpu::GpuOnnx;
+    use herd::model::onnx::{Data, Feed, OnnxFile, OnnxModel, Outputs};
+    let mut names: Vec<String> = std::fs::read_dir(dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".onnx").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 16, "fixtures: {names:?}");
+    let mut refused = Vec::new();
+    for name in &names {
+        let bytes = std::fs::read(dir().join(format!("{name}.onnx"))).unwrap();
+        let file = OnnxFile::parse(&bytes).unwrap();
+        let vals = tensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap());
+        let outputs: Vec<String> = vals
+            .keys()
+            .filter_map(|k| k.strip_prefix("out.").map(str::to_string))
+            .collect();
+        // Graphs herd refuses at load (an exporter's old default-domain
+        // opset) have no GPU path to check; their ML nodes are checked above.
+        let model =
+            match OnnxModel::load(&file, &Default::default(), &Outputs::Named(outputs.clone())) {
+                Ok(m) => m,
+                Err(e) if e.to_string().contains("herd runs opsets") => {
+                    refused.push(name.clone());
+                    continue;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            };
+        let x = &vals["in.X"];
+        let xf: Vec<f32> = x.f.iter().map(|&v| v as f32).collect();
+        let rows = x.shape[0];
+        let g = GpuOnnx::new(gpu(), &model).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = g
+            .run(gpu(), &[Feed::F32(&xf)], rows)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cpu = model.run(&[Feed::F32(&xf)], rows).unwrap();
+        for ((o, got), cpu) in outputs.iter().zip(&got).zip(&cpu) {
+            let want = &vals[&format!("out.{o}")];
+            match (&got.data, &cpu.data) {
+                (Data::F32(g), Data::F32(c)) => {
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(g),
+                        bits(c),
+                        "{name} '{o}': gpu path and cpu path differ"
+                    );
+                    for (i, (&a, &b)) in g.iter().zip(&want.f).enumerate() {
+                        assert!(
+                            close(a as f64, b),
+                            "{name} '{o}' value {i}: herd {a}, onnxruntime {b}"
+                        );
+                    }
+                }
+                (Data::I64(g), Data::I64(c)) => {
+                    assert_eq!(g, c, "{name} '{o}': gpu path and cpu path differ");
+                    assert_eq!(g, &want.i, "{name} '{o}': labels");
+                }
+                _ => panic!("{name} '{o}': the paths gave different types"),
+            }
+        }
+    }
+    assert!(
+        names.len() - refused.len() >= 12,
+        "only {} graphs load; refused: {refused:?}",
+        names.len() - refused.len()
+    );
 }

@@ -43,11 +43,17 @@ pub const MAX_GENERATE_DIM: i64 = 4_096;
 pub const DEFAULT_GENERATE_FEATURES: i64 = 8;
 pub const MAX_GENERATE_FEATURES: i64 = 4_096;
 pub const DEFAULT_GENERATE_SEED: i64 = 42;
+/// Trees and depth of a generated gbdt (`herd gen gbdt`'s defaults and limits).
+pub const DEFAULT_GENERATE_TREES: i64 = 500;
+pub const MAX_GENERATE_TREES: i64 = 100_000;
+pub const DEFAULT_GENERATE_DEPTH: i64 = 8;
+pub const MAX_GENERATE_DEPTH: i64 = 16;
 
 /// `[generate] kind`: each synthetic data set and the model kind it is for.
 const GENERATE_KINDS: &[(&str, GenerateKind, &str)] = &[
     ("two-tower", GenerateKind::TwoTower, "two_tower"),
     ("mlp", GenerateKind::Mlp, "mlp"),
+    ("gbdt", GenerateKind::Gbdt, "onnx"),
 ];
 
 /// A job file, resolved.
@@ -176,12 +182,17 @@ pub struct Generate {
     pub dim: usize,
     pub features: usize,
     pub seed: u64,
+    /// Trees and their depth (gbdt; `herd gen gbdt`'s limits).
+    pub trees: usize,
+    pub depth: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenerateKind {
     TwoTower,
     Mlp,
+    /// A tree ensemble written as ONNX, for `kind = "onnx"`.
+    Gbdt,
 }
 
 /// Parses and checks a job file. `file` is the job file's path: it names the
@@ -678,6 +689,20 @@ impl Source<'_> {
             Some(MAX_GENERATE_FEATURES),
         )?;
         let seed = self.int_or(&raw.seed, DEFAULT_GENERATE_SEED, "[generate] seed", 0, None)?;
+        let trees = self.int_or(
+            &raw.trees,
+            DEFAULT_GENERATE_TREES,
+            "[generate] trees",
+            1,
+            Some(MAX_GENERATE_TREES),
+        )?;
+        let depth = self.int_or(
+            &raw.depth,
+            DEFAULT_GENERATE_DEPTH,
+            "[generate] depth",
+            1,
+            Some(MAX_GENERATE_DEPTH),
+        )?;
         Ok(Generate {
             kind: gen_kind,
             users: users as u64,
@@ -685,6 +710,8 @@ impl Source<'_> {
             dim: dim as usize,
             features: features as usize,
             seed: seed as u64,
+            trees: trees as usize,
+            depth: depth as usize,
         })
     }
 }

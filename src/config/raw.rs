@@ -156,6 +156,8 @@ pub struct GenerateTable {
     pub dim: Option<Spanned<i64>>,
     pub features: Option<Spanned<i64>>,
     pub seed: Option<Spanned<i64>>,
+    pub trees: Option<Spanned<i64>>,
+    pub depth: Option<Spanned<i64>>,
 }
 
 /// A fleet file (`hosts.toml`).

@@ -779,7 +779,9 @@ fn generate_defaults_and_kind_must_match_the_model() {
             items: 1_000,
             dim: 32,
             features: 8,
-            seed: 42
+            seed: 42,
+            trees: 500,
+            depth: 8,
         })
     );
     let text = with(
@@ -807,7 +809,9 @@ fn generate_defaults_and_kind_must_match_the_model() {
     let e = error_at(job(&text), &text, "kind = 'two_tower'");
     assert_contains(
         &e,
-        &["[generate] kind = 'two_tower' is not a data set kind; expected 'two-tower' or 'mlp'"],
+        &[
+            "[generate] kind = 'two_tower' is not a data set kind; expected 'two-tower', 'mlp' or 'gbdt'",
+        ],
     );
 }
 

@@ -27,6 +27,7 @@ mod device;
 mod kernels;
 mod model;
 mod onnx;
+mod trees;
 
 use crate::model::Model;
 
@@ -34,6 +35,7 @@ pub use device::{Gpu, choose};
 pub use kernels::KernelConfig;
 pub use model::{GpuModel, KernelTiming, TileLimits};
 pub use onnx::{GpuOnnx, refusal as onnx_refusal};
+pub use trees::GpuTrees;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -98,9 +100,7 @@ pub const DRIVER_HINT: &str = "; on Debian/Ubuntu a software adapter comes with 
 /// family never has to answer itself: the GPU room knows its kernels.
 pub fn supports(model: &Model) -> bool {
     match model {
-        Model::Mlp(_) | Model::TwoTower(_) => true,
-        // ai.onnx.ml operators (trees, linear models) have no kernels yet.
-        Model::Onnx(m) => !m.model.uses_ml(),
+        Model::Mlp(_) | Model::TwoTower(_) | Model::Onnx(_) => true,
     }
 }
 

@@ -182,6 +182,8 @@ pub struct GpuOnnx {
     consts: HashMap<ValueId, (Arc<wgpu::Buffer>, bool)>,
     dense: HashMap<usize, DenseDevice>,
     prepared: HashMap<usize, Prepared>,
+    /// ai.onnx.ml nodes (`super::trees`).
+    ml: HashMap<usize, super::trees::DeviceMl>,
     block_rows: usize,
 }
 
@@ -344,6 +346,7 @@ impl GpuOnnx {
         let mut consts = HashMap::new();
         let mut dense = HashMap::new();
         let mut prepared = HashMap::new();
+        let mut ml = HashMap::new();
         for (s, step) in plan.steps.iter().enumerate() {
             match &step.kernel {
                 Kernel::Dense(d) => {
@@ -354,6 +357,9 @@ impl GpuOnnx {
                     check_node(graph, *i)?;
                     if let Some(p) = prepare(gpu, graph, *i) {
                         prepared.insert(*i, p);
+                    }
+                    if let Op::Ml(m) = &node.op {
+                        ml.insert(*i, super::trees::DeviceMl::new(gpu, m)?);
                     }
                     for (slot, v) in node.inputs.iter().enumerate() {
                         let Some(v) = v else { continue };
@@ -410,6 +416,7 @@ impl GpuOnnx {
             consts,
             dense,
             prepared,
+            ml,
             block_rows,
         })
     }
@@ -550,7 +557,6 @@ fn check_node(graph: &Graph, i: usize) -> Result<()> {
             "an integer exponent computed per row".to_string()
         }
         Op::ArgMax { .. } if !float(0) => "ArgMax over integers".to_string(),
-        Op::Ml(m) => format!("{} (ai.onnx.ml operators have no WGSL kernels yet)", m.name),
         Op::MatMul => {
             let rank = |k: usize| input(k).map_or(0, |v| v.dims().len());
             if rank(0).max(rank(1)) <= MAX_BATCH + 2 {
@@ -733,7 +739,15 @@ impl Block<'_> {
             Op::MatMul | Op::Gemm { .. } => self.matmul(i, &out.shape, out.count),
             Op::ConstantOfShape { value } => self.fill(i, out, value)?,
             Op::Shape { .. } | Op::Constant(_) => unreachable!("folded at load"),
-            Op::Ml(_) => unreachable!("refused by check_node"),
+            Op::Ml(m) => {
+                let x = self.operand(i, 0).expect("a per-row input");
+                let before = std::mem::replace(
+                    &mut self.encoder,
+                    self.gpu.device.create_command_encoder(&Default::default()),
+                );
+                let (y, int) = g.ml[&i].run(self.gpu, m, before, &x.buf, &x.shape)?;
+                self.set(out.id, y, int);
+            }
         }
         Ok(())
     }

@@ -185,6 +185,7 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     let kind = match g.kind {
         config::GenerateKind::TwoTower => data::r#gen::GenKind::TwoTower,
         config::GenerateKind::Mlp => data::r#gen::GenKind::Mlp,
+        config::GenerateKind::Gbdt => data::r#gen::GenKind::Gbdt,
     };
     let mut opts = data::r#gen::GenOptions::defaults(kind);
     opts.users = g.users;
@@ -192,6 +193,7 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     opts.dim = g.dim;
     opts.features = g.features;
     opts.seed = g.seed;
+    (opts.trees, opts.depth) = (g.trees, g.depth);
     data::r#gen::generate(&opts, input, &job.model.weights)
         .map_err(|e| Error::Failed(format!("{}: [generate]: {e}", job.file.display())))?;
     Ok(Some(format!(

@@ -21,6 +21,7 @@ pub mod ensemble;
 mod error;
 pub mod fast;
 pub mod linear;
+mod load;
 pub mod score;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,28 @@ impl Trees {
     pub fn new(ensemble: Ensemble) -> Trees {
         let fast = fast::Compiled::new(&ensemble);
         Trees { ensemble, fast }
+    }
+
+    /// The operator's output for `scored` (from any path): label codes
+    /// become the class labels.
+    pub fn output(&self, scored: Scored) -> MlOutput {
+        let labels = scored.labels.map(|codes| match self.ensemble.classes() {
+            Some(c) => match &c.labels {
+                ClassLabels::Int(_) => Labels::Int(codes),
+                ClassLabels::Str(names) => Labels::Str(
+                    codes
+                        .iter()
+                        .map(|&c| names.get(c as usize).cloned().unwrap_or_default())
+                        .collect(),
+                ),
+            },
+            None => Labels::Int(codes),
+        });
+        MlOutput {
+            width: scored.width,
+            values: scored.scores,
+            labels,
+        }
     }
 }
 
@@ -220,30 +243,11 @@ impl MlOp {
             labels: None,
         };
         Ok(match self {
-            MlOp::Trees(t) => {
-                let scored = if reference {
-                    t.ensemble.score_reference(x, rows, width)
-                } else {
-                    t.fast.score(&t.ensemble, x, rows, width)
-                };
-                let labels = scored.labels.map(|codes| match t.ensemble.classes() {
-                    Some(c) => match &c.labels {
-                        ClassLabels::Int(_) => Labels::Int(codes),
-                        ClassLabels::Str(names) => Labels::Str(
-                            codes
-                                .iter()
-                                .map(|&c| names.get(c as usize).cloned().unwrap_or_default())
-                                .collect(),
-                        ),
-                    },
-                    None => Labels::Int(codes),
-                });
-                MlOutput {
-                    width: scored.width,
-                    values: scored.scores,
-                    labels,
-                }
-            }
+            MlOp::Trees(t) => t.output(if reference {
+                t.ensemble.score_reference(x, rows, width)
+            } else {
+                t.fast.score(&t.ensemble, x, rows, width)
+            }),
             MlOp::LinearClassifier(m) => {
                 let (values, labels) = m.run(x, rows, width);
                 MlOutput {
