@@ -281,6 +281,27 @@ fn flops(model: &Model, rows: &Rows) -> f64 {
         .sum()
 }
 
+/// The table's name for the mlp workload exported to ONNX.
+pub const MLP_ONNX: &str = "mlp.onnx";
+
+/// The built-in mlp exported as PyTorch does (a Gemm with transB = 1 per
+/// Linear layer, Relu between, the output activation last) and loaded as
+/// `kind = "onnx"` loads a file; `None` for a model that is not an mlp.
+pub fn mlp_as_onnx(model: &Model, num_features: usize) -> Option<Model> {
+    let Model::Mlp(mlp) = model else {
+        return None;
+    };
+    let bytes = crate::model::onnx::write::mlp_to_onnx(mlp);
+    let spec = ModelSpec::Onnx(crate::model::onnx::OnnxSpec {
+        output: None,
+        top_k: None,
+        inputs: Vec::new(),
+    });
+    let model = Model::load(&spec, &bytes, &Default::default(), num_features)
+        .expect("the mlp's own export loads");
+    Some(model)
+}
+
 /// Runs every backend this machine has on both workloads, with no baseline
 /// (`why`: the reason, shown where the ratio would be).
 pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
@@ -302,6 +323,18 @@ pub fn compute(sizes: &Sizes, threads: usize, why: &str) -> Vec<ComputeRow> {
             f64::NAN,
             &label,
         ));
+        if let Some(onnx) = mlp_as_onnx(model, rows.num_features) {
+            out.extend(time_backends(
+                MLP_ONNX,
+                &onnx,
+                rows,
+                threads,
+                1,
+                gpu.as_ref(),
+                f64::NAN,
+                &label,
+            ));
+        }
     }
     let (ensemble, x) = gbdt_workload(sizes);
     out.extend(time_trees(
@@ -583,6 +616,19 @@ pub fn compute_on_files(baselines: &[Baseline]) -> anyhow::Result<Vec<ComputeRow
             b.rows as f64 / b.compute_s,
             &label,
         ));
+        // The same network from an ONNX file, against the same baseline.
+        if let Some(onnx) = mlp_as_onnx(&model, rows.num_features) {
+            out.extend(time_backends(
+                MLP_ONNX,
+                &onnx,
+                &rows,
+                b.threads,
+                b.repeat,
+                gpu.as_ref(),
+                b.rows as f64 / b.compute_s,
+                &label,
+            ));
+        }
     }
     Ok(out)
 }
@@ -709,6 +755,18 @@ pub fn table(rows: &[ComputeRow]) -> String {
             r.baseline
         ));
     }
+    for r in rows.iter().filter(|r| r.model == MLP_ONNX) {
+        if let Some(m) = rows
+            .iter()
+            .find(|m| m.model == "mlp" && m.backend == r.backend)
+        {
+            s.push_str(&format!(
+                "{MLP_ONNX} (the mlp exported to ONNX) on {}: {:.2}x the built-in mlp's rows/s\n",
+                r.backend,
+                r.rows_per_s / m.rows_per_s
+            ));
+        }
+    }
     s
 }
 
@@ -754,9 +812,11 @@ mod tests {
 
         let rows = compute_on_files(&read_baselines(&file).unwrap()).unwrap();
         let cpu: Vec<_> = rows.iter().filter(|r| r.backend == "cpu").collect();
-        assert_eq!(cpu.len(), 2);
+        assert_eq!(cpu.len(), 3);
         assert_eq!((cpu[0].model.as_str(), cpu[0].rows), ("mlp", 300));
-        assert_eq!((cpu[1].model.as_str(), cpu[1].rows), ("two_tower", 200));
+        // The same network from its ONNX export, beside it.
+        assert_eq!((cpu[1].model.as_str(), cpu[1].rows), (MLP_ONNX, 300));
+        assert_eq!((cpu[2].model.as_str(), cpu[2].rows), ("two_tower", 200));
         for r in &cpu {
             assert_eq!(
                 r.adapter,
@@ -772,7 +832,12 @@ mod tests {
                 "onnxruntime 1.32.0, 2 threads, same files, best of 2"
             );
         }
-        assert!(table(&rows).contains("same files, best of 2"));
+        let text = table(&rows);
+        assert!(text.contains("same files, best of 2"), "{text}");
+        assert!(
+            text.contains("mlp.onnx (the mlp exported to ONNX) on cpu: "),
+            "{text}"
+        );
 
         // One object instead of a list is read too.
         std::fs::write(&file, baseline_json("mlp", &md, &mw, 300).to_string()).unwrap();

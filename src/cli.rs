@@ -470,7 +470,11 @@ fn model_inspect(path: &Path, json: bool) -> Result<i32> {
             return Ok(2);
         }
     };
-    let inspection = match herd::model::onnx::inspect(&file, &files) {
+    let wgpu = herd::model::onnx::Backend {
+        name: "wgpu",
+        refuses: &herd::gpu::onnx_refusal,
+    };
+    let inspection = match herd::model::onnx::inspect_on(&file, &files, &[wgpu]) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());

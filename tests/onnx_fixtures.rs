@@ -189,8 +189,77 @@ fn model_inspect_prints_inputs_outputs_the_plan_and_the_cost() {
 
     let (code, out, _) = herd_inspect(&[path.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(out.contains("dense 10->32 +bias relu  [cpu]"), "{out}");
+    assert!(
+        out.contains("dense 10->32 +bias relu  [cpu, wgpu]"),
+        "{out}"
+    );
     assert!(out.contains("cost per row: 516 multiply-adds"), "{out}");
+    assert!(out.contains("backends: cpu, wgpu\n"), "{out}");
+    assert!(!out.contains("falls back"), "{out}");
+}
+
+#[test]
+fn model_inspect_lists_the_backends_and_the_steps_that_fall_back_to_the_cpu() {
+    use herd::model::onnx::proto::data_type::{FLOAT, INT64};
+    use herd::model::onnx::write::{GraphBuilder, attr_int, batch_dims};
+    // ArgMax over integers: the native CPU path runs it, the WGSL kernels
+    // do not; the dense step before it runs on both.
+    let w = Tensor::f32(vec![4, 3], (0..12).map(|i| i as f32 / 7.0).collect());
+    let bytes = GraphBuilder::new(17)
+        .input("x", FLOAT, &batch_dims(&[4]))
+        .initializer("w", &w)
+        .node("MatMul", "project", &["x", "w"], &["h"], vec![])
+        .node(
+            "Cast",
+            "to_int",
+            &["h"],
+            &["hi"],
+            vec![attr_int("to", INT64 as i64)],
+        )
+        .node(
+            "ArgMax",
+            "pick",
+            &["hi"],
+            &["best"],
+            vec![attr_int("axis", 1)],
+        )
+        .node(
+            "Cast",
+            "to_float",
+            &["best"],
+            &["y"],
+            vec![attr_int("to", FLOAT as i64)],
+        )
+        .output("y", FLOAT, &batch_dims(&[1]))
+        .finish();
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("int_argmax.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    let (code, out, err) = herd_inspect(&[path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["backends"], serde_json::json!(["cpu"]), "{out}");
+    let falls_back = j["falls_back"].as_array().unwrap();
+    assert_eq!(falls_back.len(), 1, "{out}");
+    let why = falls_back[0].as_str().unwrap();
+    assert!(
+        why.starts_with("wgpu: ") && why.contains("'pick'") && why.contains("ArgMax over integers"),
+        "{why}"
+    );
+    let plan = j["plan"].as_array().unwrap();
+    let step = |kernel: &str| plan.iter().find(|s| s["kernel"] == kernel).unwrap();
+    assert_eq!(
+        step("dense")["backends"],
+        serde_json::json!(["cpu", "wgpu"])
+    );
+    assert_eq!(step("ArgMax")["backends"], serde_json::json!(["cpu"]));
+
+    let (_, text, _) = herd_inspect(&[path.to_str().unwrap()]);
+    assert!(text.contains("backends: cpu\n"), "{text}");
+    assert!(
+        text.contains("falls back to the native CPU path on wgpu: ") && text.contains("'pick'"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! `[model] kind = "onnx"` through `herd run`: fixtures from tests/fixtures
 //! (made with onnxruntime) written as Parquet, scored by local workers, and
 //! the stored values compared with onnxruntime's outputs within 1e-5
-//! (relative). A network on the native CPU path and on the WGSL shaders
-//! (lavapipe), a two-input graph fed integer ids through `[model.inputs]`,
-//! and tree ensembles whose inputs hold nulls and NaNs (missing values).
+//! (relative). Every network fixture on the native CPU path and on the WGSL
+//! shaders (lavapipe), multi-input graphs fed integer ids through
+//! `[model.inputs]`, a model with external data on an SSH host (a real sshd
+//! on loopback), and tree ensembles whose inputs hold nulls and NaNs
+//! (missing values).
 
 mod common;
+mod sshd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -159,41 +162,175 @@ fn single_input(dir: &str, name: &str, output: &str, device: &str) {
     assert_stored(s.path(), want, width, &format!("{name} on {device}"));
 }
 
-#[test]
-fn a_scikit_learn_network_stores_onnxruntimes_probabilities_on_cpu_and_wgpu() {
-    single_input("onnx", "sklearn_mlp_classifier", "out.probabilities", "cpu");
-    single_input(
-        "onnx",
-        "sklearn_mlp_classifier",
-        "out.probabilities",
-        "wgpu-cpu",
-    );
+/// Every network fixture, the graph output a run stores (`None`: the
+/// default, a classifier's probabilities or the only float output) and the
+/// fixture's name for it.
+const NETWORKS: &[(&str, Option<&str>, &str)] = &[
+    ("sklearn_mlp_binary", None, "probabilities"),
+    ("sklearn_mlp_classifier", None, "probabilities"),
+    ("sklearn_mlp_regressor", None, "variable"),
+    ("mlp_batchnorm", None, "probabilities"),
+    ("mlp_layernorm_gelu", None, "score"),
+    ("embedding_two_inputs", Some("log_probs"), "log_probs"),
+    ("external_weights", None, "y"),
+    ("dynamic_reshape", Some("clipped"), "clipped"),
+];
+
+/// A full run of network fixture `name` on `device`: a single-input graph
+/// reads the input's feature columns in order, a multi-input one (integer
+/// ids included) gets each input's columns through `[model.inputs]`.
+fn network(name: &str, output: Option<&str>, stored: &str, device: &str) {
+    let io = io("onnx", name);
+    let inputs: Vec<(&str, usize, &[f32])> = io
+        .iter()
+        .filter_map(|(k, (shape, v))| {
+            let width = shape.iter().skip(1).product();
+            k.strip_prefix("in.").map(|n| (n, width, v.as_slice()))
+        })
+        .collect();
+    let prefixes: Vec<String> = inputs.iter().map(|(n, ..)| format!("{n}_")).collect();
+    let mut extra = output.map_or(String::new(), |o| format!("output = \"{o}\"\n"));
+    if inputs.len() > 1 {
+        extra.push_str("[model.inputs]\n");
+        for ((n, width, _), p) in inputs.iter().zip(&prefixes) {
+            let cols: Vec<String> = (0..*width).map(|j| format!("\"{p}{j}\"")).collect();
+            extra.push_str(&format!("{n} = [{}]\n", cols.join(", ")));
+        }
+    }
+    let model = fixture("onnx", &format!("{name}.onnx"));
+    let s = run(device, &model, &extra, None);
+    let groups: Vec<(&str, &[f32], usize)> = inputs
+        .iter()
+        .zip(&prefixes)
+        .map(|((_, width, v), p)| (p.as_str(), *v, *width))
+        .collect();
+    write_parquet(&s.path().join("rows.parquet"), &groups);
+    score(&s, device);
+    let (oshape, want) = &io[&format!("out.{stored}")];
+    let width = oshape.iter().skip(1).product();
+    assert_stored(s.path(), want, width, &format!("{name} on {device}"));
 }
 
 #[test]
-fn a_two_input_graph_is_fed_float_and_integer_columns_by_model_inputs() {
-    let name = "embedding_two_inputs";
+fn every_network_fixture_stores_onnxruntimes_outputs_on_the_native_cpu_path() {
+    for (name, output, stored) in NETWORKS {
+        network(name, *output, stored, "cpu");
+    }
+}
+
+#[test]
+fn every_network_fixture_stores_onnxruntimes_outputs_on_the_wgsl_kernels() {
+    for (name, output, stored) in NETWORKS {
+        network(name, *output, stored, "wgpu-cpu");
+    }
+}
+
+#[test]
+fn external_data_ships_to_an_ssh_host_beside_the_model_by_content_hash() {
+    let servers = sshd::Servers::start(1);
+    let server = &servers.servers[0];
+    let name = "external_weights";
     let io = io("onnx", name);
-    let (dshape, dense) = &io["in.dense"];
-    let (ishape, ids) = &io["in.ids"];
+    let (shape, x) = &io["in.x"];
     let model = fixture("onnx", &format!("{name}.onnx"));
-    let cols = |p: &str, n: usize| -> String {
-        let c: Vec<String> = (0..n).map(|j| format!("\"{p}{j}\"")).collect();
-        c.join(", ")
+    let data = fixture("onnx", &format!("{name}.onnx.data"));
+    let s = run("cpu", &model, "", None);
+    std::fs::write(
+        s.path().join("hosts.toml"),
+        format!(
+            "[[host]]\nname = \"{}\"\nkind = \"ssh\"\naddress = \"{}\"\nuser = \"root\"\n\
+             identity = \"{}\"\nknown_hosts = \"{}\"\nslots = 1\ndevice = \"cpu\"\nthreads = 1\n",
+            server.name,
+            server.address(),
+            servers.user_key.display(),
+            servers.known_hosts.display(),
+        ),
+    )
+    .unwrap();
+    write_parquet(&s.path().join("rows.parquet"), &[("f", x, shape[1])]);
+    let shipped = |s: &tempfile::TempDir| -> u64 {
+        let out = herd_in(s.path(), &["run", "job.toml", "--report", "report.json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.path().join("report.json")).unwrap()).unwrap();
+        r["hosts"][0]["shipped_bytes"].as_u64().unwrap()
     };
-    let extra = format!(
-        "output = \"log_probs\"\n[model.inputs]\ndense = [{}]\nids = [{}]\n",
-        cols("d", dshape[1]),
-        cols("i", ishape[1])
+    let cold = shipped(&s);
+    let (oshape, want) = &io["out.y"];
+    assert_stored(s.path(), want, oshape[1], "external data over ssh");
+
+    // The model and its data lie side by side in one folder of the cache,
+    // byte for byte the job's files; the binary and both files were sent.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let folders: Vec<PathBuf> = std::fs::read_dir(server.cache().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    for local in [&model, &data] {
+        let remote = folders[0].join(local.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&remote).unwrap(),
+            std::fs::read(local).unwrap()
+        );
+    }
+    assert_eq!(
+        cold,
+        size(Path::new(common::HERD)) + size(&model) + size(&data)
     );
-    let s = run("cpu", &model, &extra, None);
-    write_parquet(
-        &s.path().join("rows.parquet"),
-        &[("d", dense, dshape[1]), ("i", ids, ishape[1])],
-    );
-    score(&s, "cpu");
-    let (oshape, want) = &io["out.log_probs"];
-    assert_stored(s.path(), want, oshape[1], name);
+    // Again: everything is in the cache, nothing is sent.
+    assert_eq!(shipped(&s), 0);
+}
+
+/// `herd run` of a job whose model or model inputs are wrong: the exit
+/// code and the error text.
+fn refused(model: &Path, extra: &str) -> (Option<i32>, String) {
+    let s = run("cpu", model, extra, None);
+    // A host nothing listens on: a run that got as far as the hosts would
+    // fail there, on the connection, instead.
+    std::fs::write(
+        s.path().join("hosts.toml"),
+        "[[host]]\nname = \"nowhere\"\nkind = \"ssh\"\naddress = \"127.0.0.1:1\"\n\
+         user = \"nobody\"\nslots = 1\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    let x: Vec<f32> = (0..40).map(|i| i as f32 / 8.0).collect();
+    write_parquet(&s.path().join("rows.parquet"), &[("f", &x, 4)]);
+    let out = herd_in(s.path(), &["run", "job.toml"]);
+    (out.status.code(), text(&out))
+}
+
+#[test]
+fn bad_models_fail_the_run_with_exit_2_naming_the_file_before_any_host_is_touched() {
+    let cases = [
+        ("unsupported_op", "node 'pick' (Hardmax)"),
+        ("dynamic_feature_dim", "graph input 'x'"),
+        ("output_not_per_row", "node 'total' (ReduceSum)"),
+        ("double_input", "graph input 'x'"),
+        ("opset_12", "opset 12"),
+        ("truncated", "not a valid ONNX model file"),
+    ];
+    for (name, want) in cases {
+        let model = fixture("onnx", &format!("bad/{name}.onnx"));
+        let (code, out) = refused(&model, "");
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(
+            out.contains(&format!("{name}.onnx")) && out.contains(want),
+            "{name}: {out}"
+        );
+        assert!(
+            !out.contains("nowhere"),
+            "{name}: a host was touched: {out}"
+        );
+    }
+    // A graph input mapped to a column the input does not have.
+    let model = fixture("onnx", "embedding_two_inputs.onnx");
+    let extra =
+        "[model.inputs]\ndense = [\"f0\", \"f1\", \"f2\", \"f3\"]\nids = [\"missing_ids\"]\n";
+    let (code, out) = refused(&model, extra);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("missing_ids"), "{out}");
+    assert!(!out.contains("nowhere"), "a host was touched: {out}");
 }
 
 #[test]

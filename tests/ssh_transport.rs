@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use herd::config::{Device, SshHost, Trust};
+use herd::fleet::ModelFile;
 use herd::fleet::ssh::{Error, HostSession, Payload};
 use herd::fleet::{FleetEvent, attach};
 use herd::proto::{FromWorker, ToWorker};
@@ -373,7 +374,7 @@ fn model_weights_ship_once_to_a_content_addressed_path() {
     let sha = sha256_hex(&weights);
     let p = Payload {
         binary: PathBuf::from(HERD),
-        model: Some((quoted, sha.clone())),
+        model: Some(ModelFile::alone(quoted, sha.clone())),
     };
     runtime().block_on(async {
         let session = HostSession::start("h", &host(s, &servers), p.clone());
@@ -394,7 +395,7 @@ fn model_weights_ship_once_to_a_content_addressed_path() {
         // into place.
         let bad = Payload {
             binary: PathBuf::from(HERD),
-            model: Some((weights.clone(), "0".repeat(64))),
+            model: Some(ModelFile::alone(weights.clone(), "0".repeat(64))),
         };
         let e = HostSession::start("h", &host(s, &servers), bad)
             .ready()

@@ -47,6 +47,44 @@ fn rows_per_s_from_a_single_snapshot_is_rows_over_elapsed() {
     assert_eq!(state_of(&[started()]).rows_per_s(), None);
 }
 
+/// While a run goes on the coordinator publishes only what changed: a
+/// `Changes` replaces the attempts and hosts it names, adds new ones, and
+/// leaves the others as the state held them.
+#[test]
+fn changes_update_only_the_attempts_and_hosts_they_name() {
+    let mut state = state_of(&mid_run());
+    let before = state.snapshot.attempts.clone();
+    let mut changes = snapshot(61, 46_000);
+    let mut moved = changes
+        .attempts
+        .iter()
+        .find(|a| a.attempt == 13)
+        .expect("attempt 13")
+        .clone();
+    moved.rows_done += 100;
+    let mut fresh = moved.clone();
+    fresh.attempt = 19;
+    fresh.chunk = 16;
+    changes.attempts = vec![moved.clone(), fresh.clone()];
+    let mut lost = changes.hosts[1].clone();
+    lost.lost = true;
+    changes.hosts = vec![lost];
+    state.apply(&Event::Changes(changes));
+    let after = &state.snapshot.attempts;
+    assert_eq!(after.len(), before.len() + 1);
+    for a in after {
+        match a.attempt {
+            13 => assert_eq!(a, &moved),
+            19 => assert_eq!(a, &fresh),
+            _ => assert!(before.contains(a), "attempt {} changed: {a:?}", a.attempt),
+        }
+    }
+    let hosts: Vec<bool> = state.snapshot.hosts.iter().map(|h| h.lost).collect();
+    assert_eq!(hosts, [false, true, true], "host 1 lost, host 2 as it was");
+    assert_eq!(state.snapshot.rows_done, 46_000);
+    assert_eq!(state.snapshot.now, secs(61));
+}
+
 #[test]
 fn rows_per_s_window_slides() {
     let mut state = state_of(&[started()]);

@@ -37,9 +37,33 @@ pub use command::WorkerCommand;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The model weights a host's workers load: the job's file and its sha256
-/// (lower-case hex).
+/// (lower-case hex), and the files beside it that loading it reads too.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelFile {
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Read from the model's folder by the names the model gives them (an
+    /// ONNX model's external data); a host that gets the model shipped gets
+    /// these too, side by side in the same layout.
+    pub companions: Vec<Companion>,
+}
+
+impl ModelFile {
+    /// A model file that reads no other file.
+    pub fn alone(path: impl Into<PathBuf>, sha256: impl Into<String>) -> ModelFile {
+        ModelFile {
+            path: path.into(),
+            sha256: sha256.into(),
+            companions: Vec::new(),
+        }
+    }
+}
+
+/// A file a model reads beside it: the name the model gives it (a path
+/// relative to the model's folder), its local copy and its sha256.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Companion {
+    pub name: String,
     pub path: PathBuf,
     pub sha256: String,
 }
@@ -147,6 +171,11 @@ impl WorkerLink {
     /// `Exited` event is on the way).
     pub fn send(&self, msg: &ToWorker) -> Result<(), String> {
         let frame = proto::encode(msg).map_err(|e| e.to_string())?;
+        self.send_frame(frame)
+    }
+
+    /// Queues a frame already encoded ([`proto::encode`]) for the worker.
+    pub fn send_frame(&self, frame: Vec<u8>) -> Result<(), String> {
         self.frames
             .send(frame)
             .map_err(|_| format!("worker slot {} is gone", self.slot.0))

@@ -12,6 +12,13 @@
 //! int64 constant past 32 bits) is refused when the model is loaded, naming
 //! the node, so a worker can fall back to the native CPU path.
 
+mod block;
+mod elementwise;
+mod layout;
+mod matmul;
+mod normalize;
+mod reduce;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -292,6 +299,15 @@ fn axis(a: i64, rank: usize) -> usize {
     }
 }
 
+/// The output of the node being encoded: its value, its shape in this
+/// block, how many values that is, and whether they are integers.
+struct Out {
+    id: ValueId,
+    shape: Vec<usize>,
+    count: usize,
+    int: bool,
+}
+
 /// One block being encoded.
 struct Block<'a> {
     gpu: &'a Gpu,
@@ -547,6 +563,33 @@ fn check_node(graph: &Graph, i: usize) -> Result<()> {
     Err(unsupported(&node.label, &why))
 }
 
+/// Why the kernels cannot run plan step `kernel` of `graph`, if they cannot:
+/// what [`GpuOnnx::new`] refuses, found without a device (for `herd model
+/// inspect`).
+pub fn refusal(graph: &Graph, kernel: &Kernel) -> Option<String> {
+    let Kernel::Node(i) = kernel else {
+        return None;
+    };
+    if let Err(e) = check_node(graph, *i) {
+        return Some(e.to_string());
+    }
+    let node = &graph.nodes[*i];
+    for (slot, v) in node.inputs.iter().enumerate() {
+        let Some(v) = v else { continue };
+        let Val::Const(t) = graph.val(*v) else {
+            continue;
+        };
+        // Pow's exponent goes up as float, whatever its type.
+        if !reads_constant(&node.op, slot) || matches!(node.op, Op::Binary(BinaryOp::Pow)) {
+            continue;
+        }
+        if let Err(e) = words(t, &format!("constant '{}'", graph.values[*v].name)) {
+            return Some(unsupported(&node.label, &e).to_string());
+        }
+    }
+    None
+}
+
 /// Normalization parameters prepared once.
 fn prepare(gpu: &Gpu, graph: &Graph, i: usize) -> Option<Prepared> {
     let node = &graph.nodes[i];
@@ -640,731 +683,58 @@ fn dense_device(gpu: &Gpu, d: &DenseStep) -> DenseDevice {
     }
 }
 
-impl<'a> Block<'a> {
-    fn graph(&self) -> &'a Graph {
-        self.g.model.graph()
-    }
-
-    fn dispatch(
-        &mut self,
-        pipe: &wgpu::ComputePipeline,
-        buffers: &[&wgpu::Buffer],
-        groups: (u32, u32),
-    ) {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.dispatch_entries(pipe, &entries, groups);
-    }
-
-    /// A dispatch whose buffers sit at the given binding numbers.
-    fn dispatch_at(
-        &mut self,
-        pipe: &wgpu::ComputePipeline,
-        buffers: &[(u32, &wgpu::Buffer)],
-        groups: (u32, u32),
-    ) {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: *i,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.dispatch_entries(pipe, &entries, groups);
-    }
-
-    fn dispatch_entries(
-        &mut self,
-        pipe: &wgpu::ComputePipeline,
-        entries: &[wgpu::BindGroupEntry],
-        groups: (u32, u32),
-    ) {
-        let bind = self
-            .gpu
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipe.get_bind_group_layout(0),
-                entries,
-            });
-        let mut pass = self
-            .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-        pass.set_pipeline(pipe);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
-    }
-
-    fn params(&self, words: &[u32]) -> wgpu::Buffer {
-        storage(self.gpu, "params", words)
-    }
-
-    /// The concrete shape of per-row value `v` in this block.
-    fn shape_of(&self, v: ValueId) -> Vec<usize> {
-        match self.graph().val(v) {
-            Val::Rows { dims, .. } => std::iter::once(self.rows)
-                .chain(dims.iter().copied())
-                .collect(),
-            Val::Const(t) => t.shape.clone(),
-            Val::Sym { shape, .. } => shape.clone(),
-        }
-    }
-
-    /// Input `k` of node `i` as a device value.
-    fn operand(&self, i: usize, k: usize) -> Option<DVal> {
-        let v = self.graph().nodes[i].inputs.get(k).copied().flatten()?;
-        match self.graph().val(v) {
-            Val::Rows { .. } => self.vals[v].clone(),
-            Val::Const(t) => self.g.consts.get(&v).map(|(buf, int)| DVal {
-                buf: buf.clone(),
-                int: *int,
-                shape: t.shape.clone(),
-            }),
-            Val::Sym { .. } => None,
-        }
-    }
-
-    /// A buffer holding `x`'s values that this step may overwrite: `x`'s own
-    /// when nothing else holds it after this step, else a copy.
-    fn writable(&mut self, i: usize, frees: &[ValueId]) -> DVal {
-        let v = self.graph().nodes[i].inputs[0].expect("input 1 checked at load");
-        let x = self.operand(i, 0).expect("a per-row input");
-        if frees.contains(&v) {
-            self.vals[v] = None;
-            if Arc::strong_count(&x.buf) == 1 {
-                return x;
-            }
-        }
-        let count: usize = x.shape.iter().product();
-        let copy = scratch(self.gpu, "copy", count);
-        self.encoder.copy_buffer_to_buffer(
-            &x.buf,
-            0,
-            &copy,
-            0,
-            (count as u64 * 4).max(4).min(x.buf.size()),
-        );
-        DVal {
-            buf: Arc::new(copy),
-            int: x.int,
-            shape: x.shape,
-        }
-    }
-
-    fn set(&mut self, v: ValueId, buf: wgpu::Buffer, int: bool) {
-        let shape = self.shape_of(v);
-        self.vals[v] = Some(DVal {
-            buf: Arc::new(buf),
-            int,
-            shape,
-        });
-    }
-
-    fn dense(&mut self, s: usize, d: &DenseStep, output: ValueId, _frees: &[ValueId]) {
-        let g = self.g;
-        let dev = &g.dense[&s];
-        let x = self.vals[d.input]
-            .clone()
-            .expect("the dense input is computed");
-        let count: usize = x.shape.iter().product();
-        let rows = count / d.layer.in_dim;
-        let m = d.layer.out_dim;
-        let y = scratch(self.gpu, &d.layer.name, rows * m);
-        let p = DenseParams {
-            rows: rows as u32,
-            in_dim: d.layer.in_dim as u32,
-            out_dim: m as u32,
-            relu: u32::from(dev.relu),
-        };
-        g.kernels
-            .encode_dense(self.gpu, &mut self.encoder, p, &x.buf, &dev.w, &dev.b, &y);
-        for e in &dev.epilogue {
-            match e {
-                DeviceEpilogue::Unary { code, alpha } => {
-                    let p = self.params(&[*code, (rows * m) as u32, alpha.to_bits()]);
-                    self.dispatch_at(&g.pipes.unary, &[(0, &p), (3, &y)], linear_groups(rows * m));
-                }
-                DeviceEpilogue::Clip { lo, hi } => {
-                    let p = self.params(&[(rows * m) as u32, lo.to_bits(), hi.to_bits()]);
-                    self.dispatch_at(
-                        &g.pipes.clip_f32,
-                        &[(0, &p), (3, &y)],
-                        linear_groups(rows * m),
-                    );
-                }
-                DeviceEpilogue::LayerNorm {
-                    scale,
-                    shift,
-                    epsilon,
-                } => {
-                    let p = self.params(&[rows as u32, m as u32, epsilon.to_bits()]);
-                    self.dispatch_at(
-                        &self.g.pipes.layer_norm,
-                        &[(0, &p), (1, &y), (2, scale), (3, shift)],
-                        linear_groups(rows),
-                    );
-                }
-                DeviceEpilogue::Softmax { log } => {
-                    let p = self.params(&[rows as u32, m as u32, 1, *log as u32]);
-                    self.dispatch_at(&g.pipes.softmax, &[(0, &p), (1, &y)], linear_groups(rows));
-                }
-            }
-        }
-        self.set(output, y, false);
-    }
-
+impl Block<'_> {
+    /// Encodes node `i` (a step of its own), by operator family.
     fn node(&mut self, i: usize, frees: &[ValueId]) -> Result<()> {
         let g = self.g;
         let node = &g.model.graph().nodes[i];
-        let out = node.output;
-        let out_shape = self.shape_of(out);
-        let count: usize = out_shape.iter().product();
-        let out_int = self.graph().val(out).dtype() != DType::F32;
-        let pipes = &g.pipes;
+        let id = node.output;
+        let shape = self.shape_of(id);
+        let out = Out {
+            id,
+            count: shape.iter().product(),
+            int: self.graph().val(id).dtype() != DType::F32,
+            shape,
+        };
         match &node.op {
             Op::Identity
             | Op::Reshape { .. }
             | Op::Flatten { .. }
             | Op::Squeeze
-            | Op::Unsqueeze => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                self.vals[out] = Some(DVal {
-                    buf: x.buf,
-                    int: x.int,
-                    shape: out_shape,
-                });
-            }
-            Op::Cast { to } => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                if !x.int && !out_int {
-                    self.vals[out] = Some(DVal {
-                        buf: x.buf,
-                        int: false,
-                        shape: out_shape,
-                    });
-                    return Ok(());
-                }
-                let y = scratch(self.gpu, "cast", count);
-                let code = narrow_code(*to);
-                match (x.int, out_int) {
-                    (false, false) => unreachable!("handled above"),
-                    (false, true) => {
-                        let p = self.params(&[count as u32, code]);
-                        self.dispatch_at(
-                            &pipes.cast_f32_i32,
-                            &[(0, &p), (1, &x.buf), (6, &y)],
-                            linear_groups(count),
-                        );
-                    }
-                    (true, false) => {
-                        let p = self.params(&[count as u32]);
-                        self.dispatch_at(
-                            &pipes.cast_i32_f32,
-                            &[(0, &p), (4, &x.buf), (3, &y)],
-                            linear_groups(count),
-                        );
-                    }
-                    (true, true) => {
-                        let p = self.params(&[count as u32, code]);
-                        self.dispatch_at(
-                            &pipes.cast_i32_i32,
-                            &[(0, &p), (4, &x.buf), (6, &y)],
-                            linear_groups(count),
-                        );
-                    }
-                }
-                self.set(out, y, out_int);
-            }
-            Op::Binary(op) => {
-                let (a, b) = (
-                    self.operand(i, 0).expect("operand"),
-                    self.operand(i, 1).expect("operand"),
-                );
-                let shape = broadcast_shapes(&a.shape, &b.shape).expect("checked at load");
-                let code = match op {
-                    BinaryOp::Add => 0,
-                    BinaryOp::Sub => 1,
-                    BinaryOp::Mul => 2,
-                    BinaryOp::Div => 3,
-                    BinaryOp::Pow => 4,
-                };
-                let mut words = vec![code, shape.len() as u32, count as u32];
-                words.extend(padded(&shape));
-                words.extend(padded(&broadcast_strides(&a.shape, &shape)));
-                words.extend(padded(&broadcast_strides(&b.shape, &shape)));
-                let p = self.params(&words);
-                let y = scratch(self.gpu, "binary", count);
-                if out_int {
-                    self.dispatch_at(
-                        &pipes.binary_i32,
-                        &[(0, &p), (4, &a.buf), (5, &b.buf), (6, &y)],
-                        linear_groups(count),
-                    );
-                } else {
-                    self.dispatch_at(
-                        &pipes.binary_f32,
-                        &[(0, &p), (1, &a.buf), (2, &b.buf), (3, &y)],
-                        linear_groups(count),
-                    );
-                }
-                self.set(out, y, out_int);
-            }
-            Op::Unary(u) => {
-                let x = self.writable(i, frees);
-                let (code, alpha) = unary_code(*u);
-                let p = self.params(&[code, count as u32, alpha.to_bits()]);
-                self.dispatch_at(&pipes.unary, &[(0, &p), (3, &x.buf)], linear_groups(count));
-                self.vals[out] = Some(DVal {
-                    shape: out_shape,
-                    ..x
-                });
-            }
-            Op::Clip => {
-                let bound = |k: usize| {
-                    node.inputs
-                        .get(k)
-                        .copied()
-                        .flatten()
-                        .and_then(|v| self.graph().val(v).as_const().cloned())
-                };
-                let (lo, hi) = (bound(1), bound(2));
-                let x = self.writable(i, frees);
-                if x.int {
-                    let lo = lo.map_or(i32::MIN, |t| {
-                        t.to_i64_vec()[0].clamp(i32::MIN as i64, i32::MAX as i64) as i32
-                    });
-                    let hi = hi.map_or(i32::MAX, |t| {
-                        t.to_i64_vec()[0].clamp(i32::MIN as i64, i32::MAX as i64) as i32
-                    });
-                    let p = self.params(&[count as u32, lo as u32, hi as u32]);
-                    self.dispatch_at(
-                        &pipes.clip_i32,
-                        &[(0, &p), (6, &x.buf)],
-                        linear_groups(count),
-                    );
-                } else {
-                    let lo = lo.map_or(f32::NEG_INFINITY, |t| t.to_f32_vec()[0]);
-                    let hi = hi.map_or(f32::INFINITY, |t| t.to_f32_vec()[0]);
-                    let p = self.params(&[count as u32, lo.to_bits(), hi.to_bits()]);
-                    self.dispatch_at(
-                        &pipes.clip_f32,
-                        &[(0, &p), (3, &x.buf)],
-                        linear_groups(count),
-                    );
-                }
-                self.vals[out] = Some(DVal {
-                    shape: out_shape,
-                    ..x
-                });
-            }
-            Op::Softmax { axis: a, log } => {
-                let x = self.writable(i, frees);
-                let ax = axis(*a, x.shape.len());
-                let outer: usize = x.shape[..ax].iter().product();
-                let inner: usize = x.shape[ax + 1..].iter().product();
-                let p = self.params(&[outer as u32, x.shape[ax] as u32, inner as u32, *log as u32]);
-                self.dispatch_at(
-                    &pipes.softmax,
-                    &[(0, &p), (1, &x.buf)],
-                    linear_groups(outer * inner),
-                );
-                self.vals[out] = Some(DVal {
-                    shape: out_shape,
-                    ..x
-                });
-            }
-            Op::LayerNorm { axis: a, epsilon } => {
-                let Some(Prepared::LayerNorm { scale, shift }) = g.prepared.get(&i) else {
-                    unreachable!("prepared at load");
-                };
-                let x = self.writable(i, frees);
-                let ax = axis(*a, x.shape.len());
-                let norm: usize = x.shape[ax..].iter().product();
-                let groups = count / norm.max(1);
-                let p = self.params(&[groups as u32, norm as u32, epsilon.to_bits()]);
-                self.dispatch_at(
-                    &pipes.layer_norm,
-                    &[(0, &p), (1, &x.buf), (2, scale), (3, shift)],
-                    linear_groups(groups),
-                );
-                self.vals[out] = Some(DVal {
-                    shape: out_shape,
-                    ..x
-                });
-            }
-            Op::BatchNorm { .. } => {
-                let Some(Prepared::BatchNorm { scale, shift }) = g.prepared.get(&i) else {
-                    unreachable!("prepared at load");
-                };
-                let x = self.writable(i, frees);
-                let inner: usize = x.shape[2..].iter().product();
-                let p = self.params(&[count as u32, x.shape[1] as u32, inner as u32]);
-                self.dispatch_at(
-                    &pipes.channel_affine,
-                    &[(0, &p), (1, &x.buf), (2, scale), (3, shift)],
-                    linear_groups(count),
-                );
-                self.vals[out] = Some(DVal {
-                    shape: out_shape,
-                    ..x
-                });
-            }
+            | Op::Unsqueeze => self.pass_on(i, out),
+            Op::Cast { to } => self.cast(i, out, *to),
+            Op::Binary(op) => self.binary(i, out, *op),
+            Op::Unary(u) => self.unary(i, frees, out, *u),
+            Op::Clip => self.clip(i, frees, out),
+            Op::Softmax { axis: a, log } => self.softmax(i, frees, out, *a, *log),
+            Op::LayerNorm { axis: a, epsilon } => self.layer_norm(i, frees, out, *a, *epsilon),
+            Op::BatchNorm { .. } => self.batch_norm(i, frees, out),
             Op::ArgMax {
                 axis: a,
                 select_last_index,
                 ..
-            } => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                let ax = axis(*a, x.shape.len());
-                let outer: usize = x.shape[..ax].iter().product();
-                let inner: usize = x.shape[ax + 1..].iter().product();
-                let y = scratch(self.gpu, "argmax", count);
-                let p = self.params(&[
-                    outer as u32,
-                    x.shape[ax] as u32,
-                    inner as u32,
-                    *select_last_index as u32,
-                ]);
-                self.dispatch_at(
-                    &pipes.argmax,
-                    &[(0, &p), (4, &x.buf), (5, &y)],
-                    linear_groups(outer * inner),
-                );
-                self.set(out, y, true);
-            }
-            Op::Gather { axis: a } => {
-                let (data, idx) = (
-                    self.operand(i, 0).expect("operand"),
-                    self.operand(i, 1).expect("operand"),
-                );
-                let ax = axis(*a, data.shape.len());
-                let outer: usize = data.shape[..ax].iter().product();
-                let inner: usize = data.shape[ax + 1..].iter().product();
-                let n_idx: usize = idx.shape.iter().product();
-                let p = self.params(&[
-                    outer as u32,
-                    data.shape[ax] as u32,
-                    inner as u32,
-                    n_idx as u32,
-                ]);
-                let y = scratch(self.gpu, "gather", count);
-                let bad = storage(self.gpu, "gather flag", &[u32::MAX]);
-                self.dispatch_at(
-                    &pipes.gather,
-                    &[(0, &p), (1, &data.buf), (2, &y), (3, &idx.buf), (4, &bad)],
-                    linear_groups(count),
-                );
-                self.gathers.push((i, bad));
-                self.set(out, y, data.int);
-            }
-            Op::Concat { axis: a } => {
-                let parts: Vec<DVal> = (0..node.inputs.len())
-                    .filter_map(|k| self.operand(i, k))
-                    .collect();
-                let ax = axis(*a, out_shape.len());
-                let out_strides = row_major_strides(&out_shape);
-                let y = scratch(self.gpu, "concat", count);
-                let mut offset = 0usize;
-                for part in &parts {
-                    let n: usize = part.shape.iter().product();
-                    let mut words = vec![
-                        part.shape.len() as u32,
-                        n as u32,
-                        0,
-                        (offset * out_strides[ax]) as u32,
-                    ];
-                    words.extend(padded(&part.shape));
-                    words.extend(padded(&row_major_strides(&part.shape)));
-                    words.extend(padded(&out_strides));
-                    let p = self.params(&words);
-                    if n > 0 {
-                        self.dispatch_at(
-                            &pipes.copy,
-                            &[(0, &p), (1, &part.buf), (2, &y)],
-                            linear_groups(n),
-                        );
-                    }
-                    offset += part.shape[ax];
-                }
-                self.set(out, y, out_int);
-            }
-            Op::Transpose { perm } => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                let perm =
-                    crate::model::onnx::infer::permutation("", perm.as_deref(), x.shape.len())
-                        .expect("checked at load");
-                let in_strides = row_major_strides(&x.shape);
-                let src: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-                let mut words = vec![out_shape.len() as u32, count as u32, 0, 0];
-                words.extend(padded(&out_shape));
-                words.extend(padded(&src));
-                words.extend(padded(&row_major_strides(&out_shape)));
-                let p = self.params(&words);
-                let y = scratch(self.gpu, "transpose", count);
-                self.dispatch_at(
-                    &pipes.copy,
-                    &[(0, &p), (1, &x.buf), (2, &y)],
-                    linear_groups(count),
-                );
-                self.set(out, y, x.int);
-            }
+            } => self.arg_max(i, out, *a, *select_last_index),
+            Op::Gather { axis: a } => self.gather(i, out, *a),
+            Op::Concat { axis: a } => self.concat(i, out, *a),
+            Op::Transpose { perm } => self.transpose(i, out, perm.as_deref()),
             Op::Reduce {
                 op: kind,
                 axes,
                 keep_dims,
                 noop_with_empty_axes,
-            } => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                let listed: Vec<i64> = match (axes, node.inputs.get(1).copied().flatten()) {
-                    (Some(a), _) => a.clone(),
-                    (None, Some(v)) => self
-                        .graph()
-                        .val(v)
-                        .as_const()
-                        .map_or_else(Vec::new, Tensor::to_i64_vec),
-                    (None, None) => Vec::new(),
-                };
-                if listed.is_empty() && *noop_with_empty_axes {
-                    self.vals[out] = Some(DVal {
-                        shape: out_shape,
-                        ..x
-                    });
-                    return Ok(());
-                }
-                let rank = x.shape.len();
-                let mut red: Vec<usize> = listed.iter().map(|&a| axis(a, rank)).collect();
-                red.sort_unstable();
-                let strides = row_major_strides(&x.shape);
-                let kept: Vec<usize> = (0..rank).filter(|d| !red.contains(d)).collect();
-                let red_dims: Vec<usize> = red.iter().map(|&d| x.shape[d]).collect();
-                let red_count: usize = red_dims.iter().product();
-                debug_assert_eq!(
-                    reduced_shape(&x.shape, &red, *keep_dims)
-                        .iter()
-                        .product::<usize>(),
-                    count
-                );
-                let mut words = vec![
-                    count as u32,
-                    kept.len() as u32,
-                    red.len() as u32,
-                    red_count as u32,
-                    (*kind == ReduceOp::Mean) as u32,
-                ];
-                words.extend(padded(
-                    &kept.iter().map(|&d| x.shape[d]).collect::<Vec<_>>(),
-                ));
-                words.extend(padded(
-                    &kept.iter().map(|&d| strides[d]).collect::<Vec<_>>(),
-                ));
-                words.extend(padded(&red_dims));
-                words.extend(padded(&red.iter().map(|&d| strides[d]).collect::<Vec<_>>()));
-                let p = self.params(&words);
-                let y = scratch(self.gpu, "reduce", count);
-                if x.int {
-                    self.dispatch_at(
-                        &pipes.reduce_i32,
-                        &[(0, &p), (3, &x.buf), (4, &y)],
-                        linear_groups(count),
-                    );
-                } else {
-                    self.dispatch_at(
-                        &pipes.reduce_f32,
-                        &[(0, &p), (1, &x.buf), (2, &y)],
-                        linear_groups(count),
-                    );
-                }
-                self.set(out, y, x.int);
-            }
-            Op::MatMul | Op::Gemm { .. } => self.matmul(i, &out_shape, count),
-            Op::ConstantOfShape { value } => {
-                let t = crate::model::onnx::kernels::fill(out_shape.clone(), value);
-                let (w, int) = words(&t, &node.label).map_err(Error::Onnx)?;
-                let y = storage(self.gpu, "fill", &w);
-                self.set(out, y, int);
-            }
+            } => self.reduce(
+                i,
+                out,
+                *kind,
+                axes.as_deref(),
+                *keep_dims,
+                *noop_with_empty_axes,
+            ),
+            Op::MatMul | Op::Gemm { .. } => self.matmul(i, &out.shape, out.count),
+            Op::ConstantOfShape { value } => self.fill(i, out, value)?,
             Op::Shape { .. } | Op::Constant(_) => unreachable!("folded at load"),
             Op::Ml(_) => unreachable!("refused by check_node"),
         }
         Ok(())
-    }
-
-    fn matmul(&mut self, i: usize, out_shape: &[usize], count: usize) {
-        let g = self.g;
-        let node = &g.model.graph().nodes[i];
-        let (a, b) = (
-            self.operand(i, 0).expect("operand"),
-            self.operand(i, 1).expect("operand"),
-        );
-        let (m, n, k, batch, sa, sb, head, c) = match &node.op {
-            Op::Gemm {
-                alpha,
-                beta,
-                trans_a,
-                trans_b,
-            } => {
-                let (m, k) = if *trans_a {
-                    (a.shape[1], a.shape[0])
-                } else {
-                    (a.shape[0], a.shape[1])
-                };
-                let n = if *trans_b { b.shape[0] } else { b.shape[1] };
-                let (ar, ak) = if *trans_a { (1, m) } else { (k, 1) };
-                let (bk, bc) = if *trans_b { (1, k) } else { (n, 1) };
-                let c = self.operand(i, 2);
-                let (cr, cc) = match &c {
-                    Some(c) => {
-                        let s = broadcast_strides(&c.shape, &[m, n]);
-                        (s[0], s[1])
-                    }
-                    None => (0, 0),
-                };
-                let head = [
-                    ar as u32,
-                    ak as u32,
-                    bk as u32,
-                    bc as u32,
-                    alpha.to_bits(),
-                    c.is_some() as u32,
-                    beta.to_bits(),
-                    cr as u32,
-                    cc as u32,
-                ];
-                (m, n, k, Vec::new(), Vec::new(), Vec::new(), head, c)
-            }
-            _ => {
-                let mut sa = a.shape.clone();
-                let mut sb = b.shape.clone();
-                if sa.len() == 1 {
-                    sa.insert(0, 1);
-                }
-                if sb.len() == 1 {
-                    sb.push(1);
-                }
-                let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
-                let batch = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])
-                    .expect("checked at load");
-                // Strides of each operand's matrices, broadcast to `batch`.
-                let stride = |s: &[usize]| {
-                    let mats: Vec<usize> = s[..s.len() - 2].to_vec();
-                    let size = s[s.len() - 2] * s[s.len() - 1];
-                    broadcast_strides(&mats, &batch)
-                        .into_iter()
-                        .map(|x| x * size)
-                        .collect::<Vec<_>>()
-                };
-                let (ba, bb) = (stride(&sa), stride(&sb));
-                let head = [k as u32, 1, n as u32, 1, 1.0f32.to_bits(), 0, 0, 0, 0];
-                (m, n, k, batch, ba, bb, head, None)
-            }
-        };
-        let pad6 = |v: &[usize]| {
-            let mut w: Vec<u32> = v.iter().map(|&x| x as u32).collect();
-            w.resize(MAX_BATCH, 0);
-            w
-        };
-        let mut words = vec![
-            count as u32,
-            batch.len() as u32,
-            m as u32,
-            n as u32,
-            k as u32,
-        ];
-        words.extend(head);
-        words.extend(pad6(&batch));
-        words.extend(pad6(&sa));
-        words.extend(pad6(&sb));
-        let p = self.params(&words);
-        let y = scratch(self.gpu, "matmul", count);
-        let dummy;
-        let c_buf = match &c {
-            Some(c) => &*c.buf,
-            None => {
-                dummy = scratch(self.gpu, "no c", 1);
-                &dummy
-            }
-        };
-        debug_assert_eq!(count, out_shape.iter().product::<usize>());
-        self.dispatch(
-            &g.pipes.matmul,
-            &[&p, &a.buf, &b.buf, c_buf, &y],
-            linear_groups(count),
-        );
-        self.set(node.output, y, false);
-    }
-
-    /// Submits the block and reads its outputs (and Gather's flags) back.
-    fn finish(self) -> Result<Vec<Tensor>> {
-        let Block {
-            gpu,
-            g,
-            encoder,
-            vals,
-            gathers,
-            ..
-        } = self;
-        let graph = g.model.graph();
-        let mut encoder = encoder;
-        let mut copy_out = |buf: &wgpu::Buffer, bytes: u64| {
-            let s = staging(gpu, bytes);
-            let n = bytes.max(4).next_multiple_of(4).min(buf.size());
-            encoder.copy_buffer_to_buffer(buf, 0, &s, 0, n);
-            s
-        };
-        let flags: Vec<(usize, wgpu::Buffer)> =
-            gathers.iter().map(|(i, f)| (*i, copy_out(f, 4))).collect();
-        let outputs: Vec<(&DVal, wgpu::Buffer, u64)> = graph
-            .outputs
-            .iter()
-            .map(|o| {
-                let v = vals[o.value].as_ref().expect("outputs are computed");
-                let bytes = v.shape.iter().product::<usize>() as u64 * 4;
-                (v, copy_out(&v.buf, bytes), bytes)
-            })
-            .collect();
-        let done = gpu.queue.submit([encoder.finish()]);
-        for (i, flag) in &flags {
-            let bytes = read_mapped(gpu, flag, 4, done.clone())?;
-            let at = u32::from_le_bytes(bytes[..4].try_into().unwrap());
-            if at != u32::MAX {
-                return Err(Error::Onnx(format!(
-                    "{}: index entry {at} is out of range for the table it indexes",
-                    graph.nodes[*i].label
-                )));
-            }
-        }
-        let mut outs = Vec::with_capacity(outputs.len());
-        for (v, s, bytes) in outputs {
-            let bytes = read_mapped(gpu, &s, bytes, done.clone())?;
-            let data = if v.int {
-                Data::I64(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                        .collect(),
-                )
-            } else {
-                Data::F32(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                )
-            };
-            outs.push(Tensor {
-                shape: v.shape.clone(),
-                data,
-            });
-        }
-        Ok(outs)
     }
 }

@@ -11,6 +11,7 @@
 //! The same job runs on a small fleet first, in the same process: the
 //! baseline that shows whether a message costs more with more slots.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,15 +19,17 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::bench::{load_average, thread_cpu};
-use crate::fleet::FleetEvent;
+use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::Predictions;
 use crate::proto::{self, FromWorker, PROTOCOL_VERSION, ToWorker};
 use crate::sched::{AttemptId, SlotId};
 
 use super::coordinator::Coordinator;
+use super::event::Event;
 use super::publish::Publisher;
+use super::read::ReadDone;
 use super::workers::Workers;
-use super::{Error, prepare};
+use super::{Error, Prepared, prepare};
 
 /// Slots per host, as in the seed job (1,250 hosts x 8).
 pub const SLOTS_PER_HOST: u32 = 8;
@@ -40,15 +43,16 @@ const CHUNKS_PER_SLOT: u64 = 2;
 const ROWS_PER_CHUNK: u64 = 32;
 /// Progress reports per attempt, as a worker sends them (one per batch).
 const REPORTS_PER_ATTEMPT: u64 = 16;
-/// The UI's snapshot is timed once per this many messages.
-const PUBLISH_SAMPLE_EVERY: u64 = 2_000;
-/// The coordinator publishes a snapshot this many times a second.
+/// The coordinator publishes an update for the UI this many times a second.
 const PUBLISHES_PER_S: f64 = 5.0;
 /// Worker messages a second in the seed job: its ~31,700 attempts (`herd
 /// bench stragglers --scale seed`) each send 16 progress reports and a
 /// result over its ~6,100 s (about 90 a second), and its 10,000 workers a
 /// hello and a loaded; rounded up.
 pub const SEED_MESSAGES_PER_S: f64 = 100.0;
+/// The bench publishes an update for the UI once per this many messages:
+/// as often as the coordinator does at the seed's message rate.
+const PUBLISH_EVERY_MESSAGES: u64 = (SEED_MESSAGES_PER_S / PUBLISHES_PER_S) as u64;
 /// Rounds of the simulated workers with nothing to answer before the run is
 /// declared stuck (each waits for the coordinator's next timeout).
 const MAX_IDLE_ROUNDS: u32 = 1_000;
@@ -67,13 +71,21 @@ pub struct CoordinatorRow {
     pub messages_per_cpu_s: f64,
     pub messages_per_wall_s: f64,
     /// Mean CPU microseconds per message of each kind, commands included: a
-    /// progress report, a result (its commit to the store), a loaded (the
-    /// first launch on the slot: reading its rows, sending them).
+    /// progress report, a result (handing the chunk to the commit thread,
+    /// launching the next), a loaded (the first launch on the slot), and
+    /// per chunk read handed back by the read thread (sending its rows).
     pub progress_us: f64,
     pub result_us: f64,
     pub loaded_us: f64,
-    /// CPU milliseconds of one snapshot for the UI, at its largest.
-    pub publish_ms: f64,
+    pub read_us: f64,
+    /// CPU microseconds of an update for the UI (what changed since the
+    /// previous one), on average and at most, published as often as at the
+    /// seed's message rate.
+    pub publish_us: f64,
+    pub publish_max_us: f64,
+    /// CPU milliseconds of one full snapshot (every attempt and host): what
+    /// each update cost before updates, and what the report takes once.
+    pub snapshot_ms: f64,
     /// Share of one core the coordinator needs at the seed's message rate,
     /// with its snapshots.
     pub busy_at_seed: f64,
@@ -138,96 +150,24 @@ fn one(slots: u32, dir: &Path) -> Result<CoordinatorRow, Error> {
     let total = p.costs.total();
     let chunks = u64::from(hosts * SLOTS_PER_HOST) * CHUNKS_PER_SLOT;
     p.job.partition.target_chunk_cost = Some((total / chunks).max(1));
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (frames_tx, mut frames) = mpsc::unbounded_channel();
-    let mut c = Coordinator::open(p, job, false, Publisher::new(events_tx), |p, _, _| {
-        Workers::in_memory(&p.fleet, frames_tx)
-    })?;
-    let mut bench = Bench::default();
-    let slot_ids: Vec<SlotId> = c.workers.slots.keys().copied().collect();
-    for &slot in &slot_ids {
-        let hello = FromWorker::Hello {
-            version: PROTOCOL_VERSION,
-            host: format!("bench-{}", slot.0),
-            pid: slot.0,
-        };
-        bench.feed(&mut c, slot, hello, Kind::Start)?;
-        bench.answer(&mut c, &mut frames, Some(slot))?;
-    }
-    let mut idle_rounds = 0;
-    while !c.done() {
-        let Some(attempt) = bench.queue.pop_front() else {
-            idle_rounds += 1;
-            if idle_rounds > MAX_IDLE_ROUNDS {
-                let left = c.sched.snapshot(Duration::ZERO);
-                return Err(Error::Failed(format!(
-                    "bench: {} of {} rows are not committed and nothing runs after {MAX_IDLE_ROUNDS} timeouts",
-                    left.rows_total - left.rows_done,
-                    left.rows_total
-                )));
-            }
-            // Nothing runs: what is left waits for a timeout.
-            if let Some(wait) = c.wake_in() {
-                std::thread::sleep(wait);
-            }
-            let (out, spent) = timed(|| {
-                c.on_timeout();
-                c.run_commands()
-            });
-            out?;
-            bench.other.add(spent);
-            bench.answer(&mut c, &mut frames, None)?;
-            continue;
-        };
-        let Some(play) = bench.plays.get_mut(&attempt) else {
-            continue;
-        };
-        if play.cancelled {
-            bench.plays.remove(&attempt);
-            continue;
-        }
-        let slot = play.slot;
-        let (msg, kind) = if play.done < play.limit {
-            play.done = (play.done + play.batch).min(play.limit);
-            let msg = FromWorker::Progress {
-                attempt,
-                rows_done: play.done,
-            };
-            bench.queue.push_back(attempt);
-            (msg, Kind::Progress)
-        } else {
-            let n = play.limit as usize;
-            bench.plays.remove(&attempt);
-            let predictions = Predictions::Scores {
-                width: 1,
-                values: vec![0.5; n],
-            };
-            let msg = FromWorker::Result {
-                attempt,
-                predictions,
-                input_bytes: 0,
-                peak_rss_bytes: 0,
-            };
-            (msg, Kind::Result)
-        };
-        bench.feed(&mut c, slot, msg, kind)?;
-        bench.answer(&mut c, &mut frames, None)?;
-        if bench.messages % PUBLISH_SAMPLE_EVERY == 0 {
-            let ((), spent) = timed(|| c.publish());
-            bench.publish = bench.publish.max(spent.cpu);
-            while events.try_recv().is_ok() {}
-        }
-    }
-    let ((), spent) = timed(|| c.publish());
-    bench.publish = bench.publish.max(spent.cpu);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (frames_tx, frames) = mpsc::unbounded_channel();
+    let (reads_tx, reads) = mpsc::unbounded_channel();
+    let in_memory =
+        |p: &Prepared, _: &ModelFile, _: &Publisher| Workers::in_memory(&p.fleet, frames_tx);
+    let out = Publisher::new(events_tx);
+    let mut c = Coordinator::open(p, job, false, out, in_memory, reads_tx)?;
+    let mut bench = Bench::new(frames, events, reads);
+    bench.play(&mut c)?;
     let snapshot = c.sched.snapshot(Duration::ZERO);
+    let (_, full) = timed(|| c.sched.snapshot(c.out.now()));
     let mut all = bench.other;
-    for s in [bench.start, bench.progress, bench.result] {
+    for s in [bench.start, bench.progress, bench.result, bench.reads_done] {
         all.add(s.1);
     }
     let per = |(n, s): (u64, Spent)| 1e6 * s.cpu.as_secs_f64() / n.max(1) as f64;
     let mean_s = all.cpu.as_secs_f64() / bench.messages.max(1) as f64;
-    let publish_s = bench.publish.as_secs_f64();
+    let publish_s = bench.publish.1.cpu.as_secs_f64() / bench.publish.0.max(1) as f64;
     Ok(CoordinatorRow {
         slots: hosts * SLOTS_PER_HOST,
         hosts,
@@ -240,7 +180,10 @@ fn one(slots: u32, dir: &Path) -> Result<CoordinatorRow, Error> {
         progress_us: per(bench.progress),
         result_us: per(bench.result),
         loaded_us: per(bench.start),
-        publish_ms: 1e3 * publish_s,
+        read_us: per(bench.reads_done),
+        publish_us: 1e6 * publish_s,
+        publish_max_us: 1e6 * bench.publish_max.as_secs_f64(),
+        snapshot_ms: 1e3 * full.cpu.as_secs_f64(),
         busy_at_seed: SEED_MESSAGES_PER_S * mean_s + PUBLISHES_PER_S * publish_s,
         load_average: load_average(),
     })
@@ -253,22 +196,168 @@ enum Kind {
     Result,
 }
 
-#[derive(Default)]
 struct Bench {
-    plays: std::collections::BTreeMap<AttemptId, Play>,
+    frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::UnboundedReceiver<Event>,
+    reads: mpsc::UnboundedReceiver<ReadDone>,
+    plays: BTreeMap<AttemptId, Play>,
     /// Attempts in the order their next message comes.
-    queue: std::collections::VecDeque<AttemptId>,
+    queue: VecDeque<AttemptId>,
     messages: u64,
     /// (messages, time) by kind; hello and loaded together.
     start: (u64, Spent),
     progress: (u64, Spent),
     result: (u64, Spent),
+    /// Chunk reads handed back to the loop.
+    reads_done: (u64, Spent),
     /// Timeouts with no message.
     other: Spent,
-    publish: Duration,
+    /// Updates for the UI, and the costliest.
+    publish: (u64, Spent),
+    publish_max: Duration,
 }
 
 impl Bench {
+    fn new(
+        frames: mpsc::UnboundedReceiver<Vec<u8>>,
+        events: mpsc::UnboundedReceiver<Event>,
+        reads: mpsc::UnboundedReceiver<ReadDone>,
+    ) -> Bench {
+        Bench {
+            frames,
+            events,
+            reads,
+            plays: BTreeMap::new(),
+            queue: VecDeque::new(),
+            messages: 0,
+            start: Default::default(),
+            progress: Default::default(),
+            result: Default::default(),
+            reads_done: Default::default(),
+            other: Spent::default(),
+            publish: Default::default(),
+            publish_max: Duration::ZERO,
+        }
+    }
+
+    /// Every worker says hello and loads; then each running attempt in turn
+    /// sends its next message, until every row is committed.
+    fn play(&mut self, c: &mut Coordinator) -> Result<(), Error> {
+        let slot_ids: Vec<SlotId> = c.workers.slots.keys().copied().collect();
+        for &slot in &slot_ids {
+            let hello = FromWorker::Hello {
+                version: PROTOCOL_VERSION,
+                host: format!("bench-{}", slot.0),
+                pid: slot.0,
+            };
+            self.feed(c, slot, hello, Kind::Start)?;
+            self.answer(c, Some(slot))?;
+        }
+        let mut idle_rounds = 0;
+        while !c.done() {
+            while let Ok(done) = self.reads.try_recv() {
+                self.take_read(c, done)?;
+            }
+            let Some(attempt) = self.queue.pop_front() else {
+                if c.reads_pending() > 0 {
+                    // Rows on their way: wait for the read thread.
+                    let done = self
+                        .reads
+                        .blocking_recv()
+                        .ok_or_else(|| Error::Failed("bench: the read thread is gone".into()))?;
+                    self.take_read(c, done)?;
+                    continue;
+                }
+                idle_rounds += 1;
+                self.idle(c, idle_rounds)?;
+                continue;
+            };
+            self.next_message(c, attempt)?;
+        }
+        Ok(())
+    }
+
+    /// The next message of `attempt`'s worker: a progress report, or its
+    /// result once its rows are done.
+    fn next_message(&mut self, c: &mut Coordinator, attempt: AttemptId) -> Result<(), Error> {
+        let Some(play) = self.plays.get_mut(&attempt) else {
+            return Ok(());
+        };
+        if play.cancelled {
+            self.plays.remove(&attempt);
+            return Ok(());
+        }
+        let slot = play.slot;
+        let (msg, kind) = if play.done < play.limit {
+            play.done = (play.done + play.batch).min(play.limit);
+            let msg = FromWorker::Progress {
+                attempt,
+                rows_done: play.done,
+            };
+            self.queue.push_back(attempt);
+            (msg, Kind::Progress)
+        } else {
+            let n = play.limit as usize;
+            self.plays.remove(&attempt);
+            let predictions = Predictions::Scores {
+                width: 1,
+                values: vec![0.5; n],
+            };
+            let msg = FromWorker::Result {
+                attempt,
+                predictions,
+                input_bytes: 0,
+                peak_rss_bytes: 0,
+            };
+            (msg, Kind::Result)
+        };
+        self.feed(c, slot, msg, kind)?;
+        self.answer(c, None)?;
+        if self.messages % PUBLISH_EVERY_MESSAGES == 0 {
+            let ((), spent) = timed(|| c.publish());
+            self.publish.0 += 1;
+            self.publish.1.add(spent);
+            self.publish_max = self.publish_max.max(spent.cpu);
+            while self.events.try_recv().is_ok() {}
+        }
+        Ok(())
+    }
+
+    /// Nothing runs and nothing is being read: what is left waits for the
+    /// coordinator's next timeout.
+    fn idle(&mut self, c: &mut Coordinator, rounds: u32) -> Result<(), Error> {
+        if rounds > MAX_IDLE_ROUNDS {
+            let left = c.sched.snapshot(Duration::ZERO);
+            return Err(Error::Failed(format!(
+                "bench: {} of {} rows are not committed and nothing runs after {MAX_IDLE_ROUNDS} timeouts",
+                left.rows_total - left.rows_done,
+                left.rows_total
+            )));
+        }
+        if let Some(wait) = c.wake_in() {
+            std::thread::sleep(wait);
+        }
+        let (out, spent) = timed(|| {
+            c.on_timeout();
+            c.run_commands()
+        });
+        out?;
+        self.other.add(spent);
+        self.answer(c, None)
+    }
+
+    /// Hands a finished chunk read to the coordinator, as the driver does.
+    fn take_read(&mut self, c: &mut Coordinator, done: ReadDone) -> Result<(), Error> {
+        let (out, spent) = timed(|| {
+            c.on_read(done)?;
+            c.run_commands()
+        });
+        out?;
+        self.reads_done.0 += 1;
+        self.reads_done.1.add(spent);
+        self.answer(c, None)
+    }
+
     /// Hands one message of the worker of `slot` to the coordinator as the
     /// driver does: the frame decoded, its handler, a timeout when due, the
     /// scheduler's commands.
@@ -306,13 +395,8 @@ impl Bench {
 
     /// Answers every frame the coordinator has sent, as workers would:
     /// `hello_from` is the slot whose hello a `Load` answers.
-    fn answer(
-        &mut self,
-        c: &mut Coordinator,
-        frames: &mut mpsc::UnboundedReceiver<Vec<u8>>,
-        hello_from: Option<SlotId>,
-    ) -> Result<(), Error> {
-        while let Ok(frame) = frames.try_recv() {
+    fn answer(&mut self, c: &mut Coordinator, hello_from: Option<SlotId>) -> Result<(), Error> {
+        while let Ok(frame) = self.frames.try_recv() {
             let msg: ToWorker = proto::decode(&frame[proto::HEADER_BYTES..])
                 .map_err(|e| Error::Failed(format!("bench: a frame to a worker: {e}")))?;
             match msg {
@@ -419,7 +503,10 @@ pub fn table(rows: &[CoordinatorRow]) -> String {
         "progress_us",
         "result_us",
         "loaded_us",
-        "publish_ms",
+        "read_us",
+        "publish_us",
+        "publish_max_us",
+        "snapshot_ms",
         "busy_at_seed",
         "load",
     ];
@@ -436,7 +523,10 @@ pub fn table(rows: &[CoordinatorRow]) -> String {
                 format!("{:.1}", r.progress_us),
                 format!("{:.1}", r.result_us),
                 format!("{:.1}", r.loaded_us),
-                format!("{:.2}", r.publish_ms),
+                format!("{:.1}", r.read_us),
+                format!("{:.1}", r.publish_us),
+                format!("{:.1}", r.publish_max_us),
+                format!("{:.2}", r.snapshot_ms),
                 format!("{:.3}%", 100.0 * r.busy_at_seed),
                 r.load_average.map_or("-".into(), |l| format!("{l:.1}")),
             ]
@@ -458,7 +548,7 @@ pub fn table(rows: &[CoordinatorRow]) -> String {
         ));
     }
     out.push_str(&format!(
-        "busy_at_seed: CPU share of one core at the seed's {SEED_MESSAGES_PER_S:.0} messages/s plus {PUBLISHES_PER_S:.0} snapshots/s\n"
+        "busy_at_seed: CPU share of one core at the seed's {SEED_MESSAGES_PER_S:.0} messages/s plus {PUBLISHES_PER_S:.0} updates/s for the UI\n"
     ));
     out
 }

@@ -15,13 +15,15 @@ use tokio::sync::mpsc;
 use crate::config::{Location, ReadMode, Transport};
 use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::{EntityIds, Predictions};
-use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
+use crate::proto::{self, ChunkRows, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{NewVersion, RunLock, Store};
 
 use super::commit::Committer;
-use super::event::{Event, HostInfo, HostState};
+use super::event::{Event, HostInfo};
+use super::messages::Expect;
 use super::publish::Publisher;
+use super::read::{ReadDone, ReadJob, Reader};
 use super::workers::Workers;
 use super::{Control, Error, Prepared};
 
@@ -34,12 +36,6 @@ const ASSUMED_SLOT_MACS_PER_S: f64 = 1.0e10;
 /// ...but at least this many chunks per slot, so pulling can balance.
 const MIN_CHUNKS_PER_SLOT: u64 = 6;
 
-/// A worker that sends this many malformed results is stopped (and not
-/// replaced), as for a protocol violation: one bad result fails only its
-/// attempt, but a worker that keeps sending them would burn every retry of
-/// the chunks it pulls.
-pub const MAX_MALFORMED_RESULTS: u32 = 2;
-
 /// An attempt handed to a worker.
 pub(super) struct AttemptRt {
     pub slot: SlotId,
@@ -48,6 +44,8 @@ pub(super) struct AttemptRt {
     /// Rows (from `rows.start`) the worker was told to stop at, if it was.
     pub stop_at: Option<u64>,
     pub state: AttemptState,
+    /// Its `Run` went to the worker (false while its rows are being read).
+    pub sent: bool,
 }
 
 /// Where an attempt stands, as far as its worker's messages go.
@@ -68,15 +66,17 @@ pub(super) struct Coordinator {
     pub store: Store,
     /// Writes committed chunks on a thread of its own.
     committer: Committer,
+    /// Reads the rows of chunks for workers that do not read their own.
+    reader: Reader,
     /// The store's run lock, released when the coordinator is dropped.
     _run_lock: RunLock,
     pub version: u64,
     pub live_before: Option<u64>,
     pub sched: Scheduler,
     pub workers: Workers,
-    attempts: BTreeMap<AttemptId, AttemptRt>,
+    pub(super) attempts: BTreeMap<AttemptId, AttemptRt>,
     /// Results that arrived and wait for their commit.
-    results: BTreeMap<AttemptId, Predictions>,
+    pub(super) results: BTreeMap<AttemptId, Predictions>,
     pub out: Publisher,
     /// Attempts that failed with an error from their worker.
     pub retries: u64,
@@ -86,7 +86,7 @@ pub(super) struct Coordinator {
     /// Input bytes read and sent by the coordinator (rows or descriptors).
     pub input_bytes_coordinator: u64,
     /// What every result must look like.
-    expect: Expect,
+    pub(super) expect: Expect,
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -102,17 +102,20 @@ pub(super) fn store_err(e: crate::store::Error) -> Error {
 
 impl Coordinator {
     /// Opens the store, begins (or resumes) the version, plans the chunks and
-    /// starts every worker; worker events go to `fleet_tx`.
+    /// starts every worker; worker events go to `fleet_tx`, finished chunk
+    /// reads to `reads_tx` (for [`Coordinator::on_read`]).
     pub fn start(
         p: Prepared,
         job_file: PathBuf,
         resume: bool,
         out: Publisher,
         fleet_tx: mpsc::UnboundedSender<FleetEvent>,
+        reads_tx: mpsc::UnboundedSender<ReadDone>,
     ) -> Result<Coordinator, Error> {
-        Coordinator::open(p, job_file, resume, out, |p, model, out| {
+        let workers = |p: &Prepared, model: &ModelFile, out: &Publisher| {
             Workers::start(&p.fleet, model, fleet_tx, out)
-        })
+        };
+        Coordinator::open(p, job_file, resume, out, workers, reads_tx)
     }
 
     /// [`Coordinator::start`] with the workers made by `workers` (real
@@ -123,6 +126,7 @@ impl Coordinator {
         resume: bool,
         out: Publisher,
         workers: impl FnOnce(&Prepared, &ModelFile, &Publisher) -> Workers,
+        reads_tx: mpsc::UnboundedSender<ReadDone>,
     ) -> Result<Coordinator, Error> {
         let store_dir = p.job.output.store.clone();
         let store = Store::open(&store_dir)
@@ -178,6 +182,7 @@ impl Coordinator {
         let model = ModelFile {
             path: p.job.model.weights.clone(),
             sha256: p.weights_sha256.clone(),
+            companions: p.companions.clone(),
         };
         let expect = Expect::of(&p);
         let mut workers = workers(&p, &model, &out);
@@ -185,6 +190,7 @@ impl Coordinator {
             h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
         }
         Ok(Coordinator {
+            reader: Reader::start(p.dataset.clone(), reads_tx),
             p,
             job_file,
             committer: Committer::start(store.clone()),
@@ -251,10 +257,10 @@ impl Coordinator {
         self.sched.handle_timeout(self.out.now());
     }
 
-    /// Publishes the scheduler's view for the UI.
-    pub fn publish(&self) {
-        self.out
-            .send(Event::Progress(self.sched.snapshot(self.out.now())));
+    /// Publishes what changed in the scheduler's view for the UI.
+    pub fn publish(&mut self) {
+        let now = self.out.now();
+        self.out.send(Event::Changes(self.sched.changes(now)));
     }
 
     /// One command of the scheduler.
@@ -273,16 +279,21 @@ impl Coordinator {
                     if a.state == AttemptState::Running {
                         a.state = AttemptState::Cancelled;
                     }
-                    let _ = self.workers.send(a.slot, &ToWorker::Cancel { attempt });
+                    if a.sent {
+                        let _ = self.workers.send(a.slot, &ToWorker::Cancel { attempt });
+                    }
                 }
             }
             Command::StopAt { attempt, row } => {
                 if let Some(a) = self.attempts.get_mut(&attempt) {
                     let rows = row.saturating_sub(a.rows.start);
                     a.stop_at = Some(a.stop_at.map_or(rows, |s| s.min(rows)));
-                    let _ = self
-                        .workers
-                        .send(a.slot, &ToWorker::StopAt { attempt, rows });
+                    // An attempt still being read is told when its rows go.
+                    if a.sent {
+                        let _ = self
+                            .workers
+                            .send(a.slot, &ToWorker::StopAt { attempt, rows });
+                    }
                 }
             }
             Command::Commit {
@@ -309,8 +320,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Sends the chunk's rows to the slot's worker: read here, or described
-    /// for a worker that reads its own.
+    /// Sends the chunk's rows to the slot's worker: described for a worker
+    /// that reads its own, else read (on the read thread) and sent when
+    /// [`Coordinator::on_read`] gets them.
     fn launch(
         &mut self,
         attempt: AttemptId,
@@ -324,49 +336,78 @@ impl Coordinator {
         // where those rows are zeroed before the worker sees them.
         let worker_reads = self.workers.hosts[host as usize].reads_input
             && self.p.skipped_in(&rows).next().is_none();
-        let chunk_rows = if worker_reads {
-            let segments = self.p.dataset.segments(rows.clone(), &self.p.index.ids);
-            let described = ChunkRows::Read(segments);
-            self.input_bytes_coordinator += proto::encode(&described).map_or(0, |f| f.len() as u64);
-            described
-        } else {
-            let mut batch = tokio::task::block_in_place(|| self.p.dataset.read_rows(rows.clone()))
-                .map_err(|e| {
-                    Error::Failed(format!(
-                        "chunk {chunk} (rows {}..{}): cannot read input: {e}",
-                        rows.start, rows.end
-                    ))
-                })?;
-            for row in self.p.skipped_in(&rows) {
-                // Left out of the version at commit; scored on zeros meanwhile
-                // so the worker sees only finite features.
-                let i = (row - rows.start) as usize;
-                let f = batch.num_features;
-                batch.features[i * f..(i + 1) * f].fill(0.0);
-            }
-            self.input_bytes_coordinator += batch.byte_size();
-            ChunkRows::Rows(batch)
-        };
         self.first_launch.get_or_insert(now);
         self.attempts.insert(
             attempt,
             AttemptRt {
                 slot,
                 chunk,
-                rows,
+                rows: rows.clone(),
                 stop_at: None,
                 state: AttemptState::Running,
+                sent: false,
             },
         );
+        if !worker_reads {
+            let zeroed = self.p.skipped_in(&rows).collect();
+            let job = ReadJob {
+                attempt,
+                chunk,
+                rows,
+                zeroed,
+            };
+            return self.reader.read(job).map_err(Error::Failed);
+        }
+        let segments = self.p.dataset.segments(rows, &self.p.index.ids);
         let run = ToWorker::Run {
             chunk,
             attempt,
-            rows: chunk_rows,
+            rows: ChunkRows::Read(segments),
         };
-        if let Err(error) = self.workers.send(slot, &run) {
+        let frame =
+            proto::encode(&run).map_err(|e| Error::Failed(format!("chunk {chunk}: {e}")))?;
+        self.input_bytes_coordinator += frame.len() as u64;
+        self.send_run(attempt, frame);
+        Ok(())
+    }
+
+    /// The rows of an attempt were read: its `Run` goes to the worker, with
+    /// the stop it was told meanwhile. An attempt cancelled (or whose worker
+    /// went) while its rows were read is not sent.
+    pub fn on_read(&mut self, done: ReadDone) -> Result<(), Error> {
+        self.reader.taken();
+        let ReadDone { attempt, frame } = done;
+        let (frame, bytes) = frame.map_err(Error::Failed)?;
+        let Some(a) = self.attempts.get(&attempt) else {
+            return Ok(());
+        };
+        if a.state != AttemptState::Running {
+            return Ok(());
+        }
+        self.input_bytes_coordinator += bytes;
+        self.send_run(attempt, frame);
+        Ok(())
+    }
+
+    /// Reads asked for and not yet handled by [`Coordinator::on_read`].
+    pub fn reads_pending(&self) -> usize {
+        self.reader.pending()
+    }
+
+    /// Hands the encoded `Run` of `attempt` to its worker, then the stop it
+    /// was told before; a worker gone fails the attempt.
+    fn send_run(&mut self, attempt: AttemptId, frame: Vec<u8>) {
+        let a = self.attempts.get_mut(&attempt).expect("a launched attempt");
+        a.sent = true;
+        let (slot, stop_at) = (a.slot, a.stop_at);
+        let mut sent = self.workers.send_frame(slot, frame);
+        if let (Ok(()), Some(rows)) = (&sent, stop_at) {
+            sent = self.workers.send(slot, &ToWorker::StopAt { attempt, rows });
+        }
+        if let Err(error) = sent {
+            let now = self.out.now();
             self.sched.handle(now, Input::Failed { attempt, error });
         }
-        Ok(())
     }
 
     /// Queues the attempt's predictions of `rows` and the chunk's marker for
@@ -413,270 +454,6 @@ impl Coordinator {
                 .commit(version, rows, left_out, ids, preds, unix_now())
         })
         .map_err(Error::Failed)
-    }
-
-    /// One event of a worker.
-    pub fn on_fleet_event(&mut self, ev: FleetEvent) {
-        match ev {
-            FleetEvent::Message { slot, msg } => self.on_worker_message(slot, msg),
-            FleetEvent::Stderr { slot, line } => {
-                self.out.log(&self.workers.slot_name(slot), line);
-            }
-            FleetEvent::Exited { slot, reason } => self.on_worker_exit(slot, reason),
-        }
-    }
-
-    /// A message from the worker of `slot`. Only a message about an attempt
-    /// running on that slot is taken; anything else is a protocol violation
-    /// that ends the slot's worker (its attempts are retried elsewhere).
-    fn on_worker_message(&mut self, slot: SlotId, msg: FromWorker) {
-        if self
-            .workers
-            .slots
-            .get(&slot)
-            .is_none_or(|s| s.down || s.violated)
-        {
-            return; // a late message of a worker gone, or being stopped
-        }
-        if let Some(attempt) = msg_attempt(&msg) {
-            match self.route(slot, attempt, &msg) {
-                Route::Take => {}
-                Route::Ignore => return,
-                Route::Violation(why) => return self.violation(slot, why),
-            }
-        }
-        let now = self.out.now();
-        match msg {
-            FromWorker::Hello { .. } if self.workers.slots[&slot].hello => {
-                self.violation(slot, "a second Hello".into())
-            }
-            FromWorker::Hello { .. } => {
-                self.workers.slots.get_mut(&slot).expect("known slot").hello = true;
-                self.on_hello(slot, &msg)
-            }
-            FromWorker::Loaded { .. } if self.workers.slots[&slot].up => {
-                self.violation(slot, "Loaded from a worker already loaded".into())
-            }
-            FromWorker::Loaded {
-                backend, adapter, ..
-            } => {
-                let host = self.workers.host_of(slot);
-                self.workers.slots.get_mut(&slot).expect("known slot").up = true;
-                let h = &mut self.workers.hosts[host as usize];
-                if h.backend.is_empty() {
-                    h.backend = backend.clone();
-                    h.adapter = adapter.clone();
-                    self.out.send(Event::Host {
-                        host,
-                        state: HostState::Running,
-                        backend: Some(backend),
-                        adapter: Some(adapter),
-                    });
-                }
-                self.sched.handle(now, Input::SlotUp { slot, host });
-            }
-            FromWorker::Progress { attempt, rows_done } => {
-                self.sched
-                    .handle(now, Input::Progress { attempt, rows_done });
-            }
-            FromWorker::Result {
-                attempt,
-                predictions,
-                input_bytes,
-                peak_rss_bytes,
-            } => {
-                let host = self.workers.host_of(slot) as usize;
-                let h = &mut self.workers.hosts[host];
-                h.input_bytes += input_bytes;
-                h.peak_rss_bytes = h.peak_rss_bytes.max(peak_rss_bytes);
-                let a = self.attempts.get_mut(&attempt).expect("routed attempt");
-                a.state = AttemptState::Over;
-                let checked = check_result(a, &predictions, &self.expect);
-                match checked {
-                    Ok(()) => {
-                        self.results.insert(attempt, predictions);
-                        self.sched.handle(now, Input::Finished { attempt });
-                    }
-                    Err(error) => {
-                        let source = self.workers.slot_name(slot);
-                        let chunk = a.chunk;
-                        self.out.log(
-                            &source,
-                            format!(
-                                "attempt {attempt} of chunk {chunk}: malformed result: {error}"
-                            ),
-                        );
-                        self.host_error(slot, error.clone());
-                        self.retries += 1;
-                        self.sched.handle(
-                            now,
-                            Input::Failed {
-                                attempt,
-                                error: error.clone(),
-                            },
-                        );
-                        let rt = self.workers.slots.get_mut(&slot).expect("known slot");
-                        rt.malformed += 1;
-                        if rt.malformed >= MAX_MALFORMED_RESULTS {
-                            self.violation(
-                                slot,
-                                format!(
-                                    "{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-            FromWorker::Error {
-                attempt: Some(attempt),
-                message,
-            } => {
-                if let Some(a) = self.attempts.get_mut(&attempt) {
-                    a.state = AttemptState::Over;
-                }
-                let source = self.workers.slot_name(slot);
-                self.out
-                    .log(&source, format!("attempt {attempt} failed: {message}"));
-                self.host_error(slot, message.clone());
-                self.retries += 1;
-                self.sched.handle(
-                    now,
-                    Input::Failed {
-                        attempt,
-                        error: message,
-                    },
-                );
-            }
-            FromWorker::Error {
-                attempt: None,
-                message,
-            } => {
-                let source = self.workers.slot_name(slot);
-                self.out
-                    .log(&source, format!("worker cannot run: {message}"));
-                self.host_error(slot, message);
-                self.workers.kill(slot);
-            }
-        }
-    }
-
-    /// Whether a message about `attempt` from the worker of `slot` is taken.
-    fn route(&self, slot: SlotId, attempt: AttemptId, msg: &FromWorker) -> Route {
-        let Some(a) = self.attempts.get(&attempt) else {
-            return Route::Violation(format!(
-                "{} for attempt {attempt}, which was never sent to any worker",
-                msg_name(msg)
-            ));
-        };
-        if a.slot != slot {
-            return Route::Violation(format!(
-                "{} for attempt {attempt}, which runs on {}",
-                msg_name(msg),
-                self.workers.slot_name(a.slot)
-            ));
-        }
-        match a.state {
-            AttemptState::Running => {}
-            AttemptState::Cancelled => return Route::Ignore,
-            AttemptState::Over => {
-                return Route::Violation(format!(
-                    "{} for attempt {attempt} after its result or error",
-                    msg_name(msg)
-                ));
-            }
-        }
-        if let FromWorker::Progress { rows_done, .. } = msg
-            && *rows_done > a.rows.end - a.rows.start
-        {
-            return Route::Violation(format!(
-                "progress of {rows_done} rows for attempt {attempt}, which has {} rows",
-                a.rows.end - a.rows.start
-            ));
-        }
-        Route::Take
-    }
-
-    /// The worker of `slot` broke the protocol: logged, and the worker ended
-    /// (its exit fails its running attempt over, as for a crash).
-    fn violation(&mut self, slot: SlotId, why: String) {
-        let source = self.workers.slot_name(slot);
-        let msg = format!("protocol violation, stopping this worker: {why}");
-        self.out.log(&source, msg.clone());
-        self.host_error(slot, msg);
-        self.workers
-            .slots
-            .get_mut(&slot)
-            .expect("known slot")
-            .violated = true;
-        self.workers.kill(slot);
-    }
-
-    /// A worker said hello: checks its protocol version and sends it the
-    /// model to load.
-    fn on_hello(&mut self, slot: SlotId, hello: &FromWorker) {
-        if let Err(e) = proto::check_hello(hello) {
-            self.host_error(slot, e);
-            self.workers.kill(slot);
-            return;
-        }
-        let host = &self.workers.hosts[self.workers.host_of(slot) as usize];
-        let cfg = &host.cfg;
-        let threads = cfg.threads.unwrap_or_else(|| local_threads(cfg.slots));
-        let path = host
-            .link
-            .as_ref()
-            .ok()
-            .and_then(|l| l.model_path())
-            .unwrap_or_else(|| self.p.job.model.weights.display().to_string());
-        let load = ToWorker::Load {
-            spec: self.p.job.model.spec.clone(),
-            sha256: self.p.weights_sha256.clone(),
-            path,
-            num_features: self.p.dataset.num_features(),
-            device: cfg.device,
-            threads,
-            input: host.reads_input.then(|| Box::new(self.p.job.input.clone())),
-            needs_history: self.p.job.model.spec.reads_history(),
-        };
-        let _ = self.workers.send(slot, &load);
-    }
-
-    fn host_error(&mut self, slot: SlotId, message: String) {
-        let host = self.workers.host_of(slot);
-        self.workers.hosts[host as usize].last_error = Some(message);
-    }
-
-    /// The worker of `slot` is gone: its running attempt fails over, and a
-    /// worker that had come up is replaced.
-    fn on_worker_exit(&mut self, slot: SlotId, reason: String) {
-        if !self.workers.mark_down(slot) {
-            return;
-        }
-        let source = self.workers.slot_name(slot);
-        let host = self.workers.host_of(slot);
-        let why = format!("worker {reason}");
-        let h = &mut self.workers.hosts[host as usize];
-        h.last_error.get_or_insert_with(|| why.clone());
-        self.out.log(&source, why.clone());
-        if self.workers.slots[&slot].up {
-            let now = self.out.now();
-            self.sched
-                .handle(now, Input::SlotDown { slot, reason: why });
-        }
-        // The replacement gets a slot of its own: late events of the dead
-        // worker then find their old slot down and are ignored.
-        if let Some(note) = self.workers.replace(slot, &self.out) {
-            self.out.log(&source, note);
-        }
-        if self.workers.host_down(host) {
-            self.out.send(Event::Host {
-                host,
-                state: HostState::Lost(reason),
-                backend: None,
-                adapter: None,
-            });
-        }
     }
 
     /// A wish of the user (TUI keys).
@@ -858,147 +635,4 @@ fn worker_reads(mode: ReadMode, input: &Location, host: &crate::config::Host) ->
             matches!(input, Location::Url(_)) || matches!(host.transport, Transport::Local)
         }
     }
-}
-
-/// Threads per local worker when the host does not say: cores / slots.
-fn local_threads(slots: u32) -> u32 {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    (cores / slots.max(1)).max(1)
-}
-
-/// What [`Coordinator::route`] decided about a worker message.
-enum Route {
-    Take,
-    /// About an attempt that was cancelled: expected, dropped.
-    Ignore,
-    Violation(String),
-}
-
-/// The attempt a worker message is about, if any.
-fn msg_attempt(msg: &FromWorker) -> Option<AttemptId> {
-    match msg {
-        FromWorker::Progress { attempt, .. } | FromWorker::Result { attempt, .. } => Some(*attempt),
-        FromWorker::Error { attempt, .. } => *attempt,
-        FromWorker::Hello { .. } | FromWorker::Loaded { .. } => None,
-    }
-}
-
-fn msg_name(msg: &FromWorker) -> &'static str {
-    match msg {
-        FromWorker::Hello { .. } => "Hello",
-        FromWorker::Loaded { .. } => "Loaded",
-        FromWorker::Progress { .. } => "Progress",
-        FromWorker::Result { .. } => "Result",
-        FromWorker::Error { .. } => "Error",
-    }
-}
-
-/// What every result of this run must look like.
-pub(super) struct Expect {
-    /// K of a top-K model; `None`: scores.
-    pub top_k: Option<usize>,
-    /// Scores per row of a scoring model.
-    pub width: usize,
-    /// Non-finite scores the gate allows in the whole version; an attempt
-    /// with more can never pass.
-    pub max_non_finite: u64,
-}
-
-impl Expect {
-    fn of(p: &Prepared) -> Expect {
-        let empty = crate::model::Rows {
-            ids: crate::model::EntityIds::Int(Vec::new()),
-            num_features: p.dataset.num_features(),
-            features: Vec::new(),
-            history_offsets: if p.dataset.has_history() {
-                vec![0]
-            } else {
-                Vec::new()
-            },
-            history_items: Vec::new(),
-        };
-        let width = match p.model.predict_reference(&empty) {
-            Ok(Predictions::Scores { width, .. }) => width,
-            Ok(Predictions::TopK { .. }) | Err(_) => 0,
-        };
-        Expect {
-            top_k: p.job.model.spec.top_k(),
-            width,
-            max_non_finite: p.job.validate.max_non_finite,
-        }
-    }
-}
-
-/// Checks a result against its attempt: the row count (exact, or from the
-/// stop row up to all rows when the worker was told to stop early), the
-/// kind and shape of the values, and finite scores.
-fn check_result(a: &AttemptRt, preds: &Predictions, expect: &Expect) -> Result<(), String> {
-    let sent = a.rows.end - a.rows.start;
-    let n = preds.len() as u64;
-    let least = a.stop_at.map_or(sent, |s| s.min(sent));
-    match preds {
-        Predictions::Scores { width, values } => {
-            if expect.top_k.is_some() {
-                return Err("scores where top-K lists were expected".into());
-            }
-            if *width != expect.width || values.len() % width.max(&1) != 0 {
-                return Err(format!(
-                    "{} values of width {width}, expected rows of {} scores",
-                    values.len(),
-                    expect.width
-                ));
-            }
-        }
-        Predictions::TopK {
-            offsets,
-            items,
-            scores,
-        } => {
-            let Some(k) = expect.top_k else {
-                return Err("top-K lists where scores were expected".into());
-            };
-            if offsets.first() != Some(&0)
-                || offsets.windows(2).any(|w| w[0] > w[1])
-                || offsets.last().map(|&o| o as usize) != Some(items.len())
-                || items.len() != scores.len()
-            {
-                return Err(format!(
-                    "inconsistent top-K lists ({} offsets, {} items, {} scores)",
-                    offsets.len(),
-                    items.len(),
-                    scores.len()
-                ));
-            }
-            if let Some(i) = offsets.windows(2).position(|w| (w[1] - w[0]) as usize > k) {
-                return Err(format!(
-                    "row {i} has {} pairs, more than K = {k}",
-                    offsets[i + 1] - offsets[i]
-                ));
-            }
-        }
-    }
-    if n < least || n > sent {
-        let want = match least == sent {
-            true => format!("{sent}"),
-            false => format!("{least} to {sent}"),
-        };
-        return Err(format!(
-            "worker returned {n} predictions for rows {}..{} ({want} expected)",
-            a.rows.start, a.rows.end
-        ));
-    }
-    let scores = match preds {
-        Predictions::Scores { values, .. } => values,
-        Predictions::TopK { scores, .. } => scores,
-    };
-    let non_finite = scores.iter().filter(|s| !s.is_finite()).count() as u64;
-    if non_finite > expect.max_non_finite {
-        return Err(format!(
-            "{non_finite} non-finite scores (the version may hold at most {}: [validate] max_non_finite)",
-            expect.max_non_finite
-        ));
-    }
-    Ok(())
 }

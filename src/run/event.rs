@@ -53,8 +53,14 @@ pub enum Event {
         source: String,
         text: String,
     },
-    /// The scheduler's view, published a few times a second.
+    /// The scheduler's whole view (every attempt and host): at the end of a
+    /// run.
     Progress(Snapshot),
+    /// What changed in the scheduler's view, published a few times a second
+    /// while a run goes on: the figures, the worst stragglers, and the
+    /// attempts and hosts that changed since the previous `Changes`;
+    /// [`Snapshot::update`] puts it into the view held so far.
+    Changes(Snapshot),
     /// Validation ran on the finished version.
     Validated(ValidationReport),
     /// The run ended (with or without a flip). Boxed: the report holds the

@@ -17,8 +17,10 @@ pub mod controller;
 mod coordinator;
 pub mod event;
 mod finish;
+mod messages;
 mod prepare;
 mod publish;
+mod read;
 mod report;
 mod validation;
 mod workers;
@@ -127,17 +129,20 @@ pub async fn run(
     .map_err(|e| Error::Failed(e.to_string()))?;
     opts.sinks.extend(opened);
     let (fleet_tx, fleet_rx) = mpsc::unbounded_channel();
-    let mut c = Coordinator::start(p, opts.job.clone(), opts.resume, out, fleet_tx)?;
-    let outcome = drive(&mut c, fleet_rx, controls).await;
+    let (reads_tx, reads_rx) = mpsc::unbounded_channel();
+    let mut c = Coordinator::start(p, opts.job.clone(), opts.resume, out, fleet_tx, reads_tx)?;
+    let outcome = drive(&mut c, fleet_rx, reads_rx, controls).await;
     c.finish(outcome, &mut opts.sinks)
 }
 
 /// The loop: carry out the scheduler's commands, then wait for the next
-/// event and hand it to its handler, until every row is committed or the
+/// event (a worker's, a chunk read, a timer, the user's) and hand it to its
+/// handler, until every row is committed or the
 /// run cannot go on.
 async fn drive(
     c: &mut Coordinator,
     mut fleet: mpsc::UnboundedReceiver<FleetEvent>,
+    mut reads: mpsc::UnboundedReceiver<read::ReadDone>,
     mut controls: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), Error> {
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
@@ -164,6 +169,7 @@ async fn drive(
         };
         tokio::select! {
             Some(ev) = fleet.recv() => c.on_fleet_event(ev),
+            Some(done) = reads.recv() => c.on_read(done)?,
             _ = timer => c.on_timeout(),
             ctl = controls.recv(), if controls_open => match ctl {
                 Some(ctl) => c.on_control(ctl)?,

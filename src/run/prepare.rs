@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{self, Fleet, Job, OnInvalid};
 use crate::data::{self, Dataset, Index, InvalidValue};
+use crate::fleet::Companion;
 use crate::model::Model;
 use crate::plan::{CostIndex, LengthCosts};
 use crate::worker::hex;
@@ -20,10 +21,13 @@ use super::Error;
 pub struct Prepared {
     pub job: Job,
     pub fleet: Fleet,
-    pub dataset: Dataset,
+    pub dataset: Arc<Dataset>,
     pub index: Index,
     pub model: Model,
     pub weights_sha256: String,
+    /// The files beside the model that loading it reads (an ONNX model's
+    /// external data), each with its sha256: shipped with the model.
+    pub companions: Vec<Companion>,
     /// Multiply-adds of every input row: block sums, each row's recomputed
     /// from its history length where needed.
     pub costs: CostIndex,
@@ -123,9 +127,18 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     }
     // The fingerprint sees the companion files too (workers check the
     // model file's hash).
+    let folder = job.model.weights.parent().unwrap_or(Path::new("."));
+    let companions: Vec<Companion> = companions
+        .iter()
+        .map(|(name, data)| Companion {
+            name: name.clone(),
+            path: folder.join(name),
+            sha256: hex(&Sha256::digest(data)),
+        })
+        .collect();
     let mut model_identity = weights_sha256.clone();
-    for (name, data) in &companions {
-        model_identity.push_str(&format!(" {name}:{}", hex(&Sha256::digest(data))));
+    for c in &companions {
+        model_identity.push_str(&format!(" {}:{}", c.name, c.sha256));
     }
     let index = dataset
         .scan_index()
@@ -140,10 +153,11 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     Ok(Prepared {
         job,
         fleet,
-        dataset,
+        dataset: Arc::new(dataset),
         index,
         model,
         weights_sha256,
+        companions,
         costs,
         fingerprint,
         skipped,

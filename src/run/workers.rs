@@ -246,6 +246,14 @@ impl Workers {
         }
     }
 
+    /// Queues an encoded frame for the worker of `slot`.
+    pub fn send_frame(&self, slot: SlotId, frame: Vec<u8>) -> Result<(), String> {
+        match self.slots.get(&slot).and_then(|s| s.link.as_ref()) {
+            Some(link) => link.send_frame(frame),
+            None => Err("worker gone".to_string()),
+        }
+    }
+
     /// Kills the worker of `slot` (its exit event follows).
     pub fn kill(&mut self, slot: SlotId) {
         if let Some(link) = self.slots.get_mut(&slot).and_then(|s| s.link.as_mut()) {

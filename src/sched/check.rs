@@ -1,14 +1,17 @@
 //! The scheduler's indexes recomputed by a full scan, for the tests: every
 //! ordered set and counter of `machine::Index` must equal what a scan of the
 //! chunks, attempts, slots and hosts gives, and the chunks must tile the
-//! rows. `sim::run_checked` calls it after every event.
+//! rows. `sim::run_checked` calls it after every event, and checks there
+//! that the updates for the UI add up to the full snapshot.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::time::Duration;
 
 use super::machine::{ChunkState, SILENCE_UNMEASURED};
 use super::order::{IdleSlots, Key};
-use super::{AttemptState, Scheduler};
+use super::view::MAX_STRAGGLERS_PUBLISHED;
+use super::{AttemptId, AttemptState, Scheduler, Snapshot};
 
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
@@ -26,6 +29,63 @@ impl Scheduler {
         self.check_slots()?;
         self.check_chunks()?;
         self.check_attempts()
+    }
+
+    /// Applies [`Scheduler::changes`] to `shown` (what a UI holds) and says
+    /// where it differs from a full snapshot at the same `now`: the figures,
+    /// every attempt (its slowness aside: it moves with the clock, and is
+    /// fresh only for attempts that changed and for stragglers) and host
+    /// (its rate aside, which moves with the clock too), and the stragglers
+    /// (the worst of the full list). For tests.
+    pub fn check_changes(&mut self, now: Duration, shown: &mut Snapshot) -> Result<(), String> {
+        let update = self.changes(now);
+        shown.update(&update);
+        let full = self.snapshot(now);
+        let strip = |s: &Snapshot| {
+            let mut s = s.clone();
+            s.attempts.iter_mut().for_each(|a| a.slowness = 1.0);
+            s.hosts.iter_mut().for_each(|h| h.rows_per_s = 0.0);
+            s.stragglers.clear();
+            s
+        };
+        if strip(shown) != strip(&full) {
+            return Err(format!(
+                "the updates add up to {:?}, the snapshot says {:?}",
+                strip(shown),
+                strip(&full)
+            ));
+        }
+        for a in &update.attempts {
+            let fresh = &full.attempts[a.attempt as usize];
+            if a.slowness != fresh.slowness {
+                return Err(format!(
+                    "attempt {} updated with a stale slowness",
+                    a.attempt
+                ));
+            }
+        }
+        let mut worst = full.stragglers.clone();
+        worst.sort_by(|a, b| b.eta.cmp(&a.eta).then(a.attempt.cmp(&b.attempt)));
+        let cut = worst.get(MAX_STRAGGLERS_PUBLISHED).map(|s| s.eta);
+        let published: BTreeSet<AttemptId> = update.stragglers.iter().map(|s| s.attempt).collect();
+        let must: BTreeSet<AttemptId> = worst
+            .iter()
+            .filter(|s| cut.is_none_or(|c| s.eta > c))
+            .map(|s| s.attempt)
+            .collect();
+        let may: BTreeSet<AttemptId> = worst
+            .iter()
+            .filter(|s| cut.is_none_or(|c| s.eta >= c))
+            .map(|s| s.attempt)
+            .collect();
+        let count = worst.len().min(MAX_STRAGGLERS_PUBLISHED);
+        if !must.is_subset(&published) || !published.is_subset(&may) || published.len() != count {
+            return Err(format!(
+                "published stragglers {published:?}, the worst {count} of {:?} expected",
+                full.stragglers
+            ));
+        }
+        Ok(())
     }
 
     fn check_slots(&self) -> Result<(), String> {

@@ -158,6 +158,27 @@ impl Scheduler {
         self.index_host(s.host);
     }
 
+    /// Lists the attempt (and its host) for the UI's next progress: every
+    /// change of an attempt passes through its (un)indexing.
+    pub(super) fn attempt_changed(&mut self, id: AttemptId) {
+        let a = &mut self.attempts[id as usize];
+        if !a.changed {
+            a.changed = true;
+            self.changed.attempts.push(id);
+        }
+        let host = a.host;
+        self.host_changed(host);
+    }
+
+    pub(super) fn host_changed(&mut self, host: HostId) {
+        if let Some(h) = self.hosts.get_mut(&host)
+            && !h.changed
+        {
+            h.changed = true;
+            self.changed.hosts.push(host);
+        }
+    }
+
     pub(super) fn host_is_live(&self, host: HostId) -> bool {
         self.hosts
             .get(&host)
@@ -165,6 +186,7 @@ impl Scheduler {
     }
 
     pub(super) fn index_host(&mut self, host: HostId) {
+        self.host_changed(host);
         if self.host_is_live(host) {
             self.index.live_hosts += 1;
         }
@@ -232,6 +254,7 @@ impl Scheduler {
     }
 
     fn index_attempt(&mut self, id: AttemptId, place: Place) {
+        self.attempt_changed(id);
         let a = &self.attempts[id as usize];
         if a.state != AttemptState::Running || a.indexed {
             return;
@@ -275,6 +298,7 @@ impl Scheduler {
     }
 
     fn unindex_attempt(&mut self, id: AttemptId) {
+        self.attempt_changed(id);
         let a = &mut self.attempts[id as usize];
         if !a.indexed {
             return;

@@ -120,6 +120,8 @@ pub(super) struct Attempt {
     pub estimate: Option<Estimate>,
     /// Its entries are in the indexes.
     pub indexed: bool,
+    /// Changed since the last [`Scheduler::changes`] (listed in `changed`).
+    pub changed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +149,8 @@ pub(super) struct Host {
     pub busy: u32,
     /// Rows computed by all its attempts (committed or not).
     pub rows_computed: u64,
+    /// Changed since the last [`Scheduler::changes`] (listed in `changed`).
+    pub changed: bool,
 }
 
 /// The scheduler state machine; see the module docs for its policy.
@@ -181,6 +185,18 @@ pub struct Scheduler {
     pub(super) report_share: Option<f64>,
     pub(super) now: Duration,
     pub(super) last_check: Duration,
+    /// What changed since the last [`Scheduler::changes`].
+    pub(super) changed: Changed,
+}
+
+/// The attempts and hosts changed since the UI last heard of them, each
+/// listed once (its `changed` flag says it is listed).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Changed {
+    pub attempts: Vec<AttemptId>,
+    pub hosts: Vec<HostId>,
+    /// Where the next round of unchanged hosts refreshed for the UI starts.
+    pub host_cursor: HostId,
 }
 
 pub(super) fn ewma(old: Option<f64>, sample: f64) -> f64 {
@@ -244,6 +260,7 @@ impl Scheduler {
             report_share: None,
             now: Duration::ZERO,
             last_check: Duration::ZERO,
+            changed: Changed::default(),
         };
         if scheduler.rows_done == scheduler.costs.rows() {
             scheduler.planned = true;
@@ -805,6 +822,7 @@ impl Scheduler {
             silent: false,
             estimate: None,
             indexed: false,
+            changed: false,
         });
         self.update_slot(slot, |s| s.attempt = Some(id));
         self.index_chunk(chunk_id);

@@ -15,6 +15,8 @@ mod straggler;
 mod tests;
 mod view;
 
+pub use view::{HOSTS_REFRESHED_PER_PUBLISH, MAX_STRAGGLERS_PUBLISHED};
+
 pub use machine::{
     CHECK_INTERVAL, EWMA_WEIGHT, MIN_RATE_SPAN, RATE_WINDOW, SILENCE_FACTOR, SILENCE_MIN,
     SILENCE_UNMEASURED, Scheduler,

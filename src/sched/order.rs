@@ -89,7 +89,7 @@ impl<K: Ord + Copy> Ranked<K> {
     }
 
     /// Every element, smallest first.
-    pub fn iter(&self) -> impl Iterator<Item = &K> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &K> {
         self.low.iter().chain(self.high.iter())
     }
 

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use super::{AttemptId, Command, HostId, Input, Policy, Scheduler, SlotId};
+use super::{AttemptId, Command, HostId, Input, Policy, Scheduler, SlotId, Snapshot};
 use crate::plan::CostIndex;
 
 pub mod seed;
@@ -478,11 +478,17 @@ fn drive(
         steps: 0,
     };
     let mut steps = 0usize;
+    // What a UI would hold, from the scheduler's updates (checked runs).
+    let mut shown = Snapshot::default();
     loop {
         while let Some(command) = scheduler.poll_command() {
             apply(&mut cluster, &mut outcome, now, command);
         }
-        if check && let Err(e) = scheduler.check_index() {
+        if check
+            && let Err(e) = scheduler
+                .check_index()
+                .and_then(|()| scheduler.check_changes(now, &mut shown))
+        {
             panic!("scenario '{}' at {now:?}: {e}", scenario.name);
         }
         if scheduler.is_finished() {

@@ -100,7 +100,7 @@ impl Headless {
             Event::Log { at, source, text } => {
                 self.plain(format!("[{}] {source}: {text}", fmt_duration(*at)))
             }
-            Event::Progress(snapshot) => {
+            Event::Progress(snapshot) | Event::Changes(snapshot) => {
                 let marks = self.marks();
                 let mut lines = Vec::new();
                 if marks.paused != self.last_marks.paused {

@@ -226,7 +226,7 @@ impl RunState {
                 self.note("host", text);
             }
             Event::Log { at, source, text } => self.push_log(*at, source, text.clone()),
-            Event::Progress(snapshot) => {
+            Event::Progress(snapshot) | Event::Changes(snapshot) => {
                 for view in &snapshot.hosts {
                     let row = self.host_mut(view.host);
                     row.view = Some(view.clone());
@@ -269,7 +269,10 @@ impl RunState {
                 {
                     self.samples.pop_front();
                 }
-                self.snapshot = snapshot.clone();
+                match event {
+                    Event::Changes(_) => self.snapshot.update(snapshot),
+                    _ => self.snapshot = snapshot.clone(),
+                }
             }
             Event::Validated(report) => {
                 self.validation = Some(report.clone());

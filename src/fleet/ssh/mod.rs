@@ -165,8 +165,9 @@ pub struct Payload {
     /// The worker executable to ship (this herd, or the host's
     /// `worker_binary`).
     pub binary: PathBuf,
-    /// Model weights and their sha256 (lower-case hex); `None` for a probe.
-    pub model: Option<(PathBuf, String)>,
+    /// Model weights, their sha256 and the files beside them they read;
+    /// `None` for a probe.
+    pub model: Option<ModelFile>,
 }
 
 #[derive(Clone)]
@@ -427,10 +428,7 @@ pub fn start(
         None => super::local::worker_exe()
             .map_err(|e| format!("host '{name}': cannot find the worker binary to ship: {e}"))?,
     };
-    let payload = Payload {
-        binary,
-        model: model.map(|m| (m.path, m.sha256)),
-    };
+    let payload = Payload { binary, model };
     Ok(HostSession::start(name, ssh, payload))
 }
 

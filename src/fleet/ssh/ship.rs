@@ -2,6 +2,12 @@
 //! content-addressed cache there (`${XDG_CACHE_HOME:-~/.cache}/herd`), each
 //! uploaded under a temporary name, checked with sha256 on the remote side
 //! and moved into place; a file the cache already holds is never sent again.
+//!
+//! A model alone is `models/SHA.safetensors`. A model that reads files
+//! beside it (an ONNX model's external data) goes into a folder of its own,
+//! `models/BUNDLE/`, named by the sha256 of every file's hash and name, with
+//! the files in the same layout as beside the job's model, so the worker
+//! finds them there by the names the model gives them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use super::connect::Client;
 use super::exec::{collect, exec_capture};
 use super::{COMMAND_TIMEOUT, Error, HostStatus, MIN_UPLOAD_BYTES_PER_S, Payload, Result, lock};
+use crate::fleet::ModelFile;
 use crate::fleet::quote::quote;
 
 /// Bytes per `data_bytes` call while uploading.
@@ -46,8 +53,12 @@ pub(super) async fn ship(
         message,
     };
     let binary_sha = file_sha256(name, binary).await?;
-    let model_sha = payload.model.as_ref().map(|(_, sha)| sha.clone());
-    let probe = probe_command(&binary_sha, model_sha.as_deref());
+    let model = payload
+        .model
+        .as_ref()
+        .map(ModelLayout::of)
+        .unwrap_or_default();
+    let probe = probe_command(&binary_sha, &model);
     let (code, out, err) = exec_capture(handle, &probe, COMMAND_TIMEOUT)
         .await
         .map_err(remote)?;
@@ -73,19 +84,94 @@ pub(super) async fn ship(
         binary_sha: binary_sha.clone(),
         model: None,
     };
-    if let Some((local, sha)) = &payload.model {
+    for (i, f) in model.files.iter().enumerate() {
         let file = CacheFile {
-            local,
-            remote: format!("{}/models/{sha}.safetensors", probed.cache),
-            sha,
+            local: &f.local,
+            remote: format!("{}/models/{}", probed.cache, f.under_models),
+            sha: &f.sha,
             mode: "0600",
         };
-        file.ship(name, handle, probed.model_sha.as_deref(), status)
-            .await?;
-        shipped.model = Some(file.remote);
+        let found = probed.model_shas.get(i).and_then(Option::as_deref);
+        file.ship(name, handle, found, status).await?;
+        if i == 0 {
+            shipped.model = Some(file.remote);
+        }
     }
     lock(status).ship_time = Some(shipping.elapsed());
     Ok(shipped)
+}
+
+/// Where a model's files go in the host's cache: the model first, then
+/// each file it reads beside it; and the folders under `models/` they need.
+#[derive(Debug, Default)]
+struct ModelLayout {
+    files: Vec<ModelPart>,
+    folders: Vec<String>,
+}
+
+#[derive(Debug)]
+struct ModelPart {
+    /// The path below the cache's `models/` folder.
+    under_models: String,
+    local: PathBuf,
+    sha: String,
+}
+
+impl ModelLayout {
+    fn of(m: &ModelFile) -> ModelLayout {
+        if m.companions.is_empty() {
+            return ModelLayout {
+                files: vec![ModelPart {
+                    under_models: format!("{}.safetensors", m.sha256),
+                    local: m.path.clone(),
+                    sha: m.sha256.clone(),
+                }],
+                folders: Vec::new(),
+            };
+        }
+        let file_name = m
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let mut listing = format!("{} {file_name}\n", m.sha256);
+        for c in &m.companions {
+            listing.push_str(&format!("{} {}\n", c.sha256, c.name));
+        }
+        let bundle = crate::worker::hex(&Sha256::digest(listing.as_bytes()));
+        let mut layout = ModelLayout {
+            files: vec![ModelPart {
+                under_models: format!("{bundle}/{file_name}"),
+                local: m.path.clone(),
+                sha: m.sha256.clone(),
+            }],
+            folders: vec![bundle.clone()],
+        };
+        for c in &m.companions {
+            let under_models = format!("{bundle}/{}", c.name);
+            if layout.files.iter().any(|f| f.under_models == under_models) {
+                continue;
+            }
+            // A name with folders in it (`weights/part0.bin`) needs them made.
+            let mut folder = bundle.clone();
+            let parts: Vec<&str> = c.name.split('/').collect();
+            for part in &parts[..parts.len() - 1] {
+                if part.is_empty() || *part == "." {
+                    continue;
+                }
+                folder = format!("{folder}/{part}");
+                if !layout.folders.contains(&folder) {
+                    layout.folders.push(folder.clone());
+                }
+            }
+            layout.files.push(ModelPart {
+                under_models,
+                local: c.path.clone(),
+                sha: c.sha256.clone(),
+            });
+        }
+        layout
+    }
 }
 
 /// One file of the cache: its local copy, its place on the host, its sha256
@@ -183,21 +269,31 @@ pub(super) fn verified_exec(binary: &str, sha: &str, exec_line: &str) -> String 
 /// The remote command that makes the cache folders (mode 0700), refuses
 /// them when they are links, another user's or writable by others, and
 /// prints the cache folder and the sha256 of the files already there.
-fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
+fn probe_command(binary_sha: &str, model: &ModelLayout) -> String {
     let bin = format!(
         "\"$c\"/bin/{}/{}",
         quote(binary_sha),
         quote(REMOTE_BINARY_NAME)
     );
-    let mut cmd = format!(
-        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p \"$c\"/bin/{} \"$c\"/models && for d in \"$c\" \"$c\"/bin \"$c\"/bin/{} \"$c\"/models; do {CHECK_FOLDER}; done && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\"",
-        quote(binary_sha),
-        quote(binary_sha)
+    let mut folders = vec![
+        "\"$c\"/bin".to_string(),
+        format!("\"$c\"/bin/{}", quote(binary_sha)),
+        "\"$c\"/models".to_string(),
+    ];
+    folders.extend(
+        model
+            .folders
+            .iter()
+            .map(|f| format!("\"$c\"/models/{}", quote(f))),
     );
-    if let Some(m) = model_sha {
+    let folders = folders.join(" ");
+    let mut cmd = format!(
+        "umask 077 && c=\"${{XDG_CACHE_HOME:-$HOME/.cache}}/herd\" && mkdir -p {folders} && for d in \"$c\" {folders}; do {CHECK_FOLDER}; done && {{ find \"$c\" -name '*.tmp.*' -type f -mmin +{STALE_UPLOAD_MINUTES} -exec rm -f {{}} + 2>/dev/null || true; }} && printf 'cache=%s\\n' \"$c\" && printf 'bin=%s\\n' \"$(sha256sum < {bin} 2>/dev/null)\""
+    );
+    for f in &model.files {
         cmd.push_str(&format!(
             " && printf 'model=%s\\n' \"$(sha256sum < \"$c\"/models/{} 2>/dev/null)\"",
-            quote(&format!("{m}.safetensors"))
+            quote(&f.under_models)
         ));
     }
     cmd
@@ -207,13 +303,15 @@ fn probe_command(binary_sha: &str, model_sha: Option<&str>) -> String {
 struct Probed {
     cache: String,
     binary_sha: Option<String>,
-    model_sha: Option<String>,
+    /// The sha256 of each of the model's files found there, in the order
+    /// of [`ModelLayout::files`] (`None`: not there).
+    model_shas: Vec<Option<String>>,
 }
 
 fn parse_probe(out: &str) -> std::result::Result<Probed, String> {
     let mut cache = None;
     let mut binary_sha = None;
-    let mut model_sha = None;
+    let mut model_shas = Vec::new();
     for line in out.lines() {
         let first_word = |v: &str| v.split_whitespace().next().map(str::to_string);
         if let Some(v) = line.strip_prefix("cache=") {
@@ -221,7 +319,7 @@ fn parse_probe(out: &str) -> std::result::Result<Probed, String> {
         } else if let Some(v) = line.strip_prefix("bin=") {
             binary_sha = first_word(v);
         } else if let Some(v) = line.strip_prefix("model=") {
-            model_sha = first_word(v);
+            model_shas.push(first_word(v));
         }
     }
     let cache = cache.ok_or_else(|| format!("the cache probe printed no folder: {out:?}"))?;
@@ -233,7 +331,7 @@ fn parse_probe(out: &str) -> std::result::Result<Probed, String> {
     Ok(Probed {
         cache,
         binary_sha,
-        model_sha,
+        model_shas,
     })
 }
 
@@ -343,7 +441,7 @@ mod tests {
             Probed {
                 cache: "/root/.cache/herd".into(),
                 binary_sha: Some("abc".into()),
-                model_sha: None,
+                model_shas: vec![None],
             }
         );
         assert!(
@@ -376,7 +474,7 @@ mod tests {
         }
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(probe_command("0123", None))
+            .arg(probe_command("0123", &ModelLayout::default()))
             .env("HOME", home.path())
             .env_remove("XDG_CACHE_HOME")
             .output()
@@ -405,7 +503,7 @@ mod tests {
         let cache = home.path().join(".cache/herd");
         std::fs::create_dir_all(&cache).unwrap();
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let out = sh(&probe_command("0123", None), home.path());
+        let out = sh(&probe_command("0123", &ModelLayout::default()), home.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{err}");
         assert!(err.contains("writable by other users"), "{err}");
@@ -414,13 +512,13 @@ mod tests {
         let elsewhere = home.path().join("shared");
         std::fs::create_dir_all(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
-        let out = sh(&probe_command("0123", None), home.path());
+        let out = sh(&probe_command("0123", &ModelLayout::default()), home.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{err}");
         assert!(err.contains("is a symbolic link"), "{err}");
 
         std::fs::remove_file(&cache).unwrap();
-        let out = sh(&probe_command("0123", None), home.path());
+        let out = sh(&probe_command("0123", &ModelLayout::default()), home.path());
         assert!(out.status.success(), "{out:?}");
     }
 
@@ -450,7 +548,10 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(probe_command("0123", Some("4567")))
+            .arg(probe_command(
+                "0123",
+                &ModelLayout::of(&ModelFile::alone("/m", "4567")),
+            ))
             .env("HOME", home.path())
             .env_remove("XDG_CACHE_HOME")
             .output()
@@ -459,7 +560,7 @@ mod tests {
         let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
         let cache = home.path().join(".cache/herd");
         assert_eq!(p.cache, cache.display().to_string());
-        assert_eq!((p.binary_sha, p.model_sha), (None, None));
+        assert_eq!((p.binary_sha, p.model_shas), (None, vec![None]));
         use std::os::unix::fs::PermissionsExt;
         for d in ["", "bin", "bin/0123", "models"] {
             let mode = std::fs::metadata(cache.join(d))
@@ -469,5 +570,57 @@ mod tests {
                 & 0o777;
             assert_eq!(mode, 0o700, "{d}");
         }
+    }
+
+    #[test]
+    fn a_model_with_files_beside_it_gets_a_folder_named_by_every_files_hash() {
+        use crate::fleet::Companion;
+        let part = |name: &str, sha: &str| Companion {
+            name: name.into(),
+            path: Path::new("/job/models").join(name),
+            sha256: sha.into(),
+        };
+        let model = ModelFile {
+            path: "/job/models/net.onnx".into(),
+            sha256: "aa".into(),
+            companions: vec![part("net.onnx.data", "bb"), part("w/part0.bin", "cc")],
+        };
+        let layout = ModelLayout::of(&model);
+        let bundle = &layout.folders[0];
+        let places: Vec<&str> = layout
+            .files
+            .iter()
+            .map(|f| f.under_models.as_str())
+            .collect();
+        assert_eq!(
+            places,
+            [
+                format!("{bundle}/net.onnx"),
+                format!("{bundle}/net.onnx.data"),
+                format!("{bundle}/w/part0.bin"),
+            ]
+        );
+        assert_eq!(layout.folders, [bundle.clone(), format!("{bundle}/w")]);
+        // Other external data, same model file: another folder.
+        let mut changed = model.clone();
+        changed.companions[1].sha256 = "dd".into();
+        assert_ne!(&ModelLayout::of(&changed).folders[0], bundle);
+
+        // The probe makes the folders (0700) and finds what is there.
+        let home = tempfile::tempdir().unwrap();
+        let out = sh(&probe_command("0123", &layout), home.path());
+        assert!(out.status.success(), "{out:?}");
+        let models = home.path().join(".cache/herd/models");
+        std::fs::write(models.join(bundle).join("w/part0.bin"), b"x").unwrap();
+        let out = sh(&probe_command("0123", &layout), home.path());
+        let p = parse_probe(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let x = crate::worker::hex(&Sha256::digest(b"x"));
+        assert_eq!(p.model_shas, [None, None, Some(x)]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(models.join(bundle).join("w"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -398,75 +398,9 @@ pub fn import(
         .map(|i| (i.name.as_str(), i))
         .collect();
 
-    // Which node defines each value; each value is defined once, before use.
-    let mut producer: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in graph.node.iter().enumerate() {
-        for input in n.input.iter().filter(|s| !s.is_empty()) {
-            let known = producer.contains_key(input.as_str())
-                || initializers.contains_key(input.as_str())
-                || declared_inputs.contains_key(input.as_str());
-            if !known {
-                return Err(Error::Graph(format!(
-                    "{} reads '{input}', which no earlier node, graph input or initializer \
-                     defines (nodes must be in topological order)",
-                    label(i, n)
-                )));
-            }
-        }
-        for out in n.output.iter().filter(|s| !s.is_empty()) {
-            let clash = initializers.contains_key(out.as_str())
-                || declared_inputs.contains_key(out.as_str());
-            if clash || producer.insert(out.as_str(), i).is_some() {
-                return Err(Error::Graph(format!(
-                    "{} defines '{out}', which is already defined",
-                    label(i, n)
-                )));
-            }
-        }
-    }
-    for name in &chosen {
-        let defined = producer.contains_key(name.as_str())
-            || initializers.contains_key(name.as_str())
-            || declared_inputs.contains_key(name.as_str());
-        if !defined {
-            return Err(Error::Output {
-                output: name.clone(),
-                detail: "is not defined by any node, graph input or initializer".into(),
-            });
-        }
-    }
-
-    // The nodes the chosen outputs need.
-    let mut needed = vec![false; graph.node.len()];
-    let mut stack: Vec<&str> = chosen.iter().map(String::as_str).collect();
-    let mut seen: HashSet<&str> = HashSet::new();
-    while let Some(v) = stack.pop() {
-        if !seen.insert(v) {
-            continue;
-        }
-        if let Some(&i) = producer.get(v) {
-            if !needed[i] {
-                needed[i] = true;
-                stack.extend(
-                    graph.node[i]
-                        .input
-                        .iter()
-                        .filter(|s| !s.is_empty())
-                        .map(String::as_str),
-                );
-            }
-        }
-    }
-
-    let mut op_counts = BTreeMap::new();
-    for n in &graph.node {
-        let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
-            n.op_type.clone()
-        } else {
-            format!("{}.{}", n.domain, n.op_type)
-        };
-        *op_counts.entry(key).or_insert(0) += 1;
-    }
+    let producer = producers(graph, &initializers, &declared_inputs, &chosen)?;
+    let needed = needed_nodes(graph, &producer, &chosen);
+    let op_counts = op_counts(graph);
 
     // Every value something kept reads: an ai.onnx.ml node computes those
     // of its outputs only (a classifier's labels are seldom read).
@@ -546,6 +480,96 @@ pub fn import(
         unsupported: b.unsupported,
         problems: b.problems,
     })
+}
+
+/// Which node defines each value, checking that every value is defined
+/// once, before it is read, and that every chosen output is defined.
+fn producers<'a>(
+    graph: &'a GraphProto,
+    initializers: &HashMap<&str, &TensorProto>,
+    declared_inputs: &HashMap<&str, &ValueInfoProto>,
+    chosen: &[String],
+) -> Result<HashMap<&'a str, usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for input in n.input.iter().filter(|s| !s.is_empty()) {
+            let known = producer.contains_key(input.as_str())
+                || initializers.contains_key(input.as_str())
+                || declared_inputs.contains_key(input.as_str());
+            if !known {
+                return Err(Error::Graph(format!(
+                    "{} reads '{input}', which no earlier node, graph input or initializer \
+                     defines (nodes must be in topological order)",
+                    label(i, n)
+                )));
+            }
+        }
+        for out in n.output.iter().filter(|s| !s.is_empty()) {
+            let clash = initializers.contains_key(out.as_str())
+                || declared_inputs.contains_key(out.as_str());
+            if clash || producer.insert(out.as_str(), i).is_some() {
+                return Err(Error::Graph(format!(
+                    "{} defines '{out}', which is already defined",
+                    label(i, n)
+                )));
+            }
+        }
+    }
+    for name in chosen {
+        let defined = producer.contains_key(name.as_str())
+            || initializers.contains_key(name.as_str())
+            || declared_inputs.contains_key(name.as_str());
+        if !defined {
+            return Err(Error::Output {
+                output: name.clone(),
+                detail: "is not defined by any node, graph input or initializer".into(),
+            });
+        }
+    }
+    Ok(producer)
+}
+
+/// The nodes the chosen outputs need, by index.
+fn needed_nodes(
+    graph: &GraphProto,
+    producer: &HashMap<&str, usize>,
+    chosen: &[String],
+) -> Vec<bool> {
+    let mut needed = vec![false; graph.node.len()];
+    let mut stack: Vec<&str> = chosen.iter().map(String::as_str).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if let Some(&i) = producer.get(v) {
+            if !needed[i] {
+                needed[i] = true;
+                stack.extend(
+                    graph.node[i]
+                        .input
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .map(String::as_str),
+                );
+            }
+        }
+    }
+    needed
+}
+
+/// Nodes by operator (domain-qualified outside the default domain).
+fn op_counts(graph: &GraphProto) -> BTreeMap<String, usize> {
+    let mut op_counts = BTreeMap::new();
+    for n in &graph.node {
+        let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
+            n.op_type.clone()
+        } else {
+            format!("{}.{}", n.domain, n.op_type)
+        };
+        *op_counts.entry(key).or_insert(0) += 1;
+    }
+    op_counts
 }
 
 struct Builder<'a> {

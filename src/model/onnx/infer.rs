@@ -13,6 +13,18 @@
 //! else, and no operator reduces, broadcasts, reshapes or indexes across it.
 //! A node that would is refused here, naming it; so every row's outputs
 //! depend on that row alone.
+//!
+//! The shape rules of the larger operator families live beside this file:
+//! normalizations (`norm`), products (`linear`), value moves (`layout`) and
+//! reductions (`reduce`).
+
+mod layout;
+mod linear;
+mod norm;
+mod reduce;
+
+pub use layout::permutation;
+use layout::reshape_dims;
 
 use super::error::{Error, Result};
 use super::kernels;
@@ -369,329 +381,20 @@ fn shape_of(op: &Op, inputs: &[Option<&Val>], label: &str) -> Result<(DType, Vec
             want_dtype(label, "its input", a, DType::F32)?;
             Ok((DType::F32, a.dims()))
         }
-        Op::Softmax { axis, .. } => {
-            let a = x()?;
-            want_dtype(label, "its input", a, DType::F32)?;
-            let dims = a.dims();
-            let ax = axis_in(label, "axis", *axis, dims.len())?;
-            if dims[ax] == Dim::Rows {
-                return Err(mixes_rows(label, "it normalizes across rows (axis 0)"));
-            }
-            Ok((DType::F32, dims))
-        }
-        Op::LayerNorm { axis, .. } => {
-            let a = x()?;
-            want_dtype(label, "its input", a, DType::F32)?;
-            let dims = a.dims();
-            let ax = axis_in(label, "axis", *axis, dims.len())?;
-            if ax == 0 && dims[0] == Dim::Rows {
-                return Err(mixes_rows(label, "it normalizes across rows (axis 0)"));
-            }
-            let normalized = &dims[ax..];
-            for (i, what) in [(1, "scale"), (2, "bias")] {
-                let Some(p) = inputs.get(i).copied().flatten() else {
-                    if i == 1 {
-                        return Err(err(label, "LayerNormalization needs a scale input"));
-                    }
-                    continue;
-                };
-                let Val::Const(t) = p else {
-                    return Err(err(label, format!("its {what} must be a constant")));
-                };
-                want_dtype(label, what, p, DType::F32)?;
-                let target = fixed(normalized);
-                if kernels::broadcast_shapes(&t.shape, &target).as_deref() != Some(&target[..]) {
-                    return Err(err(
-                        label,
-                        format!(
-                            "its {what} of shape {:?} does not broadcast to the normalized shape {target:?}",
-                            t.shape
-                        ),
-                    ));
-                }
-            }
-            Ok((DType::F32, dims))
-        }
-        Op::BatchNorm { .. } => {
-            let a = x()?;
-            want_dtype(label, "its input", a, DType::F32)?;
-            let dims = a.dims();
-            if dims.len() < 2 {
-                return Err(err(
-                    label,
-                    format!("its input {} has no channel dimension", show(&dims)),
-                ));
-            }
-            let Dim::Fixed(c) = dims[1] else {
-                return Err(mixes_rows(label, "its channels are the batch dimension"));
-            };
-            for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-                let p = input(label, op, inputs, i)?;
-                let Val::Const(t) = p else {
-                    return Err(err(label, format!("its {what} must be a constant")));
-                };
-                want_dtype(label, what, p, DType::F32)?;
-                if t.shape != [c] {
-                    return Err(err(
-                        label,
-                        format!("its {what} has shape {:?}, expected [{c}]", t.shape),
-                    ));
-                }
-            }
-            Ok((DType::F32, dims))
-        }
+        Op::Softmax { axis, .. } => norm::softmax(op, inputs, label, *axis),
+        Op::LayerNorm { axis, .. } => norm::layer_norm(op, inputs, label, *axis),
+        Op::BatchNorm { .. } => norm::batch_norm(op, inputs, label),
         Op::Gemm {
             trans_a, trans_b, ..
-        } => {
-            let (a, b) = (x()?, input(label, op, inputs, 1)?);
-            want_dtype(label, "A", a, DType::F32)?;
-            want_dtype(label, "B", b, DType::F32)?;
-            let (mut da, mut db) = (a.dims(), b.dims());
-            if da.len() != 2 || db.len() != 2 {
-                return Err(err(
-                    label,
-                    format!("Gemm takes 2-D inputs, got {} and {}", show(&da), show(&db)),
-                ));
-            }
-            if *trans_a {
-                da.reverse();
-            }
-            if *trans_b {
-                db.reverse();
-            }
-            if da[1] == Dim::Rows || db[0] == Dim::Rows {
-                return Err(mixes_rows(label, "it sums over the batch dimension"));
-            }
-            if da[1] != db[0] {
-                return Err(err(
-                    label,
-                    format!("A' {} and B' {} do not multiply", show(&da), show(&db)),
-                ));
-            }
-            let out = vec![da[0], db[1]];
-            if let Some(c) = inputs.get(2).copied().flatten() {
-                want_dtype(label, "C", c, DType::F32)?;
-                let joined = broadcast(label, &c.dims(), &out)?;
-                if joined != out {
-                    return Err(err(
-                        label,
-                        format!("C {} does not broadcast to {}", show(&c.dims()), show(&out)),
-                    ));
-                }
-            }
-            Ok((DType::F32, out))
-        }
-        Op::MatMul => {
-            let (a, b) = (x()?, input(label, op, inputs, 1)?);
-            want_dtype(label, "its first input", a, DType::F32)?;
-            want_dtype(label, "its second input", b, DType::F32)?;
-            let (mut da, mut db) = (a.dims(), b.dims());
-            if da.is_empty() || db.is_empty() {
-                return Err(err(label, "MatMul of a scalar"));
-            }
-            let (a_vec, b_vec) = (da.len() == 1, db.len() == 1);
-            if a_vec {
-                da.insert(0, Dim::Fixed(1));
-            }
-            if b_vec {
-                db.push(Dim::Fixed(1));
-            }
-            let (k1, k2) = (da[da.len() - 1], db[db.len() - 2]);
-            if k1 == Dim::Rows || k2 == Dim::Rows {
-                return Err(mixes_rows(label, "it sums over the batch dimension"));
-            }
-            if k1 != k2 {
-                return Err(err(
-                    label,
-                    format!(
-                        "{} and {} do not multiply",
-                        show(&a.dims()),
-                        show(&b.dims())
-                    ),
-                ));
-            }
-            let mut out = broadcast(label, &da[..da.len() - 2], &db[..db.len() - 2])?;
-            if !a_vec {
-                out.push(da[da.len() - 2]);
-            }
-            if !b_vec {
-                out.push(db[db.len() - 1]);
-            }
-            Ok((DType::F32, out))
-        }
-        Op::Gather { axis } => {
-            let (data, idx) = (x()?, input(label, op, inputs, 1)?);
-            want_dtype(label, "its indices", idx, DType::I64)?;
-            let dd = data.dims();
-            let ax = axis_in(label, "axis", *axis, dd.len())?;
-            let Dim::Fixed(n) = dd[ax] else {
-                return Err(mixes_rows(label, "it indexes along the batch dimension"));
-            };
-            if let Val::Const(t) = idx {
-                for &i in t.as_i64().unwrap() {
-                    if i < -(n as i64) || i >= n as i64 {
-                        return Err(err(
-                            label,
-                            format!("index {i} is out of range for a dimension of {n}"),
-                        ));
-                    }
-                }
-            }
-            let mut out = dd[..ax].to_vec();
-            out.extend(idx.dims());
-            out.extend_from_slice(&dd[ax + 1..]);
-            Ok((data.dtype(), out))
-        }
-        Op::Concat { axis } => {
-            let parts: Vec<&Val> = inputs.iter().flatten().copied().collect();
-            if parts.is_empty() {
-                return Err(err(label, "Concat of nothing"));
-            }
-            let first = parts[0].dims();
-            let ax = axis_in(label, "axis", *axis, first.len())?;
-            let mut total = 0usize;
-            for p in &parts {
-                let d = p.dims();
-                if p.dtype() != parts[0].dtype() {
-                    return Err(err(label, "its inputs are of different types"));
-                }
-                if d.len() != first.len() {
-                    return Err(err(
-                        label,
-                        format!("joins {} and {} of different ranks", show(&first), show(&d)),
-                    ));
-                }
-                for (i, (x, y)) in d.iter().zip(&first).enumerate() {
-                    if i != ax && x != y {
-                        let why = if [*x, *y].contains(&Dim::Rows) {
-                            return Err(mixes_rows(
-                                label,
-                                &format!(
-                                    "it joins per-row values with a constant of shape {}",
-                                    show(if *x == Dim::Rows { &first } else { &d })
-                                ),
-                            ));
-                        } else {
-                            format!("joins {} and {} along axis {ax}", show(&first), show(&d))
-                        };
-                        return Err(err(label, why));
-                    }
-                }
-                match d[ax] {
-                    Dim::Fixed(n) => total += n,
-                    Dim::Rows => {
-                        return Err(mixes_rows(label, "it joins along the batch dimension"));
-                    }
-                }
-            }
-            let mut out = first;
-            out[ax] = Dim::Fixed(total);
-            Ok((parts[0].dtype(), out))
-        }
-        Op::Reshape { allow_zero } => {
-            let (data, shape) = (x()?, input(label, op, inputs, 1)?);
-            let target = shape.shape_values().ok_or_else(|| {
-                err(label, "its target shape is computed from the rows' values; herd needs it known at load")
-            })?;
-            Ok((
-                data.dtype(),
-                reshape_dims(label, &data.dims(), &target, *allow_zero)?,
-            ))
-        }
-        Op::Flatten { axis } => {
-            let a = x()?;
-            let dims = a.dims();
-            let r = dims.len() as i64;
-            if *axis < -r || *axis > r {
-                return Err(err(
-                    label,
-                    format!("axis {axis} is out of range for rank {r}"),
-                ));
-            }
-            let ax = if *axis < 0 { axis + r } else { *axis } as usize;
-            let size = |part: &[Dim]| -> usize {
-                part.iter()
-                    .map(|d| if let Dim::Fixed(k) = d { *k } else { 1 })
-                    .product()
-            };
-            let head = if a.is_rows() {
-                if ax == 0 || size(&dims[1..ax]) != 1 {
-                    return Err(mixes_rows(
-                        label,
-                        &format!("Flatten at axis {axis} merges the batch dimension with others"),
-                    ));
-                }
-                Dim::Rows
-            } else {
-                Dim::Fixed(size(&dims[..ax]))
-            };
-            Ok((a.dtype(), vec![head, Dim::Fixed(size(&dims[ax..]))]))
-        }
-        Op::Squeeze => {
-            let a = x()?;
-            let dims = a.dims();
-            let out = match inputs.get(1).copied().flatten() {
-                Some(axes) => {
-                    let axes = axes_in(
-                        label,
-                        "axis",
-                        &const_ints(label, "its axes", axes)?,
-                        dims.len(),
-                    )?;
-                    for &ax in &axes {
-                        match dims[ax] {
-                            Dim::Fixed(1) => {}
-                            Dim::Rows => {
-                                return Err(mixes_rows(label, "it squeezes the batch dimension"));
-                            }
-                            Dim::Fixed(n) => {
-                                return Err(err(
-                                    label,
-                                    format!("it squeezes axis {ax} of size {n}, not 1"),
-                                ));
-                            }
-                        }
-                    }
-                    dims.iter()
-                        .enumerate()
-                        .filter(|(i, _)| !axes.contains(i))
-                        .map(|(_, d)| *d)
-                        .collect()
-                }
-                // Every dimension of size 1; the batch dimension stays even
-                // when a block happens to hold one row.
-                None => dims
-                    .iter()
-                    .copied()
-                    .filter(|d| *d != Dim::Fixed(1))
-                    .collect(),
-            };
-            Ok((a.dtype(), out))
-        }
-        Op::Unsqueeze => {
-            let a = x()?;
-            let dims = a.dims();
-            let axes = const_ints(label, "its axes", input(label, op, inputs, 1)?)?;
-            let rank = dims.len() + axes.len();
-            let axes = axes_in(label, "axis", &axes, rank)?;
-            let mut rest = dims.into_iter();
-            let out: Vec<Dim> = (0..rank)
-                .map(|i| {
-                    if axes.contains(&i) {
-                        Dim::Fixed(1)
-                    } else {
-                        rest.next().unwrap()
-                    }
-                })
-                .collect();
-            Ok((a.dtype(), out))
-        }
-        Op::Transpose { perm } => {
-            let a = x()?;
-            let dims = a.dims();
-            let perm = permutation(label, perm.as_deref(), dims.len())?;
-            Ok((a.dtype(), perm.iter().map(|&p| dims[p]).collect()))
-        }
+        } => linear::gemm(op, inputs, label, *trans_a, *trans_b),
+        Op::MatMul => linear::matmul(op, inputs, label),
+        Op::Gather { axis } => layout::gather(op, inputs, label, *axis),
+        Op::Concat { axis } => layout::concat(inputs, label, *axis),
+        Op::Reshape { allow_zero } => layout::reshape(op, inputs, label, *allow_zero),
+        Op::Flatten { axis } => layout::flatten(op, inputs, label, *axis),
+        Op::Squeeze => layout::squeeze(op, inputs, label),
+        Op::Unsqueeze => layout::unsqueeze(op, inputs, label),
+        Op::Transpose { perm } => layout::transpose(op, inputs, label, perm.as_deref()),
         Op::Identity => {
             let a = x()?;
             Ok((a.dtype(), a.dims()))
@@ -722,58 +425,18 @@ fn shape_of(op: &Op, inputs: &[Option<&Val>], label: &str) -> Result<(DType, Vec
             axes,
             keep_dims,
             noop_with_empty_axes,
-        } => {
-            let a = x()?;
-            let dims = a.dims();
-            let axes = reduce_axes(label, axes.as_deref(), inputs, dims.len())?;
-            let axes = match axes {
-                Some(axes) => axes,
-                None if *noop_with_empty_axes => return Ok((a.dtype(), dims)),
-                None => (0..dims.len()).collect(),
-            };
-            if axes.iter().any(|&ax| dims[ax] == Dim::Rows) {
-                let name = if *kind == ReduceOp::Mean {
-                    "averages"
-                } else {
-                    "sums"
-                };
-                return Err(mixes_rows(
-                    label,
-                    &format!("it {name} over the batch dimension"),
-                ));
-            }
-            let out = dims
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| {
-                    if !axes.contains(&i) {
-                        Some(*d)
-                    } else if *keep_dims {
-                        Some(Dim::Fixed(1))
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            Ok((a.dtype(), out))
-        }
+        } => reduce::reduce(
+            op,
+            inputs,
+            label,
+            *kind,
+            axes.as_deref(),
+            *keep_dims,
+            *noop_with_empty_axes,
+        ),
         Op::ArgMax {
             axis, keep_dims, ..
-        } => {
-            let a = x()?;
-            let dims = a.dims();
-            let ax = axis_in(label, "axis", *axis, dims.len())?;
-            if dims[ax] == Dim::Rows {
-                return Err(mixes_rows(label, "it compares values across rows (axis 0)"));
-            }
-            let mut out = dims;
-            if *keep_dims {
-                out[ax] = Dim::Fixed(1);
-            } else {
-                out.remove(ax);
-            }
-            Ok((DType::I64, out))
-        }
+        } => reduce::arg_max(op, inputs, label, *axis, *keep_dims),
         Op::Shape { start, end } => {
             let a = x()?;
             let (s, e) = shape_range(a.dims().len(), *start, *end);
@@ -870,132 +533,6 @@ pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) 
     let r = rank as i64;
     let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     (clamp(start), clamp(end.unwrap_or(r)))
-}
-
-/// A Transpose permutation: `perm`, or reversed dimensions when absent.
-pub fn permutation(label: &str, perm: Option<&[i64]>, rank: usize) -> Result<Vec<usize>> {
-    let perm: Vec<usize> = match perm {
-        None => (0..rank).rev().collect(),
-        Some(p) => {
-            let mut seen = vec![false; rank];
-            let mut out = Vec::with_capacity(rank);
-            for &v in p {
-                if v < 0 || v as usize >= rank || seen[v as usize] {
-                    return Err(err(
-                        label,
-                        format!("perm {p:?} is not a permutation of {rank} axes"),
-                    ));
-                }
-                seen[v as usize] = true;
-                out.push(v as usize);
-            }
-            if out.len() != rank {
-                return Err(err(
-                    label,
-                    format!("perm {p:?} is not a permutation of {rank} axes"),
-                ));
-            }
-            out
-        }
-    };
-    Ok(perm)
-}
-
-/// The axes a Reduce node reduces: `Some(sorted axes)`, or `None` when it
-/// names none (then it reduces all, or nothing with noop_with_empty_axes).
-pub fn reduce_axes(
-    label: &str,
-    attr: Option<&[i64]>,
-    inputs: &[Option<&Val>],
-    rank: usize,
-) -> Result<Option<Vec<usize>>> {
-    let axes = match (attr, inputs.get(1).copied().flatten()) {
-        (Some(a), _) => a.to_vec(),
-        (None, Some(v)) => const_ints(label, "its axes", v)?,
-        (None, None) => Vec::new(),
-    };
-    if axes.is_empty() {
-        return Ok(None);
-    }
-    axes_in(label, "axis", &axes, rank).map(Some)
-}
-
-/// The output dims of Reshape: `target` entries are known sizes, -1 (one
-/// inferred), 0 (copy the input's dimension unless `allow_zero`) or the
-/// batch size.
-fn reshape_dims(
-    label: &str,
-    input: &[Dim],
-    target: &[SymInt],
-    allow_zero: bool,
-) -> Result<Vec<Dim>> {
-    let rows = input.first() == Some(&Dim::Rows);
-    let per_row: usize = input
-        .iter()
-        .map(|d| if let Dim::Fixed(k) = d { *k } else { 1 })
-        .product();
-    let mut out = Vec::with_capacity(target.len());
-    let mut infer_at = None;
-    for (i, t) in target.iter().enumerate() {
-        let d = match *t {
-            SymInt::Batch => Dim::Rows,
-            SymInt::Known(-1) => {
-                if infer_at.replace(i).is_some() {
-                    return Err(err(label, "its target shape has more than one -1"));
-                }
-                Dim::Fixed(0)
-            }
-            SymInt::Known(0) if !allow_zero => *input.get(i).ok_or_else(|| {
-                err(
-                    label,
-                    format!("its target shape copies dimension {i} (0), which the input lacks"),
-                )
-            })?,
-            SymInt::Known(k) if k >= 0 => Dim::Fixed(k as usize),
-            SymInt::Known(k) => {
-                return Err(err(label, format!("its target shape holds {k}")));
-            }
-        };
-        out.push(d);
-    }
-    let mut known: usize = 1;
-    for (i, d) in out.iter().enumerate() {
-        if let (false, Dim::Fixed(k)) = (Some(i) == infer_at, d) {
-            known = known
-                .checked_mul(*k)
-                .ok_or_else(|| err(label, format!("its target shape {target:?} is too large")))?;
-        }
-    }
-    let out_rows = out.iter().filter(|d| **d == Dim::Rows).count();
-    match (rows, out_rows, infer_at) {
-        (false, 0, None) if known == per_row => Ok(out),
-        (false, 0, Some(i)) if known > 0 && per_row % known == 0 => {
-            out[i] = Dim::Fixed(per_row / known);
-            Ok(out)
-        }
-        // The batch dimension kept where it was: the rest must hold one row.
-        (true, 1, None) if out[0] == Dim::Rows && known == per_row => Ok(out),
-        (true, 1, Some(i)) if out[0] == Dim::Rows && known > 0 && per_row % known == 0 => {
-            out[i] = Dim::Fixed(per_row / known);
-            Ok(out)
-        }
-        // -1 first, standing for the batch: the rest must be exactly one row.
-        (true, 0, Some(0)) if known == per_row => {
-            out[0] = Dim::Rows;
-            Ok(out)
-        }
-        (true, _, _) => Err(mixes_rows(
-            label,
-            &format!(
-                "it reshapes {} to {target:?}, which does not keep one row per batch entry",
-                show(input)
-            ),
-        )),
-        _ => Err(err(
-            label,
-            format!("it cannot reshape {} to {target:?}", show(input)),
-        )),
-    }
 }
 
 /// Folds a node whose inputs are known at load, one of them a symbolic

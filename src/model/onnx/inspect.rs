@@ -12,8 +12,16 @@ use super::plan::{self, Kernel, Plan};
 use super::proto::{DimensionValue, ValueInfoProto, data_type};
 use super::tensor::ExternalFiles;
 
-/// The backends a plan step runs on.
-const BACKENDS: &[&str] = &["cpu"];
+/// The native CPU path, which runs every step herd plans.
+const CPU: &str = "cpu";
+
+/// A backend besides the native CPU path, as `herd model inspect` asks it
+/// about each plan step: its name and why it cannot run a step (`None`: it
+/// can). The GPU room answers for `wgpu`; the model room asks.
+pub struct Backend<'a> {
+    pub name: &'static str,
+    pub refuses: &'a dyn Fn(&Graph, &Kernel) -> Option<String>,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Opset {
@@ -42,7 +50,11 @@ pub struct StepDesc {
     pub detail: String,
     /// The graph nodes the step computes.
     pub nodes: Vec<String>,
+    /// The backends that run it (`cpu` always).
     pub backends: Vec<String>,
+    /// Why each other backend does not, as `BACKEND: why`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// Everything `herd model inspect` prints.
@@ -64,6 +76,12 @@ pub struct Inspection {
     pub folded: Vec<String>,
     /// Multiply-adds per row of the plan shown, as chunk planning uses them.
     pub cost_per_row: u64,
+    /// The backends that run every step of the plan (`cpu` always).
+    pub backends: Vec<String>,
+    /// Every step a backend refuses, as `BACKEND: why` naming the node: on
+    /// that backend the model falls back to the native CPU path (`device =
+    /// "auto"` does; a device set to that backend fails).
+    pub falls_back: Vec<String>,
     pub unsupported: Vec<Unsupported>,
     /// Why the model would not load, if it would not.
     pub problems: Vec<String>,
@@ -93,7 +111,7 @@ fn shape_of(info: &ValueInfoProto) -> (String, Vec<String>) {
     (data_type::name(tt.elem_type), dims)
 }
 
-fn steps(graph: &Graph, plan: &Plan) -> Vec<StepDesc> {
+fn steps(graph: &Graph, plan: &Plan, others: &[Backend<'_>]) -> Vec<StepDesc> {
     plan.steps
         .iter()
         .map(|s| {
@@ -119,11 +137,20 @@ fn steps(graph: &Graph, plan: &Plan) -> Vec<StepDesc> {
                     op => (op.onnx_name().to_string(), String::new()),
                 },
             };
+            let mut backends = vec![CPU.to_string()];
+            let mut refused = Vec::new();
+            for b in others {
+                match (b.refuses)(graph, &s.kernel) {
+                    None => backends.push(b.name.to_string()),
+                    Some(why) => refused.push(format!("{}: {why}", b.name)),
+                }
+            }
             StepDesc {
                 kernel,
                 detail,
                 nodes,
-                backends: BACKENDS.iter().map(|b| b.to_string()).collect(),
+                backends,
+                refused,
             }
         })
         .collect()
@@ -160,6 +187,16 @@ fn ml_detail(m: &super::op::MlNode) -> String {
 /// not run, an unreadable tensor); what keeps the model from loading is in
 /// `problems` and `unsupported`.
 pub fn inspect(file: &OnnxFile, files: &ExternalFiles) -> Result<Inspection> {
+    inspect_on(file, files, &[])
+}
+
+/// [`inspect`], asking `others` (backends besides the native CPU path)
+/// which steps they run.
+pub fn inspect_on(
+    file: &OnnxFile,
+    files: &ExternalFiles,
+    others: &[Backend<'_>],
+) -> Result<Inspection> {
     let proto = file.proto();
     let everything = graph::import(proto, files, &Outputs::All, Mode::Inspect)?;
     let loaded = graph::import(proto, files, &Outputs::Default, Mode::Load);
@@ -210,6 +247,15 @@ pub fn inspect(file: &OnnxFile, files: &ExternalFiles) -> Result<Inspection> {
         })
         .collect();
     let plan = plan::plan(&plan_graph);
+    let plan = steps(&plan_graph, &plan, others);
+    let falls_back: Vec<String> = plan.iter().flat_map(|s| s.refused.clone()).collect();
+    let mut backends = vec![CPU.to_string()];
+    for b in others {
+        let prefix = format!("{}: ", b.name);
+        if !falls_back.iter().any(|r| r.starts_with(&prefix)) {
+            backends.push(b.name.to_string());
+        }
+    }
     Ok(Inspection {
         ir_version: proto.ir_version,
         producer: format!("{} {}", proto.producer_name, proto.producer_version)
@@ -231,7 +277,7 @@ pub fn inspect(file: &OnnxFile, files: &ExternalFiles) -> Result<Inspection> {
         outputs,
         stored_output,
         ops: everything.op_counts.clone(),
-        plan: steps(&plan_graph, &plan),
+        plan,
         folded: plan_graph
             .nodes
             .iter()
@@ -239,6 +285,8 @@ pub fn inspect(file: &OnnxFile, files: &ExternalFiles) -> Result<Inspection> {
             .map(|n| n.label.clone())
             .collect(),
         cost_per_row: plan::cost_per_row(&plan_graph),
+        backends,
+        falls_back,
         unsupported: everything.unsupported,
         problems,
         runnable,
@@ -325,6 +373,14 @@ impl Inspection {
                 " (of every output herd can compute)"
             }
         );
+        let _ = writeln!(s, "backends: {}", self.backends.join(", "));
+        for f in &self.falls_back {
+            let _ = writeln!(
+                s,
+                "  falls back to the native CPU path on {f} (device = \"auto\" scores on \
+                 the CPU; a device set to it fails)"
+            );
+        }
         if !self.unsupported.is_empty() {
             let _ = writeln!(s, "unsupported operators:");
             for u in &self.unsupported {

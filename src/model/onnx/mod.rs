@@ -43,7 +43,7 @@ pub use error::{Error, Result, RunError};
 pub use exec::Feed;
 pub use family::{FAMILY, MAX_TOP_K, Onnx, OnnxSpec};
 pub use graph::{Input, Output, Outputs};
-pub use inspect::{Inspection, inspect};
+pub use inspect::{Backend, Inspection, inspect, inspect_on};
 pub use tensor::{DType, Data, ExternalFiles, Tensor, check_location};
 
 use proto::ModelProto;

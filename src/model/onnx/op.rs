@@ -352,44 +352,13 @@ pub fn parse(
         "Sigmoid" => Op::Unary(UnaryOp::Sigmoid),
         "Tanh" => Op::Unary(UnaryOp::Tanh),
         "Erf" => Op::Unary(UnaryOp::Erf),
-        "Gelu" if opset >= 20 => match at.string("approximate")?.as_deref() {
-            None | Some("none") => Op::Unary(UnaryOp::Gelu),
-            Some("tanh") => Op::Unary(UnaryOp::GeluTanh),
-            Some(other) => {
-                return Err(at.error(
-                    "approximate",
-                    &format!("is '{other}', expected 'none' or 'tanh'"),
-                ));
-            }
-        },
+        "Gelu" if opset >= 20 => gelu(&at)?,
         "Softmax" | "LogSoftmax" => Op::Softmax {
             axis: at.int("axis", -1)?,
             log: node.op_type == "LogSoftmax",
         },
-        "LayerNormalization" if opset >= 17 => {
-            let stash = at.int("stash_type", 1)?;
-            if stash != 1 {
-                return Err(at.error(
-                    "stash_type",
-                    &format!("is {stash}; herd computes LayerNormalization statistics in float32 or wider (stash_type 1)"),
-                ));
-            }
-            Op::LayerNorm {
-                axis: at.int("axis", -1)?,
-                epsilon: at.float("epsilon", 1e-5)?,
-            }
-        }
-        "BatchNormalization" => {
-            if at.flag("training_mode", false)? {
-                return Err(at.error(
-                    "training_mode",
-                    "is 1; herd runs BatchNormalization in inference mode only (export the model in eval mode)",
-                ));
-            }
-            Op::BatchNorm {
-                epsilon: at.float("epsilon", 1e-5)?,
-            }
-        }
+        "LayerNormalization" if opset >= 17 => layer_norm(&at)?,
+        "BatchNormalization" => batch_norm(&at)?,
         "Gather" => Op::Gather {
             axis: at.int("axis", 0)?,
         },
@@ -411,37 +380,9 @@ pub fn parse(
             perm: at.ints("perm")?,
         },
         "Identity" => Op::Identity,
-        "Cast" => {
-            let to = at
-                .get("to", attribute_type::INT)?
-                .map(|a| a.i as i32)
-                .ok_or_else(|| at.error("to", "is required"))?;
-            if tensor::DType::from_onnx(to).is_none() {
-                return Err(at.error(
-                    "to",
-                    &format!(
-                        "casts to {}; herd computes in float32 and int64",
-                        data_type::name(to)
-                    ),
-                ));
-            }
-            Op::Cast { to }
-        }
+        "Cast" => cast(&at)?,
         "Clip" => Op::Clip,
-        "ReduceMean" | "ReduceSum" => Op::Reduce {
-            op: if node.op_type == "ReduceMean" {
-                ReduceOp::Mean
-            } else {
-                ReduceOp::Sum
-            },
-            axes: if node.op_type == "ReduceMean" && opset < 18 {
-                at.ints("axes")?
-            } else {
-                None
-            },
-            keep_dims: at.flag("keepdims", true)?,
-            noop_with_empty_axes: at.flag("noop_with_empty_axes", false)?,
-        },
+        "ReduceMean" | "ReduceSum" => reduce(&node.op_type, &at, opset)?,
         "ArgMax" => Op::ArgMax {
             axis: at.int("axis", 0)?,
             keep_dims: at.flag("keepdims", true)?,
@@ -452,27 +393,105 @@ pub fn parse(
             end: at.get("end", attribute_type::INT)?.map(|a| a.i),
         },
         "Constant" => Op::Constant(constant_value(&at, files)?),
-        "ConstantOfShape" => {
-            let value = match at.get("value", attribute_type::TENSOR)? {
-                Some(a) => {
-                    let t =
-                        a.t.as_ref()
-                            .ok_or_else(|| at.error("value", "holds no tensor"))?;
-                    let v = tensor::from_proto(t, files)?;
-                    if v.len() != 1 {
-                        return Err(
-                            at.error("value", &format!("holds {} values, expected one", v.len()))
-                        );
-                    }
-                    v
-                }
-                None => Tensor::f32(vec![1], vec![0.0]),
-            };
-            Op::ConstantOfShape { value }
-        }
+        "ConstantOfShape" => constant_of_shape(&at, files)?,
         _ => return Ok(None),
     };
     Ok(Some(op))
+}
+
+/// Gelu (opset 20): exact, or the tanh approximation.
+fn gelu(at: &Attributes<'_>) -> Result<Op> {
+    match at.string("approximate")?.as_deref() {
+        None | Some("none") => Ok(Op::Unary(UnaryOp::Gelu)),
+        Some("tanh") => Ok(Op::Unary(UnaryOp::GeluTanh)),
+        Some(other) => Err(at.error(
+            "approximate",
+            &format!("is '{other}', expected 'none' or 'tanh'"),
+        )),
+    }
+}
+
+/// LayerNormalization (opset 17), its statistics in float32.
+fn layer_norm(at: &Attributes<'_>) -> Result<Op> {
+    let stash = at.int("stash_type", 1)?;
+    if stash != 1 {
+        return Err(at.error(
+            "stash_type",
+            &format!("is {stash}; herd computes LayerNormalization statistics in float32 or wider (stash_type 1)"),
+        ));
+    }
+    Ok(Op::LayerNorm {
+        axis: at.int("axis", -1)?,
+        epsilon: at.float("epsilon", 1e-5)?,
+    })
+}
+
+/// BatchNormalization in inference mode.
+fn batch_norm(at: &Attributes<'_>) -> Result<Op> {
+    if at.flag("training_mode", false)? {
+        return Err(at.error(
+            "training_mode",
+            "is 1; herd runs BatchNormalization in inference mode only (export the model in eval mode)",
+        ));
+    }
+    Ok(Op::BatchNorm {
+        epsilon: at.float("epsilon", 1e-5)?,
+    })
+}
+
+/// Cast to one of the element types herd computes in.
+fn cast(at: &Attributes<'_>) -> Result<Op> {
+    let to = at
+        .get("to", attribute_type::INT)?
+        .map(|a| a.i as i32)
+        .ok_or_else(|| at.error("to", "is required"))?;
+    if tensor::DType::from_onnx(to).is_none() {
+        return Err(at.error(
+            "to",
+            &format!(
+                "casts to {}; herd computes in float32 and int64",
+                data_type::name(to)
+            ),
+        ));
+    }
+    Ok(Op::Cast { to })
+}
+
+/// ReduceMean or ReduceSum (`op_type`); ReduceMean's axes are an attribute
+/// before opset 18.
+fn reduce(op_type: &str, at: &Attributes<'_>, opset: i64) -> Result<Op> {
+    Ok(Op::Reduce {
+        op: if op_type == "ReduceMean" {
+            ReduceOp::Mean
+        } else {
+            ReduceOp::Sum
+        },
+        axes: if op_type == "ReduceMean" && opset < 18 {
+            at.ints("axes")?
+        } else {
+            None
+        },
+        keep_dims: at.flag("keepdims", true)?,
+        noop_with_empty_axes: at.flag("noop_with_empty_axes", false)?,
+    })
+}
+
+/// ConstantOfShape: its one value (0.0 by default).
+fn constant_of_shape(at: &Attributes<'_>, files: &ExternalFiles) -> Result<Op> {
+    let value = match at.get("value", attribute_type::TENSOR)? {
+        Some(a) => {
+            let t =
+                a.t.as_ref()
+                    .ok_or_else(|| at.error("value", "holds no tensor"))?;
+            let v = tensor::from_proto(t, files)?;
+            if v.len() != 1 {
+                return Err(at.error("value", &format!("holds {} values, expected one", v.len())));
+            }
+            v
+        }
+        None => Tensor::f32(vec![1], vec![0.0]),
+    };
+    Ok(Op::ConstantOfShape { value })
 }
 
 /// The value of a Constant node, from whichever attribute holds it.

@@ -275,33 +275,8 @@ pub fn from_proto(t: &TensorProto, files: &ExternalFiles) -> Result<Tensor> {
         data_type::INT16 | data_type::UINT16 => 2,
         _ => 1,
     };
-    let external;
     let raw: Option<&[u8]> = if t.data_location == DATA_LOCATION_EXTERNAL {
-        let e = extent(t)?;
-        let file = files.get(e.location).ok_or_else(|| Error::ExternalData {
-            tensor: t.name.clone(),
-            location: e.location.to_string(),
-            detail: "the file was not found beside the model".into(),
-        })?;
-        let length = e.length.unwrap_or(n * width);
-        let end = e
-            .offset
-            .checked_add(length)
-            .filter(|&end| end <= file.len());
-        let Some(end) = end else {
-            return Err(Error::ExternalData {
-                tensor: t.name.clone(),
-                location: e.location.to_string(),
-                detail: format!(
-                    "bytes {}..{} are past the end of the file ({} bytes)",
-                    e.offset,
-                    e.offset as u128 + length as u128,
-                    file.len()
-                ),
-            });
-        };
-        external = &file[e.offset..end];
-        Some(external)
+        Some(external_bytes(t, files, n * width)?)
     } else if !t.raw_data.is_empty() || n == 0 {
         Some(&t.raw_data)
     } else {
@@ -317,40 +292,7 @@ pub fn from_proto(t: &TensorProto, files: &ExternalFiles) -> Result<Tensor> {
                 n * width
             )));
         }
-        let data = match t.data_type {
-            data_type::FLOAT => Data::F32(
-                raw.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            data_type::INT64 => Data::I64(
-                raw.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            data_type::INT32 => Data::I64(
-                raw.chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            data_type::UINT32 => Data::I64(
-                raw.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            data_type::INT16 => Data::I64(
-                raw.chunks_exact(2)
-                    .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            data_type::UINT16 => Data::I64(
-                raw.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64)
-                    .collect(),
-            ),
-            data_type::INT8 => Data::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
-            _ => Data::I64(raw.iter().map(|&b| b as i64).collect()),
-        };
+        let data = decode_raw(t.data_type, raw);
         return Ok(Tensor { shape, data });
     }
 
@@ -379,6 +321,78 @@ pub fn from_proto(t: &TensorProto, files: &ExternalFiles) -> Result<Tensor> {
         }
     };
     Ok(Tensor { shape, data })
+}
+
+/// The bytes of an external-data tensor of `expected` bytes: its extent
+/// of its file, checked to lie inside it.
+fn external_bytes<'a>(
+    t: &TensorProto,
+    files: &'a ExternalFiles,
+    expected: usize,
+) -> Result<&'a [u8]> {
+    let e = extent(t)?;
+    let file = files.get(e.location).ok_or_else(|| Error::ExternalData {
+        tensor: t.name.clone(),
+        location: e.location.to_string(),
+        detail: "the file was not found beside the model".into(),
+    })?;
+    let length = e.length.unwrap_or(expected);
+    let end = e
+        .offset
+        .checked_add(length)
+        .filter(|&end| end <= file.len());
+    let Some(end) = end else {
+        return Err(Error::ExternalData {
+            tensor: t.name.clone(),
+            location: e.location.to_string(),
+            detail: format!(
+                "bytes {}..{} are past the end of the file ({} bytes)",
+                e.offset,
+                e.offset as u128 + length as u128,
+                file.len()
+            ),
+        });
+    };
+    Ok(&file[e.offset..end])
+}
+
+/// Little-endian values of element type `elem_type` (checked to be one
+/// herd reads), widened to f32 or i64.
+fn decode_raw(elem_type: i32, raw: &[u8]) -> Data {
+    match elem_type {
+        data_type::FLOAT => Data::F32(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        data_type::INT64 => Data::I64(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        data_type::INT32 => Data::I64(
+            raw.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        data_type::UINT32 => Data::I64(
+            raw.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        data_type::INT16 => Data::I64(
+            raw.chunks_exact(2)
+                .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        data_type::UINT16 => Data::I64(
+            raw.chunks_exact(2)
+                .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        data_type::INT8 => Data::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
+        _ => Data::I64(raw.iter().map(|&b| b as i64).collect()),
+    }
 }
 
 /// Encodes a tensor (its values as `raw_data`).
