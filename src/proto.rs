@@ -15,7 +15,7 @@ use crate::model::{ModelSpec, Predictions, Rows};
 use crate::sched::{AttemptId, ChunkId};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side accepts: 512 MiB. A chunk's rows or
 /// predictions beyond this are a planning error (chunks are sized by cost
@@ -217,6 +217,7 @@ mod tests {
             rows: ChunkRows::Read(vec![Segment {
                 part: "s3://b/users/part-1.parquet".into(),
                 part_rows: 1_000,
+                identity: "8192 \"9b2cf535f27731c974343645a3985328\" 1764460800000000000".into(),
                 rows: 10..20,
                 first_id: crate::model::EntityKey::Int(42),
                 last_id: crate::model::EntityKey::Int(51),

@@ -24,6 +24,12 @@ use crate::test_hooks::WorkerHooks;
 const PROGRESS_STEPS: usize = 16;
 /// A batch never holds fewer rows than this (unless the chunk is smaller).
 const MIN_BATCH_ROWS: usize = 256;
+/// Batches a worker reading its own rows decodes ahead of the one it is
+/// scoring, at most: reading and scoring overlap, and the rows held are this
+/// many batches plus the one being decoded and the one being scored (a
+/// batch is 1/[`PROGRESS_STEPS`] of the chunk, at most
+/// [`crate::data::MAX_BATCH_ROWS`] rows).
+pub const READ_AHEAD_BATCHES: usize = 2;
 
 pub use crate::test_hooks::{FAULT_ENV, SLOWDOWN_ENV};
 
@@ -49,13 +55,8 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// The rows of a chunk: as sent, or read here from the input and
-    /// checked against their descriptors. Also the bytes read here.
-    fn rows(&mut self, rows: ChunkRows) -> Result<(Rows, u64), String> {
-        let segments = match rows {
-            ChunkRows::Rows(rows) => return Ok((rows, 0)),
-            ChunkRows::Read(segments) => segments,
-        };
+    /// The input opened for chunks sent as descriptors (at the first one).
+    fn dataset(&mut self) -> Result<&Dataset, String> {
         let Some((input, needs_history)) = &self.input else {
             return Err("chunk described by part files, but no input was given at load".into());
         };
@@ -63,12 +64,7 @@ impl Loaded {
             let ds = Dataset::open(input, *needs_history).map_err(|e| format!("input: {e}"))?;
             self.dataset = Some(ds);
         }
-        let ds = self.dataset.as_ref().expect("opened above");
-        let rows = ds
-            .read_segments(&segments)
-            .map_err(|e| format!("input: {e}"))?;
-        let bytes = rows.byte_size();
-        Ok((rows, bytes))
+        Ok(self.dataset.as_ref().expect("opened above"))
     }
 }
 
@@ -132,29 +128,18 @@ pub fn main() -> Result<(), String> {
                     )?;
                     continue;
                 };
-                let (rows, input_bytes) = match l.rows(rows) {
-                    Ok(r) => r,
-                    Err(message) => {
-                        let error = FromWorker::Error {
-                            attempt: Some(attempt),
-                            message,
-                        };
-                        send(&mut out, &error)?;
-                        continue;
-                    }
+                let mut ctl = Control {
+                    attempt,
+                    rx: &rx,
+                    queue: &mut queue,
+                    out: &mut out,
+                    hooks: &hooks,
                 };
-                if let Err(problem) = rows.check_shape(l.num_features) {
-                    let message = format!("malformed rows for attempt {attempt}: {problem}");
-                    send(
-                        &mut out,
-                        &FromWorker::Error {
-                            attempt: Some(attempt),
-                            message,
-                        },
-                    )?;
-                    continue;
-                }
-                match run_attempt(l, attempt, &rows, &rx, &mut queue, &mut out, &hooks)? {
+                let (outcome, input_bytes) = match rows {
+                    ChunkRows::Rows(rows) => (score_rows(l, &rows, &mut ctl)?, 0),
+                    ChunkRows::Read(segments) => read_and_score(l, &segments, &mut ctl)?,
+                };
+                match outcome {
                     Attempt::Finished(predictions) => {
                         for forged in hooks.forged_results(attempt, &predictions) {
                             send(&mut out, &forged)?;
@@ -249,40 +234,119 @@ enum Attempt {
     Shutdown,
 }
 
-fn run_attempt(
-    l: &Loaded,
+/// What an attempt's scoring loop talks to between batches: the messages
+/// that arrive meanwhile, the coordinator, and the test hooks.
+struct Control<'a, W: Write> {
     attempt: AttemptId,
+    rx: &'a Receiver<ToWorker>,
+    queue: &'a mut std::collections::VecDeque<ToWorker>,
+    out: &'a mut W,
+    hooks: &'a WorkerHooks,
+}
+
+/// Rows per batch for a chunk of `n` rows.
+fn batch_rows(n: usize) -> usize {
+    (n / PROGRESS_STEPS).max(MIN_BATCH_ROWS).max(1)
+}
+
+/// Scores rows sent in the message, batch by batch.
+fn score_rows<W: Write>(
+    l: &Loaded,
     rows: &Rows,
-    rx: &Receiver<ToWorker>,
-    queue: &mut std::collections::VecDeque<ToWorker>,
-    out: &mut impl Write,
-    hooks: &WorkerHooks,
+    ctl: &mut Control<'_, W>,
 ) -> Result<Attempt, String> {
+    if let Err(problem) = rows.check_shape(l.num_features) {
+        let attempt = ctl.attempt;
+        return Ok(Attempt::Failed(format!(
+            "malformed rows for attempt {attempt}: {problem}"
+        )));
+    }
     let n = rows.len();
+    let batch = batch_rows(n);
+    let batches = (0..n)
+        .step_by(batch)
+        .map(|start| Ok(rows.slice(start..(start + batch).min(n))));
+    score_batches(l, n, batches, ctl)
+}
+
+/// Reads the rows `segments` describe and scores them: a thread decodes
+/// batches (at most [`READ_AHEAD_BATCHES`] ahead) while this one scores.
+/// Also the bytes read.
+fn read_and_score<W: Write>(
+    l: &mut Loaded,
+    segments: &[crate::data::Segment],
+    ctl: &mut Control<'_, W>,
+) -> Result<(Attempt, u64), String> {
+    if let Err(e) = l.dataset() {
+        return Ok((Attempt::Failed(e), 0));
+    }
+    let l = &*l;
+    let ds = l.dataset.as_ref().expect("opened above");
+    let n: usize = segments
+        .iter()
+        .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
+        .sum();
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let outcome = std::thread::scope(|s| {
+        let (tx, batches) = mpsc::sync_channel::<Result<Rows, String>>(READ_AHEAD_BATCHES);
+        let bytes = &bytes;
+        s.spawn(move || {
+            let streamed = ds.stream_segments(segments, batch_rows(n), |rows| {
+                bytes.fetch_add(rows.byte_size(), std::sync::atomic::Ordering::Relaxed);
+                tx.send(Ok(rows)).is_ok()
+            });
+            if let Err(e) = streamed {
+                let _ = tx.send(Err(format!("input: {e}")));
+            }
+        });
+        // Dropping `batches` (an attempt that ends early) stops the reader
+        // at its next batch.
+        score_batches(l, n, batches.into_iter(), ctl)
+    })?;
+    Ok((outcome, bytes.into_inner()))
+}
+
+/// Scores `batches` (the attempt's `n` rows in order), reporting progress
+/// and taking `StopAt`, `Cancel` and `Shutdown` between batches.
+fn score_batches<W: Write>(
+    l: &Loaded,
+    n: usize,
+    batches: impl Iterator<Item = Result<Rows, String>>,
+    ctl: &mut Control<'_, W>,
+) -> Result<Attempt, String> {
+    let attempt = ctl.attempt;
     let mut limit = n;
-    let batch = (n / PROGRESS_STEPS).max(MIN_BATCH_ROWS).max(1);
     let mut parts = Vec::new();
     let mut done = 0;
-    while done < limit {
-        let end = (done + batch).min(limit);
+    for rows in batches {
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(message) => return Ok(Attempt::Failed(message)),
+        };
+        if let Err(problem) = rows.check_shape(l.num_features) {
+            let message = format!("malformed rows for attempt {attempt}: {problem}");
+            return Ok(Attempt::Failed(message));
+        }
+        let rows = match limit - done < rows.len() {
+            true => rows.slice(0..limit - done),
+            false => rows,
+        };
         let started = Instant::now();
-        let part = match predict(l, &rows.slice(done..end)) {
+        let part = match predict(l, &rows) {
             Ok(p) => p,
             Err(e) => return Ok(Attempt::Failed(e)),
         };
-        hooks.after_batch(started.elapsed());
+        ctl.hooks.after_batch(started.elapsed());
+        done += part.len();
         parts.push(part);
-        done = end;
-        send(
-            out,
-            &FromWorker::Progress {
-                attempt,
-                rows_done: done as u64,
-            },
-        )?;
+        let progress = FromWorker::Progress {
+            attempt,
+            rows_done: done as u64,
+        };
+        send(ctl.out, &progress)?;
         // Messages that arrived while computing.
         loop {
-            match rx.try_recv() {
+            match ctl.rx.try_recv() {
                 Ok(ToWorker::StopAt { attempt: a, rows }) if a == attempt => {
                     limit = limit.min((rows as usize).max(done));
                 }
@@ -290,14 +354,22 @@ fn run_attempt(
                     return Ok(Attempt::Cancelled);
                 }
                 Ok(ToWorker::Shutdown) => return Ok(Attempt::Shutdown),
-                Ok(other) => queue.push_back(other),
+                Ok(other) => ctl.queue.push_back(other),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return Ok(Attempt::Shutdown),
             }
         }
+        if done >= limit {
+            break;
+        }
+    }
+    if done < limit {
+        return Ok(Attempt::Failed(format!(
+            "read {done} rows of the {limit} the attempt covers"
+        )));
     }
     let mut predictions = Predictions::concat(parts);
-    hooks.before_result(&mut predictions)?;
+    ctl.hooks.before_result(&mut predictions)?;
     Ok(Attempt::Finished(predictions))
 }
 

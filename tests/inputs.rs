@@ -453,6 +453,9 @@ impl Worker {
     fn start() -> Worker {
         let child = Command::new(common::HERD)
             .arg("worker")
+            // For inputs in the test's S3 server (moto takes any keys).
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -504,6 +507,122 @@ impl Drop for Worker {
     }
 }
 
+/// The sha256 of the model file, as the coordinator sends it at load.
+fn sha256_hex(path: &Path) -> String {
+    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        std::fs::read(path).unwrap(),
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
+}
+
+#[test]
+fn an_object_rewritten_after_planning_fails_the_attempt_naming_its_url() {
+    let moto = Moto::start();
+    let inputs = Inputs::new();
+    moto.create_bucket(BUCKET);
+    moto.upload(&inputs.path("parts"), "users");
+    let storage = format!(
+        "read = \"workers\"\n[input.storage]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        moto.endpoint()
+    );
+    let job_path = inputs.job("rewritten", &format!("s3://{BUCKET}/users/"), &storage);
+    let job =
+        herd::config::parse_job(&std::fs::read_to_string(&job_path).unwrap(), &job_path).unwrap();
+
+    // The last part as the planner saw it: its listing, rows and end ids.
+    let key = "users/segment=c/part-1.parquet";
+    let local = inputs.path("parts/segment=c/part-1.parquet");
+    let store = moto.store();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listed = runtime
+        .block_on(store.head(&object_store::path::Path::from(key)))
+        .unwrap();
+    let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&local).unwrap())
+        .unwrap()
+        .with_batch_size(ROWS as usize)
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ids = batch
+        .column_by_name("entity_id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::UInt64Array>()
+        .unwrap()
+        .clone();
+    let rows = batch.num_rows() as u64;
+    let url = format!("s3://{BUCKET}/{key}");
+    let segment = herd::data::Segment {
+        part: PathBuf::from(&url),
+        part_rows: rows,
+        identity: herd::data::object_identity(&listed),
+        rows: 0..rows,
+        first_id: herd::model::EntityKey::Int(ids.value(0)),
+        last_id: herd::model::EntityKey::Int(ids.value(rows as usize - 1)),
+    };
+    let load = ToWorker::Load {
+        spec: job.model.spec.clone(),
+        sha256: sha256_hex(&inputs.path("mlp.safetensors")),
+        path: inputs.path("mlp.safetensors").display().to_string(),
+        num_features: 8,
+        device: herd::config::Device::Cpu,
+        threads: 1,
+        input: Some(Box::new(job.input.clone())),
+        needs_history: false,
+    };
+    let run = |attempt: u64| ToWorker::Run {
+        chunk: 0,
+        attempt,
+        rows: ChunkRows::Read(vec![segment.clone()]),
+    };
+    let mut worker = Worker::start();
+    worker.send(&load);
+    assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+    worker.send(&run(1));
+    match worker.outcome(1) {
+        FromWorker::Result { predictions, .. } => assert_eq!(predictions.len() as u64, rows),
+        other => panic!("{other:?}"),
+    }
+
+    // The same rows and ids written again (another codec): only the
+    // object's version tells. A worker that had listed it, and one that
+    // lists it now, both refuse it, naming the URL.
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    runtime
+        .block_on(store.put(
+            &object_store::path::Path::from(key),
+            PutPayload::from(bytes),
+        ))
+        .unwrap();
+    for (attempt, mut worker) in [(2, worker), (3, Worker::start())] {
+        if attempt == 3 {
+            worker.send(&load);
+            assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+        }
+        worker.send(&run(attempt));
+        match worker.outcome(attempt) {
+            FromWorker::Error {
+                attempt: Some(a),
+                message,
+            } if a == attempt => assert!(
+                message.contains(&url) && message.contains("change"),
+                "{attempt}: {message}"
+            ),
+            other => panic!("{attempt}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file() {
     let inputs = Inputs::new();
@@ -519,15 +638,9 @@ fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file
     assert_eq!(segments.len(), 3, "{segments:?}");
 
     let weights = inputs.path("mlp.safetensors");
-    let sha256: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-        std::fs::read(&weights).unwrap(),
-    ))
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect();
     let load = ToWorker::Load {
         spec: job.model.spec.clone(),
-        sha256,
+        sha256: sha256_hex(&weights),
         path: weights.display().to_string(),
         num_features: planned.num_features(),
         device: herd::config::Device::Cpu,
@@ -608,4 +721,94 @@ fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file
             other => panic!("{attempt}: {other:?}"),
         }
     }
+}
+
+/// The memory bound of docs/architecture.md ("Memory"): with the same
+/// chunks, an input six times larger leaves the workers' peak memory where
+/// it was (within allocator noise, a few MiB) and adds to the coordinator's only what
+/// it keeps per row: the ids, their sorted copy for validation and the store
+/// pages it maps (about 160 bytes a row measured, against a kilobyte of
+/// features a row).
+#[test]
+fn peak_memory_follows_the_chunk_not_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hosts.toml"),
+        "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 1\nthreads = 1\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    // 256 features (1 KiB a row), a small network: reading dominates.
+    let features = 256;
+    let peaks = |rows: u64| {
+        let name = format!("rows-{rows}");
+        let opts = GenOptions {
+            users: rows,
+            features,
+            hidden: 16,
+            row_group_rows: 4_096,
+            ..GenOptions::defaults(GenKind::Mlp)
+        };
+        let data = dir.path().join(format!("{name}.parquet"));
+        let weights = dir.path().join(format!("{name}.safetensors"));
+        herd::data::generate(&opts, &data, &weights).unwrap();
+        let job = dir.path().join(format!("{name}.toml"));
+        // About 2,000 rows a chunk (the network costs 4,368 multiply-adds a row).
+        std::fs::write(
+            &job,
+            format!(
+                "[job]\nname = \"{name}\"\nmodel_version = \"m\"\nhosts = \"hosts.toml\"\n\
+                 [input]\npath = \"{name}.parquet\"\nid_column = \"entity_id\"\nread = \"workers\"\n\
+                 [model]\nkind = \"mlp\"\nweights = \"{name}.safetensors\"\n\
+                 [partition]\ntarget_chunk_cost = 8_700_000\n\
+                 [output]\nstore = \"{name}-store\"\n[validate]\nspot_check = 10\n"
+            ),
+        )
+        .unwrap();
+        let report = dir.path().join(format!("{name}.json"));
+        let out = Command::new(common::HERD)
+            .args(["run", job.to_str().unwrap(), "--report"])
+            .arg(&report)
+            .current_dir(dir.path())
+            .env_remove(herd::run::TEST_SLOW_SLOT_ENV)
+            .output()
+            .unwrap();
+        ok(&out);
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert!(
+            r["chunks"].as_u64().unwrap() >= rows / 2_500,
+            "{name}: chunks of about 2,000 rows expected: {r}"
+        );
+        let coordinator = r["peak_rss_bytes"].as_u64().unwrap();
+        let worker = r["hosts"][0]["peak_rss_bytes"].as_u64().unwrap();
+        (
+            coordinator,
+            worker,
+            r["input_bytes_workers"].as_u64().unwrap(),
+        )
+    };
+    let (small, large) = (10_000, 60_000);
+    let (c1, w1, in1) = peaks(small);
+    let (c2, w2, in2) = peaks(large);
+    let grown = in2 - in1;
+    assert!(grown > 40 << 20, "input bytes {in1} -> {in2}");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let summary = format!(
+        "input {:.1} -> {:.1} MiB; coordinator {:.1} -> {:.1} MiB; worker {:.1} -> {:.1} MiB",
+        mib(in1),
+        mib(in2),
+        mib(c1),
+        mib(c2),
+        mib(w1),
+        mib(w2)
+    );
+    // The worker holds a few batches of one chunk whatever the input (it
+    // moved by 2 to 7 MiB in runs here: allocator arenas of the threads of
+    // more chunks, not rows).
+    assert!(w2.saturating_sub(w1) < grown / 4, "worker: {summary}");
+    // The coordinator: a quarter of a row's features at most.
+    assert!(
+        c2.saturating_sub(c1) < (large - small) * 256,
+        "coordinator: {summary}"
+    );
 }

@@ -29,7 +29,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
+    ClientOptions, GetOptions, OBJECT_STORE_COALESCE_DEFAULT, ObjectMeta, ObjectStore,
+    ObjectStoreExt, ObjectStoreScheme, RetryConfig,
 };
 use parquet::file::reader::{ChunkReader, Length};
 
@@ -82,19 +83,63 @@ pub(super) struct RemoteObject {
     size: u64,
     /// The object's URL, for messages.
     name: PathBuf,
+    /// The version listed when the input was opened, as conditions every
+    /// read carries (`If-Match` on the entity tag, else
+    /// `If-Unmodified-Since`): an object rewritten since fails the read
+    /// instead of mixing versions.
+    version: GetOptions,
+}
+
+/// An object's identity as a listing shows it: size, entity tag and
+/// modification time, one string (what `--resume` and a worker reading a
+/// [`Segment`](super::Segment) compare).
+pub fn object_identity(meta: &ObjectMeta) -> String {
+    format!(
+        "{} {} {}",
+        meta.size,
+        meta.e_tag.as_deref().unwrap_or("-"),
+        meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
+    )
+}
+
+/// The conditions that ask for `meta`'s version of an object only.
+fn version_of(meta: &ObjectMeta) -> GetOptions {
+    GetOptions {
+        if_match: meta.e_tag.clone(),
+        if_unmodified_since: meta.e_tag.is_none().then_some(meta.last_modified),
+        ..Default::default()
+    }
+}
+
+/// A GET of `range` under `version`'s conditions.
+fn ranged(version: &GetOptions, range: Range<u64>) -> GetOptions {
+    GetOptions {
+        range: Some(range.into()),
+        ..version.clone()
+    }
 }
 
 impl RemoteObject {
     fn error(&self, source: object_store::Error) -> Error {
-        Error::Storage {
-            path: self.name.clone(),
-            source: Box::new(source),
+        match source {
+            object_store::Error::Precondition { .. } => Error::PartChanged {
+                path: self.name.clone(),
+                message: "changed in object storage (entity tag or modification time) after \
+                          this reader listed it"
+                    .into(),
+            },
+            source => Error::Storage {
+                path: self.name.clone(),
+                source: Box::new(source),
+            },
         }
     }
 
     fn fetch(&self, range: Range<u64>) -> Result<Bytes> {
         let (store, path) = (self.store.clone(), self.path.clone());
-        block(async move { store.get_range(&path, range).await }).map_err(|e| self.error(e))
+        let options = ranged(&self.version, range);
+        block(async move { store.get_opts(&path, options).await?.bytes().await })
+            .map_err(|e| self.error(e))
     }
 
     /// Fetches `ranges` (concurrently, adjacent ones merged) and returns a
@@ -107,9 +152,16 @@ impl RemoteObject {
             });
         }
         let (store, path) = (self.store.clone(), self.path.clone());
-        let wanted = ranges.clone();
-        let bytes = block(async move { store.get_ranges(&path, &wanted).await })
-            .map_err(|e| self.error(e))?;
+        let (wanted, version) = (ranges.clone(), self.version.clone());
+        let bytes = block(async move {
+            let fetch = |range: Range<u64>| {
+                let (store, path) = (store.clone(), path.clone());
+                let options = ranged(&version, range);
+                async move { store.get_opts(&path, options).await?.bytes().await }
+            };
+            object_store::coalesce_ranges(&wanted, fetch, OBJECT_STORE_COALESCE_DEFAULT).await
+        })
+        .map_err(|e| self.error(e))?;
         let mut segments: Vec<(u64, Bytes)> = ranges
             .iter()
             .map(|r| r.start)
@@ -132,10 +184,11 @@ pub(super) fn footers(objects: Vec<Arc<RemoteObject>>) -> Vec<Result<Prefetched>
     let fetched = block(async move {
         futures_util::stream::iter(objects.into_iter().map(|object| async move {
             let start = object.size.saturating_sub(FOOTER_PREFETCH);
-            let bytes = object
-                .store
-                .get_range(&object.path, start..object.size)
-                .await;
+            let options = ranged(&object.version, start..object.size);
+            let bytes = match object.store.get_opts(&object.path, options).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            };
             (object, start, bytes)
         }))
         .buffered(OPEN_CONCURRENCY)
@@ -440,18 +493,15 @@ pub(super) fn find_parts(url: &url::Url, storage: &Storage) -> Result<Vec<PartRe
         .into_iter()
         .map(|(meta, folders)| {
             let part_name = object_url(url, &path, meta.location.as_ref());
+            let version = version_of(&meta);
             PartRef {
-                identity: format!(
-                    "{} {} {}",
-                    meta.size,
-                    meta.e_tag.as_deref().unwrap_or("-"),
-                    meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
-                ),
+                identity: object_identity(&meta),
                 source: PartSource::Remote(Arc::new(RemoteObject {
                     store: store.clone(),
                     path: meta.location,
                     size: meta.size,
                     name: part_name.clone(),
+                    version,
                 })),
                 name: part_name,
                 folders,
@@ -683,6 +733,7 @@ mod tests {
             path: ObjectPath::from("x.parquet"),
             size: 100,
             name: PathBuf::from("http://127.0.0.1:1/x.parquet"),
+            version: GetOptions::default(),
         });
         let held = Prefetched {
             object,

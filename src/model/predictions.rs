@@ -3,6 +3,18 @@
 use super::Predictions;
 
 impl Predictions {
+    /// Bytes of scores (and top-K items and offsets) held.
+    pub fn byte_size(&self) -> u64 {
+        4 * match self {
+            Predictions::Scores { values, .. } => values.len(),
+            Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            } => offsets.len() + items.len() + scores.len(),
+        } as u64
+    }
+
     /// Joins the predictions of consecutive row ranges, in order. An empty
     /// list gives empty `Scores` of width 0.
     ///

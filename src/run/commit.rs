@@ -1,9 +1,14 @@
 //! Chunk commits off the coordinator's loop: a thread of their own writes
-//! each chunk's predictions and its marker (one LMDB write transaction per
-//! chunk, as before), so the loop goes on launching the next chunks and
-//! receiving results while the store writes. The queue holds at most
-//! [`COMMIT_QUEUE_CHUNKS`] chunks: when the store falls behind, the loop
-//! waits instead of holding more results in memory.
+//! each chunk's predictions and its marker, so the loop goes on launching
+//! the next chunks and receiving results while the store writes. The queue
+//! holds at most [`COMMIT_QUEUE_CHUNKS`] chunks: when the store falls
+//! behind, the loop waits instead of holding more results in memory.
+//!
+//! The chunks waiting when the thread is ready share one LMDB write
+//! transaction (one sync to disk), up to [`COMMIT_BATCH_CHUNKS`] chunks and
+//! [`COMMIT_BATCH_BYTES`] of predictions; each keeps its own marker beside
+//! its rows. Many small chunks (many slots, short chunks) then cost a few
+//! commits instead of one each.
 
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -11,20 +16,29 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::model::{EntityIds, Predictions};
-use crate::store::Store;
+use crate::store::{ChunkCommit, Store};
 
 /// Chunks waiting for their commit at most; the loop blocks beyond it.
-pub(super) const COMMIT_QUEUE_CHUNKS: usize = 2;
+pub const COMMIT_QUEUE_CHUNKS: usize = 4;
+/// Chunks written in one store transaction at most.
+pub const COMMIT_BATCH_CHUNKS: usize = 16;
+/// Prediction bytes (scores, or top-K items and scores) written in one store
+/// transaction at most, beyond its first chunk: a transaction's dirty pages
+/// stay far below LMDB's limit, and the thread's memory bounded.
+pub const COMMIT_BATCH_BYTES: u64 = 64 << 20;
+
+/// One chunk to commit.
+struct Commit {
+    version: u64,
+    rows: Range<u64>,
+    left_out: u64,
+    ids: EntityIds,
+    preds: Predictions,
+    timestamp: u64,
+}
 
 enum Job {
-    Commit {
-        version: u64,
-        rows: Range<u64>,
-        left_out: u64,
-        ids: EntityIds,
-        preds: Predictions,
-        timestamp: u64,
-    },
+    Commit(Commit),
     /// Answered once every commit queued before it is written.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -64,14 +78,14 @@ impl Committer {
         timestamp: u64,
     ) -> Result<(), String> {
         self.check()?;
-        let job = Job::Commit {
+        let job = Job::Commit(Commit {
             version,
             rows,
             left_out,
             ids,
             preds,
             timestamp,
-        };
+        });
         self.send(job)
     }
 
@@ -110,37 +124,58 @@ impl Drop for Committer {
 }
 
 fn commit_loop(store: &Store, rx: &Receiver<Job>, failed: &Mutex<Option<String>>) {
-    while let Ok(job) = rx.recv() {
-        match job {
+    let mut next = None;
+    loop {
+        let Some(job) = next.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        let mut batch = match job {
             Job::Flush(ack) => {
                 let _ = ack.send(());
+                continue;
             }
-            Job::Commit {
-                version,
-                rows,
-                left_out,
-                ids,
-                preds,
-                timestamp,
-            } => {
-                let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_some() {
-                    continue; // after a failure, nothing more is written
+            Job::Commit(c) => vec![c],
+        };
+        // What else is waiting, up to the batch's limits; a flush waits
+        // for the batch before it.
+        let mut bytes = batch[0].preds.byte_size();
+        while batch.len() < COMMIT_BATCH_CHUNKS && bytes < COMMIT_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(Job::Commit(c)) if bytes + c.preds.byte_size() <= COMMIT_BATCH_BYTES => {
+                    bytes += c.preds.byte_size();
+                    batch.push(c);
                 }
-                drop(slot);
-                let outcome = store.commit_chunk_leaving_out(
-                    version,
-                    rows.clone(),
-                    left_out,
-                    &ids,
-                    &preds,
-                    timestamp,
-                );
-                if let Err(e) = outcome {
-                    slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                    *slot = Some(format!("store: rows {}..{}: {e}", rows.start, rows.end));
+                Ok(other) => {
+                    next = Some(other);
+                    break;
                 }
+                Err(_) => break,
             }
         }
+        write(store, &batch, failed);
+    }
+}
+
+/// Writes `batch` in one transaction, unless a commit failed before.
+fn write(store: &Store, batch: &[Commit], failed: &Mutex<Option<String>>) {
+    let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_some() {
+        return; // after a failure, nothing more is written
+    }
+    drop(slot);
+    let chunks: Vec<ChunkCommit<'_>> = batch
+        .iter()
+        .map(|c| ChunkCommit {
+            rows: c.rows.clone(),
+            left_out: c.left_out,
+            ids: &c.ids,
+            preds: &c.preds,
+        })
+        .collect();
+    let (version, timestamp) = (batch[0].version, batch[batch.len() - 1].timestamp);
+    if let Err(e) = store.commit_chunks(version, &chunks, timestamp) {
+        let (first, last) = (&batch[0].rows, &batch[batch.len() - 1].rows);
+        slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(format!("store: rows {}..{}: {e}", first.start, last.end));
     }
 }

@@ -1,11 +1,13 @@
 //! Chunk commits: a chunk's predictions, encoded in key order into buffers
 //! kept between commits, and its commit marker go into ONE write
 //! transaction, refused when a committed range overlaps (the first finisher
-//! wins).
+//! wins). Several chunks may share a transaction ([`Store::commit_chunks`]),
+//! each still with its own marker beside its rows.
 
 use std::ops::Range;
 
 use super::keys::{chunk_key, chunk_prefix, parse_chunk_key};
+use super::lmdb::{Dbi, Txn};
 use super::value::ValueKind;
 use super::{Error, IdKind, MAX_SCRATCH_BYTES, Result, Status, Store, value};
 use crate::model::{EntityIds, PredictionRow, Predictions};
@@ -248,39 +250,77 @@ impl Store {
         preds: &Predictions,
         timestamp: u64,
     ) -> Result<bool> {
-        // The encode buffers of the previous commit, reused so that a commit
+        let chunk = ChunkCommit {
+            rows,
+            left_out,
+            ids,
+            preds,
+        };
+        Ok(self.commit_chunks(version, &[chunk], timestamp)?[0])
+    }
+
+    /// Several chunks in ONE write transaction, each with its own marker and
+    /// each refused alone (`false`, nothing of it written) when a committed
+    /// range overlaps it; one commit (a sync to disk) for all of them. A
+    /// chunk that fails its checks fails the call, and nothing is written.
+    pub fn commit_chunks(
+        &self,
+        version: u64,
+        chunks: &[ChunkCommit<'_>],
+        timestamp: u64,
+    ) -> Result<Vec<bool>> {
+        // The encode buffers of earlier commits, reused so that a commit
         // does not allocate (and fault in) a chunk's worth of fresh memory.
-        let mut chunk = self
-            .inner
-            .scratch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_default();
-        let outcome =
-            self.commit_encoded(version, rows, left_out, ids, preds, timestamp, &mut chunk);
-        if chunk.bytes() <= MAX_SCRATCH_BYTES {
-            *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
+        let mut pool =
+            std::mem::take(&mut *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut encoded = Vec::with_capacity(chunks.len());
+        let mut outcome = Ok(Vec::new());
+        for c in chunks {
+            let mut buffers = pool.pop().unwrap_or_default();
+            let r = self.encode_chunk(
+                version,
+                &c.rows,
+                c.left_out,
+                c.ids,
+                c.preds,
+                timestamp,
+                &mut buffers,
+            );
+            encoded.push(buffers);
+            if let Err(e) = r {
+                outcome = Err(e);
+                break;
+            }
         }
+        if outcome.is_ok() {
+            outcome = self.write_chunks(version, chunks, &mut encoded);
+        }
+        let mut kept = 0;
+        encoded.retain(|e| {
+            kept += e.bytes();
+            kept <= MAX_SCRATCH_BYTES
+        });
+        *self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner()) = encoded;
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn commit_encoded(
+    fn write_chunks(
         &self,
         version: u64,
-        rows: Range<u64>,
-        left_out: u64,
-        ids: &EntityIds,
-        preds: &Predictions,
-        timestamp: u64,
-        chunk: &mut EncodedChunk,
-    ) -> Result<bool> {
-        self.encode_chunk(version, &rows, left_out, ids, preds, timestamp, chunk)?;
-        let what = format!(
-            "commit chunk rows {}..{} of v{version}",
-            rows.start, rows.end
-        );
+        chunks: &[ChunkCommit<'_>],
+        encoded: &mut [EncodedChunk],
+    ) -> Result<Vec<bool>> {
+        let (first, last) = (&chunks[0].rows, &chunks[chunks.len() - 1].rows);
+        let what = match chunks.len() {
+            1 => format!(
+                "commit chunk rows {}..{} of v{version}",
+                first.start, first.end
+            ),
+            n => format!(
+                "commit {n} chunks, rows {}..{} to {}..{}, of v{version}",
+                first.start, first.end, last.start, last.end
+            ),
+        };
         let mut ttl_set = false;
         self.write_version(&what, version, false, |txn, db| {
             let mut rec = self.must_record(txn, version)?;
@@ -294,45 +334,78 @@ impl Store {
             }
             if !ttl_set {
                 let ttl = (rec.ttl_secs as u32).to_le_bytes();
-                for span in &chunk.spans {
-                    chunk.values[span.start + 12..span.start + 16].copy_from_slice(&ttl);
+                for chunk in encoded.iter_mut() {
+                    for span in &chunk.spans {
+                        chunk.values[span.start + 12..span.start + 16].copy_from_slice(&ttl);
+                    }
                 }
                 ttl_set = true;
             }
-            // Markers never overlap one another, so sorted by start they are
-            // sorted by end too: only the last one starting before `rows.end`
-            // can overlap `rows`.
-            let prefix = chunk_prefix(version);
-            let bound = format!("{prefix}{:016x}", rows.end);
-            let before = txn
-                .last_before(self.inner.meta, bound.as_bytes())
-                .map_err(|e| self.lmdb(&what, e))?;
-            if let Some((key, _)) = before
-                && let Some(r) = parse_chunk_key(key, &prefix)
-                && r.end > rows.start
-            {
-                return Ok(false);
+            let mut written = Vec::with_capacity(chunks.len());
+            for (c, chunk) in chunks.iter().zip(encoded.iter()) {
+                let fresh = self.write_chunk(txn, db, &what, version, &c.rows, chunk)?;
+                if fresh {
+                    rec.committed_rows += c.rows.end - c.rows.start;
+                    rec.id_kind.get_or_insert(IdKind::of(c.ids));
+                }
+                written.push(fresh);
             }
-            let last = txn
-                .last(db)
-                .map_err(|e| self.lmdb(&what, e))?
-                .map(|(k, _)| k.to_vec());
-            let append = match (&last, chunk.entries().next()) {
-                (Some(last), Some((first, _))) => first > last.as_slice(),
-                _ => true,
-            };
-            for (key, value) in chunk.entries() {
-                txn.put(db, key, value, append)
-                    .map_err(|e| self.lmdb(&what, e))?;
-            }
-            txn.put(self.inner.meta, &chunk_key(version, &rows), &[], false)
-                .map_err(|e| self.lmdb(&what, e))?;
-            rec.committed_rows += rows.end - rows.start;
-            rec.id_kind.get_or_insert(IdKind::of(ids));
             self.put_record(txn, &rec)?;
-            Ok(true)
+            Ok(written)
         })
     }
+
+    /// One chunk's entries and marker into `txn`; `false` (nothing written)
+    /// when a committed range overlaps `rows`.
+    fn write_chunk(
+        &self,
+        txn: &mut Txn<'_>,
+        db: Dbi,
+        what: &str,
+        version: u64,
+        rows: &Range<u64>,
+        chunk: &EncodedChunk,
+    ) -> Result<bool> {
+        // Markers never overlap one another, so sorted by start they are
+        // sorted by end too: only the last one starting before `rows.end`
+        // can overlap `rows`.
+        let prefix = chunk_prefix(version);
+        let bound = format!("{prefix}{:016x}", rows.end);
+        let before = txn
+            .last_before(self.inner.meta, bound.as_bytes())
+            .map_err(|e| self.lmdb(what, e))?;
+        if let Some((key, _)) = before
+            && let Some(r) = parse_chunk_key(key, &prefix)
+            && r.end > rows.start
+        {
+            return Ok(false);
+        }
+        let last = txn
+            .last(db)
+            .map_err(|e| self.lmdb(what, e))?
+            .map(|(k, _)| k.to_vec());
+        let append = match (&last, chunk.entries().next()) {
+            (Some(last), Some((first, _))) => first > last.as_slice(),
+            _ => true,
+        };
+        for (key, value) in chunk.entries() {
+            txn.put(db, key, value, append)
+                .map_err(|e| self.lmdb(what, e))?;
+        }
+        txn.put(self.inner.meta, &chunk_key(version, rows), &[], false)
+            .map_err(|e| self.lmdb(what, e))?;
+        Ok(true)
+    }
+}
+
+/// One chunk of [`Store::commit_chunks`]: rows `rows` of the input, of which
+/// `left_out` carry no prediction on purpose; `ids` and `preds` hold the
+/// others.
+pub struct ChunkCommit<'a> {
+    pub rows: Range<u64>,
+    pub left_out: u64,
+    pub ids: &'a EntityIds,
+    pub preds: &'a Predictions,
 }
 
 #[cfg(test)]
@@ -411,5 +484,70 @@ mod tests {
         assert_eq!(scores_of(&store, v, EntityKey::Int(102)), [-1.0]);
         assert_eq!(scores_of(&store, v, EntityKey::Int(9)), [27.0, 28.0, 29.0]);
         assert_eq!(store.committed_ranges(v).unwrap(), [0..10, 10..13]);
+    }
+
+    #[test]
+    fn chunks_sharing_a_transaction_keep_their_own_markers_and_overlaps_are_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v = new_version(&store, 9);
+        let scores = |xs: &[f32]| Predictions::Scores {
+            width: 1,
+            values: xs.to_vec(),
+        };
+        let ids = EntityIds::Int(vec![1, 2, 3]);
+        assert!(
+            store
+                .commit_chunk(v, 3..6, &ids, &scores(&[1.0, 2.0, 3.0]), 1)
+                .unwrap()
+        );
+        let (a, b, c) = (
+            EntityIds::Int(vec![10, 11, 12]),
+            EntityIds::Int(vec![20, 21, 22]),
+            EntityIds::Int(vec![30, 31, 32]),
+        );
+        let (pa, pb, pc) = (
+            scores(&[4.0, 5.0, 6.0]),
+            scores(&[7.0, 8.0, 9.0]),
+            scores(&[0.5, 0.25, 0.125]),
+        );
+        let chunk = |rows, ids, preds| ChunkCommit {
+            rows,
+            left_out: 0,
+            ids,
+            preds,
+        };
+        let written = store
+            .commit_chunks(
+                v,
+                &[
+                    chunk(0..3, &a, &pa),
+                    chunk(4..7, &b, &pb),
+                    chunk(6..9, &c, &pc),
+                ],
+                2,
+            )
+            .unwrap();
+        // 4..7 overlaps the committed 3..6: refused, the others written.
+        assert_eq!(written, [true, false, true]);
+        assert_eq!(store.committed_ranges(v).unwrap(), [0..3, 3..6, 6..9]);
+        assert_eq!(store.len(v).unwrap(), 9);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(11)), [5.0]);
+        assert_eq!(scores_of(&store, v, EntityKey::Int(32)), [0.125]);
+        assert!(
+            store
+                .get(&EntityKey::Int(20), Some(v), 0)
+                .unwrap()
+                .is_none()
+        );
+        // A chunk that fails its checks fails the call: nothing is written.
+        let short = scores(&[1.0]);
+        let d = EntityIds::Int(vec![40, 41]);
+        let e = EntityIds::Int(vec![50]);
+        let pe = scores(&[2.0]);
+        let refused =
+            store.commit_chunks(v, &[chunk(9..10, &e, &pe), chunk(10..12, &d, &short)], 3);
+        assert!(refused.is_err());
+        assert_eq!(store.committed_ranges(v).unwrap(), [0..3, 3..6, 6..9]);
     }
 }

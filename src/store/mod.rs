@@ -67,6 +67,7 @@ use commit::EncodedChunk;
 
 use crate::model::EntityIds;
 
+pub use commit::ChunkCommit;
 pub use keys::version_db;
 pub use listing::versions_json;
 pub use lock::{LOCK_FILE, RunLock};
@@ -81,8 +82,8 @@ pub use versions::{DEFAULT_GRACE_SECS, Retention};
 /// address space, not disk; the map grows past it when full.
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 /// A store keeps the encode buffers of its last chunk commit for the next one
-/// when they hold at most this many bytes (a 100k-row top-100 chunk needs
-/// about 82 MB); larger ones are freed.
+/// when they hold at most this many bytes in all (a 100k-row top-100 chunk
+/// needs about 82 MB); the rest are freed.
 pub const MAX_SCRATCH_BYTES: usize = 128 << 20;
 
 const META_DB: &str = "meta";
@@ -253,7 +254,7 @@ struct Inner {
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
     /// Encode buffers kept between chunk commits (see [`MAX_SCRATCH_BYTES`]).
-    scratch: Mutex<Option<EncodedChunk>>,
+    scratch: Mutex<Vec<EncodedChunk>>,
     /// Run locks ([`RunLock`]) this process holds on this store.
     run_locks: AtomicUsize,
 }
@@ -400,7 +401,7 @@ impl Store {
             env,
             meta,
             gate: RwLock::new(()),
-            scratch: Mutex::new(None),
+            scratch: Mutex::new(Vec::new()),
             run_locks: AtomicUsize::new(0),
         });
         open.push((canonical, Arc::downgrade(&inner)));

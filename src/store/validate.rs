@@ -62,10 +62,7 @@ pub fn validate(
     };
     store.snapshot(|snap| {
         snap.record(version)?;
-        let mut input: HashSet<Vec<u8>> = HashSet::with_capacity(plan.ids.len());
-        for i in 0..plan.ids.len() {
-            input.insert(plan.ids.key(i).to_bytes());
-        }
+        let input = InputKeys::of(&plan.ids);
         let mut seen = scan(snap, version, plan, &input)?;
         let mut checks = vec![
             coverage(snap, version, plan, &input, &mut seen)?,
@@ -137,6 +134,50 @@ fn rows(stored: u64, live: Option<(u64, u64)>, plan: &ValidationPlan) -> Check {
     }
 }
 
+/// The input's distinct entity keys, sorted: a key is looked up by binary
+/// search. A sorted copy of the ids (8 bytes an integer id, a reference a
+/// string id) instead of a set of owned keys (an allocation each).
+enum InputKeys<'a> {
+    /// Integer ids; their keys are 8 bytes big-endian, which sort as the
+    /// numbers do.
+    Int(Vec<u64>),
+    Str(Vec<&'a [u8]>),
+}
+
+impl<'a> InputKeys<'a> {
+    fn of(ids: &'a EntityIds) -> InputKeys<'a> {
+        match ids {
+            EntityIds::Int(v) => {
+                let mut keys = v.clone();
+                keys.sort_unstable();
+                keys.dedup();
+                InputKeys::Int(keys)
+            }
+            EntityIds::Str(v) => {
+                let mut keys: Vec<&[u8]> = v.iter().map(|s| s.as_bytes()).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                InputKeys::Str(keys)
+            }
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            InputKeys::Int(keys) => <[u8; 8]>::try_from(key)
+                .is_ok_and(|b| keys.binary_search(&u64::from_be_bytes(b)).is_ok()),
+            InputKeys::Str(keys) => keys.binary_search(&key).is_ok(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            InputKeys::Int(keys) => keys.len(),
+            InputKeys::Str(keys) => keys.len(),
+        }
+    }
+}
+
 /// What one pass over the stored values found.
 #[derive(Default)]
 struct Seen {
@@ -155,7 +196,7 @@ fn scan(
     snap: &Snapshot<'_, '_>,
     version: u64,
     plan: &ValidationPlan,
-    input: &HashSet<Vec<u8>>,
+    input: &InputKeys<'_>,
 ) -> Result<Seen> {
     let mut seen = Seen::default();
     snap.scan(version, |entity, value| {
@@ -194,7 +235,7 @@ fn coverage(
     snap: &Snapshot<'_, '_>,
     version: u64,
     plan: &ValidationPlan,
-    input: &HashSet<Vec<u8>>,
+    input: &InputKeys<'_>,
     seen: &mut Seen,
 ) -> Result<Check> {
     let present = seen.stored - seen.extra;

@@ -1,0 +1,624 @@
+//! Decoding part files into [`Rows`]: the Parquet reader for a range of a
+//! part (only the row groups it touches, projected to the job's columns),
+//! and each column turned into ids, histories and f32 features, with every
+//! bad value named by its file, column and row.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, GenericListArray, Int64Array, OffsetSizeTrait, RecordBatch,
+    StringArray,
+};
+use arrow_schema::DataType;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
+};
+use parquet::file::reader::ChunkReader;
+
+use super::{
+    Column, Dataset, Error, FEATURE_TYPES, FolderValue, HISTORY_TYPES, ID_TYPES, MAX_BATCH_ROWS,
+    MAX_HISTORY_ITEMS_PER_READ, Part, Result, Source,
+};
+use crate::model::{EntityIds, Rows};
+
+/// A folder value as a column of `rows` equal values.
+fn folder_array(value: &FolderValue, data_type: &DataType, rows: usize) -> ArrayRef {
+    match value {
+        FolderValue::Null => arrow_array::new_null_array(data_type, rows),
+        FolderValue::Int(v) => Arc::new(Int64Array::from_value(*v, rows)),
+        FolderValue::Float(v) => Arc::new(Float64Array::from_value(*v, rows)),
+        FolderValue::Str(s) => {
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, rows)))
+        }
+    }
+}
+
+/// Byte ranges of the column chunks of `columns` (root columns) in
+/// `row_groups`: what a read of them decodes.
+fn column_ranges(
+    metadata: &ArrowReaderMetadata,
+    row_groups: &[usize],
+    columns: &[usize],
+) -> Vec<Range<u64>> {
+    let meta = metadata.metadata();
+    let schema = meta.file_metadata().schema_descr();
+    let mut out = Vec::new();
+    for &group in row_groups {
+        for (leaf, chunk) in meta.row_group(group).columns().iter().enumerate() {
+            if columns.contains(&schema.get_column_root_idx(leaf)) {
+                let (start, len) = chunk.byte_range();
+                out.push(start..start + len);
+            }
+        }
+    }
+    out
+}
+
+fn build_reader<T: ChunkReader + 'static>(
+    reader: T,
+    metadata: &ArrowReaderMetadata,
+    row_groups: Vec<usize>,
+    columns: &[usize],
+    selection: Option<RowSelection>,
+    rows: u64,
+) -> parquet::errors::Result<ParquetRecordBatchReader> {
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata.clone());
+    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    let batch_size = (rows as usize).clamp(1, MAX_BATCH_ROWS);
+    let mut builder = builder
+        .with_row_groups(row_groups)
+        .with_projection(mask)
+        .with_batch_size(batch_size);
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
+    }
+    builder.build()
+}
+
+/// Reading one part: every error names the part file and rows within it.
+pub(super) struct PartView<'a> {
+    pub(super) part: &'a Part,
+    pub(super) ds: &'a Dataset,
+}
+
+impl PartView<'_> {
+    fn path(&self) -> PathBuf {
+        self.part.name.clone()
+    }
+
+    /// The part's root column indices of the file columns among `columns`.
+    pub(super) fn projection(&self, columns: &[&Column]) -> Result<Vec<usize>> {
+        let schema = self.part.metadata.schema();
+        columns
+            .iter()
+            .filter(|c| c.folder.is_none())
+            .map(|c| {
+                schema.index_of(&c.name).map_err(|_| Error::UnknownColumn {
+                    path: self.path(),
+                    role: "column",
+                    column: c.name.clone(),
+                    available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn reader(
+        &self,
+        row_groups: Vec<usize>,
+        columns: &[usize],
+        selection: Option<RowSelection>,
+        rows: u64,
+    ) -> Result<ParquetRecordBatchReader> {
+        self.ds
+            .row_groups_decoded
+            .fetch_add(row_groups.len() as u64, Ordering::Relaxed);
+        let parquet_error = |source| Error::Parquet {
+            path: self.path(),
+            source,
+        };
+        let metadata = &self.part.metadata;
+        match &self.part.source {
+            Source::Local(path) => {
+                let file = File::open(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                build_reader(file, metadata, row_groups, columns, selection, rows)
+                    .map_err(parquet_error)
+            }
+            Source::Remote(object) => {
+                let held = object.prefetch(column_ranges(metadata, &row_groups, columns))?;
+                build_reader(held, metadata, row_groups, columns, selection, rows)
+                    .map_err(parquet_error)
+            }
+        }
+    }
+
+    /// This part's rows `at` (its own row numbers, ascending) into `out`,
+    /// whose first `done` rows are already filled.
+    pub(super) fn read_at(&self, at: &[u64], out: &mut Rows, done: usize) -> Result<()> {
+        let starts = &self.part.row_group_starts;
+        let mut groups = Vec::new();
+        let mut selectors = Vec::new();
+        let mut i = 0;
+        while i < at.len() {
+            let g = starts[1..].partition_point(|&end| end <= at[i]);
+            let (start, end) = (starts[g], starts[g + 1]);
+            groups.push(g);
+            let mut cursor = start;
+            while i < at.len() && at[i] < end {
+                selectors.push(RowSelector::skip((at[i] - cursor) as usize));
+                selectors.push(RowSelector::select(1));
+                cursor = at[i] + 1;
+                i += 1;
+            }
+            selectors.push(RowSelector::skip((end - cursor) as usize));
+        }
+        let mut columns = vec![&self.ds.id];
+        columns.extend(self.ds.history.iter());
+        columns.extend(self.ds.features.iter());
+        let projection = self.projection(&columns)?;
+        // One row a batch, so every error names its exact row.
+        let reader = self.reader(groups, &projection, Some(RowSelection::from(selectors)), 1)?;
+        let nf = out.num_features;
+        let mut k = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|source| self.arrow_error(source))?;
+            let n = batch.num_rows();
+            if k + n > at.len() {
+                return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (k + n) as u64));
+            }
+            let row = at[k];
+            self.append_ids(&mut out.ids, &batch, row)?;
+            if let Some(history) = &self.ds.history {
+                self.append_history(
+                    history,
+                    &mut out.history_offsets,
+                    &mut out.history_items,
+                    &batch,
+                    row,
+                )?;
+            }
+            let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
+            for (j, column) in self.ds.features.iter().enumerate() {
+                self.fill_feature(column, j, nf, dst, &batch, row)?;
+            }
+            k += n;
+        }
+        if k != at.len() {
+            return Err(self.short_read(0..at.len() as u64, k as u64));
+        }
+        Ok(())
+    }
+
+    /// Rows `range` of this part (its own row numbers) into `out`, whose
+    /// first `done` rows are already filled.
+    pub(super) fn read_into(&self, range: Range<u64>, out: &mut Rows, done: u64) -> Result<()> {
+        let expected = range.end - range.start;
+        self.read_batches(range.clone(), expected, |batch, first_row| {
+            let at = done + first_row - range.start;
+            self.append_batch(batch, first_row, &range, out, at)?;
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// Rows `range` of this part handed to `each` as they are decoded, in
+    /// pieces of at most `piece_rows` rows (and [`MAX_BATCH_ROWS`]); stops
+    /// when `each` returns false. Whether every piece was taken.
+    pub(super) fn read_pieces(
+        &self,
+        range: Range<u64>,
+        piece_rows: u64,
+        mut each: impl FnMut(Rows) -> bool,
+    ) -> Result<bool> {
+        self.read_batches(range.clone(), piece_rows, |batch, first_row| {
+            let mut piece = self.ds.empty_rows(batch.num_rows());
+            self.append_batch(batch, first_row, &range, &mut piece, 0)?;
+            Ok(each(piece))
+        })
+    }
+
+    /// Decodes rows `range` in batches of at most `batch_rows` rows, each
+    /// handed to `each` with its first row (this part's numbering); stops
+    /// when `each` returns false. Whether it read the whole range.
+    fn read_batches(
+        &self,
+        range: Range<u64>,
+        batch_rows: u64,
+        mut each: impl FnMut(&RecordBatch, u64) -> Result<bool>,
+    ) -> Result<bool> {
+        let ds = self.ds;
+        let expected = range.end - range.start;
+        let plan = plan_read(&self.part.row_group_starts, &range);
+        let mut columns = vec![&ds.id];
+        columns.extend(ds.history.iter());
+        columns.extend(ds.features.iter());
+        let projection = self.projection(&columns)?;
+        let selection = RowSelection::from(vec![
+            RowSelector::skip(plan.skip as usize),
+            RowSelector::select(expected as usize),
+        ]);
+        let reader = self.reader(plan.row_groups, &projection, Some(selection), batch_rows)?;
+        let mut read = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|source| self.arrow_error(source))?;
+            let n = batch.num_rows() as u64;
+            if read + n > expected {
+                return Err(self.short_read(range.clone(), read + n));
+            }
+            if !each(&batch, range.start + read)? {
+                return Ok(false);
+            }
+            read += n;
+        }
+        if read != expected {
+            return Err(self.short_read(range, read));
+        }
+        Ok(true)
+    }
+
+    /// One decoded batch (whose first row is `first_row` of this part, in
+    /// a read of `range`) into `out` from its row `at` on: ids and history
+    /// appended, features written in place.
+    fn append_batch(
+        &self,
+        batch: &RecordBatch,
+        first_row: u64,
+        range: &Range<u64>,
+        out: &mut Rows,
+        at: u64,
+    ) -> Result<()> {
+        let ds = self.ds;
+        self.append_ids(&mut out.ids, batch, first_row)?;
+        if let Some(history) = &ds.history {
+            self.append_history(
+                history,
+                &mut out.history_offsets,
+                &mut out.history_items,
+                batch,
+                first_row,
+            )
+            .map_err(|e| match e {
+                Error::TooManyHistoryItems { path, .. } => Error::TooManyHistoryItems {
+                    path,
+                    range: range.clone(),
+                },
+                other => other,
+            })?;
+        }
+        let num_features = out.num_features;
+        let (a, b) = (at as usize, at as usize + batch.num_rows());
+        let slice = &mut out.features[a * num_features..b * num_features];
+        for (j, column) in ds.features.iter().enumerate() {
+            self.fill_feature(column, j, num_features, slice, batch, first_row)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn column(&self, batch: &RecordBatch, column: &Column) -> Result<ArrayRef> {
+        if let Some(k) = column.folder {
+            return Ok(folder_array(
+                &self.part.folder_values[k],
+                &self.ds.folders[k].data_type,
+                batch.num_rows(),
+            ));
+        }
+        batch
+            .column_by_name(&column.name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownColumn {
+                path: self.path(),
+                role: "column",
+                column: column.name.clone(),
+                available: batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            })
+    }
+
+    pub(super) fn append_ids(
+        &self,
+        ids: &mut EntityIds,
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<()> {
+        let id = &self.ds.id;
+        let array = self.column(batch, id)?;
+        let array = array.as_ref();
+        let null = |i: usize| Error::NullId {
+            path: self.path(),
+            column: id.name.clone(),
+            row: first_row + i as u64,
+        };
+        match ids {
+            EntityIds::Int(out) => {
+                let visited = visit_ints(array, |i, v| match v {
+                    None => Err(null(i)),
+                    Some(v) if v < 0 => Err(Error::NegativeId {
+                        path: self.path(),
+                        column: id.name.clone(),
+                        row: first_row + i as u64,
+                        value: v as i64,
+                    }),
+                    Some(v) => {
+                        out.push(v as u64);
+                        Ok(())
+                    }
+                });
+                visited.unwrap_or_else(|| Err(self.found_type(id, array, "id column", ID_TYPES)))
+            }
+            EntityIds::Str(out) => {
+                let mut push = |i: usize, v: Option<&str>| match v {
+                    None => Err(null(i)),
+                    Some(s) => {
+                        out.push(s.to_string());
+                        Ok(())
+                    }
+                };
+                if let Some(a) = array.as_string_opt::<i32>() {
+                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
+                } else if let Some(a) = array.as_string_opt::<i64>() {
+                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
+                } else if let Some(a) = array.as_string_view_opt() {
+                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
+                } else {
+                    Err(self.found_type(id, array, "id column", ID_TYPES))
+                }
+            }
+        }
+    }
+
+    pub(super) fn append_history(
+        &self,
+        column: &Column,
+        offsets: &mut Vec<u32>,
+        items: &mut Vec<u32>,
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<()> {
+        let array = self.column(batch, column)?;
+        let array = array.as_ref();
+        if let Some(list) = array.as_list_opt::<i32>() {
+            self.append_list(column, list, offsets, items, first_row)
+        } else if let Some(list) = array.as_list_opt::<i64>() {
+            self.append_list(column, list, offsets, items, first_row)
+        } else {
+            Err(self.found_type(column, array, "history column", HISTORY_TYPES))
+        }
+    }
+    fn append_list<O: OffsetSizeTrait>(
+        &self,
+        column: &Column,
+        list: &GenericListArray<O>,
+        offsets: &mut Vec<u32>,
+        items: &mut Vec<u32>,
+        first_row: u64,
+    ) -> Result<()> {
+        let value_offsets = list.value_offsets();
+        let (lo, hi) = (
+            value_offsets[0].as_usize(),
+            value_offsets[list.len()].as_usize(),
+        );
+        let values = list.values().slice(lo, hi - lo);
+        let mut converted = Vec::with_capacity(hi - lo);
+        // The first value that is not a u32 item id: (index into `values`, value).
+        let mut bad: Option<(usize, Option<i128>)> = None;
+        let visited = visit_ints(values.as_ref(), |k, v| {
+            match v {
+                Some(x) if (0..=u32::MAX as i128).contains(&x) => converted.push(x as u32),
+                other => {
+                    bad.get_or_insert((k, other));
+                    converted.push(0);
+                }
+            }
+            Ok(())
+        });
+        match visited {
+            Some(result) => result?,
+            None => return Err(self.found_type(column, list, "history column", HISTORY_TYPES)),
+        }
+        if let Some((k, value)) = bad {
+            let i = value_offsets[1..].partition_point(|o| o.as_usize() - lo <= k);
+            let row = first_row + i as u64;
+            return Err(match value {
+                None => Error::NullHistoryItem {
+                    path: self.path(),
+                    column: column.name.clone(),
+                    row,
+                },
+                Some(value) => Error::HistoryItemOutOfRange {
+                    path: self.path(),
+                    column: column.name.clone(),
+                    row,
+                    value,
+                },
+            });
+        }
+        for i in 0..list.len() {
+            if list.is_valid(i) {
+                let (a, b) = (
+                    value_offsets[i].as_usize() - lo,
+                    value_offsets[i + 1].as_usize() - lo,
+                );
+                items.extend_from_slice(&converted[a..b]);
+            }
+            if items.len() as u64 > MAX_HISTORY_ITEMS_PER_READ {
+                let row = first_row + i as u64;
+                return Err(Error::TooManyHistoryItems {
+                    path: self.path(),
+                    range: first_row..row + 1,
+                });
+            }
+            offsets.push(items.len() as u32);
+        }
+        Ok(())
+    }
+
+    /// Writes feature `j` of every row of `batch` into `out` (row-major,
+    /// `stride` values per row).
+    fn fill_feature(
+        &self,
+        column: &Column,
+        j: usize,
+        stride: usize,
+        out: &mut [f32],
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<()> {
+        let array = self.column(batch, column)?;
+        let array = array.as_ref();
+        let mut put = |i: usize, v: Option<f32>| match v {
+            Some(v) => {
+                out[i * stride + j] = v;
+                Ok(())
+            }
+            None if self.ds.nulls_as_nan => {
+                out[i * stride + j] = f32::NAN;
+                Ok(())
+            }
+            None => Err(Error::NullFeature {
+                path: self.path(),
+                column: column.name.clone(),
+                row: first_row + i as u64,
+            }),
+        };
+        if let Some(a) = array.as_primitive_opt::<Float32Type>() {
+            a.iter().enumerate().try_for_each(|(i, v)| put(i, v))
+        } else if let Some(a) = array.as_primitive_opt::<Float64Type>() {
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, v)| put(i, v.map(|x| x as f32)))
+        } else if let Some(a) = array.as_boolean_opt() {
+            a.iter()
+                .enumerate()
+                .try_for_each(|(i, v)| put(i, v.map(|b| if b { 1.0 } else { 0.0 })))
+        } else {
+            visit_ints(array, |i, v| put(i, v.map(|x| x as f32))).unwrap_or_else(|| {
+                Err(self.found_type(column, array, "feature column", FEATURE_TYPES))
+            })
+        }
+    }
+
+    fn found_type(
+        &self,
+        column: &Column,
+        array: &dyn Array,
+        role: &'static str,
+        expected: &'static str,
+    ) -> Error {
+        Error::ColumnType {
+            path: self.path(),
+            column: column.name.clone(),
+            role,
+            found: array.data_type().to_string(),
+            expected,
+        }
+    }
+
+    pub(super) fn arrow_error(&self, source: arrow_schema::ArrowError) -> Error {
+        Error::Arrow {
+            path: self.path(),
+            source,
+        }
+    }
+
+    pub(super) fn short_read(&self, range: Range<u64>, found: u64) -> Error {
+        Error::ShortRead {
+            path: self.path(),
+            expected: range.end - range.start,
+            range,
+            found,
+        }
+    }
+}
+
+/// Calls `f(i, what)` for every null, NaN or infinite slot of a feature
+/// array (integers and booleans can only be null).
+pub(super) fn invalid_in(array: &dyn Array, mut f: impl FnMut(usize, String)) {
+    let mut check = |i: usize, v: Option<f64>| match v {
+        None => f(i, "null".into()),
+        // A float64 beyond f32's range is infinite once read.
+        Some(x) if !(x as f32).is_finite() => f(i, format!("{x}")),
+        Some(_) => {}
+    };
+    if let Some(a) = array.as_primitive_opt::<Float32Type>() {
+        // The common case first, in one pass the compiler vectorises.
+        if a.null_count() == 0 && a.values().iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return;
+        }
+        a.iter()
+            .enumerate()
+            .for_each(|(i, v)| check(i, v.map(f64::from)));
+    } else if let Some(a) = array.as_primitive_opt::<Float64Type>() {
+        a.iter().enumerate().for_each(|(i, v)| check(i, v));
+    } else if array.null_count() > 0 {
+        (0..array.len())
+            .filter(|&i| array.is_null(i))
+            .for_each(|i| check(i, None));
+    }
+}
+
+/// Calls `f(i, value)` for every slot of an integer array (`None` for a null);
+/// returns `None` when `array` is not an integer array.
+fn visit_ints(
+    array: &dyn Array,
+    mut f: impl FnMut(usize, Option<i128>) -> Result<()>,
+) -> Option<Result<()>> {
+    macro_rules! visit {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            Some(
+                a.iter()
+                    .enumerate()
+                    .try_for_each(|(i, v)| f(i, v.map(|x| x as i128))),
+            )
+        }};
+    }
+    match array.data_type() {
+        DataType::Int8 => visit!(Int8Type),
+        DataType::Int16 => visit!(Int16Type),
+        DataType::Int32 => visit!(Int32Type),
+        DataType::Int64 => visit!(Int64Type),
+        DataType::UInt8 => visit!(UInt8Type),
+        DataType::UInt16 => visit!(UInt16Type),
+        DataType::UInt32 => visit!(UInt32Type),
+        DataType::UInt64 => visit!(UInt64Type),
+        _ => None,
+    }
+}
+
+/// Which row groups a range touches, and how many rows of the first of them
+/// come before the range.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ReadPlan {
+    pub(super) row_groups: Vec<usize>,
+    pub(super) skip: u64,
+}
+
+/// `starts` holds `row_groups + 1` input row numbers; `range` is non-empty and
+/// inside the file.
+pub(super) fn plan_read(starts: &[u64], range: &Range<u64>) -> ReadPlan {
+    // Row group g overlaps the range when starts[g] < end and starts[g+1] > start.
+    let first = starts[1..].partition_point(|&end| end <= range.start);
+    let last = starts[..starts.len() - 1].partition_point(|&s| s < range.end);
+    ReadPlan {
+        row_groups: (first..last).collect(),
+        skip: range.start - starts[first],
+    }
+}
