@@ -113,5 +113,16 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
         if app.quit {
             return Ok(());
         }
+        // A terminal that hung up (its window closed, the ssh session
+        // dropped) answers no size. Leave then: once a run has started, the
+        // run catches SIGHUP to stop resumably, so the signal alone no
+        // longer ends the process, and the hung-up terminal would keep
+        // this loop spinning.
+        if ratatui::crossterm::terminal::size().is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the terminal hung up",
+            ));
+        }
     }
 }
