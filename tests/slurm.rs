@@ -49,7 +49,19 @@ fn fleet(c: &Cluster, local: bool, slots: u32, extra: &str) -> String {
 
 /// `herd run` of `s`'s job against cluster `c`, `slow` slowing one slot.
 fn start_run(c: &Cluster, s: &Scratch, slow: Option<&str>) -> Child {
-    s.start_run(slow, &[("SLURM_CONF", c.conf.as_os_str())])
+    start_run_with(c, s, slow, None)
+}
+
+/// As [`start_run`], with `together` (a [`Scratch::barrier`]) set too.
+fn start_run_with(
+    c: &Cluster,
+    s: &Scratch,
+    slow: Option<&str>,
+    together: Option<(&str, String)>,
+) -> Child {
+    let mut env = vec![("SLURM_CONF", c.conf.display().to_string())];
+    env.extend(together);
+    s.start_run(slow, &env)
 }
 
 fn assert_no_jobs_left(c: &Cluster) {
@@ -90,10 +102,13 @@ fn one_run_across_local_ssh_and_slurm_hosts_stores_what_a_local_run_stores() {
             c.host_toml("cl", 1, "")
         ),
     );
-    // The local slot runs 10x slower, so the remote workers, which start
-    // after their host is set up and the binary shipped, get chunks too.
+    // Every worker waits for the other two before it says hello, so the
+    // remote hosts, which start after they are set up and the binary is
+    // shipped, get chunks too however long that takes; the local slot runs
+    // 4x slower so it does not take most of them.
     let t = Instant::now();
-    let (r, out) = s.finish(start_run(&c, &s, Some("0:10")));
+    let together = s.barrier("cold", 3);
+    let (r, out) = s.finish(start_run_with(&c, &s, Some("0:4"), Some(together)));
     let cold = t.elapsed();
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -120,7 +135,8 @@ fn one_run_across_local_ssh_and_slurm_hosts_stores_what_a_local_run_stores() {
 
     // A second run finds both files in the node cache and the ssh cache.
     let t = Instant::now();
-    let (r, out) = s.finish(start_run(&c, &s, Some("0:10")));
+    let together = s.barrier("cached", 3);
+    let (r, out) = s.finish(start_run_with(&c, &s, Some("0:4"), Some(together)));
     let cached = t.elapsed();
     assert_eq!(r["flipped"], true, "{r}");
     eprintln!(
@@ -189,8 +205,8 @@ fn an_onnx_model_with_external_data_ships_by_sbcast_beside_its_data() {
     let (r, out) = s.finish(start_run(&c, &s, None));
     assert_eq!(r["rows"], ROWS, "{r}");
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
-    let want: u64 = size(Path::new(common::HERD))
-        + files.iter().map(|f| size(&fixtures.join(f))).sum::<u64>();
+    let want: u64 =
+        size(Path::new(common::HERD)) + files.iter().map(|f| size(&fixtures.join(f))).sum::<u64>();
     assert_eq!(host(&r, "cl")["shipped_bytes"], want, "{r}\n{out}");
     // One folder holds the model and its data, byte for byte the job's.
     let models = std::fs::read_dir(c.node_cache())
@@ -263,7 +279,11 @@ fn a_slurm_host_spanning_two_nodes_ships_to_both_and_runs_a_worker_on_each() {
         let shipped: Vec<u64> = std::fs::read_dir(c.node_local(i))
             .unwrap()
             .flat_map(|user| std::fs::read_dir(user.unwrap().path().join("bin")).unwrap())
-            .map(|b| std::fs::metadata(b.unwrap().path().join("herd")).unwrap().len())
+            .map(|b| {
+                std::fs::metadata(b.unwrap().path().join("herd"))
+                    .unwrap()
+                    .len()
+            })
             .collect();
         assert_eq!(shipped, [binary], "node {}", c.nodes()[i]);
     }

@@ -66,10 +66,13 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     fleet.generate(&shape);
     fleet.write("hosts.toml", &fleet_toml(&servers, true, 1));
 
-    // Cold: binary and model go to every host. The local slot (slot 0) runs
-    // 4x slower so the remote hosts, which start later, get chunks too.
+    // Cold: binary and model go to every host. Every worker waits for the
+    // other three before it says hello, so the remote hosts, which start
+    // later, get chunks too however long shipping takes; the local slot
+    // (slot 0) runs 4x slower so it does not take most of them.
     let t = Instant::now();
-    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[]));
+    let together = fleet.barrier("cold", 4);
+    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[together]));
     let cold = t.elapsed();
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -101,7 +104,8 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
 
     // Cached: nothing is shipped.
     let t = Instant::now();
-    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[]));
+    let together = fleet.barrier("cached", 4);
+    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[together]));
     let cached = t.elapsed();
     assert_eq!(r["flipped"], true, "{r}");
     for s in &servers.servers {

@@ -3,7 +3,6 @@
 //! report, a local-only run of the same job, comparing two stores entity by
 //! entity, and finding a busy worker process of one host.
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,8 +40,9 @@ impl Scratch {
     }
 
     /// `herd run` of the job in the background, writing `report.json`,
-    /// with `env` added (and `HERD_TEST_SLOW_SLOT` set to `slow` when given).
-    pub fn start_run(&self, slow: Option<&str>, env: &[(&str, &OsStr)]) -> Child {
+    /// with `env` added (and `HERD_TEST_SLOW_SLOT` set to `slow` when given)
+    /// and no other test hook set.
+    pub fn start_run(&self, slow: Option<&str>, env: &[(&str, String)]) -> Child {
         let mut cmd = Command::new(HERD);
         cmd.args([
             "run",
@@ -52,13 +52,27 @@ impl Scratch {
         ])
         .current_dir(self.dir.path())
         .env_remove(herd::run::TEST_SLOW_SLOT_ENV)
-        .envs(env.iter().copied())
+        .env_remove(herd::run::TEST_BARRIER_ENV)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         if let Some(v) = slow {
             cmd.env(herd::run::TEST_SLOW_SLOT_ENV, v);
         }
         cmd.spawn().expect("start herd run")
+    }
+
+    /// The test hook that has a run's first `workers` workers all wait for
+    /// each other before they say hello (a fresh folder `barrier-NAME`), so
+    /// every host's workers start scoring together however long setting
+    /// their host up took: pass it to [`Scratch::start_run`].
+    pub fn barrier(&self, name: &str, workers: usize) -> (&'static str, String) {
+        let dir = self.path(&format!("barrier-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        (
+            herd::run::TEST_BARRIER_ENV,
+            format!("{}:{workers}", dir.display()),
+        )
     }
 
     /// Waits for a run from [`Scratch::start_run`], which must succeed:

@@ -172,7 +172,11 @@ fn parse_probe(
         else {
             return Err(format!("the cache probe printed '{line}'"));
         };
-        let found: Vec<&str> = if m == "-" { Vec::new() } else { m.split(',').collect() };
+        let found: Vec<&str> = if m == "-" {
+            Vec::new()
+        } else {
+            m.split(',').collect()
+        };
         if found.len() != model_shas.len() {
             return Err(format!(
                 "the cache probe printed {} model hashes for {} files: '{line}'",
@@ -376,7 +380,11 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o700, "{f}");
         }
-        std::fs::write(format!("{models}/{}", layout.files[2].under_models), b"part").unwrap();
+        std::fs::write(
+            format!("{models}/{}", layout.files[2].under_models),
+            b"part",
+        )
+        .unwrap();
         let p = parse_probe(&run(), 1, "ab12", &shas).unwrap();
         assert_eq!(p.model_everywhere, [false, false, true]);
         // A node that answers about fewer files than asked is an error.
