@@ -26,11 +26,13 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 const WORKERS_GONE_WITHIN: Duration = Duration::from_secs(10);
 
 /// A job long enough (a few seconds on the test machine) for hosts to come
-/// up, and for a kill to land mid-run.
+/// up, and for a kill to land mid-run: a slowed worker's first chunk takes
+/// well over the 50 ms of CPU by which `busy_worker` knows it is scoring
+/// (the slowdown itself sleeps).
 fn big_shape() -> JobShape {
     JobShape {
         users: 12000,
-        items: 20000,
+        items: 100_000,
         dim: 32,
         slots: 1,
         ..Default::default()
@@ -51,10 +53,26 @@ fn assert_no_workers_left(servers: &sshd::Servers) {
 }
 
 /// Waits for a busy `herd worker` of `server`: one that has used CPU beyond
-/// starting up (reading its model), so it is scoring.
-fn busy_worker(server: &sshd::Server, limit: Duration) -> u32 {
-    busy_worker_under(&server.home, limit)
-        .unwrap_or_else(|| panic!("no busy worker on {} within {limit:?}", server.name))
+/// starting up (reading its model), so it is scoring. A run that ends first
+/// fails the test with its output.
+fn busy_worker(server: &sshd::Server, run: &mut Child, limit: Duration) -> u32 {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if let Some(pid) = busy_worker_under(&server.home, Duration::from_millis(100)) {
+            return pid;
+        }
+        if run.try_wait().unwrap().is_some() {
+            let mut out = String::new();
+            if let Some(mut e) = run.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut out);
+            }
+            panic!(
+                "the run ended before a worker on {} was busy:\n{out}",
+                server.name
+            );
+        }
+    }
+    panic!("no busy worker on {} within {limit:?}", server.name)
 }
 
 #[test]
@@ -129,8 +147,9 @@ fn a_remote_worker_killed_mid_run_still_gives_a_complete_version() {
     s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
     // Slot 0 (ssh0's) runs 4x slower: it is busy long enough to be killed.
-    let child = s.start_run(Some("0:4"), &[]);
-    let victim = busy_worker(&servers.servers[0], Duration::from_secs(60));
+    // The workers start together, so ssh0 gets work however late it is up.
+    let mut child = s.start_run(Some("0:4"), &[s.barrier("run", 3)]);
+    let victim = busy_worker(&servers.servers[0], &mut child, Duration::from_secs(60));
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
@@ -154,8 +173,8 @@ fn a_host_that_dies_mid_run_still_gives_a_complete_version() {
     let s = Scratch::new(&shape);
     s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
-    let child = s.start_run(Some("1:4"), &[]);
-    busy_worker(&servers.servers[1], Duration::from_secs(60));
+    let mut child = s.start_run(Some("1:4"), &[s.barrier("run", 3)]);
+    busy_worker(&servers.servers[1], &mut child, Duration::from_secs(60));
     // sshd, its sessions and the workers under them all die at once.
     servers.servers[1].kill_all();
     let t = Instant::now();
@@ -279,8 +298,8 @@ fn remote_workers_exit_when_the_coordinator_is_killed() {
     s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
     // Both slots run slowly, so the job is still going when it is killed.
-    let mut child = s.start_run(Some("0:8"), &[]);
-    busy_worker(&servers.servers[0], Duration::from_secs(60));
+    let mut child = s.start_run(Some("0:8"), &[s.barrier("run", 2)]);
+    busy_worker(&servers.servers[0], &mut child, Duration::from_secs(60));
     assert!(!servers.servers[0].workers().is_empty());
     unsafe {
         libc::kill(child.id() as i32, libc::SIGKILL);
