@@ -3,8 +3,9 @@
 // and a tree ensemble's finish (base values, averaging, the binary-class
 // rules, the post transform and the label) after `trees.wgsl` added the
 // leaves up. Each follows the CPU path (src/model/trees/) step for step, in
-// f32, in the same order; the transcendental functions (exp, log, sqrt) are
-// the device's, within a few ulps of the host's.
+// f32, in the same order. exp is the device's (within a few ulps of the
+// host's); log and sqrt are brought to the host's rounding where PROBIT's
+// cancellation would magnify the difference.
 //
 // `m` holds the parameters as u32 words (floats bit-cast). NaN is recognised
 // by its bits: WGSL lets a compiler assume no NaN in float comparisons.

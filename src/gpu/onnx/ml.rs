@@ -261,6 +261,22 @@ impl DeviceMl {
             }
             _ => {}
         }
+        self.encode_kernel(gpu, pipes, encoder, x, rows, width)
+            .map(Some)
+    }
+
+    /// The linear models and feature transforms, on `shaders/ml.wgsl`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_kernel(
+        &self,
+        gpu: &Gpu,
+        pipes: &MlPipelines,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        rows: usize,
+        width: usize,
+    ) -> Result<Encoded> {
+        let count = rows * width;
         let params = |words: &[u32]| storage(gpu, "ml params", words);
         let plain = |values| Encoded {
             values,
@@ -270,8 +286,10 @@ impl DeviceMl {
         let mut d = |pipe, buffers: &[(u32, &wgpu::Buffer)], groups| {
             dispatch(gpu, encoder, pipe, buffers, groups)
         };
-        Ok(Some(match self {
-            DeviceMl::Trees(..) | DeviceMl::Host | DeviceMl::ZipMap => unreachable!("above"),
+        Ok(match self {
+            DeviceMl::Trees(..) | DeviceMl::Host | DeviceMl::ZipMap => {
+                unreachable!("encoded by DeviceMl::encode")
+            }
             DeviceMl::Linear {
                 m,
                 coefficients,
@@ -363,7 +381,7 @@ impl DeviceMl {
                 );
                 plain(y)
             }
-        }))
+        })
     }
 
     /// The node on the host, after the work in `encoder` (submitted here):
