@@ -10,6 +10,7 @@
 #                                    # gbdt 1M rows x 100 features, 500 trees of depth 8
 #   bench/compare.sh --mlp-rows N --users N --items N --repeat N --engine numpy --keep DIR
 #   bench/compare.sh --full --only gbdt   # some of the models: mlp, tt, gbdt (comma-separated)
+#   bench/compare.sh --herd PATH          # this herd binary instead of building one
 #
 # herd runs as `herd run` on a job file written here, on one local host with
 # 1 slot x 2 threads, device cpu (the native path). The baseline runs with
@@ -33,6 +34,7 @@ REPEAT=3
 ENGINE=onnxruntime
 KEEP=""
 MODELS="mlp tt gbdt"
+HERD_GIVEN=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -45,7 +47,8 @@ while [ $# -gt 0 ]; do
         --engine) ENGINE="$2"; shift 2 ;;
         --keep) KEEP="$2"; shift 2 ;;
         --only) MODELS="$(echo "$2" | tr ',' ' ')"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --herd) HERD_GIVEN="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,10 +65,15 @@ if ! "$PY" -c "import numpy, pyarrow, safetensors, onnx, onnxruntime, lmdb" 2>/d
     exit 2
 fi
 
-echo "== building herd (release)" >&2
-(cd "$ROOT" && cargo build --release --quiet)
-HERD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herd"
-case "$HERD" in /*) ;; *) HERD="$ROOT/$HERD" ;; esac
+if [ -n "$HERD_GIVEN" ]; then
+    HERD="$(cd "$(dirname "$HERD_GIVEN")" && pwd)/$(basename "$HERD_GIVEN")"
+    [ -x "$HERD" ] || { echo "compare.sh: --herd $HERD_GIVEN is not an executable" >&2; exit 2; }
+else
+    echo "== building herd (release)" >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+    HERD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herd"
+    case "$HERD" in /*) ;; *) HERD="$ROOT/$HERD" ;; esac
+fi
 
 if [ -n "$KEEP" ]; then
     mkdir -p "$KEEP"
