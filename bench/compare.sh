@@ -9,6 +9,8 @@
 #                                    # two_tower 20k users x 100k items, dim 64, K 100,
 #                                    # gbdt 1M rows x 100 features, 500 trees of depth 8
 #   bench/compare.sh --mlp-rows N --users N --items N --repeat N --engine numpy --keep DIR
+#   bench/compare.sh --full --only gbdt   # some of the models: mlp, tt, gbdt (comma-separated)
+#   bench/compare.sh --herd PATH          # this herd binary instead of building one
 #
 # herd runs as `herd run` on a job file written here, on one local host with
 # 1 slot x 2 threads, device cpu (the native path). The baseline runs with
@@ -31,6 +33,8 @@ THREADS=2
 REPEAT=3
 ENGINE=onnxruntime
 KEEP=""
+MODELS="mlp tt gbdt"
+HERD_GIVEN=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,10 +46,16 @@ while [ $# -gt 0 ]; do
         --repeat) REPEAT="$2"; shift 2 ;;
         --engine) ENGINE="$2"; shift 2 ;;
         --keep) KEEP="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --only) MODELS="$(echo "$2" | tr ',' ' ')"; shift 2 ;;
+        --herd) HERD_GIVEN="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+for m in $MODELS; do
+    case "$m" in mlp|tt|gbdt) ;; *) echo "compare.sh: --only takes mlp, tt and gbdt, not '$m'" >&2; exit 2 ;; esac
+done
+wants() { case " $MODELS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -55,10 +65,15 @@ if ! "$PY" -c "import numpy, pyarrow, safetensors, onnx, onnxruntime, lmdb" 2>/d
     exit 2
 fi
 
-echo "== building herd (release)" >&2
-(cd "$ROOT" && cargo build --release --quiet)
-HERD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herd"
-case "$HERD" in /*) ;; *) HERD="$ROOT/$HERD" ;; esac
+if [ -n "$HERD_GIVEN" ]; then
+    HERD="$(cd "$(dirname "$HERD_GIVEN")" && pwd)/$(basename "$HERD_GIVEN")"
+    [ -x "$HERD" ] || { echo "compare.sh: --herd $HERD_GIVEN is not an executable" >&2; exit 2; }
+else
+    echo "== building herd (release)" >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+    HERD="${CARGO_TARGET_DIR:-$ROOT/target}/release/herd"
+    case "$HERD" in /*) ;; *) HERD="$ROOT/$HERD" ;; esac
+fi
 
 if [ -n "$KEEP" ]; then
     mkdir -p "$KEEP"
@@ -72,13 +87,19 @@ rm -rf store-mlp store-tt store-gbdt baseline-mlp baseline-tt baseline-gbdt
 
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== generating data in $WORK" >&2
-[ -f mlp/entities.parquet ] && [ "$(cat mlp/.size 2>/dev/null)" = "$MLP_ROWS" ] ||
-    { "$HERD" gen mlp --out mlp --users "$MLP_ROWS" >&2 && echo "$MLP_ROWS" > mlp/.size; }
-[ -f tt/users.parquet ] && [ "$(cat tt/.size 2>/dev/null)" = "$USERS $ITEMS $DIM" ] ||
-    { "$HERD" gen two-tower --out tt --users "$USERS" --items "$ITEMS" --dim "$DIM" >&2 &&
-      echo "$USERS $ITEMS $DIM" > tt/.size; }
-[ -f gbdt/entities.parquet ] && [ "$(cat gbdt/.size 2>/dev/null)" = "$GBDT_ROWS" ] ||
-    { "$HERD" gen gbdt --out gbdt --rows "$GBDT_ROWS" >&2 && echo "$GBDT_ROWS" > gbdt/.size; }
+if wants mlp; then
+    [ -f mlp/entities.parquet ] && [ "$(cat mlp/.size 2>/dev/null)" = "$MLP_ROWS" ] ||
+        { "$HERD" gen mlp --out mlp --users "$MLP_ROWS" >&2 && echo "$MLP_ROWS" > mlp/.size; }
+fi
+if wants tt; then
+    [ -f tt/users.parquet ] && [ "$(cat tt/.size 2>/dev/null)" = "$USERS $ITEMS $DIM" ] ||
+        { "$HERD" gen two-tower --out tt --users "$USERS" --items "$ITEMS" --dim "$DIM" >&2 &&
+          echo "$USERS $ITEMS $DIM" > tt/.size; }
+fi
+if wants gbdt; then
+    [ -f gbdt/entities.parquet ] && [ "$(cat gbdt/.size 2>/dev/null)" = "$GBDT_ROWS" ] ||
+        { "$HERD" gen gbdt --out gbdt --rows "$GBDT_ROWS" >&2 && echo "$GBDT_ROWS" > gbdt/.size; }
+fi
 
 cat > hosts.toml <<EOF
 [[host]]
@@ -138,7 +159,7 @@ EOF
 
 now() { date +%s.%N; }
 
-for m in mlp tt gbdt; do
+for m in $MODELS; do
     kind=$m; extra=()
     if [ "$m" = tt ]; then kind=two-tower
         extra=(--top-k "$TOP_K" --max-history "$MAX_HISTORY" --exclude-seen); fi
@@ -157,14 +178,14 @@ for m in mlp tt gbdt; do
         --check-store "store-$m" --check-version "$version" --json "baseline-$m.json" > /dev/null
 done
 
-"$PY" -c "import json; json.dump([json.load(open(f)) for f in ('baseline-mlp.json', 'baseline-tt.json', 'baseline-gbdt.json')], open('baselines.json', 'w'))"
+"$PY" -c "import json, sys; json.dump([json.load(open(f'baseline-{m}.json')) for m in sys.argv[1:]], open('baselines.json', 'w'))" $MODELS
 echo "== herd bench compute --baseline (native path on the same files, best of $REPEAT)" >&2
 "$HERD" bench compute --baseline baselines.json --json > herd-compute.json
 
 echo "load average (1, 5, 15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end, on $(nproc) cores" > load.txt
-"$PY" - "$WORK" <<'EOF'
+"$PY" - "$WORK" $MODELS <<'EOF'
 import json, os, sys
-w = sys.argv[1]
+w, models = sys.argv[1], sys.argv[2:]
 load = lambda f: json.load(open(os.path.join(w, f)))
 compute = {}
 for r in load("herd-compute.json"):  # the fastest native row of each model
@@ -173,6 +194,8 @@ for r in load("herd-compute.json"):  # the fastest native row of each model
 print()
 print(f"{'model':<10} {'rows':>9}  {'what':<16} {'herd s':>8} {'baseline s':>10} {'herd rows/s':>12} {'base rows/s':>12} {'speedup':>8}")
 for m, name in (("mlp", "mlp"), ("tt", "two_tower"), ("gbdt", "gbdt")):
+    if m not in models:
+        continue
     b, rep, wall = load(f"baseline-{m}.json"), load(f"herd-{m}.json"), load(f"herd-{m}-wall.json")
     n = b["rows"]
     lines = [
@@ -192,12 +215,12 @@ for m, name in (("mlp", "mlp"), ("tt", "two_tower"), ("gbdt", "gbdt")):
     c = b["check"]
     print(f"{'':<10} {'':>9}  agreement: {c['sampled']} sampled rows, {c['identical']} identical, "
           f"{c['disagree_count']} disagree, max |diff| {c['max_abs_diff']:.1e}; herd scoring_s {rep['scoring_s']:.2f}")
-g = load("baseline-gbdt.json")
-for r in load("herd-compute.json"):
+g = load("baseline-gbdt.json") if "gbdt" in models else None
+for r in load("herd-compute.json") if g else []:
     if r["model"] == "gbdt":
         print(f"{'gbdt':<10} {g['rows']:>9}  {'layout':<16} {r['seconds']:>8.3f} {g['compute_s']:>10.3f} "
               f"{r['rows_per_s']:>12,.0f} {g['rows'] / g['compute_s']:>12,.0f} {g['compute_s'] / r['seconds']:>7.2f}x  ({r['adapter']})")
-b = load("baseline-mlp.json")
+b = load(f"baseline-{models[0]}.json")
 print(f"\nbaseline: {b['engine']} {b['engine_version']}, {b['threads']} threads; herd: native CPU, "
       f"1 slot x {b['threads']} threads; model compute best of {b['repeat']}")
 print("speedup = baseline seconds / herd seconds (above 1: herd is faster)")

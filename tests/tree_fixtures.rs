@@ -1,10 +1,13 @@
 //! Every ai.onnx.ml node of the fixtures in tests/fixtures/trees (made by
-//! make.py with onnxruntime) scored by herd's operators, on the fast path
-//! and the reference, against onnxruntime's outputs: scores within 1e-5
-//! (relative), labels exact, NaN inputs included. The tree ensembles run
-//! on the WGSL kernel too (lavapipe on a machine without a GPU; no adapter
-//! at all is a failure), where they must also equal the CPU path bit for
-//! bit.
+//! make.py with onnxruntime) scored by herd's operators, on the fast path,
+//! the reference and the WGSL kernels (lavapipe on a machine without a
+//! GPU; no adapter at all is a failure), against onnxruntime's outputs:
+//! scores within 1e-5 (relative), labels exact, NaN inputs included. The
+//! tree kernel's walk equals the CPU's bit for bit; every fixture's whole
+//! graph runs on the GPU path, and through a full `herd run` on device =
+//! "cpu" and "wgpu-cpu".
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use herd::config::Device;
-use herd::gpu::{self, Gpu, GpuTrees};
+use herd::gpu::{self, Gpu, GpuMl, GpuTrees};
 use herd::model::trees::{Attr, Attrs, Labels, MlOp, MlOutput};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -147,15 +150,22 @@ fn gpu() -> &'static Gpu {
 }
 
 /// Which paths score each node: the CPU's fast path and reference, or
-/// the WGSL kernel (tree ensembles only).
+/// the WGSL kernels.
 #[derive(Clone, Copy, PartialEq)]
 enum Paths {
     Cpu,
     Wgsl,
 }
 
-/// Tree ensemble `op` on the WGSL kernel; it must equal the CPU's fast
-/// path bit for bit (the same f32 additions in the same order).
+fn kernels() -> &'static GpuMl {
+    static KERNELS: OnceLock<GpuMl> = OnceLock::new();
+    KERNELS.get_or_init(|| GpuMl::new(gpu()))
+}
+
+/// Operator `op` on the WGSL kernels, as a graph on the GPU path runs it:
+/// from its input to its outputs on the device (but a tree ensemble given
+/// in doubles, whose leaves add up in f64 on the host), agreeing with the
+/// CPU's fast path within 1e-5, labels exact.
 fn on_wgsl(
     label: &str,
     op: &MlOp,
@@ -163,16 +173,25 @@ fn on_wgsl(
     rows: usize,
     width: usize,
 ) -> Result<MlOutput, String> {
-    let MlOp::Trees(t) = op else {
-        unreachable!("only tree ensembles run on the kernel")
-    };
-    let g = GpuTrees::new(gpu(), &t.ensemble).map_err(|e| e.to_string())?;
-    let got = t.output(g.score(gpu(), x, rows, width).map_err(|e| e.to_string())?);
-    let cpu = op.run(x, rows, width).map_err(|e| e.to_string())?;
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
-    if bits(&got.values) != bits(&cpu.values) || got.labels != cpu.labels {
+    let (got, on_device) = kernels()
+        .run(gpu(), op, x, rows, width)
+        .map_err(|e| e.to_string())?;
+    let double = matches!(op, MlOp::Trees(t) if t.ensemble.double);
+    if on_device == double {
         return Err(format!(
-            "{label}: the kernel gave {:?} / {:?} but the CPU path {:?} / {:?}",
+            "{label}: on the device from input to output: {on_device}"
+        ));
+    }
+    let cpu = op.run(x, rows, width).map_err(|e| e.to_string())?;
+    let agree = got.values.len() == cpu.values.len()
+        && got
+            .values
+            .iter()
+            .zip(&cpu.values)
+            .all(|(&a, &b)| close(a as f64, b as f64));
+    if !agree || got.labels != cpu.labels {
+        return Err(format!(
+            "{label}: the kernels gave {:?} / {:?} but the CPU path {:?} / {:?}",
             got.values, got.labels, cpu.values, cpu.labels
         ));
     }
@@ -199,9 +218,6 @@ fn check_case(
                 continue;
             }
         };
-        if paths == Paths::Wgsl && !matches!(op, MlOp::Trees(_)) {
-            continue;
-        }
         let input = node["inputs"][0].as_str().unwrap();
         let Some(x) = vals.get(&key(input)) else {
             failures.push(format!("{label}: no value for input '{input}'"));
@@ -334,7 +350,7 @@ fn synthetic_operators_score_as_onnxruntime_does() {
 }
 
 #[test]
-fn synthetic_tree_ensembles_on_the_wgsl_kernel_score_as_onnxruntime_and_the_cpu_do() {
+fn synthetic_operators_on_the_wgsl_kernels_score_as_onnxruntime_and_the_cpu_do() {
     synthetic(Paths::Wgsl);
 }
 
@@ -344,7 +360,7 @@ fn real_models_score_as_onnxruntime_does() {
 }
 
 #[test]
-fn real_tree_models_on_the_wgsl_kernel_score_as_onnxruntime_and_the_cpu_do() {
+fn real_models_on_the_wgsl_kernels_score_as_onnxruntime_and_the_cpu_do() {
     real_models(Paths::Wgsl);
 }
 
@@ -449,6 +465,28 @@ fn every_test_ensemble(double: bool) -> herd::model::trees::Ensemble {
 }
 
 #[test]
+fn a_nan_reaching_a_binarizer_on_the_kernels_fails_naming_its_row_and_feature() {
+    let op = MlOp::from_attrs(
+        "Binarizer",
+        &Attrs::new().with("threshold", Attr::Float(0.5)),
+    )
+    .unwrap();
+    let mut x = vec![0.25f32; 3 * 4];
+    x[2 * 4 + 1] = f32::NAN;
+    x[2 * 4 + 3] = f32::NAN;
+    let e = kernels().run(gpu(), &op, &x, 3, 4).unwrap_err().to_string();
+    let cpu = op.run(&x, 3, 4).unwrap_err().to_string();
+    assert!(e.contains("row 2 feature 1"), "{e}");
+    assert_eq!(e, cpu);
+    x[2 * 4 + 1] = 0.75;
+    x[2 * 4 + 3] = 0.5;
+    let (out, on_device) = kernels().run(gpu(), &op, &x, 3, 4).unwrap();
+    assert!(on_device);
+    assert_eq!(out.values, op.run(&x, 3, 4).unwrap().values);
+    assert_eq!(out.values.iter().sum::<f32>(), 1.0);
+}
+
+#[test]
 fn every_branch_test_on_the_wgsl_kernel_splits_rows_as_the_cpu_does_at_float_edges() {
     // Each threshold, the floats either side of it, NaN, infinities,
     // integers and fractions near the member sets, and values past i32.
@@ -519,7 +557,6 @@ fn every_tree_model_as_a_graph_on_the_gpu_path_gives_onnxruntimes_outputs() {
         .collect();
     names.sort();
     assert!(names.len() >= 16, "fixtures: {names:?}");
-    let mut refused = Vec::new();
     for name in &names {
         let bytes = std::fs::read(dir().join(format!("{name}.onnx"))).unwrap();
         let file = OnnxFile::parse(&bytes).unwrap();
@@ -528,17 +565,10 @@ fn every_tree_model_as_a_graph_on_the_gpu_path_gives_onnxruntimes_outputs() {
             .keys()
             .filter_map(|k| k.strip_prefix("out.").map(str::to_string))
             .collect();
-        // Graphs herd refuses at load (an exporter's old default-domain
-        // opset) have no GPU path to check; their ML nodes are checked above.
-        let model =
-            match OnnxModel::load(&file, &Default::default(), &Outputs::Named(outputs.clone())) {
-                Ok(m) => m,
-                Err(e) if e.to_string().contains("herd runs opsets") => {
-                    refused.push(name.clone());
-                    continue;
-                }
-                Err(e) => panic!("{name}: {e}"),
-            };
+        // Every fixture loads as its exporter wrote it (onnxmltools' opset 8
+        // and 9 around tree ensembles included).
+        let model = OnnxModel::load(&file, &Default::default(), &Outputs::Named(outputs.clone()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let x = &vals["in.X"];
         let xf: Vec<f32> = x.f.iter().map(|&v| v as f32).collect();
         let rows = x.shape[0];
@@ -551,16 +581,10 @@ fn every_tree_model_as_a_graph_on_the_gpu_path_gives_onnxruntimes_outputs() {
             let want = &vals[&format!("out.{o}")];
             match (&got.data, &cpu.data) {
                 (Data::F32(g), Data::F32(c)) => {
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(g),
-                        bits(c),
-                        "{name} '{o}': gpu path and cpu path differ"
-                    );
-                    for (i, (&a, &b)) in g.iter().zip(&want.f).enumerate() {
+                    for (i, ((&a, &c), &b)) in g.iter().zip(c).zip(&want.f).enumerate() {
                         assert!(
-                            close(a as f64, b),
-                            "{name} '{o}' value {i}: herd {a}, onnxruntime {b}"
+                            close(a as f64, b) && close(a as f64, c as f64),
+                            "{name} '{o}' value {i}: gpu path {a}, cpu path {c}, onnxruntime {b}"
                         );
                     }
                 }
@@ -572,9 +596,260 @@ fn every_tree_model_as_a_graph_on_the_gpu_path_gives_onnxruntimes_outputs() {
             }
         }
     }
-    assert!(
-        names.len() - refused.len() >= 12,
-        "only {} graphs load; refused: {refused:?}",
-        names.len() - refused.len()
+}
+
+/// One stored slice of a merged model's output: a fixture's labels (one
+/// column) or its scores, with onnxruntime's values.
+struct Part {
+    what: String,
+    width: usize,
+    want: Vec<f64>,
+    labels: bool,
+}
+
+/// Fixtures `names` as one ONNX model for one `herd run`: each fixture's
+/// whole graph (its nodes renamed apart, reading its own input
+/// `<k>_X`), and one output, the concatenation of every fixture's outputs
+/// (labels cast to float). Returns the model and what each slice of a
+/// stored row must be.
+fn merged_model(names: &[&str]) -> (Vec<u8>, Vec<Part>) {
+    use herd::model::onnx::OnnxFile;
+    use herd::model::onnx::proto::{NodeProto, data_type};
+    use herd::model::onnx::write::{GraphBuilder, attr_int, batch_dims};
+    use prost::Message;
+    let mut b = GraphBuilder::new(17).opset("ai.onnx.ml", 1);
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut initializers = Vec::new();
+    let (mut parts, mut concat) = (Vec::new(), Vec::new());
+    for (k, name) in names.iter().enumerate() {
+        let p = |v: &str| format!("{k}_{v}");
+        let bytes = std::fs::read(dir().join(format!("{name}.onnx"))).unwrap();
+        let file = OnnxFile::parse(&bytes).unwrap();
+        let graph = file.proto().graph.clone().unwrap();
+        let vals = tensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap());
+        assert_eq!(vals["in.X"].shape, [ROWS, 8], "{name}");
+        b = b.input(&p("X"), data_type::FLOAT, &batch_dims(&[8]));
+        for t in &graph.initializer {
+            let mut t = t.clone();
+            t.name = p(&t.name);
+            initializers.push(t);
+        }
+        for (i, n) in graph.node.iter().enumerate() {
+            let mut n = n.clone();
+            let rename = |v: &mut String| {
+                if !v.is_empty() {
+                    *v = p(v);
+                }
+            };
+            n.input.iter_mut().for_each(rename);
+            n.output.iter_mut().for_each(rename);
+            n.name = p(&format!("{}{i}", n.name));
+            nodes.push(n);
+        }
+        for o in &graph.output {
+            let int = o
+                .r#type
+                .as_ref()
+                .and_then(|t| t.tensor_type.as_ref())
+                .is_some_and(|t| t.elem_type == data_type::INT64);
+            if int {
+                let (f, col) = (p(&format!("{}_f", o.name)), p(&format!("{}_col", o.name)));
+                b = b
+                    .node("Cast", &f, &[&p(&o.name)], &[&f], vec![attr_int("to", 1)])
+                    .initializer(
+                        &p("axes"),
+                        &herd::model::onnx::Tensor::i64(vec![1], vec![1]),
+                    )
+                    .node("Unsqueeze", &col, &[&f, &p("axes")], &[&col], vec![]);
+                concat.push(col);
+                let want = &vals[&format!("out.{}", o.name)];
+                parts.push(Part {
+                    what: format!("{name} {}", o.name),
+                    width: 1,
+                    want: want.f.clone(),
+                    labels: true,
+                });
+                continue;
+            }
+            // ZipMap's output is the probability tensor it was given.
+            let source = graph
+                .node
+                .iter()
+                .find(|n| n.op_type == "ZipMap" && n.output.first() == Some(&o.name))
+                .map_or(format!("out.{}", o.name), |z| format!("val.{}", z.input[0]));
+            let want = &vals[&source];
+            concat.push(p(&o.name));
+            parts.push(Part {
+                what: format!("{name} {}", o.name),
+                width: want.f.len() / ROWS,
+                want: want.f.clone(),
+                labels: false,
+            });
+        }
+    }
+    let total: usize = parts.iter().map(|p| p.width).sum();
+    let refs: Vec<&str> = concat.iter().map(String::as_str).collect();
+    let mut m = b
+        .node("Concat", "all", &refs, &["all"], vec![attr_int("axis", 1)])
+        .output("all", data_type::FLOAT, &batch_dims(&[total]))
+        .model();
+    // The fixtures' nodes go first: the added ones read their outputs.
+    let g = m.graph.as_mut().unwrap();
+    let added = std::mem::take(&mut g.node);
+    g.node = nodes.into_iter().chain(added).collect();
+    g.initializer.extend(initializers);
+    (m.encode_to_vec(), parts)
+}
+
+/// Rows of every fixture input.
+const ROWS: usize = 61;
+
+/// `id` and each fixture's 8 features as `<k>_f<j>`; a missing value is
+/// written as a null on even rows and as NaN on odd rows.
+fn write_rows(path: &Path, names: &[&str]) {
+    use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let mut columns: Vec<(String, ArrayRef)> = vec![(
+        "id".into(),
+        Arc::new(Int64Array::from_iter_values(0..ROWS as i64)),
+    )];
+    for (k, name) in names.iter().enumerate() {
+        let vals = tensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap());
+        let x = &vals["in.X"].f;
+        for j in 0..8 {
+            let col: Float32Array = (0..ROWS)
+                .map(|r| {
+                    let v = x[r * 8 + j] as f32;
+                    (!v.is_nan() || r % 2 == 1).then_some(v)
+                })
+                .collect();
+            columns.push((format!("{k}_f{j}"), Arc::new(col)));
+        }
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// One `herd run` of fixtures `names` (as [`merged_model`]) on `device`:
+/// what differs from onnxruntime, slice by slice.
+fn herd_run(names: &[&str], device: &str) -> Vec<String> {
+    use herd::model::EntityKey;
+    use herd::store::{Store, Value};
+    let (model, parts) = merged_model(names);
+    let s = tempfile::tempdir().unwrap();
+    let p = s.path();
+    std::fs::write(p.join("model.onnx"), model).unwrap();
+    write_rows(&p.join("rows.parquet"), names);
+    std::fs::write(
+        p.join("hosts.toml"),
+        format!("[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 1\ndevice = \"{device}\"\n"),
+    )
+    .unwrap();
+    let mut inputs = String::new();
+    for k in 0..names.len() {
+        let cols: Vec<String> = (0..8).map(|j| format!("\"{k}_f{j}\"")).collect();
+        inputs.push_str(&format!("\"{k}_X\" = [{}]\n", cols.join(", ")));
+    }
+    std::fs::write(
+        p.join("job.toml"),
+        format!(
+            "[job]\nname = \"tree-fixtures\"\nmodel_version = \"1\"\nhosts = \"hosts.toml\"\n\n\
+             [input]\npath = \"rows.parquet\"\nid_column = \"id\"\n\n\
+             [model]\nkind = \"onnx\"\npath = \"model.onnx\"\n[model.inputs]\n{inputs}\n\
+             [output]\nstore = \"store\"\n"
+        ),
+    )
+    .unwrap();
+    let out = common::herd_in(p, &["run", "job.toml", "--report", "r.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "device {device}: {}\n(wgpu-cpu needs a software Vulkan driver: apt-get install -y \
+         mesa-vulkan-drivers libvulkan1)",
+        common::text(&out)
     );
+    // The worker scored where it was told to (no fallback to the CPU).
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("r.json")).unwrap()).unwrap();
+    let backend = report["hosts"][0]["backend"].as_str().unwrap_or_default();
+    assert_eq!(backend == "cpu", device == "cpu", "{device}: {report}");
+    let store = Store::open_existing(&p.join("store")).unwrap();
+    let mut failures = Vec::new();
+    for r in 0..ROWS {
+        let got = store.get(&EntityKey::Int(r as u64), None, 0).unwrap();
+        let Some(Value::Scores(row)) = got.map(|g| g.value) else {
+            failures.push(format!("{device}: row {r} not stored as scores"));
+            continue;
+        };
+        let mut at = 0;
+        for part in &parts {
+            let got = &row[at..at + part.width];
+            let want = &part.want[r * part.width..(r + 1) * part.width];
+            at += part.width;
+            let same = got.iter().zip(want).all(|(&g, &w)| match part.labels {
+                true => g as f64 == w,
+                false => close(g as f64, w),
+            });
+            if !same {
+                failures.push(format!(
+                    "{device}: {} row {r}: herd stored {got:?}, onnxruntime {want:?}",
+                    part.what
+                ));
+            }
+        }
+        if at != row.len() {
+            failures.push(format!(
+                "{device}: row {r} has {} values, not {at}",
+                row.len()
+            ));
+        }
+    }
+    failures
+}
+
+#[test]
+fn every_fixture_through_herd_run_stores_onnxruntimes_outputs_on_cpu_and_wgpu_cpu() {
+    // Each fixture's whole graph, its inputs' missing values written as
+    // nulls and NaNs, scored by a full `herd run` on both devices: labels
+    // exact, scores within 1e-5. To keep this quick the fixtures run
+    // merged into one model per run: those with missing values in theirs
+    // (every reader of its input defines missing values) and the others
+    // (a graph reading the rows with, say, a Scaler, refuses missing
+    // values, as onnxruntime would score NaN through it).
+    let mut names: Vec<String> = std::fs::read_dir(dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".onnx").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 16, "fixtures: {names:?}");
+    let missing = |n: &String| {
+        let vals = tensors(&std::fs::read(dir().join(format!("{n}.io.safetensors"))).unwrap());
+        vals["in.X"].f.iter().any(|v| v.is_nan())
+    };
+    let (with, without): (Vec<&str>, Vec<&str>) = names
+        .iter()
+        .map(String::as_str)
+        .partition(|n| missing(&n.to_string()));
+    assert!(with.len() >= 8, "fixtures with missing values: {with:?}");
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = ["cpu", "wgpu-cpu"]
+            .into_iter()
+            .map(|device| {
+                let (with, without) = (&with, &without);
+                s.spawn(move || {
+                    let mut f = herd_run(with, device);
+                    f.extend(herd_run(without, device));
+                    f
+                })
+            })
+            .collect();
+        runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
+    if !failures.is_empty() {
+        panic!("{} failures:\n{}", failures.len(), failures.join("\n"));
+    }
 }

@@ -34,7 +34,7 @@ use crate::model::Model;
 pub use device::{Gpu, choose};
 pub use kernels::KernelConfig;
 pub use model::{GpuModel, KernelTiming, TileLimits};
-pub use onnx::{GpuOnnx, refusal as onnx_refusal};
+pub use onnx::{GpuMl, GpuOnnx, refusal as onnx_refusal};
 pub use trees::GpuTrees;
 
 pub type Result<T> = std::result::Result<T, Error>;

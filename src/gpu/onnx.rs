@@ -16,8 +16,11 @@ mod block;
 mod elementwise;
 mod layout;
 mod matmul;
+mod ml;
 mod normalize;
 mod reduce;
+
+pub use ml::GpuMl;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,6 +65,7 @@ struct Pipelines {
     reduce_f32: wgpu::ComputePipeline,
     reduce_i32: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
+    ml: ml::MlPipelines,
 }
 
 impl Pipelines {
@@ -119,6 +123,7 @@ impl Pipelines {
             reduce_f32: pipe(&reduce, "reduce_f32"),
             reduce_i32: pipe(&reduce, "reduce_i32"),
             matmul: pipe(&matmul, "main"),
+            ml: ml::MlPipelines::new(gpu),
         }
     }
 }
@@ -182,8 +187,8 @@ pub struct GpuOnnx {
     consts: HashMap<ValueId, (Arc<wgpu::Buffer>, bool)>,
     dense: HashMap<usize, DenseDevice>,
     prepared: HashMap<usize, Prepared>,
-    /// ai.onnx.ml nodes (`super::trees`).
-    ml: HashMap<usize, super::trees::DeviceMl>,
+    /// ai.onnx.ml nodes (`ml`).
+    ml: HashMap<usize, ml::DeviceMl>,
     block_rows: usize,
 }
 
@@ -319,6 +324,10 @@ struct Block<'a> {
     rows: usize,
     /// Gather nodes' out-of-range flags, to read back with the outputs.
     gathers: Vec<(usize, wgpu::Buffer)>,
+    /// Binarizer nodes' NaN flags and their input widths, likewise.
+    nans: Vec<(usize, wgpu::Buffer, usize)>,
+    /// The block's first row in the batch, for messages.
+    first_row: usize,
 }
 
 impl GpuOnnx {
@@ -343,6 +352,7 @@ impl GpuOnnx {
     fn build(gpu: &Gpu, model: &OnnxModel) -> Result<GpuOnnx> {
         let graph = model.graph();
         let plan = model.plan();
+        let pipes = Pipelines::new(gpu);
         let mut consts = HashMap::new();
         let mut dense = HashMap::new();
         let mut prepared = HashMap::new();
@@ -359,7 +369,7 @@ impl GpuOnnx {
                         prepared.insert(*i, p);
                     }
                     if let Op::Ml(m) = &node.op {
-                        ml.insert(*i, super::trees::DeviceMl::new(gpu, m)?);
+                        ml.insert(*i, ml::DeviceMl::new(gpu, &pipes.ml, &m.op)?);
                     }
                     for (slot, v) in node.inputs.iter().enumerate() {
                         let Some(v) = v else { continue };
@@ -412,7 +422,7 @@ impl GpuOnnx {
         Ok(GpuOnnx {
             model: model.clone(),
             kernels: Kernels::new(gpu, KernelConfig::for_limits(&gpu.limits)),
-            pipes: Pipelines::new(gpu),
+            pipes,
             consts,
             dense,
             prepared,
@@ -501,6 +511,8 @@ impl GpuOnnx {
             vals: vec![None; graph.values.len()],
             rows: n,
             gathers: Vec::new(),
+            nans: Vec::new(),
+            first_row: range.start,
         };
         for (input, feed) in graph.inputs.iter().zip(feeds) {
             let per_row: usize = input.dims.iter().product();
@@ -739,15 +751,7 @@ impl Block<'_> {
             Op::MatMul | Op::Gemm { .. } => self.matmul(i, &out.shape, out.count),
             Op::ConstantOfShape { value } => self.fill(i, out, value)?,
             Op::Shape { .. } | Op::Constant(_) => unreachable!("folded at load"),
-            Op::Ml(m) => {
-                let x = self.operand(i, 0).expect("a per-row input");
-                let before = std::mem::replace(
-                    &mut self.encoder,
-                    self.gpu.device.create_command_encoder(&Default::default()),
-                );
-                let (y, int) = g.ml[&i].run(self.gpu, m, before, &x.buf, &x.shape)?;
-                self.set(out.id, y, int);
-            }
+            Op::Ml(m) => self.ml(i, m, out)?,
         }
         Ok(())
     }

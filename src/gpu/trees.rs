@@ -3,20 +3,17 @@
 //!
 //! The kernel walks every tree for a row and adds the leaf weights up on
 //! the device, with the same f32 additions in the same order as the CPU
-//! path; base values, averaging, the post transform and the labels are then
-//! [`Ensemble::finalize`] on the host, the very code the CPU path runs, so
-//! the two paths give the same bits. A model given in doubles adds up in
-//! f64 on the CPU; WGSL has no f64, so for those the kernel writes the leaf
-//! each tree reached and the host adds the weights up.
+//! path. In a graph ([`super::GpuOnnx`]) the finish (base values,
+//! averaging, the post transform and the labels) then runs on the device
+//! too (`shaders/ml.wgsl`, `onnx/ml.rs`); [`GpuTrees::score`] finishes on
+//! the host with [`Ensemble::finalize`], the very code the CPU path runs,
+//! so its numbers equal the CPU's bit for bit. A model given in doubles adds
+//! up in f64 on the CPU; WGSL has no f64, so for those the kernel writes
+//! the leaf each tree reached and the host adds the weights up.
 //!
 //! Thresholds are f64 in the model and inputs f32: each test is turned at
 //! load into the f32 test that holds for exactly the same f32 inputs (for
 //! float models, the threshold itself), so no comparison can differ.
-//!
-//! The linear models and feature transforms (LinearClassifier,
-//! LinearRegressor, Scaler, Normalizer, Binarizer, Imputer, ZipMap) run on
-//! the host between dispatches: a few operations per feature, well under
-//! the cost of moving the rows.
 //!
 //! Limits, each refused at load with [`Error::OverLimit`] or
 //! [`Error::Onnx`] (a worker with device = "auto" then scores on the CPU):
@@ -28,10 +25,9 @@ use wgpu::util::DeviceExt;
 
 use super::kernels::{read_mapped, staging};
 use super::{Error, Gpu, Result};
-use crate::model::onnx::op::MlNode;
 use crate::model::trees::ensemble::{Child, Split};
 use crate::model::trees::score::RowState;
-use crate::model::trees::{Aggregate, Ensemble, Labels, MlOp, MlOutput, Scored};
+use crate::model::trees::{Aggregate, Ensemble, Scored};
 
 /// Invocations per workgroup of the tree kernel.
 const WG: u32 = 64;
@@ -183,6 +179,25 @@ fn storage(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     )
 }
 
+/// The tree kernel, compiled (once per graph: every ensemble of it shares it).
+pub(crate) fn tree_pipeline(gpu: &Gpu) -> wgpu::ComputePipeline {
+    let module = gpu
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("trees"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/trees.wgsl").into()),
+        });
+    gpu.device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("trees"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+}
+
 /// A tree ensemble uploaded once, ready to score rows.
 pub struct GpuTrees {
     ensemble: Ensemble,
@@ -208,6 +223,16 @@ impl std::fmt::Debug for GpuTrees {
 impl GpuTrees {
     /// Uploads `ensemble`'s tables and compiles the kernel.
     pub fn new(gpu: &Gpu, ensemble: &Ensemble) -> Result<GpuTrees> {
+        GpuTrees::with_pipeline(gpu, ensemble, None)
+    }
+
+    /// As [`GpuTrees::new`], with the kernel already compiled
+    /// ([`tree_pipeline`]) when given.
+    pub(crate) fn with_pipeline(
+        gpu: &Gpu,
+        ensemble: &Ensemble,
+        pipeline: Option<wgpu::ComputePipeline>,
+    ) -> Result<GpuTrees> {
         let binding = gpu
             .limits
             .max_storage_buffer_binding_size
@@ -269,22 +294,7 @@ impl GpuTrees {
                 return Err(over(what, bytes.len()));
             }
         }
-        let module = gpu
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("trees"),
-                source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/trees.wgsl").into()),
-            });
-        let pipeline = gpu
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("trees"),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let pipeline = pipeline.unwrap_or_else(|| tree_pipeline(gpu));
         let [nodes, roots, leaves, weights, members] = tables.map(|(l, b)| storage(gpu, l, b));
         Ok(GpuTrees {
             ensemble: ensemble.clone(),
@@ -400,6 +410,33 @@ impl GpuTrees {
         Ok(scored)
     }
 
+    /// Encodes the walk of `rows` rows of `width` features in `x` into a
+    /// new buffer of sums (rows x targets, f32 bits) then has-a-weight
+    /// flags, for a finish on the device; `None` for a model in doubles or
+    /// when the buffer would not fit one binding.
+    pub(crate) fn encode_sums(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        rows: usize,
+        width: usize,
+    ) -> Result<Option<wgpu::Buffer>> {
+        self.check_width(width)?;
+        let bytes = (rows * 2 * self.ensemble.n_targets * 4) as u64;
+        if self.ensemble.double || bytes > self.binding {
+            return Ok(None);
+        }
+        let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tree sums"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.encode(gpu, encoder, x, &out, 0, rows, width);
+        Ok(Some(out))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
@@ -503,85 +540,4 @@ impl GpuTrees {
             finish(r, e.finalize(&mut state, z));
         }
     }
-}
-
-/// An ai.onnx.ml node of a graph on the GPU path.
-pub enum DeviceMl {
-    /// A tree ensemble on the tree kernel.
-    Trees(Box<GpuTrees>),
-    /// Another ai.onnx.ml operator, run on the host.
-    Host,
-}
-
-impl DeviceMl {
-    pub fn new(gpu: &Gpu, m: &MlNode) -> Result<DeviceMl> {
-        Ok(match m.op.as_ref() {
-            MlOp::Trees(t) => DeviceMl::Trees(Box::new(GpuTrees::new(gpu, &t.ensemble)?)),
-            _ => DeviceMl::Host,
-        })
-    }
-
-    /// Runs node `m` on `x` (`shape` [rows] or [rows, width], f32 on the
-    /// device) after the work in `encoder`: the output port's words (f32
-    /// bits, or i32 labels) and whether they are integers.
-    pub fn run(
-        &self,
-        gpu: &Gpu,
-        m: &MlNode,
-        mut encoder: wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
-        shape: &[usize],
-    ) -> Result<(wgpu::Buffer, bool)> {
-        let rows = shape[0];
-        let width = shape.get(1).copied().unwrap_or(1);
-        let out = match (self, m.op.as_ref()) {
-            (DeviceMl::Trees(g), MlOp::Trees(t)) => {
-                t.output(g.score_buffer(gpu, encoder, x, rows, width)?)
-            }
-            (_, op) => {
-                let bytes = (rows * width * 4) as u64;
-                let s = staging(gpu, bytes);
-                encoder.copy_buffer_to_buffer(x, 0, &s, 0, bytes.max(4).min(x.size()));
-                let done = gpu.queue.submit([encoder.finish()]);
-                let values: Vec<f32> = read_mapped(gpu, &s, bytes, done)?
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect();
-                op.run(&values, rows, width)
-                    .map_err(|e| Error::Onnx(format!("{}: {e}", m.name)))?
-            }
-        };
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
-        if m.is_labels() {
-            return labels_words(m, &out).map(|w| {
-                let b = upload(gpu, "labels", bytemuck::cast_slice(&w), usage);
-                (b, true)
-            });
-        }
-        let b = upload(gpu, m.name, bytemuck::cast_slice(&out.values), usage);
-        Ok((b, false))
-    }
-}
-
-/// Integer labels as the i32 words integer tensors are on the device.
-fn labels_words(m: &MlNode, out: &MlOutput) -> Result<Vec<u32>> {
-    let Some(Labels::Int(codes)) = &out.labels else {
-        return Err(Error::Onnx(format!(
-            "{}: its labels are not integers (refused at load)",
-            m.name
-        )));
-    };
-    codes
-        .iter()
-        .map(|&c| {
-            i32::try_from(c).map(|v| v as u32).map_err(|_| {
-                Error::Onnx(format!(
-                    "{}: label {c} is outside the 32-bit integers the WGSL kernels compute with",
-                    m.name
-                ))
-            })
-        })
-        .collect()
 }

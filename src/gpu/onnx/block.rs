@@ -198,6 +198,8 @@ impl<'a> Block<'a> {
             encoder,
             vals,
             gathers,
+            nans,
+            first_row,
             ..
         } = self;
         let graph = g.model.graph();
@@ -210,6 +212,10 @@ impl<'a> Block<'a> {
         };
         let flags: Vec<(usize, wgpu::Buffer)> =
             gathers.iter().map(|(i, f)| (*i, copy_out(f, 4))).collect();
+        let nan_flags: Vec<(usize, wgpu::Buffer, usize)> = nans
+            .iter()
+            .map(|(i, f, width)| (*i, copy_out(f, 4), *width))
+            .collect();
         let outputs: Vec<(&DVal, wgpu::Buffer, u64)> = graph
             .outputs
             .iter()
@@ -228,6 +234,13 @@ impl<'a> Block<'a> {
                     "{}: index entry {at} is out of range for the table it indexes",
                     graph.nodes[*i].label
                 )));
+            }
+        }
+        for (i, flag, width) in &nan_flags {
+            let bytes = read_mapped(gpu, flag, 4, done.clone())?;
+            let at = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+            if let Some(e) = super::ml::nan_error(at, *width, first_row) {
+                return Err(Error::Onnx(format!("{}: {e}", graph.nodes[*i].label)));
             }
         }
         let mut outs = Vec::with_capacity(outputs.len());

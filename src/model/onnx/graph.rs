@@ -175,10 +175,13 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
     let version = found.ok_or_else(|| {
         Error::Graph("the model imports no opset of the default ONNX domain".into())
     })?;
-    // onnxmltools writes opset 9 around its tree ensembles: the few
-    // operators it uses there mean at opset 9 what they mean at 13 (only
-    // beside ai.onnx.ml nodes; a network at an older opset is refused).
-    let same_since_9 = |op: &str| {
+    // onnxmltools writes opset 8 or 9 around its tree ensembles: the few
+    // operators it uses there mean at opset 7 what they mean at 13 (their
+    // versions from opset 7 on changed only types they do not see: Cast
+    // gained strings, the arithmetic gained integer types), so only beside
+    // ai.onnx.ml nodes they are read as at 13; a network at an older opset
+    // is refused.
+    let same_since_7 = |op: &str| {
         matches!(
             op,
             "Identity" | "Cast" | "Mul" | "Add" | "Sub" | "Div" | "Relu" | "Sigmoid" | "Tanh"
@@ -189,9 +192,9 @@ pub fn default_opset(model: &ModelProto) -> Result<i64> {
             && g.node
                 .iter()
                 .filter(|n| n.domain.is_empty() || n.domain == "ai.onnx")
-                .all(|n| same_since_9(&n.op_type))
+                .all(|n| same_since_7(&n.op_type))
     });
-    if (9..op::MIN_OPSET).contains(&version) && only_stable {
+    if (7..op::MIN_OPSET).contains(&version) && only_stable {
         return Ok(op::MIN_OPSET);
     }
     if !(op::MIN_OPSET..=op::MAX_OPSET).contains(&version) {
