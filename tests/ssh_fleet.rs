@@ -83,6 +83,15 @@ fn generate(s: &Scratch, shape: &JobShape) {
 }
 
 fn start_run(s: &Scratch, slow_slot: Option<&str>) -> Child {
+    let mut cmd = run_command(s);
+    if let Some(v) = slow_slot {
+        cmd.env(herd::run::TEST_SLOW_SLOT_ENV, v);
+    }
+    cmd.spawn().expect("start herd run")
+}
+
+/// `herd run` of the scratch job with its report, and no test hooks set.
+fn run_command(s: &Scratch) -> Command {
     let mut cmd = Command::new(common::HERD);
     cmd.args([
         "run",
@@ -92,11 +101,22 @@ fn start_run(s: &Scratch, slow_slot: Option<&str>) -> Child {
     ])
     .current_dir(s.dir.path())
     .env_remove(herd::run::TEST_SLOW_SLOT_ENV)
+    .env_remove(herd::run::TEST_BARRIER_ENV)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    if let Some(v) = slow_slot {
-        cmd.env(herd::run::TEST_SLOW_SLOT_ENV, v);
-    }
+    cmd
+}
+
+/// Starts a run whose `workers` workers all wait for each other before they
+/// say hello (a test hook), with slot 0 4x slower.
+fn start_together(s: &Scratch, workers: usize, name: &str) -> Child {
+    let dir = s.path(&format!("barrier-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = run_command(s);
+    cmd.env(herd::run::TEST_SLOW_SLOT_ENV, "0:4").env(
+        herd::run::TEST_BARRIER_ENV,
+        format!("{}:{workers}", dir.display()),
+    );
     cmd.spawn().expect("start herd run")
 }
 
@@ -182,10 +202,12 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     generate(&alone, &shape);
     alone.write("hosts.toml", &local_toml());
 
-    // Cold: binary and model go to every host. The local slot (slot 0) runs
-    // 4x slower so the remote hosts, which start later, get chunks too.
+    // Cold: binary and model go to every host. Every worker waits for the
+    // other three before it says hello, so the remote hosts, which start
+    // later, get chunks too however long shipping takes; the local slot
+    // (slot 0) runs 4x slower so it does not take most of them.
     let t = Instant::now();
-    let r = finish(&fleet, start_run(&fleet, Some("0:4")));
+    let r = finish(&fleet, start_together(&fleet, 4, "cold"));
     let cold = t.elapsed();
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -218,7 +240,7 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
 
     // Cached: nothing is shipped.
     let t = Instant::now();
-    let r = finish(&fleet, start_run(&fleet, Some("0:4")));
+    let r = finish(&fleet, start_together(&fleet, 4, "cached"));
     let cached = t.elapsed();
     assert_eq!(r["flipped"], true, "{r}");
     for s in &servers.servers {

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{HERD, JobShape, Scratch};
 
+/// Tmux servers started by this process, for unique socket names.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A tmux server of this test's own (its own socket), killed on drop.
 struct Tmux {
     socket: String,
@@ -21,7 +24,12 @@ impl Tmux {
             "tmux is missing: apt-get install -y tmux"
         );
         let t = Tmux {
-            socket: format!("herd-test-{}", std::process::id()),
+            // One server per test: tests run in parallel in one process.
+            socket: format!(
+                "herd-test-{}-{}",
+                std::process::id(),
+                SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         };
         let ok = Command::new("tmux")
             .args([
@@ -69,6 +77,19 @@ impl Tmux {
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).trim() == "1"
+    }
+
+    /// The process id of the pane's program.
+    fn pane_pid(&self) -> u32 {
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket, "display-message", "-p", "-t", "herd"])
+            .arg("#{pane_pid}")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("pane_pid {text:?}"))
     }
 
     fn keys(&self, keys: &str) {
@@ -205,4 +226,30 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
         "terminal not restored:\n{after}"
     );
     assert!(!t.mouse_on(), "mouse reporting left on after the UI quit");
+}
+
+/// A terminal that goes away after a run (the window closed, the ssh
+/// session dropped) takes the TUI with it: no process left behind spinning
+/// on a hung-up terminal.
+#[test]
+fn the_tui_exits_when_its_terminal_hangs_up_after_a_run() {
+    let s = Scratch::new(&JobShape::default());
+    let t = Tmux::start(s.dir.path(), &format!("exec {HERD} tui job.toml"));
+    t.wait_for("test-candidates", Duration::from_secs(30));
+    let pid = t.pane_pid();
+    t.keys("Enter");
+    t.wait_for("v1 is live", Duration::from_secs(120));
+    drop(t);
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !gone(pid) {
+        assert!(
+            Instant::now() < until,
+            "herd tui (pid {pid}) still runs 10 s after its terminal hung up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
