@@ -15,7 +15,9 @@
 #    Lines export gives the exact values `herd serve` answers.
 # 3. redis-server is emptied and loaded with the same N values under
 #    `key:%012d` (the keys `redis-benchmark -r` asks for) through
-#    `redis-cli --pipe`, timed: the baseline of the sink's push.
+#    `redis-cli --pipe`, timed: the baseline of the sink's JSON push; then
+#    `herd bench sink` pushes the version as JSON and as binary values, the
+#    binary one beside `redis-cli --pipe` of the same bytes.
 # 4. `redis-benchmark -t get -c 50 -n 200000 -P 1 -r N` runs against
 #    redis-server, then against `herd serve --prefix key` (which reads
 #    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
@@ -23,7 +25,8 @@
 #    answer hits with equal values.
 # 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
 #    connections and reports its latency percentiles.
-# With --rt, redis-server, herd serve, redis-benchmark and wrk run under
+# With --rt, redis-server, herd serve, the export, the sink's pushes,
+# redis-cli --pipe, redis-benchmark and wrk run under
 # SCHED_FIFO (`chrt -f 10`), so that other processes on a shared machine do
 # not preempt them; the kernel's RT throttling (sched_rt_runtime_us, 95% by
 # default) still pauses them for the rest of each second they saturate.
@@ -48,7 +51,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rt) RT="chrt -f 10"; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -176,8 +179,10 @@ LOADED=$(redis-cli -p "$REDIS_PORT" dbsize)
 [ "$LOADED" = "$USERS" ] || { say "redis-server holds $LOADED keys, not $USERS"; exit 1; }
 
 # 3b. The sink's push of the same version into the same server (database 1,
-# emptied between steps), as JSON and as the stored value bytes, each beside
-# redis-cli --pipe of the same values with the same `SET key value EX secs`.
+# emptied between steps) with `herd bench sink`, as JSON and as the stored
+# value bytes, each beside redis-cli --pipe of the same values with the same
+# `SET key value EX secs` (the binary values are rebuilt from the JSON and
+# checked byte for byte on three keys against the sink's).
 sink_push() { # encoding -> entities/s
     $RT "$HERD" bench sink --store "$WORK/store" --url "redis://127.0.0.1:$REDIS_PORT/1" \
         --prefix "sink$1" --encoding "$1" | tee -a "$WORK/sink.log" >&2
@@ -220,7 +225,7 @@ say "herd bench sink, binary values"
 SINK_BIN=$(sink_push binary)
 for id in 0 42 $((USERS - 1)); do
     b=$(redis-cli -p "$REDIS_PORT" -n 1 --no-raw get "sinkbinary:v1:$id" | md5sum)
-    [ "$b" = "$(cat "$WORK/bin.$id")" ] || say "note: binary value of id $id differs between the sink and the pipe file"
+    [ "$b" = "$(cat "$WORK/bin.$id")" ] || { say "binary value of id $id differs between the sink and the pipe file"; exit 1; }
 done
 redis-cli -p "$REDIS_PORT" -n 1 flushdb sync >/dev/null
 
