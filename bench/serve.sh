@@ -15,7 +15,9 @@
 #    Lines export gives the exact values `herd serve` answers.
 # 3. redis-server is emptied and loaded with the same N values under
 #    `key:%012d` (the keys `redis-benchmark -r` asks for) through
-#    `redis-cli --pipe`, timed: the baseline of the sink's push.
+#    `redis-cli --pipe`, timed: the baseline of the sink's JSON push; then
+#    `herd bench sink` pushes the version as JSON and as binary values, the
+#    binary one beside `redis-cli --pipe` of the same bytes.
 # 4. `redis-benchmark -t get -c 50 -n 200000 -P 1 -r N` runs against
 #    redis-server, then against `herd serve --prefix key` (which reads
 #    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
@@ -23,7 +25,8 @@
 #    answer hits with equal values.
 # 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
 #    connections and reports its latency percentiles.
-# With --rt, redis-server, herd serve, redis-benchmark and wrk run under
+# With --rt, redis-server, herd serve, the export, the sink's pushes,
+# redis-cli --pipe, redis-benchmark and wrk run under
 # SCHED_FIFO (`chrt -f 10`), so that other processes on a shared machine do
 # not preempt them; the kernel's RT throttling (sched_rt_runtime_us, 95% by
 # default) still pauses them for the rest of each second they saturate.
@@ -48,7 +51,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rt) RT="chrt -f 10"; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -80,6 +83,7 @@ cleanup() {
 trap cleanup EXIT
 
 now() { date +%s.%N; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say() { echo "serve.sh: $*" >&2; }
 
 $RT redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
@@ -143,7 +147,7 @@ fi
 # 2. Exports.
 t0=$(now)
 /usr/bin/time -f "%U %S" -o "$WORK/export.cpu" \
-    "$HERD" store export --store "$WORK/store" --format parquet --out "$WORK/live.parquet" 2> "$WORK/export.log"
+    $RT "$HERD" store export --store "$WORK/store" --format parquet --out "$WORK/live.parquet" 2> "$WORK/export.log"
 t1=$(now)
 cat "$WORK/export.log" >&2
 EXPORT_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
@@ -167,12 +171,63 @@ with open(sys.argv[1], "rb") as f:
         out.write(b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$6\r\n604800\r\n" % (len(key), key, len(line), line))
 EOF
 t0=$(now)
-redis-cli -p "$REDIS_PORT" --pipe < "$WORK/load.resp" >&2
+$RT redis-cli -p "$REDIS_PORT" --pipe < "$WORK/load.resp" >&2
 t1=$(now)
 rm -f "$WORK/load.resp"
 PIPE_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
 LOADED=$(redis-cli -p "$REDIS_PORT" dbsize)
 [ "$LOADED" = "$USERS" ] || { say "redis-server holds $LOADED keys, not $USERS"; exit 1; }
+
+# 3b. The sink's push of the same version into the same server (database 1,
+# emptied between steps) with `herd bench sink`, as JSON and as the stored
+# value bytes, each beside redis-cli --pipe of the same values with the same
+# `SET key value EX secs` (the binary values are rebuilt from the JSON and
+# checked byte for byte on three keys against the sink's).
+sink_push() { # encoding -> entities/s
+    $RT "$HERD" bench sink --store "$WORK/store" --url "redis://127.0.0.1:$REDIS_PORT/1" \
+        --prefix "sink$1" --encoding "$1" | tee -a "$WORK/sink.log" >&2
+    local n
+    n=$(redis-cli -p "$REDIS_PORT" -n 1 dbsize)
+    [ "$n" = "$USERS" ] || { say "the $1 push left $n keys, not $USERS"; exit 1; }
+    tail -1 "$WORK/sink.log" | sed -n 's/.*(\([0-9]*\)\/s).*/\1/p'
+}
+say "herd bench sink, JSON values"
+SINK_JSON=$(sink_push json)
+redis-cli -p "$REDIS_PORT" -n 1 flushdb sync >/dev/null
+python3 - "$WORK/live.jsonl" > "$WORK/load.resp" <<'EOF2'
+import json, struct, sys
+out = sys.stdout.buffer
+select = b"*2\r\n$6\r\nSELECT\r\n$1\r\n1\r\n"
+out.write(select)
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        p = json.loads(line)
+        # The stored value: format 1, kind top-K, count, model_ref (the
+        # version that made it: 1), timestamp, ttl; then (item, score) pairs.
+        pairs = p["top_k"]
+        value = struct.pack("<BBHIII", 1, 1, len(pairs), 1, p["timestamp"], p["ttl"])
+        value += b"".join(struct.pack("<If", q["item"], q["score"]) for q in pairs)
+        key = b"sinkbinary:v1:%d" % int(p["id"])
+        out.write(b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$6\r\n604800\r\n" % (len(key), key, len(value), value))
+EOF2
+say "redis-cli --pipe, binary values"
+t0=$(now)
+$RT redis-cli -p "$REDIS_PORT" --pipe < "$WORK/load.resp" >&2
+t1=$(now)
+rm -f "$WORK/load.resp"
+PIPE_BIN=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
+for id in 0 42 $((USERS - 1)); do
+    a=$(redis-cli -p "$REDIS_PORT" -n 1 --no-raw get "sinkbinary:v1:$id" | md5sum)
+    echo "$a" > "$WORK/bin.$id"
+done
+redis-cli -p "$REDIS_PORT" -n 1 flushdb sync >/dev/null
+say "herd bench sink, binary values"
+SINK_BIN=$(sink_push binary)
+for id in 0 42 $((USERS - 1)); do
+    b=$(redis-cli -p "$REDIS_PORT" -n 1 --no-raw get "sinkbinary:v1:$id" | md5sum)
+    [ "$b" = "$(cat "$WORK/bin.$id")" ] || { say "binary value of id $id differs between the sink and the pipe file"; exit 1; }
+done
+redis-cli -p "$REDIS_PORT" -n 1 flushdb sync >/dev/null
 
 start_herd() {
     $RT "$HERD" serve --store "$WORK/store" --resp "127.0.0.1:$RESP_PORT" \
@@ -255,9 +310,13 @@ echo
 printf "%-44s %12s %9s %9s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
 printf "%-44s %12s %9s %9s\n" "herd store export --format parquet" "$EXPORT_RATE" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPU"
 echo
-printf "%-44s %12s  %s\n" "into redis-server, the same JSON values" "entities/s" "target: sink >= 200000/s"
-printf "%-44s %12s  %s\n" "redis-cli --pipe (baseline)" "$PIPE_RATE" "baseline"
-printf "%-44s %12s  %s\n" "herd run's Redis sink push" "$SINK_RATE" \
-    "$(python3 -c "print(f'{$SINK_RATE / $PIPE_RATE:.2f}x')" 2>/dev/null || true)"
+printf "%-44s %12s  %s\n" "into redis-server, the same values" "entities/s" "target: sink >= 200000/s"
+printf "%-44s %12s  %s\n" "redis-cli --pipe, JSON (baseline)" "$PIPE_RATE" "baseline"
+printf "%-44s %12s  %s\n" "herd bench sink, JSON" "$SINK_JSON" \
+    "$(python3 -c "print(f'{$SINK_JSON / $PIPE_RATE:.2f}x')")"
+printf "%-44s %12s  %s\n" "redis-cli --pipe, binary (baseline)" "$PIPE_BIN" "baseline"
+printf "%-44s %12s  %s\n" "herd bench sink, binary" "$SINK_BIN" \
+    "$(python3 -c "print(f'{$SINK_BIN / $PIPE_BIN:.2f}x')")"
+printf "%-44s %12s  %s\n" "herd run's JSON push (during the run)" "$SINK_RATE" "not under --rt"
 echo
-echo "load average at the end (other processes share these cores): $(cut -d' ' -f1-3 /proc/loadavg)${RT:+; servers and load tools under $RT}"
+echo "load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)${RT:+; servers, export, sink and load tools under $RT}"

@@ -12,7 +12,7 @@ use herd::run::{self, Event};
 mod bench;
 mod store;
 
-use bench::{BenchWhat, GpuBenchArgs};
+use bench::{BenchWhat, GpuBenchArgs, SinkBenchArgs};
 use store::{ServeArgs, StoreCmd};
 
 #[derive(Parser, Debug)]
@@ -72,6 +72,8 @@ enum Cmd {
         scale: Option<u64>,
         #[command(flatten)]
         gpu: GpuBenchArgs,
+        #[command(flatten)]
+        sink: SinkBenchArgs,
     },
     /// Serve the store over the Redis protocol and HTTP (loopback by default).
     Serve(ServeArgs),
@@ -215,13 +217,14 @@ fn main_with(cli: Cli) -> Result<i32> {
             baseline,
             scale,
             gpu,
+            sink,
         }) => {
             quiet_on_closed_stdout();
             // Mesa's device-select layer complains on stderr about a missing
             // XDG_RUNTIME_DIR when adapters are listed; the table is on stdout.
             // SAFETY: no other thread has been started yet.
             unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
-            bench::bench(what, json, baseline, scale, gpu)
+            bench::bench(what, json, baseline, scale, gpu, sink)
         }
     }
 }

@@ -216,6 +216,62 @@ fn runs_push_to_redis_and_flip_its_pointer_readers_never_see_half_a_version() {
 }
 
 #[test]
+fn a_push_refused_halfway_removes_the_keys_it_wrote_and_moves_no_pointer() {
+    let redis_server = RedisServer::start();
+    let shape = JobShape {
+        users: 300,
+        ..JobShape::default()
+    };
+    let s = job_with_sink(&shape, &redis_server.url());
+    let mut c = redis_server.conn().unwrap();
+    let out = s.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("1"));
+
+    // A Redis user that may write the pointer and the keys of ids 0-99 only:
+    // the server takes the first 100 keys of the next version, then refuses.
+    let mut acl = redis::cmd("ACL");
+    for arg in [
+        "SETUSER",
+        "partial",
+        "on",
+        ">s3cret",
+        "+@all",
+        "~pred:live",
+        "~pred:v*:?",
+        "~pred:v*:??",
+    ] {
+        acl.arg(arg);
+    }
+    let () = acl.query(&mut c).unwrap();
+    let url = format!("redis://partial:s3cret@127.0.0.1:{}/0", redis_server.port);
+    let job = std::fs::read_to_string(s.job()).unwrap();
+    s.write("job.toml", &job.replace(&redis_server.url(), &url));
+    let out = s.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shown = format!(
+        "sink redis redis://partial:***@127.0.0.1:{}/0",
+        redis_server.port
+    );
+    assert!(stderr.contains(&shown), "{}", text(&out));
+    assert!(!stderr.contains("s3cret"), "{}", text(&out));
+    assert!(stderr.contains("key 100 of the version"), "{}", text(&out));
+    assert!(
+        stderr.contains("removed the 100 keys of version 2"),
+        "{}",
+        text(&out)
+    );
+    // Neither pointer moved, and nothing of version 2 is left.
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("1"));
+    let store = Store::open_existing(&s.store()).unwrap();
+    assert_eq!(store.live().unwrap(), Some(1));
+    drop(store);
+    assert!(keys(&mut c, "pred:v2:*").is_empty());
+    assert_eq!(keys(&mut c, "pred:v1:*").len(), shape.users as usize);
+}
+
+#[test]
 fn an_unreachable_sink_fails_the_run_before_any_work() {
     // A port nothing listens on: bound, then released.
     let port = TcpListener::bind("127.0.0.1:0")

@@ -17,6 +17,68 @@ pub(super) enum BenchWhat {
     Coordinator,
     /// The WGSL kernels on this machine's GPU, as fractions of its peaks.
     Gpu,
+    /// The Redis sink's push of a store's live version (--store, --url,
+    /// --prefix, --encoding), timed; no pointer is flipped.
+    Sink,
+}
+
+/// Options of `herd bench sink`.
+#[derive(Args, Debug)]
+pub(super) struct SinkBenchArgs {
+    /// sink: the store whose live version is pushed.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// sink: the Redis server (`redis://host:port/db`).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// sink: keys `{prefix}:v{N}:{id}`.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// sink: `json` or `binary`.
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: BenchEncoding,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(super) enum BenchEncoding {
+    Json,
+    Binary,
+}
+
+/// `herd bench sink`: pushes the live version as a run's sink would, timed.
+fn bench_sink(args: SinkBenchArgs) -> Result<i32> {
+    use herd::config::{RedisEncoding, RedisSettings};
+    use herd::store::sink::{self, redis::RedisSink};
+    let (Some(dir), Some(url)) = (args.store, args.url) else {
+        bail!("herd bench sink needs --store DIR and --url redis://host:port/db");
+    };
+    let store = herd::store::Store::open_existing(&dir)?;
+    let Some(version) = store.live()? else {
+        bail!("store {}: no live version to push", dir.display());
+    };
+    let encoding = match args.encoding {
+        BenchEncoding::Json => RedisEncoding::Json,
+        BenchEncoding::Binary => RedisEncoding::Binary,
+    };
+    let settings = RedisSettings {
+        tls: url.starts_with("rediss://"),
+        url,
+        cluster: false,
+        prefix: args.prefix,
+        encoding,
+    };
+    let mut redis = RedisSink::open(settings).map_err(|e| anyhow::anyhow!("sink: {e}"))?;
+    let started = std::time::Instant::now();
+    let put = sink::push(&store, version, &mut redis)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "redis sink, {:?} encoding, {} connections: {put} predictions of version {version} \
+         in {seconds:.2} s ({:.0}/s)",
+        args.encoding,
+        herd::store::sink::redis::LANES,
+        put as f64 / seconds.max(1e-9)
+    );
+    Ok(0)
 }
 
 /// Options of `herd bench gpu`.
@@ -109,6 +171,7 @@ pub(super) fn bench(
     baseline: Option<PathBuf>,
     scale: Option<u64>,
     gpu: GpuBenchArgs,
+    sink: SinkBenchArgs,
 ) -> Result<i32> {
     if baseline.is_some() && !matches!(what, BenchWhat::Compute) {
         bail!("--baseline belongs to `herd bench compute` (a bench/baseline.py result)");
@@ -148,6 +211,7 @@ pub(super) fn bench(
         }
         (BenchWhat::Store, _) => println!("{}", herd::store::bench::run(json)?),
         (BenchWhat::Gpu, _) => return bench_gpu(json, gpu),
+        (BenchWhat::Sink, _) => return bench_sink(sink),
         (BenchWhat::Coordinator, scale) => {
             use herd::run::bench::{BASELINE_SLOTS, SEED_SLOTS};
             let slots = (SEED_SLOTS / scale.unwrap_or(1) as u32).max(BASELINE_SLOTS);

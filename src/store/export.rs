@@ -563,16 +563,17 @@ fn scan_columns(
             cols.ttls.push(u64::from(value.ttl()));
             let payload = &value.as_bytes()[HEADER_LEN..];
             match vkind {
+                // One pass per column over the (cached) payload: exact-size
+                // iterators extend without a capacity check per element.
                 ValueKind::TopK => {
-                    cols.items.reserve(payload.len() / 8);
-                    cols.scores.reserve(payload.len() / 8);
-                    for pair in payload.chunks_exact(8) {
-                        let (item, score) = pair.split_at(4);
-                        cols.items
-                            .push(u32::from_le_bytes(item.try_into().unwrap_or_default()));
-                        cols.scores
-                            .push(f32::from_le_bytes(score.try_into().unwrap_or_default()));
-                    }
+                    let pairs = payload.chunks_exact(8);
+                    cols.items.extend(
+                        pairs
+                            .clone()
+                            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]])),
+                    );
+                    cols.scores
+                        .extend(pairs.map(|p| f32::from_le_bytes([p[4], p[5], p[6], p[7]])));
                 }
                 ValueKind::Scores => cols.scores.extend(
                     payload

@@ -68,7 +68,7 @@ pub fn open(settings: &SinkSettings) -> Result<Box<dyn Sink>, Error> {
         SinkSettings::Redis(s) => redis::RedisSink::open(s.clone())
             .map(|sink| Box::new(sink) as Box<dyn Sink>)
             .map_err(|message| Error {
-                sink: format!("redis {}", s.url),
+                sink: format!("redis {}", redis::shown_url(&s.url)),
                 message,
             }),
     }

@@ -11,24 +11,26 @@
 //! written. Retention drops the keys of the versions LMDB dropped, with
 //! `SCAN` and `UNLINK`.
 //!
-//! Writes are pipelined in batches of at most [`BATCH_ENTRIES`] keys or
-//! [`BATCH_BYTES`] bytes, with one batch in flight while the next is
-//! encoded, so memory stays bounded whatever the version's size.
+//! A server's keys are written over [`lanes::LANES`] connections at once,
+//! each pipelining whole batches, with bounded memory (see [`lanes`]); a
+//! cluster's go through the cluster client in pipelined batches of
+//! [`BATCH_ENTRIES`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Value as Reply;
 
-use crate::config::{RedisEncoding, RedisSettings};
-use crate::store::json::{self, IdRef};
-use crate::store::{IdKind, ValueRef, VersionRecord};
+use crate::config::RedisSettings;
+use crate::store::json;
+use crate::store::{ValueRef, VersionRecord};
 
 use super::Sink;
 
-/// Keys one pipelined batch holds at most.
-pub const BATCH_ENTRIES: usize = 1_024;
-/// Bytes of commands one batch holds at most (a batch closes past this).
-pub const BATCH_BYTES: usize = 4 << 20;
+mod lanes;
+
+pub use lanes::{BATCH_BYTES, BATCH_ENTRIES, LANES, MAX_BATCHES};
+use lanes::{Encoder, Lanes};
 /// How long connecting, or any one reply, may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Keys one `SCAN` step asks for while retention looks for old versions.
@@ -40,30 +42,20 @@ enum Conn {
     Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
-/// A batch sent and not yet answered.
-struct InFlight {
-    keys: usize,
-    /// Index of the first key of this batch in the version (for messages).
-    first: u64,
-}
-
 /// Writes validated versions to a Redis server or cluster.
 pub struct RedisSink {
     settings: RedisSettings,
+    /// For the pointer, retention, and a cluster's pushes.
     conn: Option<Conn>,
     /// The version being pushed.
     version: u64,
     expected: u64,
-    id_kind: Option<IdKind>,
-    model_version_json: String,
-    now: u64,
-    /// Commands of the batch being encoded, in the Redis protocol.
-    batch: Vec<u8>,
-    batch_keys: usize,
+    encoder: Arc<Encoder>,
+    /// A single server's push under way.
+    lanes: Option<Lanes>,
     /// The batch under way in cluster mode (the cluster routes each key).
     cluster_batch: Vec<(Vec<u8>, Vec<u8>, u64)>,
-    in_flight: Option<InFlight>,
-    /// Keys put so far, and keys the server acknowledged.
+    /// Keys put so far, and keys a cluster acknowledged.
     put: u64,
     acknowledged: u64,
     scratch: Vec<u8>,
@@ -74,18 +66,22 @@ impl RedisSink {
     /// A sink for `settings`; checks now that the server answers `PING`, so
     /// a wrong address fails the run before any work, not after it.
     pub fn open(settings: RedisSettings) -> Result<RedisSink, String> {
+        let encoder = Arc::new(Encoder {
+            key_prefix: Vec::new(),
+            version: 0,
+            id_kind: None,
+            encoding: settings.encoding,
+            model_version_json: String::new(),
+            now: 0,
+        });
         let mut sink = RedisSink {
             settings,
             conn: None,
             version: 0,
             expected: 0,
-            id_kind: None,
-            model_version_json: String::new(),
-            now: 0,
-            batch: Vec::new(),
-            batch_keys: 0,
+            encoder,
+            lanes: None,
             cluster_batch: Vec::new(),
-            in_flight: None,
             put: 0,
             acknowledged: 0,
             scratch: Vec::new(),
@@ -123,20 +119,26 @@ impl RedisSink {
                 .map_err(|e| format!("PING failed: {e}"))?;
             Conn::Cluster(Box::new(conn))
         } else {
-            let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad url: {e}"))?;
-            let mut conn = client
-                .get_connection_with_timeout(TIMEOUT)
-                .map_err(|e| format!("cannot connect: {e}"))?;
-            conn.set_read_timeout(Some(TIMEOUT))
-                .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
-                .map_err(|e| format!("cannot set timeouts: {e}"))?;
-            redis::cmd("PING")
-                .query::<String>(&mut conn)
-                .map_err(|e| format!("PING failed: {e}"))?;
-            Conn::Single(conn)
+            Conn::Single(self.connect_single()?)
         };
         self.conn = Some(conn);
         Ok(())
+    }
+
+    /// A connection to a single server, with timeouts, answering `PING`.
+    fn connect_single(&self) -> Result<redis::Connection, String> {
+        let url = self.client_url();
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("bad url: {e}"))?;
+        let mut conn = client
+            .get_connection_with_timeout(TIMEOUT)
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        conn.set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| format!("cannot set timeouts: {e}"))?;
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .map_err(|e| format!("PING failed: {e}"))?;
+        Ok(conn)
     }
 
     /// The connection, opened again if the last one was lost.
@@ -150,75 +152,6 @@ impl RedisSink {
             self.connect()?;
         }
         Ok(self.conn.as_mut().expect("connected above"))
-    }
-
-    /// `{prefix}:v{N}:{id}` into `self.key`.
-    fn write_key(&mut self, id: IdRef<'_>) {
-        self.key.clear();
-        self.key.extend_from_slice(self.settings.prefix.as_bytes());
-        self.key.extend_from_slice(b":v");
-        self.key
-            .extend_from_slice(itoa::Buffer::new().format(self.version).as_bytes());
-        self.key.push(b':');
-        id.write_text(&mut self.key);
-    }
-
-    /// Sends the batch being encoded, after taking the answers of the one
-    /// before it (so at most one batch is in flight).
-    fn send_batch(&mut self) -> Result<(), String> {
-        if self.settings.cluster {
-            return self.send_cluster_batch();
-        }
-        self.take_replies()?;
-        if self.batch_keys == 0 {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let keys = self.batch_keys;
-        let first = self.put - keys as u64;
-        let Conn::Single(conn) = self.conn()? else {
-            unreachable!("cluster batches are sent above")
-        };
-        let sent = conn.send_packed_command(&batch);
-        self.batch = batch;
-        self.batch.clear();
-        self.batch_keys = 0;
-        sent.map_err(|e| format!("sending keys {first}.. of version failed: {e}"))?;
-        self.in_flight = Some(InFlight { keys, first });
-        Ok(())
-    }
-
-    /// Reads the answers of the batch in flight; every one must be `OK`.
-    fn take_replies(&mut self) -> Result<(), String> {
-        let Some(batch) = self.in_flight.take() else {
-            return Ok(());
-        };
-        let Some(Conn::Single(conn)) = &mut self.conn else {
-            return Err("the connection was lost with a batch in flight".into());
-        };
-        let mut failure = None;
-        for i in 0..batch.keys {
-            let n = batch.first + i as u64;
-            match conn.recv_response() {
-                Ok(Reply::Okay) => self.acknowledged += 1,
-                Ok(other) => {
-                    failure = Some(format!("key {n} of the version was refused: {other:?}"));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(format!("key {n} of the version: {e}"));
-                    break;
-                }
-            }
-        }
-        match failure {
-            None => Ok(()),
-            Some(e) => {
-                // Replies are out of step with commands now: drop the connection.
-                self.conn = None;
-                Err(e)
-            }
-        }
     }
 
     fn send_cluster_batch(&mut self) -> Result<(), String> {
@@ -322,6 +255,23 @@ impl RedisSink {
     }
 }
 
+/// `url` as messages show it: a password in it replaced by `***`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+    let password = if user_info.contains(':') { ":***" } else { "" };
+    let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+    format!("{scheme}://{user}{password}@{host}{path}")
+}
+
 /// `prefix` with the glob characters `SCAN MATCH` reads escaped.
 fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len());
@@ -341,110 +291,65 @@ fn key_version(key: &[u8], prefix: &str) -> Option<u64> {
     std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()
 }
 
-/// Appends one command in the Redis protocol: `*N`, then each argument as a
-/// bulk string.
-fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    out.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        out.push(b'$');
-        out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Seconds a prediction written at `timestamp` with `ttl` has left at `now`;
-/// at least 1 (Redis refuses an expiry of 0), so a prediction already stale
-/// is gone from the sink within a second, as it is stale in the store.
-fn expiry(timestamp: u64, ttl: u64, now: u64) -> u64 {
-    timestamp.saturating_add(ttl).saturating_sub(now).max(1)
-}
-
 impl Sink for RedisSink {
     fn name(&self) -> String {
-        format!("redis {}", self.settings.url)
+        format!("redis {}", shown_url(&self.settings.url))
     }
 
     fn begin(&mut self, version: &VersionRecord) -> Result<(), String> {
         self.version = version.version;
         self.expected = version.committed_rows;
-        self.id_kind = version.id_kind;
-        self.model_version_json.clear();
-        let mut quoted = Vec::new();
-        json::write_str(&mut quoted, &version.model_version);
-        self.model_version_json = String::from_utf8_lossy(&quoted).into_owned();
-        self.now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.batch.clear();
-        self.batch_keys = 0;
+        let mut model_version_json = Vec::new();
+        json::write_str(&mut model_version_json, &version.model_version);
+        self.encoder = Arc::new(Encoder {
+            key_prefix: format!("{}:v{}:", self.settings.prefix, version.version).into_bytes(),
+            version: version.version,
+            id_kind: version.id_kind,
+            encoding: self.settings.encoding,
+            model_version_json: String::from_utf8_lossy(&model_version_json).into_owned(),
+            now: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        });
+        if let Some(lanes) = self.lanes.take() {
+            lanes.abort();
+        }
         self.cluster_batch.clear();
-        self.in_flight = None;
         self.put = 0;
         self.acknowledged = 0;
         // A connection left out of step by an earlier failure is replaced.
         self.conn()?;
+        if !self.settings.cluster {
+            let connections = (0..LANES)
+                .map(|_| self.connect_single())
+                .collect::<Result<Vec<_>, _>>()?;
+            self.lanes = Some(Lanes::start(connections, self.encoder.clone()));
+        }
         Ok(())
     }
 
     fn put(&mut self, key: &[u8], value: ValueRef<'_>) -> Result<(), String> {
-        let id = match self.id_kind {
-            Some(IdKind::Int) => match <[u8; 8]>::try_from(key) {
-                Ok(b) => IdRef::Int(u64::from_be_bytes(b)),
-                Err(_) => return Err(format!("an integer id of {} bytes", key.len())),
-            },
-            // A version of string ids, or one recorded before the id kind
-            // was: its key bytes are the id.
-            Some(IdKind::String) | None => IdRef::Str(key),
-        };
-        self.write_key(id);
-        self.scratch.clear();
-        match self.settings.encoding {
-            RedisEncoding::Json => json::write_prediction(
-                &mut self.scratch,
-                json::Fields {
-                    id,
-                    version: self.version,
-                    model_version_json: &self.model_version_json,
-                    now: self.now,
-                },
-                value,
-            ),
-            RedisEncoding::Binary => self.scratch.extend_from_slice(value.as_bytes()),
-        }
-        let ex = expiry(
-            u64::from(value.timestamp()),
-            u64::from(value.ttl()),
-            self.now,
-        );
+        let id = self.encoder.id(key)?;
         self.put += 1;
-        if self.settings.cluster {
-            self.cluster_batch
-                .push((self.key.clone(), self.scratch.clone(), ex));
-            if self.cluster_batch.len() >= BATCH_ENTRIES {
-                self.send_cluster_batch()?;
-            }
-            return Ok(());
+        if let Some(lanes) = &mut self.lanes {
+            return lanes.put(key, value.as_bytes());
         }
-        let ex = itoa::Buffer::new().format(ex).to_owned();
-        write_command(
-            &mut self.batch,
-            &[b"SET", &self.key, &self.scratch, b"EX", ex.as_bytes()],
-        );
-        self.batch_keys += 1;
-        if self.batch_keys >= BATCH_ENTRIES || self.batch.len() >= BATCH_BYTES {
-            self.send_batch()?;
+        self.encoder.key(id, &mut self.key);
+        let ex = self.encoder.value(id, value, &mut self.scratch);
+        self.cluster_batch
+            .push((self.key.clone(), self.scratch.clone(), ex));
+        if self.cluster_batch.len() >= BATCH_ENTRIES {
+            self.send_cluster_batch()?;
         }
         Ok(())
     }
 
     fn end(&mut self) -> Result<(), String> {
-        self.send_batch()?;
-        self.take_replies()?;
+        match self.lanes.take() {
+            Some(lanes) => self.acknowledged = lanes.finish()?,
+            None => self.send_cluster_batch()?,
+        }
         if self.acknowledged != self.put || self.put != self.expected {
             return Err(format!(
                 "version {} has {} predictions; {} were put and {} acknowledged",
@@ -464,12 +369,13 @@ impl Sink for RedisSink {
         if self.put == 0 {
             return Ok(0);
         }
-        // Replies of the failed batch may still be on their way: a fresh
-        // connection keeps commands and replies in step.
-        self.in_flight = None;
+        // Every connection stops writing before the keys are looked for, so
+        // none arrives after the clean-up; a fresh connection keeps commands
+        // and replies in step.
+        if let Some(lanes) = self.lanes.take() {
+            lanes.abort();
+        }
         self.cluster_batch.clear();
-        self.batch.clear();
-        self.batch_keys = 0;
         self.conn = None;
         let version = self.version;
         self.retire(&[version])
@@ -501,6 +407,7 @@ impl Sink for RedisSink {
 
 #[cfg(test)]
 mod tests {
+    use super::lanes::{expiry, write_command};
     use super::*;
 
     #[test]
@@ -517,6 +424,22 @@ mod tests {
     fn glob_characters_in_a_prefix_match_only_themselves() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
         assert_eq!(glob_escape("pred"), "pred");
+    }
+
+    #[test]
+    fn messages_show_no_password() {
+        assert_eq!(
+            shown_url("redis://herd:s3cret@10.0.0.1:6379/2"),
+            "redis://herd:***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            shown_url("rediss://:s3cret@cache:6380"),
+            "rediss://:***@cache:6380"
+        );
+        assert_eq!(
+            shown_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
     }
 
     #[test]
