@@ -40,9 +40,20 @@ pub const FAULT_ENV: &str = "HERD_TEST_WORKER_FAULT";
 /// plants FAULT (passed on as [`FAULT_ENV`]).
 pub const BAD_SLOT_ENV: &str = "HERD_TEST_BAD_SLOT";
 
+/// `DIR:N`: every worker, before it says hello, leaves a file in DIR and
+/// waits until N workers have (at most [`BARRIER_WAIT`]), so a test can have
+/// every host's workers start scoring together. Passed on to every worker.
+pub const BARRIER_ENV: &str = "HERD_TEST_WORKER_BARRIER";
+
+/// How long a worker waits at the [`BARRIER_ENV`] barrier.
+pub const BARRIER_WAIT: Duration = Duration::from_secs(120);
+
 /// Environment to add to the worker of global slot `slot`.
 pub fn worker_env(slot: u32) -> Vec<(String, String)> {
     let mut env = Vec::new();
+    if let Some(barrier) = barrier() {
+        env.push((BARRIER_ENV.to_string(), barrier));
+    }
     if let Some((s, factor)) = slow_slot()
         && s == slot
     {
@@ -54,6 +65,16 @@ pub fn worker_env(slot: u32) -> Vec<(String, String)> {
         env.push((FAULT_ENV.to_string(), fault));
     }
     env
+}
+
+#[cfg(feature = "test-hooks")]
+fn barrier() -> Option<String> {
+    std::env::var(BARRIER_ENV).ok()
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn barrier() -> Option<String> {
+    None
 }
 
 #[cfg(feature = "test-hooks")]
@@ -102,6 +123,25 @@ impl WorkerHooks {
     #[cfg(not(feature = "test-hooks"))]
     pub fn from_env() -> WorkerHooks {
         WorkerHooks::default()
+    }
+
+    /// Waits at the [`BARRIER_ENV`] barrier, when one is set.
+    pub fn wait_at_barrier(&self) {
+        let Some((dir, n)) = barrier().and_then(|b| {
+            let (dir, n) = b.rsplit_once(':')?;
+            Some((std::path::PathBuf::from(dir), n.parse::<usize>().ok()?))
+        }) else {
+            return;
+        };
+        let _ = std::fs::write(dir.join(std::process::id().to_string()), b"");
+        let started = std::time::Instant::now();
+        while started.elapsed() < BARRIER_WAIT {
+            let arrived = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+            if arrived >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Called after each batch, which took `took` to compute.

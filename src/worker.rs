@@ -73,13 +73,14 @@ pub fn main() -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rx = read_stdin();
+    let hooks = WorkerHooks::from_env();
+    hooks.wait_at_barrier();
     let hello = FromWorker::Hello {
         version: proto::PROTOCOL_VERSION,
         host: hostname(),
         pid: std::process::id(),
     };
     send(&mut out, &hello)?;
-    let hooks = WorkerHooks::from_env();
     let mut loaded: Option<Loaded> = None;
     let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
     loop {

@@ -1,19 +1,21 @@
 //! Jobs on a real Slurm cluster (tests/slurmd: munged, slurmctld and slurmd
-//! on loopback) beside the local host: the store ends up the same as a
-//! local-only run's; a step cancelled mid-run, or the whole allocation, still
+//! on loopback) beside the local host, and beside a local and an ssh host
+//! (tests/sshd) in one run: the store ends up the same as a local-only
+//! run's; a step cancelled mid-run, or the whole allocation, still
 //! gives a complete version; an allocation that never starts fails its host
 //! after start_timeout with Slurm's reason; a bad partition is named with
 //! Slurm's words; and after every run no allocation is left in the queue.
 
 mod common;
 mod slurmd;
+mod sshd;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
+use common::fleet::{LOCAL_ONE_SLOT, assert_same_store, busy_worker_under, host, local_run};
 use common::{JobShape, Scratch, text};
-use herd::model::EntityKey;
 use slurmd::Cluster;
 
 /// One at a time: each test runs its own cluster and a multi-process job,
@@ -39,75 +41,27 @@ fn shape() -> JobShape {
 }
 
 /// hosts.toml: `local` (one slot) when asked, then the slurm host `cl`
-/// with `extra` keys, its node cache in the cluster's folder.
+/// with `extra` keys.
 fn fleet(c: &Cluster, local: bool, slots: u32, extra: &str) -> String {
-    let mut t = String::new();
-    if local {
-        t.push_str("[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 1\ndevice = \"cpu\"\nthreads = 1\n\n");
-    }
-    t.push_str(&format!(
-        "[[host]]\nname = \"cl\"\nkind = \"slurm\"\nslots = {slots}\npartition = \"batch\"\ntime = \"10\"\n\
-         start_timeout = \"30s\"\nnode_cache = \"{}\"\ndevice = \"cpu\"\ncost_per_hour = 1.0\n{extra}\n",
-        c.dir.path().join("node").display()
-    ));
-    t
-}
-
-fn generate(s: &Scratch, shape: &JobShape) {
-    let n = |v: u64| v.to_string();
-    let out = s.herd(&[
-        "gen",
-        "two-tower",
-        "--out",
-        "data",
-        "--users",
-        &n(shape.users),
-        "--items",
-        &n(shape.items as u64),
-        "--dim",
-        &n(shape.dim as u64),
-        "--features",
-        &n(shape.features as u64),
-        "--seed",
-        &n(shape.seed),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let local = if local { LOCAL_ONE_SLOT } else { "" };
+    format!("{local}{}", c.host_toml("cl", slots, extra))
 }
 
 /// `herd run` of `s`'s job against cluster `c`, `slow` slowing one slot.
 fn start_run(c: &Cluster, s: &Scratch, slow: Option<&str>) -> Child {
-    let mut cmd = Command::new(common::HERD);
-    cmd.args([
-        "run",
-        s.job().to_str().unwrap(),
-        "--report",
-        s.path("report.json").to_str().unwrap(),
-    ])
-    .current_dir(s.dir.path())
-    .env("SLURM_CONF", &c.conf)
-    .env_remove(herd::run::TEST_SLOW_SLOT_ENV)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    if let Some(v) = slow {
-        cmd.env(herd::run::TEST_SLOW_SLOT_ENV, v);
-    }
-    cmd.spawn().expect("start herd run")
+    start_run_with(c, s, slow, None)
 }
 
-fn finish(s: &Scratch, child: Child) -> (serde_json::Value, String) {
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let r = serde_json::from_slice(&std::fs::read(s.path("report.json")).unwrap()).unwrap();
-    (r, text(&out))
-}
-
-fn host<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("no host {name} in {r}"))
+/// As [`start_run`], with `together` (a [`Scratch::barrier`]) set too.
+fn start_run_with(
+    c: &Cluster,
+    s: &Scratch,
+    slow: Option<&str>,
+    together: Option<(&str, String)>,
+) -> Child {
+    let mut env = vec![("SLURM_CONF", c.conf.display().to_string())];
+    env.extend(together);
+    s.start_run(slow, &env)
 }
 
 fn assert_no_jobs_left(c: &Cluster) {
@@ -115,51 +69,11 @@ fn assert_no_jobs_left(c: &Cluster) {
     assert!(left.is_empty(), "allocations left in squeue: {left:?}");
 }
 
-/// A local-only run of the same job, for comparison.
-fn local_store(shape: &JobShape) -> Scratch {
-    let alone = Scratch::new(shape);
-    generate(&alone, shape);
-    alone.write(
-        "hosts.toml",
-        "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 2\ndevice = \"cpu\"\nthreads = 1\n",
-    );
-    let out = alone.herd(&["run", alone.job().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    alone
-}
-
-/// Every entity's stored value in the live version of `a` equals `b`'s.
-fn assert_same_store(a: &Path, b: &Path, ids: u64) {
-    let a = herd::store::Store::open_existing(a).unwrap();
-    let b = herd::store::Store::open_existing(b).unwrap();
-    assert_eq!(a.len(a.live().unwrap().unwrap()).unwrap(), ids);
-    for id in 0..ids {
-        let key = EntityKey::Int(id);
-        let va = a.get(&key, None, 0).unwrap().map(|v| v.value);
-        let vb = b.get(&key, None, 0).unwrap().map(|v| v.value);
-        assert!(va.is_some(), "entity {id} missing");
-        assert_eq!(va, vb, "entity {id} differs from the local-only run");
-    }
-}
-
 /// Waits for a `herd worker` started from the node cache under `c` that has
 /// used CPU beyond loading its model (so it is scoring).
 fn busy_step_worker(c: &Cluster, limit: Duration) -> u32 {
-    let cache = c.dir.path().join("node");
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            if exe.starts_with(&cache) && common::cpu_ticks(pid) > 5 {
-                return pid;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no busy worker step within {limit:?}: {}", c.logs());
+    busy_worker_under(&c.node_cache(), limit)
+        .unwrap_or_else(|| panic!("no busy worker step within {limit:?}: {}", c.logs()))
 }
 
 fn check(c: &Cluster, hosts: &Path) -> Output {
@@ -169,43 +83,64 @@ fn check(c: &Cluster, hosts: &Path) -> Output {
         .unwrap()
 }
 
+/// The same job on a local, an ssh (tests/sshd) and a slurm host in one
+/// run: every host commits chunks, the store is a local-only run's, and a
+/// second run finds every file in the caches.
 #[test]
-fn a_job_on_a_slurm_host_and_a_local_host_stores_what_a_local_run_stores() {
+fn one_run_across_local_ssh_and_slurm_hosts_stores_what_a_local_run_stores() {
     let _serial = one_at_a_time();
     let c = Cluster::start();
+    let servers = sshd::Servers::start(1);
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
-    s.write("hosts.toml", &fleet(&c, true, 2, ""));
-    // The local slot runs 10x slower, so the slurm steps, which start after
-    // the allocation and the sbcast of the binary, get chunks too.
+    s.generate(&shape);
+    s.write(
+        "hosts.toml",
+        &format!(
+            "{LOCAL_ONE_SLOT}{}{}",
+            servers.hosts_toml(1),
+            c.host_toml("cl", 1, "")
+        ),
+    );
+    // Every worker waits for the other two before it says hello, so the
+    // remote hosts, which start after they are set up and the binary is
+    // shipped, get chunks too however long that takes; the local slot runs
+    // 4x slower so it does not take most of them.
     let t = Instant::now();
-    let (r, out) = finish(&s, start_run(&c, &s, Some("0:10")));
+    let together = s.barrier("cold", 3);
+    let (r, out) = s.finish(start_run_with(&c, &s, Some("0:4"), Some(together)));
     let cold = t.elapsed();
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
-    assert!(host(&r, "cl")["chunks"].as_u64().unwrap() > 0, "{r}");
-    assert!(host(&r, "local")["chunks"].as_u64().unwrap() > 0, "{r}");
+    for name in ["local", "ssh0", "cl"] {
+        let chunks = host(&r, name)["chunks"].as_u64().unwrap();
+        assert!(chunks > 0, "{name} committed no chunk: {r}\n{out}");
+    }
     let binary = std::fs::metadata(common::HERD).unwrap().len();
     let weights = std::fs::metadata(s.path("data/two_tower.safetensors"))
         .unwrap()
         .len();
-    assert_eq!(host(&r, "cl")["shipped_bytes"], binary + weights, "{r}");
+    for name in ["ssh0", "cl"] {
+        assert_eq!(host(&r, name)["shipped_bytes"], binary + weights, "{r}");
+    }
     assert!(
         out.contains("cl: slurm job") && out.contains("on herdnode"),
         "{out}"
     );
     assert_no_jobs_left(&c);
-    let alone = local_store(&shape);
+    let left = servers.servers[0].workers_gone_within(JOBS_GONE_WITHIN);
+    assert!(left.is_empty(), "herd workers left on ssh0: {left:?}");
+    let alone = local_run(&shape);
     assert_same_store(&s.store(), &alone.store(), shape.users);
 
-    // A second run finds both files in the node cache.
+    // A second run finds both files in the node cache and the ssh cache.
     let t = Instant::now();
-    let (r, out) = finish(&s, start_run(&c, &s, Some("0:10")));
+    let together = s.barrier("cached", 3);
+    let (r, out) = s.finish(start_run_with(&c, &s, Some("0:4"), Some(together)));
     let cached = t.elapsed();
     assert_eq!(r["flipped"], true, "{r}");
     eprintln!(
-        "slurm + local run ({} users): cold {:.2} s, cached {:.2} s; {}",
+        "local + ssh + slurm run ({} users): cold {:.2} s, cached {:.2} s; {}",
         shape.users,
         cold.as_secs_f64(),
         cached.as_secs_f64(),
@@ -213,12 +148,148 @@ fn a_job_on_a_slurm_host_and_a_local_host_stores_what_a_local_run_stores() {
             .find(|l| l.contains("cl: slurm job"))
             .unwrap_or("")
     );
-    assert_eq!(host(&r, "cl")["shipped_bytes"], 0, "{r}");
+    for name in ["ssh0", "cl"] {
+        assert_eq!(host(&r, name)["shipped_bytes"], 0, "{r}");
+    }
     assert!(
         out.contains("nothing shipped (cached on the nodes)"),
         "{out}"
     );
     assert_no_jobs_left(&c);
+}
+
+/// An ONNX model whose weights lie in a file beside it (external data,
+/// tests/fixtures/onnx): both files go to the node by sbcast, side by side
+/// in one folder of the node cache, each checked by sha256 there; the
+/// store equals a local-only run's, and a second run sends nothing.
+#[test]
+fn an_onnx_model_with_external_data_ships_by_sbcast_beside_its_data() {
+    let _serial = one_at_a_time();
+    let c = Cluster::start();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let files = ["external_weights.onnx", "external_weights.onnx.data"];
+    const ROWS: u64 = 2000;
+    let scratch = |hosts: &str| {
+        let s = Scratch::new(&JobShape::default());
+        let out = s.herd(&[
+            "gen",
+            "mlp",
+            "--out",
+            "data",
+            "--rows",
+            &ROWS.to_string(),
+            "--features",
+            "20",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::create_dir_all(s.path("model")).unwrap();
+        for f in files {
+            std::fs::copy(fixtures.join(f), s.path("model").join(f)).unwrap();
+        }
+        let columns: Vec<String> = (0..20).map(|j| format!("\"f{j}\"")).collect();
+        s.write(
+            "job.toml",
+            &format!(
+                "[job]\nname = \"onnx-external\"\nmodel_version = \"1\"\nhosts = \"hosts.toml\"\n\n\
+                 [input]\npath = \"data/entities.parquet\"\nid_column = \"entity_id\"\n\
+                 feature_columns = [{}]\n\n\
+                 [model]\nkind = \"onnx\"\npath = \"model/external_weights.onnx\"\n\n\
+                 [output]\nstore = \"store\"\n",
+                columns.join(", ")
+            ),
+        );
+        s.write("hosts.toml", hosts);
+        s
+    };
+    let s = scratch(&c.host_toml("cl", 1, ""));
+    let (r, out) = s.finish(start_run(&c, &s, None));
+    assert_eq!(r["rows"], ROWS, "{r}");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let want: u64 =
+        size(Path::new(common::HERD)) + files.iter().map(|f| size(&fixtures.join(f))).sum::<u64>();
+    assert_eq!(host(&r, "cl")["shipped_bytes"], want, "{r}\n{out}");
+    // One folder holds the model and its data, byte for byte the job's.
+    let models = std::fs::read_dir(c.node_cache())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("models"))
+        .find(|p| p.is_dir())
+        .expect("a models folder in the node cache");
+    let folders: Vec<_> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    for f in files {
+        assert_eq!(
+            std::fs::read(folders[0].join(f)).unwrap(),
+            std::fs::read(fixtures.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let alone = scratch(LOCAL_ONE_SLOT);
+    let local = alone.herd(&["run", "job.toml"]);
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local));
+    assert_same_store(&s.store(), &alone.store(), ROWS);
+    // Again: every file is in the node cache, nothing is sent.
+    let (r, out) = s.finish(start_run(&c, &s, None));
+    assert_eq!(host(&r, "cl")["shipped_bytes"], 0, "{r}\n{out}");
+    assert_no_jobs_left(&c);
+}
+
+/// One slurm host whose two slots span two nodes (`--nodes=2`; two slurmd
+/// here, each with a node cache only it sees): the binary and the model go
+/// to both by sbcast, a worker runs on each, and the store is a local-only
+/// run's.
+#[test]
+fn a_slurm_host_spanning_two_nodes_ships_to_both_and_runs_a_worker_on_each() {
+    let _serial = one_at_a_time();
+    let c = Cluster::start_nodes(2);
+    let shape = shape();
+    let s = Scratch::new(&shape);
+    s.generate(&shape);
+    s.write(
+        "hosts.toml",
+        &c.host_toml("cl", 2, "extra_args = [\"--nodes=2\"]"),
+    );
+    let child = start_run(&c, &s, None);
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut nodes = std::collections::BTreeSet::new();
+    while nodes.len() < 2 && Instant::now() < until {
+        // Worker steps run on one node each (the probe and the checks
+        // after sbcast run on both at once).
+        let single = c.steps_on().into_iter().map(|(_, node)| node);
+        nodes.extend(single.filter(|n| !n.contains([',', '['])));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (r, out) = s.finish(child);
+    assert_eq!(nodes.len(), 2, "worker steps ran on {nodes:?}: {out}");
+    assert_eq!(r["rows"], shape.users, "{r}");
+    assert_eq!(r["flipped"], true, "{r}");
+    let binary = std::fs::metadata(common::HERD).unwrap().len();
+    let weights = std::fs::metadata(s.path("data/two_tower.safetensors"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        host(&r, "cl")["shipped_bytes"],
+        2 * (binary + weights),
+        "{r}\n{out}"
+    );
+    // Each node's own cache holds the binary.
+    for i in 0..2 {
+        let shipped: Vec<u64> = std::fs::read_dir(c.node_local(i))
+            .unwrap()
+            .flat_map(|user| std::fs::read_dir(user.unwrap().path().join("bin")).unwrap())
+            .map(|b| {
+                std::fs::metadata(b.unwrap().path().join("herd"))
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(shipped, [binary], "node {}", c.nodes()[i]);
+    }
+    assert_no_jobs_left(&c);
+    let alone = local_run(&shape);
+    assert_same_store(&s.store(), &alone.store(), shape.users);
 }
 
 #[test]
@@ -227,7 +298,7 @@ fn a_step_cancelled_mid_run_is_restarted_and_the_version_is_complete() {
     let c = Cluster::start();
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet(&c, false, 2, ""));
     let child = start_run(&c, &s, Some("0:4"));
     busy_step_worker(&c, Duration::from_secs(40));
@@ -235,7 +306,7 @@ fn a_step_cancelled_mid_run_is_restarted_and_the_version_is_complete() {
     assert!(!steps.is_empty(), "no worker step: {}", c.logs());
     let cancel = c.command("scancel").arg(&steps[0]).output().unwrap();
     assert!(cancel.status.success(), "{cancel:?}");
-    let (r, out) = finish(&s, child);
+    let (r, out) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
@@ -244,7 +315,7 @@ fn a_step_cancelled_mid_run_is_restarted_and_the_version_is_complete() {
     );
     assert!(out.contains("restarting the worker"), "{out}");
     assert_no_jobs_left(&c);
-    let alone = local_store(&shape);
+    let alone = local_run(&shape);
     assert_same_store(&s.store(), &alone.store(), shape.users);
 }
 
@@ -254,7 +325,7 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
     let c = Cluster::start();
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet(&c, true, 2, ""));
     let child = start_run(&c, &s, Some("0:10"));
     busy_step_worker(&c, Duration::from_secs(40));
@@ -262,7 +333,7 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let cancel = c.command("scancel").arg(&jobs[0]).output().unwrap();
     assert!(cancel.status.success(), "{cancel:?}");
-    let (r, out) = finish(&s, child);
+    let (r, out) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
@@ -271,7 +342,7 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
     );
     assert!(out.contains("host cl: lost"), "{out}");
     assert_no_jobs_left(&c);
-    let alone = local_store(&shape);
+    let alone = local_run(&shape);
     assert_same_store(&s.store(), &alone.store(), shape.users);
 }
 
@@ -281,7 +352,7 @@ fn with_requeue_a_cancelled_allocation_is_replaced_and_its_slots_rejoin() {
     let c = Cluster::start();
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet(&c, true, 2, "requeue = true"));
     let child = start_run(&c, &s, Some("0:10"));
     busy_step_worker(&c, Duration::from_secs(40));
@@ -307,13 +378,26 @@ fn with_requeue_a_cancelled_allocation_is_replaced_and_its_slots_rejoin() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (r, out) = finish(&s, child);
+    let (r, out) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(!out.contains("host cl: lost"), "{out}");
     assert!(!rejoined.is_empty());
+    // The host row shows the wait for the new allocation, then the host
+    // running again once a worker in it has loaded the model.
+    let requeued = format!(
+        "host cl: queued: REQUEUED (slurm allocation {} ended)",
+        first[0]
+    );
+    let at = out
+        .find(&requeued)
+        .unwrap_or_else(|| panic!("no '{requeued}': {out}"));
+    assert!(
+        out[at..].contains("host cl: running on cpu"),
+        "the host is not shown running again: {out}"
+    );
     assert_no_jobs_left(&c);
-    let alone = local_store(&shape);
+    let alone = local_run(&shape);
     assert_same_store(&s.store(), &alone.store(), shape.users);
 }
 
@@ -323,14 +407,14 @@ fn an_allocation_that_never_starts_fails_its_host_after_start_timeout_with_slurm
     let c = Cluster::start();
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     // Held back an hour: pending with Slurm's reason BeginTime. The local
     // slot is slowed so the run outlasts the start_timeout.
     let hosts = fleet(&c, true, 2, "extra_args = [\"--begin=now+3600\"]")
         .replace("start_timeout = \"30s\"", "start_timeout = \"3s\"");
     s.write("hosts.toml", &hosts);
     let t = Instant::now();
-    let (r, out) = finish(&s, start_run(&c, &s, Some("0:6")));
+    let (r, out) = s.finish(start_run(&c, &s, Some("0:6")));
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(host(&r, "cl")["chunks"], 0, "{r}");
     assert!(
@@ -401,7 +485,7 @@ fn no_allocation_outlives_a_killed_coordinator() {
     let c = Cluster::start();
     let shape = shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet(&c, false, 2, ""));
     let mut child = start_run(&c, &s, Some("0:8"));
     busy_step_worker(&c, Duration::from_secs(40));

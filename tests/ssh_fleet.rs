@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fleet::{LOCAL_ONE_SLOT, assert_same_store, busy_worker_under, host, local_run};
 use common::{JobShape, Scratch, text};
-use herd::model::EntityKey;
 
 /// The tests here run one at a time: each starts real sshd's and a
 /// multi-host job, and on a 2-core machine running them side by side makes
@@ -37,87 +37,10 @@ fn big_shape() -> JobShape {
     }
 }
 
-/// hosts.toml: `local` (one slot) then one ssh host per server.
+/// hosts.toml: `local` (one slot) when asked, then one ssh host per server.
 fn fleet_toml(servers: &sshd::Servers, local: bool, slots: u32) -> String {
-    let mut t = String::new();
-    if local {
-        t.push_str("[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 1\ndevice = \"cpu\"\nthreads = 1\n\n");
-    }
-    for s in &servers.servers {
-        t.push_str(&format!(
-            "[[host]]\nname = \"{}\"\nkind = \"ssh\"\naddress = \"{}\"\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nslots = {slots}\ndevice = \"cpu\"\nthreads = 1\ncost_per_hour = 1.0\n\n",
-            s.name,
-            s.address(),
-            servers.user_key.display(),
-            servers.known_hosts.display(),
-        ));
-    }
-    t
-}
-
-fn local_toml() -> String {
-    "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 2\ndevice = \"cpu\"\nthreads = 1\n"
-        .into()
-}
-
-/// Makes the job's data now, so runs are all scoring.
-fn generate(s: &Scratch, shape: &JobShape) {
-    let n = |v: u64| v.to_string();
-    let out = s.herd(&[
-        "gen",
-        "two-tower",
-        "--out",
-        "data",
-        "--users",
-        &n(shape.users),
-        "--items",
-        &n(shape.items as u64),
-        "--dim",
-        &n(shape.dim as u64),
-        "--features",
-        &n(shape.features as u64),
-        "--seed",
-        &n(shape.seed),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-fn start_run(s: &Scratch, slow_slot: Option<&str>) -> Child {
-    let mut cmd = Command::new(common::HERD);
-    cmd.args([
-        "run",
-        s.job().to_str().unwrap(),
-        "--report",
-        s.path("report.json").to_str().unwrap(),
-    ])
-    .current_dir(s.dir.path())
-    .env_remove(herd::run::TEST_SLOW_SLOT_ENV)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    if let Some(v) = slow_slot {
-        cmd.env(herd::run::TEST_SLOW_SLOT_ENV, v);
-    }
-    cmd.spawn().expect("start herd run")
-}
-
-fn finish(s: &Scratch, child: Child) -> serde_json::Value {
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    report(s)
-}
-
-fn report(s: &Scratch) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(s.path("report.json")).expect("report.json"))
-        .expect("report is JSON")
-}
-
-fn host<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("no host {name} in {r}"))
+    let local = if local { LOCAL_ONE_SLOT } else { "" };
+    format!("{local}{}", servers.hosts_toml(slots))
 }
 
 fn assert_no_workers_left(servers: &sshd::Servers) {
@@ -127,47 +50,11 @@ fn assert_no_workers_left(servers: &sshd::Servers) {
     }
 }
 
-/// Every entity's stored value in the live version of `a` equals `b`'s.
-fn assert_same_store(a: &Path, b: &Path, ids: u64) {
-    let a = herd::store::Store::open_existing(a).unwrap();
-    let b = herd::store::Store::open_existing(b).unwrap();
-    assert_eq!(a.len(a.live().unwrap().unwrap()).unwrap(), ids);
-    for id in 0..ids {
-        let key = EntityKey::Int(id);
-        let va = a.get(&key, None, 0).unwrap().map(|v| v.value);
-        let vb = b.get(&key, None, 0).unwrap().map(|v| v.value);
-        assert!(va.is_some(), "entity {id} missing from the fleet run");
-        assert_eq!(
-            va, vb,
-            "entity {id} differs between the fleet and the local run"
-        );
-    }
-}
-
 /// Waits for a busy `herd worker` of `server`: one that has used CPU beyond
 /// starting up (reading its model), so it is scoring.
 fn busy_worker(server: &sshd::Server, limit: Duration) -> u32 {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        for pid in server.workers() {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ticks: u64 = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| {
-                    rest.split_whitespace()
-                        .skip(11)
-                        .take(2)
-                        .filter_map(|v| v.parse::<u64>().ok())
-                        .sum()
-                })
-                .unwrap_or(0);
-            if ticks >= 3 {
-                return pid;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("no busy worker on {} within {limit:?}", server.name);
+    busy_worker_under(&server.home, limit)
+        .unwrap_or_else(|| panic!("no busy worker on {} within {limit:?}", server.name))
 }
 
 #[test]
@@ -176,16 +63,16 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     let servers = sshd::Servers::start(3);
     let shape = big_shape();
     let fleet = Scratch::new(&shape);
-    generate(&fleet, &shape);
+    fleet.generate(&shape);
     fleet.write("hosts.toml", &fleet_toml(&servers, true, 1));
-    let alone = Scratch::new(&shape);
-    generate(&alone, &shape);
-    alone.write("hosts.toml", &local_toml());
 
-    // Cold: binary and model go to every host. The local slot (slot 0) runs
-    // 4x slower so the remote hosts, which start later, get chunks too.
+    // Cold: binary and model go to every host. Every worker waits for the
+    // other three before it says hello, so the remote hosts, which start
+    // later, get chunks too however long shipping takes; the local slot
+    // (slot 0) runs 4x slower so it does not take most of them.
     let t = Instant::now();
-    let r = finish(&fleet, start_run(&fleet, Some("0:4")));
+    let together = fleet.barrier("cold", 4);
+    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[together]));
     let cold = t.elapsed();
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -212,13 +99,13 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     }
     assert_no_workers_left(&servers);
 
-    let out = alone.herd(&["run", alone.job().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let alone = local_run(&shape);
     assert_same_store(&fleet.store(), &alone.store(), shape.users);
 
     // Cached: nothing is shipped.
     let t = Instant::now();
-    let r = finish(&fleet, start_run(&fleet, Some("0:4")));
+    let together = fleet.barrier("cached", 4);
+    let (r, _) = fleet.finish(fleet.start_run(Some("0:4"), &[together]));
     let cached = t.elapsed();
     assert_eq!(r["flipped"], true, "{r}");
     for s in &servers.servers {
@@ -239,15 +126,15 @@ fn a_remote_worker_killed_mid_run_still_gives_a_complete_version() {
     let servers = sshd::Servers::start(3);
     let shape = big_shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
     // Slot 0 (ssh0's) runs 4x slower: it is busy long enough to be killed.
-    let child = start_run(&s, Some("0:4"));
+    let child = s.start_run(Some("0:4"), &[]);
     let victim = busy_worker(&servers.servers[0], Duration::from_secs(60));
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
-    let r = finish(&s, child);
+    let (r, _) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
@@ -265,14 +152,14 @@ fn a_host_that_dies_mid_run_still_gives_a_complete_version() {
     let mut servers = sshd::Servers::start(3);
     let shape = big_shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
-    let child = start_run(&s, Some("1:4"));
+    let child = s.start_run(Some("1:4"), &[]);
     busy_worker(&servers.servers[1], Duration::from_secs(60));
     // sshd, its sessions and the workers under them all die at once.
     servers.servers[1].kill_all();
     let t = Instant::now();
-    let r = finish(&s, child);
+    let (r, _) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
     assert!(
@@ -295,7 +182,7 @@ fn with_every_host_unreachable_the_run_fails_and_the_live_version_stays() {
     let servers = sshd::Servers::start(1);
     let shape = JobShape::default();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     // A live version from a local run first.
     let out = s.herd(&["run", s.job().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -389,10 +276,10 @@ fn remote_workers_exit_when_the_coordinator_is_killed() {
     let servers = sshd::Servers::start(2);
     let shape = big_shape();
     let s = Scratch::new(&shape);
-    generate(&s, &shape);
+    s.generate(&shape);
     s.write("hosts.toml", &fleet_toml(&servers, false, 1));
     // Both slots run slowly, so the job is still going when it is killed.
-    let mut child = start_run(&s, Some("0:8"));
+    let mut child = s.start_run(Some("0:8"), &[]);
     busy_worker(&servers.servers[0], Duration::from_secs(60));
     assert!(!servers.servers[0].workers().is_empty());
     unsafe {

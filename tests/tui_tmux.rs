@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{HERD, JobShape, Scratch};
 
+/// Tmux servers started by this process, for unique socket names.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A tmux server of this test's own (its own socket), killed on drop.
 struct Tmux {
     socket: String,
@@ -21,7 +24,12 @@ impl Tmux {
             "tmux is missing: apt-get install -y tmux"
         );
         let t = Tmux {
-            socket: format!("herd-test-{}", std::process::id()),
+            // One server per test: tests run in parallel in one process.
+            socket: format!(
+                "herd-test-{}-{}",
+                std::process::id(),
+                SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         };
         let ok = Command::new("tmux")
             .args([
@@ -71,11 +79,40 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).trim() == "1"
     }
 
+    /// The process id of the pane's program.
+    fn pane_pid(&self) -> u32 {
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket, "display-message", "-p", "-t", "herd"])
+            .arg("#{pane_pid}")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("pane_pid {text:?}"))
+    }
+
     fn keys(&self, keys: &str) {
         Command::new("tmux")
             .args(["-L", &self.socket, "send-keys", "-t", "herd", keys])
             .status()
             .unwrap();
+    }
+
+    /// Waits until the screen no longer shows `text`.
+    fn wait_without(&self, text: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            let s = self.screen();
+            if !s.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "screen still shows {text:?}; last screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the screen shows `text`; returns that screen.
@@ -139,7 +176,10 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
     t.keys("Enter");
     let host = t.wait_for("host local", Duration::from_secs(10));
     assert!(host.contains("local#0:"), "its slots:\n{host}");
+    // A key sent right behind Escape could reach the UI in the same read
+    // and be taken as Alt+key: wait for the window to close first.
     t.keys("Escape");
+    t.wait_without("host local", Duration::from_secs(10));
 
     // The log, filtered: only the matching lines, and how many.
     t.keys("Tab");
@@ -152,6 +192,7 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
     assert!(filtered.contains("finished: v2 is live"), "{filtered}");
     assert!(!filtered.contains("validation passed"), "{filtered}");
     t.keys("Escape");
+    t.wait_without("log /finished", Duration::from_secs(10));
 
     t.keys("v");
     let store = t.wait_for("store: versions (live v2)", Duration::from_secs(10));
@@ -205,4 +246,51 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
         "terminal not restored:\n{after}"
     );
     assert!(!t.mouse_on(), "mouse reporting left on after the UI quit");
+}
+
+/// A terminal that goes away after a run (the window closed, the ssh
+/// session dropped) takes the TUI with it: no process left behind spinning
+/// on a hung-up terminal.
+#[test]
+fn the_tui_exits_when_its_terminal_hangs_up_after_a_run() {
+    let s = Scratch::new(&JobShape::default());
+    let t = Tmux::start(s.dir.path(), &format!("exec {HERD} tui job.toml"));
+    t.wait_for("test-candidates", Duration::from_secs(30));
+    let pid = t.pane_pid();
+    t.keys("Enter");
+    t.wait_for("v1 is live", Duration::from_secs(120));
+    drop(t);
+    wait_gone(pid, "its terminal hung up");
+}
+
+/// `kill PID` after a run ends the TUI (the run's signal handlers, which
+/// stop a run resumably, stay registered for the process's life).
+#[test]
+fn the_tui_exits_on_sigterm_after_a_run() {
+    let s = Scratch::new(&JobShape::default());
+    let t = Tmux::start(s.dir.path(), &format!("exec {HERD} tui job.toml"));
+    t.wait_for("test-candidates", Duration::from_secs(30));
+    let pid = t.pane_pid();
+    t.keys("Enter");
+    t.wait_for("v1 is live", Duration::from_secs(120));
+    // SAFETY: a plain kill(2) of the pane's process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    wait_gone(pid, "SIGTERM");
+}
+
+/// Waits up to 10 s for process `pid` to end (or be a zombie).
+fn wait_gone(pid: u32, after: &str) {
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !gone(pid) {
+        if Instant::now() >= until {
+            // SAFETY: a plain kill(2), so no process is left spinning.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("herd tui (pid {pid}) still runs 10 s after {after}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

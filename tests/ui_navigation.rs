@@ -13,29 +13,9 @@ use herd::ui::{Action, App, UiInput};
 use insta::assert_snapshot;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
-};
+use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::style::Color;
 use ui_fixtures::*;
-
-fn render(app: &App, width: u16, height: u16) -> TestBackend {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
-    terminal.draw(|f| app.draw(f)).expect("draw");
-    terminal.backend().clone()
-}
-
-fn text(backend: &TestBackend) -> String {
-    backend.to_string()
-}
-
-fn key(app: &mut App, code: KeyCode) -> Option<Action> {
-    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
-}
-
-fn ch(app: &mut App, c: char) -> Option<Action> {
-    key(app, KeyCode::Char(c))
-}
 
 fn typed(app: &mut App, s: &str) {
     for c in s.chars() {

@@ -14,24 +14,6 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::style::Color;
 use ui_fixtures::*;
 
-fn render(app: &App, width: u16, height: u16) -> TestBackend {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
-    terminal.draw(|f| app.draw(f)).expect("draw");
-    terminal.backend().clone()
-}
-
-fn text(backend: &TestBackend) -> String {
-    backend.to_string()
-}
-
-fn key(app: &mut App, code: KeyCode) -> Option<Action> {
-    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
-}
-
-fn ch(app: &mut App, c: char) -> Option<Action> {
-    key(app, KeyCode::Char(c))
-}
-
 #[test]
 fn picker() {
     let app = App::new(jobs(), false);

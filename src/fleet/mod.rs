@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Host, Transport};
@@ -158,6 +160,58 @@ pub struct Spawned {
     pub exit: Pin<Box<dyn Future<Output = String> + Send>>,
     /// Sending on this kills the process (dropping it does too).
     pub kill: oneshot::Sender<()>,
+}
+
+/// Buffer of each in-process pipe between a transport's task and the
+/// coordinator.
+const PIPE_BYTES: usize = 256 << 10;
+
+/// The transport's ends of a worker's stdin, stdout and stderr, for a kind
+/// whose task pumps them to the real process (an SSH channel, an srun).
+pub struct Pipes {
+    pub stdin: DuplexStream,
+    pub stdout: DuplexStream,
+    pub stderr: DuplexStream,
+}
+
+impl Spawned {
+    /// A worker that `task` runs in the background: it gets the transport's
+    /// ends of the streams and the kill signal, and returns how the worker
+    /// ended. Returns at once. Should the task stop without saying, the
+    /// worker's exit reads "ended: the `kind` task for host 'NAME' stopped".
+    pub fn driven<F>(
+        kind: &str,
+        host: &str,
+        task: impl FnOnce(Pipes, oneshot::Receiver<()>) -> F,
+    ) -> Spawned
+    where
+        F: Future<Output = String> + Send + 'static,
+    {
+        let (stdin_user, stdin) = tokio::io::duplex(PIPE_BYTES);
+        let (stdout, stdout_user) = tokio::io::duplex(PIPE_BYTES);
+        let (stderr, stderr_user) = tokio::io::duplex(PIPE_BYTES);
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        let (exit_tx, exit_rx) = oneshot::channel::<String>();
+        let run = task(
+            Pipes {
+                stdin,
+                stdout,
+                stderr,
+            },
+            kill_rx,
+        );
+        tokio::spawn(async move {
+            let _ = exit_tx.send(run.await);
+        });
+        let gone = format!("ended: the {kind} task for host '{host}' stopped");
+        Spawned {
+            stdin: Box::new(stdin_user),
+            stdout: Box::new(stdout_user),
+            stderr: Box::new(stderr_user),
+            exit: Box::pin(async move { exit_rx.await.unwrap_or(gone) }),
+            kill,
+        }
+    }
 }
 
 /// What a worker did, tagged with its slot.

@@ -130,6 +130,7 @@ pub fn control(
         code: 0,
     };
     c.send_store();
+    c.rt.spawn(end_on_signals(c.inputs.clone()));
     while let Ok(action) = actions.recv() {
         c.reap();
         if action == Action::Quit {
@@ -138,6 +139,25 @@ pub fn control(
         c.on_action(action);
     }
     c.stop()
+}
+
+/// Tells the UI to leave when the process is asked to end. Once a run has
+/// started, its own handlers catch SIGTERM and SIGHUP (to stop resumably)
+/// for the rest of the process's life, so without this a `kill` after a run
+/// would be swallowed and the UI would stay.
+async fn end_on_signals(inputs: Sender<UiInput>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    let why = tokio::select! {
+        _ = term.recv() => "terminated (SIGTERM)",
+        _ = hup.recv() => "hung up (SIGHUP)",
+    };
+    let _ = inputs.send(UiInput::Terminate(why.to_string()));
 }
 
 /// A run's result as the controller keeps it.

@@ -3,6 +3,8 @@
 //! sending slot is taken; anything else is a protocol violation that ends
 //! that worker), checked, and turned into an input of the scheduler.
 
+use std::sync::atomic::Ordering;
+
 use crate::fleet::FleetEvent;
 use crate::model::Predictions;
 use crate::proto::{self, FromWorker, ToWorker};
@@ -109,13 +111,17 @@ impl Coordinator {
         self.workers.slots.get_mut(&slot).expect("known slot").up = true;
         let h = &mut self.workers.hosts[host as usize];
         if h.backend.is_empty() {
-            h.backend = backend.clone();
-            h.adapter = adapter.clone();
+            h.backend = backend;
+            h.adapter = adapter;
+        }
+        // The first worker up, or the first since the host waited in a
+        // batch queue again or was lost, shows the host running.
+        if !h.shown_running.swap(true, Ordering::SeqCst) {
             self.out.send(Event::Host {
                 host,
                 state: HostState::Running,
-                backend: Some(backend),
-                adapter: Some(adapter),
+                backend: Some(h.backend.clone()),
+                adapter: Some(h.adapter.clone()),
             });
         }
         self.sched
@@ -277,6 +283,9 @@ impl Coordinator {
             self.out.log(&source, note);
         }
         if self.workers.host_down(host) {
+            self.workers.hosts[host as usize]
+                .shown_running
+                .store(false, Ordering::SeqCst);
             self.out.send(Event::Host {
                 host,
                 state: HostState::Lost(reason),

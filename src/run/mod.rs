@@ -43,6 +43,7 @@ pub use event::{
 pub use prepare::{Prepared, load_fleet, load_job, prepare};
 pub use workers::MAX_WORKER_RESTARTS;
 
+pub use crate::test_hooks::BARRIER_ENV as TEST_BARRIER_ENV;
 pub use crate::test_hooks::SLOW_SLOT_ENV as TEST_SLOW_SLOT_ENV;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -47,6 +48,11 @@ pub(super) struct HostRt {
     pub backend: String,
     pub adapter: String,
     pub last_error: Option<String>,
+    /// Whether the host's row last showed it running: set when a worker
+    /// loads the model, cleared when the host waits in a batch queue again
+    /// (a requeued allocation) or is lost, so the next worker that loads
+    /// shows it running again.
+    pub shown_running: Arc<AtomicBool>,
     /// Its first slot (slots are named by their number after it) and how
     /// many of its slots are not down: kept so that no event scans slots.
     first_slot: Option<u32>,
@@ -87,9 +93,11 @@ impl Workers {
         };
         for (hi, h) in fleet.hosts.iter().enumerate() {
             let link = fleet::start(h, Some(model.clone()));
+            let shown_running = Arc::new(AtomicBool::new(false));
             if let Ok(link) = &link {
                 announce_when_ready(link.clone(), h.name.clone(), out.clone());
-                forward_pending(link.as_ref(), hi as HostId, out.clone());
+                let shown = shown_running.clone();
+                forward_pending(link.as_ref(), hi as HostId, shown, out.clone());
             }
             w.hosts.push(HostRt {
                 cfg: h.clone(),
@@ -97,6 +105,7 @@ impl Workers {
                 backend: String::new(),
                 adapter: String::new(),
                 last_error: None,
+                shown_running,
                 first_slot: None,
                 live: 0,
                 reads_input: false,
@@ -136,6 +145,7 @@ impl Workers {
                 backend: String::new(),
                 adapter: String::new(),
                 last_error: None,
+                shown_running: Arc::default(),
                 first_slot: None,
                 live: 0,
                 reads_input: false,
@@ -327,8 +337,14 @@ impl Drop for Workers {
 }
 
 /// Shows a host waiting in a batch queue as such, with the queue's reason,
-/// until its setup goes on (then it is connecting again).
-fn forward_pending(link: &dyn HostLink, host: HostId, out: Publisher) {
+/// until its setup goes on (then it is connecting again, until a worker
+/// loads the model: `shown_running` is cleared for that).
+fn forward_pending(
+    link: &dyn HostLink,
+    host: HostId,
+    shown_running: Arc<AtomicBool>,
+    out: Publisher,
+) {
     let Some(mut rx) = link.pending() else {
         return;
     };
@@ -342,6 +358,7 @@ fn forward_pending(link: &dyn HostLink, host: HostId, out: Publisher) {
                 None => continue,
             };
             shown = matches!(state, HostState::Pending(_));
+            shown_running.store(false, Ordering::SeqCst);
             out.send(Event::Host {
                 host,
                 state,

@@ -2,6 +2,8 @@
 //! that generates its own small data, and the real `herd` binary.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -159,6 +159,26 @@ impl Servers {
     }
 }
 
+impl Servers {
+    /// hosts.toml lines of one ssh host per server (named as the server),
+    /// each of `slots`.
+    pub fn hosts_toml(&self, slots: u32) -> String {
+        let mut t = String::new();
+        for s in &self.servers {
+            t.push_str(&format!(
+                "[[host]]\nname = \"{}\"\nkind = \"ssh\"\naddress = \"{}\"\nuser = \"root\"\n\
+                 identity = \"{}\"\nknown_hosts = \"{}\"\nslots = {slots}\ndevice = \"cpu\"\n\
+                 threads = 1\ncost_per_hour = 1.0\n\n",
+                s.name,
+                s.address(),
+                self.user_key.display(),
+                self.known_hosts.display(),
+            ));
+        }
+        t
+    }
+}
+
 impl Server {
     fn launch(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap();

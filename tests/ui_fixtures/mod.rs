@@ -8,7 +8,10 @@ use std::time::Duration;
 use herd::run::{Event, HostInfo, HostReport, HostState, Report};
 use herd::sched::{AttemptState, AttemptView, HostView, SlotId, Snapshot, Straggler};
 use herd::store::{Check, ValidationReport};
-use herd::ui::{App, JobSummary, StoreSummary, UiInput, VersionRow};
+use herd::ui::{Action, App, JobSummary, StoreSummary, UiInput, VersionRow};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 pub const ROWS: u64 = 100_000;
 pub const CHUNK_ROWS: u64 = 2_500;
@@ -410,4 +413,24 @@ pub fn app_with(events: Vec<Event>) -> App {
         app.apply(UiInput::Run(e));
     }
     app
+}
+
+/// The frame `app` draws on a `width` x `height` test terminal.
+pub fn render(app: &App, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal.draw(|f| app.draw(f)).expect("draw");
+    terminal.backend().clone()
+}
+
+pub fn text(backend: &TestBackend) -> String {
+    backend.to_string()
+}
+
+/// Presses `code` (no modifier); the user's wish, if any.
+pub fn key(app: &mut App, code: KeyCode) -> Option<Action> {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+pub fn ch(app: &mut App, c: char) -> Option<Action> {
+    key(app, KeyCode::Char(c))
 }

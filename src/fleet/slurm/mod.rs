@@ -152,6 +152,11 @@ impl Life {
                 break ended;
             }
             lock(&self.shared.status).requeues += 1;
+            // Queued again: shown until the new allocation's own state
+            // (PENDING with Slurm's reason) or its start replaces it.
+            let _ = self
+                .pending
+                .send(Some(format!("REQUEUED (slurm allocation {job} ended)")));
         };
         let why = format!("host '{}': {why}", self.name);
         lock(&self.shared.status).error.get_or_insert(why.clone());

@@ -7,17 +7,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::DuplexStream;
 use tokio::sync::{oneshot, watch};
 
 use super::alloc::job_state;
 use super::command::{self, step_argv, verified_worker};
 use super::{Ready, Stage, wait_ready};
 use crate::config::SlurmHost;
-use crate::fleet::{Spawned, WorkerCommand};
+use crate::fleet::{Pipes, Spawned, WorkerCommand};
 
-/// Buffer of each in-process pipe between a step's srun and the coordinator.
-const PIPE_BYTES: usize = 256 << 10;
 /// After SIGTERM (which srun passes to the step), how long srun has to end
 /// before it is killed outright (the allocation's cancel ends the step then).
 const TERM_GRACE: Duration = Duration::from_secs(5);
@@ -29,49 +26,19 @@ pub fn spawn(
     stage: watch::Receiver<Stage>,
     env: &[(String, String)],
 ) -> Spawned {
-    let (stdin_user, stdin_ours) = tokio::io::duplex(PIPE_BYTES);
-    let (stdout_ours, stdout_user) = tokio::io::duplex(PIPE_BYTES);
-    let (stderr_ours, stderr_user) = tokio::io::duplex(PIPE_BYTES);
-    let (kill_tx, kill_rx) = oneshot::channel::<()>();
-    let (exit_tx, exit_rx) = oneshot::channel::<String>();
-    let (name, cfg, env) = (name.to_string(), cfg.clone(), env.to_vec());
-    tokio::spawn(async move {
-        let pipes = [stdin_ours, stdout_ours, stderr_ours];
-        let reason = run(&cfg, stage, env, pipes, kill_rx).await;
-        let _ = exit_tx.send(reason);
-    });
-    Spawned {
-        stdin: Box::new(stdin_user),
-        stdout: Box::new(stdout_user),
-        stderr: Box::new(stderr_user),
-        exit: Box::pin(async move {
-            exit_rx
-                .await
-                .unwrap_or_else(|_| format!("ended: the slurm task for host '{name}' stopped"))
-        }),
-        kill: kill_tx,
-    }
-}
-
-/// The in-process ends of a step's stdin, stdout and stderr.
-struct Streams {
-    stdin: DuplexStream,
-    stdout: DuplexStream,
-    stderr: DuplexStream,
+    let (cfg, env) = (cfg.clone(), env.to_vec());
+    Spawned::driven("slurm", name, move |pipes, kill_rx| async move {
+        run(&cfg, stage, env, pipes, kill_rx).await
+    })
 }
 
 async fn run(
     cfg: &SlurmHost,
     mut stage: watch::Receiver<Stage>,
     env: Vec<(String, String)>,
-    [stdin, stdout, stderr]: [DuplexStream; 3],
+    mut io: Pipes,
     mut kill_rx: oneshot::Receiver<()>,
 ) -> String {
-    let mut io = Streams {
-        stdin,
-        stdout,
-        stderr,
-    };
     // An allocation that ended before this step's worker said a word: with
     // `requeue`, the step starts in the next allocation instead.
     let mut stale: Option<String> = None;
@@ -128,7 +95,7 @@ struct Done {
 /// Runs one srun of `argv`, piping `io` through it until it ends.
 async fn attempt(
     argv: &[String],
-    io: &mut Streams,
+    io: &mut Pipes,
     kill_rx: &mut oneshot::Receiver<()>,
 ) -> Result<Done, String> {
     let mut cmd = command::command(argv);
@@ -138,7 +105,7 @@ async fn attempt(
     let c_in = child.stdin.take().expect("piped");
     let mut c_out = child.stdout.take().expect("piped");
     let mut c_err = child.stderr.take().expect("piped");
-    let Streams {
+    let Pipes {
         stdin,
         stdout,
         stderr,

@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::connect::Client;
 use super::{Ready, Stage, wait_ready};
-use crate::fleet::WorkerCommand;
+use crate::fleet::{Pipes, WorkerCommand};
 
 /// After a kill, how long the server has to report the worker's end before
 /// the channel is closed from this side.
@@ -81,13 +81,6 @@ pub(super) async fn exec_capture(
     })
     .await
     .map_err(|_| format!("a remote command took over {}s", limit.as_secs()))?
-}
-
-/// The in-process ends of a worker's stdin, stdout and stderr.
-pub(super) struct Pipes {
-    pub stdin: DuplexStream,
-    pub stdout: DuplexStream,
-    pub stderr: DuplexStream,
 }
 
 /// Runs a worker with `env` on the host once it is ready, piping its streams

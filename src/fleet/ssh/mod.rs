@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::Handle;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::config::SshHost;
 
@@ -56,9 +56,6 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upload must move at least this many bytes per second on average
 /// (plus [`COMMAND_TIMEOUT`]), or it is abandoned.
 pub const MIN_UPLOAD_BYTES_PER_S: u64 = 1 << 20;
-/// Buffer of each in-process pipe between a worker's channel and the
-/// coordinator.
-const PIPE_BYTES: usize = 256 << 10;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -299,35 +296,12 @@ impl HostSession {
     /// worker starts when the host is ready. The remote process ends when its
     /// stdin closes, when it is killed, or when the connection goes.
     pub fn spawn(&self, env: &[(String, String)]) -> Spawned {
-        let (stdin_user, stdin_ours) = tokio::io::duplex(PIPE_BYTES);
-        let (stdout_ours, stdout_user) = tokio::io::duplex(PIPE_BYTES);
-        let (stderr_ours, stderr_user) = tokio::io::duplex(PIPE_BYTES);
-        let (kill_tx, kill_rx) = oneshot::channel::<()>();
-        let (exit_tx, exit_rx) = oneshot::channel::<String>();
         let stage = self.stage.clone();
         let env = env.to_vec();
-        let name_for_task = self.name.clone();
-        tokio::spawn(async move {
-            let pipes = exec::Pipes {
-                stdin: stdin_ours,
-                stdout: stdout_ours,
-                stderr: stderr_ours,
-            };
-            let reason = run_worker(&name_for_task, stage, env, pipes, kill_rx).await;
-            let _ = exit_tx.send(reason);
-        });
         let name = self.name.clone();
-        Spawned {
-            stdin: Box::new(stdin_user),
-            stdout: Box::new(stdout_user),
-            stderr: Box::new(stderr_user),
-            exit: Box::pin(async move {
-                exit_rx
-                    .await
-                    .unwrap_or_else(|_| format!("ended: the ssh task for host '{name}' stopped"))
-            }),
-            kill: kill_tx,
-        }
+        Spawned::driven("ssh", &self.name, move |pipes, kill_rx| async move {
+            run_worker(&name, stage, env, pipes, kill_rx).await
+        })
     }
 }
 

@@ -3,25 +3,20 @@
 //! uploaded under a temporary name, checked with sha256 on the remote side
 //! and moved into place; a file the cache already holds is never sent again.
 //!
-//! A model alone is `models/SHA.safetensors`. A model that reads files
-//! beside it (an ONNX model's external data) goes into a folder of its own,
-//! `models/BUNDLE/`, named by the sha256 of every file's hash and name, with
-//! the files in the same layout as beside the job's model, so the worker
-//! finds them there by the names the model gives them.
+//! The model's files (an ONNX model's external data too) lie under
+//! `models/` as [`ModelLayout`] places them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use russh::client::Handle;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::connect::Client;
 use super::exec::{collect, exec_capture};
 use super::{COMMAND_TIMEOUT, Error, HostStatus, MIN_UPLOAD_BYTES_PER_S, Payload, Result, lock};
-use crate::fleet::ModelFile;
-use crate::fleet::cache::CHECK_FOLDER;
+use crate::fleet::cache::{CHECK_FOLDER, ModelLayout};
 use crate::fleet::quote::quote;
 
 /// Bytes per `data_bytes` call while uploading.
@@ -100,79 +95,6 @@ pub(super) async fn ship(
     }
     lock(status).ship_time = Some(shipping.elapsed());
     Ok(shipped)
-}
-
-/// Where a model's files go in the host's cache: the model first, then
-/// each file it reads beside it; and the folders under `models/` they need.
-#[derive(Debug, Default)]
-struct ModelLayout {
-    files: Vec<ModelPart>,
-    folders: Vec<String>,
-}
-
-#[derive(Debug)]
-struct ModelPart {
-    /// The path below the cache's `models/` folder.
-    under_models: String,
-    local: PathBuf,
-    sha: String,
-}
-
-impl ModelLayout {
-    fn of(m: &ModelFile) -> ModelLayout {
-        if m.companions.is_empty() {
-            return ModelLayout {
-                files: vec![ModelPart {
-                    under_models: format!("{}.safetensors", m.sha256),
-                    local: m.path.clone(),
-                    sha: m.sha256.clone(),
-                }],
-                folders: Vec::new(),
-            };
-        }
-        let file_name = m
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
-        let mut listing = format!("{} {file_name}\n", m.sha256);
-        for c in &m.companions {
-            listing.push_str(&format!("{} {}\n", c.sha256, c.name));
-        }
-        let bundle = crate::worker::hex(&Sha256::digest(listing.as_bytes()));
-        let mut layout = ModelLayout {
-            files: vec![ModelPart {
-                under_models: format!("{bundle}/{file_name}"),
-                local: m.path.clone(),
-                sha: m.sha256.clone(),
-            }],
-            folders: vec![bundle.clone()],
-        };
-        for c in &m.companions {
-            let under_models = format!("{bundle}/{}", c.name);
-            if layout.files.iter().any(|f| f.under_models == under_models) {
-                continue;
-            }
-            // A name with folders in it (`weights/part0.bin`) needs them made.
-            let mut folder = bundle.clone();
-            let parts: Vec<&str> = c.name.split('/').collect();
-            for part in &parts[..parts.len() - 1] {
-                if part.is_empty() || *part == "." {
-                    continue;
-                }
-                folder = format!("{folder}/{part}");
-                if !layout.folders.contains(&folder) {
-                    layout.folders.push(folder.clone());
-                }
-            }
-            layout.files.push(ModelPart {
-                under_models,
-                local: c.path.clone(),
-                sha: c.sha256.clone(),
-            });
-        }
-        layout
-    }
 }
 
 /// One file of the cache: its local copy, its place on the host, its sha256
@@ -393,6 +315,7 @@ async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::ModelFile;
     use sha2::{Digest, Sha256};
 
     #[test]

@@ -85,33 +85,86 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
             last_frame = Some(Instant::now());
             dirty = false;
         }
-        if event::poll(KEY_POLL)? {
-            match event::read()? {
-                TermEvent::Key(key) => {
-                    if let Some(action) = app.handle_key(key) {
-                        // A closed channel means nobody drives a run any
-                        // more; quitting must still work.
-                        let _ = actions.send(action);
-                    }
-                    dirty = true;
-                }
-                // Pointer motion is reported too: only clicks and the
-                // wheel redraw.
-                TermEvent::Mouse(mouse) if !matches!(mouse.kind, MouseEventKind::Moved) => {
-                    if let Some(action) = app.handle_mouse(mouse) {
-                        let _ = actions.send(action);
-                    }
-                    dirty = true;
-                }
-                TermEvent::Resize(_, _) => {
-                    terminal.autoresize()?;
-                    dirty = true;
-                }
-                _ => {}
+        // crossterm reads a hung-up terminal in a loop that never ends
+        // (every read answers 0 bytes), so the terminal is asked first,
+        // and right before each read.
+        if wait_for_keys(KEY_POLL) == Keys::HungUp {
+            return Err(hung_up());
+        }
+        while wait_for_keys(Duration::ZERO) != Keys::HungUp && event::poll(Duration::ZERO)? {
+            let ev = event::read()?;
+            // Pointer motion is reported too: only clicks and the wheel
+            // count.
+            if matches!(&ev, TermEvent::Mouse(m) if matches!(m.kind, MouseEventKind::Moved)) {
+                continue;
             }
+            if let Some(action) = on_terminal_event(&mut app, &mut terminal, ev)? {
+                // A closed channel means nobody drives a run any more;
+                // quitting must still work.
+                let _ = actions.send(action);
+            }
+            dirty = true;
         }
         if app.quit {
             return Ok(());
         }
     }
+}
+
+/// What the terminal the keys come from has to say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keys {
+    /// Input waits to be read (or the wait was cut short by a signal).
+    Maybe,
+    /// Nothing came within the wait.
+    None,
+    /// The terminal hung up: its window closed, the ssh session dropped.
+    HungUp,
+}
+
+/// Waits up to `wait` for input on the terminal (crossterm reads standard
+/// input when it is a terminal, as the UI's is).
+fn wait_for_keys(wait: Duration) -> Keys {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    if n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Keys::HungUp
+    } else if n == 0 {
+        Keys::None
+    } else {
+        Keys::Maybe
+    }
+}
+
+/// Why the UI left when its terminal hung up. Once a run has started, the
+/// run catches SIGHUP to stop resumably, so the signal alone no longer ends
+/// the process: the UI must notice on its own.
+fn hung_up() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the terminal hung up")
+}
+
+/// Applies one key, click, wheel turn or resize; returns the user's wish.
+fn on_terminal_event<B: ratatui::backend::Backend>(
+    app: &mut App,
+    terminal: &mut ratatui::Terminal<B>,
+    ev: TermEvent,
+) -> io::Result<Option<Action>>
+where
+    io::Error: From<B::Error>,
+{
+    Ok(match ev {
+        TermEvent::Key(key) => app.handle_key(key),
+        TermEvent::Mouse(mouse) => app.handle_mouse(mouse),
+        TermEvent::Resize(_, _) => {
+            terminal.autoresize()?;
+            None
+        }
+        _ => None,
+    })
 }

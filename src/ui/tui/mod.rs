@@ -88,6 +88,9 @@ pub enum UiInput {
         why: Option<String>,
     },
     Lookup(Lookup),
+    /// The process was asked to end (SIGTERM, SIGHUP): the UI leaves
+    /// without asking; a run still going stops resumably.
+    Terminate(String),
 }
 
 /// Which page is shown.
@@ -256,6 +259,7 @@ impl App {
                 self.job_selected = self.job_selected.min(jobs.len().saturating_sub(1));
                 self.jobs = jobs;
             }
+            UiInput::Terminate(_) => self.quit = true,
         }
     }
 
