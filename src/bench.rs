@@ -116,6 +116,7 @@ fn dense(rng: &mut Rng, name: &str, in_dim: usize, out_dim: usize) -> Dense {
         out_dim,
         weight: (0..in_dim * out_dim).map(|_| uniform(rng, scale)).collect(),
         bias: (0..out_dim).map(|_| uniform(rng, scale)).collect(),
+        packed: Default::default(),
     }
 }
 

@@ -88,6 +88,7 @@ fn dense(g: &mut Gen, name: &str, in_dim: usize, out_dim: usize) -> Dense {
         out_dim,
         weight: g.vec(in_dim * out_dim),
         bias: g.vec(out_dim),
+        packed: Default::default(),
     }
 }
 

@@ -483,6 +483,17 @@ impl PartView<'_> {
     ) -> Result<()> {
         let array = self.column(batch, column)?;
         let array = array.as_ref();
+        match array.as_primitive_opt::<Float32Type>() {
+            // The common case, without a null check per value.
+            Some(a) if a.null_count() == 0 => {
+                let column = out[j..].iter_mut().step_by(stride);
+                for (o, &v) in column.zip(a.values().iter()) {
+                    *o = v;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
         let mut put = |i: usize, v: Option<f32>| match v {
             Some(v) => {
                 out[i * stride + j] = v;

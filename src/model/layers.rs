@@ -8,7 +8,7 @@
 use matrixmultiply::sgemm;
 use serde::{Deserialize, Serialize};
 
-use super::simd;
+use super::{gemm, simd};
 
 /// Dense layers with at most this many outputs are dot products per row
 /// (when [`simd`] runs here): sgemm would pack the whole input block for them.
@@ -39,6 +39,9 @@ pub struct Dense {
     pub weight: Vec<f32>,
     /// `[out_dim]`.
     pub bias: Vec<f32>,
+    /// The weights as the AVX-512 kernel reads them, packed at the first
+    /// use (`Default::default()` when building a layer).
+    pub packed: gemm::Packed,
 }
 
 /// Applies `activation` to one row of outputs, in place.
@@ -94,6 +97,37 @@ pub(crate) fn layers_one(layers: &[Dense], input: Vec<f32>) -> Vec<f32> {
 /// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
 /// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
 pub(crate) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
+    dense_block_on(gemm::available(), layer, input, n_rows, false, out)
+}
+
+/// [`dense_block`], then relu when `relu`; with the AVX-512 kernel
+/// ([`gemm`], relu applied as it stores) for layers wider than a few outputs
+/// when `avx512` (which the CPU must have), else sgemm.
+pub(crate) fn dense_block_on(
+    avx512: bool,
+    layer: &Dense,
+    input: &[f32],
+    n_rows: usize,
+    relu: bool,
+    out: &mut Vec<f32>,
+) {
+    let dots = layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0;
+    if avx512 && !dots && layer.in_dim > 0 && layer.out_dim > 0 {
+        out.clear();
+        out.resize(n_rows * layer.out_dim, 0.0);
+        let (w, b) = (&layer.weight, &layer.bias);
+        gemm::dense(&layer.packed, w, b, input, n_rows, relu, out);
+        return;
+    }
+    dense_block_sgemm(layer, input, n_rows, out);
+    if relu {
+        for v in out.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+fn dense_block_sgemm(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
     out.clear();
     out.reserve(n_rows * layer.out_dim);
     for _ in 0..n_rows {
@@ -156,12 +190,8 @@ pub(crate) fn layers_block<'s>(
     }
     for (n, layer) in layers.iter().enumerate() {
         let source: &[f32] = if n == 0 { input } else { &s.x };
-        dense_block(layer, source, n_rows, &mut s.y);
-        if n + 1 < layers.len() {
-            for v in s.y.iter_mut() {
-                *v = v.max(0.0);
-            }
-        }
+        let relu = n + 1 < layers.len();
+        dense_block_on(gemm::available(), layer, source, n_rows, relu, &mut s.y);
         std::mem::swap(&mut s.x, &mut s.y);
     }
     &mut s.x

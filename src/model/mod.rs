@@ -6,7 +6,8 @@
 //! herd asks a
 //! [`ModelSpec`] or a [`Model`] through methods and never matches on the
 //! kinds. Shared pieces: [`layers`] (stacks of dense layers), [`weights`]
-//! (reading safetensors), `simd` (the AVX2 kernels).
+//! (reading safetensors), `simd` (AVX2 and AVX-512 kernels for dot products
+//! and catalogue scoring), `gemm` (the AVX-512 dense layer kernel).
 //!
 //! Pure: weights arrive as bytes, rows arrive as [`Rows`]; nothing here reads a
 //! file or a clock or spawns a thread (the worker splits rows over threads and
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod error;
 pub mod family;
+pub(crate) mod gemm;
 pub mod layers;
 pub mod onnx;
 mod predictions;

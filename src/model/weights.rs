@@ -140,6 +140,7 @@ impl<'a> Weights<'a> {
             out_dim,
             weight: read_f32(&w_name, &w)?,
             bias: read_f32(&b_name, &b)?,
+            packed: Default::default(),
         })
     }
 }

@@ -199,6 +199,7 @@ impl<'a> Fuser<'a> {
                 out_dim,
                 weight: w_out_in,
                 bias,
+                packed: Default::default(),
             },
         ))
     }

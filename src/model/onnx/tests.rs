@@ -55,6 +55,7 @@ fn test_mlp(dims: &[usize], output: OutputActivation) -> Mlp {
                 .map(|v| v * 0.3)
                 .collect(),
             bias: values(w[1], i as u32 * 7 + 3),
+            packed: Default::default(),
         })
         .collect();
     Mlp { layers, output }

@@ -140,7 +140,9 @@ fn pool(tt: &TwoTower, index: &ItemIndex, history: &[u32], out: &mut [f32]) {
 /// [`simd::score_block`], [`simd::GROUP`] users at a time over item tiles of
 /// [`IN_PLACE_TILE`], and folds the scores into the running top-Ks: one
 /// comparison per item against every user's threshold at once, then the
-/// users whose threshold it passed.
+/// users whose threshold it passed. Every group of users is scored against
+/// one tile before the next tile is read, so the catalogue goes through the
+/// memory bus once per call rather than once per group.
 fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratch: &mut Vec<f32>) {
     const G: usize = simd::GROUP;
     let dim = tt.dim;
@@ -152,29 +154,30 @@ fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratc
     if scratch.len() < tile_items * G {
         scratch.resize(tile_items * G, 0.0);
     }
-    let mut users_t = vec![0.0f32; dim * G];
-    for (g, group) in tops.chunks_mut(G).enumerate() {
-        // The group's users transposed; missing users of a short last group
-        // stay zero and their scores are never looked at.
-        users_t.fill(0.0);
-        for (u, _) in group.iter().enumerate() {
-            let user = &users[(g * G + u) * dim..(g * G + u + 1) * dim];
-            for (d, &v) in user.iter().enumerate() {
-                users_t[d * G + u] = v;
-            }
+    // Each group's users transposed; missing users of a short last group
+    // stay zero and their scores are never looked at.
+    let groups = tops.len().div_ceil(G);
+    let mut users_t = vec![0.0f32; groups * dim * G];
+    for (u, user) in users.chunks_exact(dim).take(tops.len()).enumerate() {
+        let t = &mut users_t[(u / G) * dim * G..(u / G + 1) * dim * G];
+        for (d, &v) in user.iter().enumerate() {
+            t[d * G + u % G] = v;
         }
-        let mut thresholds = [f32::INFINITY; G];
-        for (t, top) in thresholds.iter_mut().zip(group.iter()) {
-            *t = top.threshold;
-        }
-        for tile_start in (0..items).step_by(tile_items) {
-            let n = tile_items.min(items - tile_start);
-            let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];
+    }
+    let mut thresholds = vec![[f32::INFINITY; G]; groups];
+    for (u, top) in tops.iter().enumerate() {
+        thresholds[u / G][u % G] = top.threshold;
+    }
+    for tile_start in (0..items).step_by(tile_items) {
+        let n = tile_items.min(items - tile_start);
+        let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];
+        for (g, group) in tops.chunks_mut(G).enumerate() {
             let scores = &mut scratch[..n * G];
-            simd::score_block(&users_t, tile, dim, scores);
+            simd::score_block(&users_t[g * dim * G..(g + 1) * dim * G], tile, dim, scores);
+            let thresholds = &mut thresholds[g];
             for (j, row) in scores.chunks_exact(G).enumerate() {
                 let mut any = false;
-                for (s, t) in row.iter().zip(&thresholds) {
+                for (s, t) in row.iter().zip(thresholds.iter()) {
                     // As in `fold`: a NaN score or threshold never rejects.
                     #[allow(clippy::neg_cmp_op_on_partial_ord)]
                     let keep = !(s < t);
@@ -189,6 +192,18 @@ fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratc
                 }
             }
         }
+    }
+}
+
+/// Whether a block of `b` users is scored in place: any block with
+/// AVX-512, whose kernel beats sgemm's packing even on [`USER_BLOCK`] users
+/// now that every group shares each item tile; blocks of at most
+/// [`IN_PLACE_MAX_USERS`] with AVX2 + FMA; never on other CPUs.
+fn in_place(b: usize) -> bool {
+    match simd::level() {
+        simd::Level::Avx512 => true,
+        simd::Level::Avx2 => b <= IN_PLACE_MAX_USERS,
+        _ => false,
     }
 }
 
@@ -235,7 +250,7 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
             })
             .collect();
 
-        if tt.top_k > 0 && b <= IN_PLACE_MAX_USERS && simd::available() {
+        if tt.top_k > 0 && in_place(b) {
             score_in_place(tt, users, &mut tops, &mut score_tile);
         } else if tt.top_k > 0 {
             for tile_start in (0..items).step_by(ITEM_TILE) {
