@@ -254,11 +254,7 @@ fn a_visit_at_80x24_from_the_picker_to_a_rollback_and_back_to_the_shell() {
 #[test]
 fn the_tui_exits_when_its_terminal_hangs_up_after_a_run() {
     let s = Scratch::new(&JobShape::default());
-    let t = Tmux::start(s.dir.path(), &format!("exec {HERD} tui job.toml"));
-    t.wait_for("test-candidates", Duration::from_secs(30));
-    let pid = t.pane_pid();
-    t.keys("Enter");
-    t.wait_for("v1 is live", Duration::from_secs(120));
+    let (t, pid) = after_a_run(&s);
     drop(t);
     wait_gone(pid, "its terminal hung up");
 }
@@ -268,14 +264,21 @@ fn the_tui_exits_when_its_terminal_hangs_up_after_a_run() {
 #[test]
 fn the_tui_exits_on_sigterm_after_a_run() {
     let s = Scratch::new(&JobShape::default());
+    let (_t, pid) = after_a_run(&s);
+    // SAFETY: a plain kill(2) of the pane's process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    wait_gone(pid, "SIGTERM");
+}
+
+/// `herd tui` (the pane's process itself) after a run of the job flipped
+/// v1: its tmux and its process id.
+fn after_a_run(s: &Scratch) -> (Tmux, u32) {
     let t = Tmux::start(s.dir.path(), &format!("exec {HERD} tui job.toml"));
     t.wait_for("test-candidates", Duration::from_secs(30));
     let pid = t.pane_pid();
     t.keys("Enter");
     t.wait_for("v1 is live", Duration::from_secs(120));
-    // SAFETY: a plain kill(2) of the pane's process.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
-    wait_gone(pid, "SIGTERM");
+    (t, pid)
 }
 
 /// Waits up to 10 s for process `pid` to end (or be a zombie).
