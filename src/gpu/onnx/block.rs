@@ -37,14 +37,13 @@ impl<'a> Block<'a> {
         buffers: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
     ) {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: *i,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        self.dispatch_entries(pipe, &entries, groups);
+        dispatch_pass(
+            self.gpu,
+            &mut self.encoder,
+            pipe,
+            &bound_at(buffers),
+            groups,
+        );
     }
 
     pub(super) fn dispatch_entries(
@@ -53,23 +52,7 @@ impl<'a> Block<'a> {
         entries: &[wgpu::BindGroupEntry],
         groups: (u32, u32),
     ) {
-        let bind = self
-            .gpu
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipe.get_bind_group_layout(0),
-                entries,
-            });
-        let mut pass = self
-            .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-        pass.set_pipeline(pipe);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        dispatch_pass(self.gpu, &mut self.encoder, pipe, entries, groups);
     }
 
     pub(super) fn params(&self, words: &[u32]) -> wgpu::Buffer {
@@ -268,4 +251,37 @@ impl<'a> Block<'a> {
         }
         Ok(outs)
     }
+}
+
+/// `buffers` bound at the given binding numbers.
+pub(super) fn bound_at<'b>(buffers: &[(u32, &'b wgpu::Buffer)]) -> Vec<wgpu::BindGroupEntry<'b>> {
+    buffers
+        .iter()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: *i,
+            resource: b.as_entire_binding(),
+        })
+        .collect()
+}
+
+/// One compute pass of `pipe` over `groups` workgroups, `entries` bound.
+pub(super) fn dispatch_pass(
+    gpu: &crate::gpu::Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    pipe: &wgpu::ComputePipeline,
+    entries: &[wgpu::BindGroupEntry],
+    groups: (u32, u32),
+) {
+    let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipe.get_bind_group_layout(0),
+        entries,
+    });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: None,
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipe);
+    pass.set_bind_group(0, &bind, &[]);
+    pass.dispatch_workgroups(groups.0, groups.1, 1);
 }

@@ -422,25 +422,7 @@ fn dispatch(
     buffers: &[(u32, &wgpu::Buffer)],
     groups: (u32, u32),
 ) {
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: *i,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
-    let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipe.get_bind_group_layout(0),
-        entries: &entries,
-    });
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: None,
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(pipe);
-    pass.set_bind_group(0, &bind, &[]);
-    pass.dispatch_workgroups(groups.0, groups.1, 1);
+    super::block::dispatch_pass(gpu, encoder, pipe, &super::block::bound_at(buffers), groups);
 }
 
 /// The walk into a sums buffer, then the finish; `None` when the sums of
