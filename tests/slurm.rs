@@ -14,7 +14,10 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::fleet::{LOCAL_ONE_SLOT, assert_same_store, busy_worker_under, host, local_run};
+use common::fleet::{
+    LOCAL_ONE_SLOT, assert_same_store, assert_stores_what_a_local_run_stores, busy_worker_under,
+    host,
+};
 use common::{JobShape, Scratch, text};
 use slurmd::Cluster;
 
@@ -130,8 +133,7 @@ fn one_run_across_local_ssh_and_slurm_hosts_stores_what_a_local_run_stores() {
     assert_no_jobs_left(&c);
     let left = servers.servers[0].workers_gone_within(JOBS_GONE_WITHIN);
     assert!(left.is_empty(), "herd workers left on ssh0: {left:?}");
-    let alone = local_run(&shape);
-    assert_same_store(&s.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&s.store(), &shape);
 
     // A second run finds both files in the node cache and the ssh cache.
     let t = Instant::now();
@@ -288,8 +290,7 @@ fn a_slurm_host_spanning_two_nodes_ships_to_both_and_runs_a_worker_on_each() {
         assert_eq!(shipped, [binary], "node {}", c.nodes()[i]);
     }
     assert_no_jobs_left(&c);
-    let alone = local_run(&shape);
-    assert_same_store(&s.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&s.store(), &shape);
 }
 
 #[test]
@@ -304,8 +305,7 @@ fn a_step_cancelled_mid_run_is_restarted_and_the_version_is_complete() {
     busy_step_worker(&c, Duration::from_secs(40));
     let steps = c.steps();
     assert!(!steps.is_empty(), "no worker step: {}", c.logs());
-    let cancel = c.command("scancel").arg(&steps[0]).output().unwrap();
-    assert!(cancel.status.success(), "{cancel:?}");
+    c.scancel(&steps[0]);
     let (r, out) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -315,8 +315,7 @@ fn a_step_cancelled_mid_run_is_restarted_and_the_version_is_complete() {
     );
     assert!(out.contains("restarting the worker"), "{out}");
     assert_no_jobs_left(&c);
-    let alone = local_run(&shape);
-    assert_same_store(&s.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&s.store(), &shape);
 }
 
 #[test]
@@ -331,8 +330,7 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
     busy_step_worker(&c, Duration::from_secs(40));
     let jobs = c.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let cancel = c.command("scancel").arg(&jobs[0]).output().unwrap();
-    assert!(cancel.status.success(), "{cancel:?}");
+    c.scancel(&jobs[0]);
     let (r, out) = s.finish(child);
     assert_eq!(r["rows"], shape.users, "{r}");
     assert_eq!(r["flipped"], true, "{r}");
@@ -342,8 +340,7 @@ fn the_allocation_cancelled_mid_run_loses_the_host_and_the_local_host_finishes()
     );
     assert!(out.contains("host cl: lost"), "{out}");
     assert_no_jobs_left(&c);
-    let alone = local_run(&shape);
-    assert_same_store(&s.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&s.store(), &shape);
 }
 
 #[test]
@@ -358,8 +355,7 @@ fn with_requeue_a_cancelled_allocation_is_replaced_and_its_slots_rejoin() {
     busy_step_worker(&c, Duration::from_secs(40));
     let first = c.jobs();
     assert_eq!(first.len(), 1, "{first:?}");
-    let cancel = c.command("scancel").arg(&first[0]).output().unwrap();
-    assert!(cancel.status.success(), "{cancel:?}");
+    c.scancel(&first[0]);
     // A new allocation, and worker steps in it.
     let until = Instant::now() + Duration::from_secs(30);
     let rejoined = loop {
@@ -397,8 +393,7 @@ fn with_requeue_a_cancelled_allocation_is_replaced_and_its_slots_rejoin() {
         "the host is not shown running again: {out}"
     );
     assert_no_jobs_left(&c);
-    let alone = local_run(&shape);
-    assert_same_store(&s.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&s.store(), &shape);
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fleet::{LOCAL_ONE_SLOT, assert_same_store, busy_worker_under, host, local_run};
+use common::fleet::{
+    LOCAL_ONE_SLOT, assert_stores_what_a_local_run_stores, busy_worker_under, host,
+};
 use common::{JobShape, Scratch, text};
 
 /// The tests here run one at a time: each starts real sshd's and a
@@ -117,8 +119,7 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     }
     assert_no_workers_left(&servers);
 
-    let alone = local_run(&shape);
-    assert_same_store(&fleet.store(), &alone.store(), shape.users);
+    assert_stores_what_a_local_run_stores(&fleet.store(), &shape);
 
     // Cached: nothing is shipped.
     let t = Instant::now();

@@ -100,8 +100,15 @@ pub fn host<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no host {name} in {r}"))
 }
 
+/// The live version of store `store` equals what a local-only run (two
+/// slots) of a job of `shape` stores, entity for entity.
+pub fn assert_stores_what_a_local_run_stores(store: &Path, shape: &JobShape) {
+    let alone = local_run(shape);
+    assert_same_store(store, &alone.store(), shape.users);
+}
+
 /// A local-only run (two slots) of a job of `shape`, for comparison.
-pub fn local_run(shape: &JobShape) -> Scratch {
+fn local_run(shape: &JobShape) -> Scratch {
     let alone = Scratch::new(shape);
     alone.generate(shape);
     alone.write(

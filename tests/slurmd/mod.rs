@@ -290,6 +290,12 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Cancels job or step `id` (`scancel`), which must succeed.
+    pub fn scancel(&self, id: &str) {
+        let out = self.command("scancel").arg(id).output().unwrap();
+        assert!(out.status.success(), "scancel {id}: {out:?}");
+    }
+
     /// Job ids in the queue (any state).
     pub fn jobs(&self) -> Vec<String> {
         self.client("squeue", &["-h", "-o", "%i"])
