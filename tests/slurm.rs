@@ -32,11 +32,13 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// How long an allocation may stay in the queue after herd exits.
 const JOBS_GONE_WITHIN: Duration = Duration::from_secs(10);
 
-/// Long enough (a few seconds here) for a cancel to land mid-run.
+/// A job long enough for a fault to land mid-run: a slowed worker's chunk
+/// takes well over the 50 ms of CPU by which `busy_step_worker` knows it is
+/// scoring (the slowdown itself sleeps).
 fn shape() -> JobShape {
     JobShape {
         users: 8000,
-        items: 20000,
+        items: 100_000,
         dim: 32,
         slots: 1,
         ..Default::default()
