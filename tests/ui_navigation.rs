@@ -14,7 +14,6 @@ use insta::assert_snapshot;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use ratatui::style::Color;
 use ui_fixtures::*;
 
 fn typed(app: &mut App, s: &str) {
@@ -476,20 +475,13 @@ fn new_views() -> Vec<(&'static str, App)> {
 
 #[test]
 fn new_views_at_three_sizes_and_without_colour() {
-    let colours = |b: &TestBackend| {
-        b.buffer()
-            .content
-            .iter()
-            .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
-            .count()
-    };
     for (name, app) in new_views() {
         let mut coloured = app.clone();
         coloured.colors = true;
         for (w, h) in [(80, 24), (120, 40), (200, 50)] {
             let plain = render(&app, w, h);
             assert_snapshot!(format!("{name}_{w}x{h}"), plain);
-            assert_eq!(colours(&plain), 0, "{name} {w}x{h} has colour");
+            assert_eq!(coloured_cells(&plain), 0, "{name} {w}x{h} has colour");
             assert_eq!(
                 text(&plain),
                 text(&render(&coloured, w, h)),

@@ -12,6 +12,7 @@ use herd::ui::{Action, App, JobSummary, StoreSummary, UiInput, VersionRow};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
 
 pub const ROWS: u64 = 100_000;
 pub const CHUNK_ROWS: u64 = 2_500;
@@ -433,4 +434,13 @@ pub fn key(app: &mut App, code: KeyCode) -> Option<Action> {
 
 pub fn ch(app: &mut App, c: char) -> Option<Action> {
     key(app, KeyCode::Char(c))
+}
+
+/// How many cells of a frame have a colour (none, without colours).
+pub fn coloured_cells(b: &TestBackend) -> usize {
+    b.buffer()
+        .content
+        .iter()
+        .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+        .count()
 }
