@@ -269,22 +269,16 @@ impl V3Nodes {
                 "is empty; the ensemble has no trees",
             ));
         }
-        same_len("nodes_nodeids", nodes.nodeids.len(), n, "nodes_treeids")?;
-        same_len(
-            "nodes_featureids",
-            nodes.featureids.len(),
-            n,
-            "nodes_treeids",
-        )?;
-        same_len("nodes_modes", nodes.modes.len(), n, "nodes_treeids")?;
-        same_len("nodes_truenodeids", nodes.trueids.len(), n, "nodes_treeids")?;
-        same_len(
-            "nodes_falsenodeids",
-            nodes.falseids.len(),
-            n,
-            "nodes_treeids",
-        )?;
-        same_len("nodes_values", nodes.values.len(), n, "nodes_treeids")?;
+        for (name, len) in [
+            ("nodes_nodeids", nodes.nodeids.len()),
+            ("nodes_featureids", nodes.featureids.len()),
+            ("nodes_modes", nodes.modes.len()),
+            ("nodes_truenodeids", nodes.trueids.len()),
+            ("nodes_falsenodeids", nodes.falseids.len()),
+            ("nodes_values", nodes.values.len()),
+        ] {
+            same_len(name, len, n, "nodes_treeids")?;
+        }
         if nodes.missing.len() > n {
             return Err(Error::attr(
                 "nodes_missing_value_tracks_true",
