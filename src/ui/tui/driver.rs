@@ -88,10 +88,10 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
         // crossterm reads a hung-up terminal in a loop that never ends
         // (every read answers 0 bytes), so the terminal is asked first,
         // and right before each read.
-        if wait_for_keys(KEY_POLL) == Keys::HungUp {
+        if hung_up_within(KEY_POLL) {
             return Err(hung_up());
         }
-        while wait_for_keys(Duration::ZERO) != Keys::HungUp && event::poll(Duration::ZERO)? {
+        while !hung_up_within(Duration::ZERO) && event::poll(Duration::ZERO)? {
             let ev = event::read()?;
             // Pointer motion is reported too: only clicks and the wheel
             // count.
@@ -111,20 +111,10 @@ pub fn run_tui(mut app: App, events: Receiver<UiInput>, actions: Sender<Action>)
     }
 }
 
-/// What the terminal the keys come from has to say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Keys {
-    /// Input waits to be read (or the wait was cut short by a signal).
-    Maybe,
-    /// Nothing came within the wait.
-    None,
-    /// The terminal hung up: its window closed, the ssh session dropped.
-    HungUp,
-}
-
 /// Waits up to `wait` for input on the terminal (crossterm reads standard
-/// input when it is a terminal, as the UI's is).
-fn wait_for_keys(wait: Duration) -> Keys {
+/// input when it is a terminal, as the UI's is); whether the terminal hung
+/// up (its window closed, the ssh session dropped).
+fn hung_up_within(wait: Duration) -> bool {
     let mut fd = libc::pollfd {
         fd: libc::STDIN_FILENO,
         events: libc::POLLIN,
@@ -133,13 +123,7 @@ fn wait_for_keys(wait: Duration) -> Keys {
     let ms = wait.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd, for the duration of the call.
     let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    if n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        Keys::HungUp
-    } else if n == 0 {
-        Keys::None
-    } else {
-        Keys::Maybe
-    }
+    n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// Why the UI left when its terminal hung up. Once a run has started, the
