@@ -14,6 +14,7 @@ mod common;
 mod serve_common;
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,29 +32,57 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::spawn(
+            &std::env::temp_dir(),
+            |port| vec!["--port".into(), port.to_string()],
+            &[],
+        )
+    }
+
+    /// `redis-server` with `args(port)` on a free loopback port, run in `dir`;
+    /// ready once the server answering on the port is this child (its `INFO`
+    /// process_id, asked with `redis-cli {cli} -p PORT`). Tests run in
+    /// parallel, so a port picked free can be taken before the server binds
+    /// it: then another port is tried, five in all.
+    fn spawn(dir: &Path, args: impl Fn(u16) -> Vec<String>, cli: &[&str]) -> RedisServer {
         serve_common::require_redis_tools();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("pick a port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (apt-get install -y redis-server)");
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = server.conn()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return server;
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(args(port))
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start redis-server (apt-get install -y redis-server)");
+            let mut server = RedisServer { child, port };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if server.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let info = Command::new("redis-cli")
+                    .args(cli)
+                    .args(["-p", &port.to_string(), "info", "server"])
+                    .current_dir(dir)
+                    .output()
+                    .expect("run redis-cli");
+                let info = String::from_utf8_lossy(&info.stdout).to_string();
+                match info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("process_id:"))
+                {
+                    Some(pid) if pid == server.child.id().to_string() => return server,
+                    Some(_) => break,
+                    None => {}
+                }
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
         }
+        panic!("redis-server found each of five free ports taken before it bound them");
     }
 
     fn url(&self) -> String {
@@ -70,6 +99,14 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port free when asked.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port")
+        .port()
 }
 
 /// The job of `shape` with one Redis sink and `keep_versions = 2`.
@@ -274,11 +311,7 @@ fn a_push_refused_halfway_removes_the_keys_it_wrote_and_moves_no_pointer() {
 #[test]
 fn an_unreachable_sink_fails_the_run_before_any_work() {
     // A port nothing listens on: bound, then released.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let url = format!("redis://127.0.0.1:{port}/0");
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
     let s = job_with_sink(&JobShape::default(), &url);
     let out = s.herd(&["run", "job.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -377,49 +410,39 @@ fn a_rediss_url_pushes_over_tls_checking_the_server_certificate() {
             "ext.cnf",
         ],
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args([
-            "--tls-cert-file",
-            "server.pem",
-            "--tls-key-file",
-            "server.key",
-        ])
-        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-        .args(["--save", "", "--appendonly", "no"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-server with TLS");
+    let tls = ["--tls", "--cacert", "ca.pem"];
+    let server = RedisServer::spawn(
+        dir,
+        |port| {
+            let mut args = vec!["--port".to_string(), "0".into()];
+            args.extend(["--tls-port".into(), port.to_string()]);
+            args.extend(
+                [
+                    "--tls-cert-file",
+                    "server.pem",
+                    "--tls-key-file",
+                    "server.key",
+                ]
+                .map(String::from),
+            );
+            args.extend(
+                ["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"].map(String::from),
+            );
+            args
+        },
+        &tls,
+    );
+    let port = server.port;
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli")
-            .args(["--tls", "--cacert", "ca.pem", "-p", &port.to_string()])
+            .args(tls)
+            .args(["-p", &port.to_string()])
             .args(args)
             .current_dir(dir)
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cli(&["ping"]) != "PONG" {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server with TLS did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let url = format!("rediss://localhost:{port}/0");
     let s = job_with_sink(
@@ -454,8 +477,7 @@ fn a_rediss_url_pushes_over_tls_checking_the_server_certificate() {
         cli(&["get", "pred:v1:7"]),
         serve_common::store_get_json(&s.store(), "7", Some(1))
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 #[test]
@@ -503,24 +525,23 @@ impl RedisCluster {
     fn start() -> RedisCluster {
         serve_common::require_redis_tools();
         let dir = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("pick a port")
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{i}.conf")])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start redis-server --cluster-enabled yes");
-            nodes.push(RedisServer { child, port });
-        }
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::spawn(
+                    dir.path(),
+                    |port| {
+                        let bus = free_port().to_string();
+                        let conf = format!("nodes-{port}.conf");
+                        let mut args = vec!["--port".to_string(), port.to_string()];
+                        args.extend(["--cluster-enabled".into(), "yes".into()]);
+                        args.extend(["--cluster-port".into(), bus]);
+                        args.extend(["--cluster-config-file".into(), conf]);
+                        args
+                    },
+                    &[],
+                )
+            })
+            .collect();
         let cli = |port: u16, args: &[&str]| {
             let out = Command::new("redis-cli")
                 .args(["-p", &port.to_string()])
@@ -530,12 +551,6 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout).to_string()
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        for n in &nodes {
-            while cli(n.port, &["ping"]).trim() != "PONG" {
-                assert!(Instant::now() < deadline, "cluster node did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
