@@ -36,9 +36,6 @@ const KEEP_WRITE_BUFFER: usize = 16 << 10;
 /// Bytes read at once.
 const READ_CHUNK: usize = 4 << 10;
 
-/// The length line a GET's JSON is first written after (see `answer`).
-const GUESSED_LENGTH_LINE: &[u8] = b"$0000\r\n";
-
 /// Connection ids for `CLIENT ID`.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -358,22 +355,14 @@ impl Conn<'_> {
     fn answer(&mut self, i: usize, now: u64) {
         match &self.batch.answers[i] {
             Answer::Hit(_) => {
-                // The JSON is written in place after a length line of the
-                // usual width (4 digits); another width moves it once.
-                let start = self.out.len();
-                self.out.extend_from_slice(GUESSED_LENGTH_LINE);
-                self.batch.write_json(i, now, &mut self.out);
-                let len = self.out.len() - start - GUESSED_LENGTH_LINE.len();
-                let mut line = itoa::Buffer::new();
-                let line = line.format(len).as_bytes();
-                let at = start + 1;
-                let end = start + GUESSED_LENGTH_LINE.len() - 2;
-                if line.len() == end - at {
-                    self.out[at..end].copy_from_slice(line);
-                } else {
-                    self.out.splice(at..end, line.iter().copied());
+                let batch = &self.batch;
+                Reply {
+                    out: &mut self.out,
+                    resp3: self.session.resp3,
                 }
-                self.out.extend_from_slice(b"\r\n");
+                .bulk_with(|out| {
+                    batch.write_json(i, now, out);
+                });
             }
             Answer::Live(Some(v)) => {
                 let text = v.to_string();
