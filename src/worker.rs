@@ -249,9 +249,17 @@ struct Control<'a, W: Write> {
     hooks: &'a WorkerHooks,
 }
 
-/// Rows per batch for a chunk of `n` rows.
-fn batch_rows(n: usize) -> usize {
-    (n / PROGRESS_STEPS).max(MIN_BATCH_ROWS).max(1)
+/// Rows per batch for a chunk of `n` rows: 1/[`PROGRESS_STEPS`] of it, but
+/// at least [`MIN_BATCH_ROWS`] and a block of the model's for each thread.
+fn batch_rows(n: usize, l: &Loaded) -> usize {
+    let threads = match l.backend {
+        Backend::Cpu { threads } => threads,
+        Backend::Gpu { .. } => 1,
+    };
+    (n / PROGRESS_STEPS)
+        .max(MIN_BATCH_ROWS)
+        .max(l.model.block_rows() * threads)
+        .max(1)
 }
 
 /// Scores rows sent in the message, batch by batch.
@@ -267,7 +275,7 @@ fn score_rows<W: Write>(
         )));
     }
     let n = rows.len();
-    let batch = batch_rows(n);
+    let batch = batch_rows(n, l);
     let batches = (0..n)
         .step_by(batch)
         .map(|start| Ok(rows.slice(start..(start + batch).min(n))));
@@ -292,11 +300,12 @@ fn read_and_score<W: Write>(
         .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
         .sum();
     let bytes = std::sync::atomic::AtomicU64::new(0);
+    let batch = batch_rows(n, l);
     let outcome = std::thread::scope(|s| {
         let (tx, batches) = mpsc::sync_channel::<Result<Rows, Attempt>>(READ_AHEAD_BATCHES);
         let bytes = &bytes;
         s.spawn(move || {
-            let streamed = ds.stream_segments(segments, batch_rows(n), |rows| {
+            let streamed = ds.stream_segments(segments, batch, |rows| {
                 bytes.fetch_add(rows.byte_size(), std::sync::atomic::Ordering::Relaxed);
                 tx.send(Ok(rows)).is_ok()
             });
@@ -422,14 +431,13 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
 /// Blocks each scoring thread's share of a batch is cut into (see
 /// [`predict_cpu`]).
 pub const BLOCKS_PER_THREAD: usize = 8;
-/// Fewest rows in one block of a batch (unless the batch is smaller).
-const MIN_BLOCK_ROWS: usize = 64;
 
 /// The native CPU path: the rows cut into about [`BLOCKS_PER_THREAD`] blocks
-/// per thread, which `threads` threads (this one and scoped helpers) take in
-/// turn. A thread the system runs less (the reader's decode, the
-/// coordinator's commit share two cores with it) takes fewer blocks, instead
-/// of holding the others at the end of the batch.
+/// per thread (never fewer rows than [`Model::block_rows`]), which `threads`
+/// threads (this one and scoped helpers) take in turn. A thread the system
+/// runs less (the reader's decode, the coordinator's commit share two cores
+/// with it) takes fewer blocks, instead of holding the others at the end of
+/// the batch.
 pub fn predict_cpu(
     model: &Model,
     rows: &Rows,
@@ -437,15 +445,15 @@ pub fn predict_cpu(
 ) -> Result<Predictions, crate::model::Error> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let n = rows.len();
-    let threads = threads.clamp(1, n.max(1));
+    let block = n
+        .div_ceil(threads.max(1) * BLOCKS_PER_THREAD)
+        .max(model.block_rows())
+        .min(n.max(1));
+    let blocks = n.div_ceil(block);
+    let threads = threads.clamp(1, blocks.max(1));
     if threads == 1 {
         return model.predict(rows);
     }
-    let block = n
-        .div_ceil(threads * BLOCKS_PER_THREAD)
-        .max(MIN_BLOCK_ROWS)
-        .min(n.max(1));
-    let blocks = n.div_ceil(block);
     let next = AtomicUsize::new(0);
     // Each thread's blocks, by block number.
     let take = || {
