@@ -644,3 +644,33 @@ fn read_frame(input: &mut impl Read) -> Result<Option<ToWorker>, String> {
     input.read_exact(&mut body).map_err(|e| e.to_string())?;
     proto::decode(&body).map(Some).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::attempt_row;
+    use crate::data::Segment;
+    use crate::model::EntityKey;
+
+    #[test]
+    fn a_part_row_maps_to_its_row_in_the_attempt_across_segments() {
+        let segment = |part: &str, rows: std::ops::Range<u64>| Segment {
+            part: part.into(),
+            part_rows: 100,
+            identity: String::new(),
+            rows,
+            first_id: EntityKey::Int(0),
+            last_id: EntityKey::Int(0),
+        };
+        let segments = [segment("a.parquet", 90..100), segment("b.parquet", 0..30)];
+        let row = |part: &str, row| attempt_row(&segments, std::path::Path::new(part), row);
+        assert_eq!(row("a.parquet", 90), Some(0));
+        assert_eq!(row("a.parquet", 99), Some(9));
+        assert_eq!(row("b.parquet", 0), Some(10));
+        assert_eq!(row("b.parquet", 29), Some(39));
+        // Outside what the attempt reads: none (the attempt then fails with
+        // the reader's message instead).
+        assert_eq!(row("b.parquet", 30), None);
+        assert_eq!(row("a.parquet", 5), None);
+        assert_eq!(row("c.parquet", 0), None);
+    }
+}
