@@ -164,6 +164,43 @@ fn stored_entity_not_in_the_input_fails_coverage() {
 }
 
 #[test]
+fn stored_entities_between_and_before_input_entities_fail_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = top_k_version(&store, |_, _| {});
+    // The input lacks 0 (before its first key), 17 and 30 (between its keys),
+    // and has 1000, which was never stored; unsorted, with a repeat.
+    let mut ids: Vec<u64> = (1..N).filter(|e| ![17, 30].contains(e)).rev().collect();
+    ids.extend([1000, 5]);
+    let report = validate(&store, v, None, &plan(ids.into_iter())).unwrap();
+    assert_eq!(failed_checks(&report), ["coverage"]);
+    let check = &report.checks[0];
+    assert!(
+        check
+            .detail
+            .starts_with(&format!("{} of {} distinct", N - 3, N - 2)),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check
+            .detail
+            .contains("3 stored entries are not input entities"),
+        "{}",
+        check.detail
+    );
+    assert_eq!(
+        check.examples,
+        [
+            "not in the input: 0",
+            "not in the input: 17",
+            "not in the input: 30",
+            "missing: 1000"
+        ]
+    );
+}
+
+#[test]
 fn unsorted_top_k_fails_well_formed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

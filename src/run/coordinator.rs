@@ -24,6 +24,7 @@ use super::event::{Event, HostInfo};
 use super::messages::Expect;
 use super::publish::Publisher;
 use super::read::{ReadDone, ReadError, ReadJob, Reader};
+use super::validation::SpotCheck;
 use super::workers::Workers;
 use super::{Control, Error, Prepared};
 
@@ -68,6 +69,8 @@ pub(super) struct Coordinator {
     committer: Committer,
     /// Reads the rows of chunks for workers that do not read their own.
     reader: Reader,
+    /// The gate's spot check, computed while the run goes on.
+    pub spot: SpotCheck,
     /// The store's run lock, released when the coordinator is dropped.
     _run_lock: RunLock,
     pub version: u64,
@@ -194,6 +197,7 @@ impl Coordinator {
         }
         Ok(Coordinator {
             reader: Reader::start(p.dataset.clone(), reads_tx),
+            spot: SpotCheck::start(&p, version),
             p,
             job_file,
             committer: Committer::start(store.clone()),

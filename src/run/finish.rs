@@ -15,7 +15,7 @@ impl Coordinator {
     /// Ends the run after its loop stopped with `outcome`: the report, or why
     /// the run failed (exit 1) or its version was refused (exit 3).
     pub fn finish(
-        self,
+        mut self,
         outcome: Result<(), Error>,
         sinks: &mut [Box<dyn Sink>],
     ) -> Result<Report, Error> {
@@ -48,9 +48,20 @@ impl Coordinator {
     }
 
     /// Validates the version and records the verdict; an error when it failed.
-    fn gate(&self, report: &mut Report, duration_s: f64) -> Result<(), Error> {
+    fn gate(&mut self, report: &mut Report, duration_s: f64) -> Result<(), Error> {
         let version = self.version;
-        let plan = tokio::task::block_in_place(|| validation::plan(&self.p, version))?;
+        let spot = tokio::task::block_in_place(|| self.spot.wait())?;
+        self.out.log(
+            "run",
+            format!(
+                "spot check: {} rows read and re-scored on the CPU reference in {:.2} s \
+                 while the run went on (the gate waited {:.2} s for them)",
+                spot.sample.len(),
+                spot.took.as_secs_f64(),
+                spot.waited.as_secs_f64()
+            ),
+        );
+        let plan = validation::plan(&self.p, spot.sample);
         let verdict = tokio::task::block_in_place(|| {
             store::validate::validate(&self.store, version, self.live_before, &plan)
         })

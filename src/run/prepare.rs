@@ -23,7 +23,8 @@ pub struct Prepared {
     pub fleet: Fleet,
     pub dataset: Arc<Dataset>,
     pub index: Index,
-    pub model: Model,
+    /// Shared with the spot check's thread.
+    pub model: Arc<Model>,
     pub weights_sha256: String,
     /// The files beside the model that loading it reads (an ONNX model's
     /// external data), each with its sha256: shipped with the model.
@@ -155,7 +156,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         fleet,
         dataset: Arc::new(dataset),
         index,
-        model,
+        model: Arc::new(model),
         weights_sha256,
         companions,
         costs,

@@ -1,8 +1,22 @@
 //! Builds the validation gate's inputs: every input id, and a spot-check
 //! sample re-scored here on the CPU reference (which catches a wrong GPU
 //! kernel or a corrupt worker before readers see it).
+//!
+//! The sample depends on the input and the version number only, never on
+//! what the workers return: [`SpotCheck::start`] draws it when the version
+//! begins, and a thread of its own reads the sampled rows and re-scores them
+//! while the run goes on, so the gate at the end waits only for what is
+//! left of it ([`SpotCheck::wait`]). The check stays independent of the
+//! workers: its rows are read by the coordinator and scored by the
+//! reference loops, and compared with what the store holds.
 
-use crate::model::{EntityIds, PredictionRow, Predictions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::data::Dataset;
+use crate::model::{EntityIds, Model, PredictionRow, Predictions};
 use crate::splitmix::SplitMix64;
 use crate::store::Value;
 use crate::store::validate::{SampleRow, ValidationPlan};
@@ -13,51 +27,141 @@ use super::{Error, Prepared};
 /// backends sum in different orders.
 pub const SPOT_TOLERANCE: f32 = 1e-4;
 
-/// The gate's plan for `version`: every input entity but those left out by
-/// `on_invalid = "skip"`, and the spot check: `[validate] spot_check` rows
-/// drawn uniformly (without repeats) from the whole input, read where they
-/// lie and re-scored on the CPU reference.
-pub fn plan(p: &Prepared, version: u64) -> Result<ValidationPlan, Error> {
-    let n = p.index.ids.len() as u64;
-    let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
-    let eligible = n - skipped.len() as u64;
-    let want = p.job.validate.spot_check.min(eligible);
-    let mut rng = SplitMix64(version ^ 0xD1B5_4A32_D192_ED03);
-    let at = input_rows(&uniform_sample(&mut rng, eligible, want), &skipped);
-    let mut sample = Vec::with_capacity(at.len());
-    if !at.is_empty() {
-        let rows = p
-            .dataset
-            .read_rows_at(&at)
-            .map_err(|e| Error::Failed(format!("spot check: cannot read the sampled rows: {e}")))?;
-        let preds = p
-            .model
-            .predict_reference(&rows)
-            .map_err(|e| Error::Failed(format!("spot check: {e}")))?;
+/// The sample is re-scored this many rows at a time; a run that ends early
+/// stops the thread between two such pieces.
+const SPOT_PIECE_ROWS: usize = 64;
+
+/// The spot check's sample and its expected values, computed on a thread of
+/// its own from the start of the run. Dropping it (a run that failed or was
+/// cancelled) tells the thread to stop at its next piece.
+pub struct SpotCheck {
+    thread: Option<JoinHandle<Result<Spot, String>>>,
+    /// Set when nobody waits for the sample any more.
+    cancel: Arc<AtomicBool>,
+}
+
+/// The spot check's sample with its expected values.
+pub struct Spot {
+    pub sample: Vec<SampleRow>,
+    /// How long its thread took to read and re-score it.
+    pub took: Duration,
+    /// How long the gate waited for it.
+    pub waited: Duration,
+}
+
+impl SpotCheck {
+    /// Draws the sample of `version`: `[validate] spot_check` rows drawn
+    /// uniformly (without repeats) from the whole input, but for those left
+    /// out by `on_invalid = "skip"`; reads them where they lie and re-scores
+    /// them on the CPU reference on a thread of its own.
+    pub fn start(p: &Prepared, version: u64) -> SpotCheck {
+        let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
+        let eligible = p.index.ids.len() as u64 - skipped.len() as u64;
+        let want = p.job.validate.spot_check.min(eligible);
+        let mut rng = SplitMix64(version ^ 0xD1B5_4A32_D192_ED03);
+        let at = input_rows(&uniform_sample(&mut rng, eligible, want), &skipped);
+        let (dataset, model) = (p.dataset.clone(), p.model.clone());
         let excludes_seen = p.job.model.spec.excludes_seen();
-        for i in 0..rows.len() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("herd-spot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let sample = rescore(&dataset, &model, &at, excludes_seen, &stop)?;
+                Ok(Spot {
+                    sample,
+                    took: started.elapsed(),
+                    waited: Duration::ZERO,
+                })
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            // Told at the gate, where a failed spot check is reported.
+            Err(e) => {
+                let why = format!("cannot start its thread: {e}");
+                std::thread::spawn(move || Err(why))
+            }
+        };
+        SpotCheck {
+            thread: Some(thread),
+            cancel,
+        }
+    }
+
+    /// The sample with its expected values, once the thread is done.
+    pub fn wait(&mut self) -> Result<Spot, Error> {
+        let started = Instant::now();
+        let thread = self
+            .thread
+            .take()
+            .expect("the spot check is waited for once");
+        let mut spot = thread
+            .join()
+            .map_err(|_| Error::Failed("spot check: its thread panicked".into()))?
+            .map_err(|e| Error::Failed(format!("spot check: {e}")))?;
+        spot.waited = started.elapsed();
+        Ok(spot)
+    }
+}
+
+impl Drop for SpotCheck {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads input rows `at` (ascending) and scores them on the reference.
+fn rescore(
+    dataset: &Dataset,
+    model: &Model,
+    at: &[u64],
+    excludes_seen: bool,
+    stop: &AtomicBool,
+) -> Result<Vec<SampleRow>, String> {
+    if at.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = dataset
+        .read_rows_at(at)
+        .map_err(|e| format!("cannot read the sampled rows: {e}"))?;
+    let mut sample = Vec::with_capacity(rows.len());
+    for start in (0..rows.len()).step_by(SPOT_PIECE_ROWS) {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped: the run ended before its gate".into());
+        }
+        let piece = rows.slice(start..(start + SPOT_PIECE_ROWS).min(rows.len()));
+        let preds = model.predict_reference(&piece).map_err(|e| e.to_string())?;
+        for i in 0..piece.len() {
             sample.push(SampleRow {
-                key: rows.ids.key(i),
+                key: piece.ids.key(i),
                 history: match excludes_seen {
-                    true => rows.history_of(i).to_vec(),
+                    true => piece.history_of(i).to_vec(),
                     false => Vec::new(),
                 },
                 expected: value_of(&preds, i),
             });
         }
     }
+    Ok(sample)
+}
+
+/// The gate's plan: every input entity but those left out by
+/// `on_invalid = "skip"`, and the spot check's `sample`.
+pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan {
+    let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
     let ids = match skipped.is_empty() {
         true => p.index.ids.clone(),
         false => keep_rows(&p.index.ids, &skipped),
     };
-    Ok(ValidationPlan {
+    ValidationPlan {
         ids,
         top_k: p.job.model.spec.top_k(),
         sample,
         tolerance: SPOT_TOLERANCE,
         cfg: p.job.validate.clone(),
         excluded: skipped.len() as u64,
-    })
+    }
 }
 
 /// `want` distinct numbers of `0..n`, each set of them equally likely

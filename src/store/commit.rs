@@ -486,6 +486,92 @@ mod tests {
         assert_eq!(store.committed_ranges(v).unwrap(), [0..10, 10..13]);
     }
 
+    /// Ids `ids` of rows `rows`, each scored `id + marker`.
+    fn chunk_of(store: &Store, v: u64, rows: Range<u64>, ids: &[u64], marker: f32) -> bool {
+        let preds = Predictions::Scores {
+            width: 1,
+            values: ids.iter().map(|&i| i as f32 + marker).collect(),
+        };
+        let ids = EntityIds::Int(ids.to_vec());
+        store.commit_chunk(v, rows, &ids, &preds, 1).unwrap()
+    }
+
+    #[test]
+    fn chunks_above_below_and_among_the_stored_keys_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v = new_version(&store, 40);
+        // Above everything stored (appended), below it, among it (ordinary
+        // puts), then above again, in a store whose keys are 8-byte
+        // big-endian: 256 sorts after 255 although its last byte is 0.
+        let above: Vec<u64> = (200..210).collect();
+        let below: Vec<u64> = (0..10).rev().collect();
+        let among: Vec<u64> = vec![150, 5_000, 100, 199, 210, 11];
+        let last: Vec<u64> = (250..264).collect();
+        assert!(chunk_of(&store, v, 0..10, &above, 0.5));
+        assert!(chunk_of(&store, v, 10..20, &below, 0.25));
+        assert!(chunk_of(&store, v, 20..26, &among, 0.75));
+        assert!(chunk_of(&store, v, 26..40, &last, 0.125));
+        assert_eq!(store.len(v).unwrap(), 40);
+        for (ids, marker) in [
+            (&above, 0.5),
+            (&below, 0.25),
+            (&among, 0.75),
+            (&last, 0.125),
+        ] {
+            for &i in ids {
+                assert_eq!(scores_of(&store, v, EntityKey::Int(i)), [i as f32 + marker]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_reopened_store_goes_on_appending_to_a_partial_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = {
+            let store = Store::open(dir.path()).unwrap();
+            let v = new_version(&store, 30);
+            assert!(chunk_of(
+                &store,
+                v,
+                0..10,
+                &(0..10).collect::<Vec<_>>(),
+                1.0
+            ));
+            assert!(chunk_of(
+                &store,
+                v,
+                20..30,
+                &(20..30).collect::<Vec<_>>(),
+                3.0
+            ));
+            v
+        };
+        // As `--resume` does: a new process opens the store and commits the
+        // rows left, here keys both between (10..20) and after what is stored.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.committed_ranges(v).unwrap(), [0..10, 20..30]);
+        assert!(chunk_of(
+            &store,
+            v,
+            10..20,
+            &(10..20).collect::<Vec<_>>(),
+            2.0
+        ));
+        assert!(!chunk_of(
+            &store,
+            v,
+            25..35,
+            &(25..35).collect::<Vec<_>>(),
+            9.0
+        ));
+        assert_eq!(store.len(v).unwrap(), 30);
+        for i in 0..30u64 {
+            let marker = 1.0 + (i / 10) as f32;
+            assert_eq!(scores_of(&store, v, EntityKey::Int(i)), [i as f32 + marker]);
+        }
+    }
+
     #[test]
     fn chunks_sharing_a_transaction_keep_their_own_markers_and_overlaps_are_refused_alone() {
         let dir = tempfile::tempdir().unwrap();
