@@ -410,7 +410,7 @@ pub fn predict_cpu(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let range = (t * per).min(n)..((t + 1) * per).min(n);
-                s.spawn(move || model.predict(&rows.slice(range)))
+                s.spawn(move || model.predict_range(rows, range))
             })
             .collect();
         handles
