@@ -15,7 +15,7 @@ use crate::model::{ModelSpec, Predictions, Rows};
 use crate::sched::{AttemptId, ChunkId};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side accepts: 512 MiB. A chunk's rows or
 /// predictions beyond this are a planning error (chunks are sized by cost
@@ -132,6 +132,14 @@ pub enum FromWorker {
         /// system does not say).
         peak_rss_bytes: u64,
     },
+    /// The attempt's row `row` (counted from its first row) holds a null,
+    /// NaN or infinite feature, found reading rows the worker read itself
+    /// under `[input] on_invalid = "error"`; the attempt is over. The
+    /// coordinator reads that row itself before it believes it.
+    InvalidInput {
+        attempt: AttemptId,
+        row: u64,
+    },
     /// `attempt: None`: the worker cannot go on (bad model, no device).
     Error {
         attempt: Option<AttemptId>,
@@ -232,6 +240,10 @@ mod tests {
                 items: vec![4],
                 scores: vec![f32::NAN.min(1.0)],
             },
+        });
+        roundtrip(FromWorker::InvalidInput {
+            attempt: 4,
+            row: 17,
         });
         roundtrip(ToWorker::Shutdown);
     }

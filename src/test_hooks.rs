@@ -32,7 +32,8 @@ pub const SLOWDOWN_ENV: &str = "HERD_TEST_WORKER_SLOWDOWN";
 /// offsets pointing past the items); and lies about attempts: `misroute`
 /// (the result is sent under the next attempt's id instead of its own),
 /// `forge` (a copy of the result is also sent for the next attempt's id),
-/// `progress` (progress is also reported for an attempt never sent).
+/// `progress` (progress is also reported for an attempt never sent),
+/// `invalid` (the attempt's first row is said to hold an invalid feature).
 /// Workers inherit it from the coordinator.
 pub const FAULT_ENV: &str = "HERD_TEST_WORKER_FAULT";
 
@@ -180,6 +181,7 @@ impl WorkerHooks {
                 attempt: attempt + 1000,
                 rows_done: 1,
             }],
+            Some("invalid") => vec![FromWorker::InvalidInput { attempt, row: 0 }],
             _ => Vec::new(),
         }
     }
@@ -260,11 +262,11 @@ fn plant_fault(fault: &str, preds: &mut Predictions) -> Result<(), String> {
                 *last += 1000;
             }
         }
-        ("misroute" | "forge" | "progress", _) => {}
+        ("misroute" | "forge" | "progress" | "invalid", _) => {}
         (other, _) => {
             return Err(format!(
                 "{FAULT_ENV}='{other}' is not a fault this worker can plant \
-                 (nan, perturb, unsort, drop, extra, overlong, offsets, misroute, forge, progress)"
+                 (nan, perturb, unsort, drop, extra, overlong, offsets, misroute, forge, progress, invalid)"
             ));
         }
     }

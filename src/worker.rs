@@ -153,6 +153,7 @@ pub fn main() -> Result<(), String> {
                         })
                     }
                     Attempt::Cancelled => None,
+                    Attempt::Invalid(row) => Some(FromWorker::InvalidInput { attempt, row }),
                     Attempt::Failed(message) => Some(FromWorker::Error {
                         attempt: Some(attempt),
                         message,
@@ -231,6 +232,9 @@ fn probe(device: Device, threads: u32) -> FromWorker {
 enum Attempt {
     Finished(Predictions),
     Cancelled,
+    /// The attempt's row (from its first) with a null, NaN or infinite
+    /// feature (`on_invalid = "error"`).
+    Invalid(u64),
     Failed(String),
     Shutdown,
 }
@@ -245,9 +249,17 @@ struct Control<'a, W: Write> {
     hooks: &'a WorkerHooks,
 }
 
-/// Rows per batch for a chunk of `n` rows.
-fn batch_rows(n: usize) -> usize {
-    (n / PROGRESS_STEPS).max(MIN_BATCH_ROWS).max(1)
+/// Rows per batch for a chunk of `n` rows: 1/[`PROGRESS_STEPS`] of it, but
+/// at least [`MIN_BATCH_ROWS`] and a block of the model's for each thread.
+fn batch_rows(n: usize, l: &Loaded) -> usize {
+    let threads = match l.backend {
+        Backend::Cpu { threads } => threads,
+        Backend::Gpu { .. } => 1,
+    };
+    (n / PROGRESS_STEPS)
+        .max(MIN_BATCH_ROWS)
+        .max(l.model.block_rows() * threads)
+        .max(1)
 }
 
 /// Scores rows sent in the message, batch by batch.
@@ -263,7 +275,7 @@ fn score_rows<W: Write>(
         )));
     }
     let n = rows.len();
-    let batch = batch_rows(n);
+    let batch = batch_rows(n, l);
     let batches = (0..n)
         .step_by(batch)
         .map(|start| Ok(rows.slice(start..(start + batch).min(n))));
@@ -288,16 +300,24 @@ fn read_and_score<W: Write>(
         .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
         .sum();
     let bytes = std::sync::atomic::AtomicU64::new(0);
+    let batch = batch_rows(n, l);
     let outcome = std::thread::scope(|s| {
-        let (tx, batches) = mpsc::sync_channel::<Result<Rows, String>>(READ_AHEAD_BATCHES);
+        let (tx, batches) = mpsc::sync_channel::<Result<Rows, Attempt>>(READ_AHEAD_BATCHES);
         let bytes = &bytes;
         s.spawn(move || {
-            let streamed = ds.stream_segments(segments, batch_rows(n), |rows| {
+            let streamed = ds.stream_segments(segments, batch, |rows| {
                 bytes.fetch_add(rows.byte_size(), std::sync::atomic::Ordering::Relaxed);
                 tx.send(Ok(rows)).is_ok()
             });
             if let Err(e) = streamed {
-                let _ = tx.send(Err(format!("input: {e}")));
+                let ended = match e.invalid_feature() {
+                    Some((part, _, row, _)) => match attempt_row(segments, part, row) {
+                        Some(row) => Attempt::Invalid(row),
+                        None => Attempt::Failed(format!("input: {e}")),
+                    },
+                    None => Attempt::Failed(format!("input: {e}")),
+                };
+                let _ = tx.send(Err(ended));
             }
         });
         // Dropping `batches` (an attempt that ends early) stops the reader
@@ -307,12 +327,26 @@ fn read_and_score<W: Write>(
     Ok((outcome, bytes.into_inner()))
 }
 
-/// Scores `batches` (the attempt's `n` rows in order), reporting progress
-/// and taking `StopAt`, `Cancel` and `Shutdown` between batches.
+/// The row of an attempt reading `segments` (counted from its first) that
+/// is row `row` of part `part`.
+fn attempt_row(segments: &[crate::data::Segment], part: &Path, row: u64) -> Option<u64> {
+    let mut before = 0;
+    for s in segments {
+        if s.part == part && s.rows.contains(&row) {
+            return Some(before + row - s.rows.start);
+        }
+        before += s.rows.end - s.rows.start;
+    }
+    None
+}
+
+/// Scores `batches` (the attempt's `n` rows in order, or how reading them
+/// ended it), reporting progress and taking `StopAt`, `Cancel` and
+/// `Shutdown` between batches.
 fn score_batches<W: Write>(
     l: &Loaded,
     n: usize,
-    batches: impl Iterator<Item = Result<Rows, String>>,
+    batches: impl Iterator<Item = Result<Rows, Attempt>>,
     ctl: &mut Control<'_, W>,
 ) -> Result<Attempt, String> {
     let attempt = ctl.attempt;
@@ -322,7 +356,7 @@ fn score_batches<W: Write>(
     for rows in batches {
         let rows = match rows {
             Ok(rows) => rows,
-            Err(message) => return Ok(Attempt::Failed(message)),
+            Err(ended) => return Ok(ended),
         };
         if let Err(problem) = rows.check_shape(l.num_features) {
             let message = format!("malformed rows for attempt {attempt}: {problem}");
@@ -394,33 +428,56 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
     })
 }
 
-/// The native CPU path: the rows split across `threads` scoped threads.
+/// Blocks each scoring thread's share of a batch is cut into (see
+/// [`predict_cpu`]).
+pub const BLOCKS_PER_THREAD: usize = 8;
+
+/// The native CPU path: the rows cut into about [`BLOCKS_PER_THREAD`] blocks
+/// per thread (never fewer rows than [`Model::block_rows`]), which `threads`
+/// threads (this one and scoped helpers) take in turn. A thread the system
+/// runs less (the reader's decode, the coordinator's commit share two cores
+/// with it) takes fewer blocks, instead of holding the others at the end of
+/// the batch.
 pub fn predict_cpu(
     model: &Model,
     rows: &Rows,
     threads: usize,
 ) -> Result<Predictions, crate::model::Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let n = rows.len();
-    let threads = threads.clamp(1, n.max(1));
+    let block = n
+        .div_ceil(threads.max(1) * BLOCKS_PER_THREAD)
+        .max(model.block_rows())
+        .min(n.max(1));
+    let blocks = n.div_ceil(block);
+    let threads = threads.clamp(1, blocks.max(1));
     if threads == 1 {
         return model.predict(rows);
     }
-    let per = n.div_ceil(threads);
-    let parts: Vec<Result<Predictions, _>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let range = (t * per).min(n)..((t + 1) * per).min(n);
-                s.spawn(move || model.predict_range(rows, range))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a scoring thread panicked"))
-            .collect()
+    let next = AtomicUsize::new(0);
+    // Each thread's blocks, by block number.
+    let take = || {
+        let mut mine = Vec::new();
+        loop {
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            if b >= blocks {
+                return mine;
+            }
+            let range = b * block..((b + 1) * block).min(n);
+            mine.push((b, model.predict_range(rows, range)));
+        }
+    };
+    let mut parts: Vec<(usize, Result<Predictions, _>)> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(take)).collect();
+        let mut all = take();
+        for h in helpers {
+            all.extend(h.join().expect("a scoring thread panicked"));
+        }
+        all
     });
-    Ok(Predictions::concat(
-        parts.into_iter().collect::<Result<Vec<_>, _>>()?,
-    ))
+    parts.sort_unstable_by_key(|(b, _)| *b);
+    let parts = parts.into_iter().map(|(_, p)| p);
+    Ok(Predictions::concat(parts.collect::<Result<Vec<_>, _>>()?))
 }
 
 fn load(
@@ -586,4 +643,34 @@ fn read_frame(input: &mut impl Read) -> Result<Option<ToWorker>, String> {
     let mut body = vec![0u8; len];
     input.read_exact(&mut body).map_err(|e| e.to_string())?;
     proto::decode(&body).map(Some).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempt_row;
+    use crate::data::Segment;
+    use crate::model::EntityKey;
+
+    #[test]
+    fn a_part_row_maps_to_its_row_in_the_attempt_across_segments() {
+        let segment = |part: &str, rows: std::ops::Range<u64>| Segment {
+            part: part.into(),
+            part_rows: 100,
+            identity: String::new(),
+            rows,
+            first_id: EntityKey::Int(0),
+            last_id: EntityKey::Int(0),
+        };
+        let segments = [segment("a.parquet", 90..100), segment("b.parquet", 0..30)];
+        let row = |part: &str, row| attempt_row(&segments, std::path::Path::new(part), row);
+        assert_eq!(row("a.parquet", 90), Some(0));
+        assert_eq!(row("a.parquet", 99), Some(9));
+        assert_eq!(row("b.parquet", 0), Some(10));
+        assert_eq!(row("b.parquet", 29), Some(39));
+        // Outside what the attempt reads: none (the attempt then fails with
+        // the reader's message instead).
+        assert_eq!(row("b.parquet", 30), None);
+        assert_eq!(row("a.parquet", 5), None);
+        assert_eq!(row("c.parquet", 0), None);
+    }
 }

@@ -71,7 +71,7 @@ fn clean_contents() -> Vec<(Vec<u8>, Value)> {
 #[test]
 fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed() {
     let clean = clean_contents();
-    for fault in ["misroute", "forge", "progress"] {
+    for fault in ["misroute", "forge", "progress", "invalid"] {
         let s = Scratch::new(&JobShape::default());
         let out = herd_env(
             &s,
@@ -324,20 +324,31 @@ fn plant_invalid_features(s: &Scratch) {
 }
 
 #[test]
-fn an_invalid_feature_is_refused_before_a_version_is_begun_naming_file_column_and_row() {
-    let s = Scratch::new(&JobShape::default());
-    plant_invalid_features(&s);
-    let out = herd_env(&s, &["run", "job.toml"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("users.parquet: column 'f1', row 7: the feature is NaN"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("on_invalid"), "{stderr}");
-    // Nothing begun: no version at all.
-    if let Ok(store) = Store::open_existing(&s.store()) {
-        assert!(store.versions().unwrap().is_empty());
+fn an_invalid_feature_stops_the_run_naming_file_column_and_row_and_leaves_no_version() {
+    // Checked by whoever reads the chunk: the worker (auto, a local host)
+    // or the coordinator's read thread.
+    for read in ["auto", "coordinator"] {
+        let s = Scratch::new(&JobShape::default());
+        plant_invalid_features(&s);
+        let job = std::fs::read_to_string(s.job()).unwrap();
+        s.write(
+            "job.toml",
+            &job.replace("[input]\n", &format!("[input]\nread = \"{read}\"\n")),
+        );
+        let out = herd_env(&s, &["run", "job.toml"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{read}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The first invalid row of the input (7), and of its values the
+        // first column, though column f0 holds one further down (row 30).
+        assert!(
+            stderr.contains("users.parquet: column 'f1', row 7: the feature is NaN"),
+            "{read}: {stderr}"
+        );
+        assert!(stderr.contains("on_invalid"), "{read}: {stderr}");
+        // The version begun for the run is dropped: none is left.
+        if let Ok(store) = Store::open_existing(&s.store()) {
+            assert!(store.versions().unwrap().is_empty(), "{read}");
+        }
     }
 }
 

@@ -116,8 +116,8 @@ pub const READ_MODES: &[(&str, ReadMode)] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnInvalid {
-    /// The run stops before a version is begun (exit 2), naming the file,
-    /// column and row.
+    /// Whoever reads a chunk refuses the value: the run stops (exit 2),
+    /// naming the file, column and row, and its version is dropped.
     Error,
     /// The entity is left out of the version, listed in the report, and
     /// counted as excluded by the coverage check.

@@ -192,9 +192,7 @@ impl PartView<'_> {
                 )?;
             }
             let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
-            for (j, column) in self.ds.features.iter().enumerate() {
-                self.fill_feature(column, j, nf, dst, &batch, row)?;
-            }
+            self.fill_features(dst, &batch, row)?;
             k += n;
         }
         if k != at.len() {
@@ -302,10 +300,55 @@ impl PartView<'_> {
         let num_features = out.num_features;
         let (a, b) = (at as usize, at as usize + batch.num_rows());
         let slice = &mut out.features[a * num_features..b * num_features];
-        for (j, column) in ds.features.iter().enumerate() {
-            self.fill_feature(column, j, num_features, slice, batch, first_row)?;
+        self.fill_features(slice, batch, first_row)
+    }
+
+    /// Writes every feature of `batch` into `out` (row-major). Unless nulls
+    /// are read as NaN (`on_invalid = "error"`), a null, NaN or infinite
+    /// value fails the read, naming the first such row of the batch (and of
+    /// its values the first column).
+    fn fill_features(&self, out: &mut [f32], batch: &RecordBatch, first_row: u64) -> Result<()> {
+        let stride = self.ds.features.len();
+        let mut filled = Ok(());
+        for (j, column) in self.ds.features.iter().enumerate() {
+            filled = self.fill_feature(column, j, stride, out, batch, first_row);
+            if filled.is_err() {
+                break;
+            }
         }
-        Ok(())
+        let refused = match &filled {
+            Err(Error::NullFeature { .. }) => true,
+            Err(_) => return filled,
+            // One pass the compiler vectorises.
+            Ok(()) => !self.ds.nulls_as_nan && !out.iter().fold(true, |ok, v| ok & v.is_finite()),
+        };
+        if !refused {
+            return Ok(());
+        }
+        let mut first: Option<(usize, usize, String)> = None;
+        for (j, column) in self.ds.features.iter().enumerate() {
+            let array = self.column(batch, column)?;
+            invalid_in(array.as_ref(), |i, what| {
+                if first.as_ref().is_none_or(|(r, c, _)| (i, j) < (*r, *c)) {
+                    first = Some((i, j, what));
+                }
+            });
+        }
+        let (i, j, what) = first.expect("a refused batch holds an invalid value");
+        let (path, column, row) = (
+            self.path(),
+            self.ds.features[j].name.clone(),
+            first_row + i as u64,
+        );
+        Err(match what.as_str() {
+            "null" => Error::NullFeature { path, column, row },
+            _ => Error::InvalidFeature {
+                path,
+                column,
+                row,
+                what,
+            },
+        })
     }
 
     pub(super) fn column(&self, batch: &RecordBatch, column: &Column) -> Result<ArrayRef> {

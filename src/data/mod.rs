@@ -160,6 +160,17 @@ pub enum Error {
         row: u64,
     },
     #[error(
+        "{}: column '{column}', row {row}: the feature is {what}",
+        path.display()
+    )]
+    InvalidFeature {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        /// `NaN`, `inf` or `-inf`.
+        what: String,
+    },
+    #[error(
         "{}: rows {}..{} hold more than {} history items; read a smaller range",
         path.display(),
         range.start,
@@ -337,6 +348,8 @@ pub struct Dataset {
     row_groups_decoded: AtomicU64,
     /// A null feature is read as NaN instead of failing the read (when
     /// `[input] on_invalid` is not `error`: the run found those rows first).
+    /// When false, a NaN or infinite feature fails the read too: with
+    /// `on_invalid = "error"` whoever reads a chunk checks its features.
     nulls_as_nan: bool,
 }
 
@@ -362,6 +375,23 @@ pub struct Index {
 const ID_TYPES: &str = "an integer (any width) or a string";
 const HISTORY_TYPES: &str = "a list of integers (item ids in the u32 range)";
 const FEATURE_TYPES: &str = "float32, float64, an integer or a boolean (converted to f32); name the feature columns in [input] feature_columns to leave it out";
+
+impl Error {
+    /// The part file, column, row within the part and what was found, of a
+    /// read that failed on a null, NaN or infinite feature.
+    pub fn invalid_feature(&self) -> Option<(&Path, &str, u64, String)> {
+        match self {
+            Error::NullFeature { path, column, row } => Some((path, column, *row, "null".into())),
+            Error::InvalidFeature {
+                path,
+                column,
+                row,
+                what,
+            } => Some((path, column, *row, what.clone())),
+            _ => None,
+        }
+    }
+}
 
 impl Dataset {
     /// The input as the job names it (a file, folder, glob or URL).

@@ -314,6 +314,73 @@ fn a_value_error_names_the_part_file_and_its_own_row() {
 }
 
 #[test]
+fn under_on_invalid_error_a_read_refuses_the_first_invalid_row_naming_part_column_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    let b = |ids: Vec<i64>, f: Vec<f32>, g: Vec<f32>| {
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("f", Arc::new(Float32Array::from(f)) as ArrayRef),
+            ("g", Arc::new(Float32Array::from(g)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let codec = Compression::SNAPPY;
+    write(
+        &root.join("a.parquet"),
+        &b(vec![1, 2, 3], vec![1.0; 3], vec![2.0; 3]),
+        codec,
+        10,
+    );
+    // Column f holds an infinity further down than column g's NaN: the row
+    // comes first, then the column.
+    let (f, g) = (
+        vec![1.0, 1.0, 1.0, f32::INFINITY, 1.0],
+        vec![2.0, 2.0, f32::NAN, 2.0, 2.0],
+    );
+    write(
+        &root.join("b.parquet"),
+        &b(vec![4, 5, 6, 7, 8], f, g),
+        codec,
+        10,
+    );
+    let mut settings = input(&root, "id", None, None);
+    let ds = Dataset::open(&settings, false).unwrap();
+    let refused = |e: &Error| {
+        let (path, column, row, what) = e.invalid_feature().expect("an invalid feature");
+        assert!(path.ends_with("b.parquet"), "{e}");
+        assert_eq!((column, row, what.as_str()), ("g", 2, "NaN"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("b.parquet: column 'g', row 2: the feature is NaN"),
+            "{e}"
+        );
+    };
+    refused(&ds.read_rows(0..8).unwrap_err());
+    refused(&ds.read_rows_at(&[0, 5]).unwrap_err());
+    let ids = ds.scan_index().unwrap().ids;
+    let mut pieces = 0;
+    let streamed = ds.stream_segments(&ds.segments(0..8, &ids), 2, |_| {
+        pieces += 1;
+        true
+    });
+    refused(&streamed.unwrap_err());
+    // Pieces never span parts: a's two, then b's rows 0..2; b's 2..4 refused.
+    assert_eq!(
+        pieces, 3,
+        "the pieces before the refused one are handed out"
+    );
+    // The rows before it read, in one piece or many.
+    assert_eq!(ds.read_rows(0..5).unwrap().len(), 5);
+    // With on_invalid = "skip" the values are read as they are (the run
+    // found those rows first).
+    settings.on_invalid = crate::config::OnInvalid::Skip;
+    let skip = Dataset::open(&settings, false).unwrap();
+    let rows = skip.read_rows(0..8).unwrap();
+    assert!(rows.features[5 * 2 + 1].is_nan() && rows.features[6 * 2].is_infinite());
+}
+
+#[test]
 fn an_empty_folder_and_a_missing_path_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");

@@ -94,6 +94,13 @@ pub trait Scorer {
     fn defines_missing(&self) -> bool {
         false
     }
+
+    /// Rows one call of [`Scorer::predict`] needs to run at full speed (a
+    /// kernel that streams a catalogue once per block of users wants a whole
+    /// block): the native path never cuts a batch finer than this.
+    fn block_rows(&self) -> usize {
+        64
+    }
 }
 
 /// A family's entry in the registry.
@@ -197,6 +204,11 @@ impl Model {
     /// Whether null features reach this model as missing values by default.
     pub fn defines_missing(&self) -> bool {
         self.scorer().defines_missing()
+    }
+
+    /// Rows one call of [`Model::predict`] needs to run at full speed.
+    pub fn block_rows(&self) -> usize {
+        self.scorer().block_rows().max(1)
     }
 
     /// Multiply-adds to score one entity whose history has `history_len`

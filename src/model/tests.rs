@@ -966,6 +966,29 @@ fn concat_of_parts_equals_prediction_of_the_whole() {
     assert!(Predictions::concat(Vec::new()).is_empty());
 }
 
+#[test]
+fn the_cpu_path_over_threads_and_blocks_equals_one_prediction_of_the_whole() {
+    let mut rng = Rng(23);
+    let mlp = random_mlp(&mut rng, &[4, 8, 3], OutputActivation::Softmax);
+    // Fewer rows than a block, a few blocks, many blocks with a short last one.
+    for n in [0, 1, 63, 200, 2_049] {
+        let rows = feature_rows(&mut rng, n, 4);
+        let whole = mlp.predict(&rows).unwrap();
+        for threads in [1, 2, 3, 8] {
+            let got = crate::worker::predict_cpu(&mlp, &rows, threads).unwrap();
+            assert_eq!(got, whole, "mlp, {n} rows, {threads} threads");
+        }
+    }
+    let (tt, ids) = random_two_tower(&mut rng, 300, 4, &[], false, &tt_spec(6, 5, true));
+    let histories = random_histories(&mut rng, 700, &ids, 12);
+    let rows = history_rows(&histories, Vec::new(), 0);
+    let whole = tt.predict(&rows).unwrap();
+    for threads in [2, 5] {
+        let got = crate::worker::predict_cpu(&tt, &rows, threads).unwrap();
+        assert_eq!(got, whole, "two_tower, {threads} threads");
+    }
+}
+
 mod properties {
     use proptest::prelude::*;
 

@@ -23,7 +23,7 @@ use super::commit::Committer;
 use super::event::{Event, HostInfo};
 use super::messages::Expect;
 use super::publish::Publisher;
-use super::read::{ReadDone, ReadJob, Reader};
+use super::read::{ReadDone, ReadError, ReadJob, Reader};
 use super::workers::Workers;
 use super::{Control, Error, Prepared};
 
@@ -87,6 +87,9 @@ pub(super) struct Coordinator {
     pub input_bytes_coordinator: u64,
     /// What every result must look like.
     pub(super) expect: Expect,
+    /// Why the run must stop, found by a handler that cannot return it (an
+    /// invalid feature in the input); [`Coordinator::run_commands`] returns it.
+    fatal: Option<Error>,
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -208,6 +211,7 @@ impl Coordinator {
             all_committed: None,
             input_bytes_coordinator: 0,
             expect,
+            fatal: None,
         })
     }
 
@@ -224,6 +228,9 @@ impl Coordinator {
     /// Carries out every command the scheduler has queued.
     pub fn run_commands(&mut self) -> Result<(), Error> {
         self.committer.check().map_err(Error::Failed)?;
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
         while let Some(cmd) = self.sched.poll_command() {
             self.on_command(cmd)?;
         }
@@ -377,7 +384,14 @@ impl Coordinator {
     pub fn on_read(&mut self, done: ReadDone) -> Result<(), Error> {
         self.reader.taken();
         let ReadDone { attempt, frame } = done;
-        let (frame, bytes) = frame.map_err(Error::Failed)?;
+        let (frame, bytes) = match frame {
+            Ok(read) => read,
+            Err(ReadError::Failed(e)) => return Err(Error::Failed(e)),
+            Err(ReadError::Invalid(e)) => {
+                self.refuse_input(&e);
+                return Err(self.fatal.take().expect("refused"));
+            }
+        };
         let Some(a) = self.attempts.get(&attempt) else {
             return Ok(());
         };
@@ -454,6 +468,25 @@ impl Coordinator {
                 .commit(version, rows, left_out, ids, preds, unix_now())
         })
         .map_err(Error::Failed)
+    }
+
+    /// The input holds a null, NaN or infinite feature (`e`, a read of it
+    /// here) under `on_invalid = "error"`: the run stops (exit 2, naming the
+    /// file, column and row), and the version begun for it is dropped, as
+    /// if the value had been found before it was begun.
+    pub(super) fn refuse_input(&mut self, e: &crate::data::Error) {
+        let (path, column, row, what) = e.invalid_feature().expect("an invalid feature");
+        let message = super::prepare::invalid_message(&self.p.job, path, column, row, &what);
+        let flushed = tokio::task::block_in_place(|| self.committer.flush());
+        let dropped =
+            flushed.and_then(|()| self.store.drop_one(self.version).map_err(|e| e.to_string()));
+        if let Err(why) = dropped {
+            self.out.log(
+                "run",
+                format!("version {} is left unfinished: {why}", self.version),
+            );
+        }
+        self.fatal.get_or_insert(Error::Config(message));
     }
 
     /// A wish of the user (TUI keys).

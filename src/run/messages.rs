@@ -79,6 +79,7 @@ impl Coordinator {
                 h.peak_rss_bytes = h.peak_rss_bytes.max(peak_rss_bytes);
                 self.on_result(slot, attempt, predictions);
             }
+            FromWorker::InvalidInput { attempt, row } => self.on_invalid_input(slot, attempt, row),
             FromWorker::Error {
                 attempt: Some(attempt),
                 message,
@@ -156,6 +157,37 @@ impl Coordinator {
                 slot,
                 format!("{MAX_MALFORMED_RESULTS} malformed results (the last: {error})"),
             );
+        }
+    }
+
+    /// The worker says row `row` of the attempt holds an invalid feature
+    /// (`on_invalid = "error"`). The row is read here first: if it does,
+    /// the run stops (exit 2, naming file, column and row); if it does not,
+    /// the worker lied, a protocol violation.
+    fn on_invalid_input(&mut self, slot: SlotId, attempt: AttemptId, row: u64) {
+        let a = self.attempts.get_mut(&attempt).expect("routed attempt");
+        a.state = AttemptState::Over;
+        let input_row = a.rows.start.saturating_add(row);
+        if input_row >= a.rows.end {
+            let why = format!(
+                "invalid input claimed at row {row} of attempt {attempt}, which has {} rows",
+                a.rows.end - a.rows.start
+            );
+            return self.violation(slot, why);
+        }
+        let read = tokio::task::block_in_place(|| self.p.dataset.read_rows_at(&[input_row]));
+        match read {
+            Err(e) if e.invalid_feature().is_some() => self.refuse_input(&e),
+            Err(e) => {
+                let error = format!("cannot check input row {input_row}: {e}");
+                self.attempt_failed(slot, attempt, error);
+            }
+            Ok(_) => self.violation(
+                slot,
+                format!(
+                    "attempt {attempt} claimed input row {input_row} holds an invalid feature; it does not"
+                ),
+            ),
         }
     }
 
@@ -307,7 +339,9 @@ enum Route {
 /// The attempt a worker message is about, if any.
 fn msg_attempt(msg: &FromWorker) -> Option<AttemptId> {
     match msg {
-        FromWorker::Progress { attempt, .. } | FromWorker::Result { attempt, .. } => Some(*attempt),
+        FromWorker::Progress { attempt, .. }
+        | FromWorker::Result { attempt, .. }
+        | FromWorker::InvalidInput { attempt, .. } => Some(*attempt),
         FromWorker::Error { attempt, .. } => *attempt,
         FromWorker::Hello { .. } | FromWorker::Loaded { .. } => None,
     }
@@ -319,6 +353,7 @@ fn msg_name(msg: &FromWorker) -> &'static str {
         FromWorker::Loaded { .. } => "Loaded",
         FromWorker::Progress { .. } => "Progress",
         FromWorker::Result { .. } => "Result",
+        FromWorker::InvalidInput { .. } => "InvalidInput",
         FromWorker::Error { .. } => "Error",
     }
 }

@@ -237,29 +237,22 @@ fn first_duplicate<T: Ord>(ids: &[T]) -> Option<(usize, usize)> {
         .min_by_key(|&(_, second)| second)
 }
 
-/// Null, NaN and infinite feature values, found before a version is begun:
-/// with `on_invalid = "error"` the first one fails the run (exit 2) naming
-/// the file, column and row; with `skip` every affected row is returned (the
-/// first bad value of each); with `missing` they go to the model as NaN.
+/// Null, NaN and infinite feature values: with `on_invalid = "skip"` every
+/// affected row is returned (the first bad value of each), found before a
+/// version is begun so that the chunks holding them are read by the
+/// coordinator, which zeroes them; with `missing` they go to the model as
+/// NaN. With `error` nothing is read here: whoever reads a chunk (a worker,
+/// or the coordinator's read thread) checks its features as it decodes
+/// them, and the first found stops the run (see
+/// [`super::Coordinator::refuse_input`]), so the coordinator reads only the
+/// input's index columns.
 fn invalid_features(job: &Job, dataset: &Dataset) -> Result<Vec<InvalidValue>, Error> {
-    let mode = job.input.on_invalid;
-    if mode == OnInvalid::Missing {
+    if job.input.on_invalid != OnInvalid::Skip {
         return Ok(Vec::new());
     }
     let found = dataset
-        .scan_invalid(mode == OnInvalid::Error)
+        .scan_invalid(false)
         .map_err(|e| Error::Config(format!("{}: [input] {e}", job.file.display())))?;
-    if let (OnInvalid::Error, Some(bad)) = (mode, found.first()) {
-        return Err(Error::Config(format!(
-            "{}: column '{}', row {}: the feature is {}; fix the input, or set [input] \
-             on_invalid = \"skip\" in {} to leave such entities out of the version",
-            dataset.locate(bad.row).0.display(),
-            bad.column,
-            dataset.locate(bad.row).1,
-            bad.what,
-            job.file.display()
-        )));
-    }
     let mut rows: Vec<InvalidValue> = Vec::with_capacity(found.len());
     for v in found {
         if rows.last().is_none_or(|last| last.row != v.row) {
@@ -267,6 +260,23 @@ fn invalid_features(job: &Job, dataset: &Dataset) -> Result<Vec<InvalidValue>, E
         }
     }
     Ok(rows)
+}
+
+/// The message that stops a run under `on_invalid = "error"`: row `row` of
+/// the part file `path` has `what` (null, NaN, inf) in feature `column`.
+pub(super) fn invalid_message(
+    job: &Job,
+    path: &Path,
+    column: &str,
+    row: u64,
+    what: &str,
+) -> String {
+    format!(
+        "{}: column '{column}', row {row}: the feature is {what}; fix the input, or set [input] \
+         on_invalid = \"skip\" in {} to leave such entities out of the version",
+        path.display(),
+        job.file.display()
+    )
 }
 
 /// Everything that changes a prediction, as `setting=hash` pairs joined by

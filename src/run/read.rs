@@ -26,10 +26,17 @@ pub(super) struct ReadJob {
 }
 
 /// A read done: the attempt's `Run` frame and the bytes of its rows, or why
-/// the rows could not be read (naming the chunk and rows).
+/// the rows could not be read.
 pub(super) struct ReadDone {
     pub attempt: AttemptId,
-    pub frame: Result<(Vec<u8>, u64), String>,
+    pub frame: Result<(Vec<u8>, u64), ReadError>,
+}
+
+pub(super) enum ReadError {
+    /// Naming the chunk and rows.
+    Failed(String),
+    /// A null, NaN or infinite feature under `on_invalid = "error"`.
+    Invalid(crate::data::Error),
 }
 
 pub(super) struct Reader {
@@ -98,7 +105,7 @@ fn read_loop(dataset: &Dataset, rx: &Receiver<ReadJob>, done: &UnboundedSender<R
 }
 
 /// The `Run` frame of `job` and the bytes of its rows.
-fn read_frame(dataset: &Dataset, job: &ReadJob) -> Result<(Vec<u8>, u64), String> {
+fn read_frame(dataset: &Dataset, job: &ReadJob) -> Result<(Vec<u8>, u64), ReadError> {
     let ReadJob {
         attempt,
         chunk,
@@ -106,10 +113,13 @@ fn read_frame(dataset: &Dataset, job: &ReadJob) -> Result<(Vec<u8>, u64), String
         zeroed,
     } = job;
     let mut batch = dataset.read_rows(rows.clone()).map_err(|e| {
-        format!(
+        if e.invalid_feature().is_some() {
+            return ReadError::Invalid(e);
+        }
+        ReadError::Failed(format!(
             "chunk {chunk} (rows {}..{}): cannot read input: {e}",
             rows.start, rows.end
-        )
+        ))
     })?;
     let f = batch.num_features;
     for &row in zeroed {
@@ -122,6 +132,7 @@ fn read_frame(dataset: &Dataset, job: &ReadJob) -> Result<(Vec<u8>, u64), String
         attempt: *attempt,
         rows: ChunkRows::Rows(batch),
     };
-    let frame = proto::encode(&run).map_err(|e| format!("chunk {chunk}: {e}"))?;
+    let frame =
+        proto::encode(&run).map_err(|e| ReadError::Failed(format!("chunk {chunk}: {e}")))?;
     Ok((frame, bytes))
 }

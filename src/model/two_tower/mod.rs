@@ -72,6 +72,11 @@ impl Scorer for TwoTower {
         Ok(fast::predict(self, rows))
     }
 
+    /// The catalogue is streamed once per block of [`USER_BLOCK`] users.
+    fn block_rows(&self) -> usize {
+        fast::USER_BLOCK
+    }
+
     /// min(history, max_history) x dim + the tower's in x out + items x dim.
     fn entity_cost(&self, history_len: usize) -> u64 {
         let pooled = history_len.min(self.max_history) as u64 * self.dim as u64;
