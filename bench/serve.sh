@@ -22,7 +22,9 @@
 #    redis-server, then against `herd serve --prefix key` (which reads
 #    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
 #    timing, one key is read from both and the bytes compared, so both sides
-#    answer hits with equal values.
+#    answer hits with equal values. Each row also gives the server's CPU
+#    time per request (user + system, /proc), which a shared machine
+#    disturbs far less than requests/s.
 # 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
 #    connections and reports its latency percentiles.
 # With --rt, redis-server, herd serve, the export, the sink's pushes,
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rt) RT="chrt -f 10"; shift ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -88,7 +90,8 @@ say() { echo "serve.sh: $*" >&2; }
 
 $RT redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --loglevel warning > "$WORK/redis.log" 2>&1 &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # 1. The store, made by a run whose Redis sink pushes it into redis-server
@@ -250,19 +253,25 @@ done
 stop_herd
 
 # 4. redis-benchmark. CSV: "test","rps","avg","min","p50","p95","p99","max".
-bench_get() {
-    $RT redis-benchmark -p "$1" -t get -c "$CLIENTS" -n "$REQUESTS" -P 1 -r "$USERS" --csv 2>/dev/null \
-        | awk -F'","' '/^"GET/ {gsub(/"/, "", $0); split($0, f, ","); print f[2], f[5], f[7]}'
+# Also the server's CPU time per request (user + system, from /proc), which
+# other processes on a shared machine disturb far less than requests/s.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench_get() { # port server-pid -> rps p50 p99 cpu-us-per-request
+    local t0 row
+    t0=$(cpu_ticks "$2")
+    row=$($RT redis-benchmark -p "$1" -t get -c "$CLIENTS" -n "$REQUESTS" -P 1 -r "$USERS" --csv 2>/dev/null \
+        | awk -F'","' '/^"GET/ {gsub(/"/, "", $0); split($0, f, ","); print f[2], f[5], f[7]}')
+    echo "$row $(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 1e6 / $(getconf CLK_TCK) / $REQUESTS, 1))")"
 }
 say "redis-benchmark against redis-server"
-REDIS_ROW=$(bench_get "$REDIS_PORT")
+REDIS_ROW=$(bench_get "$REDIS_PORT" "$REDIS_PID")
 start_herd 1
 say "redis-benchmark against herd serve (1 thread)"
-HERD1_ROW=$(bench_get "$RESP_PORT")
+HERD1_ROW=$(bench_get "$RESP_PORT" "$HERD_PID")
 stop_herd
 start_herd 2
 say "redis-benchmark against herd serve (2 threads)"
-HERD2_ROW=$(bench_get "$RESP_PORT")
+HERD2_ROW=$(bench_get "$RESP_PORT" "$HERD_PID")
 
 # 5. HTTP with wrk (50 keep-alive connections, random ids).
 cat > "$WORK/ids.lua" <<EOF
@@ -288,19 +297,19 @@ HTTP_P99=$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")
 HTTP_ERRORS=$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt")
 stop_herd
 
-read -r R_RPS R_P50 R_P99 <<< "$REDIS_ROW"
-read -r H1_RPS H1_P50 H1_P99 <<< "$HERD1_ROW"
-read -r H2_RPS H2_P50 H2_P99 <<< "$HERD2_ROW"
+read -r R_RPS R_P50 R_P99 R_CPU <<< "$REDIS_ROW"
+read -r H1_RPS H1_P50 H1_P99 H1_CPU <<< "$HERD1_ROW"
+read -r H2_RPS H2_P50 H2_P99 H2_CPU <<< "$HERD2_ROW"
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "store: $USERS users x top-100, $(du -sh "$WORK/store" | cut -f1); values $(head -c 100000 "$WORK/live.jsonl" | head -1 | wc -c) bytes of JSON each"
 echo
-printf "%-44s %12s %9s %9s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "vs redis-server"
-printf "%-44s %12s %9s %9s  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "baseline"
-for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99"; do
-    IFS='|' read -r name rps p50 p99 <<< "$row"
-    ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput, p99 {$p99 / $R_P99:.2f}x')")
-    printf "%-44s %12s %9s %9s  %s\n" "$name" "$rps" "$p50" "$p99" "$ratio"
+printf "%-44s %12s %9s %9s %9s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "CPU us" "vs redis-server"
+printf "%-44s %12s %9s %9s %9s  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "baseline"
+for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99|$H1_CPU" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99|$H2_CPU"; do
+    IFS='|' read -r name rps p50 p99 cpu <<< "$row"
+    ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput, p99 {$p99 / $R_P99:.2f}x, CPU/request {$cpu / $R_CPU:.2f}x')")
+    printf "%-44s %12s %9s %9s %9s  %s\n" "$name" "$rps" "$p50" "$p99" "$cpu" "$ratio"
 done
 echo
 printf "%-44s %12s %9s %9s  %s\n" "HTTP GET, wrk -t2 -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "target p99 < 2 ms"

@@ -5,11 +5,12 @@
 mod serve_common;
 mod store_common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
 use herd::store::{Status, Store};
@@ -175,6 +176,36 @@ fn raw_resp3_hello_switches_nil_and_maps() {
     assert_eq!(c.read(), Resp::Int(1));
     assert_eq!(c.call(&["QUIT"]), Resp::Simple("OK".into()));
     assert!(c.try_read().is_err(), "QUIT closes the connection");
+}
+
+/// The server reads what a socket holds and then waits for the poller
+/// without reading again; bytes that come later, mid-command or as the next
+/// burst of pipelined commands, must still wake it at once (not at the 10 s
+/// request timeout).
+#[test]
+fn commands_split_across_writes_are_answered_when_they_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    let want = c.call(&["GET", "42"]);
+    assert!(matches!(want, Resp::Bulk(_)), "{want:?}");
+    let get = b"*2\r\n$3\r\nGET\r\n$2\r\n42\r\n";
+    for cut in [1, 4, 13, get.len() - 1] {
+        let started = Instant::now();
+        c.stream().write_all(&get[..cut]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.stream().write_all(&get[cut..]).unwrap();
+        assert_eq!(c.read(), want, "cut at byte {cut}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "cut at byte {cut}: {took:?}");
+    }
+    for _ in 0..20 {
+        c.stream().write_all(&get.repeat(3)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.read(), want);
+        }
+    }
 }
 
 const REDIS_PY: &str = r#"

@@ -437,3 +437,90 @@ mod tests {
         assert_eq!(int_id(b""), None);
     }
 }
+
+/// Where a GET's microseconds go, piece by piece, on a real store:
+/// `HERD_PIECES_STORE=DIR cargo test --release --lib serve::reader::pieces
+/// -- --ignored --nocapture` (DIR: a store of integer ids 0..1M, as
+/// `bench/serve.sh --keep DIR` leaves in DIR/store). Prints nanoseconds per
+/// operation over 200,000 random keys, two rounds (the first maps the
+/// store's pages).
+#[cfg(test)]
+mod pieces {
+    use super::*;
+
+    /// Nanoseconds per call of `f`, in this thread's CPU time (so that other
+    /// processes on a shared machine do not count).
+    fn per_op(label: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
+        let cpu = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes the timespec it is given.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+        };
+        let started = cpu();
+        for i in 0..n {
+            f(i);
+        }
+        let ns = (cpu() - started) / n as f64;
+        eprintln!("{label:<44} {ns:>9.0} ns");
+        ns
+    }
+
+    #[test]
+    #[ignore = "needs HERD_PIECES_STORE=DIR, a store of ids 0..1M"]
+    fn pieces() {
+        let dir: PathBuf = std::env::var("HERD_PIECES_STORE")
+            .expect("HERD_PIECES_STORE=DIR (a store of integer ids 0..1M)")
+            .into();
+        let reader = Reader::new(dir, b"key".to_vec());
+        let store = reader.store().unwrap();
+        let n = 200_000;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let ids: Vec<u64> = (0..n)
+            .map(|_| {
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1_000_000
+            })
+            .collect();
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| format!("key:{id:012}").into_bytes())
+            .collect();
+        for _ in 0..2 {
+            per_op("read transaction: begin + abort", n, |_| {
+                store.snapshot(|_| Ok(())).unwrap();
+            });
+            per_op("  + the live pointer", n, |_| {
+                store.snapshot(|s| s.live()).unwrap();
+            });
+            per_op("  + the value (database open, lookup)", n, |i| {
+                store
+                    .snapshot(|s| {
+                        let v = s.live()?.unwrap();
+                        Ok(s.value_by_bytes(v, &ids[i].to_be_bytes())?.is_some())
+                    })
+                    .unwrap();
+            });
+            let mut batch = Batch::default();
+            let read = per_op("Reader::read of one key (all of the above)", n, |i| {
+                reader.read([keys[i].as_slice()], &mut batch).unwrap();
+            });
+            let mut out = Vec::new();
+            let both = per_op("  + Batch::write_json", n, |i| {
+                reader.read([keys[i].as_slice()], &mut batch).unwrap();
+                out.clear();
+                batch.write_json(0, 1, &mut out);
+            });
+            eprintln!(
+                "{:<44} {:>9.0} ns",
+                "the JSON alone (100 pairs)",
+                both - read
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //!
 //! [`Prediction::to_json`]: super::Prediction::to_json
 
+use super::decimal;
 use super::value::{ValueKind, ValueRef};
 
 /// An entity id as the JSON `id` field shows it.
@@ -39,6 +40,9 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// that reads back as the same f32, formatted as serde_json formats that
 /// decimal's f64; `null` when not finite.
 pub fn write_f32(out: &mut Vec<u8>, x: f32) {
+    if decimal::write_score(out, x) {
+        return;
+    }
     if !x.is_finite() {
         out.extend_from_slice(b"null");
         return;
@@ -107,6 +111,9 @@ pub fn write_prediction(out: &mut Vec<u8>, f: Fields<'_>, value: ValueRef<'_>) {
             for (i, (item, score)) in value.pairs().enumerate() {
                 if i > 0 {
                     out.push(b',');
+                }
+                if decimal::write_pair(out, item, score) {
+                    continue;
                 }
                 out.extend_from_slice(b"{\"item\":");
                 write_u64(out, u64::from(item));

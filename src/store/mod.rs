@@ -41,6 +41,7 @@
 
 pub mod bench;
 mod commit;
+mod decimal;
 pub mod export;
 pub mod json;
 mod keys;

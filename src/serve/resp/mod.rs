@@ -57,7 +57,6 @@ struct Conn<'s> {
     shared: &'s Shared,
     stream: TcpStream,
     out: Vec<u8>,
-    json: Vec<u8>,
     batch: Batch,
     session: Session,
 }
@@ -69,7 +68,6 @@ pub(crate) async fn serve(stream: TcpStream, shared: &Shared) {
         shared,
         stream,
         out: Vec::new(),
-        json: Vec::new(),
         batch: Batch::default(),
         session: Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -99,11 +97,23 @@ pub(crate) async fn serve(stream: TcpStream, shared: &Shared) {
                 }
                 Step::Command(len) => {
                     let cmd = &buf[at..at + len];
-                    let args: Vec<&[u8]> = parser.args.iter().map(|r| &cmd[r.clone()]).collect();
+                    // Commands of a few arguments (nearly all) need no
+                    // allocation.
+                    let mut few: [&[u8]; 4] = [&[]; 4];
+                    let many: Vec<&[u8]>;
+                    let args: &[&[u8]] = if parser.args.len() <= few.len() {
+                        for (slot, r) in few.iter_mut().zip(&parser.args) {
+                            *slot = &cmd[r.clone()];
+                        }
+                        &few[..parser.args.len()]
+                    } else {
+                        many = parser.args.iter().map(|r| &cmd[r.clone()]).collect();
+                        &many
+                    };
                     let flow = if args.is_empty() {
                         Flow::Continue
                     } else {
-                        conn.execute(&args).await
+                        conn.execute(args).await
                     };
                     at += len;
                     parser.reset();
@@ -175,7 +185,7 @@ impl Conn<'_> {
                 Ok(Ok(())) => {}
             }
             buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(buf) {
+            match read_draining(&self.stream, buf) {
                 Ok(0) => return Ok(false),
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -345,13 +355,14 @@ impl Conn<'_> {
     fn answer(&mut self, i: usize, now: u64) {
         match &self.batch.answers[i] {
             Answer::Hit(_) => {
-                self.json.clear();
-                self.batch.write_json(i, now, &mut self.json);
-                let mut r = Reply {
+                let batch = &self.batch;
+                Reply {
                     out: &mut self.out,
                     resp3: self.session.resp3,
-                };
-                r.bulk(&self.json);
+                }
+                .bulk_with(|out| {
+                    batch.write_json(i, now, out);
+                });
             }
             Answer::Live(Some(v)) => {
                 let text = v.to_string();
@@ -434,6 +445,30 @@ impl Conn<'_> {
         };
         self.batch.shrink();
         self.reply().int(n);
+    }
+}
+
+/// Reads what `stream` holds into `buf`'s spare room. A read that leaves
+/// room unfilled emptied the socket's receive queue (epoll(7): a short read
+/// of a stream socket means its input is exhausted), so the stream's
+/// readiness is cleared as a failed read would clear it: the next wait goes
+/// straight to the poller instead of first paying for a read that finds
+/// nothing. The readiness is cleared as of before this read, so bytes that
+/// arrive during it still wake the connection.
+fn read_draining(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let mut got = None;
+    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (outcome, got) {
+        (_, Some(n)) => Ok(n),
+        (outcome, None) => outcome,
     }
 }
 
