@@ -464,7 +464,7 @@ pub fn predict_cpu(
                 return mine;
             }
             let range = b * block..((b + 1) * block).min(n);
-            mine.push((b, model.predict(&rows.slice(range))));
+            mine.push((b, model.predict_range(rows, range)));
         }
     };
     let mut parts: Vec<(usize, Result<Predictions, _>)> = std::thread::scope(|s| {

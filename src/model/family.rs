@@ -74,6 +74,13 @@ pub trait Scorer {
     /// the reference within float rounding.
     fn predict(&self, rows: &Rows) -> Result<Predictions>;
 
+    /// [`Scorer::predict`] of rows `range` of `rows`, as the same rows on
+    /// their own score; families that read only the feature matrix score
+    /// them in place instead of copying them out.
+    fn predict_range(&self, rows: &Rows, range: std::ops::Range<usize>) -> Result<Predictions> {
+        self.predict(&rows.slice(range))
+    }
+
     /// Multiply-adds to score one entity whose history has `history_len`
     /// items (for planning chunks of equal cost).
     fn entity_cost(&self, history_len: usize) -> u64;
@@ -183,6 +190,15 @@ impl Model {
     /// As [`Model::predict_reference`].
     pub fn predict(&self, rows: &Rows) -> Result<Predictions> {
         self.scorer().predict(rows)
+    }
+
+    /// [`Model::predict`] of rows `range` of `rows` (what a scoring thread
+    /// of a chunk runs), as `predict(&rows.slice(range))` scores them.
+    ///
+    /// # Panics
+    /// As [`Model::predict_reference`], or when `range` is past the rows.
+    pub fn predict_range(&self, rows: &Rows, range: std::ops::Range<usize>) -> Result<Predictions> {
+        self.scorer().predict_range(rows, range)
     }
 
     /// Whether null features reach this model as missing values by default.

@@ -8,7 +8,7 @@
 use matrixmultiply::sgemm;
 use serde::{Deserialize, Serialize};
 
-use super::{gemm, simd};
+use super::{gemm, simd, sparse};
 
 /// Dense layers with at most this many outputs are dot products per row
 /// (when [`simd`] runs here): sgemm would pack the whole input block for them.
@@ -97,14 +97,37 @@ pub(crate) fn layers_one(layers: &[Dense], input: Vec<f32>) -> Vec<f32> {
 /// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
 /// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
 pub(crate) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
-    dense_block_on(gemm::available(), layer, input, n_rows, false, out)
+    dense_block_on(Kernel::best(false), layer, input, n_rows, false, out)
 }
 
-/// [`dense_block`], then relu when `relu`; with the AVX-512 kernel
-/// ([`gemm`], relu applied as it stores) for layers wider than a few outputs
-/// when `avx512` (which the CPU must have), else sgemm.
+/// Which kernel [`dense_block_on`] runs for layers wider than a few outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// sgemm.
+    Sgemm,
+    /// [`gemm`] (AVX-512).
+    Avx512,
+    /// [`sparse`] for a layer followed by relu whose input has many zeros
+    /// (AVX-512; [`gemm`] for the layers and sub-blocks it does not take).
+    Avx512Sparse,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs, for input that is a relu's output or not.
+    pub(crate) fn best(relu_input: bool) -> Kernel {
+        match (gemm::available(), relu_input) {
+            (false, _) => Kernel::Sgemm,
+            (true, false) => Kernel::Avx512,
+            (true, true) => Kernel::Avx512Sparse,
+        }
+    }
+}
+
+/// [`dense_block`], then relu when `relu`; with `kernel` (an AVX-512 one
+/// only where the CPU has it; relu applied as it stores) for layers wider
+/// than a few outputs.
 pub(crate) fn dense_block_on(
-    avx512: bool,
+    kernel: Kernel,
     layer: &Dense,
     input: &[f32],
     n_rows: usize,
@@ -112,11 +135,17 @@ pub(crate) fn dense_block_on(
     out: &mut Vec<f32>,
 ) {
     let dots = layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0;
-    if avx512 && !dots && layer.in_dim > 0 && layer.out_dim > 0 {
+    if kernel != Kernel::Sgemm && !dots && layer.in_dim > 0 && layer.out_dim > 0 {
         out.clear();
         out.resize(n_rows * layer.out_dim, 0.0);
-        let (w, b) = (&layer.weight, &layer.bias);
-        gemm::dense(&layer.packed, w, b, input, n_rows, relu, out);
+        let (w, b, packed) = (&layer.weight, &layer.bias, &layer.packed);
+        let sparse = kernel == Kernel::Avx512Sparse
+            && relu
+            && sparse::fits(layer.in_dim, layer.out_dim)
+            && sparse::dense_relu(packed, w, b, input, n_rows, out);
+        if !sparse {
+            gemm::dense(packed, w, b, input, n_rows, relu, out);
+        }
         return;
     }
     dense_block_sgemm(layer, input, n_rows, out);
@@ -191,7 +220,7 @@ pub(crate) fn layers_block<'s>(
     for (n, layer) in layers.iter().enumerate() {
         let source: &[f32] = if n == 0 { input } else { &s.x };
         let relu = n + 1 < layers.len();
-        dense_block_on(gemm::available(), layer, source, n_rows, relu, &mut s.y);
+        dense_block_on(Kernel::best(n > 0), layer, source, n_rows, relu, &mut s.y);
         std::mem::swap(&mut s.x, &mut s.y);
     }
     &mut s.x

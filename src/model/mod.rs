@@ -28,6 +28,7 @@ mod predictions;
 // raised to 1.89 crate-wide, with the clippy fixes that brings.
 #[clippy::msrv = "1.89"]
 mod simd;
+mod sparse;
 #[cfg(test)]
 mod tests;
 pub mod trees;

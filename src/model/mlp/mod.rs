@@ -27,6 +27,28 @@ fn block_rows() -> usize {
     }
 }
 
+impl Mlp {
+    /// The scores of `n` rows of features (`[n, in_dim]`).
+    fn score(&self, features: &[f32], n: usize, in_dim: usize) -> Predictions {
+        let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
+        let mut values = Vec::with_capacity(n * width);
+        let mut scratch = Scratch::default();
+        let block = block_rows();
+        for start in (0..n).step_by(block) {
+            let m = block.min(n - start);
+            let input = &features[start * in_dim..(start + m) * in_dim];
+            let out = layers_block(&self.layers, input, m, &mut scratch);
+            if width > 0 {
+                for row in out.chunks_exact_mut(width) {
+                    apply_output(self.output, row);
+                }
+            }
+            values.extend_from_slice(out);
+        }
+        Predictions::Scores { width, values }
+    }
+}
+
 /// The registry entry of `kind = "mlp"`.
 pub static FAMILY: Family = Family {
     kind: "mlp",
@@ -60,24 +82,16 @@ impl Scorer for Mlp {
     }
 
     fn predict(&self, rows: &Rows) -> Result<Predictions> {
+        self.predict_range(rows, 0..rows.len())
+    }
+
+    /// Reads the rows' features where they lie.
+    fn predict_range(&self, rows: &Rows, range: std::ops::Range<usize>) -> Result<Predictions> {
         let in_dim = self.layers.first().map_or(rows.num_features, |l| l.in_dim);
         check_features(in_dim, rows);
-        let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
-        let mut values = Vec::with_capacity(rows.len() * width);
-        let mut scratch = Scratch::default();
-        let block = block_rows();
-        for start in (0..rows.len()).step_by(block) {
-            let n = block.min(rows.len() - start);
-            let input = &rows.features[start * in_dim..(start + n) * in_dim];
-            let out = layers_block(&self.layers, input, n, &mut scratch);
-            if width > 0 {
-                for row in out.chunks_exact_mut(width) {
-                    apply_output(self.output, row);
-                }
-            }
-            values.extend_from_slice(out);
-        }
-        Ok(Predictions::Scores { width, values })
+        assert!(range.end <= rows.len(), "rows {range:?} of {}", rows.len());
+        let features = &rows.features[range.start * in_dim..range.end * in_dim];
+        Ok(self.score(features, range.len(), in_dim))
     }
 
     /// The sum of in x out over its layers.

@@ -1,0 +1,420 @@
+//! Dense layers followed by relu whose input has many zeros (the layers
+//! after the first in an mlp: their input is the relu of the one before,
+//! about half zeros), on AVX-512: each row multiplies only the weights of
+//! its non-zero inputs.
+//!
+//! Every output is still `bias[o]` followed by one fused multiply-add per
+//! non-zero input coordinate in order, then `max(0, _)`. With finite weights
+//! a skipped `fma(±0, w, acc)` could only have turned an `acc` of `-0` into
+//! `+0`, and the relu after the layer makes both `+0`: the outputs are those
+//! of [`super::gemm`]'s kernel bit for bit. Layers with a weight that is not
+//! finite (where `0 * inf` is NaN) are left to that kernel.
+//!
+//! The weights are packed in groups of [`GROUP`] outputs (eight zmm
+//! registers of sums per row), and read in pieces of [`PIECE`] inputs (16 KiB,
+//! which stays in the L1 cache while every row of a sub-block of
+//! [`SUB_ROWS`] rows goes through it). Each row's non-zero inputs are listed
+//! once per sub-block (value and coordinate, in order).
+
+// AVX-512 intrinsics are stable from Rust 1.89, past the crate's 1.85 (as
+// in `gemm`).
+#![allow(clippy::incompatible_msrv)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::gemm;
+
+/// Outputs per weight group: eight zmm registers of sums.
+pub(crate) const GROUP: usize = 128;
+/// Inputs per piece of a group's weights (`PIECE * GROUP` floats: 16 KiB).
+pub(crate) const PIECE: usize = 32;
+/// Rows whose non-zero inputs are listed together and go through each piece.
+pub(crate) const SUB_ROWS: usize = 32;
+/// A sub-block runs here when at most this many sixteenths of its inputs
+/// are non-zero, else on the dense kernel.
+pub(crate) const MAX_DENSITY_16THS: usize = 10;
+
+/// A layer's weights in groups of [`GROUP`] outputs (for each input
+/// coordinate the group's weights side by side, zeros past `out_dim`) and
+/// its bias padded alike; `None` when a weight is not finite.
+pub(crate) type Groups = Option<(gemm::Aligned, Vec<f32>)>;
+
+pub(crate) fn pack(weight: &[f32], bias: &[f32], in_dim: usize) -> Groups {
+    if !weight.iter().all(|w| w.is_finite()) {
+        return None;
+    }
+    Some(gemm::pack_panels(weight, bias, in_dim, GROUP))
+}
+
+/// Whether [`dense_relu`] takes a layer of these sizes: as wide as a group
+/// (a narrower one would waste most of the group's sums).
+pub(crate) fn fits(in_dim: usize, out_dim: usize) -> bool {
+    gemm::available() && in_dim > 0 && out_dim >= GROUP
+}
+
+/// `out = max(0, bias + input x weight^T)` as [`gemm::dense`] with relu
+/// computes it, bit for bit; `false` (nothing written) when the layer has a
+/// weight that is not finite.
+///
+/// # Panics
+/// When [`fits`] is false or the lengths disagree.
+pub(crate) fn dense_relu(
+    packed: &gemm::Packed,
+    weight: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    n_rows: usize,
+    out: &mut [f32],
+) -> bool {
+    let out_dim = bias.len();
+    let in_dim = weight.len() / out_dim.max(1);
+    assert!(
+        fits(in_dim, out_dim),
+        "sparse::dense_relu on a layer it does not take"
+    );
+    assert_eq!(weight.len(), in_dim * out_dim);
+    assert_eq!(input.len(), n_rows * in_dim);
+    assert_eq!(out.len(), n_rows * out_dim);
+    let Some((w, b)) = packed.groups(weight, bias, in_dim) else {
+        return false;
+    };
+    let mut lists = Lists::new(in_dim);
+    for r0 in (0..n_rows).step_by(SUB_ROWS) {
+        let m = SUB_ROWS.min(n_rows - r0);
+        let rows_in = &input[r0 * in_dim..(r0 + m) * in_dim];
+        let rows_out = &mut out[r0 * out_dim..(r0 + m) * out_dim];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (`fits`); the lists hold room for
+        // SUB_ROWS rows of in_dim entries and a register's slack.
+        let entries = unsafe { lists.fill(rows_in, m, in_dim) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let entries = unreachable!("AVX-512 on a CPU that is not x86-64");
+        if entries * 16 > MAX_DENSITY_16THS * m * in_dim {
+            gemm::dense(packed, weight, bias, rows_in, m, true, rows_out);
+            continue;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; `w` holds in_dim x GROUP floats per group and
+        // `b` GROUP per group, and the lists' coordinates are below in_dim.
+        unsafe {
+            lists.run(w, b, (m, in_dim, out_dim), rows_out)
+        }
+    }
+    true
+}
+
+/// The non-zero inputs of a sub-block's rows: row `r`'s entries of piece
+/// `p` are `starts[r * (pieces + 1) + p] .. starts[r * (pieces + 1) + p + 1]`
+/// of `coords` and `values`, in coordinate order.
+struct Lists {
+    coords: Vec<u32>,
+    values: Vec<f32>,
+    starts: Vec<usize>,
+    pieces: usize,
+}
+
+impl Lists {
+    fn new(in_dim: usize) -> Lists {
+        let pieces = in_dim.div_ceil(PIECE);
+        // One register's slack: every store writes 16 lanes.
+        let room = SUB_ROWS * in_dim + 16;
+        Lists {
+            coords: vec![0; room],
+            values: vec![0.0; room],
+            starts: vec![0; SUB_ROWS * (pieces + 1)],
+            pieces,
+        }
+    }
+
+    /// Lists the non-zero inputs (NaN included) of `m` rows; the number of
+    /// entries.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `m <= SUB_ROWS`, `input.len() == m * in_dim`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(unused_unsafe)]
+    unsafe fn fill(&mut self, input: &[f32], m: usize, in_dim: usize) -> usize {
+        assert!(m <= SUB_ROWS && input.len() == m * in_dim);
+        let (pc, pv) = (self.coords.as_mut_ptr(), self.values.as_mut_ptr());
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let zero = _mm512_setzero_ps();
+        let mut n = 0;
+        for r in 0..m {
+            let row = input.as_ptr().wrapping_add(r * in_dim);
+            for p in 0..self.pieces {
+                self.starts[r * (self.pieces + 1) + p] = n;
+                let end = in_dim.min((p + 1) * PIECE);
+                let mut k = p * PIECE;
+                while k < end {
+                    let lanes = (end - k).min(16);
+                    let mask = ((1u32 << lanes) - 1) as __mmask16;
+                    // SAFETY: lanes k..k + lanes of the row exist; n stays
+                    // at most the entries listed so far, below room - 16.
+                    let keep = unsafe {
+                        let x = _mm512_maskz_loadu_ps(mask, row.add(k));
+                        let keep = _mm512_mask_cmp_ps_mask(mask, x, zero, _CMP_NEQ_UQ);
+                        let at = _mm512_add_epi32(iota, _mm512_set1_epi32(k as i32));
+                        _mm512_storeu_ps(pv.add(n), _mm512_maskz_compress_ps(keep, x));
+                        _mm512_storeu_si512(
+                            pc.add(n).cast(),
+                            _mm512_maskz_compress_epi32(keep, at),
+                        );
+                        keep
+                    };
+                    n += keep.count_ones() as usize;
+                    k += lanes;
+                }
+            }
+            self.starts[r * (self.pieces + 1) + self.pieces] = n;
+        }
+        n
+    }
+
+    /// Every group and piece of the layer through the `m` listed rows.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; [`Lists::fill`] listed these `m` rows;
+    /// `w`/`b` are the layer's groups; `out.len() == m * out_dim`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(unused_unsafe)]
+    unsafe fn run(
+        &self,
+        w: &[f32],
+        b: &[f32],
+        (m, in_dim, out_dim): (usize, usize, usize),
+        out: &mut [f32],
+    ) {
+        assert_eq!(out.len(), m * out_dim);
+        assert_eq!(w.len(), out_dim.div_ceil(GROUP) * in_dim * GROUP);
+        let (pc, pv) = (self.coords.as_ptr(), self.values.as_ptr());
+        let zero = _mm512_setzero_ps();
+        for g in 0..out_dim.div_ceil(GROUP) {
+            let cols = GROUP.min(out_dim - g * GROUP);
+            let masks: [__mmask16; 8] = std::array::from_fn(|j| lane_mask(cols, j));
+            let wg = w.as_ptr().wrapping_add(g * in_dim * GROUP);
+            // SAFETY: b holds GROUP floats per group.
+            let bias: [__m512; 8] = std::array::from_fn(|j| unsafe {
+                _mm512_loadu_ps(b.as_ptr().add(g * GROUP + 16 * j))
+            });
+            for p in 0..self.pieces {
+                let last = p + 1 == self.pieces;
+                for r in 0..m {
+                    let o = out.as_mut_ptr().wrapping_add(r * out_dim + g * GROUP);
+                    let at = r * (self.pieces + 1) + p;
+                    // SAFETY: the masks keep loads and stores to the row's
+                    // `cols` outputs of this group; every listed coordinate
+                    // is below in_dim, so its GROUP weights lie in `w`.
+                    unsafe {
+                        let mut acc = bias;
+                        if p > 0 {
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                *a = _mm512_maskz_loadu_ps(masks[j], o.add(16 * j));
+                            }
+                        }
+                        for e in self.starts[at]..self.starts[at + 1] {
+                            let x = _mm512_set1_ps(*pv.add(e));
+                            let wr = wg.add(*pc.add(e) as usize * GROUP);
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                *a = _mm512_fmadd_ps(x, _mm512_loadu_ps(wr.add(16 * j)), *a);
+                            }
+                        }
+                        for (j, a) in acc.iter().enumerate() {
+                            // max(x, 0) is 0 for a NaN x, as in `gemm`.
+                            let v = if last { _mm512_max_ps(*a, zero) } else { *a };
+                            _mm512_mask_storeu_ps(o.add(16 * j), masks[j], v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The store mask of register `j` of a group with `cols` outputs.
+#[cfg(target_arch = "x86_64")]
+fn lane_mask(cols: usize, j: usize) -> __mmask16 {
+    let n = cols.saturating_sub(16 * j).min(16);
+    ((1u32 << n) - 1) as __mmask16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Dense;
+    use crate::model::layers::{Kernel, dense_block_on};
+
+    /// Values in [-1, 1]; `zeros` in sixteenths of them are zero (some
+    /// `-0`), the rest a pseudo-random sign and size.
+    fn values(n: usize, seed: u32, zeros: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                if (h >> 7) % 16 < zeros {
+                    if h % 3 == 0 { -0.0 } else { 0.0 }
+                } else {
+                    (h % 2001) as f32 / 1000.0 - 1.0
+                }
+            })
+            .collect()
+    }
+
+    fn layer(in_dim: usize, out_dim: usize) -> Dense {
+        let mut bias = values(out_dim, 12, 0);
+        // A bias of -0 with inputs all zero is where skipping could show.
+        bias[0] = -0.0;
+        Dense {
+            name: "t".into(),
+            in_dim,
+            out_dim,
+            weight: values(in_dim * out_dim, 11, 0),
+            bias,
+            packed: gemm::Packed::default(),
+        }
+    }
+
+    /// `max(0, v)` as the kernels store it: `+0` for `-0` and NaN.
+    fn relu(v: f32) -> f32 {
+        if v > 0.0 { v } else { 0.0 }
+    }
+
+    /// Row `r` through `l` as the bias then one fused multiply-add per
+    /// input in order, then relu.
+    fn chain(l: &Dense, input: &[f32], r: usize) -> Vec<f32> {
+        (0..l.out_dim)
+            .map(|o| {
+                let mut acc = l.bias[o];
+                for k in 0..l.in_dim {
+                    acc = input[r * l.in_dim + k].mul_add(l.weight[o * l.in_dim + k], acc);
+                }
+                relu(acc)
+            })
+            .collect()
+    }
+
+    fn check(l: &Dense, input: &[f32], n: usize, what: &str) {
+        let mut out = Vec::new();
+        dense_block_on(Kernel::Avx512Sparse, l, input, n, true, &mut out);
+        assert_eq!(out.len(), n * l.out_dim);
+        for r in 0..n {
+            let want = chain(l, input, r);
+            for (o, w) in want.iter().enumerate() {
+                assert_eq!(
+                    out[r * l.out_dim + o].to_bits(),
+                    w.to_bits(),
+                    "{what}: row {r} output {o}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn relu_layers_on_sparse_input_score_as_the_fused_chain_bit_for_bit() {
+        if !gemm::available() {
+            eprintln!(
+                "relu_layers_on_sparse_input_score_as_the_fused_chain_bit_for_bit: no AVX-512F on this CPU, the sparse kernel never runs"
+            );
+            return;
+        }
+        // Rows past a sub-block, inputs past a piece or short of one,
+        // outputs past a group; every density, all zero to none zero (the
+        // dense kernel then takes the sub-block).
+        let shapes = [
+            (0, 32, 128),
+            (1, 1, 128),
+            (33, 256, 256),
+            (70, 33, 130),
+            (5, 64, 300),
+            (32, 17, 200),
+        ];
+        for (n, in_dim, out_dim) in shapes {
+            let l = layer(in_dim, out_dim);
+            for zeros in [16, 15, 8, 4, 0] {
+                let mut input = values(n * in_dim, 13 + zeros, zeros);
+                if n > 2 {
+                    // Values the relu before would not give, scored alike.
+                    input[in_dim] = f32::NAN;
+                    input[2 * in_dim + in_dim / 2] = f32::INFINITY;
+                }
+                check(
+                    &l,
+                    &input,
+                    n,
+                    &format!("({n},{in_dim},{out_dim}) {zeros}/16 zero"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_layer_with_a_weight_that_is_not_finite_is_left_to_the_dense_kernel() {
+        if !gemm::available() {
+            eprintln!(
+                "a_layer_with_a_weight_that_is_not_finite_is_left_to_the_dense_kernel: no AVX-512F on this CPU"
+            );
+            return;
+        }
+        let mut l = layer(64, 128);
+        // 0 * inf is NaN: a skipped zero input would hide it.
+        l.weight[5 * 64 + 3] = f32::INFINITY;
+        let input = values(40 * 64, 3, 12);
+        let (w, b) = (&l.weight, &l.bias);
+        let mut out = vec![0.0; 40 * 128];
+        assert!(!dense_relu(&l.packed, w, b, &input, 40, &mut out));
+        check(&l, &input, 40, "an infinite weight");
+    }
+
+    /// A row's scores do not depend on where it lies in a chunk: which
+    /// sub-blocks run sparse or dense, and how the rows are split over
+    /// threads, leave every bit as it is.
+    #[test]
+    fn an_mlp_row_scores_the_same_wherever_it_lies() {
+        use crate::model::mlp::Mlp;
+        use crate::model::{EntityIds, Model, OutputActivation, Predictions, Rows};
+        let dims = [16, 160, 256, 3];
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, d)| Dense {
+                name: i.to_string(),
+                weight: values(d[0] * d[1], 40 + i as u32, 0)
+                    .iter()
+                    .map(|w| w / (d[0] as f32).sqrt())
+                    .collect(),
+                ..layer(d[0], d[1])
+            })
+            .collect();
+        let model = Model::Mlp(Mlp {
+            layers,
+            output: OutputActivation::None,
+        });
+        let n = 700;
+        let rows = Rows {
+            ids: EntityIds::Int((0..n as u64).collect()),
+            num_features: 16,
+            features: values(n * 16, 9, 0),
+            history_offsets: Vec::new(),
+            history_items: Vec::new(),
+        };
+        let scores = |p: Predictions| match p {
+            Predictions::Scores { values, .. } => values.iter().map(|v| v.to_bits()).collect(),
+            other => panic!("an mlp gave {other:?}"),
+        };
+        let whole: Vec<u32> = scores(model.predict(&rows).unwrap());
+        assert_eq!(whole.len(), n * 3);
+        for split in [1, 31, 250, 333] {
+            let mut parts = Vec::new();
+            for start in (0..n).step_by(split) {
+                let range = start..(start + split).min(n);
+                parts.extend(scores(model.predict_range(&rows, range).unwrap()));
+            }
+            assert_eq!(parts, whole, "rows in ranges of {split}");
+        }
+        for threads in [2, 3] {
+            let p = crate::worker::predict_cpu(&model, &rows, threads).unwrap();
+            assert_eq!(scores(p), whole, "{threads} threads");
+        }
+    }
+}
