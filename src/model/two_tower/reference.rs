@@ -1,7 +1,7 @@
 //! The two_tower reference: plain loops, one user at a time, written to be
 //! obviously right; every other backend is checked against it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::{TwoTower, topk_order};
 use crate::model::layers::layers_one;
@@ -38,6 +38,11 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
     let mut offsets = vec![0u32];
     let mut items = Vec::new();
     let mut scores = Vec::new();
+    // Catalogue rows of the user's history (item ids are unique, checked at
+    // load), marked for one user at a time: a flag read per item instead of
+    // a hash lookup per item.
+    let mut seen = vec![false; tt.item_ids.len()];
+    let mut ranked: Vec<(f32, u32)> = Vec::with_capacity(tt.item_ids.len());
     for r in 0..rows.len() {
         let history = rows.history_of(r);
         let capped = &history[history.len().saturating_sub(tt.max_history)..];
@@ -66,17 +71,25 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
             layers_one(&tt.tower, input)
         };
 
-        let seen: HashSet<u32> = if tt.exclude_seen {
-            history.iter().copied().collect()
-        } else {
-            HashSet::new()
+        let seen_rows: Vec<usize> = match tt.exclude_seen {
+            true => history
+                .iter()
+                .filter_map(|id| row_of.get(id).copied())
+                .collect(),
+            false => Vec::new(),
         };
-        let mut ranked: Vec<(f32, u32)> = Vec::new();
+        for &row in &seen_rows {
+            seen[row] = true;
+        }
+        ranked.clear();
         for (row, &id) in tt.item_ids.iter().enumerate() {
-            if seen.contains(&id) {
+            if seen[row] {
                 continue;
             }
             ranked.push((dot(&user, tt.embedding(row)), id));
+        }
+        for &row in &seen_rows {
+            seen[row] = false;
         }
         // The best K by the order, then those K sorted: the same as sorting
         // everything and keeping the first K.
@@ -85,7 +98,7 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
         }
         ranked.truncate(tt.top_k);
         ranked.sort_by(topk_order);
-        for (score, id) in ranked {
+        for &(score, id) in &ranked {
             items.push(id);
             scores.push(score);
         }
