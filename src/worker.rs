@@ -310,13 +310,10 @@ fn read_and_score<W: Write>(
                 tx.send(Ok(rows)).is_ok()
             });
             if let Err(e) = streamed {
-                let ended = match e.invalid_feature() {
-                    Some((part, _, row, _)) => match attempt_row(segments, part, row) {
-                        Some(row) => Attempt::Invalid(row),
-                        None => Attempt::Failed(format!("input: {e}")),
-                    },
-                    None => Attempt::Failed(format!("input: {e}")),
-                };
+                let ended = e
+                    .invalid_feature()
+                    .and_then(|(part, _, row, _)| attempt_row(segments, part, row))
+                    .map_or_else(|| Attempt::Failed(format!("input: {e}")), Attempt::Invalid);
                 let _ = tx.send(Err(ended));
             }
         });
