@@ -451,15 +451,7 @@ mod pieces {
     /// Nanoseconds per call of `f`, in this thread's CPU time (so that other
     /// processes on a shared machine do not count).
     fn per_op(label: &str, n: usize, mut f: impl FnMut(usize)) -> f64 {
-        let cpu = || {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime writes the timespec it is given.
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-            ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
-        };
+        let cpu = || crate::bench::thread_cpu().as_secs_f64() * 1e9;
         let started = cpu();
         for i in 0..n {
             f(i);
@@ -478,15 +470,8 @@ mod pieces {
         let reader = Reader::new(dir, b"key".to_vec());
         let store = reader.store().unwrap();
         let n = 200_000;
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let ids: Vec<u64> = (0..n)
-            .map(|_| {
-                rng ^= rng >> 12;
-                rng ^= rng << 25;
-                rng ^= rng >> 27;
-                rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1_000_000
-            })
-            .collect();
+        let mut rng = crate::splitmix::SplitMix64(0x9e37_79b9_7f4a_7c15);
+        let ids: Vec<u64> = (0..n).map(|_| rng.in_range(0..1_000_000)).collect();
         let keys: Vec<Vec<u8>> = ids
             .iter()
             .map(|id| format!("key:{id:012}").into_bytes())
