@@ -249,17 +249,21 @@ struct Control<'a, W: Write> {
     hooks: &'a WorkerHooks,
 }
 
-/// Rows per batch for a chunk of `n` rows: 1/[`PROGRESS_STEPS`] of it, but
-/// at least [`MIN_BATCH_ROWS`] and a block of the model's for each thread.
+/// Rows per batch for a chunk of `n` rows: about 1/[`PROGRESS_STEPS`] of
+/// it, but at least [`MIN_BATCH_ROWS`] and a block of the model's for each
+/// thread; the chunk is cut into batches of equal size, so that no batch is
+/// a small remainder that leaves threads idle.
 fn batch_rows(n: usize, l: &Loaded) -> usize {
     let threads = match l.backend {
         Backend::Cpu { threads } => threads,
         Backend::Gpu { .. } => 1,
     };
-    (n / PROGRESS_STEPS)
+    let least = (n / PROGRESS_STEPS)
         .max(MIN_BATCH_ROWS)
         .max(l.model.block_rows() * threads)
-        .max(1)
+        .max(1);
+    let batches = (n / least).max(1);
+    n.div_ceil(batches).max(1)
 }
 
 /// Scores rows sent in the message, batch by batch.
@@ -425,16 +429,18 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
     })
 }
 
-/// Blocks each scoring thread's share of a batch is cut into (see
+/// Blocks each scoring thread's share of a batch is cut into, at most (see
 /// [`predict_cpu`]).
 pub const BLOCKS_PER_THREAD: usize = 8;
 
-/// The native CPU path: the rows cut into about [`BLOCKS_PER_THREAD`] blocks
-/// per thread (never fewer rows than [`Model::block_rows`]), which `threads`
-/// threads (this one and scoped helpers) take in turn. A thread the system
+/// The native CPU path: `threads` threads (this one and scoped helpers)
+/// take blocks of rows in turn, each block the rows left divided by the
+/// threads (guided scheduling), between a quarter of [`Model::block_rows`]
+/// and about 1/[`BLOCKS_PER_THREAD`] of a thread's share (never under a whole
+/// [`Model::block_rows`] while that many rows are left). A thread the system
 /// runs less (the reader's decode, the coordinator's commit share two cores
-/// with it) takes fewer blocks, instead of holding the others at the end of
-/// the batch.
+/// with it) takes fewer blocks instead of holding the others at the end of
+/// the batch, and the last blocks are small, so the threads finish together.
 pub fn predict_cpu(
     model: &Model,
     rows: &Rows,
@@ -442,27 +448,36 @@ pub fn predict_cpu(
 ) -> Result<Predictions, crate::model::Error> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let n = rows.len();
-    let block = n
-        .div_ceil(threads.max(1) * BLOCKS_PER_THREAD)
-        .max(model.block_rows())
-        .min(n.max(1));
-    let blocks = n.div_ceil(block);
-    let threads = threads.clamp(1, blocks.max(1));
-    if threads == 1 {
+    let threads = threads.max(1);
+    let unit = model.block_rows().max(1);
+    let largest = n.div_ceil(threads * BLOCKS_PER_THREAD).max(unit);
+    let smallest = (unit / 4).max(1);
+    if threads == 1 || n <= smallest {
         return model.predict(rows);
     }
     let next = AtomicUsize::new(0);
-    // Each thread's blocks, by block number.
+    // The next block's rows, claimed by this thread.
+    let claim = || {
+        let mut start = next.load(Ordering::Relaxed);
+        loop {
+            if start >= n {
+                return None;
+            }
+            let left = n - start;
+            let size = left.div_ceil(threads).clamp(smallest, largest).min(left);
+            match next.compare_exchange_weak(start, start + size, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(start..start + size),
+                Err(now) => start = now,
+            }
+        }
+    };
+    // Each thread's blocks, by first row.
     let take = || {
         let mut mine = Vec::new();
-        loop {
-            let b = next.fetch_add(1, Ordering::Relaxed);
-            if b >= blocks {
-                return mine;
-            }
-            let range = b * block..((b + 1) * block).min(n);
-            mine.push((b, model.predict_range(rows, range)));
+        while let Some(range) = claim() {
+            mine.push((range.start, model.predict_range(rows, range)));
         }
+        mine
     };
     let mut parts: Vec<(usize, Result<Predictions, _>)> = std::thread::scope(|s| {
         let helpers: Vec<_> = (1..threads).map(|_| s.spawn(take)).collect();
@@ -472,7 +487,7 @@ pub fn predict_cpu(
         }
         all
     });
-    parts.sort_unstable_by_key(|(b, _)| *b);
+    parts.sort_unstable_by_key(|(start, _)| *start);
     let parts = parts.into_iter().map(|(_, p)| p);
     Ok(Predictions::concat(parts.collect::<Result<Vec<_>, _>>()?))
 }

@@ -84,14 +84,24 @@ const ITEMS_PER_STEP: usize = 6;
 /// [`GROUP`]). Item values are broadcast against the users' coordinates, so
 /// the items are read in place and no horizontal sums are needed.
 ///
+/// Also pushes onto `hits` (cleared first), ascending, `(j, users)` for
+/// every row `j` where some user's score is not below that user's `floor`
+/// (`!(score < floor)`, so a NaN on either side counts), bit `u` of `users`
+/// set for each such user `u`: the caller then looks only at those scores,
+/// not at every score.
+///
 /// # Panics
 /// When [`available`] is false or the lengths disagree.
-pub(crate) fn score_block(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+pub(crate) fn score_block(
+    users_t: &[f32],
+    items: &[f32],
+    dim: usize,
+    out: &mut [f32],
+    floor: &[f32; GROUP],
+    hits: &mut Vec<(u32, u32)>,
+) {
     assert!(available(), "score_block needs AVX2 and FMA");
-    assert_eq!(users_t.len(), dim * GROUP);
-    assert_eq!(out.len() % GROUP, 0);
-    assert_eq!(items.len(), out.len() / GROUP * dim);
-    score_block_at(level(), users_t, items, dim, out)
+    score_block_at(level(), users_t, items, dim, out, floor, hits)
 }
 
 /// [`score_block`] with the kernel of `level` (one this CPU supports).
@@ -101,19 +111,25 @@ pub(crate) fn score_block_at(
     items: &[f32],
     dim: usize,
     out: &mut [f32],
+    floor: &[f32; GROUP],
+    hits: &mut Vec<(u32, u32)>,
 ) {
     assert!(supported(level));
     assert_eq!(users_t.len(), dim * GROUP);
     assert_eq!(out.len() % GROUP, 0);
     assert_eq!(items.len(), out.len() / GROUP * dim);
+    assert!(out.len() / GROUP <= u32::MAX as usize);
+    hits.clear();
+    hits.reserve(out.len() / GROUP);
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX-512F (checked above), and the lengths
-        // checked above keep every load and store inside the slices.
-        Level::Avx512 => unsafe { score_block_avx512(users_t, items, dim, out) },
+        // SAFETY: the CPU has AVX-512F (checked above), the lengths checked
+        // above keep every load and store inside the slices, and `hits` has
+        // room for a row number per row.
+        Level::Avx512 => unsafe { score_block_avx512(users_t, items, dim, out, floor, hits) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: likewise for AVX2 and FMA.
-        Level::Avx2 => unsafe { score_block_avx2(users_t, items, dim, out) },
+        Level::Avx2 => unsafe { score_block_avx2(users_t, items, dim, out, floor, hits) },
         other => panic!("score_block has no {other:?} kernel"),
     }
 }
@@ -121,12 +137,22 @@ pub(crate) fn score_block_at(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(unused_unsafe)]
-unsafe fn score_block_avx512(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+unsafe fn score_block_avx512(
+    users_t: &[f32],
+    items: &[f32],
+    dim: usize,
+    out: &mut [f32],
+    floor: &[f32; GROUP],
+    hits: &mut Vec<(u32, u32)>,
+) {
     // One zmm register holds a coordinate of all GROUP users; twelve items
     // per step keep twelve independent sums in flight.
     const STEP: usize = 12;
     let n = out.len() / GROUP;
     let (pu, pe, po) = (users_t.as_ptr(), items.as_ptr(), out.as_mut_ptr());
+    let floor = unsafe { _mm512_loadu_ps(floor.as_ptr()) };
+    // Not-less-than, true when unordered: `!(score < floor)`.
+    let hit = |a: __m512| unsafe { u32::from(_mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, floor)) };
     let mut j = 0;
     while j + STEP <= n {
         unsafe {
@@ -140,6 +166,10 @@ unsafe fn score_block_avx512(users_t: &[f32], items: &[f32], dim: usize, out: &m
             }
             for (i, a) in acc.iter().enumerate() {
                 _mm512_storeu_ps(po.add((j + i) * GROUP), *a);
+                let users = hit(*a);
+                if users != 0 {
+                    hits.push(((j + i) as u32, users));
+                }
             }
         }
         j += STEP;
@@ -156,6 +186,10 @@ unsafe fn score_block_avx512(users_t: &[f32], items: &[f32], dim: usize, out: &m
                 );
             }
             _mm512_storeu_ps(po.add(j * GROUP), a);
+            let users = hit(a);
+            if users != 0 {
+                hits.push((j as u32, users));
+            }
         }
         j += 1;
     }
@@ -164,9 +198,28 @@ unsafe fn score_block_avx512(users_t: &[f32], items: &[f32], dim: usize, out: &m
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(unused_unsafe)]
-unsafe fn score_block_avx2(users_t: &[f32], items: &[f32], dim: usize, out: &mut [f32]) {
+unsafe fn score_block_avx2(
+    users_t: &[f32],
+    items: &[f32],
+    dim: usize,
+    out: &mut [f32],
+    floor: &[f32; GROUP],
+    hits: &mut Vec<(u32, u32)>,
+) {
     let n = out.len() / GROUP;
     let (pu, pe, po) = (users_t.as_ptr(), items.as_ptr(), out.as_mut_ptr());
+    let (f0, f1) = unsafe {
+        (
+            _mm256_loadu_ps(floor.as_ptr()),
+            _mm256_loadu_ps(floor.as_ptr().add(LANES)),
+        )
+    };
+    // Not-less-than, true when unordered: `!(score < floor)`.
+    let hit = |a0: __m256, a1: __m256| unsafe {
+        let low = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(a0, f0)) as u32;
+        let high = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(a1, f1)) as u32;
+        low | high << LANES
+    };
     let mut j = 0;
     // ITEMS_PER_STEP items at a time: twelve accumulators (6 items x 16
     // users), enough independent sums to keep both FMA pipes busy.
@@ -186,6 +239,12 @@ unsafe fn score_block_avx2(users_t: &[f32], items: &[f32], dim: usize, out: &mut
             for (i, v) in acc.iter().enumerate() {
                 _mm256_storeu_ps(po.add((j + i / 2) * GROUP + (i % 2) * LANES), *v);
             }
+            for i in 0..ITEMS_PER_STEP {
+                let users = hit(acc[2 * i], acc[2 * i + 1]);
+                if users != 0 {
+                    hits.push(((j + i) as u32, users));
+                }
+            }
         }
         j += ITEMS_PER_STEP;
     }
@@ -201,6 +260,10 @@ unsafe fn score_block_avx2(users_t: &[f32], items: &[f32], dim: usize, out: &mut
             }
             _mm256_storeu_ps(po.add(j * GROUP), a0);
             _mm256_storeu_ps(po.add(j * GROUP + LANES), a1);
+            let users = hit(a0, a1);
+            if users != 0 {
+                hits.push((j as u32, users));
+            }
         }
         j += 1;
     }
@@ -397,7 +460,16 @@ mod tests {
             {
                 let (users_t, items) = (values(dim * GROUP, 1), values(n * dim, 3));
                 let mut out = vec![f32::NAN; n * GROUP];
-                score_block_at(level, &users_t, &items, dim, &mut out);
+                // Every user's floor differs; user 5's is NaN (every row a
+                // hit), unless the last one's rows are all below.
+                let mut floor: [f32; GROUP] = std::array::from_fn(|u| u as f32 / 8.0 - 0.5);
+                let nan_floor = dim % 2 == 1;
+                if nan_floor {
+                    floor[5] = f32::NAN;
+                }
+                let mut hits = vec![(7, 7)];
+                score_block_at(level, &users_t, &items, dim, &mut out, &floor, &mut hits);
+                let mut want_hits = Vec::new();
                 for j in 0..n {
                     for u in 0..GROUP {
                         let user: Vec<f32> = (0..dim).map(|d| users_t[d * GROUP + u]).collect();
@@ -407,6 +479,21 @@ mod tests {
                             "{level:?} dim {dim} n {n} item {j} user {u}"
                         );
                     }
+                    let row = &out[j * GROUP..(j + 1) * GROUP];
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let users = (0..GROUP)
+                        .filter(|&u| !(row[u] < floor[u]))
+                        .fold(0u32, |m, u| m | 1 << u);
+                    if users != 0 {
+                        want_hits.push((j as u32, users));
+                    }
+                }
+                assert_eq!(hits, want_hits, "{level:?} dim {dim} n {n}: rows with a hit");
+                if nan_floor {
+                    assert!(
+                        hits.len() == n && hits.iter().all(|(_, m)| m & 1 << 5 != 0),
+                        "a NaN floor makes every row a hit"
+                    );
                 }
             }
         }

@@ -67,6 +67,7 @@ impl SpotCheck {
         let spawned = std::thread::Builder::new()
             .name("herd-spot".into())
             .spawn(move || {
+                yield_to_the_run();
                 let started = Instant::now();
                 let sample = rescore(&dataset, &model, &at, excludes_seen, &stop)?;
                 Ok(Spot {
@@ -108,6 +109,23 @@ impl SpotCheck {
 impl Drop for SpotCheck {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19,
+/// Linux schedules threads one by one): the spot check then takes the CPU
+/// time the run leaves idle (between chunks, while a worker waits for its
+/// next rows) before it takes any from the scoring threads on the same
+/// cores. When the run is done it runs alone, so the gate's wait for it is
+/// not made longer. A failure leaves the priority as it was.
+fn yield_to_the_run() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
+    // and a thread id of this process changes only that thread's nice
+    // value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
 }
 

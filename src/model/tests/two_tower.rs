@@ -345,3 +345,27 @@ fn two_tower_accepts_a_single_linear_named_user_tower() {
         "{err}"
     );
 }
+
+#[test]
+fn two_tower_a_nan_embedding_with_a_short_user_group_ranks_as_the_reference_does() {
+    // Three users (a group of 16 with 13 missing): the NaN item's scores
+    // are NaN for the missing users too, which must not be offered to
+    // anyone.
+    let items = ITEM_TILE + 9;
+    let mut embeddings = Rng(14).vec(items * 4);
+    embeddings[7 * 4..8 * 4].fill(f32::NAN);
+    let cat = Catalogue {
+        dim: 4,
+        embeddings,
+        ids: None,
+    };
+    let model = load_ok(&tt_spec(5, 50, false), &cat.tensors(), 0);
+    let rows = history_rows(&[vec![1, 2], vec![], vec![3]], Vec::new(), 0);
+    let fast = model.predict(&rows).unwrap();
+    let reference = model.predict_reference(&rows).unwrap();
+    let (fv, rv) = (TopKView::of(&fast), TopKView::of(&reference));
+    for r in 0..3 {
+        assert_eq!(fv.row(r).0, rv.row(r).0, "row {r}: items");
+        assert_eq!(fv.row(r).0.len(), 5);
+    }
+}

@@ -164,30 +164,35 @@ fn score_in_place(tt: &TwoTower, users: &[f32], tops: &mut [RunningTopK], scratc
             t[d * G + u % G] = v;
         }
     }
+    // Missing users of a short last group never pass (+inf).
     let mut thresholds = vec![[f32::INFINITY; G]; groups];
     for (u, top) in tops.iter().enumerate() {
         thresholds[u / G][u % G] = top.threshold;
     }
+    let mut hits = Vec::with_capacity(tile_items);
     for tile_start in (0..items).step_by(tile_items) {
         let n = tile_items.min(items - tile_start);
         let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];
         for (g, group) in tops.chunks_mut(G).enumerate() {
             let scores = &mut scratch[..n * G];
-            simd::score_block(&users_t[g * dim * G..(g + 1) * dim * G], tile, dim, scores);
+            let users = &users_t[g * dim * G..(g + 1) * dim * G];
             let thresholds = &mut thresholds[g];
-            for (j, row) in scores.chunks_exact(G).enumerate() {
-                let mut any = false;
-                for (s, t) in row.iter().zip(thresholds.iter()) {
-                    // As in `fold`: a NaN score or threshold never rejects.
-                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-                    let keep = !(s < t);
-                    any |= keep;
-                }
-                if !any {
-                    continue;
-                }
-                for (u, top) in group.iter_mut().enumerate() {
-                    top.offer(row[u], tile_start + j, &tt.item_ids);
+            // The kernel compares each item's scores with the thresholds
+            // as they were when the tile began (as in `fold`, a NaN never
+            // rejects); a threshold raised meanwhile only lets `offer`
+            // turn more of them away.
+            simd::score_block(users, tile, dim, scores, thresholds, &mut hits);
+            // A short last group's missing users (zero vectors, +inf
+            // thresholds) pass only with a NaN score: never offered.
+            let present = u32::MAX >> (32 - group.len());
+            for &(j, users) in &hits {
+                let j = j as usize;
+                let mut users = users & present;
+                while users != 0 {
+                    let u = users.trailing_zeros() as usize;
+                    users &= users - 1;
+                    let top = &mut group[u];
+                    top.offer(scores[j * G + u], tile_start + j, &tt.item_ids);
                     thresholds[u] = top.threshold;
                 }
             }
