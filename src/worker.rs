@@ -435,7 +435,7 @@ pub const BLOCKS_PER_THREAD: usize = 8;
 
 /// The native CPU path: `threads` threads (this one and scoped helpers)
 /// take blocks of rows in turn, each block the rows left divided by the
-/// threads (guided scheduling), between a quarter of [`Model::block_rows`]
+/// threads (guided scheduling), between an eighth of [`Model::block_rows`]
 /// and about 1/[`BLOCKS_PER_THREAD`] of a thread's share (never under a whole
 /// [`Model::block_rows`] while that many rows are left). A thread the system
 /// runs less (the reader's decode, the coordinator's commit share two cores
@@ -451,7 +451,7 @@ pub fn predict_cpu(
     let threads = threads.max(1);
     let unit = model.block_rows().max(1);
     let largest = n.div_ceil(threads * BLOCKS_PER_THREAD).max(unit);
-    let smallest = (unit / 4).max(1);
+    let smallest = (unit / 8).max(1);
     if threads == 1 || n <= smallest {
         return model.predict(rows);
     }
@@ -465,7 +465,12 @@ pub fn predict_cpu(
             }
             let left = n - start;
             let size = left.div_ceil(threads).clamp(smallest, largest).min(left);
-            match next.compare_exchange_weak(start, start + size, Ordering::Relaxed, Ordering::Relaxed) {
+            match next.compare_exchange_weak(
+                start,
+                start + size,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some(start..start + size),
                 Err(now) => start = now,
             }
@@ -501,15 +506,22 @@ fn load(
     threads: u32,
 ) -> Result<Loaded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read model '{path}': {e}"))?;
-    let found = hex(&Sha256::digest(&bytes));
+    // Hashed on a thread of its own while the model loads; a model whose
+    // bytes are not the ones the coordinator hashed is dropped unused.
+    let (found, model) = std::thread::scope(|s| {
+        let found = s.spawn(|| hex(&Sha256::digest(&bytes)));
+        let model = read_companions(spec, &bytes, Path::new(path)).and_then(|companions| {
+            Model::load(spec, &bytes, &companions, num_features)
+                .map_err(|e| format!("model '{path}': {e}"))
+        });
+        (found.join().expect("hashing does not panic"), model)
+    });
     if found != sha256 {
         return Err(format!(
             "model '{path}' has sha256 {found}, expected {sha256} (changed during the run?)"
         ));
     }
-    let companions = read_companions(spec, &bytes, Path::new(path))?;
-    let model = Model::load(spec, &bytes, &companions, num_features)
-        .map_err(|e| format!("model '{path}': {e}"))?;
+    let model = model?;
     let threads = threads.max(1) as usize;
     // A family the GPU has no kernels for: `auto` need not open a device.
     let device = if device == Device::Auto && !crate::gpu::supports(&model) {

@@ -461,6 +461,15 @@ impl Dataset {
 
     /// Reads only the id and history columns, one row group at a time.
     pub fn scan_index(&self) -> Result<Index> {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        Ok(self
+            .scan_index_unless(&never)?
+            .expect("a scan nobody stops ends with the index"))
+    }
+
+    /// [`Dataset::scan_index`], which gives up (`None`) at the next row
+    /// group once `stop` is set.
+    pub fn scan_index_unless(&self, stop: &std::sync::atomic::AtomicBool) -> Result<Option<Index>> {
         let mut ids = self.empty_ids();
         let mut history_lens = Vec::new();
         let mut offsets = Vec::new();
@@ -471,6 +480,9 @@ impl Dataset {
             let view = PartView { part, ds: self };
             let projection = view.projection(&columns)?;
             for group in 0..part.num_row_groups() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(None);
+                }
                 let start = part.row_group_starts[group];
                 let rows = part.row_group_starts[group + 1] - start;
                 let reader = view.reader(vec![group], &projection, None, rows)?;
@@ -492,10 +504,10 @@ impl Dataset {
                 }
             }
         }
-        Ok(Index {
+        Ok(Some(Index {
             ids,
             history_lens: history_lens.into(),
-        })
+        }))
     }
 
     /// Every null, NaN or infinite value of the feature columns, by input

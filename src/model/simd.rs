@@ -488,7 +488,10 @@ mod tests {
                         want_hits.push((j as u32, users));
                     }
                 }
-                assert_eq!(hits, want_hits, "{level:?} dim {dim} n {n}: rows with a hit");
+                assert_eq!(
+                    hits, want_hits,
+                    "{level:?} dim {dim} n {n}: rows with a hit"
+                );
                 if nan_floor {
                     assert!(
                         hits.len() == n && hits.iter().all(|(_, m)| m & 1 << 5 != 0),

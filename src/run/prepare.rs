@@ -4,6 +4,7 @@
 //! Every failure here is the user's input: exit code 2, naming the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::Arc;
 
@@ -100,24 +101,37 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
     }
     let dataset = Dataset::open(&job.input, job.model.spec.reads_history())
         .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
-    let bytes = std::fs::read(&job.model.weights).map_err(|e| {
-        Error::Config(format!(
-            "{job_file}: [model] weights '{}': {e}",
-            job.model.weights.display()
-        ))
-    })?;
-    let weights_sha256 = hex(&Sha256::digest(&bytes));
-    let model_error = |e: String| {
-        Error::Config(format!(
-            "{job_file}: [model] '{}': {e}",
-            job.model.weights.display()
-        ))
-    };
-    let companions = crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
-        .map_err(model_error)?;
-    let model = Model::load(&job.model.spec, &bytes, &companions, dataset.num_features())
-        .map_err(|e| model_error(e.to_string()))?;
-    drop(bytes);
+    // The model (read, hashed, loaded for the spot check's reference) and
+    // the input's index (ids, history lengths) are independent: each on a
+    // thread of its own, so a run waits for the longer of them only. A
+    // model that fails to load stops the index at its next row group.
+    let stop = AtomicBool::new(false);
+    let (loaded, index) = std::thread::scope(|s| {
+        let index = s.spawn(|| {
+            let Some(index) = dataset
+                .scan_index_unless(&stop)
+                .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?
+            else {
+                return Ok(None);
+            };
+            check_unique_ids(&index, &job)?;
+            Ok::<_, Error>(Some(index))
+        });
+        let loaded = load_model(&job, &job_file, dataset.num_features());
+        if loaded.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let index = index
+            .join()
+            .unwrap_or_else(|_| Err(Error::Failed("reading the input's index panicked".into())));
+        (loaded, index)
+    });
+    let LoadedModel {
+        model,
+        weights_sha256,
+        companions,
+    } = loaded?;
+    let index = index?.expect("only a model that failed stops the index");
     // An ONNX graph may or may not define missing values (a tree ensemble
     // does, a network does not): known once it is loaded. `missing` (its
     // family's default) becomes `error` for a graph that does not.
@@ -126,25 +140,10 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         job.input.on_invalid = config::OnInvalid::Error;
         dataset.set_nulls_as_nan(false);
     }
-    // The fingerprint sees the companion files too (workers check the
-    // model file's hash).
-    let folder = job.model.weights.parent().unwrap_or(Path::new("."));
-    let companions: Vec<Companion> = companions
-        .iter()
-        .map(|(name, data)| Companion {
-            name: name.clone(),
-            path: folder.join(name),
-            sha256: hex(&Sha256::digest(data)),
-        })
-        .collect();
     let mut model_identity = weights_sha256.clone();
     for c in &companions {
         model_identity.push_str(&format!(" {}:{}", c.name, c.sha256));
     }
-    let index = dataset
-        .scan_index()
-        .map_err(|e| Error::Config(format!("{job_file}: [input] {e}")))?;
-    check_unique_ids(&index, &job)?;
     let skipped = invalid_features(&job, &dataset)?;
     let rows = index.ids.len() as u64;
     let lens = index.history_lens.clone();
@@ -163,6 +162,60 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
         fingerprint,
         skipped,
         notes,
+    })
+}
+
+/// The job's model as the coordinator holds it.
+struct LoadedModel {
+    model: Model,
+    weights_sha256: String,
+    /// Files the model names beside it (ONNX external data), each hashed.
+    companions: Vec<Companion>,
+}
+
+/// Reads the weights, hashes them and their companion files, and loads the
+/// model (the spot check's reference scores with it).
+fn load_model(job: &Job, job_file: &str, num_features: usize) -> Result<LoadedModel, Error> {
+    let bytes = std::fs::read(&job.model.weights).map_err(|e| {
+        Error::Config(format!(
+            "{job_file}: [model] weights '{}': {e}",
+            job.model.weights.display()
+        ))
+    })?;
+    let model_error = |e: String| {
+        Error::Config(format!(
+            "{job_file}: [model] '{}': {e}",
+            job.model.weights.display()
+        ))
+    };
+    // Hashed on a thread of its own while the model loads.
+    let (weights_sha256, loaded) = std::thread::scope(|s| {
+        let hashed = s.spawn(|| hex(&Sha256::digest(&bytes)));
+        let loaded = crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
+            .map_err(model_error)
+            .and_then(|companions| {
+                let model = Model::load(&job.model.spec, &bytes, &companions, num_features)
+                    .map_err(|e| model_error(e.to_string()))?;
+                Ok((model, companions))
+            });
+        (hashed.join().expect("hashing does not panic"), loaded)
+    });
+    let (model, companions) = loaded?;
+    // The fingerprint sees the companion files too (workers check the
+    // model file's hash).
+    let folder = job.model.weights.parent().unwrap_or(Path::new("."));
+    let companions = companions
+        .iter()
+        .map(|(name, data)| Companion {
+            name: name.clone(),
+            path: folder.join(name),
+            sha256: hex(&Sha256::digest(data)),
+        })
+        .collect();
+    Ok(LoadedModel {
+        model,
+        weights_sha256,
+        companions,
     })
 }
 

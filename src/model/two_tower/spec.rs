@@ -2,8 +2,6 @@
 //! excluded), resolved from the job's `[model]` table, and reading its
 //! weights: the item catalogue, its ids and the optional user tower.
 
-use std::collections::HashMap;
-
 use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
@@ -193,22 +191,39 @@ fn read_ids(view: &TensorView<'_>) -> Result<Vec<u32>> {
             });
         }
     };
-    let mut first_seen: HashMap<u32, usize> = HashMap::with_capacity(wide.len());
+    // The first value that is out of range or repeats an earlier one is
+    // the error, as a scan in order would find it.
     let mut ids = Vec::with_capacity(wide.len());
-    for (index, value) in wide.into_iter().enumerate() {
-        let id = u32::try_from(value).map_err(|_| Error::ItemIdRange {
+    let mut out_of_range = None;
+    for (index, &value) in wide.iter().enumerate() {
+        match u32::try_from(value) {
+            Ok(id) => ids.push(id),
+            Err(_) => {
+                out_of_range = Some((index, value));
+                break;
+            }
+        }
+    }
+    // Sorted by (id, position): each id's first two positions are adjacent.
+    let mut by_id: Vec<(u32, u32)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i as u32))
+        .collect();
+    by_id.sort_unstable();
+    let repeat = by_id
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .min_by_key(|w| w[1].1)
+        .map(|w| (w[0].0, w[0].1 as usize, w[1].1 as usize));
+    if let Some((id, first, second)) = repeat {
+        return Err(Error::DuplicateItemId { id, first, second });
+    }
+    if let Some((index, value)) = out_of_range {
+        return Err(Error::ItemIdRange {
             index,
             value: value.to_string(),
-        })?;
-        if let Some(&first) = first_seen.get(&id) {
-            return Err(Error::DuplicateItemId {
-                id,
-                first,
-                second: index,
-            });
-        }
-        first_seen.insert(id, index);
-        ids.push(id);
+        });
     }
     Ok(ids)
 }
