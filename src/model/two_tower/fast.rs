@@ -10,8 +10,8 @@
 
 use matrixmultiply::sgemm;
 
+use super::TwoTower;
 use super::catalogue::ItemIndex;
-use super::{TwoTower, topk_order};
 use crate::model::layers::{Scratch, layers_block};
 use crate::model::simd;
 use crate::model::{Predictions, Rows, check_features};
@@ -35,17 +35,34 @@ pub(crate) const IN_PLACE_MAX_USERS: usize = 128;
 /// until they are folded.
 pub(crate) const IN_PLACE_TILE: usize = 512;
 
-/// One user's best `k` (score, item id) so far, over the items folded in.
+/// One user's best `k` (score, item id) so far, over the items folded in,
+/// which are offered in ascending catalogue row order.
 struct RunningTopK {
     k: usize,
-    /// Candidates, at most `capacity`; the best `k` of everything folded in
-    /// are among them.
-    candidates: Vec<(f32, u32)>,
+    /// Candidates as ([`order_key`], score), at most `capacity`; the best
+    /// `k` of everything folded in are among them.
+    candidates: Vec<(u64, f32)>,
     capacity: usize,
     /// Any score below this cannot enter the top `k`.
     threshold: f32,
     /// Embedding rows this user must not be offered, sorted.
     excluded: Vec<u32>,
+    /// `excluded[..next_excluded]` are below every row offered from now on.
+    next_excluded: usize,
+}
+
+/// A key whose ascending order is [`super::topk_order`]: the score's total order
+/// (with `-0.0` read as `0.0`), reversed, above the item id.
+#[inline]
+fn order_key(score: f32, id: u32) -> u64 {
+    let bits = (score + 0.0).to_bits();
+    // Ascending unsigned order of `total` is `f32::total_cmp`'s order.
+    let total = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    u64::from(!total) << 32 | u64::from(id)
 }
 
 impl RunningTopK {
@@ -57,6 +74,7 @@ impl RunningTopK {
             capacity,
             threshold: f32::NEG_INFINITY,
             excluded,
+            next_excluded: 0,
         }
     }
 
@@ -81,19 +99,30 @@ impl RunningTopK {
         }
     }
 
-    /// Folds in one score, of the item in embedding row `row`.
+    /// Folds in one score, of the item in embedding row `row` (above every
+    /// row offered before).
     #[inline]
     fn offer(&mut self, s: f32, row: usize, item_ids: &[u32]) {
         if s < self.threshold {
             return;
         }
-        if !self.excluded.is_empty() && self.excluded.binary_search(&(row as u32)).is_ok() {
+        if self.is_excluded(row) {
             return;
         }
-        self.candidates.push((s, item_ids[row]));
+        self.candidates.push((order_key(s, item_ids[row]), s));
         if self.candidates.len() >= self.capacity {
             self.shrink();
         }
+    }
+
+    /// Whether `row` is excluded: the exclusions below it are skipped for
+    /// good, as rows come in ascending order.
+    #[inline]
+    fn is_excluded(&mut self, row: usize) -> bool {
+        let rest = &self.excluded[self.next_excluded..];
+        let below = rest.iter().take_while(|&&e| (e as usize) < row).count();
+        self.next_excluded += below;
+        rest.get(below).is_some_and(|&e| e as usize == row)
     }
 
     /// Keeps the best `k` candidates and raises the threshold to the worst of them.
@@ -102,15 +131,21 @@ impl RunningTopK {
             return;
         }
         self.candidates
-            .select_nth_unstable_by(self.k - 1, topk_order);
+            .select_nth_unstable_by_key(self.k - 1, |c| c.0);
         self.candidates.truncate(self.k);
-        self.threshold = self.candidates[self.k - 1].0;
+        self.threshold = self.candidates[self.k - 1].1;
     }
 
     fn finish(mut self) -> Vec<(f32, u32)> {
-        self.candidates.sort_unstable_by(topk_order);
-        self.candidates.truncate(self.k);
+        if self.candidates.len() > self.k {
+            self.candidates.select_nth_unstable_by_key(self.k, |c| c.0);
+            self.candidates.truncate(self.k);
+        }
+        self.candidates.sort_unstable_by_key(|c| c.0);
         self.candidates
+            .into_iter()
+            .map(|(key, score)| (score, key as u32))
+            .collect()
     }
 }
 
@@ -301,5 +336,48 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
         offsets,
         items: out_items,
         scores: out_scores,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::two_tower::topk_order;
+
+    #[test]
+    fn order_keys_sort_as_topk_order_does() {
+        let scores = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+        ];
+        let mut pairs = Vec::new();
+        for (i, &s) in scores.iter().enumerate() {
+            for id in [0, 7, u32::MAX] {
+                pairs.push((s, id ^ i as u32));
+            }
+        }
+        let mut by_order = pairs.clone();
+        by_order.sort_by(topk_order);
+        let mut by_key = pairs;
+        by_key.sort_by_key(|&(s, id)| order_key(s, id));
+        let bits = |v: &[(f32, u32)]| {
+            v.iter()
+                .map(|&(s, id)| ((s + 0.0).to_bits(), id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&by_key), bits(&by_order));
     }
 }
