@@ -20,6 +20,8 @@ use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::AttemptId;
 use crate::test_hooks::WorkerHooks;
 
+mod crew;
+
 /// Progress is reported about this many times per chunk.
 const PROGRESS_STEPS: usize = 16;
 /// A batch never holds fewer rows than this (unless the chunk is smaller).
@@ -341,15 +343,55 @@ fn attempt_row(segments: &[crate::data::Segment], part: &Path, row: u64) -> Opti
     None
 }
 
+/// What the coordinator said while an attempt ran.
+#[derive(Default)]
+struct Told {
+    /// Stop after this many rows (or as soon after as rows are scored).
+    stop_at: Option<usize>,
+    /// The attempt ends now (`Cancelled`, `Shutdown`).
+    end: Option<Attempt>,
+}
+
+/// Takes the messages that arrived for the running attempt; others wait in
+/// the queue for after it.
+fn take_messages<W: Write>(ctl: &mut Control<'_, W>) -> Result<Told, String> {
+    let attempt = ctl.attempt;
+    let mut told = Told::default();
+    loop {
+        match ctl.rx.try_recv() {
+            Ok(ToWorker::StopAt { attempt: a, rows }) if a == attempt => {
+                let rows = rows as usize;
+                told.stop_at = Some(told.stop_at.map_or(rows, |r| r.min(rows)));
+            }
+            Ok(ToWorker::Cancel { attempt: a }) if a == attempt => {
+                told.end = Some(Attempt::Cancelled);
+                return Ok(told);
+            }
+            Ok(ToWorker::Shutdown) | Err(TryRecvError::Disconnected) => {
+                told.end = Some(Attempt::Shutdown);
+                return Ok(told);
+            }
+            Ok(other) => ctl.queue.push_back(other),
+            Err(TryRecvError::Empty) => return Ok(told),
+        }
+    }
+}
+
 /// Scores `batches` (the attempt's `n` rows in order, or how reading them
 /// ended it), reporting progress and taking `StopAt`, `Cancel` and
-/// `Shutdown` between batches.
+/// `Shutdown` between batches: on the native path with several threads, a
+/// crew that claims blocks across batches ([`crew`]); else batch by batch.
 fn score_batches<W: Write>(
     l: &Loaded,
     n: usize,
-    batches: impl Iterator<Item = Result<Rows, Attempt>>,
+    batches: impl Iterator<Item = Result<Rows, Attempt>> + Send,
     ctl: &mut Control<'_, W>,
 ) -> Result<Attempt, String> {
+    if let Backend::Cpu { threads } = l.backend
+        && threads > 1
+    {
+        return crew::score(&l.model, l.num_features, threads, n, batches, ctl);
+    }
     let attempt = ctl.attempt;
     let mut limit = n;
     let mut parts = Vec::new();
@@ -381,19 +423,12 @@ fn score_batches<W: Write>(
         };
         send(ctl.out, &progress)?;
         // Messages that arrived while computing.
-        loop {
-            match ctl.rx.try_recv() {
-                Ok(ToWorker::StopAt { attempt: a, rows }) if a == attempt => {
-                    limit = limit.min((rows as usize).max(done));
-                }
-                Ok(ToWorker::Cancel { attempt: a }) if a == attempt => {
-                    return Ok(Attempt::Cancelled);
-                }
-                Ok(ToWorker::Shutdown) => return Ok(Attempt::Shutdown),
-                Ok(other) => ctl.queue.push_back(other),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return Ok(Attempt::Shutdown),
-            }
+        let told = take_messages(ctl)?;
+        if let Some(rows) = told.stop_at {
+            limit = limit.min(rows.max(done));
+        }
+        if let Some(end) = told.end {
+            return Ok(end);
         }
         if done >= limit {
             break;
@@ -433,6 +468,16 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
 /// [`predict_cpu`]).
 pub const BLOCKS_PER_THREAD: usize = 8;
 
+/// The smallest and largest blocks a scoring thread claims of `n` rows
+/// shared by `threads` threads: 1/8 of [`Model::block_rows`], and about
+/// 1/[`BLOCKS_PER_THREAD`] of a thread's share but at least a whole
+/// [`Model::block_rows`].
+fn block_bounds(model: &Model, n: usize, threads: usize) -> (usize, usize) {
+    let unit = model.block_rows().max(1);
+    let largest = n.div_ceil(threads.max(1) * BLOCKS_PER_THREAD).max(unit);
+    ((unit / 8).max(1), largest)
+}
+
 /// The native CPU path: `threads` threads (this one and scoped helpers)
 /// take blocks of rows in turn, each block the rows left divided by the
 /// threads (guided scheduling), between an eighth of [`Model::block_rows`]
@@ -449,9 +494,7 @@ pub fn predict_cpu(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let n = rows.len();
     let threads = threads.max(1);
-    let unit = model.block_rows().max(1);
-    let largest = n.div_ceil(threads * BLOCKS_PER_THREAD).max(unit);
-    let smallest = (unit / 8).max(1);
+    let (smallest, largest) = block_bounds(model, n, threads);
     if threads == 1 || n <= smallest {
         return model.predict(rows);
     }
