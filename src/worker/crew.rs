@@ -25,10 +25,13 @@ use crate::sched::AttemptId;
 const MESSAGE_POLL: Duration = Duration::from_millis(20);
 
 /// A batch read for the attempt: its first row (counted from the attempt's
-/// first) and how many of its rows are scored.
+/// first), its length and how many of its rows are scored. Its rows are
+/// let go once every row is claimed (the blocks hold their own reference),
+/// so the crew holds about the batches being scored, not the whole chunk.
 struct Batch {
     start: usize,
-    rows: Arc<Rows>,
+    len: usize,
+    rows: Option<Arc<Rows>>,
     scored: usize,
 }
 
@@ -92,19 +95,22 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
                 return None;
             }
             if st.claimed < st.read {
-                let at = st.claimed;
-                let b = st.batches.partition_point(|b| b.start + b.rows.len() <= at);
-                let batch = &st.batches[b];
+                let (at, left) = (st.claimed, st.limit - st.claimed);
+                let b = st.batches.partition_point(|b| b.start + b.len <= at);
+                let batch = &mut st.batches[b];
                 let within = at - batch.start;
-                let (smallest, largest) = block_bounds(self.model, batch.rows.len(), self.threads);
-                let left = st.limit - at;
+                let (smallest, largest) = block_bounds(self.model, batch.len, self.threads);
                 let size = left
                     .div_ceil(self.threads)
                     .clamp(smallest, largest)
                     .min(left)
-                    .min(batch.rows.len() - within);
+                    .min(batch.len - within);
+                let rows = match within + size == batch.len {
+                    true => batch.rows.take(),
+                    false => batch.rows.clone(),
+                };
                 let block = Block {
-                    rows: batch.rows.clone(),
+                    rows: rows.expect("a batch keeps its rows until they are all claimed"),
                     range: within..within + size,
                     first: at,
                 };
@@ -160,7 +166,8 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
         st.read += rows.len();
         st.batches.push(Batch {
             start,
-            rows: Arc::new(rows),
+            len: rows.len(),
+            rows: Some(Arc::new(rows)),
             scored: 0,
         });
     }
@@ -179,7 +186,7 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
                 let n = block.range.len();
                 let b = st
                     .batches
-                    .partition_point(|b| b.start + b.rows.len() <= block.first);
+                    .partition_point(|b| b.start + b.len <= block.first);
                 st.batches[b].scored += n;
                 st.scored += n;
                 st.parts.push((block.first, preds));
@@ -219,8 +226,8 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
     fn scored_prefix(st: &State) -> usize {
         st.batches
             .iter()
-            .take_while(|b| b.scored == b.rows.len())
-            .map(|b| b.start + b.rows.len())
+            .take_while(|b| b.scored == b.len)
+            .map(|b| b.start + b.len)
             .last()
             .unwrap_or(0)
     }
