@@ -419,7 +419,10 @@ impl<'t> Iterator for Prefix<'t> {
             }
         };
         match got {
-            Ok(Some((k, v))) if k.starts_with(self.prefix) => Some(Ok((k, v))),
+            // (An empty prefix takes every key without a comparison.)
+            Ok(Some((k, v))) if self.prefix.is_empty() || k.starts_with(self.prefix) => {
+                Some(Ok((k, v)))
+            }
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }
