@@ -757,3 +757,27 @@ fn any_range_reads_the_same_rows_as_a_full_read() {
         prop_assert_eq!(dataset.row_groups_decoded() - before, overlapping);
     });
 }
+
+#[test]
+fn features_are_laid_out_row_after_row_across_transpose_blocks() {
+    // 600 rows: two whole blocks of 256 and a short one.
+    let rows = 600;
+    let columns: Vec<Vec<f32>> = (0..3)
+        .map(|j| (0..rows).map(|r| (r * 10 + j) as f32).collect())
+        .collect();
+    let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    let mut out = vec![f32::NAN; rows * 3];
+    assert!(decode::transpose(&views, &mut out, true));
+    for r in 0..rows {
+        for j in 0..3 {
+            assert_eq!(out[r * 3 + j], (r * 10 + j) as f32, "row {r} feature {j}");
+        }
+    }
+    // A non-finite value in the last block is seen when checked, and only then.
+    let mut columns = columns;
+    columns[2][555] = f32::INFINITY;
+    let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    assert!(!decode::transpose(&views, &mut out, true));
+    assert!(decode::transpose(&views, &mut out, false));
+    assert_eq!(out[555 * 3 + 2], f32::INFINITY);
+}
