@@ -188,17 +188,14 @@ fn load_model(job: &Job, job_file: &str, num_features: usize) -> Result<LoadedMo
             job.model.weights.display()
         ))
     };
-    // Hashed on a thread of its own while the model loads.
-    let (weights_sha256, loaded) = std::thread::scope(|s| {
-        let hashed = s.spawn(|| hex(&Sha256::digest(&bytes)));
-        let loaded = crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
+    let (weights_sha256, loaded) = crate::worker::hashed_while(&bytes, || {
+        crate::worker::read_companions(&job.model.spec, &bytes, &job.model.weights)
             .map_err(model_error)
             .and_then(|companions| {
                 let model = Model::load(&job.model.spec, &bytes, &companions, num_features)
                     .map_err(|e| model_error(e.to_string()))?;
                 Ok((model, companions))
-            });
-        (hashed.join().expect("hashing does not panic"), loaded)
+            })
     });
     let (model, companions) = loaded?;
     // The fingerprint sees the companion files too (workers check the

@@ -15,10 +15,11 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Attempt, Control, block_bounds, send, take_messages};
+use super::{Attempt, BlockSizes, Control, scoring_panicked, send, take_messages};
 use crate::model::{Model, Predictions, Rows};
 use crate::proto::FromWorker;
 use crate::sched::AttemptId;
+use crate::test_hooks::WorkerHooks;
 
 /// How long the attempt's own thread waits for the others before it looks
 /// at the coordinator's messages again.
@@ -76,8 +77,8 @@ struct Crew<'a, I> {
     changed: Condvar,
     reader: Mutex<I>,
     attempt: AttemptId,
-    /// Called with each block's time (a test hook that slows the worker).
-    slowdown: &'a (dyn Fn(Duration) + Sync),
+    /// Told each block's time (a test hook slows the worker by it).
+    hooks: &'a WorkerHooks,
 }
 
 impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
@@ -99,11 +100,8 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
                 let b = st.batches.partition_point(|b| b.start + b.len <= at);
                 let batch = &mut st.batches[b];
                 let within = at - batch.start;
-                let (smallest, largest) = block_bounds(self.model, batch.len, self.threads);
-                let size = left
-                    .div_ceil(self.threads)
-                    .clamp(smallest, largest)
-                    .min(left)
+                let size = BlockSizes::of(self.model, batch.len, self.threads)
+                    .next(left)
                     .min(batch.len - within);
                 let rows = match within + size == batch.len {
                     true => batch.rows.take(),
@@ -179,7 +177,7 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
         let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.model.predict_range(&block.rows, block.range.clone())
         }));
-        (self.slowdown)(started.elapsed());
+        self.hooks.after_batch(started.elapsed());
         let mut st = self.lock();
         match scored {
             Ok(Ok(preds)) => {
@@ -195,13 +193,8 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
                 st.ended.get_or_insert(Attempt::Failed(e.to_string()));
             }
             Err(panic) => {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown cause");
                 st.ended
-                    .get_or_insert(Attempt::Failed(format!("scoring failed: {why}")));
+                    .get_or_insert(Attempt::Failed(scoring_panicked(panic.as_ref())));
             }
         }
         self.changed.notify_all();
@@ -213,18 +206,21 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
             self.score(block);
         }
     }
+}
 
+impl State {
     /// Whether nothing is left to do: the attempt ended, or every row it
     /// can have is claimed and scored.
-    fn over(st: &State) -> bool {
-        let all_claimed = st.claimed >= st.limit || (st.exhausted && st.claimed >= st.read);
-        st.ended.is_some() || (all_claimed && st.scored >= st.claimed)
+    fn over(&self) -> bool {
+        let all_claimed =
+            self.claimed >= self.limit || (self.exhausted && self.claimed >= self.read);
+        self.ended.is_some() || (all_claimed && self.scored >= self.claimed)
     }
 
     /// Rows from the attempt's first that are scored with no gap: whole
     /// batches, in order.
-    fn scored_prefix(st: &State) -> usize {
-        st.batches
+    fn scored_prefix(&self) -> usize {
+        self.batches
             .iter()
             .take_while(|b| b.scored == b.len)
             .map(|b| b.start + b.len)
@@ -248,8 +244,6 @@ pub(super) fn score<W: Write, I>(
 where
     I: Iterator<Item = Result<Rows, Attempt>> + Send,
 {
-    let hooks = ctl.hooks;
-    let slowdown = move |took: Duration| hooks.after_batch(took);
     let crew = Crew {
         model,
         num_features,
@@ -269,7 +263,7 @@ where
         changed: Condvar::new(),
         reader: Mutex::new(batches),
         attempt: ctl.attempt,
-        slowdown: &slowdown,
+        hooks: ctl.hooks,
     };
     let outcome = std::thread::scope(|s| {
         for _ in 1..threads {
@@ -319,14 +313,14 @@ where
                 // The others hold the last blocks: wait for one of them
                 // (or for a message's time).
                 let st = crew.lock();
-                if !Crew::<I>::over(&st) {
+                if !st.over() {
                     drop(crew.changed.wait_timeout(st, MESSAGE_POLL));
                 }
             }
         }
         let (prefix, over) = {
             let st = crew.lock();
-            (Crew::<I>::scored_prefix(&st), Crew::<I>::over(&st))
+            (st.scored_prefix(), st.over())
         };
         if prefix > reported {
             reported = prefix;

@@ -476,28 +476,51 @@ fn predict(l: &Loaded, rows: &Rows) -> Result<Predictions, String> {
         }
         Backend::Gpu { gpu, model } => model.predict(gpu, rows).map_err(|e| e.to_string()),
     }));
-    scored.unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown cause");
-        Err(format!("scoring failed: {why}"))
-    })
+    scored.unwrap_or_else(|panic| Err(scoring_panicked(panic.as_ref())))
+}
+
+/// The attempt's error for a panic in a scoring path (rows are checked
+/// first, so it is a bug): it ends the attempt, not the worker.
+fn scoring_panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown cause");
+    format!("scoring failed: {why}")
 }
 
 /// Blocks each scoring thread's share of a batch is cut into, at most (see
 /// [`predict_cpu`]).
 pub const BLOCKS_PER_THREAD: usize = 8;
 
-/// The smallest and largest blocks a scoring thread claims of `n` rows
-/// shared by `threads` threads: 1/8 of [`Model::block_rows`], and about
-/// 1/[`BLOCKS_PER_THREAD`] of a thread's share but at least a whole
-/// [`Model::block_rows`].
-fn block_bounds(model: &Model, n: usize, threads: usize) -> (usize, usize) {
-    let unit = model.block_rows().max(1);
-    let largest = n.div_ceil(threads.max(1) * BLOCKS_PER_THREAD).max(unit);
-    ((unit / 8).max(1), largest)
+/// The blocks scoring threads claim of `n` rows: guided, each the rows
+/// left divided by the threads, no smaller than 1/8 of
+/// [`Model::block_rows`] and no larger than about 1/[`BLOCKS_PER_THREAD`]
+/// of a thread's share (but a whole [`Model::block_rows`]).
+struct BlockSizes {
+    threads: usize,
+    smallest: usize,
+    largest: usize,
+}
+
+impl BlockSizes {
+    fn of(model: &Model, n: usize, threads: usize) -> BlockSizes {
+        let threads = threads.max(1);
+        let unit = model.block_rows().max(1);
+        BlockSizes {
+            threads,
+            smallest: (unit / 8).max(1),
+            largest: n.div_ceil(threads * BLOCKS_PER_THREAD).max(unit),
+        }
+    }
+
+    /// The next block's rows when `left` rows are left (never more).
+    fn next(&self, left: usize) -> usize {
+        left.div_ceil(self.threads)
+            .clamp(self.smallest, self.largest)
+            .min(left)
+    }
 }
 
 /// The native CPU path: `threads` threads (this one and scoped helpers)
@@ -516,8 +539,8 @@ pub fn predict_cpu(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let n = rows.len();
     let threads = threads.max(1);
-    let (smallest, largest) = block_bounds(model, n, threads);
-    if threads == 1 || n <= smallest {
+    let sizes = BlockSizes::of(model, n, threads);
+    if threads == 1 || n <= sizes.smallest {
         return model.predict(rows);
     }
     let next = AtomicUsize::new(0);
@@ -528,8 +551,7 @@ pub fn predict_cpu(
             if start >= n {
                 return None;
             }
-            let left = n - start;
-            let size = left.div_ceil(threads).clamp(smallest, largest).min(left);
+            let size = sizes.next(n - start);
             match next.compare_exchange_weak(
                 start,
                 start + size,
@@ -571,15 +593,13 @@ fn load(
     threads: u32,
 ) -> Result<Loaded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read model '{path}': {e}"))?;
-    // Hashed on a thread of its own while the model loads; a model whose
-    // bytes are not the ones the coordinator hashed is dropped unused.
-    let (found, model) = std::thread::scope(|s| {
-        let found = s.spawn(|| hex(&Sha256::digest(&bytes)));
-        let model = read_companions(spec, &bytes, Path::new(path)).and_then(|companions| {
+    // A model whose bytes are not the ones the coordinator hashed is
+    // dropped unused.
+    let (found, model) = hashed_while(&bytes, || {
+        read_companions(spec, &bytes, Path::new(path)).and_then(|companions| {
             Model::load(spec, &bytes, &companions, num_features)
                 .map_err(|e| format!("model '{path}': {e}"))
-        });
-        (found.join().expect("hashing does not panic"), model)
+        })
     });
     if found != sha256 {
         return Err(format!(
@@ -704,6 +724,16 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 /// Lower-case hex of `bytes`.
+/// The sha256 of `bytes` (hex), computed on a thread of its own while
+/// `parse` runs (a model's weights are hashed while they are parsed).
+pub fn hashed_while<T>(bytes: &[u8], parse: impl FnOnce() -> T) -> (String, T) {
+    std::thread::scope(|s| {
+        let hashed = s.spawn(|| hex(&Sha256::digest(bytes)));
+        let parsed = parse();
+        (hashed.join().expect("hashing does not panic"), parsed)
+    })
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -257,7 +257,9 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
     offsets.push(0u32);
     let mut out_items = Vec::with_capacity(rows.len() * tt.top_k.min(items));
     let mut out_scores = Vec::with_capacity(rows.len() * tt.top_k.min(items));
-    let mut score_tile = vec![0.0f32; USER_BLOCK.min(rows.len()) * ITEM_TILE.min(items)];
+    // Sized by the path that uses it: a user group's item tile in place,
+    // a user block's item tile through sgemm.
+    let mut score_tile = Vec::new();
     let mut scratch = Scratch::default();
 
     for start in (0..rows.len()).step_by(USER_BLOCK) {
@@ -293,6 +295,7 @@ pub(super) fn predict(tt: &TwoTower, rows: &Rows) -> Predictions {
         if tt.top_k > 0 && in_place(b) {
             score_in_place(tt, users, &mut tops, &mut score_tile);
         } else if tt.top_k > 0 {
+            score_tile.resize(USER_BLOCK.min(rows.len()) * ITEM_TILE.min(items), 0.0);
             for tile_start in (0..items).step_by(ITEM_TILE) {
                 let n = ITEM_TILE.min(items - tile_start);
                 let tile = &tt.item_embeddings[tile_start * dim..(tile_start + n) * dim];
