@@ -30,6 +30,17 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    #[error(
+        "tensor '{tensor}' holds {value} at flat index {index}: a dense layer's weights \
+         and biases must be finite numbers (a model trained into NaN is broken; \
+         re-export it from a good checkpoint)"
+    )]
+    NonFiniteWeight {
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
+
     #[error("tensor '{tensor}' has dtype {found}, expected {expected}")]
     Dtype {
         tensor: String,

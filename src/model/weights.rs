@@ -72,8 +72,11 @@ impl<'a> Weights<'a> {
         })
     }
 
-    /// Every `NAME.weight` under `prefix` with a matching `NAME.bias`,
-    /// ordered by the numbers in `NAME` (compared as numbers, left to right).
+    /// Every `NAME.weight` under `prefix` with its `NAME.bias`, or 2-D and
+    /// without one (`nn.Linear(bias=False)`), ordered by the numbers in `NAME`
+    /// (compared as numbers, left to right). A weight is never left out
+    /// because it has no bias: a layer dropped from the middle of a stack
+    /// whose shapes still chain would score every row wrong.
     pub(crate) fn default_layer_names(&self, prefix: &str) -> Result<Vec<String>> {
         // A lone `nn.Linear` saved under the prefix's own name
         // (`user_tower.weight`) is a one-layer stack.
@@ -90,7 +93,14 @@ impl<'a> Weights<'a> {
                 };
                 Some((numbers_in(rest), base))
             })
-            .filter(|(_, base)| self.st.tensor(&format!("{base}.bias")).is_ok())
+            // A 1-D weight without a bias is a norm's scale, not a layer.
+            .filter(|(_, base)| {
+                self.st.tensor(&format!("{base}.bias")).is_ok()
+                    || self
+                        .st
+                        .tensor(&format!("{base}.weight"))
+                        .is_ok_and(|w| w.shape().len() == 2)
+            })
             .map(|(key, base)| (key, base.to_string()))
             .collect();
         if layers.len() > 1 {
@@ -112,11 +122,14 @@ impl<'a> Weights<'a> {
         Ok(layers.into_iter().map(|(_, name)| name).collect())
     }
 
+    /// Layer `name`: `name.weight` [out, in] and `name.bias` [out], or no
+    /// bias (zeros, as `nn.Linear(bias=False)` computes). A NaN or an
+    /// infinity in either is refused: relu would turn a NaN into 0 where
+    /// PyTorch keeps it, so the stored scores would be finite and wrong.
     pub(crate) fn dense(&self, kind: &'static str, name: &str) -> Result<Dense> {
         let w_name = format!("{name}.weight");
         let b_name = format!("{name}.bias");
         let w = self.get(kind, &w_name)?;
-        let b = self.get(kind, &b_name)?;
         let (out_dim, in_dim) = match w.shape() {
             &[out_dim, in_dim] => (out_dim, in_dim),
             other => {
@@ -127,21 +140,37 @@ impl<'a> Weights<'a> {
                 });
             }
         };
-        if b.shape() != [out_dim] {
-            return Err(Error::Shape {
-                tensor: b_name,
-                expected: format!("[{out_dim}] (the out dim of '{w_name}')"),
-                found: b.shape().to_vec(),
-            });
-        }
+        let bias = match self.st.tensor(&b_name) {
+            Err(_) => vec![0.0; out_dim],
+            Ok(b) if b.shape() != [out_dim] => {
+                return Err(Error::Shape {
+                    tensor: b_name,
+                    expected: format!("[{out_dim}] (the out dim of '{w_name}')"),
+                    found: b.shape().to_vec(),
+                });
+            }
+            Ok(b) => finite(&b_name, read_f32(&b_name, &b)?)?,
+        };
         Ok(Dense {
             name: name.to_string(),
             in_dim,
             out_dim,
-            weight: read_f32(&w_name, &w)?,
-            bias: read_f32(&b_name, &b)?,
+            weight: finite(&w_name, read_f32(&w_name, &w)?)?,
+            bias,
             packed: Default::default(),
         })
+    }
+}
+
+/// `values` of tensor `name`, if each is finite.
+fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(values),
+        Some(index) => Err(Error::NonFiniteWeight {
+            tensor: name.to_string(),
+            index,
+            value: values[index],
+        }),
     }
 }
 

@@ -34,6 +34,7 @@ impl Draw for Rng {
 }
 
 /// One tensor to serialize: name, dtype, shape, little-endian bytes.
+#[derive(Clone)]
 struct T(String, Dtype, Vec<usize>, Vec<u8>);
 
 fn f32s(name: &str, shape: &[usize], values: &[f32]) -> T {
@@ -321,13 +322,57 @@ fn mlp_layers_are_ordered_by_number_not_by_text() {
 }
 
 #[test]
-fn mlp_default_layers_skip_weights_without_bias() {
+fn mlp_default_layers_skip_1d_weights_without_bias() {
     let mut rng = Rng(3);
     let mut tensors = layer(&mut rng, "net.0", 3, 4);
     tensors.extend(layer(&mut rng, "net.1", 4, 1));
     tensors.push(f32s("norm.weight", &[4], &rng.vec(4)));
     let model = load_ok(&mlp_spec(OutputActivation::Sigmoid), &tensors, 3);
     assert_eq!(model.describe(), "mlp: 3->4->1, sigmoid");
+}
+
+#[test]
+fn mlp_layers_without_bias_are_kept_and_add_nothing() {
+    let mut rng = Rng(13);
+    // nn.Linear(4, 4, bias=False) in the middle: leaving it out would still
+    // chain (3->4->1) and score every row wrong.
+    let mut tensors = layer(&mut rng, "0", 3, 4);
+    let middle = rng.vec(16);
+    tensors.push(f32s("2.weight", &[4, 4], &middle));
+    tensors.extend(layer(&mut rng, "4", 4, 1));
+    let model = load_ok(&mlp_spec(OutputActivation::Sigmoid), &tensors, 3);
+    assert_eq!(model.describe(), "mlp: 3->4->4->1, sigmoid");
+    let mut with_zeros = tensors.clone();
+    with_zeros.push(f32s("2.bias", &[4], &[0.0; 4]));
+    let zeros = load_ok(&mlp_spec(OutputActivation::Sigmoid), &with_zeros, 3);
+    let rows = feature_rows(&mut rng, 50, 3);
+    assert_eq!(predict_both(&model, &rows), predict_both(&zeros, &rows));
+
+    let explicit = ModelSpec::Mlp(MlpSpec {
+        layers: Some(vec!["0".into(), "2".into(), "4".into()]),
+        output: OutputActivation::Sigmoid,
+    });
+    assert_eq!(
+        predict_both(&load_ok(&explicit, &tensors, 3), &rows),
+        predict_both(&zeros, &rows)
+    );
+}
+
+#[test]
+fn mlp_weights_with_nan_or_infinity_are_refused() {
+    let mut rng = Rng(14);
+    for (tensor, value) in [("2.weight", f32::NAN), ("4.bias", f32::INFINITY)] {
+        let mut tensors = layer(&mut rng, "0", 3, 4);
+        tensors.extend(layer(&mut rng, "2", 4, 4));
+        tensors.extend(layer(&mut rng, "4", 4, 1));
+        let t = tensors.iter_mut().find(|t| t.0 == tensor).unwrap();
+        t.3[0..4].copy_from_slice(&value.to_le_bytes());
+        let err = load_err(&mlp_spec(OutputActivation::Sigmoid), &tensors, 3);
+        assert!(
+            err.contains(&format!("tensor '{tensor}' holds {value} at flat index 0")),
+            "{err}"
+        );
+    }
 }
 
 #[test]
