@@ -4,6 +4,7 @@
 
 mod store_common;
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -90,7 +91,12 @@ fn parquet_export_holds_every_prediction_with_its_fields() {
     assert!(run.status.success(), "{run:?}");
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(said.contains("exported 20000 predictions of v1"), "{said}");
-    assert!(!dir.path().join("v1.parquet.partial").exists());
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("v1.parquet."))
+        .collect();
+    assert!(beside.is_empty(), "left beside the export: {beside:?}");
 
     let (schema, batches) = read_parquet(&out);
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -291,5 +297,64 @@ fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
         &path,
     );
     assert_eq!(run.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent-dir/out.jsonl.partial"));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("/nonexistent-dir/out.jsonl.") && err.contains(".partial"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_destination_that_is_a_symlink_device_or_pipe_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path).unwrap();
+    let v = new_version(&store, "n", 2);
+    let (ids, preds) = top_k(0..2, &[(1, 0.5)]);
+    assert!(store.commit_chunk(v, 0..2, &ids, &preds, T0).unwrap());
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "victim data").unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let fifo = dir.path().join("fifo.jsonl");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for out in [&link, &fifo, &Path::new("/dev/null").to_path_buf()] {
+        let run = herd(
+            &[
+                "store",
+                "export",
+                "--version",
+                "1",
+                "--format",
+                "jsonl",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &path,
+        );
+        assert_eq!(run.status.code(), Some(1), "{out:?}: {run:?}");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim data");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        !std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
 }

@@ -6,8 +6,11 @@
 //! row groups hold at most [`ROW_GROUP_ROWS`], so memory stays a few batches
 //! whatever the version's size. Parquet encoding runs on a second thread fed
 //! through a channel of [`BATCHES_IN_FLIGHT`] batches. The file is written
-//! beside its destination under a `.partial` name and renamed when complete:
-//! a failed export leaves no half file behind.
+//! beside its destination under a new `.partial` name of its own (created
+//! exclusively: a link planted there is not followed, and two exports to one
+//! path do not share a file) and renamed when complete: a failed export
+//! leaves no half file behind. A destination that is not a regular file
+//! (a symlink, a device, a pipe) is refused rather than replaced.
 //!
 //! Parquet columns: `id` (uint64 for integer ids, string otherwise),
 //! `version` (uint64), `model_version` (string), `timestamp` (uint64, unix
@@ -112,12 +115,19 @@ pub fn export(
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         });
     }
-    let partial = partial_path(out);
     let io = |path: &Path, context, source| Error::Io {
         path: path.to_path_buf(),
         context,
         source,
     };
+    if !to_stdout {
+        refuse_special(out)?;
+    }
+    let (mut partial, mut created) = (PathBuf::new(), None);
+    if !to_stdout {
+        let (path, file) = create_partial(out)?;
+        (partial, created) = (path, Some(file));
+    }
     let result = store.snapshot(|snap| {
         Ok(match scan_setup(store, snap, version) {
             Err(e) => Err(e),
@@ -127,12 +137,10 @@ pub fn export(
                     let stdout = std::io::stdout();
                     write_jsonl(snap, setup, stdout.lock(), out, now)
                 } else {
-                    match File::create(&partial) {
-                        Err(e) => Err(io(&partial, "create the export file", e)),
-                        Ok(file) => match format {
-                            Format::Jsonl => write_jsonl(snap, setup, file, &partial, now),
-                            Format::Parquet => write_parquet(snap, setup, file, &partial),
-                        },
+                    let file = created.take().expect("the export file is created once");
+                    match format {
+                        Format::Jsonl => write_jsonl(snap, setup, file, &partial, now),
+                        Format::Parquet => write_parquet(snap, setup, file, &partial),
                     }
                 }
                 .map(|rows| (version, rows))
@@ -163,10 +171,53 @@ pub fn export(
     })
 }
 
-fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    out.with_file_name(name)
+/// Refuses a destination that exists and is not a regular file: a
+/// symlink, a directory, a device such as /dev/full or a pipe would be
+/// replaced by the rename, not written to.
+fn refuse_special(out: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) if !meta.file_type().is_file() => Err(Error::Io {
+            path: out.to_path_buf(),
+            context: "export here: it is not a regular file (a symlink, directory, device or \
+                      pipe), which the finished export would replace; give the path of a \
+                      new or plain file (jsonl to standard output: --out -)",
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Most names tried for the file written beside `out`.
+const PARTIAL_TRIES: u32 = 100;
+
+/// A new file beside `out`, `NAME.PID-K.partial`, created only if nothing
+/// (not even a symlink) is at that name: another export to the same path
+/// writes its own file, and a link planted at the name is never followed.
+fn create_partial(out: &Path) -> Result<(PathBuf, File)> {
+    let base = out.file_name().unwrap_or_default().to_os_string();
+    let mut last = None;
+    for k in 0..PARTIAL_TRIES {
+        let mut name = base.clone();
+        name.push(format!(".{}-{k}.partial", std::process::id()));
+        let path = out.with_file_name(name);
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((path, e)),
+            Err(source) => {
+                return Err(Error::Io {
+                    path,
+                    context: "create the export file",
+                    source,
+                });
+            }
+        }
+    }
+    let (path, source) = last.expect("at least one name was tried");
+    Err(Error::Io {
+        path,
+        context: "create the export file (every name tried is taken)",
+        source,
+    })
 }
 
 /// What the scan needs to know before the first value.
@@ -725,4 +776,26 @@ fn parquet_writer(
         context: "sync the export to disk",
         source: e,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_planted_at_the_partial_names_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim data").unwrap();
+        let out = dir.path().join("out.jsonl");
+        for k in 0..2 {
+            let name = format!("out.jsonl.{}-{k}.partial", std::process::id());
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let (path, mut file) = create_partial(&out).unwrap();
+        let want = format!("out.jsonl.{}-2.partial", std::process::id());
+        assert_eq!(path, dir.path().join(want));
+        file.write_all(b"export").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim data");
+    }
 }
