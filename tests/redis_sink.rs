@@ -275,6 +275,7 @@ fn a_push_refused_halfway_removes_the_keys_it_wrote_and_moves_no_pointer() {
         ">s3cret",
         "+@all",
         "~pred:live",
+        "~pred:v?",
         "~pred:v*:?",
         "~pred:v*:??",
     ] {
@@ -306,6 +307,64 @@ fn a_push_refused_halfway_removes_the_keys_it_wrote_and_moves_no_pointer() {
     drop(store);
     assert!(keys(&mut c, "pred:v2:*").is_empty());
     assert_eq!(keys(&mut c, "pred:v1:*").len(), shape.users as usize);
+}
+
+#[test]
+fn a_second_store_on_the_same_prefix_is_refused_and_the_first_keeps_its_keys() {
+    let redis_server = RedisServer::start();
+    let shape = JobShape {
+        users: 200,
+        ..JobShape::default()
+    };
+    let first = job_with_sink(&shape, &redis_server.url());
+    let mut c = redis_server.conn().unwrap();
+    let out = first.herd(&["run", "job.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before: Vec<Option<String>> = (0..shape.users)
+        .map(|id| get(&mut c, &format!("pred:v1:{id}")))
+        .collect();
+
+    // Another store (its own version 1), the same server and prefix.
+    let second = job_with_sink(&shape, &redis_server.url());
+    let job = std::fs::read_to_string(second.job()).unwrap();
+    second.write("job.toml", &job.replace("tt-test-1", "tt-test-2"));
+    let out = second.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pred:live already names version 1, and this push is version 1")
+            && stderr.contains("nothing was written"),
+        "{}",
+        text(&out)
+    );
+    let store = Store::open_existing(&second.store()).unwrap();
+    assert_eq!(store.live().unwrap(), None);
+    drop(store);
+    let after: Vec<Option<String>> = (0..shape.users)
+        .map(|id| get(&mut c, &format!("pred:v1:{id}")))
+        .collect();
+    assert_eq!(after, before, "the first store's keys changed");
+    assert!(after.iter().all(Option::is_some));
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("1"));
+
+    // Without the pointer (the first store never flipped it, say), the
+    // first store's claim on version 1 still refuses a third store's.
+    let () = redis::cmd("DEL").arg("pred:live").query(&mut c).unwrap();
+    let third = job_with_sink(&shape, &redis_server.url());
+    let job = std::fs::read_to_string(third.job()).unwrap();
+    third.write("job.toml", &job.replace("tt-test-1", "tt-test-3"));
+    let out = third.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pred:v1 says the keys of version 1 belong to"),
+        "{}",
+        text(&out)
+    );
+    let again: Vec<Option<String>> = (0..shape.users)
+        .map(|id| get(&mut c, &format!("pred:v1:{id}")))
+        .collect();
+    assert_eq!(again, before, "the first store's keys changed");
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //! names it, and the pointer changes in one command, so a reader sees a whole
 //! version or the one before, never half of one. A push that fails leaves
 //! the pointer where it was, and unlinks the keys of the version it had
-//! written. Retention drops the keys of the versions LMDB dropped, with
+//! written. A push first claims its version's keys (`{prefix}:v{N}` holds
+//! the owner), and refuses to start when the pointer already names that
+//! version or a newer one, or another store holds the claim: two stores
+//! sharing a prefix would otherwise write over (or unlink) each other's
+//! keys. Retention drops the keys of the versions LMDB dropped, with
 //! `SCAN` and `UNLINK`.
 //!
 //! A server's keys are written over [`lanes::LANES`] connections at once,
@@ -235,6 +239,47 @@ impl RedisSink {
         }
     }
 
+    /// Claims the server's keys of `version` for this push, so that a push
+    /// never writes over (nor, failing, unlinks) another store's keys: the
+    /// pointer must name an older version (versions only grow within a
+    /// store), and `SET {prefix}:v{N} OWNER NX` must succeed or find this
+    /// very version's owner (a retried push of it).
+    fn claim(&mut self, version: &VersionRecord) -> Result<(), String> {
+        let n = version.version;
+        let prefix = self.settings.prefix.clone();
+        let pointer = format!("{prefix}:live");
+        let live: Option<String> = self.command(redis::cmd("GET").arg(&pointer))?;
+        if let Some(m) = live.as_deref().and_then(|v| v.parse::<u64>().ok())
+            && m >= n
+        {
+            return Err(format!(
+                "{pointer} already names version {m}, and this push is version {n}: another \
+                 store (or an earlier store) writes here with prefix '{prefix}'; give each \
+                 store's sink a prefix of its own (nothing was written)"
+            ));
+        }
+        let marker = format!("{prefix}:v{n}");
+        let owner = owner_of(version);
+        let mut set = redis::cmd("SET");
+        set.arg(&marker).arg(&owner).arg("NX");
+        if version.ttl_secs > 0 {
+            set.arg("EX").arg(version.ttl_secs);
+        }
+        let taken: Option<String> = self.command(&set)?;
+        if taken.is_none() {
+            let held: Option<String> = self.command(redis::cmd("GET").arg(&marker))?;
+            if held.as_deref() != Some(owner.as_str()) {
+                return Err(format!(
+                    "{marker} says the keys of version {n} belong to '{}', not to this push \
+                     ('{owner}'): another store writes here with prefix '{prefix}'; give each \
+                     store's sink a prefix of its own (nothing was written)",
+                    held.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The primaries of the cluster, as URLs the client library reads.
     fn cluster_primaries(&mut self) -> Result<Vec<String>, String> {
         let nodes: String = self.command(&redis::cmd("CLUSTER").arg("NODES").clone())?;
@@ -273,6 +318,16 @@ pub fn shown_url(url: &str) -> String {
 }
 
 /// `prefix` with the glob characters `SCAN MATCH` reads escaped.
+/// Who pushes a version: its job, creation time and fingerprint (input,
+/// model and settings), the same for a retried push of it and different
+/// for another store's version of the same number.
+fn owner_of(version: &VersionRecord) -> String {
+    format!(
+        "job {} created {} fingerprint {}",
+        version.job, version.created, version.fingerprint
+    )
+}
+
 fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len());
     for c in prefix.chars() {
@@ -297,6 +352,10 @@ impl Sink for RedisSink {
     }
 
     fn begin(&mut self, version: &VersionRecord) -> Result<(), String> {
+        // Nothing of this version is written (or cleaned up) before its
+        // claim holds.
+        self.put = 0;
+        self.claim(version)?;
         self.version = version.version;
         self.expected = version.committed_rows;
         let mut model_version_json = Vec::new();
@@ -386,6 +445,11 @@ impl Sink for RedisSink {
             return Ok(0);
         }
         let prefix = self.settings.prefix.clone();
+        for v in versions {
+            let marker = format!("{prefix}:v{v}");
+            self.command::<u64>(redis::cmd("UNLINK").arg(&marker))
+                .map_err(|e| format!("UNLINK {marker} failed: {e}"))?;
+        }
         if !self.settings.cluster {
             let Conn::Single(conn) = self.conn()? else {
                 unreachable!("a single server holds a single connection")
