@@ -250,6 +250,34 @@ fn sigint_mid_run_exits_1_naming_resume_and_resume_completes() {
     resume_and_check(&s, shape.users);
 }
 
+/// A version left unfinished while a later run went live is not resumed:
+/// flipping it would put older predictions in front of newer ones.
+#[test]
+fn an_unfinished_version_older_than_the_live_one_is_not_resumed() {
+    let shape = big_shape();
+    let s = Scratch::new(&shape);
+    let mut child = spawn_run(&s, &[], "interrupted.log");
+    wait_for_a_commit(&s, &mut child, "interrupted.log", Duration::from_secs(120));
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGINT);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let out = s.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = s.herd(&["run", "job.toml", "--resume"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "version 1 of job 'test-candidates' was begun before version 2, which is live now"
+        ),
+        "{}",
+        text(&out)
+    );
+    let store = Store::open_existing(&s.store()).unwrap();
+    assert_eq!(store.live().unwrap(), Some(2));
+    assert_eq!(store.record(1).unwrap().status, Status::Building);
+}
+
 /// Shows an entity key as its integer id.
 struct EntityBytes<'a>(&'a [u8]);
 

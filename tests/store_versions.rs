@@ -414,3 +414,27 @@ fn record_update_survives_map_growth() {
     let rec = store.record(v).unwrap();
     assert_eq!((rec.hosts[0].len(), rec.duration_s), (big.len(), Some(1.5)));
 }
+
+#[test]
+fn a_run_flips_only_if_the_live_version_is_still_the_one_it_checked_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = build_scores_version(&store, "job", 10, 10, 1, 1.0);
+    store.flip(v1).unwrap();
+    let v2 = build_scores_version(&store, "job", 10, 10, 1, 2.0);
+    store.flip(v2).unwrap();
+    let v3 = build_scores_version(&store, "job", 10, 10, 1, 3.0);
+    // The run began with v2 live; an operator rolled back to v1 meanwhile.
+    store.flip(v1).unwrap();
+    let err = store.flip_from(Some(v2), v3).unwrap_err();
+    assert!(matches!(err, Error::LiveMoved { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("it was v2, it is v1 now") && text.contains("herd store flip --to 3"),
+        "{text}"
+    );
+    assert_eq!(store.live().unwrap(), Some(v1), "the rollback stands");
+    assert_eq!(store.record(v3).unwrap().status, Status::Validated);
+    store.flip_from(Some(v1), v3).unwrap();
+    assert_eq!(store.live().unwrap(), Some(v3));
+}

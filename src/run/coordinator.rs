@@ -532,7 +532,21 @@ fn find_resumable(
         .collect();
     building.sort_by_key(|r| std::cmp::Reverse(r.version));
     if let Some(i) = building.iter().position(|r| r.fingerprint == p.fingerprint) {
-        return Ok(building.swap_remove(i));
+        let found = building.swap_remove(i);
+        // Versions only grow: one begun before the live version would, once
+        // flipped, put older predictions in front of newer ones.
+        if let Some(live) = store.live().map_err(store_err)?
+            && live > found.version
+        {
+            return Err(Error::Config(format!(
+                "--resume: version {} of job '{}' was begun before version {live}, which is \
+                 live now; finishing it would replace newer predictions with older ones, so \
+                 it is not resumed (run without --resume to build a new version; `herd store \
+                 gc` drops the unfinished one)",
+                found.version, p.job.name
+            )));
+        }
+        return Ok(found);
     }
     let Some(newest) = building.first() else {
         return Err(Error::Config(format!(

@@ -126,7 +126,9 @@ impl Coordinator {
                 ),
             );
         }
-        self.store.flip(version).map_err(store_err)?;
+        self.store
+            .flip_from(self.live_before, version)
+            .map_err(store_err)?;
         report.flipped = true;
         report.live_version = Some(version);
         for s in sinks.iter_mut() {

@@ -136,6 +136,21 @@ pub enum Error {
         status: Status,
         what: String,
     },
+    #[error(
+        "store {}: the live version changed while v{version} was built and validated \
+         (it was {}, it is {} now, moved by `herd store flip` or another run): v{version} \
+         was checked against the old one and is left validated but not live; flip to it \
+         with `herd store flip --to {version}` if it should be live",
+        path.display(),
+        shown_version(*expected),
+        shown_version(*found)
+    )]
+    LiveMoved {
+        path: PathBuf,
+        version: u64,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
     #[error("store {}: v{version}: {detail}", path.display())]
     Invalid {
         path: PathBuf,
@@ -185,6 +200,11 @@ impl fmt::Display for Status {
             Status::Failed => "failed",
         })
     }
+}
+
+/// `v3`, or `none`.
+fn shown_version(v: Option<u64>) -> String {
+    v.map(|v| format!("v{v}")).unwrap_or_else(|| "none".into())
 }
 
 /// What `meta` records about one version.

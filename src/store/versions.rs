@@ -177,9 +177,30 @@ impl Store {
     /// versions (roll forward) and `Retired` ones (roll back) may go live;
     /// flipping to the live version changes nothing.
     pub fn flip(&self, to: u64) -> Result<()> {
+        self.flip_checked(to, None)
+    }
+
+    /// [`Store::flip`], if the live version is still `expected` (the one a
+    /// run validated `to` against); else [`Error::LiveMoved`] and nothing
+    /// changes.
+    pub fn flip_from(&self, expected: Option<u64>, to: u64) -> Result<()> {
+        self.flip_checked(to, Some(expected))
+    }
+
+    fn flip_checked(&self, to: u64, expected: Option<Option<u64>>) -> Result<()> {
         self.write(&format!("flip to v{to}"), |txn| {
             let mut rec = self.must_record(txn, to)?;
             let old = self.get_u64(txn, KEY_LIVE)?;
+            if let Some(expected) = expected
+                && old != expected
+            {
+                return Err(Error::LiveMoved {
+                    path: self.inner.dir.clone(),
+                    version: to,
+                    expected,
+                    found: old,
+                });
+            }
             if old == Some(to) {
                 return Ok(());
             }
