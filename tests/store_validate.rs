@@ -318,3 +318,35 @@ fn score_shift_against_live_over_threshold_fails_drift() {
             .contains("mean score shift 0.5")
     );
 }
+
+#[test]
+fn a_drift_threshold_with_no_entity_in_both_versions_fails_instead_of_passing_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // The live version holds other entities (as when the id column or its
+    // type changed between runs).
+    let live = new_version(&store, "churn", 30);
+    let (ids, preds) = scores(1000..1030, 2, 0.2);
+    assert!(store.commit_chunk(live, 0..30, &ids, &preds, T0).unwrap());
+    let v = build_scores_version(&store, "churn", 30, 10, 2, 0.2);
+    let p = ValidationPlan {
+        ids: EntityIds::Int((0..30).collect()),
+        top_k: None,
+        sample: vec![SampleRow {
+            key: EntityKey::Int(5),
+            history: vec![],
+            expected: Value::Scores(vec![0.2, 0.2]),
+        }],
+        tolerance: 1e-5,
+        excluded: 0,
+        cfg: cfg(),
+    };
+    let report = validate(&store, v, Some(live), &p).unwrap();
+    assert_eq!(failed_checks(&report), ["drift"]);
+    let detail = &report.first_failure().unwrap().detail;
+    assert!(
+        detail.contains("0 entities in both")
+            && detail.contains("max_mean_shift cannot be checked: no entity of v2 is in live v1"),
+        "{detail}"
+    );
+}

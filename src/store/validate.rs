@@ -509,9 +509,18 @@ fn drift(snap: &Snapshot<'_, '_>, version: u64, live: u64, plan: &ValidationPlan
     let mut parts = vec![format!(
         "{common} entities in both v{version} and live v{live}"
     )];
-    // A mean against its threshold, when both exist.
+    // A mean against its threshold, when both exist. A threshold with no
+    // entity in both versions cannot be checked: it fails rather than
+    // passing unchecked (ids whose type or column changed match nothing).
     let mut judge = |max: Option<f64>, sum: f64, n: usize, what: &str, setting: &str, digits| {
-        if let Some(max) = max
+        if max.is_some() && common == 0 {
+            passed = false;
+            parts.push(format!(
+                "{setting} cannot be checked: no entity of v{version} is in live v{live} \
+                 (did the id column or its type change?); remove {setting} for a run over \
+                 other entities"
+            ));
+        } else if let Some(max) = max
             && n > 0
         {
             let mean = sum / n as f64;
