@@ -59,8 +59,8 @@ fn every_route_on_one_keep_alive_connection() {
     let r = h.get("/v1/predictions/user-7?version=1");
     assert_eq!(r.json()["version"], 1);
     assert_eq!(r.json()["scores"], serde_json::json!([7.0, -7.0]));
-    // The Redis sink's key shapes answer too.
-    assert_eq!(h.get("/v1/predictions/pred:v1:user-7").json()["version"], 1);
+    // An id is literal: the Redis sink's key shapes are RESP's alone.
+    assert_eq!(h.get("/v1/predictions/pred:v1:user-7").status, 404);
 
     let r = h.get("/v1/predictions/nobody");
     assert_eq!(r.status, 404);
@@ -124,8 +124,8 @@ fn every_route_on_one_keep_alive_connection() {
     assert_eq!(r.status, 200);
     let text = String::from_utf8(r.body).unwrap();
     for line in [
-        "herd_http_requests_total{route=\"prediction\",status=\"200\"} 3",
-        "herd_http_requests_total{route=\"prediction\",status=\"404\"} 2",
+        "herd_http_requests_total{route=\"prediction\",status=\"200\"} 2",
+        "herd_http_requests_total{route=\"prediction\",status=\"404\"} 3",
         "herd_http_requests_total{route=\"batch_get\",status=\"400\"} 2",
         "herd_store_live_version 2",
         "herd_store_live_rows 50",
@@ -165,4 +165,109 @@ fn ids_with_reserved_characters_are_percent_decoded() {
     // Its timestamp (0) plus its ttl is long past: served, marked stale.
     assert_eq!(r.json()["stale"], true);
     assert_eq!(h.get("/v1/predictions/a%2").status, 400);
+}
+
+/// A string-id store holding ids shaped like RESP keys, `v1:user-5` ..
+/// `pred:live`, and `user-1`; one version, live.
+fn key_shaped_store(dir: &std::path::Path) -> (PathBuf, Vec<&'static str>) {
+    let ids = vec![
+        "v1:user-5",
+        "pred:v1:user-6",
+        "pred:user-7",
+        "pred:live",
+        "user-1",
+    ];
+    let path = dir.join("store");
+    let store = Store::open(&path).unwrap();
+    let v = new_version(&store, "shapes", ids.len() as u64);
+    let preds = Predictions::Scores {
+        width: 1,
+        values: (0..ids.len()).map(|i| i as f32).collect(),
+    };
+    let entity_ids = EntityIds::Str(ids.iter().map(|s| s.to_string()).collect());
+    let n = ids.len() as u64;
+    assert!(store.commit_chunk(v, 0..n, &entity_ids, &preds, 0).unwrap());
+    store
+        .update_record(v, |r| r.status = Status::Validated)
+        .unwrap();
+    store.flip(v).unwrap();
+    (path, ids)
+}
+
+#[test]
+fn http_ids_are_literal_even_when_shaped_like_resp_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids) = key_shaped_store(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let mut h = HttpClient::connect(server.http);
+    for (i, id) in ids.iter().enumerate() {
+        let escaped = id.replace(':', "%3A");
+        for path in [
+            format!("/v1/predictions/{id}"),
+            format!("/v1/predictions/{escaped}"),
+        ] {
+            let r = h.get(&path);
+            assert_eq!(
+                r.status,
+                200,
+                "{path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(
+                String::from_utf8(r.body).unwrap(),
+                store_get_json(&store, id, None),
+                "{path}"
+            );
+        }
+        let r = h.request(
+            "POST",
+            "/v1/predictions:batchGet",
+            Some(&format!(r#"{{"ids": ["{id}"]}}"#)),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["predictions"][0]["id"], *id);
+        assert_eq!(r.json()["predictions"][0]["scores"][0], i as f64);
+    }
+    // `v1:user-1` is not version 1's `user-1`: no such entity.
+    let r = h.request(
+        "POST",
+        "/v1/predictions:batchGet",
+        Some(r#"{"ids": ["v1:user-1"]}"#),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.json()["predictions"][0].is_null(), "{}", r.json());
+}
+
+#[test]
+fn not_found_names_the_version_read_and_missing_versions_are_404_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = string_id_store(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let mut h = HttpClient::connect(server.http);
+    let r = h.get("/v1/predictions/v1:99999");
+    assert_eq!(r.status, 404);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("'v1:99999'") && msg.contains("the live version (2)"),
+        "{msg}"
+    );
+    let r = h.get("/v1/predictions/nobody?version=1");
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(msg.contains("in version 1"), "{msg}");
+
+    let single = h.get("/v1/predictions/user-1?version=999");
+    assert_eq!(single.status, 404);
+    let single = single.json()["error"].as_str().unwrap().to_string();
+    assert!(single.contains("no version 999 in the store"), "{single}");
+    for (body, version) in [
+        (r#"{"ids": ["user-1"], "version": 999}"#, 999),
+        (r#"{"ids": [42], "version": 999}"#, 999),
+        (r#"{"ids": [], "version": 999}"#, 999),
+        (r#"{"ids": ["user-1"], "version": 0}"#, 0),
+    ] {
+        let r = h.request("POST", "/v1/predictions:batchGet", Some(body));
+        assert_eq!(r.status, 404, "{body}");
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert_eq!(msg, single.replace("999", &version.to_string()), "{body}");
+    }
 }

@@ -3,11 +3,15 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /v1/predictions/{id}[?version=N]` | 200 the `herd store get --json` object; 404 `{"error"}` |
-//! | `POST /v1/predictions:batchGet` | body `{"ids": [...], "version"?: N}` -> `{"predictions": [object or null, ...]}` |
+//! | `GET /v1/predictions/{id}[?version=N]` | 200 the `herd store get --json` object; 404 `{"error"}` naming the version read |
+//! | `POST /v1/predictions:batchGet` | body `{"ids": [...], "version"?: N}` -> `{"predictions": [object or null, ...]}`; 404 when version N does not exist |
 //! | `GET /v1/versions` | `herd store versions --json` |
 //! | `GET /healthz` | 200 `{"status": "ok", "live": N}`; 503 while nothing is live |
 //! | `GET /metrics` | Prometheus text |
+//!
+//! An id is a literal entity id (percent-decoded): unlike a RESP key it has
+//! no `vN:` or `{prefix}:` shapes, so every string id can be read here; the
+//! version comes only from `?version=` or `"version"`.
 //!
 //! With a password set every route but `/healthz` needs
 //! `Authorization: Bearer PASSWORD` (401 otherwise). A store that does not
@@ -128,6 +132,12 @@ fn error_reply(status: StatusCode, message: &str) -> Reply {
 fn read_error(e: &ReadError) -> Reply {
     let status = match e {
         ReadError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ReadError::NoVersion(_) => {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                &format!("{e} (see GET /v1/versions)"),
+            );
+        }
         ReadError::Store(crate::store::Error::NoStore { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         ReadError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -290,18 +300,6 @@ fn version_param(query: &str) -> Result<Option<u64>, Box<Reply>> {
     Ok(None)
 }
 
-/// The key the reader understands for `id` at `version`.
-fn key_for(id: &[u8], version: Option<u64>) -> Vec<u8> {
-    match version {
-        Some(v) => {
-            let mut k = format!("v{v}:").into_bytes();
-            k.extend_from_slice(id);
-            k
-        }
-        None => id.to_vec(),
-    }
-}
-
 fn prediction(shared: &Shared, raw_id: &str, query: &str) -> Reply {
     let Some(id) = percent_decode(raw_id) else {
         return error_reply(
@@ -313,9 +311,8 @@ fn prediction(shared: &Shared, raw_id: &str, query: &str) -> Reply {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let key = key_for(&id, version);
     let mut batch = Batch::default();
-    if let Err(e) = shared.reader.read([key.as_slice()], &mut batch) {
+    if let Err(e) = shared.reader.read_ids(version, [id.as_slice()], &mut batch) {
         return read_error(&e);
     }
     let shown = String::from_utf8_lossy(&id);
@@ -325,12 +322,9 @@ fn prediction(shared: &Shared, raw_id: &str, query: &str) -> Reply {
             batch.write_json(0, now_secs(), &mut body);
             json_reply(StatusCode::OK, body)
         }
-        Answer::Live(v) => json_reply(StatusCode::OK, serde_json::json!({ "live": v }).to_string()),
-        Answer::NoVersion(v) => error_reply(
-            StatusCode::NOT_FOUND,
-            &format!("no version {v} in the store (see GET /v1/versions)"),
-        ),
-        Answer::Missing => {
+        // Literal ids never name the live pointer; a missing version is
+        // refused by `read_ids`.
+        Answer::Live(_) | Answer::NoVersion(_) | Answer::Missing => {
             let which = match version {
                 Some(v) => format!("version {v}"),
                 None => match batch.live {
@@ -390,7 +384,7 @@ async fn batch_get(req: Request<Incoming>, shared: &Shared) -> Reply {
             ),
         );
     }
-    let mut keys = Vec::with_capacity(request.ids.len());
+    let mut ids = Vec::with_capacity(request.ids.len());
     for (i, id) in request.ids.iter().enumerate() {
         let text = match id {
             serde_json::Value::String(s) => s.clone(),
@@ -402,7 +396,7 @@ async fn batch_get(req: Request<Incoming>, shared: &Shared) -> Reply {
                 );
             }
         };
-        keys.push(key_for(text.as_bytes(), request.version));
+        ids.push(text);
     }
     let Ok(permit) = shared.batches.clone().acquire_owned().await else {
         return error_reply(
@@ -411,16 +405,17 @@ async fn batch_get(req: Request<Incoming>, shared: &Shared) -> Reply {
         );
     };
     let mut batch = Batch::default();
-    if let Err(e) = shared
-        .reader
-        .read(keys.iter().map(Vec::as_slice), &mut batch)
-    {
+    if let Err(e) = shared.reader.read_ids(
+        request.version,
+        ids.iter().map(String::as_bytes),
+        &mut batch,
+    ) {
         return read_error(&e);
     }
     let now = now_secs();
-    let mut body = Vec::with_capacity(64 + keys.len() * 1024);
+    let mut body = Vec::with_capacity(64 + ids.len() * 1024);
     body.extend_from_slice(b"{\"predictions\":[");
-    for i in 0..keys.len() {
+    for i in 0..ids.len() {
         if i > 0 {
             body.push(b',');
         }

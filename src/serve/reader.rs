@@ -1,7 +1,8 @@
 //! Keys to answers: the key shapes `herd serve` understands, and lookups of
 //! many keys in one read transaction.
 //!
-//! Key shapes (the same for RESP and HTTP ids):
+//! Key shapes (RESP keys; an HTTP id is always a literal entity id, its
+//! version given apart):
 //! - `ID`: the live version's prediction for entity `ID`;
 //! - `vN:ID`: version `N`'s prediction;
 //! - `{prefix}:live`: the live version number, as a Redis sink's pointer;
@@ -9,8 +10,9 @@
 //! - `{prefix}:ID`: the live version's prediction, for clients that put a
 //!   namespace before their keys (redis-benchmark's `key:NNN`).
 //!
-//! So a string id that itself starts with `{prefix}:` is read as `vN:` ids
-//! are, or under another `--prefix`.
+//! So over RESP a string id that itself looks like `vN:...` or
+//! `{prefix}:...` is shadowed by these shapes: such an id is read over HTTP
+//! (or under another `--prefix`).
 //! An `ID` of decimal digits is looked up as an integer id first, then as a
 //! string id (as `herd store get` does).
 
@@ -95,6 +97,9 @@ pub(crate) enum ReadError {
     Store(#[from] store::Error),
     #[error("the values asked for exceed {} MiB; ask for fewer keys", MAX_VALUE_BYTES >> 20)]
     TooLarge,
+    /// A request named a version the store does not hold.
+    #[error("no version {0} in the store")]
+    NoVersion(u64),
 }
 
 /// The answer for one key.
@@ -227,18 +232,51 @@ impl Reader {
         Ok(self.store.get_or_init(|| opened))
     }
 
+    /// Parses a RESP key in the shapes above.
+    pub fn key<'a>(&self, raw: &'a [u8]) -> Key<'a> {
+        parse_key(raw, &self.prefix)
+    }
+
     /// Answers `keys` in one read transaction, into `batch` (cleared first).
     pub fn read<'k>(
         &self,
-        keys: impl IntoIterator<Item = &'k [u8]>,
+        keys: impl IntoIterator<Item = Key<'k>>,
+        batch: &mut Batch,
+    ) -> Result<(), ReadError> {
+        self.read_checked(None, keys, batch)
+    }
+
+    /// Answers the literal entity ids `ids` of `version` (the live one when
+    /// `None`) in one read transaction; [`ReadError::NoVersion`] when the
+    /// store does not hold `version`, however many ids there are.
+    pub fn read_ids<'k>(
+        &self,
+        version: Option<u64>,
+        ids: impl IntoIterator<Item = &'k [u8]>,
+        batch: &mut Batch,
+    ) -> Result<(), ReadError> {
+        let keys = ids.into_iter().map(|id| Key::Entity { version, id });
+        self.read_checked(version, keys, batch)
+    }
+
+    fn read_checked<'k>(
+        &self,
+        must_exist: Option<u64>,
+        keys: impl IntoIterator<Item = Key<'k>>,
         batch: &mut Batch,
     ) -> Result<(), ReadError> {
         batch.clear();
         let store = self.store()?;
         let mut failure = None;
         store.snapshot(|snap| {
+            if let Some(v) = must_exist
+                && snap.find_record(v)?.is_none()
+            {
+                failure = Some(ReadError::NoVersion(v));
+                return Ok(());
+            }
             for key in keys {
-                match self.answer(snap, parse_key(key, &self.prefix), batch) {
+                match self.answer(snap, key, batch) {
                     Ok(a) => batch.answers.push(a),
                     Err(e) => {
                         failure = Some(e);
@@ -493,11 +531,11 @@ mod pieces {
             });
             let mut batch = Batch::default();
             let read = per_op("Reader::read of one key (all of the above)", n, |i| {
-                reader.read([keys[i].as_slice()], &mut batch).unwrap();
+                reader.read([reader.key(&keys[i])], &mut batch).unwrap();
             });
             let mut out = Vec::new();
             let both = per_op("  + Batch::write_json", n, |i| {
-                reader.read([keys[i].as_slice()], &mut batch).unwrap();
+                reader.read([reader.key(&keys[i])], &mut batch).unwrap();
                 out.clear();
                 batch.write_json(0, 1, &mut out);
             });

@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::metrics::Command;
-use super::reader::{Answer, Batch, ReadError};
+use super::reader::{Answer, Batch};
 use super::{MAX_KEYS, REQUEST_TIMEOUT, Shared, WRITE_TIMEOUT, now_secs};
 use parse::{Parser, Step};
 use reply::Reply;
@@ -334,18 +334,12 @@ impl Conn<'_> {
 
     /// Reads `keys` in one transaction; the error reply is written on failure.
     fn read(&mut self, keys: &[&[u8]]) -> bool {
-        let outcome = self
-            .shared
-            .reader
-            .read(keys.iter().copied(), &mut self.batch);
+        let reader = &self.shared.reader;
+        let outcome = reader.read(keys.iter().map(|k| reader.key(k)), &mut self.batch);
         match outcome {
             Ok(()) => true,
             Err(e) => {
-                let msg = match e {
-                    ReadError::TooLarge => format!("ERR {e}"),
-                    ReadError::Store(e) => format!("ERR {e}"),
-                };
-                self.reply().error(&msg);
+                self.reply().error(&format!("ERR {e}"));
                 false
             }
         }
