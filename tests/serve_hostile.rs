@@ -316,3 +316,102 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A store of `users` integer ids, each with a top-`k` list.
+fn wide_top_k_store(dir: &Path, users: u64, k: u32) -> PathBuf {
+    use herd::model::{EntityIds, Predictions};
+    use herd::store::Status;
+    let path = dir.join("store");
+    let store = Store::open(&path).unwrap();
+    let v = store_common::new_version(&store, "wide", users);
+    let ids: Vec<u64> = (0..users).collect();
+    let mut offsets = vec![0u32];
+    let (mut items, mut scores) = (Vec::new(), Vec::new());
+    for id in 0..users {
+        for j in 0..k {
+            items.push(id as u32 * k + j);
+            scores.push(1.0 / (j as f32 + 1.5));
+        }
+        offsets.push(items.len() as u32);
+    }
+    let preds = Predictions::TopK {
+        offsets,
+        items,
+        scores,
+    };
+    assert!(
+        store
+            .commit_chunk(v, 0..users, &EntityIds::Int(ids), &preds, 0)
+            .unwrap()
+    );
+    store
+        .update_record(v, |r| r.status = Status::Validated)
+        .unwrap();
+    store.flip(v).unwrap();
+    path
+}
+
+#[test]
+fn clients_that_never_read_their_batch_replies_hold_little_memory() {
+    // 200 ids of top-5000 lists gather about 8 MB of stored values (under
+    // the 8 MiB limit) and make about 33 MB of JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let store = wide_top_k_store(dir.path(), 200, 5000);
+    let server = Server::start(&store, None, &[]);
+    // One reply read whole: the JSON is as large as said, and well formed.
+    let mut h = HttpClient::connect(server.http);
+    let ids: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    let body = format!(r#"{{"ids": [{}]}}"#, ids.join(","));
+    let r = h.request("POST", "/v1/predictions:batchGet", Some(&body));
+    assert_eq!(r.status, 200);
+    let json_bytes = r.body.len();
+    assert!(json_bytes > 24 << 20, "the reply took {json_bytes} bytes");
+    assert_eq!(
+        r.json()["predictions"][199]["top_k"][4999]["item"],
+        199 * 5000 + 4999
+    );
+    drop(r);
+    let before = server.rss_bytes();
+    // Stalled readers: each asks for the whole batch and never reads.
+    const STALLED: usize = 8;
+    let stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let s = TcpStream::connect(server.http).unwrap();
+            let small: libc::c_int = 4096;
+            // SAFETY: setsockopt on an open socket with a valid int.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&small as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            let mut w = &s;
+            write!(
+                w,
+                "POST /v1/predictions:batchGet HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = server.rss_bytes().saturating_sub(before);
+    eprintln!(
+        "{STALLED} stalled readers of {} MiB replies: server memory grew {} MiB",
+        json_bytes >> 20,
+        grown >> 20
+    );
+    // Whole replies would be STALLED x 33 MB; the gathered values are at
+    // most 8 MiB each.
+    assert!(
+        grown < (STALLED as u64) * (12 << 20),
+        "{STALLED} stalled readers grew the server by {grown} bytes"
+    );
+    others_are_served(&server);
+    drop(stalled);
+}

@@ -44,18 +44,77 @@ const READ_BUFFER: usize = 64 << 10;
 
 type Reply = Response<Body>;
 
-/// A response body in one piece. A batch's body holds its place among
-/// [`super::MAX_BATCHES_IN_FLIGHT`] until the client has taken it.
+/// A batchGet reply is written out in pieces of about this many bytes, each
+/// made when hyper can take it: a client that does not read holds up the
+/// making of the rest instead of making the server hold all of it.
+pub(crate) const REPLY_CHUNK_BYTES: usize = 64 << 10;
+
+/// A response body: one piece, or a batchGet reply made piece by piece from
+/// the values its read gathered. A batch's body holds its place among
+/// [`super::MAX_BATCHES_IN_FLIGHT`] until its last piece is made, so what
+/// unread replies hold is at most [`super::MAX_VALUE_BYTES`] of gathered
+/// values per batch and [`REPLY_CHUNK_BYTES`] (plus hyper's write buffer) of
+/// JSON per connection.
 pub(crate) struct Body {
     data: Option<Bytes>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    batch: Option<Box<BatchReply>>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The answers of a batchGet, written as `{"predictions":[...]}`.
+struct BatchReply {
+    batch: Batch,
+    /// The answer written next.
+    next: usize,
+    now: u64,
+}
+
+impl BatchReply {
+    /// The next piece; the last one closes the JSON.
+    fn piece(&mut self) -> Vec<u8> {
+        let n = self.batch.answers.len();
+        let mut out = Vec::with_capacity(REPLY_CHUNK_BYTES + 4096);
+        if self.next == 0 {
+            out.extend_from_slice(b"{\"predictions\":[");
+        }
+        while self.next < n && out.len() < REPLY_CHUNK_BYTES {
+            if self.next > 0 {
+                out.push(b',');
+            }
+            if !self.batch.write_json(self.next, self.now, &mut out) {
+                out.extend_from_slice(b"null");
+            }
+            self.next += 1;
+        }
+        if self.next == n {
+            out.extend_from_slice(b"]}");
+        }
+        out
+    }
+
+    fn done(&self) -> bool {
+        self.next == self.batch.answers.len()
+    }
 }
 
 impl Body {
     fn new(data: impl Into<Bytes>) -> Body {
         Body {
             data: Some(data.into()),
-            _permit: None,
+            batch: None,
+            permit: None,
+        }
+    }
+
+    fn batch(batch: Batch, now: u64, permit: tokio::sync::OwnedSemaphorePermit) -> Body {
+        Body {
+            data: None,
+            batch: Some(Box::new(BatchReply {
+                batch,
+                next: 0,
+                now,
+            })),
+            permit: Some(permit),
         }
     }
 }
@@ -68,15 +127,29 @@ impl hyper::body::Body for Body {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(reply) = self.batch.as_mut() {
+            let piece = reply.piece();
+            if reply.done() {
+                // The gathered values and the batch's place go now, not when
+                // the client has taken the last piece.
+                self.batch = None;
+                self.permit = None;
+            }
+            return std::task::Poll::Ready(Some(Ok(Frame::data(piece.into()))));
+        }
         std::task::Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        self.data.is_none() && self.batch.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+        match (&self.data, &self.batch) {
+            // A batch's length is known once written: chunked.
+            (_, Some(_)) => SizeHint::default(),
+            (d, None) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+        }
     }
 }
 
@@ -324,7 +397,7 @@ fn prediction(shared: &Shared, raw_id: &str, query: &str) -> Reply {
         }
         // Literal ids never name the live pointer; a missing version is
         // refused by `read_ids`.
-        Answer::Live(_) | Answer::NoVersion(_) | Answer::Missing => {
+        Answer::Live(_) | Answer::NoVersion | Answer::Missing => {
             let which = match version {
                 Some(v) => format!("version {v}"),
                 None => match batch.live {
@@ -412,21 +485,11 @@ async fn batch_get(req: Request<Incoming>, shared: &Shared) -> Reply {
     ) {
         return read_error(&e);
     }
-    let now = now_secs();
-    let mut body = Vec::with_capacity(64 + ids.len() * 1024);
-    body.extend_from_slice(b"{\"predictions\":[");
-    for i in 0..ids.len() {
-        if i > 0 {
-            body.push(b',');
-        }
-        if !batch.write_json(i, now, &mut body) {
-            body.extend_from_slice(b"null");
-        }
-    }
-    body.extend_from_slice(b"]}");
-    drop(batch);
-    let mut reply = json_reply(StatusCode::OK, body);
-    reply.body_mut()._permit = Some(permit);
+    let mut reply = Response::new(Body::batch(batch, now_secs(), permit));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     reply
 }
 

@@ -108,7 +108,7 @@ pub(crate) enum Answer {
     /// No prediction: no live version, or no such entity in the version.
     Missing,
     /// The key names a version the store does not hold.
-    NoVersion(u64),
+    NoVersion,
     /// The live pointer (`None`: nothing is live).
     Live(Option<u64>),
     Hit(Hit),
@@ -331,7 +331,7 @@ impl Reader {
         }
         let Some((value, int_id)) = found else {
             if snap.find_record(version)?.is_none() {
-                return Ok(Answer::NoVersion(version));
+                return Ok(Answer::NoVersion);
             }
             return Ok(Answer::Missing);
         };

@@ -256,17 +256,46 @@ impl HttpClient {
             let (k, v) = h.split_once(':').expect("header has a colon");
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.reader.read_exact(&mut body).expect("body");
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        let body = if chunked {
+            self.read_chunked()
+        } else {
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            self.reader.read_exact(&mut body).expect("body");
+            body
+        };
         HttpReply {
             status,
             headers,
             body,
+        }
+    }
+}
+
+impl HttpClient {
+    /// A `transfer-encoding: chunked` body.
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            self.reader.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim_end(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+            let start = body.len();
+            body.resize(start + size + 2, 0);
+            self.reader.read_exact(&mut body[start..]).expect("chunk");
+            assert_eq!(&body[start + size..], b"\r\n", "chunk not followed by CRLF");
+            body.truncate(start + size);
+            if size == 0 {
+                return body;
+            }
         }
     }
 }

@@ -362,7 +362,7 @@ impl Conn<'_> {
                 let text = v.to_string();
                 self.reply().bulk(text.as_bytes());
             }
-            Answer::Live(None) | Answer::Missing | Answer::NoVersion(_) => self.reply().nil(),
+            Answer::Live(None) | Answer::Missing | Answer::NoVersion => self.reply().nil(),
         }
     }
 
