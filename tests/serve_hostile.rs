@@ -265,6 +265,16 @@ fn idle_connections_and_unfinished_requests_are_closed() {
 }
 
 #[test]
+fn an_idle_timeout_of_0_never_closes_an_idle_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&small_store(dir.path()), None, &["--idle-timeout", "0"]);
+    let mut c = RespClient::connect(server.resp);
+    assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+}
+
+#[test]
 fn past_the_connection_limit_new_clients_are_told_and_closed() {
     let dir = tempfile::tempdir().unwrap();
     let store = small_store(dir.path());

@@ -298,6 +298,30 @@ fn a_password_is_required_from_every_client_when_set() {
     assert_eq!(h.get("/v1/predictions/1").status, 200);
     let mut h = HttpClient::connect(server.http).with_bearer("s3cre");
     assert_eq!(h.get("/metrics").status, 401);
+    // The scheme's name is case-insensitive (RFC 7235).
+    let mut raw = std::net::TcpStream::connect(server.http).unwrap();
+    raw.write_all(b"GET /v1/predictions/1 HTTP/1.1\r\nhost: x\r\nauthorization: bearer s3cret\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn a_thread_count_past_the_limit_is_refused() {
+    for threads in ["20000", "0"] {
+        let out = Command::new(HERD)
+            .args(["serve", "--store", "nowhere", "--threads", threads])
+            .args(["--resp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--threads {threads}")) && err.contains("1 to 1024"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -23,10 +23,11 @@ pub(super) struct ServeArgs {
     /// answered as that sink holds them, `PREFIX:ID` as `ID`.
     #[arg(long, default_value = "pred")]
     prefix: String,
-    /// Worker threads (default: one per core).
+    /// Worker threads, 1 to 1024 (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Close a connection after this many seconds without a request.
+    /// Close a connection after this many seconds without a request (0:
+    /// never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
 }
@@ -180,7 +181,10 @@ pub(super) fn serve(args: ServeArgs) -> Result<i32> {
         prefix: args.prefix,
         password: std::env::var(herd::serve::PASSWORD_VAR).ok(),
         threads: args.threads,
-        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        idle_timeout: match args.idle_timeout {
+            0 => herd::serve::NO_IDLE_TIMEOUT,
+            secs => std::time::Duration::from_secs(secs),
+        },
     };
     let store = opts.store.clone();
     let served = herd::serve::run(opts, |bound| {

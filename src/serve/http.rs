@@ -232,8 +232,18 @@ fn authorized(req: &Request<Incoming>, shared: &Shared) -> bool {
     }
     req.headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_token(v.as_bytes()))
         .is_some_and(|token| shared.password_matches(token))
+}
+
+/// The token of `Bearer TOKEN`; the scheme's name is case-insensitive
+/// (RFC 7235).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
 }
 
 fn method_not_allowed(allow: &'static str) -> Reply {
@@ -502,6 +512,16 @@ mod tests {
         assert_eq!(percent_decode("user%2F7%20x").unwrap(), b"user/7 x");
         assert!(percent_decode("a%2").is_none());
         assert!(percent_decode("a%zz").is_none());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"BEARER  s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"Bearers3cret"), None);
+        assert_eq!(bearer_token(b"Basic s3cret"), None);
+        assert_eq!(bearer_token(b"Bear"), None);
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub const MAX_INLINE_BYTES: usize = 64 << 10;
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
 /// HTTP: bytes of a request body (`batchGet`).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Worker threads (`--threads`) at most.
+pub const MAX_THREADS: usize = 1024;
+/// How long a connection may go without a request when `--idle-timeout 0`
+/// asks for no limit (about a century: never, in practice).
+pub const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Connections the kernel queues for each listener before they are
+/// accepted (the listen backlog, as Redis's default).
+pub const LISTEN_BACKLOG: u32 = 511;
 /// The environment variable holding the password.
 pub const PASSWORD_VAR: &str = "HERD_SERVE_PASSWORD";
 
@@ -95,13 +103,15 @@ pub enum Error {
     },
     #[error("cannot start the server's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("--threads {0}: expected 1 to {MAX_THREADS} worker threads")]
+    BadThreads(usize),
 }
 
 impl Error {
     /// The exit code: 2 for a bad command line, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NeedsPassword { .. } | Error::BadAddress { .. } => 2,
+            Error::NeedsPassword { .. } | Error::BadAddress { .. } | Error::BadThreads(_) => 2,
             Error::Bind { .. } | Error::Runtime(_) => 1,
         }
     }
@@ -121,7 +131,8 @@ pub struct Options {
     pub password: Option<String>,
     /// Worker threads (default: the machine's cores).
     pub threads: Option<usize>,
-    /// A connection with no request for this long is closed.
+    /// A connection with no request for this long is closed
+    /// ([`NO_IDLE_TIMEOUT`]: never).
     pub idle_timeout: Duration,
 }
 
@@ -180,9 +191,14 @@ fn resolve(flag: &'static str, addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| bad("resolves to no address".into()))
 }
 
-/// Checks the options: addresses resolve, and a non-loopback address has a
-/// password.
+/// Checks the options: addresses resolve, a non-loopback address has a
+/// password, the thread count is within [`MAX_THREADS`].
 fn check(opts: &Options) -> Result<(SocketAddr, SocketAddr)> {
+    if let Some(n) = opts.threads
+        && !(1..=MAX_THREADS).contains(&n)
+    {
+        return Err(Error::BadThreads(n));
+    }
     let resp = resolve("resp", &opts.resp)?;
     let http = resolve("http", &opts.http)?;
     for (flag, addr) in [("resp", resp), ("http", http)] {
@@ -201,6 +217,7 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+            .min(MAX_THREADS)
     });
     // One thread: no work stealing to pay for.
     let mut builder = if threads <= 1 {
@@ -221,9 +238,18 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
             batches: Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
             idle_timeout: opts.idle_timeout,
         });
-        let bind = |flag, addr| async move {
-            tokio::net::TcpListener::bind(addr)
-                .await
+        let bind = |flag, addr: SocketAddr| async move {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            socket
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)?;
+                    s.listen(LISTEN_BACKLOG)
+                })
                 .map_err(|source| Error::Bind { flag, addr, source })
         };
         let resp = bind("resp", resp_addr).await?;
@@ -310,6 +336,19 @@ mod tests {
         assert!(err.to_string().contains("--http"), "{err}");
         assert!(check(&opts("0.0.0.0:6380", "[::]:8080", Some("s3cret"))).is_ok());
         assert!(check(&opts("127.0.0.1:6380", "[::1]:8080", None)).is_ok());
+    }
+
+    #[test]
+    fn the_thread_count_is_checked_against_its_limit() {
+        let mut o = opts("127.0.0.1:0", "127.0.0.1:0", None);
+        for bad in [0, MAX_THREADS + 1, 20_000] {
+            o.threads = Some(bad);
+            let err = check(&o).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("1 to 1024"), "{err}");
+        }
+        o.threads = Some(MAX_THREADS);
+        assert!(check(&o).is_ok());
     }
 
     #[test]
