@@ -425,3 +425,76 @@ fn clients_that_never_read_their_batch_replies_hold_little_memory() {
     others_are_served(&server);
     drop(stalled);
 }
+
+/// Reads to the end; `Err` when the connection was reset instead of closed.
+fn read_to_close(stream: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).map(|_| got)
+}
+
+#[test]
+fn more_keys_than_the_limit_are_refused_and_the_connection_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&small_store(dir.path()), None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    let keys: Vec<String> = (1..=10_001).map(|k| k.to_string()).collect();
+    for command in ["MGET", "EXISTS"] {
+        let mut args: Vec<&[u8]> = vec![command.as_bytes()];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        c.send(&args);
+        assert_eq!(
+            c.read(),
+            Resp::Error(format!(
+                "ERR too many keys in {command}: 10001 (at most 10000)"
+            ))
+        );
+        assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+    }
+    // 10,000 are answered.
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(keys[..10_000].iter().map(|k| k.as_bytes()));
+    c.send(&args);
+    let Resp::Array(answers) = c.read() else {
+        panic!("MGET of 10,000 keys is an array")
+    };
+    assert_eq!(answers.len(), 10_000);
+    assert!(matches!(answers[7], Resp::Bulk(_)));
+}
+
+#[test]
+fn a_fatal_protocol_error_is_read_by_the_client_before_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&small_store(dir.path()), None, &[]);
+    // A bulk string without its CRLF, then more the server never parses.
+    let mut s = TcpStream::connect(server.resp).unwrap();
+    let mut input = b"*1\r\n$4\r\nPINGxx".to_vec();
+    input.extend(std::iter::repeat_n(b'j', 200_000));
+    s.write_all(&input).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let got = read_to_close(&mut s).expect("a close, not a reset");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR Protocol error: bulk string not followed by CRLF\r\n"
+    );
+    // A batchGet body over the limit, sent whole without waiting for
+    // `100 Continue`: its 413, then a close.
+    let mut s = TcpStream::connect(server.http).unwrap();
+    let body = vec![b'['; 3 << 20];
+    let head = format!(
+        "POST /v1/predictions:batchGet HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let got = read_to_close(&mut s).expect("a close, not a reset");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 413") && text.contains("1024 KiB"),
+        "{text}"
+    );
+    others_are_served(&server);
+}

@@ -151,6 +151,34 @@ pub(crate) async fn accept(
     }
 }
 
+/// After a fatal protocol error, input is read and dropped for at most this
+/// long before the connection closes, so that the client reads the error
+/// instead of a reset (closing with unread input resets the connection).
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+/// ... and at most this many bytes of it.
+pub(crate) const LINGER_BYTES: usize = 4 << 20;
+
+/// Shuts down writing (the client sees the end of the replies), then reads
+/// and drops what the client still sends, until it closes or
+/// [`LINGER_TIME`] or [`LINGER_BYTES`] is reached.
+pub(crate) async fn linger(stream: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 16 << 10];
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while dropped < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// A stream whose reads fail with `TimedOut` after `idle` without a byte,
 /// and whose writes fail the same way after `write` without progress.
 pub(crate) struct Deadlines {

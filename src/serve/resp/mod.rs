@@ -21,6 +21,7 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::listen;
 use super::metrics::Command;
 use super::reader::{Answer, Batch};
 use super::{MAX_KEYS, REQUEST_TIMEOUT, Shared, WRITE_TIMEOUT, now_secs};
@@ -92,7 +93,9 @@ pub(crate) async fn serve(stream: TcpStream, shared: &Shared) {
                         resp3: conn.session.resp3,
                     }
                     .error(&format!("ERR {why}"));
-                    let _ = conn.flush().await;
+                    if conn.flush().await.is_ok() {
+                        listen::linger(&mut conn.stream).await;
+                    }
                     return;
                 }
                 Step::Command(len) => {
@@ -375,8 +378,10 @@ impl Conn<'_> {
 
     async fn mget(&mut self, keys: &[&[u8]]) -> Flow {
         if keys.len() > MAX_KEYS {
-            self.reply()
-                .error(&format!("ERR MGET of more than {MAX_KEYS} keys"));
+            self.reply().error(&format!(
+                "ERR too many keys in MGET: {} (at most {MAX_KEYS})",
+                keys.len()
+            ));
             return Flow::Continue;
         }
         let _permit = self.shared.batches.acquire().await;
@@ -397,8 +402,10 @@ impl Conn<'_> {
 
     async fn exists(&mut self, keys: &[&[u8]]) {
         if keys.len() > MAX_KEYS {
-            self.reply()
-                .error(&format!("ERR EXISTS of more than {MAX_KEYS} keys"));
+            self.reply().error(&format!(
+                "ERR too many keys in EXISTS: {} (at most {MAX_KEYS})",
+                keys.len()
+            ));
             return;
         }
         let _permit = if keys.len() > 1 {

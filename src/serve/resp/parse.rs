@@ -9,11 +9,17 @@
 
 use std::ops::Range;
 
-use super::super::{MAX_ARG_BYTES, MAX_COMMAND_BYTES, MAX_INLINE_BYTES, MAX_KEYS};
+use super::super::{MAX_ARG_BYTES, MAX_COMMAND_BYTES, MAX_INLINE_BYTES};
 
-/// Arguments of one command at most (`MGET` of [`MAX_KEYS`] keys).
-pub const MAX_ARGS: usize = MAX_KEYS + 1;
-/// The most bytes a multibulk or bulk header line may take (`*10001\r\n`).
+/// Arguments of one command at most: as many as fit [`MAX_COMMAND_BYTES`]
+/// (an empty argument takes 6 bytes, `$0\r\n\r\n`). A command of more
+/// keys than [`MAX_KEYS`](super::super::MAX_KEYS) is parsed whole and refused by its command, so
+/// the connection stays usable.
+pub const MAX_ARGS: usize = MAX_COMMAND_BYTES / 6;
+/// Argument ranges reserved when a multibulk header arrives; more are
+/// added as arguments actually arrive.
+const RESERVE_ARGS: usize = 64;
+/// The most bytes a multibulk or bulk header line may take (`*43690\r\n`).
 const MAX_HEADER_LINE: usize = 32;
 
 /// One step of the parser.
@@ -87,14 +93,18 @@ impl Parser {
                 };
                 let n = match parse_len(&buf[1..line]) {
                     Some(n) if n <= MAX_ARGS as i64 => n,
-                    _ => return Step::Bad("Protocol error: invalid multibulk length".into()),
+                    _ => {
+                        return Step::Bad(format!(
+                            "Protocol error: invalid multibulk length (a command has at most {MAX_ARGS} arguments)"
+                        ));
+                    }
                 };
                 self.pos = line + 2;
                 if n <= 0 {
                     return Step::Command(self.pos);
                 }
                 self.remaining = Some(n as usize);
-                self.args.reserve(n as usize);
+                self.args.reserve((n as usize).min(RESERVE_ARGS));
             }
         }
         if self.inline {
