@@ -513,3 +513,70 @@ fn flips_by_another_process_during_a_read_load_never_mix_versions() {
         "the readers should have seen several versions, saw {distinct}"
     );
 }
+
+/// Polls `/healthz` until `want(status, body)` or 10 s pass.
+fn healthz_until(server: &Server, what: &str, want: impl Fn(u16, &serde_json::Value) -> bool) {
+    let started = Instant::now();
+    loop {
+        let r = HttpClient::connect(server.http).get("/healthz");
+        let body = r.json();
+        if want(r.status, &body) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: /healthz still {} {body}",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_store_replaced_or_deleted_while_served_is_reopened_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two stores: green with v1 live, blue with v2 live (other values).
+    let green = dir.path().join("green");
+    assert_eq!(live_top_k(&Store::open(&green).unwrap(), 0), 1);
+    let blue = two_versions(&dir.path().join("b"));
+    std::fs::rename(&blue, dir.path().join("blue")).unwrap();
+    let blue = dir.path().join("blue");
+    let cur = dir.path().join("cur");
+    std::os::unix::fs::symlink("green", &cur).unwrap();
+    let server = Server::start(&cur, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    assert_eq!(
+        c.call(&["GET", "7"]).text(),
+        store_get_json(&green, "7", None)
+    );
+
+    // The link swapped atomically to blue.
+    let tmp = dir.path().join("cur.new");
+    std::os::unix::fs::symlink("blue", &tmp).unwrap();
+    std::fs::rename(&tmp, &cur).unwrap();
+    healthz_until(&server, "after the link moved to blue", |s, b| {
+        s == 200 && b["live"] == 2
+    });
+    assert_eq!(
+        c.call(&["GET", "7"]).text(),
+        store_get_json(&blue, "7", None)
+    );
+
+    // Deleted: unhealthy, and reads are errors.
+    std::fs::remove_dir_all(&blue).unwrap();
+    healthz_until(&server, "after blue was deleted", |s, _| s == 503);
+    let Resp::Error(e) = c.call(&["GET", "7"]) else {
+        panic!("a read of a deleted store is an error")
+    };
+    assert!(e.contains("no store"), "{e}");
+
+    // Another store moved into its place is served.
+    std::fs::rename(&green, &blue).unwrap();
+    healthz_until(&server, "after green moved to blue", |s, b| {
+        s == 200 && b["live"] == 1
+    });
+    assert_eq!(
+        c.call(&["GET", "7"]).text(),
+        store_get_json(&blue, "7", None)
+    );
+}

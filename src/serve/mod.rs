@@ -10,7 +10,10 @@
 //! from the next request on and no answer mixes two versions. It never
 //! writes the store, and it opens the store lazily: a store that does not
 //! exist yet is answered with an error naming it, and is served once a run
-//! creates it.
+//! creates it. About once a second, off the request path, it looks whether
+//! the store's path (symbolic links followed) still names the `data.mdb` it
+//! has open: a store moved away, replaced or deleted while served is let go,
+//! and the one now at the path, if any, is opened.
 //!
 //! Clients are untrusted. Every buffer has a size limit and every wait a
 //! timeout, named below; a client that breaks a limit is answered with an
@@ -260,6 +263,7 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
             max_connections,
         };
         on_bound(&bound);
+        let watch = tokio::spawn(watch_store(shared.clone()));
         let slots = Arc::new(listen::Slots::new(max_connections));
         let resp_task = tokio::spawn(listen::accept(
             resp,
@@ -276,8 +280,22 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
         shutdown_signal().await;
         resp_task.abort();
         http_task.abort();
+        watch.abort();
         Ok(())
     })
+}
+
+/// Runs [`reader::Reader::check_store`] every
+/// [`reader::STORE_CHECK_INTERVAL`], off the request path, forever: a store
+/// replaced or deleted while served is noticed within about a second.
+async fn watch_store(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(reader::STORE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.reader.check_store()).await;
+    }
 }
 
 async fn shutdown_signal() {

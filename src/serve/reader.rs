@@ -19,7 +19,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::store::json::{self, IdRef};
 use crate::store::{self, Snapshot, Store, ValueRef};
@@ -199,13 +200,20 @@ impl Batch {
 /// The most model names kept (one per version; cleared when full).
 const MODEL_CACHE: usize = 1024;
 
+/// How often [`super::watch_store`] looks whether the store's path names another
+/// `data.mdb` than the one open.
+pub(crate) const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Opens the store when it exists and answers keys from it.
 pub(crate) struct Reader {
     dir: PathBuf,
     prefix: Vec<u8>,
-    store: OnceLock<Store>,
+    /// The store open now; `None` until it exists, and again once its
+    /// `data.mdb` is gone from the path.
+    store: RwLock<Option<Store>>,
     /// JSON string literals of model versions, by the version whose record
-    /// names them. Version numbers are never reused, so entries stay true.
+    /// names them. Version numbers are never reused within a store, so
+    /// entries stay true until the store is replaced (then it is cleared).
     models: RwLock<HashMap<u32, Arc<str>>>,
 }
 
@@ -214,7 +222,7 @@ impl Reader {
         Reader {
             dir,
             prefix,
-            store: OnceLock::new(),
+            store: RwLock::new(None),
             models: RwLock::new(HashMap::new()),
         }
     }
@@ -224,12 +232,46 @@ impl Reader {
     }
 
     /// The store, opened on first use; "no store at DIR" until it exists.
-    pub fn store(&self) -> Result<&Store, store::Error> {
-        if let Some(s) = self.store.get() {
-            return Ok(s);
+    pub fn store(&self) -> Result<Store, store::Error> {
+        if let Some(s) = self
+            .store
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(s.clone());
         }
         let opened = Store::open_existing(&self.dir)?;
-        Ok(self.store.get_or_init(|| opened))
+        let mut slot = self.store.write().unwrap_or_else(|p| p.into_inner());
+        Ok(slot.get_or_insert(opened).clone())
+    }
+
+    /// Looks once whether the store's path still names the `data.mdb` open
+    /// (symbolic links followed): a store moved away, deleted or replaced
+    /// (`mv`, `rm -rf`, `ln -sfn` of a link given as `--store`) is let go,
+    /// and the one now there, if any, opened. Returns whether it changed.
+    pub fn check_store(&self) -> bool {
+        let open = self
+            .store
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Store::file_id);
+        let Some(open) = open else {
+            // Nothing open: the next request opens what is there.
+            return false;
+        };
+        let now = store::data_file_id(&self.dir);
+        if now == open {
+            return false;
+        }
+        let replacement = now.and_then(|_| Store::open_existing(&self.dir).ok());
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = replacement;
+        self.models
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        true
     }
 
     /// Parses a RESP key in the shapes above.

@@ -271,6 +271,8 @@ struct Inner {
     dir: PathBuf,
     env: Env,
     meta: Dbi,
+    /// The identity of the `data.mdb` opened.
+    file: Option<FileId>,
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
@@ -280,10 +282,31 @@ struct Inner {
     run_locks: AtomicUsize,
 }
 
-/// Stores open in this process, by canonical directory: LMDB must not open
-/// one environment twice in a process, and a map resize must see every transaction of the
-/// process, so opening a store again shares the first one.
-static OPEN: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
+/// Stores open in this process, by canonical directory and the identity of
+/// its `data.mdb`: LMDB must not open one environment twice in a process,
+/// and a map resize must see every transaction of the process, so opening a
+/// store again shares the first one. A directory whose `data.mdb` is now
+/// another file (the store was replaced) is another store.
+static OPEN: Mutex<Vec<(PathBuf, Option<FileId>, Weak<Inner>)>> = Mutex::new(Vec::new());
+
+/// The identity of a file: its device and inode.
+pub type FileId = (u64, u64);
+
+/// The identity of `dir/data.mdb`, symbolic links followed; `None` when it
+/// does not exist (or on systems without inodes).
+pub fn data_file_id(dir: &Path) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir.join("data.mdb")).ok()?;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
 
 /// An open prediction store. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
@@ -353,11 +376,12 @@ impl Store {
             .canonicalize()
             .map_err(|e| io("resolve the store directory", e))?;
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
-        open.retain(|(_, w)| w.strong_count() > 0);
+        open.retain(|(_, _, w)| w.strong_count() > 0);
+        let file = data_file_id(&canonical);
         if let Some(inner) = open
             .iter()
-            .find(|(p, _)| *p == canonical)
-            .and_then(|(_, w)| w.upgrade())
+            .find(|(p, f, _)| *p == canonical && *f == file)
+            .and_then(|(_, _, w)| w.upgrade())
         {
             return Ok(Store { inner });
         }
@@ -417,16 +441,24 @@ impl Store {
                 .map_err(|e| lmdb("create the meta database", e))?;
             meta
         };
+        let file = data_file_id(&canonical);
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             env,
             meta,
+            file,
             gate: RwLock::new(()),
             scratch: Mutex::new(Vec::new()),
             run_locks: AtomicUsize::new(0),
         });
-        open.push((canonical, Arc::downgrade(&inner)));
+        open.push((canonical, file, Arc::downgrade(&inner)));
         Ok(Store { inner })
+    }
+
+    /// The identity of the `data.mdb` this store opened (see
+    /// [`data_file_id`]).
+    pub fn file_id(&self) -> Option<FileId> {
+        self.inner.file
     }
 
     /// The directory this store was opened from.
