@@ -287,7 +287,10 @@ struct Inner {
 /// and a map resize must see every transaction of the process, so opening a
 /// store again shares the first one. A directory whose `data.mdb` is now
 /// another file (the store was replaced) is another store.
-static OPEN: Mutex<Vec<(PathBuf, Option<FileId>, Weak<Inner>)>> = Mutex::new(Vec::new());
+static OPEN: Mutex<Vec<OpenStore>> = Mutex::new(Vec::new());
+
+/// An entry of [`OPEN`]: canonical directory, `data.mdb` identity, store.
+type OpenStore = (PathBuf, Option<FileId>, Weak<Inner>);
 
 /// The identity of a file: its device and inode.
 pub type FileId = (u64, u64);
