@@ -569,6 +569,8 @@ fn a_store_replaced_or_deleted_while_served_is_reopened_or_reported() {
         panic!("a read of a deleted store is an error")
     };
     assert!(e.contains("no store"), "{e}");
+    let info = c.call(&["INFO"]).text();
+    assert!(info.contains("\r\nstore:no store at "), "{info}");
 
     // Another store moved into its place is served.
     std::fs::rename(&green, &blue).unwrap();
