@@ -117,6 +117,15 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "none".into())
             );
+            if before != Some(to) {
+                for pointer in s.sinks()? {
+                    eprintln!(
+                        "note: runs of this store also push to {pointer}; this flip moved \
+                         LMDB's readers only: set that pointer to {to} for the sink's \
+                         readers (for Redis: SET PREFIX:live {to})"
+                    );
+                }
+            }
             Ok(0)
         }
         StoreCmd::Export {
