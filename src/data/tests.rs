@@ -781,3 +781,24 @@ fn features_are_laid_out_row_after_row_across_transpose_blocks() {
     assert!(decode::transpose(&views, &mut out, false));
     assert_eq!(out[555 * 3 + 2], f32::INFINITY);
 }
+
+#[test]
+fn page_checksums_are_checked_when_a_file_has_them() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
+    let open = |name: &str| {
+        Dataset::open(&input(&fixtures.join(name), "entity_id", None, None), false).unwrap()
+    };
+    let rows = open("page-checksums.parquet").read_rows(0..100).unwrap();
+    assert_eq!(
+        rows.features_of(7),
+        [10.0 / 13.0, 11.0 / 13.0, 12.0 / 13.0, 0.0]
+    );
+    let err = open("page-checksum-mismatch.parquet")
+        .read_rows(0..100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("page-checksum-mismatch.parquet") && err.contains("CRC checksum mismatch"),
+        "{err}"
+    );
+}
