@@ -565,24 +565,114 @@ fn resume_refuses_changed_settings_naming_them_and_nothing_to_resume_exits_2() {
     }
     // The input's content changed (one value), same path and settings.
     s.write("job.toml", &job);
-    let original = std::fs::read(s.path("data/users.parquet")).unwrap();
-    let mut batches = read_parquet(&s.path("data/users.parquet"));
-    let b = &batches[0];
+    let users = s.path("data/users.parquet");
+    let original = std::fs::read(&users).unwrap();
+    let original_mtime = std::fs::metadata(&users).unwrap().modified().unwrap();
+    let mut batches = read_parquet(&users);
+    batches[0] = with_first_f0_moved(&batches[0]);
+    write_parquet(&users, &batches);
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input file 'data/users.parquet'"),
+        "{}",
+        text(&out)
+    );
+    // The same bytes written again: a new modification time, refused too,
+    // saying why.
+    std::fs::write(&users, &original).unwrap();
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("modification time") && stderr.contains("run without --resume"),
+        "{stderr}"
+    );
+    // Bytes and modification time restored: the same input, resumed.
+    set_mtime(&users, original_mtime);
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `batch` with its first `f0` value moved by 1.
+fn with_first_f0_moved(b: &RecordBatch) -> RecordBatch {
     let i = b.schema().index_of("f0").unwrap();
     let f0 = b.column(i).as_any().downcast_ref::<Float32Array>().unwrap();
     let mut values: Vec<f32> = f0.values().to_vec();
     values[0] += 1.0;
     let mut columns = b.columns().to_vec();
     columns[i] = Arc::new(Float32Array::from(values));
-    batches[0] = RecordBatch::try_new(b.schema(), columns).unwrap();
-    write_parquet(&s.path("data/users.parquet"), &batches);
-    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("input content"));
-    std::fs::write(s.path("data/users.parquet"), original).unwrap();
+    RecordBatch::try_new(b.schema(), columns).unwrap()
+}
+
+fn set_mtime(path: &std::path::Path, when: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// A file rewritten with changed feature values but the same size and the
+/// same Parquet footer (no compression, dictionary or statistics, so
+/// nothing in the footer depends on the values) is a changed input:
+/// `--resume` refuses it, naming the file, instead of finishing the
+/// version with a mix of old and new predictions.
+#[test]
+fn resume_refuses_an_input_rewritten_with_the_same_size_and_footer() {
+    let s = slow_scratch();
+    let users = s.path("data/users.parquet");
+    let batches = read_parquet(&users);
+    write_parquet_plain(&users, &batches);
+    let before = std::fs::read(&users).unwrap();
+
+    let mut child = spawn_slow(&s, &[]);
+    wait_for_commit(&s, &mut child);
+    send_signal(child.id(), libc_sigterm());
+    let out = wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let mut changed = batches.clone();
+    changed[0] = with_first_f0_moved(&changed[0]);
+    write_parquet_plain(&users, &changed);
+    let after = std::fs::read(&users).unwrap();
+    assert_eq!(after.len(), before.len(), "the rewrite changed the size");
+    assert_ne!(after, before, "the rewrite changed nothing");
+    let footer = |b: &[u8]| {
+        let n = u32::from_le_bytes(b[b.len() - 8..b.len() - 4].try_into().unwrap()) as usize;
+        b[b.len() - 8 - n..].to_vec()
+    };
+    assert_eq!(
+        footer(&after),
+        footer(&before),
+        "the rewrite changed the footer"
+    );
 
     let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("input file 'data/users.parquet'") && stderr.contains("version 1"),
+        "{stderr}"
+    );
+}
+
+/// `batches` written with nothing in the footer that depends on the values.
+fn write_parquet_plain(path: &std::path::Path, batches: &[RecordBatch]) {
+    use parquet::basic::Compression;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .build();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batches[0].schema(), Some(props)).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
 }
 
 // ---- the worker and malformed Run messages ----
