@@ -429,6 +429,91 @@ fn on_invalid_missing_is_refused_for_a_model_kind_without_missing_values() {
     );
 }
 
+/// A model whose scores overflow to infinity (huge weights) is the
+/// model's fault, not a worker's: the scores are committed, the gate's
+/// `finite` check fails (exit 3, nothing flipped), and no worker is blamed
+/// for a malformed result.
+#[test]
+fn non_finite_scores_fail_the_finite_check_not_the_worker() {
+    let s = Scratch::new(&JobShape::default());
+    let out = herd_env(
+        &s,
+        &[
+            "gen",
+            "mlp",
+            "--out",
+            "data",
+            "--users",
+            "300",
+            "--features",
+            "4",
+            "--seed",
+            "2",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let weights = s.path("data/mlp.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let huge: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let data = t
+                .data()
+                .chunks(4)
+                .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * 1e30).to_le_bytes())
+                .collect();
+            (name, t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = huge
+        .iter()
+        .map(|(n, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(&weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    s.write(
+        "mlp.toml",
+        r#"[job]
+name = "overflow"
+model_version = "m1"
+hosts = "hosts.toml"
+
+[input]
+path = "data/entities.parquet"
+id_column = "entity_id"
+
+[model]
+kind = "mlp"
+weights = "data/mlp.safetensors"
+output = "none"
+
+[output]
+store = "store"
+"#,
+    );
+    let out = herd_env(&s, &["run", "mlp.toml", "--report", "report.json"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("malformed") && !stderr.contains("protocol violation"),
+        "{stderr}"
+    );
+    let report = report(&s);
+    let finite = check(&report, "finite");
+    assert_eq!(finite["passed"], false, "{report}");
+    assert!(
+        finite["detail"].as_str().unwrap().contains("non-finite"),
+        "{report}"
+    );
+    assert_eq!(report["flipped"], false, "{report}");
+}
+
 // ---- resume and signals ----
 
 /// A run slowed down (one slot, 40x) so that it can be stopped mid-way.
