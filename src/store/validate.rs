@@ -407,7 +407,10 @@ fn sample_shape_problem(value: ValueRef<'_>, row: &SampleRow) -> Option<String> 
 /// the same infinity, or NaN on both sides, agrees (the `finite` check
 /// judges those, not the spot check).
 fn close(a: f32, b: f32, tol: f32) -> bool {
-    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol * b.abs().max(1.0)
+    if !a.is_finite() || !b.is_finite() {
+        return a == b || (a.is_nan() && b.is_nan());
+    }
+    (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
 /// Compares a stored value with the reference. Top-K lists must agree score by
