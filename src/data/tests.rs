@@ -443,6 +443,42 @@ fn scan_index_matches_a_full_read() {
 }
 
 #[test]
+fn string_ids_of_0_or_more_than_511_bytes_are_refused_naming_file_row_and_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("\x1b]0;{}", "x".repeat(100_000));
+    for (bad, len) in [("", 0usize), (long.as_str(), long.len())] {
+        let ids = StringArray::from(vec!["a", "b", bad, "c"]);
+        let path = write_parquet(
+            dir.path(),
+            "ids.parquet",
+            &[batch(vec![("id", Arc::new(ids) as ArrayRef)])],
+        );
+        let ds = Dataset::open(&input(&path, "id", None, Some(&[])), false).unwrap();
+        let e = ds.scan_index().unwrap_err().to_string();
+        assert!(e.contains("ids.parquet") && e.contains("row 2"), "{e}");
+        assert!(
+            e.contains(&format!("is {len} bytes")) && e.contains("511"),
+            "{e}"
+        );
+        assert!(
+            e.len() < 500,
+            "the message shows the whole id: {} bytes",
+            e.len()
+        );
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+    // 511 bytes are an id.
+    let ids = StringArray::from(vec!["y".repeat(MAX_ID_BYTES)]);
+    let path = write_parquet(
+        dir.path(),
+        "ok.parquet",
+        &[batch(vec![("id", Arc::new(ids) as ArrayRef)])],
+    );
+    let ds = Dataset::open(&input(&path, "id", None, Some(&[])), false).unwrap();
+    assert_eq!(ds.scan_index().unwrap().ids.len(), 1);
+}
+
+#[test]
 fn string_ids_nulls_and_other_numeric_types_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let make = |ids: Vec<&str>, hist: Vec<Option<Vec<i64>>>, a: Vec<f64>, b: Vec<i32>| {
