@@ -250,6 +250,19 @@ fn runs_push_to_redis_and_flip_its_pointer_readers_never_see_half_a_version() {
     // Nothing of the failed version is left for its expiry to clean.
     assert!(keys(&mut c, "pred:v4:*").is_empty(), "{}", text(&out));
     assert_eq!(keys(&mut c, "pred:v3:*").len(), shape.users as usize);
+
+    // A rollback by hand moves LMDB only, and says which pointer it left.
+    let out = s.herd(&["store", "flip", "--to", "2", "--store", "store"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "note: runs of this store also push to redis {}, pointer pred:live",
+            redis_server.url()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(get(&mut c, "pred:live").as_deref(), Some("3"));
 }
 
 #[test]

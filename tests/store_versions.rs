@@ -438,3 +438,26 @@ fn a_run_flips_only_if_the_live_version_is_still_the_one_it_checked_against() {
     store.flip_from(Some(v1), v3).unwrap();
     assert_eq!(store.live().unwrap(), Some(v3));
 }
+
+#[test]
+fn an_empty_or_overlong_id_is_not_found_rather_than_an_lmdb_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = build_scores_version(&store, "job", 10, 10, 1, 1.0);
+    store.flip(v).unwrap();
+    for id in [String::new(), "x".repeat(600)] {
+        let key = EntityKey::Str(id.clone());
+        assert_eq!(
+            store.get(&key, None, T0).unwrap(),
+            None,
+            "{} bytes",
+            id.len()
+        );
+        assert_eq!(
+            store.get(&key, Some(v), T0).unwrap(),
+            None,
+            "{} bytes",
+            id.len()
+        );
+    }
+}

@@ -429,6 +429,91 @@ fn on_invalid_missing_is_refused_for_a_model_kind_without_missing_values() {
     );
 }
 
+/// A model whose scores overflow to infinity (huge weights) is the
+/// model's fault, not a worker's: the scores are committed, the gate's
+/// `finite` check fails (exit 3, nothing flipped), and no worker is blamed
+/// for a malformed result.
+#[test]
+fn non_finite_scores_fail_the_finite_check_not_the_worker() {
+    let s = Scratch::new(&JobShape::default());
+    let out = herd_env(
+        &s,
+        &[
+            "gen",
+            "mlp",
+            "--out",
+            "data",
+            "--users",
+            "300",
+            "--features",
+            "4",
+            "--seed",
+            "2",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let weights = s.path("data/mlp.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let huge: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let data = t
+                .data()
+                .chunks(4)
+                .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * 1e30).to_le_bytes())
+                .collect();
+            (name, t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = huge
+        .iter()
+        .map(|(n, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(&weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    s.write(
+        "mlp.toml",
+        r#"[job]
+name = "overflow"
+model_version = "m1"
+hosts = "hosts.toml"
+
+[input]
+path = "data/entities.parquet"
+id_column = "entity_id"
+
+[model]
+kind = "mlp"
+weights = "data/mlp.safetensors"
+output = "none"
+
+[output]
+store = "store"
+"#,
+    );
+    let out = herd_env(&s, &["run", "mlp.toml", "--report", "report.json"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("malformed") && !stderr.contains("protocol violation"),
+        "{stderr}"
+    );
+    let report = report(&s);
+    let finite = check(&report, "finite");
+    assert_eq!(finite["passed"], false, "{report}");
+    assert!(
+        finite["detail"].as_str().unwrap().contains("non-finite"),
+        "{report}"
+    );
+    assert_eq!(report["flipped"], false, "{report}");
+}
+
 // ---- resume and signals ----
 
 /// A run slowed down (one slot, 40x) so that it can be stopped mid-way.
@@ -565,24 +650,114 @@ fn resume_refuses_changed_settings_naming_them_and_nothing_to_resume_exits_2() {
     }
     // The input's content changed (one value), same path and settings.
     s.write("job.toml", &job);
-    let original = std::fs::read(s.path("data/users.parquet")).unwrap();
-    let mut batches = read_parquet(&s.path("data/users.parquet"));
-    let b = &batches[0];
+    let users = s.path("data/users.parquet");
+    let original = std::fs::read(&users).unwrap();
+    let original_mtime = std::fs::metadata(&users).unwrap().modified().unwrap();
+    let mut batches = read_parquet(&users);
+    batches[0] = with_first_f0_moved(&batches[0]);
+    write_parquet(&users, &batches);
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input file 'data/users.parquet'"),
+        "{}",
+        text(&out)
+    );
+    // The same bytes written again: a new modification time, refused too,
+    // saying why.
+    std::fs::write(&users, &original).unwrap();
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("modification time") && stderr.contains("run without --resume"),
+        "{stderr}"
+    );
+    // Bytes and modification time restored: the same input, resumed.
+    set_mtime(&users, original_mtime);
+    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `batch` with its first `f0` value moved by 1.
+fn with_first_f0_moved(b: &RecordBatch) -> RecordBatch {
     let i = b.schema().index_of("f0").unwrap();
     let f0 = b.column(i).as_any().downcast_ref::<Float32Array>().unwrap();
     let mut values: Vec<f32> = f0.values().to_vec();
     values[0] += 1.0;
     let mut columns = b.columns().to_vec();
     columns[i] = Arc::new(Float32Array::from(values));
-    batches[0] = RecordBatch::try_new(b.schema(), columns).unwrap();
-    write_parquet(&s.path("data/users.parquet"), &batches);
-    let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("input content"));
-    std::fs::write(s.path("data/users.parquet"), original).unwrap();
+    RecordBatch::try_new(b.schema(), columns).unwrap()
+}
+
+fn set_mtime(path: &std::path::Path, when: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// A file rewritten with changed feature values but the same size and the
+/// same Parquet footer (no compression, dictionary or statistics, so
+/// nothing in the footer depends on the values) is a changed input:
+/// `--resume` refuses it, naming the file, instead of finishing the
+/// version with a mix of old and new predictions.
+#[test]
+fn resume_refuses_an_input_rewritten_with_the_same_size_and_footer() {
+    let s = slow_scratch();
+    let users = s.path("data/users.parquet");
+    let batches = read_parquet(&users);
+    write_parquet_plain(&users, &batches);
+    let before = std::fs::read(&users).unwrap();
+
+    let mut child = spawn_slow(&s, &[]);
+    wait_for_commit(&s, &mut child);
+    send_signal(child.id(), libc_sigterm());
+    let out = wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let mut changed = batches.clone();
+    changed[0] = with_first_f0_moved(&changed[0]);
+    write_parquet_plain(&users, &changed);
+    let after = std::fs::read(&users).unwrap();
+    assert_eq!(after.len(), before.len(), "the rewrite changed the size");
+    assert_ne!(after, before, "the rewrite changed nothing");
+    let footer = |b: &[u8]| {
+        let n = u32::from_le_bytes(b[b.len() - 8..b.len() - 4].try_into().unwrap()) as usize;
+        b[b.len() - 8 - n..].to_vec()
+    };
+    assert_eq!(
+        footer(&after),
+        footer(&before),
+        "the rewrite changed the footer"
+    );
 
     let out = herd_env(&s, &["run", "job.toml", "--resume"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("input file 'data/users.parquet'") && stderr.contains("version 1"),
+        "{stderr}"
+    );
+}
+
+/// `batches` written with nothing in the footer that depends on the values.
+fn write_parquet_plain(path: &std::path::Path, batches: &[RecordBatch]) {
+    use parquet::basic::Compression;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    let props = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .build();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batches[0].schema(), Some(props)).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
 }
 
 // ---- the worker and malformed Run messages ----

@@ -40,7 +40,7 @@ pub(super) enum ExportFormat {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum StoreCmd {
-    /// List versions (live first).
+    /// List versions, newest first (the live one marked).
     Versions {
         #[arg(long, default_value = "store")]
         store: PathBuf,
@@ -72,7 +72,8 @@ pub(super) enum StoreCmd {
         keep: usize,
         /// Age after which building and failed versions are dropped
         /// (`3600`, `30m`, `12h`, `1d`).
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = herd::config::parse_ttl)]
+        /// `0`: at once.
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = herd::config::parse_grace)]
         grace: u64,
         #[arg(long, default_value = "store")]
         store: PathBuf,
@@ -117,6 +118,15 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "none".into())
             );
+            if before != Some(to) {
+                for pointer in s.sinks()? {
+                    eprintln!(
+                        "note: runs of this store also push to {pointer}; this flip moved \
+                         LMDB's readers only: set that pointer to {to} for the sink's \
+                         readers (for Redis: SET PREFIX:live {to})"
+                    );
+                }
+            }
             Ok(0)
         }
         StoreCmd::Export {
@@ -135,12 +145,15 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let done = herd::store::export::export(&s, version, format, &out, now)?;
+            let size = match out == std::path::Path::new("-") {
+                true => String::new(),
+                false => format!(" ({} bytes)", done.bytes),
+            };
             eprintln!(
-                "exported {} predictions of v{} to {} ({} bytes) in {:.2} s ({:.0} entities/s)",
+                "exported {} predictions of v{} to {}{size} in {:.2} s ({:.0} entities/s)",
                 done.rows,
                 done.version,
                 out.display(),
-                done.bytes,
                 done.seconds,
                 done.rows as f64 / done.seconds.max(1e-9)
             );

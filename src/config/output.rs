@@ -81,6 +81,24 @@ const REDIS_SCHEMES: &[(&str, bool, bool)] = &[
 /// (seconds), into seconds. At least one second, at most [`MAX_TTL_SECS`].
 /// An error message starts with the quoted input and says what was expected.
 pub fn parse_ttl(s: &str) -> std::result::Result<u64, String> {
+    let secs = parse_duration(s)?;
+    if secs == 0 {
+        return Err(format!(
+            "'{s}' is zero, which would make every prediction stale at once; \
+             expected at least one second"
+        ));
+    }
+    Ok(secs)
+}
+
+/// Parses a grace period (`herd store gc --grace`) as [`parse_ttl`] does,
+/// but zero is allowed: unfinished and failed versions go at once.
+pub fn parse_grace(s: &str) -> std::result::Result<u64, String> {
+    parse_duration(s)
+}
+
+/// A duration in the forms [`parse_ttl`] names, zero included.
+fn parse_duration(s: &str) -> std::result::Result<u64, String> {
     const EXPECTED: &str = "expected a number of seconds ('3600') or a number followed by \
                             s, m, h or d ('3600s', '30m', '12h', '7d')";
     let (digits, unit) = match s.char_indices().last() {
@@ -106,12 +124,6 @@ pub fn parse_ttl(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| {
             format!("'{s}' is too long; expected at most {MAX_TTL_SECS} seconds (100 years)")
         })?;
-    if secs == 0 {
-        return Err(format!(
-            "'{s}' is zero, which would make every prediction stale at once; \
-             expected at least one second"
-        ));
-    }
     Ok(secs)
 }
 

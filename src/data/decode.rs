@@ -434,6 +434,15 @@ impl PartView<'_> {
             EntityIds::Str(out) => {
                 let mut push = |i: usize, v: Option<&str>| match v {
                     None => Err(null(i)),
+                    Some(s) if s.is_empty() || s.len() > super::MAX_ID_BYTES => {
+                        Err(Error::IdLength {
+                            path: self.path(),
+                            column: id.name.clone(),
+                            row: first_row + i as u64,
+                            len: s.len(),
+                            shown: crate::model::shown_id(s),
+                        })
+                    }
                     Some(s) => {
                         out.push(s.to_string());
                         Ok(())

@@ -44,6 +44,10 @@ use crate::model::{EntityIds, Rows};
 
 pub use r#gen::{GenKind, GenOptions, GenSummary, generate};
 pub use parts::{MAX_DEPTH, MAX_PARTS};
+
+/// The longest string id, in bytes: the store's key limit (LMDB's largest
+/// key). An empty id is refused too; both when the input's ids are read.
+pub const MAX_ID_BYTES: usize = 511;
 pub use remote::object_identity;
 pub use segment::Segment;
 
@@ -112,6 +116,19 @@ pub enum Error {
         role: &'static str,
         found: String,
         expected: &'static str,
+    },
+    #[error(
+        "{}: column '{column}', row {row}: the id '{shown}' is {len} bytes; a string id is 1 to {MAX_ID_BYTES} bytes (the store's key limit)",
+        path.display()
+    )]
+    IdLength {
+        path: PathBuf,
+        column: String,
+        row: u64,
+        len: usize,
+        /// The id as a message shows it (cut short, control characters
+        /// escaped).
+        shown: String,
     },
     #[error("{}: column '{column}', row {row}: the id is null; every row needs an id", path.display())]
     NullId {

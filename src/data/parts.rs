@@ -74,51 +74,66 @@ fn find_local(path: &Path) -> Result<Vec<PartRef>> {
         path: path.to_path_buf(),
         message,
     };
-    let found: Vec<(PathBuf, Vec<(String, String)>)> =
-        if let Some(glob) = Glob::new(&text).map_err(location_error)? {
-            let base = glob.base();
-            let walked = walk(Path::new(if base.is_empty() { "." } else { base }), path)?;
-            let matched: Vec<_> = walked
-                .into_iter()
-                .filter_map(|rel| {
-                    let full = if base.is_empty() {
-                        rel.clone()
-                    } else {
-                        format!("{}/{rel}", base.trim_end_matches('/'))
-                    };
-                    glob.matches(&full)
-                        .then(|| (PathBuf::from(full), folder_keys(&rel)))
-                })
-                .collect();
-            if matched.is_empty() {
-                return Err(Error::NoParts {
-                    path: path.to_path_buf(),
-                    message: "the glob matches no files",
-                });
-            }
-            matched
-        } else {
-            let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            if !meta.is_dir() {
-                vec![(path.to_path_buf(), Vec::new())]
+    // A path that names an existing file or folder is taken as written, even
+    // when its name has a glob character (`x[1].parquet`).
+    let glob = match std::fs::metadata(path) {
+        Ok(_) => None,
+        Err(_) => Glob::new(&text).map_err(location_error)?,
+    };
+    let found: Vec<(PathBuf, Vec<(String, String)>)> = if let Some(glob) = glob {
+        let base = glob.base();
+        let full = |rel: &str| {
+            if base.is_empty() {
+                rel.to_string()
             } else {
-                let files: Vec<_> = walk(path, path)?
-                    .into_iter()
-                    .filter(|rel| is_data_file(rel))
-                    .map(|rel| (path.join(&rel), folder_keys(&rel)))
-                    .collect();
-                if files.is_empty() {
-                    return Err(Error::NoParts {
-                        path: path.to_path_buf(),
-                        message: "no *.parquet file is in this folder or below it",
-                    });
-                }
-                files
+                format!("{}/{rel}", base.trim_end_matches('/'))
             }
         };
+        let wanted = Wanted {
+            file: &|rel: &str| glob.matches(&full(rel)),
+            folder: &|rel: &str| glob.may_match_below(&full(rel)),
+        };
+        let walked = walk(
+            Path::new(if base.is_empty() { "." } else { base }),
+            path,
+            &wanted,
+        )?;
+        let matched: Vec<_> = walked
+            .into_iter()
+            .map(|rel| (PathBuf::from(full(&rel)), folder_keys(&rel)))
+            .collect();
+        if matched.is_empty() {
+            return Err(Error::NoParts {
+                path: path.to_path_buf(),
+                message: "the glob matches no files",
+            });
+        }
+        matched
+    } else {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            vec![(path.to_path_buf(), Vec::new())]
+        } else {
+            let wanted = Wanted {
+                file: &is_data_file,
+                folder: &|_| true,
+            };
+            let files: Vec<_> = walk(path, path, &wanted)?
+                .into_iter()
+                .map(|rel| (path.join(&rel), folder_keys(&rel)))
+                .collect();
+            if files.is_empty() {
+                return Err(Error::NoParts {
+                    path: path.to_path_buf(),
+                    message: "no *.parquet file is in this folder or below it",
+                });
+            }
+            files
+        }
+    };
     if found.len() > MAX_PARTS {
         return Err(Error::TooManyParts {
             path: path.to_path_buf(),
@@ -138,10 +153,19 @@ fn find_local(path: &Path) -> Result<Vec<PartRef>> {
     Ok(parts)
 }
 
-/// Every regular file below `dir` (symlinks followed), as `/`-separated
-/// paths relative to it, leaving out hidden names; `name` is the input, for
-/// messages.
-fn walk(dir: &Path, name: &Path) -> Result<Vec<String>> {
+/// Which entries below a walked folder matter, by `/`-separated path
+/// relative to it: files that would be parts, folders that may hold some.
+struct Wanted<'a> {
+    file: &'a dyn Fn(&str) -> bool,
+    folder: &'a dyn Fn(&str) -> bool,
+}
+
+/// The files below `dir` that `wanted` takes (symlinks followed), as
+/// `/`-separated paths relative to it, searching only the folders it may
+/// take files from and leaving out hidden names; `name` is the input, for
+/// messages. Only entries that may matter are examined: a dangling symlink
+/// elsewhere is no error, one that would have been a part is.
+fn walk(dir: &Path, name: &Path, wanted: &Wanted) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new(), 0usize)];
     while let Some((folder, rel, depth)) = stack.pop() {
@@ -173,14 +197,32 @@ fn walk(dir: &Path, name: &Path) -> Result<Vec<String>> {
             } else {
                 format!("{rel}/{file_name}")
             };
-            // Follows symlinks, unlike DirEntry::file_type.
-            let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+            let (as_file, as_folder) = ((wanted.file)(&child), (wanted.folder)(&child));
+            if !as_file && !as_folder {
+                continue;
+            }
+            let io = |source| Error::Io {
                 path: path.clone(),
                 source,
-            })?;
-            if meta.is_dir() {
+            };
+            // The entry's own type (no stat where the folder listing tells
+            // it); a symlink is followed.
+            let kind = entry.file_type().map_err(io)?;
+            let (is_dir, is_file) = if kind.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(meta) => (meta.is_dir(), meta.is_file()),
+                    // A link to nothing is a part that cannot be read when
+                    // its name is a part's; otherwise it is no folder to
+                    // search either.
+                    Err(source) if as_file => return Err(io(source)),
+                    Err(_) => continue,
+                }
+            } else {
+                (kind.is_dir(), kind.is_file())
+            };
+            if is_dir && as_folder {
                 stack.push((path, child, depth + 1));
-            } else if meta.is_file() {
+            } else if is_file && as_file {
                 out.push(child);
                 if out.len() > MAX_PARTS * 4 {
                     return Err(Error::TooManyParts {
@@ -257,6 +299,11 @@ pub(super) struct Glob {
     /// The segments before the first one with a glob character.
     base: String,
     matcher: globset::GlobMatcher,
+    /// One matcher per segment of the pattern, up to the first `**`
+    /// (`None` at that segment, and beyond it anything may match); empty
+    /// when the pattern does not split into segments that way (a `{a,b/c}`
+    /// group holding a `/`), so that every folder is searched.
+    segments: Vec<Option<globset::GlobMatcher>>,
 }
 
 impl Glob {
@@ -277,7 +324,53 @@ impl Glob {
             .build()
             .map_err(|e| format!("not a valid glob: {e}"))?
             .compile_matcher();
-        Ok(Some(Glob { base, matcher }))
+        let mut matchers = Vec::new();
+        for segment in &segments {
+            if segment.contains("**") {
+                matchers.push(None);
+                break;
+            }
+            match globset::GlobBuilder::new(segment)
+                .literal_separator(true)
+                .build()
+            {
+                Ok(g) => matchers.push(Some(g.compile_matcher())),
+                Err(_) => {
+                    matchers.clear();
+                    break;
+                }
+            }
+        }
+        Ok(Some(Glob {
+            base,
+            matcher,
+            segments: matchers,
+        }))
+    }
+
+    /// Whether the folder `path` may hold a file the pattern matches: each
+    /// of its segments matches the pattern's segment at its place, and the
+    /// pattern has segments beyond it (or a `**` at or before it).
+    pub(super) fn may_match_below(&self, path: &str) -> bool {
+        if self.segments.is_empty() {
+            return true;
+        }
+        let folder: Vec<&str> = path.split('/').collect();
+        for (i, name) in folder.iter().enumerate() {
+            match self.segments.get(i) {
+                Some(Some(m)) => {
+                    if !m.is_match(name) {
+                        return false;
+                    }
+                }
+                // A `**` here: anything below may match.
+                Some(None) => return true,
+                // The pattern ends above this folder.
+                None => return false,
+            }
+        }
+        // Every segment matched so far: a file or folder must follow.
+        folder.len() < self.segments.len()
     }
 
     pub(super) fn base(&self) -> &str {
@@ -335,5 +428,82 @@ mod tests {
         assert_eq!(Glob::new("/*.parquet").unwrap().unwrap().base(), "/");
         assert!(Glob::new("data/users.parquet").unwrap().is_none());
         assert!(Glob::new("data/[z-a].parquet").is_err());
+    }
+
+    /// The part names `find_local` returns for `pattern` below `dir`,
+    /// relative to `dir`.
+    fn found(dir: &Path, pattern: &str) -> Result<Vec<String>> {
+        let parts = find_local(&dir.join(pattern))?;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let rel = p.name.strip_prefix(dir).unwrap();
+                rel.to_string_lossy().into_owned()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn an_existing_path_is_taken_literally_before_glob_expansion() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x[1].parquet"), b"a").unwrap();
+        assert_eq!(found(dir.path(), "x[1].parquet").unwrap(), ["x[1].parquet"]);
+        // A file the pattern matches as a glob is not read instead.
+        std::fs::write(dir.path().join("x1.parquet"), b"b").unwrap();
+        assert_eq!(found(dir.path(), "x[1].parquet").unwrap(), ["x[1].parquet"]);
+        // A path that names nothing is still a glob.
+        assert_eq!(found(dir.path(), "x[0-9].parquet").unwrap(), ["x1.parquet"]);
+    }
+
+    #[test]
+    fn a_dangling_symlink_that_could_not_be_a_part_is_passed_over() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("g");
+        std::fs::create_dir_all(g.join("ok")).unwrap();
+        std::fs::create_dir_all(g.join("bad")).unwrap();
+        std::fs::write(g.join("ok/a.parquet"), b"a").unwrap();
+        symlink("/nonexistent/zz", g.join("bad/zz.txt")).unwrap();
+        symlink("/nonexistent/zz", g.join("bad/zz.parquet")).unwrap();
+        symlink("/nonexistent/zz", g.join("ok/notes.txt")).unwrap();
+        symlink("/nonexistent/zz", g.join("latest")).unwrap();
+        assert_eq!(
+            found(dir.path(), "g/o*/*.parquet").unwrap(),
+            ["g/ok/a.parquet"]
+        );
+        assert_eq!(
+            found(dir.path(), "g/**/a.parquet").unwrap(),
+            ["g/ok/a.parquet"]
+        );
+        // A folder input: the stale `latest` link and a non-parquet link
+        // are no parts; a parquet link to nothing is one that cannot be read.
+        std::fs::remove_file(g.join("bad/zz.parquet")).unwrap();
+        assert_eq!(found(dir.path(), "g").unwrap(), ["g/ok/a.parquet"]);
+        symlink("/nonexistent/zz", g.join("ok/b.parquet")).unwrap();
+        for pattern in ["g", "g/o*/*.parquet", "g/**/*.parquet"] {
+            let e = found(dir.path(), pattern).unwrap_err().to_string();
+            assert!(e.contains("ok/b.parquet"), "{pattern}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_folders_that_may_hold_a_match_are_searched() {
+        let g = Glob::new("g/o*/*.parquet").unwrap().unwrap();
+        assert!(g.may_match_below("g"));
+        assert!(g.may_match_below("g/ok"));
+        assert!(!g.may_match_below("g/bad"));
+        assert!(!g.may_match_below("g/ok/deeper"));
+        assert!(!g.may_match_below("h"));
+        let g = Glob::new("/srv/d/*/x=*/*.parquet").unwrap().unwrap();
+        assert!(g.may_match_below("/srv/d/a/x=1"));
+        assert!(!g.may_match_below("/srv/d/a/y=1"));
+        // Below a `**` anything may match.
+        let g = Glob::new("d/a*/**/p.parquet").unwrap().unwrap();
+        assert!(g.may_match_below("d/ab/c/e/f"));
+        assert!(!g.may_match_below("d/b"));
+        // A group across segments: every folder is searched.
+        let g = Glob::new("d/{a,b/c}/*.parquet").unwrap().unwrap();
+        assert!(g.may_match_below("d/b/c"));
+        assert!(g.matches("d/b/c/x.parquet"));
     }
 }

@@ -443,6 +443,42 @@ fn scan_index_matches_a_full_read() {
 }
 
 #[test]
+fn string_ids_of_0_or_more_than_511_bytes_are_refused_naming_file_row_and_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("\x1b]0;{}", "x".repeat(100_000));
+    for (bad, len) in [("", 0usize), (long.as_str(), long.len())] {
+        let ids = StringArray::from(vec!["a", "b", bad, "c"]);
+        let path = write_parquet(
+            dir.path(),
+            "ids.parquet",
+            &[batch(vec![("id", Arc::new(ids) as ArrayRef)])],
+        );
+        let ds = Dataset::open(&input(&path, "id", None, Some(&[])), false).unwrap();
+        let e = ds.scan_index().unwrap_err().to_string();
+        assert!(e.contains("ids.parquet") && e.contains("row 2"), "{e}");
+        assert!(
+            e.contains(&format!("is {len} bytes")) && e.contains("511"),
+            "{e}"
+        );
+        assert!(
+            e.len() < 500,
+            "the message shows the whole id: {} bytes",
+            e.len()
+        );
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+    // 511 bytes are an id.
+    let ids = StringArray::from(vec!["y".repeat(MAX_ID_BYTES)]);
+    let path = write_parquet(
+        dir.path(),
+        "ok.parquet",
+        &[batch(vec![("id", Arc::new(ids) as ArrayRef)])],
+    );
+    let ds = Dataset::open(&input(&path, "id", None, Some(&[])), false).unwrap();
+    assert_eq!(ds.scan_index().unwrap().ids.len(), 1);
+}
+
+#[test]
 fn string_ids_nulls_and_other_numeric_types_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let make = |ids: Vec<&str>, hist: Vec<Option<Vec<i64>>>, a: Vec<f64>, b: Vec<i32>| {
@@ -780,4 +816,25 @@ fn features_are_laid_out_row_after_row_across_transpose_blocks() {
     assert!(!decode::transpose(&views, &mut out, true));
     assert!(decode::transpose(&views, &mut out, false));
     assert_eq!(out[555 * 3 + 2], f32::INFINITY);
+}
+
+#[test]
+fn page_checksums_are_checked_when_a_file_has_them() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
+    let open = |name: &str| {
+        Dataset::open(&input(&fixtures.join(name), "entity_id", None, None), false).unwrap()
+    };
+    let rows = open("page-checksums.parquet").read_rows(0..100).unwrap();
+    assert_eq!(
+        rows.features_of(7),
+        [10.0 / 13.0, 11.0 / 13.0, 12.0 / 13.0, 0.0]
+    );
+    let err = open("page-checksum-mismatch.parquet")
+        .read_rows(0..100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("page-checksum-mismatch.parquet") && err.contains("CRC checksum mismatch"),
+        "{err}"
+    );
 }

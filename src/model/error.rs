@@ -101,6 +101,13 @@ pub enum Error {
         second: usize,
     },
 
+    #[error(
+        "the last layer '{layer}' outputs {found} scores per entity; a stored prediction holds \
+         at most {max} scores (its count is 16 bits)",
+        max = super::MAX_SCORES
+    )]
+    TooManyScores { layer: String, found: usize },
+
     #[error("two_tower embedding dim is 0 in tensor 'item_embeddings'; expected at least 1")]
     ZeroDim,
 }

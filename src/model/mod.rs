@@ -107,13 +107,51 @@ impl EntityKey {
     }
 }
 
+impl EntityKey {
+    /// The id as the input holds it (a string id as is; see the `Display`
+    /// form for messages).
+    pub fn into_text(self) -> String {
+        match self {
+            EntityKey::Int(v) => v.to_string(),
+            EntityKey::Str(s) => s,
+        }
+    }
+}
+
+/// The most scores one entity's prediction may have: a stored value's
+/// count is 16 bits (`store::value::MAX_COUNT`).
+pub const MAX_SCORES: usize = u16::MAX as usize;
+
+/// The most characters of a string id a message shows.
+pub const SHOWN_ID_CHARS: usize = 64;
+
+/// An id as messages show it: a string id's control characters escaped
+/// (`\u{1b}`; an id from the input must not drive the terminal) and one
+/// longer than [`SHOWN_ID_CHARS`] cut there, its length said.
 impl std::fmt::Display for EntityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EntityKey::Int(v) => write!(f, "{v}"),
-            EntityKey::Str(s) => write!(f, "{s}"),
+            EntityKey::Str(s) => write!(f, "{}", shown_id(s)),
         }
     }
+}
+
+/// `id` as a message shows it: see [`EntityKey`]'s `Display`.
+pub fn shown_id(id: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in id.chars().enumerate() {
+        if n == SHOWN_ID_CHARS {
+            out.push_str(&format!("... ({} bytes in all)", id.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The rows of one chunk, columnar.

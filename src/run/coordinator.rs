@@ -557,7 +557,7 @@ fn find_resumable(
         )));
     };
     let changed = match super::prepare::changed_settings(&newest.fingerprint, &p.fingerprint) {
-        Some(list) => list.join(", "),
+        Some(list) => super::prepare::describe_changed(&list, &p.dataset),
         None => "its fingerprint is in an older format that does not name settings".into(),
     };
     Err(Error::Config(format!(

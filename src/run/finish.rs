@@ -134,6 +134,16 @@ impl Coordinator {
         for s in sinks.iter_mut() {
             tokio::task::block_in_place(|| sink::flip(version, s.as_mut())).map_err(sink_err)?;
         }
+        if !sinks.is_empty() {
+            // For `herd store flip`, which moves LMDB only, to name them.
+            let pointers: Vec<String> = sinks.iter().map(|s| s.pointer()).collect();
+            if let Err(e) = self.store.note_sinks(&pointers) {
+                self.out.log(
+                    "run",
+                    format!("warning: cannot note the sinks in the store: {e}"),
+                );
+            }
+        }
         let keep = self.p.job.output.keep_versions as usize;
         let dropped = self.store.gc(keep).map_err(store_err)?;
         if !dropped.is_empty() {

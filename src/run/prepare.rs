@@ -334,8 +334,13 @@ pub(super) fn invalid_message(
 /// `;` (so a refused `--resume` can name what changed): the job's
 /// `model_version`, every resolved `[model]` setting, the weights' sha256,
 /// the input's id, history and feature columns and `on_invalid`, and the
-/// input's content identity (its size and a hash of its Parquet footer,
-/// which holds every row group's statistics and offsets).
+/// input's content identity: which part files it has (`input files`), and
+/// each part's size, modification time and a hash of its Parquet footer (an
+/// object's size, entity tag and modification time), as `input content`
+/// and, for an input of at most [`NAMED_PARTS`] parts, one `input part N`
+/// setting each, so that a refusal names the file. The modification time is
+/// what a reader checks during a run too: a file rewritten with values
+/// changed but size and footer kept (no statistics written) changes it.
 pub fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> Result<String, Error> {
     let mut parts: Vec<(String, String)> = vec![
         ("[job] model_version".into(), job.model_version.clone()),
@@ -372,28 +377,90 @@ pub fn fingerprint(job: &Job, weights_sha256: &str, dataset: &Dataset) -> Result
         "[input] on_invalid".into(),
         format!("{:?}", input.on_invalid),
     ));
-    // Every part's name and content identity: a local file's length and
-    // footer hash, an object's size and entity tag.
+    // Every part's name and content identity: a local file's length,
+    // modification time and footer hash, an object's size, entity tag and
+    // modification time.
+    let mut names = String::new();
     let mut content = String::new();
+    let mut each = Vec::new();
     for (name, identity) in dataset.part_names().zip(dataset.identity().lines()) {
+        // `identity` is "NAME SIZE MTIME" (or "NAME SIZE ETAG MTIME").
+        let identity = identity
+            .strip_prefix(&*name.to_string_lossy())
+            .unwrap_or(identity)
+            .trim_start();
         let id = match std::fs::metadata(name) {
-            Ok(m) if m.is_file() => parquet_identity(name).map_err(|e| {
-                Error::Config(format!(
-                    "{}: [input] '{}': {e}",
-                    job.file.display(),
-                    name.display()
-                ))
-            })?,
+            Ok(m) if m.is_file() => {
+                let footer = parquet_identity(name).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: [input] '{}': {e}",
+                        job.file.display(),
+                        name.display()
+                    ))
+                })?;
+                format!("{footer} {identity}")
+            }
             _ => identity.to_string(),
         };
+        names.push_str(&format!("{}\n", name.display()));
         content.push_str(&format!("{} {id}\n", name.display()));
+        each.push(id);
     }
+    parts.push(("input files".into(), names));
     parts.push(("input content".into(), content));
+    if each.len() <= NAMED_PARTS {
+        for (i, id) in each.into_iter().enumerate() {
+            parts.push((format!("{INPUT_PART} {i}"), id));
+        }
+    }
     Ok(parts
         .iter()
         .map(|(k, v)| format!("{k}={}", &hex(&Sha256::digest(v.as_bytes()))[..16]))
         .collect::<Vec<_>>()
         .join(";"))
+}
+
+/// The most part files whose identity the fingerprint keeps one by one (so
+/// that a refused `--resume` names the file that changed); a larger input
+/// keeps only the whole input's identity, and a refusal says its content
+/// changed.
+pub const NAMED_PARTS: usize = 1000;
+
+/// The fingerprint setting of part N's identity: `input part N`.
+const INPUT_PART: &str = "input part";
+
+/// `changed` (settings whose hashes differ, from [`changed_settings`]) as a
+/// refused `--resume` says them: a changed part named by its path in
+/// `dataset` (when the input still has the same part files), the whole
+/// input's content then left out as implied.
+pub fn describe_changed(changed: &[String], dataset: &Dataset) -> String {
+    let names: Vec<&Path> = dataset.part_names().collect();
+    let same_files = !changed.iter().any(|k| k == "input files");
+    let files: Vec<String> = changed
+        .iter()
+        .filter_map(|k| k.strip_prefix(INPUT_PART)?.trim().parse::<usize>().ok())
+        .filter(|_| same_files)
+        .filter_map(|i| names.get(i))
+        .map(|name| format!("input file '{}'", name.display()))
+        .collect();
+    let mut out: Vec<String> = changed
+        .iter()
+        .filter(|k| !k.starts_with(INPUT_PART))
+        .filter(|k| files.is_empty() || *k != "input content")
+        .cloned()
+        .collect();
+    out.extend(files);
+    let mut text = out.join(", ");
+    if changed
+        .iter()
+        .any(|k| k == "input content" || k.starts_with(INPUT_PART))
+    {
+        text.push_str(
+            " (an input file's size, modification time or Parquet footer; a file written \
+             again, even with the same bytes, counts as changed)",
+        );
+    }
+    text
 }
 
 /// A Parquet file's content identity: its length and the sha256 of its

@@ -132,7 +132,7 @@ pub(super) fn build(c: &Coordinator, snap: &Snapshot, duration: Duration) -> Rep
             .iter()
             .take(MAX_SKIPPED_LISTED)
             .map(|v| SkippedEntity {
-                id: c.p.index.ids.key(v.row as usize).to_string(),
+                id: c.p.index.ids.key(v.row as usize).into_text(),
                 row: v.row,
                 column: v.column.clone(),
                 value: v.what.clone(),

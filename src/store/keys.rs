@@ -6,6 +6,9 @@ pub(super) const KEY_LIVE: &[u8] = b"live";
 pub(super) const KEY_PREVIOUS: &[u8] = b"previous";
 pub(super) const KEY_NEXT: &[u8] = b"next";
 pub(super) const KEY_FORMAT: &[u8] = b"format";
+/// JSON list of the pointers of the sinks runs pushed to (`redis
+/// redis://host:6379/0, pointer pred:live`), for `herd store flip` to name.
+pub(super) const KEY_SINKS: &[u8] = b"sinks";
 pub(super) const KEY_WRITTEN_BY: &[u8] = b"format/written_by";
 pub(super) const VERSION_PREFIX: &str = "version/";
 

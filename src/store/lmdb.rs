@@ -170,6 +170,30 @@ impl Env {
         info.me_mapsize
     }
 
+    /// Bytes of the data file that its pages reach (the last page in use,
+    /// as the meta page read at open says, plus one, times the page size).
+    pub fn pages_end(&self) -> u64 {
+        // SAFETY: MDB_envinfo and MDB_stat are plain data the calls fill.
+        let (mut info, mut stat): (ffi::MDB_envinfo, ffi::MDB_stat) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: plain FFI on an open environment.
+        unsafe {
+            ffi::mdb_env_info(self.ptr, &mut info);
+            ffi::mdb_env_stat(self.ptr, &mut stat);
+        }
+        (info.me_last_pgno as u64 + 1) * stat.ms_psize as u64
+    }
+
+    /// Entries of the main (unnamed) database: one per named database, or
+    /// the keys of a program that writes there.
+    pub fn main_entries(&self) -> u64 {
+        // SAFETY: MDB_stat is plain data the call fills.
+        let mut stat: ffi::MDB_stat = unsafe { std::mem::zeroed() };
+        // SAFETY: plain FFI on an open environment.
+        unsafe { ffi::mdb_env_stat(self.ptr, &mut stat) };
+        stat.ms_entries as u64
+    }
+
     /// Flushes every commit to disk.
     pub fn force_sync(&self) -> MdbResult<()> {
         // SAFETY: plain FFI on an open environment.

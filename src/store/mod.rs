@@ -127,6 +127,20 @@ pub enum Error {
         format: u32,
         written_by: String,
     },
+    #[error(
+        "store {}: data.mdb is {have} bytes but its pages reach {need}: the file was cut \
+         short or is being overwritten (restore the store from a copy taken with `cp` while \
+         no run writes, or `mdb_copy`)",
+        path.display()
+    )]
+    Truncated { path: PathBuf, have: u64, need: u64 },
+    #[error(
+        "{} is an LMDB environment of another program (it holds data but no herd 'meta' \
+         database); herd leaves it untouched: give --store or [output] store a directory of \
+         its own",
+        path.display()
+    )]
+    NotAStore { path: PathBuf },
     #[error("store {}: no version {version} (see `herd store versions`)", path.display())]
     NoSuchVersion { path: PathBuf, version: u64 },
     #[error("store {}: v{version} is {status}: {what}", path.display())]
@@ -402,6 +416,20 @@ impl Store {
             no_meta_sync: true,
         };
         let env = Env::open(&canonical, &options).map_err(|e| lmdb("open", e))?;
+        // Pages past the end of a cut-short file would fault (SIGBUS) when
+        // read: a truncated or half-copied data.mdb is refused here.
+        let data = canonical.join("data.mdb");
+        let have = std::fs::metadata(&data)
+            .map_err(|e| io("read the size of data.mdb", e))?
+            .len();
+        let need = env.pages_end();
+        if have < need {
+            return Err(Error::Truncated {
+                path: dir.to_path_buf(),
+                have,
+                need,
+            });
+        }
         // Reader slots of processes that died inside a read transaction pin
         // old pages (the file only grows) until someone clears them.
         env.reader_check()
@@ -409,6 +437,14 @@ impl Store {
         let meta = {
             let mut wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
             let _opener = env.opener();
+            let found = wtxn
+                .open_db(META_DB, false)
+                .map_err(|e| lmdb("open the meta database", e))?;
+            if found.is_none() && env.main_entries() > 0 {
+                return Err(Error::NotAStore {
+                    path: dir.to_path_buf(),
+                });
+            }
             let meta = wtxn
                 .open_db(META_DB, true)
                 .map_err(|e| lmdb("create the meta database", e))?
@@ -510,5 +546,70 @@ impl Store {
             version,
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_data_file_is_refused_before_any_page_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole");
+        {
+            let store = Store::open(&whole).unwrap();
+            // Enough rows that the file spans many pages.
+            let v = store
+                .begin_version(NewVersion {
+                    job: "j".into(),
+                    model_version: "m".into(),
+                    model_kind: "mlp".into(),
+                    rows: 5000,
+                    ttl_secs: 60,
+                    fingerprint: "f".into(),
+                    created: 0,
+                    hosts: Vec::new(),
+                })
+                .unwrap();
+            let ids = crate::model::EntityIds::Int((0..5000).collect());
+            let preds = crate::model::Predictions::Scores {
+                width: 4,
+                values: vec![0.5; 20000],
+            };
+            assert!(store.commit_chunk(v, 0..5000, &ids, &preds, 0).unwrap());
+        }
+        let cut = dir.path().join("cut");
+        std::fs::create_dir(&cut).unwrap();
+        let bytes = std::fs::read(whole.join("data.mdb")).unwrap();
+        std::fs::write(cut.join("data.mdb"), &bytes[..bytes.len() / 2]).unwrap();
+        let Err(err) = Store::open_existing(&cut) else {
+            panic!("a cut-short store was opened")
+        };
+        assert!(matches!(err, Error::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("cut short"), "{err}");
+    }
+
+    #[test]
+    fn another_programs_lmdb_environment_is_refused_and_left_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let options = EnvOptions {
+                map_size: 1 << 20,
+                max_dbs: 4,
+                no_meta_sync: false,
+            };
+            let env = Env::open(dir.path(), &options).unwrap();
+            let mut txn = env.write_txn().unwrap();
+            let db = txn.open_db("userdb", true).unwrap().unwrap();
+            txn.put(db, b"userkey", b"v", false).unwrap();
+            txn.commit().unwrap();
+        }
+        let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
+        let Err(err) = Store::open_existing(dir.path()) else {
+            panic!("a foreign environment was opened")
+        };
+        assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
     }
 }

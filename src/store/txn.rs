@@ -273,6 +273,11 @@ impl<'t> Snapshot<'_, 't> {
         let Some(db) = self.db(version)? else {
             return Ok(None);
         };
+        // No stored key is empty or longer than LMDB's keys (ids are refused
+        // before commit): such an id is simply not there.
+        if entity.is_empty() || entity.len() > self.store.inner.env.max_key_size() {
+            return Ok(None);
+        }
         let Some(bytes) = self.txn.get(db, entity).map_err(|e| {
             self.store
                 .lmdb(format!("read a prediction of v{version}"), e)

@@ -403,8 +403,13 @@ fn sample_shape_problem(value: ValueRef<'_>, row: &SampleRow) -> Option<String> 
         .map(|(item, _)| format!("item {item} is in the entity's history"))
 }
 
-/// Scores agree within `tol`: absolute up to magnitude 1, relative above.
+/// Scores agree within `tol`: absolute up to magnitude 1, relative above;
+/// the same infinity, or NaN on both sides, agrees (the `finite` check
+/// judges those, not the spot check).
 fn close(a: f32, b: f32, tol: f32) -> bool {
+    if !a.is_finite() || !b.is_finite() {
+        return a == b || (a.is_nan() && b.is_nan());
+    }
     (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
@@ -600,6 +605,12 @@ mod tests {
     fn tolerance_is_relative_for_large_scores() {
         assert!(close(1000.5, 1000.0, 1e-3));
         assert!(!close(0.01, 0.0, 1e-3));
+        // The same non-finite score on both sides agrees; the `finite`
+        // check judges it.
+        assert!(close(f32::INFINITY, f32::INFINITY, 1e-3));
+        assert!(close(f32::NAN, f32::NAN, 1e-3));
+        assert!(!close(f32::INFINITY, f32::NEG_INFINITY, 1e-3));
+        assert!(!close(f32::NAN, 1.0, 1e-3));
         let err = compare(
             &Value::Scores(vec![1.0, 2.0]),
             &Value::Scores(vec![1.0, 2.5]),

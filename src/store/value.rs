@@ -23,6 +23,8 @@ pub const FORMAT: u8 = 1;
 pub const HEADER_LEN: usize = 16;
 /// The most scores or (item, score) pairs one value holds (`count` is a u16).
 pub const MAX_COUNT: usize = u16::MAX as usize;
+// A model refuses at load to give more scores than a value holds.
+const _: () = assert!(crate::model::MAX_SCORES == MAX_COUNT);
 
 const KIND_SCORES: u8 = 0;
 const KIND_TOP_K: u8 = 1;

@@ -5,8 +5,13 @@
 
 use std::ops::Range;
 
-use super::keys::{KEY_LIVE, KEY_NEXT, KEY_PREVIOUS, chunk_key, version_db, version_key};
+use super::keys::{
+    KEY_LIVE, KEY_NEXT, KEY_PREVIOUS, KEY_SINKS, chunk_key, version_db, version_key,
+};
 use super::{Error, NewVersion, Result, Status, Store, VersionRecord};
+
+/// Most sink pointers a store remembers ([`Store::note_sinks`]).
+pub const MAX_NOTED_SINKS: usize = 16;
 
 /// How long gc leaves a `building` or `failed` version alone (a crashed run
 /// may still be resumed) unless told otherwise: one day.
@@ -165,6 +170,35 @@ impl Store {
     /// The version that was live before the live one, if any.
     pub fn previous_live(&self) -> Result<Option<u64>> {
         self.read(|txn| self.get_u64(txn, KEY_PREVIOUS))
+    }
+
+    /// Remembers `pointers` (each a sink's pointer, as [`Sink::pointer`]
+    /// names it) beside those remembered before, at most
+    /// [`MAX_NOTED_SINKS`], the newest kept.
+    ///
+    /// [`Sink::pointer`]: crate::store::sink::Sink::pointer
+    pub fn note_sinks(&self, pointers: &[String]) -> Result<()> {
+        let mut all = self.sinks()?;
+        all.retain(|p| !pointers.contains(p));
+        all.extend(pointers.iter().cloned());
+        let skip = all.len().saturating_sub(MAX_NOTED_SINKS);
+        let json = serde_json::to_vec(&all[skip..]).expect("a list of strings serialises");
+        self.write("note the run's sinks", |txn| {
+            txn.put(self.inner.meta, KEY_SINKS, &json, false)
+                .map_err(|e| self.lmdb("write meta 'sinks'", e))
+        })
+    }
+
+    /// The sink pointers runs of this store pushed to ([`Store::note_sinks`]).
+    pub fn sinks(&self) -> Result<Vec<String>> {
+        self.read(|txn| {
+            let bytes = txn
+                .get(self.inner.meta, KEY_SINKS)
+                .map_err(|e| self.lmdb("read meta 'sinks'", e))?;
+            Ok(bytes
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default())
+        })
     }
 
     /// Every version's record, newest first.

@@ -234,3 +234,13 @@ fn parse_ttl_units() {
         assert!(e.contains(want), "'{e}' should contain '{want}'");
     }
 }
+
+#[test]
+fn a_grace_period_may_be_zero_and_otherwise_reads_as_a_ttl() {
+    assert_eq!(parse_grace("0"), Ok(0));
+    assert_eq!(parse_grace("0d"), Ok(0));
+    assert_eq!(parse_grace("1d"), Ok(86_400));
+    let e = parse_grace("7w").unwrap_err();
+    assert!(e.contains("unknown unit 'w'"), "{e}");
+    assert!(!parse_grace("7w").unwrap_err().contains("stale"));
+}

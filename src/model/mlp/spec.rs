@@ -91,6 +91,14 @@ impl FamilySpec for MlpSpec {
             num_features,
             "the input's feature columns (check [input] feature_columns)".to_string(),
         )?;
+        if let Some(last) = layers.last()
+            && last.out_dim > crate::model::MAX_SCORES
+        {
+            return Err(Error::TooManyScores {
+                layer: last.name.clone(),
+                found: last.out_dim,
+            });
+        }
         Ok(Model::Mlp(Mlp {
             layers,
             output: self.output,

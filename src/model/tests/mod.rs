@@ -332,6 +332,36 @@ fn mlp_default_layers_skip_1d_weights_without_bias() {
 }
 
 #[test]
+fn an_mlp_with_more_outputs_than_a_value_holds_is_refused_at_load_naming_the_layer() {
+    let mut rng = Rng(5);
+    let mut tensors = layer(&mut rng, "net.0", 1, 2);
+    tensors.extend(layer(&mut rng, "net.1", 2, crate::model::MAX_SCORES + 1));
+    let e = load_err(&mlp_spec(OutputActivation::None), &tensors, 1);
+    assert!(
+        e.contains("'net.1'") && e.contains("65536") && e.contains("65535"),
+        "{e}"
+    );
+    // As many as a value holds load.
+    let mut tensors = layer(&mut rng, "net.0", 1, 2);
+    tensors.extend(layer(&mut rng, "net.1", 2, crate::model::MAX_SCORES));
+    load_ok(&mlp_spec(OutputActivation::None), &tensors, 1);
+}
+
+#[test]
+fn ids_in_messages_have_control_characters_escaped_and_long_ones_cut() {
+    use crate::model::EntityKey;
+    let shown = EntityKey::Str("\x1b]0;pwned\x07".into()).to_string();
+    assert_eq!(shown, "\\u{1b}]0;pwned\\u{7}");
+    assert!(!shown.chars().any(char::is_control));
+    let long = EntityKey::Str("é".repeat(50_000)).to_string();
+    assert!(long.len() < 200, "{long}");
+    assert!(long.ends_with("(100000 bytes in all)"), "{long}");
+    assert_eq!(EntityKey::Str("u-1".into()).to_string(), "u-1");
+    assert_eq!(EntityKey::Int(7).to_string(), "7");
+    assert_eq!(EntityKey::Str("\n".into()).into_text(), "\n");
+}
+
+#[test]
 fn mlp_layers_without_bias_are_kept_and_add_nothing() {
     let mut rng = Rng(13);
     // nn.Linear(4, 4, bias=False) in the middle: leaving it out would still

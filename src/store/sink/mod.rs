@@ -29,6 +29,13 @@ pub trait Sink: Send {
     /// Names the sink in messages (`redis redis://127.0.0.1:6379/0`).
     fn name(&self) -> String;
 
+    /// Names the pointer that moves the sink's readers, for `herd store
+    /// flip` to say it did not move it (`redis redis://host:6379/0, pointer
+    /// pred:live`).
+    fn pointer(&self) -> String {
+        self.name()
+    }
+
     /// A new version is coming: its record (number, job, model version,
     /// ttl). Readers of the sink must not see it yet.
     fn begin(&mut self, version: &VersionRecord) -> Result<(), String>;

@@ -351,6 +351,10 @@ impl Sink for RedisSink {
         format!("redis {}", shown_url(&self.settings.url))
     }
 
+    fn pointer(&self) -> String {
+        format!("{}, pointer {}:live", self.name(), self.settings.prefix)
+    }
+
     fn begin(&mut self, version: &VersionRecord) -> Result<(), String> {
         // Nothing of this version is written (or cleaned up) before its
         // claim holds.
