@@ -135,6 +135,12 @@ pub enum Error {
     )]
     Truncated { path: PathBuf, have: u64, need: u64 },
     #[error(
+        "store {} is a file, not a directory: a store is a directory holding data.mdb \
+         and lock.mdb (give the directory, or a new path for a new store)",
+        path.display()
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
         "{} is an LMDB environment of another program (it holds data but no herd 'meta' \
          database); herd leaves it untouched: give --store or [output] store a directory of \
          its own",
@@ -359,6 +365,17 @@ fn free_bytes(dir: &Path) -> u64 {
     (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
 }
 
+/// A store is a directory: a file at its path is named as such (not "no
+/// store", not "File exists").
+fn refuse_a_file(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Error::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn round_map_size(bytes: usize) -> usize {
     bytes.max(MAP_GRANULE).div_ceil(MAP_GRANULE) * MAP_GRANULE
 }
@@ -372,6 +389,7 @@ impl Store {
 
     /// Opens the store in `dir`; it must exist. The error says "no store at DIR".
     pub fn open_existing(dir: &Path) -> Result<Store> {
+        refuse_a_file(dir)?;
         if !dir.join("data.mdb").is_file() {
             return Err(Error::NoStore {
                 path: dir.to_path_buf(),
@@ -388,6 +406,7 @@ impl Store {
             context: context.to_string(),
             source,
         };
+        refuse_a_file(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| io("create the store directory", e))?;
         let canonical = dir
             .canonicalize()
@@ -588,6 +607,20 @@ mod tests {
         };
         assert!(matches!(err, Error::Truncated { .. }), "{err}");
         assert!(err.to_string().contains("cut short"), "{err}");
+    }
+
+    #[test]
+    fn a_file_where_the_store_should_be_is_named_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, "x").unwrap();
+        for open in [Store::open, Store::open_existing] {
+            let Err(err) = open(&file) else {
+                panic!("a file was opened as a store")
+            };
+            assert!(matches!(err, Error::NotADirectory { .. }), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
     }
 
     #[test]
