@@ -228,17 +228,24 @@ fn after_kill_9_of_the_coordinator_resume_finishes_the_same_version_like_a_clean
     }
 }
 
+/// Starts a run (its log in interrupted.log) and, once a chunk is
+/// committed, sends SIGINT to its process group as Ctrl-C at a terminal
+/// does; returns how it exited.
+fn interrupt_a_run(s: &Scratch) -> std::process::ExitStatus {
+    let mut child = spawn_run(s, &[], "interrupted.log");
+    wait_for_a_commit(s, &mut child, "interrupted.log", Duration::from_secs(120));
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGINT);
+    }
+    child.wait().unwrap()
+}
+
 /// Ctrl-C at a terminal: SIGINT goes to the whole foreground process group.
 #[test]
 fn sigint_mid_run_exits_1_naming_resume_and_resume_completes() {
     let shape = big_shape();
     let s = Scratch::new(&shape);
-    let mut child = spawn_run(&s, &[], "interrupted.log");
-    wait_for_a_commit(&s, &mut child, "interrupted.log", Duration::from_secs(120));
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGINT);
-    }
-    let status = child.wait().unwrap();
+    let status = interrupt_a_run(&s);
     let log = std::fs::read_to_string(s.path("interrupted.log")).unwrap();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("interrupted"), "{log}");
@@ -256,12 +263,7 @@ fn sigint_mid_run_exits_1_naming_resume_and_resume_completes() {
 fn an_unfinished_version_older_than_the_live_one_is_not_resumed() {
     let shape = big_shape();
     let s = Scratch::new(&shape);
-    let mut child = spawn_run(&s, &[], "interrupted.log");
-    wait_for_a_commit(&s, &mut child, "interrupted.log", Duration::from_secs(120));
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGINT);
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert_eq!(interrupt_a_run(&s).code(), Some(1));
     let out = s.herd(&["run", "job.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = s.herd(&["run", "job.toml", "--resume"]);

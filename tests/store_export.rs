@@ -29,6 +29,22 @@ fn herd(args: &[&str], store: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `herd store export` of `version` (else the live one) in `format` to `out`.
+fn export(store: &Path, version: Option<&str>, format: &str, out: &Path) -> std::process::Output {
+    let mut args = vec![
+        "store",
+        "export",
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(v) = version {
+        args.extend(["--version", v]);
+    }
+    herd(&args, store)
+}
+
 fn read_parquet(path: &Path) -> (Arc<arrow_schema::Schema>, Vec<RecordBatch>) {
     let file = std::fs::File::open(path).unwrap();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
@@ -77,17 +93,7 @@ fn parquet_export_holds_every_prediction_with_its_fields() {
     let dir = tempfile::tempdir().unwrap();
     let store = top_k_store(dir.path());
     let out = dir.path().join("v1.parquet");
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--format",
-            "parquet",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &store,
-    );
+    let run = export(&store, None, "parquet", &out);
     assert!(run.status.success(), "{run:?}");
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(said.contains("exported 20000 predictions of v1"), "{said}");
@@ -158,19 +164,7 @@ fn jsonl_export_is_store_get_json_line_by_line() {
     let dir = tempfile::tempdir().unwrap();
     let store = top_k_store(dir.path());
     let out = dir.path().join("v1.jsonl");
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--version",
-            "1",
-            "--format",
-            "jsonl",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &store,
-    );
+    let run = export(&store, Some("1"), "jsonl", &out);
     assert!(run.status.success(), "{run:?}");
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -184,10 +178,7 @@ fn jsonl_export_is_store_get_json_line_by_line() {
         );
     }
     // To standard output.
-    let run = herd(
-        &["store", "export", "--format", "jsonl", "--out", "-"],
-        &store,
-    );
+    let run = export(&store, None, "jsonl", Path::new("-"));
     assert!(run.status.success());
     assert_eq!(String::from_utf8(run.stdout).unwrap(), text);
 }
@@ -209,19 +200,7 @@ fn string_ids_and_scores_export_as_strings_and_float_lists() {
         .update_record(v, |r| r.status = Status::Validated)
         .unwrap();
     let out = dir.path().join("s.parquet");
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--version",
-            "1",
-            "--format",
-            "parquet",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &path,
-    );
+    let run = export(&path, Some("1"), "parquet", &out);
     assert!(run.status.success(), "{run:?}");
     let (schema, batches) = read_parquet(&out);
     assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
@@ -244,36 +223,14 @@ fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
     let (ids, preds) = top_k(0..2, &[(1, 0.5)]);
     assert!(store.commit_chunk(v, 0..2, &ids, &preds, T0).unwrap());
     let out = dir.path().join("x.parquet");
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--format",
-            "parquet",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &path,
-    );
+    let run = export(&path, None, "parquet", &out);
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         err.contains("no live version") && err.contains("--version"),
         "{err}"
     );
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--version",
-            "9",
-            "--format",
-            "jsonl",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &path,
-    );
+    let run = export(&path, Some("9"), "jsonl", &out);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("no version 9"));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -283,18 +240,11 @@ fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // An unwritable destination names the file.
-    let run = herd(
-        &[
-            "store",
-            "export",
-            "--version",
-            "1",
-            "--format",
-            "jsonl",
-            "--out",
-            "/nonexistent-dir/out.jsonl",
-        ],
+    let run = export(
         &path,
+        Some("1"),
+        "jsonl",
+        Path::new("/nonexistent-dir/out.jsonl"),
     );
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
@@ -321,19 +271,7 @@ fn a_destination_that_is_a_symlink_device_or_pipe_is_refused_untouched() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for out in [&link, &fifo, &Path::new("/dev/null").to_path_buf()] {
-        let run = herd(
-            &[
-                "store",
-                "export",
-                "--version",
-                "1",
-                "--format",
-                "jsonl",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &path,
-        );
+        let run = export(&path, Some("1"), "jsonl", out);
         assert_eq!(run.status.code(), Some(1), "{out:?}: {run:?}");
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(err.contains("not a regular file"), "{err}");

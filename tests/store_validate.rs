@@ -296,18 +296,7 @@ fn score_shift_against_live_over_threshold_fails_drift() {
     let store = Store::open(dir.path()).unwrap();
     let live = build_scores_version(&store, "churn", 30, 10, 2, 0.2);
     let v = build_scores_version(&store, "churn", 30, 10, 2, 0.7);
-    let p = ValidationPlan {
-        ids: EntityIds::Int((0..30).collect()),
-        top_k: None,
-        sample: vec![SampleRow {
-            key: EntityKey::Int(5),
-            history: vec![],
-            expected: Value::Scores(vec![0.7, 0.7]),
-        }],
-        tolerance: 1e-5,
-        excluded: 0,
-        cfg: cfg(),
-    };
+    let p = scores_plan(30, 0.7);
     let report = validate(&store, v, Some(live), &p).unwrap();
     assert_eq!(failed_checks(&report), ["drift"]);
     assert!(
@@ -329,18 +318,7 @@ fn a_drift_threshold_with_no_entity_in_both_versions_fails_instead_of_passing_un
     let (ids, preds) = scores(1000..1030, 2, 0.2);
     assert!(store.commit_chunk(live, 0..30, &ids, &preds, T0).unwrap());
     let v = build_scores_version(&store, "churn", 30, 10, 2, 0.2);
-    let p = ValidationPlan {
-        ids: EntityIds::Int((0..30).collect()),
-        top_k: None,
-        sample: vec![SampleRow {
-            key: EntityKey::Int(5),
-            history: vec![],
-            expected: Value::Scores(vec![0.2, 0.2]),
-        }],
-        tolerance: 1e-5,
-        excluded: 0,
-        cfg: cfg(),
-    };
+    let p = scores_plan(30, 0.2);
     let report = validate(&store, v, Some(live), &p).unwrap();
     assert_eq!(failed_checks(&report), ["drift"]);
     let detail = &report.first_failure().unwrap().detail;
@@ -349,4 +327,21 @@ fn a_drift_threshold_with_no_entity_in_both_versions_fails_instead_of_passing_un
             && detail.contains("max_mean_shift cannot be checked: no entity of v2 is in live v1"),
         "{detail}"
     );
+}
+
+/// The plan of a scores version of `rows` entities (ids 0..rows) whose
+/// spot check expects entity 5 to score `expected` twice.
+fn scores_plan(rows: u64, expected: f32) -> ValidationPlan {
+    ValidationPlan {
+        ids: EntityIds::Int((0..rows).collect()),
+        top_k: None,
+        sample: vec![SampleRow {
+            key: EntityKey::Int(5),
+            history: vec![],
+            expected: Value::Scores(vec![expected, expected]),
+        }],
+        tolerance: 1e-5,
+        excluded: 0,
+        cfg: cfg(),
+    }
 }
