@@ -330,7 +330,6 @@ impl Drop for KillOnDrop {
 /// A store of `users` integer ids, each with a top-`k` list.
 fn wide_top_k_store(dir: &Path, users: u64, k: u32) -> PathBuf {
     use herd::model::{EntityIds, Predictions};
-    use herd::store::Status;
     let path = dir.join("store");
     let store = Store::open(&path).unwrap();
     let v = store_common::new_version(&store, "wide", users);
@@ -349,15 +348,7 @@ fn wide_top_k_store(dir: &Path, users: u64, k: u32) -> PathBuf {
         items,
         scores,
     };
-    assert!(
-        store
-            .commit_chunk(v, 0..users, &EntityIds::Int(ids), &preds, 0)
-            .unwrap()
-    );
-    store
-        .update_record(v, |r| r.status = Status::Validated)
-        .unwrap();
-    store.flip(v).unwrap();
+    publish(&store, v, &EntityIds::Int(ids), &preds, 0);
     path
 }
 

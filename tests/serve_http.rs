@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
-use herd::store::{Status, Store};
+use herd::store::Store;
 use serve_common::*;
 use store_common::new_version;
 
@@ -29,15 +29,7 @@ fn string_id_store(dir: &std::path::Path) -> PathBuf {
             .flat_map(|i| [seed * i as f32, -(i as f32)])
             .collect();
         let preds = Predictions::Scores { width: 2, values };
-        assert!(
-            store
-                .commit_chunk(v, 0..50, &EntityIds::Str(ids), &preds, now)
-                .unwrap()
-        );
-        store
-            .update_record(v, |r| r.status = Status::Validated)
-            .unwrap();
-        store.flip(v).unwrap();
+        publish(&store, v, &EntityIds::Str(ids), &preds, now);
     }
     path
 }
@@ -152,11 +144,7 @@ fn ids_with_reserved_characters_are_percent_decoded() {
         values: vec![0.5],
     };
     let ids = EntityIds::Str(vec!["a/b c?".to_string()]);
-    assert!(store.commit_chunk(v, 0..1, &ids, &preds, 0).unwrap());
-    store
-        .update_record(v, |r| r.status = Status::Validated)
-        .unwrap();
-    store.flip(v).unwrap();
+    publish(&store, v, &ids, &preds, 0);
     let server = Server::start(&path, None, &[]);
     let mut h = HttpClient::connect(server.http);
     let r = h.get("/v1/predictions/a%2Fb%20c%3F");
@@ -185,12 +173,7 @@ fn key_shaped_store(dir: &std::path::Path) -> (PathBuf, Vec<&'static str>) {
         values: (0..ids.len()).map(|i| i as f32).collect(),
     };
     let entity_ids = EntityIds::Str(ids.iter().map(|s| s.to_string()).collect());
-    let n = ids.len() as u64;
-    assert!(store.commit_chunk(v, 0..n, &entity_ids, &preds, 0).unwrap());
-    store
-        .update_record(v, |r| r.status = Status::Validated)
-        .unwrap();
-    store.flip(v).unwrap();
+    publish(&store, v, &entity_ids, &preds, 0);
     (path, ids)
 }
 

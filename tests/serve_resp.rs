@@ -45,15 +45,7 @@ fn live_top_k(store: &Store, seed: u32) -> u64 {
         items,
         scores,
     };
-    assert!(
-        store
-            .commit_chunk(v, 0..ENTITIES, &EntityIds::Int(ids), &preds, now())
-            .unwrap()
-    );
-    store
-        .update_record(v, |r| r.status = Status::Validated)
-        .unwrap();
-    store.flip(v).unwrap();
+    publish(store, v, &EntityIds::Int(ids), &preds, now());
     v
 }
 

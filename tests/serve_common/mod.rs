@@ -352,3 +352,21 @@ pub fn store_get_json(store: &Path, id: &str, version: Option<u64>) -> String {
         .trim_end()
         .to_string()
 }
+
+/// Commits `preds` of `ids` as the whole of version `v` (timestamp `now`),
+/// marks it validated and flips it live, as a run would.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub fn publish(
+    store: &herd::store::Store,
+    v: u64,
+    ids: &herd::model::EntityIds,
+    preds: &herd::model::Predictions,
+    now: u64,
+) {
+    let rows = ids.len() as u64;
+    assert!(store.commit_chunk(v, 0..rows, ids, preds, now).unwrap());
+    store
+        .update_record(v, |r| r.status = herd::store::Status::Validated)
+        .unwrap();
+    store.flip(v).unwrap();
+}
