@@ -214,14 +214,20 @@ fn string_ids_and_scores_export_as_strings_and_float_lists() {
     assert_eq!(first.as_primitive::<Float32Type>().values(), &[1.0, 2.0]);
 }
 
-#[test]
-fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
+/// `DIR/store` with version 1 of two top-K predictions, building (not live).
+fn building_store(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("store");
     let store = Store::open(&path).unwrap();
     let v = new_version(&store, "n", 2);
     let (ids, preds) = top_k(0..2, &[(1, 0.5)]);
     assert!(store.commit_chunk(v, 0..2, &ids, &preds, T0).unwrap());
+    path
+}
+
+#[test]
+fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = building_store(dir.path());
     let out = dir.path().join("x.parquet");
     let run = export(&path, None, "parquet", &out);
     assert_eq!(run.status.code(), Some(1));
@@ -257,11 +263,7 @@ fn no_live_version_or_a_bad_version_is_an_error_and_leaves_no_file() {
 #[test]
 fn a_destination_that_is_a_symlink_device_or_pipe_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    let store = Store::open(&path).unwrap();
-    let v = new_version(&store, "n", 2);
-    let (ids, preds) = top_k(0..2, &[(1, 0.5)]);
-    assert!(store.commit_chunk(v, 0..2, &ids, &preds, T0).unwrap());
+    let path = building_store(dir.path());
     let victim = dir.path().join("victim.txt");
     std::fs::write(&victim, "victim data").unwrap();
     let link = dir.path().join("link.jsonl");
