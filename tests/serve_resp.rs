@@ -317,6 +317,20 @@ fn a_thread_count_past_the_limit_is_refused() {
 }
 
 #[test]
+fn a_prefix_that_an_id_or_a_version_could_shadow_is_refused() {
+    for prefix in ["", "v2", "v10"] {
+        let out = Command::new(HERD)
+            .args(["serve", "--store", "nowhere", "--prefix", prefix])
+            .args(["--resp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--prefix '{prefix}'")), "{err}");
+    }
+}
+
+#[test]
 fn a_non_loopback_address_without_a_password_is_refused() {
     let out = Command::new(HERD)
         .args(["serve", "--store", "nowhere", "--resp", "0.0.0.0:0"])

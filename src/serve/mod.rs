@@ -108,13 +108,21 @@ pub enum Error {
     Runtime(std::io::Error),
     #[error("--threads {0}: expected 1 to {MAX_THREADS} worker threads")]
     BadThreads(usize),
+    #[error(
+        "--prefix '{0}': expected a name that is not empty and not shaped like a version \
+         ('v' and digits, which `GET vN:ID` reads), e.g. 'pred'"
+    )]
+    BadPrefix(String),
 }
 
 impl Error {
     /// The exit code: 2 for a bad command line, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NeedsPassword { .. } | Error::BadAddress { .. } | Error::BadThreads(_) => 2,
+            Error::NeedsPassword { .. }
+            | Error::BadAddress { .. }
+            | Error::BadThreads(_)
+            | Error::BadPrefix(_) => 2,
             Error::Bind { .. } | Error::Runtime(_) => 1,
         }
     }
@@ -195,12 +203,19 @@ fn resolve(flag: &'static str, addr: &str) -> Result<SocketAddr> {
 }
 
 /// Checks the options: addresses resolve, a non-loopback address has a
-/// password, the thread count is within [`MAX_THREADS`].
+/// password, the thread count is within [`MAX_THREADS`], the prefix can be
+/// told apart from an id and a version.
 fn check(opts: &Options) -> Result<(SocketAddr, SocketAddr)> {
     if let Some(n) = opts.threads
         && !(1..=MAX_THREADS).contains(&n)
     {
         return Err(Error::BadThreads(n));
+    }
+    let p = &opts.prefix;
+    let version_like =
+        p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit());
+    if p.is_empty() || version_like {
+        return Err(Error::BadPrefix(p.clone()));
     }
     let resp = resolve("resp", &opts.resp)?;
     let http = resolve("http", &opts.http)?;
