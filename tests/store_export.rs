@@ -298,3 +298,20 @@ fn a_destination_that_is_a_symlink_device_or_pipe_is_refused_untouched() {
             .is_char_device()
     );
 }
+
+#[test]
+fn exporting_a_version_still_building_warns_that_it_is_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = building_store(dir.path());
+    let out = dir.path().join("v1.jsonl");
+    let run = export(&path, Some("1"), "jsonl", &out);
+    assert!(run.status.success(), "{run:?}");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("warning: version 1 is still building (2 of 2 rows committed)"),
+        "{err}"
+    );
+    let get = herd(&["store", "get", "1", "--version", "1"], &path);
+    assert!(get.status.success(), "{get:?}");
+    assert!(String::from_utf8_lossy(&get.stderr).contains("is still building"));
+}

@@ -145,6 +145,7 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let done = herd::store::export::export(&s, version, format, &out, now)?;
+            warn_if_unfinished(&s, done.version)?;
             let size = match out == std::path::Path::new("-") {
                 true => String::new(),
                 false => format!(" ({} bytes)", done.bytes),
@@ -290,6 +291,9 @@ fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result
         );
         return Ok(1);
     };
+    if version.is_some() {
+        warn_if_unfinished(&s, p.version)?;
+    }
     if json {
         println!("{}", serde_json::to_string(&p.to_json())?);
     } else {
@@ -312,4 +316,23 @@ fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result
         }
     }
     Ok(0)
+}
+
+/// Warns on standard error when `version` is not a finished, validated
+/// one: its predictions may be partial (building) or were refused by the
+/// gate (failed).
+fn warn_if_unfinished(store: &Store, version: u64) -> Result<()> {
+    let rec = store.record(version)?;
+    match rec.status {
+        herd::store::Status::Building => eprintln!(
+            "warning: version {version} is still building ({} of {} rows committed), \
+             not validated: what it holds is partial",
+            rec.committed_rows, rec.rows
+        ),
+        herd::store::Status::Failed => eprintln!(
+            "warning: version {version} failed validation: the gate refused what it holds"
+        ),
+        _ => {}
+    }
+    Ok(())
 }
