@@ -454,6 +454,29 @@ impl PartView<'_> {
                     a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
                 } else if let Some(a) = array.as_string_view_opt() {
                     a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
+                } else if let Some(d) = array.as_any_dictionary_opt() {
+                    let values = d.values();
+                    let strings: Vec<Option<&str>> = if let Some(v) = values.as_string_opt::<i32>()
+                    {
+                        v.iter().collect()
+                    } else if let Some(v) = values.as_string_opt::<i64>() {
+                        v.iter().collect()
+                    } else if let Some(v) = values.as_string_view_opt() {
+                        v.iter().collect()
+                    } else {
+                        return Err(self.found_type(id, array, "id column", ID_TYPES));
+                    };
+                    let keys = d.normalized_keys();
+                    (0..array.len()).try_for_each(|i| {
+                        push(
+                            i,
+                            if array.is_null(i) {
+                                None
+                            } else {
+                                strings[keys[i]]
+                            },
+                        )
+                    })
                 } else {
                     Err(self.found_type(id, array, "id column", ID_TYPES))
                 }

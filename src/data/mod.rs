@@ -389,7 +389,7 @@ pub struct Index {
     pub history_lens: Arc<[u32]>,
 }
 
-const ID_TYPES: &str = "an integer (any width) or a string";
+const ID_TYPES: &str = "an integer (any width) or a string (plain or dictionary-encoded)";
 const HISTORY_TYPES: &str = "a list of integers (item ids in the u32 range)";
 const FEATURE_TYPES: &str = "float32, float64, an integer or a boolean (converted to f32); name the feature columns in [input] feature_columns to leave it out";
 

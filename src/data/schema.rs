@@ -300,7 +300,11 @@ fn same_schema(first: &Part, other: &Part) -> Result<()> {
 }
 
 fn is_id_type(t: &DataType) -> bool {
-    t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    let string =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    // A dictionary of strings: pandas' Categorical, Spark's dictionary pages
+    // read as such.
+    t.is_integer() || string(t) || matches!(t, DataType::Dictionary(_, v) if string(v))
 }
 
 fn is_history_type(t: &DataType) -> bool {

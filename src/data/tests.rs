@@ -838,3 +838,26 @@ fn page_checksums_are_checked_when_a_file_has_them() {
         "{err}"
     );
 }
+
+#[test]
+fn dictionary_encoded_string_ids_read_as_strings() {
+    use arrow_array::DictionaryArray;
+    use arrow_array::types::Int32Type;
+    let dir = tempfile::tempdir().unwrap();
+    // pandas' Categorical: each id once, stored as a dictionary of strings.
+    let ids: DictionaryArray<Int32Type> = ["u-c", "u-a", "u-b", "u-d"].into_iter().collect();
+    let path = write_parquet(
+        dir.path(),
+        "cat.parquet",
+        &[batch(vec![
+            ("id", Arc::new(ids) as ArrayRef),
+            ("f", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0]))),
+        ])],
+    );
+    let dataset = Dataset::open(&input(&path, "id", None, None), false).unwrap();
+    let want = EntityIds::Str(["u-c", "u-a", "u-b", "u-d"].map(String::from).to_vec());
+    assert_eq!(dataset.scan_index().unwrap().ids, want);
+    let rows = dataset.read_rows(1..3).unwrap();
+    assert_eq!(rows.ids, EntityIds::Str(vec!["u-a".into(), "u-b".into()]));
+    assert_eq!(rows.features, [2.0, 3.0]);
+}
