@@ -159,6 +159,15 @@ fn raw_resp3_hello_switches_nil_and_maps() {
         c.call(&["HELLO", "4"]),
         Resp::Error("NOPROTO unsupported protocol version".into())
     );
+    // With no password set, as Redis: the default user takes any password
+    // when named, and a lone password is an error.
+    assert_eq!(
+        c.call(&["AUTH", "default", "anything"]),
+        Resp::Simple("OK".into())
+    );
+    assert!(
+        matches!(c.call(&["AUTH", "anything"]), Resp::Error(e) if e.contains("without any password configured"))
+    );
     // Pipelined: three commands in one write, three replies in order.
     c.send(&[b"PING"]);
     c.send(&[b"ECHO", b"hi"]);
