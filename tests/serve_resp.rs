@@ -168,6 +168,10 @@ fn raw_resp3_hello_switches_nil_and_maps() {
     assert!(
         matches!(c.call(&["AUTH", "anything"]), Resp::Error(e) if e.contains("without any password configured"))
     );
+    assert_eq!(
+        c.call(&["DBSIZE", "x"]),
+        Resp::Error("ERR wrong number of arguments for 'dbsize' command".into())
+    );
     // Pipelined: three commands in one write, three replies in order.
     c.send(&[b"PING"]);
     c.send(&[b"ECHO", b"hi"]);

@@ -305,6 +305,9 @@ impl Conn<'_> {
         } else if is("info") {
             self.info();
         } else if is("dbsize") {
+            if args.len() != 1 {
+                return self.arity_error(name);
+            }
             let rows = self
                 .shared
                 .reader
