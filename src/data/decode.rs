@@ -448,38 +448,23 @@ impl PartView<'_> {
                         Ok(())
                     }
                 };
-                if let Some(a) = array.as_string_opt::<i32>() {
-                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
-                } else if let Some(a) = array.as_string_opt::<i64>() {
-                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
-                } else if let Some(a) = array.as_string_view_opt() {
-                    a.iter().enumerate().try_for_each(|(i, v)| push(i, v))
-                } else if let Some(d) = array.as_any_dictionary_opt() {
-                    let values = d.values();
-                    let strings: Vec<Option<&str>> = if let Some(v) = values.as_string_opt::<i32>()
-                    {
-                        v.iter().collect()
-                    } else if let Some(v) = values.as_string_opt::<i64>() {
-                        v.iter().collect()
-                    } else if let Some(v) = values.as_string_view_opt() {
-                        v.iter().collect()
-                    } else {
-                        return Err(self.found_type(id, array, "id column", ID_TYPES));
-                    };
+                let visited = visit_strs(array, &mut push).or_else(|| {
+                    // A dictionary of strings: its values once, then a key
+                    // per row.
+                    let d = array.as_any_dictionary_opt()?;
+                    let mut strings = Vec::new();
+                    // Collecting the values cannot fail.
+                    visit_strs(d.values(), |_, v| {
+                        strings.push(v);
+                        Ok(())
+                    })?
+                    .ok()?;
                     let keys = d.normalized_keys();
-                    (0..array.len()).try_for_each(|i| {
-                        push(
-                            i,
-                            if array.is_null(i) {
-                                None
-                            } else {
-                                strings[keys[i]]
-                            },
-                        )
-                    })
-                } else {
-                    Err(self.found_type(id, array, "id column", ID_TYPES))
-                }
+                    Some((0..array.len()).try_for_each(|i| {
+                        push(i, (!array.is_null(i)).then(|| strings[keys[i]]).flatten())
+                    }))
+                });
+                visited.unwrap_or_else(|| Err(self.found_type(id, array, "id column", ID_TYPES)))
             }
         }
     }
@@ -682,6 +667,29 @@ pub(super) fn invalid_in(array: &dyn Array, mut f: impl FnMut(usize, String)) {
         (0..array.len())
             .filter(|&i| array.is_null(i))
             .for_each(|i| check(i, None));
+    }
+}
+
+/// Calls `f(i, value)` for every slot of a string array of any of Arrow's
+/// layouts (`None` for a null); returns `None` when `array` holds no
+/// strings.
+fn visit_strs<'a>(
+    array: &'a dyn Array,
+    mut f: impl FnMut(usize, Option<&'a str>) -> Result<()>,
+) -> Option<Result<()>> {
+    macro_rules! visit {
+        ($a:expr) => {
+            Some($a.iter().enumerate().try_for_each(|(i, v)| f(i, v)))
+        };
+    }
+    if let Some(a) = array.as_string_opt::<i32>() {
+        visit!(a)
+    } else if let Some(a) = array.as_string_opt::<i64>() {
+        visit!(a)
+    } else if let Some(a) = array.as_string_view_opt() {
+        visit!(a)
+    } else {
+        None
     }
 }
 

@@ -76,7 +76,8 @@ fn find_local(path: &Path) -> Result<Vec<PartRef>> {
     };
     // A path that names an existing file or folder is taken as written, even
     // when its name has a glob character (`x[1].parquet`).
-    let glob = match std::fs::metadata(path) {
+    let literal = std::fs::metadata(path);
+    let glob = match literal {
         Ok(_) => None,
         Err(_) => Glob::new(&text).map_err(location_error)?,
     };
@@ -110,7 +111,7 @@ fn find_local(path: &Path) -> Result<Vec<PartRef>> {
         }
         matched
     } else {
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        let meta = literal.map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -105,9 +105,7 @@ impl EntityKey {
             EntityKey::Str(s) => s.as_bytes().to_vec(),
         }
     }
-}
 
-impl EntityKey {
     /// The id as the input holds it (a string id as is; see the `Display`
     /// form for messages).
     pub fn into_text(self) -> String {

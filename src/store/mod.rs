@@ -318,15 +318,20 @@ pub type FileId = (u64, u64);
 /// The identity of `dir/data.mdb`, symbolic links followed; `None` when it
 /// does not exist (or on systems without inodes).
 pub fn data_file_id(dir: &Path) -> Option<FileId> {
+    file_id(&std::fs::metadata(dir.join("data.mdb")).ok()?)
+}
+
+/// The identity of the file `meta` describes (`None` on systems without
+/// inodes).
+fn file_id(meta: &std::fs::Metadata) -> Option<FileId> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(dir.join("data.mdb")).ok()?;
-        Some((m.dev(), m.ino()))
+        Some((meta.dev(), meta.ino()))
     }
     #[cfg(not(unix))]
     {
-        let _ = dir;
+        let _ = meta;
         None
     }
 }
@@ -389,8 +394,8 @@ impl Store {
 
     /// Opens the store in `dir`; it must exist. The error says "no store at DIR".
     pub fn open_existing(dir: &Path) -> Result<Store> {
-        refuse_a_file(dir)?;
         if !dir.join("data.mdb").is_file() {
+            refuse_a_file(dir)?;
             return Err(Error::NoStore {
                 path: dir.to_path_buf(),
             });
@@ -437,11 +442,9 @@ impl Store {
         let env = Env::open(&canonical, &options).map_err(|e| lmdb("open", e))?;
         // Pages past the end of a cut-short file would fault (SIGBUS) when
         // read: a truncated or half-copied data.mdb is refused here.
-        let data = canonical.join("data.mdb");
-        let have = std::fs::metadata(&data)
-            .map_err(|e| io("read the size of data.mdb", e))?
-            .len();
-        let need = env.pages_end();
+        let data = std::fs::metadata(canonical.join("data.mdb"))
+            .map_err(|e| io("read the size of data.mdb", e))?;
+        let (have, need) = (data.len(), env.pages_end());
         if have < need {
             return Err(Error::Truncated {
                 path: dir.to_path_buf(),
@@ -499,7 +502,8 @@ impl Store {
                 .map_err(|e| lmdb("create the meta database", e))?;
             meta
         };
-        let file = data_file_id(&canonical);
+        // The file as opened (a fresh store's did not exist at the lookup).
+        let file = file_id(&data);
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             env,
