@@ -312,16 +312,24 @@ fn a_password_is_required_from_every_client_when_set() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// `herd serve` of a store that does not exist, on free loopback ports,
+/// with `args`, when they are refused: its standard error, after checking
+/// the exit code 2 of a bad command line.
+fn refused_serve(args: &[&str]) -> String {
+    let out = Command::new(HERD)
+        .args(["serve", "--store", "nowhere"])
+        .args(args)
+        .args(["--resp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_thread_count_past_the_limit_is_refused() {
     for threads in ["20000", "0"] {
-        let out = Command::new(HERD)
-            .args(["serve", "--store", "nowhere", "--threads", threads])
-            .args(["--resp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused_serve(&["--threads", threads]);
         assert!(
             err.contains(&format!("--threads {threads}")) && err.contains("1 to 1024"),
             "{err}"
@@ -332,13 +340,7 @@ fn a_thread_count_past_the_limit_is_refused() {
 #[test]
 fn a_prefix_that_an_id_or_a_version_could_shadow_is_refused() {
     for prefix in ["", "v2", "v10"] {
-        let out = Command::new(HERD)
-            .args(["serve", "--store", "nowhere", "--prefix", prefix])
-            .args(["--resp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused_serve(&["--prefix", prefix]);
         assert!(err.contains(&format!("--prefix '{prefix}'")), "{err}");
     }
 }
