@@ -30,6 +30,11 @@ pub(super) struct ServeArgs {
     /// never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// Hold the live version's replies in memory, rendered, when they fit
+    /// in MIB (JSON and index): a read of one prediction is then a lookup
+    /// and a copy. Rendered again after each flip; 0: read the store.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    preload: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -199,6 +204,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<i32> {
             0 => herd::serve::NO_IDLE_TIMEOUT,
             secs => std::time::Duration::from_secs(secs),
         },
+        preload: args.preload.saturating_mul(1 << 20),
     };
     let store = opts.store.clone();
     let served = herd::serve::run(opts, |bound| {

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 
 use super::listen::Deadlines;
 use super::metrics::{Route, StoreState};
-use super::reader::{Answer, Batch, ReadError};
+use super::reader::{Answer, Batch, Key, ReadError};
 use super::{
     MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_KEYS, REQUEST_TIMEOUT, Shared, WRITE_TIMEOUT, now_secs,
 };
@@ -394,6 +394,14 @@ fn prediction(shared: &Shared, raw_id: &str, query: &str) -> Reply {
         Ok(v) => v,
         Err(r) => return *r,
     };
+    let key = Key::Entity { version, id: &id };
+    let mut held = None;
+    if let Ok(true) = shared
+        .reader
+        .read_held(key, now_secs(), |json| held = Some(json.to_vec()))
+    {
+        return json_reply(StatusCode::OK, held.unwrap_or_default());
+    }
     let mut batch = Batch::default();
     if let Err(e) = shared.reader.read_ids(version, [id.as_slice()], &mut batch) {
         return read_error(&e);

@@ -23,6 +23,7 @@
 //! [`resp`] and [`http`] speak the protocols, [`metrics`] counts, and
 //! [`listen`] accepts connections under the limits.
 
+mod held;
 mod http;
 mod listen;
 mod metrics;
@@ -145,6 +146,9 @@ pub struct Options {
     /// A connection with no request for this long is closed
     /// ([`NO_IDLE_TIMEOUT`]: never).
     pub idle_timeout: Duration,
+    /// Bytes the live version's rendered replies may take in memory
+    /// (`--preload`; 0: none are held, every read goes to the store).
+    pub preload: usize,
 }
 
 /// Where the servers listen, once bound.
@@ -164,6 +168,10 @@ pub(crate) struct Shared {
     started: Instant,
     batches: Arc<tokio::sync::Semaphore>,
     idle_timeout: Duration,
+    /// `--preload`, in bytes.
+    preload: usize,
+    /// Whether a thread is rendering the live version's replies now.
+    preloading: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -255,6 +263,8 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
             started: Instant::now(),
             batches: Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
             idle_timeout: opts.idle_timeout,
+            preload: opts.preload,
+            preloading: std::sync::atomic::AtomicBool::new(false),
         });
         let bind = |flag, addr: SocketAddr| async move {
             let socket = if addr.is_ipv4() {
@@ -302,14 +312,35 @@ pub fn run(opts: Options, on_bound: impl FnOnce(&Bound)) -> Result<()> {
 
 /// Runs [`reader::Reader::check_store`] every
 /// [`reader::STORE_CHECK_INTERVAL`], off the request path, forever: a store
-/// replaced or deleted while served is noticed within about a second.
+/// replaced or deleted while served is noticed within about a second. With
+/// `--preload`, then looks whether the live version is the one held.
 async fn watch_store(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(reader::STORE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || shared.reader.check_store()).await;
+        let checked = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || checked.reader.check_store()).await;
+        preload(&shared);
+    }
+}
+
+/// Unless a thread is at it already, starts one that renders the live
+/// version's replies when they are not the ones held (`--preload`).
+fn preload(shared: &Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    if shared.preload == 0 || shared.preloading.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("herd-preload".into())
+        .spawn(move || {
+            worker.reader.hold_live(worker.preload);
+            worker.preloading.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        shared.preloading.store(false, Ordering::Release);
     }
 }
 
@@ -357,6 +388,7 @@ mod tests {
             password: password.map(String::from),
             threads: Some(1),
             idle_timeout: IDLE_TIMEOUT,
+            preload: 0,
         }
     }
 
@@ -399,6 +431,8 @@ mod tests {
             started: Instant::now(),
             batches: Arc::new(tokio::sync::Semaphore::new(1)),
             idle_timeout: IDLE_TIMEOUT,
+            preload: 0,
+            preloading: Default::default(),
         };
         assert!(shared.password_matches(b"hunter2"));
         assert!(!shared.password_matches(b"hunter3"));

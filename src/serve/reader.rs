@@ -19,13 +19,15 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::store::json::{self, IdRef};
 use crate::store::{self, Snapshot, Store, ValueRef};
 
-use super::MAX_VALUE_BYTES;
+use super::held::{self, Held, Unheld};
+use super::{MAX_VALUE_BYTES, now_secs};
 
 /// A parsed key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +217,11 @@ pub(crate) struct Reader {
     /// names them. Version numbers are never reused within a store, so
     /// entries stay true until the store is replaced (then it is cleared).
     models: RwLock<HashMap<u32, Arc<str>>>,
+    /// The live version's replies, rendered (`--preload`).
+    held: RwLock<Option<Held>>,
+    /// The version last found not to be holdable, so it is tried (and
+    /// logged) once.
+    unheld: Mutex<Option<(Option<store::FileId>, u64)>>,
 }
 
 impl Reader {
@@ -224,6 +231,8 @@ impl Reader {
             prefix,
             store: RwLock::new(None),
             models: RwLock::new(HashMap::new()),
+            held: RwLock::new(None),
+            unheld: Mutex::new(None),
         }
     }
 
@@ -267,6 +276,7 @@ impl Reader {
         }
         let replacement = now.and_then(|_| Store::open_existing(&self.dir).ok());
         *self.store.write().unwrap_or_else(|p| p.into_inner()) = replacement;
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.models
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -403,12 +413,12 @@ impl Reader {
 
     /// The model version of a value (its `model_ref`'s record; the read
     /// version's when that record is gone, as `herd store get` does).
-    fn model(
+    pub(super) fn model(
         &self,
         snap: &Snapshot<'_, '_>,
         version: u64,
         model_ref: u32,
-    ) -> Result<Arc<str>, ReadError> {
+    ) -> Result<Arc<str>, store::Error> {
         let cached = self
             .models
             .read()
@@ -433,6 +443,96 @@ impl Reader {
             models.insert(model_ref, model.clone());
         }
         Ok(model)
+    }
+
+    /// Answers a read of one entity from the held replies of the live
+    /// version, when they answer it exactly as the store would: `write` is
+    /// given the reply's JSON and `Ok(true)` returned. `Ok(false)`: read it
+    /// from the store.
+    pub fn read_held(
+        &self,
+        key: Key<'_>,
+        now: u64,
+        write: impl FnOnce(&[u8]),
+    ) -> Result<bool, ReadError> {
+        let guard = self.held.read().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = guard.as_ref() else {
+            return Ok(false);
+        };
+        let Key::Entity { version, id } = key else {
+            return Ok(false);
+        };
+        if version.is_some_and(|v| v != held.version) || id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Ok(false);
+        }
+        let store = self.store()?;
+        if store.file_id() != held.file {
+            return Ok(false);
+        }
+        // Unless nothing was committed since the live pointer was last seen
+        // naming the held version, read it (in a transaction of its own).
+        if store.last_txn_id() != held.verified.load(Ordering::Acquire) {
+            let (live, txn) = store.snapshot(|s| Ok((s.live()?, s.txn_id())))?;
+            if live != Some(held.version) {
+                return Ok(false);
+            }
+            held.verified.store(txn, Ordering::Release);
+        }
+        match held.get(id, int_id(id), now) {
+            Some(json) => {
+                write(json);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// What is held now: (version, entities, bytes).
+    pub fn held(&self) -> Option<(u64, usize, usize)> {
+        let guard = self.held.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|h| (h.version, h.len(), h.bytes))
+    }
+
+    /// Renders the live version into memory when it is not the one held
+    /// (dropping the one held first: two versions are never held at once).
+    pub(super) fn hold_live(&self, limit: usize) {
+        let live = self.store().and_then(|s| Ok((s.file_id(), s.live()?, s)));
+        let (file, version, store) = match live {
+            Ok((file, Some(v), store)) => (file, v, store),
+            _ => {
+                *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
+                return;
+            }
+        };
+        if self
+            .held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.file == file && h.version == version)
+        {
+            return;
+        }
+        let mut unheld = self.unheld.lock().unwrap_or_else(|p| p.into_inner());
+        if *unheld == Some((file, version)) {
+            return;
+        }
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let started = Instant::now();
+        let mut model_of =
+            |snap: &Snapshot<'_, '_>, v: u64, model_ref: u32| self.model(snap, v, model_ref);
+        match held::build(&store, version, limit, now_secs(), &mut model_of) {
+            Ok(h) => {
+                eprintln!("{}", held::held_line(&h, started));
+                *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+            }
+            // Tried again at the next check.
+            Err(Unheld::NotLive) => {}
+            Err(why) => {
+                eprintln!("herd serve: v{version} is served from the store, not preloaded: {why}");
+                *unheld = Some((file, version));
+            }
+        }
     }
 
     /// The live version and its row count, for INFO and /metrics.

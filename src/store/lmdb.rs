@@ -194,6 +194,16 @@ impl Env {
         stat.ms_entries as u64
     }
 
+    /// The id of the last transaction committed to the environment, by
+    /// any process, read from its meta page without a transaction.
+    pub fn last_txn_id(&self) -> u64 {
+        // SAFETY: MDB_envinfo is plain data the call fills.
+        let mut info: ffi::MDB_envinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: plain FFI on an open environment.
+        unsafe { ffi::mdb_env_info(self.ptr, &mut info) };
+        info.me_last_txnid as u64
+    }
+
     /// Flushes every commit to disk.
     pub fn force_sync(&self) -> MdbResult<()> {
         // SAFETY: plain FFI on an open environment.
@@ -262,6 +272,13 @@ unsafe fn slice<'t>(v: &ffi::MDB_val) -> &'t [u8] {
 
 impl<'e> Txn<'e> {
     /// The environment this transaction belongs to.
+    /// The id of the transaction: for a read transaction, that of the
+    /// last commit it sees.
+    pub fn id(&self) -> u64 {
+        // SAFETY: plain FFI on a live transaction.
+        unsafe { ffi::mdb_txn_id(self.ptr) as u64 }
+    }
+
     pub fn env(&self) -> &'e Env {
         self.env
     }
@@ -353,6 +370,17 @@ impl<'e> Txn<'e> {
         Ok(Prefix {
             cursor: self.cursor(db)?,
             prefix,
+            start: prefix,
+            started: false,
+        })
+    }
+
+    /// Every entry whose key is at least `start`, in key order.
+    pub fn from<'t>(&'t self, db: Dbi, start: &'t [u8]) -> MdbResult<Prefix<'t>> {
+        Ok(Prefix {
+            cursor: self.cursor(db)?,
+            prefix: &[],
+            start,
             started: false,
         })
     }
@@ -422,10 +450,11 @@ impl Drop for Cursor<'_> {
 }
 
 /// Entries of a database whose key starts with a prefix, or all of them
-/// (empty prefix), in key order.
+/// (empty prefix), in key order, from the first key at least `start`.
 pub struct Prefix<'t> {
     cursor: Cursor<'t>,
     prefix: &'t [u8],
+    start: &'t [u8],
     started: bool,
 }
 
@@ -436,10 +465,10 @@ impl<'t> Iterator for Prefix<'t> {
             self.cursor.step(ffi::MDB_NEXT)
         } else {
             self.started = true;
-            if self.prefix.is_empty() {
+            if self.start.is_empty() {
                 self.cursor.step(ffi::MDB_FIRST)
             } else {
-                self.cursor.seek(self.prefix)
+                self.cursor.seek(self.start)
             }
         };
         match got {

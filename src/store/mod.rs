@@ -563,7 +563,7 @@ impl Store {
         }
     }
 
-    fn corrupt(&self, version: u64, detail: String) -> Error {
+    pub(crate) fn corrupt(&self, version: u64, detail: String) -> Error {
         Error::Corrupt {
             path: self.inner.dir.clone(),
             version,

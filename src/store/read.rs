@@ -154,6 +154,12 @@ impl Store {
     pub(crate) fn snapshot<R>(&self, f: impl FnOnce(&Snapshot<'_, '_>) -> Result<R>) -> Result<R> {
         self.read_versions(f)
     }
+
+    /// The id of the last transaction committed to the store (by any
+    /// process), without a transaction.
+    pub(crate) fn last_txn_id(&self) -> u64 {
+        self.inner.env.last_txn_id()
+    }
 }
 
 /// What a long-lived reader (`herd serve`, `herd store export`) asks inside
@@ -164,6 +170,12 @@ impl Snapshot<'_, '_> {
     /// The live version in this snapshot, if any.
     pub(crate) fn live(&self) -> Result<Option<u64>> {
         self.store.get_u64(self.txn, KEY_LIVE)
+    }
+
+    /// The id of the last commit this snapshot sees: while
+    /// [`Store::last_txn_id`] still gives it, nothing has changed since.
+    pub(crate) fn txn_id(&self) -> u64 {
+        self.txn.id()
     }
 
     /// The record of `version`, `None` when there is no such version.

@@ -296,6 +296,28 @@ impl<'t> Snapshot<'_, 't> {
     pub(crate) fn scan(
         &self,
         version: u64,
+        f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_from(version, &[], f)
+    }
+
+    /// The number of predictions `version` holds (0 without a database).
+    pub(crate) fn entries(&self, version: u64) -> Result<u64> {
+        let Some(db) = self.db(version)? else {
+            return Ok(0);
+        };
+        self.txn.entries(db).map_err(|e| {
+            self.store
+                .lmdb(format!("count the predictions of v{version}"), e)
+        })
+    }
+
+    /// [`Snapshot::scan`] from the first entity whose key is at least
+    /// `start`.
+    pub(crate) fn scan_from(
+        &self,
+        version: u64,
+        start: &[u8],
         mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
     ) -> Result<()> {
         let ctx = || format!("scan the predictions of v{version}");
@@ -304,7 +326,7 @@ impl<'t> Snapshot<'_, 't> {
         };
         let iter = self
             .txn
-            .prefix(db, &[])
+            .from(db, start)
             .map_err(|e| self.store.lmdb(ctx(), e))?;
         for item in iter {
             let (entity, bytes) = item.map_err(|e| self.store.lmdb(ctx(), e))?;

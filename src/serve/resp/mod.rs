@@ -373,8 +373,17 @@ impl Conn<'_> {
     }
 
     fn get(&mut self, key: &[u8]) {
+        let now = now_secs();
+        let reader = &self.shared.reader;
+        let mut reply = Reply {
+            out: &mut self.out,
+            resp3: self.session.resp3,
+        };
+        if let Ok(true) = reader.read_held(reader.key(key), now, |json| reply.bulk(json)) {
+            return;
+        }
         if self.read(&[key]) {
-            self.answer(0, now_secs());
+            self.answer(0, now);
         }
         self.batch.shrink();
     }

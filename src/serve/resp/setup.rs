@@ -197,12 +197,17 @@ impl Conn<'_> {
             Ok(None) => ("ok".to_string(), "none".to_string(), 0),
             Err(e) => (e.to_string(), "none".to_string(), 0),
         };
+        let (held_version, held_rows, held_bytes) = match shared.reader.held() {
+            Some((v, n, bytes)) => (v.to_string(), n, bytes),
+            None => ("none".to_string(), 0, 0),
+        };
         // `redis_version` is the Redis release whose commands these answers
         // follow: some clients read it to choose which commands to send.
         let text = format!(
             "# Server\r\nherd_version:{}\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nuptime_in_seconds:{}\r\n\
              \r\n# Clients\r\nconnected_clients:{}\r\n\
              \r\n# Store\r\nstore_dir:{}\r\nstore:{}\r\nlive_version:{}\r\nrows:{}\r\n\
+             preloaded_version:{held_version}\r\npreloaded_predictions:{held_rows}\r\npreloaded_bytes:{held_bytes}\r\n\
              \r\n# Keyspace\r\ndb0:keys={},expires={},avg_ttl=0\r\n",
             env!("CARGO_PKG_VERSION"),
             shared.started.elapsed().as_secs(),
