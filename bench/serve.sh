@@ -20,11 +20,14 @@
 #    binary one beside `redis-cli --pipe` of the same bytes.
 # 4. `redis-benchmark -t get -c 50 -n 200000 -P 1 -r N` runs against
 #    redis-server, then against `herd serve --prefix key` (which reads
-#    `key:000000000042` as id 42) with 1 and with 2 worker threads. Before
-#    timing, one key is read from both and the bytes compared, so both sides
-#    answer hits with equal values. Each row also gives the server's CPU
-#    time per request (user + system, /proc), which a shared machine
-#    disturbs far less than requests/s.
+#    `key:000000000042` as id 42) with 1 and with 2 worker threads, each
+#    reading the store per request and then with `--preload` (the live
+#    version's replies held in memory, as redis-server holds its values;
+#    timed once the server logs that they are held). Before timing, keys are
+#    read from both and the bytes compared, so both sides answer hits with
+#    equal values. Each row also gives the server's CPU time per request
+#    (user + system, /proc), which a shared machine disturbs far less than
+#    requests/s.
 # 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
 #    connections and reports its latency percentiles.
 # With --rt, redis-server, herd serve, the export, the sink's pushes,
@@ -53,7 +56,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rt) RT="chrt -f 10"; shift ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -144,7 +147,7 @@ EOF
     SINK_RATE=$(sed -n 's/.*pushed version [0-9]* to redis .* (\([0-9]*\)\/s).*/\1/p' "$WORK/run.log" | tail -1)
     [ -n "$SINK_RATE" ] || { say "the run logged no push to the Redis sink"; exit 1; }
     SINKED=$(redis-cli -p "$REDIS_PORT" dbsize)
-    [ "$SINKED" = "$((USERS + 1))" ] || { say "redis-server holds $SINKED keys after the sink, not $USERS + the pointer"; exit 1; }
+    [ "$SINKED" = "$((USERS + 2))" ] || { say "redis-server holds $SINKED keys after the sink, not $USERS + the pointer + the claim"; exit 1; }
 fi
 
 # 2. Exports.
@@ -190,8 +193,10 @@ sink_push() { # encoding -> entities/s
     $RT "$HERD" bench sink --store "$WORK/store" --url "redis://127.0.0.1:$REDIS_PORT/1" \
         --prefix "sink$1" --encoding "$1" | tee -a "$WORK/sink.log" >&2
     local n
+    # The predictions and the push's claim on the version (`{prefix}:v1`).
     n=$(redis-cli -p "$REDIS_PORT" -n 1 dbsize)
-    [ "$n" = "$USERS" ] || { say "the $1 push left $n keys, not $USERS"; exit 1; }
+    [ "$n" = "$((USERS + 1))" ] || { say "the $1 push left $n keys, not $USERS + its claim"; exit 1; }
+    [ "$(redis-cli -p "$REDIS_PORT" -n 1 exists "sink$1:v1")" = 1 ] || { say "the $1 push left no claim key sink$1:v1"; exit 1; }
     tail -1 "$WORK/sink.log" | sed -n 's/.*(\([0-9]*\)\/s).*/\1/p'
 }
 say "herd bench sink, JSON values"
@@ -232,13 +237,19 @@ for id in 0 42 $((USERS - 1)); do
 done
 redis-cli -p "$REDIS_PORT" -n 1 flushdb sync >/dev/null
 
-start_herd() {
+start_herd() { # threads [--preload MIB]
+    local threads="$1"; shift
     $RT "$HERD" serve --store "$WORK/store" --resp "127.0.0.1:$RESP_PORT" \
-        --http "127.0.0.1:$HTTP_PORT" --prefix key --threads "$1" > "$WORK/serve.log" 2>&1 &
+        --http "127.0.0.1:$HTTP_PORT" --prefix key --threads "$threads" "$@" > "$WORK/serve.log" 2>&1 &
     HERD_PID=$!
     PIDS+=($HERD_PID)
-    for _ in $(seq 100); do redis-cli -p "$RESP_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
-    say "herd serve did not start:"; cat "$WORK/serve.log" >&2; exit 1
+    local up=""
+    for _ in $(seq 100); do redis-cli -p "$RESP_PORT" ping >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+    [ -n "$up" ] || { say "herd serve did not start:"; cat "$WORK/serve.log" >&2; exit 1; }
+    [ $# -gt 0 ] || return 0
+    # --preload: wait until the live version is held.
+    for _ in $(seq 1200); do grep -q 'preloaded v' "$WORK/serve.log" && { grep 'preloaded v' "$WORK/serve.log" >&2; return 0; }; sleep 0.1; done
+    say "herd serve did not preload the live version in 120 s:"; cat "$WORK/serve.log" >&2; exit 1
 }
 stop_herd() { kill "$HERD_PID"; wait "$HERD_PID" 2>/dev/null || true; }
 
@@ -296,21 +307,46 @@ HTTP_P50=$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")
 HTTP_P99=$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")
 HTTP_ERRORS=$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt")
 stop_herd
+# --preload: the live version's replies held in memory (as redis-server
+# holds its values); the limit is the JSON export's size and then some.
+PRELOAD_MIB=$(( $(stat -c %s "$WORK/live.jsonl") / 1048576 * 3 / 2 + 256 ))
+for th in 1 2; do
+    start_herd "$th" --preload "$PRELOAD_MIB"
+    for id in 0 42 $((USERS - 1)); do
+        key=$(printf 'key:%012d' "$id")
+        a=$(redis-cli -p "$REDIS_PORT" --no-raw get "$key" | md5sum)
+        b=$(redis-cli -p "$RESP_PORT" --no-raw get "$key" | md5sum)
+        [ "$a" = "$b" ] || { say "$key differs between redis-server and herd serve --preload"; exit 1; }
+    done
+    say "redis-benchmark against herd serve --preload ($th thread(s))"
+    row=$(bench_get "$RESP_PORT" "$HERD_PID")
+    [ "$th" = 1 ] && PRE1_ROW=$row || PRE2_ROW=$row
+    stop_herd
+done
+# redis-server once more, after every herd row: how much the machine moved.
+say "redis-benchmark against redis-server, again"
+REDIS2_ROW=$(bench_get "$REDIS_PORT" "$REDIS_PID")
 
 read -r R_RPS R_P50 R_P99 R_CPU <<< "$REDIS_ROW"
 read -r H1_RPS H1_P50 H1_P99 H1_CPU <<< "$HERD1_ROW"
 read -r H2_RPS H2_P50 H2_P99 H2_CPU <<< "$HERD2_ROW"
+read -r P1_RPS P1_P50 P1_P99 P1_CPU <<< "$PRE1_ROW"
+read -r P2_RPS P2_P50 P2_P99 P2_CPU <<< "$PRE2_ROW"
+read -r R2_RPS R2_P50 R2_P99 R2_CPU <<< "$REDIS2_ROW"
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "store: $USERS users x top-100, $(du -sh "$WORK/store" | cut -f1); values $(head -c 100000 "$WORK/live.jsonl" | head -1 | wc -c) bytes of JSON each"
 echo
 printf "%-44s %12s %9s %9s %9s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "CPU us" "vs redis-server"
 printf "%-44s %12s %9s %9s %9s  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "baseline"
-for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99|$H1_CPU" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99|$H2_CPU"; do
+for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99|$H1_CPU" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99|$H2_CPU" \
+    "herd serve --preload, 1 thread|$P1_RPS|$P1_P50|$P1_P99|$P1_CPU" "herd serve --preload, 2 threads|$P2_RPS|$P2_P50|$P2_P99|$P2_CPU"; do
     IFS='|' read -r name rps p50 p99 cpu <<< "$row"
     ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput, p99 {$p99 / $R_P99:.2f}x, CPU/request {$cpu / $R_CPU:.2f}x')")
     printf "%-44s %12s %9s %9s %9s  %s\n" "$name" "$rps" "$p50" "$p99" "$cpu" "$ratio"
 done
+printf "%-44s %12s %9s %9s %9s  %s\n" "redis-server, again after the herd rows" "$R2_RPS" "$R2_P50" "$R2_P99" "$R2_CPU" \
+    "$(python3 -c "print(f'{$R2_RPS / $R_RPS:.2f}x the first run')")"
 echo
 printf "%-44s %12s %9s %9s  %s\n" "HTTP GET, wrk -t2 -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "target p99 < 2 ms"
 printf "%-44s %12s %9s %9s  %s\n" "herd serve, 2 threads" "$HTTP_RPS" "$HTTP_P50" "$HTTP_P99" \

@@ -11,12 +11,30 @@ fn main() {
             if is_broken_pipe(&e) {
                 0
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", message(&e));
                 1
             }
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes, each once: a cause whose text its error's
+/// message already ends with (most of herd's errors name their cause) is
+/// not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -52,7 +52,7 @@ fn bench_sink(args: SinkBenchArgs) -> Result<i32> {
     let (Some(dir), Some(url)) = (args.store, args.url) else {
         bail!("herd bench sink needs --store DIR and --url redis://host:port/db");
     };
-    let store = herd::store::Store::open_existing(&dir)?;
+    let store = herd::store::Store::open_read_only(&dir)?;
     let Some(version) = store.live()? else {
         bail!("store {}: no live version to push", dir.display());
     };

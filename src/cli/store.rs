@@ -140,7 +140,7 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             format,
             out,
         } => {
-            let s = Store::open_existing(&store)?;
+            let s = Store::open_read_only(&store)?;
             let format = match format {
                 ExportFormat::Parquet => herd::store::export::Format::Parquet,
                 ExportFormat::Jsonl => herd::store::export::Format::Jsonl,
@@ -208,7 +208,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<i32> {
     };
     let store = opts.store.clone();
     let served = herd::serve::run(opts, |bound| {
-        let state = match Store::open_existing(&store).and_then(|s| s.live()) {
+        let state = match Store::open_read_only(&store).and_then(|s| s.live()) {
             Ok(Some(v)) => format!("live v{v}"),
             Ok(None) => "nothing live yet".to_string(),
             Err(e) => e.to_string(),
@@ -233,7 +233,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<i32> {
 
 /// `herd store versions`: a table, or the JSON contract.
 fn store_versions(store: &Path, json: bool) -> Result<i32> {
-    let s = Store::open_existing(store)?;
+    let s = Store::open_read_only(store)?;
     let live = s.live()?;
     let versions = s.versions()?;
     if json {
@@ -274,7 +274,7 @@ fn store_versions(store: &Path, json: bool) -> Result<i32> {
 
 /// `herd store get ID`: an integer id first, then the id as a string.
 fn store_get(id: &str, store: &Path, version: Option<u64>, json: bool) -> Result<i32> {
-    let s = Store::open_existing(store)?;
+    let s = Store::open_read_only(store)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -250,7 +250,7 @@ impl Reader {
         {
             return Ok(s.clone());
         }
-        let opened = Store::open_existing(&self.dir)?;
+        let opened = Store::open_read_only(&self.dir)?;
         let mut slot = self.store.write().unwrap_or_else(|p| p.into_inner());
         Ok(slot.get_or_insert(opened).clone())
     }
@@ -274,7 +274,7 @@ impl Reader {
         if now == open {
             return false;
         }
-        let replacement = now.and_then(|_| Store::open_existing(&self.dir).ok());
+        let replacement = now.and_then(|_| Store::open_read_only(&self.dir).ok());
         *self.store.write().unwrap_or_else(|p| p.into_inner()) = replacement;
         *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.models

@@ -116,6 +116,9 @@ pub struct EnvOptions {
     pub max_dbs: u32,
     /// Skip the flush of meta pages at commit (`MDB_NOMETASYNC`).
     pub no_meta_sync: bool,
+    /// Open for reading only (`MDB_RDONLY`): no write transaction, the data
+    /// file opened read-only, and no lock file on a read-only file system.
+    pub read_only: bool,
 }
 
 impl Env {
@@ -133,6 +136,9 @@ impl Env {
         let mut flags = ffi::MDB_NOTLS;
         if options.no_meta_sync {
             flags |= ffi::MDB_NOMETASYNC;
+        }
+        if options.read_only {
+            flags |= ffi::MDB_RDONLY;
         }
         // SAFETY: `env.ptr` is a fresh handle; `Drop` closes it on failure.
         unsafe {

@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use lmdb::{Dbi, Env, EnvOptions, MdbError};
+use lmdb::{Dbi, Env, EnvOptions, MdbError, Txn};
 use serde::{Deserialize, Serialize};
 
 use commit::EncodedChunk;
@@ -293,6 +293,8 @@ struct Inner {
     meta: Dbi,
     /// The identity of the `data.mdb` opened.
     file: Option<FileId>,
+    /// Opened with [`Store::open_read_only`].
+    read_only: bool,
     /// Held shared by every transaction of this process and exclusively while
     /// the map is resized (LMDB requires no live transaction then).
     gate: RwLock<()>,
@@ -403,16 +405,37 @@ impl Store {
         Store::open_with_map_size(dir, DEFAULT_MAP_SIZE)
     }
 
+    /// Opens an existing store to read it only (`herd store get`,
+    /// `versions`, `export`, `herd serve`): LMDB's `MDB_RDONLY`, so nothing
+    /// is written to the store's files, and a store on a read-only mount
+    /// (where LMDB also does without its lock file) can be read. Shares a
+    /// store this process has open already, in either mode.
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        if !dir.join("data.mdb").is_file() {
+            refuse_a_file(dir)?;
+            return Err(Error::NoStore {
+                path: dir.to_path_buf(),
+            });
+        }
+        Store::open_mode(dir, DEFAULT_MAP_SIZE, true)
+    }
+
     /// [`Store::open`] with a chosen initial map size (rounded up to 64 KiB).
     /// A store already open in this process is shared, whatever the size.
     pub fn open_with_map_size(dir: &Path, map_size: usize) -> Result<Store> {
+        Store::open_mode(dir, map_size, false)
+    }
+
+    fn open_mode(dir: &Path, map_size: usize, read_only: bool) -> Result<Store> {
         let io = |context: &str, source| Error::Io {
             path: dir.to_path_buf(),
             context: context.to_string(),
             source,
         };
         refuse_a_file(dir)?;
-        std::fs::create_dir_all(dir).map_err(|e| io("create the store directory", e))?;
+        if !read_only {
+            std::fs::create_dir_all(dir).map_err(|e| io("create the store directory", e))?;
+        }
         let canonical = dir
             .canonicalize()
             .map_err(|e| io("resolve the store directory", e))?;
@@ -424,6 +447,12 @@ impl Store {
             .find(|(p, f, _)| *p == canonical && *f == file)
             .and_then(|(_, _, w)| w.upgrade())
         {
+            if inner.read_only && !read_only {
+                return Err(io(
+                    "open for writing",
+                    std::io::Error::other("this process has it open read-only"),
+                ));
+            }
             return Ok(Store { inner });
         }
         let lmdb = |context: &str, source| Error::Lmdb {
@@ -438,8 +467,16 @@ impl Store {
             map_size: round_map_size(map_size),
             max_dbs: MAX_DBS,
             no_meta_sync: true,
+            read_only,
         };
-        let env = Env::open(&canonical, &options).map_err(|e| lmdb("open", e))?;
+        let env = Env::open(&canonical, &options).map_err(|e| match e.0 {
+            libc::EROFS if !read_only => lmdb(
+                "open for writing (it is on a read-only file system; `herd store get`, \
+                 `versions`, `export` and `herd serve` read it there)",
+                e,
+            ),
+            _ => lmdb("open", e),
+        })?;
         // Pages past the end of a cut-short file would fault (SIGBUS) when
         // read: a truncated or half-copied data.mdb is refused here.
         let data = std::fs::metadata(canonical.join("data.mdb"))
@@ -456,51 +493,9 @@ impl Store {
         // old pages (the file only grows) until someone clears them.
         env.reader_check()
             .map_err(|e| lmdb("clear the reader slots of dead processes", e))?;
-        let meta = {
-            let mut wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
-            let _opener = env.opener();
-            let found = wtxn
-                .open_db(META_DB, false)
-                .map_err(|e| lmdb("open the meta database", e))?;
-            if found.is_none() && env.main_entries() > 0 {
-                return Err(Error::NotAStore {
-                    path: dir.to_path_buf(),
-                });
-            }
-            let meta = wtxn
-                .open_db(META_DB, true)
-                .map_err(|e| lmdb("create the meta database", e))?
-                .expect("a database opened with MDB_CREATE exists");
-            let format = wtxn
-                .get(meta, keys::KEY_FORMAT)
-                .map_err(|e| lmdb("read the store format", e))?
-                .map(|b| b.try_into().map(u32::from_be_bytes));
-            match format {
-                None => {
-                    wtxn.put(meta, keys::KEY_FORMAT, &STORE_FORMAT.to_be_bytes(), false)
-                        .and_then(|()| {
-                            wtxn.put(meta, keys::KEY_WRITTEN_BY, WRITTEN_BY.as_bytes(), false)
-                        })
-                        .map_err(|e| lmdb("mark the store format", e))?;
-                }
-                Some(Ok(f)) if f <= STORE_FORMAT => {}
-                Some(found) => {
-                    let written_by = wtxn
-                        .get(meta, keys::KEY_WRITTEN_BY)
-                        .ok()
-                        .flatten()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_else(|| "an unknown herd".into());
-                    return Err(Error::NewerFormat {
-                        path: dir.to_path_buf(),
-                        format: found.unwrap_or(u32::MAX),
-                        written_by,
-                    });
-                }
-            }
-            wtxn.commit()
-                .map_err(|e| lmdb("create the meta database", e))?;
-            meta
+        let meta = match read_only {
+            true => read_meta(&env, dir)?,
+            false => write_meta(&env, dir)?,
         };
         // The file as opened (a fresh store's did not exist at the lookup).
         let file = file_id(&data);
@@ -509,6 +504,7 @@ impl Store {
             env,
             meta,
             file,
+            read_only,
             gate: RwLock::new(()),
             scratch: Mutex::new(Vec::new()),
             run_locks: AtomicUsize::new(0),
@@ -516,7 +512,97 @@ impl Store {
         open.push((canonical, file, Arc::downgrade(&inner)));
         Ok(Store { inner })
     }
+}
 
+fn lmdb_error(dir: &Path, context: &str, source: MdbError) -> Error {
+    Error::Lmdb {
+        path: dir.to_path_buf(),
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// The format a store's meta database records, checked: `Ok` when this
+/// herd reads it.
+fn check_format(txn: &Txn<'_>, meta: Dbi, dir: &Path) -> Result<Option<u32>> {
+    let lmdb = |context: &str, e| lmdb_error(dir, context, e);
+    let format = txn
+        .get(meta, keys::KEY_FORMAT)
+        .map_err(|e| lmdb("read the store format", e))?
+        .map(|b| b.try_into().map(u32::from_be_bytes));
+    match format {
+        None => Ok(None),
+        Some(Ok(f)) if f <= STORE_FORMAT => Ok(Some(f)),
+        Some(found) => {
+            let written_by = txn
+                .get(meta, keys::KEY_WRITTEN_BY)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_else(|| "an unknown herd".into());
+            Err(Error::NewerFormat {
+                path: dir.to_path_buf(),
+                format: found.unwrap_or(u32::MAX),
+                written_by,
+            })
+        }
+    }
+}
+
+/// The meta database of a store opened read-only (in a read transaction
+/// committed so that its handle stays open).
+fn read_meta(env: &Env, dir: &Path) -> Result<Dbi> {
+    let lmdb = |context: &str, e| lmdb_error(dir, context, e);
+    let txn = env.read_txn().map_err(|e| lmdb("open", e))?;
+    let _opener = env.opener();
+    let Some(meta) = txn
+        .open_db(META_DB, false)
+        .map_err(|e| lmdb("open the meta database", e))?
+    else {
+        return Err(match env.main_entries() {
+            0 => Error::NoStore {
+                path: dir.to_path_buf(),
+            },
+            _ => Error::NotAStore {
+                path: dir.to_path_buf(),
+            },
+        });
+    };
+    check_format(&txn, meta, dir)?;
+    txn.commit()
+        .map_err(|e| lmdb("open the meta database", e))?;
+    Ok(meta)
+}
+
+/// The meta database of a store opened to write: created, with the store
+/// format, in a new store.
+fn write_meta(env: &Env, dir: &Path) -> Result<Dbi> {
+    let lmdb = |context: &str, e| lmdb_error(dir, context, e);
+    let mut wtxn = env.write_txn().map_err(|e| lmdb("open", e))?;
+    let _opener = env.opener();
+    let found = wtxn
+        .open_db(META_DB, false)
+        .map_err(|e| lmdb("open the meta database", e))?;
+    if found.is_none() && env.main_entries() > 0 {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+        });
+    }
+    let meta = wtxn
+        .open_db(META_DB, true)
+        .map_err(|e| lmdb("create the meta database", e))?
+        .expect("a database opened with MDB_CREATE exists");
+    if check_format(&wtxn, meta, dir)?.is_none() {
+        wtxn.put(meta, keys::KEY_FORMAT, &STORE_FORMAT.to_be_bytes(), false)
+            .and_then(|()| wtxn.put(meta, keys::KEY_WRITTEN_BY, WRITTEN_BY.as_bytes(), false))
+            .map_err(|e| lmdb("mark the store format", e))?;
+    }
+    wtxn.commit()
+        .map_err(|e| lmdb("create the meta database", e))?;
+    Ok(meta)
+}
+
+impl Store {
     /// The identity of the `data.mdb` this store opened (see
     /// [`data_file_id`]).
     pub fn file_id(&self) -> Option<FileId> {

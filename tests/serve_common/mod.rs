@@ -33,7 +33,16 @@ impl Server {
         if let Some(p) = password {
             cmd.env("HERD_SERVE_PASSWORD", p);
         }
-        let mut child = cmd.spawn().expect("start herd serve");
+        Server::spawn(cmd)
+    }
+
+    /// Runs `cmd`, which runs `herd serve` (perhaps through a wrapper) and
+    /// passes its standard output on, and reads the bound addresses.
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start herd serve");
         let stdout = child.stdout.take().expect("piped");
         let mut line = String::new();
         BufReader::new(stdout)
