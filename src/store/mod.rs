@@ -692,11 +692,28 @@ mod tests {
         std::fs::create_dir(&cut).unwrap();
         let bytes = std::fs::read(whole.join("data.mdb")).unwrap();
         std::fs::write(cut.join("data.mdb"), &bytes[..bytes.len() / 2]).unwrap();
-        let Err(err) = Store::open_existing(&cut) else {
-            panic!("a cut-short store was opened")
+        for open in [Store::open_existing, Store::open_read_only] {
+            let Err(err) = open(&cut) else {
+                panic!("a cut-short store was opened")
+            };
+            assert!(matches!(err, Error::Truncated { .. }), "{err}");
+            assert!(err.to_string().contains("cut short"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_store_open_read_only_in_this_process_is_not_opened_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        drop(Store::open(&path).unwrap());
+        let read_only = Store::open_read_only(&path).unwrap();
+        assert_eq!(read_only.live().unwrap(), None);
+        let Err(err) = Store::open(&path) else {
+            panic!("a store open read-only was opened to write")
         };
-        assert!(matches!(err, Error::Truncated { .. }), "{err}");
-        assert!(err.to_string().contains("cut short"), "{err}");
+        assert!(err.to_string().contains("open read-only"), "{err}");
+        drop(read_only);
+        Store::open(&path).unwrap();
     }
 
     #[test]
@@ -704,7 +721,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("afile");
         std::fs::write(&file, "x").unwrap();
-        for open in [Store::open, Store::open_existing] {
+        for open in [Store::open, Store::open_existing, Store::open_read_only] {
             let Err(err) = open(&file) else {
                 panic!("a file was opened as a store")
             };
@@ -721,6 +738,7 @@ mod tests {
                 map_size: 1 << 20,
                 max_dbs: 4,
                 no_meta_sync: false,
+                read_only: false,
             };
             let env = Env::open(dir.path(), &options).unwrap();
             let mut txn = env.write_txn().unwrap();
@@ -729,10 +747,12 @@ mod tests {
             txn.commit().unwrap();
         }
         let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
-        let Err(err) = Store::open_existing(dir.path()) else {
-            panic!("a foreign environment was opened")
-        };
-        assert!(matches!(err, Error::NotAStore { .. }), "{err}");
-        assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
+        for open in [Store::open_existing, Store::open_read_only] {
+            let Err(err) = open(dir.path()) else {
+                panic!("a foreign environment was opened")
+            };
+            assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+            assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
+        }
     }
 }
