@@ -254,13 +254,17 @@ start_herd() { # threads [--preload MIB]
 stop_herd() { kill "$HERD_PID"; wait "$HERD_PID" 2>/dev/null || true; }
 
 # Both sides answer the same bytes for the same key.
+same_bytes() { # what herd serve runs as
+    local id key a b
+    for id in 0 42 $((USERS - 1)); do
+        key=$(printf 'key:%012d' "$id")
+        a=$(redis-cli -p "$REDIS_PORT" --no-raw get "$key" | md5sum)
+        b=$(redis-cli -p "$RESP_PORT" --no-raw get "$key" | md5sum)
+        [ "$a" = "$b" ] || { say "$key differs between redis-server and $1"; exit 1; }
+    done
+}
 start_herd 1
-for id in 0 42 $((USERS - 1)); do
-    key=$(printf 'key:%012d' "$id")
-    a=$(redis-cli -p "$REDIS_PORT" --no-raw get "$key" | md5sum)
-    b=$(redis-cli -p "$RESP_PORT" --no-raw get "$key" | md5sum)
-    [ "$a" = "$b" ] || { say "$key differs between redis-server and herd serve"; exit 1; }
-done
+same_bytes "herd serve"
 stop_herd
 
 # 4. redis-benchmark. CSV: "test","rps","avg","min","p50","p95","p99","max".
@@ -312,12 +316,7 @@ stop_herd
 PRELOAD_MIB=$(( $(stat -c %s "$WORK/live.jsonl") / 1048576 * 3 / 2 + 256 ))
 for th in 1 2; do
     start_herd "$th" --preload "$PRELOAD_MIB"
-    for id in 0 42 $((USERS - 1)); do
-        key=$(printf 'key:%012d' "$id")
-        a=$(redis-cli -p "$REDIS_PORT" --no-raw get "$key" | md5sum)
-        b=$(redis-cli -p "$RESP_PORT" --no-raw get "$key" | md5sum)
-        [ "$a" = "$b" ] || { say "$key differs between redis-server and herd serve --preload"; exit 1; }
-    done
+    same_bytes "herd serve --preload"
     say "redis-benchmark against herd serve --preload ($th thread(s))"
     row=$(bench_get "$RESP_PORT" "$HERD_PID")
     [ "$th" = 1 ] && PRE1_ROW=$row || PRE2_ROW=$row

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
-use herd::store::{Status, Store};
+use herd::store::Store;
 use serve_common::*;
-use store_common::new_version;
+use store_common::{new_version, top_k};
 
 const ENTITIES: u64 = 500;
 
@@ -183,28 +183,9 @@ fn a_flip_is_served_from_the_next_request_then_preloaded() {
     let mut c = RespClient::connect(server.resp);
     until_preloaded(&mut c, 1);
     for seed in 1..=3u32 {
-        let ids = int_ids();
         let v = new_version(&store, "preload", ENTITIES);
-        let mut offsets = vec![0u32];
-        let (mut items, mut scores) = (Vec::new(), Vec::new());
-        for i in 0..ENTITIES as u32 {
-            items.push(i + seed * 1000);
-            scores.push(seed as f32);
-            offsets.push(items.len() as u32);
-        }
-        let preds = Predictions::TopK {
-            offsets,
-            items,
-            scores,
-        };
-        assert!(
-            store
-                .commit_chunk(v, 0..ENTITIES, &ids, &preds, now())
-                .unwrap()
-        );
-        store
-            .update_record(v, |r| r.status = Status::Validated)
-            .unwrap();
+        let (ids, preds) = top_k(0..ENTITIES, &[(seed * 1000, seed as f32)]);
+        commit_validated(&store, v, &ids, &preds, now());
         // Flipped by another process, while the old version is held.
         let out = Command::new(HERD)
             .args(["store", "flip", "--to", &v.to_string(), "--store"])
@@ -214,7 +195,7 @@ fn a_flip_is_served_from_the_next_request_then_preloaded() {
         assert!(out.status.success(), "{out:?}");
         let got: serde_json::Value = serde_json::from_slice(&get(&mut c, "5").unwrap()).unwrap();
         assert_eq!(got["version"], v, "the first read after the flip to v{v}");
-        assert_eq!(got["top_k"][0]["item"], 5 + seed * 1000);
+        assert_eq!(got["top_k"][0]["item"], seed * 1000);
         until_preloaded(&mut c, v);
         assert_eq!(
             String::from_utf8(get(&mut c, "5").unwrap()).unwrap(),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
-use herd::store::{Status, Store};
+use herd::store::Store;
 use serve_common::*;
 use store_common::{new_version, scores};
 
@@ -397,14 +397,7 @@ fn flips_by_another_process_during_a_read_load_never_mix_versions() {
     let build = |marker: u64| {
         let v = new_version(&store, "flip", ENTITIES);
         let (ids, preds) = scores(0..ENTITIES, 8, marker as f32);
-        assert!(
-            store
-                .commit_chunk(v, 0..ENTITIES, &ids, &preds, now())
-                .unwrap()
-        );
-        store
-            .update_record(v, |r| r.status = Status::Validated)
-            .unwrap();
+        commit_validated(&store, v, &ids, &preds, now());
         v
     };
     store.flip(build(1)).unwrap();

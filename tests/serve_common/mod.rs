@@ -372,10 +372,22 @@ pub fn publish(
     preds: &herd::model::Predictions,
     now: u64,
 ) {
+    commit_validated(store, v, ids, preds, now);
+    store.flip(v).unwrap();
+}
+
+/// Commits `preds` of `ids` as the whole of version `v` (timestamp `now`)
+/// and marks it validated, as a run does before its flip.
+pub fn commit_validated(
+    store: &herd::store::Store,
+    v: u64,
+    ids: &herd::model::EntityIds,
+    preds: &herd::model::Predictions,
+    now: u64,
+) {
     let rows = ids.len() as u64;
     assert!(store.commit_chunk(v, 0..rows, ids, preds, now).unwrap());
     store
         .update_record(v, |r| r.status = herd::store::Status::Validated)
         .unwrap();
-    store.flip(v).unwrap();
 }
