@@ -683,6 +683,7 @@ fn parquet_writer(
     // An empty version still gets a valid file (integer ids, scores).
     let (id_kind, kind) = start.map_or((IdKind::Int, ValueKind::Scores), |s| (s.id_kind, s.kind));
     let schema = schema(id_kind, kind);
+    let fd = writeback_handle(&file);
     let sink = BufWriter::with_capacity(1 << 20, file);
     let (mut writer, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(properties()))
         .and_then(|w| w.into_serialized_writer())
@@ -759,6 +760,7 @@ fn parquet_writer(
                 chunk.append_to_row_group(&mut group).map_err(pq)?;
             }
             group.close().map_err(pq)?;
+            start_writeback(fd);
             row_group += 1;
         }
         if finished {
@@ -777,6 +779,47 @@ fn parquet_writer(
         source: e,
     })
 }
+
+/// Tells the allocator to keep the memory an export frees for its next
+/// batches instead of giving it back to the kernel and faulting it in
+/// again (glibc: blocks under 32 MiB come from the heap, which is not
+/// trimmed below 1 GiB). Measured on the 1M-prediction export: system time
+/// 1.04-1.45 s -> 0.51-0.63 s, peak memory +100 MB. Process-wide, so it is
+/// for a process that only exports (`herd store export`).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// What [`start_writeback`] needs of the export's file.
+#[cfg(target_os = "linux")]
+fn writeback_handle(file: &File) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    file.as_raw_fd()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn writeback_handle(_: &File) {}
+
+/// Starts writing to disk what the export wrote so far (Linux
+/// `sync_file_range`, `SYNC_FILE_RANGE_WRITE`: it does not wait), so that
+/// the disk works while the next row group is encoded and the final
+/// `fsync` finds little left. Only a hint: the `fsync` still decides.
+#[cfg(target_os = "linux")]
+fn start_writeback(fd: std::os::fd::RawFd) {
+    // SAFETY: `fd` is the export's open file, owned by the writer for the
+    // whole export; the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: ()) {}
 
 #[cfg(test)]
 mod tests {
