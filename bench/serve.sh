@@ -295,10 +295,6 @@ request = function()
   return wrk.format("GET", "/v1/predictions/" .. math.random(0, $USERS - 1))
 end
 EOF
-say "wrk: ${DURATION}s of GET /v1/predictions/{id}, 50 connections"
-$RT wrk -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$WORK/ids.lua" \
-    "http://127.0.0.1:$HTTP_PORT" > "$WORK/wrk.txt"
-cat "$WORK/wrk.txt" >&2
 ms() { # wrk prints 812.00us, 1.20ms or 1.05s
     python3 -c "
 import sys; v = sys.argv[1]
@@ -306,10 +302,17 @@ for unit, f in (('us', 1e-3), ('ms', 1.0), ('s', 1e3)):
     if v.endswith(unit): print(round(float(v[:-len(unit)]) * f, 3)); break
 " "$1"
 }
-HTTP_RPS=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.txt")
-HTTP_P50=$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")
-HTTP_P99=$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")
-HTTP_ERRORS=$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt")
+http_load() { # -> "requests/s p50 p99 errors..." of wrk against the running server
+    say "wrk: ${DURATION}s of GET /v1/predictions/{id}, 50 connections"
+    $RT wrk -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$WORK/ids.lua" \
+        "http://127.0.0.1:$HTTP_PORT" > "$WORK/wrk.txt"
+    cat "$WORK/wrk.txt" >&2
+    echo "$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.txt")" \
+        "$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")" \
+        "$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")" \
+        "$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt" | tr '\n' ' ')"
+}
+read -r HTTP_RPS HTTP_P50 HTTP_P99 HTTP_ERRORS <<< "$(http_load)"
 stop_herd
 # --preload: the live version's replies held in memory (as redis-server
 # holds its values); the limit is the JSON export's size and then some.
@@ -320,6 +323,9 @@ for th in 1 2; do
     say "redis-benchmark against herd serve --preload ($th thread(s))"
     row=$(bench_get "$RESP_PORT" "$HERD_PID")
     [ "$th" = 1 ] && PRE1_ROW=$row || PRE2_ROW=$row
+    if [ "$th" = 2 ]; then
+        read -r PHTTP_RPS PHTTP_P50 PHTTP_P99 PHTTP_ERRORS <<< "$(http_load)"
+    fi
     stop_herd
 done
 # redis-server once more, after every herd row: how much the machine moved.
@@ -350,6 +356,8 @@ echo
 printf "%-44s %12s %9s %9s  %s\n" "HTTP GET, wrk -t2 -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "target p99 < 2 ms"
 printf "%-44s %12s %9s %9s  %s\n" "herd serve, 2 threads" "$HTTP_RPS" "$HTTP_P50" "$HTTP_P99" \
     "${HTTP_ERRORS:-no errors}; p99 $(python3 -c "print(f'{$HTTP_P99 / $R_P99:.2f}x')") redis-server's RESP p99 above"
+printf "%-44s %12s %9s %9s  %s\n" "herd serve --preload, 2 threads" "$PHTTP_RPS" "$PHTTP_P50" "$PHTTP_P99" \
+    "${PHTTP_ERRORS:-no errors}"
 echo
 printf "%-44s %12s %9s %9s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
 printf "%-44s %12s %9s %9s\n" "herd store export --format parquet" "$EXPORT_RATE" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPU"
