@@ -10,10 +10,12 @@
 //! asked for and only up to the memory given.
 //!
 //! Nothing served changes:
-//! - every request still reads the live pointer in its own read
-//!   transaction, and held replies answer only when it names the held
-//!   version of the store open now: a flip is served from the next request
-//!   on, from the store until the new version is held;
+//! - every request still checks the live pointer (in a read transaction of
+//!   its own, unless LMDB's last commit id is the one last seen with the
+//!   pointer naming the held version: then nothing was committed since),
+//!   and held replies answer only when it names the held version of the
+//!   store open now: a flip is served from the next request on, from the
+//!   store until the new version is held;
 //! - a held reply was rendered with the `stale` flag of its render time;
 //!   once the flag would read otherwise (its TTL passed), the read goes to
 //!   the store, which renders it anew;
@@ -22,8 +24,9 @@
 //!   store.
 //!
 //! The replies of a version are rendered in pieces of [`PIECE`] entities,
-//! each copied out of its own short read transaction (so the lock that
-//! opening a database in a transaction holds is never held for long); a
+//! each copied out of its own short read transaction and rendered after it
+//! ends (so the lock that opening a database in a transaction holds is
+//! never held for long); a
 //! version that is live was finished by its run and is not written again,
 //! and the build checks before each piece that it is still live.
 //!
@@ -342,88 +345,106 @@ pub(crate) fn build(
     model_of: &mut ModelOf<'_>,
 ) -> Result<Held, Unheld> {
     let mut held: Option<Held> = None;
-    let mut after: Option<Vec<u8>> = None;
-    let mut piece: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::with_capacity(PIECE);
-    let mut keys: Vec<u8> = Vec::new();
+    // The last key of the piece before (empty, which no key is: the start).
+    let mut after: Vec<u8> = Vec::new();
+    let mut piece: Vec<Copied> = Vec::with_capacity(PIECE);
+    let mut json = Vec::new();
     loop {
         piece.clear();
-        keys.clear();
-        let first = held.is_none();
         store.snapshot(|snap| {
             if snap.live()? != Some(version) {
                 return Ok(Err(Unheld::NotLive));
             }
-            if first {
-                let record = snap.record(version)?;
-                // The index is sized once, and refused before it is made
-                // when it alone passes the limit.
-                let n = usize::try_from(snap.entries(version)?).unwrap_or(usize::MAX);
-                if n.saturating_mul(INDEX_BYTES_PER_ENTITY) > limit {
-                    return Ok(Err(Unheld::TooLarge {
-                        limit,
-                        done: 0,
-                        of: n,
-                    }));
+            if held.is_none() {
+                match start(snap, store, version, limit, now)? {
+                    Ok(h) => held = Some(h),
+                    Err(why) => return Ok(Err(why)),
                 }
-                let index = match record.id_kind {
-                    Some(IdKind::Int) => Index::Int(IntTable::with_capacity(n)),
-                    Some(IdKind::String) => Index::Str(HashMap::with_capacity(n)),
-                    None => return Ok(Err(Unheld::NoIdKind)),
-                };
-                let h = Held {
-                    file: store.file_id(),
-                    version,
-                    rendered_at: now,
-                    blocks: Vec::new(),
-                    index,
-                    block_bytes: 0,
-                    key_bytes: 0,
-                    bytes: 0,
-                    expected: n,
-                    verified: AtomicU64::new(u64::MAX),
-                };
-                if h.total_bytes() > limit {
-                    return Ok(Err(Unheld::TooLarge {
-                        limit,
-                        done: 0,
-                        of: n,
-                    }));
-                }
-                held = Some(h);
             }
-            let start = after.as_deref().unwrap_or(&[]);
-            snap.scan_from(version, start, |key, value| {
-                if after.as_deref() == Some(key) {
+            snap.scan_from(version, &after, |key, value| {
+                if key == after.as_slice() {
                     return Ok(true);
                 }
-                let model = model_of(snap, version, value.model_ref())?;
-                let mut json = Vec::with_capacity(value.as_bytes().len() * 4 + 128);
-                let id = match held.as_ref().map(|h| &h.index) {
-                    Some(Index::Int(_)) => match <[u8; 8]>::try_from(key) {
-                        Ok(b) => IdRef::Int(u64::from_be_bytes(b)),
-                        Err(_) => IdRef::Str(key),
-                    },
-                    _ => IdRef::Str(key),
-                };
-                render(&mut json, id, version, &model, now, value);
-                let until = u64::from(value.timestamp()).saturating_add(u64::from(value.ttl()));
-                piece.push((key.to_vec(), json, until));
+                piece.push(Copied {
+                    key: key.to_vec(),
+                    value: value.as_bytes().to_vec(),
+                    model: model_of(snap, version, value.model_ref())?,
+                });
                 Ok(piece.len() < PIECE)
             })?;
             Ok(Ok(()))
         })??;
         let h = held.as_mut().expect("made by the first piece");
-        for (key, json, until) in piece.drain(..) {
-            h.push(&key, &json, until, limit)?;
-            keys = key;
-        }
-        if keys.is_empty() {
-            let mut h = held.take().expect("made by the first piece");
+        let Some(last) = piece.last() else {
             h.bytes = h.total_bytes();
-            return Ok(h);
+            return Ok(held.take().expect("made by the first piece"));
+        };
+        after.clone_from(&last.key);
+        // Rendered outside the read transaction.
+        for c in &piece {
+            let value =
+                ValueRef::parse(&c.value).map_err(|e| Unheld::Store(store.corrupt(version, e)))?;
+            let id = match (&h.index, <[u8; 8]>::try_from(c.key.as_slice())) {
+                (Index::Int(_), Ok(b)) => IdRef::Int(u64::from_be_bytes(b)),
+                _ => IdRef::Str(&c.key),
+            };
+            json.clear();
+            render(&mut json, id, version, &c.model, now, value);
+            let until = u64::from(value.timestamp()).saturating_add(u64::from(value.ttl()));
+            h.push(&c.key, &json, until, limit)?;
         }
-        after = Some(std::mem::take(&mut keys));
     }
+}
+
+/// One prediction copied out of a read transaction, to be rendered.
+struct Copied {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// Its model version, as a JSON string literal.
+    model: Arc<str>,
+}
+
+/// An empty [`Held`] for `version`, its index sized for the version's
+/// predictions; refused when that alone passes `limit`.
+fn start(
+    snap: &Snapshot<'_, '_>,
+    store: &Store,
+    version: u64,
+    limit: usize,
+    now: u64,
+) -> Result<Result<Held, Unheld>, store::Error> {
+    let record = snap.record(version)?;
+    let n = usize::try_from(snap.entries(version)?).unwrap_or(usize::MAX);
+    let too_large = Unheld::TooLarge {
+        limit,
+        done: 0,
+        of: n,
+    };
+    // Checked before the index is made, and again once it is.
+    if n.saturating_mul(INDEX_BYTES_PER_ENTITY) > limit {
+        return Ok(Err(too_large));
+    }
+    let index = match record.id_kind {
+        Some(IdKind::Int) => Index::Int(IntTable::with_capacity(n)),
+        Some(IdKind::String) => Index::Str(HashMap::with_capacity(n)),
+        None => return Ok(Err(Unheld::NoIdKind)),
+    };
+    let h = Held {
+        file: store.file_id(),
+        version,
+        rendered_at: now,
+        blocks: Vec::new(),
+        index,
+        block_bytes: 0,
+        key_bytes: 0,
+        bytes: 0,
+        expected: n,
+        verified: AtomicU64::new(u64::MAX),
+    };
+    Ok(match h.total_bytes() > limit {
+        true => Err(too_large),
+        false => Ok(h),
+    })
 }
 
 fn render(out: &mut Vec<u8>, id: IdRef<'_>, version: u64, model: &str, now: u64, v: ValueRef<'_>) {
