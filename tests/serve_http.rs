@@ -6,7 +6,6 @@ mod store_common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
 use herd::store::Store;
@@ -18,10 +17,7 @@ use store_common::new_version;
 fn string_id_store(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("store");
     let store = Store::open(&path).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now();
     for seed in [1.0f32, 2.0] {
         let v = new_version(&store, "http", 50);
         let ids: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();

@@ -8,7 +8,7 @@ mod store_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herd::model::{EntityIds, Predictions};
 use herd::store::Store;
@@ -16,13 +16,6 @@ use serve_common::*;
 use store_common::{new_version, top_k};
 
 const ENTITIES: u64 = 500;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// Top-3 lists of `ids` that depend on the id and `seed`, committed with
 /// timestamp `at`, validated and flipped live.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herd::model::{EntityIds, Predictions};
 use herd::store::Store;
@@ -18,13 +18,6 @@ use serve_common::*;
 use store_common::{new_version, scores};
 
 const ENTITIES: u64 = 1000;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A version of `ENTITIES` integer ids whose top-3 lists depend on the id
 /// and `seed`, committed with the current time, validated and flipped live.

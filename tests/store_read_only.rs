@@ -8,7 +8,6 @@ mod store_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd::model::{EntityIds, Predictions};
 use herd::store::Store;
@@ -43,10 +42,7 @@ fn make_store(dir: &Path) {
         scores.extend([2.0, 1.0]);
         offsets.push(items.len() as u32);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now();
     let preds = Predictions::TopK {
         offsets,
         items,

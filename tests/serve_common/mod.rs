@@ -11,6 +11,14 @@ use std::time::Duration;
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// A running `herd serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
