@@ -323,6 +323,21 @@ fn a_missing_model_file_exits_2_naming_the_job_and_the_file() {
 }
 
 #[test]
+fn an_output_store_that_is_a_file_exits_2_naming_the_job_and_the_path() {
+    let s = Scratch::new(&JobShape::default());
+    s.write("store", "a file where the store should be");
+    let out = s.herd(&["run", "job.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("job.toml: [output] store = "), "{err}");
+    assert!(err.contains("is a file, not a directory"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.store()).unwrap(),
+        "a file where the store should be"
+    );
+}
+
+#[test]
 fn a_weight_shape_mismatch_exits_2_naming_the_tensor() {
     let s = Scratch::new(&JobShape::default());
     // The generated model's tower takes dim + 3 features; give it 2.

@@ -17,7 +17,7 @@ use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::{EntityIds, Predictions};
 use crate::proto::{self, ChunkRows, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
-use crate::store::{NewVersion, RunLock, Store};
+use crate::store::{self, NewVersion, RunLock, Store};
 
 use super::commit::Committer;
 use super::event::{Event, HostInfo};
@@ -135,8 +135,17 @@ impl Coordinator {
         reads_tx: mpsc::UnboundedSender<ReadDone>,
     ) -> Result<Coordinator, Error> {
         let store_dir = p.job.output.store.clone();
-        let store = Store::open(&store_dir)
-            .map_err(|e| Error::Failed(format!("store '{}': {e}", store_dir.display())))?;
+        let store = Store::open(&store_dir).map_err(|e| match e {
+            // The job names something that is not a store: a bad config.
+            store::Error::NotADirectory { .. }
+            | store::Error::NotAStore { .. }
+            | store::Error::NewerFormat { .. } => Error::Config(format!(
+                "{}: [output] store = '{}': {e}",
+                job_file.display(),
+                store_dir.display()
+            )),
+            e => Error::Failed(format!("store '{}': {e}", store_dir.display())),
+        })?;
         // Held until the coordinator is dropped: one coordinator per store.
         let run_lock = store.lock_run().map_err(store_err)?;
         let live_before = store.live().map_err(store_err)?;
