@@ -22,6 +22,8 @@ const ENTITIES: u64 = 400;
 const WIDTH: usize = 64;
 const VERSIONS: u32 = 50;
 const DIR_VAR: &str = "HERD_STORE_READER_DIR";
+/// `write` or `read`: how the reader opens the store.
+const MODE_VAR: &str = "HERD_STORE_READER_MODE";
 
 fn wait_for(path: &Path, what: &str) {
     let start = Instant::now();
@@ -44,20 +46,32 @@ fn writer_flips_never_show_a_mix_to_a_reader_process() {
     assert_eq!(v, 1);
     store.flip(v).unwrap();
 
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "reader_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DIR_VAR, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_for(&dir.path().join("ready"), "the reader's first lookup");
+    // Two readers: one that opened the store to write (as `herd run`'s
+    // processes do), one read-only (as `herd serve` and `herd store get`).
+    let children: Vec<_> = ["write", "read"]
+        .into_iter()
+        .map(|mode| {
+            let child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "reader_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(DIR_VAR, dir.path())
+                .env(MODE_VAR, mode)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            wait_for(
+                &dir.path().join(format!("ready-{mode}")),
+                "the reader's first lookup",
+            );
+            child
+        })
+        .collect();
 
     for marker in 2..=VERSIONS {
         let v = build_scores_version(&store, "job", ENTITIES, 100, WIDTH, marker as f32);
@@ -67,25 +81,27 @@ fn writer_flips_never_show_a_mix_to_a_reader_process() {
     }
     std::fs::write(dir.path().join("stop"), b"").unwrap();
 
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "reader failed:\n{stdout}");
-    let line = BufReader::new(stdout.as_bytes())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.find("READER ").map(|at| l[at..].to_string()))
-        .unwrap_or_else(|| panic!("no READER line in:\n{stdout}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    assert!(field("lookups=") >= 100, "{line}");
-    assert!(
-        field("versions_seen=") >= 2,
-        "the reader saw no flip: {line}"
-    );
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "reader failed:\n{stdout}");
+        let line = BufReader::new(stdout.as_bytes())
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.find("READER ").map(|at| l[at..].to_string()))
+            .unwrap_or_else(|| panic!("no READER line in:\n{stdout}"));
+        let field = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+        };
+        assert!(field("lookups=") >= 100, "{line}");
+        assert!(
+            field("versions_seen=") >= 2,
+            "the reader saw no flip: {line}"
+        );
+    }
     assert!(store.map_size() > first_map, "the map never grew");
     let kept: Vec<u64> = store
         .versions()
@@ -108,7 +124,12 @@ fn reader_child() {
         .map(std::path::PathBuf::from)
         .expect("reader_child runs only as the child of writer_flips_never_show_a_mix_to_a_reader_process");
     // The smallest map: the writer's growth reaches this process as MDB_MAP_RESIZED.
-    let store = Store::open_with_map_size(&dir.join("store"), 64 * 1024).unwrap();
+    let mode = std::env::var(MODE_VAR).unwrap_or_default();
+    let store = match mode.as_str() {
+        "read" => Store::open_read_only_with_map_size(&dir.join("store"), 64 * 1024),
+        _ => Store::open_with_map_size(&dir.join("store"), 64 * 1024),
+    }
+    .unwrap();
     let stop = dir.join("stop");
     let mut lookups = 0u64;
     let mut seen = std::collections::BTreeSet::new();
@@ -170,7 +191,7 @@ fn reader_child() {
             lookups += 1;
         }
         if lookups == 200 {
-            std::fs::write(dir.join("ready"), b"").unwrap();
+            std::fs::write(dir.join(format!("ready-{mode}")), b"").unwrap();
         }
         if done {
             break;

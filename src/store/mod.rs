@@ -411,13 +411,19 @@ impl Store {
     /// (where LMDB also does without its lock file) can be read. Shares a
     /// store this process has open already, in either mode.
     pub fn open_read_only(dir: &Path) -> Result<Store> {
+        Store::open_read_only_with_map_size(dir, DEFAULT_MAP_SIZE)
+    }
+
+    /// [`Store::open_read_only`] with a chosen initial map size (rounded up
+    /// to 64 KiB; a store whose map grew past it is mapped whole).
+    pub fn open_read_only_with_map_size(dir: &Path, map_size: usize) -> Result<Store> {
         if !dir.join("data.mdb").is_file() {
             refuse_a_file(dir)?;
             return Err(Error::NoStore {
                 path: dir.to_path_buf(),
             });
         }
-        Store::open_mode(dir, DEFAULT_MAP_SIZE, true)
+        Store::open_mode(dir, map_size, true)
     }
 
     /// [`Store::open`] with a chosen initial map size (rounded up to 64 KiB).
