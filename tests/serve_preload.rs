@@ -7,7 +7,6 @@ mod serve_common;
 mod store_common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herd::model::{EntityIds, Predictions};
@@ -180,12 +179,7 @@ fn a_flip_is_served_from_the_next_request_then_preloaded() {
         let (ids, preds) = top_k(0..ENTITIES, &[(seed * 1000, seed as f32)]);
         commit_validated(&store, v, &ids, &preds, now());
         // Flipped by another process, while the old version is held.
-        let out = Command::new(HERD)
-            .args(["store", "flip", "--to", &v.to_string(), "--store"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        flip_by_cli(&path, v);
         let got: serde_json::Value = serde_json::from_slice(&get(&mut c, "5").unwrap()).unwrap();
         assert_eq!(got["version"], v, "the first read after the flip to v{v}");
         assert_eq!(got["top_k"][0]["item"], seed * 1000);

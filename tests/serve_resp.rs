@@ -477,12 +477,7 @@ fn flips_by_another_process_during_a_read_load_never_mix_versions() {
         let v = build(marker);
         assert_eq!(v, marker);
         // Flip in another process: the CLI.
-        let out = Command::new(HERD)
-            .args(["store", "flip", "--to", &v.to_string(), "--store"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        flip_by_cli(&path, v);
         // Served from the very next request.
         let Resp::Bulk(b) = check.call(&["GET", "5"]) else {
             panic!("GET 5")

@@ -384,6 +384,17 @@ pub fn publish(
     store.flip(v).unwrap();
 }
 
+/// Flips the store at `store` to version `v` in another process:
+/// `herd store flip`.
+pub fn flip_by_cli(store: &Path, v: u64) {
+    let out = Command::new(HERD)
+        .args(["store", "flip", "--to", &v.to_string(), "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Commits `preds` of `ids` as the whole of version `v` (timestamp `now`)
 /// and marks it validated, as a run does before its flip.
 pub fn commit_validated(
