@@ -110,6 +110,12 @@ pub enum Error {
     #[error("--threads {0}: expected 1 to {MAX_THREADS} worker threads")]
     BadThreads(usize),
     #[error(
+        "--preload {} MiB is more than this machine's memory ({} MiB): the replies would not fit",
+        .asked >> 20,
+        .memory >> 20
+    )]
+    BadPreload { asked: usize, memory: usize },
+    #[error(
         "--prefix '{0}': expected a name that is not empty and not shaped like a version \
          ('v' and digits, which `GET vN:ID` reads), e.g. 'pred'"
     )]
@@ -123,6 +129,7 @@ impl Error {
             Error::NeedsPassword { .. }
             | Error::BadAddress { .. }
             | Error::BadThreads(_)
+            | Error::BadPreload { .. }
             | Error::BadPrefix(_) => 2,
             Error::Bind { .. } | Error::Runtime(_) => 1,
         }
@@ -218,6 +225,14 @@ fn check(opts: &Options) -> Result<(SocketAddr, SocketAddr)> {
         && !(1..=MAX_THREADS).contains(&n)
     {
         return Err(Error::BadThreads(n));
+    }
+    if let Some(memory) = physical_memory()
+        && opts.preload > memory
+    {
+        return Err(Error::BadPreload {
+            asked: opts.preload,
+            memory,
+        });
     }
     let p = &opts.prefix;
     let version_like =
@@ -367,6 +382,24 @@ async fn shutdown_signal() {
     }
 }
 
+/// The machine's memory in bytes, where the system tells it.
+fn physical_memory() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return (pages as usize).checked_mul(size as usize);
+        }
+    }
+    None
+}
+
 /// Unix seconds now.
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -413,6 +446,21 @@ mod tests {
             assert!(err.to_string().contains("1 to 1024"), "{err}");
         }
         o.threads = Some(MAX_THREADS);
+        assert!(check(&o).is_ok());
+    }
+
+    #[test]
+    fn a_preload_past_the_machines_memory_is_refused() {
+        let memory = physical_memory().expect("the machine's memory");
+        let mut o = opts("127.0.0.1:0", "127.0.0.1:0", None);
+        o.preload = memory + (1 << 20);
+        let err = check(&o).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("more than this machine's memory"),
+            "{err}"
+        );
+        o.preload = memory / 2;
         assert!(check(&o).is_ok());
     }
 
