@@ -383,6 +383,18 @@ fn refuse_a_file(dir: &Path) -> Result<()> {
     }
 }
 
+/// A store to open must exist: "no store at DIR" (or, for a file there,
+/// that it is a file).
+fn must_exist(dir: &Path) -> Result<()> {
+    if dir.join("data.mdb").is_file() {
+        return Ok(());
+    }
+    refuse_a_file(dir)?;
+    Err(Error::NoStore {
+        path: dir.to_path_buf(),
+    })
+}
+
 fn round_map_size(bytes: usize) -> usize {
     bytes.max(MAP_GRANULE).div_ceil(MAP_GRANULE) * MAP_GRANULE
 }
@@ -396,12 +408,7 @@ impl Store {
 
     /// Opens the store in `dir`; it must exist. The error says "no store at DIR".
     pub fn open_existing(dir: &Path) -> Result<Store> {
-        if !dir.join("data.mdb").is_file() {
-            refuse_a_file(dir)?;
-            return Err(Error::NoStore {
-                path: dir.to_path_buf(),
-            });
-        }
+        must_exist(dir)?;
         Store::open_with_map_size(dir, DEFAULT_MAP_SIZE)
     }
 
@@ -417,12 +424,7 @@ impl Store {
     /// [`Store::open_read_only`] with a chosen initial map size (rounded up
     /// to 64 KiB; a store whose map grew past it is mapped whole).
     pub fn open_read_only_with_map_size(dir: &Path, map_size: usize) -> Result<Store> {
-        if !dir.join("data.mdb").is_file() {
-            refuse_a_file(dir)?;
-            return Err(Error::NoStore {
-                path: dir.to_path_buf(),
-            });
-        }
+        must_exist(dir)?;
         Store::open_mode(dir, map_size, true)
     }
 
@@ -461,11 +463,7 @@ impl Store {
             }
             return Ok(Store { inner });
         }
-        let lmdb = |context: &str, source| Error::Lmdb {
-            path: dir.to_path_buf(),
-            context: context.to_string(),
-            source,
-        };
+        let lmdb = |context: &str, e| lmdb_error(dir, context, e);
         // NO_META_SYNC keeps the store intact on a system crash but may undo
         // the last commits: chunk commits are redone by `--resume`, and the
         // commits readers rely on (begin, flip, gc) are synced explicitly.
