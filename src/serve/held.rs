@@ -178,10 +178,8 @@ pub(crate) struct Held {
     rendered_at: u64,
     blocks: Vec<Vec<u8>>,
     index: Index,
-    block_bytes: usize,
+    /// Bytes of the ids of string keys.
     key_bytes: usize,
-    /// Bytes held, blocks and index together (set when complete).
-    pub bytes: usize,
     /// Predictions the version holds.
     expected: usize,
     /// The id of the last commit seen with the held version live
@@ -271,12 +269,13 @@ impl Held {
     }
 
     /// Bytes held: the JSON blocks, the ids of string keys, the index.
-    fn total_bytes(&self) -> usize {
+    pub fn total_bytes(&self) -> usize {
         let index = match &self.index {
             Index::Int(t) => t.bytes(),
             Index::Str(m) => m.capacity() * (std::mem::size_of::<(Box<[u8]>, Entry)>() + 1),
         };
-        self.block_bytes + self.key_bytes + index
+        let blocks: usize = self.blocks.iter().map(Vec::capacity).sum();
+        blocks + self.key_bytes + index
     }
 
     /// Appends one rendered reply, unless its block would take the bytes
@@ -301,7 +300,6 @@ impl Held {
                     of: self.expected,
                 });
             }
-            self.block_bytes += size;
             let block: Vec<u8> = Vec::with_capacity(size);
             huge_pages(block.as_ptr(), block.capacity());
             self.blocks.push(block);
@@ -376,7 +374,6 @@ pub(crate) fn build(
         })??;
         let h = held.as_mut().expect("made by the first piece");
         let Some(last) = piece.last() else {
-            h.bytes = h.total_bytes();
             return Ok(held.take().expect("made by the first piece"));
         };
         after.clone_from(&last.key);
@@ -435,9 +432,7 @@ fn start(
         rendered_at: now,
         blocks: Vec::new(),
         index,
-        block_bytes: 0,
         key_bytes: 0,
-        bytes: 0,
         expected: n,
         verified: AtomicU64::new(u64::MAX),
     };
@@ -466,7 +461,7 @@ pub(crate) fn held_line(h: &Held, started: Instant) -> String {
         "herd serve: preloaded v{}: {} predictions, {:.1} MiB, in {:.2} s",
         h.version,
         h.len(),
-        h.bytes as f64 / (1u64 << 20) as f64,
+        h.total_bytes() as f64 / (1u64 << 20) as f64,
         started.elapsed().as_secs_f64()
     )
 }

@@ -335,23 +335,32 @@ async fn watch_store(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let checked = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || checked.reader.check_store()).await;
-        preload(&shared);
+        let to_hold = tokio::task::spawn_blocking(move || {
+            checked.reader.check_store();
+            match checked.preload {
+                0 => None,
+                _ => checked.reader.to_hold(),
+            }
+        })
+        .await;
+        if let Ok(Some((store, version))) = to_hold {
+            preload(&shared, store, version);
+        }
     }
 }
 
-/// Unless a thread is at it already, starts one that renders the live
-/// version's replies when they are not the ones held (`--preload`).
-fn preload(shared: &Arc<Shared>) {
+/// Unless a thread is at it already, starts one that renders `version` of
+/// `store` (`--preload`).
+fn preload(shared: &Arc<Shared>, store: crate::store::Store, version: u64) {
     use std::sync::atomic::Ordering;
-    if shared.preload == 0 || shared.preloading.swap(true, Ordering::AcqRel) {
+    if shared.preloading.swap(true, Ordering::AcqRel) {
         return;
     }
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("herd-preload".into())
         .spawn(move || {
-            worker.reader.hold_live(worker.preload);
+            worker.reader.hold(&store, version, worker.preload);
             worker.preloading.store(false, Ordering::Release);
         });
     if spawned.is_err() {

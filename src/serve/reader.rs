@@ -490,38 +490,40 @@ impl Reader {
     /// What is held now: (version, entities, bytes).
     pub fn held(&self) -> Option<(u64, usize, usize)> {
         let guard = self.held.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|h| (h.version, h.len(), h.bytes))
+        guard
+            .as_ref()
+            .map(|h| (h.version, h.len(), h.total_bytes()))
     }
 
-    /// Renders the live version into memory when it is not the one held
-    /// (dropping the one held first: two versions are never held at once).
-    pub(super) fn hold_live(&self, limit: usize) {
-        let live = self.store().and_then(|s| Ok((s.file_id(), s.live()?, s)));
-        let (file, version, store) = match live {
-            Ok((file, Some(v), store)) => (file, v, store),
-            _ => {
-                *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
-                return;
-            }
+    /// The version `--preload` should render now: the live one of the store
+    /// open now, unless it is held already or was found not to be holdable.
+    /// With nothing live, what is held is dropped.
+    pub(super) fn to_hold(&self) -> Option<(Store, u64)> {
+        let live = self.store().and_then(|s| Ok((s.live()?, s)));
+        let Ok((Some(version), store)) = live else {
+            *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
+            return None;
         };
-        if self
-            .held
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let file = store.file_id();
+        let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+        if held
             .as_ref()
             .is_some_and(|h| h.file == file && h.version == version)
         {
-            return;
+            return None;
         }
-        let mut unheld = self.unheld.lock().unwrap_or_else(|p| p.into_inner());
-        if *unheld == Some((file, version)) {
-            return;
-        }
+        let unheld = self.unheld.lock().unwrap_or_else(|p| p.into_inner());
+        (*unheld != Some((file, version))).then_some((store, version))
+    }
+
+    /// Renders `version` of `store` into memory, dropping what is held first
+    /// (two versions are never held at once).
+    pub(super) fn hold(&self, store: &Store, version: u64, limit: usize) {
         *self.held.write().unwrap_or_else(|p| p.into_inner()) = None;
         let started = Instant::now();
         let mut model_of =
             |snap: &Snapshot<'_, '_>, v: u64, model_ref: u32| self.model(snap, v, model_ref);
-        match held::build(&store, version, limit, now_secs(), &mut model_of) {
+        match held::build(store, version, limit, now_secs(), &mut model_of) {
             Ok(h) => {
                 eprintln!("{}", held::held_line(&h, started));
                 *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
@@ -530,7 +532,8 @@ impl Reader {
             Err(Unheld::NotLive) => {}
             Err(why) => {
                 eprintln!("herd serve: v{version} is served from the store, not preloaded: {why}");
-                *unheld = Some((file, version));
+                *self.unheld.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((store.file_id(), version));
             }
         }
     }
