@@ -28,8 +28,12 @@
 #    equal values. Each row also gives the server's CPU time per request
 #    (user + system, /proc), which a shared machine disturbs far less than
 #    requests/s.
+#    The client's CPU use is printed beside each row: redis-benchmark at
+#    100% of its core is the limit of that row's requests/s.
 # 5. wrk drives `GET /v1/predictions/{random id}` over 50 keep-alive
-#    connections and reports its latency percentiles.
+#    connections against each of those servers and reports its latency
+#    percentiles: with one wrk thread against the one-thread servers, two
+#    against the two-thread servers.
 # With --rt, redis-server, herd serve, the export, the sink's pushes,
 # redis-cli --pipe, redis-benchmark and wrk run under
 # SCHED_FIFO (`chrt -f 10`), so that other processes on a shared machine do
@@ -56,7 +60,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rt) RT="chrt -f 10"; shift ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
         *) echo "serve.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -150,14 +154,21 @@ EOF
     [ "$SINKED" = "$((USERS + 2))" ] || { say "redis-server holds $SINKED keys after the sink, not $USERS + the pointer + the claim"; exit 1; }
 fi
 
-# 2. Exports.
-t0=$(now)
-/usr/bin/time -f "%U %S" -o "$WORK/export.cpu" \
-    $RT "$HERD" store export --store "$WORK/store" --format parquet --out "$WORK/live.parquet" 2> "$WORK/export.log"
-t1=$(now)
-cat "$WORK/export.log" >&2
-EXPORT_RATE=$(python3 -c "print(round($USERS / ($t1 - $t0)))")
-EXPORT_CPU=$(awk '{printf "%.2f", $1 + $2}' "$WORK/export.cpu")
+# 2. Exports: three in a row (this machine's speed moves by a quarter from
+# one run to the next); each rate is printed.
+EXPORT_RATES=""
+EXPORT_CPUS=""
+for _ in 1 2 3; do
+    t0=$(now)
+    /usr/bin/time -f "%U %S" -o "$WORK/export.cpu" \
+        $RT "$HERD" store export --store "$WORK/store" --format parquet --out "$WORK/live.parquet" 2> "$WORK/export.log"
+    t1=$(now)
+    cat "$WORK/export.log" >&2
+    EXPORT_RATES="$EXPORT_RATES $(python3 -c "print(round($USERS / ($t1 - $t0)))")"
+    EXPORT_CPUS="$EXPORT_CPUS $(awk '{printf "%.2f", $1 + $2}' "$WORK/export.cpu")"
+done
+EXPORT_RATES=$(echo $EXPORT_RATES | tr ' ' '/')
+EXPORT_CPUS=$(echo $EXPORT_CPUS | tr ' ' '/')
 PARQUET_BYTES=$(stat -c %s "$WORK/live.parquet")
 "$HERD" store export --store "$WORK/store" --format jsonl --out "$WORK/live.jsonl" 2>&1 >/dev/null | cat >&2
 
@@ -263,32 +274,29 @@ same_bytes() { # what herd serve runs as
         [ "$a" = "$b" ] || { say "$key differs between redis-server and $1"; exit 1; }
     done
 }
-start_herd 1
-same_bytes "herd serve"
-stop_herd
-
 # 4. redis-benchmark. CSV: "test","rps","avg","min","p50","p95","p99","max".
 # Also the server's CPU time per request (user + system, from /proc), which
-# other processes on a shared machine disturb far less than requests/s.
+# other processes on a shared machine disturb far less than requests/s, and
+# how busy the client was (its CPU time over its wall time): a client near
+# 100% of its core is the limit of the requests/s, whatever the server.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-bench_get() { # port server-pid -> rps p50 p99 cpu-us-per-request
-    local t0 row
+bench_get() { # port server-pid -> rps p50 p99 cpu-us-per-request client-busy-%
+    local t0 w0 w1 row
     t0=$(cpu_ticks "$2")
-    row=$($RT redis-benchmark -p "$1" -t get -c "$CLIENTS" -n "$REQUESTS" -P 1 -r "$USERS" --csv 2>/dev/null \
+    w0=$(now)
+    row=$(/usr/bin/time -f "%U %S" -o "$WORK/client.cpu" \
+        $RT redis-benchmark -p "$1" -t get -c "$CLIENTS" -n "$REQUESTS" -P 1 -r "$USERS" --csv 2>/dev/null \
         | awk -F'","' '/^"GET/ {gsub(/"/, "", $0); split($0, f, ","); print f[2], f[5], f[7]}')
-    echo "$row $(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 1e6 / $(getconf CLK_TCK) / $REQUESTS, 1))")"
+    w1=$(now)
+    echo "$row $(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 1e6 / $(getconf CLK_TCK) / $REQUESTS, 1))")" \
+        "$(awk -v w="$(python3 -c "print($w1 - $w0)")" '{printf "%.0f", 100 * ($1 + $2) / w}' "$WORK/client.cpu")"
 }
-say "redis-benchmark against redis-server"
-REDIS_ROW=$(bench_get "$REDIS_PORT" "$REDIS_PID")
-start_herd 1
-say "redis-benchmark against herd serve (1 thread)"
-HERD1_ROW=$(bench_get "$RESP_PORT" "$HERD_PID")
-stop_herd
-start_herd 2
-say "redis-benchmark against herd serve (2 threads)"
-HERD2_ROW=$(bench_get "$RESP_PORT" "$HERD_PID")
 
-# 5. HTTP with wrk (50 keep-alive connections, random ids).
+# 5. HTTP with wrk (50 keep-alive connections, random ids), against each
+# server: one client thread beside a one-thread server (each may have one
+# of this machine's two cores, as redis-benchmark and redis-server have in
+# step 4), and two client threads beside a two-thread server (four busy
+# threads on two cores: a request then also waits for its turn on a core).
 cat > "$WORK/ids.lua" <<EOF
 math.randomseed(7)
 request = function()
@@ -302,65 +310,76 @@ for unit, f in (('us', 1e-3), ('ms', 1.0), ('s', 1e3)):
     if v.endswith(unit): print(round(float(v[:-len(unit)]) * f, 3)); break
 " "$1"
 }
-http_load() { # -> "requests/s p50 p99 errors..." of wrk against the running server
-    say "wrk: ${DURATION}s of GET /v1/predictions/{id}, 50 connections"
-    $RT wrk -t 2 -c "$CLIENTS" -d "${DURATION}s" --latency -s "$WORK/ids.lua" \
+http_load() { # wrk-threads server-pid -> "requests/s p50 p99 client-busy-% server-busy-% errors..."
+    say "wrk -t$1: ${DURATION}s of GET /v1/predictions/{id}, $CLIENTS connections"
+    local t0 w0 w1
+    t0=$(cpu_ticks "$2")
+    w0=$(now)
+    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" \
+        $RT wrk -t "$1" -c "$CLIENTS" -d "${DURATION}s" --latency -s "$WORK/ids.lua" \
         "http://127.0.0.1:$HTTP_PORT" > "$WORK/wrk.txt"
+    w1=$(now)
     cat "$WORK/wrk.txt" >&2
     echo "$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.txt")" \
         "$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")" \
         "$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")" \
+        "$(awk -v w="$(python3 -c "print($w1 - $w0)")" '{printf "%.0f", 100 * ($1 + $2) / w}' "$WORK/client.cpu")" \
+        "$(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 100 / $(getconf CLK_TCK) / ($w1 - $w0)))")" \
         "$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt" | tr '\n' ' ')"
 }
-read -r HTTP_RPS HTTP_P50 HTTP_P99 HTTP_ERRORS <<< "$(http_load)"
-stop_herd
-# --preload: the live version's replies held in memory (as redis-server
-# holds its values); the limit is the JSON export's size and then some.
+
+# The GET row and the HTTP row of each server: 1 and 2 threads reading the
+# store per request, then the same with --preload (the live version's
+# replies held in memory, as redis-server holds its values; the limit is the
+# JSON export's size and then some).
+say "redis-benchmark against redis-server"
+REDIS_ROW=$(bench_get "$REDIS_PORT" "$REDIS_PID")
 PRELOAD_MIB=$(( $(stat -c %s "$WORK/live.jsonl") / 1048576 * 3 / 2 + 256 ))
-for th in 1 2; do
-    start_herd "$th" --preload "$PRELOAD_MIB"
-    same_bytes "herd serve --preload"
-    say "redis-benchmark against herd serve --preload ($th thread(s))"
-    row=$(bench_get "$RESP_PORT" "$HERD_PID")
-    [ "$th" = 1 ] && PRE1_ROW=$row || PRE2_ROW=$row
-    if [ "$th" = 2 ]; then
-        read -r PHTTP_RPS PHTTP_P50 PHTTP_P99 PHTTP_ERRORS <<< "$(http_load)"
-    fi
+GET_ROWS=()
+HTTP_ROWS=()
+for setup in "1|" "2|" "1|--preload $PRELOAD_MIB" "2|--preload $PRELOAD_MIB"; do
+    IFS='|' read -r th extra <<< "$setup"
+    # shellcheck disable=SC2086 # $extra is empty or two words
+    start_herd "$th" $extra
+    name="herd serve${extra:+ --preload}, $th thread$([ "$th" = 1 ] || echo s)"
+    same_bytes "$name"
+    say "redis-benchmark against $name"
+    GET_ROWS+=("$name|$(bench_get "$RESP_PORT" "$HERD_PID")")
+    HTTP_ROWS+=("$name; wrk -t$th|$(http_load "$th" "$HERD_PID")")
     stop_herd
 done
 # redis-server once more, after every herd row: how much the machine moved.
 say "redis-benchmark against redis-server, again"
 REDIS2_ROW=$(bench_get "$REDIS_PORT" "$REDIS_PID")
 
-read -r R_RPS R_P50 R_P99 R_CPU <<< "$REDIS_ROW"
-read -r H1_RPS H1_P50 H1_P99 H1_CPU <<< "$HERD1_ROW"
-read -r H2_RPS H2_P50 H2_P99 H2_CPU <<< "$HERD2_ROW"
-read -r P1_RPS P1_P50 P1_P99 P1_CPU <<< "$PRE1_ROW"
-read -r P2_RPS P2_P50 P2_P99 P2_CPU <<< "$PRE2_ROW"
-read -r R2_RPS R2_P50 R2_P99 R2_CPU <<< "$REDIS2_ROW"
+read -r R_RPS R_P50 R_P99 R_CPU R_BUSY <<< "$REDIS_ROW"
+read -r R2_RPS R2_P50 R2_P99 R2_CPU R2_BUSY <<< "$REDIS2_ROW"
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "store: $USERS users x top-100, $(du -sh "$WORK/store" | cut -f1); values $(head -c 100000 "$WORK/live.jsonl" | head -1 | wc -c) bytes of JSON each"
 echo
-printf "%-44s %12s %9s %9s %9s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "CPU us" "vs redis-server"
-printf "%-44s %12s %9s %9s %9s  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "baseline"
-for row in "herd serve, 1 thread|$H1_RPS|$H1_P50|$H1_P99|$H1_CPU" "herd serve, 2 threads|$H2_RPS|$H2_P50|$H2_P99|$H2_CPU" \
-    "herd serve --preload, 1 thread|$P1_RPS|$P1_P50|$P1_P99|$P1_CPU" "herd serve --preload, 2 threads|$P2_RPS|$P2_P50|$P2_P99|$P2_CPU"; do
-    IFS='|' read -r name rps p50 p99 cpu <<< "$row"
-    ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput, p99 {$p99 / $R_P99:.2f}x, CPU/request {$cpu / $R_CPU:.2f}x')")
-    printf "%-44s %12s %9s %9s %9s  %s\n" "$name" "$rps" "$p50" "$p99" "$cpu" "$ratio"
+printf "%-44s %12s %9s %9s %9s %7s  %s\n" "GET, redis-benchmark -c $CLIENTS -n $REQUESTS -P 1" "requests/s" "p50 ms" "p99 ms" "CPU us" "client" "vs redis-server"
+printf "%-44s %12s %9s %9s %9s %6s%%  %s\n" "redis-server $(redis-server --version | awk '{print $3}')" "$R_RPS" "$R_P50" "$R_P99" "$R_CPU" "$R_BUSY" "baseline"
+for row in "${GET_ROWS[@]}"; do
+    IFS='|' read -r name rest <<< "$row"
+    read -r rps p50 p99 cpu busy <<< "$rest"
+    ratio=$(python3 -c "print(f'{$rps / $R_RPS:.2f}x throughput ({$rps / $R2_RPS:.2f}x the second row), p99 {$p99 / $R_P99:.2f}x, CPU/request {$cpu / $R_CPU:.2f}x')")
+    printf "%-44s %12s %9s %9s %9s %6s%%  %s\n" "$name" "$rps" "$p50" "$p99" "$cpu" "$busy" "$ratio"
 done
-printf "%-44s %12s %9s %9s %9s  %s\n" "redis-server, again after the herd rows" "$R2_RPS" "$R2_P50" "$R2_P99" "$R2_CPU" \
+printf "%-44s %12s %9s %9s %9s %6s%%  %s\n" "redis-server, again after the herd rows" "$R2_RPS" "$R2_P50" "$R2_P99" "$R2_CPU" "$R2_BUSY" \
     "$(python3 -c "print(f'{$R2_RPS / $R_RPS:.2f}x the first run')")"
+echo "(client: redis-benchmark's CPU time over its wall time; one core = 100%)"
 echo
-printf "%-44s %12s %9s %9s  %s\n" "HTTP GET, wrk -t2 -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "target p99 < 2 ms"
-printf "%-44s %12s %9s %9s  %s\n" "herd serve, 2 threads" "$HTTP_RPS" "$HTTP_P50" "$HTTP_P99" \
-    "${HTTP_ERRORS:-no errors}; p99 $(python3 -c "print(f'{$HTTP_P99 / $R_P99:.2f}x')") redis-server's RESP p99 above"
-printf "%-44s %12s %9s %9s  %s\n" "herd serve --preload, 2 threads" "$PHTTP_RPS" "$PHTTP_P50" "$PHTTP_P99" \
-    "${PHTTP_ERRORS:-no errors}"
+printf "%-44s %12s %9s %9s %7s %7s  %s\n" "HTTP GET, wrk -c$CLIENTS -d${DURATION}s, keep-alive" "requests/s" "p50 ms" "p99 ms" "client" "server" "target p99 < 2 ms"
+for row in "${HTTP_ROWS[@]}"; do
+    IFS='|' read -r name rest <<< "$row"
+    read -r rps p50 p99 cbusy sbusy errors <<< "$rest"
+    printf "%-44s %12s %9s %9s %6s%% %6s%%  %s\n" "$name" "$rps" "$p50" "$p99" "$cbusy" "$sbusy" "${errors:-no errors}"
+done
+echo "(client: wrk's CPU time over its wall time, server: herd serve's; one core = 100%, the machine has $(nproc))"
 echo
-printf "%-44s %12s %9s %9s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
-printf "%-44s %12s %9s %9s\n" "herd store export --format parquet" "$EXPORT_RATE" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPU"
+printf "%-44s %20s %5s %15s  %s\n" "export" "entities/s" "MB" "CPU s" "target >= 500000/s"
+printf "%-44s %20s %5s %15s\n" "herd store export --format parquet, 3 runs" "$EXPORT_RATES" "$((PARQUET_BYTES / 1000000))" "$EXPORT_CPUS"
 echo
 printf "%-44s %12s  %s\n" "into redis-server, the same values" "entities/s" "target: sink >= 200000/s"
 printf "%-44s %12s  %s\n" "redis-cli --pipe, JSON (baseline)" "$PIPE_RATE" "baseline"

@@ -67,12 +67,34 @@ pub(crate) fn apply_output(activation: OutputActivation, out: &mut [f32]) {
     }
 }
 
+/// Outputs the reference sums side by side: each is its own chain of
+/// additions (bias, then inputs in order), so the bits are those of one
+/// output at a time, but the CPU overlaps the chains' latencies.
+const REFERENCE_LANES: usize = 8;
+
+/// The reference's dense layer: each output is its bias plus the products
+/// `w[i] * x[i]` added one by one in input order (no fused multiply-add),
+/// whatever the order the outputs are computed in.
 fn dense_one(layer: &Dense, input: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(layer.out_dim);
-    for o in 0..layer.out_dim {
-        let w = &layer.weight[o * layer.in_dim..(o + 1) * layer.in_dim];
+    let (in_dim, out_dim) = (layer.in_dim, layer.out_dim);
+    let mut out = Vec::with_capacity(out_dim);
+    let mut o = 0;
+    while o + REFERENCE_LANES <= out_dim {
+        let rows: [&[f32]; REFERENCE_LANES] =
+            std::array::from_fn(|k| &layer.weight[(o + k) * in_dim..(o + k + 1) * in_dim]);
+        let mut acc: [f32; REFERENCE_LANES] = std::array::from_fn(|k| layer.bias[o + k]);
+        for (i, x) in input[..in_dim].iter().enumerate() {
+            for k in 0..REFERENCE_LANES {
+                acc[k] += rows[k][i] * x;
+            }
+        }
+        out.extend_from_slice(&acc);
+        o += REFERENCE_LANES;
+    }
+    for o in o..out_dim {
+        let w = &layer.weight[o * in_dim..(o + 1) * in_dim];
         let mut acc = layer.bias[o];
-        for i in 0..layer.in_dim {
+        for i in 0..in_dim {
             acc += w[i] * input[i];
         }
         out.push(acc);
@@ -242,4 +264,57 @@ pub(crate) fn layers_shape(layers: &[Dense]) -> String {
         .collect();
     dims.extend(layers.iter().map(|l| l.out_dim.to_string()));
     dims.join("->")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output `o` of the reference as one chain: the bias, then each
+    /// product rounded and added in input order.
+    fn one_output(l: &Dense, input: &[f32], o: usize) -> f32 {
+        let w = &l.weight[o * l.in_dim..(o + 1) * l.in_dim];
+        let mut acc = l.bias[o];
+        for (w, x) in w.iter().zip(input) {
+            acc += w * x;
+        }
+        acc
+    }
+
+    #[test]
+    fn the_reference_layer_keeps_each_outputs_own_order_of_additions() {
+        // Outputs short of a lane group, a group and a rest, many groups;
+        // values whose sums depend on the order, and a NaN and an infinity.
+        for (in_dim, out_dim) in [(3, 5), (17, 8), (64, 13), (37, 67)] {
+            let v = |n: usize, seed: u32| -> Vec<f32> {
+                (0..n as u32)
+                    .map(|i| {
+                        let h = i.wrapping_mul(2_654_435_761).wrapping_add(seed);
+                        ((h % 20_001) as f32 - 10_000.0) * 10f32.powi((h >> 20) as i32 % 7 - 3)
+                    })
+                    .collect()
+            };
+            let mut weight = v(in_dim * out_dim, 5);
+            weight[in_dim + 1] = f32::NAN;
+            weight[2 * in_dim] = f32::INFINITY;
+            let l = Dense {
+                name: "t".into(),
+                in_dim,
+                out_dim,
+                weight,
+                bias: v(out_dim, 9),
+                packed: gemm::Packed::default(),
+            };
+            let input = v(in_dim, 13);
+            let got = dense_one(&l, &input);
+            for (o, g) in got.iter().enumerate() {
+                let want = one_output(&l, &input, o);
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{in_dim}x{out_dim}: output {o}"
+                );
+            }
+        }
+    }
 }
