@@ -278,6 +278,85 @@ fn parts_that_differ_name_both_files_and_the_column() {
 }
 
 #[test]
+fn arrow_layouts_of_one_stored_type_are_the_same_schema_across_parts() {
+    use arrow_array::types::{Int32Type, Int64Type};
+    use arrow_array::{DictionaryArray, LargeListArray, LargeStringArray, ListArray, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    let names = |r: std::ops::Range<usize>| r.map(|i| format!("u{i}")).collect::<Vec<_>>();
+    let lists = |r: std::ops::Range<usize>| {
+        r.map(|i| {
+            Some(
+                (0..i % 4)
+                    .map(|k| Some((i * 10 + k) as i64))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let floats = |r: std::ops::Range<usize>| {
+        Arc::new(Float32Array::from_iter_values(r.map(|i| i as f32 / 8.0))) as ArrayRef
+    };
+    let part = |name: &str, r: std::ops::Range<usize>, layout: usize| {
+        let ids = names(r.clone());
+        let id: ArrayRef = match layout {
+            // pandas' Categorical, and a large string column (Polars).
+            1 => Arc::new(
+                ids.iter()
+                    .map(String::as_str)
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ),
+            2 => Arc::new(LargeStringArray::from_iter_values(&ids)),
+            _ => Arc::new(StringArray::from_iter_values(&ids)),
+        };
+        let history: ArrayRef = match layout {
+            1 => Arc::new(LargeListArray::from_iter_primitive::<Int64Type, _, _>(
+                lists(r.clone()),
+            )),
+            _ => Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(lists(
+                r.clone(),
+            ))),
+        };
+        let b = RecordBatch::try_from_iter([("id", id), ("h", history), ("f", floats(r))]).unwrap();
+        write(&root.join(name), &b, Compression::SNAPPY, 7);
+    };
+    part("a.parquet", 0..20, 0);
+    part("b.parquet", 20..45, 1);
+    part("c.parquet", 45..60, 2);
+    part("../one.parquet", 0..60, 0);
+    let open = |path: &Path| Dataset::open(&input(path, "id", Some("h"), Some(&["f"])), true);
+    let parts = open(&root).unwrap();
+    let single = open(&dir.path().join("one.parquet")).unwrap();
+    let full = single.read_rows(0..60).unwrap();
+    assert_eq!(parts.read_rows(0..60).unwrap(), full);
+    assert_eq!(parts.scan_index().unwrap(), single.scan_index().unwrap());
+    let at = [3, 19, 20, 33, 44, 45, 59];
+    assert_eq!(
+        parts.read_rows_at(&at).unwrap(),
+        single.read_rows_at(&at).unwrap()
+    );
+
+    // A stored type that differs still does: integer ids beside strings.
+    let b = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(vec![7])) as ArrayRef),
+        (
+            "h",
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(lists(
+                0..1,
+            ))) as ArrayRef,
+        ),
+        ("f", floats(0..1)),
+    ])
+    .unwrap();
+    write(&root.join("d.parquet"), &b, Compression::SNAPPY, 7);
+    let e = open(&root).unwrap_err();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { column, .. } if column == "id"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_value_error_names_the_part_file_and_its_own_row() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("t");

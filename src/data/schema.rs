@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Field};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::file::metadata::PageIndexPolicy;
 
@@ -267,8 +267,36 @@ fn type_folders(parts: Vec<Untyped>) -> Result<(Vec<FolderColumn>, Vec<Part>)> {
     Ok((folders, parts))
 }
 
+/// A column's type as its Parquet file stores it: Arrow's layouts of the
+/// same stored column are one type. A dictionary of strings or bytes
+/// (pandas' Categorical) is its values' type (dictionary pages are an
+/// encoding, not a type), large and view strings, bytes and lists are the
+/// plain ones, a list's items are compared the same way. Other
+/// dictionaries stay as they are: no reader here takes them.
+fn stored_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, v)
+            if matches!(stored_type(v), DataType::Utf8 | DataType::Binary) =>
+        {
+            stored_type(v)
+        }
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item) => DataType::List(Arc::new(Field::new(
+            "item",
+            stored_type(item.data_type()),
+            true,
+        ))),
+        other => other.clone(),
+    }
+}
+
 /// Every part must have the first part's columns with the same types (in
-/// any order; nullability and nested field names aside).
+/// any order; nullability, nested field names and Arrow's layouts of one
+/// stored type aside: [`stored_type`]).
 fn same_schema(first: &Part, other: &Part) -> Result<()> {
     let (a, b) = (first.metadata.schema(), other.metadata.schema());
     let mismatch = |column: &str, difference: String| {
@@ -282,7 +310,7 @@ fn same_schema(first: &Part, other: &Part) -> Result<()> {
     for f in a.fields() {
         match b.field_with_name(f.name()) {
             Err(_) => return mismatch(f.name(), "is missing here but is in".into()),
-            Ok(g) if !g.data_type().equals_datatype(f.data_type()) => {
+            Ok(g) if !stored_type(g.data_type()).equals_datatype(&stored_type(f.data_type())) => {
                 return mismatch(
                     f.name(),
                     format!("is {} here but {} in", g.data_type(), f.data_type()),
