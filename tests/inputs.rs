@@ -132,6 +132,20 @@ impl Moto {
                 .unwrap();
         }
     }
+
+    /// Copies `file` to the object `key`, taken as it is written (glob
+    /// characters included: `Path::from` would percent-encode them).
+    fn put(&self, file: &Path, key: &str) {
+        let key = object_store::path::Path::parse(key).unwrap();
+        let bytes = std::fs::read(file).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(self.store().put(&key, PutPayload::from(bytes)))
+            .unwrap();
+    }
 }
 
 impl Drop for Moto {
@@ -332,10 +346,29 @@ fn one_file_a_folder_of_parts_and_an_s3_bucket_store_the_same_predictions() {
     ok(&inputs.run(&bucket, Some(&moto)));
     ok(&inputs.run(&bucket_auto, Some(&moto)));
     ok(&inputs.run(&glob, Some(&moto)));
+    // An object whose name has glob characters is read as that object,
+    // not as the glob (which matches the part beside it).
+    moto.put(&inputs.path("one.parquet"), "literal/x[1].parquet");
+    let part = std::fs::read_dir(inputs.path("parts/segment=a")).unwrap();
+    let part = part.map(|e| e.unwrap().path()).min().unwrap();
+    moto.put(&part, "literal/x1.parquet");
+    let literal = inputs.job(
+        "literal",
+        &format!("s3://{BUCKET}/literal/x[1].parquet"),
+        &format!("{coordinator}{storage}"),
+    );
+    ok(&inputs.run(&literal, Some(&moto)));
 
     let want = inputs.predictions("one");
     assert_eq!(want.len() as u64, ROWS);
-    for name in ["one-workers", "folder", "bucket", "bucket-auto", "glob"] {
+    for name in [
+        "one-workers",
+        "folder",
+        "bucket",
+        "bucket-auto",
+        "glob",
+        "literal",
+    ] {
         let got = inputs.predictions(name);
         assert_eq!(got.len(), want.len(), "{name}");
         assert!(

@@ -414,18 +414,32 @@ fn open_store(url: &url::Url, storage: &Storage) -> Result<(Arc<dyn ObjectStore>
     Ok((store, path))
 }
 
-/// The part objects of a URL input, sorted by key: the object itself, every
-/// `*.parquet` under a prefix (a URL ending in `/`, or one naming no object),
-/// or the objects a glob in the URL's path matches.
+/// The part objects of a URL input, sorted by key: the object itself (even
+/// when its name has glob characters), every `*.parquet` under a prefix (a
+/// URL ending in `/`, or one naming no object), or the objects a glob in the
+/// URL's path matches.
 pub(super) fn find_parts(url: &url::Url, storage: &Storage) -> Result<Vec<PartRef>> {
     let (store, path) = open_store(url, storage)?;
     let name = PathBuf::from(url.as_str());
     let key = path.as_ref().to_string();
 
-    let listing = if let Some(glob) = parts::Glob::new(&key).map_err(|message| Error::Location {
+    let head = |p: &ObjectPath| {
+        let (s, p) = (store.clone(), p.clone());
+        block(async move { s.head(&p).await })
+    };
+    let glob = parts::Glob::new(&key).map_err(|message| Error::Location {
         path: name.clone(),
         message,
-    })? {
+    })?;
+    // An object whose own name has glob characters (`x[1].parquet`) is that
+    // object, as a local file is: the glob is tried only when none exists.
+    let literal = match (&glob, url.path().ends_with('/')) {
+        (Some(_), false) => head(&path).ok(),
+        _ => None,
+    };
+    let listing = if let Some(meta) = literal {
+        Listing::One(meta)
+    } else if let Some(glob) = glob {
         let prefix = ObjectPath::from(glob.base());
         let objects = list(&store, &prefix, &name)?;
         let matched: Vec<ObjectMeta> = objects
@@ -438,8 +452,7 @@ pub(super) fn find_parts(url: &url::Url, storage: &Storage) -> Result<Vec<PartRe
             "the glob matches no objects",
         )
     } else if !url.path().ends_with('/') && !key.is_empty() {
-        let (s, p) = (store.clone(), path.clone());
-        match block(async move { s.head(&p).await }) {
+        match head(&path) {
             Ok(meta) => Listing::One(meta),
             Err(object_store::Error::NotFound { .. }) => {
                 let objects = list(&store, &path, &name)?;
