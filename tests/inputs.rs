@@ -422,6 +422,29 @@ fn one_file_a_folder_of_parts_and_an_s3_bucket_store_the_same_predictions() {
 }
 
 #[test]
+fn an_id_repeated_across_parts_exits_2_naming_both_files_and_rows() {
+    let inputs = Inputs::new();
+    let dup = inputs.path("dup");
+    std::fs::create_dir_all(&dup).unwrap();
+    std::fs::copy(inputs.path("one.parquet"), dup.join("a.parquet")).unwrap();
+    let part = inputs.path("parts/segment=b/part-0.parquet");
+    std::fs::copy(part, dup.join("b.parquet")).unwrap();
+    let job = inputs.job("dup", "dup/", "");
+    let out = inputs.run(&job, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // segment=b/part-0.parquet holds rows 1000.. of one.parquet: their first
+    // id is entity 1000, at row 1000 of a.parquet.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let (a, b) = (dup.join("a.parquet"), dup.join("b.parquet"));
+    let want = format!(
+        "id '1000' appears at row 1000 ({} row 1000) and row {ROWS} ({} row 0)",
+        a.display(),
+        b.display()
+    );
+    assert!(err.contains(&want), "'{err}' lacks '{want}'");
+}
+
+#[test]
 fn s3_inputs_that_cannot_be_read_exit_2_naming_the_url() {
     let moto = Moto::start();
     let inputs = Inputs::new();

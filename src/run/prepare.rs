@@ -114,7 +114,7 @@ pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error>
             else {
                 return Ok(None);
             };
-            check_unique_ids(&index, &job)?;
+            check_unique_ids(&index, &job, &dataset)?;
             Ok::<_, Error>(Some(index))
         });
         let loaded = load_model(&job, &job_file, dataset.num_features());
@@ -256,21 +256,32 @@ fn generate_if_missing(job: &Job) -> Result<Option<String>, Error> {
     )))
 }
 
-fn check_unique_ids(index: &Index, job: &Job) -> Result<(), Error> {
+fn check_unique_ids(index: &Index, job: &Job, dataset: &Dataset) -> Result<(), Error> {
     use crate::model::EntityIds;
     let dup = match &index.ids {
         EntityIds::Int(v) => first_duplicate(v),
         EntityIds::Str(v) => first_duplicate(v),
     };
-    match dup {
-        None => Ok(()),
-        Some((a, b)) => Err(Error::Config(format!(
-            "{}: [input] '{}': id '{}' appears at rows {a} and {b}; every entity needs exactly one row",
-            job.file.display(),
-            job.input.path,
-            index.ids.key(a),
-        ))),
-    }
+    let Some((a, b)) = dup else {
+        return Ok(());
+    };
+    // Each row named in its part file (and the input's numbering, which the
+    // report and the timeline use) when the input has many parts.
+    let row = |r: usize| match dataset.num_parts() {
+        1 => format!("row {r}"),
+        _ => {
+            let (path, own) = dataset.locate(r as u64);
+            format!("row {r} ({} row {own})", path.display())
+        }
+    };
+    Err(Error::Config(format!(
+        "{}: [input] '{}': id '{}' appears at {} and {}; every entity needs exactly one row",
+        job.file.display(),
+        job.input.path,
+        index.ids.key(a),
+        row(a),
+        row(b),
+    )))
 }
 
 /// The first row whose id an earlier row has, and that earlier row: by
