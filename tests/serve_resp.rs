@@ -206,6 +206,34 @@ fn commands_split_across_writes_are_answered_when_they_complete() {
     }
 }
 
+/// Inline commands (telnet, `nc`) are split as Redis splits them: quotes
+/// and escapes undone; an unclosed quote ends the connection with Redis's
+/// error.
+#[test]
+fn inline_commands_take_quotes_and_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = two_versions(dir.path());
+    let server = Server::start(&store, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    let want = c.call(&["GET", "42"]);
+    assert!(matches!(want, Resp::Bulk(_)), "{want:?}");
+    for line in [
+        &b"GET 42\r\n"[..],
+        b"GET \"42\"\r\n",
+        b"get '42'\n",
+        b"GET \"4\\x32\"\r\n",
+    ] {
+        c.stream().write_all(line).unwrap();
+        assert_eq!(c.read(), want, "{}", String::from_utf8_lossy(line));
+    }
+    c.stream().write_all(b"GET \"42\r\n").unwrap();
+    assert_eq!(
+        c.read(),
+        Resp::Error("ERR Protocol error: unbalanced quotes in request".into())
+    );
+    assert!(c.try_read().is_err(), "the connection is closed after it");
+}
+
 const REDIS_PY: &str = r#"
 import json, sys, redis
 port, password, live, rows = int(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])

@@ -104,13 +104,14 @@ pub(crate) async fn serve(stream: TcpStream, shared: &Shared) {
                     // allocation.
                     let mut few: [&[u8]; 4] = [&[]; 4];
                     let many: Vec<&[u8]>;
-                    let args: &[&[u8]] = if parser.args.len() <= few.len() {
-                        for (slot, r) in few.iter_mut().zip(&parser.args) {
-                            *slot = &cmd[r.clone()];
+                    let n = parser.args.len();
+                    let args: &[&[u8]] = if n <= few.len() {
+                        for (i, slot) in few.iter_mut().take(n).enumerate() {
+                            *slot = parser.arg(cmd, i);
                         }
-                        &few[..parser.args.len()]
+                        &few[..n]
                     } else {
-                        many = parser.args.iter().map(|r| &cmd[r.clone()]).collect();
+                        many = (0..n).map(|i| parser.arg(cmd, i)).collect();
                         &many
                     };
                     let flow = if args.is_empty() {

@@ -41,8 +41,11 @@ pub(crate) struct Parser {
     /// Arguments still to read; `None` before the multibulk header.
     remaining: Option<usize>,
     inline: bool,
-    /// The arguments, as ranges of the buffer.
+    /// The arguments, as ranges of the command's bytes, or of `unquoted`
+    /// for an inline command: read them with [`Parser::arg`].
     pub args: Vec<Range<usize>>,
+    /// An inline command's arguments with their quotes and escapes undone.
+    unquoted: Vec<u8>,
 }
 
 fn find_crlf(buf: &[u8], from: usize, max_line: usize) -> Result<Option<usize>, ()> {
@@ -68,6 +71,15 @@ impl Parser {
         self.remaining = None;
         self.inline = false;
         self.args.clear();
+    }
+
+    /// Argument `i` of the command just returned, whose bytes are `cmd`.
+    pub fn arg<'a>(&'a self, cmd: &'a [u8], i: usize) -> &'a [u8] {
+        let r = self.args[i].clone();
+        match self.inline {
+            true => &self.unquoted[r],
+            false => &cmd[r],
+        }
     }
 
     /// Whether a command has begun arriving.
@@ -176,23 +188,87 @@ impl Parser {
         } else {
             nl
         };
+        let line = &buf[..line_end];
+        self.unquoted.clear();
         let mut i = 0;
-        while i < line_end {
-            if buf[i].is_ascii_whitespace() {
+        loop {
+            while i < line.len() && line[i].is_ascii_whitespace() {
                 i += 1;
-                continue;
             }
-            let start = i;
-            while i < line_end && !buf[i].is_ascii_whitespace() {
-                i += 1;
+            if i == line.len() {
+                break;
             }
             if self.args.len() == MAX_ARGS {
                 return Step::Bad("Protocol error: too many arguments".into());
             }
-            self.args.push(start..i);
+            let start = self.unquoted.len();
+            if unquote(line, &mut i, &mut self.unquoted).is_err() {
+                return Step::Bad("Protocol error: unbalanced quotes in request".into());
+            }
+            self.args.push(start..self.unquoted.len());
         }
         self.pos = nl + 1;
         Step::Command(self.pos)
+    }
+}
+
+/// One argument of an inline command, from `line[*i]` (not a space) to the
+/// space or end after it, into `out`, as Redis splits inline commands: a
+/// double-quoted part takes the escapes `\n \r \t \b \a \xHH` and a
+/// backslash before any other byte stands for that byte; a single-quoted part
+/// only `\'`. A quote may begin anywhere in the argument; a closing quote
+/// must end it (a space or the line's end after it); an unclosed quote is
+/// an error.
+fn unquote(line: &[u8], i: &mut usize, out: &mut Vec<u8>) -> Result<(), ()> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut quote = None;
+    while *i < line.len() {
+        let (c, next) = (line[*i], line.get(*i + 1).copied());
+        match quote {
+            None if c.is_ascii_whitespace() => return Ok(()),
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None => out.push(c),
+            Some(q) if c == q => {
+                if next.is_some_and(|n| !n.is_ascii_whitespace()) {
+                    return Err(());
+                }
+                *i += 1;
+                return Ok(());
+            }
+            Some(b'"') if c == b'\\' && next.is_some() => {
+                let escaped = match next {
+                    Some(b'x') => line
+                        .get(*i + 2..*i + 4)
+                        .and_then(|h| Some(hex(h[0])? * 16 + hex(h[1])?)),
+                    _ => None,
+                };
+                if let Some(byte) = escaped {
+                    out.push(byte as u8);
+                    *i += 3;
+                } else {
+                    out.push(match next {
+                        Some(b'n') => b'\n',
+                        Some(b'r') => b'\r',
+                        Some(b't') => b'\t',
+                        Some(b'b') => 0x08,
+                        Some(b'a') => 0x07,
+                        Some(other) => other,
+                        None => unreachable!("checked above"),
+                    });
+                    *i += 1;
+                }
+            }
+            Some(_) if c == b'\\' && next == Some(b'\'') => {
+                out.push(b'\'');
+                *i += 1;
+            }
+            Some(_) => out.push(c),
+        }
+        *i += 1;
+    }
+    match quote {
+        Some(_) => Err(()),
+        None => Ok(()),
     }
 }
 
@@ -208,7 +284,7 @@ mod tests {
             match p.step(&input[at..]) {
                 Step::Command(len) => {
                     let cmd = &input[at..at + len];
-                    out.push(p.args.iter().map(|r| cmd[r.clone()].to_vec()).collect());
+                    out.push((0..p.args.len()).map(|i| p.arg(cmd, i).to_vec()).collect());
                     at += len;
                     p.reset();
                 }
@@ -230,6 +306,46 @@ mod tests {
                 vec![b"get".to_vec(), b"7".to_vec()],
             ]
         );
+    }
+
+    #[test]
+    fn inline_arguments_are_unquoted_as_redis_splits_them() {
+        let (cmds, rest) = parse_all(
+            b"GET \"user 1\"\r\nSET 'it' 's' \"a\\tb\\x41\\\"\\q\" ab\"c d\"\nGET \"\" ''\r\n",
+        );
+        assert_eq!(rest, Step::More);
+        assert_eq!(
+            cmds,
+            vec![
+                vec![b"GET".to_vec(), b"user 1".to_vec()],
+                vec![
+                    b"SET".to_vec(),
+                    b"it".to_vec(),
+                    b"s".to_vec(),
+                    b"a\tbA\"q".to_vec(),
+                    b"abc d".to_vec()
+                ],
+                vec![b"GET".to_vec(), b"".to_vec(), b"".to_vec()],
+            ]
+        );
+        // A closing quote with more after it ('it''s' too), an unclosed
+        // quote, and a single-quoted escape:
+        for (line, ok) in [
+            (&b"GET 'it''s'\n"[..], false),
+            (b"GET \"open\n", false),
+            (b"GET \"a\"b\n", false),
+            (b"GET 'it\\'s'\n", true),
+        ] {
+            let (cmds, rest) = parse_all(line);
+            match ok {
+                true => assert_eq!(cmds, vec![vec![b"GET".to_vec(), b"it's".to_vec()]]),
+                false => assert!(
+                    matches!(&rest, Step::Bad(m) if m.contains("unbalanced quotes")),
+                    "{:?}: {rest:?}",
+                    String::from_utf8_lossy(line)
+                ),
+            }
+        }
     }
 
     #[test]
