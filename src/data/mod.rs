@@ -389,6 +389,20 @@ pub struct Index {
     pub history_lens: Arc<[u32]>,
 }
 
+/// One shard of a [`Dataset::scan_index_unless`].
+struct IndexShard {
+    ids: EntityIds,
+    history_lens: Vec<u32>,
+}
+
+/// Threads for a scan of `groups` row groups: one per core, at most one per
+/// row group.
+fn scan_threads(groups: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, groups.max(1))
+}
+
 const ID_TYPES: &str = "an integer (any width) or a string (plain or dictionary-encoded)";
 const HISTORY_TYPES: &str = "a list of integers (item ids in the u32 range)";
 const FEATURE_TYPES: &str = "float32, float64, an integer or a boolean (converted to f32); name the feature columns in [input] feature_columns to leave it out";
@@ -485,46 +499,99 @@ impl Dataset {
     }
 
     /// [`Dataset::scan_index`], which gives up (`None`) at the next row
-    /// group once `stop` is set.
+    /// group once `stop` is set. The row groups are scanned in contiguous
+    /// shards on this machine's cores and the shards joined in row order;
+    /// an error is the first in row order.
     pub fn scan_index_unless(&self, stop: &std::sync::atomic::AtomicBool) -> Result<Option<Index>> {
+        let groups = self.row_groups();
+        let per = groups.len().div_ceil(scan_threads(groups.len())).max(1);
+        let shards: Vec<Result<Option<IndexShard>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = groups
+                .chunks(per)
+                .map(|shard| s.spawn(move || self.scan_index_groups(shard, stop)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an index scan thread panicked"))
+                .collect()
+        });
+        // Sized once: the shards' ids are moved in, never grown into.
         let mut ids = self.empty_ids();
-        let mut history_lens = Vec::new();
-        let mut offsets = Vec::new();
-        let mut items = Vec::new();
-        let mut columns = vec![&self.id];
-        columns.extend(self.history.iter());
-        for part in &self.parts {
-            let view = PartView { part, ds: self };
-            let projection = view.projection(&columns)?;
-            for group in 0..part.num_row_groups() {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Ok(None);
-                }
-                let start = part.row_group_starts[group];
-                let rows = part.row_group_starts[group + 1] - start;
-                let reader = view.reader(vec![group], &projection, None, rows)?;
-                let mut row = start;
-                for batch in reader {
-                    let batch = batch.map_err(|source| view.arrow_error(source))?;
-                    view.append_ids(&mut ids, &batch, row)?;
-                    if let Some(history) = &self.history {
-                        offsets.clear();
-                        offsets.push(0);
-                        items.clear();
-                        view.append_history(history, &mut offsets, &mut items, &batch, row)?;
-                        history_lens.extend(offsets.windows(2).map(|w| w[1] - w[0]));
-                    }
-                    row += batch.num_rows() as u64;
-                }
-                if row != start + rows {
-                    return Err(view.short_read(start..start + rows, row - start));
-                }
+        match &mut ids {
+            EntityIds::Int(v) => v.reserve_exact(self.num_rows() as usize),
+            EntityIds::Str(v) => v.reserve_exact(self.num_rows() as usize),
+        }
+        let mut history_lens = Vec::with_capacity(match self.history {
+            Some(_) => self.num_rows() as usize,
+            None => 0,
+        });
+        for shard in shards {
+            let Some(shard) = shard? else {
+                return Ok(None);
+            };
+            match (&mut ids, shard.ids) {
+                (EntityIds::Int(all), EntityIds::Int(some)) => all.extend(some),
+                (EntityIds::Str(all), EntityIds::Str(some)) => all.extend(some),
+                _ => unreachable!("every shard starts from empty_ids"),
             }
+            history_lens.extend(shard.history_lens);
         }
         Ok(Some(Index {
             ids,
             history_lens: history_lens.into(),
         }))
+    }
+
+    /// Every row group of the input as (part, group), in row order.
+    fn row_groups(&self) -> Vec<(usize, usize)> {
+        (self.parts.iter().enumerate())
+            .flat_map(|(p, part)| (0..part.num_row_groups()).map(move |g| (p, g)))
+            .collect()
+    }
+
+    /// [`Dataset::scan_index_unless`] over row groups `groups` ((part,
+    /// group) pairs, in row order).
+    fn scan_index_groups(
+        &self,
+        groups: &[(usize, usize)],
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<IndexShard>> {
+        let mut out = IndexShard {
+            ids: self.empty_ids(),
+            history_lens: Vec::new(),
+        };
+        let (mut offsets, mut items) = (Vec::new(), Vec::new());
+        let mut columns = vec![&self.id];
+        columns.extend(self.history.iter());
+        for &(p, group) in groups {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let part = &self.parts[p];
+            let view = PartView { part, ds: self };
+            let projection = view.projection(&columns)?;
+            let start = part.row_group_starts[group];
+            let rows = part.row_group_starts[group + 1] - start;
+            let reader = view.reader(vec![group], &projection, None, rows)?;
+            let mut row = start;
+            for batch in reader {
+                let batch = batch.map_err(|source| view.arrow_error(source))?;
+                view.append_ids(&mut out.ids, &batch, row)?;
+                if let Some(history) = &self.history {
+                    offsets.clear();
+                    offsets.push(0);
+                    items.clear();
+                    view.append_history(history, &mut offsets, &mut items, &batch, row)?;
+                    out.history_lens
+                        .extend(offsets.windows(2).map(|w| w[1] - w[0]));
+                }
+                row += batch.num_rows() as u64;
+            }
+            if row != start + rows {
+                return Err(view.short_read(start..start + rows, row - start));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Every null, NaN or infinite value of the feature columns, by input
@@ -536,13 +603,8 @@ impl Dataset {
         }
         // Every row group, in row order, scanned in contiguous shards on
         // this machine's cores; the shards' findings joined in order.
-        let groups: Vec<(usize, usize)> = (self.parts.iter().enumerate())
-            .flat_map(|(p, part)| (0..part.num_row_groups()).map(move |g| (p, g)))
-            .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, groups.len().max(1));
-        let per = groups.len().div_ceil(threads).max(1);
+        let groups = self.row_groups();
+        let per = groups.len().div_ceil(scan_threads(groups.len())).max(1);
         let shards: Vec<Result<Vec<InvalidValue>>> = std::thread::scope(|s| {
             let handles: Vec<_> = groups
                 .chunks(per)
