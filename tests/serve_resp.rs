@@ -165,6 +165,20 @@ fn raw_resp3_hello_switches_nil_and_maps() {
         c.call(&["DBSIZE", "x"]),
         Resp::Error("ERR wrong number of arguments for 'dbsize' command".into())
     );
+    // The help an unknown subcommand's error points to exists.
+    for (cmd, line) in [
+        ("CLIENT", "SETNAME <name>"),
+        ("COMMAND", "DOCS [<command-name> ...]"),
+    ] {
+        let Resp::Error(e) = c.call(&[cmd, "NOPE"]) else {
+            panic!("{cmd} NOPE is an error");
+        };
+        assert!(e.ends_with(&format!("Try {cmd} HELP.")), "{e}");
+        let Resp::Array(help) = c.call(&[cmd, "help"]) else {
+            panic!("{cmd} HELP answers a list");
+        };
+        assert!(help.contains(&Resp::Simple(line.into())), "{cmd}: {help:?}");
+    }
     // Pipelined: three commands in one write, three replies in order.
     c.send(&[b"PING"]);
     c.send(&[b"ECHO", b"hi"]);

@@ -3,6 +3,37 @@
 
 use super::{Conn, lossy};
 
+/// `CLIENT HELP`: the subcommands herd serve answers.
+const CLIENT_HELP: &[&str] = &[
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Accepted (a client library's name and version); nothing is kept.",
+    "NO-EVICT|NO-TOUCH (ON|OFF)",
+    "    Accepted; herd serve evicts and touches nothing.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// `COMMAND HELP`: what herd serve answers of `COMMAND`.
+const COMMAND_HELP: &[&str] = &[
+    "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "(no subcommand)",
+    "    An empty list: herd serve publishes no command table.",
+    "COUNT",
+    "    0, for the same reason.",
+    "DOCS [<command-name> ...]",
+    "    An empty map.",
+    "INFO [<command-name> ...]",
+    "    A nil for each command named.",
+    "HELP",
+    "    Print this help.",
+];
 impl Conn<'_> {
     pub(super) fn auth(&mut self, args: &[&[u8]]) {
         let (user, password) = match args.len() {
@@ -139,6 +170,8 @@ impl Conn<'_> {
         } else if is("id") {
             let id = self.session.id as i64;
             self.reply().int(id);
+        } else if is("help") {
+            self.help(CLIENT_HELP);
         } else {
             self.reply().error(&format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
@@ -147,11 +180,21 @@ impl Conn<'_> {
         }
     }
 
+    /// A subcommand's help, as Redis answers `... HELP`: one status line each.
+    fn help(&mut self, lines: &[&str]) {
+        let mut r = self.reply();
+        r.array(lines.len());
+        for line in lines {
+            r.simple(line);
+        }
+    }
+
     pub(super) fn command(&mut self, args: &[&[u8]]) {
         match args.get(1) {
             None => self.reply().array(0),
             Some(sub) if sub.eq_ignore_ascii_case(b"count") => self.reply().int(0),
             Some(sub) if sub.eq_ignore_ascii_case(b"docs") => self.reply().map(0),
+            Some(sub) if sub.eq_ignore_ascii_case(b"help") => self.help(COMMAND_HELP),
             Some(sub) if sub.eq_ignore_ascii_case(b"info") => {
                 let n = args.len() - 2;
                 let mut r = self.reply();
