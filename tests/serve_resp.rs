@@ -190,6 +190,17 @@ fn raw_resp3_hello_switches_nil_and_maps() {
     assert!(c.try_read().is_err(), "QUIT closes the connection");
 }
 
+/// A server of [`two_versions`] in `dir`, a client, and its reply to
+/// `GET 42` (a prediction).
+fn serving_42(dir: &Path) -> (Server, RespClient, Resp) {
+    let store = two_versions(dir);
+    let server = Server::start(&store, None, &[]);
+    let mut c = RespClient::connect(server.resp);
+    let want = c.call(&["GET", "42"]);
+    assert!(matches!(want, Resp::Bulk(_)), "{want:?}");
+    (server, c, want)
+}
+
 /// The server reads what a socket holds and then waits for the poller
 /// without reading again; bytes that come later, mid-command or as the next
 /// burst of pipelined commands, must still wake it at once (not at the 10 s
@@ -197,11 +208,7 @@ fn raw_resp3_hello_switches_nil_and_maps() {
 #[test]
 fn commands_split_across_writes_are_answered_when_they_complete() {
     let dir = tempfile::tempdir().unwrap();
-    let store = two_versions(dir.path());
-    let server = Server::start(&store, None, &[]);
-    let mut c = RespClient::connect(server.resp);
-    let want = c.call(&["GET", "42"]);
-    assert!(matches!(want, Resp::Bulk(_)), "{want:?}");
+    let (_server, mut c, want) = serving_42(dir.path());
     let get = b"*2\r\n$3\r\nGET\r\n$2\r\n42\r\n";
     for cut in [1, 4, 13, get.len() - 1] {
         let started = Instant::now();
@@ -226,11 +233,7 @@ fn commands_split_across_writes_are_answered_when_they_complete() {
 #[test]
 fn inline_commands_take_quotes_and_escapes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = two_versions(dir.path());
-    let server = Server::start(&store, None, &[]);
-    let mut c = RespClient::connect(server.resp);
-    let want = c.call(&["GET", "42"]);
-    assert!(matches!(want, Resp::Bulk(_)), "{want:?}");
+    let (_server, mut c, want) = serving_42(dir.path());
     for line in [
         &b"GET 42\r\n"[..],
         b"GET \"42\"\r\n",

@@ -395,14 +395,6 @@ struct IndexShard {
     history_lens: Vec<u32>,
 }
 
-/// Threads for a scan of `groups` row groups: one per core, at most one per
-/// row group.
-fn scan_threads(groups: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, groups.max(1))
-}
-
 const ID_TYPES: &str = "an integer (any width) or a string (plain or dictionary-encoded)";
 const HISTORY_TYPES: &str = "a list of integers (item ids in the u32 range)";
 const FEATURE_TYPES: &str = "float32, float64, an integer or a boolean (converted to f32); name the feature columns in [input] feature_columns to leave it out";
@@ -503,18 +495,7 @@ impl Dataset {
     /// shards on this machine's cores and the shards joined in row order;
     /// an error is the first in row order.
     pub fn scan_index_unless(&self, stop: &std::sync::atomic::AtomicBool) -> Result<Option<Index>> {
-        let groups = self.row_groups();
-        let per = groups.len().div_ceil(scan_threads(groups.len())).max(1);
-        let shards: Vec<Result<Option<IndexShard>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = groups
-                .chunks(per)
-                .map(|shard| s.spawn(move || self.scan_index_groups(shard, stop)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("an index scan thread panicked"))
-                .collect()
-        });
+        let shards = self.in_shards(|shard| self.scan_index_groups(shard, stop));
         // Sized once: the shards' ids are moved in, never grown into.
         let mut ids = self.empty_ids();
         match &mut ids {
@@ -542,11 +523,29 @@ impl Dataset {
         }))
     }
 
-    /// Every row group of the input as (part, group), in row order.
-    fn row_groups(&self) -> Vec<(usize, usize)> {
-        (self.parts.iter().enumerate())
+    /// `scan` of every row group of the input ((part, group) pairs), in
+    /// contiguous shards in row order, one shard per core (at most one per
+    /// row group), each on a thread of its own; the shards' results in row
+    /// order.
+    fn in_shards<T: Send>(&self, scan: impl Fn(&[(usize, usize)]) -> T + Sync) -> Vec<T> {
+        let groups: Vec<(usize, usize)> = (self.parts.iter().enumerate())
             .flat_map(|(p, part)| (0..part.num_row_groups()).map(move |g| (p, g)))
-            .collect()
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, groups.len().max(1));
+        let per = groups.len().div_ceil(threads).max(1);
+        let scan = &scan;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = groups
+                .chunks(per)
+                .map(|shard| s.spawn(move || scan(shard)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an input scan thread panicked"))
+                .collect()
+        })
     }
 
     /// [`Dataset::scan_index_unless`] over row groups `groups` ((part,
@@ -601,20 +600,8 @@ impl Dataset {
         if self.features.is_empty() {
             return Ok(Vec::new());
         }
-        // Every row group, in row order, scanned in contiguous shards on
-        // this machine's cores; the shards' findings joined in order.
-        let groups = self.row_groups();
-        let per = groups.len().div_ceil(scan_threads(groups.len())).max(1);
-        let shards: Vec<Result<Vec<InvalidValue>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = groups
-                .chunks(per)
-                .map(|shard| s.spawn(move || self.scan_groups(shard, first_only)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("an input scan thread panicked"))
-                .collect()
-        });
+        // The shards' findings joined in row order.
+        let shards = self.in_shards(|shard| self.scan_groups(shard, first_only));
         let mut found = Vec::new();
         for shard in shards {
             found.extend(shard?);
