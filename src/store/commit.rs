@@ -388,10 +388,8 @@ impl Store {
             (Some(last), Some((first, _))) => first > last.as_slice(),
             _ => true,
         };
-        for (key, value) in chunk.entries() {
-            txn.put(db, key, value, append)
-                .map_err(|e| self.lmdb(what, e))?;
-        }
+        txn.put_all(db, chunk.entries(), append)
+            .map_err(|e| self.lmdb(what, e))?;
         txn.put(self.inner.meta, &chunk_key(version, rows), &[], false)
             .map_err(|e| self.lmdb(what, e))?;
         Ok(true)

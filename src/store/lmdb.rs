@@ -332,6 +332,28 @@ impl<'e> Txn<'e> {
         check(unsafe { ffi::mdb_put(self.ptr, db.0, &mut k, &mut v, flags) })
     }
 
+    /// Puts every entry of `entries` into `db` through one cursor. With
+    /// `append` (keys ascending, each past the last one stored: LMDB's bulk
+    /// load) the cursor stays at the end of the tree, so no put searches it
+    /// from the root as [`Txn::put`] does; a key out of order fails with
+    /// `MDB_KEYEXIST`.
+    pub fn put_all<'a>(
+        &mut self,
+        db: Dbi,
+        entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        append: bool,
+    ) -> MdbResult<()> {
+        let cursor = self.cursor(db)?;
+        let flags = if append { ffi::MDB_APPEND } else { 0 };
+        for (key, value) in entries {
+            let (mut k, mut v) = (val(key), val(value));
+            // SAFETY: plain FFI on a live cursor of this write transaction;
+            // LMDB copies key and value.
+            check(unsafe { ffi::mdb_cursor_put(cursor.ptr, &mut k, &mut v, flags) })?;
+        }
+        Ok(())
+    }
+
     /// Deletes `key`; `false` when it was not there.
     pub fn delete(&mut self, db: Dbi, key: &[u8]) -> MdbResult<bool> {
         let mut k = val(key);
