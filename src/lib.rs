@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod fleet;
 pub mod gpu;
+pub mod memory;
 pub mod model;
 pub mod plan;
 pub mod proto;

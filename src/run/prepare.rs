@@ -176,7 +176,7 @@ struct LoadedModel {
 /// Reads the weights, hashes them and their companion files, and loads the
 /// model (the spot check's reference scores with it).
 fn load_model(job: &Job, job_file: &str, num_features: usize) -> Result<LoadedModel, Error> {
-    let bytes = std::fs::read(&job.model.weights).map_err(|e| {
+    let bytes = crate::memory::read_whole(&job.model.weights).map_err(|e| {
         Error::Config(format!(
             "{job_file}: [model] weights '{}': {e}",
             job.model.weights.display()

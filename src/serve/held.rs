@@ -95,7 +95,7 @@ impl IntTable {
         let bits = (n.max(8) * 2).next_power_of_two().trailing_zeros();
         let mut slots: Vec<Slot> = Vec::with_capacity(1 << bits);
         // Advised before the first write touches its pages.
-        huge_pages(
+        crate::memory::huge_pages(
             slots.as_ptr().cast(),
             slots.capacity() * std::mem::size_of::<Slot>(),
         );
@@ -301,7 +301,7 @@ impl Held {
                 });
             }
             let block: Vec<u8> = Vec::with_capacity(size);
-            huge_pages(block.as_ptr(), block.capacity());
+            crate::memory::huge_pages(block.as_ptr(), block.capacity());
             self.blocks.push(block);
         }
         let block = self.blocks.len() - 1;
@@ -464,26 +464,6 @@ pub(crate) fn held_line(h: &Held, started: Instant) -> String {
         h.total_bytes() as f64 / (1u64 << 20) as f64,
         started.elapsed().as_secs_f64()
     )
-}
-
-/// Asks the kernel to back the memory of `len` bytes at `at` (an
-/// allocation of this process) with huge pages where it can
-/// (`MADV_HUGEPAGE`): a read of a random reply then misses the TLB far
-/// less. Only advice: nothing changes where it is not taken.
-fn huge_pages(at: *const u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (at as usize).next_multiple_of(HUGE);
-        let end = (at as usize + len) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: madvise with MADV_HUGEPAGE on whole pages inside an
-            // allocation this process owns changes no contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
 }
 
 /// Asks for every cache line of `bytes` at once: a held reply is cold, and

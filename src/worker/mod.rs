@@ -592,7 +592,8 @@ fn load(
     device: Device,
     threads: u32,
 ) -> Result<Loaded, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read model '{path}': {e}"))?;
+    let bytes = crate::memory::read_whole(Path::new(path))
+        .map_err(|e| format!("cannot read model '{path}': {e}"))?;
     // A model whose bytes are not the ones the coordinator hashed is
     // dropped unused.
     let (found, model) = hashed_while(&bytes, || {
