@@ -658,7 +658,7 @@ pub fn read_companions(
     let dir = path.parent().unwrap_or(Path::new("."));
     for name in names {
         let file = dir.join(&name);
-        let data = std::fs::read(&file).map_err(|e| {
+        let data = crate::memory::read_whole(&file).map_err(|e| {
             format!(
                 "cannot read '{}', the external data the model names '{name}': {e}",
                 file.display()
