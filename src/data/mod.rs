@@ -562,33 +562,22 @@ impl Dataset {
         let (mut offsets, mut items) = (Vec::new(), Vec::new());
         let mut columns = vec![&self.id];
         columns.extend(self.history.iter());
-        for &(p, group) in groups {
+        for &group in groups {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(None);
             }
-            let part = &self.parts[p];
-            let view = PartView { part, ds: self };
-            let projection = view.projection(&columns)?;
-            let start = part.row_group_starts[group];
-            let rows = part.row_group_starts[group + 1] - start;
-            let reader = view.reader(vec![group], &projection, None, rows)?;
-            let mut row = start;
-            for batch in reader {
-                let batch = batch.map_err(|source| view.arrow_error(source))?;
-                view.append_ids(&mut out.ids, &batch, row)?;
+            self.read_group(group, &columns, |view, batch, row| {
+                view.append_ids(&mut out.ids, batch, row)?;
                 if let Some(history) = &self.history {
                     offsets.clear();
                     offsets.push(0);
                     items.clear();
-                    view.append_history(history, &mut offsets, &mut items, &batch, row)?;
+                    view.append_history(history, &mut offsets, &mut items, batch, row)?;
                     out.history_lens
                         .extend(offsets.windows(2).map(|w| w[1] - w[0]));
                 }
-                row += batch.num_rows() as u64;
-            }
-            if row != start + rows {
-                return Err(view.short_read(start..start + rows, row - start));
-            }
+                Ok(true)
+            })?;
         }
         Ok(Some(out))
     }
@@ -623,19 +612,11 @@ impl Dataset {
         let mut found = Vec::new();
         let columns: Vec<&Column> = self.features.iter().collect();
         for &(p, group) in groups {
-            let part = &self.parts[p];
-            let view = PartView { part, ds: self };
-            let projection = view.projection(&columns)?;
             let first = self.part_starts[p];
-            let start = part.row_group_starts[group];
-            let rows = part.row_group_starts[group + 1] - start;
-            let reader = view.reader(vec![group], &projection, None, rows)?;
-            let mut row = start;
-            for batch in reader {
-                let batch = batch.map_err(|source| view.arrow_error(source))?;
+            let whole = self.read_group((p, group), &columns, |view, batch, row| {
                 let mut here = Vec::new();
                 for column in &self.features {
-                    let array = view.column(&batch, column)?;
+                    let array = view.column(batch, column)?;
                     invalid_in(array.as_ref(), |i, what| {
                         here.push(InvalidValue {
                             row: first + row + i as u64,
@@ -646,14 +627,45 @@ impl Dataset {
                 }
                 here.sort_by_key(|v| v.row);
                 found.extend(here);
-                if first_only && !found.is_empty() {
-                    found.truncate(1);
-                    return Ok(found);
-                }
-                row += batch.num_rows() as u64;
+                Ok(!first_only || found.is_empty())
+            })?;
+            if !whole {
+                found.truncate(1);
+                return Ok(found);
             }
         }
         Ok(found)
+    }
+
+    /// Row group `group` ((part, group)) read for `columns`, handed to
+    /// `each` batch by batch with the part's view and the batch's first row
+    /// (the part's numbering); stops when `each` returns false (then
+    /// `Ok(false)`). A group holding other than the rows its footer gives
+    /// is an error naming the part.
+    fn read_group(
+        &self,
+        (p, group): (usize, usize),
+        columns: &[&Column],
+        mut each: impl FnMut(&PartView<'_>, &arrow_array::RecordBatch, u64) -> Result<bool>,
+    ) -> Result<bool> {
+        let part = &self.parts[p];
+        let view = PartView { part, ds: self };
+        let projection = view.projection(columns)?;
+        let start = part.row_group_starts[group];
+        let rows = part.row_group_starts[group + 1] - start;
+        let reader = view.reader(vec![group], &projection, None, rows)?;
+        let mut row = start;
+        for batch in reader {
+            let batch = batch.map_err(|source| view.arrow_error(source))?;
+            if !each(&view, &batch, row)? {
+                return Ok(false);
+            }
+            row += batch.num_rows() as u64;
+        }
+        if row != start + rows {
+            return Err(view.short_read(start..start + rows, row - start));
+        }
+        Ok(true)
     }
 
     /// The part file holding input row `row`, and the row's number within it.
