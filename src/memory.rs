@@ -11,6 +11,9 @@ use std::path::Path;
 /// Buffers smaller than this are made as usual.
 const ADVISED_BYTES: usize = 4 << 20;
 
+/// Blocks up to this size come from the heap under [`keep_freed_memory`].
+const KEEP_MMAP_BYTES: i32 = 32 << 20;
+
 /// Asks the kernel to back the memory of `len` bytes at `at` (an allocation
 /// of this process) with huge pages where it can (`MADV_HUGEPAGE`: the
 /// whole 2 MiB pages inside it). Only advice: nothing changes where it is
@@ -42,4 +45,23 @@ pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
     }
     file.read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Asks the C allocator (glibc) to keep the memory this process frees for
+/// its next allocations instead of handing it back to the system at once:
+/// memory returned and asked for again comes back as fresh pages, each
+/// faulted in and zeroed. Blocks up to 32 MiB then come from the heap, and
+/// the heap gives back only a free top above `trim_bytes`; the peak memory
+/// is unchanged. Process-wide: for a process whose every allocation is its
+/// own work (a worker, `herd store export`), called before it starts other
+/// threads.
+pub fn keep_freed_memory(trim_bytes: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP_MMAP_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, trim_bytes);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = trim_bytes;
 }

@@ -140,7 +140,7 @@ pub(super) fn store_cmd(cmd: StoreCmd) -> Result<i32> {
             format,
             out,
         } => {
-            herd::store::export::keep_freed_memory();
+            herd::memory::keep_freed_memory(herd::store::export::KEEP_TRIM_BYTES);
             let s = Store::open_read_only(&store)?;
             let format = match format {
                 ExportFormat::Parquet => herd::store::export::Format::Parquet,

@@ -72,7 +72,7 @@ impl Loaded {
 
 /// Runs the worker on this process's stdin and stdout until shutdown or EOF.
 pub fn main() -> Result<(), String> {
-    keep_freed_memory();
+    crate::memory::keep_freed_memory(KEEP_TRIM_BYTES);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rx = read_stdin();
@@ -174,25 +174,12 @@ pub fn main() -> Result<(), String> {
     }
 }
 
-/// Asks the C allocator to keep memory the worker frees for its next
-/// batches instead of handing it back to the system at once: every batch
-/// allocates a few MiB of rows and scores, and memory returned and asked
-/// for again comes back as fresh pages, each faulted in and zeroed (54,000
-/// page faults in a 1M-row mlp run). Blocks up to [`KEEP_MMAP_BYTES`] come
-/// from the heap, and the heap gives back only a free top above
-/// [`KEEP_TRIM_BYTES`]; the peak memory is unchanged.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation thresholds; called
-    // before the worker starts its other threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP_MMAP_BYTES);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_TRIM_BYTES);
-    }
-}
-
-/// See [`keep_freed_memory`].
-const KEEP_MMAP_BYTES: i32 = 32 << 20;
+/// The worker's heap is trimmed only above this ([`memory::keep_freed_memory`]):
+/// every batch allocates a few MiB of rows and scores, which would otherwise
+/// come back as fresh pages each time (54,000 page faults in a 1M-row mlp
+/// run).
+///
+/// [`memory::keep_freed_memory`]: crate::memory::keep_freed_memory
 const KEEP_TRIM_BYTES: i32 = 256 << 20;
 
 /// A thread turning stdin's frames into a channel; the channel closes when
