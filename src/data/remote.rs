@@ -423,59 +423,58 @@ pub(super) fn find_parts(url: &url::Url, storage: &Storage) -> Result<Vec<PartRe
     let name = PathBuf::from(url.as_str());
     let key = path.as_ref().to_string();
 
-    let head = |p: &ObjectPath| {
-        let (s, p) = (store.clone(), p.clone());
-        block(async move { s.head(&p).await })
-    };
     let glob = parts::Glob::new(&key).map_err(|message| Error::Location {
         path: name.clone(),
         message,
     })?;
-    // An object whose own name has glob characters (`x[1].parquet`) is that
-    // object, as a local file is: the glob is tried only when none exists.
-    let literal = match (&glob, url.path().ends_with('/')) {
-        (Some(_), false) => head(&path).ok(),
-        _ => None,
-    };
-    let listing = if let Some(meta) = literal {
-        Listing::One(meta)
-    } else if let Some(glob) = glob {
-        let prefix = ObjectPath::from(glob.base());
-        let objects = list(&store, &prefix, &name)?;
-        let matched: Vec<ObjectMeta> = objects
-            .into_iter()
-            .filter(|o| glob.matches(o.location.as_ref()))
-            .collect();
-        Listing::Under(
-            glob.base().to_string(),
-            matched,
-            "the glob matches no objects",
-        )
-    } else if !url.path().ends_with('/') && !key.is_empty() {
-        match head(&path) {
-            Ok(meta) => Listing::One(meta),
-            Err(object_store::Error::NotFound { .. }) => {
-                let objects = list(&store, &path, &name)?;
-                Listing::Under(
-                    key.clone(),
-                    parquet_files(objects, &key),
-                    "no object has this name, and no *.parquet object is under it",
-                )
-            }
-            Err(e) => {
-                return Err(Error::Storage {
-                    path: name,
-                    source: Box::new(e),
-                });
+    // A URL naming an object is that object, even one whose own name has
+    // glob characters (`x[1].parquet`), as a local file is; only when none
+    // exists is it read as a glob or a prefix.
+    let names_object = !url.path().ends_with('/') && !key.is_empty();
+    let object = match names_object {
+        false => None,
+        true => {
+            let (s, p) = (store.clone(), path.clone());
+            match block(async move { s.head(&p).await }) {
+                Ok(meta) => Some(meta),
+                Err(object_store::Error::NotFound { .. }) => None,
+                // A pattern need not be a name the store takes.
+                Err(_) if glob.is_some() => None,
+                Err(e) => {
+                    return Err(Error::Storage {
+                        path: name,
+                        source: Box::new(e),
+                    });
+                }
             }
         }
-    } else {
-        let objects = list(&store, &path, &name)?;
-        Listing::Under(
-            key.clone(),
-            parquet_files(objects, &key),
-            "no *.parquet object is under this prefix",
-        )
+    };
+    let listing = match (object, glob) {
+        (Some(meta), _) => Listing::One(meta),
+        (None, Some(glob)) => {
+            let prefix = ObjectPath::from(glob.base());
+            let objects = list(&store, &prefix, &name)?;
+            let matched: Vec<ObjectMeta> = objects
+                .into_iter()
+                .filter(|o| glob.matches(o.location.as_ref()))
+                .collect();
+            Listing::Under(
+                glob.base().to_string(),
+                matched,
+                "the glob matches no objects",
+            )
+        }
+        (None, None) => {
+            let objects = list(&store, &path, &name)?;
+            Listing::Under(
+                key.clone(),
+                parquet_files(objects, &key),
+                match names_object {
+                    true => "no object has this name, and no *.parquet object is under it",
+                    false => "no *.parquet object is under this prefix",
+                },
+            )
+        }
     };
 
     let objects = match listing {
