@@ -280,6 +280,11 @@ same_bytes() { # what herd serve runs as
 # how busy the client was (its CPU time over its wall time): a client near
 # 100% of its core is the limit of the requests/s, whatever the server.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The client's CPU time (user + system, as /usr/bin/time wrote it to
+# client.cpu) over the wall time from $1 to $2, in percent of one core.
+client_busy() {
+    awk -v w="$(python3 -c "print($2 - $1)")" '{printf "%.0f", 100 * ($1 + $2) / w}' "$WORK/client.cpu"
+}
 bench_get() { # port server-pid -> rps p50 p99 cpu-us-per-request client-busy-%
     local t0 w0 w1 row
     t0=$(cpu_ticks "$2")
@@ -289,7 +294,7 @@ bench_get() { # port server-pid -> rps p50 p99 cpu-us-per-request client-busy-%
         | awk -F'","' '/^"GET/ {gsub(/"/, "", $0); split($0, f, ","); print f[2], f[5], f[7]}')
     w1=$(now)
     echo "$row $(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 1e6 / $(getconf CLK_TCK) / $REQUESTS, 1))")" \
-        "$(awk -v w="$(python3 -c "print($w1 - $w0)")" '{printf "%.0f", 100 * ($1 + $2) / w}' "$WORK/client.cpu")"
+        "$(client_busy "$w0" "$w1")"
 }
 
 # 5. HTTP with wrk (50 keep-alive connections, random ids), against each
@@ -323,7 +328,7 @@ http_load() { # wrk-threads server-pid -> "requests/s p50 p99 client-busy-% serv
     echo "$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.txt")" \
         "$(ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")")" \
         "$(ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")")" \
-        "$(awk -v w="$(python3 -c "print($w1 - $w0)")" '{printf "%.0f", 100 * ($1 + $2) / w}' "$WORK/client.cpu")" \
+        "$(client_busy "$w0" "$w1")" \
         "$(python3 -c "print(round(($(cpu_ticks "$2") - $t0) * 100 / $(getconf CLK_TCK) / ($w1 - $w0)))")" \
         "$(awk '/Non-2xx|Socket errors/' "$WORK/wrk.txt" | tr '\n' ' ')"
 }
