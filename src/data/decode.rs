@@ -757,15 +757,40 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
         return true;
     }
     let rows = out.len() / stride;
+    assert!(columns.iter().all(|c| c.len() >= rows));
+    let simd = matches!(
+        crate::model::simd_level(),
+        crate::model::SimdLevel::Avx512 | crate::model::SimdLevel::Avx2
+    );
     let mut finite = true;
     for start in (0..rows).step_by(TRANSPOSE_ROWS) {
         let end = (start + TRANSPOSE_ROWS).min(rows);
         let block = &mut out[start * stride..end * stride];
+        // Columns in groups of eight, rows in groups of eight, each an
+        // 8 x 8 square turned in registers; what is left one value at a time.
+        let (mut squares_to, mut rows_to) = (0, start);
+        if simd {
+            squares_to = stride / 8 * 8;
+            rows_to = start + (end - start) / 8 * 8;
+            for j in (0..squares_to).step_by(8) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 is present (`simd`); columns j..j + 8 hold
+                // rows start..rows_to (asserted above), and the block holds
+                // (end - start) rows of `stride` values.
+                unsafe {
+                    transpose_squares_avx2(&columns[j..j + 8], start..rows_to, block, stride, j)
+                }
+            }
+        }
         for (j, column) in columns.iter().enumerate() {
-            for (o, &v) in block[j..]
+            let from = if j < squares_to { rows_to } else { start };
+            if from == end {
+                continue;
+            }
+            for (o, &v) in block[(from - start) * stride + j..]
                 .iter_mut()
                 .step_by(stride)
-                .zip(&column[start..end])
+                .zip(&column[from..end])
             {
                 *o = v;
             }
@@ -775,4 +800,65 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
         }
     }
     finite
+}
+
+/// Rows `rows` (a multiple of eight of them) of eight columns into `block`
+/// (whose first row is `rows.start`), at columns `col..col + 8` of rows of
+/// `stride` values.
+///
+/// # Safety
+/// AVX2 must be present; every column holds `rows`; `block` holds
+/// `rows.len()` rows of `stride >= col + 8` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unused_unsafe)]
+unsafe fn transpose_squares_avx2(
+    columns: &[&[f32]],
+    rows: Range<usize>,
+    block: &mut [f32],
+    stride: usize,
+    col: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(columns.len() == 8 && rows.len() % 8 == 0 && col + 8 <= stride);
+    let base = rows.start;
+    for r in rows.step_by(8) {
+        // SAFETY: rows r..r + 8 exist in every column and in the block.
+        unsafe {
+            let c: [__m256; 8] =
+                std::array::from_fn(|k| _mm256_loadu_ps(columns[k].as_ptr().add(r)));
+            // Pairs of columns interleaved, then pairs of pairs: row i's
+            // eight values end in register i (halves swapped across lanes).
+            let t0 = _mm256_unpacklo_ps(c[0], c[1]);
+            let t1 = _mm256_unpackhi_ps(c[0], c[1]);
+            let t2 = _mm256_unpacklo_ps(c[2], c[3]);
+            let t3 = _mm256_unpackhi_ps(c[2], c[3]);
+            let t4 = _mm256_unpacklo_ps(c[4], c[5]);
+            let t5 = _mm256_unpackhi_ps(c[4], c[5]);
+            let t6 = _mm256_unpacklo_ps(c[6], c[7]);
+            let t7 = _mm256_unpackhi_ps(c[6], c[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (i, v) in out.iter().enumerate() {
+                let o = block.as_mut_ptr().add((r - base + i) * stride + col);
+                _mm256_storeu_ps(o, *v);
+            }
+        }
+    }
 }

@@ -796,26 +796,44 @@ fn any_range_reads_the_same_rows_as_a_full_read() {
 
 #[test]
 fn features_are_laid_out_row_after_row_across_transpose_blocks() {
-    // 600 rows: two whole blocks of 256 and a short one.
-    let rows = 600;
-    let columns: Vec<Vec<f32>> = (0..3)
-        .map(|j| (0..rows).map(|r| (r * 10 + j) as f32).collect())
-        .collect();
-    let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
-    let mut out = vec![f32::NAN; rows * 3];
-    assert!(decode::transpose(&views, &mut out, true));
-    for r in 0..rows {
-        for j in 0..3 {
-            assert_eq!(out[r * 3 + j], (r * 10 + j) as f32, "row {r} feature {j}");
+    // 603 rows: two whole blocks of 256 and a short one whose rows are not
+    // a multiple of eight; column counts below, at and past the eight a
+    // square of the SIMD path takes, none of them a multiple of it but one.
+    for (rows, width) in [(603, 3), (603, 8), (603, 19), (5, 64), (0, 9), (264, 64)] {
+        let columns: Vec<Vec<f32>> = (0..width)
+            .map(|j| (0..rows).map(|r| (r * 100 + j) as f32).collect())
+            .collect();
+        let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+        let mut out = vec![f32::NAN; rows * width];
+        assert!(
+            decode::transpose(&views, &mut out, true),
+            "{rows} x {width}"
+        );
+        for r in 0..rows {
+            for j in 0..width {
+                assert_eq!(
+                    out[r * width + j],
+                    (r * 100 + j) as f32,
+                    "{rows} x {width}: row {r} feature {j}"
+                );
+            }
         }
     }
-    // A non-finite value in the last block is seen when checked, and only then.
-    let mut columns = columns;
-    columns[2][555] = f32::INFINITY;
-    let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
-    assert!(!decode::transpose(&views, &mut out, true));
-    assert!(decode::transpose(&views, &mut out, false));
-    assert_eq!(out[555 * 3 + 2], f32::INFINITY);
+    // A non-finite value in the last block is seen when checked, and only
+    // then, in a square or in the columns and rows left over.
+    for (row, col) in [(555, 2), (601, 2), (555, 17)] {
+        let (rows, width) = (603, 19);
+        let mut columns: Vec<Vec<f32>> = (0..width).map(|_| vec![1.0; rows]).collect();
+        columns[col][row] = f32::INFINITY;
+        let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+        let mut out = vec![f32::NAN; rows * width];
+        assert!(
+            !decode::transpose(&views, &mut out, true),
+            "row {row} col {col}"
+        );
+        assert!(decode::transpose(&views, &mut out, false));
+        assert_eq!(out[row * width + col], f32::INFINITY);
+    }
 }
 
 #[test]

@@ -396,7 +396,9 @@ mod tests {
             // Half the inputs zero, so that the sparse kernel runs.
             let input: Vec<f32> = values(n * in_dim, 14).iter().map(|v| v.max(0.0)).collect();
             for (&kernel, relu) in kernels.iter().flat_map(|k| [(k, false), (k, true)]) {
-                let mut out = Vec::new();
+                // A buffer left from a block of the same size: the kernels
+                // must write every output over what it holds.
+                let mut out = vec![f32::NAN; n * out_dim];
                 dense_block_on(kernel, &l, &input, n, relu, &mut out);
                 assert_eq!(out.len(), n * out_dim);
                 for r in 0..n {

@@ -5,6 +5,8 @@
 //! (`matrixmultiply`) picks its own kernel at run time: AVX-512, AVX2 + FMA,
 //! NEON on aarch64, else portable.
 
+use std::cell::RefCell;
+
 use matrixmultiply::sgemm;
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +160,9 @@ pub(crate) fn dense_block_on(
 ) {
     let dots = layer.out_dim <= DOT_MAX_OUTPUTS && layer.in_dim % simd::LANES == 0;
     if kernel != Kernel::Sgemm && !dots && layer.in_dim > 0 && layer.out_dim > 0 {
-        out.clear();
+        // Both kernels write every output: the buffer is only resized (a
+        // block the size of the one before writes nothing first; zeroing
+        // it was one more pass over every output).
         out.resize(n_rows * layer.out_dim, 0.0);
         let (w, b, packed) = (&layer.weight, &layer.bias, &layer.packed);
         let sparse = kernel == Kernel::Avx512Sparse
@@ -225,6 +229,21 @@ fn dense_block_sgemm(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<
 pub(crate) struct Scratch {
     x: Vec<f32>,
     y: Vec<f32>,
+}
+
+thread_local! {
+    /// Each scoring thread's [`Scratch`], kept from call to call (at most
+    /// two of the largest block's layer outputs a thread has scored): a
+    /// fresh one per call zeroed its buffers on the call's first block.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `f` with this thread's [`Scratch`] (a fresh one if it is in use).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// A block of rows through `layers`, relu between layers (not after the

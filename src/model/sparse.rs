@@ -295,7 +295,8 @@ mod tests {
     }
 
     fn check(l: &Dense, input: &[f32], n: usize, what: &str) {
-        let mut out = Vec::new();
+        // What a block of the same size left: every output is written over.
+        let mut out = vec![f32::NAN; n * l.out_dim];
         dense_block_on(Kernel::Avx512Sparse, l, input, n, true, &mut out);
         assert_eq!(out.len(), n * l.out_dim);
         for r in 0..n {

@@ -5,7 +5,9 @@
 mod spec;
 
 use super::family::{Family, Scorer};
-use super::layers::{Scratch, apply_output, layers_block, layers_cost, layers_one, layers_shape};
+use super::layers::{
+    apply_output, layers_block, layers_cost, layers_one, layers_shape, with_scratch,
+};
 use super::{Dense, ModelSpec, OutputActivation, Predictions, Result, Rows, check_features};
 
 pub use spec::MlpSpec;
@@ -32,19 +34,20 @@ impl Mlp {
     fn score(&self, features: &[f32], n: usize, in_dim: usize) -> Predictions {
         let width = self.layers.last().map_or(in_dim, |l| l.out_dim);
         let mut values = Vec::with_capacity(n * width);
-        let mut scratch = Scratch::default();
         let block = block_rows();
-        for start in (0..n).step_by(block) {
-            let m = block.min(n - start);
-            let input = &features[start * in_dim..(start + m) * in_dim];
-            let out = layers_block(&self.layers, input, m, &mut scratch);
-            if width > 0 {
-                for row in out.chunks_exact_mut(width) {
-                    apply_output(self.output, row);
+        with_scratch(|scratch| {
+            for start in (0..n).step_by(block) {
+                let m = block.min(n - start);
+                let input = &features[start * in_dim..(start + m) * in_dim];
+                let out = layers_block(&self.layers, input, m, scratch);
+                if width > 0 {
+                    for row in out.chunks_exact_mut(width) {
+                        apply_output(self.output, row);
+                    }
                 }
+                values.extend_from_slice(out);
             }
-            values.extend_from_slice(out);
-        }
+        });
         Predictions::Scores { width, values }
     }
 }
