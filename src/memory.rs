@@ -35,7 +35,8 @@ pub fn huge_pages(at: *const u8, len: usize) {
 }
 
 /// A whole file, as `std::fs::read` reads it, into a buffer on huge pages
-/// when it is large (a 25 MB model: 14.6-16.3 ms -> 6.2-7.6 ms here).
+/// when it is large (a 25 MB model in a fresh process: 14.6-20.0 ms -> 6.2-7.6 ms,
+/// docs/performance.md).
 pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata().map_or(0, |m| m.len() as usize);

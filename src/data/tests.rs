@@ -796,9 +796,10 @@ fn any_range_reads_the_same_rows_as_a_full_read() {
 
 #[test]
 fn features_are_laid_out_row_after_row_across_transpose_blocks() {
-    // 603 rows: two whole blocks of 256 and a short one whose rows are not
-    // a multiple of eight; column counts below, at and past the eight a
-    // square of the SIMD path takes, none of them a multiple of it but one.
+    // Rows: 603 (two whole blocks of 256 and a short one whose rows are not
+    // a multiple of eight), 264 (a second block of exactly eight), 5 (no
+    // whole square) and none; columns: 3, 9 and 19 (short of or past the
+    // eight a square of the SIMD path takes), 8 and 64 (whole squares).
     for (rows, width) in [(603, 3), (603, 8), (603, 19), (5, 64), (0, 9), (264, 64)] {
         let columns: Vec<Vec<f32>> = (0..width)
             .map(|j| (0..rows).map(|r| (r * 100 + j) as f32).collect())
