@@ -15,7 +15,7 @@ use crate::model::{ModelSpec, Predictions, Rows};
 use crate::sched::{AttemptId, ChunkId};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame either side accepts: 512 MiB. A chunk's rows or
 /// predictions beyond this are a planning error (chunks are sized by cost
@@ -67,6 +67,11 @@ pub enum ToWorker {
         attempt: AttemptId,
         rows: ChunkRows,
     },
+    /// A hint: the rows (as a [`ChunkRows::Read`] gives them) of the `Run`
+    /// this worker will likely get next. It reads them ahead while it
+    /// scores; a `Run` for other rows drops what it read, and a later
+    /// `Prefetch` replaces this one.
+    Prefetch { segments: Vec<Segment> },
     /// The chunk was split: only the first `rows` rows of the attempt matter.
     StopAt { attempt: AttemptId, rows: u64 },
     /// Drop the attempt.
@@ -128,6 +133,9 @@ pub enum FromWorker {
         /// Bytes of input rows this worker read itself for the attempt
         /// ([`Rows::byte_size`]); 0 when the rows came in the message.
         input_bytes: u64,
+        /// Whether the worker had begun reading them on a `Prefetch`
+        /// before the attempt's `Run` came.
+        read_ahead: bool,
         /// The worker process's peak resident memory so far (0 where the
         /// system does not say).
         peak_rss_bytes: u64,
@@ -231,9 +239,20 @@ mod tests {
                 last_id: crate::model::EntityKey::Int(51),
             }]),
         });
+        roundtrip(ToWorker::Prefetch {
+            segments: vec![Segment {
+                part: "users/part-0.parquet".into(),
+                part_rows: 64,
+                identity: "4096 1764460800000000000".into(),
+                rows: 0..64,
+                first_id: crate::model::EntityKey::Str("a".into()),
+                last_id: crate::model::EntityKey::Str("z".into()),
+            }],
+        });
         roundtrip(FromWorker::Result {
             attempt: 9,
             input_bytes: 1 << 20,
+            read_ahead: true,
             peak_rss_bytes: 64 << 20,
             predictions: Predictions::TopK {
                 offsets: vec![0, 1],

@@ -175,6 +175,7 @@ impl WorkerHooks {
                 attempt: attempt + 1,
                 predictions: preds.clone(),
                 input_bytes: 0,
+                read_ahead: false,
                 peak_rss_bytes: 0,
             }],
             Some("progress") => vec![FromWorker::Progress {

@@ -868,3 +868,123 @@ fn peak_memory_follows_the_chunk_not_the_input() {
         "coordinator: {summary}"
     );
 }
+
+#[test]
+fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names() {
+    let inputs = Inputs::new();
+    let job_path = inputs.job("ahead", "parts/", "read = \"workers\"\n");
+    let job =
+        herd::config::parse_job(&std::fs::read_to_string(&job_path).unwrap(), &job_path).unwrap();
+    let planned = herd::data::Dataset::open(&job.input, false).unwrap();
+    let index = planned.scan_index().unwrap();
+    // Across three part files (two codecs); and rows of one other part.
+    let chunk = 900..1_500;
+    let segments = planned.segments(chunk.clone(), &index.ids);
+    let other = planned.segments(2_600..2_700, &index.ids);
+    let weights = inputs.path("mlp.safetensors");
+    let load = ToWorker::Load {
+        spec: job.model.spec.clone(),
+        sha256: sha256_hex(&weights),
+        path: weights.display().to_string(),
+        num_features: planned.num_features(),
+        device: herd::config::Device::Cpu,
+        threads: 2,
+        input: Some(Box::new(job.input.clone())),
+        needs_history: false,
+    };
+    let run = |attempt: u64, segments: &[herd::data::Segment]| ToWorker::Run {
+        chunk: 0,
+        attempt,
+        rows: ChunkRows::Read(segments.to_vec()),
+    };
+    let prefetch = |segments: &[herd::data::Segment]| ToWorker::Prefetch {
+        segments: segments.to_vec(),
+    };
+    let mut worker = Worker::start();
+    worker.send(&load);
+    assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+    let result = |worker: &mut Worker, attempt: u64| match worker.outcome(attempt) {
+        FromWorker::Result {
+            predictions,
+            input_bytes,
+            read_ahead,
+            ..
+        } => (predictions, input_bytes, read_ahead),
+        other => panic!("{attempt}: {other:?}"),
+    };
+
+    // Without a hint, the rows are read when the run comes.
+    worker.send(&run(1, &segments));
+    let (want, want_bytes, ahead) = result(&mut worker, 1);
+    assert!(!ahead);
+    assert_eq!(want.len() as u64, chunk.end - chunk.start);
+
+    // Told ahead: the same predictions and bytes, from rows read ahead.
+    worker.send(&prefetch(&segments));
+    worker.send(&run(2, &segments));
+    assert_eq!(result(&mut worker, 2), (want.clone(), want_bytes, true));
+
+    // A later hint replaces an earlier one.
+    worker.send(&prefetch(&other));
+    worker.send(&prefetch(&segments));
+    worker.send(&run(3, &segments));
+    assert_eq!(result(&mut worker, 3), (want.clone(), want_bytes, true));
+
+    // A run for other rows than the hint's: the rows read ahead are
+    // dropped, the run's own are read and scored.
+    worker.send(&prefetch(&other));
+    worker.send(&run(4, &segments));
+    assert_eq!(result(&mut worker, 4), (want.clone(), want_bytes, false));
+
+    // A hint that comes while an attempt runs is read for the next one.
+    worker.send(&run(5, &other));
+    worker.send(&prefetch(&segments));
+    let (scored, _, ahead) = result(&mut worker, 5);
+    assert_eq!((scored.len(), ahead), (100, false));
+    worker.send(&run(6, &segments));
+    assert_eq!(result(&mut worker, 6), (want.clone(), want_bytes, true));
+
+    // Rows read ahead are checked as any others: a descriptor that does
+    // not match the file fails its attempt, naming the file.
+    let mut lying = segments.clone();
+    lying[2].last_id = herd::model::EntityKey::Int(u64::MAX);
+    worker.send(&prefetch(&lying));
+    worker.send(&run(7, &lying));
+    let third = segments[2].part.display().to_string();
+    match worker.outcome(7) {
+        FromWorker::Error {
+            attempt: Some(7),
+            message,
+        } => assert!(message.contains(&third), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_worker_alone_reads_each_chunk_while_it_scores_the_one_before() {
+    let inputs = Inputs::new();
+    std::fs::write(
+        inputs.path("hosts.toml"),
+        "[[host]]\nname = \"local\"\nkind = \"local\"\nslots = 1\ndevice = \"cpu\"\n",
+    )
+    .unwrap();
+    let one = inputs.job("one", "one.parquet", "read = \"coordinator\"\n");
+    let folder = inputs.job("folder", "parts/", "read = \"workers\"\n");
+    ok(&inputs.run(&one, None));
+    ok(&inputs.run(&folder, None));
+    assert!(inputs.predictions("folder") == inputs.predictions("one"));
+    let report = inputs.report("folder");
+    let attempts = report["attempts"].as_u64().unwrap();
+    assert!(attempts >= 6, "{report}");
+    // Every chunk but the first was hinted while the one before it ran.
+    assert_eq!(
+        report["hosts"][0]["attempts_read_ahead"].as_u64(),
+        Some(attempts - 1),
+        "{report}"
+    );
+    // Rows read by the coordinator are never read ahead by a worker.
+    assert_eq!(
+        inputs.report("one")["hosts"][0]["attempts_read_ahead"].as_u64(),
+        Some(0)
+    );
+}

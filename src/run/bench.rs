@@ -307,6 +307,7 @@ impl Bench {
                 attempt,
                 predictions,
                 input_bytes: 0,
+                read_ahead: false,
                 peak_rss_bytes: 0,
             };
             (msg, Kind::Result)
@@ -438,7 +439,7 @@ impl Bench {
                         p.cancelled = true;
                     }
                 }
-                ToWorker::Probe { .. } | ToWorker::Shutdown => {}
+                ToWorker::Prefetch { .. } | ToWorker::Probe { .. } | ToWorker::Shutdown => {}
             }
         }
         Ok(())

@@ -88,6 +88,9 @@ pub(super) struct Coordinator {
     pub all_committed: Option<Duration>,
     /// Input bytes read and sent by the coordinator (rows or descriptors).
     pub input_bytes_coordinator: u64,
+    /// The chunk each worker reading its own rows was last told to read
+    /// ahead (`Prefetch`), by slot.
+    pub(super) hints: BTreeMap<SlotId, ChunkId>,
     /// What every result must look like.
     pub(super) expect: Expect,
     /// Why the run must stop, found by a handler that cannot return it (an
@@ -223,6 +226,7 @@ impl Coordinator {
             first_launch: None,
             all_committed: None,
             input_bytes_coordinator: 0,
+            hints: BTreeMap::new(),
             expect,
             fatal: None,
         })
@@ -357,6 +361,8 @@ impl Coordinator {
         let worker_reads = self.workers.hosts[host as usize].reads_input
             && self.p.skipped_in(&rows).next().is_none();
         self.first_launch.get_or_insert(now);
+        // A worker told to read this chunk ahead reads it for nothing now.
+        self.hints.retain(|_, hinted| *hinted != chunk);
         self.attempts.insert(
             attempt,
             AttemptRt {
@@ -388,7 +394,37 @@ impl Coordinator {
             proto::encode(&run).map_err(|e| Error::Failed(format!("chunk {chunk}: {e}")))?;
         self.input_bytes_coordinator += frame.len() as u64;
         self.send_run(attempt, frame);
+        self.hint(slot);
         Ok(())
+    }
+
+    /// Tells the worker on `slot`, which reads its own rows and was just
+    /// handed an attempt, the rows it will likely be handed next, to read
+    /// while it scores: the first chunk not yet handed out that no other
+    /// worker was told of (slots of equal speed finish in the order they
+    /// were launched, and take chunks in that order). Only a hint: a `Run`
+    /// for other rows makes the worker drop what it read ahead (at most
+    /// [`crate::worker::READ_AHEAD_BATCHES`] batches and the one it is
+    /// decoding).
+    fn hint(&mut self, slot: SlotId) {
+        self.hints.remove(&slot);
+        let told: std::collections::BTreeSet<ChunkId> = self.hints.values().copied().collect();
+        let p = &self.p;
+        let next = self
+            .sched
+            .upcoming()
+            .find(|(chunk, rows)| !told.contains(chunk) && p.skipped_in(rows).next().is_none());
+        let Some((chunk, rows)) = next else {
+            return;
+        };
+        let segments = p.dataset.segments(rows, &p.index.ids);
+        let Ok(frame) = proto::encode(&ToWorker::Prefetch { segments }) else {
+            return;
+        };
+        self.input_bytes_coordinator += frame.len() as u64;
+        if self.workers.send_frame(slot, frame).is_ok() {
+            self.hints.insert(slot, chunk);
+        }
     }
 
     /// The rows of an attempt were read: its `Run` goes to the worker, with

@@ -150,6 +150,10 @@ pub struct HostReport {
     /// Bytes of input rows this host's workers read themselves.
     #[serde(default)]
     pub input_bytes: u64,
+    /// Its attempts whose rows its worker had begun reading ahead, on the
+    /// coordinator's hint, before the attempt was handed to it.
+    #[serde(default)]
+    pub attempts_read_ahead: u64,
     /// The largest peak resident memory of this host's workers, as their
     /// last results said.
     #[serde(default)]

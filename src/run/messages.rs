@@ -71,11 +71,13 @@ impl Coordinator {
                 attempt,
                 predictions,
                 input_bytes,
+                read_ahead,
                 peak_rss_bytes,
             } => {
                 let host = self.workers.host_of(slot) as usize;
                 let h = &mut self.workers.hosts[host];
                 h.input_bytes += input_bytes;
+                h.attempts_read_ahead += u64::from(read_ahead);
                 h.peak_rss_bytes = h.peak_rss_bytes.max(peak_rss_bytes);
                 self.on_result(slot, attempt, predictions);
             }
@@ -298,6 +300,7 @@ impl Coordinator {
         if !self.workers.mark_down(slot) {
             return;
         }
+        self.hints.remove(&slot);
         let source = self.workers.slot_name(slot);
         let host = self.workers.host_of(slot);
         let why = format!("worker {reason}");

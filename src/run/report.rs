@@ -89,6 +89,7 @@ fn hosts(c: &Coordinator, snap: &Snapshot, slots: &[SlotReport], hours: f64) -> 
                 busy_s,
                 cost: h.cfg.cost_per_hour * hours,
                 input_bytes: h.input_bytes,
+                attempts_read_ahead: h.attempts_read_ahead,
                 peak_rss_bytes: h.peak_rss_bytes,
             }
         })

@@ -62,6 +62,8 @@ pub(super) struct HostRt {
     /// Input bytes its workers read, and their largest peak memory.
     pub input_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// Its attempts whose rows were read ahead on a hint.
+    pub attempts_read_ahead: u64,
 }
 
 /// Every host and slot of the run.
@@ -110,6 +112,7 @@ impl Workers {
                 live: 0,
                 reads_input: false,
                 input_bytes: 0,
+                attempts_read_ahead: 0,
                 peak_rss_bytes: 0,
             });
             out.send(Event::Host {
@@ -150,6 +153,7 @@ impl Workers {
                 live: 0,
                 reads_input: false,
                 input_bytes: 0,
+                attempts_read_ahead: 0,
                 peak_rss_bytes: 0,
             });
             for _ in 0..h.slots {

@@ -352,6 +352,17 @@ impl Scheduler {
         (self.index.busy_slots > 0).then_some(self.last_check + CHECK_INTERVAL)
     }
 
+    /// The chunks not yet handed out, first to last in the order a slot
+    /// that comes free takes them (each with its rows): what a driver may
+    /// tell its workers to read ahead. Chunks waiting for a retry are not
+    /// among them (a retry goes to a slot chosen for it).
+    pub fn upcoming(&self) -> impl Iterator<Item = (ChunkId, Range<u64>)> + '_ {
+        self.index
+            .pending_fresh
+            .iter()
+            .map(|&c| (c, self.chunks[c as usize].rows.clone()))
+    }
+
     /// `Done` or `Fail` has been emitted.
     pub fn is_finished(&self) -> bool {
         self.finished

@@ -217,3 +217,68 @@ fn assert_tiles(commits: &[std::ops::Range<u64>], rows: u64, name: &str) {
     }
     assert_eq!(at, rows, "{name}");
 }
+
+/// `upcoming` names the chunks a slot that comes free would take, in the
+/// order it takes them: never one running, done or waiting for a retry.
+#[test]
+fn upcoming_lists_the_chunks_not_handed_out_in_the_order_a_free_slot_takes_them() {
+    let mut scheduler = Scheduler::new(full_policy(1_000_000), vec![1_000; 8_000], &[]);
+    scheduler.handle(
+        Duration::ZERO,
+        Input::SlotUp {
+            slot: SlotId(0),
+            host: 0,
+        },
+    );
+    let launches = |scheduler: &mut Scheduler| -> Vec<(u64, u64, std::ops::Range<u64>)> {
+        std::iter::from_fn(|| scheduler.poll_command())
+            .filter_map(|c| match c {
+                Command::Launch {
+                    attempt,
+                    chunk,
+                    rows,
+                    ..
+                } => Some((attempt, chunk, rows)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = launches(&mut scheduler);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let upcoming: Vec<_> = scheduler.upcoming().collect();
+    assert!(upcoming.len() >= 2, "{upcoming:?}");
+    assert!(upcoming.iter().all(|(chunk, _)| *chunk != first[0].1));
+    // In order, and between them every row the first chunk left.
+    let mut rows: Vec<_> = upcoming.iter().map(|(_, r)| r.clone()).collect();
+    rows.push(first[0].2.clone());
+    rows.sort_by_key(|r| r.start);
+    assert_eq!(rows[0].start, 0);
+    assert!(rows.windows(2).all(|w| w[0].end == w[1].start));
+    assert_eq!(rows.last().unwrap().end, 8_000);
+
+    // The slot comes free: it takes the first of them.
+    scheduler.handle(
+        secs(1.0),
+        Input::Finished {
+            attempt: first[0].0,
+        },
+    );
+    let second = launches(&mut scheduler);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_eq!((second[0].1, second[0].2.clone()), upcoming[0]);
+    assert_eq!(scheduler.upcoming().collect::<Vec<_>>(), upcoming[1..]);
+
+    // Its attempt fails: the chunk is retried (at once, on the slot that is
+    // free) and never listed.
+    scheduler.handle(
+        secs(1.1),
+        Input::Failed {
+            attempt: second[0].0,
+            error: "worker gone".into(),
+        },
+    );
+    let retried = launches(&mut scheduler);
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0].1, second[0].1);
+    assert_eq!(scheduler.upcoming().collect::<Vec<_>>(), upcoming[1..]);
+}

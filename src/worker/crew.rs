@@ -349,6 +349,7 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::mpsc;
 
+    use super::super::Batching;
     use super::*;
     use crate::config::{Input, Location, OnInvalid, ReadMode};
     use crate::data::Dataset;
@@ -423,12 +424,19 @@ mod tests {
         let mut queue = VecDeque::new();
         let mut out = Vec::new();
         let hooks = WorkerHooks::from_env();
+        let mut ahead = None;
         let mut ctl = Control {
             attempt: 7,
             rx: &rx,
             queue: &mut queue,
             out: &mut out,
             hooks: &hooks,
+            ahead: &mut ahead,
+            dataset: None,
+            batching: Batching {
+                block_rows: model.block_rows(),
+                threads,
+            },
         };
         let outcome = score(model, 16, threads, n, batches.into_iter(), &mut ctl).unwrap();
         let mut progress = Vec::new();

@@ -8,13 +8,15 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{Device, Input};
-use crate::data::Dataset;
+use crate::data::{Dataset, Segment};
 use crate::model::{Model, ModelSpec, Predictions, Rows};
 use crate::proto::{self, ChunkRows, FromWorker, ToWorker};
 use crate::sched::AttemptId;
@@ -51,22 +53,41 @@ struct Loaded {
     num_features: usize,
     backend: Backend,
     /// The input, for chunks sent as descriptors: the job's settings and
-    /// whether the model reads history; opened at the first such chunk.
+    /// whether the model reads history; opened while the model loads (or,
+    /// when that failed, at the first such chunk, which reports why).
     input: Option<(Input, bool)>,
-    dataset: Option<Dataset>,
+    dataset: Option<Arc<Dataset>>,
 }
 
 impl Loaded {
-    /// The input opened for chunks sent as descriptors (at the first one).
-    fn dataset(&mut self) -> Result<&Dataset, String> {
+    /// The input opened for chunks sent as descriptors.
+    fn dataset(&mut self) -> Result<Arc<Dataset>, String> {
         let Some((input, needs_history)) = &self.input else {
             return Err("chunk described by part files, but no input was given at load".into());
         };
         if self.dataset.is_none() {
             let ds = Dataset::open(input, *needs_history).map_err(|e| format!("input: {e}"))?;
-            self.dataset = Some(ds);
+            self.dataset = Some(Arc::new(ds));
         }
-        Ok(self.dataset.as_ref().expect("opened above"))
+        Ok(self.dataset.clone().expect("opened above"))
+    }
+
+    /// How this worker cuts an attempt into batches.
+    fn batching(&self) -> Batching {
+        Batching {
+            block_rows: self.model.block_rows(),
+            threads: match self.backend {
+                Backend::Cpu { threads } => threads,
+                Backend::Gpu { .. } => 1,
+            },
+        }
+    }
+
+    /// Starts reading `segments` for a `Run` that may follow (a `Prefetch`
+    /// hint); nothing when this worker is not reading its own rows.
+    fn read_ahead(&mut self, segments: Vec<Segment>) -> Option<Reading> {
+        let ds = self.dataset().ok()?;
+        Some(Reading::start(ds, segments, self.batching(), true))
     }
 }
 
@@ -86,6 +107,9 @@ pub fn main() -> Result<(), String> {
     send(&mut out, &hello)?;
     let mut loaded: Option<Loaded> = None;
     let mut queue: std::collections::VecDeque<ToWorker> = Default::default();
+    // The rows of the latest `Prefetch`, being read for the `Run` that
+    // likely follows.
+    let mut ahead: Option<Reading> = None;
     loop {
         let msg = match queue.pop_front() {
             Some(m) => m,
@@ -104,18 +128,29 @@ pub fn main() -> Result<(), String> {
                 threads,
                 input,
                 needs_history,
-            } => match load(&spec, &sha256, &path, num_features, device, threads) {
-                Ok(mut l) => {
-                    l.input = input.map(|i| (*i, needs_history));
-                    let reply = loaded_reply(&l.backend, l.model.describe());
-                    loaded = Some(l);
-                    Some(reply)
+            } => {
+                // The input's part files are listed and their footers read
+                // while the model loads.
+                let opening = input
+                    .as_deref()
+                    .cloned()
+                    .map(|input| std::thread::spawn(move || Dataset::open(&input, needs_history)));
+                let loading = load(&spec, &sha256, &path, num_features, device, threads);
+                let opened = opening.and_then(|h| h.join().ok()?.ok());
+                match loading {
+                    Ok(mut l) => {
+                        l.input = input.map(|i| (*i, needs_history));
+                        l.dataset = opened.map(Arc::new);
+                        let reply = loaded_reply(&l.backend, l.model.describe());
+                        loaded = Some(l);
+                        Some(reply)
+                    }
+                    Err(message) => Some(FromWorker::Error {
+                        attempt: None,
+                        message,
+                    }),
                 }
-                Err(message) => Some(FromWorker::Error {
-                    attempt: None,
-                    message,
-                }),
-            },
+            }
             ToWorker::Run {
                 chunk: _,
                 attempt,
@@ -132,16 +167,31 @@ pub fn main() -> Result<(), String> {
                     )?;
                     continue;
                 };
+                // A described chunk's rows: those read ahead on a hint
+                // for exactly these segments, else read from now on.
+                let given = match rows {
+                    ChunkRows::Rows(rows) => Given::Rows(rows),
+                    ChunkRows::Read(segments) => Given::Read(match ahead.take() {
+                        Some(r) if r.segments == segments => Ok(r),
+                        _ => l
+                            .dataset()
+                            .map(|ds| Reading::start(ds, segments, l.batching(), false)),
+                    }),
+                };
                 let mut ctl = Control {
                     attempt,
                     rx: &rx,
                     queue: &mut queue,
                     out: &mut out,
                     hooks: &hooks,
+                    ahead: &mut ahead,
+                    dataset: l.dataset.clone(),
+                    batching: l.batching(),
                 };
-                let (outcome, input_bytes) = match rows {
-                    ChunkRows::Rows(rows) => (score_rows(l, &rows, &mut ctl)?, 0),
-                    ChunkRows::Read(segments) => read_and_score(l, &segments, &mut ctl)?,
+                let (outcome, input_bytes, read_ahead) = match given {
+                    Given::Rows(rows) => (score_rows(l, &rows, &mut ctl)?, 0, false),
+                    Given::Read(Ok(reading)) => score_reading(l, reading, &mut ctl)?,
+                    Given::Read(Err(e)) => (Attempt::Failed(e), 0, false),
                 };
                 match outcome {
                     Attempt::Finished(predictions) => {
@@ -152,6 +202,7 @@ pub fn main() -> Result<(), String> {
                             attempt: hooks.result_attempt(attempt),
                             predictions,
                             input_bytes,
+                            read_ahead,
                             peak_rss_bytes: peak_rss_bytes(),
                         })
                     }
@@ -163,6 +214,11 @@ pub fn main() -> Result<(), String> {
                     }),
                     Attempt::Shutdown => return Ok(()),
                 }
+            }
+            ToWorker::Prefetch { segments } => {
+                // Replacing an earlier hint stops its reader.
+                ahead = loaded.as_mut().and_then(|l| l.read_ahead(segments));
+                None
             }
             ToWorker::Probe { device, threads } => Some(probe(device, threads)),
             ToWorker::StopAt { .. } | ToWorker::Cancel { .. } => None, // for an attempt already done
@@ -258,23 +314,86 @@ struct Control<'a, W: Write> {
     queue: &'a mut std::collections::VecDeque<ToWorker>,
     out: &'a mut W,
     hooks: &'a WorkerHooks,
+    /// Rows a `Prefetch` that came meanwhile named, being read for the
+    /// next attempt, and what reading them takes.
+    ahead: &'a mut Option<Reading>,
+    dataset: Option<Arc<Dataset>>,
+    batching: Batching,
 }
 
-/// Rows per batch for a chunk of `n` rows: about 1/[`PROGRESS_STEPS`] of
-/// it, but at least [`MIN_BATCH_ROWS`] and a block of the model's for each
-/// thread; the chunk is cut into batches of equal size, so that no batch is
-/// a small remainder that leaves threads idle.
-fn batch_rows(n: usize, l: &Loaded) -> usize {
-    let threads = match l.backend {
-        Backend::Cpu { threads } => threads,
-        Backend::Gpu { .. } => 1,
-    };
-    let least = (n / PROGRESS_STEPS)
-        .max(MIN_BATCH_ROWS)
-        .max(l.model.block_rows() * threads)
-        .max(1);
-    let batches = (n / least).max(1);
-    n.div_ceil(batches).max(1)
+/// How a worker cuts an attempt into batches: its model's block of rows
+/// and its scoring threads.
+#[derive(Clone, Copy)]
+struct Batching {
+    block_rows: usize,
+    threads: usize,
+}
+
+impl Batching {
+    /// Rows per batch for a chunk of `n` rows: about 1/[`PROGRESS_STEPS`] of
+    /// it, but at least [`MIN_BATCH_ROWS`] and a block of the model's for
+    /// each thread; the chunk is cut into batches of equal size, so that no
+    /// batch is a small remainder that leaves threads idle.
+    fn rows(self, n: usize) -> usize {
+        let least = (n / PROGRESS_STEPS)
+            .max(MIN_BATCH_ROWS)
+            .max(self.block_rows * self.threads)
+            .max(1);
+        let batches = (n / least).max(1);
+        n.div_ceil(batches).max(1)
+    }
+}
+
+/// A chunk's rows as its `Run` gives them.
+enum Given {
+    Rows(Rows),
+    /// Rows the worker reads itself (or why it cannot).
+    Read(Result<Reading, String>),
+}
+
+/// Rows being read from the input by a thread of their own, batch by
+/// batch, at most [`READ_AHEAD_BATCHES`] ahead of their scoring. Dropping
+/// it stops the thread at its next batch.
+struct Reading {
+    segments: Vec<Segment>,
+    /// The attempt's rows in order, or how reading them ended it.
+    batches: Receiver<Result<Rows, Attempt>>,
+    /// Bytes of rows read so far ([`Rows::byte_size`]).
+    bytes: Arc<AtomicU64>,
+    /// Begun on a `Prefetch` hint, before the attempt's `Run` came.
+    ahead: bool,
+}
+
+impl Reading {
+    fn start(ds: Arc<Dataset>, segments: Vec<Segment>, batching: Batching, ahead: bool) -> Reading {
+        let n: usize = segments
+            .iter()
+            .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
+            .sum();
+        let batch = batching.rows(n);
+        let (tx, batches) = mpsc::sync_channel::<Result<Rows, Attempt>>(READ_AHEAD_BATCHES);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (counted, read) = (bytes.clone(), segments.clone());
+        std::thread::spawn(move || {
+            let streamed = ds.stream_segments(&read, batch, |rows| {
+                counted.fetch_add(rows.byte_size(), Ordering::Relaxed);
+                tx.send(Ok(rows)).is_ok()
+            });
+            if let Err(e) = streamed {
+                let ended = e
+                    .invalid_feature()
+                    .and_then(|(part, _, row, _)| attempt_row(&read, part, row))
+                    .map_or_else(|| Attempt::Failed(format!("input: {e}")), Attempt::Invalid);
+                let _ = tx.send(Err(ended));
+            }
+        });
+        Reading {
+            segments,
+            batches,
+            bytes,
+            ahead,
+        }
+    }
 }
 
 /// Scores rows sent in the message, batch by batch.
@@ -290,53 +409,35 @@ fn score_rows<W: Write>(
         )));
     }
     let n = rows.len();
-    let batch = batch_rows(n, l);
+    let batch = l.batching().rows(n);
     let batches = (0..n)
         .step_by(batch)
         .map(|start| Ok(rows.slice(start..(start + batch).min(n))));
     score_batches(l, n, batches, ctl)
 }
 
-/// Reads the rows `segments` describe and scores them: a thread decodes
-/// batches (at most [`READ_AHEAD_BATCHES`] ahead) while this one scores.
-/// Also the bytes read.
-fn read_and_score<W: Write>(
-    l: &mut Loaded,
-    segments: &[crate::data::Segment],
+/// Scores the rows `reading` decodes as they come. Also the bytes read,
+/// and whether they were read ahead.
+fn score_reading<W: Write>(
+    l: &Loaded,
+    reading: Reading,
     ctl: &mut Control<'_, W>,
-) -> Result<(Attempt, u64), String> {
-    if let Err(e) = l.dataset() {
-        return Ok((Attempt::Failed(e), 0));
-    }
-    let l = &*l;
-    let ds = l.dataset.as_ref().expect("opened above");
-    let n: usize = segments
+) -> Result<(Attempt, u64, bool), String> {
+    let n: usize = reading
+        .segments
         .iter()
         .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
         .sum();
-    let bytes = std::sync::atomic::AtomicU64::new(0);
-    let batch = batch_rows(n, l);
-    let outcome = std::thread::scope(|s| {
-        let (tx, batches) = mpsc::sync_channel::<Result<Rows, Attempt>>(READ_AHEAD_BATCHES);
-        let bytes = &bytes;
-        s.spawn(move || {
-            let streamed = ds.stream_segments(segments, batch, |rows| {
-                bytes.fetch_add(rows.byte_size(), std::sync::atomic::Ordering::Relaxed);
-                tx.send(Ok(rows)).is_ok()
-            });
-            if let Err(e) = streamed {
-                let ended = e
-                    .invalid_feature()
-                    .and_then(|(part, _, row, _)| attempt_row(segments, part, row))
-                    .map_or_else(|| Attempt::Failed(format!("input: {e}")), Attempt::Invalid);
-                let _ = tx.send(Err(ended));
-            }
-        });
-        // Dropping `batches` (an attempt that ends early) stops the reader
-        // at its next batch.
-        score_batches(l, n, batches.into_iter(), ctl)
-    })?;
-    Ok((outcome, bytes.into_inner()))
+    let Reading {
+        batches,
+        bytes,
+        ahead,
+        ..
+    } = reading;
+    // Every batch scored was counted before it was sent; an attempt that
+    // ends early drops `batches`, which stops the reader.
+    let outcome = score_batches(l, n, batches.into_iter(), ctl)?;
+    Ok((outcome, bytes.load(Ordering::Relaxed), ahead))
 }
 
 /// The row of an attempt reading `segments` (counted from its first) that
@@ -379,6 +480,13 @@ fn take_messages<W: Write>(ctl: &mut Control<'_, W>) -> Result<Told, String> {
             Ok(ToWorker::Shutdown) | Err(TryRecvError::Disconnected) => {
                 told.end = Some(Attempt::Shutdown);
                 return Ok(told);
+            }
+            // The next attempt's rows are read while this one scores.
+            Ok(ToWorker::Prefetch { segments }) => {
+                *ctl.ahead = ctl
+                    .dataset
+                    .clone()
+                    .map(|ds| Reading::start(ds, segments, ctl.batching, true));
             }
             Ok(other) => ctl.queue.push_back(other),
             Err(TryRecvError::Empty) => return Ok(told),
