@@ -46,7 +46,7 @@ fn folder_array(value: &FolderValue, data_type: &DataType, rows: usize) -> Array
 
 /// Byte ranges of the column chunks of `columns` (root columns) in
 /// `row_groups`: what a read of them decodes.
-fn column_ranges(
+pub(super) fn column_ranges(
     metadata: &ArrowReaderMetadata,
     row_groups: &[usize],
     columns: &[usize],
@@ -166,13 +166,18 @@ impl PartView<'_> {
             }
             selectors.push(RowSelector::skip((end - cursor) as usize));
         }
+        // The features picked from their pages where they can be; the ids
+        // and histories (and else the features) decoded through Arrow.
+        let nf = out.num_features;
+        let picked = self.pick_features(at, &mut out.features[done * nf..(done + at.len()) * nf]);
         let mut columns = vec![&self.ds.id];
         columns.extend(self.ds.history.iter());
-        columns.extend(self.ds.features.iter());
+        if !picked {
+            columns.extend(self.ds.features.iter());
+        }
         let projection = self.projection(&columns)?;
         // One row a batch, so every error names its exact row.
         let reader = self.reader(groups, &projection, Some(RowSelection::from(selectors)), 1)?;
-        let nf = out.num_features;
         let mut k = 0usize;
         for batch in reader {
             let batch = batch.map_err(|source| self.arrow_error(source))?;
@@ -191,8 +196,10 @@ impl PartView<'_> {
                     row,
                 )?;
             }
-            let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
-            self.fill_features(dst, &batch, row)?;
+            if !picked {
+                let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
+                self.fill_features(dst, &batch, row)?;
+            }
             k += n;
         }
         if k != at.len() {

@@ -28,9 +28,11 @@
 mod decode;
 pub mod r#gen;
 mod parts;
+mod pick;
 mod remote;
 mod schema;
 mod segment;
+mod span;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -880,3 +880,117 @@ fn dictionary_encoded_string_ids_read_as_strings() {
     assert_eq!(rows.ids, EntityIds::Str(vec!["u-a".into(), "u-b".into()]));
     assert_eq!(rows.features, [2.0, 3.0]);
 }
+
+/// Files whose feature columns the picker reads ([`PartView::pick_features`]):
+/// plain and dictionary pages, f32 and f64, required and optional columns,
+/// data pages v1 and v2, several pages a column chunk, three codecs.
+#[test]
+fn features_picked_from_their_pages_are_those_arrow_decodes() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3_000usize;
+    let ids = Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)) as ArrayRef;
+    let plain = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3),
+    )) as ArrayRef;
+    let few = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| (i % 7) as f32 - 3.5),
+    )) as ArrayRef;
+    let double = Arc::new(Float64Array::from_iter_values(
+        (0..n).map(|i| i as f64 / 3.0 - 400.0),
+    )) as ArrayRef;
+    let fields = vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("plain", arrow_schema::DataType::Float32, false),
+        arrow_schema::Field::new("few", arrow_schema::DataType::Float32, true),
+        arrow_schema::Field::new("double", arrow_schema::DataType::Float64, true),
+    ];
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let all = RecordBatch::try_new(schema.clone(), vec![ids, plain, few, double]).unwrap();
+    let writers = [
+        ("v1-snappy", WriterVersion::PARQUET_1_0, Compression::SNAPPY),
+        (
+            "v2-zstd",
+            WriterVersion::PARQUET_2_0,
+            Compression::ZSTD(ZstdLevel::default()),
+        ),
+        (
+            "v1-plain",
+            WriterVersion::PARQUET_1_0,
+            Compression::UNCOMPRESSED,
+        ),
+    ];
+    for (name, version, codec) in writers {
+        let path = dir.path().join(format!("{name}.parquet"));
+        let props = WriterProperties::builder()
+            .set_writer_version(version)
+            .set_compression(codec)
+            .set_dictionary_enabled(name != "v1-plain")
+            .set_column_dictionary_enabled("plain".into(), false)
+            .set_max_row_group_row_count(Some(1_000))
+            .set_data_page_row_count_limit(97)
+            .set_write_batch_size(97)
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+        w.write(&all).unwrap();
+        w.close().unwrap();
+        let ds = Dataset::open(
+            &input(&path, "id", None, Some(&["plain", "few", "double"])),
+            false,
+        )
+        .unwrap();
+        let full = ds.read_rows(0..n as u64).unwrap();
+        // Rows in every row group, in several pages of each, at the ends.
+        let at: Vec<u64> = [0, 1, 96, 97, 500, 999, 1_000, 1_001, 1_777, 2_998, 2_999].into();
+        let view = PartView {
+            part: &ds.parts[0],
+            ds: &ds,
+        };
+        let mut picked = vec![f32::NAN; at.len() * 3];
+        assert!(view.pick_features(&at, &mut picked), "{name}: not picked");
+        let want: Vec<f32> = at
+            .iter()
+            .flat_map(|&r| full.features[r as usize * 3..r as usize * 3 + 3].to_vec())
+            .collect();
+        assert_eq!(picked, want, "{name}");
+        // And through the read the spot check makes.
+        assert_eq!(ds.read_rows_at(&at).unwrap().features, want, "{name}");
+    }
+
+    // A null among the picked values: left to Arrow, which refuses it by
+    // name (or, where nulls are read as NaN, gives NaN).
+    let with_null = batch(vec![
+        (
+            "id",
+            Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        ),
+        (
+            "f",
+            Arc::new(arrow_array::Float32Array::from(vec![
+                Some(1.0),
+                None,
+                Some(3.0),
+            ])),
+        ),
+    ]);
+    let path = write_parquet(dir.path(), "null.parquet", &[with_null]);
+    let mut ds = Dataset::open(&input(&path, "id", None, Some(&["f"])), false).unwrap();
+    let view = PartView {
+        part: &ds.parts[0],
+        ds: &ds,
+    };
+    let mut out = [0.0f32; 2];
+    assert!(view.pick_features(&[0, 2], &mut out));
+    assert_eq!(out, [1.0, 3.0]);
+    assert!(!view.pick_features(&[1], &mut out[..1]));
+    let err = ds.read_rows_at(&[0, 1]).unwrap_err().to_string();
+    assert!(
+        err.contains("null") && err.contains("null.parquet"),
+        "{err}"
+    );
+    ds.set_nulls_as_nan(true);
+    let rows = ds.read_rows_at(&[1, 2]).unwrap();
+    assert!(rows.features[0].is_nan() && rows.features[1] == 3.0);
+}

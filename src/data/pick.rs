@@ -1,0 +1,364 @@
+//! A few rows' features picked straight from their Parquet pages, for reads
+//! of scattered rows (the spot check's sample): each row needs its column
+//! chunks' pages decompressed, but not decoded into Arrow arrays of every
+//! row of its row group. A value is found by walking the page's run
+//! headers (definition levels, dictionary indices) to its position.
+//!
+//! Only flat `FLOAT` and `DOUBLE` columns, `PLAIN` or dictionary encoded,
+//! required or optional, are picked here; anything else (another type or
+//! encoding, a null, a value that is not finite where that is refused, a
+//! page that does not parse) makes [`PartView::pick_features`] say `false`,
+//! and the caller reads those rows through Arrow, which reads what this
+//! does not and names every bad value.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::basic::{Encoding, Type};
+use parquet::column::page::{Page, PageReader};
+use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::reader::ChunkReader;
+use parquet::file::serialized_reader::SerializedPageReader;
+
+use super::Source;
+use super::decode::{PartView, column_ranges};
+use super::span::{Spans, spans};
+
+/// One feature column as stored: its leaf in the file's schema, the bytes
+/// of a value, and whether it is optional.
+#[derive(Clone, Copy)]
+struct Leaf {
+    index: usize,
+    width: usize,
+    optional: bool,
+}
+
+impl PartView<'_> {
+    /// Writes the features of this part's rows `at` (ascending) into `out`
+    /// (row-major), picked from their pages; false when they must be read
+    /// through Arrow instead (see the module's comment). `out` is then in
+    /// an unspecified state.
+    pub(super) fn pick_features(&self, at: &[u64], out: &mut [f32]) -> bool {
+        let Some(leaves) = self.leaves() else {
+            return false;
+        };
+        // The rows wanted in each row group, as (group, positions in `at`).
+        let starts = &self.part.row_group_starts;
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (k, &row) in at.iter().enumerate() {
+            let g = starts[1..].partition_point(|&end| end <= row);
+            match groups.last_mut() {
+                Some((last, ks)) if *last == g => ks.push(k),
+                _ => groups.push((g, vec![k])),
+            }
+        }
+        let group_ids: Vec<usize> = groups.iter().map(|(g, _)| *g).collect();
+        let columns: Vec<usize> = leaves.iter().map(|l| l.index).collect();
+        let ranges = column_ranges(&self.part.metadata, &group_ids, &columns);
+        match &self.part.source {
+            Source::Local(path) => {
+                match File::open(path).and_then(|file| Spans::new(file, spans(ranges))) {
+                    Ok(file) => self.pick_from(&Arc::new(file), &leaves, &groups, at, out),
+                    Err(_) => false,
+                }
+            }
+            Source::Remote(object) => match object.prefetch(ranges) {
+                Ok(held) => self.pick_from(&Arc::new(held), &leaves, &groups, at, out),
+                Err(_) => false,
+            },
+        }
+    }
+
+    fn pick_from<R: ChunkReader + 'static>(
+        &self,
+        reader: &Arc<R>,
+        leaves: &[Leaf],
+        groups: &[(usize, Vec<usize>)],
+        at: &[u64],
+        out: &mut [f32],
+    ) -> bool {
+        let metadata = self.part.metadata.metadata();
+        let check = !self.ds.nulls_as_nan;
+        let stride = leaves.len();
+        for (g, ks) in groups {
+            let group = metadata.row_group(*g);
+            let first = self.part.row_group_starts[*g];
+            let rows: Vec<usize> = ks.iter().map(|&k| (at[k] - first) as usize).collect();
+            for (j, leaf) in leaves.iter().enumerate() {
+                let chunk = group.column(leaf.index);
+                let group_rows = group.num_rows() as usize;
+                let Some(values) = pick_chunk(reader, chunk, group_rows, *leaf, &rows, check)
+                else {
+                    return false;
+                };
+                for (k, v) in ks.iter().zip(values) {
+                    out[k * stride + j] = v;
+                }
+            }
+        }
+        true
+    }
+
+    /// The feature columns' leaves, when every one is a flat `FLOAT` or
+    /// `DOUBLE` column of the file whose root index is its leaf index.
+    fn leaves(&self) -> Option<Vec<Leaf>> {
+        let schema = self.part.metadata.metadata().file_metadata().schema_descr();
+        let roots = self
+            .projection(&self.ds.features.iter().collect::<Vec<_>>())
+            .ok()?;
+        if roots.len() != self.ds.features.len() {
+            return None; // a folder column
+        }
+        roots
+            .into_iter()
+            .map(|index| {
+                let leaf = (index < schema.num_columns()).then(|| schema.column(index))?;
+                let root = schema.get_column_root_idx(index);
+                let width = match leaf.physical_type() {
+                    Type::FLOAT => 4,
+                    Type::DOUBLE => 8,
+                    _ => return None,
+                };
+                let flat =
+                    root == index && leaf.max_rep_level() == 0 && leaf.path().parts().len() == 1;
+                (flat && leaf.max_def_level() <= 1).then_some(Leaf {
+                    index,
+                    width,
+                    optional: leaf.max_def_level() == 1,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The values at `rows` (ascending, within the row group of `chunk`, which
+/// holds `group_rows` rows), in that order; `None` for anything
+/// [`PartView::pick_features`] leaves to Arrow.
+fn pick_chunk<R: ChunkReader + 'static>(
+    reader: &Arc<R>,
+    chunk: &ColumnChunkMetaData,
+    group_rows: usize,
+    leaf: Leaf,
+    rows: &[usize],
+    check: bool,
+) -> Option<Vec<f32>> {
+    let mut pages = SerializedPageReader::new(reader.clone(), chunk, group_rows, None).ok()?;
+    let mut dictionary: Option<Bytes> = None;
+    let mut picked = Vec::with_capacity(rows.len());
+    // The row of the page's first value.
+    let mut first = 0usize;
+    while picked.len() < rows.len() {
+        let page = pages.get_next_page().ok()??;
+        let (n, levels, values, encoding) = match &page {
+            Page::DictionaryPage { buf, encoding, .. } => {
+                if !matches!(encoding, Encoding::PLAIN | Encoding::PLAIN_DICTIONARY) {
+                    return None;
+                }
+                dictionary = Some(buf.clone());
+                continue;
+            }
+            Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding,
+                ..
+            } => {
+                let (levels, values) = if leaf.optional {
+                    if *def_level_encoding != Encoding::RLE {
+                        return None;
+                    }
+                    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+                    (Some(buf.get(4..4 + len)?), buf.get(4 + len..)?)
+                } else {
+                    (None, &buf[..])
+                };
+                (*num_values as usize, levels, values, *encoding)
+            }
+            Page::DataPageV2 {
+                buf,
+                num_rows,
+                encoding,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                ..
+            } => {
+                let def = *def_levels_byte_len as usize;
+                if *rep_levels_byte_len != 0 {
+                    return None;
+                }
+                let levels = match leaf.optional {
+                    true => Some(buf.get(..def)?),
+                    false => None,
+                };
+                (*num_rows as usize, levels, buf.get(def..)?, *encoding)
+            }
+        };
+        while let Some(&row) = rows.get(picked.len()).filter(|&&r| r < first + n) {
+            let i = row - first;
+            // The value's index among the page's stored (non-null) values.
+            let stored = match levels {
+                Some(levels) => match defined_at(levels, i)? {
+                    (true, before) => before,
+                    (false, _) => return None,
+                },
+                None => i,
+            };
+            let v = match encoding {
+                Encoding::PLAIN => value(values, leaf.width, stored)?,
+                Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
+                    let width = *values.first()?;
+                    let index = hybrid_at(values.get(1..)?, width, stored)?;
+                    value(dictionary.as_deref()?, leaf.width, index as usize)?
+                }
+                _ => return None,
+            };
+            if check && !v.is_finite() {
+                return None;
+            }
+            picked.push(v);
+        }
+        first += n;
+    }
+    Some(picked)
+}
+
+/// Value `i` of plain little-endian values `width` bytes wide, as f32.
+fn value(bytes: &[u8], width: usize, i: usize) -> Option<f32> {
+    let b = bytes.get(i * width..(i + 1) * width)?;
+    Some(match width {
+        4 => f32::from_le_bytes(b.try_into().ok()?),
+        _ => f64::from_le_bytes(b.try_into().ok()?) as f32,
+    })
+}
+
+/// An unsigned LEB128 integer at the start of `data`, and its length.
+fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in data.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Value `i` of an RLE / bit-packed hybrid run of `width`-bit values.
+fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
+    let width = usize::from(width);
+    if width > 32 {
+        return None;
+    }
+    let mask = if width == 32 {
+        u64::from(u32::MAX)
+    } else {
+        (1u64 << width) - 1
+    };
+    let mut pos = 0usize;
+    loop {
+        let (header, used) = uleb128(data.get(pos..)?)?;
+        pos += used;
+        let count = usize::try_from(header >> 1).ok()?;
+        if header & 1 == 1 {
+            // `count` groups of eight values, `width` bytes a group.
+            let values = count.checked_mul(8)?;
+            let run = data.get(pos..pos.checked_add(count.checked_mul(width)?)?)?;
+            if i < values {
+                let bit = i * width;
+                let mut word = [0u8; 8];
+                let from = &run[bit / 8..];
+                let take = from.len().min(8);
+                word[..take].copy_from_slice(&from[..take]);
+                return Some(((u64::from_le_bytes(word) >> (bit % 8)) & mask) as u32);
+            }
+            i -= values;
+            pos += run.len();
+        } else {
+            let bytes = width.div_ceil(8);
+            if i < count {
+                let mut word = [0u8; 4];
+                word[..bytes].copy_from_slice(data.get(pos..pos + bytes)?);
+                return Some(u32::from_le_bytes(word));
+            }
+            i -= count;
+            pos += bytes;
+        }
+    }
+}
+
+/// Whether value `i` of a page's definition levels (1-bit hybrid runs) is
+/// defined, and how many values before it are (its index among the page's
+/// stored values).
+fn defined_at(levels: &[u8], mut i: usize) -> Option<(bool, usize)> {
+    let mut before = 0usize;
+    let mut pos = 0usize;
+    loop {
+        let (header, used) = uleb128(levels.get(pos..)?)?;
+        pos += used;
+        let count = usize::try_from(header >> 1).ok()?;
+        if header & 1 == 1 {
+            let values = count.checked_mul(8)?;
+            let bytes = levels.get(pos..pos.checked_add(count)?)?;
+            if i < values {
+                let whole: u32 = bytes[..i / 8].iter().map(|b| b.count_ones()).sum();
+                let partial = (bytes[i / 8] & ((1u8 << (i % 8)) - 1)).count_ones();
+                let defined = bytes[i / 8] >> (i % 8) & 1 == 1;
+                return Some((defined, before + (whole + partial) as usize));
+            }
+            before += bytes.iter().map(|b| b.count_ones() as usize).sum::<usize>();
+            i -= values;
+            pos += count;
+        } else {
+            let defined = *levels.get(pos)? & 1 == 1;
+            if i < count {
+                return Some((defined, before + if defined { i } else { 0 }));
+            }
+            before += if defined { count } else { 0 };
+            i -= count;
+            pos += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_runs_give_each_value_at_its_position() {
+        // An RLE run of 3 x 5, a bit-packed group of 0..8 at width 3, an
+        // RLE run of 2 x 1 (width 3: one byte a value).
+        let mut data = vec![3 << 1, 5];
+        data.push((1 << 1) | 1);
+        let mut bits = 0u32;
+        for (k, v) in (0u32..8).enumerate() {
+            bits |= v << (3 * k);
+        }
+        data.extend_from_slice(&bits.to_le_bytes()[..3]);
+        data.extend_from_slice(&[2 << 1, 1]);
+        let want = [5, 5, 5, 0, 1, 2, 3, 4, 5, 6, 7, 1, 1];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(hybrid_at(&data, 3, i), Some(*w), "value {i}");
+        }
+        assert_eq!(hybrid_at(&data, 3, want.len()), None, "past the end");
+        assert_eq!(hybrid_at(&data[..4], 3, 5), None, "a cut group");
+        // Width 0: one dictionary entry.
+        assert_eq!(hybrid_at(&[4 << 1], 0, 3), Some(0));
+    }
+
+    #[test]
+    fn definition_levels_count_the_stored_values_before_each_row() {
+        // An RLE run of 3 defined, a bit-packed group (1,0,1,1,0,0,0,1), an
+        // RLE run of 2 nulls, an RLE run of 1 defined.
+        let levels = [3 << 1, 1, (1 << 1) | 1, 0b1000_1101, 2 << 1, 0, 1 << 1, 1];
+        let defined = [1, 1, 1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1];
+        let mut before = 0;
+        for (i, &d) in defined.iter().enumerate() {
+            assert_eq!(defined_at(&levels, i), Some((d == 1, before)), "row {i}");
+            before += d;
+        }
+        assert_eq!(defined_at(&levels, defined.len()), None);
+    }
+}

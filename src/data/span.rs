@@ -1,0 +1,231 @@
+//! A local part file served to the Parquet reader a span at a time: the
+//! column chunks a read needs, merged where they lie close together, each
+//! span read with one call when a read first falls in it, the last one held
+//! in memory. The reader otherwise asks the file for every page twice (its
+//! header through a buffered reader, then its bytes), each a few system
+//! calls and a copy of its own.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::reader::{ChunkReader, Length};
+
+/// Column chunks closer than this are read as one span (the bytes between
+/// them are read for nothing).
+pub(super) const SPAN_GAP_BYTES: u64 = 1 << 20;
+/// A span never grows past this by merging; a column chunk larger than it
+/// is read as the reader asks, a page at a time.
+pub(super) const SPAN_MAX_BYTES: u64 = 8 << 20;
+/// A read outside every span (a page header the reader parses from an
+/// open-ended reader) takes at most this many bytes.
+const UNPLANNED_READ_BYTES: u64 = 64 << 10;
+
+/// `ranges` (column chunks' bytes) merged into spans: sorted, those at most
+/// [`SPAN_GAP_BYTES`] apart joined while the span stays within
+/// [`SPAN_MAX_BYTES`]; a range larger than that is left out.
+pub(super) fn spans(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.end > r.start && r.end - r.start <= SPAN_MAX_BYTES);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last)
+                if r.start <= last.end.saturating_add(SPAN_GAP_BYTES)
+                    && r.end.max(last.end) - last.start <= SPAN_MAX_BYTES =>
+            {
+                last.end = last.end.max(r.end);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Bytes `start..` of a file, read with one call.
+struct Held {
+    start: u64,
+    bytes: Bytes,
+}
+
+impl Held {
+    fn slice(&self, start: u64, length: usize) -> Option<Bytes> {
+        let from = usize::try_from(start.checked_sub(self.start)?).ok()?;
+        let end = from.checked_add(length)?;
+        (end <= self.bytes.len()).then(|| self.bytes.slice(from..end))
+    }
+}
+
+/// A local part file read in the spans [`spans`] planned.
+pub(super) struct Spans {
+    file: Mutex<File>,
+    len: u64,
+    spans: Vec<Range<u64>>,
+    /// The span read last.
+    held: Mutex<Option<Held>>,
+}
+
+impl Spans {
+    pub fn new(file: File, spans: Vec<Range<u64>>) -> std::io::Result<Spans> {
+        let len = file.metadata()?.len();
+        Ok(Spans {
+            file: Mutex::new(file),
+            len,
+            spans,
+            held: Mutex::new(None),
+        })
+    }
+
+    /// Bytes `range` of the file. Read into a fresh buffer, which is not
+    /// zeroed first; spans are at most [`SPAN_MAX_BYTES`], a size the C
+    /// allocator serves from memory it kept rather than fresh pages once
+    /// one such block was freed.
+    fn read(&self, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(range.start))?;
+        (&mut *file).take(want).read_to_end(&mut buf)?;
+        if buf.len() as u64 != want {
+            return Err(ParquetError::EOF(format!(
+                "bytes {}..{} of a {}-byte file: only {} read (did the file change?)",
+                range.start,
+                range.end,
+                self.len,
+                buf.len()
+            )));
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Bytes `start..start + length`: from the span held, else from the
+    /// planned span holding them (read and held), else read as asked.
+    fn bytes(&self, start: u64, length: usize) -> Result<Bytes> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = held.as_ref().and_then(|h| h.slice(start, length)) {
+            return Ok(b);
+        }
+        let end = start.saturating_add(length as u64);
+        let Some(span) = self
+            .spans
+            .iter()
+            .find(|s| s.start <= start && end <= s.end)
+            .cloned()
+        else {
+            return self.read(start..end);
+        };
+        *held = None;
+        let h = Held {
+            start: span.start,
+            bytes: self.read(span)?,
+        };
+        let b = h.slice(start, length).expect("the span holds the range");
+        *held = Some(h);
+        Ok(b)
+    }
+}
+
+impl Length for Spans {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for Spans {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> Result<Self::T> {
+        let end = match self
+            .spans
+            .iter()
+            .find(|s| s.start <= start && start < s.end)
+        {
+            Some(s) => s.end,
+            None => self.len.min(start.saturating_add(UNPLANNED_READ_BYTES)),
+        };
+        let length = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| ParquetError::General(format!("a read at {start} is too long")))?;
+        Ok(bytes::Buf::reader(self.bytes(start, length)?))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes> {
+        self.bytes(start, length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_chunks_merge_into_spans_within_the_limit() {
+        let mb = 1u64 << 20;
+        let ranges = vec![
+            10 * mb..11 * mb,
+            0..mb,
+            mb + 100..2 * mb,                        // 100 bytes after the first
+            4 * mb..5 * mb,                          // 2 MiB after: a span of its own
+            100 * mb..100 * mb + SPAN_MAX_BYTES + 1, // too large to hold
+            11 * mb..11 * mb,                        // empty
+        ];
+        assert_eq!(
+            spans(ranges),
+            vec![0..2 * mb, 4 * mb..5 * mb, 10 * mb..11 * mb]
+        );
+        // Adjacent chunks stop merging at the limit.
+        let chunk = SPAN_MAX_BYTES / 2;
+        let ranges: Vec<_> = (0..5).map(|i| i * chunk..(i + 1) * chunk).collect();
+        assert_eq!(
+            spans(ranges),
+            vec![0..2 * chunk, 2 * chunk..4 * chunk, 4 * chunk..5 * chunk]
+        );
+    }
+
+    #[test]
+    fn reads_inside_and_outside_the_spans_give_the_file_s_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let reader = Spans::new(
+            File::open(&path).unwrap(),
+            vec![1_000..50_000, 60_000..70_000],
+        )
+        .unwrap();
+        for (start, len) in [
+            (1_000, 10),
+            (49_990, 10),
+            (60_000, 10_000),
+            (2_000, 100),
+            (49_999, 2),  // across a span's end
+            (100_000, 5), // outside every span
+            (199_990, 10),
+        ] {
+            let got = reader.get_bytes(start, len).unwrap();
+            assert_eq!(
+                &got[..],
+                &data[start as usize..start as usize + len],
+                "{start}+{len}"
+            );
+        }
+        let mut rest = Vec::new();
+        reader
+            .get_read(65_000)
+            .unwrap()
+            .read_to_end(&mut rest)
+            .unwrap();
+        assert_eq!(rest, &data[65_000..70_000]);
+        let mut tail = Vec::new();
+        reader
+            .get_read(199_000)
+            .unwrap()
+            .read_to_end(&mut tail)
+            .unwrap();
+        assert_eq!(tail, &data[199_000..]);
+        // Past the end: an error, not a short read.
+        assert!(reader.get_bytes(199_990, 11).is_err());
+    }
+}
