@@ -679,20 +679,18 @@ fn an_object_rewritten_after_planning_fails_the_attempt_naming_its_url() {
     }
 }
 
-#[test]
-fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file() {
-    let inputs = Inputs::new();
-    let job_path = inputs.job("changed", "parts/", "read = \"workers\"\n");
+/// A job whose workers read `parts/`, planned as the coordinator plans it
+/// (the input opened and indexed), and the `Load` its worker gets.
+fn planned_job(
+    inputs: &Inputs,
+    name: &str,
+    threads: u32,
+) -> (herd::data::Dataset, herd::data::Index, ToWorker) {
+    let job_path = inputs.job(name, "parts/", "read = \"workers\"\n");
     let job =
         herd::config::parse_job(&std::fs::read_to_string(&job_path).unwrap(), &job_path).unwrap();
-    // Planned as the coordinator plans: the index, then a chunk's segments.
     let planned = herd::data::Dataset::open(&job.input, false).unwrap();
     let index = planned.scan_index().unwrap();
-    // Across segment=a/part-1, segment=b/part-0 (one row) and segment=b/part-1.
-    let chunk = 900..1_500;
-    let segments = planned.segments(chunk.clone(), &index.ids);
-    assert_eq!(segments.len(), 3, "{segments:?}");
-
     let weights = inputs.path("mlp.safetensors");
     let load = ToWorker::Load {
         spec: job.model.spec.clone(),
@@ -700,10 +698,23 @@ fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file
         path: weights.display().to_string(),
         num_features: planned.num_features(),
         device: herd::config::Device::Cpu,
-        threads: 1,
+        threads,
         input: Some(Box::new(job.input.clone())),
         needs_history: false,
     };
+    (planned, index, load)
+}
+
+#[test]
+fn a_worker_that_finds_other_rows_than_planned_fails_the_attempt_naming_the_file() {
+    let inputs = Inputs::new();
+    // Planned as the coordinator plans: the index, then a chunk's segments.
+    let (planned, index, load) = planned_job(&inputs, "changed", 1);
+    // Across segment=a/part-1, segment=b/part-0 (one row) and segment=b/part-1.
+    let chunk = 900..1_500;
+    let segments = planned.segments(chunk.clone(), &index.ids);
+    assert_eq!(segments.len(), 3, "{segments:?}");
+
     let run = |attempt: u64, segments: Vec<herd::data::Segment>| ToWorker::Run {
         chunk: 0,
         attempt,
@@ -872,26 +883,11 @@ fn peak_memory_follows_the_chunk_not_the_input() {
 #[test]
 fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names() {
     let inputs = Inputs::new();
-    let job_path = inputs.job("ahead", "parts/", "read = \"workers\"\n");
-    let job =
-        herd::config::parse_job(&std::fs::read_to_string(&job_path).unwrap(), &job_path).unwrap();
-    let planned = herd::data::Dataset::open(&job.input, false).unwrap();
-    let index = planned.scan_index().unwrap();
+    let (planned, index, load) = planned_job(&inputs, "ahead", 2);
     // Across three part files (two codecs); and rows of one other part.
     let chunk = 900..1_500;
     let segments = planned.segments(chunk.clone(), &index.ids);
     let other = planned.segments(2_600..2_700, &index.ids);
-    let weights = inputs.path("mlp.safetensors");
-    let load = ToWorker::Load {
-        spec: job.model.spec.clone(),
-        sha256: sha256_hex(&weights),
-        path: weights.display().to_string(),
-        num_features: planned.num_features(),
-        device: herd::config::Device::Cpu,
-        threads: 2,
-        input: Some(Box::new(job.input.clone())),
-        needs_history: false,
-    };
     let run = |attempt: u64, segments: &[herd::data::Segment]| ToWorker::Run {
         chunk: 0,
         attempt,

@@ -245,46 +245,57 @@ fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Value `i` of an RLE / bit-packed hybrid run of `width`-bit values.
+/// A run of an RLE / bit-packed hybrid encoding of `width`-bit values.
+enum Run<'a> {
+    /// `values` values (groups of eight) packed into `bits`.
+    Packed { values: usize, bits: &'a [u8] },
+    /// `count` times `value` (little-endian, `width` rounded up to bytes).
+    Repeated { count: usize, value: &'a [u8] },
+}
+
+/// The run at `data[pos..]`, and where the next one begins; `None` when it
+/// is cut short.
+fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
+    let (header, used) = uleb128(data.get(pos..)?)?;
+    let pos = pos + used;
+    let count = usize::try_from(header >> 1).ok()?;
+    if header & 1 == 1 {
+        let bits = data.get(pos..pos.checked_add(count.checked_mul(width)?)?)?;
+        let values = count.checked_mul(8)?;
+        Some((Run::Packed { values, bits }, pos + bits.len()))
+    } else {
+        let value = data.get(pos..pos + width.div_ceil(8))?;
+        Some((Run::Repeated { count, value }, pos + value.len()))
+    }
+}
+
+/// Value `i` of RLE / bit-packed hybrid runs of `width`-bit values.
 fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
     let width = usize::from(width);
     if width > 32 {
         return None;
     }
-    let mask = if width == 32 {
-        u64::from(u32::MAX)
-    } else {
-        (1u64 << width) - 1
-    };
+    let mask = (1u64 << width) - 1;
     let mut pos = 0usize;
     loop {
-        let (header, used) = uleb128(data.get(pos..)?)?;
-        pos += used;
-        let count = usize::try_from(header >> 1).ok()?;
-        if header & 1 == 1 {
-            // `count` groups of eight values, `width` bytes a group.
-            let values = count.checked_mul(8)?;
-            let run = data.get(pos..pos.checked_add(count.checked_mul(width)?)?)?;
-            if i < values {
+        let (run, next) = run_at(data, pos, width)?;
+        match run {
+            Run::Packed { values, bits } if i < values => {
                 let bit = i * width;
+                let from = &bits[bit / 8..];
                 let mut word = [0u8; 8];
-                let from = &run[bit / 8..];
                 let take = from.len().min(8);
                 word[..take].copy_from_slice(&from[..take]);
                 return Some(((u64::from_le_bytes(word) >> (bit % 8)) & mask) as u32);
             }
-            i -= values;
-            pos += run.len();
-        } else {
-            let bytes = width.div_ceil(8);
-            if i < count {
+            Run::Repeated { count, value } if i < count => {
                 let mut word = [0u8; 4];
-                word[..bytes].copy_from_slice(data.get(pos..pos + bytes)?);
+                word[..value.len()].copy_from_slice(value);
                 return Some(u32::from_le_bytes(word));
             }
-            i -= count;
-            pos += bytes;
+            Run::Packed { values: n, .. } | Run::Repeated { count: n, .. } => i -= n,
         }
+        pos = next;
     }
 }
 
@@ -292,33 +303,31 @@ fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
 /// defined, and how many values before it are (its index among the page's
 /// stored values).
 fn defined_at(levels: &[u8], mut i: usize) -> Option<(bool, usize)> {
+    let ones = |bytes: &[u8]| bytes.iter().map(|b| b.count_ones() as usize).sum::<usize>();
     let mut before = 0usize;
     let mut pos = 0usize;
     loop {
-        let (header, used) = uleb128(levels.get(pos..)?)?;
-        pos += used;
-        let count = usize::try_from(header >> 1).ok()?;
-        if header & 1 == 1 {
-            let values = count.checked_mul(8)?;
-            let bytes = levels.get(pos..pos.checked_add(count)?)?;
-            if i < values {
-                let whole: u32 = bytes[..i / 8].iter().map(|b| b.count_ones()).sum();
-                let partial = (bytes[i / 8] & ((1u8 << (i % 8)) - 1)).count_ones();
-                let defined = bytes[i / 8] >> (i % 8) & 1 == 1;
-                return Some((defined, before + (whole + partial) as usize));
+        let (run, next) = run_at(levels, pos, 1)?;
+        match run {
+            Run::Packed { values, bits } if i < values => {
+                let partial = (bits[i / 8] & ((1u8 << (i % 8)) - 1)).count_ones() as usize;
+                let defined = bits[i / 8] >> (i % 8) & 1 == 1;
+                return Some((defined, before + ones(&bits[..i / 8]) + partial));
             }
-            before += bytes.iter().map(|b| b.count_ones() as usize).sum::<usize>();
-            i -= values;
-            pos += count;
-        } else {
-            let defined = *levels.get(pos)? & 1 == 1;
-            if i < count {
-                return Some((defined, before + if defined { i } else { 0 }));
+            Run::Packed { values, bits } => {
+                before += ones(bits);
+                i -= values;
             }
-            before += if defined { count } else { 0 };
-            i -= count;
-            pos += 1;
+            Run::Repeated { count, value } => {
+                let defined = value[0] & 1 == 1;
+                if i < count {
+                    return Some((defined, before + if defined { i } else { 0 }));
+                }
+                before += if defined { count } else { 0 };
+                i -= count;
+            }
         }
+        pos = next;
     }
 }
 
