@@ -117,6 +117,8 @@ impl Spans {
         else {
             return self.read(start..end);
         };
+        // The last span's memory goes before the next is read: one span
+        // held at a time, not two.
         *held = None;
         let h = Held {
             start: span.start,

@@ -356,6 +356,8 @@ enum Given {
 /// it stops the thread at its next batch.
 struct Reading {
     segments: Vec<Segment>,
+    /// How many rows they hold.
+    rows: usize,
     /// The attempt's rows in order, or how reading them ended it.
     batches: Receiver<Result<Rows, Attempt>>,
     /// Bytes of rows read so far ([`Rows::byte_size`]).
@@ -389,6 +391,7 @@ impl Reading {
         });
         Reading {
             segments,
+            rows: n,
             batches,
             bytes,
             ahead,
@@ -423,12 +426,8 @@ fn score_reading<W: Write>(
     reading: Reading,
     ctl: &mut Control<'_, W>,
 ) -> Result<(Attempt, u64, bool), String> {
-    let n: usize = reading
-        .segments
-        .iter()
-        .map(|s| s.rows.end.saturating_sub(s.rows.start) as usize)
-        .sum();
     let Reading {
+        rows: n,
         batches,
         bytes,
         ahead,
