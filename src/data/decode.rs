@@ -26,6 +26,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::ChunkReader;
 
+use super::pages::FeaturePages;
 use super::{
     Column, Dataset, Error, FEATURE_TYPES, FolderValue, HISTORY_TYPES, ID_TYPES, MAX_BATCH_ROWS,
     MAX_HISTORY_ITEMS_PER_READ, Part, Result, Source,
@@ -212,9 +213,9 @@ impl PartView<'_> {
     /// first `done` rows are already filled.
     pub(super) fn read_into(&self, range: Range<u64>, out: &mut Rows, done: u64) -> Result<()> {
         let expected = range.end - range.start;
-        self.read_batches(range.clone(), expected, |batch, first_row| {
+        self.read_batches(range.clone(), expected, |batch, first_row, pages| {
             let at = done + first_row - range.start;
-            self.append_batch(batch, first_row, &range, out, at)?;
+            self.append_batch(batch, first_row, &range, out, at, pages)?;
             Ok(true)
         })?;
         Ok(())
@@ -229,28 +230,33 @@ impl PartView<'_> {
         piece_rows: u64,
         mut each: impl FnMut(Rows) -> bool,
     ) -> Result<bool> {
-        self.read_batches(range.clone(), piece_rows, |batch, first_row| {
+        self.read_batches(range.clone(), piece_rows, |batch, first_row, pages| {
             let mut piece = self.ds.empty_rows(batch.num_rows());
-            self.append_batch(batch, first_row, &range, &mut piece, 0)?;
+            self.append_batch(batch, first_row, &range, &mut piece, 0, pages)?;
             Ok(each(piece))
         })
     }
 
     /// Decodes rows `range` in batches of at most `batch_rows` rows, each
-    /// handed to `each` with its first row (this part's numbering); stops
-    /// when `each` returns false. Whether it read the whole range.
+    /// handed to `each` with its first row (this part's numbering) and, when
+    /// the features are decoded from their pages instead of the batch's
+    /// columns, their decoder; stops when `each` returns false. Whether it
+    /// read the whole range.
     fn read_batches(
         &self,
         range: Range<u64>,
         batch_rows: u64,
-        mut each: impl FnMut(&RecordBatch, u64) -> Result<bool>,
+        mut each: impl FnMut(&RecordBatch, u64, &mut Option<FeaturePages>) -> Result<bool>,
     ) -> Result<bool> {
         let ds = self.ds;
         let expected = range.end - range.start;
         let plan = plan_read(&self.part.row_group_starts, &range);
+        let mut pages = self.feature_pages(&range, &plan.row_groups, plan.skip)?;
         let mut columns = vec![&ds.id];
         columns.extend(ds.history.iter());
-        columns.extend(ds.features.iter());
+        if pages.is_none() {
+            columns.extend(ds.features.iter());
+        }
         let projection = self.projection(&columns)?;
         let selection = RowSelection::from(vec![
             RowSelector::skip(plan.skip as usize),
@@ -264,7 +270,7 @@ impl PartView<'_> {
             if read + n > expected {
                 return Err(self.short_read(range.clone(), read + n));
             }
-            if !each(&batch, range.start + read)? {
+            if !each(&batch, range.start + read, &mut pages)? {
                 return Ok(false);
             }
             read += n;
@@ -277,7 +283,7 @@ impl PartView<'_> {
 
     /// One decoded batch (whose first row is `first_row` of this part, in
     /// a read of `range`) into `out` from its row `at` on: ids and history
-    /// appended, features written in place.
+    /// appended, features written in place (from `pages` when it is there).
     fn append_batch(
         &self,
         batch: &RecordBatch,
@@ -285,6 +291,7 @@ impl PartView<'_> {
         range: &Range<u64>,
         out: &mut Rows,
         at: u64,
+        pages: &mut Option<FeaturePages>,
     ) -> Result<()> {
         let ds = self.ds;
         self.append_ids(&mut out.ids, batch, first_row)?;
@@ -307,14 +314,22 @@ impl PartView<'_> {
         let num_features = out.num_features;
         let (a, b) = (at as usize, at as usize + batch.num_rows());
         let slice = &mut out.features[a * num_features..b * num_features];
-        self.fill_features(slice, batch, first_row)
+        match pages {
+            Some(pages) => self.fill_from_pages(pages, slice, first_row),
+            None => self.fill_features(slice, batch, first_row),
+        }
     }
 
     /// Writes every feature of `batch` into `out` (row-major). Unless nulls
     /// are read as NaN (`on_invalid = "error"`), a null, NaN or infinite
     /// value fails the read, naming the first such row of the batch (and of
     /// its values the first column).
-    fn fill_features(&self, out: &mut [f32], batch: &RecordBatch, first_row: u64) -> Result<()> {
+    pub(super) fn fill_features(
+        &self,
+        out: &mut [f32],
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<()> {
         let stride = self.ds.features.len();
         let check = !self.ds.nulls_as_nan;
         let mut filled = Ok(());

@@ -27,6 +27,7 @@
 
 mod decode;
 pub mod r#gen;
+mod pages;
 mod parts;
 mod pick;
 mod remote;

@@ -28,10 +28,10 @@ use super::span::{Spans, spans};
 /// One feature column as stored: its leaf in the file's schema, the bytes
 /// of a value, and whether it is optional.
 #[derive(Clone, Copy)]
-struct Leaf {
-    index: usize,
-    width: usize,
-    optional: bool,
+pub(super) struct Leaf {
+    pub(super) index: usize,
+    pub(super) width: usize,
+    pub(super) optional: bool,
 }
 
 impl PartView<'_> {
@@ -102,7 +102,7 @@ impl PartView<'_> {
 
     /// The feature columns' leaves, when every one is a flat `FLOAT` or
     /// `DOUBLE` column of the file whose root index is its leaf index.
-    fn leaves(&self) -> Option<Vec<Leaf>> {
+    pub(super) fn leaves(&self) -> Option<Vec<Leaf>> {
         let schema = self.part.metadata.metadata().file_metadata().schema_descr();
         let roots = self
             .projection(&self.ds.features.iter().collect::<Vec<_>>())
@@ -234,7 +234,7 @@ fn value(bytes: &[u8], width: usize, i: usize) -> Option<f32> {
 }
 
 /// An unsigned LEB128 integer at the start of `data`, and its length.
-fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
+pub(super) fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;
     for (i, &b) in data.iter().enumerate().take(10) {
         v |= u64::from(b & 0x7f) << (7 * i);
@@ -270,7 +270,7 @@ fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
 }
 
 /// Value `i` of RLE / bit-packed hybrid runs of `width`-bit values.
-fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
+pub(super) fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
     let width = usize::from(width);
     if width > 32 {
         return None;

@@ -994,3 +994,185 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
     let rows = ds.read_rows_at(&[1, 2]).unwrap();
     assert!(rows.features[0].is_nan() && rows.features[1] == 3.0);
 }
+
+/// The feature columns a read decodes from their pages ([`pages`]): plain
+/// and dictionary pages, f32 and f64, required and optional columns (with
+/// and without nulls), data pages v1 and v2, several pages a column chunk,
+/// three codecs; ranges that start and end inside row groups and pages.
+#[test]
+fn features_decoded_from_their_pages_are_the_values_written() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3_000usize;
+    let plain: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+    let few: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.5).collect();
+    let double: Vec<f64> = (0..n).map(|i| i as f64 / 3.0 - 400.0).collect();
+    // Null in rows 1_500..1_600 (a second row group's middle pages).
+    let holey: Vec<Option<f32>> = (0..n)
+        .map(|i| (!(1_500..1_600).contains(&i)).then_some(i as f32))
+        .collect();
+    let fields = vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("plain", arrow_schema::DataType::Float32, false),
+        arrow_schema::Field::new("few", arrow_schema::DataType::Float32, true),
+        arrow_schema::Field::new("double", arrow_schema::DataType::Float64, true),
+        arrow_schema::Field::new("holey", arrow_schema::DataType::Float32, true),
+    ];
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let all = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)),
+            Arc::new(arrow_array::Float32Array::from(plain.clone())),
+            Arc::new(arrow_array::Float32Array::from(few.clone())),
+            Arc::new(Float64Array::from(double.clone())),
+            Arc::new(arrow_array::Float32Array::from(holey.clone())),
+        ],
+    )
+    .unwrap();
+    let writers = [
+        ("v1-snappy", WriterVersion::PARQUET_1_0, Compression::SNAPPY),
+        (
+            "v2-zstd",
+            WriterVersion::PARQUET_2_0,
+            Compression::ZSTD(ZstdLevel::default()),
+        ),
+        (
+            "v1-plain",
+            WriterVersion::PARQUET_1_0,
+            Compression::UNCOMPRESSED,
+        ),
+    ];
+    let ranges = [
+        0..3_000u64,
+        0..1,
+        1..2_999,
+        96..1_001,
+        97..194,
+        999..1_000,
+        1_000..2_000,
+        1_777..2_999,
+    ];
+    for (name, version, codec) in writers {
+        let path = dir.path().join(format!("{name}.parquet"));
+        let props = WriterProperties::builder()
+            .set_writer_version(version)
+            .set_compression(codec)
+            .set_dictionary_enabled(name != "v1-plain")
+            .set_column_dictionary_enabled("plain".into(), false)
+            .set_max_row_group_row_count(Some(1_000))
+            .set_data_page_row_count_limit(97)
+            .set_write_batch_size(97)
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+        w.write(&all).unwrap();
+        w.close().unwrap();
+        for nulls_as_nan in [false, true] {
+            let columns: &[&str] = match nulls_as_nan {
+                false => &["plain", "few", "double"],
+                true => &["plain", "holey", "few", "double"],
+            };
+            let mut ds = Dataset::open(&input(&path, "id", None, Some(columns)), false).unwrap();
+            ds.set_nulls_as_nan(nulls_as_nan);
+            for range in ranges.clone() {
+                let rows = range.end - range.start;
+                let view = PartView {
+                    part: &ds.parts[0],
+                    ds: &ds,
+                };
+                let plan = plan_read(&ds.parts[0].row_group_starts, &range);
+                let mut pages = view
+                    .feature_pages(&range, &plan.row_groups, plan.skip)
+                    .unwrap()
+                    .expect("every feature column is one the pages are read for");
+                // In pieces of 300 rows, as a worker's batches.
+                let mut got = vec![f32::INFINITY; rows as usize * columns.len()];
+                for start in (0..rows).step_by(300) {
+                    let end = (start + 300).min(rows);
+                    let out =
+                        &mut got[start as usize * columns.len()..end as usize * columns.len()];
+                    view.fill_from_pages(&mut pages, out, range.start + start)
+                        .unwrap();
+                }
+                assert!(pages.decoded_here(), "{name} {range:?}: fell back to Arrow");
+                let want: Vec<f32> = range
+                    .clone()
+                    .flat_map(|r| {
+                        let r = r as usize;
+                        let mut row = vec![plain[r]];
+                        if nulls_as_nan {
+                            row.push(holey[r].unwrap_or(f32::NAN));
+                        }
+                        row.extend([few[r], double[r] as f32]);
+                        row
+                    })
+                    .collect();
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same && got.len() == want.len(), "{name} {range:?}");
+                // The same through the dataset's own read.
+                let read = ds.read_rows(range.clone()).unwrap().features;
+                assert!(
+                    read.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+        }
+    }
+}
+
+/// A value the pages cannot give (a null where nulls are refused, a NaN)
+/// sends the rest of the read through Arrow, which names it; the rows
+/// before it are those written.
+#[test]
+fn a_bad_value_among_the_pages_is_named_by_its_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2_000usize;
+    let f: Vec<Option<f32>> = (0..n)
+        .map(|i| match i {
+            1_234 => None,
+            _ => Some(i as f32),
+        })
+        .collect();
+    let g: Vec<f32> = (0..n)
+        .map(|i| if i == 1_700 { f32::NAN } else { -(i as f32) })
+        .collect();
+    let all = batch(vec![
+        (
+            "id",
+            Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        ("f", Arc::new(arrow_array::Float32Array::from(f))),
+        ("g", Arc::new(arrow_array::Float32Array::from(g))),
+    ]);
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(500))
+        .build();
+    let path = dir.path().join("bad.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
+    w.write(&all).unwrap();
+    w.close().unwrap();
+    let mut ds = Dataset::open(&input(&path, "id", None, Some(&["f", "g"])), false).unwrap();
+    let err = ds.read_rows(1_000..2_000).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.parquet") && err.contains("'f'") && err.contains("1234"),
+        "{err}"
+    );
+    let err = ds.read_rows(1_235..2_000).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.parquet") && err.contains("'g'") && err.contains("1700"),
+        "{err}"
+    );
+    assert_eq!(ds.read_rows(0..1_234).unwrap().features[2 * 1_233], 1_233.0);
+    ds.set_nulls_as_nan(true);
+    let rows = ds.read_rows(1_200..1_800).unwrap();
+    assert!(rows.features[2 * 34].is_nan());
+    assert!(rows.features[2 * 500 + 1].is_nan());
+    assert_eq!(rows.features[2 * 599], 1_799.0);
+}
