@@ -35,7 +35,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::decode::PartView;
-use super::pick::Leaf;
+use super::pick::{self, Leaf};
 use super::remote::Prefetched;
 use super::{Result, Source};
 
@@ -529,46 +529,11 @@ impl PageValues {
     /// A data page of `leaf`'s column; `None` for what this module does not
     /// read.
     fn parse(page: Page, leaf: Leaf) -> Option<PageValues> {
-        let (rows, defs, values, encoding) = match page {
-            Page::DataPage {
-                buf,
-                num_values,
-                encoding,
-                def_level_encoding,
-                ..
-            } => {
-                let (defs, values) = if leaf.optional {
-                    if def_level_encoding != Encoding::RLE {
-                        return None;
-                    }
-                    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-                    let end = 4usize.checked_add(len)?;
-                    (
-                        Some(buf.slice(4..end.min(buf.len()))),
-                        buf.slice(end.min(buf.len())..),
-                    )
-                } else {
-                    (None, buf)
-                };
-                (num_values as usize, defs, values, encoding)
-            }
-            Page::DataPageV2 {
-                buf,
-                num_rows,
-                encoding,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                if rep_levels_byte_len != 0 {
-                    return None;
-                }
-                let def = (def_levels_byte_len as usize).min(buf.len());
-                let defs = leaf.optional.then(|| buf.slice(..def));
-                (num_rows as usize, defs, buf.slice(def..), encoding)
-            }
-            Page::DictionaryPage { .. } => return None,
-        };
+        let parts = pick::data_page_parts(&page, leaf)?;
+        let buf = page.buffer().clone();
+        let (rows, encoding) = (parts.rows, parts.encoding);
+        let defs = parts.levels.map(|r| buf.slice(r));
+        let values = buf.slice(parts.values);
         let values = match encoding {
             Encoding::PLAIN => Stored::Plain {
                 buf: values,
@@ -888,7 +853,6 @@ impl FeaturePages {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pick;
     use super::*;
 
     /// Values as RLE / bit-packed hybrid runs of `width` bits: packed runs

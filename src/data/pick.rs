@@ -158,41 +158,11 @@ fn pick_chunk<R: ChunkReader + 'static>(
                 dictionary = Some(buf.clone());
                 continue;
             }
-            Page::DataPage {
-                buf,
-                num_values,
-                encoding,
-                def_level_encoding,
-                ..
-            } => {
-                let (levels, values) = if leaf.optional {
-                    if *def_level_encoding != Encoding::RLE {
-                        return None;
-                    }
-                    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-                    (Some(buf.get(4..4 + len)?), buf.get(4 + len..)?)
-                } else {
-                    (None, &buf[..])
-                };
-                (*num_values as usize, levels, values, *encoding)
-            }
-            Page::DataPageV2 {
-                buf,
-                num_rows,
-                encoding,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                let def = *def_levels_byte_len as usize;
-                if *rep_levels_byte_len != 0 {
-                    return None;
-                }
-                let levels = match leaf.optional {
-                    true => Some(buf.get(..def)?),
-                    false => None,
-                };
-                (*num_rows as usize, levels, buf.get(def..)?, *encoding)
+            page => {
+                let parts = data_page_parts(page, leaf)?;
+                let buf = page.buffer();
+                let levels = parts.levels.map(|r| &buf[r]);
+                (parts.rows, levels, &buf[parts.values], parts.encoding)
             }
         };
         while let Some(&row) = rows.get(picked.len()).filter(|&&r| r < first + n) {
@@ -266,6 +236,69 @@ fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
     } else {
         let value = data.get(pos..pos + width.div_ceil(8))?;
         Some((Run::Repeated { count, value }, pos + value.len()))
+    }
+}
+
+/// Where a data page's definition levels and stored values lie in its
+/// buffer, how many rows it holds and how its values are encoded.
+pub(super) struct PageParts {
+    pub(super) rows: usize,
+    /// Present for an optional column.
+    pub(super) levels: Option<std::ops::Range<usize>>,
+    pub(super) values: std::ops::Range<usize>,
+    pub(super) encoding: Encoding,
+}
+
+/// The parts of a data page (v1 or v2) of `leaf`'s flat column; `None` for
+/// a dictionary page, repetition levels, definition levels not RLE
+/// encoded, or lengths past the buffer.
+pub(super) fn data_page_parts(page: &Page, leaf: Leaf) -> Option<PageParts> {
+    match page {
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            ..
+        } => {
+            let (levels, values) = if leaf.optional {
+                if *def_level_encoding != Encoding::RLE {
+                    return None;
+                }
+                let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+                let end = 4usize.checked_add(len)?;
+                (end <= buf.len()).then_some(())?;
+                (Some(4..end), end..buf.len())
+            } else {
+                (None, 0..buf.len())
+            };
+            Some(PageParts {
+                rows: *num_values as usize,
+                levels,
+                values,
+                encoding: *encoding,
+            })
+        }
+        Page::DataPageV2 {
+            buf,
+            num_rows,
+            encoding,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        } => {
+            let def = *def_levels_byte_len as usize;
+            if *rep_levels_byte_len != 0 || def > buf.len() {
+                return None;
+            }
+            Some(PageParts {
+                rows: *num_rows as usize,
+                levels: leaf.optional.then_some(0..def),
+                values: def..buf.len(),
+                encoding: *encoding,
+            })
+        }
+        Page::DictionaryPage { .. } => None,
     }
 }
 

@@ -881,13 +881,51 @@ fn dictionary_encoded_string_ids_read_as_strings() {
     assert_eq!(rows.features, [2.0, 3.0]);
 }
 
+/// `all` written three ways into `dir`: data pages v1 with snappy, v2 with
+/// zstd, v1 uncompressed without dictionaries; the column `plain` never
+/// dictionary encoded; row groups of 1,000 rows, pages of 97.
+fn write_page_kinds(dir: &Path, all: &RecordBatch) -> Vec<PathBuf> {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterVersion;
+    let writers = [
+        ("v1-snappy", WriterVersion::PARQUET_1_0, Compression::SNAPPY),
+        (
+            "v2-zstd",
+            WriterVersion::PARQUET_2_0,
+            Compression::ZSTD(ZstdLevel::default()),
+        ),
+        (
+            "v1-plain",
+            WriterVersion::PARQUET_1_0,
+            Compression::UNCOMPRESSED,
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, version, codec) in writers {
+        let path = dir.join(format!("{name}.parquet"));
+        let props = WriterProperties::builder()
+            .set_writer_version(version)
+            .set_compression(codec)
+            .set_dictionary_enabled(name != "v1-plain")
+            .set_column_dictionary_enabled("plain".into(), false)
+            .set_max_row_group_row_count(Some(1_000))
+            .set_data_page_row_count_limit(97)
+            .set_write_batch_size(97)
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
+        w.write(all).unwrap();
+        w.close().unwrap();
+        paths.push(path);
+    }
+    paths
+}
+
 /// Files whose feature columns the picker reads ([`PartView::pick_features`]):
 /// plain and dictionary pages, f32 and f64, required and optional columns,
 /// data pages v1 and v2, several pages a column chunk, three codecs.
 #[test]
 fn features_picked_from_their_pages_are_those_arrow_decodes() {
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterVersion;
     let dir = tempfile::tempdir().unwrap();
     let n = 3_000usize;
     let ids = Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)) as ArrayRef;
@@ -908,34 +946,8 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
     ];
     let schema = Arc::new(arrow_schema::Schema::new(fields));
     let all = RecordBatch::try_new(schema.clone(), vec![ids, plain, few, double]).unwrap();
-    let writers = [
-        ("v1-snappy", WriterVersion::PARQUET_1_0, Compression::SNAPPY),
-        (
-            "v2-zstd",
-            WriterVersion::PARQUET_2_0,
-            Compression::ZSTD(ZstdLevel::default()),
-        ),
-        (
-            "v1-plain",
-            WriterVersion::PARQUET_1_0,
-            Compression::UNCOMPRESSED,
-        ),
-    ];
-    for (name, version, codec) in writers {
-        let path = dir.path().join(format!("{name}.parquet"));
-        let props = WriterProperties::builder()
-            .set_writer_version(version)
-            .set_compression(codec)
-            .set_dictionary_enabled(name != "v1-plain")
-            .set_column_dictionary_enabled("plain".into(), false)
-            .set_max_row_group_row_count(Some(1_000))
-            .set_data_page_row_count_limit(97)
-            .set_write_batch_size(97)
-            .build();
-        let file = std::fs::File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
-        w.write(&all).unwrap();
-        w.close().unwrap();
+    for path in write_page_kinds(dir.path(), &all) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let ds = Dataset::open(
             &input(&path, "id", None, Some(&["plain", "few", "double"])),
             false,
@@ -1001,8 +1013,6 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
 /// three codecs; ranges that start and end inside row groups and pages.
 #[test]
 fn features_decoded_from_their_pages_are_the_values_written() {
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterVersion;
     let dir = tempfile::tempdir().unwrap();
     let n = 3_000usize;
     let plain: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
@@ -1031,19 +1041,6 @@ fn features_decoded_from_their_pages_are_the_values_written() {
         ],
     )
     .unwrap();
-    let writers = [
-        ("v1-snappy", WriterVersion::PARQUET_1_0, Compression::SNAPPY),
-        (
-            "v2-zstd",
-            WriterVersion::PARQUET_2_0,
-            Compression::ZSTD(ZstdLevel::default()),
-        ),
-        (
-            "v1-plain",
-            WriterVersion::PARQUET_1_0,
-            Compression::UNCOMPRESSED,
-        ),
-    ];
     let ranges = [
         0..3_000u64,
         0..1,
@@ -1054,21 +1051,8 @@ fn features_decoded_from_their_pages_are_the_values_written() {
         1_000..2_000,
         1_777..2_999,
     ];
-    for (name, version, codec) in writers {
-        let path = dir.path().join(format!("{name}.parquet"));
-        let props = WriterProperties::builder()
-            .set_writer_version(version)
-            .set_compression(codec)
-            .set_dictionary_enabled(name != "v1-plain")
-            .set_column_dictionary_enabled("plain".into(), false)
-            .set_max_row_group_row_count(Some(1_000))
-            .set_data_page_row_count_limit(97)
-            .set_write_batch_size(97)
-            .build();
-        let file = std::fs::File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
-        w.write(&all).unwrap();
-        w.close().unwrap();
+    for path in write_page_kinds(dir.path(), &all) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         for nulls_as_nan in [false, true] {
             let columns: &[&str] = match nulls_as_nan {
                 false => &["plain", "few", "double"],
