@@ -112,6 +112,7 @@ impl PartView<'_> {
                 dictionary: Dictionary::Floats(Vec::new()),
                 page: None,
                 skip: skip as usize,
+                group_left: 0,
             })
             .collect();
         Ok(Some(FeaturePages {
@@ -347,6 +348,9 @@ struct Cursor {
     page: Option<PageValues>,
     /// Rows of the first row group before the read, not skipped yet.
     skip: usize,
+    /// Rows of the row group being read not decoded or passed over yet:
+    /// its pages must hold them all.
+    group_left: usize,
 }
 
 impl Cursor {
@@ -388,6 +392,7 @@ impl Cursor {
                 }
             }
             page.left -= m;
+            self.group_left -= m;
             done += m;
         }
         Some(())
@@ -397,36 +402,35 @@ impl Cursor {
     /// first when this one's are done), skipping the rows before the read.
     fn next_page(&mut self) -> Option<()> {
         loop {
-            if self.pages.is_none() {
+            if self.group_left == 0 {
+                // The next row group (its chunk's pages end with its rows).
                 let g = self.groups.pop()?;
                 let group = self.metadata.row_group(g);
+                let rows = usize::try_from(group.num_rows()).ok()?;
                 let chunk = group.column(self.leaf.index);
-                self.pages = Some(self.chunks.open(chunk, group.num_rows() as usize).ok()?);
+                self.pages = Some(self.chunks.open(chunk, rows).ok()?);
                 self.dictionary = Dictionary::Floats(Vec::new());
+                self.group_left = rows;
+                continue;
             }
-            let pages = self.pages.as_mut().expect("opened above");
+            // Pages that end before their row group's rows do: not read here.
+            let pages = self.pages.as_mut()?;
             if self.skip > 0 {
                 // A page wholly before the read is passed over unread.
-                match pages.peek_next_page().ok()? {
-                    None => {
-                        self.pages = None;
-                        continue;
-                    }
-                    Some(meta) if !meta.is_dict => {
+                match pages.peek_next_page().ok()?? {
+                    meta if !meta.is_dict => {
                         let rows = meta.num_rows.or(meta.num_levels)?;
-                        if rows <= self.skip {
+                        if rows <= self.skip && rows <= self.group_left {
                             pages.skip_next_page().ok()?;
                             self.skip -= rows;
+                            self.group_left -= rows;
                             continue;
                         }
                     }
-                    Some(_) => {}
+                    _ => {}
                 }
             }
-            let Some(page) = pages.get_next_page().ok()? else {
-                self.pages = None;
-                continue;
-            };
+            let page = pages.get_next_page().ok()??;
             match page {
                 Page::DictionaryPage {
                     buf,
@@ -441,10 +445,14 @@ impl Cursor {
                 }
                 page => {
                     let mut values = PageValues::parse(page, self.leaf)?;
+                    if values.left > self.group_left {
+                        return None;
+                    }
                     if self.skip > 0 {
                         let m = self.skip.min(values.left);
                         values.pass(m)?;
                         self.skip -= m;
+                        self.group_left -= m;
                     }
                     self.page = Some(values);
                     if self.page.as_ref().is_some_and(|p| p.left > 0) {
@@ -781,10 +789,13 @@ impl Hybrid {
             let raw = self.data.get(pos..pos + bytes)?;
             let mut word = [0u8; 4];
             word[..bytes].copy_from_slice(raw);
-            self.run = Run::Repeated {
-                left: count,
-                value: u32::from_le_bytes(word),
-            };
+            let value = u32::from_le_bytes(word);
+            // A value wider than the runs' width (a definition level of 3
+            // in a flat column) is not read here.
+            if self.width < 32 && value >> self.width != 0 {
+                return None;
+            }
+            self.run = Run::Repeated { left: count, value };
             self.pos = pos + bytes;
         }
         // A run of nothing moves on; the data's end stops the reader.
@@ -927,5 +938,16 @@ mod tests {
                 "{width} bits: past the end"
             );
         }
+    }
+
+    #[test]
+    fn a_repeated_value_wider_than_the_runs_width_is_not_read() {
+        // Definition levels (1 bit): an RLE run of 4 x 1, then 4 x 3.
+        let data = Bytes::from_static(&[4 << 1, 1, 4 << 1, 3]);
+        let mut levels = Hybrid::new(data, 1).unwrap();
+        let mut out = [0u32; 4];
+        assert!(levels.take_into(&mut out).is_some());
+        assert_eq!(out, [1; 4]);
+        assert!(levels.take_into(&mut out).is_none());
     }
 }
