@@ -178,15 +178,19 @@ fn the_controller_runs_a_job_flips_and_quits_without_a_terminal() {
     );
 
     // Quit once the run validated: its flip is under way and cannot be
-    // cancelled, so the note says it went live, and the store agrees.
+    // cancelled. The quit reaches the controller either while the run's
+    // task is still going (the note then says the version went live) or
+    // just after it ended (no run is going at the quit: no note, as
+    // above); the flip happens either way and the store agrees.
     let (ended, store) = quit_when(&s, |i| matches!(i, UiInput::Run(Event::Validated(_))));
-    let note = ended.quit_note.expect("a note on the interrupted run");
-    assert!(
-        note.contains("version 4 passed validation and is live"),
-        "{note}"
-    );
-    assert_eq!(ended.code, 0);
-    assert_eq!(store.live, Some(4), "{note}");
+    if let Some(note) = &ended.quit_note {
+        assert!(
+            note.contains("version 4 passed validation and is live"),
+            "{note}"
+        );
+    }
+    assert_eq!(ended.code, 0, "{:?}", ended.quit_note);
+    assert_eq!(store.live, Some(4), "{:?}", ended.quit_note);
 }
 
 /// Starts the job (a new version) in a fresh controller and
