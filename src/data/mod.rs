@@ -281,11 +281,34 @@ pub enum Error {
         value: String,
         expected: &'static str,
     },
+    #[error(
+        "{}: the Parquet decoder failed on this file, which may be corrupt: {why}",
+        path.display()
+    )]
+    DecoderPanicked { path: PathBuf, why: String },
     #[error("{}: writing the model failed: {source}", path.display())]
     Safetensors {
         path: PathBuf,
         source: safetensors::SafeTensorError,
     },
+}
+
+/// Runs `read` of part `path`. The Parquet decoder can panic on a corrupt
+/// file (a page header without its body, a bit width past its buffer); such
+/// a panic becomes an error naming the file, so a worker fails the attempt
+/// and the coordinator the run with a message, instead of a thread dying.
+fn unless_panics<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        Err(Error::DecoderPanicked {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        })
+    })
 }
 
 fn quoted_list(names: &[String]) -> String {
@@ -653,22 +676,24 @@ impl Dataset {
     ) -> Result<bool> {
         let part = &self.parts[p];
         let view = PartView { part, ds: self };
-        let projection = view.projection(columns)?;
-        let start = part.row_group_starts[group];
-        let rows = part.row_group_starts[group + 1] - start;
-        let reader = view.reader(vec![group], &projection, None, rows)?;
-        let mut row = start;
-        for batch in reader {
-            let batch = batch.map_err(|source| view.arrow_error(source))?;
-            if !each(&view, &batch, row)? {
-                return Ok(false);
+        unless_panics(&part.name, || {
+            let projection = view.projection(columns)?;
+            let start = part.row_group_starts[group];
+            let rows = part.row_group_starts[group + 1] - start;
+            let reader = view.reader(vec![group], &projection, None, rows)?;
+            let mut row = start;
+            for batch in reader {
+                let batch = batch.map_err(|source| view.arrow_error(source))?;
+                if !each(&view, &batch, row)? {
+                    return Ok(false);
+                }
+                row += batch.num_rows() as u64;
             }
-            row += batch.num_rows() as u64;
-        }
-        if row != start + rows {
-            return Err(view.short_read(start..start + rows, row - start));
-        }
-        Ok(true)
+            if row != start + rows {
+                return Err(view.short_read(start..start + rows, row - start));
+            }
+            Ok(true)
+        })
     }
 
     /// The part file holding input row `row`, and the row's number within it.
@@ -699,11 +724,10 @@ impl Dataset {
             let (lo, hi) = (self.part_starts[p], self.part_starts[p + 1]);
             let n = at[done..].partition_point(|&r| r < hi);
             let local: Vec<u64> = at[done..done + n].iter().map(|r| r - lo).collect();
-            PartView {
-                part: &self.parts[p],
-                ds: self,
-            }
-            .read_at(&local, &mut out, done)?;
+            let part = &self.parts[p];
+            unless_panics(&part.name, || {
+                PartView { part, ds: self }.read_at(&local, &mut out, done)
+            })?;
             done += n;
         }
         Ok(out)
@@ -732,7 +756,9 @@ impl Dataset {
             if local.is_empty() {
                 continue;
             }
-            PartView { part, ds: self }.read_into(local.clone(), &mut out, done)?;
+            unless_panics(&part.name, || {
+                PartView { part, ds: self }.read_into(local.clone(), &mut out, done)
+            })?;
             done += local.end - local.start;
         }
         Ok(out)

@@ -1160,3 +1160,41 @@ fn a_bad_value_among_the_pages_is_named_by_its_row_and_column() {
     assert!(rows.features[2 * 500 + 1].is_nan());
     assert_eq!(rows.features[2 * 599], 1_799.0);
 }
+
+/// Two files of ids and features `plain` and `few` (as
+/// [`write_page_kinds`] writes them, data pages v1 with snappy) with a few
+/// bits flipped, on which the Parquet decoder (parquet 60.1) panics: one
+/// while the ids are read, one while a range of rows is. Either read fails
+/// with an error naming the file; the worker's stream of segments too.
+#[test]
+fn a_file_the_parquet_decoder_panics_on_is_an_error_naming_it() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
+    let open = |name: &str| {
+        let columns: &[&str] = &["plain", "few"];
+        Dataset::open(
+            &input(&fixtures.join(name), "id", None, Some(columns)),
+            false,
+        )
+        .unwrap()
+    };
+    let named = |err: Error, name: &str| {
+        assert!(matches!(err, Error::DecoderPanicked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(name) && text.contains("may be corrupt"),
+            "{text}"
+        );
+    };
+    let name = "decoder-panics-in-ids.parquet";
+    named(open(name).scan_index().unwrap_err(), name);
+
+    let name = "decoder-panics-in-rows.parquet";
+    let ds = open(name);
+    let index = ds.scan_index().unwrap();
+    named(ds.read_rows(0..3_000).unwrap_err(), name);
+    let segments = ds.segments(0..3_000, &index.ids);
+    named(
+        ds.stream_segments(&segments, 500, |_| true).unwrap_err(),
+        name,
+    );
+}
