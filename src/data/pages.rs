@@ -663,11 +663,6 @@ impl Hybrid {
     /// (0..n); `None` when the runs end first.
     #[inline]
     fn take(&mut self, n: usize, mut put: impl FnMut(usize, u32)) -> Option<()> {
-        let mask = if self.width == 32 {
-            u32::MAX as u64
-        } else {
-            (1u64 << self.width) - 1
-        };
         let mut k = 0usize;
         while k < n {
             match &mut self.run {
@@ -680,34 +675,11 @@ impl Hybrid {
                     k += m;
                 }
                 Run::Packed { start, next, len } if *next < *len => {
+                    // Value by value: whole groups go through `take_into`.
                     let m = (*len - *next).min(n - k);
                     let bits = &self.data[*start..];
-                    let width = self.width;
-                    let first = *next;
-                    // The values whose 8-byte word lies wholly in the data
-                    // are read without a check for its end.
-                    let whole = match (width, bits.len()) {
-                        (0, _) => usize::MAX,
-                        (_, l) if l < 8 => 0,
-                        (_, l) => ((l - 8) * 8 + 7) / width + 1,
-                    };
-                    let fast = (first + m).min(whole.max(first));
-                    for i in first..fast {
-                        let bit = i * width;
-                        let b = &bits[bit / 8..bit / 8 + 8];
-                        let word = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                        put(k + i - first, ((word >> (bit % 8)) & mask) as u32);
-                    }
-                    for i in fast..first + m {
-                        let bit = i * width;
-                        let mut w = [0u8; 8];
-                        let tail = bits.get(bit / 8..).unwrap_or(&[]);
-                        let t = tail.len().min(8);
-                        w[..t].copy_from_slice(&tail[..t]);
-                        put(
-                            k + i - first,
-                            ((u64::from_le_bytes(w) >> (bit % 8)) & mask) as u32,
-                        );
+                    for i in 0..m {
+                        put(k + i, pick::packed_at(bits, self.width, *next + i));
                     }
                     *next += m;
                     k += m;
@@ -762,43 +734,22 @@ impl Hybrid {
 
     /// Reads the next run's header.
     fn next_run(&mut self) -> Option<()> {
-        let (header, used) = super::pick::uleb128(self.data.get(self.pos..)?)?;
-        let pos = self.pos + used;
-        let count = usize::try_from(header >> 1).ok()?;
-        if header & 1 == 1 {
-            let bytes = count.checked_mul(self.width)?;
-            let end = pos.checked_add(bytes)?;
-            // The last run may be cut short of its padding: its values past
-            // the data are never asked for (the page's row count ends first).
-            let len = count.checked_mul(8)?;
-            if pos > self.data.len() {
-                return None;
-            }
-            let available = (self.data.len().min(end) - pos) * 8 / self.width.max(1);
-            self.run = Run::Packed {
-                start: pos,
+        let (run, next) = pick::run_at(&self.data, self.pos, self.width)?;
+        self.run = match run {
+            pick::Run::Packed { values, bits } => Run::Packed {
+                start: next - bits.len(),
                 next: 0,
-                len: match self.width {
-                    0 => len,
-                    _ => len.min(available),
-                },
-            };
-            self.pos = end.min(self.data.len());
-        } else {
-            let bytes = self.width.div_ceil(8);
-            let raw = self.data.get(pos..pos + bytes)?;
-            let mut word = [0u8; 4];
-            word[..bytes].copy_from_slice(raw);
-            let value = u32::from_le_bytes(word);
+                len: values,
+            },
             // A value wider than the runs' width (a definition level of 3
             // in a flat column) is not read here.
-            if self.width < 32 && value >> self.width != 0 {
+            pick::Run::Repeated { value, .. } if self.width < 32 && value >> self.width != 0 => {
                 return None;
             }
-            self.run = Run::Repeated { left: count, value };
-            self.pos = pos + bytes;
-        }
+            pick::Run::Repeated { count, value } => Run::Repeated { left: count, value },
+        };
         // A run of nothing moves on; the data's end stops the reader.
+        self.pos = next;
         Some(())
     }
 }

@@ -216,16 +216,17 @@ pub(super) fn uleb128(data: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// A run of an RLE / bit-packed hybrid encoding of `width`-bit values.
-enum Run<'a> {
+pub(super) enum Run<'a> {
     /// `values` values (groups of eight) packed into `bits`.
     Packed { values: usize, bits: &'a [u8] },
-    /// `count` times `value` (little-endian, `width` rounded up to bytes).
-    Repeated { count: usize, value: &'a [u8] },
+    /// `count` times `value` (stored little-endian, `width` rounded up to
+    /// bytes).
+    Repeated { count: usize, value: u32 },
 }
 
-/// The run at `data[pos..]`, and where the next one begins; `None` when it
-/// is cut short.
-fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
+/// The run at `data[pos..]` (of values 0 to 32 bits wide), and where the
+/// next one begins; `None` when it is cut short.
+pub(super) fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
     let (header, used) = uleb128(data.get(pos..)?)?;
     let pos = pos + used;
     let count = usize::try_from(header >> 1).ok()?;
@@ -234,9 +235,23 @@ fn run_at(data: &[u8], pos: usize, width: usize) -> Option<(Run<'_>, usize)> {
         let values = count.checked_mul(8)?;
         Some((Run::Packed { values, bits }, pos + bits.len()))
     } else {
-        let value = data.get(pos..pos + width.div_ceil(8))?;
-        Some((Run::Repeated { count, value }, pos + value.len()))
+        let stored = data.get(pos..pos + width.div_ceil(8))?;
+        let mut word = [0u8; 4];
+        word.get_mut(..stored.len())?.copy_from_slice(stored);
+        let value = u32::from_le_bytes(word);
+        Some((Run::Repeated { count, value }, pos + stored.len()))
     }
+}
+
+/// Value `i` of `width`-bit values packed into `bits` (which hold it).
+pub(super) fn packed_at(bits: &[u8], width: usize, i: usize) -> u32 {
+    let mask = (1u64 << width) - 1;
+    let bit = i * width;
+    let from = &bits[bit / 8..];
+    let mut word = [0u8; 8];
+    let take = from.len().min(8);
+    word[..take].copy_from_slice(&from[..take]);
+    ((u64::from_le_bytes(word) >> (bit % 8)) & mask) as u32
 }
 
 /// Where a data page's definition levels and stored values lie in its
@@ -308,24 +323,12 @@ pub(super) fn hybrid_at(data: &[u8], width: u8, mut i: usize) -> Option<u32> {
     if width > 32 {
         return None;
     }
-    let mask = (1u64 << width) - 1;
     let mut pos = 0usize;
     loop {
         let (run, next) = run_at(data, pos, width)?;
         match run {
-            Run::Packed { values, bits } if i < values => {
-                let bit = i * width;
-                let from = &bits[bit / 8..];
-                let mut word = [0u8; 8];
-                let take = from.len().min(8);
-                word[..take].copy_from_slice(&from[..take]);
-                return Some(((u64::from_le_bytes(word) >> (bit % 8)) & mask) as u32);
-            }
-            Run::Repeated { count, value } if i < count => {
-                let mut word = [0u8; 4];
-                word[..value.len()].copy_from_slice(value);
-                return Some(u32::from_le_bytes(word));
-            }
+            Run::Packed { values, bits } if i < values => return Some(packed_at(bits, width, i)),
+            Run::Repeated { count, value } if i < count => return Some(value),
             Run::Packed { values: n, .. } | Run::Repeated { count: n, .. } => i -= n,
         }
         pos = next;
@@ -352,7 +355,7 @@ fn defined_at(levels: &[u8], mut i: usize) -> Option<(bool, usize)> {
                 i -= values;
             }
             Run::Repeated { count, value } => {
-                let defined = value[0] & 1 == 1;
+                let defined = value & 1 == 1;
                 if i < count {
                     return Some((defined, before + if defined { i } else { 0 }));
                 }
