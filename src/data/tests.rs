@@ -1093,18 +1093,17 @@ fn features_decoded_from_their_pages_are_the_values_written() {
                         row
                     })
                     .collect();
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same && got.len() == want.len(), "{name} {range:?}");
+                let same = |got: &[f32]| {
+                    got.len() == want.len()
+                        && got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits())
+                };
+                assert!(same(&got), "{name} {range:?}");
                 // The same through the dataset's own read.
                 let read = ds.read_rows(range.clone()).unwrap().features;
-                assert!(
-                    read.iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
-                );
+                assert!(same(&read), "{name} {range:?}: read_rows");
             }
         }
     }
