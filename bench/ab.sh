@@ -21,6 +21,7 @@ store=$(sed -n 's/^store = "\(.*\)"/\1/p' "$job.toml")
 for _ in $(seq "$n"); do
     for b in "${bins[@]}"; do
         rm -rf "$store"
+        sync  # the last run's writeback out of this one's time
         load=$(cut -d' ' -f1 /proc/loadavg)
         /usr/bin/time -o ab-time.txt -f "%e %U %S" "$b" run "$job.toml" --report ab-report.json > ab-run.log 2>&1 ||
             { cat ab-run.log >&2; echo "ab.sh: $b failed" >&2; exit 1; }

@@ -158,6 +158,11 @@ store = "store-gbdt"
 EOF
 
 now() { date +%s.%N; }
+# Each timed step starts with the files of the steps before it on disk: the
+# generated inputs (256 MB for the mlp) and the other side's store are
+# still being written back when they end, and that writeback slowed the
+# next step by up to a third on a 2-core machine with a slow disk.
+settle() { sync; }
 
 for m in $MODELS; do
     kind=$m; extra=()
@@ -166,6 +171,7 @@ for m in $MODELS; do
     # onnxruntime is the only engine with a tree ensemble.
     engine=$ENGINE; [ "$m" = gbdt ] && engine=onnxruntime
     echo "== herd run $m.toml (1 slot x $THREADS threads, cpu)" >&2
+    settle
     t0=$(now)
     "$HERD" run "$m.toml" --report "herd-$m.json" > "herd-$m.log" 2>&1 ||
         { cat "herd-$m.log" >&2; echo "compare.sh: herd run $m.toml failed (log above)" >&2; exit 1; }
@@ -173,6 +179,7 @@ for m in $MODELS; do
     echo "{\"wall_s\": $(awk "BEGIN { print $t1 - $t0 }")}" > "herd-$m-wall.json"
     version=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['version'])" "herd-$m.json")
     echo "== bench/baseline.py $kind ($engine, $THREADS threads), checked against herd v$version" >&2
+    settle
     "$PY" "$ROOT/bench/baseline.py" "$kind" --data "$m" --out "baseline-$m" --engine "$engine" \
         --threads "$THREADS" --repeat "$REPEAT" "${extra[@]}" \
         --check-store "store-$m" --check-version "$version" --json "baseline-$m.json" > /dev/null
@@ -180,6 +187,7 @@ done
 
 "$PY" -c "import json, sys; json.dump([json.load(open(f'baseline-{m}.json')) for m in sys.argv[1:]], open('baselines.json', 'w'))" $MODELS
 echo "== herd bench compute --baseline (native path on the same files, best of $REPEAT)" >&2
+settle
 "$HERD" bench compute --baseline baselines.json --json > herd-compute.json
 
 echo "load average (1, 5, 15 min): $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end, on $(nproc) cores" > load.txt

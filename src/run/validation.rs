@@ -31,11 +31,18 @@ pub const SPOT_TOLERANCE: f32 = 1e-4;
 /// stops the thread between two such pieces.
 const SPOT_PIECE_ROWS: usize = 64;
 
+/// At most this many threads read and re-score the sample. At nice 19 they
+/// take what the run leaves idle; what is left when the run ends, the gate
+/// waits for, and it is shared by as many cores.
+const SPOT_MAX_THREADS: usize = 8;
+
 /// The spot check's sample and its expected values, computed on a thread of
 /// its own from the start of the run. Dropping it (a run that failed or was
 /// cancelled) tells the thread to stop at its next piece.
 pub struct SpotCheck {
-    thread: Option<JoinHandle<Result<Spot, String>>>,
+    /// The threads, each with a run of the sample (in order); taken by
+    /// [`SpotCheck::wait`].
+    threads: Vec<JoinHandle<Result<Spot, String>>>,
     /// Set when nobody waits for the sample any more.
     cancel: Arc<AtomicBool>,
 }
@@ -53,57 +60,89 @@ impl SpotCheck {
     /// Draws the sample of `version`: `[validate] spot_check` rows drawn
     /// uniformly (without repeats) from the whole input, but for those left
     /// out by `on_invalid = "skip"`; reads them where they lie and re-scores
-    /// them on the CPU reference on a thread of its own.
+    /// them on the CPU reference on threads of their own, one per core up
+    /// to [`SPOT_MAX_THREADS`], each with a run of the sample.
     pub fn start(p: &Prepared, version: u64) -> SpotCheck {
         let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
         let eligible = p.index.ids.len() as u64 - skipped.len() as u64;
         let want = p.job.validate.spot_check.min(eligible);
         let mut rng = SplitMix64(version ^ 0xD1B5_4A32_D192_ED03);
         let at = input_rows(&uniform_sample(&mut rng, eligible, want), &skipped);
-        let (dataset, model) = (p.dataset.clone(), p.model.clone());
         let excludes_seen = p.job.model.spec.excludes_seen();
         let cancel = Arc::new(AtomicBool::new(false));
-        let stop = cancel.clone();
-        let spawned = std::thread::Builder::new()
-            .name("herd-spot".into())
-            .spawn(move || {
-                yield_to_the_run();
-                let started = Instant::now();
-                let sample = rescore(&dataset, &model, &at, excludes_seen, &stop)?;
-                Ok(Spot {
-                    sample,
-                    took: started.elapsed(),
-                    waited: Duration::ZERO,
-                })
-            });
-        let thread = match spawned {
-            Ok(t) => t,
-            // Told at the gate, where a failed spot check is reported.
-            Err(e) => {
-                let why = format!("cannot start its thread: {e}");
-                std::thread::spawn(move || Err(why))
-            }
-        };
-        SpotCheck {
-            thread: Some(thread),
-            cancel,
-        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = shares(at.len(), cores)
+            .into_iter()
+            .map(|rows| {
+                let at = at[rows].to_vec();
+                let (dataset, model) = (p.dataset.clone(), p.model.clone());
+                let stop = cancel.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("herd-spot".into())
+                        .spawn(move || {
+                            yield_to_the_run();
+                            let started = Instant::now();
+                            let sample = rescore(&dataset, &model, &at, excludes_seen, &stop)?;
+                            Ok(Spot {
+                                sample,
+                                took: started.elapsed(),
+                                waited: Duration::ZERO,
+                            })
+                        });
+                match spawned {
+                    Ok(t) => t,
+                    // Told at the gate, where a failed spot check is reported.
+                    Err(e) => {
+                        let why = format!("cannot start its thread: {e}");
+                        std::thread::spawn(move || Err(why))
+                    }
+                }
+            })
+            .collect();
+        SpotCheck { threads, cancel }
     }
 
-    /// The sample with its expected values, once the thread is done.
+    /// The sample with its expected values, once the threads are done.
     pub fn wait(&mut self) -> Result<Spot, Error> {
         let started = Instant::now();
-        let thread = self
-            .thread
-            .take()
-            .expect("the spot check is waited for once");
-        let mut spot = thread
-            .join()
-            .map_err(|_| Error::Failed("spot check: its thread panicked".into()))?
-            .map_err(|e| Error::Failed(format!("spot check: {e}")))?;
+        assert!(
+            !self.threads.is_empty(),
+            "the spot check is waited for once"
+        );
+        let mut spot = Spot {
+            sample: Vec::new(),
+            took: Duration::ZERO,
+            waited: Duration::ZERO,
+        };
+        // Every thread is joined, also after one failed.
+        let mut failed = None;
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(part)) => {
+                    spot.sample.extend(part.sample);
+                    spot.took = spot.took.max(part.took);
+                }
+                Ok(Err(e)) => failed = failed.or(Some(format!("spot check: {e}"))),
+                Err(_) => failed = failed.or(Some("spot check: its thread panicked".into())),
+            }
+        }
+        if let Some(why) = failed {
+            return Err(Error::Failed(why));
+        }
         spot.waited = started.elapsed();
         Ok(spot)
     }
+}
+
+/// The sample's runs of rows, one a thread: at most one thread a core and
+/// [`SPOT_MAX_THREADS`] in all, each with at least [`SPOT_PIECE_ROWS`]
+/// rows (one thread for an empty sample).
+fn shares(rows: usize, cores: usize) -> Vec<std::ops::Range<usize>> {
+    let k = (rows / SPOT_PIECE_ROWS)
+        .min(cores)
+        .clamp(1, SPOT_MAX_THREADS);
+    (0..k).map(|i| rows * i / k..rows * (i + 1) / k).collect()
 }
 
 impl Drop for SpotCheck {
@@ -116,8 +155,8 @@ impl Drop for SpotCheck {
 /// Linux schedules threads one by one): the spot check then takes the CPU
 /// time the run leaves idle (between chunks, while a worker waits for its
 /// next rows) before it takes any from the scoring threads on the same
-/// cores. When the run is done it runs alone, so the gate's wait for it is
-/// not made longer. A failure leaves the priority as it was.
+/// cores. When the run is done it runs alone, on every core, so the gate's
+/// wait for it is not made longer. A failure leaves the priority as it was.
 fn yield_to_the_run() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
@@ -257,5 +296,26 @@ mod tests {
         assert_eq!(input_rows(&[0, 1, 2, 3], &[1, 2]), vec![0, 3, 4, 5]);
         assert_eq!(input_rows(&[0, 2], &[0]), vec![1, 3]);
         assert_eq!(input_rows(&[5], &[]), vec![5]);
+    }
+
+    #[test]
+    fn the_sample_is_shared_by_the_cores_in_runs_that_cover_it_once() {
+        let bounds = |rows, cores| -> Vec<(usize, usize)> {
+            shares(rows, cores)
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(bounds(200, 2), [(0, 100), (100, 200)]);
+        assert_eq!(bounds(200, 16), [(0, 66), (66, 133), (133, 200)]);
+        assert_eq!(bounds(127, 4), [(0, 127)]);
+        assert_eq!(bounds(128, 4), [(0, 64), (64, 128)]);
+        assert_eq!(bounds(10, 4), [(0, 10)]);
+        assert_eq!(bounds(200, 1), [(0, 200)]);
+        assert_eq!(bounds(0, 8), [(0, 0)]);
+        let many = bounds(100_000, 64);
+        assert_eq!(many.len(), SPOT_MAX_THREADS);
+        assert!(many.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!((many[0].0, many[7].1), (0, 100_000));
     }
 }
