@@ -588,6 +588,7 @@ impl Dataset {
         let (mut offsets, mut items) = (Vec::new(), Vec::new());
         let mut columns = vec![&self.id];
         columns.extend(self.history.iter());
+        self.advise(groups, &columns)?;
         for &group in groups {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(None);
@@ -637,6 +638,7 @@ impl Dataset {
     ) -> Result<Vec<InvalidValue>> {
         let mut found = Vec::new();
         let columns: Vec<&Column> = self.features.iter().collect();
+        self.advise(groups, &columns)?;
         for &(p, group) in groups {
             let first = self.part_starts[p];
             let whole = self.read_group((p, group), &columns, |view, batch, row| {
@@ -661,6 +663,19 @@ impl Dataset {
             }
         }
         Ok(found)
+    }
+
+    /// [`PartView::advise`] of `columns` of row groups `groups` ((part,
+    /// group) pairs), part by part.
+    fn advise(&self, groups: &[(usize, usize)], columns: &[&Column]) -> Result<()> {
+        for (p, part) in self.parts.iter().enumerate() {
+            let here: Vec<usize> = groups.iter().filter(|g| g.0 == p).map(|g| g.1).collect();
+            if !here.is_empty() {
+                let view = PartView { part, ds: self };
+                view.advise(&here, &view.projection(columns)?);
+            }
+        }
+        Ok(())
     }
 
     /// Row group `group` ((part, group)) read for `columns`, handed to
