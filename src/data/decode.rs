@@ -26,6 +26,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::reader::ChunkReader;
 
+use super::advise::Advice;
 use super::pages::FeaturePages;
 use super::{
     Column, Dataset, Error, FEATURE_TYPES, FolderValue, HISTORY_TYPES, ID_TYPES, MAX_BATCH_ROWS,
@@ -61,21 +62,6 @@ pub(super) fn column_ranges(
                 let (start, len) = chunk.byte_range();
                 out.push(start..start + len);
             }
-        }
-    }
-    out
-}
-
-/// `ranges` sorted, with those that overlap or touch joined (a row
-/// group's column chunks lie end to end).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn touching(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
         }
     }
     out
@@ -162,36 +148,6 @@ impl PartView<'_> {
         }
     }
 
-    /// Asks the kernel to read `columns` (root indices) of `row_groups` of
-    /// a local part into the page cache now (`POSIX_FADV_WILLNEED`, Linux):
-    /// a read of an input that is not in memory then finds the rest of its
-    /// bytes on their way, instead of waiting on the disk for each page and
-    /// each column chunk in turn. Advice only: when it fails, the read is
-    /// as fast as without it. An object's bytes are fetched whole before a
-    /// read anyway (`remote`).
-    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
-    pub(super) fn advise(&self, row_groups: &[usize], columns: &[usize]) {
-        #[cfg(target_os = "linux")]
-        if let Source::Local(path) = &self.part.source
-            && let Ok(file) = File::open(path)
-        {
-            use std::os::fd::AsRawFd;
-            for r in touching(column_ranges(&self.part.metadata, row_groups, columns)) {
-                let (Ok(at), Ok(len)) = (
-                    libc::off_t::try_from(r.start),
-                    libc::off_t::try_from(r.end - r.start),
-                ) else {
-                    continue;
-                };
-                // SAFETY: posix_fadvise reads and writes no memory of this
-                // process; the descriptor is open for the call's length.
-                unsafe {
-                    libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_WILLNEED);
-                }
-            }
-        }
-    }
-
     /// This part's rows `at` (its own row numbers, ascending) into `out`,
     /// whose first `done` rows are already filled.
     pub(super) fn read_at(&self, at: &[u64], out: &mut Rows, done: usize) -> Result<()> {
@@ -212,9 +168,6 @@ impl PartView<'_> {
             }
             selectors.push(RowSelector::skip((end - cursor) as usize));
         }
-        let mut every = vec![&self.ds.id];
-        every.extend(self.ds.history.iter().chain(&self.ds.features));
-        self.advise(&groups, &self.projection(&every)?);
         // The features picked from their pages where they can be; the ids
         // and histories (and else the features) decoded through Arrow.
         let nf = out.num_features;
@@ -302,7 +255,8 @@ impl PartView<'_> {
         let mut columns = vec![&ds.id];
         columns.extend(ds.history.iter());
         let every: Vec<&Column> = columns.iter().copied().chain(&ds.features).collect();
-        self.advise(&plan.row_groups, &self.projection(&every)?);
+        let mut advice = Advice::new(self, &plan.row_groups, &self.projection(&every)?);
+        advice.at_row(range.start);
         let mut pages = self.feature_pages(&range, &plan.row_groups, plan.skip)?;
         if pages.is_none() {
             columns.extend(ds.features.iter());
@@ -320,6 +274,7 @@ impl PartView<'_> {
             if read + n > expected {
                 return Err(self.short_read(range.clone(), read + n));
             }
+            advice.at_row(range.start + read);
             if !each(&batch, range.start + read, &mut pages)? {
                 return Ok(false);
             }
@@ -932,19 +887,5 @@ unsafe fn transpose_squares_avx2(
                 _mm256_storeu_ps(o, *v);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::touching;
-
-    #[test]
-    fn advised_ranges_join_where_they_touch_or_overlap_and_only_there() {
-        // A row group's column chunks end to end, another group's after a
-        // gap, one chunk given twice, out of order.
-        let given = vec![40..50, 0..10, 10..25, 25..30, 45..60, 0..10, 70..71];
-        assert_eq!(touching(given), vec![0..30, 40..60, 70..71]);
-        assert_eq!(touching(Vec::new()), Vec::<std::ops::Range<u64>>::new());
     }
 }

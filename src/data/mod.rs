@@ -25,6 +25,7 @@
 //! This room does not plan, cost or score anything, and never writes to an
 //! input; [`gen`](r#gen) writes only the files it is asked to create.
 
+mod advise;
 mod decode;
 pub mod r#gen;
 mod pages;
@@ -54,6 +55,7 @@ pub const MAX_ID_BYTES: usize = 511;
 pub use remote::object_identity;
 pub use segment::Segment;
 
+use advise::Advice;
 use decode::{PartView, invalid_in};
 #[cfg(test)]
 use decode::{ReadPlan, plan_read};
@@ -588,8 +590,9 @@ impl Dataset {
         let (mut offsets, mut items) = (Vec::new(), Vec::new());
         let mut columns = vec![&self.id];
         columns.extend(self.history.iter());
-        self.advise(groups, &columns)?;
+        let mut advice = None;
         for &group in groups {
+            self.advise_scan(&mut advice, groups, group, &columns)?;
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -638,8 +641,9 @@ impl Dataset {
     ) -> Result<Vec<InvalidValue>> {
         let mut found = Vec::new();
         let columns: Vec<&Column> = self.features.iter().collect();
-        self.advise(groups, &columns)?;
+        let mut advice = None;
         for &(p, group) in groups {
+            self.advise_scan(&mut advice, groups, (p, group), &columns)?;
             let first = self.part_starts[p];
             let whole = self.read_group((p, group), &columns, |view, batch, row| {
                 let mut here = Vec::new();
@@ -665,15 +669,24 @@ impl Dataset {
         Ok(found)
     }
 
-    /// [`PartView::advise`] of `columns` of row groups `groups` ((part,
-    /// group) pairs), part by part.
-    fn advise(&self, groups: &[(usize, usize)], columns: &[&Column]) -> Result<()> {
-        for (p, part) in self.parts.iter().enumerate() {
-            let here: Vec<usize> = groups.iter().filter(|g| g.0 == p).map(|g| g.1).collect();
-            if !here.is_empty() {
-                let view = PartView { part, ds: self };
-                view.advise(&here, &view.projection(columns)?);
-            }
+    /// Before a scan of `groups` ((part, group) pairs, in row order) reads
+    /// `columns` of `(p, g)`: asks for its bytes and a window after them,
+    /// one [`Advice`] a part, made when the scan comes to it.
+    fn advise_scan(
+        &self,
+        advice: &mut Option<(usize, Advice)>,
+        groups: &[(usize, usize)],
+        (p, g): (usize, usize),
+        columns: &[&Column],
+    ) -> Result<()> {
+        let part = &self.parts[p];
+        if advice.as_ref().is_none_or(|(q, _)| *q != p) {
+            let view = PartView { part, ds: self };
+            let here: Vec<usize> = groups.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+            *advice = Some((p, Advice::new(&view, &here, &view.projection(columns)?)));
+        }
+        if let Some((_, a)) = advice {
+            a.at_row(part.row_group_starts[g]);
         }
         Ok(())
     }
