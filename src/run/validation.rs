@@ -4,7 +4,7 @@
 //!
 //! The sample depends on the input and the version number only, never on
 //! what the workers return: [`SpotCheck::start`] draws it when the version
-//! begins, and a thread of its own reads the sampled rows and re-scores them
+//! begins, and threads of their own read the sampled rows and re-score them
 //! while the run goes on, so the gate at the end waits only for what is
 //! left of it ([`SpotCheck::wait`]). The check stays independent of the
 //! workers: its rows are read by the coordinator and scored by the
@@ -28,7 +28,7 @@ use super::{Error, Prepared};
 pub const SPOT_TOLERANCE: f32 = 1e-4;
 
 /// The sample is re-scored this many rows at a time; a run that ends early
-/// stops the thread between two such pieces.
+/// stops each thread between two such pieces.
 const SPOT_PIECE_ROWS: usize = 64;
 
 /// At most this many threads read and re-score the sample. At nice 19 they
@@ -36,9 +36,9 @@ const SPOT_PIECE_ROWS: usize = 64;
 /// waits for, and it is shared by as many cores.
 const SPOT_MAX_THREADS: usize = 8;
 
-/// The spot check's sample and its expected values, computed on a thread of
-/// its own from the start of the run. Dropping it (a run that failed or was
-/// cancelled) tells the thread to stop at its next piece.
+/// The spot check's sample and its expected values, computed on threads of
+/// their own from the start of the run. Dropping it (a run that failed or
+/// was cancelled) tells the threads to stop at their next piece.
 pub struct SpotCheck {
     /// The threads, each with a run of the sample (in order); taken by
     /// [`SpotCheck::wait`].
@@ -50,7 +50,7 @@ pub struct SpotCheck {
 /// The spot check's sample with its expected values.
 pub struct Spot {
     pub sample: Vec<SampleRow>,
-    /// How long its thread took to read and re-score it.
+    /// How long its threads took to read and re-score it (the slowest).
     pub took: Duration,
     /// How long the gate waited for it.
     pub waited: Duration,
@@ -124,7 +124,7 @@ impl SpotCheck {
                     spot.took = spot.took.max(part.took);
                 }
                 Ok(Err(e)) => failed = failed.or(Some(format!("spot check: {e}"))),
-                Err(_) => failed = failed.or(Some("spot check: its thread panicked".into())),
+                Err(_) => failed = failed.or(Some("spot check: a thread of it panicked".into())),
             }
         }
         if let Some(why) = failed {
