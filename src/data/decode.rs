@@ -151,63 +151,67 @@ impl PartView<'_> {
     /// This part's rows `at` (its own row numbers, ascending) into `out`,
     /// whose first `done` rows are already filled.
     pub(super) fn read_at(&self, at: &[u64], out: &mut Rows, done: usize) -> Result<()> {
-        let starts = &self.part.row_group_starts;
-        let mut groups = Vec::new();
-        let mut selectors = Vec::new();
-        let mut i = 0;
-        while i < at.len() {
-            let g = starts[1..].partition_point(|&end| end <= at[i]);
-            let (start, end) = (starts[g], starts[g + 1]);
-            groups.push(g);
-            let mut cursor = start;
-            while i < at.len() && at[i] < end {
-                selectors.push(RowSelector::skip((at[i] - cursor) as usize));
-                selectors.push(RowSelector::select(1));
-                cursor = at[i] + 1;
-                i += 1;
+        super::unless_panics(&self.part.name, || {
+            let starts = &self.part.row_group_starts;
+            let mut groups = Vec::new();
+            let mut selectors = Vec::new();
+            let mut i = 0;
+            while i < at.len() {
+                let g = starts[1..].partition_point(|&end| end <= at[i]);
+                let (start, end) = (starts[g], starts[g + 1]);
+                groups.push(g);
+                let mut cursor = start;
+                while i < at.len() && at[i] < end {
+                    selectors.push(RowSelector::skip((at[i] - cursor) as usize));
+                    selectors.push(RowSelector::select(1));
+                    cursor = at[i] + 1;
+                    i += 1;
+                }
+                selectors.push(RowSelector::skip((end - cursor) as usize));
             }
-            selectors.push(RowSelector::skip((end - cursor) as usize));
-        }
-        // The features picked from their pages where they can be; the ids
-        // and histories (and else the features) decoded through Arrow.
-        let nf = out.num_features;
-        let picked = self.pick_features(at, &mut out.features[done * nf..(done + at.len()) * nf]);
-        let mut columns = vec![&self.ds.id];
-        columns.extend(self.ds.history.iter());
-        if !picked {
-            columns.extend(self.ds.features.iter());
-        }
-        let projection = self.projection(&columns)?;
-        // One row a batch, so every error names its exact row.
-        let reader = self.reader(groups, &projection, Some(RowSelection::from(selectors)), 1)?;
-        let mut k = 0usize;
-        for batch in reader {
-            let batch = batch.map_err(|source| self.arrow_error(source))?;
-            let n = batch.num_rows();
-            if k + n > at.len() {
-                return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (k + n) as u64));
-            }
-            let row = at[k];
-            self.append_ids(&mut out.ids, &batch, row)?;
-            if let Some(history) = &self.ds.history {
-                self.append_history(
-                    history,
-                    &mut out.history_offsets,
-                    &mut out.history_items,
-                    &batch,
-                    row,
-                )?;
-            }
+            // The features picked from their pages where they can be; the ids
+            // and histories (and else the features) decoded through Arrow.
+            let nf = out.num_features;
+            let picked =
+                self.pick_features(at, &mut out.features[done * nf..(done + at.len()) * nf]);
+            let mut columns = vec![&self.ds.id];
+            columns.extend(self.ds.history.iter());
             if !picked {
-                let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
-                self.fill_features(dst, &batch, row)?;
+                columns.extend(self.ds.features.iter());
             }
-            k += n;
-        }
-        if k != at.len() {
-            return Err(self.short_read(0..at.len() as u64, k as u64));
-        }
-        Ok(())
+            let projection = self.projection(&columns)?;
+            // One row a batch, so every error names its exact row.
+            let reader =
+                self.reader(groups, &projection, Some(RowSelection::from(selectors)), 1)?;
+            let mut k = 0usize;
+            for batch in reader {
+                let batch = batch.map_err(|source| self.arrow_error(source))?;
+                let n = batch.num_rows();
+                if k + n > at.len() {
+                    return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (k + n) as u64));
+                }
+                let row = at[k];
+                self.append_ids(&mut out.ids, &batch, row)?;
+                if let Some(history) = &self.ds.history {
+                    self.append_history(
+                        history,
+                        &mut out.history_offsets,
+                        &mut out.history_items,
+                        &batch,
+                        row,
+                    )?;
+                }
+                if !picked {
+                    let dst = &mut out.features[(done + k) * nf..(done + k + n) * nf];
+                    self.fill_features(dst, &batch, row)?;
+                }
+                k += n;
+            }
+            if k != at.len() {
+                return Err(self.short_read(0..at.len() as u64, k as u64));
+            }
+            Ok(())
+        })
     }
 
     /// Rows `range` of this part (its own row numbers) into `out`, whose
@@ -249,41 +253,43 @@ impl PartView<'_> {
         batch_rows: u64,
         mut each: impl FnMut(&RecordBatch, u64, &mut Option<FeaturePages>) -> Result<bool>,
     ) -> Result<bool> {
-        let ds = self.ds;
-        let expected = range.end - range.start;
-        let plan = plan_read(&self.part.row_group_starts, &range);
-        let mut columns = vec![&ds.id];
-        columns.extend(ds.history.iter());
-        let every: Vec<&Column> = columns.iter().copied().chain(&ds.features).collect();
-        let mut advice = Advice::new(self, &plan.row_groups, &self.projection(&every)?);
-        advice.at_row(range.start);
-        let mut pages = self.feature_pages(&range, &plan.row_groups, plan.skip)?;
-        if pages.is_none() {
-            columns.extend(ds.features.iter());
-        }
-        let projection = self.projection(&columns)?;
-        let selection = RowSelection::from(vec![
-            RowSelector::skip(plan.skip as usize),
-            RowSelector::select(expected as usize),
-        ]);
-        let reader = self.reader(plan.row_groups, &projection, Some(selection), batch_rows)?;
-        let mut read = 0u64;
-        for batch in reader {
-            let batch = batch.map_err(|source| self.arrow_error(source))?;
-            let n = batch.num_rows() as u64;
-            if read + n > expected {
-                return Err(self.short_read(range.clone(), read + n));
+        super::unless_panics(&self.part.name, || {
+            let ds = self.ds;
+            let expected = range.end - range.start;
+            let plan = plan_read(&self.part.row_group_starts, &range);
+            let mut columns = vec![&ds.id];
+            columns.extend(ds.history.iter());
+            let every: Vec<&Column> = columns.iter().copied().chain(&ds.features).collect();
+            let mut advice = Advice::new(self, &plan.row_groups, &self.projection(&every)?);
+            advice.at_row(range.start);
+            let mut pages = self.feature_pages(&range, &plan.row_groups, plan.skip)?;
+            if pages.is_none() {
+                columns.extend(ds.features.iter());
             }
-            advice.at_row(range.start + read);
-            if !each(&batch, range.start + read, &mut pages)? {
-                return Ok(false);
+            let projection = self.projection(&columns)?;
+            let selection = RowSelection::from(vec![
+                RowSelector::skip(plan.skip as usize),
+                RowSelector::select(expected as usize),
+            ]);
+            let reader = self.reader(plan.row_groups, &projection, Some(selection), batch_rows)?;
+            let mut read = 0u64;
+            for batch in reader {
+                let batch = batch.map_err(|source| self.arrow_error(source))?;
+                let n = batch.num_rows() as u64;
+                if read + n > expected {
+                    return Err(self.short_read(range.clone(), read + n));
+                }
+                advice.at_row(range.start + read);
+                if !each(&batch, range.start + read, &mut pages)? {
+                    return Ok(false);
+                }
+                read += n;
             }
-            read += n;
-        }
-        if read != expected {
-            return Err(self.short_read(range, read));
-        }
-        Ok(true)
+            if read != expected {
+                return Err(self.short_read(range, read));
+            }
+            Ok(true)
+        })
     }
 
     /// One decoded batch (whose first row is `first_row` of this part, in

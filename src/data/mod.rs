@@ -299,6 +299,10 @@ pub enum Error {
 /// file (a page header without its body, a bit width past its buffer); such
 /// a panic becomes an error naming the file, so a worker fails the attempt
 /// and the coordinator the run with a message, instead of a thread dying.
+/// Every read of a part goes through it: a scan's row group
+/// ([`Dataset::read_group`]), a range (`PartView::read_batches`, under
+/// every read of rows and segments) and scattered rows
+/// (`PartView::read_at`).
 fn unless_panics<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
         let why = panic
@@ -752,10 +756,11 @@ impl Dataset {
             let (lo, hi) = (self.part_starts[p], self.part_starts[p + 1]);
             let n = at[done..].partition_point(|&r| r < hi);
             let local: Vec<u64> = at[done..done + n].iter().map(|r| r - lo).collect();
-            let part = &self.parts[p];
-            unless_panics(&part.name, || {
-                PartView { part, ds: self }.read_at(&local, &mut out, done)
-            })?;
+            PartView {
+                part: &self.parts[p],
+                ds: self,
+            }
+            .read_at(&local, &mut out, done)?;
             done += n;
         }
         Ok(out)
@@ -784,9 +789,7 @@ impl Dataset {
             if local.is_empty() {
                 continue;
             }
-            unless_panics(&part.name, || {
-                PartView { part, ds: self }.read_into(local.clone(), &mut out, done)
-            })?;
+            PartView { part, ds: self }.read_into(local.clone(), &mut out, done)?;
             done += local.end - local.start;
         }
         Ok(out)

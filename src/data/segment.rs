@@ -107,26 +107,24 @@ impl Dataset {
             let mut at = segment.rows.start;
             let mut failed = None;
             let view = PartView { part, ds: self };
-            let whole = super::unless_panics(&part.name, || {
-                view.read_pieces(segment.rows.clone(), piece_rows as u64, |piece| {
-                    let (first, last) = (at, at + piece.len() as u64 - 1);
-                    at = last + 1;
-                    let mut checked = Ok(());
-                    if first == segment.rows.start {
-                        checked = segment.check_end(&segment.first_id, first, &piece.ids, 0);
+            let whole = view.read_pieces(segment.rows.clone(), piece_rows as u64, |piece| {
+                let (first, last) = (at, at + piece.len() as u64 - 1);
+                at = last + 1;
+                let mut checked = Ok(());
+                if first == segment.rows.start {
+                    checked = segment.check_end(&segment.first_id, first, &piece.ids, 0);
+                }
+                if last + 1 == segment.rows.end && checked.is_ok() {
+                    let i = piece.len() - 1;
+                    checked = segment.check_end(&segment.last_id, last, &piece.ids, i);
+                }
+                match checked {
+                    Ok(()) => each(piece),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
                     }
-                    if last + 1 == segment.rows.end && checked.is_ok() {
-                        let i = piece.len() - 1;
-                        checked = segment.check_end(&segment.last_id, last, &piece.ids, i);
-                    }
-                    match checked {
-                        Ok(()) => each(piece),
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    }
-                })
+                }
             })?;
             if let Some(e) = failed {
                 return Err(e);

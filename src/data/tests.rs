@@ -1196,4 +1196,5 @@ fn a_file_the_parquet_decoder_panics_on_is_an_error_naming_it() {
         ds.stream_segments(&segments, 500, |_| true).unwrap_err(),
         name,
     );
+    named(ds.read_segments(&segments).unwrap_err(), name);
 }
