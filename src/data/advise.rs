@@ -22,18 +22,15 @@ pub(super) const AHEAD_BYTES: u64 = 64 << 20;
 pub(super) struct Advice {
     /// The part, open for the advice; `None` when nothing is asked for.
     file: Option<File>,
-    /// The read's row groups in row order.
-    groups: Vec<Group>,
+    /// The first row (the part's numbering) of each of the read's row
+    /// groups, in row order.
+    first_rows: Vec<u64>,
+    /// Each group's column chunks' bytes, those that touch joined.
+    ranges: Vec<Vec<Range<u64>>>,
+    /// Each group's size in bytes (of its `ranges`), kept for the window.
+    sizes: Vec<u64>,
     /// Groups asked for so far, from the first.
     asked: usize,
-}
-
-struct Group {
-    /// Its first row (the part's numbering).
-    first_row: u64,
-    /// Its column chunks' bytes, those that touch joined.
-    ranges: Vec<Range<u64>>,
-    bytes: u64,
 }
 
 impl Advice {
@@ -44,40 +41,38 @@ impl Advice {
             Source::Local(path) if cfg!(target_os = "linux") => File::open(path).ok(),
             _ => None,
         };
-        let groups = match file {
-            None => Vec::new(),
-            Some(_) => row_groups
-                .iter()
-                .map(|&g| {
-                    let ranges = touching(column_ranges(&view.part.metadata, &[g], columns));
-                    Group {
-                        first_row: view.part.row_group_starts[g],
-                        bytes: ranges.iter().map(|r| r.end - r.start).sum(),
-                        ranges,
-                    }
-                })
-                .collect(),
-        };
-        Advice {
+        let mut advice = Advice {
             file,
-            groups,
+            first_rows: Vec::new(),
+            ranges: Vec::new(),
+            sizes: Vec::new(),
             asked: 0,
+        };
+        if advice.file.is_some() {
+            for &g in row_groups {
+                let ranges = touching(column_ranges(&view.part.metadata, &[g], columns));
+                advice.first_rows.push(view.part.row_group_starts[g]);
+                advice
+                    .sizes
+                    .push(ranges.iter().map(|r| r.end - r.start).sum());
+                advice.ranges.push(ranges);
+            }
         }
+        advice
     }
 
     /// The read is at `row` (the part's numbering): asks for the row group
     /// holding it, then for those after it while what is asked for and not
     /// passed yet stays within [`AHEAD_BYTES`].
     pub(super) fn at_row(&mut self, row: u64) {
-        if self.file.is_none() || self.groups.is_empty() {
+        if self.file.is_none() || self.first_rows.is_empty() {
             return;
         }
         let here = self
-            .groups
-            .partition_point(|g| g.first_row <= row)
+            .first_rows
+            .partition_point(|&first| first <= row)
             .saturating_sub(1);
-        let sizes: Vec<u64> = self.groups.iter().map(|g| g.bytes).collect();
-        let to = window(&sizes, here, self.asked, AHEAD_BYTES);
+        let to = window(&self.sizes, here, self.asked, AHEAD_BYTES);
         for group in self.asked.max(here)..to {
             self.ask(group);
         }
@@ -89,7 +84,7 @@ impl Advice {
         #[cfg(target_os = "linux")]
         if let Some(file) = &self.file {
             use std::os::fd::AsRawFd;
-            for r in &self.groups[group].ranges {
+            for r in &self.ranges[group] {
                 let (Ok(at), Ok(len)) = (
                     libc::off_t::try_from(r.start),
                     libc::off_t::try_from(r.end - r.start),
@@ -126,16 +121,8 @@ fn window(sizes: &[u64], here: usize, asked: usize, limit: u64) -> usize {
 
 /// `ranges` sorted, with those that overlap or touch joined (a row group's
 /// column chunks lie end to end).
-fn touching(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
+fn touching(ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    super::span::join(ranges, 0, u64::MAX)
 }
 
 #[cfg(test)]

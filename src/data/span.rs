@@ -29,13 +29,19 @@ const UNPLANNED_READ_BYTES: u64 = 64 << 10;
 /// [`SPAN_MAX_BYTES`]; a range larger than that is left out.
 pub(super) fn spans(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     ranges.retain(|r| r.end > r.start && r.end - r.start <= SPAN_MAX_BYTES);
+    join(ranges, SPAN_GAP_BYTES, SPAN_MAX_BYTES)
+}
+
+/// `ranges` sorted, those at most `gap` bytes apart joined while the joined
+/// range stays within `max_len` bytes.
+pub(super) fn join(mut ranges: Vec<Range<u64>>, gap: u64, max_len: u64) -> Vec<Range<u64>> {
     ranges.sort_by_key(|r| r.start);
     let mut out: Vec<Range<u64>> = Vec::new();
     for r in ranges {
         match out.last_mut() {
             Some(last)
-                if r.start <= last.end.saturating_add(SPAN_GAP_BYTES)
-                    && r.end.max(last.end) - last.start <= SPAN_MAX_BYTES =>
+                if r.start <= last.end.saturating_add(gap)
+                    && r.end.max(last.end) - last.start <= max_len =>
             {
                 last.end = last.end.max(r.end);
             }
