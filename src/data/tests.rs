@@ -1164,7 +1164,8 @@ fn a_bad_value_among_the_pages_is_named_by_its_row_and_column() {
 /// [`write_page_kinds`] writes them, data pages v1 with snappy) with a few
 /// bits flipped, on which the Parquet decoder (parquet 60.1) panics: one
 /// while the ids are read, one while a range of rows is. Either read fails
-/// with an error naming the file; the worker's stream of segments too.
+/// with an error naming the file; so do the worker's stream of segments
+/// and a read of the same segments whole.
 #[test]
 fn a_file_the_parquet_decoder_panics_on_is_an_error_naming_it() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
