@@ -54,6 +54,12 @@ impl Prepared {
             .map(|v| v.row)
             .take_while(move |&r| r < end)
     }
+
+    /// Every input row that `[input] on_invalid = "skip"` leaves out,
+    /// ascending.
+    pub fn skipped_rows(&self) -> Vec<u64> {
+        self.skipped.iter().map(|v| v.row).collect()
+    }
 }
 
 /// Reads and checks a job file.

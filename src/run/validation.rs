@@ -2,13 +2,17 @@
 //! sample re-scored here on the CPU reference (which catches a wrong GPU
 //! kernel or a corrupt worker before readers see it).
 //!
-//! The sample depends on the input and the version number only, never on
-//! what the workers return: [`SpotCheck::start`] draws it when the version
-//! begins, and threads of their own read the sampled rows and re-score them
-//! while the run goes on, so the gate at the end waits only for what is
-//! left of it ([`SpotCheck::wait`]). The check stays independent of the
-//! workers: its rows are read by the coordinator and scored by the
-//! reference loops, and compared with what the store holds.
+//! The sample never depends on what the workers return, and no worker can
+//! know it: [`SpotCheck::start`] draws it when the version begins, from a
+//! seed taken from the operating system's randomness that stays in the
+//! coordinator (were it drawn from what a worker can know, such as the
+//! version number and the input, a worker built to lie could answer the
+//! sampled rows truthfully and only those). Threads of their own read the
+//! sampled rows and re-score them while the run goes on, so the gate at the
+//! end waits only for what is left of it ([`SpotCheck::wait`]). The check
+//! stays independent of the workers: its rows are read by the coordinator
+//! and scored by the reference loops, and compared with what the store
+//! holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,17 +63,24 @@ pub struct Spot {
 impl SpotCheck {
     /// Draws the sample of `version`: `[validate] spot_check` rows drawn
     /// uniformly (without repeats) from the whole input, but for those left
-    /// out by `on_invalid = "skip"`; reads them where they lie and re-scores
-    /// them on the CPU reference on threads of their own, one per core up
-    /// to [`SPOT_MAX_THREADS`], each with a run of the sample.
+    /// out by `on_invalid = "skip"`, with a seed from the operating
+    /// system's randomness; reads them where they lie and re-scores them on
+    /// the CPU reference on threads of their own, one per core up to
+    /// [`SPOT_MAX_THREADS`], each with a run of the sample. Without a seed
+    /// (the system gave no randomness) the check fails at the gate, and the
+    /// version does not go live.
     pub fn start(p: &Prepared, version: u64) -> SpotCheck {
-        let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
-        let eligible = p.index.ids.len() as u64 - skipped.len() as u64;
-        let want = p.job.validate.spot_check.min(eligible);
-        let mut rng = SplitMix64(version ^ 0xD1B5_4A32_D192_ED03);
-        let at = input_rows(&uniform_sample(&mut rng, eligible, want), &skipped);
-        let excludes_seen = p.job.model.spec.excludes_seen();
         let cancel = Arc::new(AtomicBool::new(false));
+        let seed = match sample_seed(version) {
+            Ok(seed) => seed,
+            Err(why) => {
+                let threads = vec![std::thread::spawn(move || Err(why))];
+                return SpotCheck { threads, cancel };
+            }
+        };
+        let rows = p.index.ids.len() as u64;
+        let at = sample_rows(seed, rows, &p.skipped_rows(), p.job.validate.spot_check);
+        let excludes_seen = p.job.model.spec.excludes_seen();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = shares(at.len(), cores)
             .into_iter()
@@ -206,7 +217,7 @@ fn rescore(
 /// The gate's plan: every input entity but those left out by
 /// `on_invalid = "skip"`, and the spot check's `sample`.
 pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan {
-    let skipped: Vec<u64> = p.skipped.iter().map(|v| v.row).collect();
+    let skipped = p.skipped_rows();
     let ids = match skipped.is_empty() {
         true => p.index.ids.clone(),
         false => keep_rows(&p.index.ids, &skipped),
@@ -219,6 +230,26 @@ pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan {
         cfg: p.job.validate.clone(),
         excluded: skipped.len() as u64,
     }
+}
+
+/// A seed for the sample of `version` that no worker can know: the
+/// operating system's randomness, mixed with the version number.
+fn sample_seed(version: u64) -> Result<u64, String> {
+    getrandom::u64()
+        .map(|secret| secret ^ version)
+        .map_err(|e| format!("no random seed for its sample from the operating system: {e}"))
+}
+
+/// The input rows (ascending) of a sample of `want` rows drawn with `seed`
+/// from `0..rows` but for those `skipped` (ascending): all of them when
+/// fewer are left.
+fn sample_rows(seed: u64, rows: u64, skipped: &[u64], want: u64) -> Vec<u64> {
+    let eligible = rows - skipped.len() as u64;
+    let mut rng = SplitMix64(seed);
+    input_rows(
+        &uniform_sample(&mut rng, eligible, want.min(eligible)),
+        skipped,
+    )
 }
 
 /// `want` distinct numbers of `0..n`, each set of them equally likely
@@ -289,6 +320,26 @@ mod tests {
             assert!((20..=80).contains(&inside), "tenth {tenth}: {inside}");
         }
         assert_eq!(uniform_sample(&mut rng, 5, 5), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_sample_cannot_be_told_from_the_version_number() {
+        // Two draws for the same version (and input) pick other rows: the
+        // seeds differ (equal with odds of one in 2^64).
+        let (a, b) = (sample_seed(3).unwrap(), sample_seed(3).unwrap());
+        assert_ne!(a, b);
+        assert_ne!(
+            sample_rows(a, 1_000_000, &[], 200),
+            sample_rows(b, 1_000_000, &[], 200)
+        );
+        // One seed always draws the same rows, skipped ones left out.
+        let skipped = [0, 5, 6];
+        let rows = sample_rows(a, 10, &skipped, 7);
+        assert_eq!(rows, vec![1, 2, 3, 4, 7, 8, 9]);
+        assert_eq!(
+            sample_rows(a, 1_000, &skipped, 50),
+            sample_rows(a, 1_000, &skipped, 50)
+        );
     }
 
     #[test]
