@@ -100,13 +100,20 @@ fn a_job_runs_on_three_ssh_hosts_and_local_stores_what_a_local_run_stores_and_sh
     let weights = std::fs::metadata(fleet.path("data/two_tower.safetensors"))
         .unwrap()
         .len();
-    for name in ["local", "ssh0", "ssh1", "ssh2"] {
+    for name in ["ssh0", "ssh1", "ssh2"] {
         let h = host(&r, name);
         assert!(
             h["chunks"].as_u64().unwrap() > 0,
             "{name} committed no chunk: {r}"
         );
     }
+    // The slowed local slot may lose what it runs to a backup on a faster
+    // host (that is what backups are for); it must still have been given
+    // work.
+    assert!(
+        host(&r, "local")["attempts"].as_u64().unwrap() > 0,
+        "local ran no attempt: {r}"
+    );
     assert_eq!(host(&r, "local")["shipped_bytes"], 0, "{r}");
     for s in &servers.servers {
         assert_eq!(
