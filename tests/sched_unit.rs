@@ -527,6 +527,44 @@ fn a_silent_attempt_gets_a_backup_once_it_stops_reporting() {
     );
 }
 
+/// Attempt 0 reports half its chunk at 1 s (50 cost/s: done at 2 s), then
+/// runs on past that without a word. It is not silent before 6 s
+/// ([`SILENCE_MIN`] after its report), but once it has overrun its predicted
+/// finish by more than twice what a backup on the idle fast slot takes, it
+/// gets one: the fast slot does not sit idle until it falls silent.
+#[test]
+fn an_attempt_long_past_its_predicted_finish_gets_a_backup_before_it_falls_silent() {
+    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
+    slot_up(&mut scheduler, Duration::ZERO, 0, 0);
+    slot_up(&mut scheduler, Duration::ZERO, 1, 1);
+    assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
+    // Attempt 1 (slot 1) does its 100 in 0.5 s; attempt 0 reports half of
+    // its 100 at 1 s, so it should be done at 2 s.
+    scheduler.handle(secs(0.5), Input::Finished { attempt: 1 });
+    scheduler.handle(
+        secs(1.0),
+        Input::Progress {
+            attempt: 0,
+            rows_done: 5,
+        },
+    );
+    drain(&mut scheduler);
+    let mut backed_up = None;
+    for step in 0..=18 {
+        let t = 1.0 + 0.25 * f64::from(step);
+        scheduler.handle_timeout(secs(t));
+        let launched = launches(&drain(&mut scheduler));
+        if !launched.is_empty() {
+            assert_eq!(launched, vec![(2, 0, SlotId(1), 0..10, true)], "at {t} s");
+            backed_up = Some(t);
+            break;
+        }
+    }
+    let t = backed_up.expect("no backup by 5.5 s");
+    assert!(t > 2.0, "backed up at {t} s, before its predicted finish");
+    assert!(t < 6.0, "backed up at {t} s, only once silent");
+}
+
 /// The backup of a silent attempt wins; the silent attempt is cancelled and
 /// its slot gets no more work until it comes up again (a retry goes to a
 /// host it failed on rather than there).

@@ -14,8 +14,11 @@
 //! attempt's predicted finish is made at its last news: its remaining cost
 //! over its speed after its last report (or after its launch and the
 //! latency). The candidate with the most time left is the last of a set
-//! ordered by predicted finish. One past its predicted finish is no
-//! candidate: it is nearly done, or it falls silent ([`SILENCE_FACTOR`](super::SILENCE_FACTOR)) and gets a backup.
+//! ordered by predicted finish. One past its predicted finish is nearly
+//! done, or it falls silent ([`SILENCE_FACTOR`](super::SILENCE_FACTOR)) and
+//! gets a backup; meanwhile it is a split candidate no more, and a
+//! speculation candidate only once every attempt is past its finish, with
+//! its overrun as its time left.
 //!
 //! Weapons, in the order of a step: pending chunks to idle slots (fastest
 //! first; a retry to a host it has not failed on); backups the user asked
@@ -148,6 +151,25 @@ impl Scheduler {
     fn latest(set: &BTreeSet<(Key, AttemptId)>, now: Duration) -> Option<(f64, AttemptId)> {
         let &(eta, id) = set.last()?;
         (eta.0 > secs(now)).then(|| (eta.0 - secs(now), id))
+    }
+
+    /// The speculation candidate of a set ordered by predicted finish: the
+    /// one that finishes last, with its time left; once every one is past
+    /// its predicted finish, the one furthest past it, its time left counted
+    /// as long as it has overrun. An attempt past its finish is taken to be
+    /// nearly done, but one that stays past it longer than a backup would
+    /// take is not, and it would otherwise wait to fall silent
+    /// ([`SILENCE_MIN`](super::SILENCE_MIN) at least) with fast slots idle.
+    fn speculation_candidate(
+        set: &BTreeSet<(Key, AttemptId)>,
+        now: Duration,
+    ) -> Option<(f64, AttemptId)> {
+        if let Some(latest) = Self::latest(set, now) {
+            return Some(latest);
+        }
+        let &(eta, id) = set.first()?;
+        let overrun = secs(now) - eta.0;
+        (overrun > 0.0).then_some((overrun, id))
     }
 
     /// The median time left of the running attempts (0 once past).
@@ -352,8 +374,9 @@ impl Scheduler {
         }
     }
 
-    /// LATE: a backup for the running attempt with the longest time left,
-    /// when it is a straggler ([`SPECULATION_SLOWNESS`], waived below
+    /// LATE: a backup for the running attempt with the longest time left
+    /// (or, once all are past their predicted finish, the one furthest past
+    /// it: [`Scheduler::speculation_candidate`]), when it is a straggler ([`SPECULATION_SLOWNESS`], waived below
     /// [`SPECULATION_PEERS`] running attempts), has no backup yet, and a fast
     /// idle slot would finish it within [`SPECULATION_GAIN`] of its time
     /// left, within [`BACKUP_BUDGET`].
@@ -364,7 +387,7 @@ impl Scheduler {
             let Some((slot, backup_speed)) = self.backup_slot() else {
                 return;
             };
-            let Some((left, id)) = Self::latest(&self.index.speculable, now) else {
+            let Some((left, id)) = Self::speculation_candidate(&self.index.speculable, now) else {
                 return;
             };
             let Some(median_left) = self.median_left(now) else {
