@@ -491,6 +491,16 @@ fn snapshot_reports_progress_and_a_straggler() {
     assert!(snapshot.stragglers.iter().any(|s| s.attempt == 3));
 }
 
+/// Pulling, cost-aware, speculating (no splits): 20 rows of cost 10 in two
+/// chunks of 100, attempt 0 on slot 0 (host 0) and 1 on slot 1 (host 1).
+fn two_chunks_running_on_two_hosts() -> Scheduler {
+    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
+    slot_up(&mut scheduler, Duration::ZERO, 0, 0);
+    slot_up(&mut scheduler, Duration::ZERO, 1, 1);
+    assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
+    scheduler
+}
+
 /// Attempt 0 reports every second, then stops; by [`SILENCE_FACTOR`] x its
 /// report interval (at least [`SILENCE_MIN`]) after its last report it is
 /// silent, and a backup of its chunk goes to the idle slot, although the
@@ -498,10 +508,7 @@ fn snapshot_reports_progress_and_a_straggler() {
 /// while it still reported.
 #[test]
 fn a_silent_attempt_gets_a_backup_once_it_stops_reporting() {
-    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
-    slot_up(&mut scheduler, Duration::ZERO, 0, 0);
-    slot_up(&mut scheduler, Duration::ZERO, 1, 1);
-    assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
+    let mut scheduler = two_chunks_running_on_two_hosts();
     // Attempt 0 reports 10 cost/s, then falls silent; attempt 1 finishes.
     for (t, rows_done) in [(1.0, 1), (2.0, 2)] {
         scheduler.handle(
@@ -534,10 +541,7 @@ fn a_silent_attempt_gets_a_backup_once_it_stops_reporting() {
 /// gets one: the fast slot does not sit idle until it falls silent.
 #[test]
 fn an_attempt_long_past_its_predicted_finish_gets_a_backup_before_it_falls_silent() {
-    let mut scheduler = Scheduler::new(policy(true, true, false, true, 100), vec![10; 20], &[]);
-    slot_up(&mut scheduler, Duration::ZERO, 0, 0);
-    slot_up(&mut scheduler, Duration::ZERO, 1, 1);
-    assert_eq!(launches(&drain(&mut scheduler)).len(), 2);
+    let mut scheduler = two_chunks_running_on_two_hosts();
     // Attempt 1 (slot 1) does its 100 in 0.5 s; attempt 0 reports half of
     // its 100 at 1 s, so it should be done at 2 s.
     scheduler.handle(secs(0.5), Input::Finished { attempt: 1 });
