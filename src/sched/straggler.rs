@@ -17,8 +17,8 @@
 //! ordered by predicted finish. One past its predicted finish is nearly
 //! done, or it falls silent ([`SILENCE_FACTOR`](super::SILENCE_FACTOR)) and
 //! gets a backup; meanwhile it is a split candidate no more, and a
-//! speculation candidate only once every attempt is past its finish, with
-//! its overrun as its time left.
+//! speculation candidate only once every attempt that may be backed up is
+//! past its finish, with its overrun as its time left.
 //!
 //! Weapons, in the order of a step: pending chunks to idle slots (fastest
 //! first; a retry to a host it has not failed on); backups the user asked
@@ -375,8 +375,9 @@ impl Scheduler {
     }
 
     /// LATE: a backup for the running attempt with the longest time left
-    /// (or, once all are past their predicted finish, the one furthest past
-    /// it: [`Scheduler::speculation_candidate`]), when it is a straggler ([`SPECULATION_SLOWNESS`], waived below
+    /// (or, once all that may be backed up are past their predicted finish,
+    /// the one furthest past it: [`Scheduler::speculation_candidate`]),
+    /// when it is a straggler ([`SPECULATION_SLOWNESS`], waived below
     /// [`SPECULATION_PEERS`] running attempts), has no backup yet, and a fast
     /// idle slot would finish it within [`SPECULATION_GAIN`] of its time
     /// left, within [`BACKUP_BUDGET`].
