@@ -595,8 +595,8 @@ impl Dataset {
         let mut columns = vec![&self.id];
         columns.extend(self.history.iter());
         let mut advice = None;
-        for &group in groups {
-            self.advise_scan(&mut advice, groups, group, &columns)?;
+        for (i, &group) in groups.iter().enumerate() {
+            self.advise_scan(&mut advice, &groups[i..], &columns)?;
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -646,8 +646,8 @@ impl Dataset {
         let mut found = Vec::new();
         let columns: Vec<&Column> = self.features.iter().collect();
         let mut advice = None;
-        for &(p, group) in groups {
-            self.advise_scan(&mut advice, groups, (p, group), &columns)?;
+        for (i, &(p, group)) in groups.iter().enumerate() {
+            self.advise_scan(&mut advice, &groups[i..], &columns)?;
             let first = self.part_starts[p];
             let whole = self.read_group((p, group), &columns, |view, batch, row| {
                 let mut here = Vec::new();
@@ -673,20 +673,24 @@ impl Dataset {
         Ok(found)
     }
 
-    /// Before a scan of `groups` ((part, group) pairs, in row order) reads
-    /// `columns` of `(p, g)`: asks for its bytes and a window after them,
-    /// one [`Advice`] a part, made when the scan comes to it.
+    /// Before a scan reads `columns` of `rest[0]`, the first of the row
+    /// groups it has left ((part, group) pairs, in row order): asks for its
+    /// bytes and a window after them, one [`Advice`] a part, made when the
+    /// scan comes to it (over the part's groups, those at the front of
+    /// `rest`).
     fn advise_scan(
         &self,
         advice: &mut Option<(usize, Advice)>,
-        groups: &[(usize, usize)],
-        (p, g): (usize, usize),
+        rest: &[(usize, usize)],
         columns: &[&Column],
     ) -> Result<()> {
+        let Some(&(p, g)) = rest.first() else {
+            return Ok(());
+        };
         let part = &self.parts[p];
         if advice.as_ref().is_none_or(|(q, _)| *q != p) {
             let view = PartView { part, ds: self };
-            let here: Vec<usize> = groups.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+            let here: Vec<usize> = rest.iter().take_while(|x| x.0 == p).map(|x| x.1).collect();
             *advice = Some((p, Advice::new(&view, &here, &view.projection(columns)?)));
         }
         if let Some((_, a)) = advice {
