@@ -25,6 +25,13 @@ use super::Source;
 use super::decode::{PartView, column_ranges};
 use super::span::{Spans, spans};
 
+/// A local column chunk up to this size is read whole, with the chunks near
+/// it, when a picked row falls in its row group; a larger one (several
+/// pages, of which a row needs the one it is in and the dictionary) is read
+/// a page at a time, and the pages before the rows picked are passed over
+/// from their headers.
+const PICK_SPAN_CHUNK_BYTES: u64 = 1 << 20;
+
 /// One feature column as stored: its leaf in the file's schema, the bytes
 /// of a value, and whether it is optional.
 #[derive(Clone, Copy)]
@@ -58,7 +65,8 @@ impl PartView<'_> {
         let ranges = column_ranges(&self.part.metadata, &group_ids, &columns);
         match &self.part.source {
             Source::Local(path) => {
-                match File::open(path).and_then(|file| Spans::new(file, spans(ranges))) {
+                let planned = spans(ranges, PICK_SPAN_CHUNK_BYTES);
+                match File::open(path).and_then(|file| Spans::new(file, planned)) {
                     Ok(file) => self.pick_from(&Arc::new(file), &leaves, &groups, at, out),
                     Err(_) => false,
                 }
@@ -149,6 +157,23 @@ fn pick_chunk<R: ChunkReader + 'static>(
     // The row of the page's first value.
     let mut first = 0usize;
     while picked.len() < rows.len() {
+        // A data page wholly before the next row wanted is passed over from
+        // its header, not decompressed: a row group of many pages gives up
+        // only the pages its rows are in (and the dictionary).
+        let next = rows[picked.len()];
+        match pages.peek_next_page().ok()? {
+            Some(meta) if !meta.is_dict => {
+                if let Some(n) = meta.num_rows.or(meta.num_levels)
+                    && first + n <= next
+                {
+                    pages.skip_next_page().ok()?;
+                    first += n;
+                    continue;
+                }
+            }
+            Some(_) => {}
+            None => return None,
+        }
         let page = pages.get_next_page().ok()??;
         let (n, levels, values, encoding) = match &page {
             Page::DictionaryPage { buf, encoding, .. } => {

@@ -3,12 +3,15 @@
 //! span read with one call when a read first falls in it, the last one held
 //! in memory. The reader otherwise asks the file for every page twice (its
 //! header through a buffered reader, then its bytes), each a few system
-//! calls and a copy of its own.
+//! calls and a copy of its own. Column chunks left out of the spans (the
+//! scattered rows' large chunks, of which a row needs one page) are read
+//! as the reader asks: each page header through a small buffered reader,
+//! and only the bytes of the pages it decodes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use parquet::errors::{ParquetError, Result};
@@ -21,14 +24,16 @@ pub(super) const SPAN_GAP_BYTES: u64 = 1 << 20;
 /// is read as the reader asks, a page at a time.
 pub(super) const SPAN_MAX_BYTES: u64 = 8 << 20;
 /// A read outside every span (a page header the reader parses from an
-/// open-ended reader) takes at most this many bytes.
-const UNPLANNED_READ_BYTES: u64 = 64 << 10;
+/// open-ended reader) reads this many bytes at a time.
+const UNPLANNED_READ_BYTES: usize = 4 << 10;
 
 /// `ranges` (column chunks' bytes) merged into spans: sorted, those at most
 /// [`SPAN_GAP_BYTES`] apart joined while the span stays within
-/// [`SPAN_MAX_BYTES`]; a range larger than that is left out.
-pub(super) fn spans(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.retain(|r| r.end > r.start && r.end - r.start <= SPAN_MAX_BYTES);
+/// [`SPAN_MAX_BYTES`]; a range larger than `max_chunk` (or than
+/// [`SPAN_MAX_BYTES`]) is left out, to be read a page at a time.
+pub(super) fn spans(mut ranges: Vec<Range<u64>>, max_chunk: u64) -> Vec<Range<u64>> {
+    let max_chunk = max_chunk.min(SPAN_MAX_BYTES);
+    ranges.retain(|r| r.end > r.start && r.end - r.start <= max_chunk);
     join(ranges, SPAN_GAP_BYTES, SPAN_MAX_BYTES)
 }
 
@@ -68,6 +73,9 @@ impl Held {
 /// A local part file read in the spans [`spans`] planned.
 pub(super) struct Spans {
     file: Mutex<File>,
+    /// The same file for reads at a position (page headers outside the
+    /// spans), which move no shared offset.
+    at: Arc<File>,
     len: u64,
     spans: Vec<Range<u64>>,
     /// The span read last.
@@ -78,6 +86,7 @@ impl Spans {
     pub fn new(file: File, spans: Vec<Range<u64>>) -> std::io::Result<Spans> {
         let len = file.metadata()?.len();
         Ok(Spans {
+            at: Arc::new(file.try_clone()?),
             file: Mutex::new(file),
             len,
             spans,
@@ -142,21 +151,64 @@ impl Length for Spans {
     }
 }
 
+/// What [`Spans::get_read`] reads from: the rest of a span, or the file
+/// from a position on.
+pub(super) enum SpanRead {
+    Held(bytes::buf::Reader<Bytes>),
+    File(std::io::BufReader<FileAt>),
+}
+
+impl Read for SpanRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            SpanRead::Held(r) => r.read(buf),
+            SpanRead::File(r) => r.read(buf),
+        }
+    }
+}
+
+/// A file read from `at` on, at positions (`pread`).
+pub(super) struct FileAt {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for FileAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 impl ChunkReader for Spans {
-    type T = bytes::buf::Reader<Bytes>;
+    type T = SpanRead;
 
     fn get_read(&self, start: u64) -> Result<Self::T> {
-        let end = match self
+        match self
             .spans
             .iter()
             .find(|s| s.start <= start && start < s.end)
         {
-            Some(s) => s.end,
-            None => self.len.min(start.saturating_add(UNPLANNED_READ_BYTES)),
-        };
-        let length = usize::try_from(end.saturating_sub(start))
-            .map_err(|_| ParquetError::General(format!("a read at {start} is too long")))?;
-        Ok(bytes::Buf::reader(self.bytes(start, length)?))
+            Some(s) => {
+                let length = usize::try_from(s.end - start)
+                    .map_err(|_| ParquetError::General(format!("a read at {start} is too long")))?;
+                Ok(SpanRead::Held(bytes::Buf::reader(
+                    self.bytes(start, length)?,
+                )))
+            }
+            // A page header outside the spans: read a little at a time.
+            None => Ok(SpanRead::File(std::io::BufReader::with_capacity(
+                UNPLANNED_READ_BYTES,
+                FileAt {
+                    file: self.at.clone(),
+                    at: start,
+                },
+            ))),
+        }
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes> {
@@ -180,14 +232,16 @@ mod tests {
             11 * mb..11 * mb,                        // empty
         ];
         assert_eq!(
-            spans(ranges),
+            spans(ranges.clone(), u64::MAX),
             vec![0..2 * mb, 4 * mb..5 * mb, 10 * mb..11 * mb]
         );
+        // Chunks past a smaller limit are left out too.
+        assert_eq!(spans(ranges, mb - 100), vec![mb + 100..2 * mb]);
         // Adjacent chunks stop merging at the limit.
         let chunk = SPAN_MAX_BYTES / 2;
         let ranges: Vec<_> = (0..5).map(|i| i * chunk..(i + 1) * chunk).collect();
         assert_eq!(
-            spans(ranges),
+            spans(ranges, u64::MAX),
             vec![0..2 * chunk, 2 * chunk..4 * chunk, 4 * chunk..5 * chunk]
         );
     }

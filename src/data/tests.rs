@@ -971,6 +971,65 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
         assert_eq!(ds.read_rows_at(&at).unwrap().features, want, "{name}");
     }
 
+    // Column chunks too large to read whole for a few rows
+    // (`pick::PICK_SPAN_CHUNK_BYTES`): read a page at a time, the pages
+    // before each row passed over from their headers; plain and
+    // dictionary encoded, uncompressed and snappy.
+    let n = 400_000usize;
+    let ids = Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)) as ArrayRef;
+    let plain = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3),
+    )) as ArrayRef;
+    let dict = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| i as f32 * 0.25),
+    )) as ArrayRef;
+    let fields = vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("plain", arrow_schema::DataType::Float32, false),
+        arrow_schema::Field::new("dict", arrow_schema::DataType::Float32, false),
+    ];
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let all = RecordBatch::try_new(schema.clone(), vec![ids, plain, dict]).unwrap();
+    for (name, codec) in [
+        ("large-plain", parquet::basic::Compression::UNCOMPRESSED),
+        ("large-snappy", parquet::basic::Compression::SNAPPY),
+    ] {
+        let path = dir.path().join(format!("{name}.parquet"));
+        let props = WriterProperties::builder()
+            .set_compression(codec)
+            .set_column_dictionary_enabled("plain".into(), false)
+            .set_column_dictionary_enabled("dict".into(), true)
+            .set_dictionary_page_size_limit(4 << 20)
+            .set_max_row_group_row_count(Some(n))
+            .set_data_page_row_count_limit(20_000)
+            .set_write_batch_size(20_000)
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
+        w.write(&all).unwrap();
+        w.close().unwrap();
+        let ds = Dataset::open(&input(&path, "id", None, Some(&["plain", "dict"])), false).unwrap();
+        let chunks = &ds.parts[0].metadata.metadata().row_group(0).columns()[1..];
+        assert!(
+            chunks.iter().all(|c| c.compressed_size() > 1 << 20),
+            "{name}: the chunks are larger than a whole read takes"
+        );
+        let full = ds.read_rows(0..n as u64).unwrap();
+        let at: Vec<u64> = [0, 19_999, 20_000, 123_456, 250_001, 399_999].into();
+        let want: Vec<f32> = at
+            .iter()
+            .flat_map(|&r| full.features[r as usize * 2..r as usize * 2 + 2].to_vec())
+            .collect();
+        let view = PartView {
+            part: &ds.parts[0],
+            ds: &ds,
+        };
+        let mut picked = vec![f32::NAN; at.len() * 2];
+        assert!(view.pick_features(&at, &mut picked), "{name}: not picked");
+        assert_eq!(picked, want, "{name}");
+        assert_eq!(ds.read_rows_at(&at).unwrap().features, want, "{name}");
+    }
+
     // A null among the picked values: left to Arrow, which refuses it by
     // name (or, where nulls are read as NaN, gives NaN).
     let with_null = batch(vec![
