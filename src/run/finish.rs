@@ -43,6 +43,9 @@ impl Coordinator {
                     .update_record(self.version, |r| r.duration_s = Some(duration_s));
             }
         }
+        // The gate's pass over the version (LMDB's map) and the flip come
+        // after the report was built: its peak covers them too.
+        report.peak_rss_bytes = report.peak_rss_bytes.max(crate::worker::peak_rss_bytes());
         self.out.send(Event::Finished(Box::new(report.clone())));
         outcome.map(|()| report)
     }
@@ -97,6 +100,7 @@ impl Coordinator {
         if verdict.passed {
             Ok(())
         } else {
+            report.peak_rss_bytes = report.peak_rss_bytes.max(crate::worker::peak_rss_bytes());
             Err(Error::Validation(Box::new(report.clone())))
         }
     }
