@@ -252,13 +252,13 @@ impl Chunks {
 /// A local part file read at positions (`pread`): one system call for a
 /// page's header, one for its bytes, and no file handle duplicated for
 /// either (as Parquet's reader of a `File` does).
-struct PageFile {
+pub(super) struct PageFile {
     file: Arc<File>,
     len: u64,
 }
 
 impl PageFile {
-    fn new(file: File) -> std::io::Result<PageFile> {
+    pub(super) fn new(file: File) -> std::io::Result<PageFile> {
         let len = file.metadata()?.len();
         Ok(PageFile {
             file: Arc::new(file),
@@ -319,7 +319,7 @@ impl Length for PageFile {
 }
 
 /// Bytes of a file from a position on, read as asked.
-struct PageFileReader {
+pub(super) struct PageFileReader {
     file: Arc<File>,
     at: u64,
 }

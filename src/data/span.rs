@@ -9,13 +9,15 @@
 //! and only the bytes of the pages it decodes.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::reader::{ChunkReader, Length};
+
+use super::pages::{PageFile, PageFileReader};
 
 /// Column chunks closer than this are read as one span (the bytes between
 /// them are read for nothing).
@@ -23,10 +25,6 @@ pub(super) const SPAN_GAP_BYTES: u64 = 1 << 20;
 /// A span never grows past this by merging; a column chunk larger than it
 /// is read as the reader asks, a page at a time.
 pub(super) const SPAN_MAX_BYTES: u64 = 8 << 20;
-/// A read outside every span (a page header the reader parses from an
-/// open-ended reader) reads this many bytes at a time.
-const UNPLANNED_READ_BYTES: usize = 4 << 10;
-
 /// `ranges` (column chunks' bytes) merged into spans: sorted, those at most
 /// [`SPAN_GAP_BYTES`] apart joined while the span stays within
 /// [`SPAN_MAX_BYTES`]; a range larger than `max_chunk` (or than
@@ -72,11 +70,9 @@ impl Held {
 
 /// A local part file read in the spans [`spans`] planned.
 pub(super) struct Spans {
-    file: Mutex<File>,
-    /// The same file for reads at a position (page headers outside the
-    /// spans), which move no shared offset.
-    at: Arc<File>,
-    len: u64,
+    /// The file, read at positions: each span with one call, and outside
+    /// the spans as the reader asks.
+    file: PageFile,
     spans: Vec<Range<u64>>,
     /// The span read last.
     held: Mutex<Option<Held>>,
@@ -84,36 +80,11 @@ pub(super) struct Spans {
 
 impl Spans {
     pub fn new(file: File, spans: Vec<Range<u64>>) -> std::io::Result<Spans> {
-        let len = file.metadata()?.len();
         Ok(Spans {
-            at: Arc::new(file.try_clone()?),
-            file: Mutex::new(file),
-            len,
+            file: PageFile::new(file)?,
             spans,
             held: Mutex::new(None),
         })
-    }
-
-    /// Bytes `range` of the file. Read into a fresh buffer, which is not
-    /// zeroed first; spans are at most [`SPAN_MAX_BYTES`], a size the C
-    /// allocator serves from memory it kept rather than fresh pages once
-    /// one such block was freed.
-    fn read(&self, range: Range<u64>) -> Result<Bytes> {
-        let want = range.end - range.start;
-        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.seek(SeekFrom::Start(range.start))?;
-        (&mut *file).take(want).read_to_end(&mut buf)?;
-        if buf.len() as u64 != want {
-            return Err(ParquetError::EOF(format!(
-                "bytes {}..{} of a {}-byte file: only {} read (did the file change?)",
-                range.start,
-                range.end,
-                self.len,
-                buf.len()
-            )));
-        }
-        Ok(Bytes::from(buf))
     }
 
     /// Bytes `start..start + length`: from the span held, else from the
@@ -130,14 +101,20 @@ impl Spans {
             .find(|s| s.start <= start && end <= s.end)
             .cloned()
         else {
-            return self.read(start..end);
+            return self.file.get_bytes(start, length);
         };
         // The last span's memory goes before the next is read: one span
         // held at a time, not two.
         *held = None;
+        let span_len = usize::try_from(span.end - span.start)
+            .map_err(|_| ParquetError::General(format!("a span of {span:?} is too long")))?;
+        // Read with one call into a fresh buffer, not zeroed first; spans
+        // are at most SPAN_MAX_BYTES, a size the C allocator serves from
+        // memory it kept rather than fresh pages once one such block was
+        // freed.
         let h = Held {
             start: span.start,
-            bytes: self.read(span)?,
+            bytes: self.file.get_bytes(span.start, span_len)?,
         };
         let b = h.slice(start, length).expect("the span holds the range");
         *held = Some(h);
@@ -147,7 +124,7 @@ impl Spans {
 
 impl Length for Spans {
     fn len(&self) -> u64 {
-        self.len
+        self.file.len()
     }
 }
 
@@ -155,7 +132,7 @@ impl Length for Spans {
 /// from a position on.
 pub(super) enum SpanRead {
     Held(bytes::buf::Reader<Bytes>),
-    File(std::io::BufReader<FileAt>),
+    File(std::io::BufReader<PageFileReader>),
 }
 
 impl Read for SpanRead {
@@ -164,23 +141,6 @@ impl Read for SpanRead {
             SpanRead::Held(r) => r.read(buf),
             SpanRead::File(r) => r.read(buf),
         }
-    }
-}
-
-/// A file read from `at` on, at positions (`pread`).
-pub(super) struct FileAt {
-    file: Arc<File>,
-    at: u64,
-}
-
-impl Read for FileAt {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
     }
 }
 
@@ -201,13 +161,7 @@ impl ChunkReader for Spans {
                 )))
             }
             // A page header outside the spans: read a little at a time.
-            None => Ok(SpanRead::File(std::io::BufReader::with_capacity(
-                UNPLANNED_READ_BYTES,
-                FileAt {
-                    file: self.at.clone(),
-                    at: start,
-                },
-            ))),
+            None => Ok(SpanRead::File(self.file.get_read(start)?)),
         }
     }
 

@@ -43,9 +43,7 @@ impl Coordinator {
                     .update_record(self.version, |r| r.duration_s = Some(duration_s));
             }
         }
-        // The gate's pass over the version (LMDB's map) and the flip come
-        // after the report was built: its peak covers them too.
-        report.peak_rss_bytes = report.peak_rss_bytes.max(crate::worker::peak_rss_bytes());
+        peak_so_far(&mut report);
         self.out.send(Event::Finished(Box::new(report.clone())));
         outcome.map(|()| report)
     }
@@ -100,7 +98,7 @@ impl Coordinator {
         if verdict.passed {
             Ok(())
         } else {
-            report.peak_rss_bytes = report.peak_rss_bytes.max(crate::worker::peak_rss_bytes());
+            peak_so_far(report);
             Err(Error::Validation(Box::new(report.clone())))
         }
     }
@@ -178,4 +176,11 @@ impl Coordinator {
         );
         Ok(())
     }
+}
+
+/// The coordinator's peak memory read again: the report is built before the
+/// gate, whose pass over the version (through LMDB's map) and the flip
+/// come after it, and its peak covers them too.
+fn peak_so_far(report: &mut Report) {
+    report.peak_rss_bytes = report.peak_rss_bytes.max(crate::worker::peak_rss_bytes());
 }

@@ -161,9 +161,8 @@ impl<'a> InputKeys<'a> {
                 keys.dedup();
                 InputKeys::Int(Cow::Owned(keys))
             }
-            EntityIds::Str(v) if v.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()) => {
-                InputKeys::StrAscending(v)
-            }
+            // Strings order as their bytes do, as the keys sort.
+            EntityIds::Str(v) if ascending(v) => InputKeys::StrAscending(v),
             EntityIds::Str(v) => {
                 let mut keys: Vec<&[u8]> = v.iter().map(|s| s.as_bytes()).collect();
                 keys.sort_unstable();
