@@ -38,6 +38,12 @@ impl Moto {
     fn start() -> Moto {
         let exe = find_on_path("moto_server")
             .unwrap_or_else(|| panic!("moto_server is not on PATH: {INSTALL_HINT}"));
+        // Tests run side by side: a port is picked and released, then taken
+        // by moto a second later. Without this lock two tests could pick the
+        // same free port, one moto fail to bind it, and its test talk to the
+        // other test's server (and bucket) unknowingly.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -61,8 +67,7 @@ impl Moto {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = moto.child.try_wait().unwrap() {
-                let err = std::fs::read_to_string(moto.log.with_file_name("moto.err"))
-                    .unwrap_or_default();
+                let err = moto.requests();
                 panic!("moto_server exited ({status}) before serving: {err}\n{INSTALL_HINT}");
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -75,6 +80,11 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+
+    /// What the server logged: a line per request it answered.
+    fn requests(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("moto.err")).unwrap_or_default()
     }
 
     fn endpoint(&self) -> String {
@@ -674,7 +684,10 @@ fn an_object_rewritten_after_planning_fails_the_attempt_naming_its_url() {
                 message.contains(&url) && message.contains("change"),
                 "{attempt}: {message}"
             ),
-            other => panic!("{attempt}: {other:?}"),
+            other => panic!(
+                "{attempt}: {other:?}\nthe S3 server's requests:\n{}",
+                moto.requests()
+            ),
         }
     }
 }
