@@ -52,6 +52,7 @@ pub use family::{Family, FamilySpec, Scorer, family};
 pub use layers::{Dense, OutputActivation};
 pub use mlp::{Mlp, MlpSpec};
 pub use simd::{Level as SimdLevel, level as simd_level};
+pub use sparse::{SparseTrial, set_sparse_limit, sparse_limit, sparse_limit_from};
 pub use two_tower::{ItemIndex, TOWER_PREFIX, TwoTower, TwoTowerSpec};
 
 /// Entity ids of a run of rows: integers or strings, as the input file has them.

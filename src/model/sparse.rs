@@ -23,6 +23,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::gemm;
 
 /// Outputs per weight group: eight zmm registers of sums.
@@ -32,8 +34,89 @@ pub(crate) const PIECE: usize = 32;
 /// Rows whose non-zero inputs are listed together and go through each piece.
 pub(crate) const SUB_ROWS: usize = 32;
 /// A sub-block runs here when at most this many sixteenths of its inputs
-/// are non-zero, else on the dense kernel.
+/// are non-zero, else on the dense kernel: the limit until a process sets
+/// its own from a [`SparseTrial`] on its CPU ([`set_sparse_limit`]). Where
+/// the dense kernel's multiply-adds are twice as fast for the same loads
+/// (a core with two full-width 512-bit FMA units), the sparse kernel, which
+/// is bound by its loads, only wins on sparser input.
 pub(crate) const MAX_DENSITY_16THS: usize = 10;
+
+/// The limit in force, in sixteenths (see [`MAX_DENSITY_16THS`]).
+static LIMIT_16THS: AtomicUsize = AtomicUsize::new(MAX_DENSITY_16THS);
+
+/// The density limit, in sixteenths of a sub-block's inputs, at or under
+/// which a sub-block runs on the sparse kernel.
+pub fn sparse_limit() -> usize {
+    LIMIT_16THS.load(Ordering::Relaxed)
+}
+
+/// Sets [`sparse_limit`] for this process (16 and above: every sub-block
+/// sparse; 0: only sub-blocks whose inputs are all zero). The outputs are
+/// the same bit for bit whichever kernel runs a sub-block; only the time
+/// differs.
+pub fn set_sparse_limit(sixteenths: usize) {
+    LIMIT_16THS.store(sixteenths.min(16), Ordering::Relaxed);
+}
+
+/// Inputs and outputs of a [`SparseTrial`]'s layer.
+const TRIAL_DIM: usize = 256;
+/// Rows of a [`SparseTrial`].
+const TRIAL_ROWS: usize = 512;
+
+/// A layer of [`TRIAL_DIM`] inputs and outputs and [`TRIAL_ROWS`] rows of
+/// input, half of whose values are zero (as after a relu), to time the two
+/// kernels on: whoever may read a clock times [`SparseTrial::run`] each way
+/// and passes the times to [`sparse_limit_from`].
+pub struct SparseTrial {
+    packed: gemm::Packed,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    input: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl SparseTrial {
+    /// `None` where the sparse kernel does not run (no AVX-512).
+    pub fn new() -> Option<SparseTrial> {
+        if !fits(TRIAL_DIM, TRIAL_DIM) {
+            return None;
+        }
+        let mut rng = crate::splitmix::SplitMix64(0x0074_7269_616c);
+        let mut uniform = || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        let weight = (0..TRIAL_DIM * TRIAL_DIM).map(|_| uniform()).collect();
+        let bias = (0..TRIAL_DIM).map(|_| uniform()).collect();
+        let input = (0..TRIAL_ROWS * TRIAL_DIM)
+            .map(|_| uniform().max(0.0))
+            .collect();
+        Some(SparseTrial {
+            packed: gemm::Packed::default(),
+            weight,
+            bias,
+            input,
+            out: vec![0.0; TRIAL_ROWS * TRIAL_DIM],
+        })
+    }
+
+    /// Scores the rows once: every sub-block on the sparse kernel when
+    /// `sparse`, else every one on the dense kernel.
+    pub fn run(&mut self, sparse: bool) {
+        let limit = if sparse { 16 } else { 0 };
+        let (w, b, x) = (&self.weight, &self.bias, &self.input);
+        dense_relu_within(limit, &self.packed, w, b, x, TRIAL_ROWS, &mut self.out);
+    }
+}
+
+/// The limit at which the sparse kernel beats the dense one, from a
+/// [`SparseTrial`]'s time on each (seconds, any unit alike): the sparse
+/// kernel's time grows with the density and the dense kernel's does not,
+/// and the trial's density is eight sixteenths. [`MAX_DENSITY_16THS`] when
+/// a time is not a positive number.
+pub fn sparse_limit_from(sparse: f64, dense: f64) -> usize {
+    if !(sparse > 0.0 && dense > 0.0 && sparse.is_finite() && dense.is_finite()) {
+        return MAX_DENSITY_16THS;
+    }
+    ((8.0 * dense / sparse) as usize).min(16)
+}
 
 /// A layer's weights in groups of [`GROUP`] outputs (for each input
 /// coordinate the group's weights side by side, zeros past `out_dim`) and
@@ -67,6 +150,20 @@ pub(crate) fn dense_relu(
     n_rows: usize,
     out: &mut [f32],
 ) -> bool {
+    let limit = sparse_limit();
+    dense_relu_within(limit, packed, weight, bias, input, n_rows, out)
+}
+
+/// [`dense_relu`] with the density limit `limit` (sixteenths).
+fn dense_relu_within(
+    limit: usize,
+    packed: &gemm::Packed,
+    weight: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    n_rows: usize,
+    out: &mut [f32],
+) -> bool {
     let out_dim = bias.len();
     let in_dim = weight.len() / out_dim.max(1);
     assert!(
@@ -90,7 +187,7 @@ pub(crate) fn dense_relu(
         let entries = unsafe { lists.fill(rows_in, m, in_dim) };
         #[cfg(not(target_arch = "x86_64"))]
         let entries = unreachable!("AVX-512 on a CPU that is not x86-64");
-        if entries * 16 > MAX_DENSITY_16THS * m * in_dim {
+        if entries * 16 > limit * m * in_dim {
             gemm::dense(packed, weight, bias, rows_in, m, true, rows_out);
             continue;
         }
@@ -312,21 +409,85 @@ mod tests {
             .collect()
     }
 
+    /// The layer through the sparse path at the limit in force, and at
+    /// the limits that send every sub-block to one kernel (as a CPU's
+    /// timing may choose), against the chain.
     fn check(l: &Dense, input: &[f32], n: usize, what: &str) {
-        // What a block of the same size left: every output is written over.
-        let mut out = vec![f32::NAN; n * l.out_dim];
-        dense_block_on(Kernel::Avx512Sparse, l, input, n, true, &mut out);
-        assert_eq!(out.len(), n * l.out_dim);
-        for r in 0..n {
-            let want = chain(l, input, r);
-            for (o, w) in want.iter().enumerate() {
-                assert_eq!(
-                    out[r * l.out_dim + o].to_bits(),
-                    w.to_bits(),
-                    "{what}: row {r} output {o}"
-                );
+        let want: Vec<Vec<f32>> = (0..n).map(|r| chain(l, input, r)).collect();
+        for limit in [None, Some(0), Some(16)] {
+            // What a block of the same size left: every output is written over.
+            let mut out = vec![f32::NAN; n * l.out_dim];
+            match limit {
+                None => dense_block_on(Kernel::Avx512Sparse, l, input, n, true, &mut out),
+                Some(limit) => {
+                    let (w, b, p) = (&l.weight, &l.bias, &l.packed);
+                    // As `dense_block_on` does with a layer it leaves.
+                    if !dense_relu_within(limit, p, w, b, input, n, &mut out) {
+                        gemm::dense(p, w, b, input, n, true, &mut out);
+                    }
+                }
+            }
+            assert_eq!(out.len(), n * l.out_dim);
+            for (r, want) in want.iter().enumerate() {
+                for (o, w) in want.iter().enumerate() {
+                    assert_eq!(
+                        out[r * l.out_dim + o].to_bits(),
+                        w.to_bits(),
+                        "{what}, limit {limit:?}: row {r} output {o}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_limit_follows_the_trial_times_and_keeps_its_default_without_them() {
+        // Sparse as fast as dense at half density: even at 8/16.
+        assert_eq!(sparse_limit_from(1.0, 1.0), 8);
+        // Sparse at 80% of dense's time (a core whose FMAs are half rate).
+        assert_eq!(sparse_limit_from(0.8, 1.0), 10);
+        // Sparse slower than dense (two full-width FMA units).
+        assert_eq!(sparse_limit_from(1.15, 1.0), 6);
+        assert_eq!(sparse_limit_from(1.0, 4.0), 16);
+        assert_eq!(sparse_limit_from(100.0, 1.0), 0);
+        for (s, d) in [
+            (0.0, 1.0),
+            (1.0, 0.0),
+            (f64::NAN, 1.0),
+            (1.0, f64::INFINITY),
+        ] {
+            assert_eq!(sparse_limit_from(s, d), MAX_DENSITY_16THS, "{s} {d}");
+        }
+    }
+
+    #[test]
+    fn a_trial_runs_each_kernel_to_the_same_outputs() {
+        let Some(mut trial) = SparseTrial::new() else {
+            assert!(
+                !gemm::available(),
+                "a trial wherever the sparse kernel runs"
+            );
+            eprintln!(
+                "a_trial_runs_each_kernel_to_the_same_outputs: no AVX-512F on this CPU, the sparse kernel never runs"
+            );
+            return;
+        };
+        let half = trial.input.iter().filter(|v| **v == 0.0).count();
+        let all = trial.input.len();
+        assert!(
+            half * 5 > all * 2 && half * 5 < all * 3,
+            "{half} of {all} zero"
+        );
+        trial.run(true);
+        let sparse = trial.out.clone();
+        trial.out.fill(f32::NAN);
+        trial.run(false);
+        assert!(sparse.iter().any(|v| *v > 0.0));
+        let same = sparse
+            .iter()
+            .zip(&trial.out)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "the two kernels disagree on the trial's layer");
     }
 
     #[test]

@@ -631,6 +631,7 @@ pub fn predict_cpu(
     threads: usize,
 ) -> Result<Predictions, crate::model::Error> {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    tune_kernels();
     let n = rows.len();
     let threads = threads.max(1);
     let sizes = BlockSizes::of(model, n, threads);
@@ -678,6 +679,33 @@ pub fn predict_cpu(
     Ok(Predictions::concat(parts.collect::<Result<Vec<_>, _>>()?))
 }
 
+/// Times the sparse kernel against the dense one on this CPU, once a
+/// process, and sets the density under which the sparse one runs
+/// ([`crate::model::sparse_limit`]): the fastest of five runs of a
+/// [`crate::model::SparseTrial`] each way, taken in turns, a few
+/// milliseconds in all. Whichever kernel runs a sub-block, its outputs
+/// are the same bit for bit.
+pub fn tune_kernels() {
+    static TUNED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    TUNED.get_or_init(|| {
+        let Some(mut trial) = crate::model::SparseTrial::new() else {
+            return;
+        };
+        trial.run(true);
+        trial.run(false);
+        let (mut sparse, mut dense) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..5 {
+            let t = Instant::now();
+            trial.run(true);
+            sparse = sparse.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            trial.run(false);
+            dense = dense.min(t.elapsed().as_secs_f64());
+        }
+        crate::model::set_sparse_limit(crate::model::sparse_limit_from(sparse, dense));
+    });
+}
+
 fn load(
     spec: &ModelSpec,
     sha256: &str,
@@ -686,6 +714,7 @@ fn load(
     device: Device,
     threads: u32,
 ) -> Result<Loaded, String> {
+    tune_kernels();
     let bytes = crate::memory::read_whole(Path::new(path))
         .map_err(|e| format!("cannot read model '{path}': {e}"))?;
     // A model whose bytes are not the ones the coordinator hashed is
@@ -790,14 +819,26 @@ fn choose_backend(device: Device, threads: usize) -> Result<Chosen, String> {
 
 fn describe_backend(gpu: Option<&crate::gpu::Gpu>, threads: usize) -> (String, String) {
     match gpu {
-        None => (
-            "cpu".into(),
-            format!(
-                "native CPU {}, {threads} thread{}",
-                crate::model::simd_level().name(),
-                if threads == 1 { "" } else { "s" }
-            ),
-        ),
+        None => {
+            tune_kernels();
+            let level = crate::model::simd_level();
+            // Where the sparse kernel runs, the density this CPU's timing chose.
+            let sparse = match level {
+                crate::model::SimdLevel::Avx512 => format!(
+                    ", sparse relu layers at <= {}/16 non-zero",
+                    crate::model::sparse_limit()
+                ),
+                _ => String::new(),
+            };
+            (
+                "cpu".into(),
+                format!(
+                    "native CPU {}, {threads} thread{}{sparse}",
+                    level.name(),
+                    if threads == 1 { "" } else { "s" }
+                ),
+            )
+        }
         Some(gpu) => (
             format!("wgpu-{:?}", gpu.info.backend).to_lowercase(),
             gpu.info.name.clone(),
