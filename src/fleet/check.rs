@@ -143,10 +143,11 @@ async fn probe(h: &Host, spawned: Spawned) -> Result<(String, String, Option<Dur
     answer.unwrap_or_else(|_| Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())))
 }
 
-/// The rows as an aligned table.
+/// The rows as an aligned table: each column as wide as its widest cell
+/// (an adapter string can be long: a GPU's name, or the CPU path with its
+/// tuned sparse limit).
 pub fn table(rows: &[CheckRow]) -> String {
-    let mut out = format!(
-        "{:<12} {:<10} {:<22} {:<9} {:<16} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
+    let header = [
         "host",
         "reachable",
         "transport",
@@ -156,24 +157,51 @@ pub fn table(rows: &[CheckRow]) -> String {
         "backend",
         "adapter",
         "slots",
-        "rtt"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<12} {:<10} {:<22} {:<9} {:<16} {:<10} {:<10} {:<32} {:>5} {:>9}\n",
-            r.host,
-            if r.ok { "yes" } else { "NO" },
-            r.transport,
-            r.host_key,
-            r.auth,
-            r.shipped,
-            r.backend,
-            r.adapter,
-            r.slots,
-            r.rtt
-                .map(|d| format!("{:.1}ms", d.as_secs_f64() * 1e3))
-                .unwrap_or_else(|| "-".into()),
-        ));
+        "rtt",
+    ];
+    let cells: Vec<[String; 10]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.host.clone(),
+                (if r.ok { "yes" } else { "NO" }).to_string(),
+                r.transport.clone(),
+                r.host_key.clone(),
+                r.auth.clone(),
+                r.shipped.clone(),
+                r.backend.clone(),
+                r.adapter.clone(),
+                r.slots.to_string(),
+                r.rtt
+                    .map(|d| format!("{:.1}ms", d.as_secs_f64() * 1e3))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Counts (slots, rtt) align right, the rest left.
+    let line = |cells: &[&str]| {
+        let mut line = String::new();
+        for (k, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if k > 0 {
+                line.push(' ');
+            }
+            match k {
+                8 | 9 => line.push_str(&format!("{cell:>w$}")),
+                _ => line.push_str(&format!("{cell:<w$}")),
+            }
+        }
+        line.push('\n');
+        line
+    };
+    let mut out = line(&header);
+    for (r, row) in rows.iter().zip(&cells) {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
         if let Some(d) = &r.detail {
             out.push_str(&format!("  {}: {d}\n", r.host));
         }
@@ -182,4 +210,51 @@ pub fn table(rows: &[CheckRow]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(host: &str, adapter: &str, error: Option<&str>) -> CheckRow {
+        CheckRow {
+            host: host.into(),
+            ok: error.is_none(),
+            transport: "local".into(),
+            host_key: "-".into(),
+            auth: "-".into(),
+            shipped: "-".into(),
+            backend: "cpu".into(),
+            adapter: adapter.into(),
+            slots: 2,
+            rtt: error.is_none().then(|| Duration::from_micros(6_600)),
+            detail: None,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let long = "native CPU avx512, 2 threads, sparse relu layers at <= 7/16 non-zero";
+        let text = table(&[
+            row("a", long, None),
+            row("a-longer-host-name", "llvmpipe", Some("worker exited")),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // The slots column starts at the same place on every line, past
+        // the longest adapter.
+        let header_slots = lines[0].find("slots").unwrap();
+        assert!(
+            header_slots > lines[1].find(long).unwrap() + long.len(),
+            "{text}"
+        );
+        for line in [lines[1], lines[2]] {
+            assert_eq!(&line[header_slots..header_slots + 5], "    2", "{text}");
+        }
+        assert!(lines[1].ends_with("6.6ms"), "{text}");
+        assert!(lines[2].starts_with("a-longer-host-name NO "), "{text}");
+        assert!(lines[2].ends_with(" -"), "{text}");
+        assert_eq!(lines[3], "  a-longer-host-name: worker exited");
+    }
 }
