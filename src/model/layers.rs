@@ -180,7 +180,7 @@ fn dense_block_into(
         let sparse = kernel == Kernel::Avx512Sparse
             && relu
             && sparse::fits(layer.in_dim, layer.out_dim)
-            && sparse::dense_relu(packed, w, b, input, n_rows, out);
+            && sparse::dense_relu(sparse::sparse_limit(), packed, w, b, input, n_rows, out);
         if !sparse {
             gemm::dense(packed, w, b, input, n_rows, relu, out);
         }

@@ -102,7 +102,7 @@ impl SparseTrial {
     pub fn run(&mut self, sparse: bool) {
         let limit = if sparse { 16 } else { 0 };
         let (w, b, x) = (&self.weight, &self.bias, &self.input);
-        dense_relu_within(limit, &self.packed, w, b, x, TRIAL_ROWS, &mut self.out);
+        dense_relu(limit, &self.packed, w, b, x, TRIAL_ROWS, &mut self.out);
     }
 }
 
@@ -138,24 +138,13 @@ pub(crate) fn fits(in_dim: usize, out_dim: usize) -> bool {
 
 /// `out = max(0, bias + input x weight^T)` as [`gemm::dense`] with relu
 /// computes it, bit for bit; `false` (nothing written) when the layer has a
-/// weight that is not finite.
+/// weight that is not finite. A sub-block of rows runs on the sparse kernel
+/// when at most `limit` sixteenths of its inputs are non-zero (callers pass
+/// [`sparse_limit`]), else on the dense one.
 ///
 /// # Panics
 /// When [`fits`] is false or the lengths disagree.
 pub(crate) fn dense_relu(
-    packed: &gemm::Packed,
-    weight: &[f32],
-    bias: &[f32],
-    input: &[f32],
-    n_rows: usize,
-    out: &mut [f32],
-) -> bool {
-    let limit = sparse_limit();
-    dense_relu_within(limit, packed, weight, bias, input, n_rows, out)
-}
-
-/// [`dense_relu`] with the density limit `limit` (sixteenths).
-fn dense_relu_within(
     limit: usize,
     packed: &gemm::Packed,
     weight: &[f32],
@@ -422,7 +411,7 @@ mod tests {
                 Some(limit) => {
                     let (w, b, p) = (&l.weight, &l.bias, &l.packed);
                     // As `dense_block_on` does with a layer it leaves.
-                    if !dense_relu_within(limit, p, w, b, input, n, &mut out) {
+                    if !dense_relu(limit, p, w, b, input, n, &mut out) {
                         gemm::dense(p, w, b, input, n, true, &mut out);
                     }
                 }
@@ -542,7 +531,15 @@ mod tests {
         let input = values(40 * 64, 3, 12);
         let (w, b) = (&l.weight, &l.bias);
         let mut out = vec![0.0; 40 * 128];
-        assert!(!dense_relu(&l.packed, w, b, &input, 40, &mut out));
+        assert!(!dense_relu(
+            MAX_DENSITY_16THS,
+            &l.packed,
+            w,
+            b,
+            &input,
+            40,
+            &mut out
+        ));
         check(&l, &input, 40, "an infinite weight");
     }
 
