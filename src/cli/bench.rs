@@ -235,6 +235,14 @@ pub(super) fn bench(
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print!("{}", herd::bench::table(&rows));
+                // The native rows ran with the limit this process timed.
+                if herd::model::simd_level() == herd::model::SimdLevel::Avx512 {
+                    println!(
+                        "native: relu layers with at most {}/16 of a block's inputs non-zero \
+                         run on the sparse kernel (the limit timed on this CPU)",
+                        herd::model::sparse_limit()
+                    );
+                }
             }
         }
     }
