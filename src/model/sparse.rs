@@ -166,28 +166,76 @@ pub(crate) fn dense_relu(
         return false;
     };
     let mut lists = Lists::new(in_dim);
+    // Rows `from..to` on the dense kernel, in one call: consecutive dense
+    // sub-blocks go together, so its row tiles are not cut at every
+    // sub-block.
+    let dense = |from: usize, to: usize, out: &mut [f32]| {
+        let rows_in = &input[from * in_dim..to * in_dim];
+        let rows_out = &mut out[from * out_dim..to * out_dim];
+        gemm::dense(packed, weight, bias, rows_in, to - from, true, rows_out);
+    };
+    // The first row of the dense sub-blocks not yet run.
+    let mut dense_from = None;
     for r0 in (0..n_rows).step_by(SUB_ROWS) {
         let m = SUB_ROWS.min(n_rows - r0);
         let rows_in = &input[r0 * in_dim..(r0 + m) * in_dim];
-        let rows_out = &mut out[r0 * out_dim..(r0 + m) * out_dim];
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F is present (`fits`); the lists hold room for
-        // SUB_ROWS rows of in_dim entries and a register's slack.
-        let entries = unsafe { lists.fill(rows_in, m, in_dim) };
+        // SAFETY: AVX-512F is present (`fits`).
+        let entries = unsafe { count_non_zero(rows_in) };
         #[cfg(not(target_arch = "x86_64"))]
         let entries = unreachable!("AVX-512 on a CPU that is not x86-64");
+        // Counted first: a sub-block that goes to the dense kernel is not
+        // listed (the lists' compressing stores cost more than the count).
         if entries * 16 > limit * m * in_dim {
-            gemm::dense(packed, weight, bias, rows_in, m, true, rows_out);
+            dense_from.get_or_insert(r0);
             continue;
         }
+        if let Some(from) = dense_from.take() {
+            dense(from, r0, out);
+        }
+        let rows_out = &mut out[r0 * out_dim..(r0 + m) * out_dim];
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above; `w` holds in_dim x GROUP floats per group and
-        // `b` GROUP per group, and the lists' coordinates are below in_dim.
+        // SAFETY: AVX-512F is present; the lists hold room for SUB_ROWS
+        // rows of in_dim entries and a register's slack; `w` holds in_dim x
+        // GROUP floats per group and `b` GROUP per group, and the lists'
+        // coordinates are below in_dim.
         unsafe {
+            let listed = lists.fill(rows_in, m, in_dim);
+            debug_assert_eq!(listed, entries);
             lists.run(w, b, (m, in_dim, out_dim), rows_out)
         }
     }
+    if let Some(from) = dense_from {
+        dense(from, n_rows, out);
+    }
     true
+}
+
+/// The values of `input` that are not zero (NaN included), as
+/// [`Lists::fill`] counts them.
+///
+/// # Safety
+/// AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unused_unsafe)]
+unsafe fn count_non_zero(input: &[f32]) -> usize {
+    let zero = _mm512_setzero_ps();
+    let mut chunks = input.chunks_exact(16);
+    let mut n = 0;
+    for c in &mut chunks {
+        // SAFETY: the chunk holds 16 floats.
+        let x = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        n += _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ).count_ones() as usize;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mask = ((1u32 << rest.len()) - 1) as __mmask16;
+        // SAFETY: the mask keeps the load to the remainder's floats.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, rest.as_ptr()) };
+        n += _mm512_mask_cmp_ps_mask(mask, x, zero, _CMP_NEQ_UQ).count_ones() as usize;
+    }
+    n
 }
 
 /// The non-zero inputs of a sub-block's rows: row `r`'s entries of piece
@@ -403,7 +451,7 @@ mod tests {
     /// timing may choose), against the chain.
     fn check(l: &Dense, input: &[f32], n: usize, what: &str) {
         let want: Vec<Vec<f32>> = (0..n).map(|r| chain(l, input, r)).collect();
-        for limit in [None, Some(0), Some(16)] {
+        for limit in [None, Some(0), Some(8), Some(16)] {
             // What a block of the same size left: every output is written over.
             let mut out = vec![f32::NAN; n * l.out_dim];
             match limit {
@@ -515,6 +563,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn sub_blocks_of_either_kernel_side_by_side_score_as_the_chain() {
+        if !gemm::available() {
+            eprintln!(
+                "sub_blocks_of_either_kernel_side_by_side_score_as_the_chain: no AVX-512F on this CPU"
+            );
+            return;
+        }
+        // Sub-blocks of 32 rows: sparse, two dense (run together), sparse,
+        // and a short dense one at the end, at the limit 8/16.
+        let (in_dim, out_dim) = (48, 130);
+        let l = layer(in_dim, out_dim);
+        let mut input = Vec::new();
+        for (rows, zeros) in [(32, 14), (64, 2), (32, 16), (7, 0)] {
+            input.extend(values(rows * in_dim, 5 + zeros, zeros));
+        }
+        check(&l, &input, 135, "mixed densities");
     }
 
     #[test]
