@@ -119,9 +119,19 @@ pub(crate) fn layers_one(layers: &[Dense], input: Vec<f32>) -> Vec<f32> {
 }
 
 /// `input` `[n_rows, layer.in_dim]` through one dense layer into `out`
-/// `[n_rows, layer.out_dim]`. ONNX graphs' fused dense chains run here too.
-pub(crate) fn dense_block(layer: &Dense, input: &[f32], n_rows: usize, out: &mut Vec<f32>) {
-    dense_block_on(Kernel::best(false), layer, input, n_rows, false, out)
+/// `[n_rows, layer.out_dim]`, then relu when `relu`, applied as the kernel
+/// stores. ONNX graphs' fused dense chains run here. A layer with relu after
+/// it goes to the sparse kernel where there is one, which takes each block
+/// of rows whose input is mostly zeros (as a relu before it leaves) and
+/// leaves the others to the dense kernel.
+pub(crate) fn dense_block(
+    layer: &Dense,
+    input: &[f32],
+    n_rows: usize,
+    relu: bool,
+    out: &mut Vec<f32>,
+) {
+    dense_block_on(Kernel::best(relu), layer, input, n_rows, relu, out)
 }
 
 /// Which kernel [`dense_block_on`] runs for layers wider than a few outputs.
@@ -147,9 +157,9 @@ impl Kernel {
     }
 }
 
-/// [`dense_block`], then relu when `relu`; with `kernel` (an AVX-512 one
-/// only where the CPU has it; relu applied as it stores) for layers wider
-/// than a few outputs.
+/// One dense layer, then relu when `relu`, as [`dense_block`]; with
+/// `kernel` (an AVX-512 one only where the CPU has it; relu applied as it
+/// stores) for layers wider than a few outputs.
 pub(crate) fn dense_block_on(
     kernel: Kernel,
     layer: &Dense,

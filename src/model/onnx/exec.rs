@@ -9,7 +9,7 @@ use super::eval::eval;
 use super::graph::{Graph, ValueId};
 use super::infer::{Outcome, Val};
 use super::kernels;
-use super::op::Op;
+use super::op::{Op, UnaryOp};
 use super::plan::{Epilogue, Kernel, Plan};
 use super::proto::data_type;
 use super::tensor::{DType, Data, Tensor};
@@ -258,9 +258,13 @@ pub fn run_fast(
                     let x = values.f32_values(d.input);
                     let n_rows = x.len() / d.layer.in_dim.max(1);
                     let mut out = pool.pop().unwrap_or_default();
-                    dense_block(&d.layer, x, n_rows, &mut out);
+                    // A relu right after the layer is applied as its kernel
+                    // stores, which can then skip the zeros in its input
+                    // (a relu's before it) on the sparse kernel.
+                    let relu = matches!(d.epilogue.first(), Some(Epilogue::Unary(UnaryOp::Relu)));
+                    dense_block(&d.layer, x, n_rows, relu, &mut out);
                     let m = d.layer.out_dim;
-                    for e in &d.epilogue {
+                    for e in &d.epilogue[usize::from(relu)..] {
                         apply(e, &mut out, m);
                     }
                     let shape = rows_shape(graph, step.output, end - start);

@@ -129,6 +129,27 @@ fn an_exported_mlp_runs_as_fused_dense_steps_and_matches_the_builtin_mlp() {
     }
 }
 
+#[test]
+fn wide_relu_layers_of_an_exported_mlp_score_as_the_builtin_mlp_bit_for_bit() {
+    // Layers wide enough for the sparse kernel (128 outputs and more, where
+    // the CPU has AVX-512): the relu after each hidden layer runs in its
+    // kernel, which skips the zeros of the relu before; every kernel gives
+    // the same bits, so the export scores exactly as the built-in mlp.
+    let mlp = test_mlp(&[16, 160, 130, 3], OutputActivation::None);
+    let model = load(&mlp_to_onnx(&mlp), &Outputs::Default).unwrap();
+    let rows = 300;
+    let x = values(rows * 16, 7);
+    let got = run1(&model, &x, rows);
+    let builtin = Model::Mlp(mlp.clone()).predict(&rows_of(&x, 16)).unwrap();
+    let Predictions::Scores { values: want, .. } = builtin else {
+        panic!()
+    };
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "value {i}: {a} vs {b}");
+    }
+}
+
 /// x [N, 4] -> MatMul -> Add -> (nodes) -> y
 fn dense_then(tail: impl FnOnce(GraphBuilder) -> GraphBuilder, out_dims: &[usize]) -> Vec<u8> {
     let b = GraphBuilder::new(18)
