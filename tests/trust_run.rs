@@ -76,7 +76,13 @@ fn a_worker_lying_about_attempts_loses_its_slot_and_the_run_goes_live_unharmed()
         let out = herd_env(
             &s,
             &["run", "job.toml", "--report", "report.json"],
-            &[(BAD_SLOT_ENV, &format!("0:{fault}"))],
+            &[
+                (BAD_SLOT_ENV, &format!("0:{fault}")),
+                // The honest slot slowed, so the liar (whose worker may
+                // load a little later) is sure to be handed some of the
+                // 12 small chunks before the honest one has scored them all.
+                (herd::run::TEST_SLOW_SLOT_ENV, "1:20"),
+            ],
         );
         assert_eq!(out.status.code(), Some(0), "{fault}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -113,7 +119,13 @@ fn a_malformed_result_fails_only_its_attempt_and_is_retried_elsewhere() {
         let out = herd_env(
             &s,
             &["run", "job.toml", "--report", "report.json"],
-            &[(BAD_SLOT_ENV, &format!("0:{fault}"))],
+            &[
+                (BAD_SLOT_ENV, &format!("0:{fault}")),
+                // The honest slot slowed, so the liar (whose worker may
+                // load a little later) is sure to be handed some of the
+                // 12 small chunks before the honest one has scored them all.
+                (herd::run::TEST_SLOW_SLOT_ENV, "1:20"),
+            ],
         );
         assert_eq!(out.status.code(), Some(0), "{fault}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
