@@ -374,8 +374,11 @@ fn a_weight_shape_mismatch_exits_2_naming_the_tensor() {
 
 #[test]
 fn a_demo_run_writes_a_trace_with_one_track_per_slot_and_one_event_per_attempt() {
+    // Enough rows that every slot's worker has loaded before the others
+    // have scored them all (a slot that ran nothing has no track).
     let s = Scratch::new(&JobShape {
         slots: 3,
+        users: 6_000,
         ..Default::default()
     });
     let out = s.herd(&[

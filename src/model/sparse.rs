@@ -61,7 +61,7 @@ pub fn set_sparse_limit(sixteenths: usize) {
 /// Inputs and outputs of a [`SparseTrial`]'s layer.
 const TRIAL_DIM: usize = 256;
 /// Rows of a [`SparseTrial`].
-const TRIAL_ROWS: usize = 512;
+const TRIAL_ROWS: usize = 256;
 
 /// A layer of [`TRIAL_DIM`] inputs and outputs and [`TRIAL_ROWS`] rows of
 /// input, half of whose values are zero (as after a relu), to time the two

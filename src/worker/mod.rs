@@ -681,9 +681,9 @@ pub fn predict_cpu(
 
 /// Times the sparse kernel against the dense one on this CPU, once a
 /// process, and sets the density under which the sparse one runs
-/// ([`crate::model::sparse_limit`]): the fastest of five runs of a
-/// [`crate::model::SparseTrial`] each way, taken in turns, a few
-/// milliseconds in all. Whichever kernel runs a sub-block, its outputs
+/// ([`crate::model::sparse_limit`]): the fastest of three runs of a
+/// [`crate::model::SparseTrial`] each way, taken in turns, after one of
+/// each to warm up; about 2 ms in a release build. Whichever kernel runs a sub-block, its outputs
 /// are the same bit for bit.
 pub fn tune_kernels() {
     static TUNED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
@@ -694,7 +694,7 @@ pub fn tune_kernels() {
         trial.run(true);
         trial.run(false);
         let (mut sparse, mut dense) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..5 {
+        for _ in 0..3 {
             let t = Instant::now();
             trial.run(true);
             sparse = sparse.min(t.elapsed().as_secs_f64());
