@@ -1,10 +1,16 @@
 //! The worker's read of a job's whole input, alone: `cargo run --release
-//! --example read_rate -- JOB.toml [PIECE_ROWS] [REPEAT]` decodes every
-//! row of the job's input as one attempt would (segments checked, features
-//! into rows), on one thread, and prints each pass's wall and CPU time.
+//! --example read_rate -- JOB.toml [PIECE_ROWS] [REPEAT] [CHUNKS]` decodes
+//! every row of the job's input as attempts would (segments checked,
+//! features into rows), under the worker's allocator settings, and prints
+//! each pass's wall and CPU time. With CHUNKS, the input is read as that
+//! many chunks, each on a thread of its own that hands its pieces to this
+//! one (as a worker's reader hands batches to its crew); without, in one
+//! read on this thread.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+/// CPU time of the calling thread, in seconds.
 fn cpu_seconds() -> f64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -16,30 +22,54 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
+    herd::memory::keep_freed_memory(herd::worker::KEEP_TRIM_BYTES);
     let mut args = std::env::args().skip(1);
     let job_path = std::path::PathBuf::from(
         args.next()
-            .expect("usage: read_rate JOB.toml [PIECE_ROWS] [REPEAT]"),
+            .expect("usage: read_rate JOB.toml [PIECE_ROWS] [REPEAT] [CHUNKS]"),
     );
-    let piece: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16_384);
-    let repeat: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let mut number = |default: usize| {
+        args.next()
+            .map(|a| a.parse().expect("a whole number"))
+            .unwrap_or(default)
+    };
+    let (piece, repeat, chunks) = (number(16_384), number(3), number(0));
     let text = std::fs::read_to_string(&job_path).expect("read the job file");
     let job = herd::config::parse_job(&text, &job_path).expect("parse the job");
-    let ds = herd::data::Dataset::open(&job.input, false).expect("open the input");
+    let ds = Arc::new(herd::data::Dataset::open(&job.input, false).expect("open the input"));
     let index = ds.scan_index().expect("scan the index");
-    let segments = ds.segments(0..ds.num_rows(), &index.ids);
+    let values = (ds.num_rows() as usize * ds.num_features()) as f64;
     for pass in 0..repeat {
-        let (wall, cpu) = (Instant::now(), cpu_seconds());
-        let mut rows = 0usize;
-        ds.stream_segments(&segments, piece, |r| {
-            rows += r.len();
-            true
-        })
-        .expect("read");
-        let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let wall = Instant::now();
+        let cpu = if chunks == 0 {
+            let start = cpu_seconds();
+            let segments = ds.segments(0..ds.num_rows(), &index.ids);
+            ds.stream_segments(&segments, piece, |_| true)
+                .expect("read");
+            cpu_seconds() - start
+        } else {
+            let n = ds.num_rows();
+            let mut readers = 0.0;
+            for c in 0..chunks as u64 {
+                let range = n * c / chunks as u64..n * (c + 1) / chunks as u64;
+                let segments = ds.segments(range, &index.ids);
+                let ds = ds.clone();
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let reader = std::thread::spawn(move || {
+                    let start = cpu_seconds();
+                    ds.stream_segments(&segments, piece, |rows| tx.send(rows).is_ok())
+                        .expect("read");
+                    cpu_seconds() - start
+                });
+                rx.into_iter().for_each(drop);
+                readers += reader.join().expect("the reader thread");
+            }
+            readers
+        };
         println!(
-            "pass {pass}: {rows} rows in {wall:.3} s wall, {cpu:.3} s CPU ({:.2} ns a value)",
-            cpu * 1e9 / (rows * ds.num_features()) as f64
+            "pass {pass}: {:.3} s wall, {cpu:.3} s CPU reading ({:.2} ns a value)",
+            wall.elapsed().as_secs_f64(),
+            cpu * 1e9 / values
         );
     }
 }

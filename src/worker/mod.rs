@@ -236,7 +236,7 @@ pub fn main() -> Result<(), String> {
 /// run).
 ///
 /// [`memory::keep_freed_memory`]: crate::memory::keep_freed_memory
-const KEEP_TRIM_BYTES: i32 = 256 << 20;
+pub const KEEP_TRIM_BYTES: i32 = 256 << 20;
 
 /// A thread turning stdin's frames into a channel; the channel closes when
 /// stdin does (the coordinator went away) or a frame is bad.
