@@ -10,16 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-/// CPU time of the calling thread, in seconds.
-fn cpu_seconds() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
+use herd::bench::thread_cpu;
 
 fn main() {
     herd::memory::keep_freed_memory(herd::worker::KEEP_TRIM_BYTES);
@@ -42,11 +33,11 @@ fn main() {
     for pass in 0..repeat {
         let wall = Instant::now();
         let cpu = if chunks == 0 {
-            let start = cpu_seconds();
+            let start = thread_cpu();
             let segments = ds.segments(0..ds.num_rows(), &index.ids);
             ds.stream_segments(&segments, piece, |_| true)
                 .expect("read");
-            cpu_seconds() - start
+            (thread_cpu() - start).as_secs_f64()
         } else {
             let n = ds.num_rows();
             let mut readers = 0.0;
@@ -56,10 +47,10 @@ fn main() {
                 let ds = ds.clone();
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
                 let reader = std::thread::spawn(move || {
-                    let start = cpu_seconds();
+                    let start = thread_cpu();
                     ds.stream_segments(&segments, piece, |rows| tx.send(rows).is_ok())
                         .expect("read");
-                    cpu_seconds() - start
+                    (thread_cpu() - start).as_secs_f64()
                 });
                 rx.into_iter().for_each(drop);
                 readers += reader.join().expect("the reader thread");

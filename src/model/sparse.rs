@@ -110,7 +110,7 @@ impl SparseTrial {
 /// most this fraction of the dense kernel's time: near the break-even the
 /// trial (a small layer, its weights hot, its zeros uniform) favours the
 /// sparse kernel over what a real layer's blocks get from it.
-pub const SPARSE_MARGIN: f64 = 0.9;
+const SPARSE_MARGIN: f64 = 0.9;
 
 /// The limit at which the sparse kernel beats the dense one, from a
 /// [`SparseTrial`]'s time on each (seconds, any unit alike): the sparse
