@@ -3,6 +3,8 @@
 
 mod store_common;
 
+use std::borrow::Cow;
+
 use herd::config::Validate;
 use herd::model::{EntityIds, EntityKey, Predictions};
 use herd::store::validate::{SampleRow, ValidationPlan, validate};
@@ -59,9 +61,9 @@ fn top_k_version(store: &Store, plant: impl Fn(u64, &mut Vec<(u32, f32)>)) -> u6
     v
 }
 
-fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan {
+fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan<'static> {
     ValidationPlan {
-        ids: EntityIds::Int(ids.collect()),
+        ids: Cow::Owned(EntityIds::Int(ids.collect())),
         top_k: Some(3),
         sample: [4u64, 20, 33]
             .iter()
@@ -331,9 +333,9 @@ fn a_drift_threshold_with_no_entity_in_both_versions_fails_instead_of_passing_un
 
 /// The plan of a scores version of `rows` entities (ids 0..rows) whose
 /// spot check expects entity 5 to score `expected` twice.
-fn scores_plan(rows: u64, expected: f32) -> ValidationPlan {
+fn scores_plan(rows: u64, expected: f32) -> ValidationPlan<'static> {
     ValidationPlan {
-        ids: EntityIds::Int((0..rows).collect()),
+        ids: Cow::Owned(EntityIds::Int((0..rows).collect())),
         top_k: None,
         sample: vec![SampleRow {
             key: EntityKey::Int(5),
@@ -344,4 +346,76 @@ fn scores_plan(rows: u64, expected: f32) -> ValidationPlan {
         excluded: 0,
         cfg: cfg(),
     }
+}
+
+/// A version large enough to be read in key ranges on several threads: what
+/// each range found adds up, and the examples come in key order, as one
+/// pass would give them.
+#[test]
+fn a_large_version_is_checked_whole_across_its_key_ranges() {
+    const M: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // The input: the even ids below 2M. Stored: all of them but 300002,
+    // and the odd ids 1 and 360001; ids 4 and 399980 score NaN.
+    let mut stored: Vec<u64> = (0..M).map(|i| 2 * i).filter(|&e| e != 300_002).collect();
+    stored.extend([1, 360_001]);
+    stored.sort_unstable();
+    let v = new_version(&store, "large", M);
+    for (k, part) in stored.chunks(50_000).enumerate() {
+        let values: Vec<f32> = part
+            .iter()
+            .map(|&e| {
+                if e == 4 || e == 399_980 {
+                    f32::NAN
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let preds = Predictions::Scores { width: 1, values };
+        let start = (k * 50_000) as u64;
+        let rows = start..start + part.len() as u64;
+        let ids = EntityIds::Int(part.to_vec());
+        assert!(store.commit_chunk(v, rows, &ids, &preds, T0).unwrap());
+    }
+    let mut p = scores_plan(0, 0.5);
+    p.ids = Cow::Owned(EntityIds::Int((0..M).map(|i| 2 * i).collect()));
+    p.sample.clear();
+    p.cfg.spot_check = 0;
+    let report = validate(&store, v, None, &p).unwrap();
+    assert_eq!(failed_checks(&report), ["coverage", "finite"]);
+    let (coverage, finite, rows) = (&report.checks[0], &report.checks[1], &report.checks[2]);
+    assert!(
+        coverage
+            .detail
+            .starts_with(&format!("{} of {M} distinct", M - 1))
+            && coverage
+                .detail
+                .contains("2 stored entries are not input entities"),
+        "{}",
+        coverage.detail
+    );
+    assert_eq!(
+        coverage.examples,
+        [
+            "not in the input: 1",
+            "not in the input: 360001",
+            "missing: 300002"
+        ]
+    );
+    assert!(
+        finite.detail.starts_with("2 non-finite"),
+        "{}",
+        finite.detail
+    );
+    assert_eq!(
+        finite.examples,
+        ["4: score[0] = NaN", "399980: score[0] = NaN"]
+    );
+    assert!(
+        rows.detail.starts_with(&format!("{} rows", M + 1)),
+        "{}",
+        rows.detail
+    );
 }

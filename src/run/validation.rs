@@ -14,6 +14,7 @@
 //! and scored by the reference loops, and compared with what the store
 //! holds.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -216,11 +217,11 @@ fn rescore(
 
 /// The gate's plan: every input entity but those left out by
 /// `on_invalid = "skip"`, and the spot check's `sample`.
-pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan {
+pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan<'_> {
     let skipped = p.skipped_rows();
     let ids = match skipped.is_empty() {
-        true => p.index.ids.clone(),
-        false => keep_rows(&p.index.ids, &skipped),
+        true => Cow::Borrowed(&p.index.ids),
+        false => Cow::Owned(keep_rows(&p.index.ids, &skipped)),
     };
     ValidationPlan {
         ids,

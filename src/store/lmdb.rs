@@ -289,6 +289,16 @@ impl<'e> Txn<'e> {
         self.env
     }
 
+    /// Whether this transaction may use `db` without opening it: a handle
+    /// a committed transaction of this process opened before this one
+    /// began.
+    pub fn knows(&self, db: Dbi) -> bool {
+        let mut flags = 0;
+        // SAFETY: plain FFI on a live transaction; LMDB checks the handle
+        // against the transaction's table before reading anything.
+        unsafe { ffi::mdb_dbi_flags(self.ptr, db.0, &mut flags) == 0 }
+    }
+
     pub fn commit(mut self) -> MdbResult<()> {
         let txn = std::mem::replace(&mut self.ptr, ptr::null_mut());
         // SAFETY: `txn` is live; commit frees it whatever the outcome.

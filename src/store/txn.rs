@@ -301,6 +301,86 @@ impl<'t> Snapshot<'_, 't> {
         self.scan_from(version, &[], f)
     }
 
+    /// `version`'s entries in `states.len()` key ranges split at `bounds`
+    /// (ascending; range `i` holds the keys from `bounds[i - 1]` on, below
+    /// `bounds[i]`), each passed to `f` with the range's state. The first
+    /// range is read on this thread, the others each on a thread of its
+    /// own in a read transaction that sees the very commit this one sees.
+    /// A range no such transaction can read (the version's database was
+    /// opened by this transaction alone, a commit came between, no thread
+    /// could start) is read here after the others, so the states end the
+    /// same however the ranges were read.
+    pub(crate) fn scan_ranges<S: Send>(
+        &self,
+        version: u64,
+        bounds: &[Vec<u8>],
+        states: &mut [S],
+        f: impl Fn(&mut S, &[u8], ValueRef<'_>) -> Result<()> + Sync,
+    ) -> Result<()> {
+        assert_eq!(states.len(), bounds.len() + 1, "one state a range");
+        let Some(db) = self.db(version)? else {
+            return Ok(());
+        };
+        let store = self.store;
+        let read = |txn: &Txn<'_>, state: &mut S, i: usize| -> Result<()> {
+            let ctx = || format!("scan the predictions of v{version}");
+            let start = if i == 0 { &[][..] } else { &bounds[i - 1][..] };
+            let end = bounds.get(i).map(Vec::as_slice);
+            for item in txn.from(db, start).map_err(|e| store.lmdb(ctx(), e))? {
+                let (entity, bytes) = item.map_err(|e| store.lmdb(ctx(), e))?;
+                if end.is_some_and(|end| entity >= end) {
+                    break;
+                }
+                let value = ValueRef::parse(bytes).map_err(|detail| {
+                    store.corrupt(
+                        version,
+                        format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+                    )
+                })?;
+                f(state, entity, value)?;
+            }
+            Ok(())
+        };
+        let (env, id) = (self.txn.env(), self.txn.id());
+        let (first, others) = states.split_first_mut().expect("one range at least");
+        let left = std::thread::scope(|s| -> Result<Vec<usize>> {
+            let threads: Vec<_> = others
+                .iter_mut()
+                .enumerate()
+                .map(|(k, state)| {
+                    // This transaction holds the store's gate shared, so
+                    // no map resize can come before the others end.
+                    std::thread::Builder::new()
+                        .name("herd-scan".into())
+                        .spawn_scoped(s, move || -> Result<bool> {
+                            let Ok(txn) = env.read_txn() else {
+                                return Ok(false);
+                            };
+                            if txn.id() != id || !txn.knows(db) {
+                                return Ok(false);
+                            }
+                            read(&txn, state, k + 1).map(|()| true)
+                        })
+                })
+                .collect();
+            let here = read(self.txn, first, 0);
+            let mut left = Vec::new();
+            for (k, thread) in threads.into_iter().enumerate() {
+                match thread.map(|t| t.join()) {
+                    Ok(Ok(Ok(true))) => {}
+                    Ok(Ok(Ok(false))) | Err(_) => left.push(k + 1),
+                    Ok(Ok(Err(e))) => return Err(e),
+                    Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                }
+            }
+            here.map(|()| left)
+        })?;
+        for i in left {
+            read(self.txn, &mut states[i], i)?;
+        }
+        Ok(())
+    }
+
     /// The number of predictions `version` holds (0 without a database).
     pub(crate) fn entries(&self, version: u64) -> Result<u64> {
         let Some(db) = self.db(version)? else {
