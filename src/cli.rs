@@ -249,6 +249,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run_headless(RunArgs { job, flags: args }: RunArgs) -> Result<i32> {
+    herd::memory::keep_freed_memory(run::KEEP_TRIM_BYTES);
     let rt = runtime()?;
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let (_ctl_tx, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -378,6 +379,7 @@ const JOBS_DIR: &str = "jobs";
 
 fn tui(job: Option<PathBuf>, hosts: Option<PathBuf>) -> Result<i32> {
     use herd::ui::tui::{self, App, UiInput};
+    herd::memory::keep_freed_memory(run::KEEP_TRIM_BYTES);
     let paths: Vec<PathBuf> = match job {
         Some(j) => vec![j],
         None => {

@@ -54,8 +54,8 @@ pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
 /// faulted in and zeroed. Blocks up to 32 MiB then come from the heap, and
 /// the heap gives back only a free top above `trim_bytes`; the peak memory
 /// is unchanged. Process-wide: for a process whose every allocation is its
-/// own work (a worker, `herd store export`), called before it starts other
-/// threads.
+/// own work (a worker, a coordinator, `herd store export`), called before it
+/// starts other threads.
 pub fn keep_freed_memory(trim_bytes: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation thresholds.
