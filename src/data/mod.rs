@@ -30,6 +30,7 @@ mod decode;
 pub mod r#gen;
 mod pages;
 mod parts;
+mod peek;
 mod pick;
 mod remote;
 mod schema;

@@ -265,6 +265,21 @@ impl PageFile {
             len,
         })
     }
+
+    /// `buf.len()` bytes from `at`; `None` when the file ends first or the
+    /// read fails.
+    pub(super) fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Option<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match read_at(&self.file, &mut buf[done..], at + done as u64) {
+                Ok(0) => return None,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(())
+    }
 }
 
 fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {

@@ -1,8 +1,10 @@
 //! A few rows' features picked straight from their Parquet pages, for reads
-//! of scattered rows (the spot check's sample): each row needs its column
-//! chunks' pages decompressed, but not decoded into Arrow arrays of every
-//! row of its row group. A value is found by walking the page's run
-//! headers (definition levels, dictionary indices) to its position.
+//! of scattered rows (the spot check's sample): in a local file, a value of
+//! a required `PLAIN` column is read where it lies ([`super::peek`]);
+//! otherwise each row needs its column chunks' pages decompressed, but not
+//! decoded into Arrow arrays of every row of its row group. A value is
+//! found by walking the page's run headers (definition levels, dictionary
+//! indices) to its position.
 //!
 //! Only flat `FLOAT` and `DOUBLE` columns, `PLAIN` or dictionary encoded,
 //! required or optional, are picked here; anything else (another type or
@@ -22,7 +24,9 @@ use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::Source;
-use super::decode::{PartView, column_ranges};
+use super::decode::PartView;
+use super::pages::PageFile;
+use super::peek::{Peek, peek_chunk};
 use super::span::{Spans, spans};
 
 /// A local column chunk up to this size is read whole, with the chunks near
@@ -60,22 +64,78 @@ impl PartView<'_> {
                 _ => groups.push((g, vec![k])),
             }
         }
-        let group_ids: Vec<usize> = groups.iter().map(|(g, _)| *g).collect();
-        let columns: Vec<usize> = leaves.iter().map(|l| l.index).collect();
-        let ranges = column_ranges(&self.part.metadata, &group_ids, &columns);
+        let metadata = self.part.metadata.metadata();
+        // Every (row group, feature) chunk still to read, as positions in
+        // `groups` and `leaves`.
+        let mut left: Vec<(usize, usize)> = (0..groups.len())
+            .flat_map(|gi| (0..leaves.len()).map(move |j| (gi, j)))
+            .collect();
         match &self.part.source {
             Source::Local(path) => {
-                let planned = spans(ranges, PICK_SPAN_CHUNK_BYTES);
+                // A local file's values are first read where they lie; the
+                // chunks that cannot be are read whole, a span at a time.
+                if let Ok(file) = File::open(path).and_then(PageFile::new) {
+                    let file = Arc::new(Peek::new(file));
+                    let check = !self.ds.nulls_as_nan;
+                    left.retain(|&(gi, j)| {
+                        let (g, ks) = &groups[gi];
+                        let group = metadata.row_group(*g);
+                        let first = self.part.row_group_starts[*g];
+                        let rows: Vec<usize> =
+                            ks.iter().map(|&k| (at[k] - first) as usize).collect();
+                        let chunk = group.column(leaves[j].index);
+                        let group_rows = group.num_rows() as usize;
+                        match peek_chunk(&file, chunk, group_rows, leaves[j], &rows, check) {
+                            Some(values) => {
+                                for (k, v) in ks.iter().zip(values) {
+                                    out[k * leaves.len() + j] = v;
+                                }
+                                false
+                            }
+                            None => true,
+                        }
+                    });
+                }
+                if left.is_empty() {
+                    return true;
+                }
+                let planned = spans(
+                    self.chunk_ranges(&left, &groups, &leaves),
+                    PICK_SPAN_CHUNK_BYTES,
+                );
                 match File::open(path).and_then(|file| Spans::new(file, planned)) {
-                    Ok(file) => self.pick_from(&Arc::new(file), &leaves, &groups, at, out),
+                    Ok(file) => self.pick_from(&Arc::new(file), &leaves, &groups, &left, at, out),
                     Err(_) => false,
                 }
             }
-            Source::Remote(object) => match object.prefetch(ranges) {
-                Ok(held) => self.pick_from(&Arc::new(held), &leaves, &groups, at, out),
-                Err(_) => false,
-            },
+            Source::Remote(object) => {
+                match object.prefetch(self.chunk_ranges(&left, &groups, &leaves)) {
+                    Ok(held) => self.pick_from(&Arc::new(held), &leaves, &groups, &left, at, out),
+                    Err(_) => false,
+                }
+            }
         }
+    }
+
+    /// The byte ranges of the column chunks `chunks` ((row group, feature)
+    /// positions in `groups` and `leaves`).
+    fn chunk_ranges(
+        &self,
+        chunks: &[(usize, usize)],
+        groups: &[(usize, Vec<usize>)],
+        leaves: &[Leaf],
+    ) -> Vec<std::ops::Range<u64>> {
+        let metadata = self.part.metadata.metadata();
+        chunks
+            .iter()
+            .map(|&(gi, j)| {
+                let (start, len) = metadata
+                    .row_group(groups[gi].0)
+                    .column(leaves[j].index)
+                    .byte_range();
+                start..start + len
+            })
+            .collect()
     }
 
     fn pick_from<R: ChunkReader + 'static>(
@@ -83,26 +143,26 @@ impl PartView<'_> {
         reader: &Arc<R>,
         leaves: &[Leaf],
         groups: &[(usize, Vec<usize>)],
+        chunks: &[(usize, usize)],
         at: &[u64],
         out: &mut [f32],
     ) -> bool {
         let metadata = self.part.metadata.metadata();
         let check = !self.ds.nulls_as_nan;
         let stride = leaves.len();
-        for (g, ks) in groups {
+        for &(gi, j) in chunks {
+            let (g, ks) = &groups[gi];
             let group = metadata.row_group(*g);
             let first = self.part.row_group_starts[*g];
             let rows: Vec<usize> = ks.iter().map(|&k| (at[k] - first) as usize).collect();
-            for (j, leaf) in leaves.iter().enumerate() {
-                let chunk = group.column(leaf.index);
-                let group_rows = group.num_rows() as usize;
-                let Some(values) = pick_chunk(reader, chunk, group_rows, *leaf, &rows, check)
-                else {
-                    return false;
-                };
-                for (k, v) in ks.iter().zip(values) {
-                    out[k * stride + j] = v;
-                }
+            let chunk = group.column(leaves[j].index);
+            let group_rows = group.num_rows() as usize;
+            let Some(values) = pick_chunk(reader, chunk, group_rows, leaves[j], &rows, check)
+            else {
+                return false;
+            };
+            for (k, v) in ks.iter().zip(values) {
+                out[k * stride + j] = v;
             }
         }
         true

@@ -1258,3 +1258,92 @@ fn a_file_the_parquet_decoder_panics_on_is_an_error_naming_it() {
     );
     named(ds.read_segments(&segments).unwrap_err(), name);
 }
+
+/// Values of required PLAIN columns read where they lie in the file
+/// ([`peek::peek_chunk`]): uncompressed and snappy, data pages v1 and v2,
+/// several pages a chunk, f32 and f64; a chunk whose values compress into
+/// snappy's copies is left to the page reader.
+#[test]
+fn plain_values_are_read_where_they_lie() {
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 50_000usize;
+    let ids = Arc::new(arrow_array::Int64Array::from_iter_values(0..n as i64)) as ArrayRef;
+    // Values drawn at random, as features are: they do not compress.
+    let draw = |i: usize| crate::splitmix::SplitMix64::nth(7, i as u64);
+    let f = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| (draw(i) >> 40) as f32 / (1u64 << 24) as f32 - 0.5),
+    )) as ArrayRef;
+    let d = Arc::new(Float64Array::from_iter_values(
+        (0..n).map(|i| (draw(i) >> 11) as f64 / (1u64 << 53) as f64 * 100.0),
+    )) as ArrayRef;
+    let same = Arc::new(arrow_array::Float32Array::from_iter_values(
+        (0..n).map(|i| (i % 3) as f32),
+    )) as ArrayRef;
+    let fields = vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("f", arrow_schema::DataType::Float32, false),
+        arrow_schema::Field::new("d", arrow_schema::DataType::Float64, false),
+        arrow_schema::Field::new("same", arrow_schema::DataType::Float32, false),
+    ];
+    let all = RecordBatch::try_new(
+        Arc::new(arrow_schema::Schema::new(fields)),
+        vec![ids, f, d, same],
+    )
+    .unwrap();
+    let rows = [0usize, 1, 4_999, 5_000, 17_003, 29_998, 49_999];
+    for (name, codec, version) in [
+        (
+            "raw-v1",
+            Compression::UNCOMPRESSED,
+            WriterVersion::PARQUET_1_0,
+        ),
+        ("snappy-v1", Compression::SNAPPY, WriterVersion::PARQUET_1_0),
+        ("snappy-v2", Compression::SNAPPY, WriterVersion::PARQUET_2_0),
+    ] {
+        let path = dir.path().join(format!("{name}.parquet"));
+        let props = WriterProperties::builder()
+            .set_compression(codec)
+            .set_writer_version(version)
+            .set_dictionary_enabled(false)
+            .set_data_page_row_count_limit(5_000)
+            .set_write_batch_size(5_000)
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
+        w.write(&all).unwrap();
+        w.close().unwrap();
+        let ds =
+            Dataset::open(&input(&path, "id", None, Some(&["f", "d", "same"])), false).unwrap();
+        let full = ds.read_rows(0..n as u64).unwrap();
+        let group = ds.parts[0].metadata.metadata().row_group(0);
+        let file = Arc::new(peek::Peek::new(
+            pages::PageFile::new(std::fs::File::open(&path).unwrap()).unwrap(),
+        ));
+        for (column, width) in [(1usize, 4usize), (2, 8), (3, 4)] {
+            let leaf = pick::Leaf {
+                index: column,
+                width,
+                optional: false,
+            };
+            let got = peek::peek_chunk(&file, group.column(column), n, leaf, &rows, true);
+            let want: Vec<f32> = rows
+                .iter()
+                .map(|&r| full.features[r * 3 + column - 1])
+                .collect();
+            match (column, codec) {
+                // Values that compress into copies: not read here.
+                (3, Compression::SNAPPY) => assert_eq!(got, None, "{name} column {column}"),
+                _ => assert_eq!(got, Some(want), "{name} column {column}"),
+            }
+        }
+        // Whichever way each chunk is read, the picked rows are Arrow's.
+        let at: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
+        let want: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| full.features[r * 3..r * 3 + 3].to_vec())
+            .collect();
+        assert_eq!(ds.read_rows_at(&at).unwrap().features, want, "{name}");
+    }
+}
