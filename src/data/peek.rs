@@ -32,7 +32,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::pages::{PageFile, PageFileReader};
-use super::pick::{Leaf, data_page_parts, uleb128};
+use super::pick::{Leaf, data_page_parts, skip_pages_before, uleb128};
 
 /// A page larger than this is read with its page.
 const MAX_PAGE_BYTES: usize = 1 << 20;
@@ -119,18 +119,8 @@ pub(super) fn peek_chunk(
     // The row of the page's first value.
     let mut first = 0usize;
     while picked.len() < rows.len() {
-        let next = rows[picked.len()];
-        match pages.peek_next_page().ok()? {
-            Some(meta) if !meta.is_dict => {
-                if let Some(n) = meta.num_rows.or(meta.num_levels)
-                    && first + n <= next
-                {
-                    pages.skip_next_page().ok()?;
-                    first += n;
-                    continue;
-                }
-            }
-            _ => return None,
+        if skip_pages_before(&mut pages, &mut first, rows[picked.len()])? {
+            return None;
         }
         file.take_body();
         let page = pages.get_next_page().ok()??;

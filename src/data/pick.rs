@@ -220,20 +220,7 @@ fn pick_chunk<R: ChunkReader + 'static>(
         // A data page wholly before the next row wanted is passed over from
         // its header, not decompressed: a row group of many pages gives up
         // only the pages its rows are in (and the dictionary).
-        let next = rows[picked.len()];
-        match pages.peek_next_page().ok()? {
-            Some(meta) if !meta.is_dict => {
-                if let Some(n) = meta.num_rows.or(meta.num_levels)
-                    && first + n <= next
-                {
-                    pages.skip_next_page().ok()?;
-                    first += n;
-                    continue;
-                }
-            }
-            Some(_) => {}
-            None => return None,
-        }
+        skip_pages_before(&mut pages, &mut first, rows[picked.len()])?;
         let page = pages.get_next_page().ok()??;
         let (n, levels, values, encoding) = match &page {
             Page::DictionaryPage { buf, encoding, .. } => {
@@ -277,6 +264,30 @@ fn pick_chunk<R: ChunkReader + 'static>(
         first += n;
     }
     Some(picked)
+}
+
+/// Passes over the data pages of `pages` that end before row `next`, from
+/// their headers; `first` is the row of the next page's first value.
+/// Whether the page after them is a dictionary page; `None` when the pages
+/// end first or a header does not parse.
+pub(super) fn skip_pages_before(
+    pages: &mut impl PageReader,
+    first: &mut usize,
+    next: usize,
+) -> Option<bool> {
+    loop {
+        match pages.peek_next_page().ok()? {
+            Some(meta) if !meta.is_dict => match meta.num_rows.or(meta.num_levels) {
+                Some(n) if *first + n <= next => {
+                    pages.skip_next_page().ok()?;
+                    *first += n;
+                }
+                _ => return Some(false),
+            },
+            Some(_) => return Some(true),
+            None => return None,
+        }
+    }
 }
 
 /// Value `i` of plain little-endian values `width` bytes wide, as f32.

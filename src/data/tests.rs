@@ -66,6 +66,14 @@ fn write_parquet(dir: &Path, name: &str, batches: &[RecordBatch]) -> PathBuf {
     path
 }
 
+/// `batch` written to `path` with `props`.
+fn write_with(path: &Path, batch: &RecordBatch, props: WriterProperties) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, a)| (n, a, true)))
         .unwrap()
@@ -912,10 +920,7 @@ fn write_page_kinds(dir: &Path, all: &RecordBatch) -> Vec<PathBuf> {
             .set_data_page_row_count_limit(97)
             .set_write_batch_size(97)
             .build();
-        let file = std::fs::File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
-        w.write(all).unwrap();
-        w.close().unwrap();
+        write_with(&path, all, props);
         paths.push(path);
     }
     paths
@@ -1004,10 +1009,7 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
             .set_data_page_row_count_limit(20_000)
             .set_write_batch_size(20_000)
             .build();
-        let file = std::fs::File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
-        w.write(&all).unwrap();
-        w.close().unwrap();
+        write_with(&path, &all, props);
         let ds = Dataset::open(&input(&path, "id", None, Some(&["plain", "dict"])), false).unwrap();
         let chunks = &ds.parts[0].metadata.metadata().row_group(0).columns()[1..];
         assert!(
@@ -1196,10 +1198,7 @@ fn a_bad_value_among_the_pages_is_named_by_its_row_and_column() {
         .set_max_row_group_row_count(Some(500))
         .build();
     let path = dir.path().join("bad.parquet");
-    let file = std::fs::File::create(&path).unwrap();
-    let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
-    w.write(&all).unwrap();
-    w.close().unwrap();
+    write_with(&path, &all, props);
     let mut ds = Dataset::open(&input(&path, "id", None, Some(&["f", "g"])), false).unwrap();
     let err = ds.read_rows(1_000..2_000).unwrap_err().to_string();
     assert!(
@@ -1310,10 +1309,7 @@ fn plain_values_are_read_where_they_lie() {
             .set_data_page_row_count_limit(5_000)
             .set_write_batch_size(5_000)
             .build();
-        let file = std::fs::File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props)).unwrap();
-        w.write(&all).unwrap();
-        w.close().unwrap();
+        write_with(&path, &all, props);
         let ds =
             Dataset::open(&input(&path, "id", None, Some(&["f", "d", "same"])), false).unwrap();
         let full = ds.read_rows(0..n as u64).unwrap();
