@@ -16,9 +16,10 @@
 //! Only required flat columns with no dictionary page, `PLAIN` data pages
 //! (v1, or v2 without levels) and pages that carry no CRC (the page reader
 //! checks a CRC against the zeros and fails) are read here;
-//! for anything else, a value that falls in one of snappy's copies rather
-//! than a literal, or more than [`MAX_ELEMENTS`] elements before it,
-//! [`peek_chunk`] says `None` and the caller reads the chunk's pages.
+//! for anything else, a snappy chunk shrunk by a tenth or more, a value
+//! that falls in one of snappy's copies rather than a literal, or more than
+//! [`MAX_ELEMENTS`] elements before it, [`peek_chunk`] says `None` and the
+//! caller reads the chunk's pages.
 
 use std::io::BufReader;
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,15 @@ pub(super) fn peek_chunk(
     }
     let snappy = match chunk.compression() {
         Compression::UNCOMPRESSED => false,
+        // A chunk snappy shrank by a tenth or more: its values lie in copies
+        // more than in literals, and walking to them would cost more than
+        // reading its pages.
+        Compression::SNAPPY
+            if chunk.compressed_size().saturating_mul(10)
+                <= chunk.uncompressed_size().saturating_mul(9) =>
+        {
+            return None;
+        }
         Compression::SNAPPY => true,
         _ => return None,
     };
