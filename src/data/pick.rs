@@ -64,7 +64,6 @@ impl PartView<'_> {
                 _ => groups.push((g, vec![k])),
             }
         }
-        let metadata = self.part.metadata.metadata();
         // Every (row group, feature) chunk still to read, as positions in
         // `groups` and `leaves`.
         let mut left: Vec<(usize, usize)> = (0..groups.len())
@@ -76,24 +75,17 @@ impl PartView<'_> {
                 // chunks that cannot be are read whole, a span at a time.
                 if let Ok(file) = File::open(path).and_then(PageFile::new) {
                     let file = Arc::new(Peek::new(file));
-                    let check = !self.ds.nulls_as_nan;
-                    left.retain(|&(gi, j)| {
-                        let (g, ks) = &groups[gi];
-                        let group = metadata.row_group(*g);
-                        let first = self.part.row_group_starts[*g];
-                        let rows: Vec<usize> =
-                            ks.iter().map(|&k| (at[k] - first) as usize).collect();
-                        let chunk = group.column(leaves[j].index);
-                        let group_rows = group.num_rows() as usize;
-                        match peek_chunk(&file, chunk, group_rows, leaves[j], &rows, check) {
-                            Some(values) => {
-                                for (k, v) in ks.iter().zip(values) {
-                                    out[k * leaves.len() + j] = v;
-                                }
-                                false
-                            }
-                            None => true,
-                        }
+                    left.retain(|&c| {
+                        !self.pick_one(
+                            c,
+                            &leaves,
+                            &groups,
+                            at,
+                            out,
+                            |chunk, n, leaf, rows, check| {
+                                peek_chunk(&file, chunk, n, leaf, rows, check)
+                            },
+                        )
                     });
                 }
                 if left.is_empty() {
@@ -147,23 +139,37 @@ impl PartView<'_> {
         at: &[u64],
         out: &mut [f32],
     ) -> bool {
-        let metadata = self.part.metadata.metadata();
+        chunks.iter().all(|&c| {
+            self.pick_one(c, leaves, groups, at, out, |chunk, n, leaf, rows, check| {
+                pick_chunk(reader, chunk, n, leaf, rows, check)
+            })
+        })
+    }
+
+    /// The values of chunk `(gi, j)` (row group `groups[gi]`, feature
+    /// `leaves[j]`) at its rows of `at`, read by `read` (as [`pick_chunk`]
+    /// and [`peek_chunk`] read a chunk) into `out`; false when `read`
+    /// cannot.
+    fn pick_one(
+        &self,
+        (gi, j): (usize, usize),
+        leaves: &[Leaf],
+        groups: &[(usize, Vec<usize>)],
+        at: &[u64],
+        out: &mut [f32],
+        read: impl FnOnce(&ColumnChunkMetaData, usize, Leaf, &[usize], bool) -> Option<Vec<f32>>,
+    ) -> bool {
+        let (g, ks) = &groups[gi];
+        let group = self.part.metadata.metadata().row_group(*g);
+        let first = self.part.row_group_starts[*g];
+        let rows: Vec<usize> = ks.iter().map(|&k| (at[k] - first) as usize).collect();
+        let chunk = group.column(leaves[j].index);
         let check = !self.ds.nulls_as_nan;
-        let stride = leaves.len();
-        for &(gi, j) in chunks {
-            let (g, ks) = &groups[gi];
-            let group = metadata.row_group(*g);
-            let first = self.part.row_group_starts[*g];
-            let rows: Vec<usize> = ks.iter().map(|&k| (at[k] - first) as usize).collect();
-            let chunk = group.column(leaves[j].index);
-            let group_rows = group.num_rows() as usize;
-            let Some(values) = pick_chunk(reader, chunk, group_rows, leaves[j], &rows, check)
-            else {
-                return false;
-            };
-            for (k, v) in ks.iter().zip(values) {
-                out[k * stride + j] = v;
-            }
+        let Some(values) = read(chunk, group.num_rows() as usize, leaves[j], &rows, check) else {
+            return false;
+        };
+        for (k, v) in ks.iter().zip(values) {
+            out[k * leaves.len() + j] = v;
         }
         true
     }

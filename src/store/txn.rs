@@ -323,23 +323,11 @@ impl<'t> Snapshot<'_, 't> {
         };
         let store = self.store;
         let read = |txn: &Txn<'_>, state: &mut S, i: usize| -> Result<()> {
-            let ctx = || format!("scan the predictions of v{version}");
             let start = if i == 0 { &[][..] } else { &bounds[i - 1][..] };
             let end = bounds.get(i).map(Vec::as_slice);
-            for item in txn.from(db, start).map_err(|e| store.lmdb(ctx(), e))? {
-                let (entity, bytes) = item.map_err(|e| store.lmdb(ctx(), e))?;
-                if end.is_some_and(|end| entity >= end) {
-                    break;
-                }
-                let value = ValueRef::parse(bytes).map_err(|detail| {
-                    store.corrupt(
-                        version,
-                        format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
-                    )
-                })?;
-                f(state, entity, value)?;
-            }
-            Ok(())
+            scan_txn(store, txn, db, version, (start, end), |entity, value| {
+                f(state, entity, value).map(|()| true)
+            })
         };
         let (env, id) = (self.txn.env(), self.txn.id());
         let (first, others) = states.split_first_mut().expect("one range at least");
@@ -398,28 +386,41 @@ impl<'t> Snapshot<'_, 't> {
         &self,
         version: u64,
         start: &[u8],
-        mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+        f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
     ) -> Result<()> {
-        let ctx = || format!("scan the predictions of v{version}");
         let Some(db) = self.db(version)? else {
             return Ok(());
         };
-        let iter = self
-            .txn
-            .from(db, start)
-            .map_err(|e| self.store.lmdb(ctx(), e))?;
-        for item in iter {
-            let (entity, bytes) = item.map_err(|e| self.store.lmdb(ctx(), e))?;
-            let value = ValueRef::parse(bytes).map_err(|detail| {
-                self.store.corrupt(
-                    version,
-                    format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
-                )
-            })?;
-            if !f(entity, value)? {
-                break;
-            }
-        }
-        Ok(())
+        scan_txn(self.store, self.txn, db, version, (start, None), f)
     }
+}
+
+/// `version`'s entries in `db` with keys from `keys.0` on, below `keys.1`
+/// when it is given, in key order, each parsed and passed to `f`
+/// until it says `false`, in `txn`.
+fn scan_txn(
+    store: &Store,
+    txn: &Txn<'_>,
+    db: Dbi,
+    version: u64,
+    keys: (&[u8], Option<&[u8]>),
+    mut f: impl FnMut(&[u8], ValueRef<'_>) -> Result<bool>,
+) -> Result<()> {
+    let ctx = || format!("scan the predictions of v{version}");
+    for item in txn.from(db, keys.0).map_err(|e| store.lmdb(ctx(), e))? {
+        let (entity, bytes) = item.map_err(|e| store.lmdb(ctx(), e))?;
+        if keys.1.is_some_and(|end| entity >= end) {
+            break;
+        }
+        let value = ValueRef::parse(bytes).map_err(|detail| {
+            store.corrupt(
+                version,
+                format!("entity '{}': {detail}", String::from_utf8_lossy(entity)),
+            )
+        })?;
+        if !f(entity, value)? {
+            break;
+        }
+    }
+    Ok(())
 }
