@@ -149,8 +149,15 @@ impl PartView<'_> {
     }
 
     /// This part's rows `at` (its own row numbers, ascending) into `out`,
-    /// whose first `done` rows are already filled.
-    pub(super) fn read_at(&self, at: &[u64], out: &mut Rows, done: usize) -> Result<()> {
+    /// whose first `done` rows are already filled (and, unless `read_ids`,
+    /// all of its ids).
+    pub(super) fn read_at(
+        &self,
+        at: &[u64],
+        out: &mut Rows,
+        done: usize,
+        read_ids: bool,
+    ) -> Result<()> {
         super::unless_panics(&self.part.name, || {
             let starts = &self.part.row_group_starts;
             let mut groups = Vec::new();
@@ -174,10 +181,16 @@ impl PartView<'_> {
             let nf = out.num_features;
             let picked =
                 self.pick_features(at, &mut out.features[done * nf..(done + at.len()) * nf]);
-            let mut columns = vec![&self.ds.id];
+            let mut columns: Vec<&Column> = Vec::new();
+            if read_ids {
+                columns.push(&self.ds.id);
+            }
             columns.extend(self.ds.history.iter());
             if !picked {
                 columns.extend(self.ds.features.iter());
+            }
+            if columns.is_empty() {
+                return Ok(());
             }
             let projection = self.projection(&columns)?;
             // One row a batch, so every error names its exact row.
@@ -191,7 +204,9 @@ impl PartView<'_> {
                     return Err(self.short_read(at[0]..at[at.len() - 1] + 1, (k + n) as u64));
                 }
                 let row = at[k];
-                self.append_ids(&mut out.ids, &batch, row)?;
+                if read_ids {
+                    self.append_ids(&mut out.ids, &batch, row)?;
+                }
                 if let Some(history) = &self.ds.history {
                     self.append_history(
                         history,

@@ -745,7 +745,24 @@ impl Dataset {
     /// order: in each part, only the row groups holding them are decoded,
     /// and only those rows selected from them.
     pub fn read_rows_at(&self, at: &[u64]) -> Result<Rows> {
+        self.rows_at(at, None)
+    }
+
+    /// [`Dataset::read_rows_at`] for a reader that knows the rows' ids
+    /// already (`ids`, row `at[i]`'s at `i`, from the input's index): their
+    /// column is not read. Where the features are picked from their pages
+    /// and there is no history, nothing is decoded through Arrow at all.
+    pub fn read_rows_at_with_ids(&self, at: &[u64], ids: EntityIds) -> Result<Rows> {
+        assert_eq!(ids.len(), at.len(), "one id a row");
+        self.rows_at(at, Some(ids))
+    }
+
+    fn rows_at(&self, at: &[u64], ids: Option<EntityIds>) -> Result<Rows> {
+        let read_ids = ids.is_none();
         let mut out = self.empty_rows(at.len());
+        if let Some(ids) = ids {
+            out.ids = ids;
+        }
         if let Some(&last) = at.last()
             && last >= self.num_rows()
         {
@@ -761,11 +778,11 @@ impl Dataset {
             let (lo, hi) = (self.part_starts[p], self.part_starts[p + 1]);
             let n = at[done..].partition_point(|&r| r < hi);
             let local: Vec<u64> = at[done..done + n].iter().map(|r| r - lo).collect();
-            PartView {
+            let view = PartView {
                 part: &self.parts[p],
                 ds: self,
-            }
-            .read_at(&local, &mut out, done)?;
+            };
+            view.read_at(&local, &mut out, done, read_ids)?;
             done += n;
         }
         Ok(out)

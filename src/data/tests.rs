@@ -1068,6 +1068,55 @@ fn features_picked_from_their_pages_are_those_arrow_decodes() {
     assert!(rows.features[0].is_nan() && rows.features[1] == 3.0);
 }
 
+/// A reader that holds the index (the spot check) gives the rows' ids and
+/// reads only their features and histories: the same features and
+/// histories as a read of the whole rows, under the ids it gave.
+#[test]
+fn rows_read_with_known_ids_take_those_ids_and_the_same_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..6).map(|i| format!("user-{i}")).collect();
+    let lists = arrow_array::ListArray::from_iter_primitive::<arrow_array::types::UInt32Type, _, _>(
+        (0..6u32).map(|i| Some((0..i).map(Some).collect::<Vec<_>>())),
+    );
+    let data = batch(vec![
+        (
+            "id",
+            Arc::new(arrow_array::StringArray::from(names.clone())) as ArrayRef,
+        ),
+        ("history", Arc::new(lists) as ArrayRef),
+        (
+            "f",
+            Arc::new(arrow_array::Float32Array::from(vec![
+                0.5, 1.5, 2.5, 3.5, 4.5, 5.5,
+            ])),
+        ),
+    ]);
+    let path = write_parquet(dir.path(), "known.parquet", &[data]);
+    for history in [None, Some("history")] {
+        let ds = Dataset::open(
+            &input(&path, "id", history, Some(&["f"])),
+            history.is_some(),
+        )
+        .unwrap();
+        let at = [1u64, 4, 5];
+        let read = ds.read_rows_at(&at).unwrap();
+        let given = EntityIds::Str(vec!["a".into(), "b".into(), "c".into()]);
+        let known = ds.read_rows_at_with_ids(&at, given.clone()).unwrap();
+        assert_eq!(known.ids, given, "{history:?}");
+        assert_eq!(
+            read.ids,
+            EntityIds::Str(at.iter().map(|&r| names[r as usize].clone()).collect())
+        );
+        assert_eq!(known.features, read.features, "{history:?}");
+        assert_eq!(known.features, [1.5, 4.5, 5.5]);
+        assert_eq!(known.history_offsets, read.history_offsets, "{history:?}");
+        assert_eq!(known.history_items, read.history_items, "{history:?}");
+        if history.is_some() {
+            assert_eq!(known.history_of(1), [0, 1, 2, 3]);
+        }
+    }
+}
+
 /// The feature columns a read decodes from their pages ([`pages`]): plain
 /// and dictionary pages, f32 and f64, required and optional columns (with
 /// and without nulls), data pages v1 and v2, several pages a column chunk,

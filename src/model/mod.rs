@@ -82,6 +82,16 @@ impl EntityIds {
         }
     }
 
+    /// The ids of rows `at`, in that order.
+    pub fn rows_at(&self, at: &[u64]) -> EntityIds {
+        match self {
+            EntityIds::Int(v) => EntityIds::Int(at.iter().map(|&r| v[r as usize]).collect()),
+            EntityIds::Str(v) => {
+                EntityIds::Str(at.iter().map(|&r| v[r as usize].clone()).collect())
+            }
+        }
+    }
+
     /// Rows `range` of these ids.
     pub fn slice(&self, range: std::ops::Range<usize>) -> EntityIds {
         match self {

@@ -87,6 +87,9 @@ impl SpotCheck {
             .into_iter()
             .map(|rows| {
                 let at = at[rows].to_vec();
+                // The rows' ids as the run committed them (from the index):
+                // their column is not read again.
+                let ids = p.index.ids.rows_at(&at);
                 let (dataset, model) = (p.dataset.clone(), p.model.clone());
                 let stop = cancel.clone();
                 let spawned =
@@ -95,7 +98,7 @@ impl SpotCheck {
                         .spawn(move || {
                             yield_to_the_run();
                             let started = Instant::now();
-                            let sample = rescore(&dataset, &model, &at, excludes_seen, &stop)?;
+                            let sample = rescore(&dataset, &model, &at, ids, excludes_seen, &stop)?;
                             Ok(Spot {
                                 sample,
                                 took: started.elapsed(),
@@ -185,6 +188,7 @@ fn rescore(
     dataset: &Dataset,
     model: &Model,
     at: &[u64],
+    ids: EntityIds,
     excludes_seen: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<SampleRow>, String> {
@@ -192,7 +196,7 @@ fn rescore(
         return Ok(Vec::new());
     }
     let rows = dataset
-        .read_rows_at(at)
+        .read_rows_at_with_ids(at, ids)
         .map_err(|e| format!("cannot read the sampled rows: {e}"))?;
     let mut sample = Vec::with_capacity(rows.len());
     for start in (0..rows.len()).step_by(SPOT_PIECE_ROWS) {
