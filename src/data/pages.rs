@@ -45,6 +45,10 @@ use super::{Result, Source};
 /// cache while its values of these rows are gathered from it.
 const COLUMN_ROWS: usize = 16_384;
 
+/// A tile is cut short where a page ends (so that every column of it can
+/// be read in place) only when this many rows are left in the page.
+const MIN_IN_PLACE_ROWS: usize = 256;
+
 /// Values unpacked at a time (dictionary indices, definition levels), on
 /// the stack.
 const TILE_ROWS: usize = 256;
@@ -217,14 +221,46 @@ fn decode_rows(
     let tile_rows = rows.min(COLUMN_ROWS);
     columns.resize(stride * tile_rows, 0.0);
     let mut finite = true;
-    for start in (0..rows).step_by(tile_rows.max(1)) {
-        let n = tile_rows.min(rows - start);
-        for (cursor, column) in cursors.iter_mut().zip(columns.chunks_exact_mut(tile_rows)) {
-            cursor.decode(&mut column[..n], nulls_as_nan)?;
+    let mut lying = vec![false; stride];
+    let mut start = 0;
+    while start < rows {
+        let mut n = tile_rows.min(rows - start);
+        // The tile ends where a column's page does (in most files every
+        // column's pages end together: a row group's one page, or columns
+        // of one width cut at one size), so that each can be read in place.
+        for cursor in cursors.iter_mut() {
+            match cursor.plain_left()? {
+                Some(left) if left >= MIN_IN_PLACE_ROWS => n = n.min(left),
+                _ => {}
+            }
         }
-        let tile: Vec<&[f32]> = columns.chunks_exact(tile_rows).map(|c| &c[..n]).collect();
+        // A column whose page holds the tile's values as f32 is turned
+        // into rows from the page itself; the others are decoded first.
+        for ((cursor, column), lies) in cursors
+            .iter_mut()
+            .zip(columns.chunks_exact_mut(tile_rows))
+            .zip(&mut lying)
+        {
+            *lies = cursor.in_place(n).is_some();
+            if !*lies {
+                cursor.decode(&mut column[..n], nulls_as_nan)?;
+            }
+        }
+        let tile: Vec<&[f32]> = cursors
+            .iter()
+            .zip(columns.chunks_exact(tile_rows))
+            .zip(&lying)
+            .map(|((cursor, column), &lies)| match lies {
+                true => cursor.in_place(n).expect("checked above"),
+                false => &column[..n],
+            })
+            .collect();
         let rows_out = &mut out[start * stride..(start + n) * stride];
         finite &= super::decode::transpose(&tile, rows_out, !nulls_as_nan);
+        for (cursor, _) in cursors.iter_mut().zip(&lying).filter(|(_, l)| **l) {
+            cursor.pass_in_place(n);
+        }
+        start += n;
     }
     Some(finite)
 }
@@ -450,6 +486,51 @@ impl Cursor {
             done += m;
         }
         Some(())
+    }
+
+    /// Rows left in the current page (the next one when it is done) when
+    /// its values can be read in place ([`Cursor::in_place`]); `Some(None)`
+    /// when they cannot, `None` when the next page cannot be read here.
+    fn plain_left(&mut self) -> Option<Option<usize>> {
+        if self.page.as_ref().is_none_or(|p| p.left == 0) {
+            self.next_page()?;
+        }
+        Some(self.in_place(1).and(self.page.as_ref().map(|p| p.left)))
+    }
+
+    /// The next `n` rows' values where they lie in the current page, read
+    /// as f32 in place: a `PLAIN` page of a required `FLOAT` column holding
+    /// `n` more rows, its values 4-byte aligned in memory. Nothing is
+    /// consumed.
+    fn in_place(&self, n: usize) -> Option<&[f32]> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let page = self
+            .page
+            .as_ref()
+            .filter(|p| p.left >= n && p.defs.is_none())?;
+        let Stored::Plain { buf, at, width: 4 } = &page.values else {
+            return None;
+        };
+        let bytes = buf.get(*at..at.checked_add(n.checked_mul(4)?)?)?;
+        if bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) != 0 {
+            return None;
+        }
+        // SAFETY: `bytes` holds `n` f32 (every bit pattern is one) in the
+        // platform's byte order (little-endian, as Parquet stores them),
+        // aligned for f32, and lives as long as `self`'s page.
+        Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) })
+    }
+
+    /// Passes over the `n` rows [`Cursor::in_place`] gave.
+    fn pass_in_place(&mut self, n: usize) {
+        let page = self.page.as_mut().expect("a page holding the rows");
+        if let Stored::Plain { at, .. } = &mut page.values {
+            *at += n * 4;
+        }
+        page.left -= n;
+        self.group_left -= n;
     }
 
     /// Moves to the next data page of the read (the next row group's
