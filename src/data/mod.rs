@@ -529,27 +529,29 @@ impl Dataset {
     /// an error is the first in row order.
     pub fn scan_index_unless(&self, stop: &std::sync::atomic::AtomicBool) -> Result<Option<Index>> {
         let shards = self.in_shards(|shard| self.scan_index_groups(shard, stop));
-        // Sized once: the shards' ids are moved in, never grown into.
-        let mut ids = self.empty_ids();
-        match &mut ids {
-            EntityIds::Int(v) => v.reserve_exact(self.num_rows() as usize),
-            EntityIds::Str(v) => v.reserve_exact(self.num_rows() as usize),
-        }
-        let mut history_lens = Vec::with_capacity(match self.history {
-            Some(_) => self.num_rows() as usize,
-            None => 0,
-        });
+        // The first shard's vectors have room for every row (see
+        // `scan_index_groups`): the others are moved in after its own,
+        // which are never copied.
+        let mut joined: Option<IndexShard> = None;
         for shard in shards {
             let Some(shard) = shard? else {
                 return Ok(None);
             };
-            match (&mut ids, shard.ids) {
+            let Some(all) = joined.as_mut() else {
+                joined = Some(shard);
+                continue;
+            };
+            match (&mut all.ids, shard.ids) {
                 (EntityIds::Int(all), EntityIds::Int(some)) => all.extend(some),
                 (EntityIds::Str(all), EntityIds::Str(some)) => all.extend(some),
                 _ => unreachable!("every shard starts from empty_ids"),
             }
-            history_lens.extend(shard.history_lens);
+            all.history_lens.extend(shard.history_lens);
         }
+        let IndexShard { ids, history_lens } = joined.unwrap_or_else(|| IndexShard {
+            ids: self.empty_ids(),
+            history_lens: Vec::new(),
+        });
         Ok(Some(Index {
             ids,
             history_lens: history_lens.into(),
@@ -588,10 +590,29 @@ impl Dataset {
         groups: &[(usize, usize)],
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<IndexShard>> {
+        // Room for the shard's rows, or for every row in the first shard,
+        // whose vectors become the index's: none grows by copying itself.
+        let rows = match groups.first() {
+            Some(&(0, 0)) => self.num_rows(),
+            _ => groups
+                .iter()
+                .map(|&(p, g)| {
+                    let starts = &self.parts[p].row_group_starts;
+                    starts[g + 1] - starts[g]
+                })
+                .sum(),
+        } as usize;
         let mut out = IndexShard {
             ids: self.empty_ids(),
-            history_lens: Vec::new(),
+            history_lens: Vec::with_capacity(match self.history {
+                Some(_) => rows,
+                None => 0,
+            }),
         };
+        match &mut out.ids {
+            EntityIds::Int(v) => v.reserve_exact(rows),
+            EntityIds::Str(v) => v.reserve_exact(rows),
+        }
         let (mut offsets, mut items) = (Vec::new(), Vec::new());
         let mut columns = vec![&self.id];
         columns.extend(self.history.iter());
