@@ -376,7 +376,7 @@ impl Reading {
         let (tx, batches) = mpsc::sync_channel::<Result<Rows, Attempt>>(READ_AHEAD_BATCHES);
         let bytes = Arc::new(AtomicU64::new(0));
         let (counted, read) = (bytes.clone(), segments.clone());
-        on_the_reader(move || {
+        on_a_reader(move || {
             let streamed = ds.stream_segments(&read, batch, |rows| {
                 counted.fetch_add(rows.byte_size(), Ordering::Relaxed);
                 tx.send(Ok(rows)).is_ok()
@@ -399,45 +399,50 @@ impl Reading {
     }
 }
 
-/// A read of rows, run on the reader thread.
+/// A read of rows, run on a reader thread.
 type ReadJob = Box<dyn FnOnce() + Send>;
 
-/// Runs `read` on the worker's reader thread, after the reads queued
-/// before it: each ends once it has handed over its last batch or its
-/// [`Reading`] was dropped, so a read ahead starts when the attempt before
-/// it has a few batches left to score, in time for the next `Run`. One
-/// thread for every read keeps one heap for them: glibc gives each thread
-/// that allocates an arena of its own and keeps what is freed there, so a
-/// thread for each chunk's read held up to twice the memory (56-121 MiB at
-/// the mlp benchmark's peak from run to run). If the thread cannot be
-/// started, the read gets a thread of its own.
-fn on_the_reader(read: impl FnOnce() + Send + 'static) {
-    static READER: std::sync::OnceLock<Option<std::sync::Mutex<mpsc::Sender<ReadJob>>>> =
-        std::sync::OnceLock::new();
-    let reader = READER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<ReadJob>();
-        let spawned = std::thread::Builder::new()
-            .name("herd-reader".into())
-            .spawn(move || {
-                for job in rx {
-                    // A read's panics are its own (the decoder's become its
-                    // error); the thread goes on to the next.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            });
-        spawned.ok().map(|_| std::sync::Mutex::new(tx))
-    });
-    let job: ReadJob = Box::new(read);
-    let refused = match reader {
-        Some(tx) => match tx.lock().unwrap_or_else(|p| p.into_inner()).send(job) {
-            Ok(()) => None,
-            Err(mpsc::SendError(job)) => Some(job),
-        },
-        None => Some(job),
-    };
-    if let Some(job) = refused {
-        std::thread::spawn(job);
+/// The worker's reader threads waiting for a read, by the senders of their
+/// reads.
+static IDLE_READERS: std::sync::Mutex<Vec<mpsc::Sender<ReadJob>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs `read` on a reader thread of the worker that is waiting for one, or
+/// on a new one when every reader is busy (an attempt's read and the read
+/// ahead of the next run at once). A reader waits for the next read when
+/// its read ends (it has handed over its last batch, or its [`Reading`]
+/// was dropped), so the same few threads serve every chunk: glibc gives
+/// each thread that allocates an arena of its own and keeps what is freed
+/// there, and a new thread for each chunk's read left the worker's peak
+/// memory anywhere in 56-121 MiB from run to run on the mlp benchmark.
+fn on_a_reader(read: impl FnOnce() + Send + 'static) {
+    let mut job: ReadJob = Box::new(read);
+    loop {
+        let idle = IDLE_READERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(reader) = idle else { break };
+        match reader.send(job) {
+            Ok(()) => return,
+            Err(mpsc::SendError(back)) => job = back, // that reader is gone
+        }
     }
+    let (tx, rx) = mpsc::channel::<ReadJob>();
+    // As `std::thread::spawn`, a worker that cannot start a thread panics
+    // (and its attempt is retried elsewhere).
+    std::thread::Builder::new()
+        .name("herd-reader".into())
+        .spawn(move || {
+            let mut next = Some(job);
+            while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
+                // A read's panic is its own (the decoder's become its
+                // error); the thread waits for the next.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                IDLE_READERS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(tx.clone());
+            }
+        })
+        .expect("cannot start a reader thread");
 }
 
 /// Scores rows sent in the message, batch by batch.
