@@ -351,9 +351,10 @@ enum Given {
     Read(Result<Reading, String>),
 }
 
-/// Rows being read from the input by a thread of their own, batch by
-/// batch, at most [`READ_AHEAD_BATCHES`] ahead of their scoring. Dropping
-/// it stops the thread at its next batch.
+/// Rows being read from the input on a reader thread ([`on_a_reader`]),
+/// batch by batch, at most [`READ_AHEAD_BATCHES`] ahead of their scoring.
+/// Dropping it ends the read at its next batch, and the thread waits for
+/// another.
 struct Reading {
     segments: Vec<Segment>,
     /// How many rows they hold.
