@@ -221,7 +221,8 @@ fn decode_rows(
     let tile_rows = rows.min(COLUMN_ROWS);
     columns.resize(stride * tile_rows, 0.0);
     let mut finite = true;
-    let mut lying = vec![false; stride];
+    // Whether each column of the tile is read in place.
+    let mut in_place = vec![false; stride];
     let mut start = 0;
     while start < rows {
         let mut n = tile_rows.min(rows - start);
@@ -236,28 +237,28 @@ fn decode_rows(
         }
         // A column whose page holds the tile's values as f32 is turned
         // into rows from the page itself; the others are decoded first.
-        for ((cursor, column), lies) in cursors
+        for ((cursor, column), here) in cursors
             .iter_mut()
             .zip(columns.chunks_exact_mut(tile_rows))
-            .zip(&mut lying)
+            .zip(&mut in_place)
         {
-            *lies = cursor.in_place(n).is_some();
-            if !*lies {
+            *here = cursor.in_place(n).is_some();
+            if !*here {
                 cursor.decode(&mut column[..n], nulls_as_nan)?;
             }
         }
         let tile: Vec<&[f32]> = cursors
             .iter()
             .zip(columns.chunks_exact(tile_rows))
-            .zip(&lying)
-            .map(|((cursor, column), &lies)| match lies {
+            .zip(&in_place)
+            .map(|((cursor, column), &here)| match here {
                 true => cursor.in_place(n).expect("checked above"),
                 false => &column[..n],
             })
             .collect();
         let rows_out = &mut out[start * stride..(start + n) * stride];
         finite &= super::decode::transpose(&tile, rows_out, !nulls_as_nan);
-        for (cursor, _) in cursors.iter_mut().zip(&lying).filter(|(_, l)| **l) {
+        for (cursor, _) in cursors.iter_mut().zip(&in_place).filter(|(_, h)| **h) {
             cursor.pass_in_place(n);
         }
         start += n;
