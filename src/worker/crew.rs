@@ -244,6 +244,14 @@ pub(super) fn score<W: Write, I>(
 where
     I: Iterator<Item = Result<Rows, Attempt>> + Send,
 {
+    // A stop or an end already waiting is taken before any block is
+    // claimed: the helpers could otherwise claim past it before the lead
+    // first looks.
+    let told = take_messages(ctl)?;
+    if let Some(end) = told.end {
+        return Ok(end);
+    }
+    let limit = told.stop_at.map_or(n, |rows| rows.min(n));
     let crew = Crew {
         model,
         num_features,
@@ -253,7 +261,7 @@ where
             read: 0,
             claimed: 0,
             scored: 0,
-            limit: n,
+            limit,
             parts: Vec::new(),
             ended: None,
             exhausted: false,
@@ -493,13 +501,10 @@ mod tests {
         }];
         let (outcome, _) = run(&model, 2, 3_000, batches(&rows, &[500; 6]), stop);
         let got = finished(outcome);
-        let n = got.len();
-        assert!(
-            (1_000..3_000).contains(&n),
-            "{n} rows after a stop at 1,000"
-        );
-        assert_eq!(got, model.predict(&rows.slice(0..n)).unwrap());
-        assert!(n <= whole.len());
+        // The stop waits before the first block is claimed: no block
+        // past it is claimed, so exactly the rows asked for are scored.
+        assert_eq!(got.len(), 1_000, "rows after a stop at 1,000");
+        assert_eq!(got, model.predict(&rows.slice(0..1_000)).unwrap());
         // A stop for another attempt changes nothing.
         let other = vec![ToWorker::StopAt {
             attempt: 8,
