@@ -39,8 +39,8 @@ mod span;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
@@ -401,7 +401,16 @@ pub struct Dataset {
     /// When false, a NaN or infinite feature fails the read too: with
     /// `on_invalid = "error"` whoever reads a chunk checks its features.
     nulls_as_nan: bool,
+    /// Feature buffers of rows already scored ([`Dataset::recycle`]), at
+    /// most [`MAX_SPARE_BUFFERS`], for the next reads to fill: memory that
+    /// is already mapped and in the cache, where a fresh buffer of a batch
+    /// (megabytes) is mapped and zeroed by the kernel page by page.
+    spare: Mutex<Vec<Vec<f32>>>,
 }
+
+/// At most this many feature buffers wait in [`Dataset::recycle`]'s pool: a
+/// worker's reads ahead and its threads' blocks hold fewer batches at once.
+const MAX_SPARE_BUFFERS: usize = 8;
 
 /// A null, NaN or infinite feature value, found by [`Dataset::scan_invalid`].
 #[derive(Clone, Debug, PartialEq)]
@@ -838,14 +847,32 @@ impl Dataset {
         Ok(out)
     }
 
+    /// Gives back rows that were read from this dataset and are done with:
+    /// the next read fills their feature buffer instead of a fresh one.
+    pub fn recycle(&self, rows: Rows) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < MAX_SPARE_BUFFERS && rows.features.capacity() > 0 {
+            spare.push(rows.features);
+        }
+    }
+
     /// Rows with room for `n` rows' features (zeros) and no ids or history
     /// yet, for a read to fill.
     fn empty_rows(&self, n: usize) -> Rows {
         let num_features = self.features.len();
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let features = match spare {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.resize(n * num_features, 0.0);
+                buffer
+            }
+            None => vec![0f32; n * num_features],
+        };
         Rows {
             ids: self.empty_ids(),
             num_features,
-            features: vec![0f32; n * num_features],
+            features,
             history_offsets: if self.history.is_some() {
                 vec![0]
             } else {

@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use arrow_schema::{DataType, Field};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -144,6 +144,7 @@ impl Dataset {
             row_group_starts,
             row_groups_decoded: AtomicU64::new(0),
             nulls_as_nan: input.on_invalid != crate::config::OnInvalid::Error,
+            spare: Mutex::new(Vec::new()),
         })
     }
 }

@@ -1392,3 +1392,28 @@ fn plain_values_are_read_where_they_lie() {
         assert_eq!(ds.read_rows_at(&at).unwrap().features, want, "{name}");
     }
 }
+
+#[test]
+fn a_recycled_buffer_is_filled_again_and_keeps_nothing_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = two_tower_dataset(dir.path(), 3_500, 1_000);
+    let fresh = dataset.read_rows(1_000..2_000).unwrap();
+    // Rows done with, their features overwritten by values no read gives.
+    let mut done = dataset.read_rows(0..3_500).unwrap();
+    done.features.fill(f32::NAN);
+    let buffer = done.features.as_ptr();
+    dataset.recycle(done);
+    let again = dataset.read_rows(1_000..2_000).unwrap();
+    assert_eq!(
+        again.features.as_ptr(),
+        buffer,
+        "the recycled buffer is used"
+    );
+    assert_eq!(again, fresh);
+    // A buffer too small for the next read grows to fit it.
+    dataset.recycle(dataset.read_rows(0..10).unwrap());
+    assert_eq!(
+        dataset.read_rows(0..3_500).unwrap().features.len(),
+        3_500 * 3
+    );
+}

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Attempt, BlockSizes, Control, scoring_panicked, send, take_messages};
+use crate::data::Dataset;
 use crate::model::{Model, Predictions, Rows};
 use crate::proto::FromWorker;
 use crate::sched::AttemptId;
@@ -79,6 +80,8 @@ struct Crew<'a, I> {
     attempt: AttemptId,
     /// Told each block's time (a test hook slows the worker by it).
     hooks: &'a WorkerHooks,
+    /// Where the rows were read from, which takes their buffers back.
+    dataset: Option<&'a Dataset>,
 }
 
 impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
@@ -173,21 +176,24 @@ impl<I: Iterator<Item = Result<Rows, Attempt>>> Crew<'_, I> {
     /// Scores `block` and records it; a panic in a scoring path (rows were
     /// checked first, so this is a bug) ends the attempt, not the worker.
     fn score(&self, block: Block) {
+        let Block { rows, range, first } = block;
         let started = Instant::now();
         let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.model.predict_range(&block.rows, block.range.clone())
+            self.model.predict_range(&rows, range.clone())
         }));
         self.hooks.after_batch(started.elapsed());
+        // The batch's last block: its buffer goes to the next read.
+        if let (Some(dataset), Ok(rows)) = (self.dataset, Arc::try_unwrap(rows)) {
+            dataset.recycle(rows);
+        }
         let mut st = self.lock();
         match scored {
             Ok(Ok(preds)) => {
-                let n = block.range.len();
-                let b = st
-                    .batches
-                    .partition_point(|b| b.start + b.len <= block.first);
+                let n = range.len();
+                let b = st.batches.partition_point(|b| b.start + b.len <= first);
                 st.batches[b].scored += n;
                 st.scored += n;
-                st.parts.push((block.first, preds));
+                st.parts.push((first, preds));
             }
             Ok(Err(e)) => {
                 st.ended.get_or_insert(Attempt::Failed(e.to_string()));
@@ -252,6 +258,7 @@ where
         return Ok(end);
     }
     let limit = told.stop_at.map_or(n, |rows| rows.min(n));
+    let dataset = ctl.dataset.clone();
     let crew = Crew {
         model,
         num_features,
@@ -272,6 +279,7 @@ where
         reader: Mutex::new(batches),
         attempt: ctl.attempt,
         hooks: ctl.hooks,
+        dataset: dataset.as_deref(),
     };
     let outcome = std::thread::scope(|s| {
         for _ in 1..threads {
