@@ -856,19 +856,26 @@ impl Dataset {
         }
     }
 
-    /// Rows with room for `n` rows' features (zeros) and no ids or history
-    /// yet, for a read to fill.
+    /// Rows with room for `n` rows' features and no ids or history yet, for
+    /// a read to fill. A recycled buffer keeps the values it held (no pass
+    /// to zero it): every read writes each feature of each of its rows, or
+    /// fails. Debug builds fill the room with NaN, so that a read that left a
+    /// value out fails every test that reads through it.
     fn empty_rows(&self, n: usize) -> Rows {
         let num_features = self.features.len();
+        let len = n * num_features;
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let features = match spare {
+        let mut features = match spare {
             Some(mut buffer) => {
-                buffer.clear();
-                buffer.resize(n * num_features, 0.0);
+                buffer.truncate(len);
+                buffer.resize(len, 0.0);
                 buffer
             }
-            None => vec![0f32; n * num_features],
+            None => vec![0f32; len],
         };
+        if cfg!(debug_assertions) {
+            features.fill(f32::NAN);
+        }
         Rows {
             ids: self.empty_ids(),
             num_features,
