@@ -970,6 +970,84 @@ fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names
 }
 
 #[test]
+fn a_worker_scores_the_hinted_rows_while_their_run_is_on_its_way_and_tells_only_of_the_run() {
+    let inputs = Inputs::new();
+    let (planned, index, load) = planned_job(&inputs, "scored_ahead", 2);
+    let segments = planned.segments(900..1_500, &index.ids);
+    let other = planned.segments(2_600..2_700, &index.ids);
+    let run = |attempt: u64, segments: &[herd::data::Segment]| ToWorker::Run {
+        chunk: 0,
+        attempt,
+        rows: ChunkRows::Read(segments.to_vec()),
+    };
+    let prefetch = |segments: &[herd::data::Segment]| ToWorker::Prefetch {
+        segments: segments.to_vec(),
+    };
+    // Every message up to the attempt's result or error: each must name it.
+    let told = |worker: &mut Worker, attempt: u64| {
+        let mut progress = Vec::new();
+        loop {
+            match worker.recv() {
+                FromWorker::Progress {
+                    attempt: a,
+                    rows_done,
+                } if a == attempt => progress.push(rows_done),
+                FromWorker::Result {
+                    attempt: a,
+                    predictions,
+                    input_bytes,
+                    read_ahead,
+                    ..
+                } if a == attempt => return (progress, Ok((predictions, input_bytes, read_ahead))),
+                FromWorker::Error {
+                    attempt: Some(a),
+                    message,
+                } if a == attempt => return (progress, Err(message)),
+                other => panic!("waiting for attempt {attempt}, the worker sent {other:?}"),
+            }
+        }
+    };
+    let mut worker = Worker::start();
+    worker.send(&load);
+    assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
+    worker.send(&run(1, &segments));
+    let (_, first) = told(&mut worker, 1);
+    let (want, want_bytes, _) = first.unwrap();
+
+    // Idle with a hint: its rows are read and scored before the run comes
+    // (or while it comes); the run gets them, with its progress, and
+    // nothing is told of the hint itself.
+    worker.send(&prefetch(&segments));
+    std::thread::sleep(Duration::from_millis(300));
+    worker.send(&run(2, &segments));
+    let (progress, result) = told(&mut worker, 2);
+    assert_eq!(result, Ok((want.clone(), want_bytes, true)));
+    assert_eq!(progress.last(), Some(&600), "{progress:?}");
+
+    // A hint whose run never comes: what was scored for it is dropped
+    // unsaid, and the run for other rows reads and scores its own.
+    worker.send(&prefetch(&other));
+    std::thread::sleep(Duration::from_millis(300));
+    worker.send(&run(3, &segments));
+    let (_, result) = told(&mut worker, 3);
+    assert_eq!(result, Ok((want.clone(), want_bytes, false)));
+
+    // Rows of a hint that do not match their file: scoring them ahead
+    // fails unsaid, and their run reads them again and fails, naming the
+    // file.
+    let mut lying = segments.clone();
+    lying[2].last_id = herd::model::EntityKey::Int(u64::MAX);
+    worker.send(&prefetch(&lying));
+    std::thread::sleep(Duration::from_millis(300));
+    worker.send(&run(4, &lying));
+    let third = segments[2].part.display().to_string();
+    match told(&mut worker, 4).1 {
+        Err(message) => assert!(message.contains(&third), "{message}"),
+        Ok(_) => panic!("rows that do not match their file were scored"),
+    }
+}
+
+#[test]
 fn a_worker_alone_reads_each_chunk_while_it_scores_the_one_before() {
     let inputs = Inputs::new();
     std::fs::write(

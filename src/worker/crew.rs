@@ -338,7 +338,8 @@ where
             let st = crew.lock();
             (st.scored_prefix(), st.over())
         };
-        if prefix > reported {
+        // Rows scored on a hint are told of once their `Run` came.
+        if prefix > reported && ctl.hinted.is_none() {
             reported = prefix;
             let progress = FromWorker::Progress {
                 attempt: ctl.attempt,
@@ -443,6 +444,7 @@ mod tests {
         let mut ahead = None;
         let mut ctl = Control {
             attempt: 7,
+            hinted: None,
             rx: &rx,
             queue: &mut queue,
             out: &mut out,

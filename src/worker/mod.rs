@@ -110,12 +110,67 @@ pub fn main() -> Result<(), String> {
     // The rows of the latest `Prefetch`, being read for the `Run` that
     // likely follows.
     let mut ahead: Option<Reading> = None;
+    // Hinted rows scored before their `Run` came, kept for it.
+    let mut scored_ahead: Option<ScoredAhead> = None;
     loop {
         let msg = match queue.pop_front() {
             Some(m) => m,
-            None => match rx.recv() {
+            None => match rx.try_recv() {
                 Ok(m) => m,
-                Err(_) => return Ok(()), // coordinator gone
+                Err(TryRecvError::Disconnected) => return Ok(()), // coordinator gone
+                // Idle, with rows read on a hint: they are scored while
+                // their `Run` is on its way (the coordinator sends it once
+                // the last result is in).
+                Err(TryRecvError::Empty) if loaded.is_some() && ahead.is_some() => {
+                    let (l, reading) = (loaded.as_mut().expect("loaded"), ahead.take());
+                    let reading = reading.expect("a hinted read");
+                    let segments = reading.segments.clone();
+                    let mut ctl = Control {
+                        attempt: 0,
+                        hinted: Some(segments.clone()),
+                        rx: &rx,
+                        queue: &mut queue,
+                        out: &mut out,
+                        hooks: &hooks,
+                        ahead: &mut ahead,
+                        dataset: l.dataset.clone(),
+                        batching: l.batching(),
+                    };
+                    let (outcome, input_bytes, _) = score_reading(l, reading, &mut ctl)?;
+                    let (adopted, attempt) = (ctl.hinted.is_none(), ctl.attempt);
+                    match outcome {
+                        Attempt::Shutdown => return Ok(()),
+                        // The `Run` came meanwhile: the attempt is done.
+                        outcome if adopted => {
+                            let reply = attempt_reply(
+                                outcome,
+                                attempt,
+                                input_bytes,
+                                true,
+                                &hooks,
+                                &mut out,
+                            )?;
+                            if let Some(reply) = reply {
+                                send(&mut out, &reply)?;
+                            }
+                        }
+                        Attempt::Finished(predictions) => {
+                            scored_ahead = Some(ScoredAhead {
+                                segments,
+                                predictions,
+                                input_bytes,
+                            });
+                        }
+                        // Failed, invalid or let go: a `Run` for these rows
+                        // reads them again and says what it finds.
+                        _ => {}
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Empty) => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(()), // coordinator gone
+                },
             },
         };
         let reply = match msg {
@@ -167,6 +222,21 @@ pub fn main() -> Result<(), String> {
                     )?;
                     continue;
                 };
+                // Rows scored ahead on a hint for exactly these segments.
+                let done = scored_ahead.take();
+                if let (ChunkRows::Read(segments), Some(done)) = (&rows, done)
+                    && done.segments == *segments
+                {
+                    let rows_done = done.predictions.len() as u64;
+                    send(&mut out, &FromWorker::Progress { attempt, rows_done })?;
+                    let finished = Attempt::Finished(done.predictions);
+                    let reply =
+                        attempt_reply(finished, attempt, done.input_bytes, true, &hooks, &mut out)?;
+                    if let Some(reply) = reply {
+                        send(&mut out, &reply)?;
+                    }
+                    continue;
+                }
                 // A described chunk's rows: those read ahead on a hint
                 // for exactly these segments, else read from now on.
                 let given = match rows {
@@ -180,6 +250,7 @@ pub fn main() -> Result<(), String> {
                 };
                 let mut ctl = Control {
                     attempt,
+                    hinted: None,
                     rx: &rx,
                     queue: &mut queue,
                     out: &mut out,
@@ -193,27 +264,10 @@ pub fn main() -> Result<(), String> {
                     Given::Read(Ok(reading)) => score_reading(l, reading, &mut ctl)?,
                     Given::Read(Err(e)) => (Attempt::Failed(e), 0, false),
                 };
-                match outcome {
-                    Attempt::Finished(predictions) => {
-                        for forged in hooks.forged_results(attempt, &predictions) {
-                            send(&mut out, &forged)?;
-                        }
-                        Some(FromWorker::Result {
-                            attempt: hooks.result_attempt(attempt),
-                            predictions,
-                            input_bytes,
-                            read_ahead,
-                            peak_rss_bytes: peak_rss_bytes(),
-                        })
-                    }
-                    Attempt::Cancelled => None,
-                    Attempt::Invalid(row) => Some(FromWorker::InvalidInput { attempt, row }),
-                    Attempt::Failed(message) => Some(FromWorker::Error {
-                        attempt: Some(attempt),
-                        message,
-                    }),
-                    Attempt::Shutdown => return Ok(()),
+                if let Attempt::Shutdown = outcome {
+                    return Ok(());
                 }
+                attempt_reply(outcome, attempt, input_bytes, read_ahead, &hooks, &mut out)?
             }
             ToWorker::Prefetch { segments } => {
                 // Replacing an earlier hint stops its reader.
@@ -228,6 +282,46 @@ pub fn main() -> Result<(), String> {
             send(&mut out, &reply)?;
         }
     }
+}
+
+/// Rows read and scored on a hint before their `Run` came.
+struct ScoredAhead {
+    segments: Vec<Segment>,
+    predictions: Predictions,
+    /// Bytes of rows read for them.
+    input_bytes: u64,
+}
+
+/// What the worker says of `attempt` once it ended with `outcome` (not a
+/// shutdown); `None` for a cancelled one.
+fn attempt_reply(
+    outcome: Attempt,
+    attempt: AttemptId,
+    input_bytes: u64,
+    read_ahead: bool,
+    hooks: &WorkerHooks,
+    out: &mut impl Write,
+) -> Result<Option<FromWorker>, String> {
+    Ok(match outcome {
+        Attempt::Finished(predictions) => {
+            for forged in hooks.forged_results(attempt, &predictions) {
+                send(out, &forged)?;
+            }
+            Some(FromWorker::Result {
+                attempt: hooks.result_attempt(attempt),
+                predictions,
+                input_bytes,
+                read_ahead,
+                peak_rss_bytes: peak_rss_bytes(),
+            })
+        }
+        Attempt::Invalid(row) => Some(FromWorker::InvalidInput { attempt, row }),
+        Attempt::Failed(message) => Some(FromWorker::Error {
+            attempt: Some(attempt),
+            message,
+        }),
+        Attempt::Cancelled | Attempt::Shutdown => None,
+    })
 }
 
 /// The worker's heap is trimmed only above this ([`memory::keep_freed_memory`]):
@@ -310,6 +404,11 @@ enum Attempt {
 /// that arrive meanwhile, the coordinator, and the test hooks.
 struct Control<'a, W: Write> {
     attempt: AttemptId,
+    /// Scoring rows read on a hint before their `Run` came: the hinted
+    /// segments. `None` once the `Run` for them came (its attempt is
+    /// `attempt` from then on), and for every attempt begun by its `Run`.
+    /// Nothing is reported while it is set.
+    hinted: Option<Vec<Segment>>,
     rx: &'a Receiver<ToWorker>,
     queue: &'a mut std::collections::VecDeque<ToWorker>,
     out: &'a mut W,
@@ -511,15 +610,34 @@ struct Told {
 /// Takes the messages that arrived for the running attempt; others wait in
 /// the queue for after it.
 fn take_messages<W: Write>(ctl: &mut Control<'_, W>) -> Result<Told, String> {
-    let attempt = ctl.attempt;
     let mut told = Told::default();
     loop {
+        // Messages name the attempt once its `Run` came (a hinted read's
+        // may come in this very loop).
+        let attempt = ctl.hinted.is_none().then_some(ctl.attempt);
         match ctl.rx.try_recv() {
-            Ok(ToWorker::StopAt { attempt: a, rows }) if a == attempt => {
+            // The `Run` for the hinted rows being scored: they become its
+            // attempt, and what is scored so far counts.
+            Ok(ToWorker::Run {
+                attempt: a,
+                rows: ChunkRows::Read(segments),
+                ..
+            }) if ctl.hinted.as_ref() == Some(&segments) => {
+                ctl.attempt = a;
+                ctl.hinted = None;
+            }
+            // A `Run` for other rows: the hinted rows are let go, and it
+            // runs next.
+            Ok(run @ ToWorker::Run { .. }) if ctl.hinted.is_some() => {
+                ctl.queue.push_back(run);
+                told.end = Some(Attempt::Cancelled);
+                return Ok(told);
+            }
+            Ok(ToWorker::StopAt { attempt: a, rows }) if Some(a) == attempt => {
                 let rows = rows as usize;
                 told.stop_at = Some(told.stop_at.map_or(rows, |r| r.min(rows)));
             }
-            Ok(ToWorker::Cancel { attempt: a }) if a == attempt => {
+            Ok(ToWorker::Cancel { attempt: a }) if Some(a) == attempt => {
                 told.end = Some(Attempt::Cancelled);
                 return Ok(told);
             }
@@ -555,7 +673,6 @@ fn score_batches<W: Write>(
     {
         return crew::score(&l.model, l.num_features, threads, n, batches, ctl);
     }
-    let attempt = ctl.attempt;
     let mut limit = n;
     let mut parts = Vec::new();
     let mut done = 0;
@@ -565,6 +682,7 @@ fn score_batches<W: Write>(
             Err(ended) => return Ok(ended),
         };
         if let Err(problem) = rows.check_shape(l.num_features) {
+            let attempt = ctl.attempt;
             let message = format!("malformed rows for attempt {attempt}: {problem}");
             return Ok(Attempt::Failed(message));
         }
@@ -580,11 +698,14 @@ fn score_batches<W: Write>(
         ctl.hooks.after_batch(started.elapsed());
         done += part.len();
         parts.push(part);
-        let progress = FromWorker::Progress {
-            attempt,
-            rows_done: done as u64,
-        };
-        send(ctl.out, &progress)?;
+        // Rows scored on a hint are told of once their `Run` came.
+        if ctl.hinted.is_none() {
+            let progress = FromWorker::Progress {
+                attempt: ctl.attempt,
+                rows_done: done as u64,
+            };
+            send(ctl.out, &progress)?;
+        }
         // Messages that arrived while computing.
         let told = take_messages(ctl)?;
         if let Some(rows) = told.stop_at {
