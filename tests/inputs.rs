@@ -893,6 +893,22 @@ fn peak_memory_follows_the_chunk_not_the_input() {
     );
 }
 
+/// A `Run` of chunk 0 reading `segments`.
+fn run(attempt: u64, segments: &[herd::data::Segment]) -> ToWorker {
+    ToWorker::Run {
+        chunk: 0,
+        attempt,
+        rows: ChunkRows::Read(segments.to_vec()),
+    }
+}
+
+/// A hint to read `segments` ahead.
+fn prefetch(segments: &[herd::data::Segment]) -> ToWorker {
+    ToWorker::Prefetch {
+        segments: segments.to_vec(),
+    }
+}
+
 #[test]
 fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names() {
     let inputs = Inputs::new();
@@ -901,14 +917,6 @@ fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names
     let chunk = 900..1_500;
     let segments = planned.segments(chunk.clone(), &index.ids);
     let other = planned.segments(2_600..2_700, &index.ids);
-    let run = |attempt: u64, segments: &[herd::data::Segment]| ToWorker::Run {
-        chunk: 0,
-        attempt,
-        rows: ChunkRows::Read(segments.to_vec()),
-    };
-    let prefetch = |segments: &[herd::data::Segment]| ToWorker::Prefetch {
-        segments: segments.to_vec(),
-    };
     let mut worker = Worker::start();
     worker.send(&load);
     assert!(matches!(worker.recv(), FromWorker::Loaded { .. }));
@@ -975,14 +983,6 @@ fn a_worker_scores_the_hinted_rows_while_their_run_is_on_its_way_and_tells_only_
     let (planned, index, load) = planned_job(&inputs, "scored_ahead", 2);
     let segments = planned.segments(900..1_500, &index.ids);
     let other = planned.segments(2_600..2_700, &index.ids);
-    let run = |attempt: u64, segments: &[herd::data::Segment]| ToWorker::Run {
-        chunk: 0,
-        attempt,
-        rows: ChunkRows::Read(segments.to_vec()),
-    };
-    let prefetch = |segments: &[herd::data::Segment]| ToWorker::Prefetch {
-        segments: segments.to_vec(),
-    };
     // Every message up to the attempt's result or error: each must name it.
     let told = |worker: &mut Worker, attempt: u64| {
         let mut progress = Vec::new();

@@ -125,17 +125,8 @@ pub fn main() -> Result<(), String> {
                     let (l, reading) = (loaded.as_mut().expect("loaded"), ahead.take());
                     let reading = reading.expect("a hinted read");
                     let segments = reading.segments.clone();
-                    let mut ctl = Control {
-                        attempt: 0,
-                        hinted: Some(segments.clone()),
-                        rx: &rx,
-                        queue: &mut queue,
-                        out: &mut out,
-                        hooks: &hooks,
-                        ahead: &mut ahead,
-                        dataset: l.dataset.clone(),
-                        batching: l.batching(),
-                    };
+                    let mut ctl = Control::new(l, 0, &rx, &mut queue, &mut out, &hooks, &mut ahead);
+                    ctl.hinted = Some(segments.clone());
                     let (outcome, input_bytes, _) = score_reading(l, reading, &mut ctl)?;
                     let (adopted, attempt) = (ctl.hinted.is_none(), ctl.attempt);
                     match outcome {
@@ -248,17 +239,8 @@ pub fn main() -> Result<(), String> {
                             .map(|ds| Reading::start(ds, segments, l.batching(), false)),
                     }),
                 };
-                let mut ctl = Control {
-                    attempt,
-                    hinted: None,
-                    rx: &rx,
-                    queue: &mut queue,
-                    out: &mut out,
-                    hooks: &hooks,
-                    ahead: &mut ahead,
-                    dataset: l.dataset.clone(),
-                    batching: l.batching(),
-                };
+                let mut ctl =
+                    Control::new(l, attempt, &rx, &mut queue, &mut out, &hooks, &mut ahead);
                 let (outcome, input_bytes, read_ahead) = match given {
                     Given::Rows(rows) => (score_rows(l, &rows, &mut ctl)?, 0, false),
                     Given::Read(Ok(reading)) => score_reading(l, reading, &mut ctl)?,
@@ -418,6 +400,31 @@ struct Control<'a, W: Write> {
     ahead: &'a mut Option<Reading>,
     dataset: Option<Arc<Dataset>>,
     batching: Batching,
+}
+
+impl<'a, W: Write> Control<'a, W> {
+    /// The control of `attempt`, begun by its `Run`, on the worker `l`.
+    fn new(
+        l: &Loaded,
+        attempt: AttemptId,
+        rx: &'a Receiver<ToWorker>,
+        queue: &'a mut std::collections::VecDeque<ToWorker>,
+        out: &'a mut W,
+        hooks: &'a WorkerHooks,
+        ahead: &'a mut Option<Reading>,
+    ) -> Control<'a, W> {
+        Control {
+            attempt,
+            hinted: None,
+            rx,
+            queue,
+            out,
+            hooks,
+            ahead,
+            dataset: l.dataset.clone(),
+            batching: l.batching(),
+        }
+    }
 }
 
 /// How a worker cuts an attempt into batches: its model's block of rows
