@@ -980,7 +980,14 @@ fn a_worker_reads_the_rows_it_was_told_of_ahead_and_scores_only_what_a_run_names
 #[test]
 fn a_worker_scores_the_hinted_rows_while_their_run_is_on_its_way_and_tells_only_of_the_run() {
     let inputs = Inputs::new();
-    let (planned, index, load) = planned_job(&inputs, "scored_ahead", 2);
+    // One thread scores batch by batch, two as a crew.
+    for threads in [1, 2] {
+        hinted_rows_scored_ahead(&inputs, threads);
+    }
+}
+
+fn hinted_rows_scored_ahead(inputs: &Inputs, threads: u32) {
+    let (planned, index, load) = planned_job(inputs, &format!("scored_ahead{threads}"), threads);
     let segments = planned.segments(900..1_500, &index.ids);
     let other = planned.segments(2_600..2_700, &index.ids);
     // Every message up to the attempt's result or error: each must name it.
@@ -1003,7 +1010,9 @@ fn a_worker_scores_the_hinted_rows_while_their_run_is_on_its_way_and_tells_only_
                     attempt: Some(a),
                     message,
                 } if a == attempt => return (progress, Err(message)),
-                other => panic!("waiting for attempt {attempt}, the worker sent {other:?}"),
+                other => panic!(
+                    "{threads} threads: waiting for attempt {attempt}, the worker sent {other:?}"
+                ),
             }
         }
     };
@@ -1022,7 +1031,11 @@ fn a_worker_scores_the_hinted_rows_while_their_run_is_on_its_way_and_tells_only_
     worker.send(&run(2, &segments));
     let (progress, result) = told(&mut worker, 2);
     assert_eq!(result, Ok((want.clone(), want_bytes, true)));
-    assert_eq!(progress.last(), Some(&600), "{progress:?}");
+    assert_eq!(
+        progress.last(),
+        Some(&600),
+        "{threads} threads: {progress:?}"
+    );
 
     // A hint whose run never comes: what was scored for it is dropped
     // unsaid, and the run for other rows reads and scores its own.

@@ -705,6 +705,12 @@ fn score_batches<W: Write>(
         ctl.hooks.after_batch(started.elapsed());
         done += part.len();
         parts.push(part);
+        // Messages that arrived while computing (a hinted read's `Run`
+        // among them, before its progress is told).
+        let told = take_messages(ctl)?;
+        if let Some(end) = told.end {
+            return Ok(end);
+        }
         // Rows scored on a hint are told of once their `Run` came.
         if ctl.hinted.is_none() {
             let progress = FromWorker::Progress {
@@ -713,13 +719,8 @@ fn score_batches<W: Write>(
             };
             send(ctl.out, &progress)?;
         }
-        // Messages that arrived while computing.
-        let told = take_messages(ctl)?;
         if let Some(rows) = told.stop_at {
             limit = limit.min(rows.max(done));
-        }
-        if let Some(end) = told.end {
-            return Ok(end);
         }
         if done >= limit {
             break;
