@@ -1061,6 +1061,70 @@ fn hinted_rows_scored_ahead(inputs: &Inputs, threads: u32) {
 }
 
 #[test]
+fn local_workers_started_while_a_run_prepares_are_stopped_when_the_preparation_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let inputs = Inputs::new();
+    // A stand-in worker that leaves its process id and waits.
+    let pids = inputs.path("worker-pids");
+    let fake = inputs.path("fake-worker.sh");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho $$ >> '{}'\nexec sleep 60\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Weights that take a while to read and hash before they are refused
+    // (64 MiB of zeros), so the workers are up by then.
+    std::fs::write(inputs.path("zeros.safetensors"), vec![0u8; 64 << 20]).unwrap();
+    let job = inputs.path("refused.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"refused\"\nmodel_version = \"m\"\nhosts = \"hosts.toml\"\n\n\
+         [input]\npath = \"one.parquet\"\nid_column = \"entity_id\"\n\n\
+         [model]\nkind = \"mlp\"\nweights = \"zeros.safetensors\"\n\n\
+         [output]\nstore = \"refused-store\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::HERD)
+        .args(["run", job.to_str().unwrap()])
+        .current_dir(inputs.path(""))
+        .env(herd::fleet::local::WORKER_EXE_ENV, &fake)
+        .output()
+        .unwrap();
+    let stderr = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("zeros.safetensors"), "{stderr}");
+    // Both slots' workers had started; none outlives the run.
+    let started: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        started.len(),
+        2,
+        "workers started before the failure: {started:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in started {
+        // Gone, or a zombie waiting for whoever inherited it to reap it.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                !s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+        };
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "worker {pid} outlived its run");
+    }
+}
+
+#[test]
 fn a_worker_alone_reads_each_chunk_while_it_scores_the_one_before() {
     let inputs = Inputs::new();
     std::fs::write(

@@ -25,7 +25,7 @@ use super::messages::Expect;
 use super::publish::Publisher;
 use super::read::{ReadDone, ReadError, ReadJob, Reader};
 use super::validation::SpotCheck;
-use super::workers::Workers;
+use super::workers::{Prestarted, Workers};
 use super::{Control, Error, Prepared};
 
 /// How often the UI gets a fresh snapshot.
@@ -120,9 +120,10 @@ impl Coordinator {
         out: Publisher,
         fleet_tx: mpsc::UnboundedSender<FleetEvent>,
         reads_tx: mpsc::UnboundedSender<ReadDone>,
+        prestarted: Prestarted,
     ) -> Result<Coordinator, Error> {
         let workers = |p: &Prepared, model: &ModelFile, out: &Publisher| {
-            Workers::start(&p.fleet, model, fleet_tx, out)
+            Workers::start(&p.fleet, model, fleet_tx, out, prestarted)
         };
         Coordinator::open(p, job_file, resume, out, workers, reads_tx)
     }

@@ -36,11 +36,12 @@ use crate::store::sink::Sink;
 
 use coordinator::{Coordinator, PUBLISH_EVERY};
 use publish::Publisher;
+use workers::Prestarted;
 
 pub use event::{
     AttemptReport, Event, HostInfo, HostReport, HostState, Report, SkippedEntity, SlotReport,
 };
-pub use prepare::{Prepared, load_fleet, load_job, prepare};
+pub use prepare::{Prepared, load_configs, load_fleet, load_job, prepare, prepare_loaded};
 pub use workers::MAX_WORKER_RESTARTS;
 
 /// A coordinator's heap is trimmed only above this
@@ -122,7 +123,13 @@ pub async fn run(
 ) -> Result<Report, Error> {
     let out = Publisher::new(events);
     let (job, hosts) = (opts.job.clone(), opts.hosts.clone());
-    let p = tokio::task::spawn_blocking(move || prepare(&job, hosts.as_deref()))
+    let (job, fleet) = tokio::task::spawn_blocking(move || load_configs(&job, hosts.as_deref()))
+        .await
+        .map_err(|e| Error::Failed(format!("preparation panicked: {e}")))??;
+    // Local workers start while the input's index is read (dropped, so
+    // killed, when the preparation fails).
+    let prestarted = Prestarted::start(&fleet);
+    let p = tokio::task::spawn_blocking(move || prepare_loaded(job, fleet))
         .await
         .map_err(|e| Error::Failed(format!("preparation panicked: {e}")))??;
     // The job's `[[output.sink]]` tables join the sinks the caller passed.
@@ -139,7 +146,15 @@ pub async fn run(
     opts.sinks.extend(opened);
     let (fleet_tx, fleet_rx) = mpsc::unbounded_channel();
     let (reads_tx, reads_rx) = mpsc::unbounded_channel();
-    let mut c = Coordinator::start(p, opts.job.clone(), opts.resume, out, fleet_tx, reads_tx)?;
+    let mut c = Coordinator::start(
+        p,
+        opts.job.clone(),
+        opts.resume,
+        out,
+        fleet_tx,
+        reads_tx,
+        prestarted,
+    )?;
     let outcome = drive(&mut c, fleet_rx, reads_rx, controls).await;
     c.finish(outcome, &mut opts.sinks)
 }

@@ -82,11 +82,22 @@ fn read_config(path: &Path) -> Result<String, Error> {
 /// Loads the job, its fleet (or `hosts` instead), makes the demo data when the
 /// job says how and it is missing, opens the input and the model.
 pub fn prepare(job_path: &Path, hosts: Option<&Path>) -> Result<Prepared, Error> {
-    let mut job = load_job(job_path)?;
+    let (job, fleet) = load_configs(job_path, hosts)?;
+    prepare_loaded(job, fleet)
+}
+
+/// Reads and checks the job file and its fleet (or `hosts` instead).
+pub fn load_configs(job_path: &Path, hosts: Option<&Path>) -> Result<(Job, Fleet), Error> {
+    let job = load_job(job_path)?;
     let fleet_path: PathBuf = hosts
         .map(Path::to_path_buf)
         .unwrap_or_else(|| job.hosts.clone());
     let fleet = load_fleet(&fleet_path)?;
+    Ok((job, fleet))
+}
+
+/// [`prepare`] of a job and fleet already read ([`load_configs`]).
+pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
     let notes: Vec<String> = generate_if_missing(&job)?.into_iter().collect();
     let job_file = job.file.display().to_string();
     if let Some(path) = job.input.path.local()

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Fleet};
-use crate::fleet::{self, FleetEvent, HostLink, ModelFile, WorkerLink};
+use crate::fleet::{self, FleetEvent, HostLink, ModelFile, Spawned, WorkerLink};
 use crate::proto::ToWorker;
 use crate::sched::{HostId, SlotId};
 
@@ -66,6 +66,34 @@ pub(super) struct HostRt {
     pub attempts_read_ahead: u64,
 }
 
+/// Workers of the fleet's local hosts started before the run is prepared,
+/// by slot: their processes start and say hello while the coordinator reads
+/// the input's index, and [`Workers::start`] takes them for their slots.
+#[derive(Default)]
+pub struct Prestarted(BTreeMap<u32, Spawned>);
+
+impl Prestarted {
+    /// A worker for each slot of `fleet`'s local hosts, the slots numbered
+    /// as [`Workers::start`] numbers them. A worker that cannot start is
+    /// left out: [`Workers::start`] starts its slot's worker and reports
+    /// why it cannot.
+    pub fn start(fleet: &Fleet) -> Prestarted {
+        let mut started = BTreeMap::new();
+        let mut slot = 0u32;
+        for h in &fleet.hosts {
+            for _ in 0..h.slots {
+                if h.transport == config::Transport::Local
+                    && let Ok(spawned) = fleet::local::spawn(&crate::test_hooks::worker_env(slot))
+                {
+                    started.insert(slot, spawned);
+                }
+                slot += 1;
+            }
+        }
+        Prestarted(started)
+    }
+}
+
 /// Every host and slot of the run.
 pub(super) struct Workers {
     pub hosts: Vec<HostRt>,
@@ -85,6 +113,7 @@ impl Workers {
         model: &ModelFile,
         events: mpsc::UnboundedSender<FleetEvent>,
         out: &Publisher,
+        mut prestarted: Prestarted,
     ) -> Workers {
         let mut w = Workers {
             hosts: Vec::with_capacity(fleet.hosts.len()),
@@ -123,8 +152,9 @@ impl Workers {
             });
             for _ in 0..h.slots {
                 let env = crate::test_hooks::worker_env(w.next_slot);
+                let early = prestarted.0.remove(&w.next_slot);
                 // A worker that cannot start is logged and its slot stays down.
-                let _ = w.add_slot(hi as HostId, env, 0, out);
+                let _ = w.add_slot(hi as HostId, env, 0, out, early);
             }
         }
         w
@@ -180,21 +210,24 @@ impl Workers {
         w
     }
 
-    /// Starts a worker on a new slot of `host`.
+    /// Starts a worker on a new slot of `host` (or takes `early`, its
+    /// worker started before the run was prepared).
     fn add_slot(
         &mut self,
         host: HostId,
         env: Vec<(String, String)>,
         restarts: u32,
         out: &Publisher,
+        early: Option<Spawned>,
     ) -> Result<SlotId, String> {
         let slot = SlotId(self.next_slot);
         self.next_slot += 1;
         let h = &mut self.hosts[host as usize];
         h.first_slot.get_or_insert(slot.0);
-        let started = match &h.link {
-            Ok(link) => link.start_worker(&env),
-            Err(e) => Err(e.clone()),
+        let started = match (early, &h.link) {
+            (Some(early), Ok(_)) => Ok(early),
+            (_, Ok(link)) => link.start_worker(&env),
+            (_, Err(e)) => Err(e.clone()),
         };
         let mut rt = SlotRt {
             host,
@@ -233,7 +266,7 @@ impl Workers {
             return None;
         }
         let (host, restarts, env) = (rt.host, rt.restarts + 1, rt.env.clone());
-        Some(match self.add_slot(host, env, restarts, out) {
+        Some(match self.add_slot(host, env, restarts, out, None) {
             Ok(new) => format!(
                 "restarting the worker as {} (restart {restarts} of {MAX_WORKER_RESTARTS})",
                 self.slot_name(new)
