@@ -69,7 +69,6 @@ pub(super) struct HostRt {
 /// Workers of the fleet's local hosts started before the run is prepared,
 /// by slot: their processes start and say hello while the coordinator reads
 /// the input's index, and [`Workers::start`] takes them for their slots.
-#[derive(Default)]
 pub struct Prestarted(BTreeMap<u32, Spawned>);
 
 impl Prestarted {

@@ -122,30 +122,20 @@ pub fn main() -> Result<(), String> {
                 // their `Run` is on its way (the coordinator sends it once
                 // the last result is in).
                 Err(TryRecvError::Empty) if loaded.is_some() && ahead.is_some() => {
-                    let (l, reading) = (loaded.as_mut().expect("loaded"), ahead.take());
-                    let reading = reading.expect("a hinted read");
-                    let segments = reading.segments.clone();
+                    let l = loaded.as_mut().expect("loaded");
+                    let reading = ahead.take().expect("a hinted read");
                     let mut ctl = Control::new(l, 0, &rx, &mut queue, &mut out, &hooks, &mut ahead);
-                    ctl.hinted = Some(segments.clone());
+                    ctl.hinted = Some(reading.segments.clone());
                     let (outcome, input_bytes, _) = score_reading(l, reading, &mut ctl)?;
-                    let (adopted, attempt) = (ctl.hinted.is_none(), ctl.attempt);
-                    match outcome {
-                        Attempt::Shutdown => return Ok(()),
+                    // Still set when no `Run` came for them meanwhile.
+                    let (hinted, attempt) = (ctl.hinted.take(), ctl.attempt);
+                    match (outcome, hinted) {
+                        (Attempt::Shutdown, _) => return Ok(()),
                         // The `Run` came meanwhile: the attempt is done.
-                        outcome if adopted => {
-                            let reply = attempt_reply(
-                                outcome,
-                                attempt,
-                                input_bytes,
-                                true,
-                                &hooks,
-                                &mut out,
-                            )?;
-                            if let Some(reply) = reply {
-                                send(&mut out, &reply)?;
-                            }
+                        (outcome, None) => {
+                            report_attempt(outcome, attempt, input_bytes, true, &hooks, &mut out)?
                         }
-                        Attempt::Finished(predictions) => {
+                        (Attempt::Finished(predictions), Some(segments)) => {
                             scored_ahead = Some(ScoredAhead {
                                 segments,
                                 predictions,
@@ -221,11 +211,7 @@ pub fn main() -> Result<(), String> {
                     let rows_done = done.predictions.len() as u64;
                     send(&mut out, &FromWorker::Progress { attempt, rows_done })?;
                     let finished = Attempt::Finished(done.predictions);
-                    let reply =
-                        attempt_reply(finished, attempt, done.input_bytes, true, &hooks, &mut out)?;
-                    if let Some(reply) = reply {
-                        send(&mut out, &reply)?;
-                    }
+                    report_attempt(finished, attempt, done.input_bytes, true, &hooks, &mut out)?;
                     continue;
                 }
                 // A described chunk's rows: those read ahead on a hint
@@ -249,7 +235,8 @@ pub fn main() -> Result<(), String> {
                 if let Attempt::Shutdown = outcome {
                     return Ok(());
                 }
-                attempt_reply(outcome, attempt, input_bytes, read_ahead, &hooks, &mut out)?
+                report_attempt(outcome, attempt, input_bytes, read_ahead, &hooks, &mut out)?;
+                None
             }
             ToWorker::Prefetch { segments } => {
                 // Replacing an earlier hint stops its reader.
@@ -274,17 +261,17 @@ struct ScoredAhead {
     input_bytes: u64,
 }
 
-/// What the worker says of `attempt` once it ended with `outcome` (not a
-/// shutdown); `None` for a cancelled one.
-fn attempt_reply(
+/// Says what became of `attempt`, which ended with `outcome` (not a
+/// shutdown); nothing for a cancelled one.
+fn report_attempt(
     outcome: Attempt,
     attempt: AttemptId,
     input_bytes: u64,
     read_ahead: bool,
     hooks: &WorkerHooks,
     out: &mut impl Write,
-) -> Result<Option<FromWorker>, String> {
-    Ok(match outcome {
+) -> Result<(), String> {
+    let reply = match outcome {
         Attempt::Finished(predictions) => {
             for forged in hooks.forged_results(attempt, &predictions) {
                 send(out, &forged)?;
@@ -303,7 +290,11 @@ fn attempt_reply(
             message,
         }),
         Attempt::Cancelled | Attempt::Shutdown => None,
-    })
+    };
+    match reply {
+        Some(reply) => send(out, &reply),
+        None => Ok(()),
+    }
 }
 
 /// The worker's heap is trimmed only above this ([`memory::keep_freed_memory`]):
