@@ -164,6 +164,7 @@ impl Coordinator {
             ),
             None => (begin_version(&store, &p)?, Vec::new()),
         };
+        warm_retention(&store, p.job.output.keep_versions as usize, version);
         let sched = Scheduler::new(policy(&p), p.costs.clone(), &done);
         out.send(started_event(
             &p,
@@ -654,6 +655,18 @@ fn leave_out(ids: &EntityIds, preds: &Predictions, drop: &[usize]) -> (EntityIds
 }
 
 /// Starts a new version of the job in the store.
+/// Reads into the page cache, on a thread of its own while the run goes
+/// on, the pages retention reads at the end of the run to drop the
+/// versions it lets go once `version` is live ([`Store::warm_retention`]).
+/// A read that fails is left unsaid: it only means the drop reads them.
+fn warm_retention(store: &Store, keep: usize, version: u64) {
+    let store = store.clone();
+    let spawned = std::thread::Builder::new()
+        .name("herd-warm".into())
+        .spawn(move || store.warm_retention(keep, version));
+    drop(spawned);
+}
+
 fn begin_version(store: &Store, p: &Prepared) -> Result<u64, Error> {
     store
         .begin_version(NewVersion {

@@ -253,6 +253,22 @@ impl Drop for Env {
     }
 }
 
+/// Bytes of LMDB's record of a named database (`MDB_db`) on a 64-bit build.
+const MDB_DB_BYTES: usize = 48;
+
+/// A named database's tree of pages ([`Txn::tree`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// Levels of pages, leaves included: 0 for an empty database, 1 when
+    /// the root is a leaf.
+    pub depth: u16,
+    pub branch_pages: u64,
+    /// The root's page number: page `n` is bytes `n * page_size..` of the
+    /// data file.
+    pub root: u64,
+    pub page_size: usize,
+}
+
 /// A transaction; aborted when dropped without [`Txn::commit`].
 pub struct Txn<'e> {
     ptr: *mut ffi::MDB_txn,
@@ -382,6 +398,34 @@ impl<'e> Txn<'e> {
     pub unsafe fn drop_db(&mut self, db: Dbi) -> MdbResult<()> {
         // SAFETY: the caller guarantees nobody else uses the handle.
         check(unsafe { ffi::mdb_drop(self.ptr, db.0, 1) })
+    }
+
+    /// Where named database `name`'s tree lies in the data file, as LMDB
+    /// records it in the main database (the `MDB_db` of LMDB 0.9 on a
+    /// 64-bit build: depth at byte 6, branch pages at 8, root page at 40);
+    /// `None` when there is no such database.
+    pub fn tree(&self, name: &str) -> MdbResult<Option<Tree>> {
+        let mut main = 0;
+        // SAFETY: a null name asks for the main database's handle, which
+        // opens nothing and changes no handle table.
+        check(unsafe { ffi::mdb_dbi_open(self.ptr, ptr::null(), 0, &mut main) })?;
+        let Some(rec) = self.get(Dbi(main), name.as_bytes())? else {
+            return Ok(None);
+        };
+        if rec.len() != MDB_DB_BYTES || cfg!(not(target_pointer_width = "64")) {
+            return Err(MdbError(ffi::MDB_CORRUPTED));
+        }
+        let word = |at: usize| u64::from_ne_bytes(rec[at..at + 8].try_into().expect("8 bytes"));
+        // SAFETY: MDB_stat is plain data; mdb_stat fills it.
+        let mut stat: ffi::MDB_stat = unsafe { std::mem::zeroed() };
+        // SAFETY: plain FFI on a live transaction.
+        check(unsafe { ffi::mdb_stat(self.ptr, main, &mut stat) })?;
+        Ok(Some(Tree {
+            depth: u16::from_ne_bytes([rec[6], rec[7]]),
+            branch_pages: word(8),
+            root: word(40),
+            page_size: stat.ms_psize as usize,
+        }))
     }
 
     /// The number of entries in `db`.

@@ -55,6 +55,7 @@ mod txn;
 pub mod validate;
 pub mod value;
 mod versions;
+mod warm;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use std::ops::Range;
 use super::keys::{
     KEY_LIVE, KEY_NEXT, KEY_PREVIOUS, KEY_SINKS, chunk_key, version_db, version_key,
 };
+use super::lmdb::Txn;
 use super::{Error, NewVersion, Result, Status, Store, VersionRecord};
 
 /// Most sink pointers a store remembers ([`Store::note_sinks`]).
@@ -43,6 +44,21 @@ pub struct Retention {
     pub grace_secs: u64,
     /// Unix seconds, against which ages are measured.
     pub now: u64,
+}
+
+impl Retention {
+    /// `keep` versions and the default grace period, measured from now.
+    pub fn now(keep: usize) -> Retention {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Retention {
+            keep,
+            grace_secs: DEFAULT_GRACE_SECS,
+            now,
+        }
+    }
 }
 
 impl Store {
@@ -265,15 +281,7 @@ impl Store {
     /// versions older than the default grace period; never the live
     /// version or the one live before it. See [`Store::gc_with`].
     pub fn gc(&self, keep: usize) -> Result<Vec<u64>> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.gc_with(Retention {
-            keep,
-            grace_secs: DEFAULT_GRACE_SECS,
-            now,
-        })
+        self.gc_with(Retention::now(keep))
     }
 
     /// Drops what `r` says may go and returns the dropped versions,
@@ -287,21 +295,7 @@ impl Store {
         let candidates = self.read(|txn| {
             let live = self.get_u64(txn, KEY_LIVE)?;
             let previous = self.get_u64(txn, KEY_PREVIOUS)?;
-            Ok(self
-                .records_in(txn)?
-                .into_iter()
-                .enumerate()
-                .filter(|(rank, rec)| {
-                    let old = r.now.saturating_sub(rec.created) > r.grace_secs;
-                    match rec.status {
-                        Status::Building => old && building_ok,
-                        Status::Failed => old || *rank >= r.keep,
-                        _ => *rank >= r.keep,
-                    }
-                })
-                .filter(|(_, rec)| droppable(rec, live, previous, building_ok))
-                .map(|(_, rec)| rec.version)
-                .collect::<Vec<u64>>())
+            self.gc_candidates(txn, &r, live, previous, building_ok)
         })?;
         let mut dropped = Vec::new();
         for v in candidates {
@@ -315,6 +309,33 @@ impl Store {
         }
         drop(guard);
         Ok(dropped)
+    }
+
+    /// The versions `r` lets go in `txn`'s store, newest first, were
+    /// `live` the live version and `previous` the one live before it.
+    pub(super) fn gc_candidates(
+        &self,
+        txn: &Txn<'_>,
+        r: &Retention,
+        live: Option<u64>,
+        previous: Option<u64>,
+        building_ok: bool,
+    ) -> Result<Vec<u64>> {
+        Ok(self
+            .records_in(txn)?
+            .into_iter()
+            .enumerate()
+            .filter(|(rank, rec)| {
+                let old = r.now.saturating_sub(rec.created) > r.grace_secs;
+                match rec.status {
+                    Status::Building => old && building_ok,
+                    Status::Failed => old || *rank >= r.keep,
+                    _ => *rank >= r.keep,
+                }
+            })
+            .filter(|(_, rec)| droppable(rec, live, previous, building_ok))
+            .map(|(_, rec)| rec.version)
+            .collect())
     }
 
     /// `herd store drop N`: drops version `v` now, whatever its age. Refuses
