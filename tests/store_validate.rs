@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use herd::config::Validate;
 use herd::model::{EntityIds, EntityKey, Predictions};
-use herd::store::validate::{SampleRow, ValidationPlan, validate};
+use herd::store::validate::{SampleRow, ValidationPlan, scan_chunk, validate};
 use herd::store::{Store, ValidationReport, Value};
 use store_common::*;
 
@@ -75,6 +75,7 @@ fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan<'static> {
             .collect(),
         tolerance: 1e-4,
         excluded: 0,
+        scanned: Vec::new(),
         cfg: cfg(),
     }
 }
@@ -344,6 +345,7 @@ fn scores_plan(rows: u64, expected: f32) -> ValidationPlan<'static> {
         }],
         tolerance: 1e-5,
         excluded: 0,
+        scanned: Vec::new(),
         cfg: cfg(),
     }
 }
@@ -418,4 +420,92 @@ fn a_large_version_is_checked_whole_across_its_key_ranges() {
         "{}",
         rows.detail
     );
+}
+
+/// The gate reads again only the keys outside the chunks read right after
+/// their commits, and reports what a pass over the whole version reports:
+/// a non-finite score and a malformed value inside chunks it did not read
+/// again, and entries that are not input entities both inside a chunk's
+/// range and between and after the chunks' ranges.
+#[test]
+fn a_gate_that_takes_the_chunks_read_after_their_commits_reports_what_a_whole_pass_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v = new_version(&store, "cands", N);
+    // Input ids 0, 10, 20, ..., 490: room for keys that are not input
+    // entities between them.
+    let id = |e: u64| e * 10;
+    let commit =
+        |rows: std::ops::Range<u64>, ids: Vec<u64>, plant: &dyn Fn(u64, &mut Vec<(u32, f32)>)| {
+            let mut offsets = vec![0u32];
+            let (mut items, mut scores) = (Vec::new(), Vec::new());
+            for e in rows.clone() {
+                let mut row = reference(e);
+                plant(e, &mut row);
+                for (i, s) in row {
+                    items.push(i);
+                    scores.push(s);
+                }
+                offsets.push(items.len() as u32);
+            }
+            let preds = Predictions::TopK {
+                offsets,
+                items,
+                scores,
+            };
+            let ids = EntityIds::Int(ids);
+            assert!(store.commit_chunk(v, rows, &ids, &preds, T0).unwrap());
+            ids
+        };
+    let faults = |e: u64, row: &mut Vec<(u32, f32)>| match e {
+        7 => row[1].1 = f32::NAN,
+        33 => row.swap(0, 2),
+        _ => {}
+    };
+    let chunks = [0..20, 20..40, 40..N];
+    let mut scans = Vec::new();
+    for (k, rows) in chunks.iter().enumerate() {
+        let ids = commit(rows.clone(), rows.clone().map(id).collect(), &faults);
+        if k == 1 {
+            // A stray entry inside the second chunk's range, written
+            // before its pass read the range.
+            commit(N + 1..N + 2, vec![id(25) + 5], &|_, _| {});
+        }
+        // The last chunk is left to the gate.
+        if k < 2 {
+            scans.push(scan_chunk(&store, v, &ids, Some(3)).unwrap().unwrap());
+        }
+    }
+    // Strays between the first two chunks' ranges and after the last one.
+    commit(N + 2..N + 3, vec![id(19) + 5], &|_, _| {});
+    commit(N + 3..N + 4, vec![id(N) + 5], &|_, _| {});
+    let whole = validate(&store, v, None, &plan((0..N).map(id))).unwrap();
+    let mut taking = plan((0..N).map(id));
+    taking.scanned = scans.clone();
+    let report = validate(&store, v, None, &taking).unwrap();
+    assert_eq!(report, whole);
+    // (The spot check's sample names entities 4, 20 and 33, not input ids
+    // here, and fails in both.)
+    assert_eq!(
+        failed_checks(&report),
+        ["coverage", "finite", "topk_well_formed", "spot_check"],
+        "{report:#?}"
+    );
+    let coverage = &report.checks[0];
+    assert!(
+        coverage
+            .detail
+            .contains("3 stored entries are not input entities"),
+        "{coverage:?}"
+    );
+    let finite = &report.checks[1];
+    assert!(finite.detail.starts_with("1 non-finite"), "{finite:?}");
+    // Ids that do not ascend in input order: the chunks' passes cannot
+    // stand for their ranges, and the gate reads the whole version.
+    let mut shuffled: Vec<u64> = (0..N).map(id).collect();
+    shuffled.swap(0, 1);
+    let whole = validate(&store, v, None, &plan(shuffled.iter().copied())).unwrap();
+    let mut taking = plan(shuffled.into_iter());
+    taking.scanned = scans;
+    assert_eq!(validate(&store, v, None, &taking).unwrap(), whole);
 }

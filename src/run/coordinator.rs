@@ -19,7 +19,7 @@ use crate::proto::{self, ChunkRows, ToWorker};
 use crate::sched::{AttemptId, ChunkId, Command, HostId, Input, Policy, Scheduler, SlotId};
 use crate::store::{self, NewVersion, RunLock, Store};
 
-use super::commit::Committer;
+use super::commit::{Committer, ScanAfter};
 use super::event::{Event, HostInfo};
 use super::messages::Expect;
 use super::publish::Publisher;
@@ -66,7 +66,7 @@ pub(super) struct Coordinator {
     job_file: PathBuf,
     pub store: Store,
     /// Writes committed chunks on a thread of its own.
-    committer: Committer,
+    pub(super) committer: Committer,
     /// Reads the rows of chunks for workers that do not read their own.
     reader: Reader,
     /// The gate's spot check, computed while the run goes on.
@@ -209,12 +209,13 @@ impl Coordinator {
         for h in &mut workers.hosts {
             h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
         }
+        let committer = Committer::start(store.clone(), scan_after(&p));
         Ok(Coordinator {
             reader: Reader::start(p.dataset.clone(), reads_tx),
             spot: SpotCheck::start(&p, version),
             p,
             job_file,
-            committer: Committer::start(store.clone()),
+            committer,
             store,
             _run_lock: run_lock,
             version,
@@ -655,6 +656,18 @@ fn leave_out(ids: &EntityIds, preds: &Predictions, drop: &[usize]) -> (EntityIds
 }
 
 /// Starts a new version of the job in the store.
+/// Whether the commit thread reads each chunk again for the gate: where
+/// every input id strictly ascends in input order ([`ScanAfter`]).
+fn scan_after(p: &Prepared) -> Option<ScanAfter> {
+    let ascending = match &p.index.ids {
+        EntityIds::Int(v) => v.windows(2).all(|w| w[0] < w[1]),
+        EntityIds::Str(v) => v.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+    };
+    ascending.then(|| ScanAfter {
+        top_k: p.job.model.spec.top_k(),
+    })
+}
+
 /// Reads into the page cache, on a thread of its own while the run goes
 /// on, the pages retention reads at the end of the run to drop the
 /// versions it lets go once `version` is live ([`Store::warm_retention`]).

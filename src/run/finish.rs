@@ -62,7 +62,7 @@ impl Coordinator {
                 spot.waited.as_secs_f64()
             ),
         );
-        let plan = validation::plan(&self.p, spot.sample);
+        let plan = validation::plan(&self.p, spot.sample, self.committer.take_scans());
         let verdict = tokio::task::block_in_place(|| {
             store::validate::validate(&self.store, version, self.live_before, &plan)
         })

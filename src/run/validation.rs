@@ -24,7 +24,7 @@ use crate::data::Dataset;
 use crate::model::{EntityIds, Model, PredictionRow, Predictions};
 use crate::splitmix::SplitMix64;
 use crate::store::Value;
-use crate::store::validate::{SampleRow, ValidationPlan};
+use crate::store::validate::{ChunkScan, SampleRow, ValidationPlan};
 
 use super::{Error, Prepared};
 
@@ -221,7 +221,7 @@ fn rescore(
 
 /// The gate's plan: every input entity but those left out by
 /// `on_invalid = "skip"`, and the spot check's `sample`.
-pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan<'_> {
+pub fn plan(p: &Prepared, sample: Vec<SampleRow>, scanned: Vec<ChunkScan>) -> ValidationPlan<'_> {
     let skipped = p.skipped_rows();
     let ids = match skipped.is_empty() {
         true => Cow::Borrowed(&p.index.ids),
@@ -234,6 +234,7 @@ pub fn plan(p: &Prepared, sample: Vec<SampleRow>) -> ValidationPlan<'_> {
         tolerance: SPOT_TOLERANCE,
         cfg: p.job.validate.clone(),
         excluded: skipped.len() as u64,
+        scanned,
     }
 }
 

@@ -37,6 +37,80 @@ pub struct ValidationPlan<'a> {
     /// Input entities left out on purpose (`[input] on_invalid = "skip"`):
     /// not in `ids`, and counted as excluded, not missing.
     pub excluded: u64,
+    /// Committed chunks' key ranges already read by the pass, each right
+    /// after its commit ([`scan_chunk`]); the gate reads only the keys
+    /// outside them, when `ids` strictly ascend.
+    pub scanned: Vec<ChunkScan>,
+}
+
+/// What the gate's pass found among the entries of one committed chunk's
+/// key range, read right after the chunk's commit ([`scan_chunk`]).
+#[derive(Clone, Debug)]
+pub struct ChunkScan {
+    /// The range's first key, and the key just past its last one.
+    start: Vec<u8>,
+    end: Vec<u8>,
+    seen: Seen,
+}
+
+/// The gate's pass over `version`'s entries with keys from the first to
+/// the last of `ids`, the entities of a chunk just committed; `None` when
+/// they do not strictly ascend. The gate takes it in place of reading that
+/// range again only where every input entity's id strictly ascends in
+/// input order: then the range holds no other input entity's key, and no
+/// later commit of the run writes in it.
+pub fn scan_chunk(
+    store: &Store,
+    version: u64,
+    ids: &EntityIds,
+    top_k: Option<usize>,
+) -> Result<Option<ChunkScan>> {
+    let input = InputKeys::of(ids);
+    if ids.is_empty() || !input.in_input_order() {
+        return Ok(None);
+    }
+    let start = input.key_bytes(0);
+    let mut end = input.key_bytes(input.len() - 1);
+    end.push(0); // the smallest key after the last one
+    let seen = store.snapshot(|snap| {
+        let mut state = (Seen::default(), 0);
+        snap.scan_from(version, &start, |entity, value| {
+            if entity >= end.as_slice() {
+                return Ok(false);
+            }
+            check_entry(&mut state, ids, top_k, &input, entity, value);
+            Ok(true)
+        })?;
+        Ok(state.0)
+    })?;
+    Ok(Some(ChunkScan { start, end, seen }))
+}
+
+/// A key range the pass must still read (its first key, and the key past
+/// its last or `None`), then the chunk read already that follows it.
+type Gap<'p> = (Vec<u8>, Option<Vec<u8>>, Option<&'p Seen>);
+
+/// The key ranges the pass must still read, in key order, each with the
+/// chunk read already after it, when `plan.scanned` may stand for the
+/// rest: the input's ids strictly ascend and the scanned ranges do not
+/// overlap. `None` when the whole version must be read.
+fn unscanned<'p>(plan: &'p ValidationPlan<'_>, input: &InputKeys<'_>) -> Option<Vec<Gap<'p>>> {
+    if plan.scanned.is_empty() || !input.in_input_order() {
+        return None;
+    }
+    let mut scanned: Vec<&ChunkScan> = plan.scanned.iter().collect();
+    scanned.sort_unstable_by(|a, b| a.start.cmp(&b.start));
+    let mut gaps = Vec::with_capacity(scanned.len() + 1);
+    let mut from = Vec::new();
+    for c in scanned {
+        if c.start < from {
+            return None;
+        }
+        let start = std::mem::replace(&mut from, c.end.clone());
+        gaps.push((start, Some(c.start.clone()), Some(&c.seen)));
+    }
+    gaps.push((from, None, None));
+    Some(gaps)
 }
 
 /// One rescored entity.
@@ -197,6 +271,24 @@ impl<'a> InputKeys<'a> {
         }
     }
 
+    /// Whether these are the input's ids themselves, which then strictly
+    /// ascend in input order.
+    fn in_input_order(&self) -> bool {
+        matches!(
+            self,
+            InputKeys::Int(Cow::Borrowed(_)) | InputKeys::StrAscending(_)
+        )
+    }
+
+    /// The position of the first key at or after `key`.
+    fn position(&self, key: &[u8]) -> usize {
+        match self {
+            InputKeys::Int(keys) => keys.partition_point(|k| k.to_be_bytes().as_slice() < key),
+            InputKeys::Str(keys) => keys.partition_point(|k| *k < key),
+            InputKeys::StrAscending(keys) => keys.partition_point(|k| k.as_bytes() < key),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             InputKeys::Int(keys) => keys.len(),
@@ -238,7 +330,7 @@ fn find_from<T>(keys: &[T], cmp: impl Fn(&T) -> Ordering, walk: &mut usize) -> b
 }
 
 /// What one pass over the stored values found.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct Seen {
     stored: u64,
     /// Stored entries that are not input entities.
@@ -286,6 +378,25 @@ fn scan(
     plan: &ValidationPlan<'_>,
     input: &InputKeys<'_>,
 ) -> Result<Seen> {
+    if let Some(gaps) = unscanned(plan, input) {
+        // In key order, as one pass would find them (the examples too).
+        let mut seen = Seen::default();
+        for (start, end, chunk) in gaps {
+            let mut state = (Seen::default(), input.position(&start));
+            snap.scan_from(version, &start, |entity, value| {
+                if end.as_deref().is_some_and(|end| entity >= end) {
+                    return Ok(false);
+                }
+                check_entry(&mut state, &plan.ids, plan.top_k, input, entity, value);
+                Ok(true)
+            })?;
+            seen = seen.then(state.0);
+            if let Some(chunk) = chunk {
+                seen = seen.then(chunk.clone());
+            }
+        }
+        return Ok(seen);
+    }
     let threads = if snap.entries(version)? < SPLIT_SCAN_ENTRIES {
         1
     } else {
@@ -299,43 +410,51 @@ fn scan(
     let walks: Vec<usize> = (0..threads).map(|i| input.len() * i / threads).collect();
     let bounds: Vec<Vec<u8>> = walks[1..].iter().map(|&i| input.key_bytes(i)).collect();
     let mut states: Vec<(Seen, usize)> = walks.iter().map(|&w| (Seen::default(), w)).collect();
-    snap.scan_ranges(
-        version,
-        &bounds,
-        &mut states,
-        |(seen, walk), entity, value| {
-            seen.stored += 1;
-            if !input.contains(entity, walk) {
-                seen.extra += 1;
-                push_example(
-                    &mut seen.coverage_examples,
-                    format!("not in the input: {}", show(&plan.ids, entity)),
-                );
-            }
-            for (j, s) in value.scores().enumerate() {
-                if !s.is_finite() {
-                    seen.non_finite += 1;
-                    push_example(
-                        &mut seen.finite_examples,
-                        format!("{}: score[{j}] = {s}", show(&plan.ids, entity)),
-                    );
-                }
-            }
-            if let Some(problem) = topk_problem(value, plan.top_k) {
-                seen.malformed += 1;
-                push_example(
-                    &mut seen.malformed_examples,
-                    format!("{}: {problem}", show(&plan.ids, entity)),
-                );
-            }
-            Ok(())
-        },
-    )?;
+    snap.scan_ranges(version, &bounds, &mut states, |state, entity, value| {
+        check_entry(state, &plan.ids, plan.top_k, input, entity, value);
+        Ok(())
+    })?;
     Ok(states
         .into_iter()
         .map(|(seen, _)| seen)
         .reduce(Seen::then)
         .unwrap_or_default())
+}
+
+/// The pass's checks of one stored entry: an input entity (looked for from
+/// `walk` on), finite scores, a well-formed value.
+fn check_entry(
+    (seen, walk): &mut (Seen, usize),
+    ids: &EntityIds,
+    top_k: Option<usize>,
+    input: &InputKeys<'_>,
+    entity: &[u8],
+    value: ValueRef<'_>,
+) {
+    seen.stored += 1;
+    if !input.contains(entity, walk) {
+        seen.extra += 1;
+        push_example(
+            &mut seen.coverage_examples,
+            format!("not in the input: {}", show(ids, entity)),
+        );
+    }
+    for (j, s) in value.scores().enumerate() {
+        if !s.is_finite() {
+            seen.non_finite += 1;
+            push_example(
+                &mut seen.finite_examples,
+                format!("{}: score[{j}] = {s}", show(ids, entity)),
+            );
+        }
+    }
+    if let Some(problem) = topk_problem(value, top_k) {
+        seen.malformed += 1;
+        push_example(
+            &mut seen.malformed_examples,
+            format!("{}: {problem}", show(ids, entity)),
+        );
+    }
 }
 
 /// Every input entity exactly once: stored keys are unique, so the stored
