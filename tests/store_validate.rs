@@ -37,9 +37,23 @@ fn reference(e: u64) -> Vec<(u32, f32)> {
 /// `plant` first.
 fn top_k_version(store: &Store, plant: impl Fn(u64, &mut Vec<(u32, f32)>)) -> u64 {
     let v = new_version(store, "cands", N);
+    let preds = top_k_preds(0..N, &plant);
+    assert!(
+        store
+            .commit_chunk(v, 0..N, &EntityIds::Int((0..N).collect()), &preds, T0)
+            .unwrap()
+    );
+    v
+}
+
+/// Changes a row's reference top-3 before it is stored.
+type Plant<'a> = &'a dyn Fn(u64, &mut Vec<(u32, f32)>);
+
+/// Entities `rows`' reference top-3, each passed to `plant` first.
+fn top_k_preds(rows: std::ops::Range<u64>, plant: Plant<'_>) -> Predictions {
     let mut offsets = vec![0u32];
     let (mut items, mut scores) = (Vec::new(), Vec::new());
-    for e in 0..N {
+    for e in rows {
         let mut row = reference(e);
         plant(e, &mut row);
         for (i, s) in row {
@@ -48,17 +62,11 @@ fn top_k_version(store: &Store, plant: impl Fn(u64, &mut Vec<(u32, f32)>)) -> u6
         }
         offsets.push(items.len() as u32);
     }
-    let preds = Predictions::TopK {
+    Predictions::TopK {
         offsets,
         items,
         scores,
-    };
-    assert!(
-        store
-            .commit_chunk(v, 0..N, &EntityIds::Int((0..N).collect()), &preds, T0)
-            .unwrap()
-    );
-    v
+    }
 }
 
 fn plan(ids: impl Iterator<Item = u64>) -> ValidationPlan<'static> {
@@ -435,28 +443,12 @@ fn a_gate_that_takes_the_chunks_read_after_their_commits_reports_what_a_whole_pa
     // Input ids 0, 10, 20, ..., 490: room for keys that are not input
     // entities between them.
     let id = |e: u64| e * 10;
-    let commit =
-        |rows: std::ops::Range<u64>, ids: Vec<u64>, plant: &dyn Fn(u64, &mut Vec<(u32, f32)>)| {
-            let mut offsets = vec![0u32];
-            let (mut items, mut scores) = (Vec::new(), Vec::new());
-            for e in rows.clone() {
-                let mut row = reference(e);
-                plant(e, &mut row);
-                for (i, s) in row {
-                    items.push(i);
-                    scores.push(s);
-                }
-                offsets.push(items.len() as u32);
-            }
-            let preds = Predictions::TopK {
-                offsets,
-                items,
-                scores,
-            };
-            let ids = EntityIds::Int(ids);
-            assert!(store.commit_chunk(v, rows, &ids, &preds, T0).unwrap());
-            ids
-        };
+    let commit = |rows: std::ops::Range<u64>, ids: Vec<u64>, plant: Plant<'_>| {
+        let preds = top_k_preds(rows.clone(), plant);
+        let ids = EntityIds::Int(ids);
+        assert!(store.commit_chunk(v, rows, &ids, &preds, T0).unwrap());
+        ids
+    };
     let faults = |e: u64, row: &mut Vec<(u32, f32)>| match e {
         7 => row[1].1 = f32::NAN,
         33 => row.swap(0, 2),

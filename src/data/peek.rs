@@ -55,8 +55,11 @@ pub(super) struct Peek {
     /// snappy stream's length and first element tag, which the walk to a
     /// value reads next. One read instead of three for each chunk the
     /// spot check picks from (200 rows of 64 features: ~4,000 chunks).
-    head: Arc<Mutex<(u64, Vec<u8>)>>,
+    head: Head,
 }
+
+/// Bytes read where a page header starts, and where they lie.
+type Head = Arc<Mutex<(u64, Vec<u8>)>>;
 
 impl Peek {
     pub(super) fn new(file: PageFile) -> Peek {
@@ -98,7 +101,7 @@ impl Length for Peek {
 pub(super) struct HeadReader {
     inner: BufReader<PageFileReader>,
     start: u64,
-    head: Option<Arc<Mutex<(u64, Vec<u8>)>>>,
+    head: Option<Head>,
 }
 
 impl Read for HeadReader {
