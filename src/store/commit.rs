@@ -407,12 +407,13 @@ pub struct ChunkCommit<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::EntityKey;
     use crate::store::{NewVersion, Value};
 
-    fn new_version(store: &Store, rows: u64) -> u64 {
+    /// A version begun for `rows` rows.
+    pub(in crate::store) fn new_version(store: &Store, rows: u64) -> u64 {
         store
             .begin_version(NewVersion {
                 job: "j".into(),

@@ -136,22 +136,12 @@ fn children(page: &[u8], out: &mut Vec<u64>) -> bool {
 mod tests {
     use super::*;
     use crate::model::{EntityIds, Predictions};
-    use crate::store::{NewVersion, Status};
+    use crate::store::Status;
+    use crate::store::commit::tests::new_version;
 
     /// A version of `rows` entries, validated and flipped live.
     fn live_version(store: &Store, rows: u64) -> u64 {
-        let v = store
-            .begin_version(NewVersion {
-                job: "j".into(),
-                model_version: "m".into(),
-                model_kind: "mlp".into(),
-                rows,
-                ttl_secs: 60,
-                fingerprint: "f".into(),
-                created: 0,
-                hosts: Vec::new(),
-            })
-            .unwrap();
+        let v = new_version(store, rows);
         let ids = EntityIds::Int((0..rows).collect());
         let preds = Predictions::Scores {
             width: 1,
