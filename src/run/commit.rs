@@ -11,6 +11,7 @@
 //! commits instead of one each.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,6 +53,8 @@ pub(super) struct Committer {
     /// The gate's pass over each chunk written, read right after its
     /// commit (see [`ScanAfter`]).
     scans: Arc<Mutex<Vec<ChunkScan>>>,
+    /// Commits queued and not yet taken by the thread.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// Whether the commit thread reads each chunk's key range again right
@@ -60,7 +63,9 @@ pub(super) struct Committer {
 /// range, and the gate's pass after the last result reads only the keys
 /// outside those ranges (on a 1M-row mlp run it was 23-36 ms of the run's
 /// tail). The reads are the same; they move to the commit thread, beside
-/// the scoring.
+/// the scoring. A chunk is read only while no other commit waits: where
+/// the commits are what the run waits for (many workers, short chunks),
+/// its range is left to the gate, which reads on several threads.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ScanAfter {
     /// The model's K, for the check of a top-K value's shape.
@@ -74,15 +79,21 @@ impl Committer {
         let slot = failed.clone();
         let scans = Arc::new(Mutex::new(Vec::new()));
         let scanned = scans.clone();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let queued = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("herd-commit".into())
-            .spawn(move || commit_loop(&store, &rx, &slot, scan, &scanned))
+            .spawn(move || {
+                let after = scan.map(|s| (s, scanned, queued));
+                commit_loop(&store, &rx, &slot, after.as_ref())
+            })
             .expect("cannot start the commit thread");
         Committer {
             tx: Some(tx),
             thread: Some(thread),
             failed,
             scans,
+            waiting,
         }
     }
 
@@ -106,6 +117,7 @@ impl Committer {
             preds,
             timestamp,
         });
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         self.send(job)
     }
 
@@ -149,16 +161,25 @@ impl Drop for Committer {
     }
 }
 
+/// What the commit thread reads after each commit ([`ScanAfter`]): the
+/// model's K, where the passes go, and the count of commits waiting.
+type After = (ScanAfter, Arc<Mutex<Vec<ChunkScan>>>, Arc<AtomicUsize>);
+
 fn commit_loop(
     store: &Store,
     rx: &Receiver<Job>,
     failed: &Mutex<Option<String>>,
-    scan: Option<ScanAfter>,
-    scans: &Mutex<Vec<ChunkScan>>,
+    after: Option<&After>,
 ) {
+    let taken = |job: Job| {
+        if let (Job::Commit(_), Some((_, _, waiting))) = (&job, after) {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        job
+    };
     let mut next = None;
     loop {
-        let Some(job) = next.take().or_else(|| rx.recv().ok()) else {
+        let Some(job) = next.take().or_else(|| rx.recv().ok().map(taken)) else {
             return;
         };
         let mut batch = match job {
@@ -172,7 +193,7 @@ fn commit_loop(
         // for the batch before it.
         let mut bytes = batch[0].preds.byte_size();
         while batch.len() < COMMIT_BATCH_CHUNKS && bytes < COMMIT_BATCH_BYTES {
-            match rx.try_recv() {
+            match rx.try_recv().map(taken) {
                 Ok(Job::Commit(c)) if bytes + c.preds.byte_size() <= COMMIT_BATCH_BYTES => {
                     bytes += c.preds.byte_size();
                     batch.push(c);
@@ -185,10 +206,15 @@ fn commit_loop(
             }
         }
         let written = write(store, &batch, failed);
-        if let Some(ScanAfter { top_k }) = scan {
+        if let Some((ScanAfter { top_k }, scans, waiting)) = after {
             for (c, fresh) in batch.iter().zip(written) {
                 // A chunk not read here is read by the gate.
-                if let (true, Ok(Some(s))) = (fresh, scan_chunk(store, c.version, &c.ids, top_k)) {
+                let idle =
+                    waiting.load(Ordering::Relaxed) == 0 && !matches!(next, Some(Job::Commit(_)));
+                if fresh
+                    && idle
+                    && let Ok(Some(s)) = scan_chunk(store, c.version, &c.ids, *top_k)
+                {
                     scans.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                 }
             }
