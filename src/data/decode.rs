@@ -744,6 +744,24 @@ fn visit_strs<'a>(
     }
 }
 
+/// `$each!(T)` for the Arrow integer type `T` of `$array`, `$other` when it
+/// is not an integer array.
+macro_rules! by_int_type {
+    ($array:expr, $each:ident, $other:expr) => {
+        match $array.data_type() {
+            DataType::Int8 => $each!(Int8Type),
+            DataType::Int16 => $each!(Int16Type),
+            DataType::Int32 => $each!(Int32Type),
+            DataType::Int64 => $each!(Int64Type),
+            DataType::UInt8 => $each!(UInt8Type),
+            DataType::UInt16 => $each!(UInt16Type),
+            DataType::UInt32 => $each!(UInt32Type),
+            DataType::UInt64 => $each!(UInt64Type),
+            _ => $other,
+        }
+    };
+}
+
 /// Appends every value of `array`, an integer array with no nulls, to
 /// `out` in one pass over its values; false (nothing appended) when it is
 /// not an integer array or holds a negative value, which
@@ -764,17 +782,7 @@ fn append_ints(out: &mut Vec<u64>, array: &dyn Array) -> bool {
             true
         }};
     }
-    match array.data_type() {
-        DataType::Int8 => append!(Int8Type),
-        DataType::Int16 => append!(Int16Type),
-        DataType::Int32 => append!(Int32Type),
-        DataType::Int64 => append!(Int64Type),
-        DataType::UInt8 => append!(UInt8Type),
-        DataType::UInt16 => append!(UInt16Type),
-        DataType::UInt32 => append!(UInt32Type),
-        DataType::UInt64 => append!(UInt64Type),
-        _ => false,
-    }
+    by_int_type!(array, append, false)
 }
 
 /// Calls `f(i, value)` for every slot of an integer array (`None` for a null);
@@ -793,17 +801,7 @@ fn visit_ints(
             )
         }};
     }
-    match array.data_type() {
-        DataType::Int8 => visit!(Int8Type),
-        DataType::Int16 => visit!(Int16Type),
-        DataType::Int32 => visit!(Int32Type),
-        DataType::Int64 => visit!(Int64Type),
-        DataType::UInt8 => visit!(UInt8Type),
-        DataType::UInt16 => visit!(UInt16Type),
-        DataType::UInt32 => visit!(UInt32Type),
-        DataType::UInt64 => visit!(UInt64Type),
-        _ => None,
-    }
+    by_int_type!(array, visit, None)
 }
 
 /// Which row groups a range touches, and how many rows of the first of them
