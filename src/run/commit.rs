@@ -83,10 +83,7 @@ impl Committer {
         let queued = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("herd-commit".into())
-            .spawn(move || {
-                let after = scan.map(|s| (s, scanned, queued));
-                commit_loop(&store, &rx, &slot, after.as_ref())
-            })
+            .spawn(move || commit_loop(&store, &rx, &slot, scan, &scanned, &queued))
             .expect("cannot start the commit thread");
         Committer {
             tx: Some(tx),
@@ -161,18 +158,16 @@ impl Drop for Committer {
     }
 }
 
-/// What the commit thread reads after each commit ([`ScanAfter`]): the
-/// model's K, where the passes go, and the count of commits waiting.
-type After = (ScanAfter, Arc<Mutex<Vec<ChunkScan>>>, Arc<AtomicUsize>);
-
 fn commit_loop(
     store: &Store,
     rx: &Receiver<Job>,
     failed: &Mutex<Option<String>>,
-    after: Option<&After>,
+    scan: Option<ScanAfter>,
+    scans: &Mutex<Vec<ChunkScan>>,
+    waiting: &AtomicUsize,
 ) {
     let taken = |job: Job| {
-        if let (Job::Commit(_), Some((_, _, waiting))) = (&job, after) {
+        if let Job::Commit(_) = job {
             waiting.fetch_sub(1, Ordering::Relaxed);
         }
         job
@@ -206,14 +201,14 @@ fn commit_loop(
             }
         }
         let written = write(store, &batch, failed);
-        if let Some((ScanAfter { top_k }, scans, waiting)) = after {
+        if let Some(ScanAfter { top_k }) = scan {
             for (c, fresh) in batch.iter().zip(written) {
                 // A chunk not read here is read by the gate.
                 let idle =
                     waiting.load(Ordering::Relaxed) == 0 && !matches!(next, Some(Job::Commit(_)));
                 if fresh
                     && idle
-                    && let Ok(Some(s)) = scan_chunk(store, c.version, &c.ids, *top_k)
+                    && let Ok(Some(s)) = scan_chunk(store, c.version, &c.ids, top_k)
                 {
                     scans.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                 }

@@ -655,15 +655,10 @@ fn leave_out(ids: &EntityIds, preds: &Predictions, drop: &[usize]) -> (EntityIds
     (ids, preds)
 }
 
-/// Starts a new version of the job in the store.
 /// Whether the commit thread reads each chunk again for the gate: where
 /// every input id strictly ascends in input order ([`ScanAfter`]).
 fn scan_after(p: &Prepared) -> Option<ScanAfter> {
-    let ascending = match &p.index.ids {
-        EntityIds::Int(v) => v.windows(2).all(|w| w[0] < w[1]),
-        EntityIds::Str(v) => v.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
-    };
-    ascending.then(|| ScanAfter {
+    p.ids_ascend.then(|| ScanAfter {
         top_k: p.job.model.spec.top_k(),
     })
 }
@@ -680,6 +675,7 @@ fn warm_retention(store: &Store, keep: usize, version: u64) {
     drop(spawned);
 }
 
+/// Starts a new version of the job in the store.
 fn begin_version(store: &Store, p: &Prepared) -> Result<u64, Error> {
     store
         .begin_version(NewVersion {

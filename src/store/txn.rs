@@ -393,6 +393,23 @@ impl<'t> Snapshot<'_, 't> {
         };
         scan_txn(self.store, self.txn, db, version, (start, None), f)
     }
+
+    /// Every entity of `version` whose key is at least `start` and below
+    /// `end` (when given), in key order, each passed to `f`.
+    pub(crate) fn scan_between(
+        &self,
+        version: u64,
+        (start, end): (&[u8], Option<&[u8]>),
+        mut f: impl FnMut(&[u8], ValueRef<'_>),
+    ) -> Result<()> {
+        let Some(db) = self.db(version)? else {
+            return Ok(());
+        };
+        scan_txn(self.store, self.txn, db, version, (start, end), |k, v| {
+            f(k, v);
+            Ok(true)
+        })
+    }
 }
 
 /// `version`'s entries in `db` with keys from `keys.0` on, below `keys.1`

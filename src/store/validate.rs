@@ -74,12 +74,8 @@ pub fn scan_chunk(
     end.push(0); // the smallest key after the last one
     let seen = store.snapshot(|snap| {
         let mut state = (Seen::default(), 0);
-        snap.scan_from(version, &start, |entity, value| {
-            if entity >= end.as_slice() {
-                return Ok(false);
-            }
-            check_entry(&mut state, ids, top_k, &input, entity, value);
-            Ok(true)
+        snap.scan_between(version, (&start, Some(&end)), |entity, value| {
+            check_entry(&mut state, ids, top_k, &input, entity, value)
         })?;
         Ok(state.0)
     })?;
@@ -383,12 +379,8 @@ fn scan(
         let mut seen = Seen::default();
         for (start, end, chunk) in gaps {
             let mut state = (Seen::default(), input.position(&start));
-            snap.scan_from(version, &start, |entity, value| {
-                if end.as_deref().is_some_and(|end| entity >= end) {
-                    return Ok(false);
-                }
-                check_entry(&mut state, &plan.ids, plan.top_k, input, entity, value);
-                Ok(true)
+            snap.scan_between(version, (&start, end.as_deref()), |entity, value| {
+                check_entry(&mut state, &plan.ids, plan.top_k, input, entity, value)
             })?;
             seen = seen.then(state.0);
             if let Some(chunk) = chunk {
