@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use crate::config::{Location, ReadMode, Transport};
 use crate::fleet::{FleetEvent, ModelFile};
 use crate::model::{EntityIds, Predictions};
 use crate::proto::{self, ChunkRows, ToWorker};
@@ -207,7 +206,8 @@ impl Coordinator {
         let expect = Expect::of(&p);
         let mut workers = workers(&p, &model, &out);
         for h in &mut workers.hosts {
-            h.reads_input = worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
+            h.reads_input =
+                super::workers::worker_reads(p.job.input.read, &p.job.input.path, &h.cfg);
         }
         let committer = Committer::start(store.clone(), scan_after(&p));
         Ok(Coordinator {
@@ -739,19 +739,5 @@ fn started_event(
         hosts,
         live_version,
         resumed,
-    }
-}
-
-/// Whether the workers of `host` read their own rows: `auto` says yes for
-/// local hosts (same machine, same path) and for URL inputs (any machine
-/// reaches the store), no for other hosts of a local input, whose machine
-/// may not have the path.
-fn worker_reads(mode: ReadMode, input: &Location, host: &crate::config::Host) -> bool {
-    match mode {
-        ReadMode::Coordinator => false,
-        ReadMode::Workers => true,
-        ReadMode::Auto => {
-            matches!(input, Location::Url(_)) || matches!(host.transport, Transport::Local)
-        }
     }
 }

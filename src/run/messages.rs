@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::fleet::FleetEvent;
 use crate::model::Predictions;
-use crate::proto::{self, FromWorker, ToWorker};
+use crate::proto::{self, FromWorker};
 use crate::sched::{AttemptId, Input, SlotId};
 
 use super::Prepared;
@@ -267,25 +267,12 @@ impl Coordinator {
             self.workers.kill(slot);
             return;
         }
+        if self.workers.slots[&slot].load_sent {
+            return; // a worker started early was sent it already
+        }
         let host = &self.workers.hosts[self.workers.host_of(slot) as usize];
-        let cfg = &host.cfg;
-        let threads = cfg.threads.unwrap_or_else(|| local_threads(cfg.slots));
-        let path = host
-            .link
-            .as_ref()
-            .ok()
-            .and_then(|l| l.model_path())
-            .unwrap_or_else(|| self.p.job.model.weights.display().to_string());
-        let load = ToWorker::Load {
-            spec: self.p.job.model.spec.clone(),
-            sha256: self.p.weights_sha256.clone(),
-            path,
-            num_features: self.p.dataset.num_features(),
-            device: cfg.device,
-            threads,
-            input: host.reads_input.then(|| Box::new(self.p.job.input.clone())),
-            needs_history: self.p.job.model.spec.reads_history(),
-        };
+        let path = host.link.as_ref().ok().and_then(|l| l.model_path());
+        let load = self.p.load.message(&host.cfg, path);
         let _ = self.workers.send(slot, &load);
     }
 
@@ -454,12 +441,4 @@ fn check_result(a: &AttemptRt, preds: &Predictions, expect: &Expect) -> Result<(
         ));
     }
     Ok(())
-}
-
-/// Threads per local worker when the host does not say: cores / slots.
-fn local_threads(slots: u32) -> u32 {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    (cores / slots.max(1)).max(1)
 }

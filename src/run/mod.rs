@@ -127,9 +127,21 @@ pub async fn run(
         .await
         .map_err(|e| Error::Failed(format!("preparation panicked: {e}")))??;
     // Local workers start while the input's index is read (dropped, so
-    // killed, when the preparation fails).
+    // killed, when the preparation fails), and are sent the model to load
+    // as soon as it is hashed.
     let prestarted = Prestarted::start(&fleet);
-    let p = tokio::task::spawn_blocking(move || prepare_loaded(job, fleet))
+    let hosts = fleet.clone();
+    let (plan_tx, plan_rx) = tokio::sync::oneshot::channel();
+    let preparing = tokio::task::spawn_blocking(move || {
+        prepare::prepare_loaded_then(job, fleet, |plan| {
+            let _ = plan_tx.send(plan);
+        })
+    });
+    let prestarted = match plan_rx.await {
+        Ok(plan) => prestarted.load(&hosts, &plan).await,
+        Err(_) => prestarted, // the model did not load: preparing failed
+    };
+    let p = preparing
         .await
         .map_err(|e| Error::Failed(format!("preparation panicked: {e}")))??;
     // The job's `[[output.sink]]` tables join the sinks the caller passed.

@@ -18,6 +18,7 @@ use crate::plan::{CostIndex, LengthCosts};
 use crate::worker::hex;
 
 use super::Error;
+use super::workers::LoadPlan;
 
 pub struct Prepared {
     pub job: Job,
@@ -45,6 +46,8 @@ pub struct Prepared {
     /// Whether the input's ids strictly ascend in input order (found once,
     /// while checking that no id repeats).
     pub ids_ascend: bool,
+    /// What each worker's `Load` carries but its host's settings.
+    pub load: LoadPlan,
 }
 
 impl Prepared {
@@ -100,7 +103,18 @@ pub fn load_configs(job_path: &Path, hosts: Option<&Path>) -> Result<(Job, Fleet
 }
 
 /// [`prepare`] of a job and fleet already read ([`load_configs`]).
-pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
+pub fn prepare_loaded(job: Job, fleet: Fleet) -> Result<Prepared, Error> {
+    prepare_loaded_then(job, fleet, |_| {})
+}
+
+/// [`prepare_loaded`], handing `loaded` what the workers' `Load` carries as
+/// soon as the model is loaded and hashed, while the input's index is
+/// still being read (not at all when the model fails to load).
+pub fn prepare_loaded_then(
+    mut job: Job,
+    fleet: Fleet,
+    loaded: impl FnOnce(LoadPlan),
+) -> Result<Prepared, Error> {
     let notes: Vec<String> = generate_if_missing(&job)?.into_iter().collect();
     let job_file = job.file.display().to_string();
     if let Some(path) = job.input.path.local()
@@ -126,7 +140,7 @@ pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
     // thread of its own, so a run waits for the longer of them only. A
     // model that fails to load stops the index at its next row group.
     let stop = AtomicBool::new(false);
-    let (loaded, index) = std::thread::scope(|s| {
+    let (model, index) = std::thread::scope(|s| {
         let index = s.spawn(|| {
             let Some(index) = dataset
                 .scan_index_unless(&stop)
@@ -137,27 +151,33 @@ pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
             let ascend = check_unique_ids(&index, &job, &dataset)?;
             Ok::<_, Error>(Some((index, ascend)))
         });
-        let loaded = load_model(&job, &job_file, dataset.num_features());
-        if loaded.is_err() {
-            stop.store(true, Ordering::Relaxed);
+        let model = load_model(&job, &job_file, dataset.num_features());
+        match &model {
+            Ok(m) => {
+                let mut input = job.input.clone();
+                input.on_invalid = on_invalid(&input, &m.model);
+                let sha256 = &m.weights_sha256;
+                loaded(LoadPlan::new(&job, input, sha256, dataset.num_features()));
+            }
+            Err(_) => stop.store(true, Ordering::Relaxed),
         }
         let index = index
             .join()
             .unwrap_or_else(|_| Err(Error::Failed("reading the input's index panicked".into())));
-        (loaded, index)
+        (model, index)
     });
     let LoadedModel {
         model,
         weights_sha256,
         companions,
-    } = loaded?;
+    } = model?;
     let (index, ids_ascend) = index?.expect("only a model that failed stops the index");
-    // An ONNX graph may or may not define missing values (a tree ensemble
-    // does, a network does not): known once it is loaded. `missing` (its
-    // family's default) becomes `error` for a graph that does not.
+    // Whether an ONNX graph defines missing values is known once it is
+    // loaded (see `on_invalid`).
     let mut dataset = dataset;
-    if job.input.on_invalid == config::OnInvalid::Missing && !model.defines_missing() {
-        job.input.on_invalid = config::OnInvalid::Error;
+    let taken = on_invalid(&job.input, &model);
+    if taken != job.input.on_invalid {
+        job.input.on_invalid = taken;
         dataset.set_nulls_as_nan(false);
     }
     let mut model_identity = weights_sha256.clone();
@@ -170,7 +190,14 @@ pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
     let costs = LengthCosts::new(rows, lens, |len| model.entity_cost(len));
     let costs = CostIndex::from_source(Arc::new(costs));
     let fingerprint = fingerprint(&job, &model_identity, &dataset)?;
+    let load = LoadPlan::new(
+        &job,
+        job.input.clone(),
+        &weights_sha256,
+        dataset.num_features(),
+    );
     Ok(Prepared {
+        load,
         job,
         fleet,
         dataset: Arc::new(dataset),
@@ -184,6 +211,16 @@ pub fn prepare_loaded(mut job: Job, fleet: Fleet) -> Result<Prepared, Error> {
         ids_ascend,
         notes,
     })
+}
+
+/// How the input's invalid values are taken with `model`: `missing` (its
+/// family's default) is `error` for a model that does not define missing
+/// values (an ONNX network; a tree ensemble does).
+fn on_invalid(input: &config::Input, model: &Model) -> OnInvalid {
+    match input.on_invalid {
+        OnInvalid::Missing if !model.defines_missing() => OnInvalid::Error,
+        other => other,
+    }
 }
 
 /// The job's model as the coordinator holds it.

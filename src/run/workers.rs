@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::config::{self, Fleet};
+use crate::config::{self, Fleet, Job, ReadMode, Transport};
 use crate::fleet::{self, FleetEvent, HostLink, ModelFile, Spawned, WorkerLink};
-use crate::proto::ToWorker;
+use crate::model::ModelSpec;
+use crate::proto::{self, ToWorker};
 use crate::sched::{HostId, SlotId};
 
 use super::event::{Event, HostState};
@@ -27,6 +28,8 @@ pub(super) struct SlotRt {
     link: Option<WorkerLink>,
     /// Said hello.
     pub hello: bool,
+    /// Was sent its `Load` before it said hello ([`Prestarted::load`]).
+    pub load_sent: bool,
     /// Came up (model loaded) and told to the scheduler.
     pub up: bool,
     /// Broke the protocol: its messages are dropped, and it is never replaced.
@@ -66,10 +69,86 @@ pub(super) struct HostRt {
     pub attempts_read_ahead: u64,
 }
 
+/// What every worker's `Load` carries but its host's settings: known as
+/// soon as the model is loaded and hashed, before the input's index is
+/// read ([`Prestarted::load`]).
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    spec: ModelSpec,
+    sha256: String,
+    /// The job's weights file (a host that ships the model names its copy).
+    weights: String,
+    num_features: usize,
+    /// The job's input as a worker that reads its own rows gets it.
+    input: config::Input,
+}
+
+impl LoadPlan {
+    /// For `job`, whose input is read as `input` says (its `on_invalid` as
+    /// the model leaves it), with the model's hash and the input's
+    /// features.
+    pub fn new(job: &Job, input: config::Input, sha256: &str, num_features: usize) -> LoadPlan {
+        LoadPlan {
+            spec: job.model.spec.clone(),
+            sha256: sha256.to_string(),
+            weights: job.model.weights.display().to_string(),
+            num_features,
+            input,
+        }
+    }
+
+    /// The `Load` of a worker of host `cfg`, which reads the weights at
+    /// `model_path` (`None`: the job's own file).
+    pub(super) fn message(&self, cfg: &config::Host, model_path: Option<String>) -> ToWorker {
+        ToWorker::Load {
+            spec: self.spec.clone(),
+            sha256: self.sha256.clone(),
+            path: model_path.unwrap_or_else(|| self.weights.clone()),
+            num_features: self.num_features,
+            device: cfg.device,
+            threads: cfg.threads.unwrap_or_else(|| local_threads(cfg.slots)),
+            input: worker_reads(self.input.read, &self.input.path, cfg)
+                .then(|| Box::new(self.input.clone())),
+            needs_history: self.spec.reads_history(),
+        }
+    }
+}
+
+/// Threads per local worker when the host does not say: cores / slots.
+fn local_threads(slots: u32) -> u32 {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    (cores / slots.max(1)).max(1)
+}
+
+/// Whether the workers of `host` read their own rows: `auto` says yes for
+/// local hosts (same machine, same path) and for URL inputs (any machine
+/// reaches the store), no for other hosts of a local input, whose machine
+/// may not have the path.
+pub(super) fn worker_reads(mode: ReadMode, input: &config::Location, host: &config::Host) -> bool {
+    match mode {
+        ReadMode::Coordinator => false,
+        ReadMode::Workers => true,
+        ReadMode::Auto => {
+            matches!(input, config::Location::Url(_)) || matches!(host.transport, Transport::Local)
+        }
+    }
+}
+
 /// Workers of the fleet's local hosts started before the run is prepared,
 /// by slot: their processes start and say hello while the coordinator reads
 /// the input's index, and [`Workers::start`] takes them for their slots.
-pub struct Prestarted(BTreeMap<u32, Spawned>);
+pub struct Prestarted(BTreeMap<u32, Early>);
+
+/// A worker started before the run was prepared.
+struct Early {
+    spawned: Spawned,
+    /// Its host (index in the fleet).
+    host: usize,
+    /// Its `Load` was written to it.
+    load_sent: bool,
+}
 
 impl Prestarted {
     /// A worker for each slot of `fleet`'s local hosts, the slots numbered
@@ -79,17 +158,45 @@ impl Prestarted {
     pub fn start(fleet: &Fleet) -> Prestarted {
         let mut started = BTreeMap::new();
         let mut slot = 0u32;
-        for h in &fleet.hosts {
+        for (host, h) in fleet.hosts.iter().enumerate() {
             for _ in 0..h.slots {
                 if h.transport == config::Transport::Local
                     && let Ok(spawned) = fleet::local::spawn(&crate::test_hooks::worker_env(slot))
                 {
-                    started.insert(slot, spawned);
+                    let load_sent = false;
+                    started.insert(
+                        slot,
+                        Early {
+                            spawned,
+                            host,
+                            load_sent,
+                        },
+                    );
                 }
                 slot += 1;
             }
         }
         Prestarted(started)
+    }
+
+    /// Writes each worker its `Load` (`fleet` is the fleet they were
+    /// started for): the model loads and the input's part files are opened
+    /// while the coordinator still reads the input's index, instead of
+    /// after. A worker that cannot be written to is sent its `Load` again
+    /// when it says hello (and fails then as it would have).
+    pub async fn load(mut self, fleet: &Fleet, plan: &LoadPlan) -> Prestarted {
+        use tokio::io::AsyncWriteExt;
+        for early in self.0.values_mut() {
+            let Some(cfg) = fleet.hosts.get(early.host) else {
+                continue;
+            };
+            let Ok(frame) = proto::encode(&plan.message(cfg, None)) else {
+                continue;
+            };
+            let stdin = &mut early.spawned.stdin;
+            early.load_sent = stdin.write_all(&frame).await.is_ok() && stdin.flush().await.is_ok();
+        }
+        self
     }
 }
 
@@ -151,7 +258,10 @@ impl Workers {
             });
             for _ in 0..h.slots {
                 let env = crate::test_hooks::worker_env(w.next_slot);
-                let early = prestarted.0.remove(&w.next_slot);
+                let early = prestarted
+                    .0
+                    .remove(&w.next_slot)
+                    .map(|e| (e.spawned, e.load_sent));
                 // A worker that cannot start is logged and its slot stays down.
                 let _ = w.add_slot(hi as HostId, env, 0, out, early);
             }
@@ -196,6 +306,7 @@ impl Workers {
                     host: hi as HostId,
                     link: Some(WorkerLink::in_memory(slot, frames.clone())),
                     hello: false,
+                    load_sent: false,
                     up: false,
                     violated: false,
                     malformed: 0,
@@ -217,14 +328,15 @@ impl Workers {
         env: Vec<(String, String)>,
         restarts: u32,
         out: &Publisher,
-        early: Option<Spawned>,
+        early: Option<(Spawned, bool)>,
     ) -> Result<SlotId, String> {
         let slot = SlotId(self.next_slot);
         self.next_slot += 1;
         let h = &mut self.hosts[host as usize];
         h.first_slot.get_or_insert(slot.0);
+        let load_sent = matches!((&early, &h.link), (Some((_, true)), Ok(_)));
         let started = match (early, &h.link) {
-            (Some(early), Ok(_)) => Ok(early),
+            (Some((early, _)), Ok(_)) => Ok(early),
             (_, Ok(link)) => link.start_worker(&env),
             (_, Err(e)) => Err(e.clone()),
         };
@@ -232,6 +344,7 @@ impl Workers {
             host,
             link: None,
             hello: false,
+            load_sent,
             up: false,
             violated: false,
             malformed: 0,
