@@ -45,8 +45,17 @@ impl EncodedChunk {
 }
 
 /// Rows of `ids` in entity-key byte order, one per distinct key: the last row
-/// of a repeated id wins.
-fn key_order(ids: &EntityIds) -> Vec<usize> {
+/// of a repeated id wins. `None` when that is the rows' own order (their
+/// keys strictly ascend, as in most inputs): no order is built and sorted
+/// only to be found the same.
+fn key_order(ids: &EntityIds) -> Option<Vec<usize>> {
+    let ascend = match ids {
+        EntityIds::Int(v) => v.windows(2).all(|w| w[0] < w[1]),
+        EntityIds::Str(v) => v.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+    };
+    if ascend {
+        return None;
+    }
     let mut order: Vec<usize> = (0..ids.len()).collect();
     match ids {
         // Big-endian keys sort like the numbers.
@@ -59,7 +68,7 @@ fn key_order(ids: &EntityIds) -> Vec<usize> {
             order.dedup_by(|later, earlier| v[*later] == v[*earlier]);
         }
     }
-    order
+    Some(order)
 }
 
 impl Store {
@@ -152,7 +161,9 @@ impl Store {
             )
         })?;
         let max_key = self.inner.env.max_key_size();
-        let order = key_order(ids);
+        let sorted = key_order(ids);
+        let order = sorted.as_deref();
+        let entries = order.map_or(ids.len(), <[usize]>::len);
         let kind = match preds {
             Predictions::Scores { .. } => ValueKind::Scores,
             Predictions::TopK { .. } => ValueKind::TopK,
@@ -161,11 +172,11 @@ impl Store {
             Predictions::Scores { values, .. } => 4 * values.len(),
             Predictions::TopK { items, .. } => 8 * items.len(),
         };
-        out.values
-            .reserve(order.len() * value::HEADER_LEN + payload);
-        out.key_spans.reserve(order.len());
-        out.spans.reserve(order.len());
-        for i in order {
+        out.values.reserve(entries * value::HEADER_LEN + payload);
+        out.key_spans.reserve(entries);
+        out.spans.reserve(entries);
+        for e in 0..entries {
+            let i = order.map_or(e, |o| o[e]);
             let key_start = out.keys.len();
             match ids {
                 EntityIds::Int(v) => out.keys.extend_from_slice(&v[i].to_be_bytes()),
@@ -437,11 +448,17 @@ pub(super) mod tests {
 
     #[test]
     fn key_order_sorts_by_key_bytes_and_keeps_the_last_row_of_a_repeated_id() {
-        assert_eq!(key_order(&EntityIds::Int(vec![5, 3, 5, 1, 3])), [3, 4, 2]);
+        let order = |ids| key_order(&ids).expect("out of order");
+        assert_eq!(order(EntityIds::Int(vec![5, 3, 5, 1, 3])), [3, 4, 2]);
         let names = ["bob", "amy", "bob", "al"].map(String::from).to_vec();
-        assert_eq!(key_order(&EntityIds::Str(names)), [3, 1, 2]);
+        assert_eq!(order(EntityIds::Str(names)), [3, 1, 2]);
         // Big-endian bytes: 256 sorts after 1 although its first byte is 0.
-        assert_eq!(key_order(&EntityIds::Int(vec![256, 1])), [1, 0]);
+        assert_eq!(order(EntityIds::Int(vec![256, 1])), [1, 0]);
+        // Keys that strictly ascend are their own order; a repeat is not.
+        assert_eq!(key_order(&EntityIds::Int(vec![1, 256, 257])), None);
+        let names = ["al", "amy", "bob"].map(String::from).to_vec();
+        assert_eq!(key_order(&EntityIds::Str(names)), None);
+        assert_eq!(key_order(&EntityIds::Int(vec![1, 2, 2])), Some(vec![0, 2]));
     }
 
     #[test]
