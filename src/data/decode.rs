@@ -831,8 +831,8 @@ pub(super) fn plan_read(starts: &[u64], range: &Range<u64>) -> ReadPlan {
 const TRANSPOSE_ROWS: usize = 256;
 
 /// `columns` (one slice per feature, each a value per row) into `out`, row
-/// after row; with `check`, whether every value is finite (each block is
-/// checked while it is still in the cache).
+/// after row; with `check`, whether every value is finite (each value
+/// checked as it is moved: in the registers of the SIMD path).
 pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> bool {
     let stride = columns.len();
     if stride == 0 {
@@ -855,12 +855,28 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
             squares_to = stride / 8 * 8;
             rows_to = start + (end - start) / 8 * 8;
             for j in (0..squares_to).step_by(8) {
+                let squares = &columns[j..j + 8];
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 is present (`simd`); columns j..j + 8 hold
                 // rows start..rows_to (asserted above), and the block holds
                 // (end - start) rows of `stride` values.
                 unsafe {
-                    transpose_squares_avx2(&columns[j..j + 8], start..rows_to, block, stride, j)
+                    finite &= match check {
+                        true => transpose_squares_avx2::<true>(
+                            squares,
+                            start..rows_to,
+                            block,
+                            stride,
+                            j,
+                        ),
+                        false => transpose_squares_avx2::<false>(
+                            squares,
+                            start..rows_to,
+                            block,
+                            stride,
+                            j,
+                        ),
+                    };
                 }
             }
         }
@@ -875,10 +891,8 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
                 .zip(&column[from..end])
             {
                 *o = v;
+                finite &= !check || v.is_finite();
             }
-        }
-        if check {
-            finite &= block.iter().fold(true, |ok, v| ok & v.is_finite());
         }
     }
     finite
@@ -886,7 +900,8 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
 
 /// Rows `rows` (a multiple of eight of them) of eight columns into `block`
 /// (whose first row is `rows.start`), at columns `col..col + 8` of rows of
-/// `stride` values.
+/// `stride` values; with `CHECK`, whether every value moved is finite (else
+/// true).
 ///
 /// # Safety
 /// AVX2 must be present; every column holds `rows`; `block` holds
@@ -894,21 +909,31 @@ pub(super) fn transpose(columns: &[&[f32]], out: &mut [f32], check: bool) -> boo
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(unused_unsafe)]
-unsafe fn transpose_squares_avx2(
+unsafe fn transpose_squares_avx2<const CHECK: bool>(
     columns: &[&[f32]],
     rows: Range<usize>,
     block: &mut [f32],
     stride: usize,
     col: usize,
-) {
+) -> bool {
     use std::arch::x86_64::*;
     debug_assert!(columns.len() == 8 && rows.len() % 8 == 0 && col + 8 <= stride);
     let base = rows.start;
+    // Lanes that held a value whose magnitude is not below infinity: an
+    // infinity, or a NaN (unordered compares true).
+    let (sign, infinity) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(f32::INFINITY));
+    let mut bad = _mm256_setzero_ps();
     for r in rows.step_by(8) {
         // SAFETY: rows r..r + 8 exist in every column and in the block.
         unsafe {
             let c: [__m256; 8] =
                 std::array::from_fn(|k| _mm256_loadu_ps(columns[k].as_ptr().add(r)));
+            if CHECK {
+                for v in c {
+                    let magnitude = _mm256_andnot_ps(sign, v);
+                    bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_NLT_UQ>(magnitude, infinity));
+                }
+            }
             // Pairs of columns interleaved, then pairs of pairs: row i's
             // eight values end in register i (halves swapped across lanes).
             let t0 = _mm256_unpacklo_ps(c[0], c[1]);
@@ -943,4 +968,5 @@ unsafe fn transpose_squares_avx2(
             }
         }
     }
+    _mm256_movemask_ps(bad) == 0
 }

@@ -828,12 +828,21 @@ fn features_are_laid_out_row_after_row_across_transpose_blocks() {
             }
         }
     }
-    // A non-finite value in the last block is seen when checked, and only
-    // then, in a square or in the columns and rows left over.
-    for (row, col) in [(555, 2), (601, 2), (555, 17)] {
+    // A non-finite value (an infinity of either sign, a NaN) is seen when
+    // checked, and only then, in the first block or the last, in a square
+    // or in the columns and rows left over; the largest finite value is not.
+    let cases = [
+        (555, 2, f32::INFINITY),
+        (601, 2, f32::NEG_INFINITY),
+        (555, 17, f32::NAN),
+        (3, 5, f32::NAN),
+        (300, 7, -f32::NAN),
+        (3, 18, f32::INFINITY),
+    ];
+    for (row, col, bad) in cases {
         let (rows, width) = (603, 19);
         let mut columns: Vec<Vec<f32>> = (0..width).map(|_| vec![1.0; rows]).collect();
-        columns[col][row] = f32::INFINITY;
+        columns[col][row] = bad;
         let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
         let mut out = vec![f32::NAN; rows * width];
         assert!(
@@ -841,8 +850,13 @@ fn features_are_laid_out_row_after_row_across_transpose_blocks() {
             "row {row} col {col}"
         );
         assert!(decode::transpose(&views, &mut out, false));
-        assert_eq!(out[row * width + col], f32::INFINITY);
+        assert_eq!(out[row * width + col].to_bits(), bad.to_bits());
     }
+    let mut columns: Vec<Vec<f32>> = (0..19).map(|_| vec![f32::MAX; 603]).collect();
+    columns[4][10] = f32::MIN;
+    columns[6][600] = -0.0;
+    let views: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    assert!(decode::transpose(&views, &mut vec![0.0; 603 * 19], true));
 }
 
 #[test]
